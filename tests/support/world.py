@@ -332,40 +332,74 @@ class NotaryWorld:
             f"storage:\n  filesystem:\n    rootdirectory: {d / 'registry'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{registry_port}\n  secret: ostiary-world\n"
         )
-        self._spawn("notary-server", ["notary-server", "-config", str(d / "server-config.json")])
-        self._spawn("docker-registry", ["docker-registry", "serve", str(d / "registry-config.yml")])
-
         self.notary_url = f"https://127.0.0.1:{server_port}"
         self.registry_host = f"127.0.0.1:{registry_port}"
         self.registry_url = f"http://{self.registry_host}"
-        self._wait_healthy()
 
-    def _wait_healthy(self) -> None:
-        checks = {
-            "notary-server": (f"{self.notary_url}/_notary_server/health", self.ca_file),
-            "docker-registry": (f"{self.registry_url}/v2/", True),
-        }
-        pending = dict(checks)
+        # The signer first: notary-server's health endpoint says nothing about the signer, and a server
+        # that dialled a signer not yet listening answers 500 until gRPC's reconnect backoff expires.
+        self._spawn("docker-registry", ["docker-registry", "serve", str(d / "registry-config.yml")])
         deadline = time.monotonic() + _STARTUP_TIMEOUT
+        if self.trust_service == "remote":
+            self._wait({"notary-signer (gRPC port)": lambda: self._tcp_check(signer_port)}, deadline)
+        self._spawn("notary-server", ["notary-server", "-config", str(d / "server-config.json")])
+        self._wait({
+            "notary-server": lambda: self._http_check(f"{self.notary_url}/_notary_server/health",
+                                                      self.ca_file),
+            "docker-registry": lambda: self._http_check(f"{self.registry_url}/v2/", True),
+        }, deadline)
+        # End to end through the trust service: the server makes (or returns) a timestamp key for a
+        # probe GUN, through notary-signer when remote. Proves the signing path, and its algorithm.
+        self._wait({"notary-server timestamp key": self._probe_trust_service}, deadline)
+
+    @staticmethod
+    def _tcp_check(port: int) -> str | None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return None
+        except OSError as e:
+            return f"{type(e).__name__}: {e}"
+
+    def _http_check(self, url: str, verify) -> str | None:
+        try:
+            r = self._http.get(url, verify=verify, timeout=0.5)
+        except requests.RequestException as e:
+            return f"{type(e).__name__}: {e}"
+        return None if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
+
+    def _probe_trust_service(self) -> str | None:
+        url = f"{self.notary_url}/v2/ostiary-world-probe/health/_trust/tuf/timestamp.key"
+        try:
+            r = self._http.get(url, verify=self.ca_file, timeout=2)
+        except requests.RequestException as e:
+            return f"{type(e).__name__}: {e}"
+        if r.status_code != 200:
+            return f"HTTP {r.status_code}: {r.text[:200]}"
+        want = "ecdsa" if self.trust_service == "remote" else "ed25519"
+        got = r.json().get("keytype")
+        if got != want:
+            raise WorldError(f"notary-server made a {got} timestamp key, expected {want}\n{self._logs()}")
+        return None
+
+    def _wait(self, checks: dict, deadline: float) -> None:
+        """Poll every check (a callable returning None when fine, else why not) until all pass."""
+        pending = dict(checks)
         last_err: dict[str, str] = {}
-        while pending:
+        while True:
             for p in self._procs:
                 if p.popen.poll() is not None:
                     logs = self._logs()
                     if "address already in use" in logs:
                         raise _PortRace(f"{p.name}: address already in use")
                     raise WorldError(f"{p.name} exited during startup (rc={p.popen.returncode})\n{logs}")
-            for name, (url, verify) in list(pending.items()):
-                try:
-                    r = self._http.get(url, verify=verify, timeout=0.5)
-                    if r.status_code == 200:
-                        del pending[name]
-                    else:
-                        last_err[name] = f"HTTP {r.status_code}: {r.text[:200]}"
-                except requests.RequestException as e:
-                    last_err[name] = f"{type(e).__name__}: {e}"
+            for name, check in list(pending.items()):
+                err = check()
+                if err is None:
+                    del pending[name]
+                else:
+                    last_err[name] = err
             if not pending:
-                break
+                return
             if time.monotonic() > deadline:
                 why = "; ".join(f"{n}: {last_err.get(n, '?')}" for n in pending)
                 raise WorldError(f"world not healthy after {_STARTUP_TIMEOUT:.0f}s ({why})\n{self._logs()}")
