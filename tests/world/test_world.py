@@ -299,3 +299,156 @@ def test_scenario_images_are_distinct(world):
     assert len(digests) == len(world.images)
     assert json.dumps(sorted(world.images)) == json.dumps(
         sorted(["signed", "unsigned", "no-trust", "signer-pem", "signer-cert"]))
+
+
+# ---------------------------------------------------------------------- Ostiary's trust facts (app/notary)
+#
+# TrustService against the real world. Imported inside the fixture so that a broken app/notary fails
+# these tests only, never the checks of the world above.
+
+
+@pytest.fixture(scope="module")
+def trust(world):
+    from app.notary.service import TrustService
+
+    service = TrustService(ca_file=world.ca_file)
+    yield service
+    service.close()
+
+
+def gather(trust, world, refs_and_signers):
+    """[(image reference, ((secret, name, pem), ...))] -> facts, one gather under one deadline."""
+    from app.images import parse_image
+    from app.notary.service import Signer, TrustRequest
+
+    requests_ = [
+        TrustRequest(image=parse_image(ref), server=world.notary_url,
+                     signers=tuple(Signer(secret=s, name=n, public_key_pem=p) for s, n, p in signers))
+        for ref, signers in refs_and_signers
+    ]
+    return trust.gather(requests_, time.monotonic() + 10.0)
+
+
+def one(trust, world, ref, signers=()):
+    (facts,) = gather(trust, world, [(ref, signers)])
+    return facts
+
+
+@pytest.mark.parametrize("key", ["signed", "signer-pem", "signer-cert"])
+def test_facts_signed_tag_is_released_at_the_pushed_digest(trust, world, key):
+    img = world[key]
+    facts = one(trust, world, img.reference)
+    assert facts["verified"] is True, facts["error"]
+    assert facts["error"] is None
+    assert facts["gun"] == img.gun
+    assert facts["tag"] == img.tag and facts["digest"] is None
+    assert facts["targets"][img.tag]["released"] == img.digest
+    assert facts["targets"][img.tag]["roles"] == {role: img.digest for role in img.signed_roles}
+    for role in img.signed_roles:
+        assert facts["roles"][role]["signed_by"], role
+
+
+def test_facts_releases_wins_and_both_roles_are_reported(trust, world):
+    img = world["signed"]
+    facts = one(trust, world, img.reference)
+    assert set(facts["targets"][img.tag]["roles"]) == {"targets", "targets/releases"}
+    assert facts["roles"]["targets/releases"]["signed_by"] == [world.releaser.ecdsa_key_id]
+
+
+def test_facts_unsigned_tag_is_not_released(trust, world):
+    img = world["unsigned"]
+    facts = one(trust, world, img.reference)
+    assert facts["verified"] is True, facts["error"]
+    assert facts["targets"][img.tag]["released"] is None
+    assert not facts["targets"][img.tag]["roles"]
+
+
+def test_facts_repository_without_trust_data_is_not_verified(trust, world):
+    facts = one(trust, world, world["no-trust"].reference)
+    assert facts["verified"] is False
+    assert facts["error"]
+    assert facts["error_role"] == "root"
+    assert facts["targets"] == {} or all(t["released"] is None for t in facts["targets"].values())
+
+
+def test_facts_signer_alice_pem_key_signed(trust, world):
+    img = world["signer-pem"]
+    facts = one(trust, world, img.reference, [("alice-key", "alice", world.alice_pem)])
+    assert facts["verified"] is True, facts["error"]
+    (signer,) = facts["signers"]
+    assert signer["name"] == "alice" and signer["secret"] == "alice-key"
+    assert signer["role"] == "targets/alice" and signer["error"] is None
+    signed_by = set(facts["roles"]["targets/alice"]["signed_by"])
+    assert {world.alice.ecdsa_key_id} <= signed_by
+    assert set(signer["keyids"]) & signed_by
+    assert facts["targets"][img.tag]["roles"]["targets/alice"] == img.digest
+
+
+def test_facts_wrong_signer_key_matches_nothing(trust, world):
+    img = world["signer-pem"]
+    facts = one(trust, world, img.reference, [("alice-key", "alice", world.mallory_pem)])
+    assert facts["verified"] is True, facts["error"]  # the repository verifies; mallory just did not sign
+    (signer,) = facts["signers"]
+    signed_by = set(facts["roles"]["targets/alice"]["signed_by"])
+    assert not world.mallory.key_ids & signed_by
+    assert not set(signer["keyids"]) & signed_by
+    assert not set(signer["keyids"]) & set(facts["roles"]["targets/alice"]["keyids"])
+
+
+def test_facts_signer_bob_certificate(trust, world):
+    img = world["signer-cert"]
+    for pem in (world.bob.cert_pem, world.bob.public_pem):  # the certificate, or its bare public key
+        facts = one(trust, world, img.reference, [("bob-key", "bob", pem)])
+        assert facts["verified"] is True, facts["error"]
+        (signer,) = facts["signers"]
+        signed_by = set(facts["roles"]["targets/bob"]["signed_by"])
+        assert world.bob.x509_key_id in signed_by
+        assert world.bob.x509_key_id in signer["keyids"], "the key as it appears in the trust data"
+        assert signer["error"] is None
+
+
+def test_facts_signer_not_delegated_in_this_repository(trust, world):
+    facts = one(trust, world, world["signed"].reference, [("alice-key", "alice", world.alice_pem)])
+    assert facts["verified"] is True, facts["error"]
+    assert "targets/alice" not in facts["roles"]
+    assert "targets/alice" not in facts["targets"][world["signed"].tag]["roles"]
+
+
+def test_facts_digest_reference_lists_the_tags_signed_with_it(trust, world):
+    img = world["signer-cert"]
+    facts = one(trust, world, f"{img.gun}@{img.digest}")
+    assert facts["verified"] is True, facts["error"]
+    assert facts["tag"] is None and facts["digest"] == img.digest
+    assert facts["targets"][img.tag]["released"] == img.digest
+
+
+def test_facts_whole_scenario_in_one_gather(trust, world):
+    keys = ["signed", "unsigned", "no-trust", "signer-pem", "signer-cert"]
+    t0 = time.monotonic()
+    facts = gather(trust, world, [(world[k].reference, ()) for k in keys])
+    assert time.monotonic() - t0 < 5
+    by_key = dict(zip(keys, facts, strict=True))
+    for k in keys:
+        assert by_key[k]["gun"] == world[k].gun
+    assert [by_key[k]["verified"] for k in keys] == [True, True, False, True, True]
+    released = {k: by_key[k]["targets"].get("v1", {}).get("released") for k in keys}
+    assert released == {"signed": world["signed"].digest, "unsigned": None, "no-trust": None,
+                        "signer-pem": world["signer-pem"].digest, "signer-cert": world["signer-cert"].digest}
+
+
+def test_facts_from_a_local_ed25519_server():
+    """notary-server's in-process trust service signs timestamp and snapshot with eddsa: verified too."""
+    from app.images import parse_image
+    from app.notary.service import TrustRequest, TrustService
+
+    with NotaryWorld(trust_service="local") as w:
+        d = w.push_image("team/app", "v1", seed="local-facts")
+        w.sign("team/app", "v1", d, w.size_of(d))
+        service = TrustService(ca_file=w.ca_file)
+        try:
+            (facts,) = service.gather([TrustRequest(image=parse_image(w.image_ref("team/app", "v1")),
+                                                    server=w.notary_url)], time.monotonic() + 10)
+        finally:
+            service.close()
+    assert facts["verified"] is True, facts["error"]
+    assert facts["targets"]["v1"]["released"] == d
