@@ -1,0 +1,83 @@
+"""Exceptions of the Notary v1 verifier: one class per failure kind.
+
+Every `TrustError` carries the TUF role the failure is about (`role`, e.g. "root", "snapshot",
+"targets/alice"; None when no role applies) and a `reason` a person can act on. `str(error)` is
+"<role>: <reason>", which is what ends up in the facts document and in denial messages.
+"""
+
+from __future__ import annotations
+
+
+class TrustError(Exception):
+    """Base class: the trust data could not be verified."""
+
+    def __init__(self, role: str | None, reason: str) -> None:
+        self.role = role
+        self.reason = reason
+        super().__init__(f"{role}: {reason}" if role is not None else reason)
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.reason}" if self.role is not None else self.reason
+
+
+class MalformedMetadata(TrustError):
+    """Not JSON, wrong structure or types, floats, duplicate keys, bad base64, ..."""
+
+
+class WrongType(MalformedMetadata):
+    """The `_type` field does not name the role the document was loaded as."""
+
+
+class KeyIdMismatch(MalformedMetadata):
+    """A key is listed under an id that is not the sha256 of its canonical JSON."""
+
+
+class UnknownKeyType(TrustError):
+    """A key bound to a role has a type this verifier does not know."""
+
+
+class BadSignature(TrustError):
+    """A signature by one of the role's keys did not verify, and the threshold was not met."""
+
+
+class ThresholdNotMet(TrustError):
+    """Fewer distinct keys of the role signed than its threshold requires."""
+
+
+class CertificateError(TrustError):
+    """An x509 key's certificate is expired, not yet valid, or (root) names another GUN."""
+
+
+class ExpiredMetadata(TrustError):
+    """The role's `expires` is not after the reference time."""
+
+
+class RollbackAttack(TrustError):
+    """The role's version is lower than a version seen before."""
+
+
+class HashMismatch(TrustError):
+    """The bytes received do not hash to what the timestamp or snapshot lists."""
+
+
+class LengthMismatch(TrustError):
+    """The bytes received do not have the length the timestamp or snapshot lists."""
+
+
+class MissingRole(TrustError):
+    """A role the trust data lists (or requires) is not available."""
+
+
+class BadRootRotation(TrustError):
+    """A new root is not signed by the trusted root's keys, or its version goes back."""
+
+
+class DelegationError(TrustError):
+    """A delegation is invalid: not delegated by its parent, bad name, or a target outside its paths."""
+
+
+class LoadOrderError(RuntimeError):
+    """A programming error: TrustedRepository's methods were called out of order.
+
+    Not a TrustError: it says nothing about the trust data, only about the caller.
+    """
