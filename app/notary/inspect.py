@@ -1,0 +1,103 @@
+"""`ostiary trust inspect IMAGE`: the trust facts of one image, as the admission path would see them.
+
+Why: when a pod is denied for trust reasons, the person holding the pager needs to see exactly what
+Ostiary saw (which roles verified, which digest each signed, which key IDs a signer key maps to)
+without a cluster. This runs the same TrustService an admission runs, for one image, once.
+
+The facts are the document `input.images[i].trust` of the decision query (docs/internals.md).
+"verified" here means: the trust data verified, and when signers were given, every signer key was
+readable and its role signed the image's tag (or digest) with the same digest as the released one.
+That is a convenience summary for a terminal; admission decisions are made by the Rego policy.
+
+    facts, ok = inspect_image("docker.io/library/alpine:3.19", trust_server=None, ca_file=None,
+                              signers=[], at=None, default_servers=DEFAULT_TRUST_SERVERS)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from app.images import InvalidImageReference, parse_image
+from app.notary.errors import TrustError
+from app.notary.facts import failure_facts
+from app.notary.service import DEFAULT_TRUST_SERVERS, Signer, TrustRequest, TrustService, trust_server_for
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def inspect_image(
+    image: str,
+    *,
+    trust_server: str | None,
+    ca_file: str | None,
+    signers: Sequence[tuple[str, str]],
+    at: datetime | None,
+    default_servers: Mapping[str, str] = DEFAULT_TRUST_SERVERS,
+    credentials: Sequence[tuple[str, str]] = (),
+    timeout: float = DEFAULT_TIMEOUT,
+) -> tuple[dict, bool]:
+    """(facts, verified) for `image`; `signers` are (name, PEM) pairs; `at` fixes the clock (UTC if naive).
+
+    Never raises for trust failures or a bad image reference: they are in the facts' `error`.
+    """
+    signer_list = tuple(
+        Signer(secret=f"--signer {name}", name=name, public_key_pem=pem) for name, pem in signers
+    )
+    signer_tuples = [(s.secret, s.name, s.public_key_pem) for s in signer_list]
+    try:
+        ref = parse_image(image)
+    except InvalidImageReference as error:
+        facts = failure_facts(trust_server, image, None, None, TrustError(None, str(error)), signer_tuples)
+        return facts, False
+    server = trust_server_for(ref.registry, trust_server, dict(default_servers))
+    if server is None:
+        error = TrustError(
+            None,
+            f"no Notary trust server is known for registry {ref.registry}; pass --trust-server URL",
+        )
+        facts = failure_facts(None, ref.name, ref.tag, ref.digest, error, signer_tuples)
+        return facts, False
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    moment = at
+
+    def clock() -> datetime:
+        return moment if moment is not None else datetime.now(UTC)
+
+    service = TrustService(ca_file=ca_file, cache_entries=0, clock=clock)
+    try:
+        request = TrustRequest(
+            image=ref, server=server, signers=signer_list, credentials=tuple(credentials)
+        )
+        facts = service.gather([request], deadline=time.monotonic() + timeout)[0]
+    finally:
+        service.close()
+    return facts, summarize_verified(facts)
+
+
+def summarize_verified(facts: Mapping) -> bool:
+    """True when the trust data verified and every required signer signed the released digest."""
+    if facts.get("verified") is not True:
+        return False
+    signers = facts.get("signers") or []
+    if not signers:
+        return _released_digests(facts) != set()
+    targets = facts.get("targets") or {}
+    for signer in signers:
+        if signer.get("error"):
+            return False
+        role = signer.get("role")
+        if not targets:
+            return False
+        for entry in targets.values():
+            signed = (entry.get("roles") or {}).get(role)
+            if signed is None or signed != entry.get("released"):
+                return False
+    return True
+
+
+def _released_digests(facts: Mapping) -> set[str]:
+    targets = facts.get("targets") or {}
+    return {entry["released"] for entry in targets.values() if entry.get("released")}

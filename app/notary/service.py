@@ -1,0 +1,318 @@
+"""TrustService: Notary v1 trust facts for every image of an admission, in parallel, under one deadline.
+
+Why this module exists: the verifier (app/notary/verify.py) is pure and the client (client.py) only
+fetches; something has to walk the roles in TUF order, remember what was trusted before, cache, run
+images in parallel, and turn *every* failure into facts the policy can deny on. That is this.
+
+Rules it keeps:
+
+- Order: root -> timestamp -> snapshot -> targets -> the delegations the verifier asks for. A role the
+  server does not have (404) is reported to the verifier (`missing`), which decides whether that is
+  fatal (a role listed in the snapshot is).
+- Trust on first use per (server, GUN): the first verified root and the versions of every role are
+  kept in memory (app/notary/cache.py) and handed to the next verification as `trusted_root` and
+  `seen_versions`, so later roots must be rotations signed by the kept one and versions never go back.
+- Cache: a verified repository is served from memory for `cache_ttl` seconds, and never once one of
+  its roles has expired by the injected clock. After the TTL, timestamp.json is fetched again: the
+  same bytes (still unexpired) renew the entry; different bytes mean a full, rollback-checked walk.
+- Fail closed: a fetch error, an HTTP error, a timeout or a verification error gives facts with
+  `verified: false` and a reason naming the role and the server. In particular a failed refresh after
+  the TTL is a denial, not the cached success: the TTL is the freshness Ostiary promises, and serving
+  old trust data while the server is unreachable would let whoever blocks the server freeze a revoked
+  signature in place. The cached entry and the TOFU anchor are kept, so the next successful refresh
+  needs no new first use.
+- One deadline (a `time.monotonic()` value) for the whole gather. Images of one request are fetched in
+  parallel; images sharing (server, GUN) are fetched once. `gather` returns by the deadline even if a
+  worker thread is stuck in the network; that image gets a timeout reason naming the role in flight.
+- `gather` never raises for a per-image failure.
+
+    service = TrustService(ca_file="/etc/ostiary/notary-ca.pem")
+    facts = service.gather([TrustRequest(parse_image("nginx:1.25"), "https://notary.docker.io")],
+                           deadline=time.monotonic() + 4.0)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from app.notary.cache import CachedRepository, Key, TrustCache
+from app.notary.client import FetchTimeout, NotaryClient, RoleNotServed
+from app.notary.errors import TrustError
+from app.notary.facts import failure_facts
+from app.notary.verify import TrustedRepository, parse_time
+
+if TYPE_CHECKING:
+    from app.images import ImageRef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRUST_SERVERS: dict[str, str] = {
+    "docker.io": "https://notary.docker.io",
+    "quay.io": "https://quay.io:443",
+}
+
+# A walk asks for at most this many delegations, so a hostile snapshot cannot keep a worker busy forever.
+MAX_DELEGATIONS = 256
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def trust_server_for(registry: str, explicit: str | None, defaults: dict[str, str] | None = None) -> str | None:
+    """The policy's trustServer when given, else the default for the exact registry host, else None."""
+    if explicit:
+        return explicit
+    return (DEFAULT_TRUST_SERVERS if defaults is None else defaults).get(registry)
+
+
+@dataclass(frozen=True)
+class Signer:
+    secret: str  # the Secret's name (for messages)
+    name: str  # signer name; the role is "targets/<name>"
+    public_key_pem: str  # PEM public key or certificate
+
+
+@dataclass(frozen=True)
+class TrustRequest:
+    image: ImageRef
+    server: str  # "https://notary.docker.io"
+    signers: tuple[Signer, ...] = ()
+    credentials: tuple[tuple[str, str], ...] = ()  # (username, password) for the image's registry, in order
+
+
+class _Progress:
+    """What a worker is doing, so a gather that times out can say which role was in flight."""
+
+    def __init__(self) -> None:
+        self.role = "root"
+
+
+class _Group:
+    """Requests sharing (server, GUN): fetched and verified once."""
+
+    def __init__(self, server: str, gun: str):
+        self.server = server
+        self.gun = gun
+        self.credentials: list[tuple[str, str]] = []
+        self.progress = _Progress()
+        self.future: Future[Any] | None = None
+        self.error: TrustError | None = None
+
+
+def _normalize_server(server: str) -> tuple[str, TrustError | None]:
+    text = (server or "").strip().rstrip("/")
+    if not text:
+        return "", TrustError(None, "no Notary trust server is configured for this image's registry")
+    if "://" not in text:
+        text = f"https://{text}"
+    parts = urlsplit(text)
+    if parts.scheme.lower() != "https" or not parts.netloc:
+        return text, TrustError(
+            None, f"trust server {text} is not an https URL; Ostiary fetches trust data over https only"
+        )
+    return f"https://{parts.netloc.lower()}{parts.path}", None
+
+
+def _earliest_expiry(documents: Sequence[bytes]) -> datetime:
+    """The earliest `signed.expires` among role documents the verifier has already accepted."""
+    earliest: datetime | None = None
+    for data in documents:
+        try:
+            moment = parse_time("cache", json.loads(data)["signed"]["expires"])
+        except (TrustError, ValueError, KeyError, TypeError):
+            # The verifier accepted it, so this should not happen; treat it as already expired.
+            return datetime.min.replace(tzinfo=UTC)
+        if earliest is None or moment < earliest:
+            earliest = moment
+    return earliest or datetime.min.replace(tzinfo=UTC)
+
+
+class TrustService:
+    """Gathers verified trust facts. Thread-safe; one per process (it owns the caches and the pool)."""
+
+    def __init__(
+        self,
+        *,
+        ca_file: str | None = None,
+        cache_ttl: float = 60.0,
+        cache_entries: int = 512,
+        clock: Callable[[], datetime] = utcnow,
+        max_response_bytes: int = 8 << 20,
+        max_workers: int = 16,
+        client: NotaryClient | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
+        self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._max_workers = max(1, max_workers)
+        self._closed = threading.Event()
+
+    def close(self) -> None:
+        self._closed.set()
+        self.client.close()
+
+    # -- the public operation -----------------------------------------------------------------------
+
+    def gather(self, requests: Sequence[TrustRequest], deadline: float) -> list[dict]:
+        """Facts for each request, same order. deadline = absolute time.monotonic() value.
+
+        Never raises for a per-image failure: the failure is in the facts (verified=False).
+        """
+        started = time.monotonic()
+        budget = max(0.0, deadline - started)
+        groups: dict[Key, _Group] = {}
+        assignment: list[_Group] = []
+        for request in requests:
+            server, error = _normalize_server(request.server)
+            key = (server, request.image.name)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(server, request.image.name)
+                group.error = error
+            for credential in request.credentials:
+                pair = (credential[0], credential[1])
+                if pair not in group.credentials:
+                    group.credentials.append(pair)
+            assignment.append(group)
+
+        runnable = [group for group in groups.values() if group.error is None]
+        executor: ThreadPoolExecutor | None = None
+        if runnable:
+            executor = ThreadPoolExecutor(
+                max_workers=min(len(runnable), self._max_workers), thread_name_prefix="ostiary-trust"
+            )
+            for group in runnable:
+                group.future = executor.submit(self._load, group, deadline)
+            wait([g.future for g in runnable if g.future], timeout=max(0.0, deadline - time.monotonic()))
+            # Stuck workers are abandoned, not awaited: the client's own timeouts end them shortly.
+            executor.shutdown(wait=False, cancel_futures=True)
+
+        facts: list[dict] = []
+        for request, group in zip(requests, assignment):
+            facts.append(self._facts_for(request, group, budget))
+        return facts
+
+    # -- per-request facts ----------------------------------------------------------------------------
+
+    def _facts_for(self, request: TrustRequest, group: _Group, budget: float) -> dict:
+        image = request.image
+        signers = [(s.secret, s.name, s.public_key_pem) for s in request.signers]
+        error = group.error
+        repository = None
+        if error is None and group.future is not None:
+            if not group.future.done():
+                error = FetchTimeout(
+                    group.progress.role,
+                    f"notary server {group.server} did not answer within {budget:.1f}s",
+                )
+            else:
+                outcome = group.future.exception()
+                if outcome is None:
+                    repository = group.future.result()
+                elif isinstance(outcome, TrustError):
+                    error = outcome
+                else:
+                    log.error(
+                        "unexpected error gathering trust data for %s from %s",
+                        group.gun, group.server, exc_info=outcome,
+                    )
+                    error = TrustError(
+                        group.progress.role, f"internal error while verifying trust data: {outcome!r}"
+                    )
+        if repository is not None:
+            try:
+                return repository.facts(image.tag, image.digest, signers, server=group.server)
+            except TrustError as facts_error:
+                error = facts_error
+            except Exception as facts_error:
+                log.exception("unexpected error building trust facts for %s", group.gun)
+                error = TrustError(None, f"internal error while building trust facts: {facts_error!r}")
+        assert error is not None
+        log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
+        return failure_facts(group.server or None, group.gun, image.tag, image.digest, error, signers)
+
+    # -- loading one repository ------------------------------------------------------------------------
+
+    def _load(self, group: _Group, deadline: float) -> Any:
+        key: Key = (group.server, group.gun)
+        now = self._clock()
+        entry, fresh = self.cache.lookup(key)
+        timestamp: bytes | None = None
+        if entry is not None and entry.expires > now:
+            if fresh:
+                return entry.repository
+            group.progress.role = "timestamp"
+            timestamp = self._fetch(group, "timestamp", deadline)
+            if timestamp == entry.timestamp_bytes:
+                self.cache.renew(key, entry)
+                return entry.repository
+        return self._walk(group, key, now, deadline, timestamp)
+
+    def _walk(self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None) -> Any:
+        anchor = self.cache.anchor(key)
+        repository = TrustedRepository(
+            group.gun,
+            now,
+            trusted_root=anchor.root_bytes if anchor else None,
+            seen_versions=anchor.versions if anchor else None,
+            server=group.server,
+        )
+        documents: list[bytes] = []
+
+        def load(role: str, update: Callable[[bytes], None], data: bytes | None = None) -> bytes | None:
+            group.progress.role = role
+            if data is None:
+                try:
+                    data = self._fetch(group, role, deadline)
+                except RoleNotServed:
+                    repository.missing(role)
+                    return None
+            update(data)
+            documents.append(data)
+            return data
+
+        load("root", repository.update_root)
+        timestamp = load("timestamp", repository.update_timestamp, timestamp)
+        load("snapshot", repository.update_snapshot)
+        load("targets", repository.update_targets)
+        asked: set[str] = set()
+        while True:
+            pending = [role for role in repository.pending_delegations() if role not in asked]
+            if not pending:
+                break
+            for role in pending:
+                if len(asked) >= MAX_DELEGATIONS:
+                    raise TrustError(role, f"more than {MAX_DELEGATIONS} delegations; refusing to walk further")
+                asked.add(role)
+                load(role, lambda data, role=role: repository.update_delegation(role, data))
+
+        self.cache.remember(key, repository.root_bytes, repository.versions)
+        if timestamp is not None:
+            self.cache.store(
+                key,
+                CachedRepository(
+                    repository=repository,
+                    timestamp_bytes=timestamp,
+                    expires=_earliest_expiry(documents),
+                    checked_at=self._monotonic(),
+                ),
+            )
+        return repository
+
+    def _fetch(self, group: _Group, role: str, deadline: float) -> bytes:
+        group.progress.role = role
+        return self.client.fetch_role(
+            group.server, group.gun, role, deadline=deadline, credentials=group.credentials
+        )
