@@ -170,12 +170,22 @@ def _stop_all_at_exit() -> None:
 atexit.register(_stop_all_at_exit)
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    # Not Linux/glibc: nothing to do here, atexit and stop() still apply.
-    with contextlib.suppress(Exception):
+def _load_prctl():
+    """libc's prctl, resolved here in the parent: the child must not import or dlopen anything."""
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):  # not Linux/glibc: atexit and stop() still apply
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _pdeathsig() -> None:  # runs in the child between fork and exec
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class NotaryWorld:
@@ -287,7 +297,7 @@ class NotaryWorld:
             popen = subprocess.Popen(
                 argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_pdeathsig if in_main else None,  # noqa: PLW1509 - main thread only, see above
+                preexec_fn=_pdeathsig if in_main and _PRCTL else None,  # noqa: PLW1509 - main thread only, see above
                 env={**os.environ, "HOME": str(self.dir)},
             )
         proc = _Proc(name, popen, log)
