@@ -1,0 +1,262 @@
+"""One admission, start to end: extract -> plan (OPA) -> gather trust -> decision (OPA) -> respond.
+
+Every failure on the way ends in a denial with a message that says what went wrong; nothing here
+turns an error into an allow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from app.admission import respond
+from app.admission.extract import (
+    BadRequest,
+    ImageSite,
+    image_sites,
+    pod_spec,
+    pull_secret_names,
+    service_account_name,
+)
+from app.images import parse_image
+from app.opa.client import OpaClient, OpaError
+
+log = logging.getLogger("ostiary.admission")
+
+PLAN_PATH = "ostiary/main/plan"
+DECISION_PATH = "ostiary/main/decision"
+
+
+class ObjectStore(Protocol):
+    def get_secret(self, namespace: str, name: str) -> dict | None: ...
+    def get_service_account(self, namespace: str, name: str) -> dict | None: ...
+
+
+class OwnerVerifier(Protocol):
+    def approved_by_owner(self, obj: dict, namespace: str, images: list[tuple[str, str, str]]) -> str | None: ...
+
+
+@dataclass
+class Outcome:
+    """What happened, for metrics and logs."""
+
+    allowed: bool
+    reason: str = ""
+    images: list[dict] = field(default_factory=list)
+    error: bool = False
+
+
+def _secret_field(secret: dict, key: str) -> str | None:
+    string_data = secret.get("stringData") or {}
+    if isinstance(string_data.get(key), str):
+        return string_data[key]
+    raw = (secret.get("data") or {}).get(key)
+    if not isinstance(raw, str):
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+class Reviewer:
+    def __init__(
+        self,
+        opa: OpaClient,
+        store: ObjectStore,
+        *,
+        trust: Any = None,
+        owners: OwnerVerifier | None = None,
+        system_namespace: str = "ostiary-system",
+        budget: float = 8.0,
+        trust_share: float = 0.75,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.opa = opa
+        self.store = store
+        self.trust = trust
+        self.owners = owners
+        self.system_namespace = system_namespace
+        self.budget = budget
+        self.trust_share = trust_share
+        self.clock = clock
+
+    # ---- entry point ---------------------------------------------------------------------
+
+    def review(self, review: Any) -> tuple[dict, Outcome]:
+        """An AdmissionReview in, an AdmissionReview (with response) out. Raises BadRequest only
+        when there is no request uid to answer to."""
+        if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
+            raise BadRequest("body is not an AdmissionReview with a request")
+        request = review["request"]
+        uid = request.get("uid")
+        if not isinstance(uid, str) or not uid:
+            raise BadRequest("request.uid is missing")
+        if review.get("apiVersion") != respond.API_VERSION or review.get("kind") != "AdmissionReview":
+            return self._deny(uid, f"expected an AdmissionReview of {respond.API_VERSION}")
+        try:
+            return self._review(uid, request)
+        except BadRequest as exc:
+            return self._deny(uid, f"Ostiary could not read the object: {exc}")
+        except OpaError as exc:
+            return self._deny(uid, f"Ostiary denied the request because the policy engine failed: {exc}", error=True)
+        except Exception as exc:  # fail closed on anything unexpected, and say so
+            log.exception("admission %s failed", uid)
+            return self._deny(uid, f"Ostiary denied the request because of an internal error: {exc.__class__.__name__}: {exc}", error=True)
+
+    def _deny(self, uid: str, message: str, error: bool = False) -> tuple[dict, Outcome]:
+        return respond.deny(uid, message), Outcome(False, message, error=error)
+
+    # ---- the flow ------------------------------------------------------------------------
+
+    def _review(self, uid: str, request: dict) -> tuple[dict, Outcome]:
+        start = self.clock()
+        deadline = start + self.budget
+        operation = request.get("operation")
+        if operation not in ("CREATE", "UPDATE"):
+            return respond.allow(uid), Outcome(True, f"operation {operation} is not checked")
+        kind = (request.get("kind") or {}).get("kind", "")
+        obj = request.get("object")
+        if not isinstance(obj, dict):
+            raise BadRequest("request.object is missing")
+        spec, _ = pod_spec(obj, kind) if isinstance(kind, str) else (None, "")
+        if spec is None and kind not in ("Pod",):
+            from app.admission.extract import POD_SPEC_PATHS
+
+            if kind not in POD_SPEC_PATHS:
+                return respond.allow(uid, [f"Ostiary does not check kind {kind!r}: it carries no pod spec"]), Outcome(True, "kind not checked")
+        sites = image_sites(obj, kind)
+        namespace = request.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
+
+        if self.owners is not None and sites:
+            reason = self.owners.approved_by_owner(
+                obj, namespace, [(s.container_kind, s.container, s.image) for s in sites]
+            )
+            if reason:
+                return respond.allow(uid), Outcome(True, reason)
+
+        opa_input = self._input(request, obj, namespace, sites)
+        plan = self.opa.query(PLAN_PATH, opa_input, deadline)
+        planned = self._check_plan(plan, sites)
+        trust_deadline = start + self.budget * self.trust_share
+        self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
+        decision = self.opa.query(DECISION_PATH, opa_input, deadline)
+        return self._respond(uid, decision, sites)
+
+    def _input(self, request: dict, obj: dict, namespace: str, sites: list[ImageSite]) -> dict:
+        return {
+            "request": {
+                "uid": request.get("uid"),
+                "operation": request.get("operation"),
+                "kind": request.get("kind"),
+                "resource": request.get("resource"),
+                "subResource": request.get("subResource"),
+                "name": request.get("name") or (obj.get("metadata") or {}).get("name"),
+                "namespace": namespace,
+                "dryRun": bool(request.get("dryRun")),
+                "userInfo": request.get("userInfo") or {},
+            },
+            "object": obj,
+            "images": [s.as_input() for s in sites],
+            "config": {"system_namespace": self.system_namespace},
+        }
+
+    @staticmethod
+    def _check_plan(plan: Any, sites: list[ImageSite]) -> list[dict]:
+        images = plan.get("images") if isinstance(plan, dict) else None
+        if not isinstance(images, list) or len(images) != len(sites):
+            raise OpaError("the plan from OPA does not cover every image")
+        return images
+
+    # ---- trust ---------------------------------------------------------------------------
+
+    def _signers(self, secrets: list[dict]) -> tuple[list, dict[str, dict]]:
+        """Signer objects for the secrets that resolve, and an error fact for each that does not."""
+        from app.notary.service import Signer
+
+        signers, errors = [], {}
+        for ref in secrets:
+            name, ns = ref.get("name"), ref.get("namespace")
+            secret = self.store.get_secret(ns, name)
+            if secret is None:
+                errors[name] = f"secret {name} not found in namespace {ns}"
+                continue
+            signer_name = _secret_field(secret, "name")
+            pem = _secret_field(secret, "publicKey")
+            if not signer_name or not pem:
+                errors[name] = f"secret {ns}/{name} must hold base64 `name` and `publicKey`"
+                continue
+            signers.append(Signer(secret=name, name=signer_name.strip(), public_key_pem=pem))
+        return signers, errors
+
+    def _pull_secrets(self, obj: dict, kind: str, namespace: str) -> list[dict]:
+        names = pull_secret_names(obj, kind)
+        sa = self.store.get_service_account(namespace, service_account_name(obj, kind))
+        for ref in (sa or {}).get("imagePullSecrets") or []:
+            if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"] not in names:
+                names.append(ref["name"])
+        secrets = []
+        for name in names:
+            secret = self.store.get_secret(namespace, name)
+            if secret is not None:
+                secrets.append(secret)
+        return secrets
+
+    def _gather(self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float) -> None:
+        wanted = []
+        for item, image in zip(planned, opa_input["images"]):
+            trust = ((item or {}).get("requirements") or {}).get("trust") or {}
+            if trust.get("enabled") is True and isinstance(trust.get("server"), str):
+                wanted.append((image, trust))
+        if not wanted or self.trust is None:
+            return  # the Rego denies trust-enabled images without facts
+        from app.notary.service import TrustRequest
+        from app.registry.credentials import credentials_for
+
+        pull_secrets = self._pull_secrets(obj, kind, namespace)
+        requests, signer_errors, order = [], [], []
+        for image, trust in wanted:
+            ref = parse_image(image["image"])
+            signers, errors = self._signers(trust.get("signer_secrets") or [])
+            requests.append(
+                TrustRequest(
+                    image=ref,
+                    server=trust["server"],
+                    signers=tuple(signers),
+                    credentials=tuple(credentials_for(ref.registry, pull_secrets)),
+                )
+            )
+            signer_errors.append(errors)
+            order.append([s.get("name") for s in trust.get("signer_secrets") or []])
+        facts_list = self.trust.gather(requests, deadline)
+        for (image, _), facts, errors, names in zip(wanted, facts_list, signer_errors, order):
+            by_secret = {s.get("secret"): s for s in facts.get("signers") or []}
+            merged = []
+            for name in names:
+                if name in errors:
+                    merged.append({"name": None, "secret": name, "role": None, "keyids": [], "error": errors[name]})
+                elif name in by_secret:
+                    merged.append(by_secret[name])
+            facts["signers"] = merged
+            image["trust"] = facts
+
+    # ---- response ------------------------------------------------------------------------
+
+    def _respond(self, uid: str, decision: Any, sites: list[ImageSite]) -> tuple[dict, Outcome]:
+        if not isinstance(decision, dict) or not isinstance(decision.get("allowed"), bool):
+            raise OpaError("the decision from OPA has no boolean `allowed`")
+        images = decision.get("images")
+        if not isinstance(images, list) or len(images) != len(sites):
+            raise OpaError("the decision from OPA does not cover every image")
+        warnings = [w for w in decision.get("warnings") or [] if isinstance(w, str)]
+        denials = [d for d in decision.get("denials") or [] if isinstance(d, str)]
+        if not decision["allowed"] or any(not i.get("allowed") for i in images):
+            message = "Ostiary denied the request: " + ("; ".join(denials) or "denied by policy")
+            return respond.deny(uid, message, warnings), Outcome(False, message, images)
+        patch = respond.pin_patch(images)
+        return respond.allow(uid, warnings, patch), Outcome(True, "allowed", images)

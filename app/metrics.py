@@ -1,0 +1,40 @@
+"""Prometheus metrics (one registry per application, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.admissions = Counter(
+            "ostiary_admission_requests_total",
+            "Admission requests by verdict (allowed, denied) and whether an error caused the denial.",
+            ["verdict", "error"],
+            registry=self.registry,
+        )
+        self.images = Counter(
+            "ostiary_image_decisions_total",
+            "Image decisions by verdict.",
+            ["verdict"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "ostiary_admission_duration_seconds",
+            "Time to decide one admission request.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.policies = Gauge(
+            "ostiary_policies_loaded", "Policy resources currently loaded into OPA.", registry=self.registry
+        )
+        self.opa_resyncs = Counter(
+            "ostiary_opa_resyncs_total", "Times the modules were pushed to OPA again.", registry=self.registry
+        )
+
+    def record(self, allowed: bool, error: bool, images: list[dict], seconds: float) -> None:
+        self.admissions.labels("allowed" if allowed else "denied", "true" if error else "false").inc()
+        for item in images:
+            self.images.labels("allowed" if item.get("allowed") else "denied").inc()
+        self.latency.observe(seconds)

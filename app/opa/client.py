@@ -1,0 +1,95 @@
+"""A small client for OPA's REST API (v1): policies in, decisions out, pooled connections.
+
+Every failure is an exception; callers turn it into a denial. An undefined result is not an
+empty answer but OpaUndefined, so a missing rule can never read as "allowed".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+
+class OpaError(RuntimeError):
+    """OPA could not be reached, timed out, or answered with an error."""
+
+
+class OpaUndefined(OpaError):
+    """The queried document is undefined (no policy loaded, or a rule did not evaluate)."""
+
+
+class OpaClient:
+    def __init__(self, url: str, timeout: float = 2.0):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
+        if timeout <= 0:
+            raise OpaError("no time left for the OPA request (deadline passed)")
+        try:
+            return self._session.request(method, self.url + path, timeout=timeout, **kwargs)
+        except requests.Timeout:
+            raise OpaError(f"OPA at {self.url} did not answer within {timeout:.2f}s") from None
+        except requests.RequestException as exc:
+            raise OpaError(f"OPA at {self.url} is unreachable: {exc.__class__.__name__}") from None
+
+    @staticmethod
+    def _errors(resp: requests.Response) -> str:
+        try:
+            body = resp.json()
+        except ValueError:
+            return resp.text[:500]
+        messages = [body.get("message", "")]
+        for err in body.get("errors") or []:
+            loc = err.get("location") or {}
+            messages.append(f"{loc.get('file', '')}:{loc.get('row', '')}: {err.get('message', '')}")
+        return "; ".join(m for m in messages if m)
+
+    def put_policy(self, module_id: str, source: str) -> None:
+        resp = self._request(
+            "PUT",
+            f"/v1/policies/{quote(module_id, safe='/')}",
+            self.timeout * 5,
+            data=source.encode(),
+            headers={"Content-Type": "text/plain"},
+        )
+        if resp.status_code != 200:
+            raise OpaError(f"OPA refused module {module_id}: {self._errors(resp)}")
+
+    def delete_policy(self, module_id: str) -> None:
+        resp = self._request("DELETE", f"/v1/policies/{quote(module_id, safe='/')}", self.timeout * 5)
+        if resp.status_code not in (200, 404):
+            raise OpaError(f"OPA refused to delete module {module_id}: {self._errors(resp)}")
+
+    def list_policy_ids(self) -> set[str]:
+        resp = self._request("GET", "/v1/policies", self.timeout)
+        if resp.status_code != 200:
+            raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
+        return {p["id"] for p in resp.json().get("result", [])}
+
+    def query(self, path: str, input: dict, deadline: float) -> Any:
+        """POST /v1/data/<path> with `input`; `deadline` is an absolute time.monotonic() value."""
+        remaining = deadline - time.monotonic()
+        resp = self._request("POST", f"/v1/data/{path.strip('/')}", remaining, json={"input": input})
+        if resp.status_code != 200:
+            raise OpaError(f"OPA query {path} failed ({resp.status_code}): {self._errors(resp)}")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise OpaError(f"OPA query {path} answered with something that is not JSON") from None
+        if "result" not in body:
+            raise OpaUndefined(f"OPA query {path} is undefined (are Ostiary's Rego modules loaded?)")
+        return body["result"]
+
+    def healthy(self) -> bool:
+        try:
+            return self._request("GET", "/health", self.timeout).status_code == 200
+        except OpaError:
+            return False

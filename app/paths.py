@@ -1,0 +1,27 @@
+"""Where Ostiary finds its static Rego library and the project's tools folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REGO_LIB_ENV = "OSTIARY_REGO_LIB"
+
+
+def repo_root() -> Path | None:
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "rego" / "ostiary").is_dir() else None
+
+
+def rego_library_dir() -> Path:
+    """The directory holding rego/ostiary/*.rego (env OSTIARY_REGO_LIB overrides)."""
+    env = os.environ.get(REGO_LIB_ENV)
+    if env:
+        return Path(env)
+    packaged = Path(__file__).resolve().parent / "rego" / "ostiary"
+    if packaged.is_dir():
+        return packaged
+    root = repo_root()
+    if root is None:
+        raise RuntimeError(f"Ostiary's Rego library is missing: set {REGO_LIB_ENV}")
+    return root / "rego" / "ostiary"

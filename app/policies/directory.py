@@ -1,0 +1,126 @@
+"""The directory policy source: YAML/JSON files with policies and the Secrets/ServiceAccounts they name.
+
+A load is all or nothing: every document of every file is validated and translated before
+anything reaches OPA, and the first invalid one stops the load with its file and document index.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from app.policies.model import POLICY_KINDS, PolicyError, PolicyResource, PolicySet, RegoModule
+from app.policies.schema import parse_policy_document
+from app.policies.translate import module_id, translate
+
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+_CUSTOM_PACKAGE = re.compile(r"^package\s+ostiary\.custom\.([a-z_][a-z0-9_]*)\s*(#.*)?$", re.M)
+_ANY_PACKAGE = re.compile(r"^\s*package\s+(\S+)", re.M)
+
+
+def _documents(path: Path) -> list:
+    text = path.read_text()
+    if path.suffix == ".json":
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"{path}#0", "", f"not valid JSON: {exc}") from None
+    try:
+        return list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise PolicyError(str(path), "", f"not valid YAML: {exc}") from None
+
+
+def _check_core(doc: dict, origin: str, kind: str) -> tuple[str, str]:
+    if doc.get("apiVersion") != "v1":
+        raise PolicyError(origin, "apiVersion", f"a {kind} must have apiVersion v1")
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise PolicyError(origin, "metadata.name", f"a {kind} needs a name")
+    namespace = meta.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise PolicyError(origin, "metadata.namespace", "must be a string")
+    return meta["name"], namespace or ""
+
+
+def load_policy_set(directory: str | Path, system_namespace: str) -> PolicySet:
+    """Read every policy file under `directory` (recursively, sorted); raise PolicyError on the first bad one."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise PolicyError(str(root), "", "policy directory does not exist")
+    result = PolicySet()
+    seen: dict[tuple, str] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES):
+        for index, doc in enumerate(_documents(path)):
+            origin = f"{path}#{index}"
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                raise PolicyError(origin, "", "a document must be a mapping")
+            kind = doc.get("kind")
+            if kind in POLICY_KINDS:
+                resource = parse_policy_document(doc, origin)
+                if resource.key in seen:
+                    raise PolicyError(origin, "metadata.name", f"{resource.kind} {resource.name} is also defined at {seen[resource.key]}")
+                seen[resource.key] = origin
+                result.policies.append(resource)
+            elif kind == "Secret":
+                name, ns = _check_core(doc, origin, kind)
+                result.secrets[(ns or system_namespace, name)] = doc
+            elif kind == "ServiceAccount":
+                name, ns = _check_core(doc, origin, kind)
+                result.service_accounts[(ns or system_namespace, name)] = doc
+            else:
+                raise PolicyError(
+                    origin, "kind",
+                    f"{kind!r} is not ImagePolicy, ClusterImagePolicy, Secret or ServiceAccount",
+                )
+    return result
+
+
+def translate_all(policies: list[PolicyResource]) -> list[RegoModule]:
+    modules = [translate(p) for p in policies]
+    ids = [module_id(p) for p in policies]
+    if len(set(ids)) != len(ids):
+        raise PolicyError("policies", "metadata.name", "two policies translate to the same module id")
+    return modules
+
+
+def load_custom_rego(directory: str | Path) -> list[RegoModule]:
+    """Custom rules: every *.rego (tests aside) must be `package ostiary.custom.<name>`."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise PolicyError(str(root), "", "custom Rego directory does not exist")
+    modules = []
+    for path in sorted(root.rglob("*.rego")):
+        if path.name.endswith("_test.rego"):
+            continue
+        source = path.read_text()
+        packages = _ANY_PACKAGE.findall(source)
+        match = _CUSTOM_PACKAGE.search(source)
+        if len(packages) != 1 or match is None:
+            raise PolicyError(
+                str(path), "package",
+                "custom Rego must declare exactly `package ostiary.custom.<name>` "
+                "(lowercase name); it may not extend Ostiary's own packages",
+            )
+        rel = path.relative_to(root).with_suffix("").as_posix()
+        modules.append(RegoModule(id=f"ostiary/custom/{rel}", package=f"ostiary.custom.{match.group(1)}", source=source, origin=str(path)))
+    return modules
+
+
+class DirectoryStore:
+    """ObjectStore over the Secrets and ServiceAccounts of a loaded PolicySet."""
+
+    def __init__(self, policy_set: PolicySet):
+        self._secrets = dict(policy_set.secrets)
+        self._service_accounts = dict(policy_set.service_accounts)
+
+    def get_secret(self, namespace: str, name: str) -> dict | None:
+        return self._secrets.get((namespace, name))
+
+    def get_service_account(self, namespace: str, name: str) -> dict | None:
+        return self._service_accounts.get((namespace, name))

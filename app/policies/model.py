@@ -1,0 +1,57 @@
+"""The policy resources Ostiary understands, as plain immutable values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OSTIARY_GROUP_VERSION = "ostiary.dev/v1"
+PORTIERIS_GROUP_VERSIONS = (
+    "portieris.cloud.ibm.com/v1",
+    "securityenforcement.admission.cloud.ibm.com/v1beta1",
+)
+POLICY_API_VERSIONS = (OSTIARY_GROUP_VERSION, *PORTIERIS_GROUP_VERSIONS)
+POLICY_KINDS = ("ImagePolicy", "ClusterImagePolicy")
+DEFAULT_SYSTEM_NAMESPACE = "ostiary-system"
+
+
+class PolicyError(ValueError):
+    """A policy document is invalid. `origin` names the file and document (or the resource)."""
+
+    def __init__(self, origin: str, field: str, message: str):
+        where = f"{origin}: {field}" if field else origin
+        super().__init__(f"{where}: {message}")
+        self.origin = origin
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PolicyResource:
+    api_version: str
+    kind: str
+    name: str
+    namespace: str | None
+    spec: dict
+    origin: str
+    uid: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace or "", self.name)
+
+
+@dataclass(frozen=True)
+class RegoModule:
+    id: str
+    package: str
+    source: str
+    origin: str = ""
+
+
+@dataclass
+class PolicySet:
+    """Everything one load of a source produced: policies plus the Secrets/ServiceAccounts beside them."""
+
+    policies: list[PolicyResource] = field(default_factory=list)
+    secrets: dict[tuple[str, str], dict] = field(default_factory=dict)
+    service_accounts: dict[tuple[str, str], dict] = field(default_factory=dict)

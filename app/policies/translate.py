@@ -1,0 +1,168 @@
+"""Translate a policy resource into one Rego module holding its data.
+
+The generated module is data only: `policy := <JSON>`. User values enter Rego as a JSON term
+(JSON is valid Rego) produced by json.dumps, never by pasting strings into Rego source, and the
+package path is built from validated Kubernetes names quoted as JSON strings. All matching and
+deciding is done by the static library in rego/ostiary/; the translator only normalizes each
+repository pattern the same way images are normalized (docs/policies.md, "Matching"):
+
+- `*` alone matches every image.
+- A pattern without `/` is an official Docker Hub name: `ubuntu*` -> `docker.io/library/ubuntu*`.
+- With `/`, the first component is a registry host when it contains `.`, `:` or `*`, or is
+  `localhost`; otherwise `docker.io/` is put in front. On Docker Hub a one-component path gets
+  `library/`: `docker.io/x*` -> `docker.io/library/x*`, but `docker.io/*` stays all of Docker Hub.
+- The tag is what follows the last `:` after the last `/`. No tag, or `:*`, matches any tag and
+  any digest.
+- Host, path and tag are matched separately (anchored regular expressions where `*` is the only
+  wildcard), so a `*` never spans from the path into the host or into the tag.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from app.images import DEFAULT_REGISTRY, OFFICIAL_PREFIX
+from app.policies.model import PolicyError, PolicyResource, RegoModule
+
+_REGEX_META = set("\\.+*?()|[]{}^$")
+_DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io"}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    written: str
+    host: str
+    path: str
+    tag: str | None
+
+    @property
+    def normalized(self) -> str:
+        return f"{self.host}/{self.path}" + (f":{self.tag}" if self.tag is not None else "")
+
+    @property
+    def exact(self) -> str | None:
+        """The image name:tag this pattern equals, when it has a tag and no wildcard."""
+        if self.tag is None or "*" in self.normalized:
+            return None
+        return self.normalized
+
+    @property
+    def specificity(self) -> int:
+        return len(self.normalized.replace("*", ""))
+
+    def as_data(self) -> dict:
+        any_tag = self.tag is None or self.tag == "*"
+        return {
+            "normalized": self.normalized,
+            "host_regex": wildcard_regex(self.host),
+            "path_regex": wildcard_regex(self.path),
+            "any_tag": any_tag,
+            "tag_regex": None if any_tag else wildcard_regex(self.tag or ""),
+            "exact": self.exact,
+            "specificity": self.specificity,
+        }
+
+
+def wildcard_regex(text: str) -> str:
+    """An anchored RE2 regular expression where `*` spans any characters and all else is literal."""
+    out = []
+    for ch in text:
+        if ch == "*":
+            out.append(".*")
+        elif ch in _REGEX_META:
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "^" + "".join(out) + "$"
+
+
+def parse_pattern(written: str) -> Pattern:
+    """Normalize a repository pattern; raise ValueError with a reason when it cannot be a pattern."""
+    if not written or written != written.strip() or any(c.isspace() for c in written):
+        raise ValueError("a repository name must be non-empty and contain no whitespace")
+    if "@" in written:
+        raise ValueError("a repository name cannot carry a digest; pin images, not patterns")
+    if written == "*":
+        return Pattern(written, "*", "*", None)
+    name, tag = written, None
+    colon, slash = written.rfind(":"), written.rfind("/")
+    if colon > slash:
+        name, tag = written[:colon], written[colon + 1 :]
+        if not tag:
+            raise ValueError("empty tag after ':'")
+    if "/" not in name:
+        return Pattern(written, DEFAULT_REGISTRY, OFFICIAL_PREFIX + name, tag)
+    first, _, rest = name.partition("/")
+    if any(c in first for c in ".:*") or first == "localhost":
+        host, path = first, rest
+    else:
+        host, path = DEFAULT_REGISTRY, name
+    if host in _DOCKER_HUB_ALIASES:
+        host = DEFAULT_REGISTRY
+    if not path:
+        raise ValueError("no repository path after the registry host")
+    if host == DEFAULT_REGISTRY and "/" not in path and path != "*":
+        path = OFFICIAL_PREFIX + path
+    return Pattern(written, host, path, tag)
+
+
+def policy_data(resource: PolicyResource) -> dict:
+    """The JSON document the Rego library reads for one policy resource."""
+    repositories = []
+    for index, entry in enumerate(resource.spec.get("repositories") or []):
+        try:
+            pattern = parse_pattern(entry["name"])
+        except ValueError as exc:
+            raise PolicyError(resource.origin, f"spec.repositories[{index}].name", str(exc)) from None
+        policy = entry.get("policy") or {}
+        repositories.append(
+            {
+                "index": index,
+                "name": entry["name"],
+                "pattern": pattern.as_data(),
+                "policy": policy,
+            }
+        )
+    return {
+        "apiVersion": resource.api_version,
+        "kind": resource.kind,
+        "name": resource.name,
+        "namespace": resource.namespace,
+        "mode": resource.spec.get("mode", "enforce"),
+        "origin": resource.origin,
+        "repositories": repositories,
+    }
+
+
+def module_id(resource: PolicyResource) -> str:
+    if resource.kind == "ClusterImagePolicy":
+        return f"ostiary/policies/cluster/{resource.name}"
+    return f"ostiary/policies/namespaced/{resource.namespace}/{resource.name}"
+
+
+def package_path(resource: PolicyResource) -> str:
+    if resource.kind == "ClusterImagePolicy":
+        return f"ostiary.policies.cluster[{json.dumps(resource.name)}]"
+    return (
+        f"ostiary.policies.namespaced[{json.dumps(resource.namespace)}][{json.dumps(resource.name)}]"
+    )
+
+
+def translate(resource: PolicyResource) -> RegoModule:
+    """One Rego module for one policy resource (see the module docstring)."""
+    package = package_path(resource)
+    body = json.dumps(policy_data(resource), indent=2, sort_keys=True)
+    source = (
+        f"# Generated by Ostiary from {resource.kind} {resource.name}"
+        f"{' in namespace ' + resource.namespace if resource.namespace else ''}"
+        f" ({_comment_safe(resource.origin)}). Do not edit: edit the policy instead.\n"
+        f"package {package}\n\n"
+        f"policy := {body}\n"
+    )
+    return RegoModule(id=module_id(resource), package=package, source=source, origin=resource.origin)
+
+
+def _comment_safe(text: str) -> str:
+    return re.sub(r"[\r\n]", " ", text)

@@ -1,0 +1,195 @@
+# METADATA
+# description: |
+#   Ostiary's two queries. `plan`: which policy entry applies to each image and what facts it
+#   needs. `decision`: the verdict per image (reasons, warnings, digest to pin) and for the
+#   request, composed with the custom rules in data.ostiary.custom.<name>.
+#   The input document is described in docs/rego-input.md.
+package ostiary.main
+
+import rego.v1
+
+import data.ostiary.matching
+import data.ostiary.trust
+
+default_trust_servers := {
+	"docker.io": "https://notary.docker.io",
+	"quay.io": "https://quay.io:443",
+}
+
+default_system_namespace := "ostiary-system"
+
+# Portieris: if the namespace has any ImagePolicy, only those apply; else ClusterImagePolicies.
+namespace_policies contains policy if {
+	some name
+	policy := data.ostiary.policies.namespaced[input.request.namespace][name].policy
+}
+
+cluster_policies contains policy if {
+	some name
+	policy := data.ostiary.policies.cluster[name].policy
+}
+
+applicable := namespace_policies if {
+	count(namespace_policies) > 0
+} else := cluster_policies
+
+scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace]) if {
+	count(namespace_policies) > 0
+} else := "the ClusterImagePolicies"
+
+selected[img.id] := c if {
+	some img in input.images
+	img.ref.valid == true
+	c := matching.best(img.ref, applicable)
+}
+
+system_namespace := ns if {
+	ns := input.config.system_namespace
+	is_string(ns)
+} else := default_system_namespace
+
+# Signer secrets of an ImagePolicy live in its namespace; those of a ClusterImagePolicy in
+# Ostiary's own namespace, never in the workload's (a tenant must not bring its own key).
+secret_namespace(policy) := policy.namespace if is_string(policy.namespace)
+
+else := system_namespace
+
+server_for(entry, ref) := entry.policy.trust.trustServer if {
+	is_string(entry.policy.trust.trustServer)
+} else := default_trust_servers[ref.registry] if {
+	default_trust_servers[ref.registry]
+} else := null
+
+requirements[id] := {
+	"trust": {
+		"enabled": object.get(c.entry.policy, ["trust", "enabled"], false) == true,
+		"server": server_for(c.entry, img.ref),
+		"signer_secrets": [{"name": s.name, "namespace": secret_namespace(c.policy)} |
+			some s in object.get(c.entry.policy, ["trust", "signerSecrets"], [])
+		],
+	},
+	"mutate": object.get(c.entry.policy, "mutateImage", true) != false,
+} if {
+	some img in input.images
+	id := img.id
+	c := selected[id]
+}
+
+policy_summary(c) := {
+	"kind": c.policy.kind,
+	"name": c.policy.name,
+	"namespace": c.policy.namespace,
+	"repository": c.entry.name,
+	"index": c.entry.index,
+	"mode": c.policy.mode,
+}
+
+plan := {"images": [image_plan(img) | some img in input.images]}
+
+image_plan(img) := {
+	"id": img.id,
+	"policy": policy_summary(selected[img.id]),
+	"requirements": requirements[img.id],
+} if {
+	selected[img.id]
+} else := {"id": img.id, "policy": null, "requirements": null}
+
+# ---- violations per image id -------------------------------------------------------------
+
+violations[img.id] contains msg if {
+	some img in input.images
+	img.ref.valid != true
+	msg := sprintf("invalid image reference: %s", [img.ref.error])
+}
+
+violations[img.id] contains msg if {
+	some img in input.images
+	img.ref.valid == true
+	not selected[img.id]
+	msg := sprintf("no repository entry in %s matches %s (no match means deny)", [scope, img.ref.normalized])
+}
+
+violations[id] contains msg if {
+	some id, c in selected
+	some kind in ["simple", "va", "vulnerability"]
+	c.entry.policy[kind]
+	msg := sprintf("policy.%s of %s %s is not supported by Ostiary; denied rather than unchecked", [kind, c.policy.kind, c.policy.name])
+}
+
+violations[id] contains msg if {
+	some id, msgs in trust.violations
+	some msg in msgs
+}
+
+warn_mode(id) if selected[id].policy.mode == "warn"
+
+reasons(id) := [] if warn_mode(id)
+
+else := sort([m | some m in violations[id]])
+
+image_warnings(id) := sort([sprintf("warn mode: %s", [m]) | some m in violations[id]]) if warn_mode(id)
+
+else := []
+
+pin(img) := d if {
+	requirements[img.id].trust.enabled
+	count([m | some m in violations[img.id]]) == 0
+	d := trust.pinned_digest(img)
+} else := null
+
+image_decision(img) := {
+	"id": img.id,
+	"image": img.image,
+	"path": img.path,
+	"allowed": count(reasons(img.id)) == 0,
+	"reasons": reasons(img.id),
+	"warnings": image_warnings(img.id),
+	"pin": pin(img),
+	"mutate": object.get(requirements, [img.id, "mutate"], false),
+	"policy": object.get(image_plan(img), "policy", null),
+}
+
+image_decisions := [image_decision(img) | some img in input.images]
+
+# ---- custom rules: package ostiary.custom.<name>, `deny contains msg`, `warn contains msg` ----
+
+custom_denials contains sprintf("%s: %v", [name, msg]) if {
+	some name
+	rules := data.ostiary.custom[name]
+	is_set(rules.deny)
+	some msg in rules.deny
+}
+
+custom_denials contains msg if {
+	some name
+	rules := data.ostiary.custom[name]
+	not is_set(rules.deny)
+	rules.deny
+	msg := sprintf("custom rules %s: deny must be a set of messages (deny contains msg if ...); denied", [name])
+}
+
+custom_warnings contains sprintf("%s: %v", [name, msg]) if {
+	some name
+	rules := data.ostiary.custom[name]
+	is_set(rules.warn)
+	some msg in rules.warn
+}
+
+image_denials contains sprintf("image %s (%s): %s", [d.image, d.path, reason]) if {
+	some d in image_decisions
+	some reason in d.reasons
+}
+
+denials := sort([m | some m in (image_denials | custom_denials)])
+
+warnings := array.concat(
+	sort([sprintf("image %s: %s", [d.image, w]) | some d in image_decisions; some w in d.warnings]),
+	sort([w | some w in custom_warnings]),
+)
+
+decision := {
+	"allowed": count(denials) == 0,
+	"denials": denials,
+	"warnings": warnings,
+	"images": image_decisions,
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Builds (once) the pinned tools Ostiary runs: opa, etcd, kube-apiserver, helm.
+# Everything is compiled from the Go module proxy into the git-ignored tools folder
+# (default: <repo>/.tools/bin); a binary already there at the pinned version is reused.
+# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|helm|all]...
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=versions.env
+. "$root/scripts/versions.env"
+tools="${OSTIARY_TOOLS_DIR:-$root/.tools}"
+bin="$tools/bin"
+mkdir -p "$bin" "$tools/stamp"
+export GOFLAGS="${GOFLAGS:-} -mod=mod"
+export CGO_ENABLED=0
+
+stamp_ok() { [ -x "$bin/$1" ] && [ -f "$tools/stamp/$1" ] && [ "$(cat "$tools/stamp/$1")" = "$2" ]; }
+stamp() { echo "$2" > "$tools/stamp/$1"; }
+
+build_opa() {
+  # An opa the user already has (OSTIARY_OPA or PATH) is used when it is 1.x; otherwise build the pin.
+  local have="${OSTIARY_OPA:-$(command -v opa || true)}"
+  if [ -n "$have" ] && [ "$have" != "$bin/opa" ] && "$have" version 2>/dev/null | grep -q '^Version: 1\.'; then
+    ln -sf "$have" "$bin/opa"; stamp opa "external:$have"; echo "opa: using $have"; return
+  fi
+  stamp_ok opa "$OPA_VERSION" && { echo "opa $OPA_VERSION: present"; return; }
+  echo "opa $OPA_VERSION: building (first time takes a few minutes)"
+  GOBIN="$bin" go install "github.com/open-policy-agent/opa@$OPA_VERSION"
+  stamp opa "$OPA_VERSION"
+}
+
+build_helm() {
+  stamp_ok helm "$HELM_VERSION" && { echo "helm $HELM_VERSION: present"; return; }
+  echo "helm $HELM_VERSION: building"
+  GOBIN="$bin" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  stamp helm "$HELM_VERSION"
+}
+
+build_etcd() {
+  stamp_ok etcd "$ETCD_VERSION" && { echo "etcd $ETCD_VERSION: present"; return; }
+  echo "etcd $ETCD_VERSION: building"
+  local mod="$tools/src/etcd"
+  mkdir -p "$mod"
+  cat > "$mod/main.go" <<'GO'
+// Command etcd is etcd's own server entry point (etcdmain), built for Ostiary's tests.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  (cd "$mod" && rm -f go.mod go.sum && go mod init ostiary.local/etcd >/dev/null 2>&1 \
+    && go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && go mod tidy && go build -o "$bin/etcd" .)
+  stamp etcd "$ETCD_VERSION"
+}
+
+build_kube_apiserver() {
+  stamp_ok kube-apiserver "$KUBERNETES_VERSION" && { echo "kube-apiserver $KUBERNETES_VERSION: present"; return; }
+  echo "kube-apiserver $KUBERNETES_VERSION: building (first time takes 10-20 minutes on 2 cores)"
+  local mod="$tools/src/kube-apiserver" staging="v0.${KUBERNETES_VERSION#v1.}" minor="${KUBERNETES_VERSION#v1.}"
+  minor="${minor%%.*}"
+  mkdir -p "$mod"
+  # k8s.io/kubernetes refers to its staging modules as v0.0.0 with replace directives to ./staging,
+  # which do not apply to a dependent module: replace each with the release matching the pin.
+  local gomod
+  gomod="$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+  {
+    echo "module ostiary.local/kube-apiserver"
+    echo
+    echo "go 1.24"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ => \./staging/' "$gomod" | awk -v v="$staging" '{print "replace " $1 " => " $1 " " v}'
+  } > "$mod/go.mod"
+  cat > "$mod/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+GO
+  (cd "$mod" && go mod tidy && go build -ldflags "-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+      -o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+  stamp kube-apiserver "$KUBERNETES_VERSION"
+}
+
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(all)
+for t in "${targets[@]}"; do
+  case "$t" in
+    opa) build_opa ;;
+    helm) build_helm ;;
+    etcd) build_etcd ;;
+    kube-apiserver) build_kube_apiserver ;;
+    all) build_opa; build_etcd; build_kube_apiserver; build_helm ;;
+    *) echo "unknown tool: $t" >&2; exit 2 ;;
+  esac
+done
