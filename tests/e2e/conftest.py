@@ -1,0 +1,106 @@
+"""End-to-end fixtures: one etcd + kube-apiserver per session, Ostiary's CRDs installed.
+
+The control plane (tests/e2e/cluster.py) is started once and torn down — processes killed, data
+removed — when the session ends. A missing binary fails the tests with the command that builds it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:  # `pytest` run without `python -m`: make `tests.*` importable
+    sys.path.insert(0, str(_ROOT))
+
+from tests.e2e.cluster import ControlPlane  # noqa: E402
+
+CRD_DIR = _ROOT / "helm" / "ostiary" / "crds"
+PORTIERIS_CRDS = Path(__file__).resolve().parent / "crds" / "portieris.yaml"
+
+
+def load_documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def install_crds(api_client, documents: list[dict], timeout: float = 30.0) -> None:
+    """Create (or replace) CRDs and wait until each is Established and served."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ext = client.ApiextensionsV1Api(api_client)
+    for doc in documents:
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(doc["metadata"]["name"])
+            doc = {**doc, "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version}}
+            ext.replace_custom_resource_definition(doc["metadata"]["name"], doc)
+    deadline = time.monotonic() + timeout
+    for doc in documents:
+        name = doc["metadata"]["name"]
+        while True:
+            crd = ext.read_custom_resource_definition(name)
+            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conditions.get("Established") == "True":
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {name} not established: {conditions}")
+            time.sleep(0.2)
+    # Discovery of a new group can lag the Established condition a little.
+    for doc in documents:
+        spec = doc["spec"]
+        for version in spec["versions"]:
+            path = f"/apis/{spec['group']}/{version['name']}"
+            while True:
+                try:
+                    api_client.call_api(path, "GET", auth_settings=["BearerToken"], _preload_content=False)
+                    break
+                except ApiException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory) -> ControlPlane:
+    plane = ControlPlane(tmp_path_factory.mktemp("kube"))
+    try:
+        plane.start()
+        print(f"\ncontrol plane up in {plane.startup_seconds:.1f}s at {plane.url}")
+        yield plane
+    finally:
+        plane.cleanup()
+
+
+@pytest.fixture(scope="session")
+def admin_client(control_plane):
+    return control_plane.api_client("admin")
+
+
+@pytest.fixture(scope="session")
+def crds(admin_client) -> list[dict]:
+    documents = [doc for path in sorted(CRD_DIR.glob("*.yaml")) for doc in load_documents(path)]
+    install_crds(admin_client, documents)
+    return documents
+
+
+@pytest.fixture
+def namespace(admin_client) -> str:
+    """A fresh namespace per test (deleted afterwards; nothing finalizes it without a controller-manager)."""
+    from kubernetes import client
+
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": name}})
+    yield name
+    try:
+        client.CoreV1Api(admin_client).delete_namespace(name)
+    except Exception:  # noqa: BLE001 - cleanup only
+        pass
