@@ -161,6 +161,12 @@ def _require(condition: bool, role: str, reason: str) -> None:
         raise MalformedMetadata(role, reason)
 
 
+def _object(role: str, value: Any, reason: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedMetadata(role, reason)
+    return value
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -326,8 +332,7 @@ def _check_root_certificates(root: Root, gun: str) -> None:
 def parse_root(data: bytes, gun: str) -> tuple[Envelope, dict[str, Key], dict[str, RoleSpec]]:
     envelope = parse_envelope("root", data, "root")
     keys = parse_keys("root", envelope.signed.get("keys"))
-    roles_raw = envelope.signed.get("roles")
-    _require(isinstance(roles_raw, dict), "root", "roles is not an object")
+    roles_raw = _object("root", envelope.signed.get("roles"), "roles is not an object")
     roles: dict[str, RoleSpec] = {}
     for name in TOP_ROLES:
         _require(name in roles_raw, "root", f"roles has no {name!r} role")
@@ -377,8 +382,7 @@ def restrict_paths(parent: tuple[str, ...] | None, child: tuple[str, ...]) -> tu
 
 
 def parse_targets(role: str, signed: Mapping[str, Any]) -> dict[str, str | None]:
-    raw = signed.get("targets")
-    _require(isinstance(raw, dict), role, "targets is not an object")
+    raw = _object(role, signed.get("targets"), "targets is not an object")
     result: dict[str, str | None] = {}
     for name, entry in raw.items():
         _require(isinstance(entry, dict), role, f"target {name!r} is not an object")
@@ -510,8 +514,8 @@ class TrustedRepository:
         check_signatures(root.roles["timestamp"], envelope, self.now)
         self._check_version(envelope)
         self._check_expiry(envelope)
-        meta = envelope.signed.get("meta")
-        _require(isinstance(meta, dict) and "snapshot" in meta, "timestamp", "meta has no snapshot entry")
+        meta = _object("timestamp", envelope.signed.get("meta"), "meta is not an object")
+        _require("snapshot" in meta, "timestamp", "meta has no snapshot entry")
         self._snapshot_listing = parse_meta("timestamp", meta["snapshot"], "snapshot")
         self._timestamp = envelope
 
@@ -528,8 +532,7 @@ class TrustedRepository:
         check_signatures(root.roles["snapshot"], envelope, self.now)
         self._check_version(envelope)
         self._check_expiry(envelope)
-        meta_raw = envelope.signed.get("meta")
-        _require(isinstance(meta_raw, dict), "snapshot", "meta is not an object")
+        meta_raw = _object("snapshot", envelope.signed.get("meta"), "meta is not an object")
         meta = {name: parse_meta("snapshot", entry, name) for name, entry in meta_raw.items()}
         if "targets" not in meta:
             raise MissingRole("targets", "snapshot.json does not list targets")
