@@ -85,11 +85,21 @@ def _stop_all_at_exit() -> None:
             proc.stop(grace=3)
 
 
-def _die_with_parent() -> None:  # in the child between fork and exec (Linux): SIGKILL when pytest dies
-    with contextlib.suppress(Exception):
+def _find_prctl():
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux/glibc: atexit and stop() still apply
+        return None
+
+
+_PRCTL = _find_prctl()  # resolved here: nothing may be imported between fork and exec
+
+
+def _die_with_parent() -> None:  # in the child between fork and exec: SIGKILL when pytest dies
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def start_process(name: str, argv: list[str], workdir: Path, env: dict | None = None) -> Process:

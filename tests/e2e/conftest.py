@@ -6,6 +6,7 @@ removed — when the session ends. A missing binary fails the tests with the com
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
@@ -18,7 +19,7 @@ _ROOT = Path(__file__).resolve().parents[2]
 if str(_ROOT) not in sys.path:  # `pytest` run without `python -m`: make `tests.*` importable
     sys.path.insert(0, str(_ROOT))
 
-from tests.e2e.cluster import ControlPlane  # noqa: E402
+from tests.e2e.cluster import ControlPlane
 
 CRD_DIR = _ROOT / "helm" / "ostiary" / "crds"
 PORTIERIS_CRDS = Path(__file__).resolve().parent / "crds" / "portieris.yaml"
@@ -100,7 +101,5 @@ def namespace(admin_client) -> str:
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": name}})
     yield name
-    try:
+    with contextlib.suppress(Exception):  # cleanup only
         client.CoreV1Api(admin_client).delete_namespace(name)
-    except Exception:  # noqa: BLE001 - cleanup only
-        pass

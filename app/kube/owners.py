@@ -1,0 +1,170 @@
+"""Approving objects that a workload controller created from a template Ostiary already admitted.
+
+A ReplicaSet made by a Deployment, or a Pod made by a ReplicaSet, carries the images of its owner's
+pod template; the owner itself went through admission (and pinning) when it was created or changed.
+Verifying the child again costs a Notary round trip per image for nothing, so the child is approved
+when — and only when — all of this holds:
+
+- it has a controller ``ownerReference`` of a kind listed in ``OWNER_KINDS`` (same API group);
+- that owner exists in the child's namespace **now**, read from the API, with the same ``uid`` (a
+  reference to a deleted, recreated or made-up owner does not count);
+- every container of the child (by kind — ``containers``, ``initContainers`` — and by name) is in the
+  owner's pod template with the same image, compared on the normalized reference, so a digest the
+  owner was pinned to must be in the child too. Ephemeral containers are never in a template, so a
+  child carrying any is verified in full.
+
+Anything else — no owner, an unknown owner kind, an API error, one image that differs — means full
+verification, never a denial by itself. The ownerReference is written by whoever creates the object,
+so it is a claim to check, not a fact.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from app.images import parse_image
+from app.kube.client import KubeApi, KubeError, object_path
+from app.kube.store import TTLCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OwnerKind:
+    api_version: str                 # the version Ostiary reads the owner at
+    plural: str
+    template_path: tuple[str, ...]   # where the pod template is in the owner
+
+
+_TEMPLATE = ("spec", "template")
+OWNER_KINDS: dict[tuple[str, str], OwnerKind] = {
+    # (API group, kind) -> how to read it
+    ("apps", "Deployment"): OwnerKind("apps/v1", "deployments", _TEMPLATE),
+    ("apps", "ReplicaSet"): OwnerKind("apps/v1", "replicasets", _TEMPLATE),
+    ("apps", "StatefulSet"): OwnerKind("apps/v1", "statefulsets", _TEMPLATE),
+    ("apps", "DaemonSet"): OwnerKind("apps/v1", "daemonsets", _TEMPLATE),
+    ("batch", "Job"): OwnerKind("batch/v1", "jobs", _TEMPLATE),
+    ("batch", "CronJob"): OwnerKind("batch/v1", "cronjobs", ("spec", "jobTemplate", "spec", "template")),
+    ("", "ReplicationController"): OwnerKind("v1", "replicationcontrollers", _TEMPLATE),
+}
+
+# The container lists a pod template may carry; ephemeral containers are not allowed in templates.
+TEMPLATE_CONTAINER_KINDS = ("containers", "initContainers")
+
+ImageTriple = tuple[str, str, str]   # (container kind, container name, image as written)
+
+
+def api_group(api_version: str) -> str:
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
+
+
+def controller_reference(obj: dict) -> dict | None:
+    """The ownerReference with ``controller: true`` (the API allows at most one), or None."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return ref
+    return None
+
+
+def pod_template(owner: dict, kind: OwnerKind) -> dict | None:
+    node: object = owner
+    for key in kind.template_path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node if isinstance(node, dict) else None
+
+
+def template_images(template: dict) -> dict[tuple[str, str], str]:
+    """``{(container kind, name): image}`` of a pod template."""
+    spec = template.get("spec") or {}
+    images: dict[tuple[str, str], str] = {}
+    for container_kind in TEMPLATE_CONTAINER_KINDS:
+        for container in spec.get(container_kind) or []:
+            if isinstance(container, dict) and container.get("name"):
+                images[(container_kind, container["name"])] = container.get("image") or ""
+    return images
+
+
+def default_normalize(image: str) -> str | None:
+    """The normalized reference (``docker.io/library/nginx:1.25@sha256:…``), None when invalid."""
+    try:
+        return parse_image(image).normalized
+    except ValueError:   # InvalidImageReference
+        return None
+
+
+def image_mismatch(images: Sequence[ImageTriple], owner_images: dict[tuple[str, str], str],
+                   normalize: Callable[[str], str | None] = default_normalize) -> str | None:
+    """Why the child's images are not the owner template's (a message), or None when they all are."""
+    if not images:
+        return "the object has no images"
+    for container_kind, name, image in images:
+        if container_kind not in TEMPLATE_CONTAINER_KINDS:
+            return f"{container_kind} {name!r} cannot come from a pod template"
+        if (container_kind, name) not in owner_images:
+            return f"{container_kind} {name!r} is not in the owner's pod template"
+        mine, theirs = normalize(image), normalize(owner_images[(container_kind, name)])
+        if mine is None or theirs is None or mine != theirs:
+            return f"{container_kind} {name!r} image {image!r} differs from the owner's template"
+    return None
+
+
+class OwnerVerifier:
+    """``approved_by_owner(obj, namespace, images) -> reason | None`` against the live API.
+
+    Owners are cached for ``ttl`` seconds (a ReplicaSet scaling to 50 pods is read once); when a
+    cached owner does not approve, it is read again before giving up, so the cache can only save a
+    read, never turn a fresh "yes" into a "no". A cached "yes" can be at most ``ttl`` old.
+    """
+
+    def __init__(self, api: KubeApi, ttl: float = 2.0, normalize: Callable[[str], str | None] = default_normalize,
+                 clock: Callable[[], float] = time.monotonic):
+        self._api = api
+        self._cache = TTLCache(ttl, 256, clock)
+        self._normalize = normalize
+
+    def approved_by_owner(self, obj: dict, namespace: str, images: list[ImageTriple]) -> str | None:
+        ref = controller_reference(obj)
+        if ref is None or not namespace:
+            return None
+        kind_name = ref.get("kind") or ""
+        owner_kind = OWNER_KINDS.get((api_group(ref.get("apiVersion") or ""), kind_name))
+        name, uid = ref.get("name") or "", ref.get("uid") or ""
+        if owner_kind is None or not name or not uid:
+            return None
+        key = (owner_kind.plural, namespace, name)
+        hit, cached = self._cache.get(key)
+        if hit and cached is not None:
+            reason = self._check(cached, kind_name, owner_kind, namespace, name, uid, images)  # type: ignore[arg-type]
+            if reason:
+                return reason
+        try:
+            owner = self._api.get(object_path(owner_kind.api_version, owner_kind.plural, namespace, name))
+        except KubeError as exc:
+            log.warning("owner check: reading %s %s/%s failed: %s", kind_name, namespace, name, exc)
+            return None
+        self._cache.put(key, owner)
+        if owner is None:
+            log.info("owner check: %s %s/%s does not exist; verifying in full", kind_name, namespace, name)
+            return None
+        return self._check(owner, kind_name, owner_kind, namespace, name, uid, images)
+
+    def _check(self, owner: dict, kind_name: str, owner_kind: OwnerKind, namespace: str, name: str,
+               uid: str, images: list[ImageTriple]) -> str | None:
+        meta = owner.get("metadata") or {}
+        if meta.get("uid") != uid:
+            log.info("owner check: %s %s/%s has uid %s, the reference says %s; verifying in full",
+                     kind_name, namespace, name, meta.get("uid"), uid)
+            return None
+        template = pod_template(owner, owner_kind)
+        if template is None:
+            return None
+        mismatch = image_mismatch(images, template_images(template), self._normalize)
+        if mismatch:
+            log.info("owner check: %s %s/%s: %s; verifying in full", kind_name, namespace, name, mismatch)
+            return None
+        return f"created by {kind_name} {namespace}/{name} (uid {uid}), whose pod template has the same images"

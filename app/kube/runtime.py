@@ -1,0 +1,60 @@
+"""Everything ``ostiary serve --kube`` needs from the cluster, started and stopped as one piece.
+
+``KubeRuntime`` wires one API connection into the three readers: the policy source (list + watch
+of the policy resources, pushed to OPA), the object store (signer and pull secrets, service
+accounts) and the owner verifier (workload controllers and their pod templates).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from app.kube.client import KubeApi, RestKubeApi
+from app.kube.owners import OwnerVerifier
+from app.kube.source import KubePolicySource
+from app.kube.store import KubeObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def _in_place_check(sync: Any) -> Callable[[], bool] | None:
+    """How to ask whether OPA still holds every module: ``PolicySync.in_place`` (see app/policies/sync.py)."""
+    check = getattr(sync, "in_place", None)
+    return check if callable(check) else None
+
+
+class KubeRuntime:
+    def __init__(self, *, kubeconfig: str | None, system_namespace: str, sync: Any,
+                 translate: Callable[[Any], Any], on_change: Callable[[], None] | None = None,
+                 api: KubeApi | None = None, secret_ttl: float = 10.0, owner_ttl: float = 2.0,
+                 opa_check_interval: float = 5.0, discovery_interval: float = 10.0):
+        from app.policies.schema import parse_policy_document
+
+        self.system_namespace = system_namespace
+        self.api: KubeApi = api if api is not None else RestKubeApi.from_kubeconfig(kubeconfig)
+        self.store = KubeObjectStore(self.api, ttl=secret_ttl)
+        self.owners = OwnerVerifier(self.api, ttl=owner_ttl)
+        in_place = _in_place_check(sync)
+        if in_place is None:
+            log.warning("the policy sync cannot tell whether OPA holds its modules: a restarted OPA "
+                        "is noticed only when a decision fails")
+        self.policies = KubePolicySource(
+            self.api, sync=sync, translate=translate, parse=parse_policy_document, on_change=on_change,
+            opa_in_place=in_place, opa_check_interval=opa_check_interval, discovery_interval=discovery_interval,
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True once the first full policy sync has reached OPA."""
+        return self.policies.ready
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.policies.wait_ready(timeout)
+
+    def start(self) -> None:
+        self.policies.start()
+
+    def stop(self) -> None:
+        self.policies.stop()

@@ -1,0 +1,511 @@
+"""The cluster policy source: ImagePolicy and ClusterImagePolicy resources, listed and watched, in OPA.
+
+What it keeps true: OPA holds exactly one module per policy resource that parses, translates and
+compiles — no more, no fewer — derived from the resources as they are now, never from their history.
+
+- Kinds: ``ostiary.dev/v1`` (its CRDs must be installed), and the Portieris groups
+  ``portieris.cloud.ibm.com/v1`` and ``securityenforcement.admission.cloud.ibm.com/v1beta1``
+  when the API serves them (checked by discovery at start and every ``discovery_interval``, so a
+  cluster migrating from Portieris keeps its policies).
+- Start: every kind is listed, the whole set is pushed at once (``PolicySync.replace_all``), then
+  each kind is watched from the resourceVersion of its list. ``ready`` turns true after that first
+  full sync and stays true.
+- A watch event re-derives the desired set and pushes only the difference (``upsert``/``remove``).
+- A watch error (410 Gone, a dropped connection, a 5xx) relists that kind and pushes everything again.
+- OPA restarted or lost its modules: checked every ``opa_check_interval``; everything is pushed again.
+- A resource that fails to parse, translate or compile is not in force at all (never half-applied): it
+  is reported as a Warning Event on the resource, in the log, and — for ``ostiary.dev`` resources —
+  in ``status.conditions`` (type ``Ready``). Other resources are unaffected.
+- The same kind, namespace and name in two groups (a Portieris policy and its Ostiary copy) would be
+  the same module: the ``ostiary.dev`` one wins, the other is reported as a conflict.
+
+Deciding which policy applies is the Rego library's job; this module only moves documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from app.kube.client import KubeApi, KubeError, WatchExpired, object_path
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "ostiary"
+
+
+@dataclass(frozen=True)
+class PolicyKind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+    required: bool          # Ostiary's own kinds: their CRDs must be installed
+    has_status: bool        # the CRD has a status subresource Ostiary may patch
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    @property
+    def collection_path(self) -> str:
+        # For a namespaced kind this lists every namespace (cluster-wide list/watch).
+        return object_path(self.api_version, self.plural, None)
+
+    def object_path(self, namespace: str | None, name: str) -> str:
+        return object_path(self.api_version, self.plural, namespace if self.namespaced else None, name)
+
+
+def _kinds(group: str, version: str, required: bool) -> list[PolicyKind]:
+    return [
+        PolicyKind(group, version, "imagepolicies", "ImagePolicy", True, required, required),
+        PolicyKind(group, version, "clusterimagepolicies", "ClusterImagePolicy", False, required, required),
+    ]
+
+
+# In order of precedence when two resources would make the same module.
+POLICY_KINDS: tuple[PolicyKind, ...] = (
+    *_kinds("ostiary.dev", "v1", True),
+    *_kinds("portieris.cloud.ibm.com", "v1", False),
+    *_kinds("securityenforcement.admission.cloud.ibm.com", "v1beta1", False),
+)
+
+Key = tuple[str, str, str, str]   # (apiVersion, kind, namespace or "", name)
+
+
+def object_key(kind: PolicyKind, obj: dict) -> Key:
+    meta = obj.get("metadata") or {}
+    return (kind.api_version, kind.kind, meta.get("namespace") or "", meta.get("name") or "")
+
+
+def describe(key: Key) -> str:
+    api_version, kind, namespace, name = key
+    return f"{kind}.{api_version.split('/')[0]} {namespace + '/' if namespace else ''}{name}"
+
+
+def origin_of(key: Key) -> str:
+    api_version, kind, namespace, name = key
+    return f"kube:{kind}/{namespace + '/' if namespace else ''}{name} ({api_version})"
+
+
+def as_document(kind: PolicyKind, obj: dict) -> dict:
+    """The parts of an API object ``parse_policy_document`` reads (status and server fields dropped)."""
+    meta = obj.get("metadata") or {}
+    doc_meta = {k: meta[k] for k in ("name", "namespace", "uid") if meta.get(k)}
+    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": doc_meta, "spec": obj.get("spec")}
+
+
+def is_compile_error(exc: BaseException) -> bool:
+    """True when OPA refused the module itself (the resource's fault), False when OPA was unreachable.
+
+    ``app.opa.client.OpaError`` says "OPA refused module <id>: <compile errors>" for a refusal; any
+    other failure (connection refused, timeout) is OPA's, and is retried rather than reported.
+    """
+    text = str(exc)
+    return "OPA refused module" in text or any(
+        marker in text for marker in ("rego_parse_error", "rego_compile_error", "rego_type_error"))
+
+
+@dataclass
+class Outcome:
+    """What happened to one resource in the last reconcile: the module it became, or why not."""
+    module_id: str | None = None
+    error: str | None = None
+
+
+class EventReporter:
+    """Warning Events and ``status.conditions`` on policy resources; best effort (never raises)."""
+
+    def __init__(self, api: KubeApi, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._api = api
+        self._clock = clock
+        self._instance = socket.gethostname()
+
+    def event(self, kind: PolicyKind, obj: dict, reason: str, message: str, event_type: str = "Warning") -> None:
+        meta = obj.get("metadata") or {}
+        namespace = meta.get("namespace") or "default"   # where kubectl looks for cluster-scoped objects
+        now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name', 'policy')}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": kind.api_version, "kind": kind.kind, "name": meta.get("name"),
+                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": event_type,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self._api.create(object_path("v1", "events", namespace), body)
+        except KubeError as exc:
+            log.warning("could not record event on %s %s: %s", kind.kind, meta.get("name"), exc)
+
+    def status(self, kind: PolicyKind, obj: dict, ok: bool, reason: str, message: str) -> None:
+        if not kind.has_status:
+            return
+        meta = obj.get("metadata") or {}
+        generation = meta.get("generation")
+        current = [c for c in ((obj.get("status") or {}).get("conditions") or []) if c.get("type") == "Ready"]
+        wanted = {"type": "Ready", "status": "True" if ok else "False", "reason": reason,
+                  "message": message[:1024], "observedGeneration": generation}
+        if current and all(current[0].get(k) == v for k, v in wanted.items()):
+            return   # unchanged: no write, so no MODIFIED event back to us
+        wanted["lastTransitionTime"] = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"status": {"observedGeneration": generation, "conditions": [wanted]}}
+        try:
+            self._api.patch(kind.object_path(meta.get("namespace"), meta.get("name", "")) + "/status", body)
+        except KubeError as exc:
+            if exc.status != 404:
+                log.warning("could not patch status of %s %s: %s", kind.kind, meta.get("name"), exc)
+
+
+class KubePolicySource:
+    """Keeps OPA's policy modules equal to the policy resources in the cluster (module docstring)."""
+
+    def __init__(self, api: KubeApi, *, sync: Any, translate: Callable[[Any], Any],
+                 parse: Callable[[dict, str], Any], on_change: Callable[[], None] | None = None,
+                 opa_in_place: Callable[[], bool] | None = None, reporter: EventReporter | None = None,
+                 kinds: tuple[PolicyKind, ...] = POLICY_KINDS, watch_timeout: int = 300,
+                 opa_check_interval: float = 5.0, discovery_interval: float = 10.0,
+                 retry_interval: float = 2.0):
+        self._api = api
+        self._sync = sync
+        self._translate = translate
+        self._parse = parse
+        self._on_change = on_change
+        self._opa_in_place = opa_in_place
+        self._reporter = reporter if reporter is not None else EventReporter(api)
+        self._kinds = kinds
+        self._watch_timeout = watch_timeout
+        self._opa_check_interval = opa_check_interval
+        self._discovery_interval = discovery_interval
+        self._retry_interval = retry_interval
+
+        self._lock = threading.RLock()
+        self._objects: dict[Key, tuple[PolicyKind, dict]] = {}
+        self._translated: dict[Key, tuple[tuple, Any]] = {}   # key -> ((uid, resourceVersion), module | error)
+        self._applied: dict[str, Any] = {}                     # module id -> RegoModule in OPA
+        self._outcomes: dict[Key, Outcome] = {}
+        self._reported: dict[Key, tuple] = {}
+        self._served: set[PolicyKind] = set()
+        self._watchers: dict[PolicyKind, threading.Thread] = {}
+        self._resync_needed = False
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def start(self) -> None:
+        if self._supervisor is None:
+            self._supervisor = threading.Thread(target=self._supervise, name="ostiary-kube-policies", daemon=True)
+            self._supervisor.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def outcomes(self) -> dict[Key, Outcome]:
+        with self._lock:
+            return dict(self._outcomes)
+
+    # ----------------------------------------------------------------- listing and watching
+
+    def _list(self, kind: PolicyKind) -> tuple[list[dict], str] | None:
+        """Items and resourceVersion of a kind, or None when the API does not serve it."""
+        if not kind.required and not self._api.group_version_served(kind.group, kind.version):
+            return None
+        try:
+            listing = self._api.list(kind.collection_path)
+        except KubeError as exc:
+            if exc.status == 404:
+                if kind.required:
+                    raise KubeError(404, f"{kind.plural}.{kind.group} is not served: install the "
+                                         "Ostiary CRDs (helm/ostiary/crds/)") from None
+                return None
+            raise
+        items = [item for item in listing.get("items") or [] if isinstance(item, dict)]
+        return items, str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+    def full_sync(self) -> dict[PolicyKind, str]:
+        """List every kind, push the whole set; returns the resourceVersion to watch each served kind from."""
+        listed: dict[PolicyKind, tuple[list[dict], str]] = {}
+        for kind in self._kinds:
+            result = self._list(kind)
+            if result is not None:
+                listed[kind] = result
+        with self._lock:
+            self._objects = {}
+            for kind, (items, _) in listed.items():
+                for obj in items:
+                    self._objects[object_key(kind, obj)] = (kind, obj)
+            self._served = set(listed)
+            self._apply_all()
+        return {kind: rv for kind, (_, rv) in listed.items()}
+
+    def _relist(self, kind: PolicyKind) -> str | None:
+        result = self._list(kind)
+        with self._lock:
+            for key in [k for k, (kd, _) in self._objects.items() if kd == kind]:
+                del self._objects[key]
+            if result is None:
+                self._served.discard(kind)
+            else:
+                self._served.add(kind)
+                for obj in result[0]:
+                    self._objects[object_key(kind, obj)] = (kind, obj)
+            self._apply_all()
+        return None if result is None else result[1]
+
+    def handle_event(self, kind: PolicyKind, event_type: str, obj: dict) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED); BOOKMARKs are handled by the watcher."""
+        key = object_key(kind, obj)
+        with self._lock:
+            if event_type == "DELETED":
+                self._objects.pop(key, None)
+                self._translated.pop(key, None)
+                self._reported.pop(key, None)
+            elif event_type in ("ADDED", "MODIFIED"):
+                self._objects[key] = (kind, obj)
+            else:
+                return
+            self._apply_changes()
+
+    def _watch_loop(self, kind: PolicyKind, resource_version: str | None) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                if resource_version is None:
+                    resource_version = self._relist(kind)
+                    if resource_version is None:
+                        log.info("%s.%s is no longer served; stopped watching it", kind.plural, kind.group)
+                        return
+                for event_type, obj in self._api.watch(kind.collection_path, resource_version, self._watch_timeout):
+                    if self._stop.is_set():
+                        return
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if rv:
+                        resource_version = str(rv)
+                    if event_type != "BOOKMARK":
+                        self.handle_event(kind, event_type, obj)
+                failures = 0
+            except WatchExpired:
+                log.info("watch of %s.%s expired; listing again", kind.plural, kind.group)
+                resource_version = None
+            except Exception as exc:  # noqa: BLE001 - a watch must survive anything: relist and resync
+                failures += 1
+                log.warning("watch of %s.%s failed (%s); listing again and resyncing", kind.plural, kind.group, exc)
+                resource_version = None
+                self._stop.wait(min(self._retry_interval * failures, 30.0))
+        return
+
+    def _start_watcher(self, kind: PolicyKind, resource_version: str) -> None:
+        thread = self._watchers.get(kind)
+        if thread is not None and thread.is_alive():
+            return
+        thread = threading.Thread(target=self._watch_loop, args=(kind, resource_version),
+                                  name=f"ostiary-watch-{kind.plural}.{kind.group}", daemon=True)
+        self._watchers[kind] = thread
+        thread.start()
+
+    def _supervise(self) -> None:
+        failures = 0
+        while not self._stop.is_set() and not self._ready.is_set():
+            try:
+                versions = self.full_sync()
+            except Exception as exc:  # noqa: BLE001 - stay unready and retry, whatever went wrong
+                failures += 1
+                log.error("policy sync from the Kubernetes API failed (not ready): %s", exc)
+                self._stop.wait(min(self._retry_interval * failures, 30.0))
+                continue
+            self._ready.set()
+            log.info("policies synced from the Kubernetes API: %d modules from %d resources",
+                     len(self._applied), len(self._objects))
+            for kind, rv in versions.items():
+                self._start_watcher(kind, rv)
+        next_opa_check = time.monotonic() + self._opa_check_interval
+        next_discovery = time.monotonic() + self._discovery_interval
+        while not self._stop.wait(min(1.0, self._opa_check_interval)):
+            now = time.monotonic()
+            try:
+                if self._resync_needed:
+                    with self._lock:
+                        self._apply_all()
+                if now >= next_opa_check:
+                    next_opa_check = now + self._opa_check_interval
+                    self.check_opa()
+                if now >= next_discovery:
+                    next_discovery = now + self._discovery_interval
+                    self.discover()
+            except Exception as exc:  # noqa: BLE001 - the upkeep thread must not die
+                log.warning("policy source upkeep failed, will retry: %s", exc)
+
+    def discover(self) -> None:
+        """Start watching optional kinds (the Portieris groups) whose CRDs appeared since the last look."""
+        for kind in self._kinds:
+            if kind.required or self._stop.is_set():
+                continue
+            thread = self._watchers.get(kind)
+            if thread is not None and thread.is_alive():
+                continue
+            if not self._api.group_version_served(kind.group, kind.version):
+                continue
+            log.info("%s.%s is now served; listing and watching it", kind.plural, kind.group)
+            rv = self._relist(kind)
+            if rv is not None:
+                self._start_watcher(kind, rv)
+
+    def check_opa(self) -> bool:
+        """Push everything again when OPA no longer holds every module it should; True when it did."""
+        if self._opa_in_place is None or self._opa_in_place():
+            return True
+        log.warning("OPA does not hold every policy module (restarted, or unreachable); pushing all again")
+        with self._lock:
+            resync = getattr(self._sync, "resync", None)
+            if callable(resync):
+                resync()
+            self._apply_all()
+        return False
+
+    # ----------------------------------------------------------------- deriving and applying
+
+    def _module_for(self, key: Key, kind: PolicyKind, obj: dict) -> Any:
+        """The RegoModule of a resource, or a str saying why it has none (cached per resourceVersion)."""
+        meta = obj.get("metadata") or {}
+        version = (meta.get("uid"), meta.get("resourceVersion"), meta.get("generation"))
+        cached = self._translated.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        try:
+            resource = self._parse(as_document(kind, obj), origin_of(key))
+            result: Any = self._translate(resource)
+        except Exception as exc:  # noqa: BLE001 - PolicyError, or a translator bug: reported on the resource
+            result = f"invalid policy: {exc}"
+        self._translated[key] = (version, result)
+        return result
+
+    def _desired(self) -> tuple[dict[str, tuple[Key, Any]], dict[Key, str]]:
+        precedence = {kind: i for i, kind in enumerate(self._kinds)}
+        ordered = sorted(self._objects.items(), key=lambda item: (precedence.get(item[1][0], 99), item[0]))
+        desired: dict[str, tuple[Key, Any]] = {}
+        errors: dict[Key, str] = {}
+        for key, (kind, obj) in ordered:
+            module = self._module_for(key, kind, obj)
+            if isinstance(module, str):
+                errors[key] = module
+            elif module.id in desired:
+                errors[key] = (f"conflicts with {describe(desired[module.id][0])}: both would be module "
+                               f"{module.id}; this one is not applied")
+            else:
+                desired[module.id] = (key, module)
+        return desired, errors
+
+    def _apply_all(self) -> None:
+        """Push the whole desired set at once; a module OPA refuses is dropped and reported."""
+        desired, errors = self._desired()
+        for _ in range(len(desired) + 1):
+            try:
+                self._sync.replace_all([module for _, module in desired.values()])
+                break
+            except Exception as exc:
+                if not is_compile_error(exc):
+                    self._resync_needed = True
+                    raise
+                culprits = [mid for mid in desired if mid in str(exc)]
+                if not culprits:
+                    self._resync_needed = True
+                    raise
+                for mid in culprits:
+                    key, _ = desired.pop(mid)
+                    errors[key] = f"OPA refused the translated module {mid}: {exc}"
+        self._resync_needed = False
+        self._applied = {mid: module for mid, (_, module) in desired.items()}
+        self._record(desired, errors)
+        self._changed()
+
+    def _apply_changes(self) -> None:
+        """Push only what differs from what OPA holds (one watch event's worth)."""
+        if self._resync_needed:
+            self._apply_all()
+            return
+        desired, errors = self._desired()
+        changed = False
+        try:
+            for mid in [mid for mid in self._applied if mid not in desired]:
+                self._sync.remove(mid)
+                del self._applied[mid]
+                changed = True
+            for mid, (key, module) in list(desired.items()):
+                if self._applied.get(mid) == module:
+                    continue
+                try:
+                    self._sync.upsert(module)
+                except Exception as exc:
+                    if not is_compile_error(exc):
+                        raise
+                    errors[key] = f"OPA refused the translated module {mid}: {exc}"
+                    del desired[mid]
+                    if mid in self._applied:   # the previous version must not stay in force
+                        self._sync.remove(mid)
+                        del self._applied[mid]
+                    changed = True
+                    continue
+                self._applied[mid] = module
+                changed = True
+        except Exception as exc:  # noqa: BLE001 - OPA unreachable: the upkeep thread pushes everything
+            self._resync_needed = True
+            log.warning("pushing a policy change to OPA failed (%s); will push everything again", exc)
+            return
+        self._record(desired, errors)
+        if changed:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change()
+            except Exception as exc:  # noqa: BLE001 - a callback must not stop policy updates
+                log.warning("on_change callback failed: %s", exc)
+
+    def _record(self, desired: dict[str, tuple[Key, Any]], errors: dict[Key, str]) -> None:
+        """Remember each resource's outcome and report the ones that changed (Events, status, log)."""
+        applied_by_key = {key: mid for mid, (key, _) in desired.items()}
+        outcomes: dict[Key, Outcome] = {}
+        for key, (kind, obj) in self._objects.items():
+            outcome = Outcome(module_id=applied_by_key.get(key), error=errors.get(key))
+            outcomes[key] = outcome
+            meta = obj.get("metadata") or {}
+            stamp = (meta.get("uid"), meta.get("generation"), outcome.module_id, outcome.error)
+            if self._reported.get(key) == stamp:
+                continue
+            self._reported[key] = stamp
+            if outcome.error:
+                log.error("policy %s not applied: %s", describe(key), outcome.error)
+                self._reporter.event(kind, obj, "PolicyRejected", outcome.error)
+                self._reporter.status(kind, obj, False, "PolicyRejected", outcome.error)
+            else:
+                log.info("policy %s applied as %s", describe(key), outcome.module_id)
+                self._reporter.status(kind, obj, True, "Applied", f"in force as OPA module {outcome.module_id}")
+        self._outcomes = outcomes

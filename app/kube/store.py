@@ -1,0 +1,91 @@
+"""Secrets and service accounts read from the Kubernetes API, one ``get`` at a time, briefly cached.
+
+Least privilege: Ostiary reads only the objects a policy or a pod names (``get`` on secrets and
+serviceaccounts), never lists all secrets of the cluster, so its service account cannot be used to
+dump them. Each answer — found or not found — is kept for a short TTL: a burst of pods from one
+ReplicaSet costs one read, and a rotated signer key or pull secret is seen within seconds.
+
+Errors other than 404 are not cached and read as "not there" (``None``), which fails closed: a
+missing signer secret denies, a missing pull secret means anonymous access, which the registry may
+refuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from app.kube.client import KubeApi, KubeError, object_path
+
+log = logging.getLogger(__name__)
+
+
+class TTLCache:
+    """A small thread-safe LRU with a time-to-live per entry; the clock is injectable for tests."""
+
+    def __init__(self, ttl: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic):
+        self._ttl = ttl
+        self._max = max_entries
+        self._clock = clock
+        self._items: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> tuple[bool, object]:
+        """``(True, value)`` when a fresh entry exists, else ``(False, None)``."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return False, None
+            expires, value = item
+            if self._clock() >= expires:
+                del self._items[key]
+                return False, None
+            self._items.move_to_end(key)
+            return True, value
+
+    def put(self, key: tuple, value: object) -> None:
+        with self._lock:
+            self._items[key] = (self._clock() + self._ttl, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+class KubeObjectStore:
+    """``ObjectStore`` (see docs/internals.md) over the API: ``get_secret``, ``get_service_account``."""
+
+    def __init__(self, api: KubeApi, ttl: float = 10.0, max_entries: int = 1024,
+                 clock: Callable[[], float] = time.monotonic):
+        self._api = api
+        self._cache = TTLCache(ttl, max_entries, clock)
+
+    def get_secret(self, namespace: str, name: str) -> dict | None:
+        return self._get("v1", "secrets", namespace, name)
+
+    def get_service_account(self, namespace: str, name: str) -> dict | None:
+        return self._get("v1", "serviceaccounts", namespace, name)
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def _get(self, api_version: str, plural: str, namespace: str, name: str) -> dict | None:
+        if not namespace or not name:
+            return None
+        key = (plural, namespace, name)
+        hit, value = self._cache.get(key)
+        if hit:
+            return value  # type: ignore[return-value]
+        try:
+            obj = self._api.get(object_path(api_version, plural, namespace, name))
+        except KubeError as exc:
+            log.warning("reading %s %s/%s failed: %s", plural, namespace, name, exc)
+            return None
+        self._cache.put(key, obj)
+        return obj

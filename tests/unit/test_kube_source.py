@@ -1,0 +1,358 @@
+"""The cluster policy source against a fake API and a fake PolicySync: what reaches OPA, what is reported."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.kube.client import KubeError, WatchExpired
+from app.kube.source import POLICY_KINDS, KubePolicySource, as_document, is_compile_error
+from app.kube.store import KubeObjectStore
+from app.opa.client import OpaError
+from app.policies.schema import parse_policy_document
+from app.policies.translate import translate
+
+OSTIARY_CIP, OSTIARY_IP = POLICY_KINDS[1], POLICY_KINDS[0]
+PORTIERIS_CIP = POLICY_KINDS[3]
+
+
+def policy(kind="ClusterImagePolicy", name="base", namespace=None, repos=("*",), group="ostiary.dev/v1",
+           rv="1", generation=1, uid=None, spec=None):
+    meta = {"name": name, "uid": uid or f"uid-{name}", "resourceVersion": rv, "generation": generation,
+            "managedFields": [{"manager": "kubectl"}]}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"apiVersion": group, "kind": kind, "metadata": meta,
+            "spec": spec if spec is not None else {"repositories": [{"name": r} for r in repos]}}
+
+
+class FakeApi:
+    """Collections by path; watches replay scripted events, then end (like a server timeout)."""
+
+    def __init__(self, served=("ostiary.dev/v1",)):
+        self.served = set(served)
+        self.items: dict[str, list[dict]] = {}
+        self.rv = 10
+        self.watch_scripts: dict[str, list] = {}
+        self.watch_calls: list[tuple[str, str]] = []
+        self.lists: list[str] = []
+        self.events: list[dict] = []
+        self.patches: list[tuple[str, dict]] = []
+        self.gets: list[str] = []
+
+    def group_version_served(self, group, version):
+        return f"{group}/{version}" in self.served
+
+    def list(self, path):
+        self.lists.append(path)
+        group_version = path.split("/apis/")[1].rsplit("/", 1)[0]
+        if group_version not in self.served:
+            raise KubeError(404, "not found")
+        return {"items": list(self.items.get(path, [])), "metadata": {"resourceVersion": str(self.rv)}}
+
+    def watch(self, path, resource_version, timeout_seconds):
+        self.watch_calls.append((path, resource_version))
+        script = self.watch_scripts.get(path) or []
+        step = script.pop(0) if script else None
+        if isinstance(step, Exception):
+            raise step
+        yield from step or []
+        time.sleep(0.01)
+
+    def create(self, path, body):
+        self.events.append(body)
+        return body
+
+    def patch(self, path, body, content_type=None):
+        self.patches.append((path, body))
+        return body
+
+    def get(self, path):
+        self.gets.append(path)
+        return {"metadata": {"name": path.rsplit("/", 1)[1]}}
+
+
+class FakeSync:
+    def __init__(self):
+        self.modules: dict[str, object] = {}
+        self.calls: list[tuple] = []
+        self.refuse: set[str] = set()
+        self.down = False
+        self.lost = False
+
+    def _check(self, ids):
+        if self.down:
+            raise OpaError("OPA at http://127.0.0.1:1 is unreachable: ConnectionError")
+        for mid in ids:
+            if mid in self.refuse:
+                raise OpaError(f"OPA refused module {mid}: {mid}:3: rego_parse_error: unexpected")
+
+    def replace_all(self, modules):
+        modules = list(modules)
+        self._check([m.id for m in modules])
+        self.calls.append(("replace_all", sorted(m.id for m in modules)))
+        self.modules = {m.id: m for m in modules}
+
+    def upsert(self, module):
+        self._check([module.id])
+        self.calls.append(("upsert", module.id))
+        self.modules[module.id] = module
+
+    def remove(self, module_id):
+        self._check([])
+        self.calls.append(("remove", module_id))
+        self.modules.pop(module_id, None)
+
+    def resync(self):
+        self._check([])
+        self.calls.append(("resync",))
+        self.lost = False
+
+    def in_place(self):
+        return not self.lost and not self.down
+
+
+def source(api, sync, **kw) -> KubePolicySource:
+    return KubePolicySource(api, sync=sync, translate=translate, parse=parse_policy_document,
+                            opa_in_place=sync.in_place, retry_interval=0.01, **kw)
+
+
+CIP_PATH = OSTIARY_CIP.collection_path
+IP_PATH = OSTIARY_IP.collection_path
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+def test_as_document_keeps_only_what_the_parser_reads():
+    doc = as_document(OSTIARY_CIP, {**policy(), "status": {"conditions": []}})
+    assert doc == {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy",
+                   "metadata": {"name": "base", "uid": "uid-base"}, "spec": {"repositories": [{"name": "*"}]}}
+    parse_policy_document(doc, "x")   # and the strict parser takes it
+
+
+def test_a_refusal_is_a_compile_error_but_unreachable_is_not():
+    assert is_compile_error(OpaError("OPA refused module ostiary/policies/cluster/x: x:1: parse error"))
+    assert not is_compile_error(OpaError("OPA at http://127.0.0.1:8181 is unreachable: ConnectionError"))
+
+
+def test_the_collection_path_of_a_namespaced_kind_lists_all_namespaces():
+    assert IP_PATH == "/apis/ostiary.dev/v1/imagepolicies"
+    assert OSTIARY_IP.object_path("ns", "p") == "/apis/ostiary.dev/v1/namespaces/ns/imagepolicies/p"
+    assert OSTIARY_CIP.object_path(None, "p") == "/apis/ostiary.dev/v1/clusterimagepolicies/p"
+
+
+# ----------------------------------------------------------------------------- full sync
+
+def test_full_sync_pushes_every_policy_at_once():
+    api, sync = FakeApi(), FakeSync()
+    api.items[CIP_PATH] = [policy()]
+    api.items[IP_PATH] = [policy("ImagePolicy", "team", "apps")]
+    versions = source(api, sync).full_sync()
+    assert sync.calls == [("replace_all", ["ostiary/policies/cluster/base", "ostiary/policies/namespaced/apps/team"])]
+    assert set(versions) == {OSTIARY_IP, OSTIARY_CIP}
+
+
+def test_missing_ostiary_crds_fail_the_sync_naming_the_fix():
+    api, sync = FakeApi(served=()), FakeSync()
+    with pytest.raises(KubeError, match="install the Ostiary CRDs"):
+        source(api, sync).full_sync()
+
+
+def test_portieris_groups_are_read_only_when_served():
+    api, sync = FakeApi(), FakeSync()
+    source(api, sync).full_sync()
+    assert not any("portieris" in p or "securityenforcement" in p for p in api.lists)
+
+    api.served.add("portieris.cloud.ibm.com/v1")
+    api.items[PORTIERIS_CIP.collection_path] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
+    sync2 = FakeSync()
+    source(api, sync2).full_sync()
+    assert "ostiary/policies/cluster/legacy" in sync2.modules
+
+
+def test_ready_only_after_the_first_full_sync():
+    api, sync = FakeApi(), FakeSync()
+    sync.down = True
+    src = source(api, sync, opa_check_interval=0.05)
+    src.start()
+    try:
+        assert not src.wait_ready(0.2)
+        sync.down = False
+        assert src.wait_ready(5)
+    finally:
+        src.stop()
+
+
+# ----------------------------------------------------------------------------- watch events
+
+def synced(api=None, sync=None, **kw):
+    api, sync = api or FakeApi(), sync or FakeSync()
+    api.items.setdefault(CIP_PATH, [policy()])
+    src = source(api, sync, **kw)
+    src.full_sync()
+    sync.calls.clear()
+    api.events.clear()
+    api.patches.clear()
+    return api, sync, src
+
+
+def test_added_modified_deleted_reach_opa_one_module_at_a_time():
+    _api, sync, src = synced()
+    src.handle_event(OSTIARY_IP, "ADDED", policy("ImagePolicy", "team", "apps"))
+    src.handle_event(OSTIARY_IP, "MODIFIED", policy("ImagePolicy", "team", "apps", repos=("nginx",), rv="2",
+                                                    generation=2))
+    src.handle_event(OSTIARY_IP, "DELETED", policy("ImagePolicy", "team", "apps", rv="3"))
+    mid = "ostiary/policies/namespaced/apps/team"
+    assert sync.calls == [("upsert", mid), ("upsert", mid), ("remove", mid)]
+    assert "docker.io/library/nginx" not in str(sync.modules)
+
+
+def test_a_status_only_change_pushes_nothing_and_writes_nothing():
+    api, sync, src = synced()
+    obj = policy(rv="5")
+    obj["status"] = {"conditions": [{"type": "Ready", "status": "True", "reason": "Applied",
+                                     "message": "in force as OPA module ostiary/policies/cluster/base",
+                                     "observedGeneration": 1}]}
+    src.handle_event(OSTIARY_CIP, "MODIFIED", obj)
+    assert sync.calls == []
+    assert api.patches == []
+
+
+def test_an_invalid_policy_is_reported_and_not_in_force():
+    api, sync, src = synced()
+    bad = policy(name="bad", spec={"repositories": [{"name": "nginx", "policy": {"trsut": {}}}]})
+    src.handle_event(OSTIARY_CIP, "ADDED", bad)
+    assert "ostiary/policies/cluster/bad" not in sync.modules
+    assert [e["reason"] for e in api.events] == ["PolicyRejected"]
+    event = api.events[0]
+    assert event["involvedObject"]["name"] == "bad" and event["metadata"]["namespace"] == "default"
+    assert "trsut" in event["message"]
+    (path, body), = api.patches
+    assert path.endswith("/clusterimagepolicies/bad/status")
+    assert body["status"]["conditions"][0]["status"] == "False"
+    # The same failure again is not reported twice.
+    src.handle_event(OSTIARY_CIP, "MODIFIED", {**bad, "metadata": {**bad["metadata"], "resourceVersion": "9"}})
+    assert len(api.events) == 1
+
+
+def test_a_policy_that_turns_invalid_is_taken_out_of_force():
+    api, sync, src = synced()
+    assert "ostiary/policies/cluster/base" in sync.modules
+    src.handle_event(OSTIARY_CIP, "MODIFIED", policy(rv="2", generation=2,
+                                                     spec={"repositories": [{"name": "a b"}]}))
+    assert "ostiary/policies/cluster/base" not in sync.modules
+    assert api.events and api.events[0]["reason"] == "PolicyRejected"
+
+
+def test_a_module_opa_refuses_is_reported_and_the_rest_applies():
+    api, sync = FakeApi(), FakeSync()
+    api.items[CIP_PATH] = [policy(), policy(name="broken")]
+    sync.refuse.add("ostiary/policies/cluster/broken")
+    src = source(api, sync)
+    src.full_sync()
+    assert set(sync.modules) == {"ostiary/policies/cluster/base"}
+    assert [e["involvedObject"]["name"] for e in api.events] == ["broken"]
+    assert "OPA refused" in api.events[0]["message"]
+    # and an event for a module OPA refuses leaves the previous version out of force too
+    src.handle_event(OSTIARY_CIP, "MODIFIED", policy(rv="3", generation=2, repos=("quay.io/*",)))
+    assert "ostiary/policies/cluster/base" in sync.modules
+    sync.refuse.add("ostiary/policies/cluster/base")
+    src.handle_event(OSTIARY_CIP, "MODIFIED", policy(rv="4", generation=3, repos=("gcr.io/*",)))
+    assert "ostiary/policies/cluster/base" not in sync.modules
+
+
+def test_opa_unreachable_during_an_event_is_not_blamed_on_the_policy():
+    api, sync, src = synced()
+    sync.down = True
+    src.handle_event(OSTIARY_CIP, "ADDED", policy(name="new"))
+    assert api.events == []
+    sync.down = False
+    src.handle_event(OSTIARY_CIP, "ADDED", policy(name="newer"))   # the next change pushes everything
+    assert sync.calls[-1][0] == "replace_all"
+    assert {"ostiary/policies/cluster/new", "ostiary/policies/cluster/newer"} <= set(sync.modules)
+
+
+def test_the_ostiary_group_wins_over_a_portieris_copy_of_the_same_name():
+    api, sync = FakeApi(served=("ostiary.dev/v1", "portieris.cloud.ibm.com/v1")), FakeSync()
+    api.items[CIP_PATH] = [policy(name="same", repos=("quay.io/*",))]
+    api.items[PORTIERIS_CIP.collection_path] = [policy(name="same", group="portieris.cloud.ibm.com/v1",
+                                                       uid="portieris-uid")]
+    source(api, sync).full_sync()
+    assert "quay.io" in sync.modules["ostiary/policies/cluster/same"].source
+    assert [e["involvedObject"]["apiVersion"] for e in api.events] == ["portieris.cloud.ibm.com/v1"]
+    assert "conflicts with" in api.events[0]["message"]
+
+
+# ----------------------------------------------------------------------------- watching and recovery
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_watch_error_relists_and_pushes_everything_again():
+    api, sync, src = synced()
+    api.watch_scripts[CIP_PATH] = [
+        [("ADDED", policy(name="w1", rv="11"))],
+        WatchExpired(410, "too old"),
+        KubeError(0, "connection reset"),
+    ]
+    api.items[CIP_PATH] = [policy(), policy(name="w1", rv="11"), policy(name="w2", rv="12")]
+    thread = threading.Thread(target=src._watch_loop, args=(OSTIARY_CIP, "10"), daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: sum(1 for c in sync.calls if c[0] == "replace_all") >= 2)
+    finally:
+        src.stop()
+    assert ("upsert", "ostiary/policies/cluster/w1") in sync.calls
+    assert "ostiary/policies/cluster/w2" in sync.modules
+    assert api.watch_calls[0] == (CIP_PATH, "10")
+    assert api.watch_calls[1] == (CIP_PATH, "11")   # resumes from the last event seen
+
+
+def test_a_deleted_policy_disappears_on_relist():
+    api, sync, src = synced()
+    api.items[CIP_PATH] = []
+    src._relist(OSTIARY_CIP)
+    assert sync.modules == {}
+
+
+def test_opa_losing_its_modules_triggers_a_resync():
+    _api, sync, src = synced()
+    assert src.check_opa()
+    sync.lost = True
+    assert not src.check_opa()
+    assert ("resync",) in sync.calls
+
+
+def test_discovery_starts_watching_a_portieris_group_that_appears():
+    api, sync, src = synced()
+    api.served.add("portieris.cloud.ibm.com/v1")
+    api.items[PORTIERIS_CIP.collection_path] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
+    src.discover()
+    try:
+        assert "ostiary/policies/cluster/legacy" in sync.modules
+        assert wait_for(lambda: any(p == PORTIERIS_CIP.collection_path for p, _ in api.watch_calls))
+    finally:
+        src.stop()
+
+
+# ----------------------------------------------------------------------------- object store
+
+def test_secrets_are_read_one_by_one_and_cached_briefly():
+    now = [0.0]
+    api = FakeApi()
+    store = KubeObjectStore(api, ttl=10, clock=lambda: now[0])
+    assert store.get_secret("ns", "alice")["metadata"]["name"] == "alice"
+    assert store.get_secret("ns", "alice")
+    assert api.gets == ["/api/v1/namespaces/ns/secrets/alice"]
+    now[0] = 11
+    store.get_service_account("ns", "default")
+    store.get_secret("ns", "alice")
+    assert api.gets[1:] == ["/api/v1/namespaces/ns/serviceaccounts/default", "/api/v1/namespaces/ns/secrets/alice"]
