@@ -57,6 +57,9 @@ class ServerKnobs:
     hang: bool = False
     oversize: int | None = None
     endless: bool = False
+    oversize_chunked: int | None = None  # like oversize, but chunked, without Content-Length
+    fail_status: int | None = None
+    token_issuer: NotaryTestServer | None = None  # another server whose /token issues our tokens
     trickle_interval: float = 0.05
     only_roles: set[str] | None = None
 
@@ -98,6 +101,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if affected and knobs.oversize is not None:
             self._send(200, b" " * knobs.oversize)
+            return
+        if affected and knobs.fail_status is not None:
+            self._send(knobs.fail_status, b'{"errors":[{"code":"UNKNOWN"}]}')
+            return
+        if affected and knobs.oversize_chunked is not None:
+            self._chunked(knobs.oversize_chunked)
             return
         if affected and knobs.endless:
             self._endless()
@@ -142,6 +151,22 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"1\r\n \r\n")
                 self.wfile.flush()
                 owner.stopping.wait(owner.knobs.trickle_interval)
+        except OSError:
+            return
+
+    def _chunked(self, total: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        chunk = b" " * 65536
+        sent = 0
+        try:
+            while sent < total:
+                piece = chunk[: total - sent]
+                self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                sent += len(piece)
+            self.wfile.write(b"0\r\n\r\n")
         except OSError:
             return
 
@@ -243,6 +268,8 @@ class NotaryTestServer:
     def token_valid(self, authorization: str | None) -> bool:
         if not authorization or not authorization.startswith("Bearer "):
             return False
+        if self.knobs.token_issuer is not None and self.knobs.token_issuer is not self:
+            return self.knobs.token_issuer.token_valid(authorization)
         with self.lock:
             if authorization[7:] not in self._tokens:
                 return False
