@@ -6,31 +6,37 @@ failure is a precise `TrustError` subclass naming the role (see errors.py).
 Rules, in plain words:
 
 - Load order is root -> timestamp -> snapshot -> targets -> delegations (parents before children);
-  calling out of order raises LoadOrderError. Each role is loaded once per TrustedRepository.
+  calling out of order raises LoadOrderError (a programming error, not a TrustError). Each role is
+  loaded once per TrustedRepository; make a new one for every refresh. `now` is the reference time
+  for every check (a naive datetime is taken as UTC).
 - Root: trusted on first use when no trusted root is given. Otherwise the new root must be signed by
   the trusted root's root keys meeting the trusted root's threshold (their certificates' dates are not
   checked, so an expiring root can be rotated) AND by its own root keys meeting its own threshold; its
-  version must not be lower. Root keys must be x509 certificates whose CN is the GUN.
+  version must not be lower. Every root key must be an x509 certificate whose CN is the GUN and (to
+  count) valid at `now`. Several update_root calls in a row walk a chain of rotations. When no new
+  root is loaded, the trusted root is used as is, but must still be unexpired with valid certificates.
 - Keys: every key ID in root.json and in delegations is recomputed (sha256 of the canonical key) and
   must match; keys are bound to roles only by root.json (root, targets, snapshot, timestamp) and by the
-  parent's `delegations` (targets/...). Keys must be readable and of a known type.
-- Signatures are verified over the canonical JSON of "signed". A threshold counts DISTINCT key IDs of
-  the role whose signature verified with a method fit for the key type (ecdsa raw r||s, eddsa,
-  rsapss, rsapkcs1v15); signatures by keys outside the role are ignored; no signatures at all fails.
-  x509 keys count only while their certificate is valid at the reference time.
-- `_type` must name the role; `expires` of every role must be after the reference time; versions
-  must never be lower than the versions seen before (equal is fine).
+  parent's `delegations` (targets/...). Keys bound to a role must be readable and of a known type.
+- Signatures are verified over the canonical JSON of "signed". A threshold (an integer >= 1) counts
+  DISTINCT key IDs of the role whose signature verified with a method fit for the key type (ecdsa raw
+  r||s, eddsa, rsapss, rsapkcs1v15); signatures by keys outside the role are ignored, each key is
+  tried once, and no signatures at all fails. x509 keys count only while their certificate is valid.
+- `_type` must name the role; `expires` of every role must be after `now`; versions must never be
+  lower than the versions seen before (equal is fine). JSON with floats, NaN or duplicate keys, and
+  fields of the wrong type, are MalformedMetadata, never a crash.
 - Hashes and lengths: snapshot.json must match the timestamp's meta, targets.json and every
   delegation must match the snapshot's meta (length, sha256 and sha512 when listed, over the raw
-  bytes received); when the snapshot lists root, root.json must match too.
+  bytes received); when the snapshot lists root, the root in use must match it too.
 - Delegations: a delegation is loaded only if its parent delegates it (names must be direct children,
   lowercase [-a-z0-9_/]) and the snapshot lists it. Delegations the parent names but the snapshot does
   not list are not published yet and are skipped, as Notary does; a role the snapshot lists but the
   server does not serve makes the whole repository fail (`missing`). Paths: a role's effective paths
   are its own path prefixes that lie under one of its parent's effective paths; a target outside them
-  is an error (DelegationError), not silently dropped, so a misconfigured delegation is visible.
+  is an error (DelegationError) rather than silently dropped: both are safe, the error is visible.
 - Targets: hashes are base64 of the raw sha256, reported as "sha256:<hex>"; targets without a sha256
-  are ignored. "targets/releases" wins over "targets" for the released digest, as Docker does.
+  are ignored. "targets/releases" wins over "targets" for the released digest, as Docker does; other
+  delegations never release a tag, they only show who signed what (for required signers).
 
 Usage:
 
@@ -59,7 +65,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from app.notary import facts as facts_module
 from app.notary.canonical import canonical_json, load_json
@@ -290,10 +296,12 @@ def check_signatures(spec: RoleSpec, envelope: Envelope, now: datetime | None) -
     verified: set[str] = set()
     bad: list[str] = []
     certificate_problems: list[str] = []
+    attempted: set[str] = set()
     for keyid, method, sig in envelope.signatures:
         key = spec.keys.get(keyid)
-        if key is None or keyid in verified:
-            continue
+        if key is None or keyid in attempted:
+            continue  # not a key of this role, or already tried: each key counts (and costs) once
+        attempted.add(keyid)
         if not verify_signature(key.keytype, key.public, method, sig, envelope.message):
             bad.append(f"signature by key {keyid} (method {method!r}) does not verify")
             continue
@@ -496,6 +504,10 @@ class TrustedRepository:
                     "root", f"root version {envelope.version} is not signed by the trusted root's keys "
                     f"(version {trusted.envelope.version}): {exc.reason}"
                 ) from exc
+            if envelope.version < trusted.envelope.version:
+                raise RollbackAttack(
+                    "root", f"version {envelope.version} is lower than trusted version {trusted.envelope.version}"
+                )
         new.signed_by = check_signatures(roles["root"], envelope, self.now)
         self._check_version(envelope)
         self._check_expiry(envelope)
@@ -550,12 +562,12 @@ class TrustedRepository:
         self._load_targets_role(root.roles["targets"], data)
 
     def update_delegation(self, role: str, data: bytes) -> None:
+        if not isinstance(role, str) or not valid_delegation_name(role):
+            raise DelegationError(str(role), "not a valid delegation role name")
         if "targets" not in self._targets:
             raise LoadOrderError("targets must be loaded before delegations")
         if role in self._targets:
             raise LoadOrderError(f"{role} is already loaded")
-        if not isinstance(role, str) or not valid_delegation_name(role):
-            raise DelegationError(str(role), "not a valid delegation role name")
         parent_name = posixpath.dirname(role)
         parent = self._targets.get(parent_name)
         if parent is None:
@@ -600,7 +612,7 @@ class TrustedRepository:
         ]
         return sorted(set(pending), key=lambda name: (name.count("/"), name))
 
-    def missing(self, role: str) -> None:
+    def missing(self, role: str) -> NoReturn:
         """The server answered 404 for a role the snapshot lists: the trust data is incomplete."""
         raise MissingRole(role, "listed in snapshot.json but the server does not serve it")
 

@@ -436,6 +436,37 @@ def test_root_rotation_to_a_lower_version_is_refused() -> None:
     refused(repo.build(), RollbackAttack, "root", trusted_root=trusted)
 
 
+def test_chain_of_root_rotations_is_walked_and_cannot_go_back() -> None:
+    repo = ForgedRepo()
+    roots = [repo.build()["root"]]
+    for version in (2, 3):
+        old_key, new_key = repo.role_keys["root"][0], x509_key()
+        repo.role_keys["root"] = [new_key]
+        repo.versions["root"] = version
+        repo.signers["root"] = [old_key, new_key]
+        roots.append(repo.build()["root"])
+    files = repo.build()
+    trusted = TrustedRepository(GUN, NOW, trusted_root=roots[0])
+    trusted.update_root(roots[1])
+    trusted.update_root(roots[2])
+    assert trusted.versions["root"] == 3
+    with pytest.raises(BadRootRotation):  # v2 is not signed by v3's key
+        trusted.update_root(roots[1])
+    trusted.update_timestamp(files["timestamp"])
+
+
+def test_root_signed_by_the_trusted_keys_but_older_is_refused() -> None:
+    repo = ForgedRepo()
+    repo.versions["root"] = 3
+    trusted = repo.build()["root"]
+    repo.versions["root"] = 2
+    chain = TrustedRepository(GUN, NOW)
+    chain.update_root(trusted)
+    with pytest.raises(RollbackAttack) as raised:
+        chain.update_root(repo.build()["root"])
+    assert raised.value.role == "root" and "lower than trusted version 3" in raised.value.reason
+
+
 def test_trusted_root_without_a_new_root_must_still_be_current() -> None:
     repo = ForgedRepo()
     repo.expires["root"] = NOW + timedelta(days=1)
