@@ -34,6 +34,26 @@ def library_modules(directory: Path | None = None) -> list[RegoModule]:
     return modules
 
 
+def _until_settled(operations: list, done: list[str]) -> None:
+    """Run (module id, operation) pairs; OPA compiles each change against what it already holds,
+    so a module calling a function of one not pushed yet (or deleted before its caller) is
+    refused. Retry the refused ones while any progress is made; what is still refused then is a
+    real error and is raised."""
+    pending = operations
+    while pending:
+        refused, last_error = [], None
+        for module_id, operation in pending:
+            try:
+                operation()
+                done.append(module_id)
+            except OpaError as exc:
+                refused.append((module_id, operation))
+                last_error = exc
+        if last_error is not None and len(refused) == len(pending):
+            raise last_error
+        pending = refused
+
+
 class PolicySync:
     def __init__(self, opa: OpaClient, base: Iterable[RegoModule] = ()):
         self.opa = opa
@@ -53,25 +73,8 @@ class PolicySync:
         removed = [i for i in old if i not in new]
         done: list[str] = []
         try:
-            # OPA compiles each PUT against what it already holds, so a module calling a
-            # function of one not pushed yet is refused: retry the refused ones while any
-            # progress is made; what is still refused then is a real error.
-            pending = changed
-            while pending:
-                refused: list[RegoModule] = []
-                last_error: OpaError | None = None
-                for module in pending:
-                    try:
-                        self.opa.put_policy(module.id, module.source)
-                        done.append(module.id)
-                    except OpaError as exc:
-                        refused.append(module)
-                        last_error = exc
-                if last_error is not None and len(refused) == len(pending):
-                    raise last_error
-                pending = refused
-            for module_id in removed:
-                self.opa.delete_policy(module_id)
+            _until_settled([(m.id, lambda m=m: self.opa.put_policy(m.id, m.source)) for m in changed], done)
+            _until_settled([(i, lambda i=i: self.opa.delete_policy(i)) for i in removed], [])
         except OpaError:
             for module_id in done:
                 try:

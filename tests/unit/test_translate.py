@@ -1,0 +1,77 @@
+import json
+import re
+
+import pytest
+
+from app.policies.model import PolicyError, PolicyResource
+from app.policies.translate import parse_pattern, translate, wildcard_regex
+
+
+@pytest.mark.parametrize(
+    "written, normalized",
+    [
+        ("*", "*/*"),
+        ("nginx", "docker.io/library/nginx"),
+        ("ubuntu*", "docker.io/library/ubuntu*"),
+        ("nginx:1.25", "docker.io/library/nginx:1.25"),
+        ("myorg/app", "docker.io/myorg/app"),
+        ("docker.io/nginx", "docker.io/library/nginx"),
+        ("docker.io/ubuntu*", "docker.io/library/ubuntu*"),
+        ("docker.io/*", "docker.io/*"),
+        ("index.docker.io/library/*", "docker.io/library/*"),
+        ("*.trusted.io/org/*", "*.trusted.io/org/*"),
+        ("localhost/app", "localhost/app"),
+        ("localhost:5000/app:*", "localhost:5000/app:*"),
+        ("icr.io/team/*-debug", "icr.io/team/*-debug"),
+    ],
+)
+def test_patterns_are_normalized_like_images(written, normalized):
+    assert parse_pattern(written).normalized == normalized
+
+
+def test_exact_needs_a_tag_and_no_wildcard():
+    assert parse_pattern("nginx:1.25").exact == "docker.io/library/nginx:1.25"
+    assert parse_pattern("nginx").exact is None
+    assert parse_pattern("nginx:1.*").exact is None
+
+
+def test_wildcard_regex_quotes_everything_but_star():
+    rx = wildcard_regex("a.b+c(d)*")
+    assert re.match(rx, "a.b+c(d)anything")
+    assert not re.match(rx, "aXb+c(d)")
+
+
+@pytest.mark.parametrize("bad", ["", " nginx", "nginx@sha256:" + "a" * 64, "nginx:", "host.io/"])
+def test_unusable_patterns_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_pattern(bad)
+
+
+def resource(name="p", spec=None, kind="ClusterImagePolicy", namespace=None):
+    return PolicyResource("ostiary.dev/v1", kind, name, namespace, spec or {}, "f.yaml#0")
+
+
+def test_translation_is_data_only_and_values_enter_as_json():
+    hostile = 'x"} \n package evil\n deny := true #'
+    module = translate(resource(spec={"repositories": [{"name": "icr.io/*", "policy": {"trust": {"enabled": True, "signerSecrets": [{"name": hostile}]}}}]}))
+    assert module.id == "ostiary/policies/cluster/p"
+    assert module.package == 'ostiary.policies.cluster["p"]'
+    body = module.source.split("policy := ", 1)[1]
+    data = json.loads(body)
+    assert data["repositories"][0]["policy"]["trust"]["signerSecrets"][0]["name"] == hostile
+    # the only Rego statements are the package and the single policy rule
+    code_lines = [ln for ln in module.source.splitlines() if ln and not ln.startswith((" ", "#", "}", "{"))]
+    assert code_lines == ['package ostiary.policies.cluster["p"]', "policy := {"]
+
+
+def test_bad_pattern_names_the_field():
+    with pytest.raises(PolicyError) as err:
+        translate(resource(spec={"repositories": [{"name": "ok/*"}, {"name": "a@sha256:" + "a" * 64}]}))
+    assert "spec.repositories[1].name" in str(err.value)
+    assert "f.yaml#0" in str(err.value)
+
+
+def test_namespaced_module_ids_carry_the_namespace():
+    module = translate(resource(name="team", kind="ImagePolicy", namespace="prod"))
+    assert module.id == "ostiary/policies/namespaced/prod/team"
+    assert module.package == 'ostiary.policies.namespaced["prod"]["team"]'
