@@ -25,7 +25,7 @@ import binascii
 import hashlib
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from cryptography import x509
@@ -48,6 +48,7 @@ METHODS_FOR_KEY_TYPE: dict[str, tuple[str, ...]] = {
     "rsa-x509": ("rsapss", "rsapkcs1v15"),
 }
 MIN_RSA_BITS = 2048
+NOT_BEFORE_LEEWAY = timedelta(days=1)
 _PEM_BLOCK = re.compile(
     r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL
 )
@@ -155,9 +156,13 @@ def _cert_public_key(cert: x509.Certificate) -> PublicKey:
 
 
 def certificate_problem(cert: x509.Certificate, now: datetime) -> str | None:
-    """Why `cert` is not valid at `now` (None when it is), as Notary's ValidateCertificate sees it."""
+    """Why `cert` is not valid at `now` (None when it is), as Notary's ValidateCertificate sees it.
+
+    Like Notary, one day of leeway is given on the "not before" side, so a repository created a
+    moment ago on a machine whose clock runs ahead still verifies; "not after" gets none.
+    """
     now = as_utc(now)
-    if now < cert.not_valid_before_utc:
+    if now + NOT_BEFORE_LEEWAY < cert.not_valid_before_utc:
         return f"certificate is not valid before {cert.not_valid_before_utc.isoformat()}"
     if now > cert.not_valid_after_utc:
         return f"certificate expired at {cert.not_valid_after_utc.isoformat()}"

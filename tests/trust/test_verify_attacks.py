@@ -307,8 +307,14 @@ def test_expired_root_certificate_is_refused() -> None:
 
 def test_not_yet_valid_root_certificate_is_refused() -> None:
     repo = ForgedRepo()
-    repo.role_keys["root"] = [x509_key(not_before=NOW + timedelta(days=1))]
+    repo.role_keys["root"] = [x509_key(not_before=NOW + timedelta(days=2))]
     refused(repo.build(), CertificateError, "root")
+
+
+def test_root_certificate_from_a_clock_running_ahead_gets_a_day_of_leeway() -> None:
+    repo = ForgedRepo()
+    repo.role_keys["root"] = [x509_key(not_before=NOW + timedelta(hours=23))]
+    load(repo.build())
 
 
 def test_root_key_that_is_not_a_certificate_is_refused() -> None:
