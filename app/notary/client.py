@@ -3,7 +3,8 @@
 Why it is separate from verification: the verifier (app/notary/verify.py) trusts no byte it is handed,
 so this module only has to make fetching *bounded* and *honest about failures*:
 
-- HTTPS with the system CAs plus an optional extra CA file (`ca_file`), on a pooled `requests.Session`;
+- HTTPS with the certifi CAs plus an optional extra CA file (`ca_file`), on a pooled `requests.Session`;
+  HTTPS_PROXY / NO_PROXY from the environment are honoured (cluster egress), netrc is not;
   redirects are not followed (a Notary server has no reason to redirect, and a redirect would move the
   bearer token to another host).
 - One absolute deadline (a `time.monotonic()` value) bounds connect, TLS handshake, headers and every
@@ -36,6 +37,7 @@ import certifi
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 from app.notary.errors import TrustError
 from app.registry.token import BearerChallenge, HttpAnswer, TokenError, TokenProvider, parse_bearer_challenge
@@ -121,7 +123,9 @@ class NotaryClient:
         self.max_response_bytes = max_response_bytes
         self.tokens = tokens or TokenProvider()
         self.session = requests.Session()
-        self.session.trust_env = False  # no proxy or netrc surprises in an admission path
+        # No netrc credentials or CA bundle overrides from the environment in an admission path;
+        # proxies (HTTPS_PROXY / NO_PROXY) are honoured explicitly per request, see _get.
+        self.session.trust_env = False
         adapter = _ExtraCAAdapter(
             _tls_context(ca_file), pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0
         )
@@ -155,6 +159,9 @@ class NotaryClient:
             if token is not None:
                 headers["Authorization"] = f"Bearer {token}"
         answer = self._get(url, role=role, who=who, headers=headers, deadline=deadline)
+        if answer.status == 401 and hint is not None and headers:
+            # the remembered token was refused (revoked or expired early): never offer it again
+            self.tokens.forget(hint[0], hint[1])
         if answer.status == 401:
             answer = self._authorize(server, gun, role, url, who, answer, credentials, deadline)
         if answer.status == 200:
@@ -259,6 +266,7 @@ class NotaryClient:
                 timeout=timeout,
                 stream=True,
                 allow_redirects=False,
+                proxies=get_environ_proxies(url),
             )
         except requests.exceptions.SSLError as error:
             raise FetchError(role, f"TLS with {who} failed: {_short(error)}") from error

@@ -48,7 +48,7 @@ from app.notary.cache import CachedRepository, Key, TrustCache
 from app.notary.client import FetchTimeout, NotaryClient, RoleNotServed
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
-from app.notary.verify import TrustedRepository, parse_time
+from app.notary.verify import TOP_ROLES, TrustedRepository, parse_time
 
 if TYPE_CHECKING:
     from app.images import ImageRef
@@ -212,7 +212,13 @@ class TrustService:
         error = group.error
         repository = None
         if error is None and group.future is not None:
-            if not group.future.done():
+            if group.future.cancelled():
+                error = FetchTimeout(
+                    "root",
+                    f"trust data from notary server {group.server} was not fetched within {budget:.1f}s: "
+                    f"all {self._max_workers} trust workers were busy with other images",
+                )
+            elif not group.future.done():
                 error = FetchTimeout(
                     group.progress.role,
                     f"notary server {group.server} did not answer within {budget:.1f}s",
@@ -276,8 +282,16 @@ class TrustService:
             if data is None:
                 try:
                     data = self._fetch(group, role, deadline)
-                except RoleNotServed:
-                    repository.missing(role)
+                except RoleNotServed as not_served:
+                    if role == "root":
+                        raise RoleNotServed(
+                            "root",
+                            f"notary server {group.server} has no trust data for {group.gun} "
+                            "(HTTP 404 for root.json): the repository is not signed there",
+                        ) from not_served
+                    if role in TOP_ROLES:
+                        raise
+                    repository.missing(role)  # raises MissingRole: the snapshot lists it
                     return None
             update(data)
             documents.append(data)

@@ -596,3 +596,35 @@ def test_signer_secret_names_reach_the_facts(notary_server: NotaryTestServer, pk
     facts = gather_one(make_service(pki), req)
     assert [s["secret"] for s in facts["signers"]] == ["team-del1", "broken"]
     assert facts["signers"][1]["error"] == "secret broken: publicKey is not a PEM public key or certificate"
+
+
+def test_images_waiting_for_a_busy_worker_pool_get_a_reason(
+    notary_server: NotaryTestServer, silent_server: SilentServer, pki
+) -> None:
+    serve(notary_server, "charlie-image")
+    service = make_service(pki, max_workers=1)
+    started = time.monotonic()
+    stuck, queued = service.gather([request(silent_server.url), request(notary_server.url)], started + 0.8)
+    assert time.monotonic() - started < 0.8 + MARGIN
+    assert stuck["verified"] is False and "did not answer" in stuck["error"]
+    assert queued["verified"] is False and "workers were busy" in queued["error"]
+
+
+def test_unsigned_repository_says_so(notary_server: NotaryTestServer, pki) -> None:
+    facts = gather_one(make_service(pki), request(notary_server.url, "docker.io/library/unsigned"))
+    assert facts["error"] == (
+        f"root: notary server {notary_server.url} has no trust data for docker.io/library/unsigned "
+        "(HTTP 404 for root.json): the repository is not signed there"
+    )
+
+
+def test_a_token_the_server_stopped_accepting_is_replaced(notary_server: NotaryTestServer, pki) -> None:
+    serve(notary_server, "charlie-image")
+    require_login(notary_server)
+    service = make_service(pki, cache_entries=0)
+    req = request(notary_server.url, credentials=(("alice", "s3cret"),))
+    assert gather_one(service, req)["verified"] is True
+    with notary_server.lock:
+        notary_server._tokens.clear()  # the token service forgot (revoked) every token
+    assert gather_one(service, req)["verified"] is True
+    assert len(token_requests(notary_server)) == 2
