@@ -10,8 +10,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from app.notary.errors import TrustError
-from app.notary.keys import KeyFormatError, load_pem_public_key, public_key_bytes, signer_key_ids
-from app.notary.keys import load_public_key as _load_public_key
+from app.notary.keys import (
+    KeyFormatError,
+    load_pem_public_key,
+    load_public_key,
+    public_key_bytes,
+    signer_key_ids,
+)
 
 RELEASES_ROLE = "targets/releases"
 TARGETS_ROLE = "targets"
@@ -56,7 +61,7 @@ def signer_facts(
     known: list[tuple[str, bytes]] = []
     for keyid, keytype, public in keys:
         try:
-            known.append((keyid, public_key_bytes(_load_public_key(keytype, public))))
+            known.append((keyid, public_key_bytes(load_public_key(keytype, public))))
         except (KeyFormatError, ValueError, TypeError):
             continue
     result = []

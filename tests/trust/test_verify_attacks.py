@@ -702,3 +702,56 @@ def test_signature_entries_of_wrong_shape_are_malformed() -> None:
 def test_non_bytes_input_is_malformed() -> None:
     with pytest.raises(MalformedMetadata):
         TrustedRepository(GUN, NOW).update_root("{}")  # type: ignore[arg-type]
+
+
+# --- fuzz: any signed structure gives a TrustError or verified facts, never another exception ----
+
+FUZZ_VALUES: list[Any] = [
+    None, 0, 1, -1, 2**70, "", "x", "targets/x", "targets/releases/x", [], {}, [1], {"a": 1}, True,
+    "2030-01-01T00:00:00Z", {"hashes": {"sha256": "AAAA"}, "length": 1}, {"keyids": [], "threshold": 1},
+]
+
+
+def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:
+    found = [prefix] if prefix else []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_signed_fuzz_never_crashes(seed: int) -> None:
+    import copy
+    import random
+
+    rnd = random.Random(seed)
+    role = rnd.choice(["root", "timestamp", "snapshot", "targets", "targets/releases", "targets/releases/a"])
+
+    def mutate(signed: dict[str, Any]) -> None:
+        path = rnd.choice(_paths(signed))
+        parent: Any = signed
+        for step in path[:-1]:
+            parent = parent[step]
+        if isinstance(parent, dict) and rnd.random() < 0.2:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = copy.deepcopy(rnd.choice(FUZZ_VALUES))
+
+    repo = with_releases()
+    repo.add_delegation("targets/releases/a", targets={"latest": DIGEST_B})
+    repo.edit[role] = mutate
+    try:
+        files = repo.build()
+    except (TypeError, ValueError):
+        pytest.skip("the forge cannot sign this mutation")
+    try:
+        verified = load(files)
+    except TrustError as error:
+        assert error.role is not None
+        return
+    for tag, digest in (("latest", None), (None, "sha256:" + DIGEST_B), (None, None)):
+        json.dumps(verified.facts(tag, digest, [("secret", "alice", "not a pem")]))

@@ -106,10 +106,13 @@ def test_eve_image_fails_because_listed_delegations_are_missing() -> None:
     with pytest.raises(MissingRole) as raised:
         load_directory("eve-image")
     assert (raised.value.role or "").startswith("targets/")
-    facts = gather("eve-image", "test", [])
+    facts = gather("eve-image", "test", ["del1"])
     assert facts["verified"] is False
     assert facts["error_role"] == raised.value.role
     assert facts["error"] == str(raised.value)
+    assert facts["targets"] == {} and facts["roles"] == {}
+    assert facts["signers"] == [{"name": "del1", "secret": "del1-secret", "role": "targets/del1",
+                                 "keyids": signer_key_ids(_signer_pem("del1")), "error": None}]
 
 
 def test_releases_wins_over_targets_in_charlie() -> None:
