@@ -104,9 +104,9 @@ TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 RELEASES_ROLE = "targets/releases"
 _TYPES = {"root": "Root", "timestamp": "Timestamp", "snapshot": "Snapshot", "targets": "Targets"}
 _HASH_SIZES = {"sha256": 32, "sha512": 64}
-_DELEGATION_NAME = re.compile(r"^[-a-z0-9_/]+$")
+_DELEGATION_NAME = re.compile(r"^[-a-z0-9_/]+\Z")
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
 )
 
 
@@ -192,9 +192,9 @@ def parse_time(role: str, text: Any) -> datetime:
     try:
         moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros,
                           tzinfo=timezone(offset))
-    except ValueError as exc:
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise MalformedMetadata(role, f"expires {text!r} is not a valid time: {exc}") from exc
-    return moment.astimezone(UTC)
 
 
 def _b64(role: str, text: Any, what: str) -> bytes:

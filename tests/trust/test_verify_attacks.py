@@ -662,7 +662,10 @@ def test_garbage_root_is_malformed_not_a_crash(data: bytes) -> None:
 
 MUTATIONS: list[tuple[str, Any]] = [
     ("version", "1"), ("version", None), ("version", -1), ("expires", 5),
-    ("expires", "2030-13-01T00:00:00Z"), ("expires", "tomorrow"), ("keys", []), ("roles", None),
+    ("expires", "2030-13-01T00:00:00Z"), ("expires", "tomorrow"), ("expires", "0001-01-01T00:00:00+01:00"),
+    ("expires", "9999-12-31T23:59:59-01:00"), ("expires", "2030-01-01T00:00:00+24:00"),
+    ("expires", "2030-01-01T00:00:60Z"), ("expires", "2030-01-01 00:00:00Z"), ("expires", "2030-01-01T00:00:00Z\n"),
+    ("expires", "\u0662\u0660\u0663\u0660-01-01T00:00:00Z"), ("keys", []), ("roles", None),
     ("meta", []), ("meta", {"snapshot": {"hashes": {"sha256": 5}, "length": 1}}),
     ("meta", {"snapshot": {"hashes": {}, "length": 1}}), ("targets", []), ("targets", {"x": {"hashes": []}}),
     ("delegations", []), ("delegations", {"keys": {}, "roles": [{"name": 5}]}),
