@@ -30,7 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import certifi
@@ -191,17 +191,17 @@ class NotaryClient:
         attempts: list[tuple[str, str] | None] = []
         notes: list[str] = []
         if challenge.realm_is_https:
-            attempts.extend(dict.fromkeys(tuple(c) for c in credentials))
+            attempts.extend(dict.fromkeys((c[0], c[1]) for c in credentials))
         elif credentials:
             notes.append(f"credentials withheld: token realm {challenge.realm} is not https")
         attempts.append(None)
         answer = first
 
         def token_get(
-            realm_url: str, *, params: Mapping[str, str], auth: tuple[str, str] | None, deadline: float, limit: int
+            url: str, *, params: Mapping[str, str], auth: tuple[str, str] | None, deadline: float, limit: int
         ) -> HttpAnswer:
             return self._get(
-                realm_url, role=role, who=f"token service {challenge.realm}", params=params,
+                url, role=role, who=f"token service {challenge.realm}", params=params,
                 auth=auth, deadline=deadline, limit=limit,
             )
 
@@ -263,7 +263,7 @@ class NotaryClient:
                 headers=dict(headers or {}),
                 params=dict(params or {}),
                 auth=auth,
-                timeout=timeout,
+                timeout=cast(Any, timeout),  # requests passes a urllib3 Timeout through unchanged
                 stream=True,
                 allow_redirects=False,
                 proxies=get_environ_proxies(url),

@@ -48,8 +48,8 @@ def inspect_image(
     signer_tuples = [(s.secret, s.name, s.public_key_pem) for s in signer_list]
     try:
         ref = parse_image(image)
-    except InvalidImageReference as error:
-        facts = failure_facts(trust_server, image, None, None, TrustError(None, str(error)), signer_tuples)
+    except InvalidImageReference as invalid:
+        facts = failure_facts(trust_server, image, None, None, TrustError(None, str(invalid)), signer_tuples)
         return facts, False
     server = trust_server_for(ref.registry, trust_server, dict(default_servers))
     if server is None:

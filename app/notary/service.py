@@ -33,6 +33,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -310,7 +311,7 @@ class TrustService:
                 if len(asked) >= MAX_DELEGATIONS:
                     raise TrustError(role, f"more than {MAX_DELEGATIONS} delegations; refusing to walk further")
                 asked.add(role)
-                load(role, lambda data, role=role: repository.update_delegation(role, data))
+                load(role, functools.partial(repository.update_delegation, role))
 
         self.cache.remember(key, repository.root_bytes, repository.versions)
         if timestamp is not None:

@@ -149,9 +149,9 @@ def _entry_credentials(entry: Any) -> tuple[str, str] | None:
         username, sep, password = decoded.partition(":")
         if sep and username:
             return username, password
-    username, password = entry.get("username"), entry.get("password")
-    if isinstance(username, str) and username and isinstance(password, str):
-        return username, password
+    user_field, password_field = entry.get("username"), entry.get("password")
+    if isinstance(user_field, str) and user_field and isinstance(password_field, str):
+        return user_field, password_field
     return None
 
 

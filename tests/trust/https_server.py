@@ -59,6 +59,7 @@ class ServerKnobs:
     endless: bool = False
     oversize_chunked: int | None = None  # like oversize, but chunked, without Content-Length
     fail_status: int | None = None
+    stall_after_headers: bool = False  # headers and a few body bytes, then silence
     token_issuer: NotaryTestServer | None = None  # another server whose /token issues our tokens
     trickle_interval: float = 0.05
     only_roles: set[str] | None = None
@@ -101,6 +102,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if affected and knobs.oversize is not None:
             self._send(200, b" " * knobs.oversize)
+            return
+        if affected and knobs.stall_after_headers:
+            self._stall()
             return
         if affected and knobs.fail_status is not None:
             self._send(knobs.fail_status, b'{"errors":[{"code":"UNKNOWN"}]}')
@@ -153,6 +157,18 @@ class _Handler(BaseHTTPRequestHandler):
                 owner.stopping.wait(owner.knobs.trickle_interval)
         except OSError:
             return
+
+    def _stall(self) -> None:
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"signed":')
+            self.wfile.flush()
+        except OSError:
+            return
+        self.server.owner.stopping.wait()
 
     def _chunked(self, total: int) -> None:
         self.send_response(200)

@@ -122,7 +122,7 @@ def test_response_at_the_size_limit_is_accepted(notary_server: NotaryTestServer,
     assert len(client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5)) == size
 
 
-@pytest.mark.parametrize("knob", ["endless", "hang"])
+@pytest.mark.parametrize("knob", ["endless", "hang", "stall_after_headers"])
 def test_endless_or_silent_response_stops_at_the_deadline(
     notary_server: NotaryTestServer, pki, knob: str
 ) -> None:
@@ -157,7 +157,7 @@ def test_slow_but_timely_server_is_fine(notary_server: NotaryTestServer, pki) ->
 # -- gather under a deadline -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("knob", ["hang", "endless"])
+@pytest.mark.parametrize("knob", ["hang", "endless", "stall_after_headers"])
 def test_gather_returns_by_the_deadline_with_a_reason(notary_server: NotaryTestServer, pki, knob: str) -> None:
     serve(notary_server, "charlie-image")
     setattr(notary_server.knobs, knob, True)
