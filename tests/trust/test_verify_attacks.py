@@ -39,6 +39,7 @@ from tests.trust.forge import (
     ecdsa_key,
     ed25519_key,
     envelope,
+    file_meta,
     load,
     rsa_key,
     x509_key,
@@ -547,6 +548,26 @@ def test_nested_delegations_load_parents_first() -> None:
     assert facts["targets"]["v1"]["roles"] == {"targets/team": "sha256:" + DIGEST_A,
                                                 "targets/team/ci": "sha256:" + DIGEST_B}
     assert facts["targets"]["v1"]["released"] is None
+
+
+def test_snapshot_role_the_parent_does_not_delegate_is_never_pending() -> None:
+    repo = with_releases()
+    stray = ForgedRepo()
+    stray.add_delegation("targets/stray", targets={"latest": DIGEST_A})
+    stray_bytes = stray.build()["targets/stray"]
+    # the snapshot (server key) lists a role no targets role delegates: it can carry no trust
+    repo.edit["snapshot"] = lambda signed: signed["meta"].update({"targets/stray": file_meta(stray_bytes)})
+    trusted = load(repo.build())
+    assert trusted.loaded_roles == ["targets", "targets/releases"]
+    assert trusted.pending_delegations() == []
+
+
+def test_digest_reference_lists_every_tag_signed_with_the_digest() -> None:
+    repo = with_releases()
+    repo.targets = {"latest": DIGEST_A, "v1": DIGEST_A, "v2": DIGEST_B}
+    facts = load(repo.build()).facts(None, "sha256:" + DIGEST_A, [])
+    assert sorted(facts["targets"]) == ["latest", "v1"]
+    assert facts["targets"]["latest"]["released"] == "sha256:" + DIGEST_B  # releases re-signed latest
 
 
 def test_role_the_parent_does_not_delegate_is_refused() -> None:
