@@ -5,8 +5,8 @@ Ostiary saw (which roles verified, which digest each signed, which key IDs a sig
 without a cluster. This runs the same TrustService an admission runs, for one image, once.
 
 The facts are the document `input.images[i].trust` of the decision query (docs/internals.md).
-"verified" here means: the trust data verified, and when signers were given, every signer key was
-readable and its role signed the image's tag (or digest) with the same digest as the released one.
+"verified" here means: the trust data verified, the tag (or digest) is released, and when signers were
+given, every signer key was readable and its role signed that same released digest (summarize_verified).
 That is a convenience summary for a terminal; admission decisions are made by the Rego policy.
 
     facts, ok = inspect_image("docker.io/library/alpine:3.19", trust_server=None, ca_file=None,
@@ -78,26 +78,26 @@ def inspect_image(
 
 
 def summarize_verified(facts: Mapping) -> bool:
-    """True when the trust data verified and every required signer signed the released digest."""
+    """True when the trust data verified, the reference is released, and every signer signed that release.
+
+    A tag must have a released digest (and equal the written digest for tag@digest); a digest-only
+    reference must be the released digest of some tag. Each required signer's role must have signed the
+    same digest, and its key must have been readable.
+    """
     if facts.get("verified") is not True:
         return False
-    signers = facts.get("signers") or []
-    if not signers:
-        return _released_digests(facts) != set()
     targets = facts.get("targets") or {}
-    for signer in signers:
+    wanted = facts.get("digest")
+    entries = [
+        entry for entry in targets.values()
+        if entry.get("released") and (wanted is None or entry.get("released") == wanted)
+    ]
+    if not entries:
+        return False
+    for signer in facts.get("signers") or []:
         if signer.get("error"):
             return False
         role = signer.get("role")
-        if not targets:
+        if not any((entry.get("roles") or {}).get(role) == entry.get("released") for entry in entries):
             return False
-        for entry in targets.values():
-            signed = (entry.get("roles") or {}).get(role)
-            if signed is None or signed != entry.get("released"):
-                return False
     return True
-
-
-def _released_digests(facts: Mapping) -> set[str]:
-    targets = facts.get("targets") or {}
-    return {entry["released"] for entry in targets.values() if entry.get("released")}

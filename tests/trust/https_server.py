@@ -21,6 +21,7 @@ TLS is handshaken in the per-connection thread, so a client that stalls never bl
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import secrets
 import socket
@@ -60,6 +61,7 @@ class ServerKnobs:
     oversize_chunked: int | None = None  # like oversize, but chunked, without Content-Length
     fail_status: int | None = None
     stall_after_headers: bool = False  # headers and a few body bytes, then silence
+    gzip_bomb: int | None = None  # a small gzip body that inflates to this many bytes
     token_issuer: NotaryTestServer | None = None  # another server whose /token issues our tokens
     trickle_interval: float = 0.05
     only_roles: set[str] | None = None
@@ -102,6 +104,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if affected and knobs.oversize is not None:
             self._send(200, b" " * knobs.oversize)
+            return
+        if affected and knobs.gzip_bomb is not None:
+            body = gzip.compress(b" " * knobs.gzip_bomb)
+            self._send(200, body, {"Content-Encoding": "gzip"})
             return
         if affected and knobs.stall_after_headers:
             self._stall()

@@ -628,3 +628,45 @@ def test_a_token_the_server_stopped_accepting_is_replaced(notary_server: NotaryT
         notary_server._tokens.clear()  # the token service forgot (revoked) every token
     assert gather_one(service, req)["verified"] is True
     assert len(token_requests(notary_server)) == 2
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("@sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7", True),
+        (":v1@sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7", True),
+        (":sign@sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7", False),
+        ("@sha256:" + "0" * 64, False),
+        (":no-such-tag", False),
+    ],
+)
+def test_inspect_image_digest_references(
+    notary_server: NotaryTestServer, pki, reference: str, expected: bool
+) -> None:
+    gun = "docker.io/phbelitz/sample-image"
+    serve(notary_server, "sample-image", gun)
+    facts, ok = inspect_image(
+        f"{gun}{reference}", trust_server=notary_server.url, ca_file=pki.ca_file, signers=[],
+        at=at("2019-11-01T00:00:00Z"), default_servers={},
+    )
+    assert facts["verified"] is True, facts["error"]
+    assert ok is expected
+
+
+def test_compressed_response_is_limited_after_inflating(notary_server: NotaryTestServer, pki) -> None:
+    serve(notary_server, "charlie-image")
+    notary_server.knobs.gzip_bomb = 50 << 20  # about 50 KiB on the wire
+    client = NotaryClient(ca_file=pki.ca_file, max_response_bytes=1 << 20)
+    with pytest.raises(ResponseTooLarge, match="more than 1048576 bytes"):
+        client.fetch_role(notary_server.url, DELEGATION_GUN, "timestamp", deadline=time.monotonic() + 5)
+
+
+def test_extra_ca_is_added_to_the_public_roots_not_instead_of_them(pki) -> None:
+    from app.notary.client import _tls_context
+
+    plain = _tls_context(None).get_ca_certs()
+    extended = _tls_context(pki.ca_file).get_ca_certs()
+    assert len(plain) > 10
+    assert len(extended) == len(plain) + 1
+    assert any(dict(item[0] for item in cert["subject"]).get("commonName") == "ostiary trust tests CA"
+               for cert in extended)
