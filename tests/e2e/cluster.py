@@ -60,13 +60,18 @@ class Process:
     log: Path
 
     def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM the process group (gunicorn's workers too), SIGKILL what is left after `grace`."""
         if self.popen.poll() is None:
-            self.popen.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(grace)
             except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
 
     def tail(self, lines: int = 40) -> str:
         try:

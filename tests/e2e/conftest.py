@@ -103,3 +103,32 @@ def namespace(admin_client) -> str:
     yield name
     with contextlib.suppress(Exception):  # cleanup only
         client.CoreV1Api(admin_client).delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def kube(admin_client):
+    from tests.e2e.k8s import Kube
+
+    return Kube(admin_client)
+
+
+@pytest.fixture(scope="session")
+def ostiary(control_plane, admin_client, crds, tmp_path_factory):
+    """Ostiary serving the control plane's webhook for every namespace without an instance label."""
+    from kubernetes import client
+
+    from tests.e2e.webhook import Ostiary, apply_rbac, chart_rbac
+
+    with contextlib.suppress(Exception):  # exists already when another fixture made it
+        client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": "ostiary-system"}})
+    apply_rbac(admin_client, chart_rbac())
+    instance = Ostiary(control_plane, "main", tmp_path_factory.mktemp("ostiary"))
+    try:
+        instance.start()
+        print(f"\nostiary ready and registered in {instance.startup_seconds:.1f}s at {instance.url}")
+        yield instance
+    except BaseException:
+        print(instance.log(120) if instance.processes.get("ostiary") else "")
+        raise
+    finally:
+        instance.stop()
