@@ -23,6 +23,7 @@ from app.images import InvalidImageReference, parse_image
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
 from app.notary.service import DEFAULT_TRUST_SERVERS, Signer, TrustRequest, TrustService, trust_server_for
+from app.notary.verify import valid_delegation_name
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -75,6 +76,32 @@ def inspect_image(
     finally:
         service.close()
     return facts, summarize_verified(facts)
+
+
+def parse_signer_option(text: str) -> tuple[str, str]:
+    """`--signer NAME=PEMFILE` -> (name, PEM text); ValueError with a message for the command line."""
+    name, sep, path = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not path:
+        raise ValueError(f"--signer {text!r}: expected NAME=PEMFILE")
+    if not valid_delegation_name(f"targets/{name}") or "/" in name:
+        raise ValueError(f"--signer {text!r}: {name!r} is not a valid signer name")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return name, handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"--signer {text!r}: cannot read {path}: {error}") from error
+
+
+def parse_at_option(text: str) -> datetime:
+    """`--at 2020-11-20T00:00:00Z` (or a date) -> an aware UTC datetime; ValueError otherwise."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError as error:
+        raise ValueError(f"--at {text!r}: not an ISO 8601 time such as 2020-11-20T00:00:00Z") from error
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def summarize_verified(facts: Mapping) -> bool:

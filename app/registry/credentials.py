@@ -157,13 +157,26 @@ def _entry_credentials(entry: Any) -> tuple[str, str] | None:
 
 def credentials_for(registry_host: str, secrets: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """(username, password) pairs for `registry_host` from `secrets`, best match first, deduplicated."""
+    return _matching(
+        registry_host, [_registry_entries(secret) for secret in secrets if isinstance(secret, Mapping)]
+    )
+
+
+def credentials_from_docker_config(registry_host: str, document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The same, from a parsed ~/.docker/config.json (for `ostiary trust inspect` on a workstation).
+
+    Only inline `auths` entries are read; credential helpers (`credsStore`, `credHelpers`) are not run.
+    """
+    auths = document.get("auths") if isinstance(document, Mapping) else None
+    return _matching(registry_host, [auths] if isinstance(auths, Mapping) else [])
+
+
+def _matching(registry_host: str, maps: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     host = normalize_registry_host(registry_host)
     exact: list[tuple[str, str]] = []
     wildcard: list[tuple[str, str]] = []
-    for secret in secrets:
-        if not isinstance(secret, Mapping):
-            continue
-        for key, entry in _registry_entries(secret).items():
+    for entries in maps:
+        for key, entry in entries.items():
             if not isinstance(key, str):
                 continue
             matches, is_exact = _host_matches(normalize_registry_host(key), host)

@@ -670,3 +670,19 @@ def test_extra_ca_is_added_to_the_public_roots_not_instead_of_them(pki) -> None:
     assert len(extended) == len(plain) + 1
     assert any(dict(item[0] for item in cert["subject"]).get("commonName") == "ostiary trust tests CA"
                for cert in extended)
+
+
+def test_inspect_command_line_options(tmp_path, signer_pems: dict[str, str]) -> None:
+    from app.notary.inspect import parse_at_option, parse_signer_option
+
+    pem_file = tmp_path / "del1.pub"
+    pem_file.write_text(signer_pems["del1"])
+    assert parse_signer_option(f"del1={pem_file}") == ("del1", signer_pems["del1"])
+    for bad in ("del1", "=x", f"Bad Name={pem_file}", f"a/b={pem_file}", f"del1={tmp_path / 'none.pub'}"):
+        with pytest.raises(ValueError, match="--signer"):
+            parse_signer_option(bad)
+    assert parse_at_option("2020-11-20T00:00:00Z") == at("2020-11-20T00:00:00+00:00")
+    assert parse_at_option("2020-11-20") == at("2020-11-20T00:00:00+00:00")
+    assert parse_at_option("2020-11-20T02:00:00+02:00") == at("2020-11-20T00:00:00+00:00")
+    with pytest.raises(ValueError, match="--at"):
+        parse_at_option("yesterday")

@@ -208,3 +208,12 @@ def test_token_service_failures_are_explained(realm: FakeRealm, match: str) -> N
 def test_non_http_realm_is_refused() -> None:
     with pytest.raises(TokenError, match="not an http"):
         TokenProvider().token(FakeRealm({"token": "t"}), BearerChallenge("file:///etc/passwd"), None, deadline=0)
+
+
+def test_credentials_from_a_local_docker_config() -> None:
+    from app.registry.credentials import credentials_from_docker_config
+
+    config = {"auths": {"https://index.docker.io/v1/": {"auth": _b64("me:pw")}}, "credsStore": "desktop"}
+    assert credentials_from_docker_config("docker.io", config) == [("me", "pw")]
+    assert credentials_from_docker_config("quay.io", config) == []
+    assert credentials_from_docker_config("docker.io", {"credsStore": "desktop"}) == []
