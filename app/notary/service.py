@@ -22,7 +22,8 @@ Rules it keeps:
   signature in place. The cached entry and the TOFU anchor are kept, so the next successful refresh
   needs no new first use.
 - One deadline (a `time.monotonic()` value) for the whole gather. Images of one request are fetched in
-  parallel; images sharing (server, GUN) are fetched once. `gather` returns by the deadline even if a
+  parallel; images sharing (server, GUN) are fetched once, and concurrent admissions that miss the
+  cache for the same repository wait for one walk instead of each repeating it. `gather` returns by the deadline even if a
   worker thread is stuck in the network; that image gets a timeout reason naming the role in flight.
 - `gather` never raises for a per-image failure.
 
@@ -46,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app.notary.cache import CachedRepository, Key, TrustCache
-from app.notary.client import FetchTimeout, NotaryClient, RoleNotServed
+from app.notary.client import AuthorizationFailed, FetchTimeout, NotaryClient, RoleNotServed
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
 from app.notary.verify import TOP_ROLES, TrustedRepository, parse_time
@@ -101,13 +102,37 @@ class _Progress:
 class _Group:
     """Requests sharing (server, GUN): fetched and verified once."""
 
-    def __init__(self, server: str, gun: str):
+    def __init__(self, server: str, gun: str, budget: float):
         self.server = server
         self.gun = gun
+        self.budget = budget
         self.credentials: list[tuple[str, str]] = []
         self.progress = _Progress()
         self.future: Future[Any] | None = None
         self.error: TrustError | None = None
+
+
+class _Flight:
+    """A walk in progress for one (server, GUN), which concurrent admissions wait for instead of repeating."""
+
+    def __init__(self, progress: _Progress):
+        self.progress = progress
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _fresh_copy(error: BaseException) -> BaseException:
+    """The same failure for another waiting thread, without sharing one traceback between threads."""
+    if isinstance(error, TrustError):
+        return type(error)(error.role, error.reason)
+    return error
+
+
+def _timeout(group: _Group) -> FetchTimeout:
+    return FetchTimeout(
+        group.progress.role, f"notary server {group.server} did not answer within {group.budget:.1f}s"
+    )
 
 
 def _normalize_server(server: str) -> tuple[str, TrustError | None]:
@@ -159,6 +184,8 @@ class TrustService:
         self._monotonic = monotonic
         self._max_workers = max(1, max_workers)
         self._closed = threading.Event()
+        self._flights: dict[Key, _Flight] = {}
+        self._flights_lock = threading.Lock()
 
     def close(self) -> None:
         self._closed.set()
@@ -180,7 +207,7 @@ class TrustService:
             key = (server, request.image.name)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(server, request.image.name)
+                group = groups[key] = _Group(server, request.image.name, budget)
                 group.error = error
             for credential in request.credentials:
                 pair = (credential[0], credential[1])
@@ -220,10 +247,7 @@ class TrustService:
                     f"all {self._max_workers} trust workers were busy with other images",
                 )
             elif not group.future.done():
-                error = FetchTimeout(
-                    group.progress.role,
-                    f"notary server {group.server} did not answer within {budget:.1f}s",
-                )
+                error = _timeout(group)
             else:
                 outcome = group.future.exception()
                 if outcome is None:
@@ -253,7 +277,47 @@ class TrustService:
     # -- loading one repository ------------------------------------------------------------------------
 
     def _load(self, group: _Group, deadline: float) -> Any:
+        """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
         key: Key = (group.server, group.gun)
+        entry, fresh = self.cache.lookup(key)
+        if entry is not None and fresh and entry.expires > self._clock():
+            return entry.repository
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[key] = _Flight(group.progress)
+        if not leader:
+            return self._follow(flight, group, deadline)
+        try:
+            flight.result = self._refresh(group, key, deadline)
+            return flight.result
+        except BaseException as error:
+            flight.error = error
+            raise
+        finally:
+            with self._flights_lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+    def _follow(self, flight: _Flight, group: _Group, deadline: float) -> Any:
+        """Wait for another admission's walk of the same repository, and take its result.
+
+        Its failure is ours too (same server, same bytes), except when it ran out of its own, earlier
+        deadline or was refused authorization with other credentials: then walk again, time permitting.
+        """
+        group.progress = flight.progress
+        if not flight.done.wait(max(0.0, deadline - time.monotonic())):
+            raise _timeout(group)
+        if flight.error is None:
+            return flight.result
+        retry = isinstance(flight.error, (FetchTimeout, AuthorizationFailed))
+        if not retry or time.monotonic() >= deadline:
+            raise _fresh_copy(flight.error)
+        group.progress = _Progress()
+        return self._refresh(group, (group.server, group.gun), deadline)
+
+    def _refresh(self, group: _Group, key: Key, deadline: float) -> Any:
         now = self._clock()
         entry, fresh = self.cache.lookup(key)
         timestamp: bytes | None = None

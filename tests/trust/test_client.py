@@ -686,3 +686,57 @@ def test_inspect_command_line_options(tmp_path, signer_pems: dict[str, str]) -> 
     assert parse_at_option("2020-11-20T02:00:00+02:00") == at("2020-11-20T00:00:00+00:00")
     with pytest.raises(ValueError, match="--at"):
         parse_at_option("yesterday")
+
+
+def _in_parallel(*calls):
+    results: list = [None] * len(calls)
+
+    def run(index: int, call) -> None:
+        results[index] = call()
+
+    threads = []
+    for index, call in enumerate(calls):
+        thread = threading.Thread(target=run, args=(index, call))
+        thread.start()
+        threads.append(thread)
+        time.sleep(0.05)  # the first one leads
+    for thread in threads:
+        thread.join(timeout=20)
+    return results
+
+
+def test_concurrent_admissions_share_one_walk(notary_server: NotaryTestServer, pki) -> None:
+    serve(notary_server, "charlie-image")
+    notary_server.knobs.delay = 0.3
+    notary_server.knobs.only_roles = {"root"}
+    service = make_service(pki)
+    results = _in_parallel(*[lambda: gather_one(service, request(notary_server.url))] * 4)
+    assert [f["verified"] for f in results] == [True] * 4
+    assert len(notary_server.tuf_requests()) == 6  # one walk of six roles, not four
+
+
+def test_a_waiting_admission_with_credentials_walks_again_after_an_authorization_failure(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    serve(notary_server, "charlie-image")
+    require_login(notary_server)
+    notary_server.knobs.delay = 0.3
+    notary_server.knobs.only_roles = {"root"}
+    service = make_service(pki)
+    anonymous, with_login = _in_parallel(
+        lambda: gather_one(service, request(notary_server.url)),
+        lambda: gather_one(service, request(notary_server.url, credentials=(("alice", "s3cret"),))),
+    )
+    assert anonymous["verified"] is False and "HTTP 401" in anonymous["error"]
+    assert with_login["verified"] is True, with_login["error"]
+
+
+def test_a_waiting_admission_shares_a_verification_failure(notary_server: NotaryTestServer, pki) -> None:
+    serve(notary_server, "eve-image")
+    notary_server.knobs.delay = 0.3
+    notary_server.knobs.only_roles = {"root"}
+    service = make_service(pki)
+    first, second = _in_parallel(*[lambda: gather_one(service, request(notary_server.url))] * 2)
+    assert first["verified"] is False and second["verified"] is False
+    assert first["error"] == second["error"]
+    assert notary_server.tuf_requests().count("root") == 1
