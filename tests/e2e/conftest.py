@@ -132,3 +132,60 @@ def ostiary(control_plane, admin_client, crds, tmp_path_factory):
         raise
     finally:
         instance.stop()
+
+
+@pytest.fixture(scope="session")
+def world_scenario():
+    """The real notary-server + docker-registry world (tests/support/world.py), signed images and all."""
+    from tests.support.world import NotaryWorld, WorldError, build_scenario, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        pytest.fail("the notary test world needs: " + "; ".join(f"{b} ({how})" for b, how in missing.items()),
+                    pytrace=False)
+    begin = time.monotonic()
+    world = NotaryWorld()
+    try:
+        world.start()
+        scenario = build_scenario(world)
+    except WorldError as exc:
+        world.stop()
+        pytest.fail(f"could not build the notary test world: {exc}", pytrace=False)
+    except BaseException:
+        world.stop()
+        raise
+    scenario.build_seconds = time.monotonic() - begin
+    try:
+        yield scenario
+    finally:
+        world.stop()
+
+
+@pytest.fixture(scope="session")
+def world_ostiary(control_plane, admin_client, crds, ostiary, world_scenario, tmp_path_factory):
+    """A second Ostiary that trusts the world's CA, for namespaces labelled e2e.ostiary.dev/instance=world."""
+    from tests.e2e.webhook import Ostiary
+
+    instance = Ostiary(control_plane, "world", tmp_path_factory.mktemp("ostiary-world"),
+                       ca_file=str(world_scenario.ca_file), select_instance=True)
+    try:
+        instance.start()
+        yield instance
+    except BaseException:
+        print(instance.log(120) if instance.processes.get("ostiary") else "")
+        raise
+    finally:
+        instance.stop()
+
+
+@pytest.fixture
+def world_namespace(admin_client, world_ostiary) -> str:
+    from kubernetes import client
+
+    from tests.e2e.webhook import INSTANCE_LABEL
+
+    name = f"e2e-world-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": name, "labels": {INSTANCE_LABEL: "world"}}})
+    yield name
+    with contextlib.suppress(Exception):
+        client.CoreV1Api(admin_client).delete_namespace(name)

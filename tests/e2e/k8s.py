@@ -101,7 +101,12 @@ class Kube:
 
     def policy(self, namespace: str | None, repositories: list[dict], *, name: str | None = None,
                group_version: str = f"{GROUP}/{VERSION}", mode: str | None = None, wait: bool = True) -> dict:
-        """Create (or replace) an ImagePolicy (namespace given) or ClusterImagePolicy; wait until in force."""
+        """Create (or replace) an ImagePolicy (namespace given) or ClusterImagePolicy.
+
+        wait: until every running Ostiary's OPA holds the policy's module exactly (and, for ostiary.dev
+        resources, the status says Ready for this generation). The status alone is no barrier: with
+        two Ostiary instances, either may write it first.
+        """
         group, version = group_version.split("/")
         kind = "ImagePolicy" if namespace else "ClusterImagePolicy"
         plural = "imagepolicies" if namespace else "clusterimagepolicies"
@@ -118,8 +123,12 @@ class Kube:
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             obj = (self.custom.replace_namespaced_custom_object(group, version, namespace, plural, name, body)
                    if namespace else self.custom.replace_cluster_custom_object(group, version, plural, name, body))
-        if wait and group == GROUP:
-            self.wait_policy(namespace, name, obj["metadata"]["generation"])
+        if wait:
+            from tests.e2e.webhook import wait_in_force
+
+            wait_in_force(obj)
+            if group == GROUP:
+                self.wait_policy(namespace, name, obj["metadata"]["generation"])
         return obj
 
     def get_policy(self, namespace: str | None, name: str, group_version: str = f"{GROUP}/{VERSION}") -> dict | None:
@@ -133,12 +142,19 @@ class Kube:
                 return None
             raise
 
-    def delete_policy(self, namespace: str | None, name: str, group_version: str = f"{GROUP}/{VERSION}") -> None:
+    def delete_policy(self, namespace: str | None, name: str, group_version: str = f"{GROUP}/{VERSION}",
+                      wait: bool = True) -> None:
+        from tests.e2e.webhook import wait_in_force
+
         group, version = group_version.split("/")
         if namespace:
             self.custom.delete_namespaced_custom_object(group, version, namespace, "imagepolicies", name)
+            module_id = f"ostiary/policies/namespaced/{namespace}/{name}"
         else:
             self.custom.delete_cluster_custom_object(group, version, "clusterimagepolicies", name)
+            module_id = f"ostiary/policies/cluster/{name}"
+        if wait:
+            wait_in_force(None, module_id)
 
     def wait_policy(self, namespace: str | None, name: str, generation: int, timeout: float = 15.0,
                     status: str = "True") -> dict:

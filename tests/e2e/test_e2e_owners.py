@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.k8s import denied
+from tests.e2e.k8s import denied, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -34,9 +34,11 @@ def deployment(kube, namespace, ostiary):
     return created
 
 
-def test_a_replicaset_of_the_real_deployment_with_its_images_is_approved(kube, namespace, deployment):
+def test_a_replicaset_of_the_real_deployment_with_its_images_is_approved(kube, namespace, deployment, ostiary):
     rs = kube.replicaset(namespace, OLD, owner=owner_ref(deployment))
     assert rs["spec"]["template"]["spec"]["containers"][0]["image"] == OLD
+    approval = f"created by Deployment {namespace}/{deployment['metadata']['name']}"
+    eventually(lambda: approval in ostiary.log(400))   # the decision log says why
     # ... and a Pod of that ReplicaSet too (the chain Deployment -> ReplicaSet -> Pod).
     rs.setdefault("apiVersion", "apps/v1")
     rs.setdefault("kind", "ReplicaSet")

@@ -12,10 +12,12 @@ Ostiary runs as a local process (there is no kubelet), with:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ WEBHOOK_RESOURCES = [
     ("batch", ["jobs", "cronjobs"]),
 ]
 INSTANCE_LABEL = "e2e.ostiary.dev/instance"
+RUNNING: list[Ostiary] = []   # every started instance: a policy change is "in force" when all hold it
 
 
 def chart_rbac(release: str = "ostiary", namespace: str = "ostiary-system") -> list[dict]:
@@ -99,8 +102,19 @@ class Ostiary:
         self.url = f"https://127.0.0.1:{port}"
         self.wait_ready(timeout)
         self.register()
+        RUNNING.append(self)
         self.startup_seconds = time.monotonic() - begin
         return self
+
+    def opa_module(self, module_id: str) -> str | None:
+        """The source OPA holds under `module_id`, None when it holds none."""
+        try:
+            with urllib.request.urlopen(f"{self.opa_url}/v1/policies/{module_id}", timeout=2) as response:
+                return json.loads(response.read())["result"]["raw"]
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
 
     def start_opa(self) -> None:
         self.processes["opa"] = start_process(f"opa-{self.name}", [
@@ -195,6 +209,8 @@ class Ostiary:
         return self.processes["ostiary"].tail(lines)
 
     def stop(self) -> None:
+        if self in RUNNING:
+            RUNNING.remove(self)
         self.unregister()
         for name in ("ostiary", "opa"):
             proc = self.processes.get(name)
@@ -206,3 +222,27 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+def expected_module(obj: dict):
+    """The Rego module Ostiary makes of a policy object (the same functions it runs)."""
+    from app.kube.source import POLICY_KINDS, as_document, object_key, origin_of
+    from app.policies.schema import parse_policy_document
+    from app.policies.translate import translate
+
+    kind = next(k for k in POLICY_KINDS if k.api_version == obj["apiVersion"] and k.kind == obj["kind"])
+    return translate(parse_policy_document(as_document(kind, obj), origin_of(object_key(kind, obj))))
+
+
+def wait_in_force(obj: dict | None, module_id: str | None = None, timeout: float = 30.0) -> None:
+    """Until every running Ostiary's OPA holds exactly the module of `obj` (None: holds no `module_id`)."""
+    module = expected_module(obj) if obj is not None else None
+    module_id = module.id if module is not None else module_id
+    deadline = time.monotonic() + timeout
+    while True:
+        holding = [inst.opa_module(module_id) for inst in list(RUNNING)]
+        if all(raw == (module.source if module else None) for raw in holding):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"module {module_id} not in force in every Ostiary after {timeout}s")
+        time.sleep(0.05)
