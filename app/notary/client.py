@@ -15,7 +15,8 @@ so this module only has to make fetching *bounded* and *honest about failures*:
 - A 401 Bearer challenge runs the token flow (app/registry/token.py) with the request's credentials
   in order, then anonymously; credentials are never sent to a realm that is not https. After a
   success the (server, gun) remembers its challenge, so later fetches send the cached token at once
-  instead of paying a 401 round trip each time.
+  instead of paying a 401 round trip each time (only when the token was anonymous or obtained with
+  a username this request also carries).
 
 Every error is a `FetchError` (a `TrustError`) whose `role` is the role being fetched and whose reason
 names the server, e.g. "timestamp: notary server https://x did not answer within 4.0s".
@@ -154,6 +155,8 @@ class NotaryClient:
         who = _describe_server(server)
         headers: dict[str, str] = {}
         hint = self._hint(server, gun)
+        if hint is not None and hint[1] is not None and hint[1] not in {c[0] for c in credentials}:
+            hint = None  # a token got with someone else's pull secret is not offered for this request
         if hint is not None:
             token = self.tokens.cached(hint[0], hint[1])
             if token is not None:

@@ -183,12 +183,11 @@ class TrustService:
         self._clock = clock
         self._monotonic = monotonic
         self._max_workers = max(1, max_workers)
-        self._closed = threading.Event()
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
 
     def close(self) -> None:
-        self._closed.set()
+        """Close pooled connections (a later gather opens new ones)."""
         self.client.close()
 
     # -- the public operation -----------------------------------------------------------------------
@@ -270,7 +269,8 @@ class TrustService:
             except Exception as facts_error:
                 log.exception("unexpected error building trust facts for %s", group.gun)
                 error = TrustError(None, f"internal error while building trust facts: {facts_error!r}")
-        assert error is not None
+        if error is None:  # cannot happen: every runnable group has a future; fail closed regardless
+            error = TrustError(None, "internal error: no trust result for this image")
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
         return failure_facts(group.server or None, group.gun, image.tag, image.digest, error, signers)
 

@@ -740,3 +740,18 @@ def test_a_waiting_admission_shares_a_verification_failure(notary_server: Notary
     assert first["verified"] is False and second["verified"] is False
     assert first["error"] == second["error"]
     assert notary_server.tuf_requests().count("root") == 1
+
+
+def test_a_token_obtained_with_one_pull_secret_is_not_offered_to_another_request(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    serve(notary_server, "charlie-image")
+    require_login(notary_server)
+    client = NotaryClient(ca_file=pki.ca_file)
+    client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5,
+                      credentials=(("alice", "s3cret"),))
+    with pytest.raises(FetchError, match="HTTP 401"):
+        client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5)
+    with notary_server.lock:
+        offered = [r.authorization for r in notary_server.requests if r.path.endswith("root.json")]
+    assert offered[-1] is None  # the request without credentials went out without alice's token
