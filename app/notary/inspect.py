@@ -111,20 +111,38 @@ def summarize_verified(facts: Mapping) -> bool:
     reference must be the released digest of some tag. Each required signer's role must have signed the
     same digest, and its key must have been readable.
     """
+    return explain(facts) is None
+
+
+def explain(facts: Mapping) -> str | None:
+    """Why `summarize_verified` is False, in one sentence for a terminal; None when it is True."""
     if facts.get("verified") is not True:
-        return False
+        return str(facts.get("error") or "trust data not verified")
     targets = facts.get("targets") or {}
     wanted = facts.get("digest")
+    tag = facts.get("tag")
     entries = [
         entry for entry in targets.values()
         if entry.get("released") and (wanted is None or entry.get("released") == wanted)
     ]
     if not entries:
-        return False
+        if tag is not None and wanted is None:
+            return f"tag {tag} is not signed by targets or targets/releases"
+        if tag is not None:
+            released = (targets.get(tag) or {}).get("released")
+            return f"tag {tag} is released as {released}, not {wanted}"
+        return f"digest {wanted} is not the released digest of any signed tag"
     for signer in facts.get("signers") or []:
         if signer.get("error"):
-            return False
+            return str(signer["error"])
         role = signer.get("role")
         if not any((entry.get("roles") or {}).get(role) == entry.get("released") for entry in entries):
-            return False
-    return True
+            signed = sorted({d for e in entries if (d := (e.get("roles") or {}).get(role))})
+            released = sorted({str(e.get("released")) for e in entries})
+            if not signed:
+                return f"signer {signer.get('name')} ({role}) did not sign this image"
+            return (
+                f"signer {signer.get('name')} ({role}) signed {', '.join(signed)}, "
+                f"but the released digest is {', '.join(released)}"
+            )
+    return None

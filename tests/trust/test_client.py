@@ -755,3 +755,33 @@ def test_a_token_obtained_with_one_pull_secret_is_not_offered_to_another_request
     with notary_server.lock:
         offered = [r.authorization for r in notary_server.requests if r.path.endswith("root.json")]
     assert offered[-1] is None  # the request without credentials went out without alice's token
+
+
+def test_inspect_explains_why_an_image_is_not_admissible(
+    notary_server: NotaryTestServer, pki, signer_pems: dict[str, str]
+) -> None:
+    from app.notary.inspect import explain
+
+    serve(notary_server, "dave-image")
+
+    def facts_for(reference: str, signers=()) -> dict:
+        facts, _ = inspect_image(f"{DELEGATION_GUN}{reference}", trust_server=notary_server.url,
+                                 ca_file=pki.ca_file, signers=list(signers), at=at(DELEGATION_VALID_AT),
+                                 default_servers={})
+        return facts
+
+    assert explain(facts_for(":test", [("del1", signer_pems["del1"])])) is None
+    assert explain(facts_for(":test", [("del2", signer_pems["del2"])])) == (
+        "signer del2 (targets/del2) signed sha256:a825e8e950dceb81c7d86f6d34e4e47307e98f35505d180d404e194742a28079, "
+        f"but the released digest is {DAVE_DIGEST}"
+    )
+    assert explain(facts_for(":test", [("nobody", signer_pems["del2"])])) == (
+        "signer nobody (targets/nobody) did not sign this image"
+    )
+    assert explain(facts_for(":other")) == "tag other is not signed by targets or targets/releases"
+    assert explain(facts_for(":test@sha256:" + "1" * 64)) == (
+        f"tag test is released as {DAVE_DIGEST}, not sha256:{'1' * 64}"
+    )
+    assert explain(facts_for("@sha256:" + "1" * 64)) == (
+        f"digest sha256:{'1' * 64} is not the released digest of any signed tag"
+    )
