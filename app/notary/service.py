@@ -62,6 +62,11 @@ DEFAULT_TRUST_SERVERS: dict[str, str] = {
     "quay.io": "https://quay.io:443",
 }
 
+# Counters of TrustService.stats(): served from memory within the TTL; timestamp.json unchanged after
+# the TTL; full walks (root -> ... -> delegations); admissions that waited for another's walk; images
+# whose facts say verified False.
+STAT_NAMES = ("cache_hits", "refreshed_unchanged", "walks", "shared_walks", "not_verified")
+
 # A walk asks for at most this many delegations, so a hostile snapshot cannot keep a worker busy forever.
 MAX_DELEGATIONS = 256
 
@@ -185,6 +190,19 @@ class TrustService:
         self._max_workers = max(1, max_workers)
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
+        self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+
+    def stats(self) -> dict[str, int]:
+        """Counters since start, for metrics: see STAT_NAMES."""
+        with self._flights_lock:
+            result = dict(self._stats)
+        result["token_requests"] = self.client.tokens.requests_made
+        result["cached_repositories"] = len(self.cache)
+        return result
+
+    def _count(self, name: str) -> None:
+        with self._flights_lock:
+            self._stats[name] += 1
 
     def close(self) -> None:
         """Close pooled connections (a later gather opens new ones)."""
@@ -271,6 +289,7 @@ class TrustService:
                 error = TrustError(None, f"internal error while building trust facts: {facts_error!r}")
         if error is None:  # cannot happen: every runnable group has a future; fail closed regardless
             error = TrustError(None, "internal error: no trust result for this image")
+        self._count("not_verified")
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
         return failure_facts(group.server or None, group.gun, image.tag, image.digest, error, signers)
 
@@ -281,6 +300,7 @@ class TrustService:
         key: Key = (group.server, group.gun)
         entry, fresh = self.cache.lookup(key)
         if entry is not None and fresh and entry.expires > self._clock():
+            self._count("cache_hits")
             return entry.repository
         with self._flights_lock:
             flight = self._flights.get(key)
@@ -288,6 +308,7 @@ class TrustService:
             if flight is None:
                 flight = self._flights[key] = _Flight(group.progress)
         if not leader:
+            self._count("shared_walks")
             return self._follow(flight, group, deadline)
         try:
             flight.result = self._refresh(group, key, deadline)
@@ -328,7 +349,9 @@ class TrustService:
             timestamp = self._fetch(group, "timestamp", deadline)
             if timestamp == entry.timestamp_bytes:
                 self.cache.renew(key, entry)
+                self._count("refreshed_unchanged")
                 return entry.repository
+        self._count("walks")
         return self._walk(group, key, now, deadline, timestamp)
 
     def _walk(self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None) -> Any:

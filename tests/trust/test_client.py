@@ -388,6 +388,9 @@ def test_after_the_ttl_an_unchanged_timestamp_is_the_only_fetch(notary_server: N
     ticker.value += 30
     gather_one(service, request(notary_server.url))
     assert len(notary_server.tuf_requests()) == before + 1
+    stats = service.stats()
+    assert (stats["walks"], stats["refreshed_unchanged"], stats["cache_hits"]) == (1, 1, 1)
+    assert stats["not_verified"] == 0 and stats["cached_repositories"] == 1
 
 
 def test_after_the_ttl_a_new_timestamp_walks_again(notary_server: NotaryTestServer, pki) -> None:
