@@ -509,3 +509,7 @@ class KubePolicySource:
                 log.info("policy %s applied as %s", describe(key), outcome.module_id)
                 self._reporter.status(kind, obj, True, "Applied", f"in force as OPA module {outcome.module_id}")
         self._outcomes = outcomes
+        for key in [k for k in self._reported if k not in self._objects]:   # deleted while not watching
+            del self._reported[key]
+        for key in [k for k in self._translated if k not in self._objects]:
+            del self._translated[key]
