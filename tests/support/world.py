@@ -216,6 +216,7 @@ class NotaryWorld:
         self.registry_url = ""
         self.startup_seconds: float | None = None
         self._http = requests.Session()
+        self._token = os.urandom(8).hex()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -341,6 +342,7 @@ class NotaryWorld:
             "log:\n  level: info\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {d / 'registry'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{registry_port}\n  secret: ostiary-world\n"
+            f"  headers:\n    X-Ostiary-World: [\"{self._token}\"]\n"
         )
         self.notary_url = f"https://127.0.0.1:{server_port}"
         self.registry_host = f"127.0.0.1:{registry_port}"
@@ -356,7 +358,10 @@ class NotaryWorld:
         self._wait({
             "notary-server": lambda: self._http_check(f"{self.notary_url}/_notary_server/health",
                                                       self.ca_file),
-            "docker-registry": lambda: self._http_check(f"{self.registry_url}/v2/", True),
+            # The header proves it is *our* registry answering, not one that won a race for the port.
+            # (A foreign notary-server fails our CA; a foreign signer fails the server's TLS.)
+            "docker-registry": lambda: self._http_check(f"{self.registry_url}/v2/", True,
+                                                        ("X-Ostiary-World", self._token)),
         }, deadline)
         # End to end through the trust service: the server makes (or returns) a timestamp key for a
         # probe GUN, through notary-signer when remote. Proves the signing path, and its algorithm.
@@ -370,11 +375,13 @@ class NotaryWorld:
         except OSError as e:
             return f"{type(e).__name__}: {e}"
 
-    def _http_check(self, url: str, verify) -> str | None:
+    def _http_check(self, url: str, verify, header: tuple[str, str] | None = None) -> str | None:
         try:
             r = self._http.get(url, verify=verify, timeout=0.5)
         except requests.RequestException as e:
             return f"{type(e).__name__}: {e}"
+        if header and r.headers.get(header[0]) != header[1]:
+            return f"{url} answered without {header[0]}: {header[1]} (another process on the port?)"
         return None if r.status_code == 200 else f"HTTP {r.status_code}: {r.text[:200]}"
 
     def _probe_trust_service(self) -> str | None:

@@ -452,3 +452,28 @@ def test_facts_from_a_local_ed25519_server():
             service.close()
     assert facts["verified"] is True, facts["error"]
     assert facts["targets"]["v1"]["released"] == d
+
+
+def test_a_port_taken_between_probe_and_bind_is_retried(monkeypatch):
+    """free_port() can race with another process; the world then starts again on other ports."""
+    import socket
+
+    import tests.support.world as world_module
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        real, calls = world_module.free_port, []
+
+        def racy_free_port():
+            calls.append(1)
+            return taken if len(calls) <= 2 else real()  # notary-server's and the registry's first ports
+
+        monkeypatch.setattr(world_module, "free_port", racy_free_port)
+        with NotaryWorld() as w:
+            assert not w.notary_url.endswith(f":{taken}")
+            assert not w.registry_host.endswith(f":{taken}")
+            assert w.tuf("nothing/here", "root").status_code == 404
+            assert requests.get(f"{w.registry_url}/v2/", timeout=5).status_code == 200
+        assert len(calls) > 3
