@@ -6,9 +6,10 @@ images in parallel, and turn *every* failure into facts the policy can deny on. 
 
 Rules it keeps:
 
-- Order: root -> timestamp -> snapshot -> targets -> the delegations the verifier asks for. A role the
-  server does not have (404) is reported to the verifier (`missing`), which decides whether that is
-  fatal (a role listed in the snapshot is).
+- Order: root -> timestamp -> snapshot -> targets -> the delegations the verifier asks for (those of
+  one level fetched in parallel, verified in order). A top-level role the server does not have (404)
+  fails the image (no root.json: the repository is not signed there); a delegation the snapshot lists
+  but the server does not serve is reported to the verifier (`missing`), which fails it too.
 - Trust on first use per (server, GUN): the first verified root and the versions of every role are
   kept in memory (app/notary/cache.py) and handed to the next verification as `trusted_root` and
   `seen_versions`, so later roots must be rotations signed by the kept one and versions never go back.
@@ -23,8 +24,9 @@ Rules it keeps:
   needs no new first use.
 - One deadline (a `time.monotonic()` value) for the whole gather. Images of one request are fetched in
   parallel; images sharing (server, GUN) are fetched once, and concurrent admissions that miss the
-  cache for the same repository wait for one walk instead of each repeating it. `gather` returns by the deadline even if a
-  worker thread is stuck in the network; that image gets a timeout reason naming the role in flight.
+  cache for the same repository wait for one walk instead of each repeating it. `gather` returns by
+  the deadline even if a worker thread is stuck in the network; that image gets a timeout reason
+  naming the role in flight.
 - `gather` never raises for a per-image failure.
 
     service = TrustService(ca_file="/etc/ostiary/notary-ca.pem")
@@ -50,7 +52,7 @@ from app.notary.cache import CachedRepository, Key, TrustCache
 from app.notary.client import AuthorizationFailed, FetchTimeout, NotaryClient, RoleNotServed
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
-from app.notary.verify import TOP_ROLES, TrustedRepository, parse_time
+from app.notary.verify import TrustedRepository, parse_time
 
 if TYPE_CHECKING:
     from app.images import ImageRef
@@ -365,7 +367,7 @@ class TrustService:
         )
         documents: list[bytes] = []
 
-        def load(role: str, update: Callable[[bytes], None], data: bytes | None = None) -> bytes | None:
+        def load(role: str, update: Callable[[bytes], None], data: bytes | None = None) -> bytes:
             group.progress.role = role
             if data is None:
                 try:
@@ -377,10 +379,7 @@ class TrustService:
                             f"notary server {group.server} has no trust data for {group.gun} "
                             "(HTTP 404 for root.json): the repository is not signed there",
                         ) from not_served
-                    if role in TOP_ROLES:
-                        raise
-                    repository.missing(role)  # raises MissingRole: the snapshot lists it
-                    return None
+                    raise
             update(data)
             documents.append(data)
             return data
@@ -394,11 +393,16 @@ class TrustService:
             pending = [role for role in repository.pending_delegations() if role not in asked]
             if not pending:
                 break
-            for role in pending:
-                if len(asked) >= MAX_DELEGATIONS:
-                    raise TrustError(role, f"more than {MAX_DELEGATIONS} delegations; refusing to walk further")
-                asked.add(role)
-                load(role, functools.partial(repository.update_delegation, role))
+            if len(asked) + len(pending) > MAX_DELEGATIONS:
+                raise TrustError(pending[0], f"more than {MAX_DELEGATIONS} delegations; refusing to walk further")
+            asked.update(pending)
+            group.progress.role = pending[0]
+            for role, fetched in self._fetch_many(group, pending, deadline):
+                if isinstance(fetched, RoleNotServed):
+                    repository.missing(role)  # raises MissingRole: the snapshot lists it
+                if isinstance(fetched, BaseException):
+                    raise fetched
+                load(role, functools.partial(repository.update_delegation, role), fetched)
 
         self.cache.remember(key, repository.root_bytes, repository.versions)
         if timestamp is not None:
@@ -412,6 +416,26 @@ class TrustService:
                 ),
             )
         return repository
+
+    def _fetch_many(
+        self, group: _Group, roles: Sequence[str], deadline: float
+    ) -> list[tuple[str, bytes | BaseException]]:
+        """Fetch sibling delegations in parallel; results (or errors) in the order asked."""
+
+        def fetch(role: str) -> bytes | BaseException:
+            try:
+                return self.client.fetch_role(
+                    group.server, group.gun, role, deadline=deadline, credentials=group.credentials
+                )
+            except TrustError as error:
+                return error
+
+        if len(roles) == 1:
+            return [(roles[0], fetch(roles[0]))]
+        # Each fetch ends by the deadline on its own, so leaving the pool never waits longer than that.
+        with ThreadPoolExecutor(max_workers=min(len(roles), 8), thread_name_prefix="ostiary-delegations") as pool:
+            results = list(pool.map(fetch, roles))
+        return list(zip(roles, results))
 
     def _fetch(self, group: _Group, role: str, deadline: float) -> bytes:
         group.progress.role = role

@@ -788,3 +788,13 @@ def test_inspect_explains_why_an_image_is_not_admissible(
     assert explain(facts_for("@sha256:" + "1" * 64)) == (
         f"digest sha256:{'1' * 64} is not the released digest of any signed tag"
     )
+
+
+def test_sibling_delegations_are_fetched_in_parallel(notary_server: NotaryTestServer, pki) -> None:
+    serve(notary_server, "alice-image", ALICE_GUN)
+    notary_server.knobs.delay = 0.6
+    notary_server.knobs.only_roles = {"targets/releases", "targets/phbelitz", "targets/chamsen"}
+    service = TrustService(ca_file=pki.ca_file, clock=lambda: at(ALICE_VALID_AT))
+    facts = gather_one(service, request(notary_server.url, ALICE_GUN), seconds=1.5)  # in turn: 1.8 s
+    assert facts["verified"] is True, facts["error"]
+    assert set(facts["roles"]) == {"targets", "targets/releases", "targets/phbelitz", "targets/chamsen"}
