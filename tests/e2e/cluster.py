@@ -125,6 +125,7 @@ class ControlPlane:
     ca: pki.CA = field(default_factory=pki.CA.create)
     ca_file: Path | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    apiserver_argv: list[str] = field(default_factory=list)
     processes: list[Process] = field(default_factory=list)
     startup_seconds: float = 0.0
 
@@ -162,7 +163,7 @@ class ControlPlane:
                   f'{self.tokens["ostiary"]},{OSTIARY_USER},ostiary-uid,'
                   '"system:serviceaccounts,system:serviceaccounts:ostiary-system"\n')
 
-        self.processes.append(start_process("kube-apiserver", [
+        self.apiserver_argv = [
             apiserver,
             f"--etcd-servers=http://127.0.0.1:{client_port}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
@@ -178,7 +179,8 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             "--enable-priority-and-fairness=false",
             "--v=1",
-        ], self.workdir))
+        ]
+        self.processes.append(start_process("kube-apiserver", self.apiserver_argv, self.workdir))
         self.url = f"https://127.0.0.1:{secure_port}"
         self._wait_ready(timeout)
         self.startup_seconds = time.monotonic() - begin
@@ -202,6 +204,15 @@ class ControlPlane:
                 last = str(exc)
             time.sleep(0.3)
         raise RuntimeError(f"kube-apiserver not ready after {timeout}s ({last}):\n{self.processes[-1].tail()}")
+
+    def restart_apiserver(self, down_seconds: float = 1.0, timeout: float = 60.0) -> None:
+        """Stop kube-apiserver (every watch breaks), wait, start it again on the same port and data."""
+        old = next(p for p in self.processes if p.name == "kube-apiserver")
+        old.stop(grace=3)   # open watches would hold a graceful shutdown up to its limit
+        self.processes.remove(old)
+        time.sleep(down_seconds)
+        self.processes.append(start_process("kube-apiserver", self.apiserver_argv, self.workdir))
+        self._wait_ready(timeout)
 
     def stop(self) -> None:
         for proc in reversed(self.processes):

@@ -91,6 +91,17 @@ def test_opa_restarted_empty_gets_every_policy_back(kube, namespace, ostiary):
     denied(kube.pod, namespace, "registry.example.com/not-ok/app:1")
 
 
+def test_watches_recover_after_the_api_server_restarts(control_plane, kube, namespace, ostiary):
+    kube.policy(namespace, [{"name": "registry.example.com/before/*"}], name="before")
+    control_plane.restart_apiserver()
+    begin = time.monotonic()
+    # A change made after the restart reaches OPA only through a re-established watch (or relist).
+    kube.policy(namespace, [{"name": "registry.example.com/after/*"}], name="after", wait=False)
+    eventually(lambda: _admitted(kube, namespace, "registry.example.com/after/app:1"), timeout=60)
+    print(f"\npolicy change after an API server restart in force after {time.monotonic() - begin:.1f}s")
+    kube.pod(namespace, "registry.example.com/before/app:1")
+
+
 def test_ostiary_runs_with_the_charts_least_privilege(control_plane, ostiary):
     """The identity Ostiary runs as (bound to the chart's ClusterRole) cannot list or change secrets."""
     ostiary_client = control_plane.api_client("ostiary")

@@ -356,3 +356,25 @@ def test_secrets_are_read_one_by_one_and_cached_briefly():
     store.get_service_account("ns", "default")
     store.get_secret("ns", "alice")
     assert api.gets[1:] == ["/api/v1/namespaces/ns/serviceaccounts/default", "/api/v1/namespaces/ns/secrets/alice"]
+
+
+# ----------------------------------------------------------------------------- the JSON client's pure parts
+
+def test_watch_errors_become_exceptions_and_410_asks_for_a_relist():
+    from app.kube.client import _watch_event
+
+    assert _watch_event({"type": "ADDED", "object": {"kind": "X"}}) == ("ADDED", {"kind": "X"})
+    with pytest.raises(WatchExpired):
+        _watch_event({"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}})
+    with pytest.raises(KubeError) as caught:
+        _watch_event({"type": "ERROR", "object": {"code": 500, "message": "boom"}})
+    assert caught.value.status == 500 and not isinstance(caught.value, WatchExpired)
+
+
+def test_object_paths_for_core_and_group_kinds():
+    from app.kube.client import object_path
+
+    assert object_path("v1", "secrets", "ns", "a") == "/api/v1/namespaces/ns/secrets/a"
+    assert object_path("apps/v1", "replicasets", "ns", "web") == "/apis/apps/v1/namespaces/ns/replicasets/web"
+    assert object_path("ostiary.dev/v1", "clusterimagepolicies", None) == "/apis/ostiary.dev/v1/clusterimagepolicies"
+    assert object_path("v1", "secrets", "ns", "a/../b") == "/api/v1/namespaces/ns/secrets/a%2F..%2Fb"
