@@ -31,6 +31,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -127,6 +128,8 @@ class NotaryClient:
         # No netrc credentials or CA bundle overrides from the environment in an admission path;
         # proxies (HTTPS_PROXY / NO_PROXY) are honoured explicitly per request, see _get.
         self.session.trust_env = False
+        # No cookies: nothing one admission's server says should ride along on another's request.
+        self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         adapter = _ExtraCAAdapter(
             _tls_context(ca_file), pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0
         )

@@ -42,6 +42,7 @@ class SeenRequest:
     path: str
     query: dict[str, list[str]]
     authorization: str | None
+    cookie: str | None = None
 
 
 @dataclass
@@ -61,6 +62,7 @@ class ServerKnobs:
     oversize_chunked: int | None = None  # like oversize, but chunked, without Content-Length
     fail_status: int | None = None
     stall_after_headers: bool = False  # headers and a few body bytes, then silence
+    set_cookie: bool = False
     gzip_bomb: int | None = None  # a small gzip body that inflates to this many bytes
     token_issuer: NotaryTestServer | None = None  # another server whose /token issues our tokens
     trickle_interval: float = 0.05
@@ -77,7 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         owner = self.server.owner
         parts = urlsplit(self.path)
-        seen = SeenRequest(parts.path, parse_qs(parts.query), self.headers.get("Authorization"))
+        seen = SeenRequest(
+            parts.path, parse_qs(parts.query), self.headers.get("Authorization"), self.headers.get("Cookie")
+        )
         with owner.lock:
             owner.requests.append(seen)
         if parts.path == "/token":
@@ -125,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body is None:
             self._send(404, b'{"errors":[{"code":"METADATA_NOT_FOUND"}]}')
             return
-        self._send(200, body)
+        self._send(200, body, {"Set-Cookie": "session=abc; Path=/"} if knobs.set_cookie else None)
 
     def _token(self, seen: SeenRequest) -> None:
         owner = self.server.owner

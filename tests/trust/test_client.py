@@ -798,3 +798,12 @@ def test_sibling_delegations_are_fetched_in_parallel(notary_server: NotaryTestSe
     facts = gather_one(service, request(notary_server.url, ALICE_GUN), seconds=1.5)  # in turn: 1.8 s
     assert facts["verified"] is True, facts["error"]
     assert set(facts["roles"]) == {"targets", "targets/releases", "targets/phbelitz", "targets/chamsen"}
+
+
+def test_cookies_are_not_kept(notary_server: NotaryTestServer, pki) -> None:
+    serve(notary_server, "charlie-image")
+    notary_server.knobs.set_cookie = True
+    client = NotaryClient(ca_file=pki.ca_file)
+    for _ in range(2):
+        client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5)
+    assert [r.cookie for r in notary_server.requests] == [None, None]
