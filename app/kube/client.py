@@ -63,6 +63,8 @@ def load_api_client(kubeconfig: str | None):
     from kubernetes import config as k8s_config
 
     configuration = k8s_client.Configuration()
+    # Watches hold one connection each, and every request thread may read a secret or an owner.
+    configuration.connection_pool_maxsize = 32
     if kubeconfig:
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     else:
@@ -83,6 +85,10 @@ class RestKubeApi:
     @classmethod
     def from_kubeconfig(cls, kubeconfig: str | None, request_timeout: float = 10.0) -> RestKubeApi:
         return cls(load_api_client(kubeconfig), request_timeout)
+
+    def with_timeout(self, request_timeout: float) -> RestKubeApi:
+        """The same connection pool, another per-request timeout."""
+        return RestKubeApi(self._client, request_timeout)
 
     def _call(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
               body: Any = None, content_type: str | None = None, timeout: Any = None,

@@ -29,13 +29,16 @@ class KubeRuntime:
     def __init__(self, *, kubeconfig: str | None, system_namespace: str, sync: Any,
                  translate: Callable[[Any], Any], on_change: Callable[[], None] | None = None,
                  api: KubeApi | None = None, secret_ttl: float = 10.0, owner_ttl: float = 2.0,
+                 read_timeout: float = 3.0,
                  opa_check_interval: float = 5.0, discovery_interval: float = 10.0):
         from app.policies.schema import parse_policy_document
 
         self.system_namespace = system_namespace
         self.api: KubeApi = api if api is not None else RestKubeApi.from_kubeconfig(kubeconfig)
-        self.store = KubeObjectStore(self.api, ttl=secret_ttl)
-        self.owners = OwnerVerifier(self.api, ttl=owner_ttl)
+        # Reads made while an admission waits get a short timeout: the admission's budget is ~8 s.
+        request_api = self.api.with_timeout(read_timeout) if isinstance(self.api, RestKubeApi) else self.api
+        self.store = KubeObjectStore(request_api, ttl=secret_ttl)
+        self.owners = OwnerVerifier(request_api, ttl=owner_ttl)
         in_place = _in_place_check(sync)
         if in_place is None:
             log.warning("the policy sync cannot tell whether OPA holds its modules: a restarted OPA "

@@ -378,3 +378,21 @@ def test_object_paths_for_core_and_group_kinds():
     assert object_path("apps/v1", "replicasets", "ns", "web") == "/apis/apps/v1/namespaces/ns/replicasets/web"
     assert object_path("ostiary.dev/v1", "clusterimagepolicies", None) == "/apis/ostiary.dev/v1/clusterimagepolicies"
     assert object_path("v1", "secrets", "ns", "a/../b") == "/api/v1/namespaces/ns/secrets/a%2F..%2Fb"
+
+
+def test_the_runtime_wires_source_store_and_owners_to_one_api():
+    from app.kube.runtime import KubeRuntime
+
+    api, sync = FakeApi(), FakeSync()
+    api.items[CIP_PATH] = [policy()]
+    runtime = KubeRuntime(kubeconfig=None, system_namespace="ostiary-system", sync=sync, translate=translate,
+                          api=api)
+    assert not runtime.ready
+    runtime.start()
+    try:
+        assert runtime.wait_ready(5)
+        assert runtime.ready and "ostiary/policies/cluster/base" in sync.modules
+        assert runtime.store.get_secret("ns", "s") is not None
+        assert runtime.owners.approved_by_owner({"metadata": {}}, "ns", []) is None
+    finally:
+        runtime.stop()
