@@ -5,11 +5,62 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 GROUP, VERSION = "ostiary.dev", "v1"
+CRD_DIR = Path(__file__).resolve().parents[2] / "helm" / "ostiary" / "crds"
+PORTIERIS_CRDS = Path(__file__).resolve().parent / "crds" / "portieris.yaml"
+
+
+def load_documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def install_crds(api_client, documents: list[dict], timeout: float = 30.0) -> None:
+    """Create (or replace) CRDs and wait until each is Established and served."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    ext = client.ApiextensionsV1Api(api_client)
+    for doc in documents:
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(doc["metadata"]["name"])
+            doc = {**doc, "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version}}
+            ext.replace_custom_resource_definition(doc["metadata"]["name"], doc)
+    deadline = time.monotonic() + timeout
+    for doc in documents:
+        name = doc["metadata"]["name"]
+        while True:
+            crd = ext.read_custom_resource_definition(name)
+            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+            if conditions.get("Established") == "True":
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {name} not established: {conditions}")
+            time.sleep(0.2)
+    # Discovery of a new group can lag the Established condition a little.
+    for doc in documents:
+        spec = doc["spec"]
+        for version in spec["versions"]:
+            path = f"/apis/{spec['group']}/{version['name']}"
+            while True:
+                try:
+                    api_client.call_api(path, "GET", auth_settings=["BearerToken"], _preload_content=False)
+                    break
+                except ApiException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+
+
 
 
 def unique(prefix: str) -> str:

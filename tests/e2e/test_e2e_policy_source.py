@@ -8,8 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.conftest import PORTIERIS_CRDS, install_crds, load_documents
-from tests.e2e.k8s import denied, eventually, unique
+from tests.e2e.k8s import PORTIERIS_CRDS, denied, eventually, install_crds, load_documents, unique
 
 pytestmark = pytest.mark.e2e
 
