@@ -25,6 +25,7 @@ Deciding which policy applies is the Rego library's job; this module only moves 
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
@@ -111,6 +112,14 @@ def is_compile_error(exc: BaseException) -> bool:
     text = str(exc)
     return "OPA refused module" in text or any(
         marker in text for marker in ("rego_parse_error", "rego_compile_error", "rego_type_error"))
+
+
+_REFUSED = re.compile(r"OPA refused module (\S+?):")
+
+
+def refused_module_ids(exc: BaseException) -> list[str]:
+    """The module ids an OpaError says OPA refused ("OPA refused module <id>: <errors>")."""
+    return _REFUSED.findall(str(exc))
 
 
 @dataclass
@@ -433,7 +442,7 @@ class KubePolicySource:
                 if not is_compile_error(exc):
                     self._resync_needed = True
                     raise
-                culprits = [mid for mid in desired if mid in str(exc)]
+                culprits = [mid for mid in refused_module_ids(exc) if mid in desired]
                 if not culprits:
                     self._resync_needed = True
                     raise

@@ -132,6 +132,13 @@ def test_as_document_keeps_only_what_the_parser_reads():
     parse_policy_document(doc, "x")   # and the strict parser takes it
 
 
+def test_the_refused_module_is_read_exactly_from_the_error():
+    from app.kube.source import refused_module_ids
+
+    exc = OpaError("OPA refused module ostiary/policies/cluster/a: ostiary/policies/cluster/ab:3: parse error")
+    assert refused_module_ids(exc) == ["ostiary/policies/cluster/a"]
+
+
 def test_a_refusal_is_a_compile_error_but_unreachable_is_not():
     assert is_compile_error(OpaError("OPA refused module ostiary/policies/cluster/x: x:1: parse error"))
     assert not is_compile_error(OpaError("OPA at http://127.0.0.1:8181 is unreachable: ConnectionError"))
