@@ -94,6 +94,7 @@ def split_domain(name: str) -> tuple[str, str]:
         registry, repository = DEFAULT_REGISTRY, name
     else:
         registry, repository = first, rest
+    registry = registry.lower()  # host names are case-insensitive; match and pin one spelling
     if registry in _DOCKER_HUB_ALIASES:
         registry = DEFAULT_REGISTRY
     if registry == DEFAULT_REGISTRY and "/" not in repository:

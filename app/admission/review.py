@@ -234,6 +234,8 @@ class Reviewer:
             signer_errors.append(errors)
             order.append([s.get("name") for s in trust.get("signer_secrets") or []])
         facts_list = self.trust.gather(requests, deadline)
+        if not isinstance(facts_list, list) or len(facts_list) != len(requests):
+            raise RuntimeError("the trust service did not return facts for every image")
         for (image, _), facts, errors, names in zip(wanted, facts_list, signer_errors, order):
             by_secret = {s.get("secret"): s for s in facts.get("signers") or []}
             merged = []

@@ -19,12 +19,15 @@ from app.policies.model import RegoModule
 log = logging.getLogger(__name__)
 
 
+TEST_ONLY = {"testdata.rego"}  # fixtures of the Rego tests, never pushed to a serving OPA
+
+
 def library_modules(directory: Path | None = None) -> list[RegoModule]:
     """The static Rego library (rego/ostiary/*.rego without tests), as modules."""
     directory = directory or rego_library_dir()
     modules = []
     for path in sorted(directory.glob("*.rego")):
-        if path.name.endswith("_test.rego"):
+        if path.name.endswith("_test.rego") or path.name in TEST_ONLY:
             continue
         modules.append(
             RegoModule(id=f"ostiary/lib/{path.stem}", package="", source=path.read_text(), origin=str(path))

@@ -11,8 +11,8 @@ repository pattern the same way images are normalized (docs/policies.md, "Matchi
 - With `/`, the first component is a registry host when it contains `.`, `:` or `*`, or is
   `localhost`; otherwise `docker.io/` is put in front. On Docker Hub a one-component path gets
   `library/`: `docker.io/x*` -> `docker.io/library/x*`, but `docker.io/*` stays all of Docker Hub.
-- The tag is what follows the last `:` after the last `/`. No tag, or `:*`, matches any tag and
-  any digest.
+- The tag is what follows the last `:` after the last `/`. No tag matches any tag and any digest;
+  `:*` matches any tag, but not a digest-only reference (which carries no tag).
 - Host, path and tag are matched separately (anchored regular expressions where `*` is the only
   wildcard), so a `*` never spans from the path into the host or into the tag.
 """
@@ -53,9 +53,11 @@ class Pattern:
         return len(self.normalized.replace("*", ""))
 
     def as_data(self) -> dict:
-        any_tag = self.tag is None or self.tag == "*"
+        any_tag = self.tag is None
         return {
             "normalized": self.normalized,
+            "host": self.host,
+            "path": self.path,
             "host_regex": wildcard_regex(self.host),
             "path_regex": wildcard_regex(self.path),
             "any_tag": any_tag,
@@ -99,6 +101,7 @@ def parse_pattern(written: str) -> Pattern:
         host, path = first, rest
     else:
         host, path = DEFAULT_REGISTRY, name
+    host = host.lower()
     if host in _DOCKER_HUB_ALIASES:
         host = DEFAULT_REGISTRY
     if not path:

@@ -37,7 +37,9 @@ scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace])
 	count(namespace_policies) > 0
 } else := "the ClusterImagePolicies"
 
-selected[img.id] := c if {
+# selected: image id -> the chosen {policy, entry}. A complete rule, so it is computed once
+# per query however often it is looked up.
+selected := {img.id: c |
 	some img in input.images
 	img.ref.valid == true
 	c := matching.best(img.ref, applicable)
@@ -60,19 +62,20 @@ server_for(entry, ref) := entry.policy.trust.trustServer if {
 	default_trust_servers[ref.registry]
 } else := null
 
-requirements[id] := {
+requirements := {img.id: image_requirements(c, img.ref) |
+	some img in input.images
+	c := selected[img.id]
+}
+
+image_requirements(c, ref) := {
 	"trust": {
 		"enabled": object.get(c.entry.policy, ["trust", "enabled"], false) == true,
-		"server": server_for(c.entry, img.ref),
+		"server": server_for(c.entry, ref),
 		"signer_secrets": [{"name": s.name, "namespace": secret_namespace(c.policy)} |
 			some s in object.get(c.entry.policy, ["trust", "signerSecrets"], [])
 		],
 	},
 	"mutate": object.get(c.entry.policy, "mutateImage", true) != false,
-} if {
-	some img in input.images
-	id := img.id
-	c := selected[id]
 }
 
 policy_summary(c) := {
@@ -99,7 +102,7 @@ image_plan(img) := {
 violations[img.id] contains msg if {
 	some img in input.images
 	img.ref.valid != true
-	msg := sprintf("invalid image reference: %s", [img.ref.error])
+	msg := invalid_message(img.ref)
 }
 
 violations[img.id] contains msg if {
@@ -121,7 +124,25 @@ violations[id] contains msg if {
 	some msg in msgs
 }
 
+invalid_message(ref) := ref.error if {
+	is_string(ref.error)
+	startswith(ref.error, "invalid image reference")
+} else := sprintf("invalid image reference: %v", [object.get(ref, "error", "no reason given")])
+
 warn_mode(id) if selected[id].policy.mode == "warn"
+
+# An image no entry matches, where every applicable policy is in warn mode, is a warning too:
+# rolling a policy out in warn mode must not deny anything.
+warn_mode(id) if {
+	some img in input.images
+	img.id == id
+	img.ref.valid == true
+	not selected[id]
+	count(applicable) > 0
+	every policy in applicable {
+		policy.mode == "warn"
+	}
+}
 
 reasons(id) := [] if warn_mode(id)
 

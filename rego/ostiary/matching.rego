@@ -9,9 +9,21 @@ import rego.v1
 # entry_matches holds when a repository entry's pattern covers the image reference. Host, path
 # and tag are matched separately, so a `*` never spans from the path into the registry host.
 entry_matches(entry, ref) if {
-	regex.match(entry.pattern.host_regex, ref.registry)
-	regex.match(entry.pattern.path_regex, ref.repository)
+	part_matches(entry.pattern.host, entry.pattern.host_regex, ref.registry)
+	part_matches(entry.pattern.path, entry.pattern.path_regex, ref.repository)
 	tag_matches(entry.pattern, ref)
+}
+
+# Literal parts compare as strings (cheap, and most entries fail here); only parts with a `*`
+# use their anchored regular expression.
+part_matches(literal, _, value) if {
+	not contains(literal, "*")
+	literal == value
+}
+
+part_matches(literal, pattern_regex, value) if {
+	contains(literal, "*")
+	regex.match(pattern_regex, value)
 }
 
 tag_matches(pattern, _) if pattern.any_tag

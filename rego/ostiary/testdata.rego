@@ -1473,7 +1473,7 @@ entries := {
 		"index": 4,
 		"name": "nginx:*",
 		"pattern": {
-			"any_tag": true,
+			"any_tag": false,
 			"exact": null,
 			"host": "docker.io",
 			"host_regex": "^docker\\.io$",
@@ -1481,7 +1481,7 @@ entries := {
 			"path": "library/nginx",
 			"path_regex": "^library/nginx$",
 			"specificity": 24,
-			"tag_regex": null,
+			"tag_regex": "^.*$",
 		},
 		"policy": {},
 	},

@@ -2,7 +2,10 @@
 # description: |
 #   Trust rules: decide from the verified Notary facts (input.images[i].trust, produced by
 #   Ostiary's TUF verifier; docs/rego-input.md) whether an image whose policy enables trust may
-#   run, and which digest it is pinned to. Anything missing or unverified denies.
+#   run, and which digest it is pinned to.
+#   Fail closed by construction: an image passes only when `satisfied` proves every requirement
+#   from the facts; the specific violations below only explain why. Anything missing, malformed
+#   or unverified leaves `satisfied` undefined, and then a violation is always reported.
 package ostiary.trust
 
 import rego.v1
@@ -20,17 +23,77 @@ verified(img) if img.trust.verified == true
 released(img, tag) := d if {
 	d := img.trust.targets[tag].released
 	is_string(d)
+	startswith(d, "sha256:")
 }
 
-# pinned_digest: the digest an admitted image is pinned to.
-pinned_digest(img) := released(img, img.ref.tag) if is_string(img.ref.tag)
+gun(img) := object.get(img, ["trust", "gun"], img.ref.name)
 
-pinned_digest(img) := img.ref.digest if {
+signers(img) := s if {
+	s := img.trust.signers
+	is_array(s)
+} else := []
+
+# ---- the proof --------------------------------------------------------------------------------
+
+# facts_fit: the facts are about this image, from the verifier, for exactly the required signers.
+facts_fit(img, req) if {
+	is_string(req.server)
+	verified(img)
+	img.trust.gun == img.ref.name
+	is_array(img.trust.signers)
+	[s.secret | some s in img.trust.signers] == [s.name | some s in req.signer_secrets]
+}
+
+# satisfied is the only way an image with trust enabled passes.
+satisfied(img, req) if {
+	facts_fit(img, req)
+	is_string(img.ref.tag)
+	digest := released(img, img.ref.tag)
+	digest_agrees(img, digest)
+	every signer in img.trust.signers {
+		signer_ok(img, signer, img.ref.tag, digest)
+	}
+}
+
+satisfied(img, req) if {
+	facts_fit(img, req)
 	not is_string(img.ref.tag)
-	is_string(img.ref.digest)
+	digest_signed(img)
 }
 
-violations[img.id] contains msg if {
+digest_agrees(img, _) if not is_string(img.ref.digest)
+
+digest_agrees(img, digest) if img.ref.digest == digest
+
+digest_signed(img) if {
+	is_string(img.ref.digest)
+	some tag, target in img.trust.targets
+	released(img, tag) == img.ref.digest
+	every signer in img.trust.signers {
+		signer_ok(img, signer, tag, img.ref.digest)
+	}
+}
+
+# signer_ok: the signer's role signed `digest` for `tag`, and a key from its secret signed the role.
+signer_ok(img, signer, tag, digest) if {
+	signer.error == null
+	is_string(signer.role)
+	key_signed(img, signer)
+	img.trust.targets[tag].roles[signer.role] == digest
+}
+
+# pinned_digest: the digest an admitted image is pinned to (defined only when satisfied).
+pinned_digest(img) := released(img, img.ref.tag) if {
+	satisfied(img, main.requirements[img.id].trust)
+	is_string(img.ref.tag)
+} else := img.ref.digest if {
+	satisfied(img, main.requirements[img.id].trust)
+	not is_string(img.ref.tag)
+}
+
+# ---- why not: specific explanations -------------------------------------------------------------
+
+explained[img.id] contains msg if {
 	some [img, req] in checked
 	not is_string(req.server)
 	msg := sprintf(
@@ -39,38 +102,48 @@ violations[img.id] contains msg if {
 	)
 }
 
-violations[img.id] contains msg if {
+explained[img.id] contains "trust data unavailable (not gathered for this image); denied" if {
 	some [img, req] in checked
 	is_string(req.server)
 	not img.trust
-	msg := "trust data unavailable (not gathered for this image); denied"
 }
 
-violations[img.id] contains msg if {
+explained[img.id] contains msg if {
 	some [img, _] in checked
 	img.trust
 	not verified(img)
-	msg := sprintf("trust data for %s from %s could not be verified: %v", [img.trust.gun, img.trust.server, img.trust.error])
+	msg := sprintf(
+		"trust data for %s from %v could not be verified: %v",
+		[gun(img), object.get(img.trust, "server", null), object.get(img.trust, "error", "no reason given")],
+	)
 }
 
-violations[img.id] contains msg if {
+explained[img.id] contains msg if {
+	some [img, _] in checked
+	verified(img)
+	img.trust.gun != img.ref.name
+	msg := sprintf("trust facts are for %v, not %s; denied", [img.trust.gun, img.ref.name])
+}
+
+explained[img.id] contains msg if {
 	some [img, req] in checked
 	verified(img)
-	count(img.trust.signers) != count(req.signer_secrets)
-	msg := sprintf("expected facts for %d signers, got %d; denied", [count(req.signer_secrets), count(img.trust.signers)])
+	[s.secret | some s in signers(img)] != [s.name | some s in req.signer_secrets]
+	msg := sprintf(
+		"trust facts cover signers %v, but the policy requires %v; denied",
+		[[s.secret | some s in signers(img)], [s.name | some s in req.signer_secrets]],
+	)
 }
 
-# ---- tag references (with or without a digest) ----
-
-violations[img.id] contains msg if {
+explained[img.id] contains msg if {
 	some [img, _] in checked
 	verified(img)
 	is_string(img.ref.tag)
 	not released(img, img.ref.tag)
-	msg := sprintf("tag %s is not signed in %s (neither targets/releases nor targets has it)", [img.ref.tag, img.trust.gun])
+	msg := sprintf("tag %s is not signed in %s (neither targets/releases nor targets has it)", [img.ref.tag, gun(img)])
 }
 
-violations[img.id] contains msg if {
+explained[img.id] contains msg if {
 	some [img, _] in checked
 	verified(img)
 	is_string(img.ref.tag)
@@ -80,56 +153,67 @@ violations[img.id] contains msg if {
 	msg := sprintf("digest %s is not the signed digest of tag %s (signed: %s)", [img.ref.digest, img.ref.tag, d])
 }
 
-violations[img.id] contains msg if {
+explained[img.id] contains msg if {
 	some [img, _] in checked
 	verified(img)
 	is_string(img.ref.tag)
 	digest := released(img, img.ref.tag)
-	some signer in img.trust.signers
+	some signer in signers(img)
+	not signer_ok(img, signer, img.ref.tag, digest)
 	msg := signer_problem(img, signer, img.ref.tag, digest)
 }
 
-# ---- digest-only references: the digest must be released under some tag, by every signer ----
-
-violations[img.id] contains msg if {
+explained[img.id] contains msg if {
 	some [img, _] in checked
 	verified(img)
 	not is_string(img.ref.tag)
 	not digest_signed(img)
-	msg := sprintf("digest %s is not signed under any tag in %s%s", [img.ref.digest, img.trust.gun, signer_suffix(img)])
+	msg := sprintf("digest %v is not signed under any tag in %s%s", [img.ref.digest, gun(img), signer_suffix(img)])
 }
 
-digest_signed(img) if {
-	some tag, target in img.trust.targets
-	target.released == img.ref.digest
-	every signer in img.trust.signers {
-		not signer_problem(img, signer, tag, img.ref.digest)
-	}
-}
-
-signer_suffix(img) := sprintf(" by the required signers (%s)", [concat(", ", [s.name | some s in img.trust.signers])]) if {
-	count(img.trust.signers) > 0
+signer_suffix(img) := sprintf(" by the required signers (%s)", [concat(", ", [sprintf("%v", [s.name]) | some s in signers(img)])]) if {
+	count(signers(img)) > 0
 } else := ""
 
-# signer_problem is undefined when the signer signed `digest` for `tag` with the key its secret
-# holds; otherwise it is the first problem found.
+# violations: the explanations, and a catch-all so that an image that is not `satisfied` is
+# never without one (partial or unexpected facts deny with a generic reason).
+violations[id] contains msg if {
+	some id, msgs in explained
+	some msg in msgs
+}
+
+violations[img.id] contains "trust requirements are not met by the trust facts (incomplete or malformed facts); denied" if {
+	some [img, req] in checked
+	not satisfied(img, req)
+	count(object.get(explained, img.id, set())) == 0
+}
+
+# signer_problem explains why signer_ok does not hold (it decides nothing). Values that may be
+# absent are read with object.get: in Rego `not f(x.y)` fails, not succeeds, when x.y is absent.
 signer_problem(img, signer, tag, digest) := msg if {
-	is_string(signer.error)
-	msg := sprintf("signer %s (secret %s): %s", [signer.name, signer.secret, signer.error])
+	object.get(signer, "error", "no error field") != null
+	msg := sprintf("%s: %v", [who(signer), object.get(signer, "error", "no error field")])
 } else := msg if {
-	not img.trust.roles[signer.role]
-	msg := sprintf("signer %s (secret %s): %s has no delegation role %s", [signer.name, signer.secret, img.trust.gun, signer.role])
+	not is_string(object.get(signer, "role", null))
+	msg := sprintf("%s: no role in the trust facts", [who(signer)])
+} else := msg if {
+	not object.get(img.trust, ["roles", signer.role], false)
+	msg := sprintf("%s: %s has no delegation role %s", [who(signer), gun(img), signer.role])
 } else := msg if {
 	not key_signed(img, signer)
-	msg := sprintf("signer %s (secret %s): role %s is not signed with the key in the secret", [signer.name, signer.secret, signer.role])
+	msg := sprintf("%s: role %s is not signed with the key in the secret", [who(signer), signer.role])
 } else := msg if {
-	not img.trust.targets[tag].roles[signer.role]
-	msg := sprintf("signer %s (secret %s): role %s did not sign tag %s", [signer.name, signer.secret, signer.role, tag])
+	not is_string(object.get(img.trust, ["targets", tag, "roles", signer.role], null))
+	msg := sprintf("%s: role %s did not sign tag %s", [who(signer), signer.role, tag])
 } else := msg if {
-	signed := img.trust.targets[tag].roles[signer.role]
+	signed := object.get(img.trust, ["targets", tag, "roles", signer.role], null)
 	signed != digest
-	msg := sprintf("signer %s (secret %s): role %s signed %s for tag %s, not %s", [signer.name, signer.secret, signer.role, signed, tag, digest])
+	msg := sprintf("%s: role %s signed %s for tag %s, not %s", [who(signer), signer.role, signed, tag, digest])
 }
+
+who(signer) := sprintf("signer %s (secret %v)", [signer.name, object.get(signer, "secret", "?")]) if {
+	is_string(signer.name)
+} else := sprintf("required signer (secret %v)", [object.get(signer, "secret", "?")])
 
 key_signed(img, signer) if {
 	some keyid in signer.keyids

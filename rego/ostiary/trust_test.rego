@@ -209,13 +209,13 @@ test_signer_secret_not_found_is_denied if {
 test_facts_for_fewer_signers_than_required_are_denied if {
 	d := judge("docker.io/phbelitz/delegation:test", testdata.facts.dave_test_del1, "trust_del1_del2")
 	d.allowed == false
-	h.has_reason(d, "expected facts for 2 signers, got 1; denied")
+	h.has_reason(d, "trust facts cover signers [\"del1-secret\"], but the policy requires [\"del1-secret\", \"del2-secret\"]; denied")
 }
 
 test_facts_for_more_signers_than_required_are_denied if {
 	d := judge("docker.io/phbelitz/delegation:test", testdata.facts.dave_test_del1, "trust_nosigners")
 	d.allowed == false
-	h.has_reason(d, "expected facts for 0 signers, got 1; denied")
+	h.has_reason(d, "trust facts cover signers [\"del1-secret\"], but the policy requires []; denied")
 }
 
 # ---- warn mode ----
@@ -251,10 +251,10 @@ test_released if {
 	not trust.released({"trust": testdata.facts.sample_v1}, "sign")
 }
 
-test_pinned_digest if {
-	trust.pinned_digest({"ref": {"tag": "v1", "digest": null}, "trust": testdata.facts.sample_v1}) == sample_v1
-	trust.pinned_digest({"ref": {"tag": null, "digest": sample_v1}, "trust": testdata.facts.sample_digest_v1}) == sample_v1
-	not trust.pinned_digest({"ref": {"tag": "missing-tag", "digest": null}, "trust": testdata.facts.alice_missing_tag})
+test_pinned_digest_only_when_satisfied if {
+	judge("docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1, "trust_nosigners").pin == sample_v1
+	judge(sprintf("docker.io/phbelitz/sample-image@%s", [sample_v1]), testdata.facts.sample_digest_v1, "trust_nosigners").pin == sample_v1
+	judge("docker.io/phbelitz/alice-image:missing-tag", testdata.facts.alice_missing_tag, "trust_nosigners").pin == null
 }
 
 test_digest_signed if {

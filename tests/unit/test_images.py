@@ -67,3 +67,7 @@ def test_pinned_keeps_the_tag_and_replaces_any_digest():
 def test_pinned_refuses_anything_but_sha256():
     with pytest.raises(ValueError):
         parse_image("nginx").pinned("sha512:" + "b" * 128)
+
+
+def test_registry_host_case_is_folded():
+    assert parse_image("Registry.Example.COM/team/app:1").registry == "registry.example.com"

@@ -1,12 +1,9 @@
 # METADATA
 # description: |
-#   Failing tests for library bugs found while writing the test suite. Kept out of the suite
-#   (opa loads only *.rego): to run them, copy this file next to the library as a .rego file, e.g.
-#     mkdir /tmp/pb && cp rego/ostiary/*.rego /tmp/pb/ &&
-#     cp rego/ostiary/pending_bugs_test.rego.txt /tmp/pb/pending_bugs_test.rego &&
-#     .tools/bin/opa test /tmp/pb -v --run pending_bugs
-#   When a bug is fixed, move its test into main_test.rego / trust_test.rego / matching_test.rego.
-package ostiary.pending_bugs_test
+#   Regression tests for library bugs found while writing the suite (all fixed): partial trust
+#   facts, missing signer facts, facts not matching what was asked, warn-mode rollouts, and `:*`
+#   against digest-only references.
+package ostiary.regression_test
 
 import rego.v1
 
