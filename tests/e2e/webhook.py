@@ -119,7 +119,7 @@ class Ostiary:
     def start_opa(self) -> None:
         self.processes["opa"] = start_process(f"opa-{self.name}", [
             tool("opa"), "run", "--server", f"--addr=127.0.0.1:{self.opa_port}", "--log-level=error",
-            "--disable-telemetry"], self.workdir)
+            "--skip-version-check"], self.workdir)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
