@@ -404,8 +404,9 @@ def test_after_the_ttl_a_new_timestamp_walks_again(notary_server: NotaryTestServ
     facts = gather_one(service, request(notary_server.url))
     assert facts["verified"] is True, facts["error"]
     assert facts["targets"]["test"]["released"] == DAVE_DIGEST
-    assert notary_server.tuf_requests()[before:before + 5] == ["timestamp", "root", "snapshot", "targets",
-                                                               "targets/del1"]
+    walked = notary_server.tuf_requests()[before:]
+    assert walked[:4] == ["timestamp", "root", "snapshot", "targets"]
+    assert sorted(walked[4:]) == ["targets/del1", "targets/del2", "targets/releases"]  # fetched in parallel
 
 
 def test_rollback_on_refresh_is_denied(notary_server: NotaryTestServer, pki) -> None:
