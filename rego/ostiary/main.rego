@@ -37,12 +37,25 @@ scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace])
 	count(namespace_policies) > 0
 } else := "the ClusterImagePolicies"
 
+# The applicable entries indexed by registry host, built once per query, so an image is matched
+# only against the entries for its host and those with a wildcard host.
+entries_by_host[bucket] contains {"policy": head, "entry": entry} if {
+	some policy in applicable
+	head := object.filter(policy, ["kind", "name", "namespace", "mode"])
+	some entry in policy.repositories
+	bucket := matching.host_bucket(entry)
+}
+
+host_index := entries_by_host
+
+entries_for(ref) := object.get(host_index, ref.registry, set()) | object.get(host_index, "", set())
+
 # selected: image id -> the chosen {policy, entry}. A complete rule, so it is computed once
 # per query however often it is looked up.
 selected := {img.id: c |
 	some img in input.images
 	img.ref.valid == true
-	c := matching.best(img.ref, applicable)
+	c := matching.best_of(img.ref, entries_for(img.ref))
 }
 
 system_namespace := ns if {

@@ -73,18 +73,32 @@ namespace_key(policy) := policy.namespace if is_string(policy.namespace)
 
 else := ""
 
-candidates(ref, policies) := {c |
+candidates(ref, policies) := candidates_of(ref, [{"policy": policy, "entry": entry} |
 	some policy in policies
 	some entry in policy.repositories
-	entry_matches(entry, ref)
-	c := {"key": sort_key(policy, entry, ref), "policy": policy, "entry": entry}
+])
+
+# candidates_of: the matching ones among {policy, entry} items.
+candidates_of(ref, items) := {c |
+	some item in items
+	entry_matches(item.entry, ref)
+	c := {"key": sort_key(item.policy, item.entry, ref), "policy": item.policy, "entry": item.entry}
 }
 
 # best is undefined when no entry matches.
-best(ref, policies) := c if {
-	cs := candidates(ref, policies)
+best(ref, policies) := lowest_of(candidates(ref, policies))
+
+best_of(ref, items) := lowest_of(candidates_of(ref, items))
+
+lowest_of(cs) := c if {
 	count(cs) > 0
 	lowest := min({x.key | some x in cs})
 	some c in cs
 	c.key == lowest
 }
+
+# host_bucket: the key under which an entry is indexed by registry host; entries whose host
+# pattern has a wildcard share the bucket "" and are tried for every image.
+host_bucket(entry) := entry.pattern.host if not contains(entry.pattern.host, "*")
+
+else := ""
