@@ -192,7 +192,7 @@ def trust() -> None:
 @click.option("--timeout", default=30.0, show_default=True)
 def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
     """Print the verified trust facts of IMAGE as JSON, or why they could not be verified."""
-    from app.notary.inspect import inspect_image
+    from app.notary.inspect import explain, inspect_image
 
     pairs = []
     for item in signers:
@@ -210,7 +210,7 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
     facts, ok = inspect_image(image, trust_server=trust_server, ca_file=ca_file, signers=pairs, at=moment, timeout=timeout)
     click.echo(json.dumps(facts, indent=2, sort_keys=True))
     if not ok:
-        click.echo(f"not verified: {facts.get('error') or 'see facts'} ({time.monotonic() - started:.2f}s)", err=True)
+        click.echo(f"not verified: {explain(facts)} ({time.monotonic() - started:.2f}s)", err=True)
         sys.exit(1)
 
 

@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class TrustStatsCollector(Collector):
+    """Exports the trust service's own counters (cache hits, walks, failures) at scrape time."""
+
+    GAUGES = {"cached_repositories"}
+
+    def __init__(self, stats: Callable[[], dict[str, int]]):
+        self.stats = stats
+
+    def collect(self):
+        for name, value in sorted(self.stats().items()):
+            if name in self.GAUGES:
+                yield GaugeMetricFamily(f"ostiary_trust_{name}", f"Trust service: {name}.", value=value)
+            else:
+                yield CounterMetricFamily(f"ostiary_trust_{name}", f"Trust service: {name}.", value=value)
 
 
 class Metrics:
@@ -32,6 +52,9 @@ class Metrics:
         self.opa_resyncs = Counter(
             "ostiary_opa_resyncs_total", "Times the modules were pushed to OPA again.", registry=self.registry
         )
+
+    def watch_trust(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(TrustStatsCollector(stats))
 
     def record(self, allowed: bool, error: bool, images: list[dict], seconds: float) -> None:
         self.admissions.labels("allowed" if allowed else "denied", "true" if error else "false").inc()

@@ -82,6 +82,7 @@ class Runtime:
         self.kube = None
         self.store: object = DirectoryStore(PolicySet())
         self.trust = self._trust_service()
+        self.metrics.watch_trust(self.trust.stats)
         try:
             self.sync.set_base(library_modules() + self._custom_modules())
         except (PolicyError, OpaError) as exc:

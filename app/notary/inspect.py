@@ -109,7 +109,8 @@ def summarize_verified(facts: Mapping) -> bool:
 
     A tag must have a released digest (and equal the written digest for tag@digest); a digest-only
     reference must be the released digest of some tag. Each required signer's role must have signed the
-    same digest, and its key must have been readable.
+    same digest, and a signature with the signer's key must have verified over that role (the same
+rule the Rego policy applies).
     """
     return explain(facts) is None
 
@@ -132,10 +133,18 @@ def explain(facts: Mapping) -> str | None:
             released = (targets.get(tag) or {}).get("released")
             return f"tag {tag} is released as {released}, not {wanted}"
         return f"digest {wanted} is not the released digest of any signed tag"
+    roles = facts.get("roles") or {}
     for signer in facts.get("signers") or []:
         if signer.get("error"):
             return str(signer["error"])
         role = signer.get("role")
+        signed_by = set((roles.get(role) or {}).get("signed_by") or [])
+        if not signed_by & set(signer.get("keyids") or []):
+            return (
+                f"signer {signer.get('name')} ({role}): the role is not signed with the given key"
+                if role in roles
+                else f"signer {signer.get('name')}: the trust data has no role {role}"
+            )
         if not any((entry.get("roles") or {}).get(role) == entry.get("released") for entry in entries):
             signed = sorted({d for e in entries if (d := (e.get("roles") or {}).get(role))})
             released = sorted({str(e.get("released")) for e in entries})

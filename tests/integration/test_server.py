@@ -103,6 +103,7 @@ def test_examples_serve_allow_and_deny(served):
     assert 'ostiary_admission_requests_total{error="false",verdict="allowed"} 2.0' in metrics
     assert 'ostiary_admission_requests_total{error="false",verdict="denied"} 1.0' in metrics
     assert "ostiary_admission_duration_seconds_bucket" in metrics
+    assert "ostiary_trust_walks_total" in metrics and "ostiary_trust_cached_repositories" in metrics
 
 
 def test_bad_requests_get_clear_errors(served):

@@ -780,7 +780,10 @@ def test_inspect_explains_why_an_image_is_not_admissible(
         f"but the released digest is {DAVE_DIGEST}"
     )
     assert explain(facts_for(":test", [("nobody", signer_pems["del2"])])) == (
-        "signer nobody (targets/nobody) did not sign this image"
+        "signer nobody: the trust data has no role targets/nobody"
+    )
+    assert explain(facts_for(":test", [("del1", signer_pems["del2"])])) == (
+        "signer del1 (targets/del1): the role is not signed with the given key"
     )
     assert explain(facts_for(":other")) == "tag other is not signed by targets or targets/releases"
     assert explain(facts_for(":test@sha256:" + "1" * 64)) == (
