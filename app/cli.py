@@ -203,7 +203,7 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
     moment = None
     if at:
         try:
-            moment = datetime.fromisoformat(at.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(at)
         except ValueError:
             raise click.BadParameter(f"{at!r} is not an RFC 3339 time", param_hint="--at") from None
     started = time.monotonic()

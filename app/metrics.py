@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 class TrustStatsCollector(Collector):
     """Exports the trust service's own counters (cache hits, walks, failures) at scrape time."""
 
-    GAUGES = {"cached_repositories"}
+    GAUGES = frozenset({"cached_repositories"})
 
     def __init__(self, stats: Callable[[], dict[str, int]]):
         self.stats = stats

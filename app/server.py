@@ -160,9 +160,12 @@ class Runtime:
                     log.warning("OPA lost Ostiary's modules; pushing them again")
                     self.sync.resync()
                     self.metrics.opa_resyncs.inc()
-                if self.config.policy_dir and not self.config.kube:
-                    if _dir_signature(self.config.policy_dir, self.config.rego_dir) != self._signature:
-                        self.reload_directory()
+                if (
+                    self.config.policy_dir
+                    and not self.config.kube
+                    and _dir_signature(self.config.policy_dir, self.config.rego_dir) != self._signature
+                ):
+                    self.reload_directory()
             except Exception:  # keep watching; the next round tries again
                 log.exception("watchdog round failed")
 
@@ -207,7 +210,7 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         if not rt.sync.synced:
             uid = ((body.get("request") or {}) if isinstance(body, dict) else {}).get("uid")
             if isinstance(uid, str) and uid:
-                ready, why = rt.ready()
+                _, why = rt.ready()
                 rt.metrics.record(False, True, [], time.monotonic() - started)
                 return jsonify(respond.deny(uid, f"Ostiary is not ready, so it denies: {why}"))
         try:

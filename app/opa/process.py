@@ -62,13 +62,13 @@ class LocalOpa:
         self.startup_timeout = startup_timeout
         self.port = 0
         self.proc: subprocess.Popen | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix="ostiary-opa-", suffix=".log", delete=False)
+        self._log = tempfile.NamedTemporaryFile(prefix="ostiary-opa-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "LocalOpa":
+    def start(self) -> LocalOpa:
         import requests
 
         self.port = free_port()
@@ -80,7 +80,7 @@ class LocalOpa:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
         )
         end = time.monotonic() + self.startup_timeout
         while time.monotonic() < end:

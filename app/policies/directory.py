@@ -17,8 +17,8 @@ from app.policies.schema import parse_policy_document
 from app.policies.translate import module_id, translate
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-_CUSTOM_PACKAGE = re.compile(r"^package\s+ostiary\.custom\.([a-z_][a-z0-9_]*)\s*(#.*)?$", re.M)
-_ANY_PACKAGE = re.compile(r"^\s*package\s+(\S+)", re.M)
+_CUSTOM_PACKAGE = re.compile(r"^package\s+ostiary\.custom\.([a-z_][a-z0-9_]*)\s*(#.*)?$", re.MULTILINE)
+_ANY_PACKAGE = re.compile(r"^\s*package\s+(\S+)", re.MULTILINE)
 
 
 def _documents(path: Path) -> list:

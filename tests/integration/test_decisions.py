@@ -190,7 +190,7 @@ def test_warn_mode_turns_violations_into_warnings(opa):
 
 
 class _Silent(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802 - answer nothing for a long time
+    def do_POST(self):
         time.sleep(5)
 
     def log_message(self, *args):

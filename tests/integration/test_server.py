@@ -148,7 +148,7 @@ def test_policy_directory_changes_are_picked_up_whole(served, tmp_path):
 def _cert(path: Path, cn: str, days: int) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
@@ -187,6 +187,6 @@ def test_tls_is_served_and_reloaded_when_the_files_change(served, tmp_path):
 
 
 def test_plain_http_is_refused_off_loopback():
-    result = subprocess.run([OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), "--listen", "0.0.0.0:18999"],
+    result = subprocess.run(check=False, args=[OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), "--listen", "0.0.0.0:18999"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "loopback" in result.stderr
