@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -79,7 +80,7 @@ class Runtime:
         self.load_error: str | None = None
         self._signature: tuple = ()
         self._stop = threading.Event()
-        self.kube = None
+        self.kube: Any = None
         self.store: object = DirectoryStore(PolicySet())
         self.trust = self._trust_service()
         self.metrics.watch_trust(self.trust.stats)

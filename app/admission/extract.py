@@ -6,6 +6,7 @@ One table says where each kind keeps its pod spec; Portieris needed a switch per
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.images import InvalidImageReference, parse_image
 
@@ -54,7 +55,7 @@ def pod_spec(obj: dict, kind: str) -> tuple[dict | None, str]:
     path = POD_SPEC_PATHS.get(kind)
     if path is None:
         return None, ""
-    node = obj
+    node: Any = obj
     for key in path:
         if not isinstance(node, dict):
             raise BadRequest(f"{kind}: /{'/'.join(path)} is not an object")

@@ -175,13 +175,13 @@ class Reviewer:
 
     # ---- trust ---------------------------------------------------------------------------
 
-    def _signers(self, secrets: list[dict]) -> tuple[list, dict[str, dict]]:
+    def _signers(self, secrets: list[dict]) -> tuple[list, dict[str, str]]:
         """Signer objects for the secrets that resolve, and an error fact for each that does not."""
         from app.notary.service import Signer
 
         signers, errors = [], {}
         for ref in secrets:
-            name, ns = ref.get("name"), ref.get("namespace")
+            name, ns = str(ref.get("name")), str(ref.get("namespace"))
             secret = self.store.get_secret(ns, name)
             if secret is None:
                 errors[name] = f"secret {name} not found in namespace {ns}"
