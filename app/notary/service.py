@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app.notary.cache import CachedRepository, Key, TrustCache
-from app.notary.client import AuthorizationFailed, FetchTimeout, NotaryClient, RoleNotServed
+from app.notary.client import AuthorizationFailed, FetchError, FetchTimeout, NotaryClient, RoleNotServed
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
 from app.notary.verify import TrustedRepository, parse_time
@@ -67,7 +67,7 @@ DEFAULT_TRUST_SERVERS: dict[str, str] = {
 # Counters of TrustService.stats(): served from memory within the TTL; timestamp.json unchanged after
 # the TTL; full walks (root -> ... -> delegations); admissions that waited for another's walk; images
 # whose facts say verified False.
-STAT_NAMES = ("cache_hits", "refreshed_unchanged", "walks", "shared_walks", "not_verified")
+STAT_NAMES = ("cache_hits", "refreshed_unchanged", "walks", "shared_walks", "not_verified", "recent_failures")
 
 # A walk asks for at most this many delegations, so a hostile snapshot cannot keep a worker busy forever.
 MAX_DELEGATIONS = 256
@@ -184,6 +184,7 @@ class TrustService:
         max_workers: int = 16,
         client: NotaryClient | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        failure_ttl: float = 5.0,
     ):
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
         self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
@@ -193,6 +194,11 @@ class TrustService:
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        # A server that is down or timing out answers every admission only after the whole trust
+        # deadline. Remember such network failures briefly (per server, GUN and credentials) and
+        # deny at once while they last; verification results are never remembered here.
+        self._failure_ttl = failure_ttl
+        self._failures: dict[tuple, tuple[float, TrustError]] = {}
 
     def stats(self) -> dict[str, int]:
         """Counters since start, for metrics: see STAT_NAMES."""
@@ -304,6 +310,27 @@ class TrustService:
         if entry is not None and fresh and entry.expires > self._clock():
             self._count("cache_hits")
             return entry.repository
+        failure_key = (key, tuple(group.credentials))
+        with self._flights_lock:
+            recent = self._failures.get(failure_key)
+        if recent is not None and recent[0] > self._monotonic():
+            self._count("recent_failures")
+            remembered = recent[1]
+            raise type(remembered)(
+                remembered.role,
+                f"{remembered.reason} (failed {self._failure_ttl:.0f}s ago or less; not retried until then)",
+            )
+        try:
+            return self._load_uncached(group, key, deadline)
+        except FetchError as error:
+            if self._failure_ttl > 0 and not isinstance(error, RoleNotServed):
+                with self._flights_lock:
+                    if len(self._failures) > 4096:
+                        self._failures.clear()
+                    self._failures[failure_key] = (self._monotonic() + self._failure_ttl, error)
+            raise
+
+    def _load_uncached(self, group: _Group, key: Key, deadline: float) -> Any:
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None

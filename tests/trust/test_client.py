@@ -181,6 +181,22 @@ def test_gather_against_a_silent_server_returns_by_the_deadline(silent_server: S
     assert facts["error"] == f"root: notary server {silent_server.url} did not answer within 1.0s"
 
 
+def test_a_server_that_timed_out_is_not_waited_for_again_for_a_few_seconds(silent_server: SilentServer, pki) -> None:
+    ticker = Ticker()
+    service = make_service(pki, monotonic=ticker)
+    first = gather_one(service, request(silent_server.url), seconds=1.0)
+    assert first["verified"] is False and "did not answer" in first["error"]
+    time.sleep(0.5)  # the abandoned walk ends at its own deadline and records the failure
+    started = time.monotonic()
+    second = gather_one(service, request(silent_server.url), seconds=1.0)
+    assert time.monotonic() - started < 0.5  # denied at once, not after another full deadline
+    assert second["verified"] is False and "not retried until then" in second["error"]
+    assert service.stats()["recent_failures"] == 1
+    ticker.value += 6  # the memory is short: then the server is asked again
+    third = gather_one(service, request(silent_server.url), seconds=1.0)
+    assert "not retried" not in third["error"] and third["verified"] is False
+
+
 def test_one_stuck_server_does_not_hold_the_other_images(
     notary_server: NotaryTestServer, silent_server: SilentServer, pki
 ) -> None:
@@ -458,7 +474,9 @@ def test_failed_refresh_after_a_cached_success_is_not_verified(
     assert facts["verified"] is False
     assert facts["error_role"] == "timestamp"
     assert facts["targets"] == {} and facts["roles"] == {}
-    # the server recovers: one timestamp fetch and the cached verification is good again
+    # the server recovers: after the short failure memory (5 s), one timestamp fetch and the cached
+    # verification is good again
+    ticker.value += 6
     notary_server.knobs.hang = False
     notary_server.knobs.fail_status = None
     serve(notary_server, "charlie-image")
