@@ -62,7 +62,7 @@ import binascii
 import hashlib
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NoReturn
@@ -684,3 +684,30 @@ class TrustedRepository:
             signers=signers,
             keys=[(key.keyid, key.keytype, key.public) for key in self.all_keys().values()],
         )
+
+
+def load_all(repo: TrustedRepository, role_bytes: Callable[[str], bytes | None]) -> TrustedRepository:
+    """Walk a repository whose role documents are already at hand (fixtures, archives, benchmarks).
+
+    `role_bytes(role)` returns the bytes of "root", "timestamp", "snapshot", "targets" or a
+    delegation, or None when that role is not available (a delegation the snapshot lists but
+    nobody serves raises MissingRole, as from a server). The network walk lives in service.py.
+    """
+    for role, update in (
+        ("root", repo.update_root),
+        ("timestamp", repo.update_timestamp),
+        ("snapshot", repo.update_snapshot),
+        ("targets", repo.update_targets),
+    ):
+        data = role_bytes(role)
+        if data is None:
+            raise MissingRole(role, "not available")
+        update(data)
+    while pending := repo.pending_delegations():
+        for role in pending:
+            data = role_bytes(role)
+            if data is None:
+                repo.missing(role)
+            else:
+                repo.update_delegation(role, data)
+    return repo

@@ -17,7 +17,7 @@ import pytest
 from app.notary.errors import ExpiredMetadata, MissingRole, TrustError
 from app.notary.facts import failure_facts
 from app.notary.keys import signer_key_ids
-from app.notary.verify import TrustedRepository
+from app.notary.verify import TrustedRepository, load_all
 
 CAPTURED = Path(__file__).parents[2].parent / "shared" / "fixtures" / "notary" / "dockerhub-captured"
 EXPECTED = json.loads((CAPTURED / "expected.json").read_text())
@@ -36,17 +36,11 @@ def load_directory(name: str, now: datetime | None = None) -> TrustedRepository:
     case = EXPECTED["cases"][name]
     directory = CAPTURED / name
     repo = TrustedRepository(case["gun"], now or _valid_at(case), server=SERVER)
-    repo.update_root((directory / "root.json").read_bytes())
-    repo.update_timestamp((directory / "timestamp.json").read_bytes())
-    repo.update_snapshot((directory / "snapshot.json").read_bytes())
-    repo.update_targets((directory / "targets.json").read_bytes())
-    while pending := repo.pending_delegations():
-        for role in pending:
-            path = directory / f"{role}.json"
-            if not path.exists():
-                repo.missing(role)
-            repo.update_delegation(role, path.read_bytes())
-    return repo
+    return load_all(repo, lambda role: _read(directory / f"{role}.json"))
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
 
 
 def gather(name: str, tag: str, signer_names: list[str]) -> dict[str, Any]:

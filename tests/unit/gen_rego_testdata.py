@@ -34,7 +34,7 @@ if str(ROOT) not in sys.path:
 from app.admission.extract import ImageSite
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
-from app.notary.verify import TrustedRepository
+from app.notary.verify import TrustedRepository, load_all
 from app.opa.process import find_opa
 from app.policies.schema import parse_policy_document
 from app.policies.translate import policy_data
@@ -405,17 +405,11 @@ def _load_captured(name: str) -> TrustedRepository:
     case = json.loads((CAPTURED / "expected.json").read_text())["cases"][name]
     directory = CAPTURED / name
     repo = TrustedRepository(case["gun"], datetime.fromisoformat(case["valid_at"]), server=NOTARY_DOCKER_IO)
-    repo.update_root((directory / "root.json").read_bytes())
-    repo.update_timestamp((directory / "timestamp.json").read_bytes())
-    repo.update_snapshot((directory / "snapshot.json").read_bytes())
-    repo.update_targets((directory / "targets.json").read_bytes())
-    while pending := repo.pending_delegations():
-        for role in pending:
-            path = directory / f"{role}.json"
-            if not path.exists():
-                repo.missing(role)
-            repo.update_delegation(role, path.read_bytes())
-    return repo
+    return load_all(repo, lambda role: _read(directory / f"{role}.json"))
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
 
 
 def trust_facts() -> dict[str, Any]:
