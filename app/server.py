@@ -150,14 +150,16 @@ class Runtime:
         log.info("loaded %d policies from %s", len(policy_set.policies), self.config.policy_dir)
 
     def _watch(self) -> None:
-        """Restart a dead local OPA, push everything again when OPA lost its modules, reload files."""
+        """Restart a dead local OPA; in directory mode push everything again when OPA lost its
+        modules, and reload the files when they change."""
         while not self._stop.wait(self.config.watch_interval):
             try:
                 if self.local_opa is not None and not self.local_opa.alive():
                     log.error("local OPA died; restarting it: %s", self.local_opa.log_tail(500))
                     self.local_opa.start()
                     self.opa.url = self.local_opa.url
-                if self.sync.synced and not self.sync.in_place():
+                # In a cluster the policy source checks OPA itself (and lists the API again).
+                if self.kube is None and self.sync.synced and not self.sync.in_place():
                     log.warning("OPA lost Ostiary's modules; pushing them again")
                     self.sync.resync()
                     self.metrics.opa_resyncs.inc()

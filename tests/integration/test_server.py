@@ -190,3 +190,49 @@ def test_plain_http_is_refused_off_loopback():
     result = subprocess.run(check=False, args=[OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), "--listen", "0.0.0.0:18999"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0 and "loopback" in result.stderr
+
+
+def _opa_children(pid: int) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            comm = (proc / "comm").read_text().strip()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if comm == "opa" and parent in {pid, *_children(pid)}:
+            found.append(int(proc.name))
+    return found
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.add(int(proc.name))
+            except OSError:
+                continue
+    return out
+
+
+def test_a_killed_local_opa_is_restarted_and_refilled(served):
+    s = served("--policy-dir", str(EXAMPLES / "policies"))
+    s.wait_ready()
+    (opa_pid,) = _opa_children(s.proc.pid)
+    os.kill(opa_pid, signal.SIGKILL)
+    # until the watchdog has restarted and refilled it, admissions fail closed (tests/integration/test_decisions.py)
+    body = example("deployment-mirror.json")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if s.admit(body).json()["response"]["allowed"] and requests.get(s.base + "/readyz", timeout=5).status_code == 200:
+            break
+        time.sleep(0.2)
+    assert s.admit(body).json()["response"]["allowed"] is True
+    assert _opa_children(s.proc.pid) and _opa_children(s.proc.pid) != [opa_pid]
+    metrics = requests.get(s.base + "/metrics", timeout=5).text
+    assert "ostiary_opa_resyncs_total 1.0" in metrics
