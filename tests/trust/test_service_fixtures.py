@@ -1,6 +1,6 @@
 """Real Docker Hub trust data, served over HTTPS, through TrustService.gather.
 
-Every expectation of /work/shared/fixtures/notary/dockerhub-captured/expected.json is checked on the
+Every expectation of ../shared/fixtures/notary/dockerhub-captured/expected.json is checked on the
 facts document. The admission decision itself is made later, in Rego; `decided_digest` below is the
 rule expected.json is written against (released digest; with signers, every signer's role must have
 signed that same digest), so that the facts are shown to carry what that rule needs.
