@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -87,30 +86,9 @@ def ostiary(control_plane, admin_client, crds, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def world_scenario():
-    """The real notary-server + docker-registry world (tests/support/world.py), signed images and all."""
-    from tests.support.world import NotaryWorld, WorldError, build_scenario, missing_binaries
-
-    missing = missing_binaries()
-    if missing:
-        pytest.fail("the notary test world needs: " + "; ".join(f"{b} ({how})" for b, how in missing.items()),
-                    pytrace=False)
-    begin = time.monotonic()
-    world = NotaryWorld()
-    try:
-        world.start()
-        scenario = build_scenario(world)
-    except WorldError as exc:
-        world.stop()
-        pytest.fail(f"could not build the notary test world: {exc}", pytrace=False)
-    except BaseException:
-        world.stop()
-        raise
-    scenario.build_seconds = time.monotonic() - begin
-    try:
-        yield scenario
-    finally:
-        world.stop()
+def world_scenario(world):
+    """The real notary-server + docker-registry world (tests/conftest.py), shared with tests/world."""
+    return world
 
 
 @pytest.fixture(scope="session")
