@@ -16,10 +16,10 @@ from typing import Any, Protocol
 
 from app.admission import respond
 from app.admission.extract import (
+    POD_SPEC_PATHS,
     BadRequest,
     ImageSite,
     image_sites,
-    pod_spec,
     pull_secret_names,
     service_account_name,
 )
@@ -124,12 +124,9 @@ class Reviewer:
         obj = request.get("object")
         if not isinstance(obj, dict):
             raise BadRequest("request.object is missing")
-        spec, _ = pod_spec(obj, kind) if isinstance(kind, str) else (None, "")
-        if spec is None and kind not in ("Pod",):
-            from app.admission.extract import POD_SPEC_PATHS
-
-            if kind not in POD_SPEC_PATHS:
-                return respond.allow(uid, [f"Ostiary does not check kind {kind!r}: it carries no pod spec"]), Outcome(True, "kind not checked")
+        if kind not in POD_SPEC_PATHS:
+            warning = f"Ostiary does not check kind {kind!r}: it carries no pod spec Ostiary knows"
+            return respond.allow(uid, [warning]), Outcome(True, "kind not checked")
         sites = image_sites(obj, kind)
         namespace = request.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
 

@@ -273,3 +273,10 @@ def test_admitted_signed_images_are_pinned_and_pinned_ones_are_left_alone(cluste
     assert again["allowed"] is True and "patch" not in again
     wrong = decide(cluster, pod("quay.io/org/app:1.0@sha256:" + "e" * 64))
     assert wrong["allowed"] is False and "not the signed digest" in wrong["status"]["message"]
+
+
+def test_kinds_without_a_pod_spec_are_allowed_with_a_warning(cluster):
+    body = review({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"image": "evil.io/x"}})
+    response = decide(cluster, body)
+    assert response["allowed"] is True
+    assert any("does not check kind 'ConfigMap'" in w for w in response["warnings"])
