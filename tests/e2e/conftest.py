@@ -74,9 +74,16 @@ def ostiary(control_plane, admin_client, crds, tmp_path_factory):
         client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": "ostiary-system"}})
     apply_rbac(admin_client, chart_rbac())
     instance = Ostiary(control_plane, "main", tmp_path_factory.mktemp("ostiary"))
+    with _running(instance):
+        print(f"\nostiary ready and registered in {instance.startup_seconds:.1f}s at {instance.url}")
+        yield instance
+
+
+@contextlib.contextmanager
+def _running(instance):
+    """Start an Ostiary under test, print its log tail if anything fails, always stop it."""
     try:
         instance.start()
-        print(f"\nostiary ready and registered in {instance.startup_seconds:.1f}s at {instance.url}")
         yield instance
     except BaseException:
         print(instance.log(120) if instance.processes.get("ostiary") else "")
@@ -98,14 +105,8 @@ def world_ostiary(control_plane, admin_client, crds, ostiary, world_scenario, tm
 
     instance = Ostiary(control_plane, "world", tmp_path_factory.mktemp("ostiary-world"),
                        ca_file=str(world_scenario.ca_file), select_instance=True)
-    try:
-        instance.start()
+    with _running(instance):
         yield instance
-    except BaseException:
-        print(instance.log(120) if instance.processes.get("ostiary") else "")
-        raise
-    finally:
-        instance.stop()
 
 
 @pytest.fixture
