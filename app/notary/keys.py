@@ -114,7 +114,7 @@ def _first_pem_block(pem: str) -> tuple[str, list[str]]:
         if line.startswith("-----BEGIN "):
             begin = _PEM_BEGIN.match(line)
             kind, body = (begin.group(1), []) if begin else (None, [])
-        elif kind is not None and line == f"-----END {kind}-----":
+        elif kind is not None and line.startswith(f"-----END {kind}-----"):
             return kind, body
         elif kind is not None:
             body.append(line)

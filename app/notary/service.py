@@ -194,11 +194,13 @@ class TrustService:
         monotonic: Callable[[], float] = time.monotonic,
         failure_ttl: float = 5.0,
         server_patience: float = 2.0,
+        deadline_clock: Callable[[], float] = time.monotonic,
     ):
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
         self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
         self._clock = clock
-        self._monotonic = monotonic
+        self._monotonic = monotonic  # the cache's and the failure memory's clock
+        self._deadline_clock = deadline_clock  # the clock of gather's `deadline`
         self._max_workers = max(1, max_workers)
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
@@ -237,11 +239,12 @@ class TrustService:
     # -- the public operation -----------------------------------------------------------------------
 
     def gather(self, requests: Sequence[TrustRequest], deadline: float) -> list[dict]:
-        """Facts for each request, same order. deadline = absolute time.monotonic() value.
+        """Facts for each request, same order. deadline = absolute value of `deadline_clock`
+        (time.monotonic() unless injected).
 
         Never raises for a per-image failure: the failure is in the facts (verified=False).
         """
-        started = self._monotonic()
+        started = self._deadline_clock()
         budget = max(0.0, deadline - started)
         groups: dict[Key, _Group] = {}
         assignment: list[_Group] = []
@@ -262,7 +265,7 @@ class TrustService:
         if runnable:
             for group in runnable:
                 group.future = self._pool.submit(self._load, group, deadline)
-            wait([g.future for g in runnable if g.future], timeout=max(0.0, deadline - self._monotonic()))
+            wait([g.future for g in runnable if g.future], timeout=max(0.0, deadline - self._deadline_clock()))
             # Work not started by the deadline is dropped; stuck workers are abandoned, not awaited:
             # the client's timeouts and the verifier's deadline checks end them shortly.
             for group in runnable:
@@ -357,7 +360,7 @@ class TrustService:
 
     def _deadline_check(self, group: _Group, deadline: float) -> Callable[[], None]:
         def check() -> None:
-            if self._monotonic() >= deadline:
+            if self._deadline_clock() >= deadline:
                 raise DeadlineExceeded(
                     group.progress.role,
                     f"verification of the trust data for {group.gun} from {group.server} ran past the "
@@ -393,12 +396,12 @@ class TrustService:
         deadline or was refused authorization with other credentials: then walk again, time permitting.
         """
         group.progress = flight.progress
-        if not flight.done.wait(max(0.0, deadline - self._monotonic())):
+        if not flight.done.wait(max(0.0, deadline - self._deadline_clock())):
             raise _timeout(group)
         if flight.error is None:
             return flight.result
         retry = isinstance(flight.error, (FetchTimeout, DeadlineExceeded, AuthorizationFailed))
-        if not retry or self._monotonic() >= deadline:
+        if not retry or self._deadline_clock() >= deadline:
             raise _fresh_copy(flight.error)
         group.progress = _Progress()
         return self._refresh(group, (group.server, group.gun), deadline)
@@ -503,7 +506,7 @@ class TrustService:
             return [(roles[0], fetch(roles[0]))]
         # Each fetch ends by the deadline on its own, so waiting for them never takes longer than that.
         futures = [self._delegation_pool.submit(fetch, role) for role in roles]
-        wait(futures, timeout=max(0.0, deadline - self._monotonic()))
+        wait(futures, timeout=max(0.0, deadline - self._deadline_clock()))
         results: list[tuple[str, bytes | BaseException]] = []
         for role, future in zip(roles, futures):
             if future.done() and not future.cancelled():

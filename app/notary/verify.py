@@ -19,7 +19,7 @@ Rules, in plain words:
   must match; keys are bound to roles only by root.json (root, targets, snapshot, timestamp) and by the
   parent's `delegations` (targets/...). Keys bound to a role must be readable and of a known type.
 - Signatures are verified over the canonical JSON of "signed". A threshold (an integer >= 1) counts
-  DISTINCT key IDs of the role whose signature verified with a method fit for the key type (ecdsa raw
+  DISTINCT PUBLIC KEYS (not key IDs: one key listed as ecdsa and as ecdsa-x509 is one signer) of the role whose signature verified with a method fit for the key type (ecdsa raw
   r||s, eddsa, rsapss, rsapkcs1v15); signatures by keys outside the role are ignored, each key is
   tried once, and no signatures at all fails. x509 keys count only while their certificate is valid.
 - `_type` must name the role; `expires` of every role must be after `now`; versions must never be
@@ -35,8 +35,10 @@ Rules, in plain words:
   are its own path prefixes that lie under one of its parent's effective paths; a target outside them
   is an error (DelegationError) rather than silently dropped: both are safe, the error is visible.
 - Targets: hashes are base64 of the raw sha256, reported as "sha256:<hex>"; targets without a sha256
-  are ignored. "targets/releases" wins over "targets" for the released digest, as Docker does; other
-  delegations never release a tag, they only show who signed what (for required signers).
+  are ignored. The released digest is Docker's (docker_release): the first role naming the tag in a
+  breadth-first walk of targets/releases, then of targets, decides; an unusable entry there refuses.
+- Counts are bounded (MAX_* below, docs/trust.md) and refused with LimitExceeded; `interrupt` (given
+  by the caller) is called between steps and may raise DeadlineExceeded to stop the work.
 
 Usage:
 
