@@ -240,6 +240,21 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         )
         return jsonify(answer)
 
+    @app.post("/validate")
+    def validate():
+        """The validating webhook for ImagePolicy/ClusterImagePolicy (app/kube/validate.py)."""
+        from app.kube.validate import BadValidationRequest, validate_review
+        from app.policies.schema import parse_policy_document
+        from app.policies.translate import translate
+
+        body = request.get_json(silent=True)
+        try:
+            answer = validate_review(body, parse=parse_policy_document, translate=translate,
+                                     compiles=rt.sync.compiles)
+        except BadValidationRequest as exc:
+            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
+        return jsonify(answer)
+
     @app.get("/healthz")
     def healthz():
         return jsonify({"status": "ok"})
