@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from app.policies.reconcile import Drift
+
 
 class TrustStatsCollector(Collector):
     """Exports the trust service's own counters (cache hits, walks, failures) at scrape time."""
@@ -52,6 +54,22 @@ class Metrics:
         self.opa_resyncs = Counter(
             "ostiary_opa_resyncs_total", "Times the modules were pushed to OPA again.", registry=self.registry
         )
+
+        self.opa_foreign_changes = Counter(
+            "ostiary_opa_foreign_changes_total",
+            "Modules found in OPA differing from Ostiary's set and repaired, by change: foreign "
+            "(a module Ostiary does not want: planted or left over), altered (replaced in place), "
+            "missing (deleted, or OPA restarted).",
+            ["change"],
+            registry=self.registry,
+        )
+
+    def record_drift(self, found: Drift) -> None:
+        """One repair of OPA's modules (see app.policies.sync.PolicySync.repair)."""
+        self.opa_resyncs.inc()
+        for change, ids in (("foreign", found.foreign), ("altered", found.altered), ("missing", found.missing)):
+            if ids:
+                self.opa_foreign_changes.labels(change).inc(len(ids))
 
     def watch_trust(self, stats: Callable[[], dict[str, int]]) -> None:
         self.registry.register(TrustStatsCollector(stats))

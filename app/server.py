@@ -76,7 +76,7 @@ class Runtime:
             self.local_opa = LocalOpa().start()
             opa_url = self.local_opa.url
         self.opa = OpaClient(opa_url)
-        self.sync = PolicySync(self.opa)
+        self.sync = PolicySync(self.opa, on_drift=self.metrics.record_drift)
         self.load_error: str | None = None
         self._signature: tuple = ()
         self._stop = threading.Event()
@@ -160,11 +160,14 @@ class Runtime:
                     log.error("local OPA died; restarting it: %s", self.local_opa.log_tail(500))
                     self.local_opa.start()
                     self.opa.url = self.local_opa.url
-                # In a cluster the policy source checks OPA itself (and lists the API again).
-                if self.kube is None and self.sync.synced and not self.sync.in_place():
-                    log.warning("OPA lost Ostiary's modules; pushing them again")
-                    self.sync.resync()
-                    self.metrics.opa_resyncs.inc()
+                # OPA must hold exactly Ostiary's modules: any difference (OPA restarted, a module
+                # planted, deleted or replaced by someone else) is repaired, logged and counted.
+                # In a cluster the policy source does this itself (and lists the API again).
+                if self.kube is None and self.sync.synced:
+                    try:
+                        self.sync.repair()
+                    except OpaError as exc:
+                        log.warning("could not compare OPA's modules with Ostiary's: %s", exc)
                 if (
                     self.config.policy_dir
                     and not self.config.kube
@@ -184,7 +187,7 @@ class Runtime:
         if not self.opa.healthy():
             return False, f"OPA at {self.opa.url} does not answer"
         if not self.sync.in_place():
-            return False, "OPA does not hold Ostiary's modules (resync pending)"
+            return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
         return True, "ready" + (f" (last reload failed: {self.load_error})" if self.load_error else "")
 
     def close(self) -> None:
@@ -237,6 +240,21 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
                 }
             )
         )
+        return jsonify(answer)
+
+    @app.post("/validate")
+    def validate():
+        """The validating webhook for ImagePolicy/ClusterImagePolicy (app/kube/validate.py)."""
+        from app.kube.validate import BadValidationRequest, validate_review
+        from app.policies.schema import parse_policy_document
+        from app.policies.translate import translate
+
+        body = request.get_json(silent=True)
+        try:
+            answer = validate_review(body, parse=parse_policy_document, translate=translate,
+                                     compiles=rt.sync.compiles)
+        except BadValidationRequest as exc:
+            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         return jsonify(answer)
 
     @app.get("/healthz")

@@ -15,18 +15,13 @@ from app.kube.client import KubeApi, RestKubeApi
 from app.kube.owners import OwnerVerifier
 from app.kube.source import KubePolicySource
 from app.kube.store import KubeObjectStore
+from app.policies.sync import PolicySync
 
 log = logging.getLogger(__name__)
 
 
-def _in_place_check(sync: Any) -> Callable[[], bool] | None:
-    """How to ask whether OPA still holds every module: ``PolicySync.in_place`` (see app/policies/sync.py)."""
-    check = getattr(sync, "in_place", None)
-    return check if callable(check) else None
-
-
 class KubeRuntime:
-    def __init__(self, *, kubeconfig: str | None, system_namespace: str, sync: Any,
+    def __init__(self, *, kubeconfig: str | None, system_namespace: str, sync: PolicySync,
                  translate: Callable[[Any], Any], on_change: Callable[[], None] | None = None,
                  api: KubeApi | None = None, secret_ttl: float = 10.0, owner_ttl: float = 2.0,
                  read_timeout: float = 3.0,
@@ -39,13 +34,9 @@ class KubeRuntime:
         request_api = self.api.with_timeout(read_timeout) if isinstance(self.api, RestKubeApi) else self.api
         self.store = KubeObjectStore(request_api, ttl=secret_ttl)
         self.owners = OwnerVerifier(request_api, ttl=owner_ttl)
-        in_place = _in_place_check(sync)
-        if in_place is None:
-            log.warning("the policy sync cannot tell whether OPA holds its modules: a restarted OPA "
-                        "is noticed only when a decision fails")
         self.policies = KubePolicySource(
             self.api, sync=sync, translate=translate, parse=parse_policy_document, on_change=on_change,
-            opa_in_place=in_place, opa_check_interval=opa_check_interval, discovery_interval=discovery_interval,
+            opa_repair=sync.repair, opa_check_interval=opa_check_interval, discovery_interval=discovery_interval,
         )
 
     @property

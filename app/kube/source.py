@@ -12,7 +12,8 @@ compiles — no more, no fewer — derived from the resources as they are now, n
   full sync and stays true.
 - A watch event re-derives the desired set and pushes only the difference (``upsert``/``remove``).
 - A watch error (410 Gone, a dropped connection, a 5xx) relists that kind and pushes everything again.
-- OPA restarted or lost its modules: checked every ``opa_check_interval``; everything is pushed again.
+- OPA's whole module set (ids and text) is compared with the desired one every ``opa_check_interval``;
+  any difference (OPA restarted, a module planted, deleted or replaced) is repaired, logged and counted.
 - A resource that fails to parse, translate or compile is not in force at all (never half-applied): it
   is reported as a Warning Event on the resource, in the log, and — for ``ostiary.dev`` resources —
   in ``status.conditions`` (type ``Ready``). Other resources are unaffected.
@@ -25,7 +26,6 @@ Deciding which policy applies is the Rego library's job; this module only moves 
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 import time
@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.kube.client import KubeApi, KubeError, WatchExpired, object_path
+from app.opa.client import OpaModuleRefused
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +102,6 @@ def as_document(kind: PolicyKind, obj: dict) -> dict:
     meta = obj.get("metadata") or {}
     doc_meta = {k: meta[k] for k in ("name", "namespace", "uid") if meta.get(k)}
     return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": doc_meta, "spec": obj.get("spec")}
-
-
-def is_compile_error(exc: BaseException) -> bool:
-    """True when OPA refused the module itself (the resource's fault), False when OPA was unreachable.
-
-    ``app.opa.client.OpaError`` says "OPA refused module <id>: <compile errors>" for a refusal; any
-    other failure (connection refused, timeout) is OPA's, and is retried rather than reported.
-    """
-    text = str(exc)
-    return "OPA refused module" in text or any(
-        marker in text for marker in ("rego_parse_error", "rego_compile_error", "rego_type_error"))
-
-
-_REFUSED = re.compile(r"OPA refused module (\S+?):")
-
-
-def refused_module_ids(exc: BaseException) -> list[str]:
-    """The module ids an OpaError says OPA refused ("OPA refused module <id>: <errors>")."""
-    return _REFUSED.findall(str(exc))
 
 
 @dataclass
@@ -189,7 +171,7 @@ class KubePolicySource:
 
     def __init__(self, api: KubeApi, *, sync: Any, translate: Callable[[Any], Any],
                  parse: Callable[[dict, str], Any], on_change: Callable[[], None] | None = None,
-                 opa_in_place: Callable[[], bool] | None = None, reporter: EventReporter | None = None,
+                 opa_repair: Callable[[], object] | None = None, reporter: EventReporter | None = None,
                  kinds: tuple[PolicyKind, ...] = POLICY_KINDS, watch_timeout: int = 300,
                  opa_check_interval: float = 5.0, discovery_interval: float = 10.0,
                  retry_interval: float = 2.0):
@@ -198,7 +180,7 @@ class KubePolicySource:
         self._translate = translate
         self._parse = parse
         self._on_change = on_change
-        self._opa_in_place = opa_in_place
+        self._opa_repair = opa_repair
         self._reporter = reporter if reporter is not None else EventReporter(api)
         self._kinds = kinds
         self._watch_timeout = watch_timeout
@@ -387,14 +369,14 @@ class KubePolicySource:
                 self._start_watcher(kind, rv)
 
     def check_opa(self) -> bool:
-        """Push everything again when OPA no longer holds every module it should; True when it did."""
-        if self._opa_in_place is None or self._opa_in_place():
+        """Compare OPA's whole module set with the desired one and repair any difference
+        (``PolicySync.repair``: it logs and counts it); True when OPA was exact."""
+        if self._opa_repair is None:
             return True
-        log.warning("OPA does not hold every policy module (restarted, or unreachable); pushing all again")
         with self._lock:
-            resync = getattr(self._sync, "resync", None)
-            if callable(resync):
-                resync()
+            found = self._opa_repair()
+            if found is None:
+                return True
             self._apply_all()
         return False
 
@@ -438,17 +420,15 @@ class KubePolicySource:
             try:
                 self._sync.replace_all([module for _, module in desired.values()])
                 break
-            except Exception as exc:
-                if not is_compile_error(exc):
+            except OpaModuleRefused as exc:
+                if exc.module_id not in desired:   # the library or a custom module: not a resource's fault
                     self._resync_needed = True
                     raise
-                culprits = [mid for mid in refused_module_ids(exc) if mid in desired]
-                if not culprits:
-                    self._resync_needed = True
-                    raise
-                for mid in culprits:
-                    key, _ = desired.pop(mid)
-                    errors[key] = f"OPA refused the translated module {mid}: {exc}"
+                key, _ = desired.pop(exc.module_id)
+                errors[key] = f"OPA refused the translated module {exc.module_id}: {exc.errors}"
+            except Exception:
+                self._resync_needed = True
+                raise
         self._resync_needed = False
         self._applied = {mid: module for mid, (_, module) in desired.items()}
         self._record(desired, errors)
@@ -471,10 +451,10 @@ class KubePolicySource:
                     continue
                 try:
                     self._sync.upsert(module)
-                except Exception as exc:
-                    if not is_compile_error(exc):
+                except OpaModuleRefused as exc:
+                    if exc.module_id != mid:
                         raise
-                    errors[key] = f"OPA refused the translated module {mid}: {exc}"
+                    errors[key] = f"OPA refused the translated module {mid}: {exc.errors}"
                     del desired[mid]
                     if mid in self._applied:   # the previous version must not stay in force
                         self._sync.remove(mid)

@@ -21,6 +21,15 @@ class OpaUndefined(OpaError):
     """The queried document is undefined (no policy loaded, or a rule did not evaluate)."""
 
 
+class OpaModuleRefused(OpaError):
+    """OPA answered and refused a module (parse or compile errors): the module's fault, not OPA's."""
+
+    def __init__(self, module_id: str, errors: str):
+        super().__init__(f"OPA refused module {module_id}: {errors}")
+        self.module_id = module_id
+        self.errors = errors
+
+
 class OpaClient:
     def __init__(self, url: str, timeout: float = 2.0):
         self.url = url.rstrip("/")
@@ -60,19 +69,29 @@ class OpaClient:
             data=source.encode(),
             headers={"Content-Type": "text/plain"},
         )
+        if resp.status_code == 400:
+            raise OpaModuleRefused(module_id, self._errors(resp))
         if resp.status_code != 200:
-            raise OpaError(f"OPA refused module {module_id}: {self._errors(resp)}")
+            raise OpaError(f"OPA did not take module {module_id} ({resp.status_code}): {self._errors(resp)}")
 
     def delete_policy(self, module_id: str) -> None:
         resp = self._request("DELETE", f"/v1/policies/{quote(module_id, safe='/')}", self.timeout * 5)
         if resp.status_code not in (200, 404):
             raise OpaError(f"OPA refused to delete module {module_id}: {self._errors(resp)}")
 
-    def list_policy_ids(self) -> set[str]:
-        resp = self._request("GET", "/v1/policies", self.timeout)
+    def list_policies(self) -> dict[str, str]:
+        """Every module OPA holds: id -> source text (the whole set, whoever wrote it)."""
+        resp = self._request("GET", "/v1/policies", self.timeout * 5)
         if resp.status_code != 200:
             raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
-        return {p["id"] for p in resp.json().get("result", [])}
+        try:
+            items = resp.json().get("result") or []
+            return {str(item["id"]): str(item.get("raw", "")) for item in items}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+
+    def list_policy_ids(self) -> set[str]:
+        return set(self.list_policies())
 
     def query(self, path: str, input: dict, deadline: float) -> Any:
         """POST /v1/data/<path> with `input`; `deadline` is an absolute time.monotonic() value."""

@@ -1,25 +1,36 @@
-"""Keep OPA's set of modules equal to what Ostiary wants it to hold.
+"""Keep OPA's set of modules exactly equal to what Ostiary wants it to hold.
 
 OPA keeps policies in memory only, so the desired set lives here and can be pushed again at any
-time (resync). Changes are all or nothing: when OPA refuses a module (a compile error), every
-module changed by that call is put back as it was, so OPA never runs a half-applied set.
+time. Every change is computed against what OPA holds *now* (GET /v1/policies, ids and text),
+never against what this process remembers pushing: a module left by an earlier process, an older
+version or anyone else is removed by the first write, and ``repair()`` (run every few seconds by
+the watchdog or the cluster source) puts back any difference and reports it.
+
+Changes are all or nothing: when OPA refuses a module, OPA is brought back to the previous
+desired set, so it never runs a half-applied one.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from app.opa.client import OpaClient, OpaError
+from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.paths import rego_library_dir
 from app.policies.model import RegoModule
+from app.policies.reconcile import Drift, drift, plan
 
 log = logging.getLogger(__name__)
 
 
 TEST_ONLY = {"testdata.rego"}  # fixtures of the Rego tests, never pushed to a serving OPA
+# Scratch modules of apply-time validation live under a package the library never reads, so one
+# can never take part in a decision, even during the milliseconds it exists.
+SCRATCH_PACKAGE = "ostiary_validation_scratch"
 
 
 def library_modules(directory: Path | None = None) -> list[RegoModule]:
@@ -37,18 +48,21 @@ def library_modules(directory: Path | None = None) -> list[RegoModule]:
     return modules
 
 
-def _until_settled(operations: list, done: list[str]) -> None:
+Operation = tuple[str, Callable[[], None]]
+
+
+def _until_settled(operations: list[Operation]) -> None:
     """Run (module id, operation) pairs; OPA compiles each change against what it already holds,
-    so a module calling a function of one not pushed yet (or deleted before its caller) is
-    refused. Retry the refused ones while any progress is made; what is still refused then is a
-    real error and is raised."""
+    so a module calling a function of one not pushed yet (or a foreign module conflicting with
+    one of ours until it is deleted) is refused. Retry the refused ones while any progress is
+    made; what is still refused then is a real error and is raised."""
     pending = operations
     while pending:
-        refused, last_error = [], None
+        refused: list[Operation] = []
+        last_error: OpaError | None = None
         for module_id, operation in pending:
             try:
                 operation()
-                done.append(module_id)
             except OpaError as exc:
                 refused.append((module_id, operation))
                 last_error = exc
@@ -58,11 +72,13 @@ def _until_settled(operations: list, done: list[str]) -> None:
 
 
 class PolicySync:
-    def __init__(self, opa: OpaClient, base: Iterable[RegoModule] = ()):
+    def __init__(self, opa: OpaClient, base: Iterable[RegoModule] = (),
+                 on_drift: Callable[[Drift], None] | None = None):
         self.opa = opa
         self._lock = threading.RLock()
         self._base = {m.id: m for m in base}
         self._policies: dict[str, RegoModule] = {}
+        self._on_drift = on_drift
         self.synced = False
 
     @property
@@ -70,23 +86,24 @@ class PolicySync:
         with self._lock:
             return {**self._base, **self._policies}
 
-    def _apply(self, new: dict[str, RegoModule], old: dict[str, RegoModule], force: bool = False) -> None:
-        """Make OPA go from `old` to `new`; on refusal restore `old` and raise OpaError."""
-        changed = [m for i, m in new.items() if force or i not in old or old[i].source != m.source]
-        removed = [i for i in old if i not in new]
-        done: list[str] = []
+    def _converge(self, wanted: dict[str, RegoModule]) -> None:
+        """Make OPA hold exactly `wanted` (ids and text); raise OpaError when it refuses."""
+        present = self.opa.list_policies()
+        steps = plan({i: m.source for i, m in wanted.items()}, present)
+        operations: list[Operation] = [(i, functools.partial(self.opa.put_policy, i, wanted[i].source))
+                                       for i in steps.put]
+        operations += [(i, functools.partial(self.opa.delete_policy, i)) for i in steps.delete]
+        _until_settled(operations)
+
+    def _apply(self, new: dict[str, RegoModule], old: dict[str, RegoModule]) -> None:
+        """Make OPA hold exactly `new`; on refusal bring it back to exactly `old` and raise OpaError."""
         try:
-            _until_settled([(m.id, lambda m=m: self.opa.put_policy(m.id, m.source)) for m in changed], done)
-            _until_settled([(i, lambda i=i: self.opa.delete_policy(i)) for i in removed], [])
+            self._converge(new)
         except OpaError:
-            for module_id in done:
-                try:
-                    if module_id in old:
-                        self.opa.put_policy(module_id, old[module_id].source)
-                    else:
-                        self.opa.delete_policy(module_id)
-                except OpaError:
-                    log.exception("could not restore module %s after a refused change", module_id)
+            try:
+                self._converge(old)
+            except OpaError:
+                log.exception("could not restore OPA's previous modules after a refused change")
             raise
 
     def set_base(self, modules: Iterable[RegoModule]) -> None:
@@ -118,21 +135,61 @@ class PolicySync:
             self._policies = new
 
     def resync(self) -> None:
-        """Push every desired module again and drop modules OPA holds that we do not want."""
+        """Make OPA hold exactly the desired set again (whatever it holds now)."""
         with self._lock:
-            desired = self.desired
-            present = self.opa.list_policy_ids()
-            stale = {i: RegoModule(i, "", "") for i in present if i not in desired}
-            self._apply(desired, {**stale, **desired}, force=True)
+            self._converge(self.desired)
+
+    def difference(self) -> Drift:
+        """How OPA's modules differ from the desired set now; raises OpaError when OPA does not answer."""
+        with self._lock:
+            wanted = {i: m.source for i, m in self.desired.items()}
+            return drift(wanted, self.opa.list_policies())
+
+    def repair(self) -> Drift | None:
+        """Compare OPA's whole set with the desired one; on any difference log it, report it
+        (``on_drift``: the metrics) and make OPA exact again. Returns the difference, or None."""
+        with self._lock:
+            found = self.difference()
+            if found.empty:
+                return None
+            log.warning("OPA's modules differ from Ostiary's (%s); making them exact again", found.describe())
+            if self._on_drift is not None:
+                self._on_drift(found)
+            self._converge(self.desired)
+            return found
 
     def in_place(self) -> bool:
-        """True when OPA still holds every module we want (false after an OPA restart)."""
-        with self._lock:
-            wanted = set(self.desired)
+        """True when OPA holds exactly the desired modules, ids and text (false after an OPA
+        restart, a planted module or one replaced in place)."""
         try:
-            return wanted <= self.opa.list_policy_ids()
+            return self.difference().empty
         except OpaError:
             return False
+
+    def compiles(self, module: RegoModule) -> None:
+        """Compile `module` in OPA without touching the serving set; raise OpaError (typed
+        OpaModuleRefused for a refusal) when OPA would not take it.
+
+        The module is written under a scratch id and a scratch package (nothing in the library
+        reads it, so it cannot decide an admission) and deleted right after. The sync lock is
+        held meanwhile, so ``repair()`` never sees (or counts) it, and the random id keeps two
+        Ostiary processes sharing an OPA from colliding."""
+        first_line = f"package {module.package}\n"
+        if not module.package or first_line not in module.source:
+            raise OpaError(f"module {module.id} does not declare package {module.package!r}")
+        token = secrets.token_hex(8)
+        scratch_id = f"{SCRATCH_PACKAGE}/{token}"
+        source = module.source.replace(first_line, f"package {SCRATCH_PACKAGE}.m{token}\n", 1)
+        with self._lock:
+            try:
+                self.opa.put_policy(scratch_id, source)
+            except OpaModuleRefused as exc:
+                raise OpaModuleRefused(module.id, exc.errors.replace(scratch_id, module.id)) from None
+            finally:
+                try:
+                    self.opa.delete_policy(scratch_id)
+                except OpaError:
+                    log.warning("could not delete scratch module %s; the next repair removes it", scratch_id)
 
     def count(self) -> int:
         with self._lock:

@@ -65,6 +65,8 @@ class Served:
         return requests.post(self.base + "/admit", json=body, timeout=15, verify=self.verify)
 
     def stop(self):
+        if self.proc.poll() is not None:
+            return
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(15)

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from app.kube.client import KubeError, WatchExpired
-from app.kube.source import POLICY_KINDS, KubePolicySource, as_document, is_compile_error
+from app.kube.source import POLICY_KINDS, KubePolicySource, as_document
 from app.kube.store import KubeObjectStore
-from app.opa.client import OpaError
+from app.opa.client import OpaError, OpaModuleRefused
 from app.policies.schema import parse_policy_document
 from app.policies.translate import translate
 
@@ -87,7 +87,7 @@ class FakeSync:
             raise OpaError("OPA at http://127.0.0.1:1 is unreachable: ConnectionError")
         for mid in ids:
             if mid in self.refuse:
-                raise OpaError(f"OPA refused module {mid}: {mid}:3: rego_parse_error: unexpected")
+                raise OpaModuleRefused(mid, f"{mid}:3: rego_parse_error: unexpected")
 
     def replace_all(self, modules):
         modules = list(modules)
@@ -110,13 +110,19 @@ class FakeSync:
         self.calls.append(("resync",))
         self.lost = False
 
-    def in_place(self):
-        return not self.lost and not self.down
+    def repair(self):
+        """PolicySync.repair: the difference it found and repaired, or None."""
+        self._check([])
+        if not self.lost:
+            return None
+        self.calls.append(("resync",))
+        self.lost = False
+        return "lost"
 
 
 def source(api, sync, **kw) -> KubePolicySource:
     return KubePolicySource(api, sync=sync, translate=translate, parse=parse_policy_document,
-                            opa_in_place=sync.in_place, retry_interval=0.01, **kw)
+                            opa_repair=sync.repair, retry_interval=0.01, **kw)
 
 
 CIP_PATH = OSTIARY_CIP.collection_path
@@ -132,16 +138,11 @@ def test_as_document_keeps_only_what_the_parser_reads():
     parse_policy_document(doc, "x")   # and the strict parser takes it
 
 
-def test_the_refused_module_is_read_exactly_from_the_error():
-    from app.kube.source import refused_module_ids
-
-    exc = OpaError("OPA refused module ostiary/policies/cluster/a: ostiary/policies/cluster/ab:3: parse error")
-    assert refused_module_ids(exc) == ["ostiary/policies/cluster/a"]
-
-
-def test_a_refusal_is_a_compile_error_but_unreachable_is_not():
-    assert is_compile_error(OpaError("OPA refused module ostiary/policies/cluster/x: x:1: parse error"))
-    assert not is_compile_error(OpaError("OPA at http://127.0.0.1:8181 is unreachable: ConnectionError"))
+def test_a_refusal_is_typed_and_names_the_module_but_unreachable_is_not():
+    exc = OpaModuleRefused("ostiary/policies/cluster/a", "ostiary/policies/cluster/ab:3: parse error")
+    assert exc.module_id == "ostiary/policies/cluster/a" and "parse error" in exc.errors
+    assert isinstance(exc, OpaError)
+    assert not isinstance(OpaError("OPA at http://127.0.0.1:8181 is unreachable"), OpaModuleRefused)
 
 
 def test_the_collection_path_of_a_namespaced_kind_lists_all_namespaces():
