@@ -139,7 +139,9 @@ class Runtime:
         except (PolicyError, OpaError) as exc:
             self.load_error = str(exc)
             log.error("policies not loaded: %s", exc)
-            self._signature = signature
+            # A bad file waits for the next change; OPA failing (killed mid-push) is retried next round.
+            if isinstance(exc, PolicyError):
+                self._signature = signature
             return
         self.store = DirectoryStore(policy_set)
         if hasattr(self, "reviewer"):

@@ -81,3 +81,15 @@ class LoadOrderError(RuntimeError):
 
     Not a TrustError: it says nothing about the trust data, only about the caller.
     """
+
+
+class LimitExceeded(TrustError):
+    """The trust data has more of something (keys, roles, paths, targets, bytes) than Ostiary reads."""
+
+
+class DeadlineExceeded(TrustError):
+    """Verification itself (not the server) ran past the admission's deadline."""
+
+
+class ServiceError(TrustError):
+    """The trust service could not produce a result (no server configured, internal error)."""

@@ -6,57 +6,61 @@ TrustedRepository.facts (verified True); `failure_facts` describes a failure (ve
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from app.notary.errors import TrustError
 from app.notary.keys import (
     KeyFormatError,
+    certificate_problem,
     load_pem_public_key,
     load_public_key,
     public_key_bytes,
     signer_key_ids,
 )
 
-RELEASES_ROLE = "targets/releases"
-TARGETS_ROLE = "targets"
-
-
-def released_digest(role_digests: Mapping[str, str]) -> str | None:
-    """Docker's rule: targets/releases wins over targets; other delegations never release."""
-    return role_digests.get(RELEASES_ROLE) or role_digests.get(TARGETS_ROLE)
+# tag -> (the digest docker pull resolves it to, or None and why docker refuses): the verifier's
+# TrustedRepository.docker_release, which walks the roles in Docker's order.
+Release = Callable[[str], tuple[str | None, str | None]]
 
 
 def select_targets(
-    digests: Mapping[str, Mapping[str, str]], tag: str | None, digest: str | None
+    digests: Mapping[str, Mapping[str, str]], tag: str | None, digest: str | None, release: Release
 ) -> dict[str, dict[str, Any]]:
     """The `targets` part: the tag asked for; for a digest-only reference every tag signed with it.
 
-    With neither tag nor digest, every signed tag (for inspection tools).
+    With neither tag nor digest, every signed tag (for inspection tools). `released` is what Docker
+    would pull (None when Docker refuses the tag; `refused` then says why).
     """
 
-    def entry(role_digests: Mapping[str, str]) -> dict[str, Any]:
-        return {"released": released_digest(role_digests), "roles": dict(sorted(role_digests.items()))}
+    def entry(name: str, role_digests: Mapping[str, str]) -> dict[str, Any]:
+        released, refused = release(name)
+        return {"released": released, "refused": refused, "roles": dict(sorted(role_digests.items()))}
 
     if tag is not None:
-        return {tag: entry(digests.get(tag, {}))}
+        return {tag: entry(tag, digests.get(tag, {}))}
     if digest is not None:
         wanted = digest.lower()
         return {
-            name: entry(role_digests)
+            name: entry(name, role_digests)
             for name, role_digests in sorted(digests.items())
             if wanted in role_digests.values()
         }
-    return {name: entry(role_digests) for name, role_digests in sorted(digests.items())}
+    return {name: entry(name, role_digests) for name, role_digests in sorted(digests.items())}
 
 
 def signer_facts(
-    signers: Sequence[tuple[str, str, str]], keys: Iterable[tuple[str, str, str]] = ()
+    signers: Sequence[tuple[str, str, str]],
+    keys: Iterable[tuple[str, str, str]] = (),
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """One entry per required signer: the key IDs under which its key appears.
 
     `keys` are (keyid, keytype, public) of the verified trust data; an ID is listed when its public
-    key equals the signer's, together with the IDs computed from the PEM itself.
+    key equals the signer's, together with the IDs computed from the PEM itself. A signer given as
+    a certificate that is not valid at `now` (expired or not yet valid) authorises nothing: its
+    entry gets an error and no key IDs.
     """
     known: list[tuple[str, bytes]] = []
     for keyid, keytype, public in keys:
@@ -71,9 +75,15 @@ def signer_facts(
         }
         try:
             own = signer_key_ids(pem)
-            material = public_key_bytes(load_pem_public_key(pem)[0])
+            key, cert = load_pem_public_key(pem)
+            material = public_key_bytes(key)
         except (KeyFormatError, ValueError, TypeError):
             item["error"] = f"secret {secret}: publicKey is not a PEM public key or certificate"
+            result.append(item)
+            continue
+        problem = certificate_problem(cert, now) if cert is not None and now is not None else None
+        if problem is not None:
+            item["error"] = f"secret {secret}: the signer's certificate does not authorise: {problem}"
         else:
             matches = [keyid for keyid, key_material in known if key_material == material]
             item["keyids"] = sorted(set(matches) | set(own))
@@ -91,6 +101,8 @@ def build_facts(
     roles: Mapping[str, Mapping[str, Any]],
     signers: Sequence[tuple[str, str, str]],
     keys: Iterable[tuple[str, str, str]],
+    release: Release,
+    now: datetime,
 ) -> dict[str, Any]:
     return {
         "verified": True,
@@ -100,9 +112,9 @@ def build_facts(
         "gun": gun,
         "tag": tag,
         "digest": digest,
-        "targets": select_targets(digests, tag, digest),
+        "targets": select_targets(digests, tag, digest, release),
         "roles": {role: dict(value) for role, value in roles.items()},
-        "signers": signer_facts(signers, keys),
+        "signers": signer_facts(signers, keys, now),
     }
 
 

@@ -49,9 +49,9 @@ METHODS_FOR_KEY_TYPE: dict[str, tuple[str, ...]] = {
 }
 MIN_RSA_BITS = 2048
 NOT_BEFORE_LEEWAY = timedelta(days=1)
-_PEM_BLOCK = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL
-)
+_PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----\Z")
+# The longest PEM text read: a certificate is a few KB; a key ten times larger is not a key.
+MAX_PEM_CHARS = 64 << 10
 
 
 class KeyFormatError(ValueError):
@@ -86,10 +86,9 @@ def parse_pem(pem: str | bytes) -> tuple[str, bytes]:
             raise KeyFormatError("PEM is not ASCII") from exc
     if not isinstance(pem, str):
         raise KeyFormatError("PEM is not text")
-    match = _PEM_BLOCK.search(pem)
-    if match is None:
-        raise KeyFormatError("no PEM block found")
-    lines = [line.strip() for line in match.group(2).splitlines()]
+    if len(pem) > MAX_PEM_CHARS:
+        raise KeyFormatError(f"PEM text is {len(pem)} characters, more than the limit of {MAX_PEM_CHARS}")
+    kind, lines = _first_pem_block(pem)
     body = "".join(line for line in lines if line and ":" not in line)
     try:
         der = base64.b64decode(body, validate=True)
@@ -97,10 +96,32 @@ def parse_pem(pem: str | bytes) -> tuple[str, bytes]:
         raise KeyFormatError("PEM body is not valid base64") from exc
     if not der:
         raise KeyFormatError("PEM block is empty")
-    return match.group(1), der
+    return kind, der
 
 
-@lru_cache(maxsize=1024)
+def _first_pem_block(pem: str) -> tuple[str, list[str]]:
+    """(type, stripped body lines) of the first complete PEM block: one pass over the lines.
+
+    A line scanner rather than a regular expression: a search for BEGIN ... END \\1 restarts at every
+    unterminated BEGIN line and is quadratic on hostile text (while holding the interpreter lock).
+    Here a BEGIN line opens a block, a later BEGIN line replaces it, and the first END of the open
+    type closes it, so each line is looked at once.
+    """
+    kind: str | None = None
+    body: list[str] = []
+    for raw_line in pem.splitlines():
+        line = raw_line.strip()
+        if line.startswith("-----BEGIN "):
+            begin = _PEM_BEGIN.match(line)
+            kind, body = (begin.group(1), []) if begin else (None, [])
+        elif kind is not None and line.startswith(f"-----END {kind}-----"):
+            return kind, body
+        elif kind is not None:
+            body.append(line)
+    raise KeyFormatError("no PEM block found")
+
+
+@lru_cache(maxsize=4096)
 def load_certificate(public_b64: str) -> x509.Certificate:
     """The certificate of an x509 key (`public` = base64 of a PEM certificate)."""
     pem = _b64decode(public_b64)
@@ -123,7 +144,7 @@ def _load_spki(der: bytes) -> PublicKey:
     return key
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)
 def load_public_key(keytype: str, public_b64: str) -> PublicKey:
     """The public key of a TUF key; raises KeyFormatError when it cannot be read or has the wrong kind."""
     if keytype in X509_KEY_TYPES:

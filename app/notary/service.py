@@ -50,7 +50,7 @@ from urllib.parse import urlsplit
 
 from app.notary.cache import CachedRepository, Key, TrustCache
 from app.notary.client import AuthorizationFailed, FetchError, FetchTimeout, NotaryClient, RoleNotServed
-from app.notary.errors import TrustError
+from app.notary.errors import DeadlineExceeded, LimitExceeded, ServiceError, TrustError
 from app.notary.facts import failure_facts
 from app.notary.verify import TrustedRepository, parse_time
 
@@ -100,10 +100,12 @@ class TrustRequest:
 
 
 class _Progress:
-    """What a worker is doing, so a gather that times out can say which role was in flight."""
+    """What a worker is doing, so a gather that times out can say which role was in flight and
+    whether the server was slow to answer or the verification itself took the time."""
 
     def __init__(self) -> None:
         self.role = "root"
+        self.verifying = False
 
 
 class _Group:
@@ -136,7 +138,13 @@ def _fresh_copy(error: BaseException) -> BaseException:
     return error
 
 
-def _timeout(group: _Group) -> FetchTimeout:
+def _timeout(group: _Group) -> TrustError:
+    if group.progress.verifying:
+        return DeadlineExceeded(
+            group.progress.role,
+            f"verification of the trust data for {group.gun} from {group.server} ran past the deadline "
+            f"({group.budget:.1f}s)",
+        )
     return FetchTimeout(
         group.progress.role, f"notary server {group.server} did not answer within {group.budget:.1f}s"
     )
@@ -145,12 +153,12 @@ def _timeout(group: _Group) -> FetchTimeout:
 def _normalize_server(server: str) -> tuple[str, TrustError | None]:
     text = (server or "").strip().rstrip("/")
     if not text:
-        return "", TrustError(None, "no Notary trust server is configured for this image's registry")
+        return "", ServiceError(None, "no Notary trust server is configured for this image's registry")
     if "://" not in text:
         text = f"https://{text}"
     parts = urlsplit(text)
     if parts.scheme.lower() != "https" or not parts.netloc:
-        return text, TrustError(
+        return text, ServiceError(
             None, f"trust server {text} is not an https URL; Ostiary fetches trust data over https only"
         )
     return f"https://{parts.netloc.lower()}{parts.path}", None
@@ -185,11 +193,14 @@ class TrustService:
         client: NotaryClient | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         failure_ttl: float = 5.0,
+        server_patience: float = 2.0,
+        deadline_clock: Callable[[], float] = time.monotonic,
     ):
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
         self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
         self._clock = clock
-        self._monotonic = monotonic
+        self._monotonic = monotonic  # the cache's and the failure memory's clock
+        self._deadline_clock = deadline_clock  # the clock of gather's `deadline`
         self._max_workers = max(1, max_workers)
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
@@ -199,6 +210,15 @@ class TrustService:
         # deny at once while they last; verification results are never remembered here.
         self._failure_ttl = failure_ttl
         self._failures: dict[tuple, tuple[float, TrustError]] = {}
+        # A timeout is remembered as the server's failure only when the request gave the server at
+        # least this long: a caller with a small remaining budget must not deny everybody else.
+        self._server_patience = server_patience
+        # One bounded pool per service (not per admission): repositories are walked here, their
+        # sibling delegations fetched in the second pool (a walk waits on it, so it must be another).
+        self._pool = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="ostiary-trust")
+        self._delegation_pool = ThreadPoolExecutor(
+            max_workers=self._max_workers, thread_name_prefix="ostiary-delegations"
+        )
 
     def stats(self) -> dict[str, int]:
         """Counters since start, for metrics: see STAT_NAMES."""
@@ -213,17 +233,18 @@ class TrustService:
             self._stats[name] += 1
 
     def close(self) -> None:
-        """Close pooled connections (a later gather opens new ones)."""
+        """Close pooled connections (a later gather opens new ones). The worker pools stay."""
         self.client.close()
 
     # -- the public operation -----------------------------------------------------------------------
 
     def gather(self, requests: Sequence[TrustRequest], deadline: float) -> list[dict]:
-        """Facts for each request, same order. deadline = absolute time.monotonic() value.
+        """Facts for each request, same order. deadline = absolute value of `deadline_clock`
+        (time.monotonic() unless injected).
 
         Never raises for a per-image failure: the failure is in the facts (verified=False).
         """
-        started = time.monotonic()
+        started = self._deadline_clock()
         budget = max(0.0, deadline - started)
         groups: dict[Key, _Group] = {}
         assignment: list[_Group] = []
@@ -241,16 +262,15 @@ class TrustService:
             assignment.append(group)
 
         runnable = [group for group in groups.values() if group.error is None]
-        executor: ThreadPoolExecutor | None = None
         if runnable:
-            executor = ThreadPoolExecutor(
-                max_workers=min(len(runnable), self._max_workers), thread_name_prefix="ostiary-trust"
-            )
             for group in runnable:
-                group.future = executor.submit(self._load, group, deadline)
-            wait([g.future for g in runnable if g.future], timeout=max(0.0, deadline - time.monotonic()))
-            # Stuck workers are abandoned, not awaited: the client's own timeouts end them shortly.
-            executor.shutdown(wait=False, cancel_futures=True)
+                group.future = self._pool.submit(self._load, group, deadline)
+            wait([g.future for g in runnable if g.future], timeout=max(0.0, deadline - self._deadline_clock()))
+            # Work not started by the deadline is dropped; stuck workers are abandoned, not awaited:
+            # the client's timeouts and the verifier's deadline checks end them shortly.
+            for group in runnable:
+                if group.future is not None:
+                    group.future.cancel()
 
         facts: list[dict] = []
         for request, group in zip(requests, assignment):
@@ -284,7 +304,7 @@ class TrustService:
                         "unexpected error gathering trust data for %s from %s",
                         group.gun, group.server, exc_info=outcome,
                     )
-                    error = TrustError(
+                    error = ServiceError(
                         group.progress.role, f"internal error while verifying trust data: {outcome!r}"
                     )
         if repository is not None:
@@ -294,9 +314,9 @@ class TrustService:
                 error = facts_error
             except Exception as facts_error:
                 log.exception("unexpected error building trust facts for %s", group.gun)
-                error = TrustError(None, f"internal error while building trust facts: {facts_error!r}")
+                error = ServiceError(None, f"internal error while building trust facts: {facts_error!r}")
         if error is None:  # cannot happen: every runnable group has a future; fail closed regardless
-            error = TrustError(None, "internal error: no trust result for this image")
+            error = ServiceError(None, "internal error: no trust result for this image")
         self._count("not_verified")
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
         return failure_facts(group.server or None, group.gun, image.tag, image.digest, error, signers)
@@ -323,12 +343,31 @@ class TrustService:
         try:
             return self._load_uncached(group, key, deadline)
         except FetchError as error:
-            if self._failure_ttl > 0 and not isinstance(error, RoleNotServed):
+            if self._is_server_failure(error, group):
                 with self._flights_lock:
                     if len(self._failures) > 4096:
                         self._failures.clear()
                     self._failures[failure_key] = (self._monotonic() + self._failure_ttl, error)
             raise
+
+    def _is_server_failure(self, error: FetchError, group: _Group) -> bool:
+        """Whether `error` says something about the server (worth denying others for a moment)
+        rather than about this request: a 404 is an answer, and a timeout of a request that gave the
+        server less than `server_patience` seconds is the caller's small budget, not the server."""
+        if self._failure_ttl <= 0 or isinstance(error, RoleNotServed):
+            return False
+        return not (isinstance(error, FetchTimeout) and group.budget < self._server_patience)
+
+    def _deadline_check(self, group: _Group, deadline: float) -> Callable[[], None]:
+        def check() -> None:
+            if self._deadline_clock() >= deadline:
+                raise DeadlineExceeded(
+                    group.progress.role,
+                    f"verification of the trust data for {group.gun} from {group.server} ran past the "
+                    f"deadline ({group.budget:.1f}s)",
+                )
+
+        return check
 
     def _load_uncached(self, group: _Group, key: Key, deadline: float) -> Any:
         with self._flights_lock:
@@ -357,12 +396,12 @@ class TrustService:
         deadline or was refused authorization with other credentials: then walk again, time permitting.
         """
         group.progress = flight.progress
-        if not flight.done.wait(max(0.0, deadline - time.monotonic())):
+        if not flight.done.wait(max(0.0, deadline - self._deadline_clock())):
             raise _timeout(group)
         if flight.error is None:
             return flight.result
-        retry = isinstance(flight.error, (FetchTimeout, AuthorizationFailed))
-        if not retry or time.monotonic() >= deadline:
+        retry = isinstance(flight.error, (FetchTimeout, DeadlineExceeded, AuthorizationFailed))
+        if not retry or self._deadline_clock() >= deadline:
             raise _fresh_copy(flight.error)
         group.progress = _Progress()
         return self._refresh(group, (group.server, group.gun), deadline)
@@ -391,6 +430,7 @@ class TrustService:
             trusted_root=anchor.root_bytes if anchor else None,
             seen_versions=anchor.versions if anchor else None,
             server=group.server,
+            interrupt=self._deadline_check(group, deadline),
         )
         documents: list[bytes] = []
 
@@ -407,7 +447,9 @@ class TrustService:
                             "(HTTP 404 for root.json): the repository is not signed there",
                         ) from not_served
                     raise
+            group.progress.verifying = True
             update(data)
+            group.progress.verifying = False
             documents.append(data)
             return data
 
@@ -421,7 +463,10 @@ class TrustService:
             if not pending:
                 break
             if len(asked) + len(pending) > MAX_DELEGATIONS:
-                raise TrustError(pending[0], f"more than {MAX_DELEGATIONS} delegations; refusing to walk further")
+                raise LimitExceeded(
+                    pending[0], f"trust data for {group.gun} delegates to more than {MAX_DELEGATIONS} roles, "
+                    "exceeding the limit"
+                )
             asked.update(pending)
             group.progress.role = pending[0]
             for role, fetched in self._fetch_many(group, pending, deadline):
@@ -459,10 +504,17 @@ class TrustService:
 
         if len(roles) == 1:
             return [(roles[0], fetch(roles[0]))]
-        # Each fetch ends by the deadline on its own, so leaving the pool never waits longer than that.
-        with ThreadPoolExecutor(max_workers=min(len(roles), 8), thread_name_prefix="ostiary-delegations") as pool:
-            results = list(pool.map(fetch, roles))
-        return list(zip(roles, results))
+        # Each fetch ends by the deadline on its own, so waiting for them never takes longer than that.
+        futures = [self._delegation_pool.submit(fetch, role) for role in roles]
+        wait(futures, timeout=max(0.0, deadline - self._deadline_clock()))
+        results: list[tuple[str, bytes | BaseException]] = []
+        for role, future in zip(roles, futures):
+            if future.done() and not future.cancelled():
+                results.append((role, future.result()))
+            else:
+                future.cancel()
+                results.append((role, FetchTimeout(role, f"notary server {group.server} did not answer in time")))
+        return results
 
     def _fetch(self, group: _Group, role: str, deadline: float) -> bytes:
         group.progress.role = role

@@ -19,7 +19,7 @@ Rules, in plain words:
   must match; keys are bound to roles only by root.json (root, targets, snapshot, timestamp) and by the
   parent's `delegations` (targets/...). Keys bound to a role must be readable and of a known type.
 - Signatures are verified over the canonical JSON of "signed". A threshold (an integer >= 1) counts
-  DISTINCT key IDs of the role whose signature verified with a method fit for the key type (ecdsa raw
+  DISTINCT PUBLIC KEYS (not key IDs: one key listed as ecdsa and as ecdsa-x509 is one signer) of the role whose signature verified with a method fit for the key type (ecdsa raw
   r||s, eddsa, rsapss, rsapkcs1v15); signatures by keys outside the role are ignored, each key is
   tried once, and no signatures at all fails. x509 keys count only while their certificate is valid.
 - `_type` must name the role; `expires` of every role must be after `now`; versions must never be
@@ -35,8 +35,10 @@ Rules, in plain words:
   are its own path prefixes that lie under one of its parent's effective paths; a target outside them
   is an error (DelegationError) rather than silently dropped: both are safe, the error is visible.
 - Targets: hashes are base64 of the raw sha256, reported as "sha256:<hex>"; targets without a sha256
-  are ignored. "targets/releases" wins over "targets" for the released digest, as Docker does; other
-  delegations never release a tag, they only show who signed what (for required signers).
+  are ignored. The released digest is Docker's (docker_release): the first role naming the tag in a
+  breadth-first walk of targets/releases, then of targets, decides; an unusable entry there refuses.
+- Counts are bounded (MAX_* below, docs/trust.md) and refused with LimitExceeded; `interrupt` (given
+  by the caller) is called between steps and may raise DeadlineExceeded to stop the work.
 
 Usage:
 
@@ -59,6 +61,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import hashlib
 import posixpath
 import re
@@ -78,6 +81,7 @@ from app.notary.errors import (
     HashMismatch,
     KeyIdMismatch,
     LengthMismatch,
+    LimitExceeded,
     LoadOrderError,
     MalformedMetadata,
     MissingRole,
@@ -97,8 +101,30 @@ from app.notary.keys import (
     key_id,
     load_certificate,
     load_public_key,
+    public_key_bytes,
     verify_signature,
 )
+
+# Limits on what one repository's trust data may hold (docs/trust.md). Real repositories hold a
+# handful of each; the limits bound the work a hostile server can cause, and exceeding one is a
+# refusal (LimitExceeded), never a truncation.
+MAX_KEYS = 256  # keys in root.json or in one role's delegations.keys
+MAX_KEYIDS_PER_ROLE = 64  # keyids of one role
+MAX_SIGNATURES = 64  # signatures on one document
+MAX_DELEGATIONS_PER_ROLE = 256  # delegations.roles of one targets role
+MAX_ROLES = 256  # delegations loaded for one repository
+MAX_PATHS_PER_DELEGATION = 1024
+MAX_TARGETS_PER_ROLE = 20000
+MAX_META_ENTRIES = MAX_ROLES + 4  # entries of snapshot.json's meta
+
+
+def _limit(role: str, what: str, count: int, limit: int) -> None:
+    if count > limit:
+        raise LimitExceeded(role, f"trust data for {role} has {count} {what}, exceeding the limit of {limit}")
+
+
+def _never_late() -> None:
+    """The default interrupt: no deadline."""
 
 TOP_ROLES = ("root", "targets", "snapshot", "timestamp")
 RELEASES_ROLE = "targets/releases"
@@ -223,6 +249,7 @@ def parse_envelope(role: str, data: bytes, type_role: str) -> Envelope:
     expected_type = _TYPES[type_role]
     if signed.get("_type") != expected_type:
         raise WrongType(role, f"_type is {signed.get('_type')!r}, expected {expected_type!r}")
+    _limit(role, "signatures", len(raw_signatures), MAX_SIGNATURES)
     signatures: list[tuple[str, str, bytes]] = []
     for index, entry in enumerate(raw_signatures):
         _require(isinstance(entry, dict), role, f"signature {index} is not an object")
@@ -243,6 +270,7 @@ def parse_envelope(role: str, data: bytes, type_role: str) -> Envelope:
 def parse_keys(role: str, raw: Any) -> dict[str, Key]:
     """A key map; every ID must be the sha256 of the key's canonical form."""
     _require(isinstance(raw, dict), role, "keys is not an object")
+    _limit(role, "keys", len(raw), MAX_KEYS)
     keys: dict[str, Key] = {}
     for listed_id, entry in raw.items():
         _require(isinstance(entry, dict), role, f"key {listed_id} is not an object")
@@ -266,6 +294,7 @@ def parse_role_spec(
     keyids, threshold = raw.get("keyids"), raw.get("threshold")
     _require(isinstance(keyids, list) and all(isinstance(k, str) for k in keyids), role,
              f"role {name} has no keyids list")
+    _limit(role, f"keyids for role {name}", len(keyids), MAX_KEYIDS_PER_ROLE)
     _require(_is_int(threshold) and threshold >= 1, role, f"role {name} threshold {threshold!r} is not >= 1")
     for keyid in keyids:
         _require(keyid in keys, role, f"role {name} lists key {keyid}, which is not in keys")
@@ -284,16 +313,21 @@ def _check_role_keys(spec: RoleSpec) -> None:
             raise MalformedMetadata(spec.name, f"key {key.keyid} ({key.keytype}) cannot be read: {exc}") from exc
 
 
-def check_signatures(spec: RoleSpec, envelope: Envelope, now: datetime | None) -> tuple[str, ...]:
-    """Distinct key IDs of `spec` whose signatures verify; raises unless they meet the threshold.
+def check_signatures(
+    spec: RoleSpec, envelope: Envelope, now: datetime | None, interrupt: Callable[[], None] = _never_late
+) -> tuple[str, ...]:
+    """Key IDs of `spec` whose signatures verify; raises unless DISTINCT PUBLIC KEYS meet the threshold.
 
+    One private key listed twice (e.g. as "ecdsa" and as "ecdsa-x509", two key IDs) is one signer.
     `now` None skips the certificate dates of x509 keys (used for a trusted root's keys in a rotation).
+    `interrupt` is called between signatures and raises when the caller's deadline has passed.
     """
     _check_role_keys(spec)
     role = envelope.role
     if not envelope.signatures:
         raise ThresholdNotMet(role, f"no signatures; {spec.threshold} required")
     verified: set[str] = set()
+    signers: set[bytes] = set()
     bad: list[str] = []
     certificate_problems: list[str] = []
     attempted: set[str] = set()
@@ -301,6 +335,7 @@ def check_signatures(spec: RoleSpec, envelope: Envelope, now: datetime | None) -
         key = spec.keys.get(keyid)
         if key is None or keyid in attempted:
             continue  # not a key of this role, or already tried: each key counts (and costs) once
+        interrupt()
         attempted.add(keyid)
         if not verify_signature(key.keytype, key.public, method, sig, envelope.message):
             bad.append(f"signature by key {keyid} (method {method!r}) does not verify")
@@ -311,9 +346,12 @@ def check_signatures(spec: RoleSpec, envelope: Envelope, now: datetime | None) -
                 certificate_problems.append(f"key {keyid}: {problem}")
                 continue
         verified.add(keyid)
-    if len(verified) >= spec.threshold:
+        signers.add(public_key_bytes(load_public_key(key.keytype, key.public)))
+    if len(signers) >= spec.threshold:
         return tuple(sorted(verified))
-    count = f"{len(verified)} of {spec.threshold} required keys signed"
+    count = f"{len(signers)} of {spec.threshold} required keys signed"
+    if len(verified) > len(signers):
+        count += f" ({len(verified)} key IDs, but some share one public key)"
     if certificate_problems:
         raise CertificateError(role, f"{'; '.join(certificate_problems)} ({count})")
     if bad:
@@ -382,15 +420,37 @@ def valid_delegation_name(name: str) -> bool:
     )
 
 
+class PrefixIndex:
+    """Answers "does `name` start with one of these prefixes?" in O(log P), not O(P).
+
+    Prefixes covered by a shorter one are dropped, leaving a prefix-free sorted list; then the only
+    candidate for `name` is the greatest prefix <= name (any prefix of name sorts <= name, and one
+    between it and name would start with it, so would have been dropped).
+    """
+
+    def __init__(self, prefixes: Sequence[str]) -> None:
+        minimal: list[str] = []
+        for prefix in sorted(set(prefixes)):
+            if not minimal or not prefix.startswith(minimal[-1]):
+                minimal.append(prefix)
+        self._sorted = minimal
+
+    def covers(self, name: str) -> bool:
+        position = bisect.bisect_right(self._sorted, name)
+        return position > 0 and name.startswith(self._sorted[position - 1])
+
+
 def restrict_paths(parent: tuple[str, ...] | None, child: tuple[str, ...]) -> tuple[str, ...]:
     """Notary's RestrictDelegationPathPrefixes: child prefixes that lie under a parent prefix."""
     if parent is None:
         return child
-    return tuple(path for path in child if any(path.startswith(prefix) for prefix in parent))
+    index = PrefixIndex(parent)
+    return tuple(path for path in child if index.covers(path))
 
 
 def parse_targets(role: str, signed: Mapping[str, Any]) -> dict[str, str | None]:
     raw = _object(role, signed.get("targets"), "targets is not an object")
+    _limit(role, "targets", len(raw), MAX_TARGETS_PER_ROLE)
     result: dict[str, str | None] = {}
     for name, entry in raw.items():
         _require(isinstance(entry, dict), role, f"target {name!r} is not an object")
@@ -416,6 +476,7 @@ def parse_delegations(
     keys = parse_keys(role, raw.get("keys", {}))
     roles_raw = raw.get("roles", [])
     _require(isinstance(roles_raw, list), role, "delegations.roles is not a list")
+    _limit(role, "delegations", len(roles_raw), MAX_DELEGATIONS_PER_ROLE)
     specs: dict[str, RoleSpec] = {}
     for index, entry in enumerate(roles_raw):
         _require(isinstance(entry, dict), role, f"delegation {index} is not an object")
@@ -427,6 +488,7 @@ def parse_delegations(
         paths = entry.get("paths", [])
         _require(isinstance(paths, list) and all(isinstance(p, str) for p in paths), role,
                  f"delegation {name!r} paths is not a list of strings")
+        _limit(role, f"paths for delegation {name}", len(paths), MAX_PATHS_PER_DELEGATION)
         specs[name] = parse_role_spec(role, name, entry, keys, restrict_paths(effective_paths, tuple(paths)))
     return keys, specs
 
@@ -446,10 +508,15 @@ class TrustedRepository:
         trusted_root: bytes | None = None,
         seen_versions: Mapping[str, int] | None = None,
         server: str | None = None,
+        interrupt: Callable[[], None] = _never_late,
     ) -> None:
+        """`interrupt` is called between steps of the work and raises (e.g. DeadlineExceeded) to stop it;
+        the verifier itself never reads a clock."""
         self.gun = gun
         self.server = server
         self.now = as_utc(now)
+        self._interrupt = interrupt
+        self._key_count = 0
         self._seen: dict[str, int] = {}
         for role, version in (seen_versions or {}).items():
             if isinstance(role, str) and _is_int(version):
@@ -493,12 +560,15 @@ class TrustedRepository:
             raise LoadOrderError("root cannot be updated after timestamp was loaded")
         envelope, keys, roles = parse_root(data, self.gun)
         new = Root(envelope, keys, roles, ())
-        _check_root_certificates(new, self.gun)
+        # The cheap checks first: no certificate is read for a root that is stale anyway.
+        self._check_version(envelope)
+        self._check_expiry(envelope)
+        self._interrupt()
         trusted = self._root
         if trusted is not None:
             # The trusted root's certificates may have expired: that is why roots are rotated.
             try:
-                check_signatures(trusted.roles["root"], envelope, None)
+                check_signatures(trusted.roles["root"], envelope, None, self._interrupt)
             except TrustError as exc:
                 raise BadRootRotation(
                     "root", f"root version {envelope.version} is not signed by the trusted root's keys "
@@ -508,9 +578,8 @@ class TrustedRepository:
                 raise RollbackAttack(
                     "root", f"version {envelope.version} is lower than trusted version {trusted.envelope.version}"
                 )
-        new.signed_by = check_signatures(roles["root"], envelope, self.now)
-        self._check_version(envelope)
-        self._check_expiry(envelope)
+        _check_root_certificates(new, self.gun)
+        new.signed_by = check_signatures(roles["root"], envelope, self.now, self._interrupt)
         self._root = new
         self._root_updated = True
 
@@ -523,7 +592,7 @@ class TrustedRepository:
             check_signatures(root.roles["root"], root.envelope, self.now)
             self._check_expiry(root.envelope)
         envelope = parse_envelope("timestamp", data, "timestamp")
-        check_signatures(root.roles["timestamp"], envelope, self.now)
+        check_signatures(root.roles["timestamp"], envelope, self.now, self._interrupt)
         self._check_version(envelope)
         self._check_expiry(envelope)
         meta = _object("timestamp", envelope.signed.get("meta"), "meta is not an object")
@@ -541,10 +610,11 @@ class TrustedRepository:
             raise MalformedMetadata("snapshot", "snapshot.json must be given as bytes")
         check_meta("snapshot", bytes(data), self._snapshot_listing, "timestamp.json")
         envelope = parse_envelope("snapshot", data, "snapshot")
-        check_signatures(root.roles["snapshot"], envelope, self.now)
+        check_signatures(root.roles["snapshot"], envelope, self.now, self._interrupt)
         self._check_version(envelope)
         self._check_expiry(envelope)
         meta_raw = _object("snapshot", envelope.signed.get("meta"), "meta is not an object")
+        _limit("snapshot", "meta entries", len(meta_raw), MAX_META_ENTRIES)
         meta = {name: parse_meta("snapshot", entry, name) for name, entry in meta_raw.items()}
         if "targets" not in meta:
             raise MissingRole("targets", "snapshot.json does not list targets")
@@ -568,6 +638,7 @@ class TrustedRepository:
             raise LoadOrderError("targets must be loaded before delegations")
         if role in self._targets:
             raise LoadOrderError(f"{role} is already loaded")
+        _limit(role, "delegated roles in the repository", len(self._targets), MAX_ROLES)
         parent_name = posixpath.dirname(role)
         parent = self._targets.get(parent_name)
         if parent is None:
@@ -586,18 +657,22 @@ class TrustedRepository:
         if not isinstance(data, (bytes, bytearray)):
             raise MalformedMetadata(role, f"{role}.json must be given as bytes")
         check_meta(role, bytes(data), listing, "snapshot.json")
+        self._interrupt()
         envelope = parse_envelope(role, data, "targets")
-        signed_by = check_signatures(spec, envelope, self.now)
+        signed_by = check_signatures(spec, envelope, self.now, self._interrupt)
         self._check_version(envelope)
         self._check_expiry(envelope)
         targets = parse_targets(role, envelope.signed)
         if spec.paths is not None:
+            index = PrefixIndex(spec.paths)
             for name in targets:
-                if not any(name.startswith(prefix) for prefix in spec.paths):
-                    raise DelegationError(
-                        role, f"target {name!r} is outside the role's delegated paths {list(spec.paths)}"
-                    )
+                if not index.covers(name):
+                    shown = list(spec.paths[:5]) + (["..."] if len(spec.paths) > 5 else [])
+                    raise DelegationError(role, f"target {name!r} is outside the role's delegated paths {shown}")
+        self._interrupt()
         keys, delegations = parse_delegations(role, envelope.signed, spec.paths)
+        self._key_count += len(keys)
+        _limit(role, "delegation keys in the repository", self._key_count, MAX_KEYS)
         self._targets[role] = LoadedTargets(spec, envelope, signed_by, targets, delegations, keys)
 
     def pending_delegations(self) -> list[str]:
@@ -646,6 +721,37 @@ class TrustedRepository:
                     result.setdefault(name, {})[role] = digest
         return result
 
+    def docker_release(self, tag: str) -> tuple[str | None, str | None]:
+        """(digest, None) for the digest `docker pull` resolves `tag` to, or (None, why it refuses).
+
+        Docker asks notary for the target in targets/releases, then in targets, each a breadth-first
+        walk of that role and the delegations below it (children in the order their parent lists
+        them). The first role naming the tag decides: an entry from any role other than those two
+        (e.g. targets/releases/x or targets/alice) or one without a sha256 is a refusal, never a
+        fall-back to a later role.
+        """
+        for start in (RELEASES_ROLE, "targets"):
+            for role in self._walk_from(start):
+                targets = self._targets[role].targets
+                if tag not in targets:
+                    continue
+                if role not in (RELEASES_ROLE, "targets"):
+                    return None, f"{tag!r} is first found in {role}, which docker does not release from"
+                digest = targets[tag]
+                if digest is None:
+                    return None, f"{tag!r} in {role} has no sha256 hash"
+                return digest, None
+        return None, f"{tag!r} is not signed in {RELEASES_ROLE} or targets"
+
+    def _walk_from(self, start: str) -> list[str]:
+        """Loaded roles of the subtree at `start`, breadth first, children in their parent's order."""
+        if start not in self._targets:
+            return []
+        order = [start]
+        for role in order:
+            order.extend(child for child in self._targets[role].delegations if child in self._targets)
+        return order
+
     def all_keys(self) -> dict[str, Key]:
         keys: dict[str, Key] = dict(self._require_root().keys)
         for loaded in self._targets.values():
@@ -680,6 +786,8 @@ class TrustedRepository:
             tag=tag,
             digest=digest,
             digests=self.target_digests(),
+            release=self.docker_release,
+            now=self.now,
             roles=roles,
             signers=signers,
             keys=[(key.keyid, key.keytype, key.public) for key in self.all_keys().values()],

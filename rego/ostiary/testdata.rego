@@ -2868,6 +2868,7 @@ facts := {
 		"tag": "missing-tag",
 		"targets": {
 			"missing-tag": {
+				"refused": "'missing-tag' is not signed in targets/releases or targets",
 				"released": null,
 				"roles": {},
 			},
@@ -2934,6 +2935,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
 				"roles": {
 					"targets/chamsen": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
@@ -3004,6 +3006,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
 				"roles": {
 					"targets/chamsen": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
@@ -3083,6 +3086,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
 				"roles": {
 					"targets/chamsen": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
@@ -3153,6 +3157,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
 				"roles": {
 					"targets/chamsen": "sha256:ac904c9b191d14faf54b7952f2650a4bb21c201bf34131388b851e8ce992a652",
@@ -3212,6 +3217,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:a647a0f9c82dc5f3e7c4bd6483b496a49d570b4fdb1feacbfd57e965d2a1d662",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3281,6 +3287,7 @@ facts := {
 		"tag": null,
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3351,6 +3358,7 @@ facts := {
 		"tag": null,
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3421,6 +3429,7 @@ facts := {
 		"tag": null,
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3481,6 +3490,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3551,6 +3561,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3619,6 +3630,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3698,6 +3710,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3768,6 +3781,7 @@ facts := {
 		"tag": "test",
 		"targets": {
 			"test": {
+				"refused": null,
 				"released": "sha256:2b7b506572e4f3b9de7524ff84287db88ed24b0cf9448a7b04ad0664ecdef71b",
 				"roles": {
 					"targets": "sha256:4e061bcd4bb5a4cb24a196df59d723d911741d5520f89e34df8a792d56bdee3e",
@@ -3834,6 +3848,7 @@ facts := {
 		"tag": null,
 		"targets": {
 			"v1": {
+				"refused": null,
 				"released": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",
 				"roles": {
 					"targets": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",
@@ -3863,6 +3878,7 @@ facts := {
 		"tag": "v1",
 		"targets": {
 			"v1": {
+				"refused": null,
 				"released": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",
 				"roles": {
 					"targets": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",
@@ -3892,6 +3908,7 @@ facts := {
 		"tag": "v1",
 		"targets": {
 			"v1": {
+				"refused": null,
 				"released": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",
 				"roles": {
 					"targets": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",
@@ -3921,6 +3938,7 @@ facts := {
 		"tag": "v1",
 		"targets": {
 			"v1": {
+				"refused": null,
 				"released": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",
 				"roles": {
 					"targets": "sha256:799c0fa8aa4c9fbff5a99aef1b4b5c3abb9c2f34134345005982fad3489893c7",

@@ -140,7 +140,25 @@ explained[img.id] contains msg if {
 	verified(img)
 	is_string(img.ref.tag)
 	not released(img, img.ref.tag)
+	not docker_refusal(img, img.ref.tag)
 	msg := sprintf("tag %s is not signed in %s (neither targets/releases nor targets has it)", [img.ref.tag, gun(img)])
+}
+
+# The tag is signed, but not so that Docker would pull it (e.g. first found in targets/releases/x,
+# or without a sha256): the verifier says why in `refused`.
+explained[img.id] contains msg if {
+	some [img, _] in checked
+	verified(img)
+	is_string(img.ref.tag)
+	not released(img, img.ref.tag)
+	reason := docker_refusal(img, img.ref.tag)
+	msg := sprintf("tag %s in %s is refused as Docker refuses it: %s", [img.ref.tag, gun(img), reason])
+}
+
+docker_refusal(img, tag) := reason if {
+	reason := img.trust.targets[tag].refused
+	is_string(reason)
+	not contains(reason, "is not signed in") # unsigned: the message above says so
 }
 
 explained[img.id] contains msg if {

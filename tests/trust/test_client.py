@@ -183,7 +183,7 @@ def test_gather_against_a_silent_server_returns_by_the_deadline(silent_server: S
 
 def test_a_server_that_timed_out_is_not_waited_for_again_for_a_few_seconds(silent_server: SilentServer, pki) -> None:
     ticker = Ticker()
-    service = make_service(pki, monotonic=ticker)
+    service = make_service(pki, monotonic=ticker, server_patience=0.5)
     first = gather_one(service, request(silent_server.url), seconds=1.0)
     assert first["verified"] is False and "did not answer" in first["error"]
     time.sleep(0.5)  # the abandoned walk ends at its own deadline and records the failure

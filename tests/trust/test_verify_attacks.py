@@ -71,6 +71,7 @@ def test_forged_repository_verifies_and_releases_wins() -> None:
     assert facts["verified"] is True
     assert facts["targets"]["latest"] == {
         "released": "sha256:" + DIGEST_B,
+        "refused": None,
         "roles": {"targets": "sha256:" + DIGEST_A, "targets/releases": "sha256:" + DIGEST_B},
     }
     releases = repo.delegation("targets/releases").keys[0]

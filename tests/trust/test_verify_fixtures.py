@@ -142,7 +142,9 @@ def test_digest_only_reference_lists_every_tag_signed_with_it() -> None:
 def test_unsigned_tag_has_no_release_and_no_roles() -> None:
     facts = gather("alice-image", "missing-tag", [])
     assert facts["verified"] is True
-    assert facts["targets"] == {"missing-tag": {"released": None, "roles": {}}}
+    assert facts["targets"] == {"missing-tag": {
+        "released": None, "refused": "'missing-tag' is not signed in targets/releases or targets", "roles": {},
+    }}
 
 
 def test_facts_document_shape() -> None:

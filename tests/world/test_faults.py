@@ -1,0 +1,370 @@
+"""Faults fail closed and heal, with the real parts: `ostiary serve` (a subprocess with its own
+OPA), the real notary-server of the test world, and a fault-injecting TLS proxy between them.
+
+The proxy terminates TLS with the world's own server certificate (so Ostiary's --ca-file trusts it)
+and forwards each request to the real notary-server, unless a fault is switched on:
+
+- ``5xx``: answers 503 to every request;
+- ``reset``: closes the connection (with RST) as soon as the request has been read;
+- ``truncate``: forwards the real status and headers, then half of the body, then closes;
+- ``stall``: reads the request and says nothing for 30 s.
+
+For every fault, an image that is signed (and admitted when nothing is wrong) is denied with a
+reason, well within the admission budget, never allowed; once the fault is switched off, the same
+image is admitted again (after the failure memory has passed). Each image is first seen under a
+fault, so no cached verification can answer for it.
+
+Also here: a local OPA killed while a policy reload is being pushed, and the gunicorn worker
+killed under load: answers in between are denials or transport errors, never an allow of an
+image the policies forbid, and everything comes back.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Self
+
+import pytest
+import requests
+
+from tests.support.world import free_port
+from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
+
+pytestmark = pytest.mark.world
+
+BUDGET = 4.0   # --budget given to ostiary serve in these tests
+
+
+class FaultProxy:
+    """A TLS-terminating HTTP/1.1 proxy in front of the world's notary-server, with faults."""
+
+    def __init__(self, world) -> None:
+        self.upstream_port = int(world.notary_url.rsplit(":", 1)[1])
+        world_dir = Path(world.world.dir)
+        self.server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server_ctx.load_cert_chain(world_dir / "server.crt", world_dir / "server.key")
+        self.client_ctx = ssl.create_default_context(cafile=world.ca_file)
+        self.fault: str | None = None
+        self.seen = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read_request(tls: ssl.SSLSocket) -> bytes | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = tls.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        return data   # GET requests only: no body
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(40)
+            tls = self.server_ctx.wrap_socket(conn, server_side=True)
+        except (OSError, ssl.SSLError):
+            conn.close()
+            return
+        try:
+            while True:
+                request = self._read_request(tls)
+                if request is None:
+                    return
+                self.seen += 1
+                fault = self.fault
+                if fault == "5xx":
+                    tls.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n")
+                    continue
+                if fault == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
+                if fault == "stall":
+                    self._stop.wait(30)
+                    return
+                status, headers, body = self._forward(request)
+                if fault == "truncate":
+                    tls.sendall(self._head(status, headers, len(body)) + body[: len(body) // 2])
+                    return
+                tls.sendall(self._head(status, headers, len(body)) + body)
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    def _forward(self, request: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        line, *header_lines = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+        method, path, _ = line.split(" ", 2)
+        headers = {}
+        for h in header_lines:
+            name, _, value = h.partition(":")
+            if name.lower() not in ("host", "connection", "accept-encoding"):
+                headers[name] = value.strip()
+        upstream = http.client.HTTPSConnection("127.0.0.1", self.upstream_port, context=self.client_ctx, timeout=10)
+        try:
+            upstream.request(method, path, headers=headers)
+            resp = upstream.getresponse()
+            body = resp.read()
+            keep = [(k, v) for k, v in resp.getheaders()
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+            return resp.status, keep, body
+        finally:
+            upstream.close()
+
+    @staticmethod
+    def _head(status: int, headers: list[tuple[str, str]], length: int) -> bytes:
+        lines = [f"HTTP/1.1 {status} {http.client.responses.get(status, 'Status')}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        lines.append(f"Content-Length: {length}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class Served:
+    def __init__(self, proc: subprocess.Popen, url: str, log: Path) -> None:
+        self.proc, self.url, self.log = proc, url, log
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+
+    def admit(self, body: dict, timeout: float = 30) -> dict:
+        r = requests.post(f"{self.url}/admit", json=body, timeout=timeout)
+        assert r.status_code == 200, f"HTTP {r.status_code}: {r.text[:300]}\n{self.tail()}"
+        return r.json()["response"]
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"ostiary serve exited:\n{self.tail()}"
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"not ready after {timeout}s:\n{self.tail()}")
+
+
+def serve(tmp: Path, policy_dir: Path, ca_file: str) -> Served:
+    port = free_port()
+    log = tmp / f"ostiary-{port}.log"
+    argv = [str(OSTIARY), "serve", "--policy-dir", str(policy_dir), "--listen", f"127.0.0.1:{port}",
+            "--ca-file", ca_file, "--budget", str(BUDGET)]
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=tmp)
+    return Served(proc, f"http://127.0.0.1:{port}", log)
+
+
+def cluster_policy(name: str, repositories: list[dict]) -> dict:
+    return {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": name},
+            "spec": {"repositories": repositories}}
+
+
+@pytest.fixture(scope="module")
+def proxied(world, tmp_path_factory):
+    """ostiary serve whose policy sends REG/faults/* through the fault proxy."""
+    tmp = tmp_path_factory.mktemp("faults")
+    proxy = FaultProxy(world)
+    policies = tmp / "policies"
+    policies.mkdir()
+    reg = world.registry_host
+    (policies / "faults.json").write_text(json.dumps(cluster_policy("faults", [
+        {"name": f"{reg}/faults/*", "policy": {"trust": {"enabled": True, "trustServer": proxy.url}}},
+    ])))
+    served = serve(tmp, policies, world.ca_file)
+    try:
+        served.wait_ready()
+        yield world, proxy, served
+    finally:
+        _stop(served.proc)
+        proxy.close()
+
+
+def signed_image(world, repo: str) -> str:
+    img = world.world.push(repo, "v1", seed=repo)
+    world.world.sign(repo, "v1", img.digest, img.size)
+    return f"{world.registry_host}/{repo}:v1"
+
+
+@pytest.mark.parametrize("fault", ["5xx", "reset", "truncate", "stall"])
+def test_a_failing_notary_server_means_denial_within_the_budget_and_heals(proxied, fault):
+    world, proxy, served = proxied
+    image = signed_image(world, f"faults/{fault}-{uuid.uuid4().hex[:6]}")
+    proxy.fault = fault
+    try:
+        seen_before = proxy.seen
+        started = time.monotonic()
+        response = served.admit(deployment_review(image))
+        elapsed = time.monotonic() - started
+        assert response["allowed"] is False, response
+        message = response["status"]["message"]
+        assert image in message, message
+        assert proxy.seen > seen_before, "the trust server was never asked"
+        assert elapsed < BUDGET + 3, f"{fault}: answered after {elapsed:.1f}s (budget {BUDGET}s)"
+        # while the fault lasts, no admission of the image is allowed
+        for _ in range(3):
+            assert served.admit(deployment_review(image))["allowed"] is False
+    finally:
+        proxy.fault = None
+    deadline = time.monotonic() + 30   # the failure memory (a few seconds) must pass first
+    while True:
+        response = served.admit(deployment_review(image))
+        if response["allowed"]:
+            break
+        assert time.monotonic() < deadline, f"{fault}: not admitted again after the fault: {response}"
+        time.sleep(0.5)
+    assert response.get("patch"), "an admitted signed image is pinned"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += _children(p)
+    return out
+
+
+@pytest.fixture()
+def plain(world, tmp_path):
+    """ostiary serve with a policy admitting REG/open/* without trust, and nothing else."""
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    reg = world.registry_host
+    (policies / "open.json").write_text(json.dumps(cluster_policy("open", [{"name": f"{reg}/open/*", "policy": {}}])))
+    served = serve(tmp_path, policies, world.ca_file)
+    try:
+        served.wait_ready()
+        yield world, served, policies
+    finally:
+        _stop(served.proc)
+
+
+class Hammer:
+    """Threads sending admissions of images the policies forbid, counting any allow."""
+
+    def __init__(self, served: Served, images: list[str]) -> None:
+        self.served, self.images = served, images
+        self.allowed: list[str] = []
+        self.denied = self.errors = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(3)]
+
+    def __enter__(self) -> Self:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=40)
+
+    def _run(self) -> None:
+        http = requests.Session()
+        while not self._stop.is_set():
+            for image in self.images:
+                try:
+                    r = http.post(f"{self.served.url}/admit", json=deployment_review(image), timeout=30)
+                    if r.status_code == 200 and r.json()["response"]["allowed"]:
+                        self.allowed.append(image)
+                    elif r.status_code == 200:
+                        self.denied += 1
+                    else:
+                        self.errors += 1
+                except requests.RequestException:
+                    self.errors += 1
+                    time.sleep(0.05)
+
+
+def test_opa_killed_while_a_reload_is_pushed_never_admits_a_forbidden_image_and_recovers(plain):
+    world, served, policies = plain
+    reg = world.registry_host
+    forbidden = [f"{reg}/closed/app:v1", f"{reg}/soon/app:v1"]
+    (opa_pid,) = [p for p in _tree(served.proc.pid) if _comm(p) == "opa"]
+    with Hammer(served, forbidden) as hammer:
+        # a reload with many modules, so OPA dies while they are being pushed
+        for i in range(150):
+            (policies / f"bulk-{i:03d}.json").write_text(json.dumps(cluster_policy(
+                f"bulk-{i:03d}", [{"name": f"{reg}/bulk{i}/*", "policy": {"trust": {"enabled": True}}}])))
+        time.sleep(2.2)   # the watchdog looks every 2 s
+        os.kill(opa_pid, signal.SIGKILL)
+        served.wait_ready(60)
+        time.sleep(1)
+    assert hammer.allowed == [], f"forbidden images were admitted: {hammer.allowed[:5]}"
+    assert hammer.denied > 0
+    # everything comes back: the old policy still admits, and the reload OPA's death interrupted
+    # is retried until the 150 new policies are in force (their images then need trust)
+    assert served.admit(deployment_review(f"{reg}/open/app:v1"))["allowed"] is True
+    deadline = time.monotonic() + 30
+    while True:
+        denied = served.admit(deployment_review(f"{reg}/bulk149/app:v1"))
+        assert denied["allowed"] is False, denied
+        if "no repository entry" not in denied["status"]["message"]:
+            break
+        assert time.monotonic() < deadline, f"the interrupted reload was not retried:\n{served.tail()}"
+        time.sleep(0.5)
+
+
+def test_a_killed_worker_is_replaced_and_no_forbidden_image_is_admitted_meanwhile(plain):
+    world, served, _ = plain
+    reg = world.registry_host
+    workers = [p for p in _children(served.proc.pid) if _comm(p) != "opa"]
+    assert workers, f"no worker process under {served.proc.pid}"
+    with Hammer(served, [f"{reg}/closed/app:v1"]) as hammer:
+        time.sleep(0.5)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(1)
+        served.wait_ready(60)
+        time.sleep(1)
+    assert hammer.allowed == []
+    assert served.proc.poll() is None, "the server itself must survive a worker's death"
+    assert served.admit(deployment_review(f"{reg}/open/app:v1"))["allowed"] is True
+    assert set(_children(served.proc.pid)) != set(workers)
