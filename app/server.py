@@ -79,6 +79,7 @@ class Runtime:
         self.sync = PolicySync(self.opa, on_drift=self.metrics.record_drift)
         self.load_error: str | None = None
         self._signature: tuple = ()
+        self._rego_signature: tuple = _dir_signature(config.rego_dir)
         self._stop = threading.Event()
         self.kube: Any = None
         self.store: object = DirectoryStore(PolicySet())
@@ -151,6 +152,22 @@ class Runtime:
         self._signature = signature
         log.info("loaded %d policies from %s", len(policy_set.policies), self.config.policy_dir)
 
+    def reload_custom_rego(self) -> None:
+        """Cluster mode: the custom Rego folder (a mounted ConfigMap) changed; push the new set
+        all or nothing. A bad file keeps the last good set in force and is reported until fixed."""
+        signature = _dir_signature(self.config.rego_dir)
+        try:
+            self.sync.set_base(library_modules() + self._custom_modules())
+        except (PolicyError, OpaError) as exc:
+            self.load_error = f"custom Rego not loaded: {exc}"
+            log.error("%s", self.load_error)
+            if isinstance(exc, PolicyError):
+                self._rego_signature = signature
+            return
+        self.load_error = None
+        self._rego_signature = signature
+        log.info("custom Rego reloaded from %s", self.config.rego_dir)
+
     def _watch(self) -> None:
         """Restart a dead local OPA; in directory mode push everything again when OPA lost its
         modules, and reload the files when they change."""
@@ -168,6 +185,8 @@ class Runtime:
                         self.sync.repair()
                     except OpaError as exc:
                         log.warning("could not compare OPA's modules with Ostiary's: %s", exc)
+                if self.config.kube and _dir_signature(self.config.rego_dir) != self._rego_signature:
+                    self.reload_custom_rego()
                 if (
                     self.config.policy_dir
                     and not self.config.kube

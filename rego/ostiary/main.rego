@@ -37,8 +37,8 @@ scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace])
 	count(namespace_policies) > 0
 } else := "the ClusterImagePolicies"
 
-# The applicable entries indexed by registry host, built once per query, so an image is matched
-# only against the entries for its host and those with a wildcard host.
+# The applicable entries indexed by registry host (matching.host_bucket), built once per query, so
+# an image is matched only against the entries that can match its host, never against all of them.
 entries_by_host[bucket] contains {"policy": head, "entry": entry} if {
 	some policy in applicable
 	head := object.filter(policy, ["kind", "name", "namespace", "mode"])
@@ -48,7 +48,7 @@ entries_by_host[bucket] contains {"policy": head, "entry": entry} if {
 
 host_index := entries_by_host
 
-entries_for(ref) := object.get(host_index, ref.registry, set()) | object.get(host_index, "", set())
+entries_for(ref) := union({object.get(host_index, key, set()) | some key in matching.host_keys(ref.registry)})
 
 # selected: image id -> the chosen {policy, entry}. A complete rule, so it is computed once
 # per query however often it is looked up.
@@ -112,30 +112,33 @@ image_plan(img) := {
 
 # ---- violations per image id -------------------------------------------------------------
 
-violations[img.id] contains msg if {
-	some img in input.images
-	img.ref.valid != true
-	msg := invalid_message(img.ref)
-}
+# images_by_id: each input image under its id (a complete rule: built once per query), so
+# per-image lookups never rescan input.images.
+images_by_id := {img.id: img | some img in input.images}
 
-violations[img.id] contains msg if {
-	some img in input.images
+# violations: image id -> the set of reasons it is refused (empty when none). A complete rule
+# built in one pass over the images, each image's reasons computed from that image alone: the
+# cost of a decision grows linearly with the number of images.
+violations := {img.id: image_violations(img) | some img in input.images}
+
+image_violations(img) := ((unparsable(img) | unmatched(img)) | unsupported(img)) | trust_violations(img)
+
+unparsable(img) := {invalid_message(img.ref) | img.ref.valid != true}
+
+unmatched(img) := {msg |
 	img.ref.valid == true
 	not selected[img.id]
 	msg := sprintf("no repository entry in %s matches %s (no match means deny)", [scope, img.ref.normalized])
 }
 
-violations[id] contains msg if {
-	some id, c in selected
+unsupported(img) := {msg |
+	c := selected[img.id]
 	some kind in ["simple", "va", "vulnerability"]
 	c.entry.policy[kind]
 	msg := sprintf("policy.%s of %s %s is not supported by Ostiary; denied rather than unchecked", [kind, c.policy.kind, c.policy.name])
 }
 
-violations[id] contains msg if {
-	some id, msgs in trust.violations
-	some msg in msgs
-}
+trust_violations(img) := object.get(trust.violations, img.id, set())
 
 invalid_message(ref) := ref.error if {
 	is_string(ref.error)
@@ -147,8 +150,7 @@ warn_mode(id) if selected[id].policy.mode == "warn"
 # An image no entry matches, where every applicable policy is in warn mode, is a warning too:
 # rolling a policy out in warn mode must not deny anything.
 warn_mode(id) if {
-	some img in input.images
-	img.id == id
+	img := images_by_id[id]
 	img.ref.valid == true
 	not selected[id]
 	count(applicable) > 0

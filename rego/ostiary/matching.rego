@@ -97,8 +97,24 @@ lowest_of(cs) := c if {
 	c.key == lowest
 }
 
-# host_bucket: the key under which an entry is indexed by registry host; entries whose host
-# pattern has a wildcard share the bucket "" and are tried for every image.
-host_bucket(entry) := entry.pattern.host if not contains(entry.pattern.host, "*")
+# host_bucket: the key under which an entry is indexed by its host pattern.
+# - a literal host is indexed under "=" + host: only images of exactly that host try it;
+# - a host with a wildcard is indexed under "*" + the labels after the last label holding a `*`
+#   (`*.corp.example.com` and `reg*.corp.example.com` under "*corp.example.com"; `*` alone under
+#   "*"): only images whose host ends in those labels try it (host_keys below).
+host_bucket(entry) := concat("", ["=", entry.pattern.host]) if {
+	not contains(entry.pattern.host, "*")
+} else := concat("", ["*", wildcard_suffix(entry.pattern.host)])
 
-else := ""
+wildcard_suffix(host) := concat(".", array.slice(labels, last + 1, count(labels))) if {
+	labels := split(host, ".")
+	last := max([i | some i, label in labels; contains(label, "*")])
+}
+
+# host_keys: the buckets an image of `host` looks in: its exact host, and every suffix of its
+# labels (including none) for the wildcard entries. At most one more key than the host has labels.
+host_keys(host) := array.concat([concat("", ["=", host])], [concat("", ["*", concat(".", array.slice(labels, i, n))]) |
+	labels := split(host, ".")
+	n := count(labels)
+	some i in numbers.range(0, n)
+])

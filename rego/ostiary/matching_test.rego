@@ -108,6 +108,11 @@ match_cases := [
 	["*.icr.io/*", "de.icr.io/x/y/z:1", true],
 	["*.icr.io/*", "icr.io/team/app", false],
 	["*.icr.io/*", "xicr.io/team/app", false],
+	# a wildcard inside the first label, and a wildcard host with a port
+	["reg*.example.com/*", "registry.example.com/team/app:1.0", true],
+	["reg*.example.com/*", "us.icr.io/team/app", false],
+	["*.corp.example.com:5000/*", "eu.corp.example.com:5000/team/app", true],
+	["*.corp.example.com:5000/*", "eu.corp.example.com/team/app", false],
 	# hosts with ports, localhost
 	["localhost:5000/*", "localhost:5000/app", true],
 	["localhost:5000/*", "localhost/app", false],
@@ -291,4 +296,21 @@ test_best_does_not_depend_on_the_order_of_policies if {
 		b := matching.best(ref(text), reversed)
 		[a.policy.name, a.entry.index] == [b.policy.name, b.entry.index]
 	}
+}
+
+# The host index (matching.host_bucket / host_keys) is only an optimisation: it must offer every
+# entry that entry_matches would match, for every case of the table above.
+indexed(pattern, text) if matching.host_bucket(testdata.entries[pattern]) in matching.host_keys(ref(text).registry)
+
+test_the_host_index_offers_every_matching_entry if {
+	hidden := [c | some c in match_cases; matches(c[0], c[1]) == true; not indexed(c[0], c[1])]
+	hidden == []
+}
+
+test_host_buckets if {
+	matching.host_bucket(testdata.entries["icr.io/team/app"]) == "=icr.io"
+	matching.host_bucket(testdata.entries["*.icr.io/*"]) == "*icr.io"
+	matching.host_bucket(testdata.entries["reg*.example.com/*"]) == "*example.com"
+	matching.host_bucket(testdata.entries["*"]) == "*"
+	matching.host_keys("a.b.io") == ["=a.b.io", "*a.b.io", "*b.io", "*io", "*"]
 }

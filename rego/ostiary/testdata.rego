@@ -1165,6 +1165,22 @@ entries := {
 		},
 		"policy": {},
 	},
+	"*.corp.example.com:5000/*": {
+		"index": 15,
+		"name": "*.corp.example.com:5000/*",
+		"pattern": {
+			"any_tag": true,
+			"exact": null,
+			"host": "*.corp.example.com:5000",
+			"host_regex": "^.*\\.corp\\.example\\.com:5000$",
+			"normalized": "*.corp.example.com:5000/*",
+			"path": "*",
+			"path_regex": "^.*$",
+			"specificity": 23,
+			"tag_regex": null,
+		},
+		"policy": {},
+	},
 	"*.icr.io/*": {
 		"index": 13,
 		"name": "*.icr.io/*",
@@ -1262,7 +1278,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/*": {
-		"index": 14,
+		"index": 16,
 		"name": "icr.io/*",
 		"pattern": {
 			"any_tag": true,
@@ -1278,7 +1294,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/team/*": {
-		"index": 15,
+		"index": 17,
 		"name": "icr.io/team/*",
 		"pattern": {
 			"any_tag": true,
@@ -1294,7 +1310,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/team/*-debug": {
-		"index": 16,
+		"index": 18,
 		"name": "icr.io/team/*-debug",
 		"pattern": {
 			"any_tag": true,
@@ -1310,7 +1326,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/team/*app": {
-		"index": 18,
+		"index": 20,
 		"name": "icr.io/team/*app",
 		"pattern": {
 			"any_tag": true,
@@ -1326,7 +1342,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/team/a*p": {
-		"index": 19,
+		"index": 21,
 		"name": "icr.io/team/a*p",
 		"pattern": {
 			"any_tag": true,
@@ -1342,7 +1358,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/team/app": {
-		"index": 20,
+		"index": 22,
 		"name": "icr.io/team/app",
 		"pattern": {
 			"any_tag": true,
@@ -1358,7 +1374,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/team/app*": {
-		"index": 17,
+		"index": 19,
 		"name": "icr.io/team/app*",
 		"pattern": {
 			"any_tag": true,
@@ -1374,7 +1390,7 @@ entries := {
 		"policy": {},
 	},
 	"icr.io/team/app:1.*": {
-		"index": 21,
+		"index": 23,
 		"name": "icr.io/team/app:1.*",
 		"pattern": {
 			"any_tag": false,
@@ -1406,7 +1422,7 @@ entries := {
 		"policy": {},
 	},
 	"localhost/app": {
-		"index": 23,
+		"index": 25,
 		"name": "localhost/app",
 		"pattern": {
 			"any_tag": true,
@@ -1422,7 +1438,7 @@ entries := {
 		"policy": {},
 	},
 	"localhost:5000/*": {
-		"index": 22,
+		"index": 24,
 		"name": "localhost:5000/*",
 		"pattern": {
 			"any_tag": true,
@@ -1517,8 +1533,24 @@ entries := {
 		},
 		"policy": {},
 	},
+	"reg*.example.com/*": {
+		"index": 14,
+		"name": "reg*.example.com/*",
+		"pattern": {
+			"any_tag": true,
+			"exact": null,
+			"host": "reg*.example.com",
+			"host_regex": "^reg.*\\.example\\.com$",
+			"normalized": "reg*.example.com/*",
+			"path": "*",
+			"path_regex": "^.*$",
+			"specificity": 16,
+			"tag_regex": null,
+		},
+		"policy": {},
+	},
 	"registry.example.com/a.b/*": {
-		"index": 24,
+		"index": 26,
 		"name": "registry.example.com/a.b/*",
 		"pattern": {
 			"any_tag": true,
@@ -1832,6 +1864,42 @@ images := {
 			"registry": "docker.io",
 			"repository": "phbelitz/sample-image",
 			"tag": null,
+			"valid": true,
+		},
+	},
+	"eu.corp.example.com/team/app": {
+		"container": {
+			"kind": "containers",
+			"name": "c0",
+		},
+		"id": 0,
+		"image": "eu.corp.example.com/team/app",
+		"path": "/spec/containers/0/image",
+		"ref": {
+			"digest": null,
+			"name": "eu.corp.example.com/team/app",
+			"normalized": "eu.corp.example.com/team/app:latest",
+			"registry": "eu.corp.example.com",
+			"repository": "team/app",
+			"tag": "latest",
+			"valid": true,
+		},
+	},
+	"eu.corp.example.com:5000/team/app": {
+		"container": {
+			"kind": "containers",
+			"name": "c0",
+		},
+		"id": 0,
+		"image": "eu.corp.example.com:5000/team/app",
+		"path": "/spec/containers/0/image",
+		"ref": {
+			"digest": null,
+			"name": "eu.corp.example.com:5000/team/app",
+			"normalized": "eu.corp.example.com:5000/team/app:latest",
+			"registry": "eu.corp.example.com:5000",
+			"repository": "team/app",
+			"tag": "latest",
 			"valid": true,
 		},
 	},

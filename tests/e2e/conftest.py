@@ -68,28 +68,15 @@ def ostiary(control_plane, admin_client, crds, tmp_path_factory):
     """Ostiary serving the control plane's webhook for every namespace without an instance label."""
     from kubernetes import client
 
-    from tests.e2e.webhook import Ostiary, apply_rbac, chart_rbac
+    from tests.e2e.webhook import Ostiary, apply_rbac, chart_rbac, running
 
     with contextlib.suppress(Exception):  # exists already when another fixture made it
         client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": "ostiary-system"}})
     apply_rbac(admin_client, chart_rbac())
     instance = Ostiary(control_plane, "main", tmp_path_factory.mktemp("ostiary"))
-    with _running(instance):
+    with running(instance):
         print(f"\nostiary ready and registered in {instance.startup_seconds:.1f}s at {instance.url}")
         yield instance
-
-
-@contextlib.contextmanager
-def _running(instance):
-    """Start an Ostiary under test, print its log tail if anything fails, always stop it."""
-    try:
-        instance.start()
-        yield instance
-    except BaseException:
-        print(instance.log(120) if instance.processes.get("ostiary") else "")
-        raise
-    finally:
-        instance.stop()
 
 
 @pytest.fixture(scope="session")
@@ -101,11 +88,11 @@ def world_scenario(world):
 @pytest.fixture(scope="session")
 def world_ostiary(control_plane, admin_client, crds, ostiary, world_scenario, tmp_path_factory):
     """A second Ostiary that trusts the world's CA, for namespaces labelled e2e.ostiary.dev/instance=world."""
-    from tests.e2e.webhook import Ostiary
+    from tests.e2e.webhook import Ostiary, running
 
     instance = Ostiary(control_plane, "world", tmp_path_factory.mktemp("ostiary-world"),
                        ca_file=str(world_scenario.ca_file), select_instance=True)
-    with _running(instance):
+    with running(instance):
         yield instance
 
 

@@ -71,6 +71,7 @@ class Ostiary:
     workdir: Path
     ca_file: str | None = None                      # extra CA for Notary servers
     select_instance: bool = False                   # only namespaces labelled INSTANCE_LABEL=name
+    rego_dir: str | None = None                     # custom Rego folder (--rego-dir)
     url: str = ""
     opa_url: str = ""
     opa_port: int = 0
@@ -90,7 +91,15 @@ class Ostiary:
         self.opa_port = free_port()
         self.opa_url = f"http://127.0.0.1:{self.opa_port}"
         self.start_opa()
-        port = free_port()
+        self.start_server(timeout)
+        self.register()
+        RUNNING.append(self)
+        self.startup_seconds = time.monotonic() - begin
+        return self
+
+    def start_server(self, timeout: float = 60.0) -> None:
+        """Start `ostiary serve --kube` against the running OPA (a sidecar that outlives it) and wait for ready."""
+        port = free_port() if not self.url else int(self.url.rsplit(":", 1)[1])
         argv = [str(OSTIARY_BIN), "--log-level", "INFO", "serve", "--kube",
                 "--kubeconfig", str(self.plane.kubeconfig("ostiary")),
                 "--listen", f"127.0.0.1:{port}", "--tls-cert", str(self.cert_file),
@@ -98,13 +107,27 @@ class Ostiary:
                 "--system-namespace", "ostiary-system"]
         if self.ca_file:
             argv += ["--ca-file", self.ca_file]
+        if self.rego_dir:
+            argv += ["--rego-dir", self.rego_dir]
         self.processes["ostiary"] = start_process(f"ostiary-{self.name}", argv, self.workdir)
         self.url = f"https://127.0.0.1:{port}"
         self.wait_ready(timeout)
-        self.register()
-        RUNNING.append(self)
-        self.startup_seconds = time.monotonic() - begin
-        return self
+
+    def stop_server(self) -> None:
+        """Stop Ostiary only; its OPA keeps running with whatever it holds (the chart's sidecar topology)."""
+        self.processes["ostiary"].stop()
+
+    def opa_modules(self) -> dict[str, str]:
+        """Every policy module OPA holds: id -> source."""
+        with urllib.request.urlopen(f"{self.opa_url}/v1/policies", timeout=5) as response:
+            return {m["id"]: m["raw"] for m in json.loads(response.read())["result"]}
+
+    def put_opa_module(self, module_id: str, source: str) -> None:
+        """Write a module into OPA behind Ostiary's back (what an intruder or an old process leaves)."""
+        request = urllib.request.Request(f"{self.opa_url}/v1/policies/{module_id}", data=source.encode(),
+                                         method="PUT", headers={"Content-Type": "text/plain"})
+        with urllib.request.urlopen(request, timeout=5):
+            pass
 
     def opa_module(self, module_id: str) -> str | None:
         """The source OPA holds under `module_id`, None when it holds none."""
@@ -184,6 +207,43 @@ class Ostiary:
             }],
         }
 
+    def validating_configuration(self) -> dict:
+        """The chart's ValidatingWebhookConfiguration for policy resources, pointing at this Ostiary's /validate."""
+        from app.kube.source import POLICY_KINDS
+
+        rules = [{"apiGroups": [kind.group], "apiVersions": [kind.version], "operations": ["CREATE", "UPDATE"],
+                  "resources": [kind.plural], "scope": "Namespaced" if kind.namespaced else "Cluster"}
+                 for kind in POLICY_KINDS]
+        return {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": f"ostiary-e2e-validate-{self.name}"},
+            "webhooks": [{
+                "name": f"policies.{self.name}.e2e.ostiary.dev",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": f"{self.url}/validate",
+                                 "caBundle": _b64(pki.cert_pem(self.tls_ca.cert))},
+                "rules": rules,
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+                "matchPolicy": "Equivalent",
+            }],
+        }
+
+    @contextlib.contextmanager
+    def validating(self):
+        """The validating webhook for policies registered while the block runs (then removed)."""
+        from kubernetes import client
+
+        api = client.AdmissionregistrationV1Api(self.plane.api_client("admin"))
+        body = self.validating_configuration()
+        api.create_validating_webhook_configuration(body)
+        try:
+            yield body
+        finally:
+            api.delete_validating_webhook_configuration(body["metadata"]["name"])
+
     def register(self) -> None:
         from kubernetes import client
         from kubernetes.client.rest import ApiException
@@ -216,6 +276,19 @@ class Ostiary:
             proc = self.processes.get(name)
             if proc is not None:
                 proc.stop()
+
+
+@contextlib.contextmanager
+def running(instance: Ostiary):
+    """Start an Ostiary under test, print its log tail if anything fails, always stop it."""
+    try:
+        instance.start()
+        yield instance
+    except BaseException:
+        print(instance.log(120) if instance.processes.get("ostiary") else "")
+        raise
+    finally:
+        instance.stop()
 
 
 def _b64(text: str) -> str:

@@ -238,6 +238,8 @@ MATCHING_PATTERNS = [
     "ubuntu*",
     "*.trusted.io/org/*",
     "*.icr.io/*",
+    "reg*.example.com/*",
+    "*.corp.example.com:5000/*",
     "icr.io/*",
     "icr.io/team/*",
     "icr.io/team/*-debug",
@@ -254,6 +256,8 @@ MATCHING_PATTERNS = [
 # ---- image references (as written in pod specs) ----
 
 IMAGES = [
+    "eu.corp.example.com:5000/team/app",
+    "eu.corp.example.com/team/app",
     "nginx",
     "nginx:1.25",
     "nginx:latest",
