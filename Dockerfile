@@ -17,6 +17,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels ostiary && rm -rf /wheels
 # The static Rego library is read from here (it lives outside the Python package in the repository).
 COPY rego/ostiary /opt/ostiary/rego/ostiary
+# ... without the library's own tests (their data lives in tests/rego-data, not in the image).
+RUN rm -f /opt/ostiary/rego/ostiary/*_test.rego
 USER 10001:10001
 EXPOSE 8443
 ENTRYPOINT ["ostiary"]

@@ -170,9 +170,12 @@ def explain(review, policy_dir, rego_dir, ca_file, system_namespace) -> None:
 def test_cmd(rego_dir) -> None:
     """Run `opa test` over Ostiary's Rego library (and custom rules with their tests)."""
     from app.opa.process import find_opa
-    from app.paths import rego_library_dir
+    from app.paths import rego_library_dir, rego_testdata_dir
 
     args = [find_opa(), "test", "-v", str(rego_library_dir())]
+    testdata = rego_testdata_dir()
+    if testdata is not None:
+        args.append(str(testdata))
     if rego_dir:
         args.append(rego_dir)
     sys.exit(subprocess.call(args))

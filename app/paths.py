@@ -25,3 +25,11 @@ def rego_library_dir() -> Path:
     if root is None:
         raise RuntimeError(f"Ostiary's Rego library is missing: set {REGO_LIB_ENV}")
     return root / "rego" / "ostiary"
+
+
+def rego_testdata_dir() -> Path | None:
+    """The data documents of the library's Rego tests (tests/rego-data in a source checkout;
+    absent from an installed package and the image, which carry no library tests)."""
+    root = repo_root()
+    candidate = root / "tests" / "rego-data" if root else None
+    return candidate if candidate is not None and candidate.is_dir() else None

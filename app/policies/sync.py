@@ -27,7 +27,6 @@ from app.policies.reconcile import Drift, drift, plan
 log = logging.getLogger(__name__)
 
 
-TEST_ONLY = {"testdata.rego"}  # fixtures of the Rego tests, never pushed to a serving OPA
 # Scratch modules of apply-time validation live under a package the library never reads, so one
 # can never take part in a decision, even during the milliseconds it exists.
 SCRATCH_PACKAGE = "ostiary_validation_scratch"
@@ -38,7 +37,7 @@ def library_modules(directory: Path | None = None) -> list[RegoModule]:
     directory = directory or rego_library_dir()
     modules = []
     for path in sorted(directory.glob("*.rego")):
-        if path.name.endswith("_test.rego") or path.name in TEST_ONLY:
+        if path.name.endswith("_test.rego"):
             continue
         modules.append(
             RegoModule(id=f"ostiary/lib/{path.stem}", package="", source=path.read_text(), origin=str(path))

@@ -138,7 +138,10 @@ unsupported(img) := {msg |
 	msg := sprintf("policy.%s of %s %s is not supported by Ostiary; denied rather than unchecked", [kind, c.policy.kind, c.policy.name])
 }
 
-trust_violations(img) := object.get(trust.violations, img.id, set())
+trust_violations(img) := trust.violations(img, req) if {
+	req := requirements[img.id].trust
+	req.enabled == true
+} else := set()
 
 invalid_message(ref) := ref.error if {
 	is_string(ref.error)
@@ -170,7 +173,7 @@ else := []
 pin(img) := d if {
 	requirements[img.id].trust.enabled
 	count([m | some m in violations[img.id]]) == 0
-	d := trust.pinned_digest(img)
+	d := trust.pinned_digest(img, requirements[img.id].trust)
 } else := null
 
 image_decision(img) := {

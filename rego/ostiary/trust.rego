@@ -6,17 +6,12 @@
 #   Fail closed by construction: an image passes only when `satisfied` proves every requirement
 #   from the facts; the specific violations below only explain why. Anything missing, malformed
 #   or unverified leaves `satisfied` undefined, and then a violation is always reported.
+#   Every rule here is a function of one image and its trust requirement (`req`, computed by
+#   data.ostiary.main from the policy): this package reads neither input nor main, so there is
+#   no import cycle, and the cost of a decision is linear in the number of images.
 package ostiary.trust
 
 import rego.v1
-
-import data.ostiary.main
-
-checked contains [img, req] if {
-	some img in input.images
-	req := main.requirements[img.id].trust
-	req.enabled == true
-}
 
 verified(img) if img.trust.verified == true
 
@@ -83,18 +78,39 @@ signer_ok(img, signer, tag, digest) if {
 }
 
 # pinned_digest: the digest an admitted image is pinned to (defined only when satisfied).
-pinned_digest(img) := released(img, img.ref.tag) if {
-	satisfied(img, main.requirements[img.id].trust)
+pinned_digest(img, req) := released(img, img.ref.tag) if {
+	satisfied(img, req)
 	is_string(img.ref.tag)
 } else := img.ref.digest if {
-	satisfied(img, main.requirements[img.id].trust)
+	satisfied(img, req)
 	not is_string(img.ref.tag)
 }
 
 # ---- why not: specific explanations -------------------------------------------------------------
 
-explained[img.id] contains msg if {
-	some [img, req] in checked
+# violations: why an image whose policy enables trust (`req.enabled`) may not run; empty when it
+# may. The explanations, and a catch-all so that an image that is not `satisfied` is never
+# without one (partial or unexpected facts deny with a generic reason).
+violations(img, req) := explanations(img, req) if {
+	count(explanations(img, req)) > 0
+} else := set() if {
+	satisfied(img, req)
+} else := {"trust requirements are not met by the trust facts (incomplete or malformed facts); denied"}
+
+explanations(img, req) := union({
+	no_server(img, req),
+	unavailable(img, req),
+	unverified(img),
+	other_gun(img),
+	other_signers(img, req),
+	unsigned_tag(img),
+	refused_tag(img),
+	other_digest(img),
+	signer_problems(img),
+	unsigned_digest(img),
+})
+
+no_server(img, req) := {msg |
 	not is_string(req.server)
 	msg := sprintf(
 		"no trust server is known for registry %s: set policy.trust.trustServer in the policy",
@@ -102,14 +118,12 @@ explained[img.id] contains msg if {
 	)
 }
 
-explained[img.id] contains "trust data unavailable (not gathered for this image); denied" if {
-	some [img, req] in checked
+unavailable(img, req) := {"trust data unavailable (not gathered for this image); denied" |
 	is_string(req.server)
 	not img.trust
 }
 
-explained[img.id] contains msg if {
-	some [img, _] in checked
+unverified(img) := {msg |
 	img.trust
 	not verified(img)
 	msg := sprintf(
@@ -118,15 +132,13 @@ explained[img.id] contains msg if {
 	)
 }
 
-explained[img.id] contains msg if {
-	some [img, _] in checked
+other_gun(img) := {msg |
 	verified(img)
 	img.trust.gun != img.ref.name
 	msg := sprintf("trust facts are for %v, not %s; denied", [img.trust.gun, img.ref.name])
 }
 
-explained[img.id] contains msg if {
-	some [img, req] in checked
+other_signers(img, req) := {msg |
 	verified(img)
 	[s.secret | some s in signers(img)] != [s.name | some s in req.signer_secrets]
 	msg := sprintf(
@@ -135,8 +147,7 @@ explained[img.id] contains msg if {
 	)
 }
 
-explained[img.id] contains msg if {
-	some [img, _] in checked
+unsigned_tag(img) := {msg |
 	verified(img)
 	is_string(img.ref.tag)
 	not released(img, img.ref.tag)
@@ -146,8 +157,7 @@ explained[img.id] contains msg if {
 
 # The tag is signed, but not so that Docker would pull it (e.g. first found in targets/releases/x,
 # or without a sha256): the verifier says why in `refused`.
-explained[img.id] contains msg if {
-	some [img, _] in checked
+refused_tag(img) := {msg |
 	verified(img)
 	is_string(img.ref.tag)
 	not released(img, img.ref.tag)
@@ -161,8 +171,7 @@ docker_refusal(img, tag) := reason if {
 	not contains(reason, "is not signed in") # unsigned: the message above says so
 }
 
-explained[img.id] contains msg if {
-	some [img, _] in checked
+other_digest(img) := {msg |
 	verified(img)
 	is_string(img.ref.tag)
 	is_string(img.ref.digest)
@@ -171,8 +180,7 @@ explained[img.id] contains msg if {
 	msg := sprintf("digest %s is not the signed digest of tag %s (signed: %s)", [img.ref.digest, img.ref.tag, d])
 }
 
-explained[img.id] contains msg if {
-	some [img, _] in checked
+signer_problems(img) := {msg |
 	verified(img)
 	is_string(img.ref.tag)
 	digest := released(img, img.ref.tag)
@@ -181,8 +189,7 @@ explained[img.id] contains msg if {
 	msg := signer_problem(img, signer, img.ref.tag, digest)
 }
 
-explained[img.id] contains msg if {
-	some [img, _] in checked
+unsigned_digest(img) := {msg |
 	verified(img)
 	not is_string(img.ref.tag)
 	not digest_signed(img)
@@ -192,19 +199,6 @@ explained[img.id] contains msg if {
 signer_suffix(img) := sprintf(" by the required signers (%s)", [concat(", ", [sprintf("%v", [s.name]) | some s in signers(img)])]) if {
 	count(signers(img)) > 0
 } else := ""
-
-# violations: the explanations, and a catch-all so that an image that is not `satisfied` is
-# never without one (partial or unexpected facts deny with a generic reason).
-violations[id] contains msg if {
-	some id, msgs in explained
-	some msg in msgs
-}
-
-violations[img.id] contains "trust requirements are not met by the trust facts (incomplete or malformed facts); denied" if {
-	some [img, req] in checked
-	not satisfied(img, req)
-	count(object.get(explained, img.id, set())) == 0
-}
 
 # signer_problem explains why signer_ok does not hold (it decides nothing). Values that may be
 # absent are read with object.get: in Rego `not f(x.y)` fails, not succeeds, when x.y is absent.

@@ -8,6 +8,7 @@ package ostiary.trust_test
 
 import rego.v1
 
+import data.ostiary.main
 import data.ostiary.test_helpers as h
 import data.ostiary.testdata
 import data.ostiary.trust
@@ -230,13 +231,18 @@ test_warn_mode_signer_violation_becomes_a_warning if {
 
 # ---- the rules one by one ----
 
-test_checked_holds_only_trust_enabled_images if {
+test_trust_is_judged_only_for_trust_enabled_images if {
 	inp := h.request("default", [
-		h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1),
+		h.trusted(0, "docker.io/phbelitz/alice-image:missing-tag", testdata.facts.alice_missing_tag),
 		h.site(1, "registry.example.com/open/app:1.0"),
 	])
-	c := trust.checked with input as inp with data.ostiary.policies as object.union(testdata.policies.trust_nosigners, testdata.policies.plan)
-	{img.id | some [img, _] in c} == {0}
+	pols := object.union(testdata.policies.trust_nosigners, testdata.policies.plan)
+	r := main.requirements with input as inp with data.ostiary.policies as pols
+	r[0].trust.enabled == true
+	r[1].trust.enabled == false
+	v := main.violations with input as inp with data.ostiary.policies as pols
+	count(v[0]) == 1
+	v[1] == set()
 }
 
 test_verified if {
@@ -290,7 +296,15 @@ test_violations_are_keyed_by_image_id if {
 		h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1),
 		h.trusted(1, "docker.io/phbelitz/alice-image:missing-tag", testdata.facts.alice_missing_tag),
 	])
-	v := trust.violations with input as inp with data.ostiary.policies as testdata.policies.trust_nosigners
-	object.keys(v) == {1}
+	v := main.violations with input as inp with data.ostiary.policies as testdata.policies.trust_nosigners
+	v[0] == set()
 	count(v[1]) == 1
+}
+
+test_trust_violations_need_no_input if {
+	# a function of the image and its requirement only: the same answer without any input
+	img := h.trusted(1, "docker.io/phbelitz/alice-image:missing-tag", testdata.facts.alice_missing_tag)
+	req := {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": []}
+	count(trust.violations(img, req)) == 1
+	trust.violations(h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1), req) == set()
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from app.paths import rego_library_dir
+from app.paths import rego_library_dir, rego_testdata_dir
 
 
 def run(opa_binary, *args):
@@ -14,7 +14,9 @@ def run(opa_binary, *args):
 
 def test_opa_test_runs_and_passes_every_rego_test(opa_binary):
     lib = str(rego_library_dir().parent)
-    result = run(opa_binary, "test", lib, "--format", "json")
+    data = rego_testdata_dir()
+    assert data is not None, "tests/rego-data is missing"
+    result = run(opa_binary, "test", lib, str(data), "--format", "json")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     outcomes = json.loads(result.stdout)
     assert len(outcomes) >= 20, "the Rego library should carry its tests"

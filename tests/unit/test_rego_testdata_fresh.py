@@ -1,4 +1,4 @@
-"""rego/ostiary/testdata.rego must be what tests/unit/gen_rego_testdata.py makes from its YAML now.
+"""tests/rego-data/ostiary/testdata/data.json must be what tests/unit/gen_rego_testdata.py makes from its YAML now.
 
 The Rego tests read their policies, image references and trust facts from that file; it is produced
 by the translator, the image parser and the Notary verifier, so a change to any of them that changes
@@ -22,11 +22,11 @@ def _generator():
     return module
 
 
-def test_rego_testdata_is_fresh(opa_binary):
+def test_rego_testdata_is_fresh():
     gen = _generator()
     assert gen.TESTDATA.exists(), f"missing {gen.TESTDATA}: run python {GENERATOR.relative_to(gen.ROOT)}"
     assert gen.TESTDATA.read_text() == gen.render(), (
-        f"{gen.TESTDATA} is stale: run python {GENERATOR.relative_to(gen.ROOT)} and re-run `opa test rego/`"
+        f"{gen.TESTDATA} is stale: run python {GENERATOR.relative_to(gen.ROOT)} and re-run the Rego tests"
     )
 
 
