@@ -140,21 +140,24 @@ def check(policy_dir, rego_dir, system_namespace) -> None:
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
-def explain(review, policy_dir, rego_dir, ca_file, system_namespace) -> None:
+@click.option("--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Verify captured trust data (`ostiary trust capture`) instead of asking Notary servers.")
+@click.option("--at", "at", help="Verify trust data as of this time (RFC 3339).")
+def explain(review, policy_dir, rego_dir, ca_file, system_namespace, trust_data, at) -> None:
     """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response."""
     from app.admission.extract import BadRequest
     from app.admission.review import Reviewer
-    from app.notary.service import TrustService
     from app.opa.client import OpaError
     from app.policies.directory import DirectoryStore
 
+    trust = _offline_trust(trust_data, at, ca_file)
     try:
         body = yaml.safe_load(review.read())
         opa, client, policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
     except (PolicyError, OpaError, yaml.YAMLError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        reviewer = Reviewer(client, DirectoryStore(policy_set), trust=TrustService(ca_file=ca_file),
+        reviewer = Reviewer(client, DirectoryStore(policy_set), trust=trust,
                             system_namespace=system_namespace, budget=30.0)
         answer, outcome = reviewer.review(body)
     except BadRequest as exc:
@@ -212,6 +215,106 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
     if not ok:
         click.echo(f"not verified: {explain(facts)} ({time.monotonic() - started:.2f}s)", err=True)
         sys.exit(1)
+
+
+# ---- offline: apply, trust capture, captured trust data (app/offline, app/notary/capture.py) ----
+
+
+def _input_error(message: str) -> None:
+    """Exit 2: the input (files, options, policies) could not be used; 1 is kept for "denied"."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
+def _parse_at(at: str | None):
+    from app.notary.inspect import parse_at_option
+
+    if not at:
+        return None
+    try:
+        return parse_at_option(at)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
+
+
+def _offline_trust(trust_data, at, ca_file):
+    """The TrustService of explain/apply: replaying --trust-data when given, else live; at --at."""
+    from app.offline.replay import TrustDataError, trust_service
+
+    moment = _parse_at(at)
+    try:
+        return trust_service(list(trust_data), moment, ca_file)
+    except TrustDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+
+
+@main.command(name="apply")
+@click.argument("manifests", nargs=-1, required=True)
+@click.option("--policy-dir", required=True, type=click.Path(exists=True, file_okay=False), help="Directory of policy YAML files.")
+@click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom Rego rules (package ostiary.custom.<name>).")
+@click.option("-n", "--namespace", help="Namespace of manifests that name none (default: default).")
+@click.option("--as", "username", default="ostiary-apply", show_default=True, help="Requester's user name (request.userInfo.username).")
+@click.option("--as-group", "groups", multiple=True, help="Requester's group (repeatable).")
+@click.option("--operation", type=click.Choice(["CREATE", "UPDATE"]), default="CREATE", show_default=True)
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml", "junit"]), default="table", show_default=True)
+@click.option("--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Captured trust data (`ostiary trust capture`, repeatable) instead of Notary servers.")
+@click.option("--at", "at", help="Verify trust data as of this time (RFC 3339), e.g. when it was captured.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers.")
+@click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
+def apply_cmd(manifests, policy_dir, rego_dir, namespace, username, groups, operation, fmt, trust_data, at,
+              ca_file, system_namespace) -> None:
+    """Decide MANIFEST... (files, directories, '-' for stdin) as the webhook would, without a cluster.
+
+    Exit 0 when every object is allowed, 1 when one is denied, 2 when the input cannot be used.
+    """
+    from app.offline.engine import Engine
+    from app.offline.manifests import ManifestError, load_manifests
+    from app.offline.report import render
+    from app.opa.client import OpaError
+
+    trust = _offline_trust(trust_data, at, ca_file)
+    try:
+        objects = load_manifests(manifests, stdin=sys.stdin)
+    except ManifestError as exc:
+        _input_error(str(exc))
+    if not objects:
+        _input_error("no Kubernetes objects in " + ", ".join(manifests))
+    try:
+        engine = Engine(policy_dir, rego_dir=rego_dir, trust=trust, system_namespace=system_namespace)
+    except (PolicyError, OpaError, RuntimeError) as exc:
+        _input_error(str(exc))
+    with engine:
+        results = [engine.decide(m, namespace=namespace, username=username, groups=tuple(groups),
+                                 operation=operation) for m in objects]
+    click.echo(render(results, fmt))
+    sys.exit(0 if all(r.allowed for r in results) else 1)
+
+
+@trust.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Directory to write (created; repositories are added).")
+@click.option("--trust-server", help="Notary server URL (default: by registry host).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for the Notary server.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per repository.")
+def capture(images, out, trust_server, ca_file, timeout) -> None:
+    """Record the trust data Notary servers serve for IMAGE..., byte for byte, for offline runs.
+
+    Each repository's root, timestamp, snapshot, targets and delegations are written under --out with
+    the server URL and GUN (ostiary-trust.json). The capture is then verified from those bytes; exit 1
+    when one could not be captured or does not verify now.
+    """
+    from app.notary.capture import CaptureError, capture_images
+
+    try:
+        results = capture_images(list(images), Path(out), trust_server=trust_server, ca_file=ca_file, timeout=timeout)
+    except CaptureError as exc:
+        _input_error(str(exc))
+    ok = True
+    for result in results:
+        click.echo(result.describe())
+        ok = ok and result.ok
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover
