@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -169,16 +168,17 @@ def explain(review, policy_dir, rego_dir, ca_file, system_namespace, trust_data,
 
 
 @main.command(name="test")
+@click.argument("paths", nargs=-1)
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom rules and their *_test.rego.")
-def test_cmd(rego_dir) -> None:
-    """Run `opa test` over Ostiary's Rego library (and custom rules with their tests)."""
-    from app.opa.process import find_opa
-    from app.paths import rego_library_dir
+@click.option("--run", "run_regex", help="Run only tests whose name matches this regular expression.")
+@click.option("-v", "--verbose", is_flag=True, help="List every library test, not only failures.")
+def test_cmd(paths, rego_dir, run_regex, verbose) -> None:
+    """Run the Rego unit tests (library, then your --rego-dir) and your declarative tests PATHS...
 
-    args = [find_opa(), "test", "-v", str(rego_library_dir())]
-    if rego_dir:
-        args.append(rego_dir)
-    sys.exit(subprocess.call(args))
+    PATHS are test files (kind: PolicyTest) or directories searched for *_test.yaml. Exit 1 when a
+    test fails, 2 when a test file cannot be read.
+    """
+    _run_all_tests(paths, rego_dir, run_regex, verbose)
 
 
 @main.group()
@@ -218,6 +218,12 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
 
 
 # ---- offline: apply, trust capture, captured trust data (app/offline, app/notary/capture.py) ----
+
+
+def _quiet_trust_log() -> None:
+    """Offline runs report trust failures in their results; at the default level, skip the log lines."""
+    if logging.getLogger().level >= logging.INFO:
+        logging.getLogger("app.notary").setLevel(logging.WARNING)
 
 
 def _input_error(message: str) -> None:
@@ -273,6 +279,7 @@ def apply_cmd(manifests, policy_dir, rego_dir, namespace, username, groups, oper
     from app.offline.report import render
     from app.opa.client import OpaError
 
+    _quiet_trust_log()
     trust = _offline_trust(trust_data, at, ca_file)
     try:
         objects = load_manifests(manifests, stdin=sys.stdin)
@@ -315,6 +322,59 @@ def capture(images, out, trust_server, ca_file, timeout) -> None:
         click.echo(result.describe())
         ok = ok and result.ok
     sys.exit(0 if ok else 1)
+
+
+def _run_all_tests(paths, rego_dir, run_regex, verbose) -> None:
+    """`ostiary test`: the library's tests, the user's Rego tests and the user's policy tests, apart."""
+    import re
+
+    from app.offline.testfile import CaseResult, TestFileError, find_test_files, run_rego_tests, run_test_file
+    from app.opa.client import OpaError
+    from app.paths import rego_library_dir
+
+    try:
+        pattern = re.compile(run_regex) if run_regex else None
+    except re.error as exc:
+        raise click.BadParameter(f"{run_regex!r}: {exc}", param_hint="--run") from None
+    _quiet_trust_log()
+    try:
+        files = find_test_files(paths)
+    except TestFileError as exc:
+        _input_error(str(exc))
+    failed = False
+    library, mine, error = run_rego_tests(rego_library_dir(), rego_dir, run_regex)
+    click.echo(f"== Ostiary library: Rego unit tests ({rego_library_dir()})")
+    for test in library:
+        if verbose or not test.passed:
+            click.echo(f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()}")
+    click.echo(f"  {sum(t.passed for t in library)}/{len(library)} passed")
+    if error:
+        click.echo(f"  opa test could not run: {error}")
+        failed = True
+    failed = failed or not all(t.passed for t in library)
+    if rego_dir:
+        click.echo(f"== Your Rego unit tests ({rego_dir})")
+        for test in mine:
+            click.echo(f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()} ({test.millis:.1f}ms)")
+        click.echo(f"  {sum(t.passed for t in mine)}/{len(mine)} passed")
+        failed = failed or not all(t.passed for t in mine)
+    if paths:
+        click.echo(f"== Your policy tests ({', '.join(paths)})")
+        cases: list[CaseResult] = []
+        for test_file in files:
+            try:
+                cases.extend(run_test_file(test_file, pattern))
+            except (PolicyError, OpaError, RuntimeError) as exc:
+                cases.append(CaseResult(str(test_file.path), test_file.name, "*", 0, False, [f"cannot run: {exc}"]))
+        for case in cases:
+            where = f"{case.file}:{case.line}" if case.line else case.file
+            click.echo(f"  {'PASS' if case.passed else 'FAIL'} {case.full_name}  [{where}]")
+            for failure in case.failures:
+                click.echo(f"       {failure}")
+        click.echo(f"  {sum(c.passed for c in cases)}/{len(cases)} passed")
+        failed = failed or not all(c.passed for c in cases)
+    click.echo("FAIL" if failed else "PASS")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
