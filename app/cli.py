@@ -304,7 +304,8 @@ def apply_cmd(manifests, policy_dir, rego_dir, namespace, username, groups, oper
 @click.option("--trust-server", help="Notary server URL (default: by registry host).")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for the Notary server.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per repository.")
-def capture(images, out, trust_server, ca_file, timeout) -> None:
+@click.option("--username", help="Registry user for the Notary token service (password read from stdin).")
+def capture(images, out, trust_server, ca_file, timeout, username) -> None:
     """Record the trust data Notary servers serve for IMAGE..., byte for byte, for offline runs.
 
     Each repository's root, timestamp, snapshot, targets and delegations are written under --out with
@@ -313,8 +314,10 @@ def capture(images, out, trust_server, ca_file, timeout) -> None:
     """
     from app.notary.capture import CaptureError, capture_images
 
+    credentials = ((username, sys.stdin.readline().rstrip("\n")),) if username else ()
     try:
-        results = capture_images(list(images), Path(out), trust_server=trust_server, ca_file=ca_file, timeout=timeout)
+        results = capture_images(list(images), Path(out), trust_server=trust_server, ca_file=ca_file,
+                                 timeout=timeout, credentials=credentials)
     except CaptureError as exc:
         _input_error(str(exc))
     ok = True

@@ -74,7 +74,8 @@ def _named_roles(data: bytes, *, snapshot: bool) -> list[str]:
     return [n for n in names if isinstance(n, str) and n not in TOP_LEVEL and valid_delegation_name(n)]
 
 
-def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: float) -> tuple[dict[str, bytes], list[str]]:
+def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: float,
+                     credentials: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, bytes], list[str]]:
     """Every role of (server, GUN) as served, and the roles answered 404. Raises FetchError otherwise."""
     served: dict[str, bytes] = {}
     missing: list[str] = []
@@ -88,7 +89,7 @@ def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: floa
         if len(asked) > len(TOP_LEVEL) + MAX_DELEGATIONS:
             raise FetchError(role, f"{gun} names more than {MAX_DELEGATIONS} delegations; refusing to capture")
         try:
-            data = client.fetch_role(server, gun, role, deadline=deadline)
+            data = client.fetch_role(server, gun, role, deadline=deadline, credentials=credentials)
         except RoleNotServed:
             missing.append(role)
             if role == "root":
@@ -134,8 +135,12 @@ def _merge_index(out: Path, entries: list[dict]) -> None:
 
 
 def capture_images(images: list[str], out: Path, *, trust_server: str | None = None, ca_file: str | None = None,
-                   timeout: float = 30.0, client: NotaryClient | None = None) -> list[CaptureResult]:
-    """Capture every image's repository into `out`, then verify each image from the written bytes."""
+                   timeout: float = 30.0, client: NotaryClient | None = None,
+                   credentials: tuple[tuple[str, str], ...] = ()) -> list[CaptureResult]:
+    """Capture every image's repository into `out`, then verify each image from the written bytes.
+
+    `credentials` ((username, password) pairs) are offered to the server's token service, as the
+    webhook offers pull secrets; they are never written to `out`."""
     plan = []
     for image in images:
         try:
@@ -163,7 +168,7 @@ def capture_images(images: list[str], out: Path, *, trust_server: str | None = N
             key = (server, ref.name)
             if key not in fetched:
                 try:
-                    fetched[key] = fetch_repository(client, server, ref.name, time.monotonic() + timeout)
+                    fetched[key] = fetch_repository(client, server, ref.name, time.monotonic() + timeout, credentials)
                 except TrustError as exc:
                     fetched[key] = str(exc)
             outcome = fetched[key]

@@ -190,15 +190,38 @@ def _patch(response: dict) -> list[dict]:
         return [{"undecodable": raw}]
 
 
+def _start_opa(policy_dir: str, rego_dir: str | None, system_namespace: str) -> tuple[Any, Any, Any]:
+    """What `ostiary check`/`explain` do (app.cli._with_opa): load and translate the policies, start a
+    local OPA, push the library, the custom Rego and the policies; here the OPA is stopped again when
+    anything is refused, since `ostiary test` goes on with the next file in the same process."""
+    from app.opa.client import OpaClient
+    from app.opa.process import LocalOpa
+    from app.policies.directory import load_custom_rego, load_policy_set, translate_all
+    from app.policies.sync import PolicySync, library_modules
+
+    policy_set = load_policy_set(policy_dir, system_namespace)
+    modules = translate_all(policy_set.policies)
+    custom = load_custom_rego(rego_dir) if rego_dir else []
+    opa = LocalOpa().start()
+    try:
+        client = OpaClient(opa.url)
+        sync = PolicySync(client)
+        sync.set_base(library_modules() + custom)
+        sync.replace_all(modules)
+    except BaseException:
+        opa.stop()
+        raise
+    return opa, client, policy_set
+
+
 class Engine:
     """A real OPA holding the library, the custom Rego and the translated policies, and a Reviewer."""
 
     def __init__(self, policy_dir: str, *, rego_dir: str | None = None, trust: Any = None,
                  system_namespace: str = DEFAULT_SYSTEM_NAMESPACE, budget: float = 30.0):
-        from app.cli import _with_opa  # the very loader `ostiary check` and `explain` use
         from app.policies.directory import DirectoryStore
 
-        self._opa, client, self.policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
+        self._opa, client, self.policy_set = _start_opa(policy_dir, rego_dir, system_namespace)
         self._recorder = _RecordingOpa(client)
         self.reviewer = Reviewer(self._recorder, DirectoryStore(self.policy_set), trust=trust,  # type: ignore[arg-type]
                                  system_namespace=system_namespace, budget=budget)

@@ -23,7 +23,6 @@ Two layouts are read:
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -149,8 +148,6 @@ class ReplayClient:
     def __init__(self, repositories: Sequence[CapturedRepository]):
         self.tokens = _NoTokens()
         self._repositories: dict[tuple[str, str], CapturedRepository] = {}
-        self._served: list[tuple[str, str, str]] = []
-        self._lock = threading.Lock()
         for repo in repositories:
             key = (repo.server, repo.gun)
             other = self._repositories.get(key)
@@ -160,12 +157,6 @@ class ReplayClient:
                     "give one of them"
                 )
             self._repositories[key] = repo
-
-    @property
-    def served(self) -> list[tuple[str, str, str]]:
-        """(server, GUN, role) of every role answered, in order (what a verdict was based on)."""
-        with self._lock:
-            return list(self._served)
 
     def close(self) -> None:
         """Nothing to close: no connections."""
@@ -193,8 +184,6 @@ class ReplayClient:
             data = path.read_bytes()
         except OSError as exc:
             raise FetchError(role, f"cannot read captured {path}: {exc}") from None
-        with self._lock:
-            self._served.append((server, gun, role))
         return data
 
 

@@ -238,14 +238,17 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
     return [f"{label}: {p}" for p in problems]
 
 
-def _trust(test: TestFile, case: Case) -> Any:
+def _trust(test: TestFile, case: Case, services: dict) -> Any:
+    """The trust service for a case: one per (trust data, time) within a file, reused by its cases."""
     from app.notary.inspect import parse_at_option
     from app.offline.replay import trust_service
 
     at = case.raw.get("at", test.spec.get("at"))
     moment = parse_at_option(str(at)) if at else None
-    dirs = [str(test.resolve(d)) for d in test.spec.get("trustData") or []]
-    return trust_service(dirs, moment)
+    dirs = tuple(str(test.resolve(d)) for d in test.spec.get("trustData") or [])
+    if (dirs, moment) not in services:
+        services[(dirs, moment)] = trust_service(list(dirs), moment)
+    return services[(dirs, moment)]
 
 
 def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[CaseResult]:
@@ -257,16 +260,19 @@ def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[Ca
     engine = Engine(str(test.resolve(test.spec["policies"])), rego_dir=str(test.resolve(rego)) if rego else None,
                     system_namespace=test.spec.get("systemNamespace") or DEFAULT_SYSTEM_NAMESPACE)
     results: list[CaseResult] = []
+    services: dict = {}
     with engine:
         for case in cases:
-            results.append(_run_case(engine, test, case))
+            results.append(_run_case(engine, test, case, services))
+    for service in services.values():
+        service.close()
     return results
 
 
-def _run_case(engine: Engine, test: TestFile, case: Case) -> CaseResult:
+def _run_case(engine: Engine, test: TestFile, case: Case, services: dict) -> CaseResult:
     outcome = CaseResult(str(test.path), test.name, case.name, case.line, passed=False)
     try:
-        engine.reviewer.trust = _trust(test, case)
+        engine.reviewer.trust = _trust(test, case, services)
         objects = _objects(test, case)
     except (ManifestError, ValueError) as exc:
         outcome.failures.append(f"cannot run: {exc}")
