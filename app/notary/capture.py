@@ -26,7 +26,13 @@ from urllib.parse import urlsplit
 from app.images import InvalidImageReference, parse_image
 from app.notary.client import FetchError, NotaryClient, RoleNotServed
 from app.notary.errors import TrustError
-from app.notary.service import MAX_DELEGATIONS, TrustRequest, TrustService, _normalize_server, trust_server_for
+from app.notary.service import (
+    MAX_DELEGATIONS,
+    TrustRequest,
+    TrustService,
+    _normalize_server,
+    trust_server_for,
+)
 from app.notary.verify import valid_delegation_name
 
 TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
@@ -120,7 +126,7 @@ def _merge_index(out: Path, entries: list[dict]) -> None:
     from app.offline.replay import INDEX_FORMAT, INDEX_NAME
 
     index_file = out / INDEX_NAME
-    index = {"format": INDEX_FORMAT, "repositories": []}
+    index: dict = {"format": INDEX_FORMAT, "repositories": []}
     if index_file.is_file():
         try:
             index = json.loads(index_file.read_text())

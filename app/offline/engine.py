@@ -16,7 +16,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from app.admission.extract import POD_SPEC_PATHS, BadRequest
 from app.admission.respond import API_VERSION
@@ -64,7 +64,7 @@ def admission_review(
     object sent carries that namespace in its metadata.
     """
     kind = str(obj.get("kind") or "")
-    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    meta: dict = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
     ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) and meta.get("namespace") else None
     ns = ns or namespace or DEFAULT_NAMESPACE
     sent = {**obj, "metadata": {**meta, "namespace": ns}}
@@ -227,7 +227,7 @@ class Engine:
                                  system_namespace=system_namespace, budget=budget)
         self._uids = 0
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -252,9 +252,9 @@ class Engine:
         return self.decide_review(review, source=manifest.source, line=manifest.line)
 
     def decide_review(self, review: dict, *, source: str = "", line: int = 0) -> ObjectResult:
-        request = review.get("request") if isinstance(review.get("request"), dict) else {}
-        obj = request.get("object") if isinstance(request.get("object"), dict) else {}
-        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        request: dict = review["request"] if isinstance(review.get("request"), dict) else {}
+        obj: dict = request["object"] if isinstance(request.get("object"), dict) else {}
+        meta: dict = obj["metadata"] if isinstance(obj.get("metadata"), dict) else {}
         kind = str((request.get("kind") or {}).get("kind") or obj.get("kind") or "")
         namespace = str(request.get("namespace") or meta.get("namespace") or "")
         name = str(request.get("name") or meta.get("name") or meta.get("generateName") or "")

@@ -71,16 +71,16 @@ def gun_of_root(root_file: Path) -> str:
         doc = json.loads(root_file.read_bytes())
         signed = doc["signed"]
         keyids = signed["roles"]["root"]["keyids"]
-        names = set()
+        names: set[str | None] = set()
         for keyid in keyids:
             key = signed["keys"][keyid]
             names.add(certificate_common_name(load_certificate(key["keyval"]["public"])))
     except (OSError, ValueError, KeyError, TypeError, KeyFormatError) as exc:
         raise TrustDataError(f"{root_file}: cannot read the GUN from the root certificates: {exc}") from None
-    names.discard(None)
-    if len(names) != 1:
-        raise TrustDataError(f"{root_file}: root certificates name {sorted(names) or 'no'} GUN; expected one")
-    return names.pop()  # type: ignore[return-value]
+    found = sorted(n for n in names if n)
+    if len(found) != 1 or None in names:
+        raise TrustDataError(f"{root_file}: root certificates name {found or 'no'} GUN; expected one")
+    return found[0]
 
 
 def _bare(directory: Path) -> CapturedRepository:

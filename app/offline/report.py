@@ -60,8 +60,8 @@ def render(results: Sequence[ObjectResult], fmt: str) -> str:
 
 def _image_lines(image: ImageResult) -> list[str]:
     lines = [
-        f"    image {image.image} ({image.container.get('kind', '?')} {image.container.get('name', '?')}): "
-        f"{'allowed' if image.allowed else 'DENIED'}",
+        (f"    image {image.image} ({image.container.get('kind', '?')} {image.container.get('name', '?')}): "
+         f"{'allowed' if image.allowed else 'DENIED'}"),
         f"      entry: {image.entry}",
         f"      trust: {trust_summary(image.trust)}",
     ]

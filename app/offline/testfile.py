@@ -213,11 +213,11 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
     """Why `result` does not meet `expect` (empty when it does)."""
     label = f"{result.label} [{result.origin}]"
     problems: list[str] = []
-    got = f"got {result.verdict}" + (f": {result.message}" if result.message else "")
+    seen = f"got {result.verdict}" + (f": {result.message}" if result.message else "")
     if "verdict" in expect and expect["verdict"] != result.verdict:
-        problems.append(f"expected {expect['verdict']}, {got}")
+        problems.append(f"expected {expect['verdict']}, {seen}")
     elif "verdict" not in expect and "allowed" in expect and bool(expect["allowed"]) != result.allowed:
-        problems.append(f"expected {'allowed' if expect['allowed'] else 'denied'}, {got}")
+        problems.append(f"expected {'allowed' if expect['allowed'] else 'denied'}, {seen}")
     problems += _contains_all("denials", expect.get("denials"), result.denials)
     problems += _contains_all("warnings", expect.get("warnings"), result.warnings)
     if "message" in expect and str(expect["message"]) not in result.message:
