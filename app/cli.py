@@ -172,13 +172,14 @@ def explain(review, policy_dir, rego_dir, ca_file, system_namespace, trust_data,
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom rules and their *_test.rego.")
 @click.option("--run", "run_regex", help="Run only tests whose name matches this regular expression.")
 @click.option("-v", "--verbose", is_flag=True, help="List every library test, not only failures.")
-def test_cmd(paths, rego_dir, run_regex, verbose) -> None:
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the results as JUnit XML.")
+def test_cmd(paths, rego_dir, run_regex, verbose, junit_file) -> None:
     """Run the Rego unit tests (library, then your --rego-dir) and your declarative tests PATHS...
 
     PATHS are test files (kind: PolicyTest) or directories searched for *_test.yaml. Exit 1 when a
     test fails, 2 when a test file cannot be read.
     """
-    _run_all_tests(paths, rego_dir, run_regex, verbose)
+    _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file)
 
 
 @main.group()
@@ -327,7 +328,7 @@ def capture(images, out, trust_server, ca_file, timeout, username) -> None:
     sys.exit(0 if ok else 1)
 
 
-def _run_all_tests(paths, rego_dir, run_regex, verbose) -> None:
+def _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file=None) -> None:
     """`ostiary test`: the library's tests, the user's Rego tests and the user's policy tests, apart."""
     import re
 
@@ -345,6 +346,7 @@ def _run_all_tests(paths, rego_dir, run_regex, verbose) -> None:
     except TestFileError as exc:
         _input_error(str(exc))
     failed = False
+    cases: list[CaseResult] = []
     library, mine, error = run_rego_tests(rego_library_dir(), rego_dir, run_regex)
     click.echo(f"== Ostiary library: Rego unit tests ({rego_library_dir()})")
     for test in library:
@@ -363,7 +365,6 @@ def _run_all_tests(paths, rego_dir, run_regex, verbose) -> None:
         failed = failed or not all(t.passed for t in mine)
     if paths:
         click.echo(f"== Your policy tests ({', '.join(paths)})")
-        cases: list[CaseResult] = []
         for test_file in files:
             try:
                 cases.extend(run_test_file(test_file, pattern))
@@ -376,8 +377,26 @@ def _run_all_tests(paths, rego_dir, run_regex, verbose) -> None:
                 click.echo(f"       {failure}")
         click.echo(f"  {sum(c.passed for c in cases)}/{len(cases)} passed")
         failed = failed or not all(c.passed for c in cases)
+    if junit_file:
+        _write_test_junit(junit_file, library, mine if rego_dir else [], cases if paths else [], error)
     click.echo("FAIL" if failed else "PASS")
     sys.exit(1 if failed else 0)
+
+
+def _write_test_junit(path, library, mine, cases, error) -> None:
+    from app.offline.report import test_junit
+
+    def rego(tests):
+        return [(t.name, t.file, [] if t.passed else [t.detail or "FAIL"]) for t in tests]
+
+    suites = [("Ostiary library: Rego unit tests", rego(library)
+               + ([("opa test", "opa", [error])] if error else []))]
+    if mine:
+        suites.append(("Your Rego unit tests", rego(mine)))
+    if cases:
+        suites.append(("Your policy tests", [(c.full_name, c.file, c.failures or ([] if c.passed else ["FAIL"]))
+                                             for c in cases]))
+    Path(path).write_text(test_junit(suites))
 
 
 if __name__ == "__main__":  # pragma: no cover

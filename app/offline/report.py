@@ -110,3 +110,19 @@ def junit(results: Sequence[ObjectResult]) -> str:
     suites.append(suite)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
+
+
+def test_junit(suites: Sequence[tuple[str, Sequence[tuple[str, str, list[str]]]]]) -> str:
+    """JUnit XML for `ostiary test --junit`: one suite per section, (name, classname, failures) per test."""
+    root = ET.Element("testsuites")
+    for title, tests in suites:
+        failed = sum(1 for _, _, failures in tests if failures)
+        suite = ET.SubElement(root, "testsuite", name=title, tests=str(len(tests)), failures=str(failed),
+                              errors="0", skipped="0")
+        for name, classname, failures in tests:
+            case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+            if failures:
+                failure = ET.SubElement(case, "failure", message=failures[0][:1000], type="failed")
+                failure.text = "\n".join(failures)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")

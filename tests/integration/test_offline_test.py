@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import yaml
 
@@ -64,8 +65,14 @@ def test_a_wrong_expectation_fails_and_says_why(tmp_path):
     doc["spec"]["cases"][2]["expect"]["denials"] = ["a message that is not there"]
     doc["spec"]["cases"][0]["expect"]["patch"] = [{"op": "replace", "path": "/x", "value": "y"}]
     test_file.write_text(yaml.safe_dump(doc, sort_keys=False))
-    result = run("test", str(example))
+    report = tmp_path / "report.xml"
+    result = run("test", str(example), "--junit", str(report))
     assert result.returncode == 1, result.stdout
+    suites = {s.get("name"): s for s in ET.parse(report).getroot()}
+    assert suites["Your policy tests"].get("tests") == "5" and suites["Your policy tests"].get("failures") == "3"
+    assert suites["Ostiary library: Rego unit tests"].get("failures") == "0"
+    failing = [c.get("name") for c in suites["Your policy tests"] if c.find("failure") is not None]
+    assert "namespace-override/anything else is denied by the cluster policy" in failing
     policy = sections(result.stdout)[f"Your policy tests ({example})"]
     assert "FAIL namespace-override/anything else is denied by the cluster policy" in policy
     assert "expected allowed, got denied: Ostiary denied the request" in policy
