@@ -353,15 +353,16 @@ def _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file=None) -> None
         if verbose or not test.passed:
             click.echo(f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()}")
     click.echo(f"  {sum(t.passed for t in library)}/{len(library)} passed")
-    if error:
+    if error and not rego_dir:
         click.echo(f"  opa test could not run: {error}")
-        failed = True
-    failed = failed or not all(t.passed for t in library)
+    failed = bool(error) or not all(t.passed for t in library)
     if rego_dir:
         click.echo(f"== Your Rego unit tests ({rego_dir})")
         for test in mine:
             click.echo(f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()} ({test.millis:.1f}ms)")
         click.echo(f"  {sum(t.passed for t in mine)}/{len(mine)} passed")
+        if error:  # with the user's modules loaded, a compile error is almost always theirs
+            click.echo(f"  opa test could not run: {error}")
         failed = failed or not all(t.passed for t in mine)
     if paths:
         click.echo(f"== Your policy tests ({', '.join(paths)})")

@@ -101,6 +101,14 @@ def test_a_failing_user_rego_test_is_reported_as_the_users(tmp_path):
     assert "data.ostiary.custom.mine_test.test_broken: FAIL" in parts[f"Your Rego unit tests ({rego})"]
 
 
+def test_custom_rego_that_does_not_compile_fails_in_the_users_section(tmp_path):
+    (tmp_path / "b.rego").write_text("package ostiary.custom.b\n\nimport rego.v1\n\ndeny contains x if { x := nope(1) }\n")
+    result = run("test", "--rego-dir", str(tmp_path))
+    assert result.returncode == 1
+    mine = sections(result.stdout)[f"Your Rego unit tests ({tmp_path})"]
+    assert f"{tmp_path / 'b.rego'}:5" in mine and "undefined function nope" in mine
+
+
 def test_unusable_test_files_exit_2_with_file_and_line(tmp_path):
     bad = tmp_path / "bad_test.yaml"
     bad.write_text("apiVersion: ostiary.dev/v1\nkind: PolicyTest\nmetadata: {name: b}\nspec:\n  policies: p\n"
