@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import subprocess
 import sys
 import time
 from datetime import datetime
@@ -140,21 +139,24 @@ def check(policy_dir, rego_dir, system_namespace) -> None:
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
-def explain(review, policy_dir, rego_dir, ca_file, system_namespace) -> None:
+@click.option("--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Verify captured trust data (`ostiary trust capture`) instead of asking Notary servers.")
+@click.option("--at", "at", help="Verify trust data as of this time (RFC 3339).")
+def explain(review, policy_dir, rego_dir, ca_file, system_namespace, trust_data, at) -> None:
     """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response."""
     from app.admission.extract import BadRequest
     from app.admission.review import Reviewer
-    from app.notary.service import TrustService
     from app.opa.client import OpaError
     from app.policies.directory import DirectoryStore
 
+    trust = _offline_trust(trust_data, at, ca_file)
     try:
         body = yaml.safe_load(review.read())
         opa, client, policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
     except (PolicyError, OpaError, yaml.YAMLError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        reviewer = Reviewer(client, DirectoryStore(policy_set), trust=TrustService(ca_file=ca_file),
+        reviewer = Reviewer(client, DirectoryStore(policy_set), trust=trust,
                             system_namespace=system_namespace, budget=30.0)
         answer, outcome = reviewer.review(body)
     except BadRequest as exc:
@@ -166,19 +168,18 @@ def explain(review, policy_dir, rego_dir, ca_file, system_namespace) -> None:
 
 
 @main.command(name="test")
+@click.argument("paths", nargs=-1)
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom rules and their *_test.rego.")
-def test_cmd(rego_dir) -> None:
-    """Run `opa test` over Ostiary's Rego library (and custom rules with their tests)."""
-    from app.opa.process import find_opa
-    from app.paths import rego_library_dir, rego_testdata_dir
+@click.option("--run", "run_regex", help="Run only tests whose name matches this regular expression.")
+@click.option("-v", "--verbose", is_flag=True, help="List every library test, not only failures.")
+@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the results as JUnit XML.")
+def test_cmd(paths, rego_dir, run_regex, verbose, junit_file) -> None:
+    """Run the Rego unit tests (library, then your --rego-dir) and your declarative tests PATHS...
 
-    args = [find_opa(), "test", "-v", str(rego_library_dir())]
-    testdata = rego_testdata_dir()
-    if testdata is not None:
-        args.append(str(testdata))
-    if rego_dir:
-        args.append(rego_dir)
-    sys.exit(subprocess.call(args))
+    PATHS are test files (kind: PolicyTest) or directories searched for *_test.yaml. Exit 1 when a
+    test fails, 2 when a test file cannot be read.
+    """
+    _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file)
 
 
 @main.group()
@@ -215,6 +216,188 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
     if not ok:
         click.echo(f"not verified: {explain(facts)} ({time.monotonic() - started:.2f}s)", err=True)
         sys.exit(1)
+
+
+# ---- offline: apply, trust capture, captured trust data (app/offline, app/notary/capture.py) ----
+
+
+def _quiet_trust_log() -> None:
+    """Offline runs report trust failures in their results; at the default level, skip the log lines."""
+    if logging.getLogger().level >= logging.INFO:
+        logging.getLogger("app.notary").setLevel(logging.WARNING)
+
+
+def _input_error(message: str) -> None:
+    """Exit 2: the input (files, options, policies) could not be used; 1 is kept for "denied"."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
+def _parse_at(at: str | None):
+    from app.notary.inspect import parse_at_option
+
+    if not at:
+        return None
+    try:
+        return parse_at_option(at)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at") from None
+
+
+def _offline_trust(trust_data, at, ca_file):
+    """The TrustService of explain/apply: replaying --trust-data when given, else live; at --at."""
+    from app.offline.replay import TrustDataError, trust_service
+
+    moment = _parse_at(at)
+    try:
+        return trust_service(list(trust_data), moment, ca_file)
+    except TrustDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+
+
+@main.command(name="apply")
+@click.argument("manifests", nargs=-1, required=True)
+@click.option("--policy-dir", required=True, type=click.Path(exists=True, file_okay=False), help="Directory of policy YAML files.")
+@click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom Rego rules (package ostiary.custom.<name>).")
+@click.option("-n", "--namespace", help="Namespace of manifests that name none (default: default).")
+@click.option("--as", "username", default="ostiary-apply", show_default=True, help="Requester's user name (request.userInfo.username).")
+@click.option("--as-group", "groups", multiple=True, help="Requester's group (repeatable).")
+@click.option("--operation", type=click.Choice(["CREATE", "UPDATE"]), default="CREATE", show_default=True)
+@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml", "junit"]), default="table", show_default=True)
+@click.option("--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Captured trust data (`ostiary trust capture`, repeatable) instead of Notary servers.")
+@click.option("--at", "at", help="Verify trust data as of this time (RFC 3339), e.g. when it was captured.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers.")
+@click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
+def apply_cmd(manifests, policy_dir, rego_dir, namespace, username, groups, operation, fmt, trust_data, at,
+              ca_file, system_namespace) -> None:
+    """Decide MANIFEST... (files, directories, '-' for stdin) as the webhook would, without a cluster.
+
+    Exit 0 when every object is allowed, 1 when one is denied, 2 when the input cannot be used.
+    """
+    from app.offline.engine import Engine
+    from app.offline.manifests import ManifestError, load_manifests
+    from app.offline.report import render
+    from app.opa.client import OpaError
+
+    _quiet_trust_log()
+    trust = _offline_trust(trust_data, at, ca_file)
+    try:
+        objects = load_manifests(manifests, stdin=sys.stdin)
+    except ManifestError as exc:
+        _input_error(str(exc))
+    if not objects:
+        _input_error("no Kubernetes objects in " + ", ".join(manifests))
+    try:
+        engine = Engine(policy_dir, rego_dir=rego_dir, trust=trust, system_namespace=system_namespace)
+    except (PolicyError, OpaError, RuntimeError) as exc:
+        _input_error(str(exc))
+    with engine:
+        results = [engine.decide(m, namespace=namespace, username=username, groups=tuple(groups),
+                                 operation=operation) for m in objects]
+    click.echo(render(results, fmt))
+    sys.exit(0 if all(r.allowed for r in results) else 1)
+
+
+@trust.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Directory to write (created; repositories are added).")
+@click.option("--trust-server", help="Notary server URL (default: by registry host).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for the Notary server.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per repository.")
+@click.option("--username", help="Registry user for the Notary token service (password read from stdin).")
+def capture(images, out, trust_server, ca_file, timeout, username) -> None:
+    """Record the trust data Notary servers serve for IMAGE..., byte for byte, for offline runs.
+
+    Each repository's root, timestamp, snapshot, targets and delegations are written under --out with
+    the server URL and GUN (ostiary-trust.json). The capture is then verified from those bytes; exit 1
+    when one could not be captured or does not verify now.
+    """
+    from app.notary.capture import CaptureError, capture_images
+
+    credentials = ((username, sys.stdin.readline().rstrip("\n")),) if username else ()
+    try:
+        results = capture_images(list(images), Path(out), trust_server=trust_server, ca_file=ca_file,
+                                 timeout=timeout, credentials=credentials)
+    except CaptureError as exc:
+        _input_error(str(exc))
+    ok = True
+    for result in results:
+        click.echo(result.describe())
+        ok = ok and result.ok
+    sys.exit(0 if ok else 1)
+
+
+def _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file=None) -> None:
+    """`ostiary test`: the library's tests, the user's Rego tests and the user's policy tests, apart."""
+    import re
+
+    from app.offline.testfile import CaseResult, TestFileError, find_test_files, run_rego_tests, run_test_file
+    from app.opa.client import OpaError
+    from app.paths import rego_library_dir
+
+    try:
+        pattern = re.compile(run_regex) if run_regex else None
+    except re.error as exc:
+        raise click.BadParameter(f"{run_regex!r}: {exc}", param_hint="--run") from None
+    _quiet_trust_log()
+    try:
+        files = find_test_files(paths)
+    except TestFileError as exc:
+        _input_error(str(exc))
+    failed = False
+    cases: list[CaseResult] = []
+    library, mine, error = run_rego_tests(rego_library_dir(), rego_dir, run_regex)
+    click.echo(f"== Ostiary library: Rego unit tests ({rego_library_dir()})")
+    for test in library:
+        if verbose or not test.passed:
+            click.echo(f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()}")
+    click.echo(f"  {sum(t.passed for t in library)}/{len(library)} passed")
+    if error and not rego_dir:
+        click.echo(f"  opa test could not run: {error}")
+    failed = bool(error) or not all(t.passed for t in library)
+    if rego_dir:
+        click.echo(f"== Your Rego unit tests ({rego_dir})")
+        for test in mine:
+            click.echo(f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()} ({test.millis:.1f}ms)")
+        click.echo(f"  {sum(t.passed for t in mine)}/{len(mine)} passed")
+        if error:  # with the user's modules loaded, a compile error is almost always theirs
+            click.echo(f"  opa test could not run: {error}")
+        failed = failed or not all(t.passed for t in mine)
+    if paths:
+        click.echo(f"== Your policy tests ({', '.join(paths)})")
+        for test_file in files:
+            try:
+                cases.extend(run_test_file(test_file, pattern))
+            except (PolicyError, OpaError, RuntimeError) as exc:
+                cases.append(CaseResult(str(test_file.path), test_file.name, "*", 0, False, [f"cannot run: {exc}"]))
+        for case in cases:
+            where = f"{case.file}:{case.line}" if case.line else case.file
+            click.echo(f"  {'PASS' if case.passed else 'FAIL'} {case.full_name}  [{where}]")
+            for failure in case.failures:
+                click.echo(f"       {failure}")
+        click.echo(f"  {sum(c.passed for c in cases)}/{len(cases)} passed")
+        failed = failed or not all(c.passed for c in cases)
+    if junit_file:
+        _write_test_junit(junit_file, library, mine if rego_dir else [], cases if paths else [], error)
+    click.echo("FAIL" if failed else "PASS")
+    sys.exit(1 if failed else 0)
+
+
+def _write_test_junit(path, library, mine, cases, error) -> None:
+    from app.offline.report import test_junit
+
+    def rego(tests):
+        return [(t.name, t.file, [] if t.passed else [t.detail or "FAIL"]) for t in tests]
+
+    suites = [("Ostiary library: Rego unit tests", rego(library)
+               + ([("opa test", "opa", [error])] if error else []))]
+    if mine:
+        suites.append(("Your Rego unit tests", rego(mine)))
+    if cases:
+        suites.append(("Your policy tests", [(c.full_name, c.file, c.failures or ([] if c.passed else ["FAIL"]))
+                                             for c in cases]))
+    Path(path).write_text(test_junit(suites))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,213 @@
+"""`ostiary trust capture IMAGE... --out DIR`: record what Notary servers serve, byte for byte.
+
+Why: trust policies deserve tests in CI, where there is no network and where yesterday's answer must
+give today's verdict. A capture keeps the exact bytes of every role (root, timestamp, snapshot,
+targets and each delegation the snapshot or a parent names) and what a replay needs (server URL, GUN,
+the roles the server answered 404 for), so app/offline/replay.py can hand them to the real verifier
+later, at a chosen time. Capture fetches with the webhook's own NotaryClient (same TLS, token flow and
+size limits) and does not judge the bytes while fetching: a repository that does not verify is
+captured as served, and the verification run afterwards (from the written files) says why.
+
+Layout: DIR/ostiary-trust.json (format ostiary.dev/trust-capture/v1) and, per repository,
+DIR/<server host>/<GUN>/<role>.json; delegations as DIR/.../targets/<name>.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from app.images import InvalidImageReference, parse_image
+from app.notary.client import FetchError, NotaryClient, RoleNotServed
+from app.notary.errors import TrustError
+from app.notary.service import (
+    MAX_DELEGATIONS,
+    TrustRequest,
+    TrustService,
+    _normalize_server,
+    trust_server_for,
+)
+from app.notary.verify import valid_delegation_name
+
+TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
+
+
+class CaptureError(ValueError):
+    """The capture cannot start (bad image reference, no server, unwritable directory)."""
+
+
+@dataclass
+class CaptureResult:
+    image: str
+    server: str
+    gun: str
+    path: str = ""
+    roles: list[str] = field(default_factory=list)
+    not_served: list[str] = field(default_factory=list)
+    error: str | None = None  # why fetching failed (nothing written for the repository then)
+    verified: str | None = None  # why the captured bytes do not verify now; None when they do
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.verified is None
+
+    def describe(self) -> str:
+        if self.error:
+            return f"{self.image}: not captured from {self.server}: {self.error}"
+        head = f"{self.image}: captured {self.gun} from {self.server} into {self.path} ({', '.join(self.roles) or 'no roles'}"
+        head += f"; not served: {', '.join(self.not_served)})" if self.not_served else ")"
+        return head + ("; verifies now" if self.verified is None else f"; does NOT verify now: {self.verified}")
+
+
+def _sub_directory(server: str, gun: str) -> str:
+    host = urlsplit(server).netloc.replace(":", "_")
+    return f"{host}/{gun.replace(':', '_')}"
+
+
+def _named_roles(data: bytes, *, snapshot: bool) -> list[str]:
+    """Delegation roles a snapshot lists, or a targets role delegates to (best effort: bytes unjudged)."""
+    try:
+        signed = json.loads(data)["signed"]
+        names = list(signed["meta"]) if snapshot else [r["name"] for r in signed["delegations"]["roles"]]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [n for n in names if isinstance(n, str) and n not in TOP_LEVEL and valid_delegation_name(n)]
+
+
+def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: float,
+                     credentials: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, bytes], list[str]]:
+    """Every role of (server, GUN) as served, and the roles answered 404. Raises FetchError otherwise."""
+    served: dict[str, bytes] = {}
+    missing: list[str] = []
+    queue: list[str] = list(TOP_LEVEL)
+    asked: set[str] = set()
+    while queue:
+        role = queue.pop(0)
+        if role in asked:
+            continue
+        asked.add(role)
+        if len(asked) > len(TOP_LEVEL) + MAX_DELEGATIONS:
+            raise FetchError(role, f"{gun} names more than {MAX_DELEGATIONS} delegations; refusing to capture")
+        try:
+            data = client.fetch_role(server, gun, role, deadline=deadline, credentials=credentials)
+        except RoleNotServed:
+            missing.append(role)
+            if role == "root":
+                break  # not signed on this server: nothing else to ask for
+            continue
+        served[role] = data
+        if role == "snapshot":
+            queue.extend(_named_roles(data, snapshot=True))
+        elif role.startswith("targets"):
+            queue.extend(_named_roles(data, snapshot=False))
+    return served, missing
+
+
+def _write(out: Path, sub: str, served: dict[str, bytes]) -> dict:
+    base = out / sub
+    if base.is_dir():
+        shutil.rmtree(base)  # a role no longer served must not linger from an earlier capture
+    files = {}
+    for role, data in served.items():
+        target = base / f"{role}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        files[role] = {"length": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return files
+
+
+def _merge_index(out: Path, entries: list[dict]) -> None:
+    from app.offline.replay import INDEX_FORMAT, INDEX_NAME
+
+    index_file = out / INDEX_NAME
+    index: dict = {"format": INDEX_FORMAT, "repositories": []}
+    if index_file.is_file():
+        try:
+            index = json.loads(index_file.read_text())
+        except ValueError as exc:
+            raise CaptureError(f"{index_file} exists but is not JSON ({exc}); use another --out") from None
+        if index.get("format") != INDEX_FORMAT:
+            raise CaptureError(f"{index_file} is not an Ostiary trust capture; use another --out")
+    replaced = {(e["server"], e["gun"]) for e in entries}
+    kept = [e for e in index.get("repositories") or [] if (e.get("server"), e.get("gun")) not in replaced]
+    index["repositories"] = sorted(kept + entries, key=lambda e: (e["gun"], e["server"]))
+    index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+
+def capture_images(images: list[str], out: Path, *, trust_server: str | None = None, ca_file: str | None = None,
+                   timeout: float = 30.0, client: NotaryClient | None = None,
+                   credentials: tuple[tuple[str, str], ...] = ()) -> list[CaptureResult]:
+    """Capture every image's repository into `out`, then verify each image from the written bytes.
+
+    `credentials` ((username, password) pairs) are offered to the server's token service, as the
+    webhook offers pull secrets; they are never written to `out`."""
+    plan = []
+    for image in images:
+        try:
+            ref = parse_image(image)
+        except InvalidImageReference as exc:
+            raise CaptureError(str(exc)) from None
+        server = trust_server_for(ref.registry, trust_server)
+        if server is None:
+            raise CaptureError(f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL")
+        normalized, error = _normalize_server(server)
+        if error is not None:
+            raise CaptureError(f"{image}: {error}")
+        plan.append((image, ref, normalized))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CaptureError(f"cannot create {out}: {exc}") from None
+
+    client = client or NotaryClient(ca_file=ca_file)
+    results: list[CaptureResult] = []
+    entries: dict[tuple[str, str], dict] = {}
+    fetched: dict[tuple[str, str], tuple[dict[str, bytes], list[str]] | str] = {}
+    try:
+        for image, ref, server in plan:
+            key = (server, ref.name)
+            if key not in fetched:
+                try:
+                    fetched[key] = fetch_repository(client, server, ref.name, time.monotonic() + timeout, credentials)
+                except TrustError as exc:
+                    fetched[key] = str(exc)
+            outcome = fetched[key]
+            result = CaptureResult(image, server, ref.name)
+            if isinstance(outcome, str):
+                result.error = outcome
+            else:
+                served, missing = outcome
+                sub = _sub_directory(server, ref.name)
+                files = _write(out, sub, served)
+                entries[key] = {
+                    "server": server, "gun": ref.name, "path": sub, "not_served": missing,
+                    "captured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "files": files,
+                }
+                result.path, result.roles, result.not_served = str(out / sub), sorted(served), missing
+            results.append(result)
+    finally:
+        client.close()
+    _merge_index(out, list(entries.values()))
+    _verify(results, plan, out)
+    return results
+
+
+def _verify(results: list[CaptureResult], plan: list, out: Path) -> None:
+    """Verify each captured image now, from the files just written (the same replay later runs use)."""
+    from app.notary.inspect import explain
+    from app.offline.replay import ReplayClient, load_trust_data
+
+    captured = [(r, ref, server) for r, (_, ref, server) in zip(results, plan) if r.error is None]
+    if not captured:
+        return
+    service = TrustService(client=ReplayClient(load_trust_data([out])), cache_entries=0)  # type: ignore[arg-type]
+    facts = service.gather([TrustRequest(image=ref, server=server) for _, ref, server in captured],
+                           deadline=time.monotonic() + 60.0)
+    for (result, _, _), fact in zip(captured, facts):
+        result.verified = explain(fact)

@@ -1,0 +1,149 @@
+"""Read Kubernetes manifests as a platform team keeps them: files, directories, stdin, Helm output.
+
+Why a module of its own: `ostiary apply` and `ostiary test` must refuse unreadable input with the file
+and line a person can fix (exit 2), never guess. Multi-document YAML, JSON (one object, or an array),
+`kind: List` (and `*List`) and the `# Source:` comments of `helm template` are all plain YAML here.
+
+    for item in load_manifests(["deploy/", "-"], stdin=sys.stdin):
+        print(item.origin, item.obj["kind"])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ManifestError(ValueError):
+    """A manifest could not be read; the message names the file (and line when known)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str  # file path, or "-" for stdin
+    line: int  # 1-based line where the document (or its List) starts; 0 when unknown
+    index: int  # document index in the file; items of a List share it
+    obj: dict
+
+    @property
+    def origin(self) -> str:
+        return f"{self.source}:{self.line}" if self.line else self.source
+
+
+def _item_lines(node: Any) -> list[int]:
+    """Start lines of the entries of a List document's `items` (for messages naming the line)."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key, value in node.value:
+        if getattr(key, "value", None) == "items" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int]]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            line, items = node.start_mark.line + 1, _item_lines(node)
+            yield line, loader.construct_document(node), items
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ManifestError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{source}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _json_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int]]]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    if isinstance(doc, list):
+        for item in doc:
+            yield 0, item, []
+    else:
+        yield 0, doc, []
+
+
+def parse_text(text: str, source: str, *, as_json: bool | None = None) -> list[Manifest]:
+    """Every object in `text`: documents, List items; None documents skipped; non-mappings refused."""
+    if as_json is None:  # stdin: JSON when it parses as JSON, else YAML (which reports the line)
+        try:
+            json.loads(text)
+            as_json = True
+        except ValueError:
+            as_json = False
+    documents = _json_documents(text, source) if as_json else _yaml_documents(text, source)
+    result: list[Manifest] = []
+    for index, (line, doc, item_lines) in enumerate(documents):
+        if doc is None:
+            continue
+        where = f"{source}:{line}" if line else source
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{where}: document {index} is a {type(doc).__name__}, not a Kubernetes object")
+        objects = _expand(doc, where)
+        lines = item_lines if len(item_lines) == len(objects) else [line] * len(objects)
+        result.extend(Manifest(source, at, index, obj) for obj, at in zip(objects, lines))
+    return result
+
+
+def _expand(doc: dict, where: str) -> list[dict]:
+    kind = doc.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise ManifestError(f"{where}: the object has no `kind`")
+    if kind == "List" or (kind.endswith("List") and "items" in doc):
+        items = doc.get("items") or []
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ManifestError(f"{where}: {kind}.items must be a list of objects")
+        expanded: list[dict] = []
+        for item in items:
+            expanded.extend(_expand(item, where))
+        return expanded
+    return [doc]
+
+
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and p.suffix in MANIFEST_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    return [path]
+
+
+def load_manifests(paths: Iterable[str], stdin: IO[str] | None = None) -> list[Manifest]:
+    """The objects of every path, in order (directories recursively, sorted; `-` reads stdin once)."""
+    result: list[Manifest] = []
+    for text in paths:
+        if text == "-":
+            if stdin is None:
+                raise ManifestError("-: no standard input")
+            result.extend(parse_text(stdin.read(), "-"))
+            continue
+        path = Path(text)
+        if not path.exists():
+            raise ManifestError(f"{text}: no such file or directory")
+        files = _files(path)
+        if path.is_dir() and not files:
+            raise ManifestError(f"{text}: no .yaml, .yml or .json files in this directory")
+        for file in files:
+            try:
+                content = file.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ManifestError(f"{file}: cannot read: {exc}") from None
+            result.extend(parse_text(content, str(file), as_json=file.suffix == ".json"))
+    return result

@@ -1,0 +1,128 @@
+"""Print `ostiary apply` results: a table for people, JSON/YAML for scripts, JUnit XML for CI.
+
+Every format carries the same facts per object and image: verdict, the matched entry, the trust facts
+used, and the deny and warn messages (docs/policy-as-code.md).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from xml.etree import ElementTree as ET
+
+import yaml
+
+from app.offline.engine import ImageResult, ObjectResult
+
+FORMATS = ("table", "json", "yaml", "junit")
+
+
+def trust_summary(facts: dict | None) -> str:
+    """One line about the trust facts an image was decided with."""
+    if facts is None:
+        return "-"
+    if facts.get("verified") is not True:
+        return f"not verified: {facts.get('error') or 'no reason given'}"
+    parts = [f"verified {facts.get('gun')}"]
+    tag = facts.get("tag")
+    entry = (facts.get("targets") or {}).get(tag) if tag else None
+    if entry is not None:
+        parts.append(f"{tag} released as {entry.get('released')}" if entry.get("released")
+                     else f"{tag} refused: {entry.get('refused')}")
+    elif tag:
+        parts.append(f"{tag} not signed")
+    for signer in facts.get("signers") or []:
+        if signer.get("error"):
+            parts.append(f"signer {signer.get('secret')}: {signer['error']}")
+        else:
+            parts.append(f"signer {signer.get('name')} ({signer.get('role')})")
+    return "; ".join(parts)
+
+
+def summary(results: Sequence[ObjectResult]) -> dict:
+    denied = sum(1 for r in results if not r.allowed)
+    return {"objects": len(results), "denied": denied, "allowed": len(results) - denied}
+
+
+def as_document(results: Sequence[ObjectResult]) -> dict:
+    return {"summary": summary(results), "results": [r.as_dict() for r in results]}
+
+
+def render(results: Sequence[ObjectResult], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(as_document(results), indent=2)
+    if fmt == "yaml":
+        return yaml.safe_dump(as_document(results), sort_keys=False, width=1000)
+    if fmt == "junit":
+        return junit(results)
+    return table(results)
+
+
+def _image_lines(image: ImageResult) -> list[str]:
+    lines = [
+        (f"    image {image.image} ({image.container.get('kind', '?')} {image.container.get('name', '?')}): "
+         f"{'allowed' if image.allowed else 'DENIED'}"),
+        f"      entry: {image.entry}",
+        f"      trust: {trust_summary(image.trust)}",
+    ]
+    if image.pin:
+        lines.append(f"      pin:   {image.pin}")
+    lines += [f"      deny:  {reason}" for reason in image.reasons]
+    lines += [f"      warn:  {warning}" for warning in image.warnings]
+    return lines
+
+
+def table(results: Sequence[ObjectResult]) -> str:
+    lines: list[str] = []
+    for result in results:
+        lines.append(f"{result.verdict.upper():<11} {result.label}  [{result.origin}]")
+        for image in result.images:
+            lines.extend(_image_lines(image))
+        image_reasons = {r for i in result.images for r in i.reasons}
+        for denial in result.denials:
+            if not any(denial.endswith(r) for r in image_reasons):
+                lines.append(f"    deny: {denial}")
+        for warning in result.warnings:
+            lines.append(f"    warn: {warning}")
+        for op in result.patch:
+            lines.append(f"    patch: {op.get('op')} {op.get('path')} -> {op.get('value')}")
+    counts = summary(results)
+    lines.append(f"{counts['objects']} objects: {counts['allowed']} allowed, {counts['denied']} denied")
+    return "\n".join(lines)
+
+
+def junit(results: Sequence[ObjectResult]) -> str:
+    counts = summary(results)
+    suite = ET.Element("testsuite", name="ostiary apply", tests=str(counts["objects"]),
+                       failures=str(counts["denied"]), errors="0", skipped="0")
+    for result in results:
+        case = ET.SubElement(suite, "testcase", classname=result.source or "ostiary", name=f"{result.label} ({result.origin})")
+        details = "\n".join(
+            [*(f"{i.image}: {i.entry}; trust: {trust_summary(i.trust)}" for i in result.images),
+             *(f"warn: {w}" for w in result.warnings)]
+        )
+        if not result.allowed:
+            failure = ET.SubElement(case, "failure", message=result.message[:1000], type="denied")
+            failure.text = "\n".join(result.denials) + ("\n" + details if details else "")
+        elif details:
+            ET.SubElement(case, "system-out").text = details
+    suites = ET.Element("testsuites")
+    suites.append(suite)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
+
+
+def test_junit(suites: Sequence[tuple[str, Sequence[tuple[str, str, list[str]]]]]) -> str:
+    """JUnit XML for `ostiary test --junit`: one suite per section, (name, classname, failures) per test."""
+    root = ET.Element("testsuites")
+    for title, tests in suites:
+        failed = sum(1 for _, _, failures in tests if failures)
+        suite = ET.SubElement(root, "testsuite", name=title, tests=str(len(tests)), failures=str(failed),
+                              errors="0", skipped="0")
+        for name, classname, failures in tests:
+            case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+            if failures:
+                failure = ET.SubElement(case, "failure", message=failures[0][:1000], type="failed")
+                failure.text = "\n".join(failures)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")

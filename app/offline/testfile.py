@@ -1,0 +1,351 @@
+"""Declarative policy tests: YAML files saying which verdict each manifest must get, run for real.
+
+Why: a platform team wants "this Deployment in team-a is allowed and pinned, that one is denied because
+it uses latest" written next to the policies, checked in CI, without writing Rego or Python. Each case
+is decided by app/offline/engine.py, i.e. by the webhook's Reviewer in a real OPA with the policies,
+the custom Rego, and (optionally) captured trust data verified at a given time.
+
+A test file is any `*_test.yaml` / `*_test.yml` (or a file named on the command line):
+
+    apiVersion: ostiary.dev/v1
+    kind: PolicyTest
+    metadata: {name: official-images}
+    spec:
+      policies: policies          # directory, relative to this file
+      rego: rego                  # optional: custom rules
+      trustData: [trust]          # optional: captured trust data (ostiary trust capture)
+      at: "2019-10-20T00:00:00Z"  # optional: verify the trust data as of then
+      cases:
+        - name: signed alpine is pinned
+          manifest: manifests/alpine.yaml      # or `object:` inline, or `review:` an AdmissionReview
+          namespace: team-a                     # for objects naming none (default: default)
+          user: {username: alice, groups: [dev]}
+          expect:
+            verdict: allowed                    # allowed | denied | not checked (or allowed: true/false)
+            denials: ["uses the tag latest"]    # each must be part of some denial message
+            warnings: []                        # each must be part of some warning ([] = none at all)
+            patch: [{op: replace, path: /spec/containers/0/image, value: "..."}]
+            images: [{pin: "sha256:..."}]       # per image, in order: allowed, pin, entry (subset)
+
+`expect` applies to every object of the case; a list of `expect` mappings applies one per object.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.offline.engine import DEFAULT_USER, Engine, ObjectResult
+from app.offline.manifests import Manifest, ManifestError, load_manifests
+from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
+
+TEST_SUFFIXES = ("_test.yaml", "_test.yml")
+SPEC_FIELDS = {"policies", "rego", "trustData", "at", "systemNamespace", "cases"}
+CASE_FIELDS = {"name", "manifest", "object", "review", "namespace", "user", "operation", "expect", "at"}
+EXPECT_FIELDS = {"verdict", "allowed", "denials", "warnings", "message", "patch", "images"}
+IMAGE_FIELDS = {"image", "allowed", "pin", "entry", "reasons", "trusted"}
+VERDICTS = ("allowed", "denied", "not checked")
+
+
+class TestFileError(ValueError):
+    """A test file cannot be used; the message names the file (and line when known)."""
+
+
+@dataclass
+class Case:
+    name: str
+    line: int
+    raw: dict
+
+
+@dataclass
+class TestFile:
+    path: Path
+    name: str
+    spec: dict
+    cases: list[Case]
+
+    def resolve(self, value: str) -> Path:
+        return (self.path.parent / value).resolve()
+
+
+@dataclass
+class CaseResult:
+    file: str
+    test: str
+    case: str
+    line: int
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    results: list[ObjectResult] = field(default_factory=list)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.test}/{self.case}"
+
+
+def _lines_of_cases(text: str) -> dict[int, int]:
+    """Case index -> line in the file, for messages (first PolicyTest document's spec.cases)."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+
+    def child(mapping: Any, key: str) -> Any:
+        if isinstance(mapping, yaml.MappingNode):
+            for k, v in mapping.value:
+                if getattr(k, "value", None) == key:
+                    return v
+        return None
+
+    cases = child(child(node, "spec"), "cases")
+    if not isinstance(cases, yaml.SequenceNode):
+        return {}
+    return {i: item.start_mark.line + 1 for i, item in enumerate(cases.value)}
+
+
+def _unknown(where: str, mapping: dict, allowed: set[str]) -> None:
+    extra = sorted(set(mapping) - allowed)
+    if extra:
+        raise TestFileError(f"{where}: unknown field(s) {', '.join(extra)} (known: {', '.join(sorted(allowed))})")
+
+
+def parse_test_file(path: Path) -> TestFile:
+    try:
+        text = path.read_text()
+        doc = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise TestFileError(f"{where}: not valid YAML: {exc.problem}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise TestFileError(f"{path}: cannot read: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "PolicyTest":
+        raise TestFileError(f"{path}: not a test file (expected kind: PolicyTest, apiVersion: ostiary.dev/v1)")
+    name = ((doc.get("metadata") or {}).get("name")) or path.stem
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        raise TestFileError(f"{path}: spec must be a mapping")
+    _unknown(f"{path}: spec", spec, SPEC_FIELDS)
+    if not isinstance(spec.get("policies"), str):
+        raise TestFileError(f"{path}: spec.policies must name the policy directory (relative to the file)")
+    for key in ("trustData",):
+        if isinstance(spec.get(key), str):
+            spec[key] = [spec[key]]
+    raw_cases = spec.get("cases")
+    if not isinstance(raw_cases, list) or not raw_cases:
+        raise TestFileError(f"{path}: spec.cases must be a non-empty list")
+    lines = _lines_of_cases(text)
+    cases, seen = [], set()
+    for index, raw in enumerate(raw_cases):
+        where = f"{path}:{lines.get(index, 0)}: spec.cases[{index}]"
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or not raw["name"]:
+            raise TestFileError(f"{where}: a case is a mapping with a name")
+        _unknown(where, raw, CASE_FIELDS)
+        sources = [k for k in ("manifest", "object", "review") if k in raw]
+        if len(sources) != 1:
+            raise TestFileError(f"{where}: give exactly one of manifest, object or review")
+        if raw["name"] in seen:
+            raise TestFileError(f"{where}: case name {raw['name']!r} is used twice")
+        seen.add(raw["name"])
+        expects = raw.get("expect")
+        for expect in expects if isinstance(expects, list) else [expects]:
+            if not isinstance(expect, dict):
+                raise TestFileError(f"{where}: expect must be a mapping (or a list of them, one per object)")
+            _unknown(f"{where}.expect", expect, EXPECT_FIELDS)
+            if "verdict" in expect and expect["verdict"] not in VERDICTS:
+                raise TestFileError(f"{where}.expect.verdict: one of {', '.join(VERDICTS)}")
+            for image in expect.get("images") or []:
+                if not isinstance(image, dict):
+                    raise TestFileError(f"{where}.expect.images: a list of mappings")
+                _unknown(f"{where}.expect.images[]", image, IMAGE_FIELDS)
+        cases.append(Case(raw["name"], lines.get(index, 0), raw))
+    return TestFile(path, str(name), spec, cases)
+
+
+def find_test_files(paths: Iterable[str]) -> list[TestFile]:
+    files: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEST_SUFFIXES)))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise TestFileError(f"{text}: no such file or directory")
+    return [parse_test_file(p) for p in files]
+
+
+# ---- running --------------------------------------------------------------------------------
+
+
+def _objects(test: TestFile, case: Case) -> list[Manifest]:
+    raw = case.raw
+    if "manifest" in raw:
+        return load_manifests([str(test.resolve(str(raw["manifest"])))])
+    key = "object" if "object" in raw else "review"
+    if not isinstance(raw[key], dict):
+        raise ManifestError(f"{test.path}:{case.line}: {key} must be a mapping")
+    return [Manifest(str(test.path), case.line, 0, raw[key])]
+
+
+def _contains_all(kind: str, wanted: Any, actual: list[str]) -> list[str]:
+    if wanted is None:
+        return []
+    if wanted == []:
+        return [] if not actual else [f"expected no {kind}, got {actual}"]
+    return [f"expected a {kind[:-1]} containing {w!r}, got {actual}" for w in wanted
+            if not any(str(w) in a for a in actual)]
+
+
+def _subset(wanted: Any, actual: Any) -> bool:
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(_subset(v, actual.get(k)) for k, v in wanted.items())
+    return wanted == actual
+
+
+def check(expect: dict, result: ObjectResult) -> list[str]:
+    """Why `result` does not meet `expect` (empty when it does)."""
+    label = f"{result.label} [{result.origin}]"
+    problems: list[str] = []
+    seen = f"got {result.verdict}" + (f": {result.message}" if result.message else "")
+    if "verdict" in expect and expect["verdict"] != result.verdict:
+        problems.append(f"expected {expect['verdict']}, {seen}")
+    elif "verdict" not in expect and "allowed" in expect and bool(expect["allowed"]) != result.allowed:
+        problems.append(f"expected {'allowed' if expect['allowed'] else 'denied'}, {seen}")
+    problems += _contains_all("denials", expect.get("denials"), result.denials)
+    problems += _contains_all("warnings", expect.get("warnings"), result.warnings)
+    if "message" in expect and str(expect["message"]) not in result.message:
+        problems.append(f"expected the message to contain {expect['message']!r}, got {result.message!r}")
+    if "patch" in expect and expect["patch"] != result.patch:
+        problems.append(f"expected patch {expect['patch']}, got {result.patch}")
+    for index, want in enumerate(expect.get("images") or []):
+        if index >= len(result.images):
+            problems.append(f"expected image {index}, the object has {len(result.images)}")
+            continue
+        got = result.images[index].as_dict()
+        got["trusted"] = bool((got.get("trust") or {}).get("verified"))
+        for key, value in want.items():
+            if key == "reasons":
+                problems += [f"image {index}: {p}" for p in _contains_all("reasons", value, got["reasons"])]
+            elif not _subset(value, got.get(key)):
+                problems.append(f"image {index} ({got['image']}): expected {key} {value!r}, got {got.get(key)!r}")
+    return [f"{label}: {p}" for p in problems]
+
+
+def _trust(test: TestFile, case: Case, services: dict) -> Any:
+    """The trust service for a case: one per (trust data, time) within a file, reused by its cases."""
+    from app.notary.inspect import parse_at_option
+    from app.offline.replay import trust_service
+
+    at = case.raw.get("at", test.spec.get("at"))
+    moment = parse_at_option(str(at)) if at else None
+    dirs = tuple(str(test.resolve(d)) for d in test.spec.get("trustData") or [])
+    if (dirs, moment) not in services:
+        services[(dirs, moment)] = trust_service(list(dirs), moment)
+    return services[(dirs, moment)]
+
+
+def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[CaseResult]:
+    """Run the cases of `test` (those whose `test/case` name matches `run`) in one real OPA."""
+    cases = [c for c in test.cases if run is None or run.search(f"{test.name}/{c.name}")]
+    if not cases:
+        return []
+    rego = test.spec.get("rego")
+    engine = Engine(str(test.resolve(test.spec["policies"])), rego_dir=str(test.resolve(rego)) if rego else None,
+                    system_namespace=test.spec.get("systemNamespace") or DEFAULT_SYSTEM_NAMESPACE)
+    results: list[CaseResult] = []
+    services: dict = {}
+    with engine:
+        for case in cases:
+            results.append(_run_case(engine, test, case, services))
+    for service in services.values():
+        service.close()
+    return results
+
+
+def _run_case(engine: Engine, test: TestFile, case: Case, services: dict) -> CaseResult:
+    outcome = CaseResult(str(test.path), test.name, case.name, case.line, passed=False)
+    try:
+        engine.reviewer.trust = _trust(test, case, services)
+        objects = _objects(test, case)
+    except (ManifestError, ValueError) as exc:
+        outcome.failures.append(f"cannot run: {exc}")
+        return outcome
+    user = case.raw.get("user") or {}
+    for manifest in objects:
+        outcome.results.append(engine.decide(
+            manifest, namespace=case.raw.get("namespace"), username=str(user.get("username") or DEFAULT_USER),
+            groups=tuple(str(g) for g in user.get("groups") or []), operation=str(case.raw.get("operation") or "CREATE"),
+        ))
+    expects = case.raw.get("expect")
+    if isinstance(expects, list):
+        if len(expects) != len(outcome.results):
+            outcome.failures.append(f"{len(expects)} expectations for {len(outcome.results)} objects")
+        pairs: Sequence = list(zip(expects, outcome.results))
+    else:
+        pairs = [(expects, r) for r in outcome.results]
+    for expect, result in pairs:
+        outcome.failures += check(expect, result)
+    if not objects:
+        outcome.failures.append("the case has no objects")
+    outcome.passed = not outcome.failures
+    return outcome
+
+
+# ---- Rego unit tests (opa test), the library's apart from the user's --------------------------
+
+
+@dataclass
+class RegoTest:
+    name: str  # data.package.test_name
+    file: str
+    passed: bool
+    detail: str = ""
+    millis: float = 0.0
+
+
+def run_rego_tests(library: Path, user_dir: str | None, run: str | None) -> tuple[list[RegoTest], list[RegoTest], str]:
+    """`opa test` over the library (and the user's rules and tests beside it, as they import it);
+    results split into (library, user), and the error text when opa could not run the tests."""
+    import json
+    import subprocess
+
+    from app.opa.process import find_opa
+    from app.paths import rego_testdata_dir
+
+    args = [find_opa(), "test", "--format", "json", str(library)]
+    testdata = rego_testdata_dir()  # the library tests' data (a source checkout only)
+    if testdata is not None:
+        args.append(str(testdata))
+    if user_dir:
+        args.append(user_dir)
+    if run:
+        args += ["--run", run]
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=600)
+    try:
+        records = json.loads(done.stdout) if done.stdout.strip() else []
+    except ValueError:
+        return [], [], (done.stdout + done.stderr).strip()
+    if not isinstance(records, list):
+        return [], [], (done.stdout + done.stderr).strip()
+    library_root = library.resolve()
+    mine: list[RegoTest] = []
+    theirs: list[RegoTest] = []
+    for record in records:
+        file = str((record.get("location") or {}).get("file") or "")
+        detail = ""
+        if record.get("error"):
+            detail = str(record["error"].get("message") if isinstance(record["error"], dict) else record["error"])
+        test = RegoTest(f"{record.get('package')}.{record.get('name')}", file,
+                        not record.get("fail") and not record.get("error"), detail,
+                        (record.get("duration") or 0) / 1e6)
+        in_library = library_root in Path(file).resolve().parents
+        (theirs if in_library else mine).append(test)
+    error = "" if done.returncode == 0 or records else (done.stdout + done.stderr).strip()
+    return theirs, mine, error
