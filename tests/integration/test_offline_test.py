@@ -42,7 +42,8 @@ def test_every_example_passes_its_declarative_and_rego_tests():
         "Your policy tests (examples)",
     ]
     library, rego, policy = parts.values()
-    alone = json.loads(subprocess.run([find_opa(), "test", "--format", "json", str(ROOT / "rego" / "ostiary")],
+    alone = json.loads(subprocess.run([find_opa(), "test", "--format", "json", str(ROOT / "rego" / "ostiary"),
+                                       str(ROOT / "tests" / "rego-data")],
                                       capture_output=True, text=True, check=True, timeout=300).stdout)
     assert f"{len(alone)}/{len(alone)} passed" in library  # the user's tests are not counted as the library's
     assert "rules_test.test_latest_is_denied: PASS" in rego and "7/7 passed" in rego
