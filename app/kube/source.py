@@ -26,82 +26,25 @@ Deciding which policy applies is the Rego library's job; this module only moves 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from app.kube.client import KubeApi, KubeError, WatchExpired, object_path
+from app.kube.desired import ModuleOrError, derive
+from app.kube.events import EventReporter
 from app.opa.client import OpaModuleRefused
+from app.policies.kinds import POLICY_KINDS, Key, PolicyKind, as_document, describe, object_key, origin_of
+from app.policies.model import PolicyResource, RegoModule
+from app.policies.sync import PolicySync
 
 log = logging.getLogger(__name__)
 
-COMPONENT = "ostiary"
 
-
-@dataclass(frozen=True)
-class PolicyKind:
-    group: str
-    version: str
-    plural: str
-    kind: str
-    namespaced: bool
-    required: bool          # Ostiary's own kinds: their CRDs must be installed
-    has_status: bool        # the CRD has a status subresource Ostiary may patch
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}"
-
-    @property
-    def collection_path(self) -> str:
-        # For a namespaced kind this lists every namespace (cluster-wide list/watch).
-        return object_path(self.api_version, self.plural, None)
-
-    def object_path(self, namespace: str | None, name: str) -> str:
-        return object_path(self.api_version, self.plural, namespace if self.namespaced else None, name)
-
-
-def _kinds(group: str, version: str, required: bool) -> list[PolicyKind]:
-    return [
-        PolicyKind(group, version, "imagepolicies", "ImagePolicy", True, required, required),
-        PolicyKind(group, version, "clusterimagepolicies", "ClusterImagePolicy", False, required, required),
-    ]
-
-
-# In order of precedence when two resources would make the same module.
-POLICY_KINDS: tuple[PolicyKind, ...] = (
-    *_kinds("ostiary.dev", "v1", True),
-    *_kinds("portieris.cloud.ibm.com", "v1", False),
-    *_kinds("securityenforcement.admission.cloud.ibm.com", "v1beta1", False),
-)
-
-Key = tuple[str, str, str, str]   # (apiVersion, kind, namespace or "", name)
-
-
-def object_key(kind: PolicyKind, obj: dict) -> Key:
-    meta = obj.get("metadata") or {}
-    return (kind.api_version, kind.kind, meta.get("namespace") or "", meta.get("name") or "")
-
-
-def describe(key: Key) -> str:
-    api_version, kind, namespace, name = key
-    return f"{kind}.{api_version.split('/')[0]} {namespace + '/' if namespace else ''}{name}"
-
-
-def origin_of(key: Key) -> str:
-    api_version, kind, namespace, name = key
-    return f"kube:{kind}/{namespace + '/' if namespace else ''}{name} ({api_version})"
-
-
-def as_document(kind: PolicyKind, obj: dict) -> dict:
-    """The parts of an API object ``parse_policy_document`` reads (status and server fields dropped)."""
-    meta = obj.get("metadata") or {}
-    doc_meta = {k: meta[k] for k in ("name", "namespace", "uid") if meta.get(k)}
-    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": doc_meta, "spec": obj.get("spec")}
+def collection_path(kind: PolicyKind) -> str:
+    """Where a kind is listed and watched (for a namespaced kind: every namespace)."""
+    return object_path(kind.api_version, kind.plural, None)
 
 
 @dataclass
@@ -111,66 +54,11 @@ class Outcome:
     error: str | None = None
 
 
-class EventReporter:
-    """Warning Events and ``status.conditions`` on policy resources; best effort (never raises)."""
-
-    def __init__(self, api: KubeApi, clock: Callable[[], datetime] = lambda: datetime.now(UTC)):
-        self._api = api
-        self._clock = clock
-        self._instance = socket.gethostname()
-
-    def event(self, kind: PolicyKind, obj: dict, reason: str, message: str, event_type: str = "Warning") -> None:
-        meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"   # where kubectl looks for cluster-scoped objects
-        now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'policy')}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": kind.api_version, "kind": kind.kind, "name": meta.get("name"),
-                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": event_type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self._instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self._api.create(object_path("v1", "events", namespace), body)
-        except KubeError as exc:
-            log.warning("could not record event on %s %s: %s", kind.kind, meta.get("name"), exc)
-
-    def status(self, kind: PolicyKind, obj: dict, ok: bool, reason: str, message: str) -> None:
-        if not kind.has_status:
-            return
-        meta = obj.get("metadata") or {}
-        generation = meta.get("generation")
-        current = [c for c in ((obj.get("status") or {}).get("conditions") or []) if c.get("type") == "Ready"]
-        wanted = {"type": "Ready", "status": "True" if ok else "False", "reason": reason,
-                  "message": message[:1024], "observedGeneration": generation}
-        if current and all(current[0].get(k) == v for k, v in wanted.items()):
-            return   # unchanged: no write, so no MODIFIED event back to us
-        wanted["lastTransitionTime"] = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"status": {"observedGeneration": generation, "conditions": [wanted]}}
-        try:
-            self._api.patch(kind.object_path(meta.get("namespace"), meta.get("name", "")) + "/status", body)
-        except KubeError as exc:
-            if exc.status != 404:
-                log.warning("could not patch status of %s %s: %s", kind.kind, meta.get("name"), exc)
-
-
 class KubePolicySource:
     """Keeps OPA's policy modules equal to the policy resources in the cluster (module docstring)."""
 
-    def __init__(self, api: KubeApi, *, sync: Any, translate: Callable[[Any], Any],
-                 parse: Callable[[dict, str], Any], on_change: Callable[[], None] | None = None,
+    def __init__(self, api: KubeApi, *, sync: PolicySync, translate: Callable[[PolicyResource], RegoModule],
+                 parse: Callable[[dict, str], PolicyResource], on_change: Callable[[], None] | None = None,
                  opa_repair: Callable[[], object] | None = None, reporter: EventReporter | None = None,
                  kinds: tuple[PolicyKind, ...] = POLICY_KINDS, watch_timeout: int = 300,
                  opa_check_interval: float = 5.0, discovery_interval: float = 10.0,
@@ -190,8 +78,8 @@ class KubePolicySource:
 
         self._lock = threading.RLock()
         self._objects: dict[Key, tuple[PolicyKind, dict]] = {}
-        self._translated: dict[Key, tuple[tuple, Any]] = {}   # key -> ((uid, resourceVersion), module | error)
-        self._applied: dict[str, Any] = {}                     # module id -> RegoModule in OPA
+        self._translated: dict[Key, tuple[tuple, ModuleOrError]] = {}   # key -> ((uid, resourceVersion), module | error)
+        self._applied: dict[str, RegoModule] = {}                     # module id -> RegoModule in OPA
         self._outcomes: dict[Key, Outcome] = {}
         self._reported: dict[Key, tuple] = {}
         self._served: set[PolicyKind] = set()
@@ -229,7 +117,7 @@ class KubePolicySource:
         if not kind.required and not self._api.group_version_served(kind.group, kind.version):
             return None
         try:
-            listing = self._api.list(kind.collection_path)
+            listing = self._api.list(collection_path(kind))
         except KubeError as exc:
             if exc.status == 404:
                 if kind.required:
@@ -293,7 +181,7 @@ class KubePolicySource:
                     if resource_version is None:
                         log.info("%s.%s is no longer served; stopped watching it", kind.plural, kind.group)
                         return
-                for event_type, obj in self._api.watch(kind.collection_path, resource_version, self._watch_timeout):
+                for event_type, obj in self._api.watch(collection_path(kind), resource_version, self._watch_timeout):
                     if self._stop.is_set():
                         return
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -382,36 +270,23 @@ class KubePolicySource:
 
     # ----------------------------------------------------------------- deriving and applying
 
-    def _module_for(self, key: Key, kind: PolicyKind, obj: dict) -> Any:
+    def _module_for(self, key: Key, kind: PolicyKind, obj: dict) -> ModuleOrError:
         """The RegoModule of a resource, or a str saying why it has none (cached per resourceVersion)."""
         meta = obj.get("metadata") or {}
         version = (meta.get("uid"), meta.get("resourceVersion"), meta.get("generation"))
         cached = self._translated.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
+        result: ModuleOrError
         try:
-            resource = self._parse(as_document(kind, obj), origin_of(key))
-            result: Any = self._translate(resource)
+            result = self._translate(self._parse(as_document(kind, obj), origin_of(key)))
         except Exception as exc:  # noqa: BLE001 - PolicyError, or a translator bug: reported on the resource
             result = f"invalid policy: {exc}"
         self._translated[key] = (version, result)
         return result
 
-    def _desired(self) -> tuple[dict[str, tuple[Key, Any]], dict[Key, str]]:
-        precedence = {kind: i for i, kind in enumerate(self._kinds)}
-        ordered = sorted(self._objects.items(), key=lambda item: (precedence.get(item[1][0], 99), item[0]))
-        desired: dict[str, tuple[Key, Any]] = {}
-        errors: dict[Key, str] = {}
-        for key, (kind, obj) in ordered:
-            module = self._module_for(key, kind, obj)
-            if isinstance(module, str):
-                errors[key] = module
-            elif module.id in desired:
-                errors[key] = (f"conflicts with {describe(desired[module.id][0])}: both would be module "
-                               f"{module.id}; this one is not applied")
-            else:
-                desired[module.id] = (key, module)
-        return desired, errors
+    def _desired(self) -> tuple[dict[str, tuple[Key, RegoModule]], dict[Key, str]]:
+        return derive(self._objects, self._kinds, self._module_for)
 
     def _apply_all(self) -> None:
         """Push the whole desired set at once; a module OPA refuses is dropped and reported."""
@@ -478,7 +353,7 @@ class KubePolicySource:
             except Exception as exc:  # noqa: BLE001 - a callback must not stop policy updates
                 log.warning("on_change callback failed: %s", exc)
 
-    def _record(self, desired: dict[str, tuple[Key, Any]], errors: dict[Key, str]) -> None:
+    def _record(self, desired: dict[str, tuple[Key, RegoModule]], errors: dict[Key, str]) -> None:
         """Remember each resource's outcome and report the ones that changed (Events, status, log)."""
         applied_by_key = {key: mid for mid, (key, _) in desired.items()}
         outcomes: dict[Key, Outcome] = {}

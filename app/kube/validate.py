@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.admission import respond
-from app.kube.source import POLICY_KINDS, PolicyKind, as_document, object_key, origin_of
 from app.opa.client import OpaError, OpaModuleRefused
+from app.policies.kinds import PolicyKind, as_document, kind_of, object_key, origin_of
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 
 
@@ -27,13 +27,9 @@ class BadValidationRequest(ValueError):
 
 def _kind_of(request: dict) -> PolicyKind | None:
     kind = request.get("kind") or {}
-    if not isinstance(kind, dict):
+    if not isinstance(kind, dict) or not isinstance(kind.get("group"), str) or not isinstance(kind.get("version"), str):
         return None
-    for candidate in POLICY_KINDS:
-        if (kind.get("group"), kind.get("version"), kind.get("kind")) == (
-                candidate.group, candidate.version, candidate.kind):
-            return candidate
-    return None
+    return kind_of(f"{kind['group']}/{kind['version']}", str(kind.get("kind")))
 
 
 def validate_review(body: object, *, parse: Callable[[dict, str], PolicyResource],

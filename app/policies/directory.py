@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from app.policies.model import POLICY_KINDS, PolicyError, PolicyResource, PolicySet, RegoModule
+from app.policies.kinds import POLICY_KIND_NAMES
+from app.policies.model import PolicyError, PolicyResource, PolicySet, RegoModule
 from app.policies.schema import parse_policy_document
 from app.policies.translate import module_id, translate
 
@@ -61,7 +62,7 @@ def load_policy_set(directory: str | Path, system_namespace: str) -> PolicySet:
             if not isinstance(doc, dict):
                 raise PolicyError(origin, "", "a document must be a mapping")
             kind = doc.get("kind")
-            if kind in POLICY_KINDS:
+            if kind in POLICY_KIND_NAMES:
                 resource = parse_policy_document(doc, origin)
                 if resource.key in seen:
                     raise PolicyError(origin, "metadata.name", f"{resource.kind} {resource.name} is also defined at {seen[resource.key]}")

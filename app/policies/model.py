@@ -4,13 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-OSTIARY_GROUP_VERSION = "ostiary.dev/v1"
-PORTIERIS_GROUP_VERSIONS = (
-    "portieris.cloud.ibm.com/v1",
-    "securityenforcement.admission.cloud.ibm.com/v1beta1",
-)
-POLICY_API_VERSIONS = (OSTIARY_GROUP_VERSION, *PORTIERIS_GROUP_VERSIONS)
-POLICY_KINDS = ("ImagePolicy", "ClusterImagePolicy")
 DEFAULT_SYSTEM_NAMESPACE = "ostiary-system"
 
 

@@ -13,12 +13,8 @@ from typing import Any
 
 import jsonschema
 
-from app.policies.model import (
-    POLICY_API_VERSIONS,
-    POLICY_KINDS,
-    PolicyError,
-    PolicyResource,
-)
+from app.policies.kinds import POLICY_API_VERSIONS, POLICY_KIND_NAMES
+from app.policies.model import PolicyError, PolicyResource
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -93,8 +89,8 @@ def parse_policy_document(doc: Any, origin: str) -> PolicyResource:
         raise PolicyError(
             origin, "apiVersion", f"{api_version!r} is not one of {', '.join(POLICY_API_VERSIONS)}"
         )
-    if kind not in POLICY_KINDS:
-        raise PolicyError(origin, "kind", f"{kind!r} is not one of {', '.join(POLICY_KINDS)}")
+    if kind not in POLICY_KIND_NAMES:
+        raise PolicyError(origin, "kind", f"{kind!r} is not one of {', '.join(POLICY_KIND_NAMES)}")
     metadata = doc.get("metadata")
     if not isinstance(metadata, dict):
         raise PolicyError(origin, "metadata", "missing or not a mapping")

@@ -209,7 +209,7 @@ class Ostiary:
 
     def validating_configuration(self) -> dict:
         """The chart's ValidatingWebhookConfiguration for policy resources, pointing at this Ostiary's /validate."""
-        from app.kube.source import POLICY_KINDS
+        from app.policies.kinds import POLICY_KINDS
 
         rules = [{"apiGroups": [kind.group], "apiVersions": [kind.version], "operations": ["CREATE", "UPDATE"],
                   "resources": [kind.plural], "scope": "Namespaced" if kind.namespaced else "Cluster"}
@@ -299,7 +299,7 @@ def _b64(text: str) -> str:
 
 def expected_module(obj: dict):
     """The Rego module Ostiary makes of a policy object (the same functions it runs)."""
-    from app.kube.source import POLICY_KINDS, as_document, object_key, origin_of
+    from app.policies.kinds import POLICY_KINDS, as_document, object_key, origin_of
     from app.policies.schema import parse_policy_document
     from app.policies.translate import translate
 

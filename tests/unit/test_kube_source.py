@@ -8,9 +8,11 @@ import time
 import pytest
 
 from app.kube.client import KubeError, WatchExpired
-from app.kube.source import POLICY_KINDS, KubePolicySource, as_document
+from app.kube.events import resource_path
+from app.kube.source import KubePolicySource, collection_path
 from app.kube.store import KubeObjectStore
 from app.opa.client import OpaError, OpaModuleRefused
+from app.policies.kinds import POLICY_KINDS, as_document
 from app.policies.schema import parse_policy_document
 from app.policies.translate import translate
 
@@ -125,8 +127,8 @@ def source(api, sync, **kw) -> KubePolicySource:
                             opa_repair=sync.repair, retry_interval=0.01, **kw)
 
 
-CIP_PATH = OSTIARY_CIP.collection_path
-IP_PATH = OSTIARY_IP.collection_path
+CIP_PATH = collection_path(OSTIARY_CIP)
+IP_PATH = collection_path(OSTIARY_IP)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -147,8 +149,8 @@ def test_a_refusal_is_typed_and_names_the_module_but_unreachable_is_not():
 
 def test_the_collection_path_of_a_namespaced_kind_lists_all_namespaces():
     assert IP_PATH == "/apis/ostiary.dev/v1/imagepolicies"
-    assert OSTIARY_IP.object_path("ns", "p") == "/apis/ostiary.dev/v1/namespaces/ns/imagepolicies/p"
-    assert OSTIARY_CIP.object_path(None, "p") == "/apis/ostiary.dev/v1/clusterimagepolicies/p"
+    assert resource_path(OSTIARY_IP, "ns", "p") == "/apis/ostiary.dev/v1/namespaces/ns/imagepolicies/p"
+    assert resource_path(OSTIARY_CIP, None, "p") == "/apis/ostiary.dev/v1/clusterimagepolicies/p"
 
 
 # ----------------------------------------------------------------------------- full sync
@@ -174,7 +176,7 @@ def test_portieris_groups_are_read_only_when_served():
     assert not any("portieris" in p or "securityenforcement" in p for p in api.lists)
 
     api.served.add("portieris.cloud.ibm.com/v1")
-    api.items[PORTIERIS_CIP.collection_path] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
+    api.items[collection_path(PORTIERIS_CIP)] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
     sync2 = FakeSync()
     source(api, sync2).full_sync()
     assert "ostiary/policies/cluster/legacy" in sync2.modules
@@ -285,7 +287,7 @@ def test_opa_unreachable_during_an_event_is_not_blamed_on_the_policy():
 def test_the_ostiary_group_wins_over_a_portieris_copy_of_the_same_name():
     api, sync = FakeApi(served=("ostiary.dev/v1", "portieris.cloud.ibm.com/v1")), FakeSync()
     api.items[CIP_PATH] = [policy(name="same", repos=("quay.io/*",))]
-    api.items[PORTIERIS_CIP.collection_path] = [policy(name="same", group="portieris.cloud.ibm.com/v1",
+    api.items[collection_path(PORTIERIS_CIP)] = [policy(name="same", group="portieris.cloud.ibm.com/v1",
                                                        uid="portieris-uid")]
     source(api, sync).full_sync()
     assert "quay.io" in sync.modules["ostiary/policies/cluster/same"].source
@@ -342,11 +344,11 @@ def test_opa_losing_its_modules_triggers_a_resync():
 def test_discovery_starts_watching_a_portieris_group_that_appears():
     api, sync, src = synced()
     api.served.add("portieris.cloud.ibm.com/v1")
-    api.items[PORTIERIS_CIP.collection_path] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
+    api.items[collection_path(PORTIERIS_CIP)] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
     src.discover()
     try:
         assert "ostiary/policies/cluster/legacy" in sync.modules
-        assert wait_for(lambda: any(p == PORTIERIS_CIP.collection_path for p, _ in api.watch_calls))
+        assert wait_for(lambda: any(p == collection_path(PORTIERIS_CIP) for p, _ in api.watch_calls))
     finally:
         src.stop()
 
