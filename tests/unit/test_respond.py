@@ -39,3 +39,9 @@ def test_no_patch_when_mutate_is_off_or_no_pin():
 def test_a_pin_that_is_not_sha256_is_an_error():
     with pytest.raises(ValueError):
         pin_patch([item("nginx", pin="sha256:abc")])
+
+
+def test_image_volume_is_pinned_at_its_reference_path():
+    path = "/spec/template/spec/volumes/2/image/reference"
+    ops = pin_patch([item("quay.io/org/model:v1", path=path)])
+    assert ops == [{"op": "replace", "path": path, "value": "quay.io/org/model:v1@" + D1}]
