@@ -237,7 +237,7 @@ class Reviewer:
         trust_deadline = start + self.budget * self.trust_share
         self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
         decision = self.opa.query(DECISION_PATH, opa_input, deadline)
-        return self._respond(uid, decision, sites)
+        return self._respond(uid, decision, sites, obj)
 
     def _input(self, request: dict, obj: dict, namespace: str, sites: list[ImageSite]) -> dict:
         return {
@@ -340,7 +340,7 @@ class Reviewer:
 
     # ---- response ------------------------------------------------------------------------
 
-    def _respond(self, uid: str, decision: Any, sites: list[ImageSite]) -> tuple[dict, Outcome]:
+    def _respond(self, uid: str, decision: Any, sites: list[ImageSite], obj: dict) -> tuple[dict, Outcome]:
         if not isinstance(decision, dict) or not isinstance(decision.get("allowed"), bool):
             raise OpaError("the decision from OPA has no boolean `allowed`")
         images = decision.get("images")
@@ -352,4 +352,7 @@ class Reviewer:
             message = "Ostiary denied the request: " + ("; ".join(denials) or "denied by policy")
             return respond.deny(uid, message, warnings), Outcome(False, message, images)
         patch = respond.pin_patch(images)
-        return respond.allow(uid, warnings, patch), Outcome(True, "allowed", images)
+        record, warning = respond.original_images_patch(obj, sites, patch)
+        if warning:
+            warnings.append(warning)
+        return respond.allow(uid, warnings, patch + record), Outcome(True, "allowed", images)

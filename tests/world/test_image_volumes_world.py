@@ -4,6 +4,8 @@ at its own JSON pointer (`.../volumes/N/image/reference`) exactly like a contain
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.world.test_admit_world import deployment_review, message, ostiary, patch_of  # noqa: F401 (fixture)
@@ -47,3 +49,6 @@ def test_signed_volume_image_is_pinned_in_place(ostiary, world):  # noqa: F811
         "/spec/template/spec/containers/0/image": signed.pinned,
         "/spec/template/spec/volumes/1/image/reference": other.pinned,
     }
+    (record,) = [op for op in patch_of(response) if op["path"].startswith("/metadata")]
+    assert json.loads(record["value"]["ostiary.dev/original-images"]) == {
+        "containers/c0": signed.reference, "volumes/model": other.reference}
