@@ -256,7 +256,10 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         from app.policies.schema import parse_policy_document
         from app.policies.translate import translate
 
-        body = request.get_json(silent=True)
+        try:  # the same strict decoding as /admit; validate_review answers a non-JSON body (None)
+            body = parse_review(request.get_data(cache=False)) if request.is_json else None
+        except BadRequest as exc:
+            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         try:
             answer = validate_review(body, parse=parse_policy_document, translate=translate,
                                      compiles=rt.sync.compiles)

@@ -118,3 +118,10 @@ def test_type_confusion_is_denied_naming_the_field(server, confuse):
     assert response["uid"] == review["request"]["uid"]
     assert response["allowed"] is False
     assert field in response["status"]["message"] and "internal error" not in response["status"]["message"]
+
+
+@pytest.mark.parametrize("raw, words", [(b"[" * 200_000 + b"]" * 200_000, "nested deeper"),
+                                        (b'{"request": {"uid": "a", "uid": "b"}}', "more than once")])
+def test_the_policy_validating_webhook_decodes_as_strictly(server, raw, words):
+    r = requests.post(server.base + "/validate", data=raw, headers=HEADERS, timeout=30)
+    assert r.status_code == 400 and words in r.json()["error"], r.text[:300]
