@@ -37,13 +37,20 @@ _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _SHA256_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
 _PATH_MAX = 255   # distribution/reference RepositoryNameTotalLengthMax, on the repository path
+# The longest reference that can name a real image: a DNS name (253) and port, the path (255), a
+# tag (128) and a sha512 digest (135) stay under 800. Longer text is refused before any regex runs.
+MAX_REFERENCE = 1024
+_SHOWN = 200      # characters of a refused reference quoted back in a message
 
 
 class InvalidImageReference(ValueError):
     """The text is not a valid image reference; `reason` says which part is wrong."""
 
     def __init__(self, text: str, reason: str):
-        super().__init__(f"invalid image reference {text!r}: {reason}")
+        shown = text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+        if len(reason) > _SHOWN:
+            reason = reason[:_SHOWN] + "…"
+        super().__init__(f"invalid image reference {shown!r}: {reason}")
         self.text = text
         self.reason = reason
 
@@ -140,6 +147,8 @@ def parse_image(text: str) -> ImageRef:
         raise InvalidImageReference(text, "contains whitespace")
     if not text:
         raise InvalidImageReference(text, "empty")
+    if len(text) > MAX_REFERENCE:
+        raise InvalidImageReference(text, f"longer than {MAX_REFERENCE} characters")
     if not text.isascii():
         raise InvalidImageReference(text, "contains a character that is not ASCII")
     if _IDENTIFIER_RE.fullmatch(text):

@@ -111,3 +111,10 @@ def test_upper_case_single_label_host_is_its_own_registry_not_docker_hub():
 def test_references_docker_refuses_or_ostiary_deliberately_refuses(text):
     with pytest.raises(InvalidImageReference):
         parse_image(text)
+
+
+def test_huge_references_are_refused_quickly_and_quoted_short():
+    text = "a." * 500_000 + "io/app"
+    with pytest.raises(InvalidImageReference) as err:
+        parse_image(text)
+    assert "longer than 1024" in str(err.value) and len(str(err.value)) < 500

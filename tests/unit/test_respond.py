@@ -1,9 +1,11 @@
 import base64
 import json
 
+import jsonpatch
 import pytest
 
-from app.admission.respond import allow, deny, pin_patch
+from app.admission.extract import image_sites
+from app.admission.respond import ORIGINAL_IMAGES_ANNOTATION, allow, deny, original_images_patch, pin_patch
 
 D1 = "sha256:" + "1" * 64
 
@@ -48,11 +50,6 @@ def test_image_volume_is_pinned_at_its_reference_path():
 
 
 # ---- the original references, recorded on the object ---------------------------------------
-
-import jsonpatch  # noqa: E402
-
-from app.admission.extract import image_sites  # noqa: E402
-from app.admission.respond import ORIGINAL_IMAGES_ANNOTATION, original_images_patch  # noqa: E402
 
 
 def _deployment(annotations=None, metadata=True):
