@@ -62,22 +62,43 @@ def _pointer(path: list[str]) -> str:
     return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path) if path else "(top level)"
 
 
-def _check_tree(root: Any) -> None:
-    """Refuse duplicated keys and nesting deeper than MAX_DEPTH, naming the place (iterative)."""
+def _path_to(root: Any, target: Any) -> list[str]:
+    """The keys leading from root to target (by identity); only run to word an error."""
     stack: list[tuple[Any, list[str]]] = [(root, [])]
     while stack:
         node, path = stack.pop()
-        if len(path) > MAX_DEPTH:
-            raise BadRequest(f"nested deeper than {MAX_DEPTH} levels at {_pointer(path[:8])}/…")
-        if isinstance(node, _Pairs):
-            raise BadRequest(
-                f"key {node.duplicates[0]!r} appears more than once in the object at {_pointer(path)}; "
-                "a duplicated key can show one parser a different value than another, so it is refused"
-            )
-        if isinstance(node, dict):
-            stack.extend((v, [*path, str(k)]) for k, v in node.items())
-        elif isinstance(node, list):
-            stack.extend((v, [*path, str(i)]) for i, v in enumerate(node))
+        if node is target:
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        stack.extend((v, [*path, str(k)]) for k, v in items if isinstance(v, (dict, list)))
+    return []
+
+
+def _check_tree(root: Any) -> None:
+    """Refuse duplicated keys and nesting deeper than MAX_DEPTH, naming the place.
+
+    Level by level, so it is iterative and costs one step per object or array; the path is only
+    spelled out (a second walk) when there is something to refuse.
+    """
+    level = [root] if isinstance(root, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            where = _pointer(_path_to(root, level[0])[:8])
+            raise BadRequest(f"nested deeper than {MAX_DEPTH} levels at {where}/…")
+        below: list = []
+        for node in level:
+            if isinstance(node, dict):
+                if type(node) is _Pairs:
+                    raise BadRequest(
+                        f"key {node.duplicates[0]!r} appears more than once in the object at "
+                        f"{_pointer(_path_to(root, node))}; a duplicated key can show one parser a "
+                        "different value than another, so it is refused"
+                    )
+                node = node.values()
+            below.extend([v for v in node if isinstance(v, (dict, list))])
+        level = below
 
 
 def parse_review(raw: bytes) -> Any:
