@@ -96,8 +96,9 @@ def _check_tree(root: Any) -> None:
                         f"{_pointer(_path_to(root, node))}; a duplicated key can show one parser a "
                         "different value than another, so it is refused"
                     )
-                node = node.values()
-            below.extend([v for v in node if isinstance(v, (dict, list))])
+                below.extend([v for v in node.values() if isinstance(v, (dict, list))])
+            else:
+                below.extend([v for v in node if isinstance(v, (dict, list))])
         level = below
 
 
