@@ -62,7 +62,7 @@ class ImageRef:
     repository: str
     tag: str | None
     digest: str | None
-    runtime_name: str = ""   # domain/path exactly as the container runtime reads `original`
+    runtime_name: str = ""   # domain/path as the runtime reads `original` (Docker Hub: docker.io/…)
 
     @property
     def name(self) -> str:
@@ -84,6 +84,7 @@ class ImageRef:
         The name is the one the runtime reads from the original, host spelling included: folding
         `REGISTRY/app` to `registry/app` would send the pull to Docker Hub (a single lower-case
         first component is a path there), so the pin never changes which registry is asked.
+        Docker Hub's aliases are written docker.io/<verified path>, the same registry.
         """
         if not _SHA256_RE.fullmatch(digest):
             raise ValueError(f"refusing to pin to {digest!r}: not a sha256 digest")
@@ -190,7 +191,10 @@ def parse_image(text: str) -> ImageRef:
         repository=repository,
         tag=tag,
         digest=digest,
-        runtime_name=f"{domain}/{path}",
+        # Docker Hub under any alias spelling is pinned by its canonical name and the path that was
+        # verified (docker.io/library/nginx, which the runtime sends to the same registry); every
+        # other host keeps the spelling the runtime read.
+        runtime_name=f"{registry}/{repository}" if registry == DEFAULT_REGISTRY else f"{domain}/{path}",
     )
 
 

@@ -81,7 +81,8 @@ def test_registry_host_case_is_folded():
         ("LOCALHOST/app", "LOCALHOST/app:latest@"),
         ("nginx:1.25", "docker.io/library/nginx:1.25@"),
         ("index.docker.io/nginx", "docker.io/library/nginx:latest@"),
-        ("registry-1.docker.io/org/x:2", "registry-1.docker.io/org/x:2@"),
+        ("registry-1.docker.io/org/x:2", "docker.io/org/x:2@"),      # Docker Hub by its canonical name
+        ("Registry-1.Docker.IO/nginx", "docker.io/library/nginx:latest@"),
         ("[::1]:5000/app", "[::1]:5000/app:latest@"),
     ],
 )

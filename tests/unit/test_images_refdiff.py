@@ -107,10 +107,13 @@ def check(docker: RefDiff, text: str) -> None:
     assert (ours.registry, ours.repository) == fold(theirs["domain"], theirs["path"]), (text, theirs)
     assert ours.tag == (theirs.get("tag") or None), (text, theirs)
     assert ours.digest == (theirs.get("digest") or None), (text, theirs)
-    assert ours.runtime_name == f"{theirs['domain']}/{theirs['path']}", (text, theirs)
+    hub = theirs["domain"].lower() in HUB_ALIASES
+    expected = (theirs["domain"], theirs["path"]) if not hub else ("docker.io", ours.repository)
+    assert ours.runtime_name == "/".join(expected), (text, theirs)
     pinned = docker(ours.pinned(PIN))
     assert pinned["ok"], (text, ours.pinned(PIN), pinned)
-    assert (pinned["domain"], pinned["path"]) == (theirs["domain"], theirs["path"]), (text, ours.pinned(PIN))
+    # Docker reads the pin as the very same domain and path (Docker Hub: its canonical name)
+    assert (pinned["domain"], pinned["path"]) == expected, (text, ours.pinned(PIN))
     assert (pinned.get("tag"), pinned["digest"]) == (ours.tag, PIN), (text, ours.pinned(PIN))
 
 
