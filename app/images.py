@@ -21,24 +21,36 @@ from dataclasses import dataclass
 
 DEFAULT_REGISTRY = "docker.io"
 OFFICIAL_PREFIX = "library/"
+_LEGACY_DEFAULT = "index.docker.io"   # the only alias Docker's own parser folds (case-sensitively)
 _DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "docker.io"}
 
+# The docker reference grammar (distribution/reference regexp.go), ASCII only: Python's \w and \d
+# match any Unicode letter or digit, Go's do not, so every class is spelled out. fullmatch, never
+# match + `$` (which also matches before a trailing newline).
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN_RE = re.compile(
-    rf"^(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?$"
+    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"
 )
-_PATH_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-_SHA256_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
-_NAME_MAX = 255
+_PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
+_SHA256_RE = re.compile(r"sha256:[a-f0-9]{64}")
+_IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
+_PATH_MAX = 255   # distribution/reference RepositoryNameTotalLengthMax, on the repository path
+# The longest reference that can name a real image: a DNS name (253) and port, the path (255), a
+# tag (128) and a sha512 digest (135) stay under 800. Longer text is refused before any regex runs.
+MAX_REFERENCE = 1024
+_SHOWN = 200      # characters of a refused reference quoted back in a message
 
 
 class InvalidImageReference(ValueError):
     """The text is not a valid image reference; `reason` says which part is wrong."""
 
     def __init__(self, text: str, reason: str):
-        super().__init__(f"invalid image reference {text!r}: {reason}")
+        shown = text if len(text) <= _SHOWN else text[:_SHOWN] + "…"
+        if len(reason) > _SHOWN:
+            reason = reason[:_SHOWN] + "…"
+        super().__init__(f"invalid image reference {shown!r}: {reason}")
         self.text = text
         self.reason = reason
 
@@ -46,10 +58,11 @@ class InvalidImageReference(ValueError):
 @dataclass(frozen=True)
 class ImageRef:
     original: str
-    registry: str
+    registry: str       # lower case, Docker Hub aliases folded: what policies match and secrets key on
     repository: str
     tag: str | None
     digest: str | None
+    runtime_name: str = ""   # domain/path as the runtime reads `original` (Docker Hub: docker.io/…)
 
     @property
     def name(self) -> str:
@@ -66,11 +79,17 @@ class ImageRef:
         return text
 
     def pinned(self, digest: str) -> str:
-        """The reference pinned to `digest`, keeping the tag: registry/repo:tag@sha256:..."""
-        if not _SHA256_RE.match(digest):
+        """The reference pinned to `digest`, keeping the tag: domain/path:tag@sha256:...
+
+        The name is the one the runtime reads from the original, host spelling included: folding
+        `REGISTRY/app` to `registry/app` would send the pull to Docker Hub (a single lower-case
+        first component is a path there), so the pin never changes which registry is asked.
+        Docker Hub's aliases are written docker.io/<verified path>, the same registry.
+        """
+        if not _SHA256_RE.fullmatch(digest):
             raise ValueError(f"refusing to pin to {digest!r}: not a sha256 digest")
         tag = f":{self.tag}" if self.tag is not None else ""
-        return f"{self.name}{tag}@{digest}"
+        return f"{self.runtime_name or self.name}{tag}@{digest}"
 
     def as_input(self) -> dict:
         """The reference as the OPA input document carries it (docs/rego-input.md)."""
@@ -85,35 +104,60 @@ class ImageRef:
         }
 
 
-def split_domain(name: str) -> tuple[str, str]:
-    """Split a name (no tag, no digest) into (registry, repository) with Docker's defaults."""
+def docker_split(name: str) -> tuple[str, str]:
+    """Split a name (no tag, no digest) exactly as Docker's splitDockerDomain does: (domain, path).
+
+    The first component is a host when it is `localhost`, contains `.` or `:`, or has an upper-case
+    letter (repository paths are lower case); otherwise the name is on Docker Hub.
+    """
     first, sep, rest = name.partition("/")
-    if not sep or (
-        not any(c in first for c in ".:") and first != "localhost" and first.lower() == first
-    ):
-        registry, repository = DEFAULT_REGISTRY, name
+    if not sep:
+        return DEFAULT_REGISTRY, OFFICIAL_PREFIX + name
+    if first == _LEGACY_DEFAULT:
+        domain, path = DEFAULT_REGISTRY, rest
+    elif first == "localhost" or any(c in first for c in ".:") or first.lower() != first:
+        domain, path = first, rest
     else:
-        registry, repository = first, rest
-    registry = registry.lower()  # host names are case-insensitive; match and pin one spelling
+        domain, path = DEFAULT_REGISTRY, name
+    if domain == DEFAULT_REGISTRY and "/" not in path:
+        path = OFFICIAL_PREFIX + path
+    return domain, path
+
+
+def split_domain(name: str) -> tuple[str, str]:
+    """(registry, repository) as Ostiary matches them: Docker's split, the host lower-cased (host
+    names are case-insensitive) and every Docker Hub alias spelled docker.io."""
+    domain, path = docker_split(name)
+    registry = domain.lower()
     if registry in _DOCKER_HUB_ALIASES:
+        if "/" not in path:
+            path = OFFICIAL_PREFIX + path
         registry = DEFAULT_REGISTRY
-    if registry == DEFAULT_REGISTRY and "/" not in repository:
-        repository = OFFICIAL_PREFIX + repository
-    return registry, repository
+    return registry, path
 
 
 def parse_image(text: str) -> ImageRef:
-    """Parse and normalize an image reference; raise InvalidImageReference naming the bad part."""
+    """Parse and normalize an image reference; raise InvalidImageReference naming the bad part.
+
+    Agrees with the docker reference grammar (tests/unit/test_images_refdiff.py) except where it
+    deliberately refuses more (docs/policies.md, "Image references").
+    """
     if not isinstance(text, str):
         raise InvalidImageReference(repr(text), "not a string")
-    if text != text.strip() or any(c.isspace() for c in text):
+    if any(c.isspace() for c in text):
         raise InvalidImageReference(text, "contains whitespace")
     if not text:
         raise InvalidImageReference(text, "empty")
+    if len(text) > MAX_REFERENCE:
+        raise InvalidImageReference(text, f"longer than {MAX_REFERENCE} characters")
+    if not text.isascii():
+        raise InvalidImageReference(text, "contains a character that is not ASCII")
+    if _IDENTIFIER_RE.fullmatch(text):
+        raise InvalidImageReference(text, "64 hex characters are an image ID, not a repository name")
     remainder, digest = text, None
     if "@" in remainder:
         remainder, _, digest = remainder.partition("@")
-        if not _DIGEST_RE.match(digest):
+        if not _DIGEST_RE.fullmatch(digest):
             raise InvalidImageReference(
                 text, f"digest {digest!r} is not sha256:<64 hex> or sha512:<128 hex>"
             )
@@ -122,26 +166,37 @@ def parse_image(text: str) -> ImageRef:
     colon = remainder.rfind(":")
     if colon > last_slash:
         remainder, tag = remainder[:colon], remainder[colon + 1 :]
-        if not _TAG_RE.match(tag):
+        if not _TAG_RE.fullmatch(tag):
             raise InvalidImageReference(text, f"tag {tag!r} is not valid")
     if not remainder:
         raise InvalidImageReference(text, "no repository name")
-    if len(remainder) > _NAME_MAX:
-        raise InvalidImageReference(text, f"name longer than {_NAME_MAX} characters")
+    domain, path = docker_split(remainder)
+    if not _DOMAIN_RE.fullmatch(domain):
+        raise InvalidImageReference(text, f"registry host {domain!r} is not valid")
     registry, repository = split_domain(remainder)
-    if not _DOMAIN_RE.match(registry):
-        raise InvalidImageReference(text, f"registry host {registry!r} is not valid")
     for component in repository.split("/"):
-        if not _PATH_COMPONENT_RE.match(component):
+        if not _PATH_COMPONENT_RE.fullmatch(component):
             raise InvalidImageReference(
                 text,
                 f"repository path component {component!r} is not valid "
                 "(lowercase letters, digits and separators . _ __ - only)",
             )
+    if len(repository) > _PATH_MAX:
+        raise InvalidImageReference(text, f"repository path longer than {_PATH_MAX} characters")
     if tag is None and digest is None:
         tag = "latest"
-    return ImageRef(original=text, registry=registry, repository=repository, tag=tag, digest=digest)
+    return ImageRef(
+        original=text,
+        registry=registry,
+        repository=repository,
+        tag=tag,
+        digest=digest,
+        # Docker Hub under any alias spelling is pinned by its canonical name and the path that was
+        # verified (docker.io/library/nginx, which the runtime sends to the same registry); every
+        # other host keeps the spelling the runtime read.
+        runtime_name=f"{registry}/{repository}" if registry == DEFAULT_REGISTRY else f"{domain}/{path}",
+    )
 
 
 def is_sha256_digest(value: object) -> bool:
-    return isinstance(value, str) and bool(_SHA256_RE.match(value))
+    return isinstance(value, str) and bool(_SHA256_RE.fullmatch(value))

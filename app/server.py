@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.admission import respond
 from app.admission.extract import BadRequest
-from app.admission.review import Reviewer
+from app.admission.review import Reviewer, parse_review, request_uid
 from app.metrics import Metrics
 from app.opa.client import OpaClient, OpaError
 from app.opa.process import LocalOpa
@@ -228,15 +228,22 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
     app.extensions["ostiary"] = rt
     decisions = logging.getLogger("ostiary.decisions")
 
+    @app.errorhandler(413)
+    def too_large(_exc):
+        return jsonify({"error": f"bad AdmissionReview: the body is larger than {MAX_BODY} bytes"}), 413
+
     @app.post("/admit")
     def admit():
         started = time.monotonic()
-        body = request.get_json(silent=True)
-        if body is None:
+        if not request.is_json:
             return jsonify({"error": "expected a JSON AdmissionReview (Content-Type: application/json)"}), 400
+        try:  # strict: duplicated keys, NaN, over-deep nesting are refused (app/admission/review.py)
+            body = parse_review(request.get_data(cache=False))
+        except BadRequest as exc:
+            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         if not rt.sync.synced:
-            uid = ((body.get("request") or {}) if isinstance(body, dict) else {}).get("uid")
-            if isinstance(uid, str) and uid:
+            uid = request_uid(body)
+            if uid:
                 _, why = rt.ready()
                 rt.metrics.record(False, True, [], time.monotonic() - started)
                 return jsonify(respond.deny(uid, f"Ostiary is not ready, so it denies: {why}"))
@@ -268,7 +275,10 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         from app.policies.schema import parse_policy_document
         from app.policies.translate import translate
 
-        body = request.get_json(silent=True)
+        try:  # the same strict decoding as /admit; validate_review answers a non-JSON body (None)
+            body = parse_review(request.get_data(cache=False)) if request.is_json else None
+        except BadRequest as exc:
+            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         try:
             answer = validate_review(body, parse=parse_policy_document, translate=translate,
                                      compiles=rt.sync.compiles)

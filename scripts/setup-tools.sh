@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds (once) the pinned tools Ostiary runs: opa, etcd, kube-apiserver, helm.
+# Builds (once) the pinned tools Ostiary runs: opa, etcd, kube-apiserver, helm, and refdiff (the
+# docker reference grammar, tools/refdiff, for the differential test of app/images.py).
 # Everything is compiled from the Go module proxy into the git-ignored tools folder
 # (default: <repo>/.tools/bin); a binary already there at the pinned version is reused.
-# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|helm|all]...
+# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|helm|refdiff|all]...
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -88,6 +89,19 @@ GO
   stamp kube-apiserver "$KUBERNETES_VERSION"
 }
 
+build_refdiff() {
+  # Built from tools/refdiff (its go.mod pins distribution/reference); the stamp is the version and
+  # a hash of the sources, so an edit rebuilds and an unchanged tree costs one sha256sum.
+  local src="$root/tools/refdiff" want
+  grep -q "github.com/distribution/reference $REFERENCE_VERSION\$" "$src/go.mod" \
+    || { echo "tools/refdiff/go.mod does not require distribution/reference $REFERENCE_VERSION (scripts/versions.env)" >&2; exit 1; }
+  want="$REFERENCE_VERSION:$(cat "$src/main.go" "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-16)"
+  stamp_ok refdiff "$want" && { echo "refdiff ($want): present"; return; }
+  echo "refdiff ($want): building"
+  (cd "$src" && go build -o "$bin/refdiff" .)
+  stamp refdiff "$want"
+}
+
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(all)
 for t in "${targets[@]}"; do
@@ -96,7 +110,8 @@ for t in "${targets[@]}"; do
     helm) build_helm ;;
     etcd) build_etcd ;;
     kube-apiserver) build_kube_apiserver ;;
-    all) build_opa; build_etcd; build_kube_apiserver; build_helm ;;
+    refdiff) build_refdiff ;;
+    all) build_opa; build_etcd; build_kube_apiserver; build_helm; build_refdiff ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

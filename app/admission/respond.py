@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
+from typing import Any
 
 from app.images import InvalidImageReference, is_sha256_digest, parse_image
 
@@ -58,3 +60,55 @@ def pin_patch(decision_images: list[dict]) -> list[dict]:
             continue
         ops.append({"op": "replace", "path": item["path"], "value": ref.pinned(pin)})
     return ops
+
+
+ORIGINAL_IMAGES_ANNOTATION = "ostiary.dev/original-images"
+MAX_ORIGINALS = 64 * 1024   # the API server allows 256 KiB of annotations in all; leave room
+
+
+def _site_keys(sites: Sequence[Any]) -> dict[str, str]:
+    """JSON pointer of each image -> its key in the annotation: `containers/app`, `volumes/model`
+    (names are unique per pod spec), or the pointer itself when a name is blank or repeated."""
+    keys = {s.path: f"{s.container_kind}/{s.container}" for s in sites}
+    counts: dict[str, int] = {}
+    for key in keys.values():
+        counts[key] = counts.get(key, 0) + 1
+    return {p: (k if counts[k] == 1 and not k.endswith("/") else p) for p, k in keys.items()}
+
+
+def _existing_originals(obj: dict) -> dict[str, str]:
+    annotations = (obj.get("metadata") or {}).get("annotations")
+    raw = annotations.get(ORIGINAL_IMAGES_ANNOTATION) if isinstance(annotations, dict) else None
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def original_images_patch(obj: dict, sites: Sequence[Any], pin_ops: list[dict]) -> tuple[list[dict], str | None]:
+    """The JSONPatch op recording, on the object's own metadata (a Deployment's, not its pod
+    template's), the reference as written of every image this admission pins, so users and
+    deploy tools can see what was asked for. Entries an earlier admission wrote are kept while
+    their container or volume still exists. Returns (ops, warning); no pins, no op."""
+    if not pin_ops:
+        return [], None
+    keys = _site_keys(sites)
+    written = {s.path: s.image for s in sites}
+    current = set(keys.values())
+    originals = {k: v for k, v in _existing_originals(obj).items() if k in current}
+    for op in pin_ops:
+        originals[keys.get(op["path"], op["path"])] = written.get(op["path"], "")
+    value = json.dumps(originals, sort_keys=True, separators=(",", ":"))
+    if len(value) > MAX_ORIGINALS:
+        return [], (f"Ostiary did not record the original images in {ORIGINAL_IMAGES_ANNOTATION}: "
+                    f"{len(value)} bytes is more than {MAX_ORIGINALS}")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return [{"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: value}}}], None
+    if not isinstance(metadata.get("annotations"), dict):
+        return [{"op": "add", "path": "/metadata/annotations", "value": {ORIGINAL_IMAGES_ANNOTATION: value}}], None
+    key = ORIGINAL_IMAGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
+    return [{"op": "add", "path": f"/metadata/annotations/{key}", "value": value}], None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,6 +31,108 @@ log = logging.getLogger("ostiary.admission")
 
 PLAN_PATH = "ostiary/main/plan"
 DECISION_PATH = "ostiary/main/decision"
+CHECKED_OPERATIONS = ("CREATE", "UPDATE")
+UNCHECKED_OPERATIONS = ("DELETE", "CONNECT")   # carry no new pod spec to run
+# Deeper than any object of a kind Ostiary checks (a CronJob's pod spec affinity terms sit ~15
+# levels down, managedFields ~20); the limit keeps every later walk, dump and OPA call bounded.
+MAX_DEPTH = 100
+
+
+class _Pairs(dict):
+    """A JSON object that had a key more than once (kept, so the walk can name where)."""
+
+    duplicates: list[str]
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    marked = _Pairs(obj)
+    marked.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+    return marked
+
+
+def _refuse_constant(name: str) -> Any:
+    raise BadRequest(f"{name} is not JSON")
+
+
+def _pointer(path: list[str]) -> str:
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path) if path else "(top level)"
+
+
+def _path_to(root: Any, target: Any) -> list[str]:
+    """The keys leading from root to target (by identity); only run to word an error."""
+    stack: list[tuple[Any, list[str]]] = [(root, [])]
+    while stack:
+        node, path = stack.pop()
+        if node is target:
+            return path
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        stack.extend((v, [*path, str(k)]) for k, v in items if isinstance(v, (dict, list)))
+    return []
+
+
+def _check_tree(root: Any) -> None:
+    """Refuse duplicated keys and nesting deeper than MAX_DEPTH, naming the place.
+
+    Level by level, so it is iterative and costs one step per object or array; the path is only
+    spelled out (a second walk) when there is something to refuse.
+    """
+    level = [root] if isinstance(root, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            where = _pointer(_path_to(root, level[0])[:8])
+            raise BadRequest(f"nested deeper than {MAX_DEPTH} levels at {where}/…")
+        below: list = []
+        for node in level:
+            if isinstance(node, dict):
+                if type(node) is _Pairs:
+                    raise BadRequest(
+                        f"key {node.duplicates[0]!r} appears more than once in the object at "
+                        f"{_pointer(_path_to(root, node))}; a duplicated key can show one parser a "
+                        "different value than another, so it is refused"
+                    )
+                below.extend([v for v in node.values() if isinstance(v, (dict, list))])
+            else:
+                below.extend([v for v in node if isinstance(v, (dict, list))])
+        level = below
+
+
+def parse_review(raw: bytes) -> Any:
+    """Decode an AdmissionReview body strictly: UTF-8 JSON, no NaN/Infinity, no duplicated keys,
+    at most MAX_DEPTH levels. Raises BadRequest saying what is wrong and where."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        body = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise BadRequest(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError as exc:   # e.g. an integer of more than 4300 digits
+        raise BadRequest(f"the body is not JSON Ostiary can read: {exc}") from None
+    _check_tree(body)
+    return body
+
+
+def request_uid(body: Any) -> str | None:
+    """request.uid when the body has one (for answering a request Ostiary will deny anyway)."""
+    request = body.get("request") if isinstance(body, dict) else None
+    uid = request.get("uid") if isinstance(request, dict) else None
+    return uid if isinstance(uid, str) and uid else None
+
+
+def _string_field(container: dict, key: str, where: str) -> str | None:
+    value = container.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise BadRequest(f"{where} is not a string (got {type(value).__name__})")
 
 
 class ObjectStore(Protocol):
@@ -118,17 +221,30 @@ class Reviewer:
         start = self.clock()
         deadline = start + self.budget
         operation = request.get("operation")
-        if operation not in ("CREATE", "UPDATE"):
+        if operation in UNCHECKED_OPERATIONS:
             return respond.allow(uid), Outcome(True, f"operation {operation} is not checked")
-        kind = (request.get("kind") or {}).get("kind", "")
+        if operation not in CHECKED_OPERATIONS:
+            raise BadRequest(f"request.operation {operation!r} is not CREATE, UPDATE, DELETE or CONNECT")
+        gvk = request.get("kind")
+        kind = gvk.get("kind") if isinstance(gvk, dict) else None
+        if not isinstance(kind, str):
+            raise BadRequest("request.kind.kind is missing or not a string")
         obj = request.get("object")
         if not isinstance(obj, dict):
-            raise BadRequest("request.object is missing")
+            raise BadRequest("request.object is missing or not an object")
         if kind not in POD_SPEC_PATHS:
             warning = f"Ostiary does not check kind {kind!r}: it carries no pod spec Ostiary knows"
             return respond.allow(uid, [warning]), Outcome(True, "kind not checked")
+        if obj.get("kind") is not None and obj.get("kind") != kind:
+            raise BadRequest(f"request.object.kind {obj.get('kind')!r} is not request.kind.kind {kind!r}")
+        metadata = obj.get("metadata")
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            raise BadRequest("request.object.metadata is not an object")
         sites = image_sites(obj, kind)
-        namespace = request.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
+        namespace = (_string_field(request, "namespace", "request.namespace")
+                     or _string_field(metadata, "namespace", "request.object.metadata.namespace") or "")
 
         if self.owners is not None and sites:
             reason = self.owners.approved_by_owner(
@@ -143,7 +259,7 @@ class Reviewer:
         trust_deadline = start + self.budget * self.trust_share
         self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
         decision = self.opa.query(DECISION_PATH, opa_input, deadline)
-        return self._respond(uid, decision, sites)
+        return self._respond(uid, decision, sites, obj)
 
     def _input(self, request: dict, obj: dict, namespace: str, sites: list[ImageSite]) -> dict:
         return {
@@ -246,7 +362,7 @@ class Reviewer:
 
     # ---- response ------------------------------------------------------------------------
 
-    def _respond(self, uid: str, decision: Any, sites: list[ImageSite]) -> tuple[dict, Outcome]:
+    def _respond(self, uid: str, decision: Any, sites: list[ImageSite], obj: dict) -> tuple[dict, Outcome]:
         if not isinstance(decision, dict) or not isinstance(decision.get("allowed"), bool):
             raise OpaError("the decision from OPA has no boolean `allowed`")
         images = decision.get("images")
@@ -258,4 +374,7 @@ class Reviewer:
             message = "Ostiary denied the request: " + ("; ".join(denials) or "denied by policy")
             return respond.deny(uid, message, warnings), Outcome(False, message, images)
         patch = respond.pin_patch(images)
-        return respond.allow(uid, warnings, patch), Outcome(True, "allowed", images)
+        record, warning = respond.original_images_patch(obj, sites, patch)
+        if warning:
+            warnings.append(warning)
+        return respond.allow(uid, warnings, patch + record), Outcome(True, "allowed", images)

@@ -267,8 +267,11 @@ def test_admitted_signed_images_are_pinned_and_pinned_ones_are_left_alone(cluste
     cluster.trust = _Facts(digest)
     response = decide(cluster, review(workload("Deployment", pod_spec("quay.io/org/app:1.0", "nginx"))))
     assert response["allowed"] is True
-    assert _patch(response) == [{"op": "replace", "path": "/spec/template/spec/containers/0/image",
-                                 "value": f"quay.io/org/app:1.0@{digest}"}]
+    assert _patch(response) == [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": f"quay.io/org/app:1.0@{digest}"},
+        {"op": "add", "path": "/metadata/annotations",   # the original, on the Deployment itself
+         "value": {"ostiary.dev/original-images": '{"containers/c0":"quay.io/org/app:1.0"}'}},
+    ]
     again = decide(cluster, pod(f"quay.io/org/app:1.0@{digest}"))
     assert again["allowed"] is True and "patch" not in again
     wrong = decide(cluster, pod("quay.io/org/app:1.0@sha256:" + "e" * 64))

@@ -71,3 +71,51 @@ def test_pinned_refuses_anything_but_sha256():
 
 def test_registry_host_case_is_folded():
     assert parse_image("Registry.Example.COM/team/app:1").registry == "registry.example.com"
+
+
+@pytest.mark.parametrize(
+    "text, pinned",
+    [
+        ("REGISTRY/app:v1", "REGISTRY/app:v1@"),            # single-label upper-case host stays a host
+        ("Registry.Example.COM/team/app:1", "Registry.Example.COM/team/app:1@"),
+        ("LOCALHOST/app", "LOCALHOST/app:latest@"),
+        ("nginx:1.25", "docker.io/library/nginx:1.25@"),
+        ("index.docker.io/nginx", "docker.io/library/nginx:latest@"),
+        ("registry-1.docker.io/org/x:2", "docker.io/org/x:2@"),      # Docker Hub by its canonical name
+        ("Registry-1.Docker.IO/nginx", "docker.io/library/nginx:latest@"),
+        ("[::1]:5000/app", "[::1]:5000/app:latest@"),
+    ],
+)
+def test_pins_name_the_registry_the_runtime_reads(text, pinned):
+    pin = "sha256:" + "d" * 64
+    assert parse_image(text).pinned(pin) == pinned + pin
+
+
+def test_upper_case_single_label_host_is_its_own_registry_not_docker_hub():
+    ref = parse_image("REGISTRY/app:v1")
+    assert (ref.registry, ref.repository) == ("registry", "app")
+    assert parse_image("registry/app:v1").registry == "docker.io"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a" * 64,                      # an image ID, not a name (Docker refuses it too)
+        "nginx:\u00e9",                # \w in Python is Unicode; tags are ASCII
+        "nginx:\u0661",
+        "\u212aeg.io/app",             # KELVIN SIGN lower-cases to "k": must not pass as keg.io
+        "b/" + "a" * 254,              # repository path over 255 characters
+        "a_b.io/app",                  # Docker reads an empty domain here; Ostiary refuses
+        "nginx@sha384:" + "a" * 96,    # Docker accepts sha384; pins and Notary use sha256/sha512
+    ],
+)
+def test_references_docker_refuses_or_ostiary_deliberately_refuses(text):
+    with pytest.raises(InvalidImageReference):
+        parse_image(text)
+
+
+def test_huge_references_are_refused_quickly_and_quoted_short():
+    text = "a." * 500_000 + "io/app"
+    with pytest.raises(InvalidImageReference) as err:
+        parse_image(text)
+    assert "longer than 1024" in str(err.value) and len(str(err.value)) < 500
