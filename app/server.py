@@ -33,7 +33,7 @@ from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet
 from app.policies.sync import PolicySync, library_modules
 
 log = logging.getLogger("ostiary")
-MAX_BODY = 3 * 1024 * 1024  # the API server sends at most ~3 MiB objects
+MAX_BODY = 7 * 1024 * 1024  # an UPDATE carries object and oldObject, each up to the API server's 3 MiB request limit
 
 
 @dataclass

@@ -66,7 +66,7 @@ def test_duplicated_key_hiding_an_image_is_refused(server):
         (b'{"request": {"uid": ' + b"1" * 10_000 + b"}}", 400, "not JSON Ostiary can read"),
         (b'{"request": "\xff\xfe"}', 400, "not UTF-8"),
         (b'{"request": "x"}', 400, "AdmissionReview"),
-        (b"{" + b" " * (4 * 1024 * 1024) + b"}", 413, "larger than"),
+        (b"{" + b" " * (8 * 1024 * 1024) + b"}", 413, "larger than"),
     ],
 )
 def test_malformed_bodies_get_a_clear_4xx(server, raw, status, words):
