@@ -104,6 +104,20 @@ class ImageRef:
         }
 
 
+def is_host_component(first: str) -> bool:
+    """Docker's rule for the first component of a name: a registry host when it is `localhost`,
+    contains `.` or `:`, or has an upper-case letter (repository paths are lower case). The one
+    rule for image references and policy patterns alike."""
+    return first == "localhost" or any(c in first for c in ".:") or first.lower() != first
+
+
+def normalize_host(domain: str) -> str:
+    """The registry as Ostiary matches it: lower-cased (host names are case-insensitive), every
+    Docker Hub alias spelled docker.io. Used for image references and policy patterns alike."""
+    registry = domain.lower()
+    return DEFAULT_REGISTRY if registry in _DOCKER_HUB_ALIASES else registry
+
+
 def docker_split(name: str) -> tuple[str, str]:
     """Split a name (no tag, no digest) exactly as Docker's splitDockerDomain does: (domain, path).
 
@@ -115,7 +129,7 @@ def docker_split(name: str) -> tuple[str, str]:
         return DEFAULT_REGISTRY, OFFICIAL_PREFIX + name
     if first == _LEGACY_DEFAULT:
         domain, path = DEFAULT_REGISTRY, rest
-    elif first == "localhost" or any(c in first for c in ".:") or first.lower() != first:
+    elif is_host_component(first):
         domain, path = first, rest
     else:
         domain, path = DEFAULT_REGISTRY, name
@@ -128,11 +142,9 @@ def split_domain(name: str) -> tuple[str, str]:
     """(registry, repository) as Ostiary matches them: Docker's split, the host lower-cased (host
     names are case-insensitive) and every Docker Hub alias spelled docker.io."""
     domain, path = docker_split(name)
-    registry = domain.lower()
-    if registry in _DOCKER_HUB_ALIASES:
-        if "/" not in path:
-            path = OFFICIAL_PREFIX + path
-        registry = DEFAULT_REGISTRY
+    registry = normalize_host(domain)
+    if registry == DEFAULT_REGISTRY and "/" not in path:
+        path = OFFICIAL_PREFIX + path
     return registry, path
 
 

@@ -8,8 +8,10 @@ repository pattern the same way images are normalized (docs/policies.md, "Matchi
 
 - `*` alone matches every image.
 - A pattern without `/` is an official Docker Hub name: `ubuntu*` -> `docker.io/library/ubuntu*`.
-- With `/`, the first component is a registry host when it contains `.`, `:` or `*`, or is
-  `localhost`; otherwise `docker.io/` is put in front. On Docker Hub a one-component path gets
+- With `/`, the first component is a registry host by the image parser's own rule
+  (app.images.is_host_component: it contains `.` or `:`, is `localhost`, or has an upper-case
+  letter) or when it holds a `*`; otherwise `docker.io/` is put in front. Hosts are normalized as
+  image hosts are (app.images.normalize_host). On Docker Hub a one-component path gets
   `library/`: `docker.io/x*` -> `docker.io/library/x*`, but `docker.io/*` stays all of Docker Hub.
 - The tag is what follows the last `:` after the last `/`. No tag matches any tag and any digest;
   `:*` matches any tag, but not a digest-only reference (which carries no tag).
@@ -23,11 +25,10 @@ import json
 import re
 from dataclasses import dataclass
 
-from app.images import DEFAULT_REGISTRY, OFFICIAL_PREFIX
+from app.images import DEFAULT_REGISTRY, OFFICIAL_PREFIX, is_host_component, normalize_host
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 
 _REGEX_META = set("\\.+*?()|[]{}^$")
-_DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io"}
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,10 @@ def parse_pattern(written: str) -> Pattern:
     if "/" not in name:
         return Pattern(written, DEFAULT_REGISTRY, OFFICIAL_PREFIX + name, tag)
     first, _, rest = name.partition("/")
-    if any(c in first for c in ".:*") or first == "localhost":
-        host, path = first, rest
+    if "*" in first or is_host_component(first):   # the image parser's host rule, plus wildcard hosts
+        host, path = normalize_host(first), rest
     else:
         host, path = DEFAULT_REGISTRY, name
-    host = host.lower()
-    if host in _DOCKER_HUB_ALIASES:
-        host = DEFAULT_REGISTRY
     if not path:
         raise ValueError("no repository path after the registry host")
     if host == DEFAULT_REGISTRY and "/" not in path and path != "*":

@@ -29,6 +29,18 @@ def test_patterns_are_normalized_like_images(written, normalized):
     assert parse_pattern(written).normalized == normalized
 
 
+@pytest.mark.parametrize("name", [
+    "REGISTRY/app:v1", "Registry.Example.COM/team/app:1", "localhost/app", "registry-1.docker.io/library/nginx:1",
+    "INDEX.DOCKER.IO/org/app:2", "myorg/app:3", "nginx:1.25", "host:5000/a/b:c",
+])
+def test_a_pattern_names_the_registry_an_image_of_the_same_text_is_on(name):
+    """One host rule and one normaliser for patterns and images: the same text, the same registry."""
+    from app.images import parse_image
+
+    pattern, image = parse_pattern(name), parse_image(name)
+    assert (pattern.host, pattern.path) == (image.registry, image.repository)
+
+
 def test_exact_needs_a_tag_and_no_wildcard():
     assert parse_pattern("nginx:1.25").exact == "docker.io/library/nginx:1.25"
     assert parse_pattern("nginx").exact is None
