@@ -9,18 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.images import InvalidImageReference, parse_image
+from app.workloads import WORKLOADS
 
-# kind -> JSON path (list of keys) of the pod spec inside the object
-POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
-    "Pod": ("spec",),
-    "Deployment": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "ReplicationController": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
+# kind -> JSON path (list of keys) of the pod spec inside the object (app/workloads.py)
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {w.kind: w.pod_spec_path for w in WORKLOADS}
 CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 # Image volumes (core/v1 ImageVolumeSource, `volumes[].image.reference`) are the only other pod-spec
 # field naming an image the kubelet pulls (Kubernetes 1.34 API types); `volumes[].rbd.image` names

@@ -23,36 +23,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from app.admission.extract import BadRequest, image_sites
 from app.images import parse_image
 from app.kube.client import KubeApi, KubeError, object_path
 from app.kube.store import TTLCache
+from app.workloads import WORKLOADS, WorkloadKind
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class OwnerKind:
-    api_version: str                 # the version Ostiary reads the owner at
-    plural: str
-    template_path: tuple[str, ...]   # where the pod template is in the owner
-
-
-_TEMPLATE = ("spec", "template")
-OWNER_KINDS: dict[tuple[str, str], OwnerKind] = {
-    # (API group, kind) -> how to read it
-    ("apps", "Deployment"): OwnerKind("apps/v1", "deployments", _TEMPLATE),
-    ("apps", "ReplicaSet"): OwnerKind("apps/v1", "replicasets", _TEMPLATE),
-    ("apps", "StatefulSet"): OwnerKind("apps/v1", "statefulsets", _TEMPLATE),
-    ("apps", "DaemonSet"): OwnerKind("apps/v1", "daemonsets", _TEMPLATE),
-    ("batch", "Job"): OwnerKind("batch/v1", "jobs", _TEMPLATE),
-    ("batch", "CronJob"): OwnerKind("batch/v1", "cronjobs", ("spec", "jobTemplate", "spec", "template")),
-    ("", "ReplicationController"): OwnerKind("v1", "replicationcontrollers", _TEMPLATE),
+# (API group, kind) -> the workload kinds that have a pod template, so can own an object (app/workloads.py)
+OWNER_KINDS: dict[tuple[str, str], WorkloadKind] = {
+    (w.group, w.kind): w for w in WORKLOADS if w.template_path is not None
 }
 
-# The container lists a pod template may carry; ephemeral containers are not allowed in templates.
-TEMPLATE_CONTAINER_KINDS = ("containers", "initContainers")
+# What a pod template may carry that names an image; ephemeral containers are not allowed in templates.
+TEMPLATE_CONTAINER_KINDS = ("containers", "initContainers", "volumes")
 
 ImageTriple = tuple[str, str, str]   # (container kind, container name, image as written)
 
@@ -69,9 +56,9 @@ def controller_reference(obj: dict) -> dict | None:
     return None
 
 
-def pod_template(owner: dict, kind: OwnerKind) -> dict | None:
+def pod_template(owner: dict, kind: WorkloadKind) -> dict | None:
     node: object = owner
-    for key in kind.template_path:
+    for key in kind.template_path or ():
         if not isinstance(node, dict):
             return None
         node = node.get(key)
@@ -79,14 +66,14 @@ def pod_template(owner: dict, kind: OwnerKind) -> dict | None:
 
 
 def template_images(template: dict) -> dict[tuple[str, str], str]:
-    """``{(container kind, name): image}`` of a pod template."""
-    spec = template.get("spec") or {}
-    images: dict[tuple[str, str], str] = {}
-    for container_kind in TEMPLATE_CONTAINER_KINDS:
-        for container in spec.get(container_kind) or []:
-            if isinstance(container, dict) and container.get("name"):
-                images[(container_kind, container["name"])] = container.get("image") or ""
-    return images
+    """``{(container kind, name): image}`` of a pod template (containers, init containers and
+    image volumes), read by the admission extractor itself; a malformed template names none."""
+    try:
+        sites = image_sites({"spec": template.get("spec")}, "Pod")
+    except BadRequest:
+        return {}
+    return {(s.container_kind, s.container): s.image for s in sites
+            if s.container_kind in TEMPLATE_CONTAINER_KINDS and s.container}
 
 
 def default_normalize(image: str) -> str | None:
@@ -153,7 +140,7 @@ class OwnerVerifier:
             return None
         return self._check(owner, kind_name, owner_kind, namespace, name, uid, images)
 
-    def _check(self, owner: dict, kind_name: str, owner_kind: OwnerKind, namespace: str, name: str,
+    def _check(self, owner: dict, kind_name: str, owner_kind: WorkloadKind, namespace: str, name: str,
                uid: str, images: list[ImageTriple]) -> str | None:
         meta = owner.get("metadata") or {}
         if meta.get("uid") != uid:

@@ -18,27 +18,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Self
 
-from app.admission.extract import POD_SPEC_PATHS, BadRequest
+from app.admission.extract import BadRequest
 from app.admission.respond import API_VERSION
 from app.admission.review import DECISION_PATH, Reviewer
 from app.offline.manifests import Manifest
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
+from app.workloads import WORKLOADS
 
 DEFAULT_NAMESPACE = "default"
 DEFAULT_USER = "ostiary-apply"
 
-# kind -> (API group, resource) as the API server names them in an AdmissionReview
-KIND_RESOURCES: dict[str, tuple[str, str]] = {
-    "Pod": ("", "pods"),
-    "Deployment": ("apps", "deployments"),
-    "ReplicaSet": ("apps", "replicasets"),
-    "DaemonSet": ("apps", "daemonsets"),
-    "StatefulSet": ("apps", "statefulsets"),
-    "ReplicationController": ("", "replicationcontrollers"),
-    "Job": ("batch", "jobs"),
-    "CronJob": ("batch", "cronjobs"),
-}
-assert set(KIND_RESOURCES) == set(POD_SPEC_PATHS), "every kind the webhook checks has a resource here"
+# kind -> (API group, resource) as the API server names them in an AdmissionReview (app/workloads.py)
+KIND_RESOURCES: dict[str, tuple[str, str]] = {w.kind: (w.group, w.plural) for w in WORKLOADS}
 
 
 def _group_version(obj: dict, kind: str) -> tuple[str, str]:

@@ -24,15 +24,12 @@ from pathlib import Path
 
 import yaml
 
+from app.workloads import webhook_resources
 from tests.e2e.cluster import REPO, ControlPlane, Process, free_port, start_process, tool
 from tests.support import pki
 
 OSTIARY_BIN = REPO / ".venv" / "bin" / "ostiary"
-WEBHOOK_RESOURCES = [
-    ("", ["pods", "pods/ephemeralcontainers", "replicationcontrollers"]),
-    ("apps", ["deployments", "replicasets", "statefulsets", "daemonsets"]),
-    ("batch", ["jobs", "cronjobs"]),
-]
+WEBHOOK_RESOURCES = list(webhook_resources().items())   # the chart's rules, from app/workloads.py
 INSTANCE_LABEL = "e2e.ostiary.dev/instance"
 RUNNING: list[Ostiary] = []   # every started instance: a policy change is "in force" when all hold it
 

@@ -212,3 +212,31 @@ def test_a_cached_owner_saves_reads_but_a_cached_no_is_read_again():
     now[0] = 5.0
     del api.objects[RS_PATH]                                 # after the TTL the owner is gone
     assert verifier.approved_by_owner(pod, "apps", triples(pod)) is None
+
+
+# ----------------------------------------------------------------------------- image volumes
+
+VOLUME_IMAGE = "registry.example.com/team/data:1.0@sha256:" + "c" * 64
+
+
+def test_a_template_names_its_image_volumes_too():
+    template = {"spec": {**spec(), "volumes": [{"name": "data", "image": {"reference": VOLUME_IMAGE}},
+                                               {"name": "scratch", "emptyDir": {}}]}}
+    assert template_images(template) == {("containers", "app"): PINNED, ("volumes", "data"): VOLUME_IMAGE}
+
+
+def test_an_image_volume_is_approved_only_when_the_owner_template_has_the_same_one():
+    owner = {("containers", "app"): PINNED, ("volumes", "data"): VOLUME_IMAGE}
+    same = [("containers", "app", PINNED), ("volumes", "data", VOLUME_IMAGE)]
+    assert image_mismatch(same, owner) is None
+    other = [("containers", "app", PINNED), ("volumes", "data", "registry.example.com/evil/data:1")]
+    assert "differs" in image_mismatch(other, owner)
+    extra = [("containers", "app", PINNED), ("volumes", "more", VOLUME_IMAGE)]
+    assert "not in the owner's pod template" in image_mismatch(extra, owner)
+
+
+def test_the_owner_kinds_come_from_the_workloads_table():
+    from app.workloads import WORKLOADS
+
+    assert set(OWNER_KINDS) == {(w.group, w.kind) for w in WORKLOADS if w.kind != "Pod"}
+    assert pod_template(workload("CronJob"), OWNER_KINDS[("batch", "CronJob")])["spec"]["containers"]
