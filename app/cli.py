@@ -59,8 +59,11 @@ def main(log_level: str) -> None:
 @click.option("--budget", default=8.0, show_default=True, help="Seconds one admission may take (keep under the webhook timeout).")
 @click.option("--trust-cache-ttl", default=60.0, show_default=True, help="Seconds verified trust data is reused before refreshing timestamp.json.")
 @click.option("--threads", default=8, show_default=True, help="Request threads.")
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="Directory of durable trust-on-first-use records (default: $XDG_STATE_HOME/ostiary, "
+                   "or ~/.local/state/ostiary; with --kube: none unless given).")
 def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
-          system_namespace, budget, trust_cache_ttl, threads) -> None:
+          system_namespace, budget, trust_cache_ttl, threads, state_dir) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.server import ServeConfig
     from app.wsgi import run_gunicorn
@@ -75,9 +78,26 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
     config = ServeConfig(
         policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, ca_file=ca_file,
         system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
-        kube=kube, kubeconfig=kubeconfig,
+        kube=kube, kubeconfig=kubeconfig, state_dir=_serve_state_dir(state_dir, kube),
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
+
+
+def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
+    """The state directory `serve` uses, checked usable now (not at the first admission).
+
+    Directory mode defaults to the user's state dir; with --kube the container's root file system is
+    read-only, so records stay in memory unless a directory is given (docs/trust.md)."""
+    from app.notary.state import FileRecordStore, StateError, default_state_dir
+
+    if state_dir is None and kube:
+        return None
+    chosen = state_dir or str(default_state_dir())
+    try:
+        FileRecordStore(chosen).ensure()
+    except StateError as exc:
+        raise click.UsageError(f"--state-dir: {exc}") from None
+    return chosen
 
 
 @main.command()

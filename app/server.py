@@ -48,6 +48,7 @@ class ServeConfig:
     kube: bool = False
     kubeconfig: str | None = None
     watch_interval: float = 2.0
+    state_dir: str | None = None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
     extra: dict = field(default_factory=dict)
 
 
@@ -109,7 +110,12 @@ class Runtime:
     def _trust_service(self):
         from app.notary.service import TrustService
 
-        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl)
+        records = None
+        if self.config.state_dir:
+            from app.notary.state import FileRecordStore
+
+            records = FileRecordStore(self.config.state_dir).ensure()
+        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl, records=records)
 
     def _custom_modules(self):
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []

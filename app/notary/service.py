@@ -43,16 +43,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app.notary.cache import CachedRepository, Key, TrustCache
 from app.notary.client import AuthorizationFailed, FetchError, FetchTimeout, NotaryClient, RoleNotServed
-from app.notary.errors import DeadlineExceeded, LimitExceeded, ServiceError, TrustError
+from app.notary.errors import (
+    BadRootRotation,
+    DeadlineExceeded,
+    LimitExceeded,
+    RollbackAttack,
+    ServiceError,
+    TrustError,
+)
 from app.notary.facts import failure_facts
-from app.notary.verify import TrustedRepository, parse_time
+from app.notary.state import RecordStore, StateError, TrustRecord, this_process, utc_text
+from app.notary.verify import TrustedRepository, check_rotation, parse_time
 
 if TYPE_CHECKING:
     from app.images import ImageRef
@@ -68,6 +76,8 @@ DEFAULT_TRUST_SERVERS: dict[str, str] = {
 # the TTL; full walks (root -> ... -> delegations); admissions that waited for another's walk; images
 # whose facts say verified False.
 STAT_NAMES = ("cache_hits", "refreshed_unchanged", "walks", "shared_walks", "not_verified", "recent_failures")
+# Verified images by how their root was trusted (facts' `root_trust`): exported as one labelled counter.
+ROOT_TRUST_STATS = {"pinned": "roots_pinned", "recorded": "roots_recorded", "first-use": "roots_first_use"}
 
 # A walk asks for at most this many delegations, so a hostile snapshot cannot keep a worker busy forever.
 MAX_DELEGATIONS = 256
@@ -164,6 +174,25 @@ def _normalize_server(server: str) -> tuple[str, TrustError | None]:
     return f"https://{parts.netloc.lower()}{parts.path}", None
 
 
+def _against_record(error: TrustError, record: TrustRecord, records: RecordStore | None) -> TrustError:
+    """The same failure, saying which record it contradicts and how an operator accepts a re-key."""
+    where = records.description if records is not None else "memory"
+    keyids = ", ".join(k[:12] for k in record.root_keyids)
+    if isinstance(error, BadRootRotation):
+        reason = (
+            f"the root of {record.gun} served by {record.server} is not the recorded root (root keys {keyids}, "
+            f"version {record.root_version}, first seen {record.first_seen_at} by {record.first_seen_by}, "
+            f"in {where}) nor a rotation signed by it ({error.reason}); if the repository was re-keyed on "
+            f"purpose, review the new root and remove the record (`ostiary trust unpin {record.gun}`)"
+        )
+        return BadRootRotation("root", reason)
+    return type(error)(
+        error.role,
+        f"{error.reason}: rollback of {record.gun} below the versions recorded in {where} "
+        f"(first seen {record.first_seen_at} by {record.first_seen_by})",
+    )
+
+
 def _earliest_expiry(documents: Sequence[bytes]) -> datetime:
     """The earliest `signed.expires` among role documents the verifier has already accepted."""
     earliest: datetime | None = None
@@ -195,8 +224,13 @@ class TrustService:
         failure_ttl: float = 5.0,
         server_patience: float = 2.0,
         deadline_clock: Callable[[], float] = time.monotonic,
+        records: RecordStore | None = None,
     ):
+        """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
+        only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
+        operator takes effect at the next walk, and every replica sharing it trusts the same root."""
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
+        self.records = records
         self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
         self._clock = clock
         self._monotonic = monotonic  # the cache's and the failure memory's clock
@@ -204,7 +238,7 @@ class TrustService:
         self._max_workers = max(1, max_workers)
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
-        self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        self._stats: dict[str, int] = dict.fromkeys((*STAT_NAMES, *ROOT_TRUST_STATS.values()), 0)
         # A server that is down or timing out answers every admission only after the whole trust
         # deadline. Remember such network failures briefly (per server, GUN and credentials) and
         # deny at once while they last; verification results are never remembered here.
@@ -309,7 +343,9 @@ class TrustService:
                     )
         if repository is not None:
             try:
-                return repository.facts(image.tag, image.digest, signers, server=group.server)
+                facts = repository.facts(image.tag, image.digest, signers, server=group.server)
+                self._count(ROOT_TRUST_STATS.get(facts.get("root_trust"), "roots_first_use"))
+                return facts
             except TrustError as facts_error:
                 error = facts_error
             except Exception as facts_error:
@@ -423,15 +459,90 @@ class TrustService:
         return self._walk(group, key, now, deadline, timestamp)
 
     def _walk(self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None) -> Any:
-        anchor = self.cache.anchor(key)
+        record: TrustRecord | None = None
+        if self.records is not None:
+            record = self._read_record(group)
+            trusted_root = record.root if record else None
+            seen_versions = dict(record.versions) if record else None
+        else:
+            anchor = self.cache.anchor(key)
+            trusted_root = anchor.root_bytes if anchor else None
+            seen_versions = anchor.versions if anchor else None
         repository = TrustedRepository(
             group.gun,
             now,
-            trusted_root=anchor.root_bytes if anchor else None,
-            seen_versions=anchor.versions if anchor else None,
+            trusted_root=trusted_root,
+            seen_versions=seen_versions,
             server=group.server,
             interrupt=self._deadline_check(group, deadline),
         )
+        try:
+            timestamp, documents = self._load_roles(group, repository, deadline, timestamp)
+        except (BadRootRotation, RollbackAttack) as error:
+            if record is None:
+                raise
+            raise _against_record(error, record, self.records) from error
+        if self.records is not None:
+            self._write_record(group, repository, now)
+        self.cache.remember(key, repository.root_bytes, repository.versions)
+        if timestamp is not None:
+            self.cache.store(
+                key,
+                CachedRepository(
+                    repository=repository,
+                    timestamp_bytes=timestamp,
+                    expires=_earliest_expiry(documents),
+                    checked_at=self._monotonic(),
+                ),
+            )
+        return repository
+
+    # -- the durable record ----------------------------------------------------------------------------
+
+    def _read_record(self, group: _Group) -> TrustRecord | None:
+        assert self.records is not None
+        try:
+            return self.records.get(group.server, group.gun)
+        except StateError as error:
+            raise ServiceError("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+
+    def _write_record(self, group: _Group, repository: TrustedRepository, now: datetime) -> None:
+        """Record the verified root and versions; refuse if another process recorded a root that is
+        neither this one nor related to it by a valid rotation (the re-keyed-under-our-feet case)."""
+        assert self.records is not None
+        by, at = this_process(), utc_text(now)
+        root = repository.root_bytes
+
+        def change(current: TrustRecord | None) -> TrustRecord | None:
+            if current is None:
+                return TrustRecord(
+                    server=group.server, gun=group.gun, root=root, root_keyids=repository.root_keyids,
+                    versions=repository.versions, first_seen_at=at, first_seen_by=by,
+                    updated_at=at, updated_by=by, how="first-use",
+                )
+            if current.root == root:
+                return current.with_versions(repository.versions, by, at)
+            try:
+                check_rotation(group.gun, current.root, root, now)
+            except TrustError as forward:
+                try:  # another process may have recorded a later rotation of the root verified here
+                    check_rotation(group.gun, root, current.root, now)
+                except TrustError:
+                    raise _against_record(BadRootRotation("root", forward.reason), current, self.records) from None
+                return current.with_versions({r: v for r, v in repository.versions.items() if r != "root"}, by, at)
+            moved = current.with_versions(repository.versions, by, at)
+            return replace(moved, root=root, root_keyids=repository.root_keyids, updated_at=at, updated_by=by)
+
+        try:
+            self.records.update(group.server, group.gun, change)
+        except StateError as error:
+            raise ServiceError("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+
+    def _load_roles(
+        self, group: _Group, repository: TrustedRepository, deadline: float, timestamp: bytes | None
+    ) -> tuple[bytes | None, list[bytes]]:
+        """root -> timestamp -> snapshot -> targets -> delegations into `repository`; returns the
+        timestamp bytes and every document verified (for the cache's expiry)."""
         documents: list[bytes] = []
 
         def load(role: str, update: Callable[[bytes], None], data: bytes | None = None) -> bytes:
@@ -475,19 +586,7 @@ class TrustService:
                 if isinstance(fetched, BaseException):
                     raise fetched
                 load(role, functools.partial(repository.update_delegation, role), fetched)
-
-        self.cache.remember(key, repository.root_bytes, repository.versions)
-        if timestamp is not None:
-            self.cache.store(
-                key,
-                CachedRepository(
-                    repository=repository,
-                    timestamp_bytes=timestamp,
-                    expires=_earliest_expiry(documents),
-                    checked_at=self._monotonic(),
-                ),
-            )
-        return repository
+        return timestamp, documents
 
     def _fetch_many(
         self, group: _Group, roles: Sequence[str], deadline: float

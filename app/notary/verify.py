@@ -515,6 +515,9 @@ class TrustedRepository:
         self.gun = gun
         self.server = server
         self.now = as_utc(now)
+        # How the root was trusted ("pinned", "recorded", "first-use"): said by whoever chose the
+        # anchor (the service), reported in the facts as `root_trust`.
+        self.root_trust = "first-use" if trusted_root is None else "recorded"
         self._interrupt = interrupt
         self._key_count = 0
         self._seen: dict[str, int] = {}
@@ -698,6 +701,11 @@ class TrustedRepository:
         return self._require_root().envelope.raw
 
     @property
+    def root_keyids(self) -> tuple[str, ...]:
+        """The root role's key IDs in the root in use (what `ostiary trust pins` shows)."""
+        return self._require_root().roles["root"].keyids
+
+    @property
     def versions(self) -> dict[str, int]:
         result = dict(self._seen)
         envelopes: list[Envelope] = [loaded.envelope for loaded in self._targets.values()]
@@ -791,7 +799,18 @@ class TrustedRepository:
             roles=roles,
             signers=signers,
             keys=[(key.keyid, key.keytype, key.public) for key in self.all_keys().values()],
+            root_trust=self.root_trust,
         )
+
+
+def check_rotation(gun: str, trusted_root: bytes, new_root: bytes, now: datetime) -> None:
+    """Raise unless `new_root` is `trusted_root` or a rotation of it as TUF requires (signed by the
+    trusted root's keys to its threshold and by its own keys to its own, version not lower).
+
+    Pure; used to decide between two roots recorded by different processes."""
+    if trusted_root == new_root:
+        return
+    TrustedRepository(gun, now, trusted_root=trusted_root).update_root(new_root)
 
 
 def load_all(repo: TrustedRepository, role_bytes: Callable[[str], bytes | None]) -> TrustedRepository:
