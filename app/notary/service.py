@@ -37,6 +37,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import threading
@@ -60,7 +61,7 @@ from app.notary.errors import (
 )
 from app.notary.facts import failure_facts
 from app.notary.state import RecordStore, StateError, TrustRecord, this_process, utc_text
-from app.notary.verify import TrustedRepository, check_rotation, parse_time
+from app.notary.verify import RootPin, TrustedRepository, check_rotation, parse_time
 
 if TYPE_CHECKING:
     from app.images import ImageRef
@@ -107,6 +108,16 @@ class TrustRequest:
     server: str  # "https://notary.docker.io"
     signers: tuple[Signer, ...] = ()
     credentials: tuple[tuple[str, str], ...] = ()  # (username, password) for the image's registry, in order
+    root_pins: tuple[RootPin, ...] = ()  # pinned root material (policy `trust.rootSecrets`): no TOFU
+
+
+def _pins_key(gun: str, pins: Sequence[RootPin]) -> str:
+    """The cache and walk key's second part: the GUN, and for a pinned entry the pinned material, so a
+    repository verified under one policy's pins never answers for another's (or for TOFU)."""
+    if not pins:
+        return gun
+    digest = hashlib.sha256("\n".join(sorted(p.fingerprint for p in pins)).encode()).hexdigest()[:32]
+    return f"{gun}\x00pinned:{digest}"
 
 
 class _Progress:
@@ -129,6 +140,11 @@ class _Group:
         self.progress = _Progress()
         self.future: Future[Any] | None = None
         self.error: TrustError | None = None
+        self.pins: tuple[RootPin, ...] = ()
+
+    @property
+    def key(self) -> Key:
+        return (self.server, _pins_key(self.gun, self.pins))
 
 
 class _Flight:
@@ -284,11 +300,15 @@ class TrustService:
         assignment: list[_Group] = []
         for request in requests:
             server, error = _normalize_server(request.server)
-            key = (server, request.image.name)
+            key = (server, _pins_key(request.image.name, request.root_pins))
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(server, request.image.name, budget)
                 group.error = error
+                group.pins = tuple(request.root_pins)
+                unusable = [pin.error for pin in group.pins if pin.error]
+                if error is None and unusable:  # fail before any fetch: the pins cannot be used
+                    group.error = ServiceError("root", "; ".join(unusable))
             for credential in request.credentials:
                 pair = (credential[0], credential[1])
                 if pair not in group.credentials:
@@ -361,7 +381,7 @@ class TrustService:
 
     def _load(self, group: _Group, deadline: float) -> Any:
         """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
-        key: Key = (group.server, group.gun)
+        key: Key = group.key
         entry, fresh = self.cache.lookup(key)
         if entry is not None and fresh and entry.expires > self._clock():
             self._count("cache_hits")
@@ -440,7 +460,7 @@ class TrustService:
         if not retry or self._deadline_clock() >= deadline:
             raise _fresh_copy(flight.error)
         group.progress = _Progress()
-        return self._refresh(group, (group.server, group.gun), deadline)
+        return self._refresh(group, group.key, deadline)
 
     def _refresh(self, group: _Group, key: Key, deadline: float) -> Any:
         now = self._clock()
@@ -460,7 +480,13 @@ class TrustService:
 
     def _walk(self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None) -> Any:
         record: TrustRecord | None = None
-        if self.records is not None:
+        durable = self.records is not None and not group.pins  # a pinned entry has no TOFU record
+        if group.pins:
+            # Pinned: the root is chosen by the pins alone; the rollback floor is this process's memory
+            # of this (server, GUN, pins).
+            anchor = self.cache.anchor(key)
+            trusted_root, seen_versions = None, (anchor.versions if anchor else None)
+        elif durable:
             record = self._read_record(group)
             trusted_root = record.root if record else None
             seen_versions = dict(record.versions) if record else None
@@ -475,6 +501,7 @@ class TrustService:
             seen_versions=seen_versions,
             server=group.server,
             interrupt=self._deadline_check(group, deadline),
+            pinned_roots=group.pins,
         )
         try:
             timestamp, documents = self._load_roles(group, repository, deadline, timestamp)
@@ -482,7 +509,7 @@ class TrustService:
             if record is None:
                 raise
             raise _against_record(error, record, self.records) from error
-        if self.records is not None:
+        if durable:
             self._write_record(group, repository, now)
         self.cache.remember(key, repository.root_bytes, repository.versions)
         if timestamp is not None:

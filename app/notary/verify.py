@@ -91,8 +91,12 @@ from app.notary.errors import (
     UnknownKeyType,
     WrongType,
 )
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from app.notary.keys import (
     KEY_TYPES,
+    MAX_PEM_CHARS,
     X509_KEY_TYPES,
     KeyFormatError,
     as_utc,
@@ -100,6 +104,7 @@ from app.notary.keys import (
     certificate_problem,
     key_id,
     load_certificate,
+    load_pem_public_key,
     load_public_key,
     public_key_bytes,
     verify_signature,
@@ -183,6 +188,115 @@ class Root:
     keys: dict[str, Key]
     roles: dict[str, RoleSpec]
     signed_by: tuple[str, ...]
+
+
+# --- pinned roots (an Ostiary extension: `trust.rootSecrets`) ------------------------------------
+
+MAX_PIN_BLOCKS = 64  # PEM blocks in one root secret
+
+
+@dataclass(frozen=True)
+class RootPin:
+    """Root-of-trust material from one Secret: public keys (SPKI DER, from PEM keys or certificates)
+    that may sign root.json, and CA certificates that must have issued the root keys' certificates.
+    `error` says why the Secret could not be used; a pin with an error fails the image (closed)."""
+
+    secret: str
+    keys: tuple[bytes, ...] = ()
+    cas: tuple[bytes, ...] = ()  # DER certificates
+    error: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for item in (*sorted(self.keys), b"--", *sorted(self.cas), b"--", (self.error or "").encode()):
+            digest.update(hashlib.sha256(item).digest())
+        return digest.hexdigest()
+
+
+def pem_blocks(text: str, limit: int = MAX_PIN_BLOCKS) -> list[str]:
+    """Every complete PEM block of `text` (one pass over the lines; the text is bounded first)."""
+    if len(text) > MAX_PEM_CHARS * limit:
+        raise KeyFormatError(f"PEM text is {len(text)} characters, more than {MAX_PEM_CHARS * limit}")
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if line.startswith("-----BEGIN "):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line.startswith("-----END "):
+                blocks.append("\n".join(current) + "\n")
+                current = None
+                if len(blocks) > limit:
+                    raise KeyFormatError(f"more than {limit} PEM blocks")
+    return blocks
+
+
+def root_pin(secret: str, public_keys: str | None, ca_certificates: str | None) -> RootPin:
+    """Parse a root secret's `publicKeys` (PEM keys and/or certificates) and `caCertificates`."""
+    from cryptography.hazmat.primitives import serialization
+
+    keys: list[bytes] = []
+    cas: list[bytes] = []
+    try:
+        for block in pem_blocks(public_keys or ""):
+            key, _cert = load_pem_public_key(block)
+            keys.append(public_key_bytes(key))
+        for block in pem_blocks(ca_certificates or ""):
+            key, cert = load_pem_public_key(block)
+            if cert is None:
+                raise KeyFormatError("caCertificates holds a PEM block that is not a certificate")
+            cas.append(cert.public_bytes(serialization.Encoding.DER))
+    except (KeyFormatError, ValueError) as exc:
+        return RootPin(secret, error=f"secret {secret}: root material cannot be read: {exc}")
+    if not keys and not cas:
+        return RootPin(secret, error=f"secret {secret} holds neither `publicKeys` nor `caCertificates` PEM blocks")
+    return RootPin(secret, tuple(keys), tuple(cas))
+
+
+def _issued_by(cert: x509.Certificate, cas: Sequence[x509.Certificate], now: datetime) -> bool:
+    for ca in cas:
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            continue  # not marked as a CA: it authorises nothing
+        if not constraints.ca or certificate_problem(ca, now) is not None:
+            continue
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
+
+
+def check_pinned_root(root: Root, gun: str, pins: Sequence[RootPin], now: datetime) -> None:
+    """root.json must be signed, to the root role's threshold, by distinct root keys that are pinned
+    keys or whose certificates a pinned CA issued (only keys whose signatures verified count)."""
+    names = ", ".join(pin.secret for pin in pins)
+    problems = [pin.error for pin in pins if pin.error]
+    if problems:
+        raise CertificateError("root", "; ".join(problems))
+    pinned_keys = {key for pin in pins for key in pin.keys}
+    cas = [x509.load_der_x509_certificate(der) for pin in pins for der in pin.cas]
+    matched: set[bytes] = set()
+    for keyid in root.signed_by:
+        key = root.keys[keyid]
+        material = public_key_bytes(load_public_key(key.keytype, key.public))
+        if material in pinned_keys:
+            matched.add(material)
+        elif cas and key.keytype in X509_KEY_TYPES and _issued_by(load_certificate(key.public), cas, now):
+            matched.add(material)
+    threshold = root.roles["root"].threshold
+    if len(matched) < threshold:
+        raise ThresholdNotMet(
+            "root",
+            f"root.json of {gun} is signed by {len(matched)} of the {threshold} required root keys pinned "
+            f"in secret(s) {names} (its root keys: {', '.join(root.roles['root'].keyids)}); "
+            "no trust on first use for a pinned repository",
+        )
 
 
 # --- parsing helpers ---------------------------------------------------------------------------
@@ -509,15 +623,20 @@ class TrustedRepository:
         seen_versions: Mapping[str, int] | None = None,
         server: str | None = None,
         interrupt: Callable[[], None] = _never_late,
+        pinned_roots: Sequence[RootPin] = (),
     ) -> None:
         """`interrupt` is called between steps of the work and raises (e.g. DeadlineExceeded) to stop it;
-        the verifier itself never reads a clock."""
+        the verifier itself never reads a clock. `pinned_roots`: root.json must be signed by this
+        material (check_pinned_root), and no trusted root may be given (no trust on first use)."""
+        if pinned_roots and trusted_root is not None:
+            raise LoadOrderError("a pinned repository has no trust-on-first-use root")
+        self._pins = tuple(pinned_roots)
         self.gun = gun
         self.server = server
         self.now = as_utc(now)
         # How the root was trusted ("pinned", "recorded", "first-use"): said by whoever chose the
         # anchor (the service), reported in the facts as `root_trust`.
-        self.root_trust = "first-use" if trusted_root is None else "recorded"
+        self.root_trust = "pinned" if pinned_roots else ("first-use" if trusted_root is None else "recorded")
         self._interrupt = interrupt
         self._key_count = 0
         self._seen: dict[str, int] = {}
@@ -583,6 +702,8 @@ class TrustedRepository:
                 )
         _check_root_certificates(new, self.gun)
         new.signed_by = check_signatures(roles["root"], envelope, self.now, self._interrupt)
+        if self._pins:
+            check_pinned_root(new, self.gun, self._pins, self.now)
         self._root = new
         self._root_updated = True
 

@@ -2863,6 +2863,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": "missing-tag",
@@ -2920,6 +2921,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -2991,6 +2993,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3062,6 +3065,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3142,6 +3146,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3202,6 +3207,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3272,6 +3278,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3343,6 +3350,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3414,6 +3422,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3485,6 +3494,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": "test",
@@ -3546,6 +3556,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3617,6 +3628,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3686,6 +3698,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3766,6 +3779,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [
 			{
@@ -3799,6 +3813,7 @@ facts := {
 		"error_role": "targets/del1",
 		"gun": "docker.io/phbelitz/delegation",
 		"roles": {},
+		"root_trust": null,
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": "test",
@@ -3821,6 +3836,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": null,
@@ -3843,6 +3859,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": null,
@@ -3873,6 +3890,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": "v1",
@@ -3903,6 +3921,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": "v1",
@@ -3933,6 +3952,7 @@ facts := {
 				"threshold": 1,
 			},
 		},
+		"root_trust": "first-use",
 		"server": "https://notary.docker.io",
 		"signers": [],
 		"tag": "v1",
