@@ -1,4 +1,4 @@
-"""The `ostiary` command: serve | check | translate | explain | test | trust inspect."""
+"""The `ostiary` command: serve | check | translate | explain | test | trust inspect | pins | pin | unpin."""
 
 from __future__ import annotations
 
@@ -233,6 +233,134 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
         click.echo(f"not verified: {explain(facts)} ({time.monotonic() - started:.2f}s)", err=True)
         sys.exit(1)
 
+
+# -- trust records: pins, pin, unpin (docs/trust.md, "Roots of trust") --------------------------------
+
+_STATE_DIR_HELP = "State directory of `ostiary serve` (default: $XDG_STATE_HOME/ostiary or ~/.local/state/ostiary)."
+
+
+def _record_store(state_dir: str | None, *, create: bool = False):
+    from app.notary.state import FileRecordStore, StateError, default_state_dir
+
+    store = FileRecordStore(state_dir or default_state_dir())
+    if create:
+        try:
+            store.ensure()
+        except StateError as exc:
+            raise click.ClickException(str(exc)) from None
+    return store
+
+
+def _record_key(image: str, trust_server: str | None) -> tuple[str, str]:
+    """(server, GUN) of IMAGE as `ostiary serve` keys its records."""
+    from app.images import InvalidImageReference, parse_image
+    from app.notary.service import _normalize_server, trust_server_for
+
+    try:
+        ref = parse_image(image)
+    except InvalidImageReference as exc:
+        raise click.BadParameter(str(exc), param_hint="IMAGE") from None
+    server = trust_server_for(ref.registry, trust_server)
+    if server is None:
+        raise click.UsageError(f"no Notary trust server is known for registry {ref.registry}; pass --trust-server URL")
+    normalized, error = _normalize_server(server)
+    if error is not None:
+        raise click.UsageError(str(error))
+    return normalized, ref.name
+
+
+def _describe_record(record) -> dict:
+    return {
+        "server": record.server, "gun": record.gun, "rootKeyIDs": list(record.root_keyids),
+        "rootDigest": record.root_digest, "versions": dict(sorted(record.versions.items())),
+        "firstSeen": {"at": record.first_seen_at, "by": record.first_seen_by},
+        "updated": {"at": record.updated_at, "by": record.updated_by}, "how": record.how,
+    }
+
+
+@trust.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+def pins(state_dir, as_json) -> None:
+    """List the recorded roots of trust: server, GUN, root key IDs, versions, first seen when and by whom."""
+    from app.notary.state import StateError
+
+    try:
+        records = _record_store(state_dir).records()
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([_describe_record(r) for r in records], indent=2))
+        return
+    if not records:
+        click.echo(f"no trust records in {_record_store(state_dir).description}")
+        return
+    for record in records:
+        versions = " ".join(f"{role}={v}" for role, v in sorted(record.versions.items()))
+        click.echo(f"{record.gun}  ({record.server})")
+        click.echo(f"  root keys:  {', '.join(record.root_keyids)}")
+        click.echo(f"  versions:   {versions}")
+        click.echo(f"  first seen: {record.first_seen_at} by {record.first_seen_by} ({record.how})")
+        click.echo(f"  updated:    {record.updated_at} by {record.updated_by}")
+
+
+@trust.command()
+@click.argument("image")
+@click.option("--trust-server", help="Notary server URL (default: by registry host).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--timeout", default=30.0, show_default=True)
+def pin(image, trust_server, ca_file, state_dir, timeout) -> None:
+    """Verify IMAGE's trust data now and record its root deliberately, printing the root key IDs.
+
+    An existing record is kept and must agree (same root, or a valid rotation of it): to accept a
+    re-keyed repository, `ostiary trust unpin` it first."""
+    from dataclasses import replace
+
+    from app.images import parse_image
+    from app.notary.service import TrustRequest, TrustService
+    from app.notary.state import StateError, this_process
+
+    server, gun = _record_key(image, trust_server)
+    store = _record_store(state_dir, create=True)
+    service = TrustService(ca_file=ca_file, cache_entries=0, records=store)
+    try:
+        facts = service.gather([TrustRequest(image=parse_image(image), server=server)],
+                               deadline=time.monotonic() + timeout)[0]
+    finally:
+        service.close()
+    if facts.get("verified") is not True:
+        raise click.ClickException(f"not recorded: the trust data of {gun} does not verify: {facts.get('error')}")
+    by = f"{this_process()} (ostiary trust pin)"
+    try:
+        record = store.update(server, gun, lambda current: current and replace(current, how="operator", updated_by=by))
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if record is None:
+        raise click.ClickException(f"internal error: no record of {gun} after verifying it")
+    click.echo(f"recorded the root of {gun} from {server} in {store.description}")
+    click.echo(f"root key IDs (review them): {', '.join(record.root_keyids)}")
+    click.echo(f"root version {record.root_version}, {record.root_digest}")
+
+
+@trust.command()
+@click.argument("image")
+@click.option("--trust-server", help="Notary server URL (default: by registry host).")
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+def unpin(image, trust_server, state_dir) -> None:
+    """Remove IMAGE's trust record: the next admission trusts the repository's current root on first use
+    (the documented way to accept a legitimately re-keyed repository)."""
+    from app.notary.state import StateError
+
+    server, gun = _record_key(image, trust_server)
+    store = _record_store(state_dir)
+    try:
+        removed = store.delete(server, gun)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not removed:
+        raise click.ClickException(f"no trust record of {gun} from {server} in {store.description}")
+    click.echo(f"removed the trust record of {gun} from {server}; its next use is a first use again")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -171,6 +171,26 @@ def phases(world, tmp_path_factory):
         out["control"] = {n: control.admit(deployment_review(images[n][2])) for n in ("rekey", "rollback")}
     finally:
         _stop(control.proc)
+
+    # phase 4: the operator accepts the re-key with the CLI, and a new process admits it
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(OSTIARY), "trust", *args], capture_output=True, text=True, timeout=120,
+                              stdin=subprocess.DEVNULL, check=False)
+
+    where = ("--trust-server", w.notary_url)
+    rekey_ref = images["rekey"][2]
+    out["pins_json"] = cli("pins", "--state-dir", str(state), "--json")
+    out["pins_text"] = cli("pins", "--state-dir", str(state))
+    out["pin_refused"] = cli("pin", rekey_ref, *where, "--ca-file", w.ca_file, "--state-dir", str(state))
+    out["unpin"] = cli("unpin", rekey_ref, *where, "--state-dir", str(state))
+    out["unpin_again"] = cli("unpin", rekey_ref, *where, "--state-dir", str(state))
+    out["pin"] = cli("pin", rekey_ref, *where, "--ca-file", w.ca_file, "--state-dir", str(state))
+    out["records4"] = {r.gun: r for r in FileRecordStore(state).records()}
+    d = start(tmp, policies, w.ca_file, state)
+    try:
+        out["phase4"] = d.admit(deployment_review(rekey_ref))
+    finally:
+        _stop(d.proc)
     return out
 
 
@@ -223,3 +243,26 @@ def test_a_valid_root_rotation_moves_the_record(phases) -> None:
     assert moved.first_seen_at == phases["records1"][gun].first_seen_at  # same record, moved
     assert phases["phase3"]["shared"]["allowed"] is True
 
+
+
+def test_the_operator_lists_unpins_and_pins_with_the_cli(phases) -> None:
+    gun = phases["guns"]["rekey"]
+    listed = phases["pins_json"]
+    assert listed.returncode == 0, listed.stderr
+    by_gun = {item["gun"]: item for item in json.loads(listed.stdout)}
+    assert set(by_gun) == set(phases["guns"].values())
+    assert by_gun[gun]["rootKeyIDs"] == phases["roots_before"]["rekey"][1]
+    assert by_gun[gun]["firstSeen"]["by"] and by_gun[gun]["versions"]["targets"] >= 1
+    assert f"{gun}  (" in phases["pins_text"].stdout and "root keys:" in phases["pins_text"].stdout
+    # pinning over a conflicting record is refused, naming the way out
+    refused = phases["pin_refused"]
+    assert refused.returncode == 1 and "ostiary trust unpin" in refused.stderr
+    assert phases["unpin"].returncode == 0 and "removed the trust record" in phases["unpin"].stdout
+    assert phases["unpin_again"].returncode == 1 and "no trust record" in phases["unpin_again"].stderr
+    pinned = phases["pin"]
+    assert pinned.returncode == 0, pinned.stderr
+    new_keys = phases["roots_after"]["rekey"][1]
+    assert ", ".join(new_keys) in pinned.stdout
+    record = phases["records4"][gun]
+    assert list(record.root_keyids) == new_keys and record.how == "operator"
+    assert phases["phase4"]["allowed"] is True, _message(phases["phase4"])
