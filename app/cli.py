@@ -310,7 +310,9 @@ def pins(state_dir, as_json) -> None:
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
 @click.option("--timeout", default=30.0, show_default=True)
-def pin(image, trust_server, ca_file, state_dir, timeout) -> None:
+@click.option("--pem", "pem_file", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the root certificates to this file (for a policy's rootSecrets `publicKeys`).")
+def pin(image, trust_server, ca_file, state_dir, timeout, pem_file) -> None:
     """Verify IMAGE's trust data now and record its root deliberately, printing the root key IDs.
 
     An existing record is kept and must agree (same root, or a valid rotation of it): to accept a
@@ -341,6 +343,20 @@ def pin(image, trust_server, ca_file, state_dir, timeout) -> None:
     click.echo(f"recorded the root of {gun} from {server} in {store.description}")
     click.echo(f"root key IDs (review them): {', '.join(record.root_keyids)}")
     click.echo(f"root version {record.root_version}, {record.root_digest}")
+    if pem_file:
+        Path(pem_file).write_text(_root_certificates(record.root))
+        click.echo(f"root certificates written to {pem_file}")
+
+
+def _root_certificates(root: bytes) -> str:
+    """The PEM certificates of the root role's keys in a (verified) root.json."""
+    import base64
+
+    signed = json.loads(root)["signed"]
+    return "".join(
+        base64.b64decode(signed["keys"][keyid]["keyval"]["public"]).decode("ascii")
+        for keyid in signed["roles"]["root"]["keyids"]
+    )
 
 
 @trust.command()

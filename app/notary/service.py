@@ -11,8 +11,13 @@ Rules it keeps:
   fails the image (no root.json: the repository is not signed there); a delegation the snapshot lists
   but the server does not serve is reported to the verifier (`missing`), which fails it too.
 - Trust on first use per (server, GUN): the first verified root and the versions of every role are
-  kept in memory (app/notary/cache.py) and handed to the next verification as `trusted_root` and
-  `seen_versions`, so later roots must be rotations signed by the kept one and versions never go back.
+  recorded (durably in `records`, app/notary/state.py, when given; else in memory, app/notary/cache.py)
+  and handed to the next verification as `trusted_root` and `seen_versions`, so later roots must be
+  rotations signed by the recorded one and versions never go back. After a walk the record is updated
+  under the store's lock; a root another process recorded meanwhile must be this one or related to it
+  by a valid rotation, else the image is denied. Versions are merged as maxima (never lowered).
+- Pinned roots (`TrustRequest.root_pins`, policy `rootSecrets`): root.json must be signed by the pins;
+  no record is read or written, and the walk and cache key include the pins' fingerprint.
 - Cache: a verified repository is served from memory for `cache_ttl` seconds, and never once one of
   its roles has expired by the injected clock. After the TTL, timestamp.json is fetched again: the
   same bytes (still unexpired) renew the entry; different bytes mean a full, rollback-checked walk.

@@ -179,3 +179,38 @@ def test_concurrent_first_use_creates_one_record(tmp_path: Path) -> None:
     assert len(roots) == 1, f"two processes saw different roots: {results}"
     assert FileRecordStore(tmp_path).get(SERVER, GUN).root in roots
     assert len([n for n in os.listdir(tmp_path / "records") if n.endswith(".json")]) == 1
+
+
+def test_serve_refuses_an_unusable_state_dir_at_start(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    result = CliRunner().invoke(main, ["serve", "--policy-dir", str(policies), "--state-dir", str(blocker / "state")])
+    assert result.exit_code == 2
+    assert "--state-dir: cannot use state directory" in result.output
+
+
+def test_trust_pins_lists_and_unpin_removes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    store = FileRecordStore(tmp_path)
+    store.update(SERVER, GUN, lambda current: record(versions={"root": 2, "targets": 5}, by="host-a pid 7"))
+    runner = CliRunner()
+    listed = runner.invoke(main, ["trust", "pins", "--state-dir", str(tmp_path)])
+    assert listed.exit_code == 0
+    assert f"{GUN}  ({SERVER})" in listed.output and "root=2 targets=5" in listed.output
+    assert "by host-a pid 7 (first-use)" in listed.output
+    as_json = json.loads(runner.invoke(main, ["trust", "pins", "--state-dir", str(tmp_path), "--json"]).output)
+    assert as_json[0]["rootKeyIDs"] == ["aa" * 32] and as_json[0]["versions"] == {"root": 2, "targets": 5}
+    image = f"{GUN}:v1"
+    removed = runner.invoke(main, ["trust", "unpin", image, "--trust-server", SERVER, "--state-dir", str(tmp_path)])
+    assert removed.exit_code == 0 and store.get(SERVER, GUN) is None
+    again = runner.invoke(main, ["trust", "unpin", image, "--trust-server", SERVER, "--state-dir", str(tmp_path)])
+    assert again.exit_code == 1 and "no trust record" in again.output

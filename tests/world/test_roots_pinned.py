@@ -1,7 +1,7 @@
 """Pinned roots (policy `trust.rootSecrets`) through `ostiary serve`, against the real notary-server.
 
 - REG/roots-pinned/good: published by publisher A; the ClusterImagePolicy pins A's root certificate
-  (Secret hub-root in the system namespace): admitted, root trusted as "pinned", no TOFU record.
+  as written by `ostiary trust pin --pem` (Secret hub-root in the system namespace): admitted, root trusted as "pinned", no TOFU record.
 - REG/roots-pinned/other: published by publisher B (other root keys) under the same pin: denied.
 - REG/roots-pinned/missing: pins a Secret that does not exist: denied, naming it.
 - Namespace "team" has an ImagePolicy whose `hub-root` Secret (in "team") holds B's key: "good" is
@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 
 import pytest
 import requests
 
 from app.notary.state import FileRecordStore
-from tests.world.test_admit_world import _stop, deployment_review
+from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
 from tests.world.test_faults import cluster_policy
 from tests.world.test_roots import Publisher, start
 
@@ -49,7 +50,14 @@ def pinned(world, tmp_path_factory):
         publisher.init(w.gun(repo))
         publisher.sign(w.gun(repo), "v1", img.digest, img.size)
         refs[name] = f"{w.gun(repo)}:v1"
-    good_pem, other_pem = root_certificate_pem(w, "roots-pinned/good"), root_certificate_pem(w, "roots-pinned/other")
+    # the documented way to get a repository's root certificates for a Secret: `ostiary trust pin --pem`
+    pem_file = tmp / "good-root.pem"
+    cp = subprocess.run([str(OSTIARY), "trust", "pin", refs["good"], "--trust-server", w.notary_url,
+                         "--ca-file", w.ca_file, "--state-dir", str(tmp / "operator-state"), "--pem", str(pem_file)],
+                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    assert cp.returncode == 0, cp.stderr
+    good_pem, other_pem = pem_file.read_text(), root_certificate_pem(w, "roots-pinned/other")
+    assert good_pem == root_certificate_pem(w, "roots-pinned/good")
     reg = world.registry_host
 
     def trust(*roots: str) -> dict:
