@@ -61,7 +61,7 @@ def main(log_level: str) -> None:
 @click.option("--threads", default=8, show_default=True, help="Request threads.")
 @click.option("--state-dir", type=click.Path(file_okay=False),
               help="Directory of durable trust-on-first-use records (default: $XDG_STATE_HOME/ostiary, "
-                   "or ~/.local/state/ostiary; with --kube: none unless given).")
+                   "or ~/.local/state/ostiary; with --kube: TrustRecords in --system-namespace unless given).")
 def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
           system_namespace, budget, trust_cache_ttl, threads, state_dir) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
@@ -86,8 +86,8 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
 def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
     """The state directory `serve` uses, checked usable now (not at the first admission).
 
-    Directory mode defaults to the user's state dir; with --kube the container's root file system is
-    read-only, so records stay in memory unless a directory is given (docs/trust.md)."""
+    Directory mode defaults to the user's state dir; with --kube the records are TrustRecord objects
+    in the system namespace, shared by all replicas, unless a directory is given (docs/trust.md)."""
     from app.notary.state import FileRecordStore, StateError, default_state_dir
 
     if state_dir is None and kube:

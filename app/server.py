@@ -131,6 +131,11 @@ class Runtime:
             translate=translate,
         )
         self.store = self.kube.store
+        if not self.config.state_dir:
+            # Records shared by every replica, in the cluster (app/kube/records.py).
+            from app.kube.records import KubeRecordStore
+
+            self.trust.records = KubeRecordStore(self.kube.request_api, self.config.system_namespace)
         self.kube.start()
 
     def reload_directory(self, initial: bool = False) -> None:

@@ -513,7 +513,11 @@ class TrustService:
         except (BadRootRotation, RollbackAttack) as error:
             if record is None:
                 raise
-            raise _against_record(error, record, self.records) from error
+            denial = _against_record(error, record, self.records)
+            report = getattr(self.records, "report", None)  # the cluster store posts a Warning Event
+            if report is not None:
+                report(group.server, group.gun, denial.reason)
+            raise denial from error
         if durable:
             self._write_record(group, repository, now)
         self.cache.remember(key, repository.root_bytes, repository.versions)
