@@ -62,8 +62,11 @@ def main(log_level: str) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False),
               help="Directory of durable trust-on-first-use records (default: $XDG_STATE_HOME/ostiary, "
                    "or ~/.local/state/ostiary; with --kube: TrustRecords in --system-namespace unless given).")
+@click.option("--root-pins", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
+                   "for entries without their own rootSecrets.")
 def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
-          system_namespace, budget, trust_cache_ttl, threads, state_dir) -> None:
+          system_namespace, budget, trust_cache_ttl, threads, state_dir, root_pins) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.server import ServeConfig
     from app.wsgi import run_gunicorn
@@ -79,6 +82,7 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
         policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, ca_file=ca_file,
         system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
         kube=kube, kubeconfig=kubeconfig, state_dir=_serve_state_dir(state_dir, kube),
+        root_pins=_serve_root_pins(root_pins),
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
 
@@ -98,6 +102,19 @@ def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
     except StateError as exc:
         raise click.UsageError(f"--state-dir: {exc}") from None
     return chosen
+
+
+def _serve_root_pins(path: str | None) -> str | None:
+    """Check a --root-pins file now, so a bad one stops the start instead of denying later."""
+    if path is None:
+        return None
+    from app.notary.verify import load_default_root_pins
+
+    try:
+        load_default_root_pins(path)
+    except ValueError as exc:
+        raise click.UsageError(f"--root-pins: {exc}") from None
+    return path
 
 
 @main.command()

@@ -49,6 +49,7 @@ class ServeConfig:
     kubeconfig: str | None = None
     watch_interval: float = 2.0
     state_dir: str | None = None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
+    root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
     extra: dict = field(default_factory=dict)
 
 
@@ -115,7 +116,13 @@ class Runtime:
             from app.notary.state import FileRecordStore
 
             records = FileRecordStore(self.config.state_dir).ensure()
-        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl, records=records)
+        default_pins = None
+        if self.config.root_pins:
+            from app.notary.verify import load_default_root_pins
+
+            default_pins = load_default_root_pins(self.config.root_pins)
+        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl, records=records,
+                            default_pins=default_pins)
 
     def _custom_modules(self):
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []

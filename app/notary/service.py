@@ -47,7 +47,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -246,12 +246,17 @@ class TrustService:
         server_patience: float = 2.0,
         deadline_clock: Callable[[], float] = time.monotonic,
         records: RecordStore | None = None,
+        default_pins: Mapping[str, Sequence[RootPin]] | None = None,
     ):
         """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
         only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
         operator takes effect at the next walk, and every replica sharing it trusts the same root."""
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
         self.records = records
+        # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
+        self.default_pins: dict[str, tuple[RootPin, ...]] = {
+            _normalize_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
+        }
         self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
         self._clock = clock
         self._monotonic = monotonic  # the cache's and the failure memory's clock
@@ -305,12 +310,13 @@ class TrustService:
         assignment: list[_Group] = []
         for request in requests:
             server, error = _normalize_server(request.server)
-            key = (server, _pins_key(request.image.name, request.root_pins))
+            pins = tuple(request.root_pins) or self.default_pins.get(server, ())
+            key = (server, _pins_key(request.image.name, pins))
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(server, request.image.name, budget)
                 group.error = error
-                group.pins = tuple(request.root_pins)
+                group.pins = pins
                 unusable = [pin.error for pin in group.pins if pin.error]
                 if error is None and unusable:  # fail before any fetch: the pins cannot be used
                     group.error = ServiceError("root", "; ".join(unusable))

@@ -256,6 +256,41 @@ def root_pin(secret: str, public_keys: str | None, ca_certificates: str | None) 
     return RootPin(secret, tuple(keys), tuple(cas))
 
 
+def default_root_pins(document: Any, origin: str) -> dict[str, tuple[RootPin, ...]]:
+    """`serve --root-pins FILE`: {trust server URL: {publicKeys: PEM, caCertificates: PEM}} -> pins per
+    server (URL as written; the service normalizes it). Raises ValueError naming the entry when the
+    file is not such a mapping or its material cannot be used: a bad pin file must stop the start."""
+    if not isinstance(document, dict):
+        raise ValueError(f"{origin}: expected a mapping of trust server URL to root material")
+    pins: dict[str, tuple[RootPin, ...]] = {}
+    for server, entry in document.items():
+        if not isinstance(server, str) or not isinstance(entry, dict):
+            raise ValueError(f"{origin}: entry {server!r} must map a server URL to publicKeys/caCertificates")
+        unknown = set(entry) - {"publicKeys", "caCertificates"}
+        if unknown:
+            raise ValueError(f"{origin}: {server}: unknown fields {sorted(unknown)}")
+        keys, cas = entry.get("publicKeys"), entry.get("caCertificates")
+        if not all(v is None or isinstance(v, str) for v in (keys, cas)):
+            raise ValueError(f"{origin}: {server}: publicKeys and caCertificates must be PEM text")
+        pin = root_pin(f"{origin} [{server}]", keys, cas)
+        if pin.error:
+            raise ValueError(pin.error)
+        pins[server] = (pin,)
+    return pins
+
+
+def load_default_root_pins(path: str) -> dict[str, tuple[RootPin, ...]]:
+    """Read a `--root-pins` YAML file (see default_root_pins); ValueError with the reason."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read root pins: {exc}") from exc
+    return default_root_pins(document, path)
+
+
 def _issued_by(cert: x509.Certificate, cas: Sequence[x509.Certificate], now: datetime) -> bool:
     for ca in cas:
         try:

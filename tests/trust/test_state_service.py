@@ -141,3 +141,40 @@ def test_pinned_entries_neither_read_nor_write_records(notary_server, pki, tmp_p
     other = base64.b64decode(x509_key(GUN, now=NOW).public).decode()
     refused = gather(service, notary_server, root_pins=(root_pin("wrong", other, None),))
     assert refused["verified"] is False and "pinned in secret(s) wrong" in refused["error"]
+
+
+def test_default_pins_per_trust_server(notary_server, pki, tmp_path) -> None:
+    """serve --root-pins: entries without rootSecrets on that server are pinned; their own pins win."""
+    import base64
+
+    from app.notary.verify import default_root_pins, load_default_root_pins
+
+    repo = ForgedRepo()
+    publish(notary_server, repo)
+    good = base64.b64decode(repo.role_keys["root"][0].public).decode()
+    wrong = base64.b64decode(x509_key(GUN, now=NOW).public).decode()
+    pins_file = tmp_path / "pins.yaml"
+    import yaml
+
+    pins_file.write_text(yaml.safe_dump({notary_server.url + "/": {"publicKeys": good}}))
+    service = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0,
+                           default_pins=load_default_root_pins(str(pins_file)))
+    assert gather(service, notary_server)["root_trust"] == "pinned"
+    own = gather(service, notary_server, root_pins=(root_pin("own", wrong, None),))
+    assert own["verified"] is False and "pinned in secret(s) own" in own["error"]
+    strict = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0,
+                          default_pins=default_root_pins({notary_server.url: {"publicKeys": wrong}}, "pins.yaml"))
+    refused = gather(strict, notary_server)
+    assert refused["verified"] is False and f"pins.yaml [{notary_server.url}]" in refused["error"]
+
+
+def test_bad_default_pin_files_are_refused() -> None:
+    import pytest
+
+    from app.notary.verify import default_root_pins
+
+    for document, why in (([], "expected a mapping"), ({"https://n": "pem"}, "must map"),
+                          ({"https://n": {"keys": "x"}}, "unknown fields"),
+                          ({"https://n": {"publicKeys": ""}}, "holds neither")):
+        with pytest.raises(ValueError, match=why):
+            default_root_pins(document, "pins.yaml")

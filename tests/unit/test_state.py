@@ -214,3 +214,17 @@ def test_trust_pins_lists_and_unpin_removes(tmp_path: Path) -> None:
     assert removed.exit_code == 0 and store.get(SERVER, GUN) is None
     again = runner.invoke(main, ["trust", "unpin", image, "--trust-server", SERVER, "--state-dir", str(tmp_path)])
     assert again.exit_code == 1 and "no trust record" in again.output
+
+
+def test_serve_refuses_a_bad_root_pins_file(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    pins = tmp_path / "pins.yaml"
+    pins.write_text("https://notary.example.com:\n  publicKeys: not a pem\n")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    result = CliRunner().invoke(main, ["serve", "--policy-dir", str(policies), "--state-dir", str(tmp_path / "s"),
+                                       "--root-pins", str(pins)])
+    assert result.exit_code == 2 and "--root-pins:" in result.output and "holds neither" in result.output

@@ -75,11 +75,11 @@ def served_root(world: NotaryWorld, repo: str) -> tuple[int, list[str]]:
     return signed["version"], sorted(signed["roles"]["root"]["keyids"])
 
 
-def start(tmp: Path, policies: Path, ca_file: str, state_dir: Path) -> Served:
+def start(tmp: Path, policies: Path, ca_file: str, state_dir: Path, *extra: str) -> Served:
     port = free_port()
     log = tmp / f"ostiary-{port}.log"
     argv = [str(OSTIARY), "serve", "--policy-dir", str(policies), "--listen", f"127.0.0.1:{port}",
-            "--ca-file", ca_file, "--state-dir", str(state_dir)]
+            "--ca-file", ca_file, "--state-dir", str(state_dir), *extra]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=tmp)

@@ -4,6 +4,8 @@
   as written by `ostiary trust pin --pem` (Secret hub-root in the system namespace): admitted, root trusted as "pinned", no TOFU record.
 - REG/roots-pinned/other: published by publisher B (other root keys) under the same pin: denied.
 - REG/roots-pinned/missing: pins a Secret that does not exist: denied, naming it.
+- REG/roots-default/*: no rootSecrets, but `serve --root-pins` pins publisher A's root key for the
+  world's server: A's repository is admitted, B's denied.
 - Namespace "team" has an ImagePolicy whose `hub-root` Secret (in "team") holds B's key: "good" is
   denied there, which shows the Secret is read from the policy's own namespace.
 """
@@ -44,8 +46,8 @@ def pinned(world, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("roots-pinned")
     a, b = Publisher(w, "pin-a"), Publisher(w, "pin-b")
     refs = {}
-    for name, publisher in (("good", a), ("other", b), ("missing", a)):
-        repo = f"roots-pinned/{name}"
+    for name, publisher in (("good", a), ("other", b), ("missing", a), ("default-a", a), ("default-b", b)):
+        repo = f"roots-pinned/{name}" if not name.startswith("default") else f"roots-default/{name}"
         img = w.push(repo, "v1", seed=f"pinned-{name}")
         publisher.init(w.gun(repo))
         publisher.sign(w.gun(repo), "v1", img.digest, img.size)
@@ -69,6 +71,7 @@ def pinned(world, tmp_path_factory):
         cluster_policy("pinned", [
             {"name": f"{reg}/roots-pinned/*", "policy": trust("hub-root")},
             {"name": f"{reg}/roots-pinned/missing", "policy": trust("nope")},
+            {"name": f"{reg}/roots-default/*", "policy": trust()},  # no rootSecrets: --root-pins applies
         ]),
         root_secret("hub-root", SYSTEM_NS, good_pem),
         {"apiVersion": "ostiary.dev/v1", "kind": "ImagePolicy", "metadata": {"name": "team", "namespace": "team"},
@@ -78,9 +81,15 @@ def pinned(world, tmp_path_factory):
     for i, doc in enumerate(docs):
         (policies / f"{i:02d}.json").write_text(json.dumps(doc))
     state = tmp / "state"
-    served = start(tmp, policies, w.ca_file, state)
+    # serve --root-pins: the world's server pins publisher A's root key for entries without rootSecrets
+    import yaml
+
+    (tmp / "root-pins.yaml").write_text(yaml.safe_dump({w.notary_url: {"publicKeys": good_pem}}))
+    served = start(tmp, policies, w.ca_file, state, "--root-pins", str(tmp / "root-pins.yaml"))
     try:
-        out = {name: served.admit(deployment_review(ref)) for name, ref in refs.items()}
+        out = {name: served.admit(deployment_review(ref)) for name, ref in refs.items() if not name.startswith("default")}
+        out["default-a"] = served.admit(deployment_review(refs["default-a"]))
+        out["default-b"] = served.admit(deployment_review(refs["default-b"]))
         out["team-good"] = served.admit(deployment_review(refs["good"], namespace="team"))
         out["again"] = served.admit(deployment_review(refs["good"]))
         out["metrics"] = requests.get(f"{served.url}/metrics", timeout=10).text
@@ -98,7 +107,7 @@ def _message(response: dict) -> str:
 def test_a_pinned_root_admits_its_signed_image(pinned) -> None:
     assert pinned["good"]["allowed"] is True, _message(pinned["good"])
     assert pinned["again"]["allowed"] is True
-    assert 'ostiary_trust_root_trust_total{how="pinned"} 2.0' in pinned["metrics"]
+    assert 'ostiary_trust_root_trust_total{how="pinned"} 3.0' in pinned["metrics"]
 
 
 def test_a_root_signed_by_another_key_is_denied(pinned) -> None:
@@ -117,6 +126,12 @@ def test_an_image_policy_reads_root_secrets_from_its_namespace(pinned) -> None:
     answer = pinned["team-good"]
     assert answer["allowed"] is False
     assert "team/hub-root" in _message(answer)
+
+
+def test_serve_root_pins_pin_entries_without_root_secrets(pinned) -> None:
+    assert pinned["default-a"]["allowed"] is True, _message(pinned["default-a"])  # A's root key: pinned
+    denied = pinned["default-b"]
+    assert denied["allowed"] is False and "root-pins.yaml" in _message(denied)
 
 
 def test_pinned_repositories_leave_no_first_use_record(pinned) -> None:
