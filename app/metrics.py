@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -16,7 +17,7 @@ class TrustStatsCollector(Collector):
 
     GAUGES = frozenset({"cached_repositories"})
     # Verified images by how their root was trusted (facts' root_trust): one counter with a label.
-    ROOT_TRUST = {"roots_pinned": "pinned", "roots_recorded": "recorded", "roots_first_use": "first-use"}
+    ROOT_TRUST: ClassVar[dict[str, str]] = {"roots_pinned": "pinned", "roots_recorded": "recorded", "roots_first_use": "first-use"}
 
     def __init__(self, stats: Callable[[], dict[str, int]]):
         self.stats = stats

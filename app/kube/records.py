@@ -124,7 +124,7 @@ class KubeRecordStore:
         ]
         return sorted(found, key=lambda r: (r.server, r.gun))
 
-    def report(self, server: str, gun: str, message: str) -> None:
+    def report(self, server: str, gun: str, message: str, reason: str = "RootNotTrusted") -> None:
         """A Warning Event on the record naming the GUN, when an admission was denied because the served
         root contradicts it. Best effort (the denial stands regardless), at most one per record a minute."""
         name = object_name(server, gun)
@@ -141,7 +141,7 @@ class KubeRecordStore:
             "metadata": {"generateName": f"{name}.", "namespace": self._namespace},
             "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": name,
                                "namespace": self._namespace},
-            "reason": "RootNotTrusted",
+            "reason": reason,
             "message": f"{gun}: {message}"[:1024],
             "type": "Warning",
             "source": {"component": COMPONENT},

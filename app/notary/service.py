@@ -522,7 +522,8 @@ class TrustService:
             denial = _against_record(error, record, self.records)
             report = getattr(self.records, "report", None)  # the cluster store posts a Warning Event
             if report is not None:
-                report(group.server, group.gun, denial.reason)
+                reason = "RootNotTrusted" if isinstance(denial, BadRootRotation) else "RollbackRefused"
+                report(group.server, group.gun, denial.reason, reason)
             raise denial from error
         if durable:
             self._write_record(group, repository, now)

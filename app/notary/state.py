@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -38,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 RECORD_FORMAT = "ostiary.dev/trust-record/v1"
 HOW = ("first-use", "operator")
@@ -202,8 +203,8 @@ class FileRecordStore:
         """Create the directory (mode 0700) or fail now, at start, with a reason."""
         try:
             self._records.mkdir(parents=True, exist_ok=True, mode=0o700)
-            probe = tempfile.NamedTemporaryFile(dir=self._records, prefix=".probe-", delete=True)
-            probe.close()
+            with tempfile.NamedTemporaryFile(dir=self._records, prefix=".probe-", delete=True):
+                pass
         except OSError as exc:
             raise StateError(f"cannot use {self.description} for trust records: {exc}") from exc
         return self
@@ -278,7 +279,7 @@ class FileRecordStore:
                     os.fsync(handle.fileno())
                 os.replace(temp, path)
             except BaseException:
-                with _suppress_missing():
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
                 raise
             self._sync_directory()
@@ -297,14 +298,6 @@ class FileRecordStore:
         return _FileLock(lock_path, self._lock_timeout, self.description)
 
 
-class _suppress_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, value: Any, _tb: Any) -> bool:
-        return isinstance(value, FileNotFoundError)
-
-
 class _FileLock:
     """An exclusive flock on a lock file, waited for at most `timeout` seconds (then StateError)."""
 
@@ -312,7 +305,7 @@ class _FileLock:
         self.path, self.timeout, self.where = path, timeout, where
         self.fd: int | None = None
 
-    def __enter__(self) -> _FileLock:
+    def __enter__(self) -> Self:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -335,7 +328,7 @@ class _FileLock:
                 )
             time.sleep(0.005)
 
-    def __exit__(self, *_exc: Any) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self._close()
 
     def _close(self) -> None:

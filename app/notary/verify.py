@@ -70,6 +70,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NoReturn
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from app.notary import facts as facts_module
 from app.notary.canonical import canonical_json, load_json
 from app.notary.errors import (
@@ -91,9 +94,6 @@ from app.notary.errors import (
     UnknownKeyType,
     WrongType,
 )
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-
 from app.notary.keys import (
     KEY_TYPES,
     MAX_PEM_CHARS,
@@ -261,11 +261,13 @@ def default_root_pins(document: Any, origin: str) -> dict[str, tuple[RootPin, ..
     server (URL as written; the service normalizes it). Raises ValueError naming the entry when the
     file is not such a mapping or its material cannot be used: a bad pin file must stop the start."""
     if not isinstance(document, dict):
-        raise ValueError(f"{origin}: expected a mapping of trust server URL to root material")
+        raise ValueError(f"{origin}: expected a mapping of trust server URL to root material")  # noqa: TRY004
     pins: dict[str, tuple[RootPin, ...]] = {}
     for server, entry in document.items():
         if not isinstance(server, str) or not isinstance(entry, dict):
-            raise ValueError(f"{origin}: entry {server!r} must map a server URL to publicKeys/caCertificates")
+            raise ValueError(  # noqa: TRY004
+                f"{origin}: entry {server!r} must map a server URL to publicKeys/caCertificates"
+            )
         unknown = set(entry) - {"publicKeys", "caCertificates"}
         if unknown:
             raise ValueError(f"{origin}: {server}: unknown fields {sorted(unknown)}")
@@ -320,9 +322,7 @@ def check_pinned_root(root: Root, gun: str, pins: Sequence[RootPin], now: dateti
     for keyid in root.signed_by:
         key = root.keys[keyid]
         material = public_key_bytes(load_public_key(key.keytype, key.public))
-        if material in pinned_keys:
-            matched.add(material)
-        elif cas and key.keytype in X509_KEY_TYPES and _issued_by(load_certificate(key.public), cas, now):
+        if material in pinned_keys or cas and key.keytype in X509_KEY_TYPES and _issued_by(load_certificate(key.public), cas, now):
             matched.add(material)
     threshold = root.roles["root"].threshold
     if len(matched) < threshold:

@@ -111,7 +111,7 @@ def _raise_versions(directory: str, worker: int, rounds: int, start, out) -> Non
     for n in range(rounds):
         version = n * 10 + worker  # interleaved across workers; the maximum is known
 
-        def change(current, version=version):
+        def change(current, version=version, n=n):
             if current is None:
                 return record(versions={"root": 1, "timestamp": version}, by=f"w{worker}")
             return current.with_versions({"timestamp": version, f"w{worker}": n}, f"w{worker}", "t")

@@ -27,10 +27,9 @@ from pathlib import Path
 import pytest
 
 from app.notary.state import FileRecordStore
-from tests.support.world import _PASSPHRASE_ENV, NotaryWorld
+from tests.support.world import _PASSPHRASE_ENV, NotaryWorld, free_port
 from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
 from tests.world.test_faults import Served, cluster_policy
-from tests.support.world import free_port
 
 pytestmark = pytest.mark.world
 
