@@ -256,9 +256,29 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
 _STATE_DIR_HELP = "State directory of `ostiary serve` (default: $XDG_STATE_HOME/ostiary or ~/.local/state/ostiary)."
 
 
-def _record_store(state_dir: str | None, *, create: bool = False):
+def _kube_records_options(command):
+    """--kube/--kubeconfig/--system-namespace: the records of `ostiary serve --kube` (TrustRecords)."""
+    command = click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True,
+                           help="With --kube: where the TrustRecords live.")(command)
+    command = click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False),
+                           help="With --kube: kubeconfig (default: in-cluster, then ~/.kube/config).")(command)
+    return click.option("--kube", is_flag=True, help="Use the cluster's TrustRecords instead of a state directory.")(command)
+
+
+def _record_store(state_dir: str | None, *, create: bool = False, kube: bool = False,
+                  kubeconfig: str | None = None, system_namespace: str = DEFAULT_SYSTEM_NAMESPACE):
     from app.notary.state import FileRecordStore, StateError, default_state_dir
 
+    if kube:
+        from app.kube.client import RestKubeApi
+        from app.kube.records import KubeRecordStore
+
+        if state_dir:
+            raise click.UsageError("--kube and --state-dir are two different stores: give one")
+        try:
+            return KubeRecordStore(RestKubeApi.from_kubeconfig(kubeconfig), system_namespace)
+        except Exception as exc:  # noqa: BLE001 - no kubeconfig, unreadable file: a message, not a traceback
+            raise click.ClickException(f"cannot reach the cluster's TrustRecords: {exc}") from None
     store = FileRecordStore(state_dir or default_state_dir())
     if create:
         try:
@@ -298,19 +318,21 @@ def _describe_record(record) -> dict:
 @trust.command()
 @click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
-def pins(state_dir, as_json) -> None:
+@_kube_records_options
+def pins(state_dir, as_json, kube, kubeconfig, system_namespace) -> None:
     """List the recorded roots of trust: server, GUN, root key IDs, versions, first seen when and by whom."""
     from app.notary.state import StateError
 
     try:
-        records = _record_store(state_dir).records()
+        store = _record_store(state_dir, kube=kube, kubeconfig=kubeconfig, system_namespace=system_namespace)
+        records = store.records()
     except StateError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps([_describe_record(r) for r in records], indent=2))
         return
     if not records:
-        click.echo(f"no trust records in {_record_store(state_dir).description}")
+        click.echo(f"no trust records in {store.description}")
         return
     for record in records:
         versions = " ".join(f"{role}={v}" for role, v in sorted(record.versions.items()))
@@ -329,7 +351,8 @@ def pins(state_dir, as_json) -> None:
 @click.option("--timeout", default=30.0, show_default=True)
 @click.option("--pem", "pem_file", type=click.Path(dir_okay=False, writable=True),
               help="Also write the root certificates to this file (for a policy's rootSecrets `publicKeys`).")
-def pin(image, trust_server, ca_file, state_dir, timeout, pem_file) -> None:
+@_kube_records_options
+def pin(image, trust_server, ca_file, state_dir, timeout, pem_file, kube, kubeconfig, system_namespace) -> None:
     """Verify IMAGE's trust data now and record its root deliberately, printing the root key IDs.
 
     An existing record is kept and must agree (same root, or a valid rotation of it): to accept a
@@ -341,7 +364,8 @@ def pin(image, trust_server, ca_file, state_dir, timeout, pem_file) -> None:
     from app.notary.state import StateError, this_process
 
     server, gun = _record_key(image, trust_server)
-    store = _record_store(state_dir, create=True)
+    store = _record_store(state_dir, create=True, kube=kube, kubeconfig=kubeconfig,
+                          system_namespace=system_namespace)
     service = TrustService(ca_file=ca_file, cache_entries=0, records=store)
     try:
         facts = service.gather([TrustRequest(image=parse_image(image), server=server)],

@@ -112,6 +112,17 @@ def test_ostiary_serve_kube_records_what_it_admits(kube, world_namespace, world_
     served = world_scenario.world.tuf(signed.repo, "root").json()["signed"]
     assert list(record.root_keyids) == served["roles"]["root"]["keyids"]
     assert record.versions["targets"] >= 1 and " pid " in record.first_seen_by
+    # and the operator sees it with the CLI
+    import json
+    import subprocess
+
+    from tests.e2e.webhook import OSTIARY_BIN
+
+    listed = subprocess.run([str(OSTIARY_BIN), "trust", "pins", "--kube", "--kubeconfig", records_rbac, "--json"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert listed.returncode == 0, listed.stderr
+    by_gun = {item["gun"]: item for item in json.loads(listed.stdout)}
+    assert by_gun[signed.gun]["rootKeyIDs"] == list(record.root_keyids)
 
 
 @pytest.mark.world
