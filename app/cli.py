@@ -1,4 +1,4 @@
-"""The `ostiary` command: serve | check | translate | explain | test | trust inspect."""
+"""The `ostiary` command: serve | check | translate | explain | test | trust inspect | pins | pin | unpin."""
 
 from __future__ import annotations
 
@@ -58,8 +58,14 @@ def main(log_level: str) -> None:
 @click.option("--budget", default=8.0, show_default=True, help="Seconds one admission may take (keep under the webhook timeout).")
 @click.option("--trust-cache-ttl", default=60.0, show_default=True, help="Seconds verified trust data is reused before refreshing timestamp.json.")
 @click.option("--threads", default=8, show_default=True, help="Request threads.")
+@click.option("--state-dir", type=click.Path(file_okay=False),
+              help="Directory of durable trust-on-first-use records (default: $XDG_STATE_HOME/ostiary, "
+                   "or ~/.local/state/ostiary; with --kube: TrustRecords in --system-namespace unless given).")
+@click.option("--root-pins", type=click.Path(exists=True, dir_okay=False),
+              help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
+                   "for entries without their own rootSecrets.")
 def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
-          system_namespace, budget, trust_cache_ttl, threads) -> None:
+          system_namespace, budget, trust_cache_ttl, threads, state_dir, root_pins) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.server import ServeConfig
     from app.wsgi import run_gunicorn
@@ -74,9 +80,40 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
     config = ServeConfig(
         policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, ca_file=ca_file,
         system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
-        kube=kube, kubeconfig=kubeconfig,
+        kube=kube, kubeconfig=kubeconfig, state_dir=_serve_state_dir(state_dir, kube),
+        root_pins=_serve_root_pins(root_pins),
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
+
+
+def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
+    """The state directory `serve` uses, checked usable now (not at the first admission).
+
+    Directory mode defaults to the user's state dir; with --kube the records are TrustRecord objects
+    in the system namespace, shared by all replicas, unless a directory is given (docs/trust.md)."""
+    from app.notary.state import FileRecordStore, StateError, default_state_dir
+
+    if state_dir is None and kube:
+        return None
+    chosen = state_dir or str(default_state_dir())
+    try:
+        FileRecordStore(chosen).ensure()
+    except StateError as exc:
+        raise click.UsageError(f"--state-dir: {exc}") from None
+    return chosen
+
+
+def _serve_root_pins(path: str | None) -> str | None:
+    """Check a --root-pins file now, so a bad one stops the start instead of denying later."""
+    if path is None:
+        return None
+    from app.notary.verify import load_default_root_pins
+
+    try:
+        load_default_root_pins(path)
+    except ValueError as exc:
+        raise click.UsageError(f"--root-pins: {exc}") from None
+    return path
 
 
 @main.command()
@@ -399,6 +436,175 @@ def _write_test_junit(path, library, mine, cases, error) -> None:
                                              for c in cases]))
     Path(path).write_text(test_junit(suites))
 
+
+
+# -- trust records: pins, pin, unpin (docs/trust.md, "Roots of trust") --------------------------------
+
+_STATE_DIR_HELP = "State directory of `ostiary serve` (default: $XDG_STATE_HOME/ostiary or ~/.local/state/ostiary)."
+
+
+def _kube_records_options(command):
+    """--kube/--kubeconfig/--system-namespace: the records of `ostiary serve --kube` (TrustRecords)."""
+    command = click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True,
+                           help="With --kube: where the TrustRecords live.")(command)
+    command = click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False),
+                           help="With --kube: kubeconfig (default: in-cluster, then ~/.kube/config).")(command)
+    return click.option("--kube", is_flag=True, help="Use the cluster's TrustRecords instead of a state directory.")(command)
+
+
+def _record_store(state_dir: str | None, *, create: bool = False, kube: bool = False,
+                  kubeconfig: str | None = None, system_namespace: str = DEFAULT_SYSTEM_NAMESPACE):
+    from app.notary.state import FileRecordStore, StateError, default_state_dir
+
+    if kube:
+        from app.kube.client import RestKubeApi
+        from app.kube.records import KubeRecordStore
+
+        if state_dir:
+            raise click.UsageError("--kube and --state-dir are two different stores: give one")
+        try:
+            return KubeRecordStore(RestKubeApi.from_kubeconfig(kubeconfig), system_namespace)
+        except Exception as exc:  # noqa: BLE001 - no kubeconfig, unreadable file: a message, not a traceback
+            raise click.ClickException(f"cannot reach the cluster's TrustRecords: {exc}") from None
+    store = FileRecordStore(state_dir or default_state_dir())
+    if create:
+        try:
+            store.ensure()
+        except StateError as exc:
+            raise click.ClickException(str(exc)) from None
+    return store
+
+
+def _record_key(image: str, trust_server: str | None) -> tuple[str, str]:
+    """(server, GUN) of IMAGE as `ostiary serve` keys its records."""
+    from app.images import InvalidImageReference, parse_image
+    from app.notary.service import _normalize_server, trust_server_for
+
+    try:
+        ref = parse_image(image)
+    except InvalidImageReference as exc:
+        raise click.BadParameter(str(exc), param_hint="IMAGE") from None
+    server = trust_server_for(ref.registry, trust_server)
+    if server is None:
+        raise click.UsageError(f"no Notary trust server is known for registry {ref.registry}; pass --trust-server URL")
+    normalized, error = _normalize_server(server)
+    if error is not None:
+        raise click.UsageError(str(error))
+    return normalized, ref.name
+
+
+def _describe_record(record) -> dict:
+    return {
+        "server": record.server, "gun": record.gun, "rootKeyIDs": list(record.root_keyids),
+        "rootDigest": record.root_digest, "versions": dict(sorted(record.versions.items())),
+        "firstSeen": {"at": record.first_seen_at, "by": record.first_seen_by},
+        "updated": {"at": record.updated_at, "by": record.updated_by}, "how": record.how,
+    }
+
+
+@trust.command()
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@_kube_records_options
+def pins(state_dir, as_json, kube, kubeconfig, system_namespace) -> None:
+    """List the recorded roots of trust: server, GUN, root key IDs, versions, first seen when and by whom."""
+    from app.notary.state import StateError
+
+    try:
+        store = _record_store(state_dir, kube=kube, kubeconfig=kubeconfig, system_namespace=system_namespace)
+        records = store.records()
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([_describe_record(r) for r in records], indent=2))
+        return
+    if not records:
+        click.echo(f"no trust records in {store.description}")
+        return
+    for record in records:
+        versions = " ".join(f"{role}={v}" for role, v in sorted(record.versions.items()))
+        click.echo(f"{record.gun}  ({record.server})")
+        click.echo(f"  root keys:  {', '.join(record.root_keyids)}")
+        click.echo(f"  versions:   {versions}")
+        click.echo(f"  first seen: {record.first_seen_at} by {record.first_seen_by} ({record.how})")
+        click.echo(f"  updated:    {record.updated_at} by {record.updated_by}")
+
+
+@trust.command()
+@click.argument("image")
+@click.option("--trust-server", help="Notary server URL (default: by registry host).")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+@click.option("--timeout", default=30.0, show_default=True)
+@click.option("--pem", "pem_file", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the root certificates to this file (for a policy's rootSecrets `publicKeys`).")
+@_kube_records_options
+def pin(image, trust_server, ca_file, state_dir, timeout, pem_file, kube, kubeconfig, system_namespace) -> None:
+    """Verify IMAGE's trust data now and record its root deliberately, printing the root key IDs.
+
+    An existing record is kept and must agree (same root, or a valid rotation of it): to accept a
+    re-keyed repository, `ostiary trust unpin` it first."""
+    from dataclasses import replace
+
+    from app.images import parse_image
+    from app.notary.service import TrustRequest, TrustService
+    from app.notary.state import StateError, this_process
+
+    server, gun = _record_key(image, trust_server)
+    store = _record_store(state_dir, create=True, kube=kube, kubeconfig=kubeconfig,
+                          system_namespace=system_namespace)
+    service = TrustService(ca_file=ca_file, cache_entries=0, records=store)
+    try:
+        facts = service.gather([TrustRequest(image=parse_image(image), server=server)],
+                               deadline=time.monotonic() + timeout)[0]
+    finally:
+        service.close()
+    if facts.get("verified") is not True:
+        raise click.ClickException(f"not recorded: the trust data of {gun} does not verify: {facts.get('error')}")
+    by = f"{this_process()} (ostiary trust pin)"
+    try:
+        record = store.update(server, gun, lambda current: current and replace(current, how="operator", updated_by=by))
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if record is None:
+        raise click.ClickException(f"internal error: no record of {gun} after verifying it")
+    click.echo(f"recorded the root of {gun} from {server} in {store.description}")
+    click.echo(f"root key IDs (review them): {', '.join(record.root_keyids)}")
+    click.echo(f"root version {record.root_version}, {record.root_digest}")
+    if pem_file:
+        Path(pem_file).write_text(_root_certificates(record.root))
+        click.echo(f"root certificates written to {pem_file}")
+
+
+def _root_certificates(root: bytes) -> str:
+    """The PEM certificates of the root role's keys in a (verified) root.json."""
+    import base64
+
+    signed = json.loads(root)["signed"]
+    return "".join(
+        base64.b64decode(signed["keys"][keyid]["keyval"]["public"]).decode("ascii")
+        for keyid in signed["roles"]["root"]["keyids"]
+    )
+
+
+@trust.command()
+@click.argument("image")
+@click.option("--trust-server", help="Notary server URL (default: by registry host).")
+@click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
+def unpin(image, trust_server, state_dir) -> None:
+    """Remove IMAGE's trust record: the next admission trusts the repository's current root on first use
+    (the documented way to accept a legitimately re-keyed repository)."""
+    from app.notary.state import StateError
+
+    server, gun = _record_key(image, trust_server)
+    store = _record_store(state_dir)
+    try:
+        removed = store.delete(server, gun)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not removed:
+        raise click.ClickException(f"no trust record of {gun} from {server} in {store.description}")
+    click.echo(f"removed the trust record of {gun} from {server}; its next use is a first use again")
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -15,12 +16,24 @@ class TrustStatsCollector(Collector):
     """Exports the trust service's own counters (cache hits, walks, failures) at scrape time."""
 
     GAUGES = frozenset({"cached_repositories"})
+    # Verified images by how their root was trusted (facts' root_trust): one counter with a label.
+    ROOT_TRUST: ClassVar[dict[str, str]] = {"roots_pinned": "pinned", "roots_recorded": "recorded", "roots_first_use": "first-use"}
 
     def __init__(self, stats: Callable[[], dict[str, int]]):
         self.stats = stats
 
     def collect(self):
-        for name, value in sorted(self.stats().items()):
+        stats = self.stats()
+        roots = CounterMetricFamily(
+            "ostiary_trust_root_trust",
+            "Images whose trust data verified, by how the root was trusted: pinned (policy rootSecrets), "
+            "recorded (a durable or remembered first use), first-use (no record yet).",
+            labels=["how"],
+        )
+        for name, how in self.ROOT_TRUST.items():
+            roots.add_metric([how], stats.pop(name, 0))
+        yield roots
+        for name, value in sorted(stats.items()):
             if name in self.GAUGES:
                 yield GaugeMetricFamily(f"ostiary_trust_{name}", f"Trust service: {name}.", value=value)
             else:

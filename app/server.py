@@ -48,6 +48,8 @@ class ServeConfig:
     kube: bool = False
     kubeconfig: str | None = None
     watch_interval: float = 2.0
+    state_dir: str | None = None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
+    root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
     extra: dict = field(default_factory=dict)
 
 
@@ -110,7 +112,18 @@ class Runtime:
     def _trust_service(self):
         from app.notary.service import TrustService
 
-        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl)
+        records = None
+        if self.config.state_dir:
+            from app.notary.state import FileRecordStore
+
+            records = FileRecordStore(self.config.state_dir).ensure()
+        default_pins = None
+        if self.config.root_pins:
+            from app.notary.verify import load_default_root_pins
+
+            default_pins = load_default_root_pins(self.config.root_pins)
+        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl, records=records,
+                            default_pins=default_pins)
 
     def _custom_modules(self):
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []
@@ -126,6 +139,11 @@ class Runtime:
             translate=translate,
         )
         self.store = self.kube.store
+        if not self.config.state_dir:
+            # Records shared by every replica, in the cluster (app/kube/records.py).
+            from app.kube.records import KubeRecordStore
+
+            self.trust.records = KubeRecordStore(self.kube.request_api, self.config.system_namespace)
         self.kube.start()
 
     def reload_directory(self, initial: bool = False) -> None:

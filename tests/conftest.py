@@ -62,3 +62,18 @@ def world() -> Scenario:
         yield scenario
     finally:
         w.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_home(tmp_path_factory):
+    """`ostiary serve` keeps trust-on-first-use records under $XDG_STATE_HOME/ostiary by default: give
+    the test session its own, so runs never share records (nor touch the user's)."""
+    import os
+
+    previous = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("xdg-state"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = previous

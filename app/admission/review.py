@@ -307,6 +307,22 @@ class Reviewer:
             signers.append(Signer(secret=name, name=signer_name.strip(), public_key_pem=pem))
         return signers, errors
 
+    def _root_pins(self, secrets: list[dict]) -> list:
+        """Pinned root material (policy `trust.rootSecrets`): a Secret that is missing or unusable
+        becomes a pin with an error, which denies the image (no fall-back to trust on first use)."""
+        from app.notary.verify import RootPin, root_pin
+
+        pins = []
+        for ref in secrets:
+            name, ns = str(ref.get("name")), str(ref.get("namespace"))
+            secret = self.store.get_secret(ns, name)
+            if secret is None:
+                pins.append(RootPin(name, error=f"root secret {name} not found in namespace {ns}"))
+                continue
+            pins.append(root_pin(f"{ns}/{name}", _secret_field(secret, "publicKeys"),
+                                 _secret_field(secret, "caCertificates")))
+        return pins
+
     def _pull_secrets(self, obj: dict, kind: str, namespace: str) -> list[dict]:
         names = pull_secret_names(obj, kind)
         sa = self.store.get_service_account(namespace, service_account_name(obj, kind))
@@ -342,6 +358,7 @@ class Reviewer:
                     server=trust["server"],
                     signers=tuple(signers),
                     credentials=tuple(credentials_for(ref.registry, pull_secrets)),
+                    root_pins=tuple(self._root_pins(trust.get("root_secrets") or [])),
                 )
             )
             signer_errors.append(errors)

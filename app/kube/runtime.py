@@ -32,6 +32,7 @@ class KubeRuntime:
         self.api: KubeApi = api if api is not None else RestKubeApi.from_kubeconfig(kubeconfig)
         # Reads made while an admission waits get a short timeout: the admission's budget is ~8 s.
         request_api = self.api.with_timeout(read_timeout) if isinstance(self.api, RestKubeApi) else self.api
+        self.request_api = request_api  # also the trust records' (app/kube/records.py)
         self.store = KubeObjectStore(request_api, ttl=secret_ttl)
         self.owners = OwnerVerifier(request_api, ttl=owner_ttl)
         self.policies = KubePolicySource(

@@ -103,9 +103,11 @@ def build_facts(
     keys: Iterable[tuple[str, str, str]],
     release: Release,
     now: datetime,
+    root_trust: str | None = None,
 ) -> dict[str, Any]:
     return {
         "verified": True,
+        "root_trust": root_trust,
         "error": None,
         "error_role": None,
         "server": server,
@@ -129,6 +131,7 @@ def failure_facts(
     """The facts of an image whose trust data did not verify: verified False, with the error."""
     return {
         "verified": False,
+        "root_trust": None,
         "error": str(error),
         "error_role": getattr(error, "role", None),
         "server": server,

@@ -11,8 +11,13 @@ Rules it keeps:
   fails the image (no root.json: the repository is not signed there); a delegation the snapshot lists
   but the server does not serve is reported to the verifier (`missing`), which fails it too.
 - Trust on first use per (server, GUN): the first verified root and the versions of every role are
-  kept in memory (app/notary/cache.py) and handed to the next verification as `trusted_root` and
-  `seen_versions`, so later roots must be rotations signed by the kept one and versions never go back.
+  recorded (durably in `records`, app/notary/state.py, when given; else in memory, app/notary/cache.py)
+  and handed to the next verification as `trusted_root` and `seen_versions`, so later roots must be
+  rotations signed by the recorded one and versions never go back. After a walk the record is updated
+  under the store's lock; a root another process recorded meanwhile must be this one or related to it
+  by a valid rotation, else the image is denied. Versions are merged as maxima (never lowered).
+- Pinned roots (`TrustRequest.root_pins`, policy `rootSecrets`): root.json must be signed by the pins;
+  no record is read or written, and the walk and cache key include the pins' fingerprint.
 - Cache: a verified repository is served from memory for `cache_ttl` seconds, and never once one of
   its roles has expired by the injected clock. After the TTL, timestamp.json is fetched again: the
   same bytes (still unexpired) renew the entry; different bytes mean a full, rollback-checked walk.
@@ -37,22 +42,31 @@ Rules it keeps:
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from app.notary.cache import CachedRepository, Key, TrustCache
 from app.notary.client import AuthorizationFailed, FetchError, FetchTimeout, NotaryClient, RoleNotServed
-from app.notary.errors import DeadlineExceeded, LimitExceeded, ServiceError, TrustError
+from app.notary.errors import (
+    BadRootRotation,
+    DeadlineExceeded,
+    LimitExceeded,
+    RollbackAttack,
+    ServiceError,
+    TrustError,
+)
 from app.notary.facts import failure_facts
-from app.notary.verify import TrustedRepository, parse_time
+from app.notary.state import RecordStore, StateError, TrustRecord, this_process, utc_text
+from app.notary.verify import RootPin, TrustedRepository, check_rotation, parse_time
 
 if TYPE_CHECKING:
     from app.images import ImageRef
@@ -68,6 +82,8 @@ DEFAULT_TRUST_SERVERS: dict[str, str] = {
 # the TTL; full walks (root -> ... -> delegations); admissions that waited for another's walk; images
 # whose facts say verified False.
 STAT_NAMES = ("cache_hits", "refreshed_unchanged", "walks", "shared_walks", "not_verified", "recent_failures")
+# Verified images by how their root was trusted (facts' `root_trust`): exported as one labelled counter.
+ROOT_TRUST_STATS = {"pinned": "roots_pinned", "recorded": "roots_recorded", "first-use": "roots_first_use"}
 
 # A walk asks for at most this many delegations, so a hostile snapshot cannot keep a worker busy forever.
 MAX_DELEGATIONS = 256
@@ -97,6 +113,16 @@ class TrustRequest:
     server: str  # "https://notary.docker.io"
     signers: tuple[Signer, ...] = ()
     credentials: tuple[tuple[str, str], ...] = ()  # (username, password) for the image's registry, in order
+    root_pins: tuple[RootPin, ...] = ()  # pinned root material (policy `trust.rootSecrets`): no TOFU
+
+
+def _pins_key(gun: str, pins: Sequence[RootPin]) -> str:
+    """The cache and walk key's second part: the GUN, and for a pinned entry the pinned material, so a
+    repository verified under one policy's pins never answers for another's (or for TOFU)."""
+    if not pins:
+        return gun
+    digest = hashlib.sha256("\n".join(sorted(p.fingerprint for p in pins)).encode()).hexdigest()[:32]
+    return f"{gun}\x00pinned:{digest}"
 
 
 class _Progress:
@@ -119,6 +145,11 @@ class _Group:
         self.progress = _Progress()
         self.future: Future[Any] | None = None
         self.error: TrustError | None = None
+        self.pins: tuple[RootPin, ...] = ()
+
+    @property
+    def key(self) -> Key:
+        return (self.server, _pins_key(self.gun, self.pins))
 
 
 class _Flight:
@@ -164,6 +195,25 @@ def _normalize_server(server: str) -> tuple[str, TrustError | None]:
     return f"https://{parts.netloc.lower()}{parts.path}", None
 
 
+def _against_record(error: TrustError, record: TrustRecord, records: RecordStore | None) -> TrustError:
+    """The same failure, saying which record it contradicts and how an operator accepts a re-key."""
+    where = records.description if records is not None else "memory"
+    keyids = ", ".join(k[:12] for k in record.root_keyids)
+    if isinstance(error, BadRootRotation):
+        reason = (
+            f"the root of {record.gun} served by {record.server} is not the recorded root (root keys {keyids}, "
+            f"version {record.root_version}, first seen {record.first_seen_at} by {record.first_seen_by}, "
+            f"in {where}) nor a rotation signed by it ({error.reason}); if the repository was re-keyed on "
+            f"purpose, review the new root and remove the record (`ostiary trust unpin {record.gun}`)"
+        )
+        return BadRootRotation("root", reason)
+    return type(error)(
+        error.role,
+        f"{error.reason}: rollback of {record.gun} below the versions recorded in {where} "
+        f"(first seen {record.first_seen_at} by {record.first_seen_by})",
+    )
+
+
 def _earliest_expiry(documents: Sequence[bytes]) -> datetime:
     """The earliest `signed.expires` among role documents the verifier has already accepted."""
     earliest: datetime | None = None
@@ -195,8 +245,18 @@ class TrustService:
         failure_ttl: float = 5.0,
         server_patience: float = 2.0,
         deadline_clock: Callable[[], float] = time.monotonic,
+        records: RecordStore | None = None,
+        default_pins: Mapping[str, Sequence[RootPin]] | None = None,
     ):
+        """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
+        only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
+        operator takes effect at the next walk, and every replica sharing it trusts the same root."""
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
+        self.records = records
+        # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
+        self.default_pins: dict[str, tuple[RootPin, ...]] = {
+            _normalize_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
+        }
         self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
         self._clock = clock
         self._monotonic = monotonic  # the cache's and the failure memory's clock
@@ -204,7 +264,7 @@ class TrustService:
         self._max_workers = max(1, max_workers)
         self._flights: dict[Key, _Flight] = {}
         self._flights_lock = threading.Lock()
-        self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        self._stats: dict[str, int] = dict.fromkeys((*STAT_NAMES, *ROOT_TRUST_STATS.values()), 0)
         # A server that is down or timing out answers every admission only after the whole trust
         # deadline. Remember such network failures briefly (per server, GUN and credentials) and
         # deny at once while they last; verification results are never remembered here.
@@ -250,11 +310,16 @@ class TrustService:
         assignment: list[_Group] = []
         for request in requests:
             server, error = _normalize_server(request.server)
-            key = (server, request.image.name)
+            pins = tuple(request.root_pins) or self.default_pins.get(server, ())
+            key = (server, _pins_key(request.image.name, pins))
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(server, request.image.name, budget)
                 group.error = error
+                group.pins = pins
+                unusable = [pin.error for pin in group.pins if pin.error]
+                if error is None and unusable:  # fail before any fetch: the pins cannot be used
+                    group.error = ServiceError("root", "; ".join(unusable))
             for credential in request.credentials:
                 pair = (credential[0], credential[1])
                 if pair not in group.credentials:
@@ -309,7 +374,9 @@ class TrustService:
                     )
         if repository is not None:
             try:
-                return repository.facts(image.tag, image.digest, signers, server=group.server)
+                facts = repository.facts(image.tag, image.digest, signers, server=group.server)
+                self._count(ROOT_TRUST_STATS.get(facts.get("root_trust"), "roots_first_use"))
+                return facts
             except TrustError as facts_error:
                 error = facts_error
             except Exception as facts_error:
@@ -325,7 +392,7 @@ class TrustService:
 
     def _load(self, group: _Group, deadline: float) -> Any:
         """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
-        key: Key = (group.server, group.gun)
+        key: Key = group.key
         entry, fresh = self.cache.lookup(key)
         if entry is not None and fresh and entry.expires > self._clock():
             self._count("cache_hits")
@@ -404,7 +471,7 @@ class TrustService:
         if not retry or self._deadline_clock() >= deadline:
             raise _fresh_copy(flight.error)
         group.progress = _Progress()
-        return self._refresh(group, (group.server, group.gun), deadline)
+        return self._refresh(group, group.key, deadline)
 
     def _refresh(self, group: _Group, key: Key, deadline: float) -> Any:
         now = self._clock()
@@ -423,15 +490,102 @@ class TrustService:
         return self._walk(group, key, now, deadline, timestamp)
 
     def _walk(self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None) -> Any:
-        anchor = self.cache.anchor(key)
+        record: TrustRecord | None = None
+        durable = self.records is not None and not group.pins  # a pinned entry has no TOFU record
+        if group.pins:
+            # Pinned: the root is chosen by the pins alone; the rollback floor is this process's memory
+            # of this (server, GUN, pins).
+            anchor = self.cache.anchor(key)
+            trusted_root, seen_versions = None, (anchor.versions if anchor else None)
+        elif durable:
+            record = self._read_record(group)
+            trusted_root = record.root if record else None
+            seen_versions = dict(record.versions) if record else None
+        else:
+            anchor = self.cache.anchor(key)
+            trusted_root = anchor.root_bytes if anchor else None
+            seen_versions = anchor.versions if anchor else None
         repository = TrustedRepository(
             group.gun,
             now,
-            trusted_root=anchor.root_bytes if anchor else None,
-            seen_versions=anchor.versions if anchor else None,
+            trusted_root=trusted_root,
+            seen_versions=seen_versions,
             server=group.server,
             interrupt=self._deadline_check(group, deadline),
+            pinned_roots=group.pins,
         )
+        try:
+            timestamp, documents = self._load_roles(group, repository, deadline, timestamp)
+        except (BadRootRotation, RollbackAttack) as error:
+            if record is None:
+                raise
+            denial = _against_record(error, record, self.records)
+            report = getattr(self.records, "report", None)  # the cluster store posts a Warning Event
+            if report is not None:
+                reason = "RootNotTrusted" if isinstance(denial, BadRootRotation) else "RollbackRefused"
+                report(group.server, group.gun, denial.reason, reason)
+            raise denial from error
+        if durable:
+            self._write_record(group, repository, now)
+        self.cache.remember(key, repository.root_bytes, repository.versions)
+        if timestamp is not None:
+            self.cache.store(
+                key,
+                CachedRepository(
+                    repository=repository,
+                    timestamp_bytes=timestamp,
+                    expires=_earliest_expiry(documents),
+                    checked_at=self._monotonic(),
+                ),
+            )
+        return repository
+
+    # -- the durable record ----------------------------------------------------------------------------
+
+    def _read_record(self, group: _Group) -> TrustRecord | None:
+        assert self.records is not None
+        try:
+            return self.records.get(group.server, group.gun)
+        except StateError as error:
+            raise ServiceError("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+
+    def _write_record(self, group: _Group, repository: TrustedRepository, now: datetime) -> None:
+        """Record the verified root and versions; refuse if another process recorded a root that is
+        neither this one nor related to it by a valid rotation (the re-keyed-under-our-feet case)."""
+        assert self.records is not None
+        by, at = this_process(), utc_text(now)
+        root = repository.root_bytes
+
+        def change(current: TrustRecord | None) -> TrustRecord | None:
+            if current is None:
+                return TrustRecord(
+                    server=group.server, gun=group.gun, root=root, root_keyids=repository.root_keyids,
+                    versions=repository.versions, first_seen_at=at, first_seen_by=by,
+                    updated_at=at, updated_by=by, how="first-use",
+                )
+            if current.root == root:
+                return current.with_versions(repository.versions, by, at)
+            try:
+                check_rotation(group.gun, current.root, root, now)
+            except TrustError as forward:
+                try:  # another process may have recorded a later rotation of the root verified here
+                    check_rotation(group.gun, root, current.root, now)
+                except TrustError:
+                    raise _against_record(BadRootRotation("root", forward.reason), current, self.records) from None
+                return current.with_versions({r: v for r, v in repository.versions.items() if r != "root"}, by, at)
+            moved = current.with_versions(repository.versions, by, at)
+            return replace(moved, root=root, root_keyids=repository.root_keyids, updated_at=at, updated_by=by)
+
+        try:
+            self.records.update(group.server, group.gun, change)
+        except StateError as error:
+            raise ServiceError("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+
+    def _load_roles(
+        self, group: _Group, repository: TrustedRepository, deadline: float, timestamp: bytes | None
+    ) -> tuple[bytes | None, list[bytes]]:
+        """root -> timestamp -> snapshot -> targets -> delegations into `repository`; returns the
+        timestamp bytes and every document verified (for the cache's expiry)."""
         documents: list[bytes] = []
 
         def load(role: str, update: Callable[[bytes], None], data: bytes | None = None) -> bytes:
@@ -475,19 +629,7 @@ class TrustService:
                 if isinstance(fetched, BaseException):
                     raise fetched
                 load(role, functools.partial(repository.update_delegation, role), fetched)
-
-        self.cache.remember(key, repository.root_bytes, repository.versions)
-        if timestamp is not None:
-            self.cache.store(
-                key,
-                CachedRepository(
-                    repository=repository,
-                    timestamp_bytes=timestamp,
-                    expires=_earliest_expiry(documents),
-                    checked_at=self._monotonic(),
-                ),
-            )
-        return repository
+        return timestamp, documents
 
     def _fetch_many(
         self, group: _Group, roles: Sequence[str], deadline: float

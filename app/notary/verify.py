@@ -70,6 +70,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NoReturn
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from app.notary import facts as facts_module
 from app.notary.canonical import canonical_json, load_json
 from app.notary.errors import (
@@ -93,6 +96,7 @@ from app.notary.errors import (
 )
 from app.notary.keys import (
     KEY_TYPES,
+    MAX_PEM_CHARS,
     X509_KEY_TYPES,
     KeyFormatError,
     as_utc,
@@ -100,6 +104,7 @@ from app.notary.keys import (
     certificate_problem,
     key_id,
     load_certificate,
+    load_pem_public_key,
     load_public_key,
     public_key_bytes,
     verify_signature,
@@ -183,6 +188,150 @@ class Root:
     keys: dict[str, Key]
     roles: dict[str, RoleSpec]
     signed_by: tuple[str, ...]
+
+
+# --- pinned roots (an Ostiary extension: `trust.rootSecrets`) ------------------------------------
+
+MAX_PIN_BLOCKS = 64  # PEM blocks in one root secret
+
+
+@dataclass(frozen=True)
+class RootPin:
+    """Root-of-trust material from one Secret: public keys (SPKI DER, from PEM keys or certificates)
+    that may sign root.json, and CA certificates that must have issued the root keys' certificates.
+    `error` says why the Secret could not be used; a pin with an error fails the image (closed)."""
+
+    secret: str
+    keys: tuple[bytes, ...] = ()
+    cas: tuple[bytes, ...] = ()  # DER certificates
+    error: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for item in (*sorted(self.keys), b"--", *sorted(self.cas), b"--", (self.error or "").encode()):
+            digest.update(hashlib.sha256(item).digest())
+        return digest.hexdigest()
+
+
+def pem_blocks(text: str, limit: int = MAX_PIN_BLOCKS) -> list[str]:
+    """Every complete PEM block of `text` (one pass over the lines; the text is bounded first)."""
+    if len(text) > MAX_PEM_CHARS * limit:
+        raise KeyFormatError(f"PEM text is {len(text)} characters, more than {MAX_PEM_CHARS * limit}")
+    blocks: list[str] = []
+    current: list[str] | None = None
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if line.startswith("-----BEGIN "):
+            current = [line]
+        elif current is not None:
+            current.append(line)
+            if line.startswith("-----END "):
+                blocks.append("\n".join(current) + "\n")
+                current = None
+                if len(blocks) > limit:
+                    raise KeyFormatError(f"more than {limit} PEM blocks")
+    return blocks
+
+
+def root_pin(secret: str, public_keys: str | None, ca_certificates: str | None) -> RootPin:
+    """Parse a root secret's `publicKeys` (PEM keys and/or certificates) and `caCertificates`."""
+    from cryptography.hazmat.primitives import serialization
+
+    keys: list[bytes] = []
+    cas: list[bytes] = []
+    try:
+        for block in pem_blocks(public_keys or ""):
+            key, _cert = load_pem_public_key(block)
+            keys.append(public_key_bytes(key))
+        for block in pem_blocks(ca_certificates or ""):
+            key, cert = load_pem_public_key(block)
+            if cert is None:
+                raise KeyFormatError("caCertificates holds a PEM block that is not a certificate")
+            cas.append(cert.public_bytes(serialization.Encoding.DER))
+    except (KeyFormatError, ValueError) as exc:
+        return RootPin(secret, error=f"secret {secret}: root material cannot be read: {exc}")
+    if not keys and not cas:
+        return RootPin(secret, error=f"secret {secret} holds neither `publicKeys` nor `caCertificates` PEM blocks")
+    return RootPin(secret, tuple(keys), tuple(cas))
+
+
+def default_root_pins(document: Any, origin: str) -> dict[str, tuple[RootPin, ...]]:
+    """`serve --root-pins FILE`: {trust server URL: {publicKeys: PEM, caCertificates: PEM}} -> pins per
+    server (URL as written; the service normalizes it). Raises ValueError naming the entry when the
+    file is not such a mapping or its material cannot be used: a bad pin file must stop the start."""
+    if not isinstance(document, dict):
+        raise ValueError(f"{origin}: expected a mapping of trust server URL to root material")  # noqa: TRY004
+    pins: dict[str, tuple[RootPin, ...]] = {}
+    for server, entry in document.items():
+        if not isinstance(server, str) or not isinstance(entry, dict):
+            raise ValueError(  # noqa: TRY004
+                f"{origin}: entry {server!r} must map a server URL to publicKeys/caCertificates"
+            )
+        unknown = set(entry) - {"publicKeys", "caCertificates"}
+        if unknown:
+            raise ValueError(f"{origin}: {server}: unknown fields {sorted(unknown)}")
+        keys, cas = entry.get("publicKeys"), entry.get("caCertificates")
+        if not all(v is None or isinstance(v, str) for v in (keys, cas)):
+            raise ValueError(f"{origin}: {server}: publicKeys and caCertificates must be PEM text")
+        pin = root_pin(f"{origin} [{server}]", keys, cas)
+        if pin.error:
+            raise ValueError(pin.error)
+        pins[server] = (pin,)
+    return pins
+
+
+def load_default_root_pins(path: str) -> dict[str, tuple[RootPin, ...]]:
+    """Read a `--root-pins` YAML file (see default_root_pins); ValueError with the reason."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read root pins: {exc}") from exc
+    return default_root_pins(document, path)
+
+
+def _issued_by(cert: x509.Certificate, cas: Sequence[x509.Certificate], now: datetime) -> bool:
+    for ca in cas:
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+        except x509.ExtensionNotFound:
+            continue  # not marked as a CA: it authorises nothing
+        if not constraints.ca or certificate_problem(ca, now) is not None:
+            continue
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return True
+    return False
+
+
+def check_pinned_root(root: Root, gun: str, pins: Sequence[RootPin], now: datetime) -> None:
+    """root.json must be signed, to the root role's threshold, by distinct root keys that are pinned
+    keys or whose certificates a pinned CA issued (only keys whose signatures verified count)."""
+    names = ", ".join(pin.secret for pin in pins)
+    problems = [pin.error for pin in pins if pin.error]
+    if problems:
+        raise CertificateError("root", "; ".join(problems))
+    pinned_keys = {key for pin in pins for key in pin.keys}
+    cas = [x509.load_der_x509_certificate(der) for pin in pins for der in pin.cas]
+    matched: set[bytes] = set()
+    for keyid in root.signed_by:
+        key = root.keys[keyid]
+        material = public_key_bytes(load_public_key(key.keytype, key.public))
+        if material in pinned_keys or cas and key.keytype in X509_KEY_TYPES and _issued_by(load_certificate(key.public), cas, now):
+            matched.add(material)
+    threshold = root.roles["root"].threshold
+    if len(matched) < threshold:
+        raise ThresholdNotMet(
+            "root",
+            f"root.json of {gun} is signed by {len(matched)} of the {threshold} required root keys pinned "
+            f"in secret(s) {names} (its root keys: {', '.join(root.roles['root'].keyids)}); "
+            "no trust on first use for a pinned repository",
+        )
 
 
 # --- parsing helpers ---------------------------------------------------------------------------
@@ -509,12 +658,20 @@ class TrustedRepository:
         seen_versions: Mapping[str, int] | None = None,
         server: str | None = None,
         interrupt: Callable[[], None] = _never_late,
+        pinned_roots: Sequence[RootPin] = (),
     ) -> None:
         """`interrupt` is called between steps of the work and raises (e.g. DeadlineExceeded) to stop it;
-        the verifier itself never reads a clock."""
+        the verifier itself never reads a clock. `pinned_roots`: root.json must be signed by this
+        material (check_pinned_root), and no trusted root may be given (no trust on first use)."""
+        if pinned_roots and trusted_root is not None:
+            raise LoadOrderError("a pinned repository has no trust-on-first-use root")
+        self._pins = tuple(pinned_roots)
         self.gun = gun
         self.server = server
         self.now = as_utc(now)
+        # How the root was trusted ("pinned", "recorded", "first-use"): said by whoever chose the
+        # anchor (the service), reported in the facts as `root_trust`.
+        self.root_trust = "pinned" if pinned_roots else ("first-use" if trusted_root is None else "recorded")
         self._interrupt = interrupt
         self._key_count = 0
         self._seen: dict[str, int] = {}
@@ -580,6 +737,8 @@ class TrustedRepository:
                 )
         _check_root_certificates(new, self.gun)
         new.signed_by = check_signatures(roles["root"], envelope, self.now, self._interrupt)
+        if self._pins:
+            check_pinned_root(new, self.gun, self._pins, self.now)
         self._root = new
         self._root_updated = True
 
@@ -698,6 +857,11 @@ class TrustedRepository:
         return self._require_root().envelope.raw
 
     @property
+    def root_keyids(self) -> tuple[str, ...]:
+        """The root role's key IDs in the root in use (what `ostiary trust pins` shows)."""
+        return self._require_root().roles["root"].keyids
+
+    @property
     def versions(self) -> dict[str, int]:
         result = dict(self._seen)
         envelopes: list[Envelope] = [loaded.envelope for loaded in self._targets.values()]
@@ -791,7 +955,18 @@ class TrustedRepository:
             roles=roles,
             signers=signers,
             keys=[(key.keyid, key.keytype, key.public) for key in self.all_keys().values()],
+            root_trust=self.root_trust,
         )
+
+
+def check_rotation(gun: str, trusted_root: bytes, new_root: bytes, now: datetime) -> None:
+    """Raise unless `new_root` is `trusted_root` or a rotation of it as TUF requires (signed by the
+    trusted root's keys to its threshold and by its own keys to its own, version not lower).
+
+    Pure; used to decide between two roots recorded by different processes."""
+    if trusted_root == new_root:
+        return
+    TrustedRepository(gun, now, trusted_root=trusted_root).update_root(new_root)
 
 
 def load_all(repo: TrustedRepository, role_bytes: Callable[[str], bytes | None]) -> TrustedRepository:

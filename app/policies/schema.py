@@ -34,6 +34,19 @@ _TRUST_SCHEMA = {
                 "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 253}},
             },
         },
+        # Ostiary extension (not in Portieris): Secrets holding pinned root-of-trust material
+        # (`publicKeys` and/or `caCertificates`, PEM). When given, root.json must be signed by it to
+        # the root threshold and the entry has no trust on first use (docs/trust.md).
+        "rootSecrets": {
+            "type": "array",
+            "maxItems": 16,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 253}},
+            },
+        },
     },
 }
 

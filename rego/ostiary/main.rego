@@ -87,6 +87,10 @@ image_requirements(c, ref) := {
 		"signer_secrets": [{"name": s.name, "namespace": secret_namespace(c.policy)} |
 			some s in object.get(c.entry.policy, ["trust", "signerSecrets"], [])
 		],
+		# Ostiary extension: pinned root-of-trust material, from the same namespace as signer secrets.
+		"root_secrets": [{"name": s.name, "namespace": secret_namespace(c.policy)} |
+			some s in object.get(c.entry.policy, ["trust", "rootSecrets"], [])
+		],
 	},
 	"mutate": object.get(c.entry.policy, "mutateImage", true) != false,
 }

@@ -150,7 +150,7 @@ plan_of(ns, text) := h.plan(h.pod_in(ns, [text]), testdata.policies.plan).images
 test_plan_default_trust_server_for_docker_hub if {
 	p := plan_of("default", "nginx")
 	p.requirements == {
-		"trust": {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": []},
+		"trust": {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": [], "root_secrets": []},
 		"mutate": true,
 	}
 	p.policy == {

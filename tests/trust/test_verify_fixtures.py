@@ -150,7 +150,8 @@ def test_unsigned_tag_has_no_release_and_no_roles() -> None:
 def test_facts_document_shape() -> None:
     facts = gather("alice-image", "test", ["phbelitz"])
     assert set(facts) == {"verified", "error", "error_role", "server", "gun", "tag", "digest", "targets",
-                          "roles", "signers"}
+                          "roles", "signers", "root_trust"}
+    assert facts["root_trust"] == "first-use"  # no anchor was given: trusted on first use
     assert facts["server"] == SERVER and facts["gun"] == "docker.io/phbelitz/alice-image"
     assert set(facts["roles"]) == {"targets", "targets/releases", "targets/phbelitz", "targets/chamsen"}
     assert facts["signers"][0] == {
