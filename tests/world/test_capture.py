@@ -155,7 +155,10 @@ def test_offline_verdicts_equal_the_live_webhook_with_the_server_stopped(capture
         assert mine["message"] == (live.get("status") or {}).get("message", ""), name
         assert mine["warnings"] == live.get("warnings", []), name
     signed = captured.images["signed"]
-    assert offline["signed"]["patch"] == [{"op": "replace", "path": "/spec/containers/0/image", "value": signed.pinned}]
+    assert offline["signed"]["patch"] == [
+        {"op": "replace", "path": "/spec/containers/0/image", "value": signed.pinned},
+        {"op": "add", "path": "/metadata/annotations",
+         "value": {"ostiary.dev/original-images": json.dumps({"containers/c0": signed.reference}, separators=(",", ":"))}}]
     facts = offline["alice"]["images"][0]["trust"]
     assert facts["verified"] is True and facts["signers"][0]["role"] == "targets/alice"
     assert offline["unsigned"]["allowed"] is False and "v1" in offline["unsigned"]["message"]
@@ -225,7 +228,9 @@ def test_a_declarative_test_on_the_capture_runs_without_the_server(captured, tmp
         "spec": {"policies": str(captured.policies), "rego": "rego", "trustData": [str(captured.out)], "cases": [
             {"name": "signed is pinned, unsigned is denied", "manifest": "pods.yaml", "expect": [
                 {"verdict": "allowed", "warnings": [f"pinned: image {signed.reference} is not pinned by digest"],
-                 "patch": [{"op": "replace", "path": "/spec/containers/0/image", "value": signed.pinned}],
+                 "patch": [{"op": "replace", "path": "/spec/containers/0/image", "value": signed.pinned},
+                           {"op": "add", "path": "/metadata/annotations", "value": {"ostiary.dev/original-images":
+                            json.dumps({"containers/c0": signed.reference}, separators=(",", ":"))}}],
                  "images": [{"trusted": True, "pin": signed.digest}]},
                 {"verdict": "denied", "denials": ["tag v1 is not signed"]},
             ]},
