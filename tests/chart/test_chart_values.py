@@ -79,3 +79,38 @@ def test_the_webhook_rules_cover_exactly_the_extracted_workload_kinds() -> None:
                for rule in mutating_webhook()["rules"]
                for group in rule["apiGroups"] for resource in rule["resources"]}
     assert covered == extracted_workloads()
+
+
+def objects_of(kind: str, *sets: str) -> list[dict]:
+    return [o for o in rendered_objects(*sets) if o["kind"] == kind]
+
+
+def validating_webhook(*sets: str) -> dict:
+    [config] = objects_of("ValidatingWebhookConfiguration", *sets)
+    [hook] = config["webhooks"]
+    return hook
+
+
+def test_the_validating_webhook_checks_every_policy_kind_ostiary_reads_on_the_same_service_and_ca() -> None:
+    from app.kube.source import POLICY_KINDS
+
+    objects = rendered_objects()   # one render: each one generates its own CA
+    [hook] = next(o for o in objects if o["kind"] == "ValidatingWebhookConfiguration")["webhooks"]
+    [mutating] = next(o for o in objects if o["kind"] == "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"]["service"]["path"] == "/validate"
+    assert hook["clientConfig"]["service"] | {"path": "/admit"} == mutating["clientConfig"]["service"]
+    assert hook["clientConfig"]["caBundle"] == mutating["clientConfig"]["caBundle"]
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    covered = {(group, version, resource, rule["scope"])
+               for rule in hook["rules"] for group in rule["apiGroups"]
+               for version in rule["apiVersions"] for resource in rule["resources"]}
+    wanted = {(k.group, k.version, k.plural, "Namespaced" if k.namespaced else "Cluster") for k in POLICY_KINDS}
+    assert covered == wanted
+    # Deleting a policy is never blocked by a broken Ostiary.
+    assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in hook["rules"])
+
+
+def test_the_validating_webhook_failure_policy_and_switch_are_values() -> None:
+    assert validating_webhook("validatingWebhook.failurePolicy=Fail")["failurePolicy"] == "Fail"
+    assert objects_of("ValidatingWebhookConfiguration", "validatingWebhook.enabled=false") == []
+    assert render("validatingWebhook.failurePolicy=Sometimes").returncode != 0
