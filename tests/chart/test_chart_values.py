@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-import yaml
 
-from tests.e2e.cluster import REPO, tool
-
-CHART = str(REPO / "helm" / "ostiary")
-
-
-def render(*sets: str) -> subprocess.CompletedProcess[str]:
-    argv = [tool("helm"), "template", "t", CHART, "--namespace", "ostiary-system"]
-    for value in sets:
-        argv += ["--set", value]
-    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
-
-
-def rendered_objects(*sets: str) -> list[dict]:
-    done = render(*sets)
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+from tests.chart.chart import render, rendered_objects
 
 
 def mutating_webhook(*sets: str) -> dict:
