@@ -250,7 +250,8 @@ def test_directory_source_mounts_policies_from_values_and_configmaps_without_clu
     [document] = [d for d in yaml.safe_load_all(only(objects, "ConfigMap", f"{FULLNAME}-config")["data"]["policies.yaml"]) if d]
     assert document == POLICY
     # Nothing is read from the API: no role, and no webhook for policy resources it does not read.
-    assert not kinds(objects) & {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"}
+    release = [o for o in objects if "helm.sh/hook" not in (o["metadata"].get("annotations") or {})]
+    assert not kinds(release) & {"ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration"}
 
 
 @pytest.mark.parametrize(("sets", "values", "complaint"), [
@@ -263,3 +264,22 @@ def test_directory_source_mounts_policies_from_values_and_configmaps_without_clu
 ])
 def test_bad_policy_sources_are_refused(sets, values, complaint) -> None:
     assert complaint in refusal(*sets, values=values)
+
+
+# -- upgrade and uninstall --------------------------------------------------------------------------
+
+def test_upgrades_keep_a_ready_pod_and_uninstall_deletes_the_webhooks_first() -> None:
+    objects = rendered_objects()
+    strategy = only(objects, "Deployment")["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    hook_objects = [o for o in objects if (o["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+    assert {o["metadata"]["annotations"]["helm.sh/hook"] for o in hook_objects} == {"pre-delete"}
+    job = only(hook_objects, "Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:3] == ["delete", f"mutatingwebhookconfiguration/{FULLNAME}", f"validatingwebhookconfiguration/{FULLNAME}"]
+    [rule] = only(hook_objects, "ClusterRole")["rules"]
+    assert rule["resourceNames"] == [FULLNAME] and set(rule["verbs"]) == {"get", "delete"}
+    # The RBAC exists before the Job runs.
+    weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hook_objects}
+    assert weights["Job"] > max(w for kind, w in weights.items() if kind != "Job")
+    assert "Job" not in kinds(rendered_objects("uninstallHook.enabled=false"))
