@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
+from pathlib import Path
 
 import yaml
 
@@ -53,3 +55,15 @@ def kinds(objects: list[dict]) -> set[str]:
 def containers(objects: list[dict]) -> dict[str, dict]:
     pod = only(objects, "Deployment")["spec"]["template"]["spec"]
     return {c["name"]: c for c in pod["containers"]}
+
+
+def mount_like_the_kubelet(folder: Path, files: dict[str, str], stamp: str = "..2026_12_03_14_00_00.1") -> None:
+    """A ConfigMap or Secret volume as the kubelet's atomic writer lays it out: the real files in
+    `..<timestamp>/`, `..data` linking to it, and each key a link `name -> ..data/name`."""
+    real = folder / stamp
+    real.mkdir(parents=True)
+    for name, text in files.items():
+        (real / name).write_text(text)
+    os.symlink(stamp, folder / "..data")
+    for name in files:
+        os.symlink(f"..data/{name}", folder / name)

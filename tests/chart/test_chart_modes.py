@@ -40,6 +40,10 @@ def tls_volume_secret(objects: list[dict]) -> str:
     return volume["secret"]["secretName"]
 
 
+def tls_secrets(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o["kind"] == "Secret" and o.get("type") == "kubernetes.io/tls"]
+
+
 # -- certificates -----------------------------------------------------------------------------------
 
 def test_generate_mode_makes_one_ca_whose_certificate_names_the_service_and_no_injection() -> None:
@@ -61,7 +65,7 @@ def test_generate_mode_makes_one_ca_whose_certificate_names_the_service_and_no_i
 
 def test_cert_manager_mode_makes_a_private_ca_chain_and_lets_the_injector_fill_the_bundle() -> None:
     objects = rendered_objects("tls.mode=certManager")
-    assert not [o for o in objects if o["kind"] == "Secret"], "the chart must not make a certificate too"
+    assert not tls_secrets(objects), "the chart must not make a certificate too"
     selfsigned = only(objects, "Issuer", f"{FULLNAME}-selfsigned")
     assert selfsigned["spec"] == {"selfSigned": {}}
     ca = only(objects, "Certificate", f"{FULLNAME}-ca")
@@ -88,7 +92,7 @@ def test_cert_manager_mode_with_an_issuer_of_yours_makes_only_the_serving_certif
 def test_secret_mode_uses_your_secret_and_your_ca_and_makes_nothing() -> None:
     pem = a_ca_pem()
     objects = rendered_objects("tls.mode=secret", "tls.existingSecret=my-tls", values={"tls": {"caBundle": pem}})
-    assert not [o for o in objects if o["kind"] == "Secret"]
+    assert not tls_secrets(objects)
     assert not kinds(objects) & {"Certificate", "Issuer"}
     assert tls_volume_secret(objects) == "my-tls"
     for config in webhook_configs(objects):

@@ -7,10 +7,10 @@ twice; Ostiary must read only the visible names.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from app.policies.directory import load_custom_rego, load_policy_set
+from tests.chart.chart import mount_like_the_kubelet
 
 POLICY = """\
 apiVersion: ostiary.dev/v1
@@ -27,17 +27,6 @@ package ostiary.custom.nolatest
 
 default refused := false
 """
-
-
-def mount_like_the_kubelet(folder: Path, files: dict[str, str], stamp: str = "..2026_12_03_14_00_00.1") -> None:
-    """A ConfigMap volume as the kubelet's atomic writer lays it out."""
-    real = folder / stamp
-    real.mkdir(parents=True)
-    for name, text in files.items():
-        (real / name).write_text(text)
-    os.symlink(stamp, folder / "..data")
-    for name in files:
-        os.symlink(f"..data/{name}", folder / name)
 
 
 def test_a_mounted_configmap_of_policies_loads_each_policy_once(tmp_path: Path) -> None:

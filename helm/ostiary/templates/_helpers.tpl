@@ -148,3 +148,41 @@ a "values" folder, each named ConfigMap in a folder of its own name, so keys nev
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* OPA's bearer token: the Secret's (kept across upgrades) or a new one, made once per render so
+the Secret and the pods' checksum annotation agree. */}}
+{{- define "ostiary.opaToken" -}}
+{{- if not (hasKey .Values.opa.auth "renderedToken") -}}
+{{- $token := randAlphaNum 48 -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-opa-token" (include "ostiary.fullname" .)) -}}
+{{- if and $existing (index ($existing.data | default dict) "token") -}}
+{{- $token = index $existing.data "token" | b64dec -}}
+{{- end -}}
+{{- $_ := set .Values.opa.auth "renderedToken" $token -}}
+{{- end -}}
+{{- .Values.opa.auth.renderedToken -}}
+{{- end -}}
+
+{{/* OPA's administrative policy (opa.auth.enabled). */}}
+{{- define "ostiary.opaAuthzPolicy" -}}
+package system.authz
+
+default allow := false
+
+# Ostiary, with the token from the chart's Secret: any API.
+allow if input.identity == data.system.ostiary.token
+
+# The kubelet's probes, without a token.
+allow if {
+	input.method == "GET"
+	input.path == ["health"]
+}
+{{- if or .Values.opa.auth.metricsWithoutToken .Values.metrics.serviceMonitor.enabled }}
+
+# Prometheus, without a token: request counts and durations, nothing about policies.
+allow if {
+	input.method == "GET"
+	input.path == ["metrics"]
+}
+{{- end }}
+{{- end -}}
