@@ -96,3 +96,50 @@ def test_auth_off_renders_no_token_and_no_flags() -> None:
     assert not [o for o in objects if o["metadata"]["name"].endswith(("-opa-token", "-opa-authz"))]
     assert not any(a.startswith("--opa-token-file") for a in containers(objects)["ostiary"]["args"])
     assert "--authentication=token" not in containers(objects)["opa"]["args"]
+
+
+POLICY = """\
+apiVersion: ostiary.dev/v1
+kind: ClusterImagePolicy
+metadata: {name: default}
+spec:
+  repositories:
+    - name: "docker.io/library/*"
+      policy: {trust: {enabled: true}}
+"""
+
+
+def test_ostiary_given_the_mounted_token_file_works_with_the_authenticated_sidecar(tmp_path) -> None:
+    """The chart's two halves fit: `ostiary serve --opa-token-file` (the path the chart passes, the
+    Secret's key) gets OPA to take its modules; needs an Ostiary with that flag."""
+    from tests.e2e.webhook import OSTIARY_BIN
+
+    objects = rendered_objects()
+    ostiary_args = containers(objects)["ostiary"]["args"]
+    [token_arg] = [a for a in ostiary_args if a.startswith("--opa-token-file=")]
+    mount = next(m for m in containers(objects)["ostiary"]["volumeMounts"] if m["name"] == "opa-token")
+    token_file = token_arg.split("=", 1)[1].replace(mount["mountPath"], str(tmp_path / "token"))
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "policy.yaml").write_text(POLICY)
+    for api, _, token in run_sidecar(objects, tmp_path):
+        port = free_port()
+        with (tmp_path / "ostiary.log").open("wb") as log:
+            proc = subprocess.Popen([str(OSTIARY_BIN), "serve", "--policy-dir", str(tmp_path / "policies"),
+                                     "--listen", f"127.0.0.1:{port}", "--opa-url", api,
+                                     "--opa-token-file", token_file], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                assert proc.poll() is None, (tmp_path / "ostiary.log").read_text()[-3000:]
+                try:
+                    if requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "ostiary.log").read_text()[-3000:]
+                time.sleep(0.2)
+            held = requests.get(f"{api}/v1/policies", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            assert any(p["id"].startswith("ostiary/") for p in held.json()["result"])
+        finally:
+            proc.terminate()
+            proc.wait(15)

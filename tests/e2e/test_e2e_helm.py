@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 
 import pytest
@@ -22,7 +27,10 @@ from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from tests.e2e.cluster import REPO, tool
+from tests.chart.chart import mount_like_the_kubelet
+from tests.e2e.cluster import REPO, free_port, start_process, tool
+from tests.e2e.webhook import OSTIARY_BIN, apply_rbac, chart_rbac
+from tests.support import pki
 
 pytestmark = pytest.mark.e2e
 
@@ -49,14 +57,14 @@ def test_helm_lint_is_clean():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition", log=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f":\n{log()}" if log else ""))
 
 
 def service_account_client(control_plane, admin_client, namespace: str, name: str):
@@ -261,3 +269,99 @@ def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin
         checked.append(obj["kind"])
     assert unserved <= THIRD_PARTY, unserved
     assert {"Deployment", "Service", "MutatingWebhookConfiguration"} <= set(checked)
+
+
+# -- custom Rego from a ConfigMap, reloaded without a restart (customRegoConfigMaps) ----------------
+
+def swap_configmap(folder, files: dict[str, str], stamp: str) -> None:
+    """What the kubelet does when a mounted ConfigMap changes: a new `..<timestamp>` folder, `..data`
+    relinked to it atomically, links for new keys, links of removed keys and the old folder gone."""
+
+    old = os.readlink(folder / "..data")
+    (folder / stamp).mkdir()
+    for name, text in files.items():
+        (folder / stamp / name).write_text(text)
+    os.symlink(stamp, folder / "..data.tmp")
+    os.replace(folder / "..data.tmp", folder / "..data")
+    for entry in folder.iterdir():
+        if not entry.name.startswith("..") and entry.name not in files:
+            entry.unlink()
+    for name in files:
+        if not (folder / name).is_symlink():
+            os.symlink(f"..data/{name}", folder / name)
+    shutil.rmtree(folder / old)
+
+
+def opa_module_ids(opa_url: str) -> set[str]:
+
+    with urllib.request.urlopen(f"{opa_url}/v1/policies", timeout=5) as response:
+        return {p["id"] for p in json.loads(response.read())["result"]}
+
+
+def test_custom_rego_from_a_configmap_reloads_in_cluster_mode_without_a_restart(
+        control_plane, admin_client, crds, tmp_path):
+    """The chart mounts customRegoConfigMaps under --rego-dir; an edit must reach OPA in place."""
+
+
+    try:
+        client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": "ostiary-system"}})
+    except ApiException as exc:
+        assert exc.status == 409
+    apply_rbac(admin_client, chart_rbac())
+    rules = tmp_path / "rego" / "team-rules"
+    first = "package ostiary.custom.first\n\ndeny contains msg if { false; msg := \"first\" }\n"
+    second = "package ostiary.custom.second\n\ndeny contains msg if { false; msg := \"second\" }\n"
+    mount_like_the_kubelet(rules, {"first.rego": first}, stamp="..2026_12_03_14_00_00.1")
+
+    ca = pki.CA.create()
+    key, cert = ca.issue_server(("localhost",), ("127.0.0.1",))
+    cert_file = pki.write(tmp_path / "tls.crt", pki.cert_pem(cert))
+    key_file = pki.write(tmp_path / "tls.key", pki.private_key_pem(key))
+    opa_port, port = free_port(), free_port()
+    opa_url = f"http://127.0.0.1:{opa_port}"
+    opa = start_process("opa-rego-reload", [tool("opa"), "run", "--server", f"--addr=127.0.0.1:{opa_port}",
+                                            "--log-level=error", "--skip-version-check"], tmp_path)
+    ostiary = None
+    try:
+        wait_for(lambda: _answers(f"{opa_url}/health"), 20, "OPA")
+        ostiary = start_process("ostiary-rego-reload", [
+            str(OSTIARY_BIN), "serve", "--kube", "--kubeconfig", str(control_plane.kubeconfig("ostiary")),
+            "--listen", f"127.0.0.1:{port}", "--tls-cert", str(cert_file), "--tls-key", str(key_file),
+            "--opa-url", opa_url, "--system-namespace", "ostiary-system", "--rego-dir", str(tmp_path / "rego")],
+            tmp_path)
+        context = ssl.create_default_context(cafile=str(pki.write(tmp_path / "ca.crt", pki.cert_pem(ca.cert))))
+
+        def ready() -> bool:
+            assert ostiary.popen.poll() is None, ostiary.tail(60)
+            return _answers(f"https://127.0.0.1:{port}/readyz", context)
+
+        def why() -> str:
+            try:
+                urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=2, context=context)
+                return "ready"
+            except urllib.error.HTTPError as exc:
+                return exc.read().decode() + "\n" + "\n".join(
+                    line for line in ostiary.tail(200).splitlines() if "GET /readyz" not in line)
+
+        wait_for(ready, 60, "ostiary ready", log=why)
+        custom = {i for i in opa_module_ids(opa_url) if i.startswith("ostiary/custom/")}
+        assert custom == {"ostiary/custom/team-rules/first"}, "loaded once, not also from ..<timestamp>"
+
+        swap_configmap(rules, {"second.rego": second}, stamp="..2026_12_03_14_05_00.2")
+        wait_for(lambda: {i for i in opa_module_ids(opa_url) if i.startswith("ostiary/custom/")}
+                 == {"ostiary/custom/team-rules/second"}, 30, "the edited ConfigMap in OPA", log=why)
+        assert ostiary.popen.poll() is None, "reloaded in place, not by a restart"
+        wait_for(ready, 30, "ostiary ready again", log=why)
+    finally:
+        if ostiary is not None:
+            ostiary.stop()
+        opa.stop()
+
+
+def _answers(url: str, context=None) -> bool:
+
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
