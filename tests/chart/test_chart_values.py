@@ -20,6 +20,10 @@ def mutating_webhook(*sets: str) -> dict:
     ("tls.existingSecrets=x", "additional properties 'existingSecrets'"),
     ("webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"),
     ("image.digest=latest", "/image/digest"),
+    ("uninstallHook.image.tag=", "/uninstallHook/image/tag"),
+    ("opa.auth.enabled=yes", "/opa/auth/enabled"),
+    ("validatingWebhook.timeoutSeconds=0", "/validatingWebhook/timeoutSeconds"),
+    ("networkPolicy.enable=true", "additional properties 'enable'"),
 ])
 def test_the_schema_refuses_bad_values(value: str, complaint: str) -> None:
     done = render(value)
