@@ -9,6 +9,7 @@ the Job's container does, with the Job's own ServiceAccount, and reports the Job
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -196,6 +197,53 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
     # The hook cleans up after itself (hook-delete-policy hook-succeeded).
     assert not [j for j in client.BatchV1Api(admin_client).list_namespaced_job(NAMESPACE).items
                 if j.metadata.name == f"{FULLNAME}-uninstall"]
+
+
+def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_client, crds):
+    """If the hook cannot delete the webhooks, Helm must not delete their server either."""
+    release = "helm-e2e-hookfail"
+    fullname = f"{release}-ostiary"
+    helm(control_plane, "install", release, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR)
+    try:
+        uninstall = subprocess.Popen(helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE,
+                                               "--timeout", "60s"),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            batch = client.BatchV1Api(admin_client)
+            job = wait_for(lambda: next((j for j in batch.list_namespaced_job(NAMESPACE).items
+                                         if j.metadata.name == f"{fullname}-uninstall"), None), what="the hook Job")
+            now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            batch.patch_namespaced_job_status(job.metadata.name, NAMESPACE, {"status": {
+                "startTime": now, "failed": 4, "active": 0, "ready": 0,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
+                     "lastTransitionTime": now, "lastProbeTime": now},
+                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                     "lastTransitionTime": now, "lastProbeTime": now}]}})
+            output, _ = uninstall.communicate(timeout=90)
+        finally:
+            if uninstall.poll() is None:
+                uninstall.kill()
+        assert uninstall.returncode != 0, output
+        assert "pre-delete" in output or "hook" in output, output
+        admission = client.AdmissionregistrationV1Api(admin_client)
+        assert admission.read_mutating_webhook_configuration(fullname)
+        assert admission.read_validating_webhook_configuration(fullname)
+        assert client.AppsV1Api(admin_client).read_namespaced_deployment(fullname, NAMESPACE)
+        assert client.CoreV1Api(admin_client).read_namespaced_service(fullname, NAMESPACE)
+    finally:
+        subprocess.run(helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--no-hooks"),
+                       check=False, capture_output=True, timeout=120)
+        # A failed hook's objects stay for inspection (hook-delete-policy hook-succeeded); tidy them.
+        hook = f"{fullname}-uninstall"
+        rbac = client.RbacAuthorizationV1Api(admin_client)
+        for delete in (lambda: client.BatchV1Api(admin_client).delete_namespaced_job(hook, NAMESPACE),
+                       lambda: client.CoreV1Api(admin_client).delete_namespaced_service_account(hook, NAMESPACE),
+                       lambda: rbac.delete_cluster_role_binding(hook), lambda: rbac.delete_cluster_role(hook)):
+            with contextlib.suppress(ApiException):
+                delete()
+    admission = client.AdmissionregistrationV1Api(admin_client)
+    assert fullname not in [w.metadata.name for w in admission.list_mutating_webhook_configuration().items]
 
 
 # -- server-side dry run of every rendered object ---------------------------------------------------
