@@ -319,6 +319,51 @@ def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin
     assert {"Deployment", "Service", "MutatingWebhookConfiguration"} <= set(checked)
 
 
+def restricted_namespace(admin_client) -> str:
+    """A namespace where the API server's PodSecurity admission enforces the "restricted" level."""
+    name = "ostiary-restricted"
+    labels = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+    try:
+        client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": name, "labels": labels}})
+    except ApiException as exc:
+        assert exc.status == 409
+    return name
+
+
+def test_the_pod_security_admission_refuses_a_pod_below_restricted(admin_client):
+    """The check below can fail: a pod that asks for root is refused in the restricted namespace."""
+    namespace = restricted_namespace(admin_client)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
+           "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"runAsUser": 0}}]}}
+    with pytest.raises(ApiException) as refused:
+        client.CoreV1Api(admin_client).create_namespaced_pod(namespace, pod, dry_run="All")
+    assert refused.value.status == 403 and "restricted" in refused.value.body
+
+
+@pytest.mark.parametrize("case", ["defaults", "one replica, no auth, no hook", "directory source"])
+def test_every_pod_the_chart_makes_meets_the_restricted_pod_security_standard(admin_client, case):
+    """Both containers of the webhook pod, and the uninstall hook's pod, as real Pods through the API
+    server's PodSecurity admission at level restricted (server-side dry run)."""
+    namespace = restricted_namespace(admin_client)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
+        json.dump(DRY_RUN_MATRIX[case], file)
+        file.flush()
+        done = subprocess.run([tool("helm"), "template", "psa", CHART, "--namespace", namespace, "--values", file.name],
+                              check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    templates = [(o["kind"], o["spec"]["template"]) for o in yaml.safe_load_all(done.stdout)
+                 if o and o["kind"] in ("Deployment", "Job")]
+    assert ("Deployment" in {kind for kind, _ in templates})
+    for kind, template in templates:
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"psa-{kind.lower()}", "labels": template["metadata"].get("labels", {})},
+               "spec": template["spec"]}
+        try:
+            client.CoreV1Api(admin_client).create_namespaced_pod(namespace, pod, dry_run="All")
+        except ApiException as exc:
+            raise AssertionError(f"{case}: the {kind}'s pod is not restricted: {exc.body}") from None
+
+
 # -- custom Rego from a ConfigMap, reloaded without a restart (customRegoConfigMaps) ----------------
 
 def swap_configmap(folder, files: dict[str, str], stamp: str) -> None:
