@@ -22,6 +22,19 @@ _CUSTOM_PACKAGE = re.compile(r"^package\s+ostiary\.custom\.([a-z_][a-z0-9_]*)\s*
 _ANY_PACKAGE = re.compile(r"^\s*package\s+(\S+)", re.MULTILINE)
 
 
+def files_under(root: Path, pattern: str = "*") -> list[Path]:
+    """The files under `root` matching `pattern`, sorted, skipping folders whose name starts with "..".
+
+    A mounted ConfigMap or Secret keeps each file twice: `name` (a link) and the real
+    `..<timestamp>/name` behind `..data`; reading both would load every policy and module twice
+    (a policy "also defined at" itself, a Rego rule in conflict with its copy).
+    """
+    return sorted(
+        p for p in root.rglob(pattern)
+        if p.is_file() and not any(part.startswith("..") for part in p.relative_to(root).parts[:-1])
+    )
+
+
 def _documents(path: Path) -> list:
     text = path.read_text()
     if path.suffix == ".json":
@@ -54,7 +67,7 @@ def load_policy_set(directory: str | Path, system_namespace: str) -> PolicySet:
         raise PolicyError(str(root), "", "policy directory does not exist")
     result = PolicySet()
     seen: dict[tuple, str] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES):
+    for path in (p for p in files_under(root) if p.suffix in POLICY_SUFFIXES):
         for index, doc in enumerate(_documents(path)):
             origin = f"{path}#{index}"
             if doc is None:
@@ -96,7 +109,7 @@ def load_custom_rego(directory: str | Path) -> list[RegoModule]:
     if not root.is_dir():
         raise PolicyError(str(root), "", "custom Rego directory does not exist")
     modules = []
-    for path in sorted(root.rglob("*.rego")):
+    for path in files_under(root, "*.rego"):
         if path.name.endswith("_test.rego"):
             continue
         source = path.read_text()

@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-import yaml
 
-from tests.e2e.cluster import REPO, tool
-
-CHART = str(REPO / "helm" / "ostiary")
-
-
-def render(*sets: str) -> subprocess.CompletedProcess[str]:
-    argv = [tool("helm"), "template", "t", CHART, "--namespace", "ostiary-system"]
-    for value in sets:
-        argv += ["--set", value]
-    return subprocess.run(argv, check=False, capture_output=True, text=True, timeout=60)
-
-
-def rendered_objects(*sets: str) -> list[dict]:
-    done = render(*sets)
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+from tests.chart.chart import render, rendered_objects
 
 
 def mutating_webhook(*sets: str) -> dict:
@@ -38,6 +20,10 @@ def mutating_webhook(*sets: str) -> dict:
     ("tls.existingSecrets=x", "additional properties 'existingSecrets'"),
     ("webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"),
     ("image.digest=latest", "/image/digest"),
+    ("uninstallHook.image.tag=", "/uninstallHook/image/tag"),
+    ("opa.auth.enabled=yes", "/opa/auth/enabled"),
+    ("validatingWebhook.timeoutSeconds=0", "/validatingWebhook/timeoutSeconds"),
+    ("networkPolicy.enable=true", "additional properties 'enable'"),
 ])
 def test_the_schema_refuses_bad_values(value: str, complaint: str) -> None:
     done = render(value)
@@ -79,3 +65,38 @@ def test_the_webhook_rules_cover_exactly_the_extracted_workload_kinds() -> None:
                for rule in mutating_webhook()["rules"]
                for group in rule["apiGroups"] for resource in rule["resources"]}
     assert covered == extracted_workloads()
+
+
+def objects_of(kind: str, *sets: str) -> list[dict]:
+    return [o for o in rendered_objects(*sets) if o["kind"] == kind]
+
+
+def validating_webhook(*sets: str) -> dict:
+    [config] = objects_of("ValidatingWebhookConfiguration", *sets)
+    [hook] = config["webhooks"]
+    return hook
+
+
+def test_the_validating_webhook_checks_every_policy_kind_ostiary_reads_on_the_same_service_and_ca() -> None:
+    from app.kube.source import POLICY_KINDS
+
+    objects = rendered_objects()   # one render: each one generates its own CA
+    [hook] = next(o for o in objects if o["kind"] == "ValidatingWebhookConfiguration")["webhooks"]
+    [mutating] = next(o for o in objects if o["kind"] == "MutatingWebhookConfiguration")["webhooks"]
+    assert hook["clientConfig"]["service"]["path"] == "/validate"
+    assert hook["clientConfig"]["service"] | {"path": "/admit"} == mutating["clientConfig"]["service"]
+    assert hook["clientConfig"]["caBundle"] == mutating["clientConfig"]["caBundle"]
+    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
+    covered = {(group, version, resource, rule["scope"])
+               for rule in hook["rules"] for group in rule["apiGroups"]
+               for version in rule["apiVersions"] for resource in rule["resources"]}
+    wanted = {(k.group, k.version, k.plural, "Namespaced" if k.namespaced else "Cluster") for k in POLICY_KINDS}
+    assert covered == wanted
+    # Deleting a policy is never blocked by a broken Ostiary.
+    assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in hook["rules"])
+
+
+def test_the_validating_webhook_failure_policy_and_switch_are_values() -> None:
+    assert validating_webhook("validatingWebhook.failurePolicy=Fail")["failurePolicy"] == "Fail"
+    assert objects_of("ValidatingWebhookConfiguration", "validatingWebhook.enabled=false") == []
+    assert render("validatingWebhook.failurePolicy=Sometimes").returncode != 0

@@ -35,8 +35,49 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default .Release.Namespace .Values.systemNamespace -}}
 {{- end -}}
 
+{{/* The serving certificate's Secret. Each mode has its own name, so switching modes never lets
+Helm delete a Secret cert-manager has just written (or the reverse). */}}
 {{- define "ostiary.tlsSecretName" -}}
-{{- default (printf "%s-tls" (include "ostiary.fullname" .)) .Values.tls.existingSecret -}}
+{{- if eq .Values.tls.mode "secret" -}}
+{{- .Values.tls.existingSecret -}}
+{{- else if eq .Values.tls.mode "certManager" -}}
+{{- printf "%s-cm-tls" (include "ostiary.fullname" .) -}}
+{{- else -}}
+{{- printf "%s-tls" (include "ostiary.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The DNS names the API server may use for the Service (the first is the one it uses). */}}
+{{- define "ostiary.dnsNames" -}}
+{{- $fullname := include "ostiary.fullname" . -}}
+- {{ printf "%s.%s.svc" $fullname .Release.Namespace }}
+- {{ printf "%s.%s.svc.cluster.local" $fullname .Release.Namespace }}
+- {{ printf "%s.%s" $fullname .Release.Namespace }}
+{{- end -}}
+
+{{/* What the schema cannot say about the certificate modes: settings of one mode given with another
+would be silently ignored (or, for a caBundle next to cert-manager's injector, fight it). */}}
+{{- define "ostiary.checkTLS" -}}
+{{- $tls := .Values.tls -}}
+{{- if eq $tls.mode "secret" -}}
+{{- if not $tls.existingSecret -}}
+{{- fail "tls.mode=secret needs tls.existingSecret: a kubernetes.io/tls Secret (tls.crt, tls.key) in the release namespace" -}}
+{{- end -}}
+{{- if not (contains "-----BEGIN CERTIFICATE-----" $tls.caBundle) -}}
+{{- fail "tls.mode=secret needs tls.caBundle: the PEM CA certificate that signed tls.existingSecret (the API server trusts only it)" -}}
+{{- end -}}
+{{- if $tls.certManager.issuerRef -}}
+{{- fail "tls.certManager.issuerRef is only used with tls.mode=certManager; remove it or change tls.mode" -}}
+{{- end -}}
+{{- else if eq $tls.mode "certManager" -}}
+{{- if or $tls.existingSecret $tls.caBundle -}}
+{{- fail "tls.mode=certManager: cert-manager's CA injector fills the webhooks' caBundle; remove tls.existingSecret and tls.caBundle (they are for tls.mode=secret)" -}}
+{{- end -}}
+{{- else -}}
+{{- if or $tls.existingSecret $tls.caBundle $tls.certManager.issuerRef -}}
+{{- fail "tls.mode=generate: the chart makes its own certificate; tls.existingSecret and tls.caBundle are for tls.mode=secret, tls.certManager.issuerRef for tls.mode=certManager" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* repository:tag, or repository@digest when a digest is given. */}}
@@ -46,4 +87,102 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- else -}}
 {{- printf "%s:%s" .repository (toString .tag) -}}
 {{- end -}}
+{{- end -}}
+
+
+{{/* Sources of the files under --rego-dir and --policy-dir: the chart's ConfigMap (from values) in
+a "values" folder, each named ConfigMap in a folder of its own name, so keys never collide. */}}
+{{- define "ostiary.fileSources" -}}
+{{- $fullname := include "ostiary.fullname" . -}}
+{{- $sources := list -}}
+{{- if .Values.customRego -}}
+{{- $sources = append $sources (dict "volume" "rego-values" "configMap" (printf "%s-config" $fullname) "path" "/etc/ostiary/rego/values" "keys" (keys .Values.customRego | sortAlpha)) -}}
+{{- end -}}
+{{- range $i, $name := .Values.customRegoConfigMaps -}}
+{{- $sources = append $sources (dict "volume" (printf "rego-cm-%d" $i) "configMap" $name "path" (printf "/etc/ostiary/rego/%s" $name)) -}}
+{{- end -}}
+{{- if eq .Values.policySource "directory" -}}
+{{- if .Values.policies -}}
+{{- $sources = append $sources (dict "volume" "policies-values" "configMap" (printf "%s-config" $fullname) "path" "/etc/ostiary/policies/values" "keys" (list "policies.yaml")) -}}
+{{- end -}}
+{{- range $i, $name := .Values.policyConfigMaps -}}
+{{- $sources = append $sources (dict "volume" (printf "policies-cm-%d" $i) "configMap" $name "path" (printf "/etc/ostiary/policies/%s" $name)) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $sources -}}
+{{- end -}}
+
+{{- define "ostiary.fileMounts" -}}
+{{- range (include "ostiary.fileSources" . | fromYamlArray) }}
+- {name: {{ .volume }}, mountPath: {{ .path }}, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "ostiary.fileVolumes" -}}
+{{- range (include "ostiary.fileSources" . | fromYamlArray) }}
+- name: {{ .volume }}
+  configMap:
+    name: {{ .configMap }}
+    {{- with .keys }}
+    items:
+      {{- range . }}
+      - {key: {{ . }}, path: {{ . }}}
+      {{- end }}
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* What the schema cannot say about policy sources. */}}
+{{- define "ostiary.checkSources" -}}
+{{- if and (eq .Values.policySource "cluster") .Values.policyConfigMaps -}}
+{{- fail "policyConfigMaps are read only with policySource=directory; with policySource=cluster, policies are ImagePolicy/ClusterImagePolicy resources (or `policies` in values)" -}}
+{{- end -}}
+{{- if eq .Values.policySource "directory" -}}
+{{- if not (or .Values.policies .Values.policyConfigMaps) -}}
+{{- fail "policySource=directory needs `policies` or `policyConfigMaps`: with no policy file Ostiary would refuse every image" -}}
+{{- end -}}
+{{- end -}}
+{{- range (concat .Values.customRegoConfigMaps .Values.policyConfigMaps) -}}
+{{- if eq . "values" -}}
+{{- fail "a ConfigMap named \"values\" cannot be mounted: that folder holds the files from values; rename it" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* OPA's bearer token: the Secret's (kept across upgrades) or a new one, made once per render so
+the Secret and the pods' checksum annotation agree. */}}
+{{- define "ostiary.opaToken" -}}
+{{- if not (hasKey .Values.opa.auth "renderedToken") -}}
+{{- $token := randAlphaNum 48 -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (printf "%s-opa-token" (include "ostiary.fullname" .)) -}}
+{{- if and $existing (index ($existing.data | default dict) "token") -}}
+{{- $token = index $existing.data "token" | b64dec -}}
+{{- end -}}
+{{- $_ := set .Values.opa.auth "renderedToken" $token -}}
+{{- end -}}
+{{- .Values.opa.auth.renderedToken -}}
+{{- end -}}
+
+{{/* OPA's administrative policy (opa.auth.enabled). */}}
+{{- define "ostiary.opaAuthzPolicy" -}}
+package system.authz
+
+default allow := false
+
+# Ostiary, with the token from the chart's Secret: any API.
+allow if input.identity == data.system.ostiary.token
+
+# The kubelet's probes, without a token.
+allow if {
+	input.method == "GET"
+	input.path == ["health"]
+}
+{{- if or .Values.opa.auth.metricsWithoutToken .Values.metrics.serviceMonitor.enabled }}
+
+# Prometheus, without a token: request counts and durations, nothing about policies.
+allow if {
+	input.method == "GET"
+	input.path == ["metrics"]
+}
+{{- end }}
 {{- end -}}
