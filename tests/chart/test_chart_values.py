@@ -50,14 +50,10 @@ def test_defaults_exclude_the_release_namespace_kube_system_and_opted_out_namesp
 
 
 def extracted_workloads() -> set[tuple[str, str]]:
-    """(group, plural) of every workload kind Ostiary extracts a pod spec from.
+    """(group, resource) of every workload kind Ostiary extracts a pod spec from (app/workloads.py)."""
+    from app.workloads import webhook_resources
 
-    Derived from app/admission/extract.py and app/kube/owners.py today; to be switched to
-    app.workloads.WORKLOADS once that table lands on main.
-    """
-    return {("", "pods"), ("", "pods/ephemeralcontainers"), ("", "replicationcontrollers"),
-            ("apps", "deployments"), ("apps", "replicasets"), ("apps", "daemonsets"),
-            ("apps", "statefulsets"), ("batch", "jobs"), ("batch", "cronjobs")}
+    return {(group, resource) for group, resources in webhook_resources().items() for resource in resources}
 
 
 def test_the_webhook_rules_cover_exactly_the_extracted_workload_kinds() -> None:
