@@ -201,7 +201,7 @@ def check(case: Case, namespace: str, toggle_on: bool, resp: dict) -> str | None
         import base64
 
         patch = json.loads(base64.b64decode(resp.get("patch") or "W10=")) if resp.get("patch") else []
-        values = {op.get("value") for op in patch}
+        values = {op.get("value") for op in patch if isinstance(op.get("value"), str)}  # image pins
         missing = [p for p in case.pins.values() if p not in values]
         if missing:
             return f"{case.name} in {namespace}: patch lacks {missing}"

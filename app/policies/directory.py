@@ -18,8 +18,7 @@ from app.policies.schema import parse_policy_document
 from app.policies.translate import module_id, translate
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
-_CUSTOM_PACKAGE = re.compile(r"^package\s+ostiary\.custom\.([a-z_][a-z0-9_]*)\s*(#.*)?$", re.MULTILINE)
-_ANY_PACKAGE = re.compile(r"^\s*package\s+(\S+)", re.MULTILINE)
+_CUSTOM_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 def files_under(root: Path, pattern: str = "*") -> list[Path]:
@@ -103,8 +102,42 @@ def translate_all(policies: list[PolicyResource]) -> list[RegoModule]:
     return modules
 
 
+def custom_package(path: Path) -> str:
+    """The package of a custom module as OPA's own parser reads it (`opa parse`), never a regular
+    expression on the text: a byte-order mark, comments, line breaks or a `package` line inside a
+    raw string cannot make Ostiary and OPA disagree. It must be exactly `ostiary.custom.<name>`:
+    a custom module can add deny/warn rules of its own, never define or extend Ostiary's packages."""
+    import subprocess
+
+    from app.opa.process import OpaNotFound, find_opa
+
+    try:
+        done = subprocess.run([find_opa(), "parse", "--format", "json", str(path)], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OpaNotFound, OSError, subprocess.TimeoutExpired) as exc:
+        raise PolicyError(str(path), "", f"could not run OPA's parser on it: {exc}") from None
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().replace(str(path), path.name)
+        raise PolicyError(str(path), "", f"OPA cannot parse it: {reason}")
+    try:
+        terms = json.loads(done.stdout)["package"]["path"]
+        parts = [(t["type"], t["value"]) for t in terms]
+    except (ValueError, KeyError, TypeError):
+        raise PolicyError(str(path), "package", "OPA's parser found no package in it") from None
+    shown = ".".join(str(v) for _, v in parts[1:])
+    if (len(parts) != 4 or parts[0] != ("var", "data") or parts[1] != ("string", "ostiary")
+            or parts[2] != ("string", "custom") or parts[3][0] != "string"
+            or not isinstance(parts[3][1], str) or not _CUSTOM_NAME.fullmatch(parts[3][1])):
+        raise PolicyError(
+            str(path), "package",
+            f"custom Rego must declare exactly `package ostiary.custom.<name>` (lowercase name); "
+            f"OPA reads this file's package as {shown!r}, and it may not extend Ostiary's own packages",
+        )
+    return f"ostiary.custom.{parts[3][1]}"
+
+
 def load_custom_rego(directory: str | Path) -> list[RegoModule]:
-    """Custom rules: every *.rego (tests aside) must be `package ostiary.custom.<name>`."""
+    """Custom rules: every *.rego (tests aside) must be `package ostiary.custom.<name>`, as OPA reads it."""
     root = Path(directory)
     if not root.is_dir():
         raise PolicyError(str(root), "", "custom Rego directory does not exist")
@@ -112,17 +145,10 @@ def load_custom_rego(directory: str | Path) -> list[RegoModule]:
     for path in files_under(root, "*.rego"):
         if path.name.endswith("_test.rego"):
             continue
-        source = path.read_text()
-        packages = _ANY_PACKAGE.findall(source)
-        match = _CUSTOM_PACKAGE.search(source)
-        if len(packages) != 1 or match is None:
-            raise PolicyError(
-                str(path), "package",
-                "custom Rego must declare exactly `package ostiary.custom.<name>` "
-                "(lowercase name); it may not extend Ostiary's own packages",
-            )
+        package = custom_package(path)
+        source = path.read_text(encoding="utf-8-sig")
         rel = path.relative_to(root).with_suffix("").as_posix()
-        modules.append(RegoModule(id=f"ostiary/custom/{rel}", package=f"ostiary.custom.{match.group(1)}", source=source, origin=str(path)))
+        modules.append(RegoModule(id=f"ostiary/custom/{rel}", package=package, source=source, origin=str(path)))
     return modules
 
 
