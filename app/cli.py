@@ -118,19 +118,26 @@ def _with_opa(policy_dir: str, rego_dir: str | None, system_namespace: str):
 @click.option("--policy-dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
-def check(policy_dir, rego_dir, system_namespace) -> None:
-    """Validate a policy directory (and custom Rego) and compile it in a real OPA."""
-    from app.opa.client import OpaError
+@click.option("--strict", is_flag=True, help="Warnings (e.g. no policies loaded) fail too.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check(policy_dir, rego_dir, system_namespace, strict, fmt) -> None:
+    """Find every mistake in a policy directory (and custom Rego), each with file and line, and
+    compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
+    from app.offline.check import render_json, render_text, run_check
+    from app.opa.process import OpaNotFound
 
     try:
-        opa, _, policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
-    except (PolicyError, OpaError) as exc:
-        raise click.ClickException(str(exc)) from None
-    opa.stop()
-    click.echo(
-        f"ok: {len(policy_set.policies)} policies, {len(policy_set.secrets)} secrets, "
-        f"{len(policy_set.service_accounts)} service accounts compile in OPA"
-    )
+        report = run_check(policy_dir, rego_dir, system_namespace)
+    except (OpaNotFound, RuntimeError) as exc:
+        _input_error(str(exc))
+    if fmt == "json":
+        click.echo(render_json(report, strict))
+    else:
+        verdict, diagnostics = render_text(report, strict)
+        if diagnostics:
+            click.echo(diagnostics, err=True)
+        click.echo(verdict)
+    sys.exit(1 if report.failed(strict) else 0)
 
 
 @main.command()
