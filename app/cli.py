@@ -58,8 +58,10 @@ def main(log_level: str) -> None:
 @click.option("--budget", default=8.0, show_default=True, help="Seconds one admission may take (keep under the webhook timeout).")
 @click.option("--trust-cache-ttl", default=60.0, show_default=True, help="Seconds verified trust data is reused before refreshing timestamp.json.")
 @click.option("--threads", default=8, show_default=True, help="Request threads.")
+@click.option("--decision-log", "decision_log", default="-", show_default=True, metavar="PATH|-|off",
+              help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.")
 def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
-          system_namespace, budget, trust_cache_ttl, threads) -> None:
+          system_namespace, budget, trust_cache_ttl, threads, decision_log) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.server import ServeConfig
     from app.wsgi import run_gunicorn
@@ -71,10 +73,15 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
         raise click.UsageError("without --tls-cert/--tls-key Ostiary serves plain HTTP on loopback only")
     if not kube and not policy_dir:
         raise click.UsageError("give --policy-dir DIR (or --kube for the cluster source)")
+    if decision_log not in ("-", "off"):
+        try:
+            Path(decision_log).open("a").close()  # fail now, not in the worker at its first admission
+        except OSError as exc:
+            raise click.BadParameter(f"cannot append to {decision_log}: {exc.strerror}", param_hint="--decision-log") from None
     config = ServeConfig(
         policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, ca_file=ca_file,
         system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
-        kube=kube, kubeconfig=kubeconfig,
+        kube=kube, kubeconfig=kubeconfig, decision_log=decision_log,
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
 
