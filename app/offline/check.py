@@ -29,6 +29,7 @@ may miss some, said below):
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -38,8 +39,8 @@ from typing import Any
 
 import yaml
 
-from app.policies.directory import SourceError, collect_custom_rego, collect_policy_set
-from app.policies.model import PolicyError, PolicyResource, RegoModule
+from app.policies.directory import POLICY_SUFFIXES, SourceError, collect_custom_rego, collect_policy_set
+from app.policies.model import POLICY_KINDS, PolicyError, PolicyResource, RegoModule
 from app.policies.translate import Pattern, parse_pattern
 
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
@@ -159,24 +160,29 @@ def _load_finding(error: PolicyError, locator: Locator) -> Finding:
 # ---- policies ----------------------------------------------------------------------------------
 
 
-def _top_level_findings(policies: list[PolicyResource], locator: Locator) -> list[Finding]:
+def _top_level_findings(policy_dir: str, policies: list[PolicyResource], locator: Locator) -> list[Finding]:
     """Top-level fields of policy documents the loader does not read (it reads apiVersion, kind,
-    metadata and spec; status is what `kubectl get -o yaml` adds)."""
+    metadata and spec; status is what `kubectl get -o yaml` adds), in every policy document,
+    valid or not."""
+    entries = {p.origin: len(p.spec.get("repositories") or []) for p in policies}
     found = []
-    for policy in policies:
-        path, index = _split_origin(policy.origin)
+    for path in sorted(p for p in Path(policy_dir).rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES):
         try:
-            doc = list(yaml.safe_load_all(Path(path).read_text()))[index]
-        except (OSError, IndexError, yaml.YAMLError):
-            continue
-        for key in doc if isinstance(doc, dict) else ():
-            if key not in TOP_LEVEL_FIELDS:
-                found.append(Finding(
-                    "error", "unknown-field", path, locator.line(path, index, str(key)),
-                    f"{key}: unknown field {key!r} of {policy.kind} {policy.name} "
-                    f"(allowed: {', '.join(TOP_LEVEL_FIELDS)}); it is ignored, so the policy has "
-                    f"{len(policy.spec.get('repositories') or [])} entries",
-                ))
+            documents = list(yaml.safe_load_all(path.read_text()))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue  # reported by the load pass
+        for index, doc in enumerate(documents):
+            if not isinstance(doc, dict) or doc.get("kind") not in POLICY_KINDS:
+                continue
+            count = entries.get(f"{path}#{index}")
+            effect = f"; it is ignored, so the policy has {count} entries" if count is not None else "; it is ignored"
+            for key in doc:
+                if key not in TOP_LEVEL_FIELDS:
+                    found.append(Finding(
+                        "error", "unknown-field", str(path), locator.line(str(path), index, str(key)),
+                        f"{key}: unknown field {key!r} of {doc.get('kind')} "
+                        f"(allowed: {', '.join(TOP_LEVEL_FIELDS)}){effect}",
+                    ))
     return found
 
 
@@ -192,7 +198,7 @@ class Entry:
     def exact(self) -> bool:
         return self.pattern.exact is not None
 
-    @property
+    @functools.cached_property
     def sort_key(self) -> tuple:
         """matching.rego sort_key for an image this entry matches (exact_rank is per image, but for
         an entry covered by another only its own exactness matters; see the module docstring)."""
@@ -212,15 +218,20 @@ def _has_requirements(policy: Any) -> bool:
     trust = policy.get("trust")
     if isinstance(trust, dict) and trust.get("enabled") is True:
         return True
-    return any(kind in policy and policy[kind] is not False and policy[kind] is not None
-               for kind in REQUIREMENT_VERIFIERS)
+    return any(kind in policy and policy[kind] is not False for kind in REQUIREMENT_VERIFIERS)  # Rego: only false fails
+
+
+@functools.cache
+def _glob_regex(glob: str) -> re.Pattern:
+    return re.compile("".join(".*" if ch == "*" else re.escape(ch) for ch in glob), re.DOTALL)
 
 
 def _glob_covers(outer: str, inner: str) -> bool:
     """Every string `inner` matches, `outer` matches (globs whose only wildcard is `*`): exactly
     when `outer` matches `inner` with each `*` of inner taken as a character only a `*` absorbs."""
-    regex = "".join(".*" if ch == "*" else re.escape(ch) for ch in outer)
-    return re.fullmatch(regex, inner.replace("*", "\x00"), re.DOTALL) is not None
+    if "*" not in outer:
+        return outer == inner
+    return _glob_regex(outer).fullmatch(inner.replace("*", "\x00")) is not None
 
 
 def covers(b: Pattern, a: Pattern) -> bool:
@@ -271,8 +282,13 @@ def shadowed(entries: list[Entry]) -> list[tuple[Entry, Entry]]:
         scopes.setdefault(scope, []).append(entry)
     result = []
     for members in scopes.values():
+        by_host: dict[str, list[Entry]] = {}
+        for entry in members:
+            by_host.setdefault(entry.pattern.host, []).append(entry)
         for a in members:
-            winners = [b for b in members if b is not a and b.sort_key < a.sort_key and covers(b.pattern, a.pattern)]
+            key = a.sort_key
+            winners = [b for host, group in by_host.items() if _glob_covers(host, a.pattern.host)
+                       for b in group if b is not a and b.sort_key < key and covers(b.pattern, a.pattern)]
             if winners:
                 result.append((a, min(winners, key=lambda b: b.sort_key)))
     return result
@@ -535,7 +551,7 @@ def run_check(policy_dir: str, rego_dir: str | None, system_namespace: str) -> C
     report = CheckReport(policy_dir, rego_dir, [_load_finding(e, locator) for e in load_errors],
                          policies=len(policy_set.policies), secrets=len(policy_set.secrets),
                          service_accounts=len(policy_set.service_accounts))
-    report.findings.extend(_top_level_findings(policy_set.policies, locator))
+    report.findings.extend(_top_level_findings(policy_dir, policy_set.policies, locator))
     # Sound on a partial set too: entries added by fixing the refused documents can only add winners.
     report.findings.extend(_policy_findings(policy_set.policies, policy_dir, locator, complete=not load_errors))
     library = library_modules()

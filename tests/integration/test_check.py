@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.offline.check import covers, shadowed, _entries, Locator
+from app.offline.check import Locator, _entries, covers, shadowed
 from app.policies.model import PolicyResource
 from app.policies.translate import parse_pattern
 
@@ -63,6 +63,7 @@ def test_every_unknown_field_and_yaml_error_is_reported_with_file_and_line(tmp_p
         "    - name: nginx\n"
         "      polcy: {}\n"                               # line 19
         "  mod: warn\n"                                   # line 20
+        "labels: {}\n"                                   # line 21: top-level, in a document refused anyway
     )
     (tmp_path / "b.yaml").write_text("a: [b\nc: d\n")  # line 2: where the parser stops
     (tmp_path / "c.json").write_text('{"apiVersion": "ostiary.dev/v1",\n "kind": \n}\n')
@@ -72,7 +73,8 @@ def test_every_unknown_field_and_yaml_error_is_reported_with_file_and_line(tmp_p
     code, report = check_json("--policy-dir", str(tmp_path))
     assert code == 1 and report["ok"] is False
     assert {("a.yaml", 5, "unknown-field"), ("a.yaml", 17, "unknown-field"), ("a.yaml", 19, "unknown-field"),
-            ("a.yaml", 20, "unknown-field"), ("b.yaml", 2, "syntax"), ("c.json", 3, "syntax")} <= where(report)
+            ("a.yaml", 20, "unknown-field"), ("a.yaml", 21, "unknown-field"), ("b.yaml", 2, "syntax"),
+            ("c.json", 3, "syntax")} <= where(report)
 
 
 def test_the_loader_still_stops_at_the_first_error_and_accepts_the_same(tmp_path):
