@@ -354,6 +354,11 @@ def _compile_findings(library: list[RegoModule], custom: list[RegoModule]) -> li
     return found
 
 
+_CONSEQUENCE = {  # what rego/ostiary/main.rego does with a deny/warn that is not a set
+    "deny": "whenever its value is not false, the webhook denies every request",
+    "warn": "the webhook ignores it, so its warnings are never shown",
+}
+
 _NOT_SET_FORMS = {
     "args": "a function",
     "object": "an object (deny[key] := value)",
@@ -393,7 +398,7 @@ def _head_findings(module: RegoModule) -> tuple[list[Finding], dict[str, int]]:
             found.append(Finding(
                 "error", "deny-not-a-set", module.origin, row,
                 f"{name} in {module.package} is {form}; it must be a set of strings "
-                f"({name} contains msg if ...): the webhook denies every request while it is defined",
+                f"({name} contains msg if ...): {_CONSEQUENCE[name]}",
             ))
         elif key is not None and key.get("type") not in ("var", "string", "call", "ref"):
             found.append(Finding(
@@ -495,7 +500,7 @@ def _eval_findings(opa_url: str, modules: list[RegoModule], heads: dict[str, dic
                     found.setdefault((rule, file, "type"), Finding(
                         "error", "deny-not-a-set", file, line,
                         f"{rule} in ostiary.custom.{name} is a {kind} on the synthetic input {label!r}, not a set "
-                        f"of strings ({rule} contains msg if ...)",
+                        f"of strings ({rule} contains msg if ...): {_CONSEQUENCE[rule]}",
                     ))
                 elif row.get(f"{rule}_bad"):
                     found.setdefault((rule, file, "elem"), Finding(
