@@ -64,8 +64,10 @@ def main(log_level: str) -> None:
 @click.option("--root-pins", type=click.Path(exists=True, dir_okay=False),
               help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
                    "for entries without their own rootSecrets.")
+@click.option("--decision-log", "decision_log", default="-", show_default=True, metavar="PATH|-|off",
+              help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.")
 def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
-          system_namespace, budget, trust_cache_ttl, threads, state_dir, root_pins) -> None:
+          system_namespace, budget, trust_cache_ttl, threads, state_dir, root_pins, decision_log) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.server import ServeConfig
     from app.wsgi import run_gunicorn
@@ -77,11 +79,16 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
         raise click.UsageError("without --tls-cert/--tls-key Ostiary serves plain HTTP on loopback only")
     if not kube and not policy_dir:
         raise click.UsageError("give --policy-dir DIR (or --kube for the cluster source)")
+    if decision_log not in ("-", "off"):
+        try:
+            Path(decision_log).open("a").close()  # fail now, not in the worker at its first admission
+        except OSError as exc:
+            raise click.BadParameter(f"cannot append to {decision_log}: {exc.strerror}", param_hint="--decision-log") from None
     config = ServeConfig(
         policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, ca_file=ca_file,
         system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
         kube=kube, kubeconfig=kubeconfig, state_dir=_serve_state_dir(state_dir, kube),
-        root_pins=_serve_root_pins(root_pins),
+        root_pins=_serve_root_pins(root_pins), decision_log=decision_log,
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
 
@@ -155,19 +162,26 @@ def _with_opa(policy_dir: str, rego_dir: str | None, system_namespace: str):
 @click.option("--policy-dir", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
-def check(policy_dir, rego_dir, system_namespace) -> None:
-    """Validate a policy directory (and custom Rego) and compile it in a real OPA."""
-    from app.opa.client import OpaError
+@click.option("--strict", is_flag=True, help="Warnings (e.g. no policies loaded) fail too.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check(policy_dir, rego_dir, system_namespace, strict, fmt) -> None:
+    """Find every mistake in a policy directory (and custom Rego), each with file and line, and
+    compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
+    from app.offline.check import render_json, render_text, run_check
+    from app.opa.process import OpaNotFound
 
     try:
-        opa, _, policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
-    except (PolicyError, OpaError) as exc:
-        raise click.ClickException(str(exc)) from None
-    opa.stop()
-    click.echo(
-        f"ok: {len(policy_set.policies)} policies, {len(policy_set.secrets)} secrets, "
-        f"{len(policy_set.service_accounts)} service accounts compile in OPA"
-    )
+        report = run_check(policy_dir, rego_dir, system_namespace)
+    except (OpaNotFound, RuntimeError) as exc:
+        _input_error(str(exc))
+    if fmt == "json":
+        click.echo(render_json(report, strict))
+    else:
+        verdict, diagnostics = render_text(report, strict)
+        if diagnostics:
+            click.echo(diagnostics, err=True)
+        click.echo(verdict)
+    sys.exit(1 if report.failed(strict) else 0)
 
 
 @main.command()

@@ -6,7 +6,6 @@ the outcome into JSON; everything else is readiness, health and metrics.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.admission import respond
 from app.admission.extract import BadRequest
-from app.admission.review import Reviewer, parse_review, request_uid
+from app.admission.review import Outcome, Reviewer, parse_review, request_uid
+from app.decisionlog import DecisionLog
 from app.metrics import Metrics
 from app.opa.client import OpaClient, OpaError
 from app.opa.process import LocalOpa
@@ -47,6 +47,7 @@ class ServeConfig:
     trust_cache_ttl: float = 60.0
     kube: bool = False
     kubeconfig: str | None = None
+    decision_log: str | None = "-"  # app/decisionlog.py: "-" stdout, a file path, or "off"
     watch_interval: float = 2.0
     state_dir: str | None = None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
     root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
@@ -244,7 +245,8 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     rt = runtime or Runtime(config)
     app.extensions["ostiary"] = rt
-    decisions = logging.getLogger("ostiary.decisions")
+    decisions = DecisionLog.open(config.decision_log)
+    rt.reviewer.opa = decisions.wrap(rt.reviewer.opa)
 
     @app.errorhandler(413)
     def too_large(_exc):
@@ -264,26 +266,18 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
             if uid:
                 _, why = rt.ready()
                 rt.metrics.record(False, True, [], time.monotonic() - started)
-                return jsonify(respond.deny(uid, f"Ostiary is not ready, so it denies: {why}"))
+                answer = respond.deny(uid, f"Ostiary is not ready, so it denies: {why}")
+                decisions.begin()
+                decisions.write(body, answer, Outcome(False, why, error=True), time.monotonic() - started)
+                return jsonify(answer)
+        decisions.begin()
         try:
             answer, outcome = rt.reviewer.review(body)
         except BadRequest as exc:
             return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         elapsed = time.monotonic() - started
         rt.metrics.record(outcome.allowed, outcome.error, outcome.images, elapsed)
-        decisions.info(
-            json.dumps(
-                {
-                    "uid": answer["response"]["uid"],
-                    "allowed": outcome.allowed,
-                    "reason": outcome.reason[:2000],
-                    "images": [
-                        {k: i.get(k) for k in ("image", "allowed", "reasons", "pin")} for i in outcome.images
-                    ],
-                    "seconds": round(elapsed, 4),
-                }
-            )
-        )
+        decisions.write(body, answer, outcome, elapsed)
         return jsonify(answer)
 
     @app.post("/validate")

@@ -6,6 +6,7 @@ empty answer but OpaUndefined, so a missing rule can never read as "allowed".
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +39,7 @@ class OpaClient:
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
+        self._last = threading.local()  # per request thread: the decision id of its last query
 
     def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
         if timeout <= 0:
@@ -96,6 +98,7 @@ class OpaClient:
     def query(self, path: str, input: dict, deadline: float) -> Any:
         """POST /v1/data/<path> with `input`; `deadline` is an absolute time.monotonic() value."""
         remaining = deadline - time.monotonic()
+        self._last.decision_id = None
         resp = self._request("POST", f"/v1/data/{path.strip('/')}", remaining, json={"input": input})
         if resp.status_code != 200:
             raise OpaError(f"OPA query {path} failed ({resp.status_code}): {self._errors(resp)}")
@@ -103,9 +106,15 @@ class OpaClient:
             body = resp.json()
         except ValueError:
             raise OpaError(f"OPA query {path} answered with something that is not JSON") from None
+        if isinstance(body, dict) and isinstance(body.get("decision_id"), str):
+            self._last.decision_id = body["decision_id"]  # present when OPA's decision logging is on
         if "result" not in body:
             raise OpaUndefined(f"OPA query {path} is undefined (are Ostiary's Rego modules loaded?)")
         return body["result"]
+
+    def last_decision_id(self) -> str | None:
+        """OPA's decision id of this thread's last query (for the decision log), if OPA gave one."""
+        return getattr(self._last, "decision_id", None)
 
     def healthy(self) -> bool:
         try:

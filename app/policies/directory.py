@@ -2,6 +2,8 @@
 
 A load is all or nothing: every document of every file is validated and translated before
 anything reaches OPA, and the first invalid one stops the load with its file and document index.
+`collect_policy_set` and `collect_custom_rego` run the same checks but return every error (for
+`ostiary check`); the load functions raise the first of them, so both accept exactly the same files.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import yaml
 
 from app.policies.kinds import POLICY_KIND_NAMES
 from app.policies.model import PolicyError, PolicyResource, PolicySet, RegoModule
-from app.policies.schema import parse_policy_document
+from app.policies.schema import parse_policy_document, policy_document_errors
 from app.policies.translate import module_id, translate
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
@@ -34,17 +36,33 @@ def files_under(root: Path, pattern: str = "*") -> list[Path]:
     )
 
 
+class SourceError(PolicyError):
+    """A file that cannot be parsed at all; `line` (1-based, 0 when unknown) is where the parser
+    stopped, `summary` the reason on one line."""
+
+    def __init__(self, origin: str, message: str, path: Path, line: int, summary: str):
+        super().__init__(origin, "", message)
+        self.path = str(path)
+        self.line = line
+        self.summary = summary
+
+
 def _documents(path: Path) -> list:
     text = path.read_text()
     if path.suffix == ".json":
         try:
             return [json.loads(text)]
         except json.JSONDecodeError as exc:
-            raise PolicyError(f"{path}#0", "", f"not valid JSON: {exc}") from None
+            raise SourceError(f"{path}#0", f"not valid JSON: {exc}", path, exc.lineno,
+                              f"not valid JSON: {exc.msg} (column {exc.colno})") from None
     try:
         return list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
-        raise PolicyError(str(path), "", f"not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        raise SourceError(str(path), f"not valid YAML: {exc}", path, line, f"not valid YAML: {problem}{column}") from None
 
 
 def _check_core(doc: dict, origin: str, kind: str) -> tuple[str, str]:
@@ -61,37 +79,63 @@ def _check_core(doc: dict, origin: str, kind: str) -> tuple[str, str]:
 
 def load_policy_set(directory: str | Path, system_namespace: str) -> PolicySet:
     """Read every policy file under `directory` (recursively, sorted); raise PolicyError on the first bad one."""
+    result, errors = collect_policy_set(directory, system_namespace)
+    if errors:
+        raise errors[0]
+    return result
+
+
+def collect_policy_set(directory: str | Path, system_namespace: str) -> tuple[PolicySet, list[PolicyError]]:
+    """Every policy file under `directory`, and every error in them (file, document, field), in
+    file and document order. The set is usable only when the list is empty."""
     root = Path(directory)
     if not root.is_dir():
-        raise PolicyError(str(root), "", "policy directory does not exist")
+        return PolicySet(), [PolicyError(str(root), "", "policy directory does not exist")]
     result = PolicySet()
+    errors: list[PolicyError] = []
     seen: dict[tuple, str] = {}
     for path in (p for p in files_under(root) if p.suffix in POLICY_SUFFIXES):
-        for index, doc in enumerate(_documents(path)):
-            origin = f"{path}#{index}"
-            if doc is None:
-                continue
-            if not isinstance(doc, dict):
-                raise PolicyError(origin, "", "a document must be a mapping")
-            kind = doc.get("kind")
-            if kind in POLICY_KIND_NAMES:
-                resource = parse_policy_document(doc, origin)
-                if resource.key in seen:
-                    raise PolicyError(origin, "metadata.name", f"{resource.kind} {resource.name} is also defined at {seen[resource.key]}")
-                seen[resource.key] = origin
-                result.policies.append(resource)
-            elif kind == "Secret":
-                name, ns = _check_core(doc, origin, kind)
-                result.secrets[(ns or system_namespace, name)] = doc
-            elif kind == "ServiceAccount":
-                name, ns = _check_core(doc, origin, kind)
-                result.service_accounts[(ns or system_namespace, name)] = doc
-            else:
-                raise PolicyError(
-                    origin, "kind",
-                    f"{kind!r} is not ImagePolicy, ClusterImagePolicy, Secret or ServiceAccount",
-                )
-    return result
+        try:
+            documents = _documents(path)
+        except PolicyError as exc:
+            errors.append(exc)
+            continue
+        for index, doc in enumerate(documents):
+            try:
+                errors.extend(_add_document(result, seen, doc, f"{path}#{index}", system_namespace))
+            except PolicyError as exc:
+                errors.append(exc)
+    return result, errors
+
+
+def _add_document(result: PolicySet, seen: dict[tuple, str], doc, origin: str, system_namespace: str) -> list[PolicyError]:
+    """Add one document to `result`; return its validation errors (or raise the one that stops it)."""
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        raise PolicyError(origin, "", "a document must be a mapping")
+    kind = doc.get("kind")
+    if kind in POLICY_KIND_NAMES:
+        problems = policy_document_errors(doc, origin)
+        if problems:
+            return problems
+        resource = parse_policy_document(doc, origin)
+        if resource.key in seen:
+            raise PolicyError(origin, "metadata.name", f"{resource.kind} {resource.name} is also defined at {seen[resource.key]}")
+        seen[resource.key] = origin
+        result.policies.append(resource)
+    elif kind == "Secret":
+        name, ns = _check_core(doc, origin, kind)
+        result.secrets[(ns or system_namespace, name)] = doc
+    elif kind == "ServiceAccount":
+        name, ns = _check_core(doc, origin, kind)
+        result.service_accounts[(ns or system_namespace, name)] = doc
+    else:
+        raise PolicyError(
+            origin, "kind",
+            f"{kind!r} is not ImagePolicy, ClusterImagePolicy, Secret or ServiceAccount",
+        )
+    return []
 
 
 def translate_all(policies: list[PolicyResource]) -> list[RegoModule]:
@@ -138,18 +182,31 @@ def custom_package(path: Path) -> str:
 
 def load_custom_rego(directory: str | Path) -> list[RegoModule]:
     """Custom rules: every *.rego (tests aside) must be `package ostiary.custom.<name>`, as OPA reads it."""
+    modules, errors = collect_custom_rego(directory)
+    if errors:
+        raise errors[0]
+    return modules
+
+
+def collect_custom_rego(directory: str | Path) -> tuple[list[RegoModule], list[PolicyError]]:
+    """The custom modules of `directory` and every file refused (the same checks as load_custom_rego)."""
     root = Path(directory)
     if not root.is_dir():
-        raise PolicyError(str(root), "", "custom Rego directory does not exist")
-    modules = []
+        return [], [PolicyError(str(root), "", "custom Rego directory does not exist")]
+    modules: list[RegoModule] = []
+    errors: list[PolicyError] = []
     for path in files_under(root, "*.rego"):
         if path.name.endswith("_test.rego"):
             continue
-        package = custom_package(path)
+        try:
+            package = custom_package(path)
+        except PolicyError as exc:
+            errors.append(exc)
+            continue
         source = path.read_text(encoding="utf-8-sig")
         rel = path.relative_to(root).with_suffix("").as_posix()
         modules.append(RegoModule(id=f"ostiary/custom/{rel}", package=package, source=source, origin=str(path)))
-    return modules
+    return modules, errors
 
 
 class DirectoryStore:

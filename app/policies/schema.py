@@ -92,50 +92,77 @@ def _path(error: jsonschema.ValidationError) -> str:
     return "".join(parts)
 
 
-def parse_policy_document(doc: Any, origin: str) -> PolicyResource:
-    """Validate one ImagePolicy/ClusterImagePolicy document; raise PolicyError naming the field."""
+def _spec_errors(spec: Any, origin: str) -> list[PolicyError]:
+    """Every schema violation of `spec`, by field path; an unknown field is reported once per key
+    (with the fields allowed there), so a person sees all misspellings of a document at once."""
+    found: list[PolicyError] = []
+    for error in sorted(_VALIDATOR.iter_errors(spec), key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path]):
+        allowed = (error.schema or {}).get("properties") if isinstance(error.schema, dict) else None
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict) and isinstance(allowed, dict):
+            for key in sorted(k for k in error.instance if k not in allowed):
+                found.append(PolicyError(
+                    origin, f"{_path(error)}.{key}",
+                    f"unknown field {key!r} (allowed here: {', '.join(allowed)})",
+                ))
+            continue
+        found.append(PolicyError(origin, _path(error), error.message))
+    return found
+
+
+def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
+    """Every reason `doc` is not a valid ImagePolicy/ClusterImagePolicy ([] when it is valid).
+
+    The checks and the verdict are exactly those of parse_policy_document, which raises the first
+    of these; `ostiary check` reports them all.
+    """
     if not isinstance(doc, dict):
-        raise PolicyError(origin, "", f"expected a mapping, got {type(doc).__name__}")
+        return [PolicyError(origin, "", f"expected a mapping, got {type(doc).__name__}")]
+    errors: list[PolicyError] = []
     api_version = doc.get("apiVersion")
     kind = doc.get("kind")
     if api_version not in POLICY_API_VERSIONS:
-        raise PolicyError(
+        errors.append(PolicyError(
             origin, "apiVersion", f"{api_version!r} is not one of {', '.join(POLICY_API_VERSIONS)}"
-        )
+        ))
     if kind not in POLICY_KIND_NAMES:
-        raise PolicyError(origin, "kind", f"{kind!r} is not one of {', '.join(POLICY_KIND_NAMES)}")
+        errors.append(PolicyError(origin, "kind", f"{kind!r} is not one of {', '.join(POLICY_KIND_NAMES)}"))
+        return errors
     metadata = doc.get("metadata")
     if not isinstance(metadata, dict):
-        raise PolicyError(origin, "metadata", "missing or not a mapping")
-    name = metadata.get("name")
-    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-        raise PolicyError(origin, "metadata.name", f"{name!r} is not a valid Kubernetes name")
-    namespace = metadata.get("namespace")
-    if kind == "ImagePolicy":
-        if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
-            raise PolicyError(
-                origin, "metadata.namespace", f"an ImagePolicy needs a valid namespace, got {namespace!r}"
-            )
+        errors.append(PolicyError(origin, "metadata", "missing or not a mapping"))
     else:
-        if namespace not in (None, ""):
-            raise PolicyError(
+        name = metadata.get("name")
+        if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+            errors.append(PolicyError(origin, "metadata.name", f"{name!r} is not a valid Kubernetes name"))
+        namespace = metadata.get("namespace")
+        if kind == "ImagePolicy":
+            if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
+                errors.append(PolicyError(
+                    origin, "metadata.namespace", f"an ImagePolicy needs a valid namespace, got {namespace!r}"
+                ))
+        elif namespace not in (None, ""):
+            errors.append(PolicyError(
                 origin, "metadata.namespace", "a ClusterImagePolicy is cluster-scoped: remove namespace"
-            )
-        namespace = None
+            ))
     spec = doc.get("spec")
-    if spec is None:
-        spec = {}
-    errors = sorted(_VALIDATOR.iter_errors(spec), key=lambda e: list(e.absolute_path))
+    errors.extend(_spec_errors({} if spec is None else spec, origin))
+    return errors
+
+
+def parse_policy_document(doc: Any, origin: str) -> PolicyResource:
+    """Validate one ImagePolicy/ClusterImagePolicy document; raise PolicyError naming the field
+    (the first of policy_document_errors)."""
+    errors = policy_document_errors(doc, origin)
     if errors:
-        first = errors[0]
-        raise PolicyError(origin, _path(first), first.message)
+        raise errors[0]
+    metadata = doc["metadata"]
     uid = metadata.get("uid")
     return PolicyResource(
-        api_version=api_version,
-        kind=kind,
-        name=name,
-        namespace=namespace,
-        spec=spec,
+        api_version=doc["apiVersion"],
+        kind=doc["kind"],
+        name=metadata["name"],
+        namespace=metadata.get("namespace") if doc["kind"] == "ImagePolicy" else None,
+        spec=doc.get("spec") or {},
         origin=origin,
         uid=uid if isinstance(uid, str) else None,
     )
