@@ -165,6 +165,8 @@ def _patch_summary(response: dict) -> list[dict]:
         return [{"path": None, "image": None, "digest": None, "error": "undecodable patch"}]
     summary = []
     for op in operations if isinstance(operations, list) else []:
+        if isinstance(op, dict) and str(op.get("path", "")).startswith("/metadata/"):
+            continue  # the original-images annotation: not a pin
         value = op.get("value") if isinstance(op, dict) else None
         digest = value.rpartition("@")[2] if isinstance(value, str) and "@" in value else None
         summary.append({"path": op.get("path") if isinstance(op, dict) else None, "image": _text(value), "digest": digest})
