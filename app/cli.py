@@ -52,6 +52,8 @@ def main(log_level: str) -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM); reloaded when it changes.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--opa-url", help="Use this OPA (e.g. the sidecar) instead of starting one.")
+@click.option("--opa-token-file", type=click.Path(exists=True, dir_okay=False),
+              help="Bearer token for --opa-url (OPA run with --authentication=token); the OPA Ostiary starts gets a random one.")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers.")
 @click.option("--kube", is_flag=True, help="Read policies, secrets and owners from the Kubernetes API.")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig (default: in-cluster).")
@@ -59,10 +61,10 @@ def main(log_level: str) -> None:
 @click.option("--budget", default=8.0, show_default=True, help="Seconds one admission may take (keep under the webhook timeout).")
 @click.option("--trust-cache-ttl", default=60.0, show_default=True, help="Seconds verified trust data is reused before refreshing timestamp.json.")
 @click.option("--threads", default=8, show_default=True, help="Request threads.")
-def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
+def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, opa_token_file, ca_file, kube, kubeconfig,
           system_namespace, budget, trust_cache_ttl, threads) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
-    from app.server import ServeConfig
+    from app.server import ServeConfig, read_token
     from app.wsgi import run_gunicorn
 
     host, port = _split_listen(listen)
@@ -72,8 +74,15 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
         raise click.UsageError("without --tls-cert/--tls-key Ostiary serves plain HTTP on loopback only")
     if not kube and not policy_dir:
         raise click.UsageError("give --policy-dir DIR (or --kube for the cluster source)")
+    if opa_token_file:
+        if not opa_url:
+            raise click.UsageError("--opa-token-file is for --opa-url; the OPA Ostiary starts gets its own token")
+        try:
+            read_token(opa_token_file)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     config = ServeConfig(
-        policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, ca_file=ca_file,
+        policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, opa_token_file=opa_token_file, ca_file=ca_file,
         system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
         kube=kube, kubeconfig=kubeconfig,
     )
@@ -107,8 +116,8 @@ def _with_opa(policy_dir: str, rego_dir: str | None, system_namespace: str):
 
     policy_set = load_policy_set(policy_dir, system_namespace)
     modules = translate_all(policy_set.policies)
-    opa = LocalOpa().start()
-    client = OpaClient(opa.url)
+    opa = LocalOpa(authenticate=True).start()
+    client = OpaClient(opa.url, token=opa.token)
     sync = PolicySync(client)
     sync.set_base(library_modules() + (load_custom_rego(rego_dir) if rego_dir else []))
     sync.replace_all(modules)

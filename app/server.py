@@ -41,6 +41,7 @@ class ServeConfig:
     policy_dir: str | None = None
     rego_dir: str | None = None
     opa_url: str | None = None
+    opa_token_file: str | None = None  # the bearer token of an external OPA (the chart's sidecar)
     ca_file: str | None = None
     system_namespace: str = DEFAULT_SYSTEM_NAMESPACE
     budget: float = 8.0
@@ -49,6 +50,17 @@ class ServeConfig:
     kubeconfig: str | None = None
     watch_interval: float = 2.0
     extra: dict = field(default_factory=dict)
+
+
+def read_token(path: str) -> str:
+    """The bearer token in `path` (surrounding whitespace dropped; a Secret's trailing newline)."""
+    try:
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the OPA token file {path}: {exc}") from None
+    if not token or any(c.isspace() for c in token):
+        raise ValueError(f"the OPA token file {path} must hold one token (no spaces), not {'nothing' if not token else 'several words'}")
+    return token
 
 
 def _dir_signature(*dirs: str | None) -> tuple:
@@ -72,10 +84,11 @@ class Runtime:
         self.local_opa: LocalOpa | None = None
         if config.opa_url:
             opa_url = config.opa_url
+            token = read_token(config.opa_token_file) if config.opa_token_file else None
         else:
-            self.local_opa = LocalOpa().start()
-            opa_url = self.local_opa.url
-        self.opa = OpaClient(opa_url)
+            self.local_opa = LocalOpa(authenticate=True).start()
+            opa_url, token = self.local_opa.url, self.local_opa.token
+        self.opa = OpaClient(opa_url, token=token)
         self.sync = PolicySync(self.opa, on_drift=self.metrics.record_drift)
         self.load_error: str | None = None
         self._signature: tuple = ()
@@ -184,8 +197,9 @@ class Runtime:
             return False, "policies not synced yet"
         if self.kube is not None and not self.kube.ready:
             return False, "cluster policy source has not finished its first sync"
-        if not self.opa.healthy():
-            return False, f"OPA at {self.opa.url} does not answer"
+        problem = self.opa.problem()
+        if problem:
+            return False, problem
         if not self.sync.in_place():
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
         return True, "ready" + (f" (last reload failed: {self.load_error})" if self.load_error else "")
