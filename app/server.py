@@ -21,7 +21,7 @@ from app.admission import respond
 from app.admission.extract import BadRequest
 from app.admission.review import Reviewer
 from app.metrics import Metrics
-from app.opa.client import OpaClient, OpaError
+from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.opa.process import LocalOpa
 from app.policies.directory import (
     DirectoryStore,
@@ -90,22 +90,20 @@ class Runtime:
             opa_url, token = self.local_opa.url, self.local_opa.token
         self.opa = OpaClient(opa_url, token=token)
         self.sync = PolicySync(self.opa, on_drift=self.metrics.record_drift)
-        self.load_error: str | None = None
-        self._signature: tuple = ()
+        self.load_error: str | None = None  # why the last load failed; None when it succeeded
+        self.in_force: str | None = None  # what the last good load put in force (for /readyz)
+        self._signature: tuple = ()  # of the files the last load read (a bad file waits for a change)
+        self._retry = False  # the last load failed because OPA did not answer: try again next round
         self._stop = threading.Event()
         self.kube: Any = None
         self.store: object = DirectoryStore(PolicySet())
         self.trust = self._trust_service()
         self.metrics.watch_trust(self.trust.stats)
-        try:
-            self.sync.set_base(library_modules() + self._custom_modules())
-        except (PolicyError, OpaError) as exc:
-            self.load_error = str(exc)
-            log.error("custom Rego not loaded: %s", exc)
         if config.kube:
+            self.load_base()
             self._start_kube()
         elif config.policy_dir:
-            self.reload_directory(initial=True)
+            self.reload_directory()
         else:
             self.load_error = "no policy source: give --policy-dir or --kube"
         self.reviewer = Reviewer(
@@ -140,29 +138,64 @@ class Runtime:
         self.store = self.kube.store
         self.kube.start()
 
-    def reload_directory(self, initial: bool = False) -> None:
-        """Load the policy directory all or nothing; on failure keep what OPA already has."""
+    def _failed(self, stage: str, doing: str, exc: BaseException, signature: tuple) -> None:
+        """Record a failed load. A bad file (or one the translator chokes on) waits for the next
+        change of the files; OPA not answering (killed mid-push) is retried next round."""
+        if isinstance(exc, (PolicyError, OpaError)):
+            self.load_error = f"{stage}: {exc}"
+        else:  # a bug, not the operator's file: say which step, keep the traceback in the log
+            log.exception("%s: %s failed", stage, doing)
+            self.load_error = f"{stage}: {doing} failed ({exc.__class__.__name__}: {exc}); an Ostiary bug, please report it"
+        self._retry = isinstance(exc, OpaError) and not isinstance(exc, OpaModuleRefused)
+        if not self._retry:
+            self._signature = signature
+        log.error("%s", self.load_error)
+
+    def load_base(self) -> None:
+        """Library and custom Rego (the cluster source brings the policies); all or nothing."""
+        signature = _dir_signature(self.config.rego_dir)
+        doing = "loading custom Rego"
+        try:
+            custom = self._custom_modules()
+            doing = "pushing it to OPA"
+            self.sync.set_base(library_modules() + custom)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported by /readyz, never a crash
+            self._failed("custom Rego not loaded", doing, exc, signature)
+            return
+        self._loaded(signature, f"the library and {len(custom)} custom modules")
+
+    def reload_directory(self) -> None:
+        """Load custom Rego and the policy directory all or nothing; on failure OPA keeps the last
+        good set (PolicySync restores it) and /readyz says so."""
         signature = _dir_signature(self.config.policy_dir, self.config.rego_dir)
+        stage, doing = "policies not loaded", "reading the policy files"
         try:
             policy_set = load_policy_set(self.config.policy_dir or "", self.config.system_namespace)
+            doing = "translating the policies"
             modules = translate_all(policy_set.policies)
-            if not initial:
-                self.sync.set_base(library_modules() + self._custom_modules())
-            self.sync.replace_all(modules)
-        except (PolicyError, OpaError) as exc:
-            self.load_error = str(exc)
-            log.error("policies not loaded: %s", exc)
-            # A bad file waits for the next change; OPA failing (killed mid-push) is retried next round.
-            if isinstance(exc, PolicyError):
-                self._signature = signature
+            stage, doing = "custom Rego not loaded", "reading custom Rego"
+            custom = self._custom_modules()
+            stage, doing = "policies and custom Rego not loaded", "pushing them to OPA"
+            self.sync.replace(library_modules() + custom, modules)
+        except Exception as exc:  # noqa: BLE001 - any failure is reported by /readyz, never a crash
+            self._failed(stage, doing, exc, signature)
             return
         self.store = DirectoryStore(policy_set)
         if hasattr(self, "reviewer"):
             self.reviewer.store = self.store
         self.metrics.policies.set(len(policy_set.policies))
-        self.load_error = None
-        self._signature = signature
+        self._loaded(signature, f"{len(policy_set.policies)} policies and {len(custom)} custom modules")
         log.info("loaded %d policies from %s", len(policy_set.policies), self.config.policy_dir)
+
+    def _loaded(self, signature: tuple, what: str) -> None:
+        self.load_error = None
+        self._retry = False
+        self._signature = signature
+        self.in_force = f"{what}, loaded {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+
+    def serving(self) -> bool:
+        """True once a complete set (library, custom Rego, policies) has been in force."""
+        return self.sync.synced and self.in_force is not None
 
     def _watch(self) -> None:
         """Restart a dead local OPA; in directory mode push everything again when OPA lost its
@@ -181,28 +214,30 @@ class Runtime:
                         self.sync.repair()
                     except OpaError as exc:
                         log.warning("could not compare OPA's modules with Ostiary's: %s", exc)
-                if (
-                    self.config.policy_dir
-                    and not self.config.kube
-                    and _dir_signature(self.config.policy_dir, self.config.rego_dir) != self._signature
+                if self.config.kube:
+                    if self._retry or _dir_signature(self.config.rego_dir) != self._signature:
+                        self.load_base()
+                elif self.config.policy_dir and (
+                    self._retry or _dir_signature(self.config.policy_dir, self.config.rego_dir) != self._signature
                 ):
                     self.reload_directory()
             except Exception:  # keep watching; the next round tries again
                 log.exception("watchdog round failed")
 
     def ready(self) -> tuple[bool, str]:
-        if self.load_error and not self.sync.synced:
-            return False, f"policies not loaded: {self.load_error}"
-        if not self.sync.synced:
-            return False, "policies not synced yet"
+        """200 only when OPA holds exactly the whole set asked for and the last load succeeded."""
+        if not self.serving():
+            return False, f"nothing in force: {self.load_error}" if self.load_error else "policies not synced yet"
         if self.kube is not None and not self.kube.ready:
             return False, "cluster policy source has not finished its first sync"
         problem = self.opa.problem()
         if problem:
             return False, problem
+        if self.load_error:
+            return False, f"{self.load_error}; still deciding with the last good set ({self.in_force})"
         if not self.sync.in_place():
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
-        return True, "ready" + (f" (last reload failed: {self.load_error})" if self.load_error else "")
+        return True, "ready"
 
     def close(self) -> None:
         self._stop.set()
@@ -229,7 +264,7 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         body = request.get_json(silent=True)
         if body is None:
             return jsonify({"error": "expected a JSON AdmissionReview (Content-Type: application/json)"}), 400
-        if not rt.sync.synced:
+        if not rt.serving():
             uid = ((body.get("request") or {}) if isinstance(body, dict) else {}).get("uid")
             if isinstance(uid, str) and uid:
                 _, why = rt.ready()

@@ -38,6 +38,7 @@ from gunicorn.workers.gthread import ThreadWorker
 from app.server import MAX_BODY
 
 READ_CHUNK = 65536
+MAX_HEAD = 64 * 1024  # request head bytes buffered per connection at most (431 beyond)
 
 
 def validate_pos_float(val) -> float:
@@ -179,7 +180,10 @@ class OstiaryWorker(ThreadWorker):
         self.send_timeout = float(_setting(cfg, "send_timeout"))
         self.max_body = int(_setting(cfg, "max_body"))
         self.max_buffered = int(_setting(cfg, "max_buffered_bytes"))
-        self.max_head = cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size or 8190) + 4
+        # gunicorn's parser checks each line against limit_request_*; the loop only needs a bound
+        # on what one connection may hold before its head ends (the API server sends well under 4 KiB).
+        self.max_head = min(cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size or 8190) + 4,
+                            MAX_HEAD)
         self.conns: set[Conn] = set()
         self.idle: collections.OrderedDict[Conn, None] = collections.OrderedDict()  # kept-alive, oldest first
         self.buffered = 0
