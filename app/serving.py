@@ -39,6 +39,8 @@ from app.server import MAX_BODY
 
 READ_CHUNK = 65536
 MAX_HEAD = 64 * 1024  # request head bytes buffered per connection at most (431 beyond)
+LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
+MAX_LINGERING = 1000
 
 
 def validate_pos_float(val) -> float:
@@ -188,6 +190,7 @@ class OstiaryWorker(ThreadWorker):
         self.idle: collections.OrderedDict[Conn, None] = collections.OrderedDict()  # kept-alive, oldest first
         self.buffered = 0
         self.refused = 0
+        self.lingering: dict[socket.socket, float] = {}  # answered with an error, closing gently
         self.ssl_context: ssl.SSLContext | None = None
 
     # -- the loop ---------------------------------------------------------------------------
@@ -208,12 +211,16 @@ class OstiaryWorker(ThreadWorker):
         next_sweep = 0.0
         while self.alive:
             self.notify()
-            for key, mask in self.poller.select(0.25):
+            events = self.poller.select(0.25)
+            self._take_finished()  # first: a finished request may free a slot for a newcomer
+            for key, _mask in events:
                 kind, obj, extra = key.data
                 if kind == "accept":
                     self._accept(obj, extra)
                 elif kind == "wake":
                     self._drain_wake()
+                elif kind == "linger":
+                    self._discard(obj)
                 else:
                     self._step(obj)
             self._take_finished()
@@ -235,6 +242,8 @@ class OstiaryWorker(ThreadWorker):
         busy = [c for c in self.conns if c.state == BUSY]
         for conn in [c for c in self.conns if c.state != BUSY]:
             self._drop(conn)
+        for sock in list(self.lingering):
+            self._unlinger(sock)
         futures.wait(list(self.futures), timeout=self.cfg.graceful_timeout)
         self.tpool.shutdown(False)
         for conn in busy:
@@ -269,12 +278,52 @@ class OstiaryWorker(ThreadWorker):
                 pass
         conn.events = events
 
-    def _drop(self, conn: Conn) -> None:
+    def _forget(self, conn: Conn) -> None:
         self._watch(conn, 0)
         self.idle.pop(conn, None)
         self.conns.discard(conn)
         self._release(conn)
+
+    def _drop(self, conn: Conn) -> None:
+        self._forget(conn)
         conn.close()
+
+    def _linger(self, sock: socket.socket) -> None:
+        """Close after an error answer without a reset: a client still sending its request would
+        otherwise get ECONNRESET and lose the answer (503 Retry-After above all). Half-close, then
+        read and discard for LINGER_SECONDS at most; these do not count against the cap."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        if len(self.lingering) >= MAX_LINGERING:
+            sock.close()
+            return
+        try:
+            self.poller.register(sock, selectors.EVENT_READ, ("linger", sock, None))
+        except (KeyError, ValueError, OSError):
+            sock.close()
+            return
+        self.lingering[sock] = time.monotonic() + LINGER_SECONDS
+
+    def _discard(self, sock: socket.socket) -> None:
+        try:
+            if sock.recv(READ_CHUNK):
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            pass
+        self._unlinger(sock)
+
+    def _unlinger(self, sock: socket.socket) -> None:
+        self.lingering.pop(sock, None)
+        try:
+            self.poller.unregister(sock)
+        except (KeyError, ValueError, OSError):
+            pass
+        sock.close()
 
     def _release(self, conn: Conn) -> None:
         self.buffered -= conn.reserved
@@ -285,10 +334,14 @@ class OstiaryWorker(ThreadWorker):
         try:
             conn.sock.send(refusal.answer)
         except (OSError, ssl.SSLError):
-            pass
-        self._drop(conn)
+            self._drop(conn)
+            return
+        self._forget(conn)
+        self._linger(conn.sock)
 
     def _sweep(self, now: float) -> None:
+        for sock in [k for k, deadline in self.lingering.items() if deadline <= now]:
+            self._unlinger(sock)
         for conn in [c for c in self.conns if c.state != BUSY and c.deadline <= now]:
             if conn.state in (HEAD, BODY):
                 self._refuse(conn, Refuse("408 Request Timeout", f"the request {conn.state} did not arrive in time"))
@@ -340,14 +393,18 @@ class OstiaryWorker(ThreadWorker):
     def _refuse_new(self, sock: socket.socket) -> None:
         self.refused += 1
         if self.refused == 1 or self.refused % 100 == 0:
-            self.log.warning("connection limit (%d) reached: refused %d connections so far",
+            self.log.warning("connection limit (%d) reached, none of them idle: refused %d connections so far",
                              self.worker_connections, self.refused)
+        self.log.debug("refused a connection: %d open (%s)", len(self.conns),
+                       collections.Counter(c.state for c in self.conns))
         try:
             if self.ssl_context is None:
                 sock.send(_plain_answer("503 Service Unavailable",
                                         "Ostiary has too many open connections; retry", retry_after=1))
-            else:  # no HTTP answer without a handshake: a reset, which clients retry
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self._linger(sock)
+                return
+            # no HTTP answer without a handshake: a reset, which clients retry
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError:
             pass
         sock.close()
@@ -463,13 +520,11 @@ class OstiaryWorker(ThreadWorker):
         fs = self.tpool.submit(self._serve, conn)
         fs.conn = conn
         self.futures.append(fs)
+        fs.add_done_callback(lambda _: self._wake())  # runs once fs is done, so the loop sees it
 
     def _serve(self, conn: Conn):
-        try:
-            conn.sock.settimeout(self.send_timeout)
-            return self.handle(conn)
-        finally:
-            self._wake()
+        conn.sock.settimeout(self.send_timeout)
+        return self.handle(conn)
 
     def _take_finished(self) -> None:
         done = [fs for fs in self.futures if fs.done()]

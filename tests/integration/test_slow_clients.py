@@ -23,6 +23,21 @@ SLOW_PER_KIND = 32
 BOUND = 2.0  # seconds: /healthz and /admit must answer within this while the slow clients hang on
 
 
+def drain(s: Served) -> Served:
+    """Read the server's log as it comes (one access-log line per request), so that a full pipe
+    never blocks the server; test_server.Served reads it only when the process has exited."""
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in s.proc.stdout:
+            lines.append(line)
+            del lines[:-200]
+
+    threading.Thread(target=read, daemon=True).start()
+    s.log_lines = lines  # type: ignore[attr-defined]
+    return s
+
+
 def _tcp(port: int) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -159,7 +174,7 @@ def _close(held: list, loris: Slowloris) -> None:
 
 
 def test_slow_plain_clients_do_not_delay_anyone(tmp_path):
-    s = Served("--policy-dir", str(EXAMPLES / "policies"))
+    s = drain(Served("--policy-dir", str(EXAMPLES / "policies")))
     try:
         s.wait_ready()
         held, loris = open_slow_clients(s.port, tls=False)
@@ -175,8 +190,8 @@ def test_slow_plain_clients_do_not_delay_anyone(tmp_path):
 def test_slow_tls_clients_do_not_delay_anyone(tmp_path):
     _cert(tmp_path, "ostiary", 1)
     verify = str(tmp_path / "tls.crt")
-    s = Served("--policy-dir", str(EXAMPLES / "policies"), "--tls-cert", verify,
-               "--tls-key", str(tmp_path / "tls.key"), scheme="https", verify=verify)
+    s = drain(Served("--policy-dir", str(EXAMPLES / "policies"), "--tls-cert", verify,
+                     "--tls-key", str(tmp_path / "tls.key"), scheme="https", verify=verify))
     try:
         s.wait_ready()
         held, loris = open_slow_clients(s.port, tls=True)
@@ -193,7 +208,7 @@ def _served_with(monkeypatch, gunicorn_args: str, *extra, **kw) -> Served:
     monkeypatch.setenv("GUNICORN_CMD_ARGS", gunicorn_args)
     s = Served("--policy-dir", str(EXAMPLES / "policies"), *extra, **kw)
     monkeypatch.delenv("GUNICORN_CMD_ARGS")
-    return s
+    return drain(s)
 
 
 def _closed_within(sock, seconds: float) -> tuple[bool, bytes]:
@@ -251,12 +266,16 @@ def test_the_connection_cap_answers_at_once_and_a_retry_succeeds(monkeypatch):
             kept.append(_kept_alive(_tcp(s.port)))
         assert requests.get(s.base + "/healthz", timeout=BOUND).status_code == 200
         assert _closed_within(kept[0], 1.0)[0], "the oldest idle connection was not closed to make room"
-        silent = [_tcp(s.port) for _ in range(45)]  # silent new connections fill the cap
+        time.sleep(0.3)
+        filling = time.monotonic()
+        silent = [_tcp(s.port) for _ in range(50)]  # silent new connections fill the cap (and more)
         time.sleep(0.3)
         started = time.monotonic()
         r = requests.get(s.base + "/healthz", timeout=BOUND)
         refused_after = time.monotonic() - started
-        assert r.status_code == 503 and r.headers["Retry-After"] == "1" and r.headers["Connection"] == "close"
+        assert r.status_code == 503, (f"{r.status_code} {started - filling:.2f}s after filling the cap; "
+                                      + "".join(s.log_lines[-30:]))
+        assert r.headers["Retry-After"] == "1" and r.headers["Connection"] == "close"
         assert refused_after < BOUND
         body = example("deployment-mirror.json")
         deadline = time.monotonic() + 10
@@ -296,7 +315,7 @@ def _exchange(port: int, data: bytes, expect_responses: int = 1, wait_continue: 
 
 def test_requests_framed_on_the_loop_reach_the_app_intact(served):
     """Pipelining, Expect: 100-continue, the body cap and ambiguous framing (all on raw sockets)."""
-    s = served("--policy-dir", str(EXAMPLES / "policies"))
+    s = drain(served("--policy-dir", str(EXAMPLES / "policies")))
     s.wait_ready()
     body = (EXAMPLES / "reviews" / "deployment-mirror.json").read_bytes()
     post = (b"POST /admit HTTP/1.1\r\nHost: ostiary\r\nContent-Type: application/json\r\n"
@@ -315,3 +334,29 @@ def test_requests_framed_on_the_loop_reach_the_app_intact(served):
     big = requests.post(s.base + "/admit", data=b'{"padding": "' + b"x" * (2 * 1024 * 1024) + b'"}',
                         headers={"Content-Type": "application/json"}, timeout=10)
     assert big.status_code == 400 and "AdmissionReview" in big.json()["error"]
+
+
+def test_busy_kept_alive_clients_are_all_served(served):
+    """The API server's pattern: a few clients, each reusing kept-alive connections, concurrently
+    (more of them than threads). Every request answered, over the same connections."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    s = served("--policy-dir", str(EXAMPLES / "policies"))
+    drain(s)
+    s.wait_ready()
+    body = example("deployment-mirror.json")
+
+    def client(_):
+        with requests.Session() as session:
+            answers = [session.post(s.base + "/admit", json=body, timeout=10) for _ in range(25)]
+            return [(a.status_code, a.json()["response"]["allowed"]) for a in answers]
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        results = [r for batch in pool.map(client, range(16)) for r in batch]
+    seconds = time.monotonic() - started
+    print(f"\n16 kept-alive clients x 25 /admit: {len(results)} answers in {seconds:.2f}s "
+          f"({len(results) / seconds:.0f}/s)")
+    assert results == [(200, True)] * 400
+    s.proc.send_signal(__import__("signal").SIGTERM)
+    assert s.proc.wait(15) == 0, "SIGTERM must stop the server cleanly"
