@@ -202,6 +202,7 @@ class Runtime:
         modules, and reload the files when they change."""
         while not self._stop.wait(self.config.watch_interval):
             try:
+                self._reread_token()
                 if self.local_opa is not None and not self.local_opa.alive():
                     log.error("local OPA died; restarting it: %s", self.local_opa.log_tail(500))
                     self.local_opa.start()
@@ -223,6 +224,19 @@ class Runtime:
                     self.reload_directory()
             except Exception:  # keep watching; the next round tries again
                 log.exception("watchdog round failed")
+
+    def _reread_token(self) -> None:
+        """--opa-token-file is a mounted Secret: a rotated token is used from the next request."""
+        if not self.config.opa_token_file:
+            return
+        try:
+            token = read_token(self.config.opa_token_file)
+        except ValueError as exc:
+            log.error("keeping the current OPA token: %s", exc)
+            return
+        if token != self.opa.token:
+            log.info("the OPA token file changed; using the new token")
+            self.opa.set_token(token)
 
     def ready(self) -> tuple[bool, str]:
         """200 only when OPA holds exactly the whole set asked for and the last load succeeded."""

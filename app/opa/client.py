@@ -47,6 +47,14 @@ class OpaClient:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
 
+    def set_token(self, token: str | None) -> None:
+        """A new bearer token (a rotated Secret) for every request from now on."""
+        self.token = token
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._session.headers.pop("Authorization", None)
+
     def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
         if timeout <= 0:
             raise OpaError("no time left for the OPA request (deadline passed)")

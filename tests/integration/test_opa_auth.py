@@ -126,3 +126,16 @@ def test_token_file_mistakes_stop_the_start(tmp_path, args, says):
     result = subprocess.run([OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), *argv],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode != 0 and says in result.stderr, result.stderr
+
+
+def test_a_token_file_fixed_in_place_is_picked_up(served, guarded_opa, tmp_path):
+    """The token file is a mounted Secret: a rotated (here: corrected) token needs no restart."""
+    token_file = tmp_path / "token"
+    token_file.write_text("not-the-token")
+    s = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", guarded_opa.url,
+               "--opa-token-file", str(token_file))
+    s.wait()
+    assert requests.get(s.base + "/readyz", timeout=5).status_code == 503
+    token_file.write_text(guarded_opa.token + "\n")
+    s.wait_ready(timeout=15)
+    assert s.admit(example("deployment-mirror.json")).json()["response"]["allowed"] is True
