@@ -53,7 +53,7 @@ def validate_pos_float(val) -> float:
 class TlsHandshakeTimeout(Setting):
     name = "tls_handshake_timeout"
     section = "Ostiary"
-    cli = ["--tls-handshake-timeout"]
+    cli = ("--tls-handshake-timeout",)
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
@@ -64,7 +64,7 @@ class TlsHandshakeTimeout(Setting):
 class HeaderTimeout(Setting):
     name = "header_timeout"
     section = "Ostiary"
-    cli = ["--header-timeout"]
+    cli = ("--header-timeout",)
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
@@ -75,7 +75,7 @@ class HeaderTimeout(Setting):
 class BodyTimeout(Setting):
     name = "body_timeout"
     section = "Ostiary"
-    cli = ["--body-timeout"]
+    cli = ("--body-timeout",)
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
@@ -86,7 +86,7 @@ class BodyTimeout(Setting):
 class SendTimeout(Setting):
     name = "send_timeout"
     section = "Ostiary"
-    cli = ["--send-timeout"]
+    cli = ("--send-timeout",)
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
@@ -97,7 +97,7 @@ class SendTimeout(Setting):
 class MaxBody(Setting):
     name = "max_body"
     section = "Ostiary"
-    cli = ["--max-body"]
+    cli = ("--max-body",)
     meta = "BYTES"
     validator = validate_pos_int
     type = int
@@ -108,7 +108,7 @@ class MaxBody(Setting):
 class MaxBufferedBytes(Setting):
     name = "max_buffered_bytes"
     section = "Ostiary"
-    cli = ["--max-buffered-bytes"]
+    cli = ("--max-buffered-bytes",)
     meta = "BYTES"
     validator = validate_pos_int
     type = int
@@ -424,6 +424,7 @@ class OstiaryWorker(ThreadWorker):
             self._drop(conn)
 
     def _handshake(self, conn: Conn) -> bool:
+        assert isinstance(conn.sock, ssl.SSLSocket)  # HANDSHAKE is only ever set after wrap_socket
         try:
             conn.sock.do_handshake()
         except ssl.SSLWantReadError:
@@ -534,7 +535,7 @@ class OstiaryWorker(ThreadWorker):
             self._release(conn)
             try:
                 keepalive = bool(fs.result()[0])
-            except Exception:  # handle() catches the app's errors; anything else closes the connection
+            except Exception:  # noqa: BLE001 - handle() catches the app's errors; anything else closes the connection
                 keepalive = False
             if not keepalive or not self.alive or conn not in self.conns:
                 self._drop(conn)

@@ -37,7 +37,7 @@ ATTEMPTS = {
 
 @pytest.mark.parametrize("credentials", [None, "Bearer not-the-token", "Basic b3N0aWFyeTpvc3RpYXJ5"],
                          ids=["no token", "wrong token", "basic auth"])
-def test_the_opa_ostiary_starts_refuses_everyone_else(served, credentials):
+def test_the_opa_ostiary_starts_refuses_everyone_else(served, credentials):  # noqa: F811 - the fixture
     s = served("--policy-dir", str(EXAMPLES / "policies"))
     s.wait_ready()
     opa_url, args = _opa_of(s.proc.pid)
@@ -58,7 +58,7 @@ def test_the_opa_ostiary_starts_refuses_everyone_else(served, credentials):
     assert "ostiary_opa_resyncs_total 0.0" in requests.get(s.base + "/metrics", timeout=5).text
 
 
-def test_a_restarted_local_opa_is_guarded_again(served):
+def test_a_restarted_local_opa_is_guarded_again(served):  # noqa: F811 - the fixture
     import os
     import signal
 
@@ -90,7 +90,7 @@ def guarded_opa():
     opa.stop()
 
 
-def test_an_external_opa_is_used_with_the_token_file(served, guarded_opa, tmp_path):
+def test_an_external_opa_is_used_with_the_token_file(served, guarded_opa, tmp_path):  # noqa: F811 - the fixture
     token_file = tmp_path / "token"
     token_file.write_text(guarded_opa.token + "\n")  # a Secret mounted as a file ends with a newline
     s = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", guarded_opa.url,
@@ -100,7 +100,7 @@ def test_an_external_opa_is_used_with_the_token_file(served, guarded_opa, tmp_pa
     assert requests.get(guarded_opa.url + "/v1/policies", timeout=5).status_code == 401
 
 
-def test_a_wrong_or_missing_token_is_unready_with_a_reason_and_denies(served, guarded_opa, tmp_path):
+def test_a_wrong_or_missing_token_is_unready_with_a_reason_and_denies(served, guarded_opa, tmp_path):  # noqa: F811 - the fixture
     token_file = tmp_path / "token"
     token_file.write_text("not-the-token")
     wrong = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", guarded_opa.url,
@@ -128,7 +128,7 @@ def test_token_file_mistakes_stop_the_start(tmp_path, args, says):
     assert result.returncode != 0 and says in result.stderr, result.stderr
 
 
-def test_a_token_file_fixed_in_place_is_picked_up(served, guarded_opa, tmp_path):
+def test_a_token_file_fixed_in_place_is_picked_up(served, guarded_opa, tmp_path):  # noqa: F811 - the fixture
     """The token file is a mounted Secret: a rotated (here: corrected) token needs no restart."""
     token_file = tmp_path / "token"
     token_file.write_text("not-the-token")

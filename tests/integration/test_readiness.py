@@ -84,7 +84,7 @@ def _policies(tmp_path):
     return policies
 
 
-def test_a_custom_module_opa_refuses_at_start_is_unready_and_denies(served, tmp_path):
+def test_a_custom_module_opa_refuses_at_start_is_unready_and_denies(served, tmp_path):  # noqa: F811 - the fixture
     rego = tmp_path / "rego"
     rego.mkdir()
     (rego / "nobusybox.rego").write_text(REFUSED)
@@ -103,7 +103,7 @@ def test_a_custom_module_opa_refuses_at_start_is_unready_and_denies(served, tmp_
     assert _verdict(s, "deployment-sandbox.json")[0] is True
 
 
-def test_a_custom_module_refused_later_keeps_the_last_good_set_and_says_so(served, tmp_path):
+def test_a_custom_module_refused_later_keeps_the_last_good_set_and_says_so(served, tmp_path):  # noqa: F811 - the fixture
     rego = tmp_path / "rego"
     rego.mkdir()
     (rego / "nobusybox.rego").write_text(NO_BUSYBOX)
@@ -120,7 +120,7 @@ def test_a_custom_module_refused_later_keeps_the_last_good_set_and_says_so(serve
     assert _verdict(s, "deployment-mirror.json")[0] is True
 
 
-def _with_translator_bug(monkeypatch, tmp_path, served, policies):
+def _with_translator_bug(monkeypatch, tmp_path, served, policies):  # noqa: F811 - the fixture, passed on
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(INJECT)
@@ -130,7 +130,7 @@ def _with_translator_bug(monkeypatch, tmp_path, served, policies):
     return s
 
 
-def test_a_policy_that_crashes_the_translator_at_start_is_unready_with_the_reason(served, monkeypatch, tmp_path):
+def test_a_policy_that_crashes_the_translator_at_start_is_unready_with_the_reason(served, monkeypatch, tmp_path):  # noqa: F811 - the fixture
     policies = _policies(tmp_path)
     (policies / "crash.yaml").write_text(CRASH)
     s = _with_translator_bug(monkeypatch, tmp_path, served, policies)
@@ -145,7 +145,7 @@ def test_a_policy_that_crashes_the_translator_at_start_is_unready_with_the_reaso
     assert _verdict(s, "deployment-mirror.json")[0] is True
 
 
-def test_a_policy_that_crashes_the_translator_later_keeps_the_last_good_set(served, monkeypatch, tmp_path):
+def test_a_policy_that_crashes_the_translator_later_keeps_the_last_good_set(served, monkeypatch, tmp_path):  # noqa: F811 - the fixture
     policies = _policies(tmp_path)
     s = _with_translator_bug(monkeypatch, tmp_path, served, policies)
     s.wait_ready()
@@ -163,7 +163,7 @@ def _opa_on(port: int) -> subprocess.Popen:
                              "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_a_lost_opa_is_unready_with_the_reason_at_start_and_later(served):
+def test_a_lost_opa_is_unready_with_the_reason_at_start_and_later(served):  # noqa: F811 - the fixture
     port = free_port()
     s = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", f"http://127.0.0.1:{port}")
     s.wait()

@@ -12,7 +12,6 @@ import ssl
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -219,7 +218,7 @@ def _closed_within(sock, seconds: float) -> tuple[bool, bytes]:
     while time.monotonic() < end:
         try:
             chunk = sock.recv(4096)
-        except (TimeoutError, socket.timeout, ssl.SSLWantReadError):
+        except (TimeoutError, ssl.SSLWantReadError):
             continue
         except OSError:
             return True, said
@@ -313,7 +312,7 @@ def _exchange(port: int, data: bytes, expect_responses: int = 1, wait_continue: 
         return said
 
 
-def test_requests_framed_on_the_loop_reach_the_app_intact(served):
+def test_requests_framed_on_the_loop_reach_the_app_intact(served):  # noqa: F811 - the fixture
     """Pipelining, Expect: 100-continue, the body cap and ambiguous framing (all on raw sockets)."""
     s = drain(served("--policy-dir", str(EXAMPLES / "policies")))
     s.wait_ready()
@@ -336,7 +335,7 @@ def test_requests_framed_on_the_loop_reach_the_app_intact(served):
     assert big.status_code == 400 and "AdmissionReview" in big.json()["error"]
 
 
-def test_busy_kept_alive_clients_are_all_served(served):
+def test_busy_kept_alive_clients_are_all_served(served):  # noqa: F811 - the fixture
     """The API server's pattern: a few clients, each reusing kept-alive connections, concurrently
     (more of them than threads). Every request answered, over the same connections."""
     from concurrent.futures import ThreadPoolExecutor
