@@ -51,6 +51,8 @@ def main(log_level: str) -> None:
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM); reloaded when it changes.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--opa-url", help="Use this OPA (e.g. the sidecar) instead of starting one.")
+@click.option("--opa-token-file", type=click.Path(exists=True, dir_okay=False),
+              help="Bearer token for --opa-url (OPA run with --authentication=token); the OPA Ostiary starts gets a random one.")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers.")
 @click.option("--kube", is_flag=True, help="Read policies, secrets and owners from the Kubernetes API.")
 @click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig (default: in-cluster).")
@@ -66,10 +68,10 @@ def main(log_level: str) -> None:
                    "for entries without their own rootSecrets.")
 @click.option("--decision-log", "decision_log", default="-", show_default=True, metavar="PATH|-|off",
               help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.")
-def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kube, kubeconfig,
+def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, opa_token_file, ca_file, kube, kubeconfig,
           system_namespace, budget, trust_cache_ttl, threads, state_dir, root_pins, decision_log) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
-    from app.server import ServeConfig
+    from app.server import ServeConfig, read_token
     from app.wsgi import run_gunicorn
 
     host, port = _split_listen(listen)
@@ -84,8 +86,15 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, ca_file, kub
             Path(decision_log).open("a").close()  # fail now, not in the worker at its first admission
         except OSError as exc:
             raise click.BadParameter(f"cannot append to {decision_log}: {exc.strerror}", param_hint="--decision-log") from None
+    if opa_token_file:
+        if not opa_url:
+            raise click.UsageError("--opa-token-file is for --opa-url; the OPA Ostiary starts gets its own token")
+        try:
+            read_token(opa_token_file)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     config = ServeConfig(
-        policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, ca_file=ca_file,
+        policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, opa_token_file=opa_token_file, ca_file=ca_file,
         system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
         kube=kube, kubeconfig=kubeconfig, state_dir=_serve_state_dir(state_dir, kube),
         root_pins=_serve_root_pins(root_pins), decision_log=decision_log,
@@ -150,8 +159,8 @@ def _with_opa(policy_dir: str, rego_dir: str | None, system_namespace: str):
 
     policy_set = load_policy_set(policy_dir, system_namespace)
     modules = translate_all(policy_set.policies)
-    opa = LocalOpa().start()
-    client = OpaClient(opa.url)
+    opa = LocalOpa(authenticate=True).start()
+    client = OpaClient(opa.url, token=opa.token)
     sync = PolicySync(client)
     sync.set_base(library_modules() + (load_custom_rego(rego_dir) if rego_dir else []))
     sync.replace_all(modules)

@@ -14,6 +14,7 @@ import threading
 
 from gunicorn.app.base import BaseApplication
 
+from app import serving as _serving  # noqa: F401 - registers the worker's settings before gunicorn builds its config
 from app.server import Runtime, ServeConfig, build_app
 
 log = logging.getLogger("ostiary")
@@ -72,6 +73,13 @@ class OstiaryApplication(BaseApplication):
         for key in dir(gunicorn_conf):
             if key in self.cfg.settings:
                 self.cfg.set(key, getattr(gunicorn_conf, key))
+        # gunicorn's convention: GUNICORN_CMD_ARGS overrides the config file (not `ostiary serve`'s flags)
+        env_args = self.cfg.get_cmd_args_from_env()
+        if env_args:
+            parsed = self.cfg.parser().parse_args(env_args)
+            for key, value in vars(parsed).items():
+                if value is not None and key != "args":
+                    self.cfg.set(key.lower(), value)
         for key, value in self.options.items():
             self.cfg.set(key, value)
 

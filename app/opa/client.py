@@ -31,25 +31,48 @@ class OpaModuleRefused(OpaError):
         self.errors = errors
 
 
+AUTHZ_PACKAGE = ["data", "system", "authz"]
+
+
 class OpaClient:
-    def __init__(self, url: str, timeout: float = 2.0):
+    """`token`: sent as `Authorization: Bearer` (OPA run with --authentication=token)."""
+
+    def __init__(self, url: str, timeout: float = 2.0, token: str | None = None):
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.token = token
         self._session = requests.Session()
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._last = threading.local()  # per request thread: the decision id of its last query
 
+    def set_token(self, token: str | None) -> None:
+        """A new bearer token (a rotated Secret) for every request from now on."""
+        self.token = token
+        if token:
+            self._session.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._session.headers.pop("Authorization", None)
+
     def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
         if timeout <= 0:
             raise OpaError("no time left for the OPA request (deadline passed)")
         try:
-            return self._session.request(method, self.url + path, timeout=timeout, **kwargs)
+            resp = self._session.request(method, self.url + path, timeout=timeout, **kwargs)
         except requests.Timeout:
             raise OpaError(f"OPA at {self.url} did not answer within {timeout:.2f}s") from None
         except requests.RequestException as exc:
             raise OpaError(f"OPA at {self.url} is unreachable: {exc.__class__.__name__}") from None
+        if resp.status_code in (401, 403):
+            if self.token:
+                raise OpaError(f"OPA at {self.url} rejected Ostiary's token ({resp.status_code}): the token "
+                               "file (--opa-token-file) must hold the token OPA's system.authz policy allows")
+            raise OpaError(f"OPA at {self.url} requires authentication ({resp.status_code}): "
+                           "give Ostiary its token with --opa-token-file")
+        return resp
 
     @staticmethod
     def _errors(resp: requests.Response) -> str:
@@ -88,9 +111,18 @@ class OpaClient:
             raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
         try:
             items = resp.json().get("result") or []
-            return {str(item["id"]): str(item.get("raw", "")) for item in items}
+            return {str(item["id"]): str(item.get("raw", "")) for item in items if not self._is_authz(item)}
         except (ValueError, KeyError, TypeError, AttributeError):
             raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+
+    def _is_authz(self, item: dict) -> bool:
+        """OPA's own access policy (package system.authz, as OPA parsed it) is part of OPA's
+        configuration, not of the policy set Ostiary keeps exact; it only exists when a token
+        guards the API, and then only the token holder could have written it."""
+        if not self.token:
+            return False
+        path = ((item.get("ast") or {}).get("package") or {}).get("path") or []
+        return [part.get("value") for part in path] == AUTHZ_PACKAGE
 
     def list_policy_ids(self) -> set[str]:
         return set(self.list_policies())
@@ -117,7 +149,12 @@ class OpaClient:
         return getattr(self._last, "decision_id", None)
 
     def healthy(self) -> bool:
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """None when OPA answers /health with 200, else what is wrong (for /readyz)."""
         try:
-            return self._request("GET", "/health", self.timeout).status_code == 200
-        except OpaError:
-            return False
+            resp = self._request("GET", "/health", self.timeout)
+        except OpaError as exc:
+            return str(exc)
+        return None if resp.status_code == 200 else f"OPA at {self.url} is not healthy ({resp.status_code})"

@@ -1,9 +1,18 @@
-"""Run and supervise a local `opa run --server` on a free loopback port (the embedded default)."""
+"""Run and supervise a local `opa run --server` on a free loopback port (the embedded default).
+
+With authenticate=True (what `ostiary serve`, `check` and `explain` use) OPA accepts only requests
+bearing a random token that exists in this process alone: `--authentication=token
+--authorization=basic` and a `system.authz` policy, loaded as a bundle that owns
+`system/authz` so that nobody, Ostiary included, can replace or delete it over the API. Any
+other process in the pod (or on the host) that reaches the port gets 401 for every request.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -54,14 +63,40 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
-class LocalOpa:
-    """An OPA server owned by this process; stop() (or our death) ends it."""
+AUTHZ_ROOT = "system/authz"
 
-    def __init__(self, binary: str | None = None, startup_timeout: float = 20.0):
+
+def authz_policy(token: str) -> str:
+    """OPA's administrative policy: only a request with this bearer token is allowed, any API."""
+    return (
+        "package system.authz\n\n"
+        "default allow := false\n\n"
+        f"allow if input.identity == {json.dumps(token)}\n"
+    )
+
+
+def write_authz_bundle(directory: Path, token: str) -> None:
+    """A bundle holding the authz policy; its manifest makes OPA refuse API writes to its root."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, text in ((".manifest", json.dumps({"roots": [AUTHZ_ROOT]})), ("authz.rego", authz_policy(token))):
+        path = directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+
+class LocalOpa:
+    """An OPA server owned by this process; stop() (or our death) ends it.
+
+    authenticate=False serves the test fixtures that drive OPA directly; every Ostiary command
+    passes True and hands `token` to its OpaClient."""
+
+    def __init__(self, binary: str | None = None, startup_timeout: float = 20.0, authenticate: bool = False):
         self.binary = binary or find_opa()
         self.startup_timeout = startup_timeout
         self.port = 0
         self.proc: subprocess.Popen | None = None
+        self.token: str | None = secrets.token_urlsafe(32) if authenticate else None
         self._log = tempfile.NamedTemporaryFile(prefix="ostiary-opa-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
 
     @property
@@ -69,14 +104,31 @@ class LocalOpa:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LocalOpa:
+        self.port = free_port()
+        args = [
+            self.binary, "run", "--server", "--skip-version-check",
+            "--addr", f"127.0.0.1:{self.port}", "--log-level", "error",
+        ]
+        headers = {}
+        bundle_dir = None
+        if self.token:
+            # The token travels in a private file read once at start (never on the command line,
+            # which every process can read); the file is gone once OPA answers.
+            bundle_dir = Path(tempfile.mkdtemp(prefix="ostiary-opa-authz-"))
+            write_authz_bundle(bundle_dir / "authz", self.token)
+            args += ["--authentication=token", "--authorization=basic", "--bundle", str(bundle_dir / "authz")]
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            return self._spawn(args, headers)
+        finally:
+            if bundle_dir is not None:
+                shutil.rmtree(bundle_dir, ignore_errors=True)
+
+    def _spawn(self, args: list[str], headers: dict) -> LocalOpa:
         import requests
 
-        self.port = free_port()
         self.proc = subprocess.Popen(
-            [
-                self.binary, "run", "--server", "--skip-version-check",
-                "--addr", f"127.0.0.1:{self.port}", "--log-level", "error",
-            ],
+            args,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -87,7 +139,7 @@ class LocalOpa:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"opa exited at start ({self.proc.returncode}): {self.log_tail()}")
             try:
-                if requests.get(self.url + "/health", timeout=0.5).status_code == 200:
+                if requests.get(self.url + "/health", timeout=0.5, headers=headers).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

@@ -118,6 +118,16 @@ class PolicySync:
             self._policies = new_policies
             self.synced = True
 
+    def replace(self, base: Iterable[RegoModule], policies: Iterable[RegoModule]) -> None:
+        """Base and policies in one all-or-nothing change (a reload of custom Rego and policy
+        files together): OPA never holds new custom Rego with old policies, or the reverse."""
+        with self._lock:
+            new_base = {m.id: m for m in base}
+            new_policies = {m.id: m for m in policies}
+            self._apply({**new_base, **new_policies}, self.desired)
+            self._base, self._policies = new_base, new_policies
+            self.synced = True
+
     def upsert(self, module: RegoModule) -> None:
         with self._lock:
             new = dict(self._policies)
