@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import json
 import selectors
 import socket
 import ssl
@@ -126,8 +127,8 @@ def _setting(cfg, name: str):
 
 
 def _plain_answer(status: str, message: str, retry_after: int | None = None) -> bytes:
-    body = (message + "\n").encode()
-    head = [f"HTTP/1.1 {status}", "Content-Type: text/plain; charset=utf-8",
+    body = (json.dumps({"error": message}) + "\n").encode()   # the same shape as the app's own 4xx answers
+    head = [f"HTTP/1.1 {status}", "Content-Type: application/json",
             f"Content-Length: {len(body)}", "Connection: close"]
     if retry_after is not None:
         head.append(f"Retry-After: {retry_after}")

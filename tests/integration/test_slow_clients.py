@@ -323,7 +323,9 @@ def test_requests_framed_on_the_loop_reach_the_app_intact(served):  # noqa: F811
     assert two.count(b"HTTP/1.1 200 ") == 2 and b'"allowed":true' in two.replace(b" ", b"") and b'"status":"ok"' in two.replace(b" ", b"")
     continued = _exchange(s.port, post.replace(b"Host: ostiary\r\n", b"Host: ostiary\r\nExpect: 100-continue\r\n"), wait_continue=True)
     assert b"HTTP/1.1 200 " in continued and b"100 Continue" not in continued
-    too_big = _exchange(s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nContent-Length: %d\r\n\r\n" % (3 * 1024 * 1024 + 1))
+    from app.server import MAX_BODY
+
+    too_big = _exchange(s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
     assert too_big.startswith(b"HTTP/1.1 413 ")
     chunked = _exchange(s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
     assert chunked.startswith(b"HTTP/1.1 411 ")
