@@ -71,7 +71,7 @@ def main(log_level: str) -> None:
 def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, opa_token_file, ca_file, kube, kubeconfig,
           system_namespace, budget, trust_cache_ttl, threads, state_dir, root_pins, decision_log) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
-    from app.server import ServeConfig, read_token
+    from app.runtime import ServeConfig, read_token
     from app.wsgi import run_gunicorn
 
     host, port = _split_listen(listen)

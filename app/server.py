@@ -1,293 +1,32 @@
-"""The Flask application and the runtime behind it (OPA, policy source, trust service).
+"""The Flask application: thin HTTP handlers over a started app.runtime.Runtime.
 
-Handlers stay thin: /admit hands the AdmissionReview to app.admission.review.Reviewer and turns
-the outcome into JSON; everything else is readiness, health and metrics.
+/admit hands the AdmissionReview to app.admission.review.Reviewer and turns the outcome into JSON;
+/validate judges policy resources; everything else is readiness, health and metrics.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.admission import respond
 from app.admission.extract import BadRequest
-from app.admission.review import Outcome, Reviewer, parse_review, request_uid
+from app.admission.review import Outcome, parse_review, request_uid
 from app.decisionlog import DecisionLog
-from app.metrics import Metrics
-from app.opa.client import OpaClient, OpaError, OpaModuleRefused
-from app.opa.process import LocalOpa
-from app.policies.directory import (
-    DirectoryStore,
-    load_custom_rego,
-    load_policy_set,
-    translate_all,
-)
-from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet
-from app.policies.sync import PolicySync, library_modules
+from app.runtime import Runtime, ServeConfig
 
 log = logging.getLogger("ostiary")
 MAX_BODY = 7 * 1024 * 1024  # an UPDATE carries object and oldObject, each up to the API server's 3 MiB request limit
-
-
-@dataclass
-class ServeConfig:
-    policy_dir: str | None = None
-    rego_dir: str | None = None
-    opa_url: str | None = None
-    opa_token_file: str | None = None  # the bearer token of an external OPA (the chart's sidecar)
-    ca_file: str | None = None
-    system_namespace: str = DEFAULT_SYSTEM_NAMESPACE
-    budget: float = 8.0
-    trust_cache_ttl: float = 60.0
-    kube: bool = False
-    kubeconfig: str | None = None
-    decision_log: str | None = "-"  # app/decisionlog.py: "-" stdout, a file path, or "off"
-    watch_interval: float = 2.0
-    state_dir: str | None = None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
-    root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
-    extra: dict = field(default_factory=dict)
-
-
-def read_token(path: str) -> str:
-    """The bearer token in `path` (surrounding whitespace dropped; a Secret's trailing newline)."""
-    try:
-        token = Path(path).read_text().strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the OPA token file {path}: {exc}") from None
-    if not token or any(c.isspace() for c in token):
-        raise ValueError(f"the OPA token file {path} must hold one token (no spaces), not {'nothing' if not token else 'several words'}")
-    return token
-
-
-def _dir_signature(*dirs: str | None) -> tuple:
-    sig = []
-    for d in dirs:
-        if not d or not Path(d).is_dir():
-            continue
-        for p in sorted(Path(d).rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                sig.append((str(p), st.st_mtime_ns, st.st_size))
-    return tuple(sig)
-
-
-class Runtime:
-    """Owns OPA (local or remote), the policy sync, the object store and the reviewer."""
-
-    def __init__(self, config: ServeConfig):
-        self.config = config
-        self.metrics = Metrics()
-        self.local_opa: LocalOpa | None = None
-        if config.opa_url:
-            opa_url = config.opa_url
-            token = read_token(config.opa_token_file) if config.opa_token_file else None
-        else:
-            self.local_opa = LocalOpa(authenticate=True).start()
-            opa_url, token = self.local_opa.url, self.local_opa.token
-        self.opa = OpaClient(opa_url, token=token)
-        self.sync = PolicySync(self.opa, on_drift=self.metrics.record_drift)
-        self.load_error: str | None = None  # why the last load failed; None when it succeeded
-        self.in_force: str | None = None  # what the last good load put in force (for /readyz)
-        self._signature: tuple = ()  # of the files the last load read (a bad file waits for a change)
-        self._retry = False  # the last load failed because OPA did not answer: try again next round
-        self._stop = threading.Event()
-        self.kube: Any = None
-        self.store: object = DirectoryStore(PolicySet())
-        self.trust = self._trust_service()
-        self.metrics.watch_trust(self.trust.stats)
-        if config.kube:
-            self.load_base()
-            self._start_kube()
-        elif config.policy_dir:
-            self.reload_directory()
-        else:
-            self.load_error = "no policy source: give --policy-dir or --kube"
-        self.reviewer = Reviewer(
-            self.opa,
-            self.store,  # type: ignore[arg-type]
-            trust=self.trust,
-            owners=getattr(self.kube, "owners", None),
-            system_namespace=config.system_namespace,
-            budget=config.budget,
-        )
-        self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
-        self._watchdog.start()
-
-    def _trust_service(self):
-        from app.notary.service import TrustService
-
-        records = None
-        if self.config.state_dir:
-            from app.notary.state import FileRecordStore
-
-            records = FileRecordStore(self.config.state_dir).ensure()
-        default_pins = None
-        if self.config.root_pins:
-            from app.notary.verify import load_default_root_pins
-
-            default_pins = load_default_root_pins(self.config.root_pins)
-        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl, records=records,
-                            default_pins=default_pins)
-
-    def _custom_modules(self):
-        return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []
-
-    def _start_kube(self) -> None:
-        from app.kube.runtime import KubeRuntime
-        from app.policies.translate import translate
-
-        self.kube = KubeRuntime(
-            kubeconfig=self.config.kubeconfig,
-            system_namespace=self.config.system_namespace,
-            sync=self.sync,
-            translate=translate,
-        )
-        self.store = self.kube.store
-        if not self.config.state_dir:
-            # Records shared by every replica, in the cluster (app/kube/records.py).
-            from app.kube.records import KubeRecordStore
-
-            self.trust.records = KubeRecordStore(self.kube.request_api, self.config.system_namespace)
-        self.kube.start()
-
-    def _failed(self, stage: str, doing: str, exc: BaseException, signature: tuple) -> None:
-        """Record a failed load. A bad file (or one the translator chokes on) waits for the next
-        change of the files; OPA not answering (killed mid-push) is retried next round."""
-        if isinstance(exc, (PolicyError, OpaError)):
-            self.load_error = f"{stage}: {exc}"
-        else:  # a bug, not the operator's file: say which step, keep the traceback in the log
-            log.exception("%s: %s failed", stage, doing)
-            self.load_error = f"{stage}: {doing} failed ({exc.__class__.__name__}: {exc}); an Ostiary bug, please report it"
-        self._retry = isinstance(exc, OpaError) and not isinstance(exc, OpaModuleRefused)
-        if not self._retry:
-            self._signature = signature
-        log.error("%s", self.load_error)
-
-    def load_base(self) -> None:
-        """Library and custom Rego (the cluster source brings the policies); all or nothing."""
-        signature = _dir_signature(self.config.rego_dir)
-        doing = "loading custom Rego"
-        try:
-            custom = self._custom_modules()
-            doing = "pushing it to OPA"
-            self.sync.set_base(library_modules() + custom)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported by /readyz, never a crash
-            self._failed("custom Rego not loaded", doing, exc, signature)
-            return
-        self._loaded(signature, f"the library and {len(custom)} custom modules")
-
-    def reload_directory(self) -> None:
-        """Load custom Rego and the policy directory all or nothing; on failure OPA keeps the last
-        good set (PolicySync restores it) and /readyz says so."""
-        signature = _dir_signature(self.config.policy_dir, self.config.rego_dir)
-        stage, doing = "policies not loaded", "reading the policy files"
-        try:
-            policy_set = load_policy_set(self.config.policy_dir or "", self.config.system_namespace)
-            doing = "translating the policies"
-            modules = translate_all(policy_set.policies)
-            stage, doing = "custom Rego not loaded", "reading custom Rego"
-            custom = self._custom_modules()
-            stage, doing = "policies and custom Rego not loaded", "pushing them to OPA"
-            self.sync.replace(library_modules() + custom, modules)
-        except Exception as exc:  # noqa: BLE001 - any failure is reported by /readyz, never a crash
-            self._failed(stage, doing, exc, signature)
-            return
-        self.store = DirectoryStore(policy_set)
-        if hasattr(self, "reviewer"):
-            self.reviewer.store = self.store
-        self.metrics.policies.set(len(policy_set.policies))
-        self._loaded(signature, f"{len(policy_set.policies)} policies and {len(custom)} custom modules")
-        log.info("loaded %d policies from %s", len(policy_set.policies), self.config.policy_dir)
-
-    def _loaded(self, signature: tuple, what: str) -> None:
-        self.load_error = None
-        self._retry = False
-        self._signature = signature
-        self.in_force = f"{what}, loaded {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
-
-    def serving(self) -> bool:
-        """True once a complete set (library, custom Rego, policies) has been in force."""
-        return self.sync.synced and self.in_force is not None
-
-    def _watch(self) -> None:
-        """Restart a dead local OPA; in directory mode push everything again when OPA lost its
-        modules, and reload the files when they change."""
-        while not self._stop.wait(self.config.watch_interval):
-            try:
-                self._reread_token()
-                if self.local_opa is not None and not self.local_opa.alive():
-                    log.error("local OPA died; restarting it: %s", self.local_opa.log_tail(500))
-                    self.local_opa.start()
-                    self.opa.url = self.local_opa.url
-                # OPA must hold exactly Ostiary's modules: any difference (OPA restarted, a module
-                # planted, deleted or replaced by someone else) is repaired, logged and counted.
-                # In a cluster the policy source does this itself (and lists the API again).
-                if self.kube is None and self.sync.synced:
-                    try:
-                        self.sync.repair()
-                    except OpaError as exc:
-                        log.warning("could not compare OPA's modules with Ostiary's: %s", exc)
-                if self.config.kube:
-                    if self._retry or _dir_signature(self.config.rego_dir) != self._signature:
-                        self.load_base()
-                elif self.config.policy_dir and (
-                    self._retry or _dir_signature(self.config.policy_dir, self.config.rego_dir) != self._signature
-                ):
-                    self.reload_directory()
-            except Exception:  # keep watching; the next round tries again
-                log.exception("watchdog round failed")
-
-    def _reread_token(self) -> None:
-        """--opa-token-file is a mounted Secret: a rotated token is used from the next request."""
-        if not self.config.opa_token_file:
-            return
-        try:
-            token = read_token(self.config.opa_token_file)
-        except ValueError as exc:
-            log.error("keeping the current OPA token: %s", exc)
-            return
-        if token != self.opa.token:
-            log.info("the OPA token file changed; using the new token")
-            self.opa.set_token(token)
-
-    def ready(self) -> tuple[bool, str]:
-        """200 only when OPA holds exactly the whole set asked for and the last load succeeded."""
-        if not self.serving():
-            return False, f"nothing in force: {self.load_error}" if self.load_error else "policies not synced yet"
-        if self.kube is not None and not self.kube.ready:
-            return False, "cluster policy source has not finished its first sync"
-        problem = self.opa.problem()
-        if problem:
-            return False, problem
-        if self.load_error:
-            return False, f"{self.load_error}; still deciding with the last good set ({self.in_force})"
-        if not self.sync.in_place():
-            return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
-        return True, "ready"
-
-    def close(self) -> None:
-        self._stop.set()
-        if self.kube is not None:
-            self.kube.stop()
-        if self.local_opa is not None:
-            self.local_opa.stop()
-        close = getattr(self.trust, "close", None)
-        if close:
-            close()
 
 
 def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None) -> Flask:
     config = config or ServeConfig()
     app = Flask("ostiary")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    rt = runtime or Runtime(config)
+    rt = runtime if runtime is not None else Runtime(config).start()
     app.extensions["ostiary"] = rt
     decisions = DecisionLog.open(config.decision_log)
     rt.reviewer.opa = decisions.wrap(rt.reviewer.opa)

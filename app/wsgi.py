@@ -15,7 +15,8 @@ import threading
 from gunicorn.app.base import BaseApplication
 
 from app import serving as _serving  # noqa: F401 - registers the worker's settings before gunicorn builds its config
-from app.server import Runtime, ServeConfig, build_app
+from app.runtime import Runtime, ServeConfig
+from app.server import build_app
 
 log = logging.getLogger("ostiary")
 
@@ -84,8 +85,8 @@ class OstiaryApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        runtime = Runtime(self.config)
-        atexit.register(runtime.close)
+        runtime = Runtime(self.config).start()
+        atexit.register(runtime.stop)
         return build_app(self.config, runtime)
 
 

@@ -6,14 +6,12 @@ turns an error into an allow.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from app.admission import respond
 from app.admission.extract import (
@@ -25,7 +23,11 @@ from app.admission.extract import (
     service_account_name,
 )
 from app.images import parse_image
-from app.opa.client import OpaClient, OpaError
+from app.notary.service import Signer, TrustRequest
+from app.notary.verify import RootPin, root_pin
+from app.opa.client import OpaError
+from app.ports import ObjectStore, OwnerVerifier, PolicyQuery, TrustGatherer
+from app.registry.credentials import credentials_for, secret_value
 
 log = logging.getLogger("ostiary.admission")
 
@@ -135,15 +137,6 @@ def _string_field(container: dict, key: str, where: str) -> str | None:
     raise BadRequest(f"{where} is not a string (got {type(value).__name__})")
 
 
-class ObjectStore(Protocol):
-    def get_secret(self, namespace: str, name: str) -> dict | None: ...
-    def get_service_account(self, namespace: str, name: str) -> dict | None: ...
-
-
-class OwnerVerifier(Protocol):
-    def approved_by_owner(self, obj: dict, namespace: str, images: list[tuple[str, str, str]]) -> str | None: ...
-
-
 @dataclass
 class Outcome:
     """What happened, for metrics and logs."""
@@ -154,26 +147,13 @@ class Outcome:
     error: bool = False
 
 
-def _secret_field(secret: dict, key: str) -> str | None:
-    string_data = secret.get("stringData") or {}
-    if isinstance(string_data.get(key), str):
-        return string_data[key]
-    raw = (secret.get("data") or {}).get(key)
-    if not isinstance(raw, str):
-        return None
-    try:
-        return base64.b64decode(raw, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
 class Reviewer:
     def __init__(
         self,
-        opa: OpaClient,
+        opa: PolicyQuery,
         store: ObjectStore,
         *,
-        trust: Any = None,
+        trust: TrustGatherer | None = None,
         owners: OwnerVerifier | None = None,
         system_namespace: str = "ostiary-system",
         budget: float = 8.0,
@@ -290,8 +270,6 @@ class Reviewer:
 
     def _signers(self, secrets: list[dict]) -> tuple[list, dict[str, str]]:
         """Signer objects for the secrets that resolve, and an error fact for each that does not."""
-        from app.notary.service import Signer
-
         signers, errors = [], {}
         for ref in secrets:
             name, ns = str(ref.get("name")), str(ref.get("namespace"))
@@ -299,8 +277,8 @@ class Reviewer:
             if secret is None:
                 errors[name] = f"secret {name} not found in namespace {ns}"
                 continue
-            signer_name = _secret_field(secret, "name")
-            pem = _secret_field(secret, "publicKey")
+            signer_name = secret_value(secret, "name")
+            pem = secret_value(secret, "publicKey")
             if not signer_name or not pem:
                 errors[name] = f"secret {ns}/{name} must hold base64 `name` and `publicKey`"
                 continue
@@ -310,8 +288,6 @@ class Reviewer:
     def _root_pins(self, secrets: list[dict]) -> list:
         """Pinned root material (policy `trust.rootSecrets`): a Secret that is missing or unusable
         becomes a pin with an error, which denies the image (no fall-back to trust on first use)."""
-        from app.notary.verify import RootPin, root_pin
-
         pins = []
         for ref in secrets:
             name, ns = str(ref.get("name")), str(ref.get("namespace"))
@@ -319,8 +295,8 @@ class Reviewer:
             if secret is None:
                 pins.append(RootPin(name, error=f"root secret {name} not found in namespace {ns}"))
                 continue
-            pins.append(root_pin(f"{ns}/{name}", _secret_field(secret, "publicKeys"),
-                                 _secret_field(secret, "caCertificates")))
+            pins.append(root_pin(f"{ns}/{name}", secret_value(secret, "publicKeys"),
+                                 secret_value(secret, "caCertificates")))
         return pins
 
     def _pull_secrets(self, obj: dict, kind: str, namespace: str) -> list[dict]:
@@ -344,9 +320,6 @@ class Reviewer:
                 wanted.append((image, trust))
         if not wanted or self.trust is None:
             return  # the Rego denies trust-enabled images without facts
-        from app.notary.service import TrustRequest
-        from app.registry.credentials import credentials_for
-
         pull_secrets = self._pull_secrets(obj, kind, namespace)
         requests, signer_errors, order = [], [], []
         for image, trust in wanted:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from app.admission.extract import BadRequest, image_sites
 from app.images import parse_image
 from app.kube.client import KubeApi, KubeError, object_path
-from app.kube.store import TTLCache
+from app.lru import TTLCache
 from app.workloads import WORKLOADS, WorkloadKind
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class OwnerVerifier:
     def __init__(self, api: KubeApi, ttl: float = 2.0, normalize: Callable[[str], str | None] = default_normalize,
                  clock: Callable[[], float] = time.monotonic):
         self._api = api
-        self._cache = TTLCache(ttl, 256, clock)
+        self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(ttl, 256, clock)
         self._normalize = normalize
 
     def approved_by_owner(self, obj: dict, namespace: str, images: list[ImageTriple]) -> str | None:
@@ -126,7 +126,7 @@ class OwnerVerifier:
         key = (owner_kind.plural, namespace, name)
         hit, cached = self._cache.get(key)
         if hit and cached is not None:
-            reason = self._check(cached, kind_name, owner_kind, namespace, name, uid, images)  # type: ignore[arg-type]
+            reason = self._check(cached, kind_name, owner_kind, namespace, name, uid, images)
             if reason:
                 return reason
         try:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from app.kube.client import KubeApi, RestKubeApi
 from app.kube.owners import OwnerVerifier
 from app.kube.source import KubePolicySource
 from app.kube.store import KubeObjectStore
+from app.policies.model import PolicyResource, RegoModule
+from app.policies.schema import parse_policy_document
 from app.policies.sync import PolicySync
 
 log = logging.getLogger(__name__)
@@ -22,12 +23,10 @@ log = logging.getLogger(__name__)
 
 class KubeRuntime:
     def __init__(self, *, kubeconfig: str | None, system_namespace: str, sync: PolicySync,
-                 translate: Callable[[Any], Any], on_change: Callable[[], None] | None = None,
+                 translate: Callable[[PolicyResource], RegoModule], on_change: Callable[[], None] | None = None,
                  api: KubeApi | None = None, secret_ttl: float = 10.0, owner_ttl: float = 2.0,
                  read_timeout: float = 3.0,
                  opa_check_interval: float = 5.0, discovery_interval: float = 10.0):
-        from app.policies.schema import parse_policy_document
-
         self.system_namespace = system_namespace
         self.api: KubeApi = api if api is not None else RestKubeApi.from_kubeconfig(kubeconfig)
         # Reads made while an admission waits get a short timeout: the admission's budget is ~8 s.

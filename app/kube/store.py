@@ -13,49 +13,13 @@ refuse.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from app.kube.client import KubeApi, KubeError, object_path
+from app.lru import TTLCache
 
 log = logging.getLogger(__name__)
-
-
-class TTLCache:
-    """A small thread-safe LRU with a time-to-live per entry; the clock is injectable for tests."""
-
-    def __init__(self, ttl: float, max_entries: int = 1024, clock: Callable[[], float] = time.monotonic):
-        self._ttl = ttl
-        self._max = max_entries
-        self._clock = clock
-        self._items: OrderedDict[tuple, tuple[float, object]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> tuple[bool, object]:
-        """``(True, value)`` when a fresh entry exists, else ``(False, None)``."""
-        with self._lock:
-            item = self._items.get(key)
-            if item is None:
-                return False, None
-            expires, value = item
-            if self._clock() >= expires:
-                del self._items[key]
-                return False, None
-            self._items.move_to_end(key)
-            return True, value
-
-    def put(self, key: tuple, value: object) -> None:
-        with self._lock:
-            self._items[key] = (self._clock() + self._ttl, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 class KubeObjectStore:
@@ -64,7 +28,7 @@ class KubeObjectStore:
     def __init__(self, api: KubeApi, ttl: float = 10.0, max_entries: int = 1024,
                  clock: Callable[[], float] = time.monotonic):
         self._api = api
-        self._cache = TTLCache(ttl, max_entries, clock)
+        self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(ttl, max_entries, clock)
 
     def get_secret(self, namespace: str, name: str) -> dict | None:
         return self._get("v1", "secrets", namespace, name)
@@ -81,7 +45,7 @@ class KubeObjectStore:
         key = (plural, namespace, name)
         hit, value = self._cache.get(key)
         if hit:
-            return value  # type: ignore[return-value]
+            return value
         try:
             obj = self._api.get(object_path(api_version, plural, namespace, name))
         except KubeError as exc:

@@ -86,7 +86,9 @@ def _host_matches(pattern: str, host: str) -> tuple[bool, bool]:
     return True, False
 
 
-def _secret_value(secret: Mapping[str, Any], key: str) -> str | None:
+def secret_value(secret: Mapping[str, Any], key: str) -> str | None:
+    """One field of a Secret: `stringData` as written, else `data` base64-decoded as UTF-8; None
+    when absent or undecodable (the one decoder of Secret fields in Ostiary)."""
     string_data = secret.get("stringData") or {}
     if isinstance(string_data, Mapping) and isinstance(string_data.get(key), str):
         return string_data[key]
@@ -118,7 +120,7 @@ def _registry_entries(secret: Mapping[str, Any]) -> Mapping[str, Any]:
         # An untyped secret from a YAML directory: accept whichever key is present.
         candidates = [(".dockerconfigjson", True), (".dockercfg", False)]
     for key, has_auths in candidates:
-        text = _secret_value(secret, key)
+        text = secret_value(secret, key)
         if text is None:
             continue
         try:

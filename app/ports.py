@@ -1,0 +1,60 @@
+"""The interfaces between Ostiary's parts, in one place (imported at module level, never duck-typed).
+
+The admission path (app.admission.review.Reviewer) depends only on these; app/runtime.py, the
+composition root, picks the implementation for each mode:
+
+| port            | directory mode (`--policy-dir`)      | cluster mode (`--kube`)              | CLI (`apply`, `explain`)   |
+|-----------------|--------------------------------------|--------------------------------------|----------------------------|
+| ObjectStore     | app.policies.directory.DirectoryStore | app.kube.store.KubeObjectStore       | DirectoryStore             |
+| TrustGatherer   | app.notary.service.TrustService       | TrustService                         | TrustService (live/replay) |
+| OwnerVerifier   | none                                  | app.kube.owners.OwnerVerifier        | none                       |
+| PolicyQuery     | app.opa.client.OpaClient              | OpaClient                            | OpaClient                  |
+| PolicySink      | app.policies.sync.PolicySync          | PolicySync (fed by the cluster source) | PolicySync               |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from app.notary.service import TrustRequest
+from app.policies.model import RegoModule
+
+
+class ObjectStore(Protocol):
+    """Secrets (signer keys, pull secrets, root pins) and service accounts, by namespace and name."""
+
+    def get_secret(self, namespace: str, name: str) -> dict | None: ...
+
+    def get_service_account(self, namespace: str, name: str) -> dict | None: ...
+
+
+class TrustGatherer(Protocol):
+    """Verified trust facts (docs/rego-input.md), one document per request, in order."""
+
+    def gather(self, requests: Sequence[TrustRequest], deadline: float) -> list[dict]: ...
+
+
+class OwnerVerifier(Protocol):
+    """Why an object may skip verification because a real owner with the same images exists
+    (a reason), or None."""
+
+    def approved_by_owner(self, obj: dict, namespace: str, images: list[tuple[str, str, str]]) -> str | None: ...
+
+
+class PolicyQuery(Protocol):
+    """A query of the decision engine under a deadline (JSON in, JSON out)."""
+
+    def query(self, path: str, input: dict, deadline: float) -> Any: ...
+
+
+class PolicySink(Protocol):
+    """Where policy modules go: OPA made to hold exactly what is asked for (app.policies.sync)."""
+
+    def set_base(self, modules: Iterable[RegoModule]) -> None: ...
+
+    def replace_all(self, modules: Iterable[RegoModule]) -> None: ...
+
+    def upsert(self, module: RegoModule) -> None: ...
+
+    def remove(self, module_id: str) -> None: ...
