@@ -547,6 +547,7 @@ class Result:
     cpu_util_server: float = 0.0     # cores busy
     cpu_util_opa: float = 0.0
     rss: list = field(default_factory=list)
+    opa_server: dict = field(default_factory=dict)   # OPA's /metrics: v1/data handler ms per query, queries/adm
     loadavg: list = field(default_factory=list)
 
 
@@ -576,6 +577,8 @@ def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple
     for p in workers:
         if p.stdout.readline().strip() != "READY":
             raise SystemExit(f"load process failed before its window ({scenario}, c={concurrency})")
+    opa_url = target.opa_url() if target.name.startswith("ostiary") else None
+    prom_before = prom_opa(opa_url)
     before = target.cpu()
     load1 = os.getloadavg()[0]
     for p in workers:
@@ -584,6 +587,7 @@ def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple
     extra = during(target) if during else None
     outs = [json.loads(p.stdout.readline()) for p in workers]
     after = target.cpu()
+    prom_after = prom_opa(opa_url)
     for p in workers:
         p.wait(timeout=30)
     lat = sorted(x for o in outs for x in o["latencies"])
@@ -606,6 +610,10 @@ def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple
     res.cpu_util_server = round((after["server"] - before["server"]) / elapsed, 2)
     res.cpu_util_opa = round((after["opa"] - before["opa"]) / elapsed, 2)
     res.cpu_ms_load = round(1000 * sum(o["cpu"] for o in outs) / done, 3)   # includes warm-up: an upper bound
+    if prom_after and prom_after["count"] > prom_before["count"]:
+        queries = prom_after["count"] - prom_before["count"]
+        res.opa_server = {"ms_per_query": round(1000 * (prom_after["seconds"] - prom_before["seconds"]) / queries, 3),
+                          "queries_per_admission": round(queries / done, 2)}
     res.rss = target.rss()
     res.loadavg = [round(load1, 2), round(os.getloadavg()[0], 2)]
     if extra is not None:
@@ -832,11 +840,14 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -
         n = 50
         body = json.dumps({"input": inp})
         for _ in range(n):
-            r = requests.post(f"{url}/v1/data/{path}?metrics=true", data=body,
+            r = requests.post(f"{url}/v1/data/{path}?metrics=true&instrument=true", data=body,
                               headers={"Content-Type": "application/json"}, timeout=10)
             for k, v in (r.json().get("metrics") or {}).items():
-                sums[k] += v
-        out[path] = {k: round(v / n / 1e6, 3) for k, v in sorted(sums.items()) if k.startswith("timer_")}
+                if isinstance(v, int | float):      # instrumentation also gives histograms: skipped
+                    sums[k] += v
+        timers = {k: round(v / n / 1e6, 3) for k, v in sums.items() if k.startswith("timer_")}
+        out[path] = dict(sorted(timers.items(), key=lambda kv: -kv[1])[:14])
+        out[path].update({k: round(v / n, 1) for k, v in sums.items() if k.startswith("counter_")})
         out[path]["unit"] = "ms, mean of 50"
         out[path]["answer_bytes"] = len(r.content)
     for p in (PLAN_PATH, DECISION_PATH):
@@ -884,7 +895,7 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--threads", type=int, default=8, help="`ostiary serve --threads` (and the floor's)")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker at c=8 warm, and OPA ?metrics")
-    ap.add_argument("--only", help="comma-separated scenario prefixes to run (floors always run)")
+    ap.add_argument("--only", help="comma-separated scenario prefixes to run: floor, warm, expiry, slow, cold")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -939,8 +950,7 @@ def main() -> int:
         t.close()
         targets.remove(t)
 
-    try:
-        # ---- floors
+    def run_floors() -> None:
         port = free_port()
         flask = Target("floor-flask", [sys.executable, str(ROOT / "scripts" / "bench_floor_app.py"),
                                        "--listen", f"127.0.0.1:{port}", "--threads", str(args.threads)],
@@ -961,25 +971,17 @@ def main() -> int:
         for name in ("deploy", "mix"):
             opa_bodies = [(opa_input(b), w) for b, w in sets[name]]
             for c in levels:
-                r = run_load(opa, f"floor-opa-{name}", name, opa_bodies, c, duration=duration, warmup=warmup,
-                             path="/v1/data/floor/result", check=False)
-                record(r)
+                record(run_load(opa, f"floor-opa-{name}", name, opa_bodies, c, duration=duration, warmup=warmup,
+                                path="/v1/data/floor/result", check=False))
         close(opa)
 
-        # ---- warm, then expiry, then slow
+    def run_warm() -> None:
         main_t = serve("ostiary-warm", direct)
         prime(main_t, sets["mix"])
         for name in ("deploy", "mix"):
             if wanted(f"warm-{name}"):
                 for c in levels:
-                    before = prom_opa(main_t.opa_url())
-                    r = run_load(main_t, f"warm-{name}", name, sets[name], c, duration=duration, warmup=warmup)
-                    after = prom_opa(main_t.opa_url())
-                    if after and after["count"] > before["count"]:
-                        r.examples.append({"opa_server_ms_per_query": round(
-                            1000 * (after["seconds"] - before["seconds"]) / (after["count"] - before["count"]), 3),
-                            "opa_queries_per_admission": round((after["count"] - before["count"]) / max(1, r.n), 2)})
-                    record(r)
+                    record(run_load(main_t, f"warm-{name}", name, sets[name], c, duration=duration, warmup=warmup))
         if args.profile:
             print("profile: py-spy on the worker, warm-deploy at c=8", flush=True)
             extras["profile"] = profile(main_t, sets["deploy"], out, 10 if args.quick else 20)
@@ -988,27 +990,33 @@ def main() -> int:
             print(json.dumps(extras["opa_metrics"], indent=1))
         close(main_t)
 
-        if wanted("expiry"):
-            t = serve("ostiary-ttl1", direct, "--trust-cache-ttl", "1")
-            prime(t, sets["mix"])
-            for c in levels:
-                record(run_load(t, "expiry-mix", "mix", sets["mix"], c, duration=duration, warmup=warmup))
-            close(t)
-        if wanted("slow"):
-            t = serve("ostiary-slow-ttl1", slow_dir, "--trust-cache-ttl", "1")
-            prime(t, sets["mix"])
-            for c in levels:
-                record(run_load(t, "slow-mix", "mix", sets["mix"], c, duration=duration, warmup=warmup))
+    def run_ttl1(name: str, policy_dir: Path) -> None:
+        t = serve(f"ostiary-{name}", policy_dir, "--trust-cache-ttl", "1")
+        prime(t, sets["mix"])
+        for c in levels:
+            record(run_load(t, name, "mix", sets["mix"], c, duration=duration, warmup=warmup))
+        close(t)
+
+    def run_cold() -> None:
+        """A fresh Ostiary per row; every repository of every request seen for the first time."""
+        for name, per, c, policy_dir in (("cold-pod10", 10, 1, direct), ("cold-deploy", 3, 1, direct),
+                                          ("cold-deploy", 3, 8, direct), ("cold-pod10-slow", 10, 1, slow_dir)):
+            t = serve(f"ostiary-{name}-c{c}", policy_dir)
+            record(run_load(t, name, "cold-deploy" if per == 3 else "cold-pod10", cold_bodies(images, per), c,
+                            duration=0, warmup=0, once=True))
             close(t)
 
-        # ---- cold: a fresh Ostiary, every repository of every request seen for the first time
+    try:
+        if wanted("floor"):
+            run_floors()
+        if wanted("warm") or args.profile:
+            run_warm()
+        if wanted("expiry"):
+            run_ttl1("expiry-mix", direct)
+        if wanted("slow"):
+            run_ttl1("slow-mix", slow_dir)
         if wanted("cold"):
-            for name, per, c, policy_dir in (("cold-pod10", 10, 1, direct), ("cold-deploy", 3, 1, direct),
-                                              ("cold-deploy", 3, 8, direct), ("cold-pod10-slow", 10, 1, slow_dir)):
-                t = serve(f"ostiary-{name}-c{c}", policy_dir)
-                record(run_load(t, name, "cold-deploy" if per == 3 else "cold-pod10", cold_bodies(images, per), c,
-                                duration=0, warmup=0, once=True))
-                close(t)
+            run_cold()
     finally:
         for t in targets:
             t.close()
