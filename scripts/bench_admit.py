@@ -852,6 +852,53 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -
         out[path]["answer_bytes"] = len(r.content)
     for p in (PLAN_PATH, DECISION_PATH):
         out.setdefault(p, {})
+    if cap.calls:
+        out["client_costs_plan_query"] = client_costs(url, cap.calls[0][0], cap.calls[0][1])
+    return out
+
+
+def client_costs(url: str, path: str, inp: dict, n: int = 300) -> dict:
+    """Python CPU (this process, single thread) and wall time per OPA query for four HTTP clients, same
+    query, same input, same OPA: what the OPA client's choice of library costs per round trip."""
+    import requests
+    import urllib3
+
+    payload = json.dumps({"input": inp}).encode()
+    host, port = url.split("//", 1)[1].split(":")
+    plain = requests.Session()
+    lean = requests.Session()
+    lean.trust_env = False
+    pool = urllib3.HTTPConnectionPool(host, int(port), maxsize=1)
+    conn = http.client.HTTPConnection(host, int(port))
+    full = f"{url}/v1/data/{path}"
+
+    def via_requests() -> bytes:
+        return plain.post(full, json={"input": inp}, timeout=10).content
+
+    def via_lean_requests() -> bytes:
+        return lean.post(full, data=payload, timeout=10,
+                         headers={"Content-Type": "application/json", "Accept-Encoding": "identity"}).content
+
+    def via_urllib3() -> bytes:
+        return pool.request("POST", f"/v1/data/{path}", body=payload,
+                            headers={"Content-Type": "application/json"}).data
+
+    def via_http_client() -> bytes:
+        conn.request("POST", f"/v1/data/{path}", payload, {"Content-Type": "application/json"})
+        return conn.getresponse().read()
+
+    out = {}
+    for name, call in (("requests json= (as app/opa/client.py)", via_requests),
+                       ("requests trust_env=False, data=, identity", via_lean_requests),
+                       ("urllib3 HTTPConnectionPool", via_urllib3), ("http.client keep-alive", via_http_client)):
+        for _ in range(20):
+            json.loads(call())
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            json.loads(call())
+        out[name] = {"python_cpu_ms": round(1000 * (time.process_time() - cpu0) / n, 3),
+                     "wall_ms": round(1000 * (time.perf_counter() - wall0) / n, 3)}
+    conn.close()
     return out
 
 
@@ -891,7 +938,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="short windows, fewer cold repositories (about 2-3 min)")
     ap.add_argument("--out", default="bench-out", help="directory for bench.json, bench.png, profile files")
-    ap.add_argument("--duration", type=float, help="seconds per measured window (quick 2, full 10)")
+    ap.add_argument("--duration", type=float, help="seconds per measured window (quick 1.5, full 10)")
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--threads", type=int, default=8, help="`ostiary serve --threads` (and the floor's)")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker at c=8 warm, and OPA ?metrics")
@@ -899,8 +946,8 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    duration = args.duration or (2.0 if args.quick else 10.0)
-    warmup = 0.5 if args.quick else 2.0
+    duration = args.duration or (1.5 if args.quick else 10.0)
+    warmup = 0.3 if args.quick else 2.0
     levels = [int(c) for c in args.concurrency.split(",")]
     n_cold = 20 if args.quick else 60
     wanted = (lambda name: True) if not args.only else (lambda name: any(name.startswith(p) for p in args.only.split(",")))
