@@ -81,6 +81,7 @@ def _load_worker() -> None:
     mode = spec["mode"]                      # "duration" or "once"
     lock = threading.Lock()
     results: list[list[float]] = [[] for _ in range(threads)]
+    carried = [0] * threads
     errors = collections.Counter()
     examples: list[str] = []
     state = {"end": 0.0, "measure": False, "next": 0}
@@ -132,6 +133,8 @@ def _load_worker() -> None:
             i += threads
             if ok and measuring and state["measure"]:
                 results[k].append(elapsed)
+            elif not measuring and state["measure"]:
+                carried[k] += 1      # started in the warm-up, finished in the window: its CPU is in it
 
     def run_once(k: int) -> None:
         box: list = [None]
@@ -180,7 +183,7 @@ def _load_worker() -> None:
     cpu = os.times()
     out.write(json.dumps({
         "latencies": [x for r in results for x in r], "elapsed": elapsed,
-        "errors": dict(errors), "examples": examples, "cpu": cpu.user + cpu.system,
+        "errors": dict(errors), "examples": examples, "cpu": cpu.user + cpu.system, "carried": sum(carried),
     }) + "\n")
     out.flush()
 
@@ -598,7 +601,9 @@ def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple
     res = Result(scenario, concurrency, bodies_name, n=len(lat), elapsed=round(elapsed, 3))
     res.errors = dict(errors)
     res.examples = [e for o in outs for e in o["examples"]][:5]
-    done = max(1, len(lat) + sum(errors.values()))
+    # Everything that finished between the two CPU samples: the window's requests (the last ones drain
+    # before `after`), their errors, and those begun in the warm-up that finished inside the window.
+    done = max(1, len(lat) + sum(errors.values()) + sum(o.get("carried", 0) for o in outs))
     if lat:
         def pct(q: float) -> float:
             return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 2)
@@ -950,7 +955,12 @@ def main() -> int:
     warmup = 0.3 if args.quick else 2.0
     levels = [int(c) for c in args.concurrency.split(",")]
     n_cold = 20 if args.quick else 60
-    wanted = (lambda name: True) if not args.only else (lambda name: any(name.startswith(p) for p in args.only.split(",")))
+    only = [p for p in (args.only or "").split(",") if p]
+
+    def wanted(name: str) -> bool:
+        """--only warm-deploy selects the warm group and, in it, warm-deploy (not warm-mix)."""
+        return not only or any(name.startswith(p) or p.startswith(name) for p in only)
+
     info = machine()
     print(f"machine: {info['cores']} cores ({info['cpu']}), load average {info['loadavg_start']}", flush=True)
 
