@@ -3,7 +3,8 @@
 # docker reference grammar, tools/refdiff, for the differential test of app/images.py).
 # Everything is compiled from the Go module proxy into the git-ignored tools folder
 # (default: <repo>/.tools/bin); a binary already there at the pinned version is reused.
-# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|helm|refdiff|all]...
+# and regal (the Rego linter, tools/regal pins it).
+# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|helm|refdiff|regal|all]...
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -102,6 +103,19 @@ build_refdiff() {
   stamp refdiff "$want"
 }
 
+build_regal() {
+  # Built from tools/regal (its go.mod pins github.com/styrainc/regal; `go install mod@version` is
+  # refused because the proxy does not list that module's versions, but it serves the pinned one).
+  local src="$root/tools/regal" want
+  grep -q "github.com/styrainc/regal $REGAL_VERSION\$" "$src/go.mod" \
+    || { echo "tools/regal/go.mod does not require styrainc/regal $REGAL_VERSION (scripts/versions.env)" >&2; exit 1; }
+  want="$REGAL_VERSION:$(cat "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-16)"
+  stamp_ok regal "$want" && { echo "regal ($want): present"; return; }
+  echo "regal ($want): building (first time takes a few minutes)"
+  (cd "$src" && go build -o "$bin/regal" github.com/styrainc/regal)
+  stamp regal "$want"
+}
+
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(all)
 for t in "${targets[@]}"; do
@@ -111,7 +125,8 @@ for t in "${targets[@]}"; do
     etcd) build_etcd ;;
     kube-apiserver) build_kube_apiserver ;;
     refdiff) build_refdiff ;;
-    all) build_opa; build_etcd; build_kube_apiserver; build_helm; build_refdiff ;;
+    regal) build_regal ;;
+    all) build_opa; build_etcd; build_kube_apiserver; build_helm; build_refdiff; build_regal ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

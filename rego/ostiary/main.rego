@@ -19,23 +19,23 @@ default_trust_servers := {
 default_system_namespace := "ostiary-system"
 
 # Portieris: if the namespace has any ImagePolicy, only those apply; else ClusterImagePolicies.
-namespace_policies contains policy if {
-	some name
-	policy := data.ostiary.policies.namespaced[input.request.namespace][name].policy
+namespace_policies contains doc.policy if {
+	some doc in object.get(data.ostiary.policies.namespaced, input.request.namespace, {})
 }
 
-cluster_policies contains policy if {
-	some name
-	policy := data.ostiary.policies.cluster[name].policy
+cluster_policies contains doc.policy if {
+	some doc in data.ostiary.policies.cluster
 }
 
 applicable := namespace_policies if {
 	count(namespace_policies) > 0
 } else := cluster_policies
 
+default scope := "the ClusterImagePolicies"
+
 scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace]) if {
 	count(namespace_policies) > 0
-} else := "the ClusterImagePolicies"
+}
 
 # The applicable entries indexed by registry host (matching.host_bucket), built once per query, so
 # an image is matched only against the entries that can match its host, never against all of them.
@@ -46,9 +46,7 @@ entries_by_host[bucket] contains {"policy": head, "entry": entry} if {
 	bucket := matching.host_bucket(entry)
 }
 
-host_index := entries_by_host
-
-entries_for(ref) := union({object.get(host_index, key, set()) | some key in matching.host_keys(ref.registry)})
+entries_for(ref) := union({object.get(entries_by_host, key, set()) | some key in matching.host_keys(ref.registry)})
 
 # selected: image id -> the chosen {policy, entry}. A complete rule, so it is computed once
 # per query however often it is looked up.
@@ -104,6 +102,9 @@ policy_summary(c) := {
 	"mode": c.policy.mode,
 }
 
+# METADATA
+# description: Which entry applies to each image and what facts it needs (Ostiary's first query).
+# entrypoint: true
 plan := {"images": [image_plan(img) | some img in input.images]}
 
 image_plan(img) := {
@@ -197,23 +198,20 @@ image_decisions := [image_decision(img) | some img in input.images]
 # ---- custom rules: package ostiary.custom.<name>, `deny contains msg`, `warn contains msg` ----
 
 custom_denials contains sprintf("%s: %v", [name, msg]) if {
-	some name
-	rules := data.ostiary.custom[name]
+	some name, rules in data.ostiary.custom
 	is_set(rules.deny)
 	some msg in rules.deny
 }
 
 custom_denials contains msg if {
-	some name
-	rules := data.ostiary.custom[name]
+	some name, rules in data.ostiary.custom
 	not is_set(rules.deny)
 	rules.deny
 	msg := sprintf("custom rules %s: deny must be a set of messages (deny contains msg if ...); denied", [name])
 }
 
 custom_warnings contains sprintf("%s: %v", [name, msg]) if {
-	some name
-	rules := data.ostiary.custom[name]
+	some name, rules in data.ostiary.custom
 	is_set(rules.warn)
 	some msg in rules.warn
 }
@@ -230,6 +228,9 @@ warnings := array.concat(
 	sort([w | some w in custom_warnings]),
 )
 
+# METADATA
+# description: The verdict per image and for the request (Ostiary's second query).
+# entrypoint: true
 decision := {
 	"allowed": count(denials) == 0,
 	"denials": denials,
