@@ -218,6 +218,15 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # One soak per output directory: two runs sharing it would rewrite each other's policies (a
+    # first run of this script did exactly that, and its "wrong verdicts" were the other run's).
+    import fcntl
+
+    lock = (out / ".soak.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise SystemExit(f"another soak is running with --out {out}; give another directory") from None
 
     world = NotaryWorld()
     world.start()
