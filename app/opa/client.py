@@ -2,16 +2,21 @@
 
 Every failure is an exception; callers turn it into a denial. An undefined result is not an
 empty answer but OpaUndefined, so a missing rule can never read as "allowed".
+
+It speaks HTTP through urllib3's connection pool directly: OPA is on loopback, every admission
+makes two queries, and requests' per-call machinery (environment and netrc lookups, hooks,
+cookie handling) cost more CPU than the rest of the query (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 from urllib.parse import quote
 
-import requests
+import urllib3
 
 
 class OpaError(RuntimeError):
@@ -34,6 +39,21 @@ class OpaModuleRefused(OpaError):
 AUTHZ_PACKAGE = ["data", "system", "authz"]
 
 
+class Response:
+    """What Ostiary reads of an OPA answer: the status and the body."""
+
+    def __init__(self, status_code: int, content: bytes):
+        self.status_code = status_code
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
 class OpaClient:
     """`token`: sent as `Authorization: Bearer` (OPA run with --authentication=token)."""
 
@@ -41,31 +61,32 @@ class OpaClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.token = token
-        self._session = requests.Session()
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
         self._last = threading.local()  # per request thread: the decision id of its last query
 
     def set_token(self, token: str | None) -> None:
         """A new bearer token (a rotated Secret) for every request from now on."""
         self.token = token
-        if token:
-            self._session.headers["Authorization"] = f"Bearer {token}"
-        else:
-            self._session.headers.pop("Authorization", None)
 
-    def _request(self, method: str, path: str, timeout: float, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, timeout: float, body: bytes | None = None,
+                 content_type: str | None = None) -> Response:
         if timeout <= 0:
             raise OpaError("no time left for the OPA request (deadline passed)")
+        headers = {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if content_type:
+            headers["Content-Type"] = content_type
         try:
-            resp = self._session.request(method, self.url + path, timeout=timeout, **kwargs)
-        except requests.Timeout:
-            raise OpaError(f"OPA at {self.url} did not answer within {timeout:.2f}s") from None
-        except requests.RequestException as exc:
+            raw = self._pool.request(method, self.url + path, body=body, headers=headers,
+                                     timeout=urllib3.Timeout(total=timeout), redirect=False)
+        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError subclass in urllib3)
             raise OpaError(f"OPA at {self.url} is unreachable: {exc.__class__.__name__}") from None
+        except urllib3.exceptions.TimeoutError:
+            raise OpaError(f"OPA at {self.url} did not answer within {timeout:.2f}s") from None
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise OpaError(f"OPA at {self.url} is unreachable: {exc.__class__.__name__}") from None
+        resp = Response(raw.status, raw.data)
         if resp.status_code in (401, 403):
             if self.token:
                 raise OpaError(f"OPA at {self.url} rejected Ostiary's token ({resp.status_code}): the token "
@@ -75,7 +96,7 @@ class OpaClient:
         return resp
 
     @staticmethod
-    def _errors(resp: requests.Response) -> str:
+    def _errors(resp: Response) -> str:
         try:
             body = resp.json()
         except ValueError:
@@ -91,8 +112,8 @@ class OpaClient:
             "PUT",
             f"/v1/policies/{quote(module_id, safe='/')}",
             self.timeout * 5,
-            data=source.encode(),
-            headers={"Content-Type": "text/plain"},
+            body=source.encode(),
+            content_type="text/plain",
         )
         if resp.status_code == 400:
             raise OpaModuleRefused(module_id, self._errors(resp))
@@ -131,7 +152,9 @@ class OpaClient:
         """POST /v1/data/<path> with `input`; `deadline` is an absolute time.monotonic() value."""
         remaining = deadline - time.monotonic()
         self._last.decision_id = None
-        resp = self._request("POST", f"/v1/data/{path.strip('/')}", remaining, json={"input": input})
+        payload = json.dumps({"input": input}, separators=(",", ":")).encode()
+        resp = self._request("POST", f"/v1/data/{path.strip('/')}", remaining, body=payload,
+                             content_type="application/json")
         if resp.status_code != 200:
             raise OpaError(f"OPA query {path} failed ({resp.status_code}): {self._errors(resp)}")
         try:
