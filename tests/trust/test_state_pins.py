@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.notary.errors import BadRootRotation, CertificateError, RollbackAttack, ThresholdNotMet
-from app.notary.verify import TrustedRepository, check_rotation, pem_blocks, root_pin
+from app.notary.pins import pem_blocks, root_pin
+from app.notary.trusted import TrustedRepository, check_rotation
 from tests.trust.forge import GUN, NOW, ForgedKey, ForgedRepo, _b64, ecdsa_key, x509_key
 
 
