@@ -1,7 +1,7 @@
 """The Notary v1 wire client: GET /v2/<gun>/_trust/tuf/<role>.json, and nothing else.
 
-Why it is separate from verification: the verifier (app/notary/verify.py) trusts no byte it is handed,
-so this module only has to make fetching *bounded* and *honest about failures*:
+Why it is separate from verification: the state machine (app/notary/trusted.py) trusts no byte it is
+handed, so this module only has to make fetching *bounded* and *honest about failures*:
 
 - HTTPS with the certifi CAs plus an optional extra CA file (`ca_file`), on a pooled `requests.Session`;
   HTTPS_PROXY / NO_PROXY from the environment are honoured (cluster egress), netrc is not;

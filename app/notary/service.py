@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.notary import clock as clocks
 from app.notary.cache import CachedRepository, Key, TrustCache
@@ -142,7 +142,7 @@ class _Group:
         self.budget = budget
         self.credentials: list[tuple[str, str]] = []
         self.progress = _Progress()
-        self.future: Future[Any] | None = None
+        self.future: Future[TrustedRepository] | None = None
         self.error: TrustError | None = None
         self.pins: tuple[RootPin, ...] = ()
 
@@ -157,7 +157,7 @@ class _Flight:
     def __init__(self, progress: _Progress):
         self.progress = progress
         self.done = threading.Event()
-        self.result: Any = None
+        self.result: TrustedRepository | None = None
         self.error: BaseException | None = None
 
 
@@ -360,7 +360,7 @@ class TrustService:
         if repository is not None:
             try:
                 facts = repository.facts(image.tag, image.digest, signers, server=group.server)
-                self._count(ROOT_TRUST_STATS.get(facts.get("root_trust"), "roots_first_use"))
+                self._count(ROOT_TRUST_STATS.get(str(facts.get("root_trust")), "roots_first_use"))
                 return facts
             except TrustError as facts_error:
                 error = facts_error
@@ -375,7 +375,7 @@ class TrustService:
 
     # -- loading one repository ------------------------------------------------------------------------
 
-    def _load(self, group: _Group, deadline: float) -> Any:
+    def _load(self, group: _Group, deadline: float) -> TrustedRepository:
         """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
         key: Key = group.key
         entry, fresh = self.cache.lookup(key)
@@ -421,7 +421,7 @@ class TrustService:
 
         return check
 
-    def _load_uncached(self, group: _Group, key: Key, deadline: float) -> Any:
+    def _load_uncached(self, group: _Group, key: Key, deadline: float) -> TrustedRepository:
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None
@@ -441,7 +441,7 @@ class TrustService:
                 self._flights.pop(key, None)
             flight.done.set()
 
-    def _follow(self, flight: _Flight, group: _Group, deadline: float) -> Any:
+    def _follow(self, flight: _Flight, group: _Group, deadline: float) -> TrustedRepository:
         """Wait for another admission's walk of the same repository, and take its result.
 
         Its failure is ours too (same server, same bytes), except when it ran out of its own, earlier
@@ -451,6 +451,8 @@ class TrustService:
         if not flight.done.wait(max(0.0, deadline - self._deadline_clock())):
             raise _timeout(group)
         if flight.error is None:
+            if flight.result is None:  # cannot happen: the leader sets one or the other before `done`
+                raise InternalError(group.progress.role, "internal error: a shared walk ended without a result")
             return flight.result
         retry = isinstance(flight.error, (FetchTimeout, DeadlineExceeded, AuthorizationFailed))
         if not retry or self._deadline_clock() >= deadline:
@@ -458,7 +460,7 @@ class TrustService:
         group.progress = _Progress()
         return self._refresh(group, group.key, deadline)
 
-    def _refresh(self, group: _Group, key: Key, deadline: float) -> Any:
+    def _refresh(self, group: _Group, key: Key, deadline: float) -> TrustedRepository:
         now = self._clock()
         entry, fresh = self.cache.lookup(key)
         timestamp: bytes | None = None
@@ -474,7 +476,9 @@ class TrustService:
         self._count("walks")
         return self._walk(group, key, now, deadline, timestamp)
 
-    def _walk(self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None) -> Any:
+    def _walk(
+        self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None
+    ) -> TrustedRepository:
         record: TrustRecord | None = None
         durable = self.records is not None and not group.pins  # a pinned entry has no TOFU record
         if group.pins:
