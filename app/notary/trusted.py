@@ -105,11 +105,6 @@ from app.notary.metadata import (
 )
 from app.notary.pins import RootPin, check_pinned_root
 
-# A verified targets role (the name this state machine has always given metadata.Targets).
-LoadedTargets = Targets
-
-
-
 
 class TrustedRepository:
     """The verified trust data of one GUN. Load order enforced: root -> timestamp -> snapshot ->

@@ -49,7 +49,7 @@ from app.notary.pins import (
     pem_blocks,
     root_pin,
 )
-from app.notary.trusted import LoadedTargets, TrustedRepository, check_rotation
+from app.notary.trusted import TrustedRepository, check_rotation
 from app.notary.walker import load_all, walk
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
     "TOP_ROLES",
     "Envelope",
     "Key",
-    "LoadedTargets",
     "PrefixIndex",
     "RoleSpec",
     "Root",
