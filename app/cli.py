@@ -123,7 +123,7 @@ def _serve_root_pins(path: str | None) -> str | None:
     """Check a --root-pins file now, so a bad one stops the start instead of denying later."""
     if path is None:
         return None
-    from app.notary.verify import load_default_root_pins
+    from app.notary.pins import load_default_root_pins
 
     try:
         load_default_root_pins(path)
@@ -501,7 +501,8 @@ def _record_store(state_dir: str | None, *, create: bool = False, kube: bool = F
 def _record_key(image: str, trust_server: str | None) -> tuple[str, str]:
     """(server, GUN) of IMAGE as `ostiary serve` keys its records."""
     from app.images import InvalidImageReference, parse_image
-    from app.notary.service import _normalize_server, trust_server_for
+    from app.notary.servers import normalize_trust_server as _normalize_server
+    from app.notary.servers import trust_server_for
 
     try:
         ref = parse_image(image)

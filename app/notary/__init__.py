@@ -1,2 +1,3 @@
-"""Notary v1 trust: the pure verifier (verify.py, keys.py, canonical.py, facts.py, errors.py) and,
-around it, the network client, cache and service that feed it bytes."""
+"""Notary v1 trust, shaped like python-tuf: the pure core (metadata.py, pins.py, trusted.py, facts.py,
+with keys.py, canonical.py, errors.py), the one walk over a repository (walker.py) and, around them, the
+network client, cache, records and service that feed the walk bytes (docs/internals.md)."""

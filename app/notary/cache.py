@@ -19,22 +19,23 @@ All methods are thread-safe; none does I/O.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+
+from app.notary import clock as clocks
+from app.notary.trusted import TrustedRepository
 
 Key = tuple[str, str]  # (server URL, GUN)
 
 
 @dataclass
 class CachedRepository:
-    repository: Any  # a verified app.notary.verify.TrustedRepository
+    repository: TrustedRepository  # verified
     timestamp_bytes: bytes
     expires: datetime  # the earliest `expires` among the roles it was verified with
-    checked_at: float  # time.monotonic() of the last successful fetch or refresh
+    checked_at: float  # the injected monotonic clock's value at the last successful fetch or refresh
 
 
 @dataclass
@@ -50,7 +51,7 @@ class TrustCache:
         ttl: float,
         entries: int,
         anchors: int | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = clocks.monotonic,
     ):
         self.ttl = ttl
         self._entries = max(0, entries)

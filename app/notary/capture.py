@@ -17,23 +17,18 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from app.images import InvalidImageReference, parse_image
-from app.notary.client import FetchError, NotaryClient, RoleNotServed
-from app.notary.errors import TrustError
-from app.notary.service import (
-    MAX_DELEGATIONS,
-    TrustRequest,
-    TrustService,
-    _normalize_server,
-    trust_server_for,
-)
-from app.notary.verify import valid_delegation_name
+from app.notary import clock as clocks
+from app.notary.client import NotaryClient
+from app.notary.errors import LimitExceeded, RoleNotServed, TrustError
+from app.notary.metadata import valid_delegation_name
+from app.notary.servers import normalize_trust_server, trust_server_for
+from app.notary.service import TrustRequest, TrustService
+from app.notary.walker import MAX_DELEGATIONS
 
 TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
 
@@ -82,7 +77,11 @@ def _named_roles(data: bytes, *, snapshot: bool) -> list[str]:
 
 def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: float,
                      credentials: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, bytes], list[str]]:
-    """Every role of (server, GUN) as served, and the roles answered 404. Raises FetchError otherwise."""
+    """Every role of (server, GUN) as served, and the roles answered 404. Raises FetchError otherwise.
+
+    Not walker.walk: that walk verifies as it goes and stops at the first failure, while a capture
+    must keep what a repository that does not verify serves (verification runs afterwards, through
+    the service and so through the walker, on the written files)."""
     served: dict[str, bytes] = {}
     missing: list[str] = []
     queue: list[str] = list(TOP_LEVEL)
@@ -93,7 +92,7 @@ def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: floa
             continue
         asked.add(role)
         if len(asked) > len(TOP_LEVEL) + MAX_DELEGATIONS:
-            raise FetchError(role, f"{gun} names more than {MAX_DELEGATIONS} delegations; refusing to capture")
+            raise LimitExceeded(role, f"{gun} names more than {MAX_DELEGATIONS} delegations; refusing to capture")
         try:
             data = client.fetch_role(server, gun, role, deadline=deadline, credentials=credentials)
         except RoleNotServed:
@@ -156,7 +155,7 @@ def capture_images(images: list[str], out: Path, *, trust_server: str | None = N
         server = trust_server_for(ref.registry, trust_server)
         if server is None:
             raise CaptureError(f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL")
-        normalized, error = _normalize_server(server)
+        normalized, error = normalize_trust_server(server)
         if error is not None:
             raise CaptureError(f"{image}: {error}")
         plan.append((image, ref, normalized))
@@ -174,7 +173,7 @@ def capture_images(images: list[str], out: Path, *, trust_server: str | None = N
             key = (server, ref.name)
             if key not in fetched:
                 try:
-                    fetched[key] = fetch_repository(client, server, ref.name, time.monotonic() + timeout, credentials)
+                    fetched[key] = fetch_repository(client, server, ref.name, clocks.monotonic() + timeout, credentials)
                 except TrustError as exc:
                     fetched[key] = str(exc)
             outcome = fetched[key]
@@ -187,7 +186,7 @@ def capture_images(images: list[str], out: Path, *, trust_server: str | None = N
                 files = _write(out, sub, served)
                 entries[key] = {
                     "server": server, "gun": ref.name, "path": sub, "not_served": missing,
-                    "captured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "files": files,
+                    "captured_at": clocks.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), "files": files,
                 }
                 result.path, result.roles, result.not_served = str(out / sub), sorted(served), missing
             results.append(result)
@@ -208,6 +207,6 @@ def _verify(results: list[CaptureResult], plan: list, out: Path) -> None:
         return
     service = TrustService(client=ReplayClient(load_trust_data([out])), cache_entries=0)  # type: ignore[arg-type]
     facts = service.gather([TrustRequest(image=ref, server=server) for _, ref, server in captured],
-                           deadline=time.monotonic() + 60.0)
+                           deadline=clocks.monotonic() + 60.0)
     for (result, _, _), fact in zip(captured, facts):
         result.verified = explain(fact)

@@ -1,17 +1,19 @@
 """The Notary v1 wire client: GET /v2/<gun>/_trust/tuf/<role>.json, and nothing else.
 
-Why it is separate from verification: the verifier (app/notary/verify.py) trusts no byte it is handed,
-so this module only has to make fetching *bounded* and *honest about failures*:
+Why it is separate from verification: the state machine (app/notary/trusted.py) trusts no byte it is
+handed, so this module only has to make fetching *bounded* and *honest about failures*:
 
 - HTTPS with the certifi CAs plus an optional extra CA file (`ca_file`), on a pooled `requests.Session`;
   HTTPS_PROXY / NO_PROXY from the environment are honoured (cluster egress), netrc is not;
   redirects are not followed (a Notary server has no reason to redirect, and a redirect would move the
   bearer token to another host).
-- One absolute deadline (a `time.monotonic()` value) bounds connect, TLS handshake, headers and every
-  read of the body; a server that never answers or trickles bytes forever fails before the deadline.
+- One absolute deadline (a value of clock.monotonic(), i.e. time.monotonic()) bounds connect, TLS
+  handshake, headers and every read of the body; a server that never answers or trickles bytes
+  forever fails before the deadline.
 - Bodies are streamed and cut at `max_response_bytes`; the error names the role.
 - 404 raises `RoleNotServed` (the verifier decides whether a missing role is fatal); any other
-  non-200 raises `FetchError` with the status.
+  non-200 raises `UnexpectedStatus` (a `FetchError`) with the status; no answer at all (connect,
+  TLS, request or read failed) raises `ServerUnreachable`.
 - A 401 Bearer challenge runs the token flow (app/registry/token.py) with the request's credentials
   in order, then anonymously; credentials are never sent to a realm that is not https. After a
   success the (server, gun) remembers its challenge, so later fetches send the cached token at once
@@ -28,7 +30,6 @@ import contextlib
 import logging
 import ssl
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from http.cookiejar import DefaultCookiePolicy
@@ -41,33 +42,35 @@ import urllib3
 from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 
-from app.notary.errors import TrustError
+from app.notary import clock as clocks
+from app.notary.errors import (
+    AuthorizationFailed,
+    FetchError,
+    FetchTimeout,
+    ResponseTooLarge,
+    RoleNotServed,
+    ServerUnreachable,
+    UnexpectedStatus,
+)
 from app.registry.token import BearerChallenge, HttpAnswer, TokenError, TokenProvider, parse_bearer_challenge
+
+# The fetch errors live in errors.py with every other failure kind; re-exported for callers of the client.
+__all__ = [
+    "AuthorizationFailed",
+    "FetchError",
+    "FetchTimeout",
+    "NotaryClient",
+    "ResponseTooLarge",
+    "RoleNotServed",
+    "ServerUnreachable",
+    "UnexpectedStatus",
+    "tuf_url",
+]
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 << 10
 _MIN_TIMEOUT = 0.001
-
-
-class FetchError(TrustError):
-    """Fetching a role failed (network, TLS, HTTP status, size, time, authorization)."""
-
-
-class RoleNotServed(FetchError):
-    """The server answered 404 for the role: it does not have it."""
-
-
-class FetchTimeout(FetchError):
-    """The deadline passed before the role arrived."""
-
-
-class ResponseTooLarge(FetchError):
-    """The role is bigger than max_response_bytes."""
-
-
-class AuthorizationFailed(FetchError):
-    """The server demanded a token and no credential (nor anonymous access) obtained one it accepts."""
 
 
 class _Deadline(Exception):
@@ -103,7 +106,7 @@ def tuf_url(server: str, gun: str, role: str) -> str:
 
 
 def _remaining(deadline: float) -> float:
-    return deadline - time.monotonic()
+    return deadline - clocks.monotonic()
 
 
 def _describe_server(server: str) -> str:
@@ -174,7 +177,7 @@ class NotaryClient:
             return answer.body
         if answer.status == 404:
             raise RoleNotServed(role, f"{who} does not serve {role}.json for {gun} (HTTP 404)")
-        raise FetchError(role, f"{who} answered HTTP {answer.status} for {role}.json of {gun}")
+        raise UnexpectedStatus(role, f"{who} answered HTTP {answer.status} for {role}.json of {gun}")
 
     # -- token flow --------------------------------------------------------------------------------
 
@@ -275,7 +278,7 @@ class NotaryClient:
                 proxies=get_environ_proxies(url),
             )
         except requests.exceptions.SSLError as error:
-            raise FetchError(role, f"TLS with {who} failed: {_short(error)}") from error
+            raise ServerUnreachable(role, f"TLS with {who} failed: {_short(error)}") from error
         except (requests.exceptions.Timeout, TimeoutError) as error:
             raise FetchTimeout(
                 role, f"{who} did not answer within {started_budget:.1f}s"
@@ -285,9 +288,9 @@ class NotaryClient:
                 raise FetchTimeout(
                     role, f"{who} did not answer within {started_budget:.1f}s"
                 ) from error
-            raise FetchError(role, f"cannot connect to {who}: {_short(error)}") from error
+            raise ServerUnreachable(role, f"cannot connect to {who}: {_short(error)}") from error
         except requests.exceptions.RequestException as error:
-            raise FetchError(role, f"request to {who} failed: {_short(error)}") from error
+            raise ServerUnreachable(role, f"request to {who} failed: {_short(error)}") from error
         try:
             body = self._read_body(response, deadline, limit)
         except _Deadline:
@@ -303,7 +306,7 @@ class NotaryClient:
                 raise FetchTimeout(
                     role, f"{who} did not finish sending {role}.json within {started_budget:.1f}s"
                 ) from error
-            raise FetchError(role, f"reading the answer of {who} failed: {_short(error)}") from error
+            raise ServerUnreachable(role, f"reading the answer of {who} failed: {_short(error)}") from error
         finally:
             response.close()
         return HttpAnswer(status=response.status_code, headers=response.headers, body=body)

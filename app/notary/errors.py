@@ -93,3 +93,73 @@ class DeadlineExceeded(TrustError):
 
 class ServiceError(TrustError):
     """The trust service could not produce a result (no server configured, internal error)."""
+
+
+# --- fetching (app/notary/client.py, app/offline/replay.py) ---------------------------------------
+
+
+class FetchError(TrustError):
+    """Fetching a role failed (network, TLS, HTTP status, size, time, authorization)."""
+
+
+class ServerUnreachable(FetchError):
+    """No answer could be had: the connection, the TLS handshake, the request or the reading failed."""
+
+
+class UnexpectedStatus(FetchError):
+    """The server answered with an HTTP status other than 200, 401 or 404."""
+
+
+class RoleNotServed(FetchError):
+    """The server answered 404 for the role: it does not have it."""
+
+
+class FetchTimeout(FetchError):
+    """The deadline passed before the role arrived."""
+
+
+class WorkersBusy(FetchTimeout):
+    """The deadline passed before a trust worker was free to start fetching."""
+
+
+class ResponseTooLarge(FetchError):
+    """The role is bigger than max_response_bytes."""
+
+
+class AuthorizationFailed(FetchError):
+    """The server demanded a token and no credential (nor anonymous access) obtained one it accepts."""
+
+
+class RememberedFailure(FetchError):
+    """The server failed moments ago for the same repository and credentials; not asked again yet."""
+
+
+# --- the trust service's own failures (app/notary/service.py) ---------------------------------------
+
+
+class NoTrustServer(ServiceError):
+    """No Notary server is configured or known for the image's registry."""
+
+
+class InsecureTrustServer(ServiceError):
+    """The configured trust server is not an https URL."""
+
+
+class UnusableRootPins(ServiceError):
+    """The pinned root material (policy `rootSecrets`, `--root-pins`) cannot be read."""
+
+
+class RecordUnavailable(ServiceError):
+    """The durable trust-on-first-use record cannot be read or written."""
+
+
+class InternalError(ServiceError):
+    """A bug: something other than a TrustError went wrong; the image fails closed."""
+
+
+class RecordConflict(BadRootRotation):
+    """The root served (or recorded by another process) contradicts the recorded root."""
+
+
+class BadImageReference(TrustError):
+    """The image reference cannot be parsed, so there is no repository to verify."""

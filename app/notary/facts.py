@@ -2,6 +2,8 @@
 
 Python states facts; the Rego policy decides. `build_facts` is called by
 TrustedRepository.facts (verified True); `failure_facts` describes a failure (verified False).
+Built from plain values (digests, role summaries, keys, a release function): this module imports
+nothing of the metadata or the state machine, so it can be read, and tested, on its own.
 """
 
 from __future__ import annotations

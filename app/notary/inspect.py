@@ -15,15 +15,16 @@ That is a convenience summary for a terminal; admission decisions are made by th
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from app.images import InvalidImageReference, parse_image
-from app.notary.errors import TrustError
+from app.notary import clock as clocks
+from app.notary.errors import BadImageReference, NoTrustServer
 from app.notary.facts import failure_facts
-from app.notary.service import DEFAULT_TRUST_SERVERS, Signer, TrustRequest, TrustService, trust_server_for
-from app.notary.verify import valid_delegation_name
+from app.notary.metadata import valid_delegation_name
+from app.notary.servers import DEFAULT_TRUST_SERVERS, trust_server_for
+from app.notary.service import Signer, TrustRequest, TrustService
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -50,11 +51,11 @@ def inspect_image(
     try:
         ref = parse_image(image)
     except InvalidImageReference as invalid:
-        facts = failure_facts(trust_server, image, None, None, TrustError(None, str(invalid)), signer_tuples)
+        facts = failure_facts(trust_server, image, None, None, BadImageReference(None, str(invalid)), signer_tuples)
         return facts, False
     server = trust_server_for(ref.registry, trust_server, dict(default_servers))
     if server is None:
-        error = TrustError(
+        error = NoTrustServer(
             None,
             f"no Notary trust server is known for registry {ref.registry}; pass --trust-server URL",
         )
@@ -65,14 +66,14 @@ def inspect_image(
     moment = at
 
     def clock() -> datetime:
-        return moment if moment is not None else datetime.now(UTC)
+        return moment if moment is not None else clocks.utcnow()
 
     service = TrustService(ca_file=ca_file, cache_entries=0, clock=clock)
     try:
         request = TrustRequest(
             image=ref, server=server, signers=signer_list, credentials=tuple(credentials)
         )
-        facts = service.gather([request], deadline=time.monotonic() + timeout)[0]
+        facts = service.gather([request], deadline=clocks.monotonic() + timeout)[0]
     finally:
         service.close()
     return facts, summarize_verified(facts)

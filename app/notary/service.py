@@ -1,13 +1,14 @@
 """TrustService: Notary v1 trust facts for every image of an admission, in parallel, under one deadline.
 
-Why this module exists: the verifier (app/notary/verify.py) is pure and the client (client.py) only
-fetches; something has to walk the roles in TUF order, remember what was trusted before, cache, run
-images in parallel, and turn *every* failure into facts the policy can deny on. That is this.
+Why this module exists: the state machine (app/notary/trusted.py) is pure, the walker (walker.py) only
+orders the loading and the client (client.py) only fetches; something has to feed the walker from the
+network under a deadline, remember what was trusted before, cache, run images in parallel, and turn
+*every* failure into facts the policy can deny on. That is this.
 
 Rules it keeps:
 
-- Order: root -> timestamp -> snapshot -> targets -> the delegations the verifier asks for (those of
-  one level fetched in parallel, verified in order). A top-level role the server does not have (404)
+- Order (walker.walk): root -> timestamp -> snapshot -> targets -> the delegations the verifier asks
+  for (those of one level fetched in parallel, verified in order). A top-level role the server does not have (404)
   fails the image (no root.json: the repository is not signed there); a delegation the snapshot lists
   but the server does not serve is reported to the verifier (`missing`), which fails it too.
 - Trust on first use per (server, GUN): the first verified root and the versions of every role are
@@ -27,7 +28,8 @@ Rules it keeps:
   old trust data while the server is unreachable would let whoever blocks the server freeze a revoked
   signature in place. The cached entry and the TOFU anchor are kept, so the next successful refresh
   needs no new first use.
-- One deadline (a `time.monotonic()` value) for the whole gather. Images of one request are fetched in
+- One deadline (a value of the injected `deadline_clock`, by default app/notary/clock.py's monotonic
+  clock, as are `clock` and `monotonic`: this module reads no clock itself) for the whole gather. Images of one request are fetched in
   parallel; images sharing (server, GUN) are fetched once, and concurrent admissions that miss the
   cache for the same repository wait for one walk instead of each repeating it. `gather` returns by
   the deadline even if a worker thread is stuck in the network; that image gets a timeout reason
@@ -36,47 +38,58 @@ Rules it keeps:
 
     service = TrustService(ca_file="/etc/ostiary/notary-ca.pem")
     facts = service.gather([TrustRequest(parse_image("nginx:1.25"), "https://notary.docker.io")],
-                           deadline=time.monotonic() + 4.0)
+                           deadline=clock.monotonic() + 4.0)
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
+from app.notary import clock as clocks
 from app.notary.cache import CachedRepository, Key, TrustCache
-from app.notary.client import AuthorizationFailed, FetchError, FetchTimeout, NotaryClient, RoleNotServed
+from app.notary.client import NotaryClient
 from app.notary.errors import (
+    AuthorizationFailed,
     BadRootRotation,
     DeadlineExceeded,
-    LimitExceeded,
+    FetchError,
+    FetchTimeout,
+    InternalError,
+    RecordConflict,
+    RecordUnavailable,
+    RememberedFailure,
+    RoleNotServed,
     RollbackAttack,
-    ServiceError,
     TrustError,
+    UnusableRootPins,
+    WorkersBusy,
 )
 from app.notary.facts import failure_facts
+from app.notary.metadata import parse_time
+from app.notary.pins import RootPin
+from app.notary.servers import DEFAULT_TRUST_SERVERS, normalize_trust_server, trust_server_for
 from app.notary.state import RecordStore, StateError, TrustRecord, this_process, utc_text
-from app.notary.verify import RootPin, TrustedRepository, check_rotation, parse_time
+from app.notary.trusted import TrustedRepository, check_rotation
+from app.notary.walker import MAX_DELEGATIONS, walk
 
 if TYPE_CHECKING:
     from app.images import ImageRef
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TRUST_SERVERS: dict[str, str] = {
-    "docker.io": "https://notary.docker.io",
-    "quay.io": "https://quay.io:443",
-}
+# Re-exported: callers have imported these from here (their homes are servers.py and walker.py).
+__all__ = [
+    "DEFAULT_TRUST_SERVERS", "MAX_DELEGATIONS", "ROOT_TRUST_STATS", "STAT_NAMES", "Signer", "TrustRequest",
+    "TrustService", "trust_server_for",
+]
 
 # Counters of TrustService.stats(): served from memory within the TTL; timestamp.json unchanged after
 # the TTL; full walks (root -> ... -> delegations); admissions that waited for another's walk; images
@@ -84,20 +97,6 @@ DEFAULT_TRUST_SERVERS: dict[str, str] = {
 STAT_NAMES = ("cache_hits", "refreshed_unchanged", "walks", "shared_walks", "not_verified", "recent_failures")
 # Verified images by how their root was trusted (facts' `root_trust`): exported as one labelled counter.
 ROOT_TRUST_STATS = {"pinned": "roots_pinned", "recorded": "roots_recorded", "first-use": "roots_first_use"}
-
-# A walk asks for at most this many delegations, so a hostile snapshot cannot keep a worker busy forever.
-MAX_DELEGATIONS = 256
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def trust_server_for(registry: str, explicit: str | None, defaults: dict[str, str] | None = None) -> str | None:
-    """The policy's trustServer when given, else the default for the exact registry host, else None."""
-    if explicit:
-        return explicit
-    return (DEFAULT_TRUST_SERVERS if defaults is None else defaults).get(registry)
 
 
 @dataclass(frozen=True)
@@ -143,7 +142,7 @@ class _Group:
         self.budget = budget
         self.credentials: list[tuple[str, str]] = []
         self.progress = _Progress()
-        self.future: Future[Any] | None = None
+        self.future: Future[TrustedRepository] | None = None
         self.error: TrustError | None = None
         self.pins: tuple[RootPin, ...] = ()
 
@@ -158,7 +157,7 @@ class _Flight:
     def __init__(self, progress: _Progress):
         self.progress = progress
         self.done = threading.Event()
-        self.result: Any = None
+        self.result: TrustedRepository | None = None
         self.error: BaseException | None = None
 
 
@@ -181,20 +180,6 @@ def _timeout(group: _Group) -> TrustError:
     )
 
 
-def _normalize_server(server: str) -> tuple[str, TrustError | None]:
-    text = (server or "").strip().rstrip("/")
-    if not text:
-        return "", ServiceError(None, "no Notary trust server is configured for this image's registry")
-    if "://" not in text:
-        text = f"https://{text}"
-    parts = urlsplit(text)
-    if parts.scheme.lower() != "https" or not parts.netloc:
-        return text, ServiceError(
-            None, f"trust server {text} is not an https URL; Ostiary fetches trust data over https only"
-        )
-    return f"https://{parts.netloc.lower()}{parts.path}", None
-
-
 def _against_record(error: TrustError, record: TrustRecord, records: RecordStore | None) -> TrustError:
     """The same failure, saying which record it contradicts and how an operator accepts a re-key."""
     where = records.description if records is not None else "memory"
@@ -206,7 +191,7 @@ def _against_record(error: TrustError, record: TrustRecord, records: RecordStore
             f"in {where}) nor a rotation signed by it ({error.reason}); if the repository was re-keyed on "
             f"purpose, review the new root and remove the record (`ostiary trust unpin {record.gun}`)"
         )
-        return BadRootRotation("root", reason)
+        return RecordConflict("root", reason)
     return type(error)(
         error.role,
         f"{error.reason}: rollback of {record.gun} below the versions recorded in {where} "
@@ -237,14 +222,14 @@ class TrustService:
         ca_file: str | None = None,
         cache_ttl: float = 60.0,
         cache_entries: int = 512,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = clocks.utcnow,
         max_response_bytes: int = 8 << 20,
         max_workers: int = 16,
         client: NotaryClient | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = clocks.monotonic,
         failure_ttl: float = 5.0,
         server_patience: float = 2.0,
-        deadline_clock: Callable[[], float] = time.monotonic,
+        deadline_clock: Callable[[], float] = clocks.monotonic,
         records: RecordStore | None = None,
         default_pins: Mapping[str, Sequence[RootPin]] | None = None,
     ):
@@ -255,7 +240,7 @@ class TrustService:
         self.records = records
         # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
         self.default_pins: dict[str, tuple[RootPin, ...]] = {
-            _normalize_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
+            normalize_trust_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
         }
         self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
         self._clock = clock
@@ -300,7 +285,7 @@ class TrustService:
 
     def gather(self, requests: Sequence[TrustRequest], deadline: float) -> list[dict]:
         """Facts for each request, same order. deadline = absolute value of `deadline_clock`
-        (time.monotonic() unless injected).
+        (clock.monotonic(), i.e. time.monotonic(), unless injected).
 
         Never raises for a per-image failure: the failure is in the facts (verified=False).
         """
@@ -309,7 +294,7 @@ class TrustService:
         groups: dict[Key, _Group] = {}
         assignment: list[_Group] = []
         for request in requests:
-            server, error = _normalize_server(request.server)
+            server, error = normalize_trust_server(request.server)
             pins = tuple(request.root_pins) or self.default_pins.get(server, ())
             key = (server, _pins_key(request.image.name, pins))
             group = groups.get(key)
@@ -319,7 +304,7 @@ class TrustService:
                 group.pins = pins
                 unusable = [pin.error for pin in group.pins if pin.error]
                 if error is None and unusable:  # fail before any fetch: the pins cannot be used
-                    group.error = ServiceError("root", "; ".join(unusable))
+                    group.error = UnusableRootPins("root", "; ".join(unusable))
             for credential in request.credentials:
                 pair = (credential[0], credential[1])
                 if pair not in group.credentials:
@@ -351,7 +336,7 @@ class TrustService:
         repository = None
         if error is None and group.future is not None:
             if group.future.cancelled():
-                error = FetchTimeout(
+                error = WorkersBusy(
                     "root",
                     f"trust data from notary server {group.server} was not fetched within {budget:.1f}s: "
                     f"all {self._max_workers} trust workers were busy with other images",
@@ -369,28 +354,28 @@ class TrustService:
                         "unexpected error gathering trust data for %s from %s",
                         group.gun, group.server, exc_info=outcome,
                     )
-                    error = ServiceError(
+                    error = InternalError(
                         group.progress.role, f"internal error while verifying trust data: {outcome!r}"
                     )
         if repository is not None:
             try:
                 facts = repository.facts(image.tag, image.digest, signers, server=group.server)
-                self._count(ROOT_TRUST_STATS.get(facts.get("root_trust"), "roots_first_use"))
+                self._count(ROOT_TRUST_STATS.get(str(facts.get("root_trust")), "roots_first_use"))
                 return facts
             except TrustError as facts_error:
                 error = facts_error
             except Exception as facts_error:
                 log.exception("unexpected error building trust facts for %s", group.gun)
-                error = ServiceError(None, f"internal error while building trust facts: {facts_error!r}")
+                error = InternalError(None, f"internal error while building trust facts: {facts_error!r}")
         if error is None:  # cannot happen: every runnable group has a future; fail closed regardless
-            error = ServiceError(None, "internal error: no trust result for this image")
+            error = InternalError(None, "internal error: no trust result for this image")
         self._count("not_verified")
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
         return failure_facts(group.server or None, group.gun, image.tag, image.digest, error, signers)
 
     # -- loading one repository ------------------------------------------------------------------------
 
-    def _load(self, group: _Group, deadline: float) -> Any:
+    def _load(self, group: _Group, deadline: float) -> TrustedRepository:
         """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
         key: Key = group.key
         entry, fresh = self.cache.lookup(key)
@@ -403,7 +388,7 @@ class TrustService:
         if recent is not None and recent[0] > self._monotonic():
             self._count("recent_failures")
             remembered = recent[1]
-            raise type(remembered)(
+            raise RememberedFailure(
                 remembered.role,
                 f"{remembered.reason} (failed {self._failure_ttl:.0f}s ago or less; not retried until then)",
             )
@@ -436,7 +421,7 @@ class TrustService:
 
         return check
 
-    def _load_uncached(self, group: _Group, key: Key, deadline: float) -> Any:
+    def _load_uncached(self, group: _Group, key: Key, deadline: float) -> TrustedRepository:
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None
@@ -456,7 +441,7 @@ class TrustService:
                 self._flights.pop(key, None)
             flight.done.set()
 
-    def _follow(self, flight: _Flight, group: _Group, deadline: float) -> Any:
+    def _follow(self, flight: _Flight, group: _Group, deadline: float) -> TrustedRepository:
         """Wait for another admission's walk of the same repository, and take its result.
 
         Its failure is ours too (same server, same bytes), except when it ran out of its own, earlier
@@ -466,6 +451,8 @@ class TrustService:
         if not flight.done.wait(max(0.0, deadline - self._deadline_clock())):
             raise _timeout(group)
         if flight.error is None:
+            if flight.result is None:  # cannot happen: the leader sets one or the other before `done`
+                raise InternalError(group.progress.role, "internal error: a shared walk ended without a result")
             return flight.result
         retry = isinstance(flight.error, (FetchTimeout, DeadlineExceeded, AuthorizationFailed))
         if not retry or self._deadline_clock() >= deadline:
@@ -473,7 +460,7 @@ class TrustService:
         group.progress = _Progress()
         return self._refresh(group, group.key, deadline)
 
-    def _refresh(self, group: _Group, key: Key, deadline: float) -> Any:
+    def _refresh(self, group: _Group, key: Key, deadline: float) -> TrustedRepository:
         now = self._clock()
         entry, fresh = self.cache.lookup(key)
         timestamp: bytes | None = None
@@ -489,7 +476,9 @@ class TrustService:
         self._count("walks")
         return self._walk(group, key, now, deadline, timestamp)
 
-    def _walk(self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None) -> Any:
+    def _walk(
+        self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None
+    ) -> TrustedRepository:
         record: TrustRecord | None = None
         durable = self.records is not None and not group.pins  # a pinned entry has no TOFU record
         if group.pins:
@@ -547,7 +536,7 @@ class TrustService:
         try:
             return self.records.get(group.server, group.gun)
         except StateError as error:
-            raise ServiceError("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+            raise RecordUnavailable("root", f"trust record of {group.gun} from {group.server}: {error}") from error
 
     def _write_record(self, group: _Group, repository: TrustedRepository, now: datetime) -> None:
         """Record the verified root and versions; refuse if another process recorded a root that is
@@ -571,7 +560,7 @@ class TrustService:
                 try:  # another process may have recorded a later rotation of the root verified here
                     check_rotation(group.gun, root, current.root, now)
                 except TrustError:
-                    raise _against_record(BadRootRotation("root", forward.reason), current, self.records) from None
+                    raise _against_record(RecordConflict("root", forward.reason), current, self.records) from None
                 return current.with_versions({r: v for r, v in repository.versions.items() if r != "root"}, by, at)
             moved = current.with_versions(repository.versions, by, at)
             return replace(moved, root=root, root_keyids=repository.root_keyids, updated_at=at, updated_by=by)
@@ -579,57 +568,41 @@ class TrustService:
         try:
             self.records.update(group.server, group.gun, change)
         except StateError as error:
-            raise ServiceError("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+            raise RecordUnavailable("root", f"trust record of {group.gun} from {group.server}: {error}") from error
 
     def _load_roles(
         self, group: _Group, repository: TrustedRepository, deadline: float, timestamp: bytes | None
     ) -> tuple[bytes | None, list[bytes]]:
-        """root -> timestamp -> snapshot -> targets -> delegations into `repository`; returns the
-        timestamp bytes and every document verified (for the cache's expiry)."""
-        documents: list[bytes] = []
+        """The walk (walker.walk) into `repository` over the network; returns the timestamp bytes and
+        every document verified (for the cache's expiry)."""
 
-        def load(role: str, update: Callable[[bytes], None], data: bytes | None = None) -> bytes:
+        def fetch(role: str) -> bytes:
+            try:
+                return self._fetch(group, role, deadline)
+            except RoleNotServed as not_served:
+                if role == "root":
+                    raise RoleNotServed(
+                        "root",
+                        f"notary server {group.server} has no trust data for {group.gun} "
+                        "(HTTP 404 for root.json): the repository is not signed there",
+                    ) from not_served
+                raise
+
+        def fetch_level(roles: Sequence[str]) -> list[bytes | BaseException | None]:
+            return [
+                None if isinstance(fetched, RoleNotServed) else fetched
+                for _role, fetched in self._fetch_many(group, roles, deadline)
+            ]
+
+        def progress(role: str, verifying: bool) -> None:
             group.progress.role = role
-            if data is None:
-                try:
-                    data = self._fetch(group, role, deadline)
-                except RoleNotServed as not_served:
-                    if role == "root":
-                        raise RoleNotServed(
-                            "root",
-                            f"notary server {group.server} has no trust data for {group.gun} "
-                            "(HTTP 404 for root.json): the repository is not signed there",
-                        ) from not_served
-                    raise
-            group.progress.verifying = True
-            update(data)
-            group.progress.verifying = False
-            documents.append(data)
-            return data
+            group.progress.verifying = verifying
 
-        load("root", repository.update_root)
-        timestamp = load("timestamp", repository.update_timestamp, timestamp)
-        load("snapshot", repository.update_snapshot)
-        load("targets", repository.update_targets)
-        asked: set[str] = set()
-        while True:
-            pending = [role for role in repository.pending_delegations() if role not in asked]
-            if not pending:
-                break
-            if len(asked) + len(pending) > MAX_DELEGATIONS:
-                raise LimitExceeded(
-                    pending[0], f"trust data for {group.gun} delegates to more than {MAX_DELEGATIONS} roles, "
-                    "exceeding the limit"
-                )
-            asked.update(pending)
-            group.progress.role = pending[0]
-            for role, fetched in self._fetch_many(group, pending, deadline):
-                if isinstance(fetched, RoleNotServed):
-                    repository.missing(role)  # raises MissingRole: the snapshot lists it
-                if isinstance(fetched, BaseException):
-                    raise fetched
-                load(role, functools.partial(repository.update_delegation, role), fetched)
-        return timestamp, documents
+        loaded = walk(
+            repository, fetch, fetch_level=fetch_level, timestamp=timestamp, progress=progress,
+            max_delegations=MAX_DELEGATIONS,
+        )
+        return loaded.timestamp, loaded.documents
 
     def _fetch_many(
         self, group: _Group, roles: Sequence[str], deadline: float

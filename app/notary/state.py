@@ -41,6 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+from app.notary import clock as clocks
+
 RECORD_FORMAT = "ostiary.dev/trust-record/v1"
 HOW = ("first-use", "operator")
 LOCK_TIMEOUT = 5.0  # seconds a writer waits for another writer of the same record
@@ -64,7 +66,7 @@ def this_process() -> str:
 
 
 def utc_text(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (moment or clocks.utcnow()).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def root_digest(root: bytes) -> str:
@@ -311,7 +313,7 @@ class _FileLock:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StateError(f"cannot open lock {self.path} in {self.where}: {exc}") from exc
-        deadline = time.monotonic() + self.timeout
+        deadline = clocks.monotonic() + self.timeout
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -320,7 +322,7 @@ class _FileLock:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     self._close()
                     raise StateError(f"cannot lock {self.path}: {exc}") from exc
-            if time.monotonic() >= deadline:
+            if clocks.monotonic() >= deadline:
                 self._close()
                 raise StateError(
                     f"another process has held the lock {self.path} for over {self.timeout:.0f}s; "

@@ -29,10 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app.notary.client import FetchError, RoleNotServed
+from app.notary.errors import FetchError, RoleNotServed
 from app.notary.keys import KeyFormatError, certificate_common_name, load_certificate
-from app.notary.service import DEFAULT_TRUST_SERVERS, TrustService, _normalize_server
-from app.notary.verify import valid_delegation_name
+from app.notary.metadata import valid_delegation_name
+from app.notary.servers import DEFAULT_TRUST_SERVERS, normalize_trust_server
+from app.notary.service import TrustService
 
 INDEX_NAME = "ostiary-trust.json"
 INDEX_FORMAT = "ostiary.dev/trust-capture/v1"
@@ -59,7 +60,7 @@ class CapturedRepository:
 
 
 def normalize_server(server: str) -> str:
-    normalized, error = _normalize_server(server)
+    normalized, error = normalize_trust_server(server)
     if error is not None:
         raise TrustDataError(str(error))
     return normalized

@@ -27,7 +27,8 @@ from cryptography.x509.oid import NameOID
 
 from app.notary.canonical import canonical_json
 from app.notary.keys import key_id
-from app.notary.verify import TrustedRepository
+from app.notary.trusted import TrustedRepository
+from app.notary.walker import walk
 
 GUN = "docker.io/acme/app"
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
@@ -283,13 +284,4 @@ def load(
 ) -> TrustedRepository:
     """Load every role in order, as a client would; a role with no file is reported missing."""
     repo = TrustedRepository(gun, now, trusted_root=trusted_root, seen_versions=seen_versions)
-    repo.update_root(files["root"])
-    repo.update_timestamp(files["timestamp"])
-    repo.update_snapshot(files["snapshot"])
-    repo.update_targets(files["targets"])
-    while pending := repo.pending_delegations():
-        for role in pending:
-            if role not in files:
-                repo.missing(role)
-            repo.update_delegation(role, files[role])
-    return repo
+    return walk(repo, files.get).repository

@@ -22,15 +22,15 @@ from app.notary.errors import (
     ThresholdNotMet,
 )
 from app.notary.keys import MAX_PEM_CHARS, KeyFormatError, parse_pem
-from app.notary.verify import (
+from app.notary.metadata import (
     MAX_DELEGATIONS_PER_ROLE,
     MAX_KEYS,
     MAX_PATHS_PER_DELEGATION,
     MAX_TARGETS_PER_ROLE,
     PrefixIndex,
-    TrustedRepository,
     restrict_paths,
 )
+from app.notary.trusted import TrustedRepository
 from tests.trust.forge import (
     DIGEST_A,
     DIGEST_B,

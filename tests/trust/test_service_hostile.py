@@ -13,8 +13,8 @@ import time
 
 from app.images import parse_image
 from app.notary.keys import MAX_PEM_CHARS
+from app.notary.metadata import MAX_KEYIDS_PER_ROLE
 from app.notary.service import TrustRequest, TrustService
-from app.notary.verify import MAX_KEYIDS_PER_ROLE
 from tests.trust.forge import GUN, NOW, ForgedKey, ForgedRepo, ecdsa_key
 from tests.trust.https_server import NotaryTestServer, SilentServer
 

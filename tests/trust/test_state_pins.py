@@ -16,17 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from app.notary.errors import BadRootRotation, CertificateError, RollbackAttack, ThresholdNotMet
-from app.notary.verify import TrustedRepository, check_rotation, pem_blocks, root_pin
+from app.notary.pins import pem_blocks, root_pin
+from app.notary.trusted import TrustedRepository, check_rotation
+from app.notary.walker import walk
 from tests.trust.forge import GUN, NOW, ForgedKey, ForgedRepo, _b64, ecdsa_key, x509_key
 
 
 def load_pinned(files: dict[str, bytes], *pins) -> TrustedRepository:
-    repo = TrustedRepository(GUN, NOW, pinned_roots=pins)
-    repo.update_root(files["root"])
-    repo.update_timestamp(files["timestamp"])
-    repo.update_snapshot(files["snapshot"])
-    repo.update_targets(files["targets"])
-    return repo
+    return walk(TrustedRepository(GUN, NOW, pinned_roots=pins), files.get).repository
 
 
 def public_pem(key: ForgedKey) -> str:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 from app.images import parse_image
+from app.notary.pins import root_pin
 from app.notary.service import TrustRequest, TrustService
 from app.notary.state import FileRecordStore, record_name
-from app.notary.verify import root_pin
 from tests.trust.forge import GUN, NOW, ForgedRepo, x509_key
 from tests.trust.https_server import NotaryTestServer
 
@@ -147,7 +147,7 @@ def test_default_pins_per_trust_server(notary_server, pki, tmp_path) -> None:
     """serve --root-pins: entries without rootSecrets on that server are pinned; their own pins win."""
     import base64
 
-    from app.notary.verify import default_root_pins, load_default_root_pins
+    from app.notary.pins import default_root_pins, load_default_root_pins
 
     repo = ForgedRepo()
     publish(notary_server, repo)
@@ -171,7 +171,7 @@ def test_default_pins_per_trust_server(notary_server, pki, tmp_path) -> None:
 def test_bad_default_pin_files_are_refused() -> None:
     import pytest
 
-    from app.notary.verify import default_root_pins
+    from app.notary.pins import default_root_pins
 
     for document, why in (([], "expected a mapping"), ({"https://n": "pem"}, "must map"),
                           ({"https://n": {"keys": "x"}}, "unknown fields"),

@@ -29,7 +29,7 @@ from app.notary.errors import (
     UnknownKeyType,
     WrongType,
 )
-from app.notary.verify import TrustedRepository
+from app.notary.trusted import TrustedRepository
 from tests.trust.forge import (
     DIGEST_A,
     DIGEST_B,

@@ -17,7 +17,8 @@ import pytest
 from app.notary.errors import ExpiredMetadata, MissingRole, TrustError
 from app.notary.facts import failure_facts
 from app.notary.keys import signer_key_ids
-from app.notary.verify import TrustedRepository, load_all
+from app.notary.trusted import TrustedRepository
+from app.notary.walker import load_all
 
 CAPTURED = Path(__file__).parents[2].parent / "shared" / "fixtures" / "notary" / "dockerhub-captured"
 EXPECTED = json.loads((CAPTURED / "expected.json").read_text())

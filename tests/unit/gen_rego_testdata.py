@@ -34,7 +34,8 @@ if str(ROOT) not in sys.path:
 from app.admission.extract import ImageSite
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
-from app.notary.verify import TrustedRepository, load_all
+from app.notary.trusted import TrustedRepository
+from app.notary.walker import load_all
 from app.policies.schema import parse_policy_document
 from app.policies.translate import policy_data
 
