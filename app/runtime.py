@@ -27,9 +27,9 @@ from app.admission.review import Reviewer
 from app.kube.records import KubeRecordStore
 from app.kube.runtime import KubeRuntime
 from app.metrics import Metrics
+from app.notary.pins import load_default_root_pins
 from app.notary.service import TrustService
 from app.notary.state import FileRecordStore, RecordStore
-from app.notary.verify import load_default_root_pins
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.opa.process import LocalOpa
 from app.policies.directory import DirectoryStore, load_custom_rego, load_policy_set, translate_all

@@ -23,8 +23,8 @@ from app.admission.extract import (
     service_account_name,
 )
 from app.images import parse_image
+from app.notary.pins import RootPin, root_pin
 from app.notary.service import Signer, TrustRequest
-from app.notary.verify import RootPin, root_pin
 from app.opa.client import OpaError
 from app.ports import ObjectStore, OwnerVerifier, PolicyQuery, TrustGatherer
 from app.registry.credentials import credentials_for, secret_value

@@ -3,7 +3,7 @@
 Why a replaying *client* and not canned facts: TrustService already takes the client that fetches
 roles (its `client=` argument), and its clock (`clock=`). Handing it a client that answers from a
 directory of captured bytes keeps everything else as it is in the webhook: the walk in TUF order, trust
-on first use, the verifier in app/notary/verify.py with every signature, hash, length, version and
+on first use, the verifier (app/notary/walker.py over app/notary/trusted.py) with every signature, hash, length, version and
 expiry check, at the `--at` time. Tampered bytes fail exactly as tampered answers from a server would.
 
 Two layouts are read:

@@ -1,4 +1,4 @@
-"""Pinned roots and rotations between recorded roots (app/notary/verify.py), on forged trust data.
+"""Pinned roots and rotations between recorded roots (app/notary/pins.py, app/notary/trusted.py), on forged trust data.
 
 A pin is material from a Secret: public keys / certificates (`publicKeys`) or CA certificates
 (`caCertificates`). root.json must be signed by pinned keys (or keys whose certificates a pinned CA
