@@ -7,13 +7,22 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 import yaml
 
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError
+
+if TYPE_CHECKING:  # the commands import their parts lazily, so `ostiary --help` stays fast
+    from app.notary.service import TrustService
+    from app.notary.state import RecordStore, TrustRecord
+    from app.opa.client import OpaClient
+    from app.opa.process import LocalOpa
+    from app.policies.model import PolicySet
 
 LOOPBACK_NAMES = {"localhost"}
 
@@ -46,30 +55,89 @@ def main(log_level: str) -> None:
 
 @main.command()
 @click.option("--policy-dir", type=click.Path(file_okay=False), help="Directory of policy YAML files.")
-@click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom Rego rules (package ostiary.custom.<name>).")
+@click.option(
+    "--rego-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Custom Rego rules (package ostiary.custom.<name>).",
+)
 @click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to serve on.")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="TLS certificate (PEM); reloaded when it changes.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TLS certificate (PEM); reloaded when it changes.",
+)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
 @click.option("--opa-url", help="Use this OPA (e.g. the sidecar) instead of starting one.")
-@click.option("--opa-token-file", type=click.Path(exists=True, dir_okay=False),
-              help="Bearer token for --opa-url (OPA run with --authentication=token); the OPA Ostiary starts gets a random one.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers.")
+@click.option(
+    "--opa-token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Bearer token for --opa-url (OPA run with --authentication=token); the OPA Ostiary starts gets a random one.",
+)
+@click.option(
+    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers."
+)
 @click.option("--kube", is_flag=True, help="Read policies, secrets and owners from the Kubernetes API.")
-@click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig (default: in-cluster).")
-@click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True, help="Where ClusterImagePolicy signer secrets live.")
-@click.option("--budget", default=8.0, show_default=True, help="Seconds one admission may take (keep under the webhook timeout).")
-@click.option("--trust-cache-ttl", default=60.0, show_default=True, help="Seconds verified trust data is reused before refreshing timestamp.json.")
+@click.option(
+    "--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig (default: in-cluster)."
+)
+@click.option(
+    "--system-namespace",
+    default=DEFAULT_SYSTEM_NAMESPACE,
+    show_default=True,
+    help="Where ClusterImagePolicy signer secrets live.",
+)
+@click.option(
+    "--budget",
+    default=8.0,
+    show_default=True,
+    help="Seconds one admission may take (keep under the webhook timeout).",
+)
+@click.option(
+    "--trust-cache-ttl",
+    default=60.0,
+    show_default=True,
+    help="Seconds verified trust data is reused before refreshing timestamp.json.",
+)
 @click.option("--threads", default=8, show_default=True, help="Request threads.")
-@click.option("--state-dir", type=click.Path(file_okay=False),
-              help="Directory of durable trust-on-first-use records (default: $XDG_STATE_HOME/ostiary, "
-                   "or ~/.local/state/ostiary; with --kube: TrustRecords in --system-namespace unless given).")
-@click.option("--root-pins", type=click.Path(exists=True, dir_okay=False),
-              help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
-                   "for entries without their own rootSecrets.")
-@click.option("--decision-log", "decision_log", default="-", show_default=True, metavar="PATH|-|off",
-              help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.")
-def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, opa_token_file, ca_file, kube, kubeconfig,
-          system_namespace, budget, trust_cache_ttl, threads, state_dir, root_pins, decision_log) -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Directory of durable trust-on-first-use records (default: $XDG_STATE_HOME/ostiary, "
+    "or ~/.local/state/ostiary; with --kube: TrustRecords in --system-namespace unless given).",
+)
+@click.option(
+    "--root-pins",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
+    "for entries without their own rootSecrets.",
+)
+@click.option(
+    "--decision-log",
+    "decision_log",
+    default="-",
+    show_default=True,
+    metavar="PATH|-|off",
+    help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.",
+)
+def serve(
+    policy_dir: str,
+    rego_dir: str | None,
+    listen: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    opa_url: str | None,
+    opa_token_file: str | None,
+    ca_file: str | None,
+    kube: bool,
+    kubeconfig: str | None,
+    system_namespace: str,
+    budget: float,
+    trust_cache_ttl: float,
+    threads: int,
+    state_dir: str | None,
+    root_pins: str | None,
+    decision_log: str,
+) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.runtime import ServeConfig, read_token
     from app.wsgi import run_gunicorn
@@ -85,19 +153,32 @@ def serve(policy_dir, rego_dir, listen, tls_cert, tls_key, opa_url, opa_token_fi
         try:
             Path(decision_log).open("a").close()  # fail now, not in the worker at its first admission
         except OSError as exc:
-            raise click.BadParameter(f"cannot append to {decision_log}: {exc.strerror}", param_hint="--decision-log") from None
+            raise click.BadParameter(
+                f"cannot append to {decision_log}: {exc.strerror}", param_hint="--decision-log"
+            ) from None
     if opa_token_file:
         if not opa_url:
-            raise click.UsageError("--opa-token-file is for --opa-url; the OPA Ostiary starts gets its own token")
+            raise click.UsageError(
+                "--opa-token-file is for --opa-url; the OPA Ostiary starts gets its own token"
+            )
         try:
             read_token(opa_token_file)
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
     config = ServeConfig(
-        policy_dir=policy_dir, rego_dir=rego_dir, opa_url=opa_url, opa_token_file=opa_token_file, ca_file=ca_file,
-        system_namespace=system_namespace, budget=budget, trust_cache_ttl=trust_cache_ttl,
-        kube=kube, kubeconfig=kubeconfig, state_dir=_serve_state_dir(state_dir, kube),
-        root_pins=_serve_root_pins(root_pins), decision_log=decision_log,
+        policy_dir=policy_dir,
+        rego_dir=rego_dir,
+        opa_url=opa_url,
+        opa_token_file=opa_token_file,
+        ca_file=ca_file,
+        system_namespace=system_namespace,
+        budget=budget,
+        trust_cache_ttl=trust_cache_ttl,
+        kube=kube,
+        kubeconfig=kubeconfig,
+        state_dir=_serve_state_dir(state_dir, kube),
+        root_pins=_serve_root_pins(root_pins),
+        decision_log=decision_log,
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
 
@@ -151,7 +232,9 @@ def translate(file: str) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-def _with_opa(policy_dir: str, rego_dir: str | None, system_namespace: str):
+def _with_opa(
+    policy_dir: str, rego_dir: str | None, system_namespace: str
+) -> tuple[LocalOpa, OpaClient, PolicySet]:
     from app.opa.client import OpaClient
     from app.opa.process import LocalOpa
     from app.policies.directory import load_custom_rego, load_policy_set, translate_all
@@ -173,7 +256,7 @@ def _with_opa(policy_dir: str, rego_dir: str | None, system_namespace: str):
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
 @click.option("--strict", is_flag=True, help="Warnings (e.g. no policies loaded) fail too.")
 @click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def check(policy_dir, rego_dir, system_namespace, strict, fmt) -> None:
+def check(policy_dir: str, rego_dir: str | None, system_namespace: str, strict: bool, fmt: str) -> None:
     """Find every mistake in a policy directory (and custom Rego), each with file and line, and
     compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
     from app.offline.check import render_json, render_text, run_check
@@ -199,10 +282,23 @@ def check(policy_dir, rego_dir, system_namespace, strict, fmt) -> None:
 @click.option("--rego-dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
-@click.option("--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Verify captured trust data (`ostiary trust capture`) instead of asking Notary servers.")
+@click.option(
+    "--trust-data",
+    "trust_data",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Verify captured trust data (`ostiary trust capture`) instead of asking Notary servers.",
+)
 @click.option("--at", "at", help="Verify trust data as of this time (RFC 3339).")
-def explain(review, policy_dir, rego_dir, ca_file, system_namespace, trust_data, at) -> None:
+def explain(
+    review: IO[str],
+    policy_dir: str,
+    rego_dir: str | None,
+    ca_file: str | None,
+    system_namespace: str,
+    trust_data: tuple[str, ...],
+    at: str | None,
+) -> None:
     """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response."""
     from app.admission.extract import BadRequest
     from app.admission.review import Reviewer
@@ -216,8 +312,9 @@ def explain(review, policy_dir, rego_dir, ca_file, system_namespace, trust_data,
     except (PolicyError, OpaError, yaml.YAMLError) as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        reviewer = Reviewer(client, DirectoryStore(policy_set), trust=trust,
-                            system_namespace=system_namespace, budget=30.0)
+        reviewer = Reviewer(
+            client, DirectoryStore(policy_set), trust=trust, system_namespace=system_namespace, budget=30.0
+        )
         answer, outcome = reviewer.review(body)
     except BadRequest as exc:
         raise click.ClickException(f"bad AdmissionReview: {exc}") from None
@@ -229,11 +326,17 @@ def explain(review, policy_dir, rego_dir, ca_file, system_namespace, trust_data,
 
 @main.command(name="test")
 @click.argument("paths", nargs=-1)
-@click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom rules and their *_test.rego.")
+@click.option(
+    "--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom rules and their *_test.rego."
+)
 @click.option("--run", "run_regex", help="Run only tests whose name matches this regular expression.")
 @click.option("-v", "--verbose", is_flag=True, help="List every library test, not only failures.")
-@click.option("--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the results as JUnit XML.")
-def test_cmd(paths, rego_dir, run_regex, verbose, junit_file) -> None:
+@click.option(
+    "--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the results as JUnit XML."
+)
+def test_cmd(
+    paths: tuple[str, ...], rego_dir: str | None, run_regex: str | None, verbose: bool, junit_file: str | None
+) -> None:
     """Run the Rego unit tests (library, then your --rego-dir) and your declarative tests PATHS...
 
     PATHS are test files (kind: PolicyTest) or directories searched for *_test.yaml. Exit 1 when a
@@ -251,10 +354,23 @@ def trust() -> None:
 @click.argument("image")
 @click.option("--trust-server", help="Notary server URL (default: by registry host).")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--signer", "signers", multiple=True, metavar="NAME=PEMFILE", help="Required signer and its public key/certificate.")
+@click.option(
+    "--signer",
+    "signers",
+    multiple=True,
+    metavar="NAME=PEMFILE",
+    help="Required signer and its public key/certificate.",
+)
 @click.option("--at", "at", help="Verify as of this time (RFC 3339), e.g. for archived data.")
 @click.option("--timeout", default=30.0, show_default=True)
-def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
+def inspect(
+    image: str,
+    trust_server: str | None,
+    ca_file: str | None,
+    signers: tuple[str, ...],
+    at: str | None,
+    timeout: float,
+) -> None:
     """Print the verified trust facts of IMAGE as JSON, or why they could not be verified."""
     from app.notary.inspect import explain, inspect_image
 
@@ -262,7 +378,9 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
     for item in signers:
         name, sep, path = item.partition("=")
         if not sep or not name or not Path(path).is_file():
-            raise click.BadParameter(f"{item!r} is not NAME=PEMFILE (an existing file)", param_hint="--signer")
+            raise click.BadParameter(
+                f"{item!r} is not NAME=PEMFILE (an existing file)", param_hint="--signer"
+            )
         pairs.append((name, Path(path).read_text()))
     moment = None
     if at:
@@ -271,7 +389,9 @@ def inspect(image, trust_server, ca_file, signers, at, timeout) -> None:
         except ValueError:
             raise click.BadParameter(f"{at!r} is not an RFC 3339 time", param_hint="--at") from None
     started = time.monotonic()
-    facts, ok = inspect_image(image, trust_server=trust_server, ca_file=ca_file, signers=pairs, at=moment, timeout=timeout)
+    facts, ok = inspect_image(
+        image, trust_server=trust_server, ca_file=ca_file, signers=pairs, at=moment, timeout=timeout
+    )
     click.echo(json.dumps(facts, indent=2, sort_keys=True))
     if not ok:
         click.echo(f"not verified: {explain(facts)} ({time.monotonic() - started:.2f}s)", err=True)
@@ -293,7 +413,7 @@ def _input_error(message: str) -> None:
     sys.exit(2)
 
 
-def _parse_at(at: str | None):
+def _parse_at(at: str | None) -> datetime | None:
     from app.notary.inspect import parse_at_option
 
     if not at:
@@ -304,7 +424,7 @@ def _parse_at(at: str | None):
         raise click.BadParameter(str(exc), param_hint="--at") from None
 
 
-def _offline_trust(trust_data, at, ca_file):
+def _offline_trust(trust_data: tuple[str, ...], at: str | None, ca_file: str | None) -> TrustService:
     """The TrustService of explain/apply: replaying --trust-data when given, else live; at --at."""
     from app.offline.replay import TrustDataError, trust_service
 
@@ -317,20 +437,61 @@ def _offline_trust(trust_data, at, ca_file):
 
 @main.command(name="apply")
 @click.argument("manifests", nargs=-1, required=True)
-@click.option("--policy-dir", required=True, type=click.Path(exists=True, file_okay=False), help="Directory of policy YAML files.")
-@click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help="Custom Rego rules (package ostiary.custom.<name>).")
+@click.option(
+    "--policy-dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Directory of policy YAML files.",
+)
+@click.option(
+    "--rego-dir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Custom Rego rules (package ostiary.custom.<name>).",
+)
 @click.option("-n", "--namespace", help="Namespace of manifests that name none (default: default).")
-@click.option("--as", "username", default="ostiary-apply", show_default=True, help="Requester's user name (request.userInfo.username).")
+@click.option(
+    "--as",
+    "username",
+    default="ostiary-apply",
+    show_default=True,
+    help="Requester's user name (request.userInfo.username).",
+)
 @click.option("--as-group", "groups", multiple=True, help="Requester's group (repeatable).")
 @click.option("--operation", type=click.Choice(["CREATE", "UPDATE"]), default="CREATE", show_default=True)
-@click.option("-o", "--output", "fmt", type=click.Choice(["table", "json", "yaml", "junit"]), default="table", show_default=True)
-@click.option("--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False),
-              help="Captured trust data (`ostiary trust capture`, repeatable) instead of Notary servers.")
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["table", "json", "yaml", "junit"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--trust-data",
+    "trust_data",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Captured trust data (`ostiary trust capture`, repeatable) instead of Notary servers.",
+)
 @click.option("--at", "at", help="Verify trust data as of this time (RFC 3339), e.g. when it was captured.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers.")
+@click.option(
+    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers."
+)
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
-def apply_cmd(manifests, policy_dir, rego_dir, namespace, username, groups, operation, fmt, trust_data, at,
-              ca_file, system_namespace) -> None:
+def apply_cmd(
+    manifests: tuple[str, ...],
+    policy_dir: str,
+    rego_dir: str | None,
+    namespace: str | None,
+    username: str,
+    groups: tuple[str, ...],
+    operation: str,
+    fmt: str,
+    trust_data: tuple[str, ...],
+    at: str | None,
+    ca_file: str | None,
+    system_namespace: str,
+) -> None:
     """Decide MANIFEST... (files, directories, '-' for stdin) as the webhook would, without a cluster.
 
     Exit 0 when every object is allowed, 1 when one is denied, 2 when the input cannot be used.
@@ -353,20 +514,39 @@ def apply_cmd(manifests, policy_dir, rego_dir, namespace, username, groups, oper
     except (PolicyError, OpaError, RuntimeError) as exc:
         _input_error(str(exc))
     with engine:
-        results = [engine.decide(m, namespace=namespace, username=username, groups=tuple(groups),
-                                 operation=operation) for m in objects]
+        results = [
+            engine.decide(
+                m, namespace=namespace, username=username, groups=tuple(groups), operation=operation
+            )
+            for m in objects
+        ]
     click.echo(render(results, fmt))
     sys.exit(0 if all(r.allowed for r in results) else 1)
 
 
 @trust.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Directory to write (created; repositories are added).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write (created; repositories are added).",
+)
 @click.option("--trust-server", help="Notary server URL (default: by registry host).")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for the Notary server.")
+@click.option(
+    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for the Notary server."
+)
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per repository.")
 @click.option("--username", help="Registry user for the Notary token service (password read from stdin).")
-def capture(images, out, trust_server, ca_file, timeout, username) -> None:
+def capture(
+    images: tuple[str, ...],
+    out: str,
+    trust_server: str | None,
+    ca_file: str | None,
+    timeout: float,
+    username: str,
+) -> None:
     """Record the trust data Notary servers serve for IMAGE..., byte for byte, for offline runs.
 
     Each repository's root, timestamp, snapshot, targets and delegations are written under --out with
@@ -377,8 +557,14 @@ def capture(images, out, trust_server, ca_file, timeout, username) -> None:
 
     credentials = ((username, sys.stdin.readline().rstrip("\n")),) if username else ()
     try:
-        results = capture_images(list(images), Path(out), trust_server=trust_server, ca_file=ca_file,
-                                 timeout=timeout, credentials=credentials)
+        results = capture_images(
+            list(images),
+            Path(out),
+            trust_server=trust_server,
+            ca_file=ca_file,
+            timeout=timeout,
+            credentials=credentials,
+        )
     except CaptureError as exc:
         _input_error(str(exc))
     ok = True
@@ -388,7 +574,13 @@ def capture(images, out, trust_server, ca_file, timeout, username) -> None:
     sys.exit(0 if ok else 1)
 
 
-def _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file=None) -> None:
+def _run_all_tests(
+    paths: tuple[str, ...],
+    rego_dir: str | None,
+    run_regex: str | None,
+    verbose: bool,
+    junit_file: str | None = None,
+) -> None:
     """`ostiary test`: the library's tests, the user's Rego tests and the user's policy tests, apart."""
     import re
 
@@ -419,7 +611,9 @@ def _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file=None) -> None
     if rego_dir:
         click.echo(f"== Your Rego unit tests ({rego_dir})")
         for test in mine:
-            click.echo(f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()} ({test.millis:.1f}ms)")
+            click.echo(
+                f"  {test.name}: {'PASS' if test.passed else ('FAIL ' + test.detail).strip()} ({test.millis:.1f}ms)"
+            )
         click.echo(f"  {sum(t.passed for t in mine)}/{len(mine)} passed")
         if error:  # with the user's modules loaded, a compile error is almost always theirs
             click.echo(f"  opa test could not run: {error}")
@@ -430,7 +624,9 @@ def _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file=None) -> None
             try:
                 cases.extend(run_test_file(test_file, pattern))
             except (PolicyError, OpaError, RuntimeError) as exc:
-                cases.append(CaseResult(str(test_file.path), test_file.name, "*", 0, False, [f"cannot run: {exc}"]))
+                cases.append(
+                    CaseResult(str(test_file.path), test_file.name, "*", 0, False, [f"cannot run: {exc}"])
+                )
         for case in cases:
             where = f"{case.file}:{case.line}" if case.line else case.file
             click.echo(f"  {'PASS' if case.passed else 'FAIL'} {case.full_name}  [{where}]")
@@ -444,39 +640,65 @@ def _run_all_tests(paths, rego_dir, run_regex, verbose, junit_file=None) -> None
     sys.exit(1 if failed else 0)
 
 
-def _write_test_junit(path, library, mine, cases, error) -> None:
+def _write_test_junit(
+    path: str, library: list[Any], mine: list[Any], cases: list[Any], error: str | None
+) -> None:
     from app.offline.report import test_junit
 
-    def rego(tests):
+    def rego(tests: list[Any]) -> list[tuple[str, str, list[str]]]:
         return [(t.name, t.file, [] if t.passed else [t.detail or "FAIL"]) for t in tests]
 
-    suites = [("Ostiary library: Rego unit tests", rego(library)
-               + ([("opa test", "opa", [error])] if error else []))]
+    suites = [
+        (
+            "Ostiary library: Rego unit tests",
+            rego(library) + ([("opa test", "opa", [error])] if error else []),
+        )
+    ]
     if mine:
         suites.append(("Your Rego unit tests", rego(mine)))
     if cases:
-        suites.append(("Your policy tests", [(c.full_name, c.file, c.failures or ([] if c.passed else ["FAIL"]))
-                                             for c in cases]))
+        suites.append(
+            (
+                "Your policy tests",
+                [(c.full_name, c.file, c.failures or ([] if c.passed else ["FAIL"])) for c in cases],
+            )
+        )
     Path(path).write_text(test_junit(suites))
-
 
 
 # -- trust records: pins, pin, unpin (docs/trust.md, "Roots of trust") --------------------------------
 
-_STATE_DIR_HELP = "State directory of `ostiary serve` (default: $XDG_STATE_HOME/ostiary or ~/.local/state/ostiary)."
+_STATE_DIR_HELP = (
+    "State directory of `ostiary serve` (default: $XDG_STATE_HOME/ostiary or ~/.local/state/ostiary)."
+)
 
 
-def _kube_records_options(command):
+def _kube_records_options(command: Callable[..., None]) -> Callable[..., None]:
     """--kube/--kubeconfig/--system-namespace: the records of `ostiary serve --kube` (TrustRecords)."""
-    command = click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True,
-                           help="With --kube: where the TrustRecords live.")(command)
-    command = click.option("--kubeconfig", type=click.Path(exists=True, dir_okay=False),
-                           help="With --kube: kubeconfig (default: in-cluster, then ~/.kube/config).")(command)
-    return click.option("--kube", is_flag=True, help="Use the cluster's TrustRecords instead of a state directory.")(command)
+    command = click.option(
+        "--system-namespace",
+        default=DEFAULT_SYSTEM_NAMESPACE,
+        show_default=True,
+        help="With --kube: where the TrustRecords live.",
+    )(command)
+    command = click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False),
+        help="With --kube: kubeconfig (default: in-cluster, then ~/.kube/config).",
+    )(command)
+    return click.option(
+        "--kube", is_flag=True, help="Use the cluster's TrustRecords instead of a state directory."
+    )(command)
 
 
-def _record_store(state_dir: str | None, *, create: bool = False, kube: bool = False,
-                  kubeconfig: str | None = None, system_namespace: str = DEFAULT_SYSTEM_NAMESPACE):
+def _record_store(
+    state_dir: str | None,
+    *,
+    create: bool = False,
+    kube: bool = False,
+    kubeconfig: str | None = None,
+    system_namespace: str = DEFAULT_SYSTEM_NAMESPACE,
+) -> RecordStore:
     from app.notary.state import FileRecordStore, StateError, default_state_dir
 
     if kube:
@@ -510,19 +732,25 @@ def _record_key(image: str, trust_server: str | None) -> tuple[str, str]:
         raise click.BadParameter(str(exc), param_hint="IMAGE") from None
     server = trust_server_for(ref.registry, trust_server)
     if server is None:
-        raise click.UsageError(f"no Notary trust server is known for registry {ref.registry}; pass --trust-server URL")
+        raise click.UsageError(
+            f"no Notary trust server is known for registry {ref.registry}; pass --trust-server URL"
+        )
     normalized, error = _normalize_server(server)
     if error is not None:
         raise click.UsageError(str(error))
     return normalized, ref.name
 
 
-def _describe_record(record) -> dict:
+def _describe_record(record: TrustRecord) -> dict:
     return {
-        "server": record.server, "gun": record.gun, "rootKeyIDs": list(record.root_keyids),
-        "rootDigest": record.root_digest, "versions": dict(sorted(record.versions.items())),
+        "server": record.server,
+        "gun": record.gun,
+        "rootKeyIDs": list(record.root_keyids),
+        "rootDigest": record.root_digest,
+        "versions": dict(sorted(record.versions.items())),
         "firstSeen": {"at": record.first_seen_at, "by": record.first_seen_by},
-        "updated": {"at": record.updated_at, "by": record.updated_by}, "how": record.how,
+        "updated": {"at": record.updated_at, "by": record.updated_by},
+        "how": record.how,
     }
 
 
@@ -530,7 +758,9 @@ def _describe_record(record) -> dict:
 @click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
 @_kube_records_options
-def pins(state_dir, as_json, kube, kubeconfig, system_namespace) -> None:
+def pins(
+    state_dir: str | None, as_json: bool, kube: bool, kubeconfig: str | None, system_namespace: str
+) -> None:
     """List the recorded roots of trust: server, GUN, root key IDs, versions, first seen when and by whom."""
     from app.notary.state import StateError
 
@@ -560,10 +790,24 @@ def pins(state_dir, as_json, kube, kubeconfig, system_namespace) -> None:
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
 @click.option("--timeout", default=30.0, show_default=True)
-@click.option("--pem", "pem_file", type=click.Path(dir_okay=False, writable=True),
-              help="Also write the root certificates to this file (for a policy's rootSecrets `publicKeys`).")
+@click.option(
+    "--pem",
+    "pem_file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the root certificates to this file (for a policy's rootSecrets `publicKeys`).",
+)
 @_kube_records_options
-def pin(image, trust_server, ca_file, state_dir, timeout, pem_file, kube, kubeconfig, system_namespace) -> None:
+def pin(
+    image: str,
+    trust_server: str | None,
+    ca_file: str | None,
+    state_dir: str | None,
+    timeout: float,
+    pem_file: str | None,
+    kube: bool,
+    kubeconfig: str | None,
+    system_namespace: str,
+) -> None:
     """Verify IMAGE's trust data now and record its root deliberately, printing the root key IDs.
 
     An existing record is kept and must agree (same root, or a valid rotation of it): to accept a
@@ -575,19 +819,25 @@ def pin(image, trust_server, ca_file, state_dir, timeout, pem_file, kube, kubeco
     from app.notary.state import StateError, this_process
 
     server, gun = _record_key(image, trust_server)
-    store = _record_store(state_dir, create=True, kube=kube, kubeconfig=kubeconfig,
-                          system_namespace=system_namespace)
+    store = _record_store(
+        state_dir, create=True, kube=kube, kubeconfig=kubeconfig, system_namespace=system_namespace
+    )
     service = TrustService(ca_file=ca_file, cache_entries=0, records=store)
     try:
-        facts = service.gather([TrustRequest(image=parse_image(image), server=server)],
-                               deadline=time.monotonic() + timeout)[0]
+        facts = service.gather(
+            [TrustRequest(image=parse_image(image), server=server)], deadline=time.monotonic() + timeout
+        )[0]
     finally:
         service.close()
     if facts.get("verified") is not True:
-        raise click.ClickException(f"not recorded: the trust data of {gun} does not verify: {facts.get('error')}")
+        raise click.ClickException(
+            f"not recorded: the trust data of {gun} does not verify: {facts.get('error')}"
+        )
     by = f"{this_process()} (ostiary trust pin)"
     try:
-        record = store.update(server, gun, lambda current: current and replace(current, how="operator", updated_by=by))
+        record = store.update(
+            server, gun, lambda current: current and replace(current, how="operator", updated_by=by)
+        )
     except StateError as exc:
         raise click.ClickException(str(exc)) from None
     if record is None:
@@ -615,7 +865,7 @@ def _root_certificates(root: bytes) -> str:
 @click.argument("image")
 @click.option("--trust-server", help="Notary server URL (default: by registry host).")
 @click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
-def unpin(image, trust_server, state_dir) -> None:
+def unpin(image: str, trust_server: str | None, state_dir: str | None) -> None:
     """Remove IMAGE's trust record: the next admission trusts the repository's current root on first use
     (the documented way to accept a legitimately re-keyed repository)."""
     from app.notary.state import StateError
@@ -629,6 +879,7 @@ def unpin(image, trust_server, state_dir) -> None:
     if not removed:
         raise click.ClickException(f"no trust record of {gun} from {server} in {store.description}")
     click.echo(f"removed the trust record of {gun} from {server}; its next use is a first use again")
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -121,9 +121,14 @@ def _trust_summary(facts: Any) -> dict | None:
         "error": _text(facts.get("error")),
         "error_role": _text(facts.get("error_role")),
         "signers": [
-            {"name": _text(s.get("name")), "secret": _text(s.get("secret")), "role": _text(s.get("role")),
-             "error": _text(s.get("error"))}
-            for s in facts.get("signers") or [] if isinstance(s, dict)
+            {
+                "name": _text(s.get("name")),
+                "secret": _text(s.get("secret")),
+                "role": _text(s.get("role")),
+                "error": _text(s.get("error")),
+            }
+            for s in facts.get("signers") or []
+            if isinstance(s, dict)
         ],
     }
 
@@ -141,17 +146,19 @@ def _images(trace: _Trace, decision: dict | None) -> list[dict]:
     result = []
     for image_id, site in by_id.items():
         item = decided.get(image_id)
-        result.append({
-            "image": _text(site.get("image")),
-            "container": site.get("container"),
-            "path": site.get("path"),
-            "verdict": ("allowed" if item.get("allowed") else "denied") if item else "not decided",
-            "entry": _entry(item.get("policy")) if item else None,
-            "trust": _trust_summary(site.get("trust")),
-            "reasons": _strings(item.get("reasons")) if item else [],
-            "warnings": _strings(item.get("warnings")) if item else [],
-            "pin": _text(item.get("pin")) if item else None,
-        })
+        result.append(
+            {
+                "image": _text(site.get("image")),
+                "container": site.get("container"),
+                "path": site.get("path"),
+                "verdict": ("allowed" if item.get("allowed") else "denied") if item else "not decided",
+                "entry": _entry(item.get("policy")) if item else None,
+                "trust": _trust_summary(site.get("trust")),
+                "reasons": _strings(item.get("reasons")) if item else [],
+                "warnings": _strings(item.get("warnings")) if item else [],
+                "pin": _text(item.get("pin")) if item else None,
+            }
+        )
     return result
 
 
@@ -169,11 +176,19 @@ def _patch_summary(response: dict) -> list[dict]:
             continue  # the original-images annotation: not a pin
         value = op.get("value") if isinstance(op, dict) else None
         digest = value.rpartition("@")[2] if isinstance(value, str) and "@" in value else None
-        summary.append({"path": op.get("path") if isinstance(op, dict) else None, "image": _text(value), "digest": digest})
+        summary.append(
+            {
+                "path": op.get("path") if isinstance(op, dict) else None,
+                "image": _text(value),
+                "digest": digest,
+            }
+        )
     return summary
 
 
-def build_record(review: Any, answer: dict, outcome: Any, seconds: float, trace: _Trace | None = None) -> dict:
+def build_record(
+    review: Any, answer: dict, outcome: Any, seconds: float, trace: _Trace | None = None
+) -> dict:
     """The decision-log record of one admission (a pure function of what was seen)."""
     trace = trace or _Trace()
     request = _obj(review.get("request")) if isinstance(review, dict) else {}

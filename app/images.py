@@ -21,26 +21,24 @@ from dataclasses import dataclass
 
 DEFAULT_REGISTRY = "docker.io"
 OFFICIAL_PREFIX = "library/"
-_LEGACY_DEFAULT = "index.docker.io"   # the only alias Docker's own parser folds (case-sensitively)
+_LEGACY_DEFAULT = "index.docker.io"  # the only alias Docker's own parser folds (case-sensitively)
 _DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "docker.io"}
 
 # The docker reference grammar (distribution/reference regexp.go), ASCII only: Python's \w and \d
 # match any Unicode letter or digit, Go's do not, so every class is spelled out. fullmatch, never
 # match + `$` (which also matches before a trailing newline).
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN_RE = re.compile(
-    rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"
-)
+_DOMAIN_RE = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
 _PATH_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 _SHA256_RE = re.compile(r"sha256:[a-f0-9]{64}")
 _IDENTIFIER_RE = re.compile(r"[a-f0-9]{64}")
-_PATH_MAX = 255   # distribution/reference RepositoryNameTotalLengthMax, on the repository path
+_PATH_MAX = 255  # distribution/reference RepositoryNameTotalLengthMax, on the repository path
 # The longest reference that can name a real image: a DNS name (253) and port, the path (255), a
 # tag (128) and a sha512 digest (135) stay under 800. Longer text is refused before any regex runs.
 MAX_REFERENCE = 1024
-_SHOWN = 200      # characters of a refused reference quoted back in a message
+_SHOWN = 200  # characters of a refused reference quoted back in a message
 
 
 class InvalidImageReference(ValueError):
@@ -58,11 +56,11 @@ class InvalidImageReference(ValueError):
 @dataclass(frozen=True)
 class ImageRef:
     original: str
-    registry: str       # lower case, Docker Hub aliases folded: what policies match and secrets key on
+    registry: str  # lower case, Docker Hub aliases folded: what policies match and secrets key on
     repository: str
     tag: str | None
     digest: str | None
-    runtime_name: str = ""   # domain/path as the runtime reads `original` (Docker Hub: docker.io/…)
+    runtime_name: str = ""  # domain/path as the runtime reads `original` (Docker Hub: docker.io/…)
 
     @property
     def name(self) -> str:
@@ -148,7 +146,7 @@ def split_domain(name: str) -> tuple[str, str]:
     return registry, path
 
 
-def parse_image(text: str) -> ImageRef:
+def parse_image(text: str) -> ImageRef:  # noqa: C901 - one pass over Docker's grammar, tested against it
     """Parse and normalize an image reference; raise InvalidImageReference naming the bad part.
 
     Agrees with the docker reference grammar (tests/unit/test_images_refdiff.py) except where it
@@ -170,9 +168,7 @@ def parse_image(text: str) -> ImageRef:
     if "@" in remainder:
         remainder, _, digest = remainder.partition("@")
         if not _DIGEST_RE.fullmatch(digest):
-            raise InvalidImageReference(
-                text, f"digest {digest!r} is not sha256:<64 hex> or sha512:<128 hex>"
-            )
+            raise InvalidImageReference(text, f"digest {digest!r} is not sha256:<64 hex> or sha512:<128 hex>")
     tag = None
     last_slash = remainder.rfind("/")
     colon = remainder.rfind(":")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from app.policies.reconcile import Drift
@@ -17,12 +17,16 @@ class TrustStatsCollector(Collector):
 
     GAUGES = frozenset({"cached_repositories"})
     # Verified images by how their root was trusted (facts' root_trust): one counter with a label.
-    ROOT_TRUST: ClassVar[dict[str, str]] = {"roots_pinned": "pinned", "roots_recorded": "recorded", "roots_first_use": "first-use"}
+    ROOT_TRUST: ClassVar[dict[str, str]] = {
+        "roots_pinned": "pinned",
+        "roots_recorded": "recorded",
+        "roots_first_use": "first-use",
+    }
 
     def __init__(self, stats: Callable[[], dict[str, int]]):
         self.stats = stats
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         stats = self.stats()
         roots = CounterMetricFamily(
             "ostiary_trust_root_trust",
@@ -80,7 +84,11 @@ class Metrics:
     def record_drift(self, found: Drift) -> None:
         """One repair of OPA's modules (see app.policies.sync.PolicySync.repair)."""
         self.opa_resyncs.inc()
-        for change, ids in (("foreign", found.foreign), ("altered", found.altered), ("missing", found.missing)):
+        for change, ids in (
+            ("foreign", found.foreign),
+            ("altered", found.altered),
+            ("missing", found.missing),
+        ):
             if ids:
                 self.opa_foreign_changes.labels(change).inc(len(ids))
 

@@ -39,7 +39,9 @@ class OwnerVerifier(Protocol):
     """Why an object may skip verification because a real owner with the same images exists
     (a reason), or None."""
 
-    def approved_by_owner(self, obj: dict, namespace: str, images: list[tuple[str, str, str]]) -> str | None: ...
+    def approved_by_owner(
+        self, obj: dict, namespace: str, images: list[tuple[str, str, str]]
+    ) -> str | None: ...
 
 
 class PolicyQuery(Protocol):

@@ -55,7 +55,9 @@ class ServeConfig:
     kubeconfig: str | None = None
     decision_log: str | None = "-"  # app/decisionlog.py: "-" stdout, a file path, or "off"
     watch_interval: float = 2.0
-    state_dir: str | None = None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
+    state_dir: str | None = (
+        None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
+    )
     root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
     extra: dict = field(default_factory=dict)
 
@@ -67,7 +69,9 @@ def read_token(path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read the OPA token file {path}: {exc}") from None
     if not token or any(c.isspace() for c in token):
-        raise ValueError(f"the OPA token file {path} must hold one token (no spaces), not {'nothing' if not token else 'several words'}")
+        raise ValueError(
+            f"the OPA token file {path} must hold one token (no spaces), not {'nothing' if not token else 'several words'}"
+        )
     return token
 
 
@@ -101,8 +105,12 @@ class Runtime:
         self._stop = threading.Event()
         self.kube: KubeRuntime | None = None
         if config.kube:
-            self.kube = KubeRuntime(kubeconfig=config.kubeconfig, system_namespace=config.system_namespace,
-                                    sync=self.sync, translate=translate)
+            self.kube = KubeRuntime(
+                kubeconfig=config.kubeconfig,
+                system_namespace=config.system_namespace,
+                sync=self.sync,
+                translate=translate,
+            )
         self.store: ObjectStore = self.kube.store if self.kube is not None else DirectoryStore(PolicySet())
         self.trust = self._trust_service()
         self.metrics.watch_trust(self.trust.stats)
@@ -134,13 +142,19 @@ class Runtime:
         return self
 
     def _trust_service(self) -> TrustService:
-        records: RecordStore | None = FileRecordStore(self.config.state_dir).ensure() if self.config.state_dir else None
+        records: RecordStore | None = (
+            FileRecordStore(self.config.state_dir).ensure() if self.config.state_dir else None
+        )
         if records is None and self.kube is not None:
             # Records shared by every replica, in the cluster (app/kube/records.py).
             records = KubeRecordStore(self.kube.request_api, self.config.system_namespace)
         default_pins = load_default_root_pins(self.config.root_pins) if self.config.root_pins else None
-        return TrustService(ca_file=self.config.ca_file, cache_ttl=self.config.trust_cache_ttl, records=records,
-                            default_pins=default_pins)
+        return TrustService(
+            ca_file=self.config.ca_file,
+            cache_ttl=self.config.trust_cache_ttl,
+            records=records,
+            default_pins=default_pins,
+        )
 
     def _custom_modules(self) -> list[RegoModule]:
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []
@@ -152,7 +166,9 @@ class Runtime:
             self.load_error = f"{stage}: {exc}"
         else:  # a bug, not the operator's file: say which step, keep the traceback in the log
             log.exception("%s: %s failed", stage, doing)
-            self.load_error = f"{stage}: {doing} failed ({exc.__class__.__name__}: {exc}); an Ostiary bug, please report it"
+            self.load_error = (
+                f"{stage}: {doing} failed ({exc.__class__.__name__}: {exc}); an Ostiary bug, please report it"
+            )
         self._retry = isinstance(exc, OpaError) and not isinstance(exc, OpaModuleRefused)
         if not self._retry:
             self._signature = signature
@@ -225,7 +241,8 @@ class Runtime:
                     if self._retry or _dir_signature(self.config.rego_dir) != self._signature:
                         self.load_base()
                 elif self.config.policy_dir and (
-                    self._retry or _dir_signature(self.config.policy_dir, self.config.rego_dir) != self._signature
+                    self._retry
+                    or _dir_signature(self.config.policy_dir, self.config.rego_dir) != self._signature
                 ):
                     self.reload_directory()
             except Exception:  # keep watching; the next round tries again
@@ -247,7 +264,10 @@ class Runtime:
     def ready(self) -> tuple[bool, str]:
         """200 only when OPA holds exactly the whole set asked for and the last load succeeded."""
         if not self.serving():
-            return False, f"nothing in force: {self.load_error}" if self.load_error else "policies not synced yet"
+            return (
+                False,
+                f"nothing in force: {self.load_error}" if self.load_error else "policies not synced yet",
+            )
         if self.kube is not None and not self.kube.ready:
             return False, "cluster policy source has not finished its first sync"
         problem = self.opa.problem()
@@ -268,5 +288,3 @@ class Runtime:
         self.trust.close()
 
     close = stop  # atexit and older callers
-
-

@@ -10,6 +10,7 @@ import logging
 import time
 
 from flask import Flask, Response, jsonify, request
+from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.admission import respond
@@ -19,7 +20,9 @@ from app.decisionlog import DecisionLog
 from app.runtime import Runtime, ServeConfig
 
 log = logging.getLogger("ostiary")
-MAX_BODY = 7 * 1024 * 1024  # an UPDATE carries object and oldObject, each up to the API server's 3 MiB request limit
+MAX_BODY = (
+    7 * 1024 * 1024
+)  # an UPDATE carries object and oldObject, each up to the API server's 3 MiB request limit
 
 
 def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None) -> Flask:
@@ -32,11 +35,11 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
     rt.reviewer.opa = decisions.wrap(rt.reviewer.opa)
 
     @app.errorhandler(413)
-    def too_large(_exc):
+    def too_large(_exc: Exception) -> ResponseReturnValue:
         return jsonify({"error": f"bad AdmissionReview: the body is larger than {MAX_BODY} bytes"}), 413
 
     @app.post("/admit")
-    def admit():
+    def admit() -> ResponseReturnValue:
         started = time.monotonic()
         if not request.is_json:
             return jsonify({"error": "expected a JSON AdmissionReview (Content-Type: application/json)"}), 400
@@ -64,7 +67,7 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         return jsonify(answer)
 
     @app.post("/validate")
-    def validate():
+    def validate() -> ResponseReturnValue:
         """The validating webhook for ImagePolicy/ClusterImagePolicy (app/kube/validate.py)."""
         from app.kube.validate import BadValidationRequest, validate_review
         from app.policies.schema import parse_policy_document
@@ -75,23 +78,24 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         except BadRequest as exc:
             return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         try:
-            answer = validate_review(body, parse=parse_policy_document, translate=translate,
-                                     compiles=rt.sync.compiles)
+            answer = validate_review(
+                body, parse=parse_policy_document, translate=translate, compiles=rt.sync.compiles
+            )
         except BadValidationRequest as exc:
             return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         return jsonify(answer)
 
     @app.get("/healthz")
-    def healthz():
+    def healthz() -> ResponseReturnValue:
         return jsonify({"status": "ok"})
 
     @app.get("/readyz")
-    def readyz():
+    def readyz() -> ResponseReturnValue:
         ok, why = rt.ready()
         return jsonify({"ready": ok, "reason": why}), (200 if ok else 503)
 
     @app.get("/metrics")
-    def metrics():
+    def metrics() -> ResponseReturnValue:
         return Response(generate_latest(rt.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
 
     return app

@@ -30,6 +30,7 @@ import ssl
 import struct
 import time
 from concurrent import futures
+from typing import Any
 
 from gunicorn import http
 from gunicorn import sock as gsock
@@ -44,7 +45,7 @@ LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client 
 MAX_LINGERING = 1000
 
 
-def validate_pos_float(val) -> float:
+def validate_pos_float(val: str | float) -> float:
     value = float(val)
     if value <= 0:
         raise ValueError(f"{val!r} is not a positive number of seconds")
@@ -117,7 +118,7 @@ class MaxBufferedBytes(Setting):
     desc = "Request bodies all connections together may hold in memory (503 with Retry-After beyond)."
 
 
-def _setting(cfg, name: str):
+def _setting(cfg: Any, name: str) -> Any:
     """The value from gunicorn's config, or the default when the settings were registered after the
     config was built (`gunicorn -c app/gunicorn_conf.py` imports this module late)."""
     try:
@@ -127,9 +128,13 @@ def _setting(cfg, name: str):
 
 
 def _plain_answer(status: str, message: str, retry_after: int | None = None) -> bytes:
-    body = (json.dumps({"error": message}) + "\n").encode()   # the same shape as the app's own 4xx answers
-    head = [f"HTTP/1.1 {status}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "Connection: close"]
+    body = (json.dumps({"error": message}) + "\n").encode()  # the same shape as the app's own 4xx answers
+    head = [
+        f"HTTP/1.1 {status}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     if retry_after is not None:
         head.append(f"Retry-After: {retry_after}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
@@ -149,7 +154,7 @@ HANDSHAKE, IDLE, HEAD, BODY, BUSY = "handshake", "idle", "head", "body", "busy"
 class Conn:
     """One client connection and what the event loop has read of its next request."""
 
-    def __init__(self, cfg, sock: socket.socket, client, server):
+    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any):
         self.cfg = cfg
         self.sock = sock
         self.client = client
@@ -174,7 +179,7 @@ class Conn:
 class OstiaryWorker(ThreadWorker):
     """ThreadWorker with the reading, the TLS handshake and the connection cap on the event loop."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.handshake_timeout = float(_setting(cfg, "tls_handshake_timeout"))
@@ -185,8 +190,10 @@ class OstiaryWorker(ThreadWorker):
         self.max_buffered = int(_setting(cfg, "max_buffered_bytes"))
         # gunicorn's parser checks each line against limit_request_*; the loop only needs a bound
         # on what one connection may hold before its head ends (the API server sends well under 4 KiB).
-        self.max_head = min(cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size or 8190) + 4,
-                            MAX_HEAD)
+        self.max_head = min(
+            cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size or 8190) + 4,
+            MAX_HEAD,
+        )
         self.conns: set[Conn] = set()
         self.idle: collections.OrderedDict[Conn, None] = collections.OrderedDict()  # kept-alive, oldest first
         self.buffered = 0
@@ -196,13 +203,13 @@ class OstiaryWorker(ThreadWorker):
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def init_process(self):
+    def init_process(self) -> None:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         super().init_process()
 
-    def run(self):
+    def run(self) -> None:
         if self.cfg.is_ssl:
             self.ssl_context = gsock.ssl_context(self.cfg)
         for listener in self.sockets:
@@ -345,13 +352,15 @@ class OstiaryWorker(ThreadWorker):
             self._unlinger(sock)
         for conn in [c for c in self.conns if c.state != BUSY and c.deadline <= now]:
             if conn.state in (HEAD, BODY):
-                self._refuse(conn, Refuse("408 Request Timeout", f"the request {conn.state} did not arrive in time"))
+                self._refuse(
+                    conn, Refuse("408 Request Timeout", f"the request {conn.state} did not arrive in time")
+                )
             else:  # a handshake never finished, or nothing sent: just close
                 self._drop(conn)
 
     # -- accepting --------------------------------------------------------------------------
 
-    def _accept(self, listener: socket.socket, server) -> None:
+    def _accept(self, listener: socket.socket, server: Any) -> None:
         for _ in range(64):  # a burst of connections, without starving the rest of the loop
             try:
                 sock, client = listener.accept()
@@ -372,7 +381,9 @@ class OstiaryWorker(ThreadWorker):
             if self.ssl_context is not None:
                 try:
                     conn.sock = self.ssl_context.wrap_socket(
-                        sock, server_side=True, do_handshake_on_connect=False,
+                        sock,
+                        server_side=True,
+                        do_handshake_on_connect=False,
                         suppress_ragged_eofs=self.cfg.suppress_ragged_eofs,
                     )
                 except (OSError, ssl.SSLError):
@@ -394,14 +405,25 @@ class OstiaryWorker(ThreadWorker):
     def _refuse_new(self, sock: socket.socket) -> None:
         self.refused += 1
         if self.refused == 1 or self.refused % 100 == 0:
-            self.log.warning("connection limit (%d) reached, none of them idle: refused %d connections so far",
-                             self.worker_connections, self.refused)
-        self.log.debug("refused a connection: %d open (%s)", len(self.conns),
-                       collections.Counter(c.state for c in self.conns))
+            self.log.warning(
+                "connection limit (%d) reached, none of them idle: refused %d connections so far",
+                self.worker_connections,
+                self.refused,
+            )
+        self.log.debug(
+            "refused a connection: %d open (%s)",
+            len(self.conns),
+            collections.Counter(c.state for c in self.conns),
+        )
         try:
             if self.ssl_context is None:
-                sock.send(_plain_answer("503 Service Unavailable",
-                                        "Ostiary has too many open connections; retry", retry_after=1))
+                sock.send(
+                    _plain_answer(
+                        "503 Service Unavailable",
+                        "Ostiary has too many open connections; retry",
+                        retry_after=1,
+                    )
+                )
                 self._linger(sock)
                 return
             # no HTTP answer without a handshake: a reset, which clients retry
@@ -478,14 +500,17 @@ class OstiaryWorker(ThreadWorker):
         """Learn the body length from the head: Content-Length only, unambiguous, within the caps."""
         if head_len > self.max_head:
             raise Refuse("431 Request Header Fields Too Large", "the request head is too large")
-        lines = bytes(conn.buf[:head_len - 4]).split(b"\r\n")
+        lines = bytes(conn.buf[: head_len - 4]).split(b"\r\n")
         lengths, expect_at = [], None
         offset = len(lines[0]) + 2
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             name = name.strip().lower()
             if name == b"transfer-encoding":
-                raise Refuse("411 Length Required", "send the body with Content-Length (chunked bodies are not accepted)")
+                raise Refuse(
+                    "411 Length Required",
+                    "send the body with Content-Length (chunked bodies are not accepted)",
+                )
             if name == b"content-length":
                 lengths.append(value.strip())
             if name == b"expect" and value.strip().lower() == b"100-continue":
@@ -497,13 +522,15 @@ class OstiaryWorker(ThreadWorker):
         if length > self.max_body:
             raise Refuse("413 Content Too Large", f"the request body is larger than {self.max_body} bytes")
         if length > self.max_buffered - self.buffered:
-            raise Refuse("503 Service Unavailable", "Ostiary is reading too many request bodies; retry", retry_after=1)
+            raise Refuse(
+                "503 Service Unavailable", "Ostiary is reading too many request bodies; retry", retry_after=1
+            )
         conn.reserved = length
         self.buffered += length
         if expect_at is not None:
             # The client waits for this before sending the body; gunicorn would send it from the
             # thread, too late, so say it here and drop the header from what the parser sees.
-            del conn.buf[expect_at[0]:expect_at[1]]
+            del conn.buf[expect_at[0] : expect_at[1]]
             head_len -= expect_at[1] - expect_at[0]
             if length:
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -514,8 +541,8 @@ class OstiaryWorker(ThreadWorker):
 
     def _submit(self, conn: Conn) -> None:
         self._watch(conn, 0)
-        request = bytes(conn.buf[:conn.need])
-        del conn.buf[:conn.need]
+        request = bytes(conn.buf[: conn.need])
+        del conn.buf[: conn.need]
         conn.need = 0
         conn.state = BUSY
         conn.parser = http.RequestParser(self.cfg, iter([request]), conn.client)
@@ -524,7 +551,7 @@ class OstiaryWorker(ThreadWorker):
         self.futures.append(fs)
         fs.add_done_callback(lambda _: self._wake())  # runs once fs is done, so the loop sees it
 
-    def _serve(self, conn: Conn):
+    def _serve(self, conn: Conn) -> tuple[bool, Conn]:
         conn.sock.settimeout(self.send_timeout)
         return self.handle(conn)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class WorkloadKind:
     kind: str
-    group: str                          # API group ("" for core)
+    group: str  # API group ("" for core)
     version: str
     plural: str
-    pod_spec_path: tuple[str, ...]      # where the pod spec is inside the object
+    pod_spec_path: tuple[str, ...]  # where the pod spec is inside the object
     subresources: tuple[str, ...] = ()  # subresources that carry images too (admitted separately)
 
     @property

@@ -12,6 +12,7 @@ import os
 import ssl
 import threading
 
+from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from app import serving as _serving  # noqa: F401 - registers the worker's settings before gunicorn builds its config
@@ -56,7 +57,7 @@ class ReloadingContext:
                     log.error("TLS files changed but could not be loaded, keeping the old ones: %s", exc)
             return self._context
 
-    def _sni(self, sslobj, _server_name, _ctx) -> None:
+    def _sni(self, sslobj: ssl.SSLObject, _server_name: str | None, _ctx: ssl.SSLContext) -> None:
         fresh = self.current()
         if sslobj.context is not fresh:
             sslobj.context = fresh
@@ -84,13 +85,15 @@ class OstiaryApplication(BaseApplication):
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
-    def load(self):
+    def load(self) -> Flask:
         runtime = Runtime(self.config).start()
         atexit.register(runtime.stop)
         return build_app(self.config, runtime)
 
 
-def run_gunicorn(config: ServeConfig, host: str, port: int, tls_cert: str | None, tls_key: str | None, threads: int) -> None:
+def run_gunicorn(
+    config: ServeConfig, host: str, port: int, tls_cert: str | None, tls_key: str | None, threads: int
+) -> None:
     bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     options: dict = {"bind": [bind], "threads": threads}
     if tls_cert and tls_key:

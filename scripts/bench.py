@@ -47,8 +47,10 @@ def bench_verifier(seconds: float = 3.0) -> None:
         walk(repo, files.get).repository.facts("test", None, [])
         count += 1
     elapsed = time.perf_counter() - started
-    print(f"verifier: {count / elapsed:.0f} full verifications/s of alice-image "
-          f"({1000 * elapsed / count:.2f} ms each, {len(files)} roles)")
+    print(
+        f"verifier: {count / elapsed:.0f} full verifications/s of alice-image "
+        f"({1000 * elapsed / count:.2f} ms each, {len(files)} roles)"
+    )
 
 
 def rss_kib(pid: int) -> int:
@@ -59,7 +61,9 @@ def rss_kib(pid: int) -> int:
 
 
 def children(pid: int) -> list[int]:
-    out = subprocess.run(check=False, args=["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        check=False, args=["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
+    ).stdout
     return [int(x) for x in out.split()]
 
 
@@ -77,9 +81,19 @@ def bench_server(n_requests: int, concurrency: int, n_policies: int) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ostiary"), "--log-level", "WARNING", "serve",
-         "--policy-dir", str(tmp), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "ostiary"),
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--policy-dir",
+            str(tmp),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -95,12 +109,26 @@ def bench_server(n_requests: int, concurrency: int, n_policies: int) -> None:
             raise SystemExit("server never became ready")
         images = [f"registry{i % n_policies}.example.com/team/app:1.{i % n_policies}" for i in range(4)]
         body = {
-            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
             "request": {
-                "uid": "bench", "operation": "CREATE", "namespace": "default",
+                "uid": "bench",
+                "operation": "CREATE",
+                "namespace": "default",
                 "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                "object": {"kind": "Deployment", "metadata": {"name": "b"}, "spec": {"template": {"spec": {
-                    "containers": [{"name": f"c{i}", "image": img} for i, img in enumerate(images)]}}}},
+                "object": {
+                    "kind": "Deployment",
+                    "metadata": {"name": "b"},
+                    "spec": {
+                        "template": {
+                            "spec": {
+                                "containers": [
+                                    {"name": f"c{i}", "image": img} for i, img in enumerate(images)
+                                ]
+                            }
+                        }
+                    },
+                },
             },
         }
         session = requests.Session()
@@ -119,15 +147,21 @@ def bench_server(n_requests: int, concurrency: int, n_policies: int) -> None:
             latencies = sorted(pool.map(one, range(n_requests)))
         elapsed = time.perf_counter() - started
         q = statistics.quantiles(latencies, n=100)
-        print(f"admission: {n_requests} requests, concurrency {concurrency}, {n_policies} policies, 4 images each")
-        print(f"  throughput {n_requests / elapsed:.0f} req/s; latency p50 {1000 * q[49]:.1f} ms, "
-              f"p90 {1000 * q[89]:.1f} ms, p99 {1000 * q[98]:.1f} ms, max {1000 * latencies[-1]:.1f} ms")
+        print(
+            f"admission: {n_requests} requests, concurrency {concurrency}, {n_policies} policies, 4 images each"
+        )
+        print(
+            f"  throughput {n_requests / elapsed:.0f} req/s; latency p50 {1000 * q[49]:.1f} ms, "
+            f"p90 {1000 * q[89]:.1f} ms, p99 {1000 * q[98]:.1f} ms, max {1000 * latencies[-1]:.1f} ms"
+        )
         worker = children(proc.pid)
         for pid in worker:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
             print(f"  rss worker {comm}[{pid}] {rss_kib(pid) / 1024:.1f} MiB")
             for sub in children(pid):
-                print(f"  rss {Path(f'/proc/{sub}/comm').read_text().strip()}[{sub}] {rss_kib(sub) / 1024:.1f} MiB")
+                print(
+                    f"  rss {Path(f'/proc/{sub}/comm').read_text().strip()}[{sub}] {rss_kib(sub) / 1024:.1f} MiB"
+                )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)

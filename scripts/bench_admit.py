@@ -65,7 +65,7 @@ sys.path.insert(0, str(ROOT))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SYSTEM_NS = "ostiary-system"
 NAMESPACES = ("default", "team-a", "team-b")
-SLOW_DELAY = 0.2          # seconds the slow proxy waits before forwarding each request
+SLOW_DELAY = 0.2  # seconds the slow proxy waits before forwarding each request
 
 
 # ====================================================================== the load process
@@ -76,9 +76,9 @@ def _load_worker() -> None:
     spec = json.loads(sys.stdin.readline())
     host, port, path = spec["host"], spec["port"], spec["path"]
     bodies = [b.encode() for b in spec["bodies"]]
-    expected = spec["expected"]              # list of True/False/None (None: not checked)
+    expected = spec["expected"]  # list of True/False/None (None: not checked)
     threads = spec["threads"]
-    mode = spec["mode"]                      # "duration" or "once"
+    mode = spec["mode"]  # "duration" or "once"
     lock = threading.Lock()
     results: list[list[float]] = [[] for _ in range(threads)]
     carried = [0] * threads
@@ -134,7 +134,7 @@ def _load_worker() -> None:
             if ok and measuring and state["measure"]:
                 results[k].append(elapsed)
             elif not measuring and state["measure"]:
-                carried[k] += 1      # started in the warm-up, finished in the window: its CPU is in it
+                carried[k] += 1  # started in the warm-up, finished in the window: its CPU is in it
 
     def run_once(k: int) -> None:
         box: list = [None]
@@ -153,7 +153,7 @@ def _load_worker() -> None:
         state["measure"] = True
         out.write("READY\n")
         out.flush()
-        sys.stdin.readline()                 # GO
+        sys.stdin.readline()  # GO
         started = time.perf_counter()
         pool = [threading.Thread(target=run_once, args=(k,)) for k in range(threads)]
         for t in pool:
@@ -168,7 +168,7 @@ def _load_worker() -> None:
         time.sleep(spec["warmup"])
         out.write("READY\n")
         out.flush()
-        sys.stdin.readline()                 # GO
+        sys.stdin.readline()  # GO
         with lock:
             errors.clear()
             examples.clear()
@@ -181,10 +181,19 @@ def _load_worker() -> None:
             t.join()
     elapsed = time.perf_counter() - started
     cpu = os.times()
-    out.write(json.dumps({
-        "latencies": [x for r in results for x in r], "elapsed": elapsed,
-        "errors": dict(errors), "examples": examples, "cpu": cpu.user + cpu.system, "carried": sum(carried),
-    }) + "\n")
+    out.write(
+        json.dumps(
+            {
+                "latencies": [x for r in results for x in r],
+                "elapsed": elapsed,
+                "errors": dict(errors),
+                "examples": examples,
+                "cpu": cpu.user + cpu.system,
+                "carried": sum(carried),
+            }
+        )
+        + "\n"
+    )
     out.flush()
 
 
@@ -209,7 +218,7 @@ def cpu_seconds(pid: int) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK      # utime + stime
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def rss_mib(pid: int) -> float:
@@ -285,8 +294,14 @@ class Target:
         self.name, self.port = name, port
         self.log = workdir / f"{name}.log"
         with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=workdir)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=workdir,
+            )
         wait_http(ready_url, self.proc, self.log)
 
     def pids(self) -> dict[str, list[int]]:
@@ -299,7 +314,10 @@ class Target:
         return {k: sum(cpu_seconds(p) for p in v) for k, v in self.pids().items()}
 
     def rss(self) -> list[dict]:
-        return [{"pid": p, "name": proc_name(p), "rss_mib": round(rss_mib(p), 1)} for p in descendants(self.proc.pid)]
+        return [
+            {"pid": p, "name": proc_name(p), "rss_mib": round(rss_mib(p), 1)}
+            for p in descendants(self.proc.pid)
+        ]
 
     def worker_pid(self) -> int | None:
         kids = [p for p in self.pids()["server"] if p != self.proc.pid]
@@ -371,14 +389,18 @@ class DelayProxy:
                 self.requests += 1
                 time.sleep(self.delay)
                 if upstream is None:
-                    upstream = http.client.HTTPSConnection("127.0.0.1", self.upstream_port,
-                                                           context=self.client_ctx, timeout=30)
-                upstream.request(method, path, headers=headers)     # GET only: no body
+                    upstream = http.client.HTTPSConnection(
+                        "127.0.0.1", self.upstream_port, context=self.client_ctx, timeout=30
+                    )
+                upstream.request(method, path, headers=headers)  # GET only: no body
                 resp = upstream.getresponse()
                 body = resp.read()
                 head = [f"HTTP/1.1 {resp.status} {resp.reason}"]
-                head += [f"{k}: {v}" for k, v in resp.getheaders()
-                         if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+                head += [
+                    f"{k}: {v}"
+                    for k, v in resp.getheaders()
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection")
+                ]
                 head.append(f"Content-Length: {len(body)}")
                 tls.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         except (OSError, ssl.SSLError, ValueError, http.client.HTTPException):
@@ -394,11 +416,11 @@ class DelayProxy:
 
 @dataclass
 class Images:
-    warm: list[str]             # signed, one repository each
-    cold: list[str]             # signed, one repository each, never admitted before a cold scenario
-    signed: str                 # build_scenario's "signed"
-    signer: str                 # signed by alice (delegation), needs the alice secret
-    unsigned: str               # trust data exists, this tag never signed
+    warm: list[str]  # signed, one repository each
+    cold: list[str]  # signed, one repository each, never admitted before a cold scenario
+    signed: str  # build_scenario's "signed"
+    signer: str  # signed by alice (delegation), needs the alice secret
+    unsigned: str  # trust data exists, this tag never signed
     alice_pem: str
 
 
@@ -429,37 +451,74 @@ def build_world(n_warm: int, n_cold: int):
 
     warm = sign_many([f"bench/warm{i}" for i in range(n_warm)])
     cold = sign_many([f"bench/cold{i}" for i in range(n_cold)])
-    images = Images(warm, cold, scenario["signed"].reference, scenario["signer-pem"].reference,
-                    scenario["unsigned"].reference, scenario.alice_pem)
-    print(f"world: notary-server, notary-signer, registry; {n_warm + n_cold + 5} signed repositories "
-          f"in {time.monotonic() - t0:.0f} s", flush=True)
+    images = Images(
+        warm,
+        cold,
+        scenario["signed"].reference,
+        scenario["signer-pem"].reference,
+        scenario["unsigned"].reference,
+        scenario.alice_pem,
+    )
+    print(
+        f"world: notary-server, notary-signer, registry; {n_warm + n_cold + 5} signed repositories "
+        f"in {time.monotonic() - t0:.0f} s",
+        flush=True,
+    )
     return world, images
 
 
 def write_policies(directory: Path, reg: str, trust_server: str, alice_pem: str, fillers: int = 40) -> None:
     """A realistic policy set: the bench and ostiary repositories with trust, a signer requirement,
     a namespace with its own ImagePolicy, and `fillers` unrelated cluster entries."""
+
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 
     trust = {"trust": {"enabled": True, "trustServer": trust_server}}
     alice = {"trust": {"enabled": True, "trustServer": trust_server, "signerSecrets": [{"name": "alice"}]}}
     docs = {
-        "cluster.json": {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "bench"},
-                         "spec": {"repositories": [
-                             {"name": f"{reg}/bench/*", "policy": trust},
-                             {"name": f"{reg}/ostiary/*", "policy": trust},
-                             {"name": f"{reg}/ostiary/signer-pem", "policy": alice}]}},
-        "fillers.json": {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "fillers"},
-                         "spec": {"repositories": [
-                             {"name": f"registry{i}.example.com/team{i % 7}/*", "policy": {}} for i in range(fillers)]}},
-        "team-b.json": {"apiVersion": "ostiary.dev/v1", "kind": "ImagePolicy",
-                        "metadata": {"name": "team-b", "namespace": "team-b"},
-                        "spec": {"repositories": [{"name": f"{reg}/bench/*", "policy": trust},
-                                                  {"name": f"{reg}/ostiary/*", "policy": alice}]}},
-        **{f"alice-{ns}.json": {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice", "namespace": ns},
-                                "data": {"name": b64("alice"), "publicKey": b64(alice_pem)}}
-           for ns in (SYSTEM_NS, "team-b")},
+        "cluster.json": {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "repositories": [
+                    {"name": f"{reg}/bench/*", "policy": trust},
+                    {"name": f"{reg}/ostiary/*", "policy": trust},
+                    {"name": f"{reg}/ostiary/signer-pem", "policy": alice},
+                ]
+            },
+        },
+        "fillers.json": {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": "fillers"},
+            "spec": {
+                "repositories": [
+                    {"name": f"registry{i}.example.com/team{i % 7}/*", "policy": {}} for i in range(fillers)
+                ]
+            },
+        },
+        "team-b.json": {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ImagePolicy",
+            "metadata": {"name": "team-b", "namespace": "team-b"},
+            "spec": {
+                "repositories": [
+                    {"name": f"{reg}/bench/*", "policy": trust},
+                    {"name": f"{reg}/ostiary/*", "policy": alice},
+                ]
+            },
+        },
+        **{
+            f"alice-{ns}.json": {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "alice", "namespace": ns},
+                "data": {"name": b64("alice"), "publicKey": b64(alice_pem)},
+            }
+            for ns in (SYSTEM_NS, "team-b")
+        },
     }
     directory.mkdir(parents=True, exist_ok=True)
     for name, doc in docs.items():
@@ -467,9 +526,16 @@ def write_policies(directory: Path, reg: str, trust_server: str, alice_pem: str,
 
 
 def review(kind: str, namespace: str, images: list[str]) -> dict:
-    containers = [{"name": f"c{i}", "image": image, "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-                   "ports": [{"containerPort": 8080 + i}], "env": [{"name": "MODE", "value": "bench"}]}
-                  for i, image in enumerate(images)]
+    containers = [
+        {
+            "name": f"c{i}",
+            "image": image,
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+            "ports": [{"containerPort": 8080 + i}],
+            "env": [{"name": "MODE", "value": "bench"}],
+        }
+        for i, image in enumerate(images)
+    ]
     spec = {"containers": containers, "serviceAccountName": "default", "restartPolicy": "Always"}
     labels = {"app": "bench", "team": namespace}
     meta = {"name": "bench", "namespace": namespace, "labels": labels}
@@ -478,36 +544,60 @@ def review(kind: str, namespace: str, images: list[str]) -> dict:
         group, resource = "", "pods"
     elif kind == "CronJob":
         spec["restartPolicy"] = "OnFailure"
-        obj = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta,
-               "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": spec}}}}}
+        obj = {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": meta,
+            "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": spec}}}},
+        }
         group, resource = "batch", "cronjobs"
     else:
-        obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-               "spec": {"replicas": 3, "selector": {"matchLabels": labels},
-                        "template": {"metadata": {"labels": labels}, "spec": spec}}}
+        obj = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": spec},
+            },
+        }
         group, resource = "apps", "deployments"
     gvk = {"group": group, "version": "v1", "kind": kind}
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": str(uuid.uuid4()), "kind": gvk, "resource": {**gvk, "resource": resource},
-                        "namespace": namespace, "operation": "CREATE", "name": "bench",
-                        "userInfo": {"username": "system:serviceaccount:kube-system:deployment-controller",
-                                     "groups": ["system:serviceaccounts", "system:authenticated"]},
-                        "object": obj}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": gvk,
+            "resource": {**gvk, "resource": resource},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "name": "bench",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:deployment-controller",
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+            },
+            "object": obj,
+        },
+    }
 
 
 def body_sets(images: Images, variants: int = 24) -> dict[str, list[tuple[dict, bool]]]:
     """{name: [(AdmissionReview, expected allowed)]}. Each body has its own uid."""
     w = images.warm
-    deploy = [(review("Deployment", NAMESPACES[i % 3], w[(i % 3):(i % 3) + 3]), True) for i in range(variants)]
+    deploy = [
+        (review("Deployment", NAMESPACES[i % 3], w[(i % 3) : (i % 3) + 3]), True) for i in range(variants)
+    ]
     mix: list[tuple[dict, bool]] = []
     for i in range(variants):
-        ns = NAMESPACES[i % 2]                     # default, team-a: the cluster policy
+        ns = NAMESPACES[i % 2]  # default, team-a: the cluster policy
         mix += [
-            (review("Deployment", ns, w[(i % 3):(i % 3) + 3]), True),
+            (review("Deployment", ns, w[(i % 3) : (i % 3) + 3]), True),
             (review("Pod", ns, w[:10]), True),
             (review("CronJob", ns, [images.signed, w[i % len(w)]]), True),
-            (review("Deployment", "team-b", [images.signer, w[0]]), True),     # ImagePolicy + signer
-            (review("Deployment", ns, [w[1], images.unsigned]), False),        # denied: not signed
+            (review("Deployment", "team-b", [images.signer, w[0]]), True),  # ImagePolicy + signer
+            (review("Deployment", ns, [w[1], images.unsigned]), False),  # denied: not signed
         ]
     return {"deploy": deploy, "mix": mix}
 
@@ -515,7 +605,7 @@ def body_sets(images: Images, variants: int = 24) -> dict[str, list[tuple[dict, 
 def cold_bodies(images: Images, per: int) -> list[tuple[dict, bool]]:
     kind = "Pod" if per == 10 else "Deployment"
     c = images.cold
-    return [(review(kind, NAMESPACES[i % 2], c[i * per:(i + 1) * per]), True) for i in range(len(c) // per)]
+    return [(review(kind, NAMESPACES[i % 2], c[i * per : (i + 1) * per]), True) for i in range(len(c) // per)]
 
 
 def opa_input(rev: dict) -> dict:
@@ -524,10 +614,18 @@ def opa_input(rev: dict) -> dict:
 
     req, obj = rev["request"], rev["request"]["object"]
     sites = image_sites(obj, req["kind"]["kind"])
-    return {"input": {
-        "request": {k: req.get(k) for k in ("uid", "operation", "kind", "resource", "subResource", "namespace",
-                                            "userInfo")} | {"name": req["name"], "dryRun": False},
-        "object": obj, "images": [s.as_input() for s in sites], "config": {"system_namespace": SYSTEM_NS}}}
+    return {
+        "input": {
+            "request": {
+                k: req.get(k)
+                for k in ("uid", "operation", "kind", "resource", "subResource", "namespace", "userInfo")
+            }
+            | {"name": req["name"], "dryRun": False},
+            "object": obj,
+            "images": [s.as_input() for s in sites],
+            "config": {"system_namespace": SYSTEM_NS},
+        }
+    }
 
 
 # ====================================================================== running a load
@@ -544,19 +642,32 @@ class Result:
     throughput: float = 0.0
     errors: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
-    cpu_ms_server: float = 0.0       # per admission: Ostiary (or the Flask floor) processes
-    cpu_ms_opa: float = 0.0          # per admission: its OPA (or the floor OPA)
-    cpu_ms_load: float = 0.0         # per request: the load processes (the client's own cost)
-    cpu_util_server: float = 0.0     # cores busy
+    cpu_ms_server: float = 0.0  # per admission: Ostiary (or the Flask floor) processes
+    cpu_ms_opa: float = 0.0  # per admission: its OPA (or the floor OPA)
+    cpu_ms_load: float = 0.0  # per request: the load processes (the client's own cost)
+    cpu_util_server: float = 0.0  # cores busy
     cpu_util_opa: float = 0.0
     rss: list = field(default_factory=list)
-    opa_server: dict = field(default_factory=dict)   # OPA's /metrics: v1/data handler ms per query, queries/adm
+    opa_server: dict = field(
+        default_factory=dict
+    )  # OPA's /metrics: v1/data handler ms per query, queries/adm
     loadavg: list = field(default_factory=list)
 
 
-def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple[dict, bool]], concurrency: int,
-             *, duration: float, warmup: float, path: str = "/admit", once: bool = False,
-             check: bool = True, during=None) -> Result:
+def run_load(
+    target: Target,
+    scenario: str,
+    bodies_name: str,
+    bodies: list[tuple[dict, bool]],
+    concurrency: int,
+    *,
+    duration: float,
+    warmup: float,
+    path: str = "/admit",
+    once: bool = False,
+    check: bool = True,
+    during=None,
+) -> Result:
     """Drive `target` from separate load processes; CPU of the target sampled around the measured window.
     `during` (optional) is called with the target once the measured window has started."""
     nproc = 1 if concurrency == 1 or once else 2
@@ -567,13 +678,25 @@ def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple
     for k, threads in enumerate(shares):
         if once:
             mine = list(range(len(texts)))
-        else:   # each process its own rotation of the bodies, so both see the same mix
+        else:  # each process its own rotation of the bodies, so both see the same mix
             mine = list(range(k, len(texts))) + list(range(k))
-        spec = {"host": "127.0.0.1", "port": target.port, "path": path, "threads": threads,
-                "bodies": [texts[i] for i in mine], "expected": [wanted[i] for i in mine],
-                "mode": "once" if once else "duration", "duration": duration, "warmup": warmup}
-        p = subprocess.Popen([sys.executable, __file__, "--load-worker"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+        spec = {
+            "host": "127.0.0.1",
+            "port": target.port,
+            "path": path,
+            "threads": threads,
+            "bodies": [texts[i] for i in mine],
+            "expected": [wanted[i] for i in mine],
+            "mode": "once" if once else "duration",
+            "duration": duration,
+            "warmup": warmup,
+        }
+        p = subprocess.Popen(
+            [sys.executable, __file__, "--load-worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         p.stdin.write(json.dumps(spec) + "\n")
         p.stdin.flush()
         workers.append(p)
@@ -605,20 +728,29 @@ def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple
     # before `after`), their errors, and those begun in the warm-up that finished inside the window.
     done = max(1, len(lat) + sum(errors.values()) + sum(o.get("carried", 0) for o in outs))
     if lat:
+
         def pct(q: float) -> float:
             return round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 2)
-        res.latencies_ms = {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": round(1000 * lat[-1], 2),
-                            "mean": round(1000 * statistics.fmean(lat), 2)}
+
+        res.latencies_ms = {
+            "p50": pct(0.50),
+            "p90": pct(0.90),
+            "p99": pct(0.99),
+            "max": round(1000 * lat[-1], 2),
+            "mean": round(1000 * statistics.fmean(lat), 2),
+        }
         res.throughput = round(len(lat) / elapsed, 1)
     res.cpu_ms_server = round(1000 * (after["server"] - before["server"]) / done, 3)
     res.cpu_ms_opa = round(1000 * (after["opa"] - before["opa"]) / done, 3)
     res.cpu_util_server = round((after["server"] - before["server"]) / elapsed, 2)
     res.cpu_util_opa = round((after["opa"] - before["opa"]) / elapsed, 2)
-    res.cpu_ms_load = round(1000 * sum(o["cpu"] for o in outs) / done, 3)   # includes warm-up: an upper bound
+    res.cpu_ms_load = round(1000 * sum(o["cpu"] for o in outs) / done, 3)  # includes warm-up: an upper bound
     if prom_after and prom_after["count"] > prom_before["count"]:
         queries = prom_after["count"] - prom_before["count"]
-        res.opa_server = {"ms_per_query": round(1000 * (prom_after["seconds"] - prom_before["seconds"]) / queries, 3),
-                          "queries_per_admission": round(queries / done, 2)}
+        res.opa_server = {
+            "ms_per_query": round(1000 * (prom_after["seconds"] - prom_before["seconds"]) / queries, 3),
+            "queries_per_admission": round(queries / done, 2),
+        }
     res.rss = target.rss()
     res.loadavg = [round(load1, 2), round(os.getloadavg()[0], 2)]
     if extra is not None:
@@ -632,6 +764,7 @@ def run_load(target: Target, scenario: str, bodies_name: str, bodies: list[tuple
 def floor_of(r: Result, results: list[Result]) -> tuple[Result | None, Result | None]:
     def find(name: str) -> Result | None:
         return next((x for x in results if x.scenario == name and x.concurrency == r.concurrency), None)
+
     bodies = "deploy" if r.bodies in ("deploy", "cold-deploy") else "mix"
     return find(f"floor-flask-{bodies}"), find(f"floor-opa-{bodies}")
 
@@ -641,8 +774,10 @@ def _ratio(a: float, b: float | None) -> str:
 
 
 def table(results: list[Result]) -> str:
-    head = ("| scenario | c | n | adm/s | p50 ms | p90 ms | p99 ms | max ms | errors | Ostiary CPU ms/adm "
-            "| OPA CPU ms/adm | load CPU ms/req | adm/s vs floor | p99 vs floor | CPU vs floor | OPA CPU vs floor | load avg |")
+    head = (
+        "| scenario | c | n | adm/s | p50 ms | p90 ms | p99 ms | max ms | errors | Ostiary CPU ms/adm "
+        "| OPA CPU ms/adm | load CPU ms/req | adm/s vs floor | p99 vs floor | CPU vs floor | OPA CPU vs floor | load avg |"
+    )
     rows = [head, "|" + "---|" * 17]
     for r in results:
         fl, fo = floor_of(r, results)
@@ -650,20 +785,24 @@ def table(results: list[Result]) -> str:
         lat = r.latencies_ms or {}
         err = sum(r.errors.values())
         thr_ratio = "-" if is_floor or not fl or not fl.throughput else f"{r.throughput / fl.throughput:.2f}"
-        p99_ratio = "-" if is_floor or not fl else _ratio(lat.get("p99", 0), (fl.latencies_ms or {}).get("p99"))
+        p99_ratio = (
+            "-" if is_floor or not fl else _ratio(lat.get("p99", 0), (fl.latencies_ms or {}).get("p99"))
+        )
         cpu_ratio = "-" if is_floor or not fl else _ratio(r.cpu_ms_server, fl.cpu_ms_server)
         opa_ratio = "-" if is_floor or not fo else _ratio(r.cpu_ms_opa, fo.cpu_ms_opa)
-        rows.append(f"| {r.scenario} | {r.concurrency} | {r.n} | {r.throughput:.0f} | {lat.get('p50', 0):.1f} "
-                    f"| {lat.get('p90', 0):.1f} | {lat.get('p99', 0):.1f} | {lat.get('max', 0):.1f} | {err} "
-                    f"| {r.cpu_ms_server:.2f} | {r.cpu_ms_opa:.2f} | {r.cpu_ms_load:.2f} | {thr_ratio} | {p99_ratio} "
-                    f"| {cpu_ratio} | {opa_ratio} | {r.loadavg[0]:.1f}-{r.loadavg[1]:.1f} |")
+        rows.append(
+            f"| {r.scenario} | {r.concurrency} | {r.n} | {r.throughput:.0f} | {lat.get('p50', 0):.1f} "
+            f"| {lat.get('p90', 0):.1f} | {lat.get('p99', 0):.1f} | {lat.get('max', 0):.1f} | {err} "
+            f"| {r.cpu_ms_server:.2f} | {r.cpu_ms_opa:.2f} | {r.cpu_ms_load:.2f} | {thr_ratio} | {p99_ratio} "
+            f"| {cpu_ratio} | {opa_ratio} | {r.loadavg[0]:.1f}-{r.loadavg[1]:.1f} |"
+        )
     return "\n".join(rows)
 
 
 def rss_table(results: list[Result]) -> str:
     seen: dict[str, Result] = {}
     for r in results:
-        seen[r.scenario] = r           # the last (highest concurrency) sample of each scenario
+        seen[r.scenario] = r  # the last (highest concurrency) sample of each scenario
     rows = ["| after scenario | process | RSS MiB |", "|---|---|---|"]
     for name, r in seen.items():
         for p in r.rss:
@@ -674,6 +813,7 @@ def rss_table(results: list[Result]) -> str:
 def plot(results: list[Result], path: Path) -> str:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -687,7 +827,7 @@ def plot(results: list[Result], path: Path) -> str:
         rs.sort(key=lambda r: r.concurrency)
         cs = [r.concurrency for r in rs]
         style = "--" if name.startswith("floor") else "-"
-        line, = a1.plot(cs, [r.latencies_ms["p99"] for r in rs], style, marker="o", label=f"{name} p99")
+        (line,) = a1.plot(cs, [r.latencies_ms["p99"] for r in rs], style, marker="o", label=f"{name} p99")
         a1.plot(cs, [r.latencies_ms["p50"] for r in rs], ":", marker=".", color=line.get_color())
         a2.plot(cs, [r.throughput for r in rs], style, marker="o", label=name, color=line.get_color())
     for ax in (a1, a2):
@@ -723,13 +863,33 @@ def profile(target: Target, bodies: list[tuple[dict, bool]], out: Path, seconds:
 
     def during(_t: Target) -> None:
         for fmt, dest, gil in (("raw", raw_gil, True), ("raw", raw_active, False), ("flamegraph", svg, True)):
-            procs.append(subprocess.Popen([spy, "record", "--pid", str(worker), "--rate", "100", "--nonblocking",
-                                           *(["--gil"] if gil else []),
-                                           "--duration", str(int(seconds)), "--format", fmt, "-o", str(dest)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        spy,
+                        "record",
+                        "--pid",
+                        str(worker),
+                        "--rate",
+                        "100",
+                        "--nonblocking",
+                        *(["--gil"] if gil else []),
+                        "--duration",
+                        str(int(seconds)),
+                        "--format",
+                        fmt,
+                        "-o",
+                        str(dest),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
 
-    res = run_load(target, "profile-warm-deploy", "deploy", bodies, 8, duration=seconds + 1, warmup=1.0,
-                   during=during)
+    res = run_load(
+        target, "profile-warm-deploy", "deploy", bodies, 8, duration=seconds + 1, warmup=1.0, during=during
+    )
     errs = []
     for p in procs:
         _, err = p.communicate(timeout=60)
@@ -737,8 +897,11 @@ def profile(target: Target, bodies: list[tuple[dict, bool]], out: Path, seconds:
             errs.append(err[-500:])
     if not raw_gil.exists():
         return {"error": "py-spy failed: " + " | ".join(errs)}
-    return {"load": res.__dict__, "gil": summarize_stacks(raw_gil),
-            "active": summarize_stacks(raw_active) if raw_active.exists() else None}
+    return {
+        "load": res.__dict__,
+        "gil": summarize_stacks(raw_gil),
+        "active": summarize_stacks(raw_active) if raw_active.exists() else None,
+    }
 
 
 def _frame_key(frame: str) -> str:
@@ -751,7 +914,7 @@ def _frame_key(frame: str) -> str:
     return f"{name} ({loc})"
 
 
-CATEGORIES = (   # (label, substring of a frame's file) - the first that matches a stack's frames wins
+CATEGORIES = (  # (label, substring of a frame's file) - the first that matches a stack's frames wins
     ("OPA client (app/opa/client.py, incl. its HTTP)", "app/opa/client.py"),
     ("trust gather (app/notary/service.py)", "app/notary/service.py"),
     ("admission logic (app/admission)", "app/admission/"),
@@ -778,19 +941,36 @@ def summarize_stacks(raw: Path) -> dict:
         if keys:
             self_time[keys[-1]] += count
         text = ";".join(frames)
-        for lib, needle in (("requests", "requests/"), ("urllib3", "urllib3/"), ("http.client", "http/client.py"),
-                            ("json", "json/"), ("logging", "logging/"), ("gzip/zlib", "gzip.py"),
-                            ("concurrent.futures", "concurrent/futures"), ("threading", "threading.py"),
-                            ("os.stat / pathlib", "pathlib.py"), ("ssl", "ssl.py"), ("werkzeug", "werkzeug/"),
-                            ("flask", "flask/"), ("socket", "socket.py"), ("prometheus_client", "prometheus_client/")):
+        for lib, needle in (
+            ("requests", "requests/"),
+            ("urllib3", "urllib3/"),
+            ("http.client", "http/client.py"),
+            ("json", "json/"),
+            ("logging", "logging/"),
+            ("gzip/zlib", "gzip.py"),
+            ("concurrent.futures", "concurrent/futures"),
+            ("threading", "threading.py"),
+            ("os.stat / pathlib", "pathlib.py"),
+            ("ssl", "ssl.py"),
+            ("werkzeug", "werkzeug/"),
+            ("flask", "flask/"),
+            ("socket", "socket.py"),
+            ("prometheus_client", "prometheus_client/"),
+        ):
             if needle in text:
                 libs[lib] += count
         cats[next((label for label, needle in CATEGORIES if needle in text), "other")] += count
 
     def top(counter: collections.Counter, n: int) -> list[list]:
         return [[k, round(100 * v / total, 1)] for k, v in counter.most_common(n)]
-    return {"samples": total, "top_inclusive": top(inclusive, 40), "top_self": top(self_time, 25),
-            "libraries_inclusive": top(libs, 20), "categories": top(cats, 10)}
+
+    return {
+        "samples": total,
+        "top_inclusive": top(inclusive, 40),
+        "top_self": top(self_time, 25),
+        "libraries_inclusive": top(libs, 20),
+        "categories": top(cats, 10),
+    }
 
 
 def profile_text(prof: dict) -> str:
@@ -801,9 +981,13 @@ def profile_text(prof: dict) -> str:
         p = prof.get(view)
         if not p:
             continue
-        lines.append(f"profile ({view}, {p['samples']} samples): categories " +
-                     ", ".join(f"{k} {v}%" for k, v in p["categories"]))
-        lines.append("  libraries (inclusive): " + ", ".join(f"{k} {v}%" for k, v in p["libraries_inclusive"]))
+        lines.append(
+            f"profile ({view}, {p['samples']} samples): categories "
+            + ", ".join(f"{k} {v}%" for k, v in p["categories"])
+        )
+        lines.append(
+            "  libraries (inclusive): " + ", ".join(f"{k} {v}%" for k, v in p["libraries_inclusive"])
+        )
         lines.append("  top self: " + "; ".join(f"{k} {v}%" for k, v in p["top_self"][:15]))
     return "\n".join(lines)
 
@@ -838,17 +1022,23 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -
     cap = _Capture(url)
     reviewer = Reviewer(cap, _Store(), trust=TrustService(ca_file=ca_file), system_namespace=SYSTEM_NS)
     reviewer.review(bodies[0][0])
-    out: dict = {"queries_per_admission": len(cap.calls),
-                 "input_bytes": {p: len(json.dumps(i)) for p, i in cap.calls}}
+    out: dict = {
+        "queries_per_admission": len(cap.calls),
+        "input_bytes": {p: len(json.dumps(i)) for p, i in cap.calls},
+    }
     for path, inp in cap.calls:
         sums: collections.Counter = collections.Counter()
         n = 50
         body = json.dumps({"input": inp})
         for _ in range(n):
-            r = requests.post(f"{url}/v1/data/{path}?metrics=true&instrument=true", data=body,
-                              headers={"Content-Type": "application/json"}, timeout=10)
+            r = requests.post(
+                f"{url}/v1/data/{path}?metrics=true&instrument=true",
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=10,
+            )
             for k, v in (r.json().get("metrics") or {}).items():
-                if isinstance(v, int | float):      # instrumentation also gives histograms: skipped
+                if isinstance(v, int | float):  # instrumentation also gives histograms: skipped
                     sums[k] += v
         timers = {k: round(v / n / 1e6, 3) for k, v in sums.items() if k.startswith("timer_")}
         out[path] = dict(sorted(timers.items(), key=lambda kv: -kv[1])[:14])
@@ -881,28 +1071,38 @@ def client_costs(url: str, path: str, inp: dict, n: int = 300) -> dict:
         return plain.post(full, json={"input": inp}, timeout=10).content
 
     def via_lean_requests() -> bytes:
-        return lean.post(full, data=payload, timeout=10,
-                         headers={"Content-Type": "application/json", "Accept-Encoding": "identity"}).content
+        return lean.post(
+            full,
+            data=payload,
+            timeout=10,
+            headers={"Content-Type": "application/json", "Accept-Encoding": "identity"},
+        ).content
 
     def via_urllib3() -> bytes:
-        return pool.request("POST", f"/v1/data/{path}", body=payload,
-                            headers={"Content-Type": "application/json"}).data
+        return pool.request(
+            "POST", f"/v1/data/{path}", body=payload, headers={"Content-Type": "application/json"}
+        ).data
 
     def via_http_client() -> bytes:
         conn.request("POST", f"/v1/data/{path}", payload, {"Content-Type": "application/json"})
         return conn.getresponse().read()
 
     out = {}
-    for name, call in (("requests json= (as app/opa/client.py)", via_requests),
-                       ("requests trust_env=False, data=, identity", via_lean_requests),
-                       ("urllib3 HTTPConnectionPool", via_urllib3), ("http.client keep-alive", via_http_client)):
+    for name, call in (
+        ("requests json= (as app/opa/client.py)", via_requests),
+        ("requests trust_env=False, data=, identity", via_lean_requests),
+        ("urllib3 HTTPConnectionPool", via_urllib3),
+        ("http.client keep-alive", via_http_client),
+    ):
         for _ in range(20):
             json.loads(call())
         cpu0, wall0 = time.process_time(), time.perf_counter()
         for _ in range(n):
             json.loads(call())
-        out[name] = {"python_cpu_ms": round(1000 * (time.process_time() - cpu0) / n, 3),
-                     "wall_ms": round(1000 * (time.perf_counter() - wall0) / n, 3)}
+        out[name] = {
+            "python_cpu_ms": round(1000 * (time.process_time() - cpu0) / n, 3),
+            "wall_ms": round(1000 * (time.perf_counter() - wall0) / n, 3),
+        }
     conn.close()
     return out
 
@@ -929,25 +1129,37 @@ def prom_opa(url: str | None) -> dict:
 def machine() -> dict:
     model = ""
     try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
-    return {"cores": os.cpu_count(), "cpu": model, "mem_gib": round(int(mem) / 1024 / 1024, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "mem_gib": round(int(mem) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="short windows, fewer cold repositories (about 2-3 min)")
+    ap.add_argument(
+        "--quick", action="store_true", help="short windows, fewer cold repositories (about 2-3 min)"
+    )
     ap.add_argument("--out", default="bench-out", help="directory for bench.json, bench.png, profile files")
     ap.add_argument("--duration", type=float, help="seconds per measured window (quick 1.5, full 10)")
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--threads", type=int, default=8, help="`ostiary serve --threads` (and the floor's)")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker at c=8 warm, and OPA ?metrics")
-    ap.add_argument("--only", help="comma-separated scenario prefixes to run: floor, warm, expiry, slow, cold")
+    ap.add_argument(
+        "--only", help="comma-separated scenario prefixes to run: floor, warm, expiry, slow, cold"
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -982,18 +1194,37 @@ def main() -> int:
 
     def serve(name: str, policy_dir: Path, *flags: str) -> Target:
         port = free_port()
-        t = Target(name, [ostiary, "serve", "--policy-dir", str(policy_dir), "--listen", f"127.0.0.1:{port}",
-                          "--ca-file", world.ca_file, "--threads", str(args.threads), *flags],
-                   f"http://127.0.0.1:{port}/readyz", port, work)
+        t = Target(
+            name,
+            [
+                ostiary,
+                "serve",
+                "--policy-dir",
+                str(policy_dir),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--ca-file",
+                world.ca_file,
+                "--threads",
+                str(args.threads),
+                *flags,
+            ],
+            f"http://127.0.0.1:{port}/readyz",
+            port,
+            work,
+        )
         targets.append(t)
         return t
 
     def record(r: Result) -> None:
         results.append(r)
         lat = r.latencies_ms or {}
-        print(f"  {r.scenario:<22} c={r.concurrency:<3} n={r.n:<6} {r.throughput:7.0f}/s  p50 {lat.get('p50', 0):7.1f}  "
-              f"p99 {lat.get('p99', 0):7.1f} ms  cpu {r.cpu_ms_server:6.2f}+{r.cpu_ms_opa:5.2f} ms/adm  "
-              f"errors {r.errors or 0}  load {r.loadavg}", flush=True)
+        print(
+            f"  {r.scenario:<22} c={r.concurrency:<3} n={r.n:<6} {r.throughput:7.0f}/s  p50 {lat.get('p50', 0):7.1f}  "
+            f"p99 {lat.get('p99', 0):7.1f} ms  cpu {r.cpu_ms_server:6.2f}+{r.cpu_ms_opa:5.2f} ms/adm  "
+            f"errors {r.errors or 0}  load {r.loadavg}",
+            flush=True,
+        )
         for e in r.examples[:2]:
             print(f"      e.g. {e}", flush=True)
 
@@ -1009,27 +1240,77 @@ def main() -> int:
 
     def run_floors() -> None:
         port = free_port()
-        flask = Target("floor-flask", [sys.executable, str(ROOT / "scripts" / "bench_floor_app.py"),
-                                       "--listen", f"127.0.0.1:{port}", "--threads", str(args.threads)],
-                       f"http://127.0.0.1:{port}/readyz", port, work)
+        flask = Target(
+            "floor-flask",
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "bench_floor_app.py"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--threads",
+                str(args.threads),
+            ],
+            f"http://127.0.0.1:{port}/readyz",
+            port,
+            work,
+        )
         targets.append(flask)
         for name in ("deploy", "mix"):
             for c in levels:
-                record(run_load(flask, f"floor-flask-{name}", name, sets[name], c, duration=duration, warmup=warmup,
-                                check=False))
+                record(
+                    run_load(
+                        flask,
+                        f"floor-flask-{name}",
+                        name,
+                        sets[name],
+                        c,
+                        duration=duration,
+                        warmup=warmup,
+                        check=False,
+                    )
+                )
         close(flask)
         port = free_port()
-        opa = Target("floor-opa", [opa_bin, "run", "--server", "--skip-version-check", "--addr", f"127.0.0.1:{port}",
-                                   "--log-level", "error"], f"http://127.0.0.1:{port}/health", port, work)
+        opa = Target(
+            "floor-opa",
+            [
+                opa_bin,
+                "run",
+                "--server",
+                "--skip-version-check",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "error",
+            ],
+            f"http://127.0.0.1:{port}/health",
+            port,
+            work,
+        )
         targets.append(opa)
         import requests
-        requests.put(f"http://127.0.0.1:{port}/v1/policies/floor", timeout=5, data=(
-            "package floor\n\nresult := {\"allowed\": true, \"images\": count(input.images)}\n")).raise_for_status()
+
+        requests.put(
+            f"http://127.0.0.1:{port}/v1/policies/floor",
+            timeout=5,
+            data=('package floor\n\nresult := {"allowed": true, "images": count(input.images)}\n'),
+        ).raise_for_status()
         for name in ("deploy", "mix"):
             opa_bodies = [(opa_input(b), w) for b, w in sets[name]]
             for c in levels:
-                record(run_load(opa, f"floor-opa-{name}", name, opa_bodies, c, duration=duration, warmup=warmup,
-                                path="/v1/data/floor/result", check=False))
+                record(
+                    run_load(
+                        opa,
+                        f"floor-opa-{name}",
+                        name,
+                        opa_bodies,
+                        c,
+                        duration=duration,
+                        warmup=warmup,
+                        path="/v1/data/floor/result",
+                        check=False,
+                    )
+                )
         close(opa)
 
     def run_warm() -> None:
@@ -1038,7 +1319,11 @@ def main() -> int:
         for name in ("deploy", "mix"):
             if wanted(f"warm-{name}"):
                 for c in levels:
-                    record(run_load(main_t, f"warm-{name}", name, sets[name], c, duration=duration, warmup=warmup))
+                    record(
+                        run_load(
+                            main_t, f"warm-{name}", name, sets[name], c, duration=duration, warmup=warmup
+                        )
+                    )
         if args.profile:
             print("profile: py-spy on the worker, warm-deploy at c=8", flush=True)
             extras["profile"] = profile(main_t, sets["deploy"], out, 10 if args.quick else 20)
@@ -1056,11 +1341,25 @@ def main() -> int:
 
     def run_cold() -> None:
         """A fresh Ostiary per row; every repository of every request seen for the first time."""
-        for name, per, c, policy_dir in (("cold-pod10", 10, 1, direct), ("cold-deploy", 3, 1, direct),
-                                          ("cold-deploy", 3, 8, direct), ("cold-pod10-slow", 10, 1, slow_dir)):
+        for name, per, c, policy_dir in (
+            ("cold-pod10", 10, 1, direct),
+            ("cold-deploy", 3, 1, direct),
+            ("cold-deploy", 3, 8, direct),
+            ("cold-pod10-slow", 10, 1, slow_dir),
+        ):
             t = serve(f"ostiary-{name}-c{c}", policy_dir)
-            record(run_load(t, name, "cold-deploy" if per == 3 else "cold-pod10", cold_bodies(images, per), c,
-                            duration=0, warmup=0, once=True))
+            record(
+                run_load(
+                    t,
+                    name,
+                    "cold-deploy" if per == 3 else "cold-pod10",
+                    cold_bodies(images, per),
+                    c,
+                    duration=0,
+                    warmup=0,
+                    once=True,
+                )
+            )
             close(t)
 
     try:
@@ -1082,11 +1381,21 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     info["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    report = {"machine": info, "duration_s": duration, "warmup_s": warmup, "threads": args.threads,
-              "quick": args.quick, "slow_delay_s": SLOW_DELAY, "results": [r.__dict__ for r in results], **extras}
+    report = {
+        "machine": info,
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "threads": args.threads,
+        "quick": args.quick,
+        "slow_delay_s": SLOW_DELAY,
+        "results": [r.__dict__ for r in results],
+        **extras,
+    }
     (out / "bench.json").write_text(json.dumps(report, indent=1))
     print()
-    print(f"machine: {info['cores']} cores, load average at start {info['loadavg_start']}, at end {info['loadavg_end']}")
+    print(
+        f"machine: {info['cores']} cores, load average at start {info['loadavg_start']}, at end {info['loadavg_end']}"
+    )
     print(table(results))
     print()
     print(rss_table(results))

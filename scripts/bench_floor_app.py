@@ -30,8 +30,13 @@ def build_app() -> Flask:
         if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
             return jsonify({"error": "not an AdmissionReview"}), 400
         uid = review["request"].get("uid", "")
-        return jsonify({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                        "response": {"uid": uid, "allowed": True}})
+        return jsonify(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": uid, "allowed": True},
+            }
+        )
 
     @app.get("/readyz")
     def readyz():

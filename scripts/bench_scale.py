@@ -40,8 +40,10 @@ def write_policies(directory: Path, entries: int, per_policy: int = 50) -> None:
                 lines.append(f"    - name: '*.wild{i}.example.com/team{i}/*'")
             else:
                 lines.append(f"    - name: 'registry{i}.example.com/team/*'")
-        docs.append("apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\n"
-                    f"metadata: {{name: p{p}}}\nspec:\n  repositories:\n" + "\n".join(lines) + "\n")
+        docs.append(
+            "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\n"
+            f"metadata: {{name: p{p}}}\nspec:\n  repositories:\n" + "\n".join(lines) + "\n"
+        )
     (directory / "policies.yaml").write_text("---\n".join(docs))
 
 
@@ -54,11 +56,22 @@ def image_for(i: int, entries: int) -> str:
 
 def review(n_images: int, entries: int) -> dict:
     containers = [{"name": f"c{i}", "image": image_for(i, entries)} for i in range(n_images)]
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "scale", "operation": "CREATE", "namespace": "default",
-        "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "scale"},
-                   "spec": {"containers": containers}}}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "scale",
+            "operation": "CREATE",
+            "namespace": "default",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "scale"},
+                "spec": {"containers": containers},
+            },
+        },
+    }
 
 
 def serve(policy_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -66,9 +79,20 @@ def serve(policy_dir: Path) -> tuple[subprocess.Popen, str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ostiary"), "--log-level", "WARNING", "serve",
-         "--policy-dir", str(policy_dir), "--listen", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "ostiary"),
+            "--log-level",
+            "WARNING",
+            "serve",
+            "--policy-dir",
+            str(policy_dir),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 120
     while time.monotonic() < end:
@@ -111,12 +135,20 @@ def main() -> None:
                     answer.raise_for_status()
                     allowed = answer.json()["response"]["allowed"]
                 median = statistics.median(times) * 1000
-                row = {"entries": entries, "images": n, "median_ms": round(median, 1),
-                       "max_ms": round(max(times) * 1000, 1), "ms_per_image": round(median / n, 3),
-                       "allowed": allowed}
+                row = {
+                    "entries": entries,
+                    "images": n,
+                    "median_ms": round(median, 1),
+                    "max_ms": round(max(times) * 1000, 1),
+                    "ms_per_image": round(median / n, 3),
+                    "allowed": allowed,
+                }
                 rows.append(row)
-                print(f"{entries:>8} {n:>7} {median:>10.1f} {row['max_ms']:>8.1f} {row['ms_per_image']:>9.3f} "
-                      f"{'allow' if allowed else 'DENY':>8}", flush=True)
+                print(
+                    f"{entries:>8} {n:>7} {median:>10.1f} {row['max_ms']:>8.1f} {row['ms_per_image']:>9.3f} "
+                    f"{'allow' if allowed else 'DENY':>8}",
+                    flush=True,
+                )
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(15)

@@ -59,27 +59,39 @@ def policies(reg: str, notary: str, alice_pem: str, toggle: bool) -> dict[str, d
     alice = {"trust": {"enabled": True, "trustServer": notary, "signerSecrets": [{"name": "alice"}]}}
     docs = {
         "cluster.json": {
-            "apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "soak"},
-            "spec": {"repositories": [
-                {"name": f"{reg}/ostiary/*", "policy": trust},
-                {"name": f"{reg}/ostiary/signer-pem", "policy": alice},
-            ]},
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": "soak"},
+            "spec": {
+                "repositories": [
+                    {"name": f"{reg}/ostiary/*", "policy": trust},
+                    {"name": f"{reg}/ostiary/signer-pem", "policy": alice},
+                ]
+            },
         },
         # an ImagePolicy reads signer secrets from its own namespace, a ClusterImagePolicy from the system one
-        **{f"alice-{ns}.json": {
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice", "namespace": ns},
-            "data": {"name": b64("alice"), "publicKey": b64(alice_pem)},
-        } for ns in (SYSTEM_NS, "strict")},
+        **{
+            f"alice-{ns}.json": {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "alice", "namespace": ns},
+                "data": {"name": b64("alice"), "publicKey": b64(alice_pem)},
+            }
+            for ns in (SYSTEM_NS, "strict")
+        },
         # namespace "strict" has its own policy: only the signer image is allowed there
         "strict.json": {
-            "apiVersion": "ostiary.dev/v1", "kind": "ImagePolicy",
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ImagePolicy",
             "metadata": {"name": "strict", "namespace": "strict"},
             "spec": {"repositories": [{"name": f"{reg}/ostiary/signer-pem", "policy": alice}]},
         },
     }
     if toggle:
         docs["toggle.json"] = {
-            "apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "toggle"},
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": "toggle"},
             "spec": {"repositories": [{"name": f"{reg}/soak/toggle/*", "policy": {}}]},
         }
     return docs
@@ -103,28 +115,48 @@ def review(kind: str, namespace: str, images: list[str]) -> dict:
         obj = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
         group, resource = "", "pods"
     elif kind == "CronJob":
-        obj = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta,
-               "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": spec}}}}}
+        obj = {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": meta,
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": spec}}}},
+        }
         group, resource = "batch", "cronjobs"
     else:
-        obj = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-               "spec": {"selector": {"matchLabels": {"app": "soak"}},
-                        "template": {"metadata": {"labels": {"app": "soak"}}, "spec": spec}}}
+        obj = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": meta,
+            "spec": {
+                "selector": {"matchLabels": {"app": "soak"}},
+                "template": {"metadata": {"labels": {"app": "soak"}}, "spec": spec},
+            },
+        }
         group, resource = "apps", "deployments"
     gvk = {"group": group, "version": "v1", "kind": kind}
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-            "request": {"uid": str(uuid.uuid4()), "kind": gvk, "resource": {**gvk, "resource": resource},
-                        "namespace": namespace, "operation": "CREATE", "name": "soak",
-                        "userInfo": {"username": "soak"}, "object": obj}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": gvk,
+            "resource": {**gvk, "resource": resource},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "name": "soak",
+            "userInfo": {"username": "soak"},
+            "object": obj,
+        },
+    }
 
 
 @dataclass
 class Case:
     name: str
     images: list[str]
-    allowed_in: dict[str, bool]       # namespace -> expected verdict
-    pins: dict[str, str]              # image -> pinned reference expected in the patch
-    toggle: bool = False              # verdict depends on the toggle policy
+    allowed_in: dict[str, bool]  # namespace -> expected verdict
+    pins: dict[str, str]  # image -> pinned reference expected in the patch
+    toggle: bool = False  # verdict depends on the toggle policy
 
 
 def cases(scenario, toggle_image: str) -> list[Case]:
@@ -134,8 +166,12 @@ def cases(scenario, toggle_image: str) -> list[Case]:
     return [
         Case("signed", [signed.reference] * 3, lenient, {signed.reference: signed.pinned}),
         Case("signer", [pem.reference], {ns: True for ns in NAMESPACES}, {pem.reference: pem.pinned}),
-        Case("mixed", [signed.reference, pem.reference], lenient,
-             {signed.reference: signed.pinned, pem.reference: pem.pinned}),
+        Case(
+            "mixed",
+            [signed.reference, pem.reference],
+            lenient,
+            {signed.reference: signed.pinned, pem.reference: pem.pinned},
+        ),
         Case("unsigned", [signed.reference, unsigned.reference], {ns: False for ns in NAMESPACES}, {}),
         Case("no-trust", [no_trust.reference], {ns: False for ns in NAMESPACES}, {}),
         Case("already-pinned", [signed.pinned], lenient, {}),
@@ -169,8 +205,13 @@ def proc_stats(pid: int) -> dict | None:
         return None
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     name = "opa" if Path(cmdline[0].decode(errors="replace")).name == "opa" else "ostiary"
-    return {"pid": pid, "name": name, "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
-            "threads": int(fields["Threads"]), "fds": fds}
+    return {
+        "pid": pid,
+        "name": name,
+        "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
+        "threads": int(fields["Threads"]),
+        "fds": fds,
+    }
 
 
 # ---------------------------------------------------------------------- the run
@@ -192,7 +233,7 @@ class Totals:
 def check(case: Case, namespace: str, toggle_on: bool, resp: dict) -> str | None:
     expected = toggle_on if case.toggle else case.allowed_in[namespace]
     if namespace == "strict" and case.toggle:
-        expected = False            # the namespace policy replaces every cluster policy
+        expected = False  # the namespace policy replaces every cluster policy
     got = bool(resp.get("allowed"))
     if got != expected:
         msg = (resp.get("status") or {}).get("message", "")
@@ -244,9 +285,20 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}"
         with open(base / "ostiary.log", "ab") as log:
             proc = subprocess.Popen(
-                [str(ROOT / ".venv/bin/ostiary"), "serve", "--policy-dir", str(policy_dir),
-                 "--listen", f"127.0.0.1:{port}", "--ca-file", world.ca_file],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    str(ROOT / ".venv/bin/ostiary"),
+                    "serve",
+                    "--policy-dir",
+                    str(policy_dir),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--ca-file",
+                    world.ca_file,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -311,11 +363,15 @@ def main() -> int:
             state["generation"] += 1
             state["toggle"] = not state["toggle"]
             try:
-                write_policies(policy_dir, policies(reg, world.notary_url, scenario.alice_pem, state["toggle"]))
+                write_policies(
+                    policy_dir, policies(reg, world.notary_url, scenario.alice_pem, state["toggle"])
+                )
                 until = time.monotonic() + 30
                 while time.monotonic() < until:
                     try:
-                        r = requests.post(f"{url}/admit", json=review("Pod", "default", [toggle_image]), timeout=10)
+                        r = requests.post(
+                            f"{url}/admit", json=review("Pod", "default", [toggle_image]), timeout=10
+                        )
                         if r.status_code == 200 and r.json()["response"]["allowed"] == state["toggle"]:
                             return
                     except requests.RequestException:
@@ -323,7 +379,9 @@ def main() -> int:
                     time.sleep(0.2)
                 with totals.lock:
                     totals.wrong += 1
-                    totals.wrong_examples.append(f"policy change to toggle={state['toggle']} not in force after 30 s")
+                    totals.wrong_examples.append(
+                        f"policy change to toggle={state['toggle']} not in force after 30 s"
+                    )
             finally:
                 state["generation"] += 1
                 state["changing"] = False
@@ -343,8 +401,9 @@ def main() -> int:
                 stats = [s for s in (proc_stats(p) for p in descendants(proc.pid)) if s]
                 with totals.lock:
                     sent, wrong, e5 = totals.sent, totals.wrong, totals.http_5xx
-                samples.append({"t": round(now - t0, 1), "sent": sent, "wrong": wrong, "http_5xx": e5,
-                                "procs": stats})
+                samples.append(
+                    {"t": round(now - t0, 1), "sent": sent, "wrong": wrong, "http_5xx": e5, "procs": stats}
+                )
                 next_sample += args.sample_period
             if now >= next_flip:
                 flip_policy()
@@ -376,26 +435,46 @@ def report(out: Path, args: argparse.Namespace, totals: Totals, samples: list[di
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
 
     summary = {
-        "minutes": args.minutes, "threads": args.threads, "policy_changes": changes,
-        "admissions": totals.sent, "wrong_verdicts": totals.wrong, "http_5xx": totals.http_5xx,
-        "http_other": totals.http_other, "transport_errors": totals.transport,
-        "by_case": dict(totals.by_case), "p50_ms": round(pct(0.50), 1), "p99_ms": round(pct(0.99), 1),
-        "max_ms": round(lat[-1] * 1000, 1), "examples": totals.wrong_examples,
+        "minutes": args.minutes,
+        "threads": args.threads,
+        "policy_changes": changes,
+        "admissions": totals.sent,
+        "wrong_verdicts": totals.wrong,
+        "http_5xx": totals.http_5xx,
+        "http_other": totals.http_other,
+        "transport_errors": totals.transport,
+        "by_case": dict(totals.by_case),
+        "p50_ms": round(pct(0.50), 1),
+        "p99_ms": round(pct(0.99), 1),
+        "max_ms": round(lat[-1] * 1000, 1),
+        "examples": totals.wrong_examples,
     }
     (out / "soak.json").write_text(json.dumps({"summary": summary, "samples": samples}, indent=1))
-    header = ("| minute | admissions | wrong | 5xx | Ostiary RSS MiB | Ostiary fds | Ostiary threads "
-              "| OPA RSS MiB | OPA fds | OPA threads |")
+    header = (
+        "| minute | admissions | wrong | 5xx | Ostiary RSS MiB | Ostiary fds | Ostiary threads "
+        "| OPA RSS MiB | OPA fds | OPA threads |"
+    )
     rows = [header, "|" + "---|" * 10]
     step = max(1, len(samples) // 16)
     for s in samples[::step] + ([samples[-1]] if samples else []):
         o = [p for p in s["procs"] if p["name"] == "ostiary"]
         q = [p for p in s["procs"] if p["name"] == "opa"]
-        rows.append(f"| {s['t'] / 60:.1f} | {s['sent']} | {s['wrong']} | {s['http_5xx']} "
-                    f"| {sum(p['rss_mib'] for p in o):.0f} | {sum(p['fds'] for p in o)} "
-                    f"| {sum(p['threads'] for p in o)} | {sum(p['rss_mib'] for p in q):.0f} "
-                    f"| {sum(p['fds'] for p in q)} | {sum(p['threads'] for p in q)} |")
-    text = ["# Soak run", "", "```", json.dumps({k: v for k, v in summary.items() if k != "examples"}, indent=1),
-            "```", "", *rows, ""]
+        rows.append(
+            f"| {s['t'] / 60:.1f} | {s['sent']} | {s['wrong']} | {s['http_5xx']} "
+            f"| {sum(p['rss_mib'] for p in o):.0f} | {sum(p['fds'] for p in o)} "
+            f"| {sum(p['threads'] for p in o)} | {sum(p['rss_mib'] for p in q):.0f} "
+            f"| {sum(p['fds'] for p in q)} | {sum(p['threads'] for p in q)} |"
+        )
+    text = [
+        "# Soak run",
+        "",
+        "```",
+        json.dumps({k: v for k, v in summary.items() if k != "examples"}, indent=1),
+        "```",
+        "",
+        *rows,
+        "",
+    ]
     if totals.wrong_examples:
         text += ["Problems seen:", "", *[f"- {e}" for e in totals.wrong_examples], ""]
     (out / "soak.md").write_text("\n".join(text))
@@ -407,8 +486,9 @@ def report(out: Path, args: argparse.Namespace, totals: Totals, samples: list[di
 
         t = [s["t"] / 60 for s in samples]
         fig, axes = plt.subplots(3, 1, figsize=(8, 8), sharex=True)
-        for ax, key, label in zip(axes, ("rss_mib", "fds", "threads"), ("RSS (MiB)", "open files", "threads"),
-                                  strict=True):
+        for ax, key, label in zip(
+            axes, ("rss_mib", "fds", "threads"), ("RSS (MiB)", "open files", "threads"), strict=True
+        ):
             ax.plot(t, _series(samples, "ostiary", key), label="Ostiary (master + worker)")
             ax.plot(t, _series(samples, "opa", key), label="OPA")
             ax.set_ylabel(label)

@@ -42,8 +42,7 @@ def world() -> Scenario:
     missing = missing_binaries()
     if missing:
         pytest.fail(
-            "the notary test world needs: "
-            + "; ".join(f"{b} ({how})" for b, how in missing.items()),
+            "the notary test world needs: " + "; ".join(f"{b} ({how})" for b, how in missing.items()),
             pytrace=False,
         )
     t0 = time.monotonic()

@@ -28,9 +28,9 @@ class BadRequest(ValueError):
 @dataclass(frozen=True)
 class ImageSite:
     id: int
-    path: str               # JSON pointer of the image field, e.g. /spec/containers/0/image
-    container_kind: str     # containers | initContainers | ephemeralContainers | volumes
-    container: str          # container name, or the volume name for an image volume
+    path: str  # JSON pointer of the image field, e.g. /spec/containers/0/image
+    container_kind: str  # containers | initContainers | ephemeralContainers | volumes
+    container: str  # container name, or the volume name for an image volume
     image: str
 
     def as_input(self) -> dict:
@@ -107,7 +107,7 @@ def image_sites(obj: dict, kind: str) -> list[ImageSite]:
     spec, base = pod_spec(obj, kind)
     if spec is None:
         return []
-    found: list[tuple[str, str, str, str]] = []   # (path, kind, name, image)
+    found: list[tuple[str, str, str, str]] = []  # (path, kind, name, image)
     for container_kind in CONTAINER_KINDS:
         for index, container in enumerate(_list(spec, container_kind, base)):
             where = f"{base}/{container_kind}/{index}"

@@ -63,7 +63,7 @@ def pin_patch(decision_images: list[dict]) -> list[dict]:
 
 
 ORIGINAL_IMAGES_ANNOTATION = "ostiary.dev/original-images"
-MAX_ORIGINALS = 64 * 1024   # the API server allows 256 KiB of annotations in all; leave room
+MAX_ORIGINALS = 64 * 1024  # the API server allows 256 KiB of annotations in all; leave room
 
 
 def _site_keys(sites: Sequence[Any]) -> dict[str, str]:
@@ -88,7 +88,9 @@ def _existing_originals(obj: dict) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def original_images_patch(obj: dict, sites: Sequence[Any], pin_ops: list[dict]) -> tuple[list[dict], str | None]:
+def original_images_patch(
+    obj: dict, sites: Sequence[Any], pin_ops: list[dict]
+) -> tuple[list[dict], str | None]:
     """The JSONPatch op recording, on the object's own metadata (a Deployment's, not its pod
     template's), the reference as written of every image this admission pins, so users and
     deploy tools can see what was asked for. Entries an earlier admission wrote are kept while
@@ -103,12 +105,18 @@ def original_images_patch(obj: dict, sites: Sequence[Any], pin_ops: list[dict]) 
         originals[keys.get(op["path"], op["path"])] = written.get(op["path"], "")
     value = json.dumps(originals, sort_keys=True, separators=(",", ":"))
     if len(value) > MAX_ORIGINALS:
-        return [], (f"Ostiary did not record the original images in {ORIGINAL_IMAGES_ANNOTATION}: "
-                    f"{len(value)} bytes is more than {MAX_ORIGINALS}")
+        return [], (
+            f"Ostiary did not record the original images in {ORIGINAL_IMAGES_ANNOTATION}: "
+            f"{len(value)} bytes is more than {MAX_ORIGINALS}"
+        )
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
-        return [{"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: value}}}], None
+        return [
+            {"op": "add", "path": "/metadata", "value": {"annotations": {ORIGINAL_IMAGES_ANNOTATION: value}}}
+        ], None
     if not isinstance(metadata.get("annotations"), dict):
-        return [{"op": "add", "path": "/metadata/annotations", "value": {ORIGINAL_IMAGES_ANNOTATION: value}}], None
+        return [
+            {"op": "add", "path": "/metadata/annotations", "value": {ORIGINAL_IMAGES_ANNOTATION: value}}
+        ], None
     key = ORIGINAL_IMAGES_ANNOTATION.replace("~", "~0").replace("/", "~1")
     return [{"op": "add", "path": f"/metadata/annotations/{key}", "value": value}], None

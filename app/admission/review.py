@@ -34,7 +34,7 @@ log = logging.getLogger("ostiary.admission")
 PLAN_PATH = "ostiary/main/plan"
 DECISION_PATH = "ostiary/main/decision"
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
-UNCHECKED_OPERATIONS = ("DELETE", "CONNECT")   # carry no new pod spec to run
+UNCHECKED_OPERATIONS = ("DELETE", "CONNECT")  # carry no new pod spec to run
 # Deeper than any object of a kind Ostiary checks (a CronJob's pod spec affinity terms sit ~15
 # levels down, managedFields ~20); the limit keeps every later walk, dump and OPA call bounded.
 MAX_DEPTH = 100
@@ -117,7 +117,7 @@ def parse_review(raw: bytes) -> Any:
         raise BadRequest(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise BadRequest(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:   # e.g. an integer of more than 4300 digits
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise BadRequest(f"the body is not JSON Ostiary can read: {exc}") from None
     _check_tree(body)
     return body
@@ -187,10 +187,16 @@ class Reviewer:
         except BadRequest as exc:
             return self._deny(uid, f"Ostiary could not read the object: {exc}")
         except OpaError as exc:
-            return self._deny(uid, f"Ostiary denied the request because the policy engine failed: {exc}", error=True)
+            return self._deny(
+                uid, f"Ostiary denied the request because the policy engine failed: {exc}", error=True
+            )
         except Exception as exc:  # fail closed on anything unexpected, and say so
             log.exception("admission %s failed", uid)
-            return self._deny(uid, f"Ostiary denied the request because of an internal error: {exc.__class__.__name__}: {exc}", error=True)
+            return self._deny(
+                uid,
+                f"Ostiary denied the request because of an internal error: {exc.__class__.__name__}: {exc}",
+                error=True,
+            )
 
     def _deny(self, uid: str, message: str, error: bool = False) -> tuple[dict, Outcome]:
         return respond.deny(uid, message), Outcome(False, message, error=error)
@@ -223,8 +229,11 @@ class Reviewer:
         if not isinstance(metadata, dict):
             raise BadRequest("request.object.metadata is not an object")
         sites = image_sites(obj, kind)
-        namespace = (_string_field(request, "namespace", "request.namespace")
-                     or _string_field(metadata, "namespace", "request.object.metadata.namespace") or "")
+        namespace = (
+            _string_field(request, "namespace", "request.namespace")
+            or _string_field(metadata, "namespace", "request.object.metadata.namespace")
+            or ""
+        )
 
         if self.owners is not None and sites:
             reason = self.owners.approved_by_owner(
@@ -295,8 +304,11 @@ class Reviewer:
             if secret is None:
                 pins.append(RootPin(name, error=f"root secret {name} not found in namespace {ns}"))
                 continue
-            pins.append(root_pin(f"{ns}/{name}", secret_value(secret, "publicKeys"),
-                                 secret_value(secret, "caCertificates")))
+            pins.append(
+                root_pin(
+                    f"{ns}/{name}", secret_value(secret, "publicKeys"), secret_value(secret, "caCertificates")
+                )
+            )
         return pins
 
     def _pull_secrets(self, obj: dict, kind: str, namespace: str) -> list[dict]:
@@ -312,9 +324,11 @@ class Reviewer:
                 secrets.append(secret)
         return secrets
 
-    def _gather(self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float) -> None:
+    def _gather(
+        self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float
+    ) -> None:
         wanted = []
-        for item, image in zip(planned, opa_input["images"]):
+        for item, image in zip(planned, opa_input["images"], strict=False):
             trust = ((item or {}).get("requirements") or {}).get("trust") or {}
             if trust.get("enabled") is True and isinstance(trust.get("server"), str):
                 wanted.append((image, trust))
@@ -339,12 +353,14 @@ class Reviewer:
         facts_list = self.trust.gather(requests, deadline)
         if not isinstance(facts_list, list) or len(facts_list) != len(requests):
             raise RuntimeError("the trust service did not return facts for every image")
-        for (image, _), facts, errors, names in zip(wanted, facts_list, signer_errors, order):
+        for (image, _), facts, errors, names in zip(wanted, facts_list, signer_errors, order, strict=False):
             by_secret = {s.get("secret"): s for s in facts.get("signers") or []}
             merged = []
             for name in names:
                 if name in errors:
-                    merged.append({"name": None, "secret": name, "role": None, "keyids": [], "error": errors[name]})
+                    merged.append(
+                        {"name": None, "secret": name, "role": None, "keyids": [], "error": errors[name]}
+                    )
                 elif name in by_secret:
                     merged.append(by_secret[name])
             facts["signers"] = merged

@@ -38,8 +38,8 @@ class WatchExpired(KubeError):
 
 
 class KubeApi(Protocol):
-    def get(self, path: str) -> dict | None: ...                  # None on 404
-    def list(self, path: str) -> dict: ...                        # a *List object
+    def get(self, path: str) -> dict | None: ...  # None on 404
+    def list(self, path: str) -> dict: ...  # a *List object
     def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, dict]]: ...
     def create(self, path: str, body: dict) -> dict: ...
     def patch(self, path: str, body: dict, content_type: str = JSON_MERGE_PATCH) -> dict: ...
@@ -57,7 +57,7 @@ def object_path(api_version: str, plural: str, namespace: str | None, name: str 
     return base
 
 
-def load_api_client(kubeconfig: str | None):
+def load_api_client(kubeconfig: str | None) -> Any:
     """An ``ApiClient`` from the kubeconfig file given, else in-cluster, else the default kubeconfig."""
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
@@ -90,9 +90,17 @@ class RestKubeApi:
         """The same connection pool, another per-request timeout."""
         return RestKubeApi(self._client, request_timeout)
 
-    def _call(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
-              body: Any = None, content_type: str | None = None, timeout: Any = None,
-              stream: bool = False) -> Any:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: Any = None,
+        stream: bool = False,
+    ) -> Any:
         from kubernetes.client.rest import ApiException
 
         headers = {"Accept": "application/json"}
@@ -100,8 +108,13 @@ class RestKubeApi:
             headers["Content-Type"] = content_type
         try:
             response = self._client.call_api(
-                path, method, query_params=query or [], header_params=headers, body=body,
-                auth_settings=["BearerToken"], _preload_content=False,
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
                 _request_timeout=timeout if timeout is not None else (self._timeout, self._timeout),
                 _return_http_data_only=True,
             )
@@ -125,11 +138,16 @@ class RestKubeApi:
         return self._call("GET", path)
 
     def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, dict]]:
-        query = [("watch", "true"), ("resourceVersion", resource_version),
-                 ("timeoutSeconds", str(timeout_seconds)), ("allowWatchBookmarks", "true")]
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
+            ("allowWatchBookmarks", "true"),
+        ]
         # (connect, read): the read timeout is longer than the server's own, so a silent connection ends.
-        response = self._call("GET", path, query=query, timeout=(self._timeout, timeout_seconds + 15),
-                              stream=True)
+        response = self._call(
+            "GET", path, query=query, timeout=(self._timeout, timeout_seconds + 15), stream=True
+        )
         try:
             buffer = b""
             for chunk in response.stream(amt=None, decode_content=True):

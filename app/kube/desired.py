@@ -14,12 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from app.policies.kinds import Key, PolicyKind, describe
 from app.policies.model import RegoModule
 
-ModuleOrError = RegoModule | str   # a str says why the resource has no module
+ModuleOrError = RegoModule | str  # a str says why the resource has no module
 
 
-def derive(objects: Mapping[Key, tuple[PolicyKind, dict]], kinds: Sequence[PolicyKind],
-           module_for: Callable[[Key, PolicyKind, dict], ModuleOrError]
-           ) -> tuple[dict[str, tuple[Key, RegoModule]], dict[Key, str]]:
+def derive(
+    objects: Mapping[Key, tuple[PolicyKind, dict]],
+    kinds: Sequence[PolicyKind],
+    module_for: Callable[[Key, PolicyKind, dict], ModuleOrError],
+) -> tuple[dict[str, tuple[Key, RegoModule]], dict[Key, str]]:
     """(module id -> (resource key, module), resource key -> why it is not applied)."""
     precedence = {kind: i for i, kind in enumerate(kinds)}
     ordered = sorted(objects.items(), key=lambda item: (precedence.get(item[1][0], len(precedence)), item[0]))
@@ -30,8 +32,10 @@ def derive(objects: Mapping[Key, tuple[PolicyKind, dict]], kinds: Sequence[Polic
         if isinstance(module, str):
             errors[key] = module
         elif module.id in desired:
-            errors[key] = (f"conflicts with {describe(desired[module.id][0])}: both would be module "
-                           f"{module.id}; this one is not applied")
+            errors[key] = (
+                f"conflicts with {describe(desired[module.id][0])}: both would be module "
+                f"{module.id}; this one is not applied"
+            )
         else:
             desired[module.id] = (key, module)
     return desired, errors

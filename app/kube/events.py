@@ -31,17 +31,22 @@ class EventReporter:
         self._clock = clock
         self._instance = socket.gethostname()
 
-    def event(self, kind: PolicyKind, obj: dict, reason: str, message: str, event_type: str = "Warning") -> None:
+    def event(
+        self, kind: PolicyKind, obj: dict, reason: str, message: str, event_type: str = "Warning"
+    ) -> None:
         meta = obj.get("metadata") or {}
-        namespace = meta.get("namespace") or "default"   # where kubectl looks for cluster-scoped objects
+        namespace = meta.get("namespace") or "default"  # where kubectl looks for cluster-scoped objects
         now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"generateName": f"{meta.get('name', 'policy')}.", "namespace": namespace},
             "involvedObject": {
-                "apiVersion": kind.api_version, "kind": kind.kind, "name": meta.get("name"),
-                "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                "apiVersion": kind.api_version,
+                "kind": kind.kind,
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
             "reason": reason,
@@ -65,14 +70,21 @@ class EventReporter:
         meta = obj.get("metadata") or {}
         generation = meta.get("generation")
         current = [c for c in ((obj.get("status") or {}).get("conditions") or []) if c.get("type") == "Ready"]
-        wanted = {"type": "Ready", "status": "True" if ok else "False", "reason": reason,
-                  "message": message[:1024], "observedGeneration": generation}
+        wanted = {
+            "type": "Ready",
+            "status": "True" if ok else "False",
+            "reason": reason,
+            "message": message[:1024],
+            "observedGeneration": generation,
+        }
         if current and all(current[0].get(k) == v for k, v in wanted.items()):
-            return   # unchanged: no write, so no MODIFIED event back to us
+            return  # unchanged: no write, so no MODIFIED event back to us
         wanted["lastTransitionTime"] = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"status": {"observedGeneration": generation, "conditions": [wanted]}}
         try:
-            self._api.patch(resource_path(kind, meta.get("namespace"), meta.get("name", "")) + "/status", body)
+            self._api.patch(
+                resource_path(kind, meta.get("namespace"), meta.get("name", "")) + "/status", body
+            )
         except KubeError as exc:
             if exc.status != 404:
                 log.warning("could not patch status of %s %s: %s", kind.kind, meta.get("name"), exc)

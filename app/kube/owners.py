@@ -41,7 +41,7 @@ OWNER_KINDS: dict[tuple[str, str], WorkloadKind] = {
 # What a pod template may carry that names an image; ephemeral containers are not allowed in templates.
 TEMPLATE_CONTAINER_KINDS = ("containers", "initContainers", "volumes")
 
-ImageTriple = tuple[str, str, str]   # (container kind, container name, image as written)
+ImageTriple = tuple[str, str, str]  # (container kind, container name, image as written)
 
 
 def api_group(api_version: str) -> str:
@@ -72,20 +72,26 @@ def template_images(template: dict) -> dict[tuple[str, str], str]:
         sites = image_sites({"spec": template.get("spec")}, "Pod")
     except BadRequest:
         return {}
-    return {(s.container_kind, s.container): s.image for s in sites
-            if s.container_kind in TEMPLATE_CONTAINER_KINDS and s.container}
+    return {
+        (s.container_kind, s.container): s.image
+        for s in sites
+        if s.container_kind in TEMPLATE_CONTAINER_KINDS and s.container
+    }
 
 
 def default_normalize(image: str) -> str | None:
     """The normalized reference (``docker.io/library/nginx:1.25@sha256:…``), None when invalid."""
     try:
         return parse_image(image).normalized
-    except ValueError:   # InvalidImageReference
+    except ValueError:  # InvalidImageReference
         return None
 
 
-def image_mismatch(images: Sequence[ImageTriple], owner_images: dict[tuple[str, str], str],
-                   normalize: Callable[[str], str | None] = default_normalize) -> str | None:
+def image_mismatch(
+    images: Sequence[ImageTriple],
+    owner_images: dict[tuple[str, str], str],
+    normalize: Callable[[str], str | None] = default_normalize,
+) -> str | None:
     """Why the child's images are not the owner template's (a message), or None when they all are."""
     if not images:
         return "the object has no images"
@@ -108,8 +114,13 @@ class OwnerVerifier:
     read, never turn a fresh "yes" into a "no". A cached "yes" can be at most ``ttl`` old.
     """
 
-    def __init__(self, api: KubeApi, ttl: float = 2.0, normalize: Callable[[str], str | None] = default_normalize,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        api: KubeApi,
+        ttl: float = 2.0,
+        normalize: Callable[[str], str | None] = default_normalize,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._api = api
         self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(ttl, 256, clock)
         self._normalize = normalize
@@ -140,12 +151,26 @@ class OwnerVerifier:
             return None
         return self._check(owner, kind_name, owner_kind, namespace, name, uid, images)
 
-    def _check(self, owner: dict, kind_name: str, owner_kind: WorkloadKind, namespace: str, name: str,
-               uid: str, images: list[ImageTriple]) -> str | None:
+    def _check(
+        self,
+        owner: dict,
+        kind_name: str,
+        owner_kind: WorkloadKind,
+        namespace: str,
+        name: str,
+        uid: str,
+        images: list[ImageTriple],
+    ) -> str | None:
         meta = owner.get("metadata") or {}
         if meta.get("uid") != uid:
-            log.info("owner check: %s %s/%s has uid %s, the reference says %s; verifying in full",
-                     kind_name, namespace, name, meta.get("uid"), uid)
+            log.info(
+                "owner check: %s %s/%s has uid %s, the reference says %s; verifying in full",
+                kind_name,
+                namespace,
+                name,
+                meta.get("uid"),
+                uid,
+            )
             return None
         template = pod_template(owner, owner_kind)
         if template is None:
@@ -154,4 +179,6 @@ class OwnerVerifier:
         if mismatch:
             log.info("owner check: %s %s/%s: %s; verifying in full", kind_name, namespace, name, mismatch)
             return None
-        return f"created by {kind_name} {namespace}/{name} (uid {uid}), whose pod template has the same images"
+        return (
+            f"created by {kind_name} {namespace}/{name} (uid {uid}), whose pod template has the same images"
+        )

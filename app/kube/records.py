@@ -89,18 +89,28 @@ class KubeRecordStore:
                 return current
             try:
                 if obj is None:
-                    self._api.create(self._path(), {
-                        "apiVersion": API_VERSION, "kind": KIND,
-                        "metadata": {"name": name, "namespace": self._namespace,
-                                     "labels": {"app.kubernetes.io/managed-by": COMPONENT}},
-                        "spec": new.to_json(),
-                    })
+                    self._api.create(
+                        self._path(),
+                        {
+                            "apiVersion": API_VERSION,
+                            "kind": KIND,
+                            "metadata": {
+                                "name": name,
+                                "namespace": self._namespace,
+                                "labels": {"app.kubernetes.io/managed-by": COMPONENT},
+                            },
+                            "spec": new.to_json(),
+                        },
+                    )
                 else:
                     resource_version = (obj.get("metadata") or {}).get("resourceVersion")
-                    self._api.patch(self._path(name), {
-                        "metadata": {"resourceVersion": resource_version},
-                        "spec": new.to_json(),
-                    })
+                    self._api.patch(
+                        self._path(name),
+                        {
+                            "metadata": {"resourceVersion": resource_version},
+                            "spec": new.to_json(),
+                        },
+                    )
                 return new
             except KubeError as exc:
                 if exc.status == 409:  # created or changed by another replica meanwhile: decide again
@@ -137,17 +147,24 @@ class KubeRecordStore:
             self._reported[name] = moment
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"generateName": f"{name}.", "namespace": self._namespace},
-            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": name,
-                               "namespace": self._namespace},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": name,
+                "namespace": self._namespace,
+            },
             "reason": reason,
             "message": f"{gun}: {message}"[:1024],
             "type": "Warning",
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": self._instance,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         try:
             self._api.create(object_path("v1", "events", self._namespace), body)

@@ -22,11 +22,21 @@ log = logging.getLogger(__name__)
 
 
 class KubeRuntime:
-    def __init__(self, *, kubeconfig: str | None, system_namespace: str, sync: PolicySync,
-                 translate: Callable[[PolicyResource], RegoModule], on_change: Callable[[], None] | None = None,
-                 api: KubeApi | None = None, secret_ttl: float = 10.0, owner_ttl: float = 2.0,
-                 read_timeout: float = 3.0,
-                 opa_check_interval: float = 5.0, discovery_interval: float = 10.0):
+    def __init__(
+        self,
+        *,
+        kubeconfig: str | None,
+        system_namespace: str,
+        sync: PolicySync,
+        translate: Callable[[PolicyResource], RegoModule],
+        on_change: Callable[[], None] | None = None,
+        api: KubeApi | None = None,
+        secret_ttl: float = 10.0,
+        owner_ttl: float = 2.0,
+        read_timeout: float = 3.0,
+        opa_check_interval: float = 5.0,
+        discovery_interval: float = 10.0,
+    ):
         self.system_namespace = system_namespace
         self.api: KubeApi = api if api is not None else RestKubeApi.from_kubeconfig(kubeconfig)
         # Reads made while an admission waits get a short timeout: the admission's budget is ~8 s.
@@ -35,8 +45,14 @@ class KubeRuntime:
         self.store = KubeObjectStore(request_api, ttl=secret_ttl)
         self.owners = OwnerVerifier(request_api, ttl=owner_ttl)
         self.policies = KubePolicySource(
-            self.api, sync=sync, translate=translate, parse=parse_policy_document, on_change=on_change,
-            opa_repair=sync.repair, opa_check_interval=opa_check_interval, discovery_interval=discovery_interval,
+            self.api,
+            sync=sync,
+            translate=translate,
+            parse=parse_policy_document,
+            on_change=on_change,
+            opa_repair=sync.repair,
+            opa_check_interval=opa_check_interval,
+            discovery_interval=discovery_interval,
         )
 
     @property

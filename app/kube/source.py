@@ -50,6 +50,7 @@ def collection_path(kind: PolicyKind) -> str:
 @dataclass
 class Outcome:
     """What happened to one resource in the last reconcile: the module it became, or why not."""
+
     module_id: str | None = None
     error: str | None = None
 
@@ -57,12 +58,22 @@ class Outcome:
 class KubePolicySource:
     """Keeps OPA's policy modules equal to the policy resources in the cluster (module docstring)."""
 
-    def __init__(self, api: KubeApi, *, sync: PolicySync, translate: Callable[[PolicyResource], RegoModule],
-                 parse: Callable[[dict, str], PolicyResource], on_change: Callable[[], None] | None = None,
-                 opa_repair: Callable[[], object] | None = None, reporter: EventReporter | None = None,
-                 kinds: tuple[PolicyKind, ...] = POLICY_KINDS, watch_timeout: int = 300,
-                 opa_check_interval: float = 5.0, discovery_interval: float = 10.0,
-                 retry_interval: float = 2.0):
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        sync: PolicySync,
+        translate: Callable[[PolicyResource], RegoModule],
+        parse: Callable[[dict, str], PolicyResource],
+        on_change: Callable[[], None] | None = None,
+        opa_repair: Callable[[], object] | None = None,
+        reporter: EventReporter | None = None,
+        kinds: tuple[PolicyKind, ...] = POLICY_KINDS,
+        watch_timeout: int = 300,
+        opa_check_interval: float = 5.0,
+        discovery_interval: float = 10.0,
+        retry_interval: float = 2.0,
+    ):
         self._api = api
         self._sync = sync
         self._translate = translate
@@ -78,8 +89,10 @@ class KubePolicySource:
 
         self._lock = threading.RLock()
         self._objects: dict[Key, tuple[PolicyKind, dict]] = {}
-        self._translated: dict[Key, tuple[tuple, ModuleOrError]] = {}   # key -> ((uid, resourceVersion), module | error)
-        self._applied: dict[str, RegoModule] = {}                     # module id -> RegoModule in OPA
+        self._translated: dict[
+            Key, tuple[tuple, ModuleOrError]
+        ] = {}  # key -> ((uid, resourceVersion), module | error)
+        self._applied: dict[str, RegoModule] = {}  # module id -> RegoModule in OPA
         self._outcomes: dict[Key, Outcome] = {}
         self._reported: dict[Key, tuple] = {}
         self._served: set[PolicyKind] = set()
@@ -100,7 +113,9 @@ class KubePolicySource:
 
     def start(self) -> None:
         if self._supervisor is None:
-            self._supervisor = threading.Thread(target=self._supervise, name="ostiary-kube-policies", daemon=True)
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="ostiary-kube-policies", daemon=True
+            )
             self._supervisor.start()
 
     def stop(self) -> None:
@@ -121,8 +136,11 @@ class KubePolicySource:
         except KubeError as exc:
             if exc.status == 404:
                 if kind.required:
-                    raise KubeError(404, f"{kind.plural}.{kind.group} is not served: install the "
-                                         "Ostiary CRDs (helm/ostiary/crds/)") from None
+                    raise KubeError(
+                        404,
+                        f"{kind.plural}.{kind.group} is not served: install the "
+                        "Ostiary CRDs (helm/ostiary/crds/)",
+                    ) from None
                 return None
             raise
         items = [item for item in listing.get("items") or [] if isinstance(item, dict)]
@@ -181,7 +199,9 @@ class KubePolicySource:
                     if resource_version is None:
                         log.info("%s.%s is no longer served; stopped watching it", kind.plural, kind.group)
                         return
-                for event_type, obj in self._api.watch(collection_path(kind), resource_version, self._watch_timeout):
+                for event_type, obj in self._api.watch(
+                    collection_path(kind), resource_version, self._watch_timeout
+                ):
                     if self._stop.is_set():
                         return
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
@@ -195,7 +215,9 @@ class KubePolicySource:
                 resource_version = None
             except Exception as exc:  # noqa: BLE001 - a watch must survive anything: relist and resync
                 failures += 1
-                log.warning("watch of %s.%s failed (%s); listing again and resyncing", kind.plural, kind.group, exc)
+                log.warning(
+                    "watch of %s.%s failed (%s); listing again and resyncing", kind.plural, kind.group, exc
+                )
                 resource_version = None
                 self._stop.wait(min(self._retry_interval * failures, 30.0))
         return
@@ -204,8 +226,12 @@ class KubePolicySource:
         thread = self._watchers.get(kind)
         if thread is not None and thread.is_alive():
             return
-        thread = threading.Thread(target=self._watch_loop, args=(kind, resource_version),
-                                  name=f"ostiary-watch-{kind.plural}.{kind.group}", daemon=True)
+        thread = threading.Thread(
+            target=self._watch_loop,
+            args=(kind, resource_version),
+            name=f"ostiary-watch-{kind.plural}.{kind.group}",
+            daemon=True,
+        )
         self._watchers[kind] = thread
         thread.start()
 
@@ -220,8 +246,11 @@ class KubePolicySource:
                 self._stop.wait(min(self._retry_interval * failures, 30.0))
                 continue
             self._ready.set()
-            log.info("policies synced from the Kubernetes API: %d modules from %d resources",
-                     len(self._applied), len(self._objects))
+            log.info(
+                "policies synced from the Kubernetes API: %d modules from %d resources",
+                len(self._applied),
+                len(self._objects),
+            )
             for kind, rv in versions.items():
                 self._start_watcher(kind, rv)
         next_opa_check = time.monotonic() + self._opa_check_interval
@@ -296,7 +325,7 @@ class KubePolicySource:
                 self._sync.replace_all([module for _, module in desired.values()])
                 break
             except OpaModuleRefused as exc:
-                if exc.module_id not in desired:   # the library or a custom module: not a resource's fault
+                if exc.module_id not in desired:  # the library or a custom module: not a resource's fault
                     self._resync_needed = True
                     raise
                 key, _ = desired.pop(exc.module_id)
@@ -331,7 +360,7 @@ class KubePolicySource:
                         raise
                     errors[key] = f"OPA refused the translated module {mid}: {exc.errors}"
                     del desired[mid]
-                    if mid in self._applied:   # the previous version must not stay in force
+                    if mid in self._applied:  # the previous version must not stay in force
                         self._sync.remove(mid)
                         del self._applied[mid]
                     changed = True
@@ -371,9 +400,11 @@ class KubePolicySource:
                 self._reporter.status(kind, obj, False, "PolicyRejected", outcome.error)
             else:
                 log.info("policy %s applied as %s", describe(key), outcome.module_id)
-                self._reporter.status(kind, obj, True, "Applied", f"in force as OPA module {outcome.module_id}")
+                self._reporter.status(
+                    kind, obj, True, "Applied", f"in force as OPA module {outcome.module_id}"
+                )
         self._outcomes = outcomes
-        for key in [k for k in self._reported if k not in self._objects]:   # deleted while not watching
+        for key in [k for k in self._reported if k not in self._objects]:  # deleted while not watching
             del self._reported[key]
         for key in [k for k in self._translated if k not in self._objects]:
             del self._translated[key]

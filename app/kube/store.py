@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 class KubeObjectStore:
     """``ObjectStore`` (see docs/internals.md) over the API: ``get_secret``, ``get_service_account``."""
 
-    def __init__(self, api: KubeApi, ttl: float = 10.0, max_entries: int = 1024,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        api: KubeApi,
+        ttl: float = 10.0,
+        max_entries: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._api = api
         self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(ttl, max_entries, clock)
 

@@ -27,14 +27,22 @@ class BadValidationRequest(ValueError):
 
 def _kind_of(request: dict) -> PolicyKind | None:
     kind = request.get("kind") or {}
-    if not isinstance(kind, dict) or not isinstance(kind.get("group"), str) or not isinstance(kind.get("version"), str):
+    if (
+        not isinstance(kind, dict)
+        or not isinstance(kind.get("group"), str)
+        or not isinstance(kind.get("version"), str)
+    ):
         return None
     return kind_of(f"{kind['group']}/{kind['version']}", str(kind.get("kind")))
 
 
-def validate_review(body: object, *, parse: Callable[[dict, str], PolicyResource],
-                    translate: Callable[[PolicyResource], RegoModule],
-                    compiles: Callable[[RegoModule], None]) -> dict:
+def validate_review(
+    body: object,
+    *,
+    parse: Callable[[dict, str], PolicyResource],
+    translate: Callable[[PolicyResource], RegoModule],
+    compiles: Callable[[RegoModule], None],
+) -> dict:
     """The AdmissionReview answering one validation request (allowed, or denied with the reason)."""
     request = body.get("request") if isinstance(body, dict) else None
     if not isinstance(request, dict) or not isinstance(request.get("uid"), str) or not request["uid"]:
@@ -54,13 +62,19 @@ def validate_review(body: object, *, parse: Callable[[dict, str], PolicyResource
     except PolicyError as exc:
         return respond.deny(uid, f"Ostiary refuses this policy: {exc}", code=422)
     except Exception as exc:  # noqa: BLE001 - a translator bug refuses the policy, it never crashes the webhook
-        return respond.deny(uid, f"Ostiary could not translate this policy ({origin}): "
-                                 f"{exc.__class__.__name__}: {exc}", code=422)
+        return respond.deny(
+            uid,
+            f"Ostiary could not translate this policy ({origin}): {exc.__class__.__name__}: {exc}",
+            code=422,
+        )
     try:
         compiles(module)
     except OpaModuleRefused as exc:
-        return respond.deny(uid, f"Ostiary refuses this policy: OPA does not compile its module "
-                                 f"{module.id}: {exc.errors}", code=422)
+        return respond.deny(
+            uid,
+            f"Ostiary refuses this policy: OPA does not compile its module {module.id}: {exc.errors}",
+            code=422,
+        )
     except OpaError as exc:
         return respond.deny(uid, f"Ostiary could not check this policy now (OPA): {exc}; try again", code=503)
     return respond.allow(uid)

@@ -57,7 +57,9 @@ class CaptureResult:
             return f"{self.image}: not captured from {self.server}: {self.error}"
         head = f"{self.image}: captured {self.gun} from {self.server} into {self.path} ({', '.join(self.roles) or 'no roles'}"
         head += f"; not served: {', '.join(self.not_served)})" if self.not_served else ")"
-        return head + ("; verifies now" if self.verified is None else f"; does NOT verify now: {self.verified}")
+        return head + (
+            "; verifies now" if self.verified is None else f"; does NOT verify now: {self.verified}"
+        )
 
 
 def _sub_directory(server: str, gun: str) -> str:
@@ -75,8 +77,13 @@ def _named_roles(data: bytes, *, snapshot: bool) -> list[str]:
     return [n for n in names if isinstance(n, str) and n not in TOP_LEVEL and valid_delegation_name(n)]
 
 
-def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: float,
-                     credentials: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, bytes], list[str]]:
+def fetch_repository(
+    client: NotaryClient,
+    server: str,
+    gun: str,
+    deadline: float,
+    credentials: tuple[tuple[str, str], ...] = (),
+) -> tuple[dict[str, bytes], list[str]]:
     """Every role of (server, GUN) as served, and the roles answered 404. Raises FetchError otherwise.
 
     Not walker.walk: that walk verifies as it goes and stops at the first failure, while a capture
@@ -92,7 +99,9 @@ def fetch_repository(client: NotaryClient, server: str, gun: str, deadline: floa
             continue
         asked.add(role)
         if len(asked) > len(TOP_LEVEL) + MAX_DELEGATIONS:
-            raise LimitExceeded(role, f"{gun} names more than {MAX_DELEGATIONS} delegations; refusing to capture")
+            raise LimitExceeded(
+                role, f"{gun} names more than {MAX_DELEGATIONS} delegations; refusing to capture"
+            )
         try:
             data = client.fetch_role(server, gun, role, deadline=deadline, credentials=credentials)
         except RoleNotServed:
@@ -139,9 +148,16 @@ def _merge_index(out: Path, entries: list[dict]) -> None:
     index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
-def capture_images(images: list[str], out: Path, *, trust_server: str | None = None, ca_file: str | None = None,
-                   timeout: float = 30.0, client: NotaryClient | None = None,
-                   credentials: tuple[tuple[str, str], ...] = ()) -> list[CaptureResult]:
+def capture_images(
+    images: list[str],
+    out: Path,
+    *,
+    trust_server: str | None = None,
+    ca_file: str | None = None,
+    timeout: float = 30.0,
+    client: NotaryClient | None = None,
+    credentials: tuple[tuple[str, str], ...] = (),
+) -> list[CaptureResult]:
     """Capture every image's repository into `out`, then verify each image from the written bytes.
 
     `credentials` ((username, password) pairs) are offered to the server's token service, as the
@@ -154,7 +170,9 @@ def capture_images(images: list[str], out: Path, *, trust_server: str | None = N
             raise CaptureError(str(exc)) from None
         server = trust_server_for(ref.registry, trust_server)
         if server is None:
-            raise CaptureError(f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL")
+            raise CaptureError(
+                f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL"
+            )
         normalized, error = normalize_trust_server(server)
         if error is not None:
             raise CaptureError(f"{image}: {error}")
@@ -173,7 +191,9 @@ def capture_images(images: list[str], out: Path, *, trust_server: str | None = N
             key = (server, ref.name)
             if key not in fetched:
                 try:
-                    fetched[key] = fetch_repository(client, server, ref.name, clocks.monotonic() + timeout, credentials)
+                    fetched[key] = fetch_repository(
+                        client, server, ref.name, clocks.monotonic() + timeout, credentials
+                    )
                 except TrustError as exc:
                     fetched[key] = str(exc)
             outcome = fetched[key]
@@ -185,8 +205,12 @@ def capture_images(images: list[str], out: Path, *, trust_server: str | None = N
                 sub = _sub_directory(server, ref.name)
                 files = _write(out, sub, served)
                 entries[key] = {
-                    "server": server, "gun": ref.name, "path": sub, "not_served": missing,
-                    "captured_at": clocks.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"), "files": files,
+                    "server": server,
+                    "gun": ref.name,
+                    "path": sub,
+                    "not_served": missing,
+                    "captured_at": clocks.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "files": files,
                 }
                 result.path, result.roles, result.not_served = str(out / sub), sorted(served), missing
             results.append(result)
@@ -202,11 +226,15 @@ def _verify(results: list[CaptureResult], plan: list, out: Path) -> None:
     from app.notary.inspect import explain
     from app.offline.replay import ReplayClient, load_trust_data
 
-    captured = [(r, ref, server) for r, (_, ref, server) in zip(results, plan) if r.error is None]
+    captured = [
+        (r, ref, server) for r, (_, ref, server) in zip(results, plan, strict=False) if r.error is None
+    ]
     if not captured:
         return
     service = TrustService(client=ReplayClient(load_trust_data([out])), cache_entries=0)  # type: ignore[arg-type]
-    facts = service.gather([TrustRequest(image=ref, server=server) for _, ref, server in captured],
-                           deadline=clocks.monotonic() + 60.0)
-    for (result, _, _), fact in zip(captured, facts):
+    facts = service.gather(
+        [TrustRequest(image=ref, server=server) for _, ref, server in captured],
+        deadline=clocks.monotonic() + 60.0,
+    )
+    for (result, _, _), fact in zip(captured, facts, strict=False):
         result.verified = explain(fact)

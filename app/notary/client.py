@@ -137,7 +137,9 @@ class NotaryClient:
             _tls_context(ca_file), pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0
         )
         self.session.mount("https://", adapter)
-        self.session.mount("http://", HTTPAdapter(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0))
+        self.session.mount(
+            "http://", HTTPAdapter(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
+        )
         self._hints: OrderedDict[tuple[str, str], tuple[BearerChallenge, str | None]] = OrderedDict()
         self._hints_max = auth_hints
         self._lock = threading.Lock()
@@ -210,8 +212,13 @@ class NotaryClient:
             url: str, *, params: Mapping[str, str], auth: tuple[str, str] | None, deadline: float, limit: int
         ) -> HttpAnswer:
             return self._get(
-                url, role=role, who=f"token service {challenge.realm}", params=params,
-                auth=auth, deadline=deadline, limit=limit,
+                url,
+                role=role,
+                who=f"token service {challenge.realm}",
+                params=params,
+                auth=auth,
+                deadline=deadline,
+                limit=limit,
             )
 
         for credential in attempts:
@@ -280,14 +287,10 @@ class NotaryClient:
         except requests.exceptions.SSLError as error:
             raise ServerUnreachable(role, f"TLS with {who} failed: {_short(error)}") from error
         except (requests.exceptions.Timeout, TimeoutError) as error:
-            raise FetchTimeout(
-                role, f"{who} did not answer within {started_budget:.1f}s"
-            ) from error
+            raise FetchTimeout(role, f"{who} did not answer within {started_budget:.1f}s") from error
         except requests.exceptions.ConnectionError as error:
             if _remaining(deadline) <= 0:
-                raise FetchTimeout(
-                    role, f"{who} did not answer within {started_budget:.1f}s"
-                ) from error
+                raise FetchTimeout(role, f"{who} did not answer within {started_budget:.1f}s") from error
             raise ServerUnreachable(role, f"cannot connect to {who}: {_short(error)}") from error
         except requests.exceptions.RequestException as error:
             raise ServerUnreachable(role, f"request to {who} failed: {_short(error)}") from error

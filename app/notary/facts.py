@@ -73,7 +73,11 @@ def signer_facts(
     result = []
     for secret, name, pem in signers:
         item: dict[str, Any] = {
-            "name": name, "secret": secret, "role": f"targets/{name}", "keyids": [], "error": None,
+            "name": name,
+            "secret": secret,
+            "role": f"targets/{name}",
+            "keyids": [],
+            "error": None,
         }
         try:
             own = signer_key_ids(pem)

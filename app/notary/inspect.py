@@ -51,7 +51,9 @@ def inspect_image(
     try:
         ref = parse_image(image)
     except InvalidImageReference as invalid:
-        facts = failure_facts(trust_server, image, None, None, BadImageReference(None, str(invalid)), signer_tuples)
+        facts = failure_facts(
+            trust_server, image, None, None, BadImageReference(None, str(invalid)), signer_tuples
+        )
         return facts, False
     server = trust_server_for(ref.registry, trust_server, dict(default_servers))
     if server is None:
@@ -70,9 +72,7 @@ def inspect_image(
 
     service = TrustService(ca_file=ca_file, cache_entries=0, clock=clock)
     try:
-        request = TrustRequest(
-            image=ref, server=server, signers=signer_list, credentials=tuple(credentials)
-        )
+        request = TrustRequest(image=ref, server=server, signers=signer_list, credentials=tuple(credentials))
         facts = service.gather([request], deadline=clocks.monotonic() + timeout)[0]
     finally:
         service.close()
@@ -108,10 +108,10 @@ def parse_at_option(text: str) -> datetime:
 def summarize_verified(facts: Mapping) -> bool:
     """True when the trust data verified, the reference is released, and every signer signed that release.
 
-    A tag must have a released digest (and equal the written digest for tag@digest); a digest-only
-    reference must be the released digest of some tag. Each required signer's role must have signed the
-    same digest, and a signature with the signer's key must have verified over that role (the same
-rule the Rego policy applies).
+        A tag must have a released digest (and equal the written digest for tag@digest); a digest-only
+        reference must be the released digest of some tag. Each required signer's role must have signed the
+        same digest, and a signature with the signer's key must have verified over that role (the same
+    rule the Rego policy applies).
     """
     return explain(facts) is None
 
@@ -124,7 +124,8 @@ def explain(facts: Mapping) -> str | None:
     wanted = facts.get("digest")
     tag = facts.get("tag")
     entries = [
-        entry for entry in targets.values()
+        entry
+        for entry in targets.values()
         if entry.get("released") and (wanted is None or entry.get("released") == wanted)
     ]
     if not entries:

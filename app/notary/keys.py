@@ -159,8 +159,11 @@ def load_public_key(keytype: str, public_b64: str) -> PublicKey:
             key = _load_spki(raw)
     else:
         raise KeyFormatError(f"unknown key type {keytype!r}")
-    expected = {"ecdsa": ec.EllipticCurvePublicKey, "rsa": rsa.RSAPublicKey,
-                "ed25519": ed25519.Ed25519PublicKey}[keytype.removesuffix("-x509")]
+    expected = {
+        "ecdsa": ec.EllipticCurvePublicKey,
+        "rsa": rsa.RSAPublicKey,
+        "ed25519": ed25519.Ed25519PublicKey,
+    }[keytype.removesuffix("-x509")]
     if not isinstance(key, expected):
         raise KeyFormatError(f"key of type {keytype!r} holds a {type(key).__name__}")
     return key

@@ -189,8 +189,16 @@ def parse_time(role: str, text: Any) -> datetime:
         sign = 1 if zone[0] == "+" else -1
         offset = sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
     try:
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), micros,
-                          tzinfo=timezone(offset))
+        moment = datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second),
+            micros,
+            tzinfo=timezone(offset),
+        )
         return moment.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise MalformedMetadata(role, f"expires {text!r} is not a valid time: {exc}") from exc
@@ -265,8 +273,11 @@ def parse_role_spec(
 ) -> RoleSpec:
     require(isinstance(raw, dict), role, f"role {name} is not an object")
     keyids, threshold = raw.get("keyids"), raw.get("threshold")
-    require(isinstance(keyids, list) and all(isinstance(k, str) for k in keyids), role,
-             f"role {name} has no keyids list")
+    require(
+        isinstance(keyids, list) and all(isinstance(k, str) for k in keyids),
+        role,
+        f"role {name} has no keyids list",
+    )
     check_limit(role, f"keyids for role {name}", len(keyids), MAX_KEYIDS_PER_ROLE)
     require(is_int(threshold) and threshold >= 1, role, f"role {name} threshold {threshold!r} is not >= 1")
     for keyid in keyids:
@@ -283,7 +294,9 @@ def _check_role_keys(spec: RoleSpec) -> None:
         try:
             load_public_key(key.keytype, key.public)
         except KeyFormatError as exc:
-            raise MalformedMetadata(spec.name, f"key {key.keyid} ({key.keytype}) cannot be read: {exc}") from exc
+            raise MalformedMetadata(
+                spec.name, f"key {key.keyid} ({key.keytype}) cannot be read: {exc}"
+            ) from exc
 
 
 def check_signatures(
@@ -459,8 +472,11 @@ def parse_delegations(
             raise DelegationError(role, f"delegation {name!r} is not a valid child role of {role}")
         require(name not in specs, role, f"delegation {name!r} is listed twice")
         paths = entry.get("paths", [])
-        require(isinstance(paths, list) and all(isinstance(p, str) for p in paths), role,
-                 f"delegation {name!r} paths is not a list of strings")
+        require(
+            isinstance(paths, list) and all(isinstance(p, str) for p in paths),
+            role,
+            f"delegation {name!r} paths is not a list of strings",
+        )
         check_limit(role, f"paths for delegation {name}", len(paths), MAX_PATHS_PER_DELEGATION)
         specs[name] = parse_role_spec(role, name, entry, keys, restrict_paths(effective_paths, tuple(paths)))
     return keys, specs

@@ -90,7 +90,9 @@ def root_pin(secret: str, public_keys: str | None, ca_certificates: str | None) 
     except (KeyFormatError, ValueError) as exc:
         return RootPin(secret, error=f"secret {secret}: root material cannot be read: {exc}")
     if not keys and not cas:
-        return RootPin(secret, error=f"secret {secret} holds neither `publicKeys` nor `caCertificates` PEM blocks")
+        return RootPin(
+            secret, error=f"secret {secret} holds neither `publicKeys` nor `caCertificates` PEM blocks"
+        )
     return RootPin(secret, tuple(keys), tuple(cas))
 
 
@@ -158,7 +160,12 @@ def check_pinned_root(root: Root, gun: str, pins: Sequence[RootPin], now: dateti
     for keyid in root.signed_by:
         key = root.keys[keyid]
         material = public_key_bytes(load_public_key(key.keytype, key.public))
-        if material in pinned_keys or cas and key.keytype in X509_KEY_TYPES and _issued_by(load_certificate(key.public), cas, now):
+        if (
+            material in pinned_keys
+            or cas
+            and key.keytype in X509_KEY_TYPES
+            and _issued_by(load_certificate(key.public), cas, now)
+        ):
             matched.add(material)
     threshold = root.roles["root"].threshold
     if len(matched) < threshold:

@@ -16,7 +16,9 @@ DEFAULT_TRUST_SERVERS: dict[str, str] = {
 }
 
 
-def trust_server_for(registry: str, explicit: str | None, defaults: dict[str, str] | None = None) -> str | None:
+def trust_server_for(
+    registry: str, explicit: str | None, defaults: dict[str, str] | None = None
+) -> str | None:
     """The policy's trustServer when given, else the default for the exact registry host, else None."""
     if explicit:
         return explicit

@@ -29,7 +29,8 @@ Rules it keeps:
   signature in place. The cached entry and the TOFU anchor are kept, so the next successful refresh
   needs no new first use.
 - One deadline (a value of the injected `deadline_clock`, by default app/notary/clock.py's monotonic
-  clock, as are `clock` and `monotonic`: this module reads no clock itself) for the whole gather. Images of one request are fetched in
+  clock, as are `clock` and `monotonic`: this module reads no clock itself) for the whole gather. Images of
+  one request are fetched in
   parallel; images sharing (server, GUN) are fetched once, and concurrent admissions that miss the
   cache for the same repository wait for one walk instead of each repeating it. `gather` returns by
   the deadline even if a worker thread is stuck in the network; that image gets a timeout reason
@@ -87,8 +88,14 @@ log = logging.getLogger(__name__)
 
 # Re-exported: callers have imported these from here (their homes are servers.py and walker.py).
 __all__ = [
-    "DEFAULT_TRUST_SERVERS", "MAX_DELEGATIONS", "ROOT_TRUST_STATS", "STAT_NAMES", "Signer", "TrustRequest",
-    "TrustService", "trust_server_for",
+    "DEFAULT_TRUST_SERVERS",
+    "MAX_DELEGATIONS",
+    "ROOT_TRUST_STATS",
+    "STAT_NAMES",
+    "Signer",
+    "TrustRequest",
+    "TrustService",
+    "trust_server_for",
 ]
 
 # Counters of TrustService.stats(): served from memory within the TTL; timestamp.json unchanged after
@@ -315,7 +322,9 @@ class TrustService:
         if runnable:
             for group in runnable:
                 group.future = self._pool.submit(self._load, group, deadline)
-            wait([g.future for g in runnable if g.future], timeout=max(0.0, deadline - self._deadline_clock()))
+            wait(
+                [g.future for g in runnable if g.future], timeout=max(0.0, deadline - self._deadline_clock())
+            )
             # Work not started by the deadline is dropped; stuck workers are abandoned, not awaited:
             # the client's timeouts and the verifier's deadline checks end them shortly.
             for group in runnable:
@@ -323,7 +332,7 @@ class TrustService:
                     group.future.cancel()
 
         facts: list[dict] = []
-        for request, group in zip(requests, assignment):
+        for request, group in zip(requests, assignment, strict=False):
             facts.append(self._facts_for(request, group, budget))
         return facts
 
@@ -352,7 +361,9 @@ class TrustService:
                 else:
                     log.error(
                         "unexpected error gathering trust data for %s from %s",
-                        group.gun, group.server, exc_info=outcome,
+                        group.gun,
+                        group.server,
+                        exc_info=outcome,
                     )
                     error = InternalError(
                         group.progress.role, f"internal error while verifying trust data: {outcome!r}"
@@ -452,7 +463,9 @@ class TrustService:
             raise _timeout(group)
         if flight.error is None:
             if flight.result is None:  # cannot happen: the leader sets one or the other before `done`
-                raise InternalError(group.progress.role, "internal error: a shared walk ended without a result")
+                raise InternalError(
+                    group.progress.role, "internal error: a shared walk ended without a result"
+                )
             return flight.result
         retry = isinstance(flight.error, (FetchTimeout, DeadlineExceeded, AuthorizationFailed))
         if not retry or self._deadline_clock() >= deadline:
@@ -536,7 +549,9 @@ class TrustService:
         try:
             return self.records.get(group.server, group.gun)
         except StateError as error:
-            raise RecordUnavailable("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+            raise RecordUnavailable(
+                "root", f"trust record of {group.gun} from {group.server}: {error}"
+            ) from error
 
     def _write_record(self, group: _Group, repository: TrustedRepository, now: datetime) -> None:
         """Record the verified root and versions; refuse if another process recorded a root that is
@@ -548,9 +563,16 @@ class TrustService:
         def change(current: TrustRecord | None) -> TrustRecord | None:
             if current is None:
                 return TrustRecord(
-                    server=group.server, gun=group.gun, root=root, root_keyids=repository.root_keyids,
-                    versions=repository.versions, first_seen_at=at, first_seen_by=by,
-                    updated_at=at, updated_by=by, how="first-use",
+                    server=group.server,
+                    gun=group.gun,
+                    root=root,
+                    root_keyids=repository.root_keyids,
+                    versions=repository.versions,
+                    first_seen_at=at,
+                    first_seen_by=by,
+                    updated_at=at,
+                    updated_by=by,
+                    how="first-use",
                 )
             if current.root == root:
                 return current.with_versions(repository.versions, by, at)
@@ -560,15 +582,21 @@ class TrustService:
                 try:  # another process may have recorded a later rotation of the root verified here
                     check_rotation(group.gun, root, current.root, now)
                 except TrustError:
-                    raise _against_record(RecordConflict("root", forward.reason), current, self.records) from None
-                return current.with_versions({r: v for r, v in repository.versions.items() if r != "root"}, by, at)
+                    raise _against_record(
+                        RecordConflict("root", forward.reason), current, self.records
+                    ) from None
+                return current.with_versions(
+                    {r: v for r, v in repository.versions.items() if r != "root"}, by, at
+                )
             moved = current.with_versions(repository.versions, by, at)
             return replace(moved, root=root, root_keyids=repository.root_keyids, updated_at=at, updated_by=by)
 
         try:
             self.records.update(group.server, group.gun, change)
         except StateError as error:
-            raise RecordUnavailable("root", f"trust record of {group.gun} from {group.server}: {error}") from error
+            raise RecordUnavailable(
+                "root", f"trust record of {group.gun} from {group.server}: {error}"
+            ) from error
 
     def _load_roles(
         self, group: _Group, repository: TrustedRepository, deadline: float, timestamp: bytes | None
@@ -599,7 +627,11 @@ class TrustService:
             group.progress.verifying = verifying
 
         loaded = walk(
-            repository, fetch, fetch_level=fetch_level, timestamp=timestamp, progress=progress,
+            repository,
+            fetch,
+            fetch_level=fetch_level,
+            timestamp=timestamp,
+            progress=progress,
             max_delegations=MAX_DELEGATIONS,
         )
         return loaded.timestamp, loaded.documents
@@ -623,12 +655,14 @@ class TrustService:
         futures = [self._delegation_pool.submit(fetch, role) for role in roles]
         wait(futures, timeout=max(0.0, deadline - self._deadline_clock()))
         results: list[tuple[str, bytes | BaseException]] = []
-        for role, future in zip(roles, futures):
+        for role, future in zip(roles, futures, strict=False):
             if future.done() and not future.cancelled():
                 results.append((role, future.result()))
             else:
                 future.cancel()
-                results.append((role, FetchTimeout(role, f"notary server {group.server} did not answer in time")))
+                results.append(
+                    (role, FetchTimeout(role, f"notary server {group.server} did not answer in time"))
+                )
         return results
 
     def _fetch(self, group: _Group, role: str, deadline: float) -> bytes:

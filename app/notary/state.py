@@ -152,9 +152,16 @@ class TrustRecord:
             raise bad("versions is not a map of role to non-negative integer")
         first, updated = data.get("firstSeen") or {}, data.get("updated") or {}
         return cls(
-            server=server, gun=gun, root=root, root_keyids=tuple(keyids), versions=dict(versions),
-            first_seen_at=str(first.get("at", "")), first_seen_by=str(first.get("by", "")),
-            updated_at=str(updated.get("at", "")), updated_by=str(updated.get("by", "")), how=how,
+            server=server,
+            gun=gun,
+            root=root,
+            root_keyids=tuple(keyids),
+            versions=dict(versions),
+            first_seen_at=str(first.get("at", "")),
+            first_seen_by=str(first.get("by", "")),
+            updated_at=str(updated.get("at", "")),
+            updated_by=str(updated.get("by", "")),
+            how=how,
         )
 
 
@@ -233,7 +240,9 @@ class FileRecordStore:
     def get(self, server: str, gun: str) -> TrustRecord | None:
         record = self._read(self._path(server, gun))
         if record is not None and (record.server, record.gun) != (server, gun):
-            raise StateError(f"trust record {self._path(server, gun)} is for {record.server} {record.gun}, not {gun}")
+            raise StateError(
+                f"trust record {self._path(server, gun)} is for {record.server} {record.gun}, not {gun}"
+            )
         return record
 
     def update(self, server: str, gun: str, change: Change) -> TrustRecord | None:

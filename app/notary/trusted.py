@@ -20,7 +20,8 @@ Rules, in plain words:
   must match; keys are bound to roles only by root.json (root, targets, snapshot, timestamp) and by the
   parent's `delegations` (targets/...). Keys bound to a role must be readable and of a known type.
 - Signatures are verified over the canonical JSON of "signed". A threshold (an integer >= 1) counts
-  DISTINCT PUBLIC KEYS (not key IDs: one key listed as ecdsa and as ecdsa-x509 is one signer) of the role whose signature verified with a method fit for the key type (ecdsa raw
+  DISTINCT PUBLIC KEYS (not key IDs: one key listed as ecdsa and as ecdsa-x509 is one signer) of the role
+  whose signature verified with a method fit for the key type (ecdsa raw
   r||s, eddsa, rsapss, rsapkcs1v15); signatures by keys outside the role are ignored, each key is
   tried once, and no signatures at all fails. x509 keys count only while their certificate is valid.
 - `_type` must name the role; `expires` of every role must be after `now`; versions must never be
@@ -156,7 +157,9 @@ class TrustedRepository:
     def _check_version(self, envelope: Envelope) -> None:
         seen = self._seen.get(envelope.role)
         if seen is not None and envelope.version < seen:
-            raise RollbackAttack(envelope.role, f"version {envelope.version} is lower than seen version {seen}")
+            raise RollbackAttack(
+                envelope.role, f"version {envelope.version} is lower than seen version {seen}"
+            )
 
     def _check_expiry(self, envelope: Envelope) -> None:
         if self.now >= envelope.expires:
@@ -186,12 +189,14 @@ class TrustedRepository:
                 check_signatures(trusted.roles["root"], envelope, None, self._interrupt)
             except TrustError as exc:
                 raise BadRootRotation(
-                    "root", f"root version {envelope.version} is not signed by the trusted root's keys "
-                    f"(version {trusted.envelope.version}): {exc.reason}"
+                    "root",
+                    f"root version {envelope.version} is not signed by the trusted root's keys "
+                    f"(version {trusted.envelope.version}): {exc.reason}",
                 ) from exc
             if envelope.version < trusted.envelope.version:
                 raise RollbackAttack(
-                    "root", f"version {envelope.version} is lower than trusted version {trusted.envelope.version}"
+                    "root",
+                    f"version {envelope.version} is lower than trusted version {trusted.envelope.version}",
                 )
         check_root_certificates(new, self.gun)
         new.signed_by = check_signatures(new.roles["root"], envelope, self.now, self._interrupt)
@@ -280,7 +285,9 @@ class TrustedRepository:
             for name in targets:
                 if not index.covers(name):
                     shown = list(spec.paths[:5]) + (["..."] if len(spec.paths) > 5 else [])
-                    raise DelegationError(role, f"target {name!r} is outside the role's delegated paths {shown}")
+                    raise DelegationError(
+                        role, f"target {name!r} is outside the role's delegated paths {shown}"
+                    )
         self._interrupt()
         keys, delegations = parse_delegations(role, envelope.signed, spec.paths)
         self._key_count += len(keys)

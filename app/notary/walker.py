@@ -85,8 +85,9 @@ def walk(
     while pending := [role for role in repository.pending_delegations() if role not in asked]:
         if max_delegations is not None and len(asked) + len(pending) > max_delegations:
             raise LimitExceeded(
-                pending[0], f"trust data for {repository.gun} delegates to more than {max_delegations} roles, "
-                "exceeding the limit"
+                pending[0],
+                f"trust data for {repository.gun} delegates to more than {max_delegations} roles, "
+                "exceeding the limit",
             )
         asked.update(pending)
         progress(pending[0], False)

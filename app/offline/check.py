@@ -91,9 +91,13 @@ class CheckReport:
             "ok": not self.failed(strict),
             "strict": strict,
             "summary": {
-                "policies": self.policies, "secrets": self.secrets, "serviceAccounts": self.service_accounts,
-                "customModules": self.custom_modules, "compiledInOpa": self.compiled,
-                "errors": len(self.errors), "warnings": len(self.warnings),
+                "policies": self.policies,
+                "secrets": self.secrets,
+                "serviceAccounts": self.service_accounts,
+                "customModules": self.custom_modules,
+                "compiledInOpa": self.compiled,
+                "errors": len(self.errors),
+                "warnings": len(self.warnings),
             },
             "findings": [asdict(f) for f in self.findings],
         }
@@ -176,14 +180,23 @@ def _top_level_findings(policy_dir: str, policies: list[PolicyResource], locator
             if not isinstance(doc, dict) or doc.get("kind") not in POLICY_KINDS:
                 continue
             count = entries.get(f"{path}#{index}")
-            effect = f"; it is ignored, so the policy has {count} entries" if count is not None else "; it is ignored"
+            effect = (
+                f"; it is ignored, so the policy has {count} entries"
+                if count is not None
+                else "; it is ignored"
+            )
             for key in doc:
                 if key not in TOP_LEVEL_FIELDS:
-                    found.append(Finding(
-                        "error", "unknown-field", str(path), locator.line(str(path), index, str(key)),
-                        f"{key}: unknown field {key!r} of {doc.get('kind')} "
-                        f"(allowed: {', '.join(TOP_LEVEL_FIELDS)}){effect}",
-                    ))
+                    found.append(
+                        Finding(
+                            "error",
+                            "unknown-field",
+                            str(path),
+                            locator.line(str(path), index, str(key)),
+                            f"{key}: unknown field {key!r} of {doc.get('kind')} "
+                            f"(allowed: {', '.join(TOP_LEVEL_FIELDS)}){effect}",
+                        )
+                    )
     return found
 
 
@@ -204,8 +217,13 @@ class Entry:
         """matching.rego sort_key for an image this entry matches (exact_rank is per image, but for
         an entry covered by another only its own exactness matters; see the module docstring)."""
         return (
-            0 if self.exact else 1, -self.pattern.specificity, 0 if self.requirements else 1,
-            self.policy.kind, self.policy.namespace or "", self.policy.name, self.index,
+            0 if self.exact else 1,
+            -self.pattern.specificity,
+            0 if self.requirements else 1,
+            self.policy.kind,
+            self.policy.namespace or "",
+            self.policy.name,
+            self.index,
         )
 
     def describe(self) -> str:
@@ -219,7 +237,9 @@ def _has_requirements(policy: Any) -> bool:
     trust = policy.get("trust")
     if isinstance(trust, dict) and trust.get("enabled") is True:
         return True
-    return any(kind in policy and policy[kind] is not False for kind in REQUIREMENT_VERIFIERS)  # Rego: only false fails
+    return any(
+        kind in policy and policy[kind] is not False for kind in REQUIREMENT_VERIFIERS
+    )  # Rego: only false fails
 
 
 @functools.cache
@@ -248,14 +268,20 @@ def covers(b: Pattern, a: Pattern) -> bool:
 
 def _why_preferred(b: Entry, a: Entry) -> str:
     if b.pattern.normalized == a.pattern.normalized:
-        reason = "the same pattern" + (f" (both are {b.pattern.normalized})" if b.written != a.written else "")
+        reason = "the same pattern" + (
+            f" (both are {b.pattern.normalized})" if b.written != a.written else ""
+        )
     else:
         reason = f"a pattern covering every image of {a.pattern.normalized}"
     if b.pattern.specificity > a.pattern.specificity:
         return f"{reason}, and more specific ({b.pattern.specificity} non-wildcard characters against {a.pattern.specificity})"
     if b.requirements and not a.requirements:
         return f"{reason}, as specific, and with requirements (an entry with trust beats one without)"
-    if (b.policy.kind, b.policy.namespace, b.policy.name) != (a.policy.kind, a.policy.namespace, a.policy.name):
+    if (b.policy.kind, b.policy.namespace, b.policy.name) != (
+        a.policy.kind,
+        a.policy.namespace,
+        a.policy.name,
+    ):
         return f"{reason}, as specific, and first by policy name ({b.policy.name!r} before {a.policy.name!r})"
     return f"{reason}, as specific, and earlier in the same policy"
 
@@ -269,7 +295,9 @@ def _entries(policies: list[PolicyResource], locator: Locator) -> tuple[list[Ent
             except ValueError as exc:
                 path, doc = _split_origin(policy.origin)
                 field = f"spec.repositories[{index}].name"
-                found.append(Finding("error", "invalid", path, locator.line(path, doc, field), f"{field}: {exc}"))
+                found.append(
+                    Finding("error", "invalid", path, locator.line(path, doc, field), f"{field}: {exc}")
+                )
                 continue
             entries.append(Entry(policy, index, item["name"], pattern, _has_requirements(item.get("policy"))))
     return entries, found
@@ -288,28 +316,50 @@ def shadowed(entries: list[Entry]) -> list[tuple[Entry, Entry]]:
             by_host.setdefault(entry.pattern.host, []).append(entry)
         for a in members:
             key = a.sort_key
-            winners = [b for host, group in by_host.items() if _glob_covers(host, a.pattern.host)
-                       for b in group if b is not a and b.sort_key < key and covers(b.pattern, a.pattern)]
+            winners = [
+                b
+                for host, group in by_host.items()
+                if _glob_covers(host, a.pattern.host)
+                for b in group
+                if b is not a and b.sort_key < key and covers(b.pattern, a.pattern)
+            ]
             if winners:
                 result.append((a, min(winners, key=lambda b: b.sort_key)))
     return result
 
 
-def _policy_findings(policies: list[PolicyResource], policy_dir: str, locator: Locator, complete: bool) -> list[Finding]:
+def _policy_findings(
+    policies: list[PolicyResource], policy_dir: str, locator: Locator, complete: bool
+) -> list[Finding]:
     found: list[Finding] = []
     if not policies and complete:
-        found.append(Finding(
-            "warning", "no-policies", policy_dir, 0,
-            "no ImagePolicy or ClusterImagePolicy was loaded: the webhook denies every image (no match means deny)",
-        ))
+        found.append(
+            Finding(
+                "warning",
+                "no-policies",
+                policy_dir,
+                0,
+                "no ImagePolicy or ClusterImagePolicy was loaded: the webhook denies every image (no match means deny)",
+            )
+        )
     for policy in policies:
         if not policy.spec.get("repositories"):
             path, index = _split_origin(policy.origin)
-            effect = (f"every image in namespace {policy.namespace} is denied (the namespace's ImagePolicies "
-                      "replace the ClusterImagePolicies)" if policy.kind == "ImagePolicy"
-                      else "it admits nothing")
-            found.append(Finding("warning", "empty-policy", path, locator.line(path, index, "spec"),
-                                 f"{policy.kind} {policy.name} has no repository entries: {effect}"))
+            effect = (
+                f"every image in namespace {policy.namespace} is denied (the namespace's ImagePolicies "
+                "replace the ClusterImagePolicies)"
+                if policy.kind == "ImagePolicy"
+                else "it admits nothing"
+            )
+            found.append(
+                Finding(
+                    "warning",
+                    "empty-policy",
+                    path,
+                    locator.line(path, index, "spec"),
+                    f"{policy.kind} {policy.name} has no repository entries: {effect}",
+                )
+            )
     entries, invalid = _entries(policies, locator)
     found.extend(invalid)
     for a, b in shadowed(entries):
@@ -317,11 +367,16 @@ def _policy_findings(policies: list[PolicyResource], policy_dir: str, locator: L
         b_path, b_index = _split_origin(b.policy.origin)
         b_where = f"{b_path}:{locator.line(b_path, b_index, f'spec.repositories[{b.index}].name')}"
         scope = f"namespace {a.policy.namespace}" if a.policy.kind == "ImagePolicy" else "the cluster"
-        found.append(Finding(
-            "error", "unreachable-entry", path, locator.line(path, index, f"spec.repositories[{a.index}].name"),
-            f"{a.describe()} can never be selected in {scope}: {b.describe()} [{b_where}] matches every "
-            f"image it matches and always wins ({_why_preferred(b, a)})",
-        ))
+        found.append(
+            Finding(
+                "error",
+                "unreachable-entry",
+                path,
+                locator.line(path, index, f"spec.repositories[{a.index}].name"),
+                f"{a.describe()} can never be selected in {scope}: {b.describe()} [{b_where}] matches every "
+                f"image it matches and always wins ({_why_preferred(b, a)})",
+            )
+        )
     return found
 
 
@@ -342,16 +397,30 @@ def _compile_findings(library: list[RegoModule], custom: list[RegoModule]) -> li
     try:
         errors = json.loads(result.stdout or result.stderr).get("errors") or []
     except (ValueError, AttributeError):
-        return [Finding("error", "rego-compile", custom[0].origin if custom else "", 0,
-                        f"opa check failed: {(result.stderr or result.stdout).strip()[:500]}")]
+        return [
+            Finding(
+                "error",
+                "rego-compile",
+                custom[0].origin if custom else "",
+                0,
+                f"opa check failed: {(result.stderr or result.stdout).strip()[:500]}",
+            )
+        ]
     by_origin = {m.origin: m.id for m in custom}
     found = []
     for err in errors:
         loc = err.get("location") or {}
         file = str(loc.get("file") or "")
         module = f" (module {by_origin[file]})" if file in by_origin else ""
-        found.append(Finding("error", "rego-compile", file, int(loc.get("row") or 0),
-                             f"{err.get('message', 'does not compile')}{module}"))
+        found.append(
+            Finding(
+                "error",
+                "rego-compile",
+                file,
+                int(loc.get("row") or 0),
+                f"{err.get('message', 'does not compile')}{module}",
+            )
+        )
     return found
 
 
@@ -397,16 +466,26 @@ def _head_findings(module: RegoModule) -> tuple[list[Finding], dict[str, int]]:
         else:
             form = None
         if form:
-            found.append(Finding(
-                "error", "deny-not-a-set", module.origin, row,
-                f"{name} in {module.package} is {form}; it must be a set of strings "
-                f"({name} contains msg if ...): {_CONSEQUENCE[name]}",
-            ))
+            found.append(
+                Finding(
+                    "error",
+                    "deny-not-a-set",
+                    module.origin,
+                    row,
+                    f"{name} in {module.package} is {form}; it must be a set of strings "
+                    f"({name} contains msg if ...): {_CONSEQUENCE[name]}",
+                )
+            )
         elif key is not None and key.get("type") not in ("var", "string", "call", "ref"):
-            found.append(Finding(
-                "error", "message-not-a-string", module.origin, row,
-                f"{name} in {module.package} contains a {key.get('type')}, not a string message",
-            ))
+            found.append(
+                Finding(
+                    "error",
+                    "message-not-a-string",
+                    module.origin,
+                    row,
+                    f"{name} in {module.package} contains a {key.get('type')}, not a string message",
+                )
+            )
     return found, first
 
 
@@ -418,15 +497,33 @@ def synthetic_inputs(system_namespace: str) -> list[tuple[str, dict]]:
 
     reviewer = Reviewer(None, None, system_namespace=system_namespace)  # type: ignore[arg-type]
     cases = [
-        ("Pod default/web by alice", "CREATE", "Pod", "default",
-         {"username": "alice", "groups": ["developers", "system:authenticated"]}, {"app": "web"},
-         ["nginx:1.25", "busybox"]),
-        ("Deployment production/api by a service account (update)", "UPDATE", "Deployment", "production",
-         {"username": "system:serviceaccount:ci:deployer", "groups": ["system:serviceaccounts"]},
-         {"env": "production", "team": "payments"},
-         ["registry.example.com/team/api:2.0@sha256:" + "a" * 64, "quay.io/org/tool@sha256:" + "b" * 64]),
-        ("CronJob kube-system/job without user or labels, invalid image", "CREATE", "CronJob", "kube-system",
-         {}, None, ["Not A Valid:Image"]),
+        (
+            "Pod default/web by alice",
+            "CREATE",
+            "Pod",
+            "default",
+            {"username": "alice", "groups": ["developers", "system:authenticated"]},
+            {"app": "web"},
+            ["nginx:1.25", "busybox"],
+        ),
+        (
+            "Deployment production/api by a service account (update)",
+            "UPDATE",
+            "Deployment",
+            "production",
+            {"username": "system:serviceaccount:ci:deployer", "groups": ["system:serviceaccounts"]},
+            {"env": "production", "team": "payments"},
+            ["registry.example.com/team/api:2.0@sha256:" + "a" * 64, "quay.io/org/tool@sha256:" + "b" * 64],
+        ),
+        (
+            "CronJob kube-system/job without user or labels, invalid image",
+            "CREATE",
+            "CronJob",
+            "kube-system",
+            {},
+            None,
+            ["Not A Valid:Image"],
+        ),
     ]
     inputs = []
     for label, operation, kind, namespace, user, labels, images in cases:
@@ -445,16 +542,30 @@ def synthetic_inputs(system_namespace: str) -> list[tuple[str, dict]]:
         else:
             obj["apiVersion"] = "apps/v1"
             obj["spec"] = {"template": template}
-        request = {"uid": "00000000-0000-4000-8000-00000000c0de", "operation": operation,
-                   "kind": {"group": "", "version": "v1", "kind": kind}, "namespace": namespace,
-                   "name": "synthetic", "userInfo": user, "object": obj}
+        request = {
+            "uid": "00000000-0000-4000-8000-00000000c0de",
+            "operation": operation,
+            "kind": {"group": "", "version": "v1", "kind": kind},
+            "namespace": namespace,
+            "name": "synthetic",
+            "userInfo": user,
+            "object": obj,
+        }
         document = reviewer._input(request, obj, namespace, image_sites(obj, kind))
         for i, image in enumerate(document["images"]):
             if image["ref"].get("valid") and i % 2 == 0:
-                image["trust"] = {"verified": False, "error": "synthetic input: no trust data", "error_role": None,
-                                  "server": "https://notary.example.com", "gun": image["ref"]["name"],
-                                  "tag": image["ref"].get("tag"), "digest": image["ref"].get("digest"),
-                                  "targets": {}, "roles": {}, "signers": []}
+                image["trust"] = {
+                    "verified": False,
+                    "error": "synthetic input: no trust data",
+                    "error_role": None,
+                    "server": "https://notary.example.com",
+                    "gun": image["ref"]["name"],
+                    "tag": image["ref"].get("tag"),
+                    "digest": image["ref"].get("digest"),
+                    "targets": {},
+                    "roles": {},
+                    "signers": [],
+                }
         inputs.append((label, document))
     return inputs
 
@@ -468,8 +579,9 @@ _EVAL_QUERY = (
 )
 
 
-def _eval_findings(opa_url: str, modules: list[RegoModule], heads: dict[str, dict[str, int]],
-                   system_namespace: str) -> list[Finding]:
+def _eval_findings(
+    opa_url: str, modules: list[RegoModule], heads: dict[str, dict[str, int]], system_namespace: str
+) -> list[Finding]:
     """deny/warn of every custom package, evaluated in the real OPA on the synthetic inputs."""
     import requests
 
@@ -478,18 +590,28 @@ def _eval_findings(opa_url: str, modules: list[RegoModule], heads: dict[str, dic
         origin_of.setdefault(module.package.removeprefix("ostiary.custom."), module)
     found: dict[tuple, Finding] = {}
     for label, document in synthetic_inputs(system_namespace):
-        resp = requests.post(f"{opa_url}/v1/query", json={"query": _EVAL_QUERY, "input": document}, timeout=30)
+        resp = requests.post(
+            f"{opa_url}/v1/query", json={"query": _EVAL_QUERY, "input": document}, timeout=30
+        )
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         if resp.status_code != 200:
             for err in body.get("errors") or [{"message": body.get("message") or resp.text[:300]}]:
                 loc = err.get("location") or {}
-                file = next((m.origin for m in modules if m.id == loc.get("file")), str(loc.get("file") or ""))
+                file = next(
+                    (m.origin for m in modules if m.id == loc.get("file")), str(loc.get("file") or "")
+                )
                 key = ("eval", file, loc.get("row"), err.get("message"))
-                found.setdefault(key, Finding(
-                    "error", "rego-eval-error", file, int(loc.get("row") or 0),
-                    f"evaluating the custom rules failed on the synthetic input {label!r}: {err.get('message')} "
-                    "(the webhook then denies every request: the policy engine failed)",
-                ))
+                found.setdefault(
+                    key,
+                    Finding(
+                        "error",
+                        "rego-eval-error",
+                        file,
+                        int(loc.get("row") or 0),
+                        f"evaluating the custom rules failed on the synthetic input {label!r}: {err.get('message')} "
+                        "(the webhook then denies every request: the policy engine failed)",
+                    ),
+                )
             continue
         for row in body.get("result") or []:
             name = row.get("name")
@@ -499,22 +621,39 @@ def _eval_findings(opa_url: str, modules: list[RegoModule], heads: dict[str, dic
                 line = heads.get(file, {}).get(rule, 0)
                 kind = row.get(f"{rule}_type")
                 if kind != "set":
-                    found.setdefault((rule, file, "type"), Finding(
-                        "error", "deny-not-a-set", file, line,
-                        f"{rule} in ostiary.custom.{name} is a {kind} on the synthetic input {label!r}, not a set "
-                        f"of strings ({rule} contains msg if ...): {_CONSEQUENCE[rule]}",
-                    ))
+                    found.setdefault(
+                        (rule, file, "type"),
+                        Finding(
+                            "error",
+                            "deny-not-a-set",
+                            file,
+                            line,
+                            f"{rule} in ostiary.custom.{name} is a {kind} on the synthetic input {label!r}, not a set "
+                            f"of strings ({rule} contains msg if ...): {_CONSEQUENCE[rule]}",
+                        ),
+                    )
                 elif row.get(f"{rule}_bad"):
-                    found.setdefault((rule, file, "elem"), Finding(
-                        "error", "message-not-a-string", file, line,
-                        f"{rule} in ostiary.custom.{name} holds a {', '.join(sorted(set(row[f'{rule}_bad'])))} "
-                        f"on the synthetic input {label!r}; messages must be strings",
-                    ))
+                    found.setdefault(
+                        (rule, file, "elem"),
+                        Finding(
+                            "error",
+                            "message-not-a-string",
+                            file,
+                            line,
+                            f"{rule} in ostiary.custom.{name} holds a {', '.join(sorted(set(row[f'{rule}_bad'])))} "
+                            f"on the synthetic input {label!r}; messages must be strings",
+                        ),
+                    )
     return list(found.values())
 
 
-def _in_opa(policies: list[PolicyResource], library: list[RegoModule], custom: list[RegoModule],
-            heads: dict[str, dict[str, int]], system_namespace: str) -> tuple[bool, list[Finding]]:
+def _in_opa(
+    policies: list[PolicyResource],
+    library: list[RegoModule],
+    custom: list[RegoModule],
+    heads: dict[str, dict[str, int]],
+    system_namespace: str,
+) -> tuple[bool, list[Finding]]:
     """Push everything to a real OPA as the webhook does, then evaluate the custom rules."""
     from app.opa.client import OpaClient, OpaError
     from app.opa.process import LocalOpa
@@ -555,12 +694,19 @@ def run_check(policy_dir: str, rego_dir: str | None, system_namespace: str) -> C
 
     locator = Locator()
     policy_set, load_errors = collect_policy_set(policy_dir, system_namespace)
-    report = CheckReport(policy_dir, rego_dir, [_load_finding(e, locator) for e in load_errors],
-                         policies=len(policy_set.policies), secrets=len(policy_set.secrets),
-                         service_accounts=len(policy_set.service_accounts))
+    report = CheckReport(
+        policy_dir,
+        rego_dir,
+        [_load_finding(e, locator) for e in load_errors],
+        policies=len(policy_set.policies),
+        secrets=len(policy_set.secrets),
+        service_accounts=len(policy_set.service_accounts),
+    )
     report.findings.extend(_top_level_findings(policy_dir, policy_set.policies, locator))
     # Sound on a partial set too: entries added by fixing the refused documents can only add winners.
-    report.findings.extend(_policy_findings(policy_set.policies, policy_dir, locator, complete=not load_errors))
+    report.findings.extend(
+        _policy_findings(policy_set.policies, policy_dir, locator, complete=not load_errors)
+    )
     library = library_modules()
     custom: list[RegoModule] = []
     heads: dict[str, dict[str, int]] = {}
@@ -577,7 +723,11 @@ def run_check(policy_dir: str, rego_dir: str | None, system_namespace: str) -> C
             heads[module.origin] = first
             report.findings.extend(head_found)
     # Into OPA only what the webhook would load: nothing when a file is refused or does not compile.
-    if compile_ok and not load_errors and not any(f.code in ("invalid", "rego-package") for f in report.findings):
+    if (
+        compile_ok
+        and not load_errors
+        and not any(f.code in ("invalid", "rego-package") for f in report.findings)
+    ):
         report.compiled, found = _in_opa(policy_set.policies, library, custom, heads, system_namespace)
         report.findings.extend(found)
     unique: dict[tuple, Finding] = {}
@@ -590,16 +740,22 @@ def run_check(policy_dir: str, rego_dir: str | None, system_namespace: str) -> C
 def render_text(report: CheckReport, strict: bool) -> tuple[str, str]:
     """(stdout, stderr): findings go to stderr like a compiler's, the verdict line to stdout."""
     diagnostics = "\n".join(str(f) for f in report.findings)
-    counts = (f"{report.policies} policies, {report.secrets} secrets, {report.service_accounts} service accounts"
-              + (f", {report.custom_modules} custom Rego modules" if report.rego_dir else ""))
+    counts = (
+        f"{report.policies} policies, {report.secrets} secrets, {report.service_accounts} service accounts"
+        + (f", {report.custom_modules} custom Rego modules" if report.rego_dir else "")
+    )
     if report.failed(strict):
-        verdict = (f"FAIL: {len(report.errors)} errors, {len(report.warnings)} warnings"
-                   + (" (warnings fail with --strict)" if strict and not report.errors else "") + f" ({counts})")
+        verdict = (
+            f"FAIL: {len(report.errors)} errors, {len(report.warnings)} warnings"
+            + (" (warnings fail with --strict)" if strict and not report.errors else "")
+            + f" ({counts})"
+        )
     else:
-        verdict = f"ok: {counts} compile in OPA" + (f"; {len(report.warnings)} warnings" if report.warnings else "")
+        verdict = f"ok: {counts} compile in OPA" + (
+            f"; {len(report.warnings)} warnings" if report.warnings else ""
+        )
     return verdict, diagnostics
 
 
 def render_json(report: CheckReport, strict: bool) -> str:
     return json.dumps(report.as_dict(strict), indent=2)
-

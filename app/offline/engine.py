@@ -120,15 +120,28 @@ class ImageResult:
         """The matched entry for a person: `pattern` (Kind name, namespace N | cluster)."""
         if not self.policy:
             return "no entry"
-        scope = f"namespace {self.policy.get('namespace')}" if self.policy.get("kind") == "ImagePolicy" else "cluster"
-        return f"{self.policy.get('repository')} ({self.policy.get('kind')} {self.policy.get('name')}, {scope})"
+        scope = (
+            f"namespace {self.policy.get('namespace')}"
+            if self.policy.get("kind") == "ImagePolicy"
+            else "cluster"
+        )
+        return (
+            f"{self.policy.get('repository')} ({self.policy.get('kind')} {self.policy.get('name')}, {scope})"
+        )
 
     def as_dict(self) -> dict:
         return {
-            "image": self.image, "container": self.container, "path": self.path,
-            "verdict": "allowed" if self.allowed else "denied", "allowed": self.allowed,
-            "entry": self.policy, "match": self.entry, "reasons": self.reasons, "warnings": self.warnings,
-            "pin": self.pin, "trust": self.trust,
+            "image": self.image,
+            "container": self.container,
+            "path": self.path,
+            "verdict": "allowed" if self.allowed else "denied",
+            "allowed": self.allowed,
+            "entry": self.policy,
+            "match": self.entry,
+            "reasons": self.reasons,
+            "warnings": self.warnings,
+            "pin": self.pin,
+            "trust": self.trust,
         }
 
 
@@ -164,9 +177,16 @@ class ObjectResult:
 
     def as_dict(self) -> dict:
         return {
-            "source": self.origin, "kind": self.kind, "namespace": self.namespace, "name": self.name,
-            "verdict": self.verdict, "allowed": self.allowed, "message": self.message,
-            "denials": self.denials, "warnings": self.warnings, "patch": self.patch,
+            "source": self.origin,
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "verdict": self.verdict,
+            "allowed": self.allowed,
+            "message": self.message,
+            "denials": self.denials,
+            "warnings": self.warnings,
+            "patch": self.patch,
             "images": [i.as_dict() for i in self.images],
         }
 
@@ -208,14 +228,26 @@ def _start_opa(policy_dir: str, rego_dir: str | None, system_namespace: str) -> 
 class Engine:
     """A real OPA holding the library, the custom Rego and the translated policies, and a Reviewer."""
 
-    def __init__(self, policy_dir: str, *, rego_dir: str | None = None, trust: Any = None,
-                 system_namespace: str = DEFAULT_SYSTEM_NAMESPACE, budget: float = 30.0):
+    def __init__(
+        self,
+        policy_dir: str,
+        *,
+        rego_dir: str | None = None,
+        trust: Any = None,
+        system_namespace: str = DEFAULT_SYSTEM_NAMESPACE,
+        budget: float = 30.0,
+    ):
         from app.policies.directory import DirectoryStore
 
         self._opa, client, self.policy_set = _start_opa(policy_dir, rego_dir, system_namespace)
         self._recorder = _RecordingOpa(client)
-        self.reviewer = Reviewer(self._recorder, DirectoryStore(self.policy_set), trust=trust,  # type: ignore[arg-type]
-                                 system_namespace=system_namespace, budget=budget)
+        self.reviewer = Reviewer(
+            self._recorder,
+            DirectoryStore(self.policy_set),
+            trust=trust,  # type: ignore[arg-type]
+            system_namespace=system_namespace,
+            budget=budget,
+        )
         self._uids = 0
 
     def __enter__(self) -> Self:
@@ -231,15 +263,28 @@ class Engine:
         self._uids += 1
         return f"00000000-0000-4000-8000-{self._uids:012d}"
 
-    def decide(self, manifest: Manifest, *, namespace: str | None = None, username: str = DEFAULT_USER,
-               groups: tuple[str, ...] = (), operation: str = "CREATE") -> ObjectResult:
+    def decide(
+        self,
+        manifest: Manifest,
+        *,
+        namespace: str | None = None,
+        username: str = DEFAULT_USER,
+        groups: tuple[str, ...] = (),
+        operation: str = "CREATE",
+    ) -> ObjectResult:
         """The webhook's verdict on `manifest` (an object, or an AdmissionReview taken as it is)."""
         obj = manifest.obj
         if obj.get("kind") == "AdmissionReview":
             review = obj
         else:
-            review = admission_review(obj, uid=self._uid(), namespace=namespace, username=username,
-                                      groups=groups, operation=operation)
+            review = admission_review(
+                obj,
+                uid=self._uid(),
+                namespace=namespace,
+                username=username,
+                groups=groups,
+                operation=operation,
+            )
         return self.decide_review(review, source=manifest.source, line=manifest.line)
 
     def decide_review(self, review: dict, *, source: str = "", line: int = 0) -> ObjectResult:
@@ -254,7 +299,9 @@ class Engine:
             answer, outcome = self.reviewer.review(review)
         except BadRequest as exc:
             message = f"bad AdmissionReview: {exc}"
-            return ObjectResult(source, line, kind, namespace, name, False, True, message, [message], error=True)
+            return ObjectResult(
+                source, line, kind, namespace, name, False, True, message, [message], error=True
+            )
         response = answer["response"]
         decision = self._recorder.decision if isinstance(self._recorder.decision, dict) else None
         checked = decision is not None or not outcome.allowed
@@ -263,10 +310,19 @@ class Engine:
         if not response.get("allowed") and not denials:
             denials = [message]
         return ObjectResult(
-            source=source, line=line, kind=kind, namespace=namespace, name=name,
-            allowed=bool(response.get("allowed")), checked=checked, message=message, denials=denials,
+            source=source,
+            line=line,
+            kind=kind,
+            namespace=namespace,
+            name=name,
+            allowed=bool(response.get("allowed")),
+            checked=checked,
+            message=message,
+            denials=denials,
             warnings=[w for w in response.get("warnings") or [] if isinstance(w, str)],
-            patch=_patch(response), images=self._images(outcome.images), error=outcome.error,
+            patch=_patch(response),
+            images=self._images(outcome.images),
+            error=outcome.error,
             response=response,
         )
 
@@ -275,11 +331,17 @@ class Engine:
         result = []
         for item in decided:
             seen = inputs.get(item.get("id")) or {}
-            result.append(ImageResult(
-                image=str(item.get("image")), container=seen.get("container") or {},
-                path=str(item.get("path")), allowed=bool(item.get("allowed")),
-                policy=item.get("policy") if isinstance(item.get("policy"), dict) else None,
-                reasons=list(item.get("reasons") or []), warnings=list(item.get("warnings") or []),
-                pin=item.get("pin"), trust=seen.get("trust"),
-            ))
+            result.append(
+                ImageResult(
+                    image=str(item.get("image")),
+                    container=seen.get("container") or {},
+                    path=str(item.get("path")),
+                    allowed=bool(item.get("allowed")),
+                    policy=item.get("policy") if isinstance(item.get("policy"), dict) else None,
+                    reasons=list(item.get("reasons") or []),
+                    warnings=list(item.get("warnings") or []),
+                    pin=item.get("pin"),
+                    trust=seen.get("trust"),
+                )
+            )
         return result

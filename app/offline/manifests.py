@@ -93,10 +93,12 @@ def parse_text(text: str, source: str, *, as_json: bool | None = None) -> list[M
             continue
         where = f"{source}:{line}" if line else source
         if not isinstance(doc, dict):
-            raise ManifestError(f"{where}: document {index} is a {type(doc).__name__}, not a Kubernetes object")
+            raise ManifestError(
+                f"{where}: document {index} is a {type(doc).__name__}, not a Kubernetes object"
+            )
         objects = _expand(doc, where)
         lines = item_lines if len(item_lines) == len(objects) else [line] * len(objects)
-        result.extend(Manifest(source, at, index, obj) for obj, at in zip(objects, lines))
+        result.extend(Manifest(source, at, index, obj) for obj, at in zip(objects, lines, strict=False))
     return result
 
 
@@ -118,8 +120,10 @@ def _expand(doc: dict, where: str) -> list[dict]:
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and p.suffix in MANIFEST_SUFFIXES
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix in MANIFEST_SUFFIXES
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
     return [path]

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from app.notary.errors import FetchError, RoleNotServed
 from app.notary.keys import KeyFormatError, certificate_common_name, load_certificate
@@ -116,8 +115,11 @@ def _indexed(directory: Path) -> list[CapturedRepository]:
         sub_dir = (directory / sub).resolve()
         if directory.resolve() not in sub_dir.parents:
             raise TrustDataError(f"{where}: path {sub!r} leaves {directory}")
-        repositories.append(CapturedRepository(normalize_server(server), gun, sub_dir, not_served, served,
-                                               entry.get("captured_at")))
+        repositories.append(
+            CapturedRepository(
+                normalize_server(server), gun, sub_dir, not_served, served, entry.get("captured_at")
+            )
+        )
     return repositories
 
 
@@ -162,25 +164,39 @@ class ReplayClient:
     def close(self) -> None:
         """Nothing to close: no connections."""
 
-    def fetch_role(self, server: str, gun: str, role: str, *, deadline: float,
-                   credentials: Sequence[tuple[str, str]] = ()) -> bytes:
+    def fetch_role(
+        self,
+        server: str,
+        gun: str,
+        role: str,
+        *,
+        deadline: float,
+        credentials: Sequence[tuple[str, str]] = (),
+    ) -> bytes:
         repo = self._repositories.get((server, gun))
         if repo is None:
             known = ", ".join(sorted(f"{g} ({s})" for s, g in self._repositories)) or "none"
             raise FetchError(
-                role, f"no captured trust data for {gun} from notary server {server} (captured: {known}); "
-                f"record it with `ostiary trust capture {gun}:TAG --out DIR`"
+                role,
+                f"no captured trust data for {gun} from notary server {server} (captured: {known}); "
+                f"record it with `ostiary trust capture {gun}:TAG --out DIR`",
             )
         path = repo.role_path(role)
         if role in repo.not_served:
-            raise RoleNotServed(role, f"notary server {server} did not serve {role}.json for {gun} (HTTP 404 when captured)")
+            raise RoleNotServed(
+                role, f"notary server {server} did not serve {role}.json for {gun} (HTTP 404 when captured)"
+            )
         recorded = repo.served is None or role in repo.served
         if path is None or not recorded or not path.is_file():
             if repo.served is not None:
-                raise FetchError(role, f"captured trust data for {gun} in {repo.directory} has no {role}.json "
-                                       "(not recorded at capture): capture it again")
-            raise RoleNotServed(role, f"notary server {server} does not serve {role}.json for {gun} "
-                                      f"(not in {repo.directory})")
+                raise FetchError(
+                    role,
+                    f"captured trust data for {gun} in {repo.directory} has no {role}.json "
+                    "(not recorded at capture): capture it again",
+                )
+            raise RoleNotServed(
+                role, f"notary server {server} does not serve {role}.json for {gun} (not in {repo.directory})"
+            )
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -195,7 +211,9 @@ def fixed_clock(at: datetime | None) -> Callable[[], datetime]:
     return (lambda: at) if at is not None else (lambda: datetime.now(UTC))  # type: ignore[return-value]
 
 
-def trust_service(trust_data: Sequence[str], at: datetime | None = None, ca_file: str | None = None) -> Any:
+def trust_service(
+    trust_data: Sequence[str], at: datetime | None = None, ca_file: str | None = None
+) -> TrustService:
     """The TrustService for an offline run: replaying `trust_data` when given, else live; at `at`."""
     clock = fixed_clock(at)
     if trust_data:

@@ -27,8 +27,11 @@ def trust_summary(facts: dict | None) -> str:
     tag = facts.get("tag")
     entry = (facts.get("targets") or {}).get(tag) if tag else None
     if entry is not None:
-        parts.append(f"{tag} released as {entry.get('released')}" if entry.get("released")
-                     else f"{tag} refused: {entry.get('refused')}")
+        parts.append(
+            f"{tag} released as {entry.get('released')}"
+            if entry.get("released")
+            else f"{tag} refused: {entry.get('refused')}"
+        )
     elif tag:
         parts.append(f"{tag} not signed")
     for signer in facts.get("signers") or []:
@@ -60,8 +63,10 @@ def render(results: Sequence[ObjectResult], fmt: str) -> str:
 
 def _image_lines(image: ImageResult) -> list[str]:
     lines = [
-        (f"    image {image.image} ({image.container.get('kind', '?')} {image.container.get('name', '?')}): "
-         f"{'allowed' if image.allowed else 'DENIED'}"),
+        (
+            f"    image {image.image} ({image.container.get('kind', '?')} {image.container.get('name', '?')}): "
+            f"{'allowed' if image.allowed else 'DENIED'}"
+        ),
         f"      entry: {image.entry}",
         f"      trust: {trust_summary(image.trust)}",
     ]
@@ -93,13 +98,23 @@ def table(results: Sequence[ObjectResult]) -> str:
 
 def junit(results: Sequence[ObjectResult]) -> str:
     counts = summary(results)
-    suite = ET.Element("testsuite", name="ostiary apply", tests=str(counts["objects"]),
-                       failures=str(counts["denied"]), errors="0", skipped="0")
+    suite = ET.Element(
+        "testsuite",
+        name="ostiary apply",
+        tests=str(counts["objects"]),
+        failures=str(counts["denied"]),
+        errors="0",
+        skipped="0",
+    )
     for result in results:
-        case = ET.SubElement(suite, "testcase", classname=result.source or "ostiary", name=f"{result.label} ({result.origin})")
+        case = ET.SubElement(
+            suite, "testcase", classname=result.source or "ostiary", name=f"{result.label} ({result.origin})"
+        )
         details = "\n".join(
-            [*(f"{i.image}: {i.entry}; trust: {trust_summary(i.trust)}" for i in result.images),
-             *(f"warn: {w}" for w in result.warnings)]
+            [
+                *(f"{i.image}: {i.entry}; trust: {trust_summary(i.trust)}" for i in result.images),
+                *(f"warn: {w}" for w in result.warnings),
+            ]
         )
         if not result.allowed:
             failure = ET.SubElement(case, "failure", message=result.message[:1000], type="denied")
@@ -117,8 +132,15 @@ def test_junit(suites: Sequence[tuple[str, Sequence[tuple[str, str, list[str]]]]
     root = ET.Element("testsuites")
     for title, tests in suites:
         failed = sum(1 for _, _, failures in tests if failures)
-        suite = ET.SubElement(root, "testsuite", name=title, tests=str(len(tests)), failures=str(failed),
-                              errors="0", skipped="0")
+        suite = ET.SubElement(
+            root,
+            "testsuite",
+            name=title,
+            tests=str(len(tests)),
+            failures=str(failed),
+            errors="0",
+            skipped="0",
+        )
         for name, classname, failures in tests:
             case = ET.SubElement(suite, "testcase", classname=classname, name=name)
             if failures:

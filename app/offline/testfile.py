@@ -112,10 +112,12 @@ def _lines_of_cases(text: str) -> dict[int, int]:
 def _unknown(where: str, mapping: dict, allowed: set[str]) -> None:
     extra = sorted(set(mapping) - allowed)
     if extra:
-        raise TestFileError(f"{where}: unknown field(s) {', '.join(extra)} (known: {', '.join(sorted(allowed))})")
+        raise TestFileError(
+            f"{where}: unknown field(s) {', '.join(extra)} (known: {', '.join(sorted(allowed))})"
+        )
 
 
-def parse_test_file(path: Path) -> TestFile:
+def parse_test_file(path: Path) -> TestFile:  # noqa: C901 - one check per field of the test file format
     try:
         text = path.read_text()
         doc = yaml.safe_load(text)
@@ -126,7 +128,9 @@ def parse_test_file(path: Path) -> TestFile:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise TestFileError(f"{path}: cannot read: {exc}") from None
     if not isinstance(doc, dict) or doc.get("kind") != "PolicyTest":
-        raise TestFileError(f"{path}: not a test file (expected kind: PolicyTest, apiVersion: ostiary.dev/v1)")
+        raise TestFileError(
+            f"{path}: not a test file (expected kind: PolicyTest, apiVersion: ostiary.dev/v1)"
+        )
     name = ((doc.get("metadata") or {}).get("name")) or path.stem
     spec = doc.get("spec")
     if not isinstance(spec, dict):
@@ -199,8 +203,11 @@ def _contains_all(kind: str, wanted: Any, actual: list[str]) -> list[str]:
         return []
     if wanted == []:
         return [] if not actual else [f"expected no {kind}, got {actual}"]
-    return [f"expected a {kind[:-1]} containing {w!r}, got {actual}" for w in wanted
-            if not any(str(w) in a for a in actual)]
+    return [
+        f"expected a {kind[:-1]} containing {w!r}, got {actual}"
+        for w in wanted
+        if not any(str(w) in a for a in actual)
+    ]
 
 
 def _subset(wanted: Any, actual: Any) -> bool:
@@ -234,7 +241,9 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
             if key == "reasons":
                 problems += [f"image {index}: {p}" for p in _contains_all("reasons", value, got["reasons"])]
             elif not _subset(value, got.get(key)):
-                problems.append(f"image {index} ({got['image']}): expected {key} {value!r}, got {got.get(key)!r}")
+                problems.append(
+                    f"image {index} ({got['image']}): expected {key} {value!r}, got {got.get(key)!r}"
+                )
     return [f"{label}: {p}" for p in problems]
 
 
@@ -257,8 +266,11 @@ def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[Ca
     if not cases:
         return []
     rego = test.spec.get("rego")
-    engine = Engine(str(test.resolve(test.spec["policies"])), rego_dir=str(test.resolve(rego)) if rego else None,
-                    system_namespace=test.spec.get("systemNamespace") or DEFAULT_SYSTEM_NAMESPACE)
+    engine = Engine(
+        str(test.resolve(test.spec["policies"])),
+        rego_dir=str(test.resolve(rego)) if rego else None,
+        system_namespace=test.spec.get("systemNamespace") or DEFAULT_SYSTEM_NAMESPACE,
+    )
     results: list[CaseResult] = []
     services: dict = {}
     with engine:
@@ -279,15 +291,20 @@ def _run_case(engine: Engine, test: TestFile, case: Case, services: dict) -> Cas
         return outcome
     user = case.raw.get("user") or {}
     for manifest in objects:
-        outcome.results.append(engine.decide(
-            manifest, namespace=case.raw.get("namespace"), username=str(user.get("username") or DEFAULT_USER),
-            groups=tuple(str(g) for g in user.get("groups") or []), operation=str(case.raw.get("operation") or "CREATE"),
-        ))
+        outcome.results.append(
+            engine.decide(
+                manifest,
+                namespace=case.raw.get("namespace"),
+                username=str(user.get("username") or DEFAULT_USER),
+                groups=tuple(str(g) for g in user.get("groups") or []),
+                operation=str(case.raw.get("operation") or "CREATE"),
+            )
+        )
     expects = case.raw.get("expect")
     if isinstance(expects, list):
         if len(expects) != len(outcome.results):
             outcome.failures.append(f"{len(expects)} expectations for {len(outcome.results)} objects")
-        pairs: Sequence = list(zip(expects, outcome.results))
+        pairs: Sequence = list(zip(expects, outcome.results, strict=False))
     else:
         pairs = [(expects, r) for r in outcome.results]
     for expect, result in pairs:
@@ -310,7 +327,9 @@ class RegoTest:
     millis: float = 0.0
 
 
-def run_rego_tests(library: Path, user_dir: str | None, run: str | None) -> tuple[list[RegoTest], list[RegoTest], str]:
+def run_rego_tests(
+    library: Path, user_dir: str | None, run: str | None
+) -> tuple[list[RegoTest], list[RegoTest], str]:
     """`opa test` over the library (and the user's rules and tests beside it, as they import it);
     results split into (library, user), and the error text when opa could not run the tests."""
     import json
@@ -341,10 +360,16 @@ def run_rego_tests(library: Path, user_dir: str | None, run: str | None) -> tupl
         file = str((record.get("location") or {}).get("file") or "")
         detail = ""
         if record.get("error"):
-            detail = str(record["error"].get("message") if isinstance(record["error"], dict) else record["error"])
-        test = RegoTest(f"{record.get('package')}.{record.get('name')}", file,
-                        not record.get("fail") and not record.get("error"), detail,
-                        (record.get("duration") or 0) / 1e6)
+            detail = str(
+                record["error"].get("message") if isinstance(record["error"], dict) else record["error"]
+            )
+        test = RegoTest(
+            f"{record.get('package')}.{record.get('name')}",
+            file,
+            not record.get("fail") and not record.get("error"),
+            detail,
+            (record.get("duration") or 0) / 1e6,
+        )
         in_library = library_root in Path(file).resolve().parents
         (theirs if in_library else mine).append(test)
     error = "" if done.returncode == 0 or records else (done.stdout + done.stderr).strip()

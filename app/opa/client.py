@@ -68,8 +68,14 @@ class OpaClient:
         """A new bearer token (a rotated Secret) for every request from now on."""
         self.token = token
 
-    def _request(self, method: str, path: str, timeout: float, body: bytes | None = None,
-                 content_type: str | None = None) -> Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        timeout: float,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> Response:
         if timeout <= 0:
             raise OpaError("no time left for the OPA request (deadline passed)")
         headers = {}
@@ -78,8 +84,14 @@ class OpaClient:
         if content_type:
             headers["Content-Type"] = content_type
         try:
-            raw = self._pool.request(method, self.url + path, body=body, headers=headers,
-                                     timeout=urllib3.Timeout(total=timeout), redirect=False)
+            raw = self._pool.request(
+                method,
+                self.url + path,
+                body=body,
+                headers=headers,
+                timeout=urllib3.Timeout(total=timeout),
+                redirect=False,
+            )
         except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError subclass in urllib3)
             raise OpaError(f"OPA at {self.url} is unreachable: {exc.__class__.__name__}") from None
         except urllib3.exceptions.TimeoutError:
@@ -89,10 +101,14 @@ class OpaClient:
         resp = Response(raw.status, raw.data)
         if resp.status_code in (401, 403):
             if self.token:
-                raise OpaError(f"OPA at {self.url} rejected Ostiary's token ({resp.status_code}): the token "
-                               "file (--opa-token-file) must hold the token OPA's system.authz policy allows")
-            raise OpaError(f"OPA at {self.url} requires authentication ({resp.status_code}): "
-                           "give Ostiary its token with --opa-token-file")
+                raise OpaError(
+                    f"OPA at {self.url} rejected Ostiary's token ({resp.status_code}): the token "
+                    "file (--opa-token-file) must hold the token OPA's system.authz policy allows"
+                )
+            raise OpaError(
+                f"OPA at {self.url} requires authentication ({resp.status_code}): "
+                "give Ostiary its token with --opa-token-file"
+            )
         return resp
 
     @staticmethod
@@ -153,8 +169,9 @@ class OpaClient:
         remaining = deadline - time.monotonic()
         self._last.decision_id = None
         payload = json.dumps({"input": input}, separators=(",", ":")).encode()
-        resp = self._request("POST", f"/v1/data/{path.strip('/')}", remaining, body=payload,
-                             content_type="application/json")
+        resp = self._request(
+            "POST", f"/v1/data/{path.strip('/')}", remaining, body=payload, content_type="application/json"
+        )
         if resp.status_code != 200:
             raise OpaError(f"OPA query {path} failed ({resp.status_code}): {self._errors(resp)}")
         try:

@@ -69,16 +69,17 @@ AUTHZ_ROOT = "system/authz"
 def authz_policy(token: str) -> str:
     """OPA's administrative policy: only a request with this bearer token is allowed, any API."""
     return (
-        "package system.authz\n\n"
-        "default allow := false\n\n"
-        f"allow if input.identity == {json.dumps(token)}\n"
+        f"package system.authz\n\ndefault allow := false\n\nallow if input.identity == {json.dumps(token)}\n"
     )
 
 
 def write_authz_bundle(directory: Path, token: str) -> None:
     """A bundle holding the authz policy; its manifest makes OPA refuse API writes to its root."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for name, text in ((".manifest", json.dumps({"roots": [AUTHZ_ROOT]})), ("authz.rego", authz_policy(token))):
+    for name, text in (
+        (".manifest", json.dumps({"roots": [AUTHZ_ROOT]})),
+        ("authz.rego", authz_policy(token)),
+    ):
         path = directory / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -106,8 +107,14 @@ class LocalOpa:
     def start(self) -> LocalOpa:
         self.port = free_port()
         args = [
-            self.binary, "run", "--server", "--skip-version-check",
-            "--addr", f"127.0.0.1:{self.port}", "--log-level", "error",
+            self.binary,
+            "run",
+            "--server",
+            "--skip-version-check",
+            "--addr",
+            f"127.0.0.1:{self.port}",
+            "--log-level",
+            "error",
         ]
         headers = {}
         bundle_dir = None

@@ -31,7 +31,8 @@ def files_under(root: Path, pattern: str = "*") -> list[Path]:
     (a policy "also defined at" itself, a Rego rule in conflict with its copy).
     """
     return sorted(
-        p for p in root.rglob(pattern)
+        p
+        for p in root.rglob(pattern)
         if p.is_file() and not any(part.startswith("..") for part in p.relative_to(root).parts[:-1])
     )
 
@@ -53,8 +54,13 @@ def _documents(path: Path) -> list:
         try:
             return [json.loads(text)]
         except json.JSONDecodeError as exc:
-            raise SourceError(f"{path}#0", f"not valid JSON: {exc}", path, exc.lineno,
-                              f"not valid JSON: {exc.msg} (column {exc.colno})") from None
+            raise SourceError(
+                f"{path}#0",
+                f"not valid JSON: {exc}",
+                path,
+                exc.lineno,
+                f"not valid JSON: {exc.msg} (column {exc.colno})",
+            ) from None
     try:
         return list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
@@ -62,7 +68,9 @@ def _documents(path: Path) -> list:
         line = mark.line + 1 if mark is not None else 0
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         column = f" (column {mark.column + 1})" if mark is not None else ""
-        raise SourceError(str(path), f"not valid YAML: {exc}", path, line, f"not valid YAML: {problem}{column}") from None
+        raise SourceError(
+            str(path), f"not valid YAML: {exc}", path, line, f"not valid YAML: {problem}{column}"
+        ) from None
 
 
 def _check_core(doc: dict, origin: str, kind: str) -> tuple[str, str]:
@@ -108,7 +116,9 @@ def collect_policy_set(directory: str | Path, system_namespace: str) -> tuple[Po
     return result, errors
 
 
-def _add_document(result: PolicySet, seen: dict[tuple, str], doc, origin: str, system_namespace: str) -> list[PolicyError]:
+def _add_document(
+    result: PolicySet, seen: dict[tuple, str], doc: object, origin: str, system_namespace: str
+) -> list[PolicyError]:
     """Add one document to `result`; return its validation errors (or raise the one that stops it)."""
     if doc is None:
         return []
@@ -121,7 +131,11 @@ def _add_document(result: PolicySet, seen: dict[tuple, str], doc, origin: str, s
             return problems
         resource = parse_policy_document(doc, origin)
         if resource.key in seen:
-            raise PolicyError(origin, "metadata.name", f"{resource.kind} {resource.name} is also defined at {seen[resource.key]}")
+            raise PolicyError(
+                origin,
+                "metadata.name",
+                f"{resource.kind} {resource.name} is also defined at {seen[resource.key]}",
+            )
         seen[resource.key] = origin
         result.policies.append(resource)
     elif kind == "Secret":
@@ -132,7 +146,8 @@ def _add_document(result: PolicySet, seen: dict[tuple, str], doc, origin: str, s
         result.service_accounts[(ns or system_namespace, name)] = doc
     else:
         raise PolicyError(
-            origin, "kind",
+            origin,
+            "kind",
             f"{kind!r} is not ImagePolicy, ClusterImagePolicy, Secret or ServiceAccount",
         )
     return []
@@ -156,8 +171,13 @@ def custom_package(path: Path) -> str:
     from app.opa.process import OpaNotFound, find_opa
 
     try:
-        done = subprocess.run([find_opa(), "parse", "--format", "json", str(path)], capture_output=True,
-                              text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [find_opa(), "parse", "--format", "json", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OpaNotFound, OSError, subprocess.TimeoutExpired) as exc:
         raise PolicyError(str(path), "", f"could not run OPA's parser on it: {exc}") from None
     if done.returncode != 0:
@@ -169,11 +189,18 @@ def custom_package(path: Path) -> str:
     except (ValueError, KeyError, TypeError):
         raise PolicyError(str(path), "package", "OPA's parser found no package in it") from None
     shown = ".".join(str(v) for _, v in parts[1:])
-    if (len(parts) != 4 or parts[0] != ("var", "data") or parts[1] != ("string", "ostiary")
-            or parts[2] != ("string", "custom") or parts[3][0] != "string"
-            or not isinstance(parts[3][1], str) or not _CUSTOM_NAME.fullmatch(parts[3][1])):
+    if (
+        len(parts) != 4
+        or parts[0] != ("var", "data")
+        or parts[1] != ("string", "ostiary")
+        or parts[2] != ("string", "custom")
+        or parts[3][0] != "string"
+        or not isinstance(parts[3][1], str)
+        or not _CUSTOM_NAME.fullmatch(parts[3][1])
+    ):
         raise PolicyError(
-            str(path), "package",
+            str(path),
+            "package",
             f"custom Rego must declare exactly `package ostiary.custom.<name>` (lowercase name); "
             f"OPA reads this file's package as {shown!r}, and it may not extend Ostiary's own packages",
         )
@@ -205,7 +232,9 @@ def collect_custom_rego(directory: str | Path) -> tuple[list[RegoModule], list[P
             continue
         source = path.read_text(encoding="utf-8-sig")
         rel = path.relative_to(root).with_suffix("").as_posix()
-        modules.append(RegoModule(id=f"ostiary/custom/{rel}", package=package, source=source, origin=str(path)))
+        modules.append(
+            RegoModule(id=f"ostiary/custom/{rel}", package=package, source=source, origin=str(path))
+        )
     return modules, errors
 
 

@@ -18,8 +18,8 @@ class PolicyKind:
     plural: str
     kind: str
     namespaced: bool
-    required: bool          # Ostiary's own kinds: their CRDs must be installed
-    has_status: bool        # the CRD has a status subresource Ostiary may patch
+    required: bool  # Ostiary's own kinds: their CRDs must be installed
+    has_status: bool  # the CRD has a status subresource Ostiary may patch
 
     @property
     def api_version(self) -> str:
@@ -44,10 +44,12 @@ POLICY_KINDS: tuple[PolicyKind, ...] = (
 
 OSTIARY_GROUP_VERSION = POLICY_KINDS[0].api_version
 POLICY_API_VERSIONS: tuple[str, ...] = tuple(dict.fromkeys(k.api_version for k in POLICY_KINDS))
-PORTIERIS_GROUP_VERSIONS: tuple[str, ...] = tuple(v for v in POLICY_API_VERSIONS if v != OSTIARY_GROUP_VERSION)
+PORTIERIS_GROUP_VERSIONS: tuple[str, ...] = tuple(
+    v for v in POLICY_API_VERSIONS if v != OSTIARY_GROUP_VERSION
+)
 POLICY_KIND_NAMES: tuple[str, ...] = tuple(dict.fromkeys(k.kind for k in POLICY_KINDS))
 
-Key = tuple[str, str, str, str]   # (apiVersion, kind, namespace or "", name)
+Key = tuple[str, str, str, str]  # (apiVersion, kind, namespace or "", name)
 
 
 def kind_of(api_version: str, kind: str) -> PolicyKind | None:

@@ -28,17 +28,24 @@ class Plan:
 class Drift:
     """How OPA's modules differ from the desired set, by kind of difference."""
 
-    missing: tuple[str, ...]   # desired, not in OPA (OPA restarted, or someone deleted it)
-    altered: tuple[str, ...]   # in OPA under a desired id, with other text (replaced in place)
-    foreign: tuple[str, ...]   # in OPA, not desired (planted, or left by an earlier process)
+    missing: tuple[str, ...]  # desired, not in OPA (OPA restarted, or someone deleted it)
+    altered: tuple[str, ...]  # in OPA under a desired id, with other text (replaced in place)
+    foreign: tuple[str, ...]  # in OPA, not desired (planted, or left by an earlier process)
 
     @property
     def empty(self) -> bool:
         return not self.missing and not self.altered and not self.foreign
 
     def describe(self) -> str:
-        parts = [f"{label}: {', '.join(ids)}" for label, ids in
-                 (("missing", self.missing), ("altered", self.altered), ("foreign", self.foreign)) if ids]
+        parts = [
+            f"{label}: {', '.join(ids)}"
+            for label, ids in (
+                ("missing", self.missing),
+                ("altered", self.altered),
+                ("foreign", self.foreign),
+            )
+            if ids
+        ]
         return "; ".join(parts) or "none"
 
 

@@ -96,14 +96,23 @@ def _spec_errors(spec: Any, origin: str) -> list[PolicyError]:
     """Every schema violation of `spec`, by field path; an unknown field is reported once per key
     (with the fields allowed there), so a person sees all misspellings of a document at once."""
     found: list[PolicyError] = []
-    for error in sorted(_VALIDATOR.iter_errors(spec), key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path]):
+    for error in sorted(
+        _VALIDATOR.iter_errors(spec), key=lambda e: [(isinstance(p, str), p) for p in e.absolute_path]
+    ):
         allowed = (error.schema or {}).get("properties") if isinstance(error.schema, dict) else None
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict) and isinstance(allowed, dict):
+        if (
+            error.validator == "additionalProperties"
+            and isinstance(error.instance, dict)
+            and isinstance(allowed, dict)
+        ):
             for key in sorted(k for k in error.instance if k not in allowed):
-                found.append(PolicyError(
-                    origin, f"{_path(error)}.{key}",
-                    f"unknown field {key!r} (allowed here: {', '.join(allowed)})",
-                ))
+                found.append(
+                    PolicyError(
+                        origin,
+                        f"{_path(error)}.{key}",
+                        f"unknown field {key!r} (allowed here: {', '.join(allowed)})",
+                    )
+                )
             continue
         found.append(PolicyError(origin, _path(error), error.message))
     return found
@@ -121,9 +130,11 @@ def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
     api_version = doc.get("apiVersion")
     kind = doc.get("kind")
     if api_version not in POLICY_API_VERSIONS:
-        errors.append(PolicyError(
-            origin, "apiVersion", f"{api_version!r} is not one of {', '.join(POLICY_API_VERSIONS)}"
-        ))
+        errors.append(
+            PolicyError(
+                origin, "apiVersion", f"{api_version!r} is not one of {', '.join(POLICY_API_VERSIONS)}"
+            )
+        )
     if kind not in POLICY_KIND_NAMES:
         errors.append(PolicyError(origin, "kind", f"{kind!r} is not one of {', '.join(POLICY_KIND_NAMES)}"))
         return errors
@@ -137,13 +148,19 @@ def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
         namespace = metadata.get("namespace")
         if kind == "ImagePolicy":
             if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
-                errors.append(PolicyError(
-                    origin, "metadata.namespace", f"an ImagePolicy needs a valid namespace, got {namespace!r}"
-                ))
+                errors.append(
+                    PolicyError(
+                        origin,
+                        "metadata.namespace",
+                        f"an ImagePolicy needs a valid namespace, got {namespace!r}",
+                    )
+                )
         elif namespace not in (None, ""):
-            errors.append(PolicyError(
-                origin, "metadata.namespace", "a ClusterImagePolicy is cluster-scoped: remove namespace"
-            ))
+            errors.append(
+                PolicyError(
+                    origin, "metadata.namespace", "a ClusterImagePolicy is cluster-scoped: remove namespace"
+                )
+            )
     spec = doc.get("spec")
     errors.extend(_spec_errors({} if spec is None else spec, origin))
     return errors

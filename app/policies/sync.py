@@ -71,8 +71,9 @@ def _until_settled(operations: list[Operation]) -> None:
 
 
 class PolicySync:
-    def __init__(self, opa: OpaClient, base: Iterable[RegoModule] = (),
-                 on_drift: Callable[[Drift], None] | None = None):
+    def __init__(
+        self, opa: OpaClient, base: Iterable[RegoModule] = (), on_drift: Callable[[Drift], None] | None = None
+    ):
         self.opa = opa
         self._lock = threading.RLock()
         self._base = {m.id: m for m in base}
@@ -89,8 +90,9 @@ class PolicySync:
         """Make OPA hold exactly `wanted` (ids and text); raise OpaError when it refuses."""
         present = self.opa.list_policies()
         steps = plan({i: m.source for i, m in wanted.items()}, present)
-        operations: list[Operation] = [(i, functools.partial(self.opa.put_policy, i, wanted[i].source))
-                                       for i in steps.put]
+        operations: list[Operation] = [
+            (i, functools.partial(self.opa.put_policy, i, wanted[i].source)) for i in steps.put
+        ]
         operations += [(i, functools.partial(self.opa.delete_policy, i)) for i in steps.delete]
         _until_settled(operations)
 

@@ -98,7 +98,7 @@ def parse_pattern(written: str) -> Pattern:
     if "/" not in name:
         return Pattern(written, DEFAULT_REGISTRY, OFFICIAL_PREFIX + name, tag)
     first, _, rest = name.partition("/")
-    if "*" in first or is_host_component(first):   # the image parser's host rule, plus wildcard hosts
+    if "*" in first or is_host_component(first):  # the image parser's host rule, plus wildcard hosts
         host, path = normalize_host(first), rest
     else:
         host, path = DEFAULT_REGISTRY, name
@@ -146,9 +146,7 @@ def module_id(resource: PolicyResource) -> str:
 def package_path(resource: PolicyResource) -> str:
     if resource.kind == "ClusterImagePolicy":
         return f"ostiary.policies.cluster[{json.dumps(resource.name)}]"
-    return (
-        f"ostiary.policies.namespaced[{json.dumps(resource.namespace)}][{json.dumps(resource.name)}]"
-    )
+    return f"ostiary.policies.namespaced[{json.dumps(resource.namespace)}][{json.dumps(resource.name)}]"
 
 
 def translate(resource: PolicyResource) -> RegoModule:

@@ -71,7 +71,7 @@ def _host_matches(pattern: str, host: str) -> tuple[bool, bool]:
     host_labels = host_name.split(".")
     if len(pattern_labels) != len(host_labels):
         return False, False
-    for want, have in zip(pattern_labels, host_labels):
+    for want, have in zip(pattern_labels, host_labels, strict=False):
         if want == "*":
             continue
         if "*" in want:

@@ -169,9 +169,7 @@ class TokenProvider:
         if scheme not in ("https", "http"):
             raise TokenError(f"token realm {challenge.realm!r} is not an http(s) URL")
         if credential is not None and scheme != "https":
-            raise TokenError(
-                f"credentials withheld: token realm {challenge.realm} is not https"
-            )
+            raise TokenError(f"credentials withheld: token realm {challenge.realm} is not https")
         params: dict[str, str] = {}
         if challenge.service:
             params["service"] = challenge.service
@@ -189,7 +187,9 @@ class TokenProvider:
         try:
             document = json.loads(answer.body)
         except ValueError:
-            raise TokenError(f"token service {challenge.realm} answered with something that is not JSON")
+            raise TokenError(
+                f"token service {challenge.realm} answered with something that is not JSON"
+            ) from None
         if not isinstance(document, dict):
             raise TokenError(f"token service {challenge.realm} answered with JSON that is not an object")
         token = document.get("token") or document.get("access_token")

@@ -44,7 +44,9 @@ def refusal(*sets: str, values: dict | None = None) -> str:
 
 def only(objects: list[dict], kind: str, name: str | None = None) -> dict:
     found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
-    assert len(found) == 1, f"{len(found)} {kind} {name or ''} in {[(o['kind'], o['metadata']['name']) for o in objects]}"
+    assert len(found) == 1, (
+        f"{len(found)} {kind} {name or ''} in {[(o['kind'], o['metadata']['name']) for o in objects]}"
+    )
     return found[0]
 
 
@@ -57,7 +59,9 @@ def containers(objects: list[dict]) -> dict[str, dict]:
     return {c["name"]: c for c in pod["containers"]}
 
 
-def mount_like_the_kubelet(folder: Path, files: dict[str, str], stamp: str = "..2026_12_03_14_00_00.1") -> None:
+def mount_like_the_kubelet(
+    folder: Path, files: dict[str, str], stamp: str = "..2026_12_03_14_00_00.1"
+) -> None:
     """A ConfigMap or Secret volume as the kubelet's atomic writer lays it out: the real files in
     `..<timestamp>/`, `..data` linking to it, and each key a link `name -> ..data/name`."""
     real = folder / stamp

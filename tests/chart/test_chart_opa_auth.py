@@ -33,7 +33,9 @@ def run_sidecar(objects: list[dict], root: Path) -> Iterator[tuple[str, str, str
     api, diagnostic = free_port(), free_port()
     args = []
     for arg in opa["args"]:
-        arg = arg.replace("/etc/opa/authz", str(root / "authz")).replace("/etc/opa/token", str(root / "token"))
+        arg = arg.replace("/etc/opa/authz", str(root / "authz")).replace(
+            "/etc/opa/token", str(root / "token")
+        )
         if arg.startswith("--addr="):
             arg = f"--addr=127.0.0.1:{api}"
         elif arg.startswith("--diagnostic-addr="):
@@ -70,11 +72,24 @@ def test_the_sidecar_answers_its_api_only_with_the_token_ostiary_is_given(sideca
     module = "package ostiary.planted\n\nallow := true\n"
     for headers in ({}, {"Authorization": "Bearer not-the-token"}):
         assert requests.get(f"{api}/v1/policies", headers=headers, timeout=5).status_code == 401
-        assert requests.put(f"{api}/v1/policies/planted", data=module, headers=headers, timeout=5).status_code == 401
-        assert requests.post(f"{api}/v1/data/system/ostiary", json={}, headers=headers, timeout=5).status_code == 401
-    assert requests.put(f"{api}/v1/policies/ostiary/x", data=module, headers=bearer, timeout=5).status_code == 200
-    assert requests.post(f"{api}/v1/data/ostiary/planted/allow", json={}, headers=bearer,
-                         timeout=5).json()["result"] is True
+        assert (
+            requests.put(f"{api}/v1/policies/planted", data=module, headers=headers, timeout=5).status_code
+            == 401
+        )
+        assert (
+            requests.post(f"{api}/v1/data/system/ostiary", json={}, headers=headers, timeout=5).status_code
+            == 401
+        )
+    assert (
+        requests.put(f"{api}/v1/policies/ostiary/x", data=module, headers=bearer, timeout=5).status_code
+        == 200
+    )
+    assert (
+        requests.post(f"{api}/v1/data/ostiary/planted/allow", json={}, headers=bearer, timeout=5).json()[
+            "result"
+        ]
+        is True
+    )
 
 
 def test_the_kubelets_health_probe_needs_no_token_and_metrics_are_closed_by_default(sidecar) -> None:
@@ -124,9 +139,22 @@ def test_ostiary_given_the_mounted_token_file_works_with_the_authenticated_sidec
     for api, _, token in run_sidecar(objects, tmp_path):
         port = free_port()
         with (tmp_path / "ostiary.log").open("wb") as log:
-            proc = subprocess.Popen([str(OSTIARY_BIN), "serve", "--policy-dir", str(tmp_path / "policies"),
-                                     "--listen", f"127.0.0.1:{port}", "--opa-url", api,
-                                     "--opa-token-file", token_file], stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [
+                    str(OSTIARY_BIN),
+                    "serve",
+                    "--policy-dir",
+                    str(tmp_path / "policies"),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--opa-url",
+                    api,
+                    "--opa-token-file",
+                    token_file,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             deadline = time.monotonic() + 30
             while True:

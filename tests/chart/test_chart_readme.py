@@ -29,7 +29,7 @@ def readme_section(title: str) -> str:
     text = (CHART / "README.md").read_text()
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end != -1 else None]
+    return text[start : end if end != -1 else None]
 
 
 def first_column(section: str) -> list[str]:
@@ -43,14 +43,20 @@ def test_the_readme_lists_exactly_the_schemas_values() -> None:
     keys = schema_keys(schema)
     assert set(listed) == set(keys), (
         f"in the schema, not the README: {sorted(set(keys) - set(listed))}; "
-        f"in the README, not the schema: {sorted(set(listed) - set(keys))}")
+        f"in the README, not the schema: {sorted(set(listed) - set(keys))}"
+    )
 
 
 def test_the_readme_names_every_metric_ostiary_exports() -> None:
     metrics, trust = Metrics(), TrustService()
-    metrics.watch_trust(trust.stats)   # the real service's counters, as `ostiary serve` wires them
+    metrics.watch_trust(trust.stats)  # the real service's counters, as `ostiary serve` wires them
     trust.close()
-    exported = {line.split()[2] for line in generate_latest(metrics.registry).decode().splitlines()
-                if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")}
-    documented = {name for name in first_column(readme_section("Observability")) if name.startswith("ostiary_")}
+    exported = {
+        line.split()[2]
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")
+    }
+    documented = {
+        name for name in first_column(readme_section("Observability")) if name.startswith("ostiary_")
+    }
     assert exported == documented

@@ -13,18 +13,21 @@ def mutating_webhook(*sets: str) -> dict:
     return hook
 
 
-@pytest.mark.parametrize(("value", "complaint"), [
-    ("replicaCount=two", "/replicaCount"),
-    ("webhook.failurePolicy=Maybe", "/webhook/failurePolicy"),
-    ("webhok.failurePolicy=Fail", "additional properties 'webhok'"),
-    ("tls.existingSecrets=x", "additional properties 'existingSecrets'"),
-    ("webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"),
-    ("image.digest=latest", "/image/digest"),
-    ("uninstallHook.image.tag=", "/uninstallHook/image/tag"),
-    ("opa.auth.enabled=yes", "/opa/auth/enabled"),
-    ("validatingWebhook.timeoutSeconds=0", "/validatingWebhook/timeoutSeconds"),
-    ("networkPolicy.enable=true", "additional properties 'enable'"),
-])
+@pytest.mark.parametrize(
+    ("value", "complaint"),
+    [
+        ("replicaCount=two", "/replicaCount"),
+        ("webhook.failurePolicy=Maybe", "/webhook/failurePolicy"),
+        ("webhok.failurePolicy=Fail", "additional properties 'webhok'"),
+        ("tls.existingSecrets=x", "additional properties 'existingSecrets'"),
+        ("webhook.timeoutSeconds=31", "/webhook/timeoutSeconds"),
+        ("image.digest=latest", "/image/digest"),
+        ("uninstallHook.image.tag=", "/uninstallHook/image/tag"),
+        ("opa.auth.enabled=yes", "/opa/auth/enabled"),
+        ("validatingWebhook.timeoutSeconds=0", "/validatingWebhook/timeoutSeconds"),
+        ("networkPolicy.enable=true", "additional properties 'enable'"),
+    ],
+)
 def test_the_schema_refuses_bad_values(value: str, complaint: str) -> None:
     done = render(value)
     assert done.returncode != 0
@@ -44,9 +47,14 @@ def test_defaults_exclude_the_release_namespace_kube_system_and_opted_out_namesp
     by_key = {e["key"]: e for e in expressions}
     names = by_key["kubernetes.io/metadata.name"]
     assert names["operator"] == "NotIn" and set(names["values"]) == {"kube-system", "ostiary-system"}
-    assert by_key["ostiary.dev/ignore"] == {"key": "ostiary.dev/ignore", "operator": "NotIn", "values": ["true"]}
+    assert by_key["ostiary.dev/ignore"] == {
+        "key": "ostiary.dev/ignore",
+        "operator": "NotIn",
+        "values": ["true"],
+    }
     assert "ostiary.dev/ignore" not in {
-        e["key"] for e in mutating_webhook("webhook.optOutLabel=")["namespaceSelector"]["matchExpressions"]}
+        e["key"] for e in mutating_webhook("webhook.optOutLabel=")["namespaceSelector"]["matchExpressions"]
+    }
 
 
 def extracted_workloads() -> set[tuple[str, str]]:
@@ -57,9 +65,12 @@ def extracted_workloads() -> set[tuple[str, str]]:
 
 
 def test_the_webhook_rules_cover_exactly_the_extracted_workload_kinds() -> None:
-    covered = {(group, resource)
-               for rule in mutating_webhook()["rules"]
-               for group in rule["apiGroups"] for resource in rule["resources"]}
+    covered = {
+        (group, resource)
+        for rule in mutating_webhook()["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
     assert covered == extracted_workloads()
 
 
@@ -76,17 +87,23 @@ def validating_webhook(*sets: str) -> dict:
 def test_the_validating_webhook_checks_every_policy_kind_ostiary_reads_on_the_same_service_and_ca() -> None:
     from app.kube.source import POLICY_KINDS
 
-    objects = rendered_objects()   # one render: each one generates its own CA
+    objects = rendered_objects()  # one render: each one generates its own CA
     [hook] = next(o for o in objects if o["kind"] == "ValidatingWebhookConfiguration")["webhooks"]
     [mutating] = next(o for o in objects if o["kind"] == "MutatingWebhookConfiguration")["webhooks"]
     assert hook["clientConfig"]["service"]["path"] == "/validate"
     assert hook["clientConfig"]["service"] | {"path": "/admit"} == mutating["clientConfig"]["service"]
     assert hook["clientConfig"]["caBundle"] == mutating["clientConfig"]["caBundle"]
     assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
-    covered = {(group, version, resource, rule["scope"])
-               for rule in hook["rules"] for group in rule["apiGroups"]
-               for version in rule["apiVersions"] for resource in rule["resources"]}
-    wanted = {(k.group, k.version, k.plural, "Namespaced" if k.namespaced else "Cluster") for k in POLICY_KINDS}
+    covered = {
+        (group, version, resource, rule["scope"])
+        for rule in hook["rules"]
+        for group in rule["apiGroups"]
+        for version in rule["apiVersions"]
+        for resource in rule["resources"]
+    }
+    wanted = {
+        (k.group, k.version, k.plural, "Namespaced" if k.namespaced else "Cluster") for k in POLICY_KINDS
+    }
     assert covered == wanted
     # Deleting a policy is never blocked by a broken Ostiary.
     assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in hook["rules"])

@@ -110,9 +110,15 @@ def _die_with_parent() -> None:  # in the child between fork and exec: SIGKILL w
 def start_process(name: str, argv: list[str], workdir: Path, env: dict | None = None) -> Process:
     log = workdir / f"{name}.log"
     with log.open("ab") as handle:
-        popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=workdir,
-                                 env={**os.environ, **(env or {})}, start_new_session=True,
-                                 preexec_fn=_die_with_parent)  # noqa: PLW1509 - one prctl call
+        popen = subprocess.Popen(
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )  # noqa: PLW1509 - one prctl call
     proc = Process(name, popen, log)
     _LIVE.add(proc)
     return proc
@@ -136,15 +142,32 @@ class ControlPlane:
         etcd, apiserver = tool("etcd"), tool("kube-apiserver")
         self.workdir.mkdir(parents=True, exist_ok=True)
         client_port, peer_port, secure_port = free_port(), free_port(), free_port()
-        self.processes.append(start_process("etcd", [
-            etcd, "--name", "ostiary-e2e", "--data-dir", str(self.workdir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{client_port}",
-            "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
-            "--initial-cluster", f"ostiary-e2e=http://127.0.0.1:{peer_port}",
-            "--unsafe-no-fsync", "--log-level", "warn",
-        ], self.workdir))
+        self.processes.append(
+            start_process(
+                "etcd",
+                [
+                    etcd,
+                    "--name",
+                    "ostiary-e2e",
+                    "--data-dir",
+                    str(self.workdir / "etcd"),
+                    "--listen-client-urls",
+                    f"http://127.0.0.1:{client_port}",
+                    "--advertise-client-urls",
+                    f"http://127.0.0.1:{client_port}",
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{peer_port}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{peer_port}",
+                    "--initial-cluster",
+                    f"ostiary-e2e=http://127.0.0.1:{peer_port}",
+                    "--unsafe-no-fsync",
+                    "--log-level",
+                    "warn",
+                ],
+                self.workdir,
+            )
+        )
 
         certs = self.workdir / "certs"
         certs.mkdir(exist_ok=True)
@@ -153,22 +176,32 @@ class ControlPlane:
         pki.write(certs / "apiserver.crt", pki.cert_pem(cert))
         pki.write(certs / "apiserver.key", pki.private_key_pem(key))
         sa_key = pki.new_ec_key()
-        pki.write(certs / "sa.key", sa_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption()))
+        pki.write(
+            certs / "sa.key",
+            sa_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            ),
+        )
         pki.write(certs / "sa.pub", pki.public_key_pem(sa_key))
         self.tokens = {"admin": secrets.token_hex(16), "ostiary": secrets.token_hex(16)}
-        pki.write(certs / "tokens.csv",
-                  f'{self.tokens["admin"]},admin,admin-uid,"system:masters"\n'
-                  f'{self.tokens["ostiary"]},{OSTIARY_USER},ostiary-uid,'
-                  '"system:serviceaccounts,system:serviceaccounts:ostiary-system"\n')
+        pki.write(
+            certs / "tokens.csv",
+            f'{self.tokens["admin"]},admin,admin-uid,"system:masters"\n'
+            f"{self.tokens['ostiary']},{OSTIARY_USER},ostiary-uid,"
+            '"system:serviceaccounts,system:serviceaccounts:ostiary-system"\n',
+        )
 
         self.apiserver_argv = [
             apiserver,
             f"--etcd-servers=http://127.0.0.1:{client_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={secure_port}", f"--cert-dir={certs}",
-            f"--tls-cert-file={certs / 'apiserver.crt'}", f"--tls-private-key-file={certs / 'apiserver.key'}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={secure_port}",
+            f"--cert-dir={certs}",
+            f"--tls-cert-file={certs / 'apiserver.crt'}",
+            f"--tls-private-key-file={certs / 'apiserver.key'}",
             f"--token-auth-file={certs / 'tokens.csv'}",
             f"--service-account-key-file={certs / 'sa.pub'}",
             f"--service-account-signing-key-file={certs / 'sa.key'}",
@@ -194,8 +227,9 @@ class ControlPlane:
             for proc in self.processes:
                 if proc.popen.poll() is not None:
                     raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
-            request = urllib.request.Request(f"{self.url}/readyz",
-                                             headers={"Authorization": f"Bearer {self.tokens['admin']}"})
+            request = urllib.request.Request(
+                f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.tokens['admin']}"}
+            )
             try:
                 with urllib.request.urlopen(request, context=context, timeout=5) as response:
                     if response.status == 200:
@@ -203,12 +237,14 @@ class ControlPlane:
             except Exception as exc:  # noqa: BLE001 - not up yet, whatever the reason
                 last = str(exc)
             time.sleep(0.3)
-        raise RuntimeError(f"kube-apiserver not ready after {timeout}s ({last}):\n{self.processes[-1].tail()}")
+        raise RuntimeError(
+            f"kube-apiserver not ready after {timeout}s ({last}):\n{self.processes[-1].tail()}"
+        )
 
     def restart_apiserver(self, down_seconds: float = 1.0, timeout: float = 60.0) -> None:
         """Stop kube-apiserver (every watch breaks), wait, start it again on the same port and data."""
         old = next(p for p in self.processes if p.name == "kube-apiserver")
-        old.stop(grace=3)   # open watches would hold a graceful shutdown up to its limit
+        old.stop(grace=3)  # open watches would hold a graceful shutdown up to its limit
         self.processes.remove(old)
         time.sleep(down_seconds)
         self.processes.append(start_process("kube-apiserver", self.apiserver_argv, self.workdir))
@@ -229,9 +265,15 @@ class ControlPlane:
         path = self.workdir / f"kubeconfig-{user}.yaml"
         if not path.exists():
             config = {
-                "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
-                "clusters": [{"name": "e2e", "cluster": {"server": self.url,
-                                                         "certificate-authority": str(self.ca_file)}}],
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "e2e",
+                "clusters": [
+                    {
+                        "name": "e2e",
+                        "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
+                    }
+                ],
                 "users": [{"name": user, "user": {"token": self.tokens[user]}}],
                 "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
             }

@@ -90,8 +90,13 @@ def world_ostiary(control_plane, admin_client, crds, ostiary, world_scenario, tm
     """A second Ostiary that trusts the world's CA, for namespaces labelled e2e.ostiary.dev/instance=world."""
     from tests.e2e.webhook import Ostiary, running
 
-    instance = Ostiary(control_plane, "world", tmp_path_factory.mktemp("ostiary-world"),
-                       ca_file=str(world_scenario.ca_file), select_instance=True)
+    instance = Ostiary(
+        control_plane,
+        "world",
+        tmp_path_factory.mktemp("ostiary-world"),
+        ca_file=str(world_scenario.ca_file),
+        select_instance=True,
+    )
     with running(instance):
         yield instance
 
@@ -103,7 +108,9 @@ def world_namespace(admin_client, world_ostiary) -> str:
     from tests.e2e.webhook import INSTANCE_LABEL
 
     name = f"e2e-world-{uuid.uuid4().hex[:6]}"
-    client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": name, "labels": {INSTANCE_LABEL: "world"}}})
+    client.CoreV1Api(admin_client).create_namespace(
+        {"metadata": {"name": name, "labels": {INSTANCE_LABEL: "world"}}}
+    )
     yield name
     with contextlib.suppress(Exception):
         client.CoreV1Api(admin_client).delete_namespace(name)

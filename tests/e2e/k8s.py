@@ -33,7 +33,10 @@ def install_crds(api_client, documents: list[dict], timeout: float = 30.0) -> No
             if exc.status != 409:
                 raise
             current = ext.read_custom_resource_definition(doc["metadata"]["name"])
-            doc = {**doc, "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version}}
+            doc = {
+                **doc,
+                "metadata": {**doc["metadata"], "resourceVersion": current.metadata.resource_version},
+            }
             ext.replace_custom_resource_definition(doc["metadata"]["name"], doc)
     deadline = time.monotonic() + timeout
     for doc in documents:
@@ -59,8 +62,6 @@ def install_crds(api_client, documents: list[dict], timeout: float = 30.0) -> No
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.2)
-
-
 
 
 def unique(prefix: str) -> str:
@@ -92,66 +93,138 @@ class Kube:
 
     # ---------------------------------------------------------------- workloads
 
-    def pod(self, namespace: str, *images: str, name: str | None = None, owner: dict | None = None,
-            dry_run: bool = False, **kw) -> dict:
-        body = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name or unique("pod"), "labels": {"app": "e2e"}},
-                "spec": pod_spec(*images, **kw)}
+    def pod(
+        self,
+        namespace: str,
+        *images: str,
+        name: str | None = None,
+        owner: dict | None = None,
+        dry_run: bool = False,
+        **kw,
+    ) -> dict:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name or unique("pod"), "labels": {"app": "e2e"}},
+            "spec": pod_spec(*images, **kw),
+        }
         if owner:
             body["metadata"]["ownerReferences"] = [owner]
         extra = {"dry_run": "All"} if dry_run else {}
         return self.api_client.sanitize_for_serialization(
-            self.core.create_namespaced_pod(namespace, body, **extra))
+            self.core.create_namespaced_pod(namespace, body, **extra)
+        )
 
-    def deployment(self, namespace: str, *images: str, name: str | None = None, dry_run: bool = False) -> dict:
-        body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name or unique("deploy")},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "e2e"}}, "template": template(*images)}}
+    def deployment(
+        self, namespace: str, *images: str, name: str | None = None, dry_run: bool = False
+    ) -> dict:
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name or unique("deploy")},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "e2e"}},
+                "template": template(*images),
+            },
+        }
         extra = {"dry_run": "All"} if dry_run else {}
         return self.api_client.sanitize_for_serialization(
-            self.apps.create_namespaced_deployment(namespace, body, **extra))
+            self.apps.create_namespaced_deployment(namespace, body, **extra)
+        )
 
-    def replicaset(self, namespace: str, *images: str, owner: dict | None = None, name: str | None = None) -> dict:
-        body = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": name or unique("rs")},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "e2e"}}, "template": template(*images)}}
+    def replicaset(
+        self, namespace: str, *images: str, owner: dict | None = None, name: str | None = None
+    ) -> dict:
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {"name": name or unique("rs")},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "e2e"}},
+                "template": template(*images),
+            },
+        }
         if owner:
             body["metadata"]["ownerReferences"] = [owner]
-        return self.api_client.sanitize_for_serialization(self.apps.create_namespaced_replica_set(namespace, body))
+        return self.api_client.sanitize_for_serialization(
+            self.apps.create_namespaced_replica_set(namespace, body)
+        )
 
     def statefulset(self, namespace: str, *images: str) -> dict:
-        body = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": unique("sts")},
-                "spec": {"serviceName": "e2e", "selector": {"matchLabels": {"app": "e2e"}},
-                         "template": template(*images)}}
-        return self.api_client.sanitize_for_serialization(self.apps.create_namespaced_stateful_set(namespace, body))
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": unique("sts")},
+            "spec": {
+                "serviceName": "e2e",
+                "selector": {"matchLabels": {"app": "e2e"}},
+                "template": template(*images),
+            },
+        }
+        return self.api_client.sanitize_for_serialization(
+            self.apps.create_namespaced_stateful_set(namespace, body)
+        )
 
     def daemonset(self, namespace: str, *images: str) -> dict:
-        body = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": unique("ds")},
-                "spec": {"selector": {"matchLabels": {"app": "e2e"}}, "template": template(*images)}}
-        return self.api_client.sanitize_for_serialization(self.apps.create_namespaced_daemon_set(namespace, body))
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": unique("ds")},
+            "spec": {"selector": {"matchLabels": {"app": "e2e"}}, "template": template(*images)},
+        }
+        return self.api_client.sanitize_for_serialization(
+            self.apps.create_namespaced_daemon_set(namespace, body)
+        )
 
     def job(self, namespace: str, *images: str) -> dict:
         tpl = template(*images)
         tpl["spec"]["restartPolicy"] = "Never"
-        body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": unique("job")},
-                "spec": {"template": tpl}}
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": unique("job")},
+            "spec": {"template": tpl},
+        }
         return self.api_client.sanitize_for_serialization(self.batch.create_namespaced_job(namespace, body))
 
     def cronjob(self, namespace: str, *images: str, init: tuple[str, ...] = ()) -> dict:
         tpl = template(*images, init=init)
         tpl["spec"]["restartPolicy"] = "OnFailure"
-        body = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": unique("cron")},
-                "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": tpl}}}}
-        return self.api_client.sanitize_for_serialization(self.batch.create_namespaced_cron_job(namespace, body))
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": unique("cron")},
+            "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": tpl}}},
+        }
+        return self.api_client.sanitize_for_serialization(
+            self.batch.create_namespaced_cron_job(namespace, body)
+        )
 
     def replication_controller(self, namespace: str, *images: str) -> dict:
-        body = {"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": unique("rc")},
-                "spec": {"replicas": 1, "selector": {"app": "e2e"}, "template": template(*images)}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "ReplicationController",
+            "metadata": {"name": unique("rc")},
+            "spec": {"replicas": 1, "selector": {"app": "e2e"}, "template": template(*images)},
+        }
         return self.api_client.sanitize_for_serialization(
-            self.core.create_namespaced_replication_controller(namespace, body))
+            self.core.create_namespaced_replication_controller(namespace, body)
+        )
 
     # ---------------------------------------------------------------- policies
 
-    def policy(self, namespace: str | None, repositories: list[dict], *, name: str | None = None,
-               group_version: str = f"{GROUP}/{VERSION}", mode: str | None = None, wait: bool = True) -> dict:
+    def policy(
+        self,
+        namespace: str | None,
+        repositories: list[dict],
+        *,
+        name: str | None = None,
+        group_version: str = f"{GROUP}/{VERSION}",
+        mode: str | None = None,
+        wait: bool = True,
+    ) -> dict:
         """Create (or replace) an ImagePolicy (namespace given) or ClusterImagePolicy.
 
         wait: until every running Ostiary's OPA holds the policy's module exactly (and, for ostiary.dev
@@ -168,12 +241,18 @@ class Kube:
         body = {"apiVersion": group_version, "kind": kind, "metadata": {"name": name}, "spec": spec}
         current = self.get_policy(namespace, name, group_version)
         if current is None:
-            obj = (self.custom.create_namespaced_custom_object(group, version, namespace, plural, body) if namespace
-                   else self.custom.create_cluster_custom_object(group, version, plural, body))
+            obj = (
+                self.custom.create_namespaced_custom_object(group, version, namespace, plural, body)
+                if namespace
+                else self.custom.create_cluster_custom_object(group, version, plural, body)
+            )
         else:
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            obj = (self.custom.replace_namespaced_custom_object(group, version, namespace, plural, name, body)
-                   if namespace else self.custom.replace_cluster_custom_object(group, version, plural, name, body))
+            obj = (
+                self.custom.replace_namespaced_custom_object(group, version, namespace, plural, name, body)
+                if namespace
+                else self.custom.replace_cluster_custom_object(group, version, plural, name, body)
+            )
         if wait:
             from tests.e2e.webhook import wait_in_force
 
@@ -182,19 +261,24 @@ class Kube:
                 self.wait_policy(namespace, name, obj["metadata"]["generation"])
         return obj
 
-    def get_policy(self, namespace: str | None, name: str, group_version: str = f"{GROUP}/{VERSION}") -> dict | None:
+    def get_policy(
+        self, namespace: str | None, name: str, group_version: str = f"{GROUP}/{VERSION}"
+    ) -> dict | None:
         group, version = group_version.split("/")
         try:
             if namespace:
-                return self.custom.get_namespaced_custom_object(group, version, namespace, "imagepolicies", name)
+                return self.custom.get_namespaced_custom_object(
+                    group, version, namespace, "imagepolicies", name
+                )
             return self.custom.get_cluster_custom_object(group, version, "clusterimagepolicies", name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
-    def delete_policy(self, namespace: str | None, name: str, group_version: str = f"{GROUP}/{VERSION}",
-                      wait: bool = True) -> None:
+    def delete_policy(
+        self, namespace: str | None, name: str, group_version: str = f"{GROUP}/{VERSION}", wait: bool = True
+    ) -> None:
         from tests.e2e.webhook import wait_in_force
 
         group, version = group_version.split("/")
@@ -207,16 +291,20 @@ class Kube:
         if wait:
             wait_in_force(None, module_id)
 
-    def wait_policy(self, namespace: str | None, name: str, generation: int, timeout: float = 15.0,
-                    status: str = "True") -> dict:
+    def wait_policy(
+        self, namespace: str | None, name: str, generation: int, timeout: float = 15.0, status: str = "True"
+    ) -> dict:
         """Until Ostiary reports Ready=<status> for this generation (it writes that after pushing to OPA)."""
         deadline = time.monotonic() + timeout
         obj: dict | None = None
         while time.monotonic() < deadline:
             obj = self.get_policy(namespace, name)
             for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
-                if (condition.get("type") == "Ready" and condition.get("observedGeneration") == generation
-                        and condition.get("status") == status):
+                if (
+                    condition.get("type") == "Ready"
+                    and condition.get("observedGeneration") == generation
+                    and condition.get("status") == status
+                ):
                     return obj  # type: ignore[return-value]
             time.sleep(0.05)
         raise AssertionError(f"policy {namespace}/{name} generation {generation} not Ready={status}: {obj}")

@@ -29,7 +29,7 @@ def ns(kube, namespace, ostiary):
 
 def test_a_pod_with_an_allowed_image_is_admitted(kube, ns):
     pod = kube.pod(ns, ALLOWED)
-    assert pod["spec"]["containers"][0]["image"] == ALLOWED   # no trust policy: nothing to pin
+    assert pod["spec"]["containers"][0]["image"] == ALLOWED  # no trust policy: nothing to pin
     assert kube.core.read_namespaced_pod(pod["metadata"]["name"], ns)
 
 
@@ -42,8 +42,10 @@ def test_an_init_container_counts(kube, ns):
     assert DISALLOWED in denied(kube.pod, ns, ALLOWED, init=(DISALLOWED,))
 
 
-@pytest.mark.parametrize("kind", ["deployment", "replicaset", "statefulset", "daemonset", "job", "cronjob",
-                                  "replication_controller"])
+@pytest.mark.parametrize(
+    "kind",
+    ["deployment", "replicaset", "statefulset", "daemonset", "job", "cronjob", "replication_controller"],
+)
 def test_every_workload_kind_is_checked(kube, ns, kind):
     create = getattr(kube, kind)
     created = create(ns, ALLOWED, OTHER_ALLOWED)
@@ -62,20 +64,29 @@ def test_an_invalid_image_name_is_denied_as_invalid(kube, ns):
 
 def test_a_namespace_without_any_policy_denies(kube, namespace, ostiary):
     """No ImagePolicy here and no ClusterImagePolicy matching: deny (fail closed)."""
-    assert "registry.example.com/nothing/x:1" in denied(kube.pod, namespace, "registry.example.com/nothing/x:1")
+    assert "registry.example.com/nothing/x:1" in denied(
+        kube.pod, namespace, "registry.example.com/nothing/x:1"
+    )
 
 
 def test_policy_changes_apply_to_the_next_admission(kube, ns):
     denied(kube.pod, ns, DISALLOWED)
     begin = time.monotonic()
-    kube.policy(ns, [{"name": "registry.example.com/allowed/*"}, {"name": "registry.example.com/forbidden/*"}],
-                name="allow-allowed")   # returns once every Ostiary's OPA holds the new module
+    kube.policy(
+        ns,
+        [{"name": "registry.example.com/allowed/*"}, {"name": "registry.example.com/forbidden/*"}],
+        name="allow-allowed",
+    )  # returns once every Ostiary's OPA holds the new module
     print(f"\npolicy change in force in OPA {time.monotonic() - begin:.2f}s after the API call")
     pod = kube.pod(ns, DISALLOWED)
     # Tightened again: an UPDATE of the unchanged pod is checked too, and denied.
     kube.policy(ns, [{"name": "registry.example.com/allowed/*"}], name="allow-allowed")
-    message = denied(kube.core.patch_namespaced_pod, pod["metadata"]["name"], ns,
-                     {"metadata": {"labels": {"touched": "yes"}}})
+    message = denied(
+        kube.core.patch_namespaced_pod,
+        pod["metadata"]["name"],
+        ns,
+        {"metadata": {"labels": {"touched": "yes"}}},
+    )
     assert DISALLOWED in message
 
 
@@ -118,14 +129,25 @@ def test_a_namespace_policy_overrides_the_cluster_policy(kube, admin_client, ost
 
 def test_warn_mode_admits_a_violation_with_a_warning(kube, namespace, ostiary):
     """The entry matches but its trust requirement fails (no Notary answers on port 1): warn, not deny."""
-    kube.policy(namespace, [{"name": "registry.example.com/forbidden/*", "policy": {
-        "trust": {"enabled": True, "trustServer": "https://127.0.0.1:1"}}}], name="warn-only", mode="warn")
-    kube.core.create_namespaced_pod(namespace, {"metadata": {"name": "warned"}, "spec": {
-        "containers": [{"name": "c", "image": DISALLOWED}]}})
+    kube.policy(
+        namespace,
+        [
+            {
+                "name": "registry.example.com/forbidden/*",
+                "policy": {"trust": {"enabled": True, "trustServer": "https://127.0.0.1:1"}},
+            }
+        ],
+        name="warn-only",
+        mode="warn",
+    )
+    kube.core.create_namespaced_pod(
+        namespace,
+        {"metadata": {"name": "warned"}, "spec": {"containers": [{"name": "c", "image": DISALLOWED}]}},
+    )
     warnings = kube.api_client.last_response.getheader("Warning") or ""
     assert DISALLOWED in warnings, warnings
     stored = kube.core.read_namespaced_pod("warned", namespace)
-    assert stored.spec.containers[0].image == DISALLOWED   # nothing verified: nothing pinned
+    assert stored.spec.containers[0].image == DISALLOWED  # nothing verified: nothing pinned
 
 
 def test_server_side_dry_run_gives_the_same_verdict_and_stores_nothing(kube, ns):
@@ -142,8 +164,15 @@ def test_an_ephemeral_container_with_a_disallowed_image_is_denied(kube, ns):
     name = pod["metadata"]["name"]
 
     def add(image: str, container: str):
-        return kube.core.patch_namespaced_pod_ephemeralcontainers(name, ns, {"spec": {"ephemeralContainers": [
-            {"name": container, "image": image, "targetContainerName": "c0"}]}})
+        return kube.core.patch_namespaced_pod_ephemeralcontainers(
+            name,
+            ns,
+            {
+                "spec": {
+                    "ephemeralContainers": [{"name": container, "image": image, "targetContainerName": "c0"}]
+                }
+            },
+        )
 
     assert DISALLOWED in denied(add, DISALLOWED, "debug-bad")
     add(OTHER_ALLOWED, "debug-ok")

@@ -14,24 +14,36 @@ GROUP, VERSION = "ostiary.dev", "v1"
 
 
 def cluster_policy(spec: dict) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterImagePolicy",
-            "metadata": {"name": f"p-{uuid.uuid4().hex[:8]}"}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ClusterImagePolicy",
+        "metadata": {"name": f"p-{uuid.uuid4().hex[:8]}"},
+        "spec": spec,
+    }
 
 
 def create_cluster_policy(api_client, body: dict, **kwargs) -> dict:
     return client.CustomObjectsApi(api_client).create_cluster_custom_object(
-        GROUP, VERSION, "clusterimagepolicies", body, **kwargs)
+        GROUP, VERSION, "clusterimagepolicies", body, **kwargs
+    )
 
 
 GOOD_SPEC = {
     "mode": "enforce",
     "repositories": [
         {"name": "docker.io/library/*"},
-        {"name": "registry.example.com/team/*", "policy": {
-            "trust": {"enabled": True, "trustServer": "https://notary.example.com:4443",
-                      "signerSecrets": [{"name": "alice"}]},
-            "mutateImage": True,
-            "simple": {"requirements": [{"type": "signedBy", "keySecret": "k"}]}}},
+        {
+            "name": "registry.example.com/team/*",
+            "policy": {
+                "trust": {
+                    "enabled": True,
+                    "trustServer": "https://notary.example.com:4443",
+                    "signerSecrets": [{"name": "alice"}],
+                },
+                "mutateImage": True,
+                "simple": {"requirements": [{"type": "signedBy", "keySecret": "k"}]},
+            },
+        },
         {"name": "quay.io/*", "policy": None},
     ],
 }
@@ -44,35 +56,61 @@ def test_a_well_formed_cluster_policy_is_accepted(admin_client, crds):
 
 
 def test_a_well_formed_namespaced_policy_is_accepted(admin_client, crds, namespace):
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ImagePolicy",
-            "metadata": {"name": "allow-hub"}, "spec": {"repositories": [{"name": "*"}], "mode": "warn"}}
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "allow-hub"},
+        "spec": {"repositories": [{"name": "*"}], "mode": "warn"},
+    }
     created = client.CustomObjectsApi(admin_client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, "imagepolicies", body)
+        GROUP, VERSION, namespace, "imagepolicies", body
+    )
     assert created["metadata"]["namespace"] == namespace
 
 
-@pytest.mark.parametrize(("spec", "field"), [
-    ({}, "spec.repositories"),
-    ({"repositories": [{}]}, "spec.repositories[0].name"),
-    ({"repositories": [{"name": ""}]}, "spec.repositories[0].name"),
-    ({"repositories": [{"name": 7}]}, "spec.repositories[0].name"),
-    ({"repositories": "nginx"}, "spec.repositories"),
-    ({"mode": "audit", "repositories": [{"name": "*"}]}, "spec.mode"),
-    ({"repositories": [{"name": "*", "policy": {"trust": {"enabled": "yes"}}}]},
-     "spec.repositories[0].policy.trust.enabled"),
-    ({"repositories": [{"name": "*", "policy": {"trust": {"trustServer": "http://notary.example.com"}}}]},
-     "spec.repositories[0].policy.trust.trustServer"),
-    ({"repositories": [{"name": "*", "policy": {"trust": {"trustServer": "https://"}}}]},
-     "spec.repositories[0].policy.trust.trustServer"),
-    ({"repositories": [{"name": "*", "policy": {"trust": {"signerSecrets": [{}]}}}]},
-     "spec.repositories[0].policy.trust.signerSecrets[0].name"),
-    ({"repositories": [{"name": "*", "policy": {"trust": {"signerSecrets": [{"name": ""}]}}}]},
-     "spec.repositories[0].policy.trust.signerSecrets[0].name"),
-    ({"repositories": [{"name": "*", "policy": {"mutateImage": "no"}}]},
-     "spec.repositories[0].policy.mutateImage"),
-    ({"repositories": [{"name": "*", "policy": {"simple": "signed"}}]},
-     "spec.repositories[0].policy.simple"),
-])
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({}, "spec.repositories"),
+        ({"repositories": [{}]}, "spec.repositories[0].name"),
+        ({"repositories": [{"name": ""}]}, "spec.repositories[0].name"),
+        ({"repositories": [{"name": 7}]}, "spec.repositories[0].name"),
+        ({"repositories": "nginx"}, "spec.repositories"),
+        ({"mode": "audit", "repositories": [{"name": "*"}]}, "spec.mode"),
+        (
+            {"repositories": [{"name": "*", "policy": {"trust": {"enabled": "yes"}}}]},
+            "spec.repositories[0].policy.trust.enabled",
+        ),
+        (
+            {
+                "repositories": [
+                    {"name": "*", "policy": {"trust": {"trustServer": "http://notary.example.com"}}}
+                ]
+            },
+            "spec.repositories[0].policy.trust.trustServer",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"trust": {"trustServer": "https://"}}}]},
+            "spec.repositories[0].policy.trust.trustServer",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"trust": {"signerSecrets": [{}]}}}]},
+            "spec.repositories[0].policy.trust.signerSecrets[0].name",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"trust": {"signerSecrets": [{"name": ""}]}}}]},
+            "spec.repositories[0].policy.trust.signerSecrets[0].name",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"mutateImage": "no"}}]},
+            "spec.repositories[0].policy.mutateImage",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"simple": "signed"}}]},
+            "spec.repositories[0].policy.simple",
+        ),
+    ],
+)
 def test_a_malformed_policy_is_refused_with_422_naming_the_field(admin_client, crds, spec, field):
     with pytest.raises(ApiException) as caught:
         create_cluster_policy(admin_client, cluster_policy(spec))

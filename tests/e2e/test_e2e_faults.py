@@ -23,15 +23,28 @@ pytestmark = pytest.mark.e2e
 
 
 def _admit(ostiary, namespace: str, image: str) -> dict:
-    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": str(uuid.uuid4()), "kind": {"group": "", "version": "v1", "kind": "Pod"},
-        "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": namespace,
-        "operation": "CREATE", "userInfo": {"username": "tester"},
-        "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": namespace},
-                   "spec": {"containers": [{"name": "c", "image": image}]}}}}
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "tester"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "p", "namespace": namespace},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            },
+        },
+    }
     context = ssl.create_default_context(cafile=str(ostiary.tls_ca_file))
-    request = urllib.request.Request(f"{ostiary.url}/admit", data=json.dumps(review).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{ostiary.url}/admit", data=json.dumps(review).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, context=context, timeout=15) as response:
         return json.loads(response.read())["response"]
 
@@ -44,7 +57,7 @@ def test_with_the_api_server_gone_the_last_good_policies_decide(control_plane, k
 
     def probe() -> None:
         down.wait(30)
-        time.sleep(3.5)   # past the apiserver's 3 s graceful stop: it is down, every watch broken
+        time.sleep(3.5)  # past the apiserver's 3 s graceful stop: it is down, every watch broken
         for _ in range(6):
             seen["ready"].append(ostiary.readyz()[0])
             seen["kept"].append(_admit(ostiary, namespace, "registry.example.com/kept/app:1")["allowed"])

@@ -38,8 +38,12 @@ pytestmark = pytest.mark.e2e
 RELEASE, NAMESPACE = "helm-e2e", "ostiary-system"
 FULLNAME = f"{RELEASE}-ostiary"
 CHART = str(REPO / "helm" / "ostiary")
-SELECTOR = ["--set", "webhook.namespaceSelectorExpressions[0].key=e2e.ostiary.dev/helm",
-            "--set", "webhook.namespaceSelectorExpressions[0].operator=Exists"]
+SELECTOR = [
+    "--set",
+    "webhook.namespaceSelectorExpressions[0].key=e2e.ostiary.dev/helm",
+    "--set",
+    "webhook.namespaceSelectorExpressions[0].operator=Exists",
+]
 
 
 def helm_argv(control_plane, *args: str) -> list[str]:
@@ -47,14 +51,17 @@ def helm_argv(control_plane, *args: str) -> list[str]:
 
 
 def helm(control_plane, *args: str) -> str:
-    done = subprocess.run(helm_argv(control_plane, *args), check=False, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        helm_argv(control_plane, *args), check=False, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
 def test_helm_lint_is_clean():
-    done = subprocess.run([tool("helm"), "lint", "--strict", CHART],
-                          check=False, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [tool("helm"), "lint", "--strict", CHART], check=False, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -71,7 +78,8 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition", log=None
 def service_account_client(control_plane, admin_client, namespace: str, name: str):
     """An API client authenticated as a ServiceAccount (a token from the TokenRequest API)."""
     request = client.CoreV1Api(admin_client).create_namespaced_service_account_token(
-        name, namespace, {"spec": {"expirationSeconds": 600}})
+        name, namespace, {"spec": {"expirationSeconds": 600}}
+    )
     configuration = client.Configuration()
     configuration.host = control_plane.url
     configuration.ssl_ca_cert = str(control_plane.ca_file)
@@ -83,14 +91,27 @@ def play_the_uninstall_hook(control_plane, admin_client) -> dict:
     """Run the pre-delete Job's work as its ServiceAccount, then report it complete. Returns what
     the API held when the webhooks were gone: proof that they went first."""
     batch = client.BatchV1Api(admin_client)
-    job = wait_for(lambda: next((j for j in batch.list_namespaced_job(NAMESPACE).items
-                                 if j.metadata.name == f"{FULLNAME}-uninstall"), None), what="the pre-delete Job")
+    job = wait_for(
+        lambda: next(
+            (
+                j
+                for j in batch.list_namespaced_job(NAMESPACE).items
+                if j.metadata.name == f"{FULLNAME}-uninstall"
+            ),
+            None,
+        ),
+        what="the pre-delete Job",
+    )
     pod = job.spec.template.spec
     [container] = pod.containers
-    assert container.args[:3] == ["delete", f"mutatingwebhookconfiguration/{FULLNAME}",
-                                  f"validatingwebhookconfiguration/{FULLNAME}"]
+    assert container.args[:3] == [
+        "delete",
+        f"mutatingwebhookconfiguration/{FULLNAME}",
+        f"validatingwebhookconfiguration/{FULLNAME}",
+    ]
     as_hook = client.AdmissionregistrationV1Api(
-        service_account_client(control_plane, admin_client, NAMESPACE, pod.service_account_name))
+        service_account_client(control_plane, admin_client, NAMESPACE, pod.service_account_name)
+    )
     # Its role reaches these two objects and nothing else.
     with pytest.raises(ApiException) as refused:
         as_hook.list_mutating_webhook_configuration()
@@ -99,19 +120,40 @@ def play_the_uninstall_hook(control_plane, admin_client) -> dict:
     as_hook.delete_validating_webhook_configuration(FULLNAME)
 
     apps = client.AppsV1Api(admin_client)
-    still_there = {"deployment": apps.read_namespaced_deployment(FULLNAME, NAMESPACE).metadata.name,
-                   "service": client.CoreV1Api(admin_client).read_namespaced_service(FULLNAME, NAMESPACE).metadata.name}
+    still_there = {
+        "deployment": apps.read_namespaced_deployment(FULLNAME, NAMESPACE).metadata.name,
+        "service": client.CoreV1Api(admin_client).read_namespaced_service(FULLNAME, NAMESPACE).metadata.name,
+    }
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    batch.patch_namespaced_job_status(job.metadata.name, NAMESPACE, {"status": {
-        "startTime": now, "completionTime": now, "succeeded": 1, "ready": 0, "active": 0,
-        "conditions": [
-            {"type": "SuccessCriteriaMet", "status": "True", "lastTransitionTime": now, "lastProbeTime": now},
-            {"type": "Complete", "status": "True", "lastTransitionTime": now, "lastProbeTime": now}]}})
+    batch.patch_namespaced_job_status(
+        job.metadata.name,
+        NAMESPACE,
+        {
+            "status": {
+                "startTime": now,
+                "completionTime": now,
+                "succeeded": 1,
+                "ready": 0,
+                "active": 0,
+                "conditions": [
+                    {
+                        "type": "SuccessCriteriaMet",
+                        "status": "True",
+                        "lastTransitionTime": now,
+                        "lastProbeTime": now,
+                    },
+                    {"type": "Complete", "status": "True", "lastTransitionTime": now, "lastProbeTime": now},
+                ],
+            }
+        },
+    )
     return still_there
 
 
 def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client, crds):
-    notes = helm(control_plane, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR)
+    notes = helm(
+        control_plane, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR
+    )
     uninstalled = False
     try:
         assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
@@ -129,7 +171,10 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
         assert "--authentication=token" in containers["opa"].args
         assert "--kube" in containers["ostiary"].args
         for container in containers.values():
-            assert container.security_context.run_as_non_root and container.security_context.read_only_root_filesystem
+            assert (
+                container.security_context.run_as_non_root
+                and container.security_context.read_only_root_filesystem
+            )
             assert container.security_context.capabilities.drop == ["ALL"]
         assert deployment.spec.template.spec.service_account_name == FULLNAME
         role = rbac.read_cluster_role(FULLNAME)
@@ -141,39 +186,69 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
         webhook = admission.read_mutating_webhook_configuration(FULLNAME).webhooks[0]
         validating = admission.read_validating_webhook_configuration(FULLNAME).webhooks[0]
         assert webhook.client_config.ca_bundle == secret.data["ca.crt"] == validating.client_config.ca_bundle
-        assert webhook.client_config.service.name == FULLNAME and webhook.client_config.service.path == "/admit"
+        assert (
+            webhook.client_config.service.name == FULLNAME and webhook.client_config.service.path == "/admit"
+        )
         assert validating.client_config.service.path == "/validate" and validating.failure_policy == "Ignore"
         assert webhook.failure_policy == "Fail" and webhook.side_effects == "None"
         assert webhook.timeout_seconds == 10
         resources = {res for rule in webhook.rules for res in rule.resources}
-        assert {"pods", "pods/ephemeralcontainers", "deployments", "replicasets", "statefulsets", "daemonsets",
-                "jobs", "cronjobs", "replicationcontrollers"} <= resources
+        assert {
+            "pods",
+            "pods/ephemeralcontainers",
+            "deployments",
+            "replicasets",
+            "statefulsets",
+            "daemonsets",
+            "jobs",
+            "cronjobs",
+            "replicationcontrollers",
+        } <= resources
         cert = x509.load_pem_x509_certificate(base64.b64decode(secret.data["tls.crt"]))
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-            x509.DNSName)
+        names = cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value.get_values_for_type(x509.DNSName)
         assert f"{FULLNAME}.{NAMESPACE}.svc" in names
         assert client.PolicyV1Api(admin_client).read_namespaced_pod_disruption_budget(FULLNAME, NAMESPACE)
 
         # An upgrade with values changed keeps the generated CA, certificate and OPA token (looked up,
         # not made again) and applies the change.
-        helm(control_plane, "upgrade", RELEASE, CHART, "--namespace", NAMESPACE, *SELECTOR,
-             "--set", "replicaCount=3", "--set", "customRego.no-latest\\.rego=package ostiary.custom.nolatest")
+        helm(
+            control_plane,
+            "upgrade",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            *SELECTOR,
+            "--set",
+            "replicaCount=3",
+            "--set",
+            "customRego.no-latest\\.rego=package ostiary.custom.nolatest",
+        )
         again = core.read_namespaced_secret(f"{FULLNAME}-tls", NAMESPACE)
         assert again.data == secret.data
         assert core.read_namespaced_secret(f"{FULLNAME}-opa-token", NAMESPACE).data == token.data
         upgraded = apps.read_namespaced_deployment(FULLNAME, NAMESPACE)
         assert upgraded.spec.replicas == 3
         assert "--rego-dir=/etc/ostiary/rego" in upgraded.spec.template.spec.containers[0].args
-        assert upgraded.spec.template.metadata.annotations["checksum/opa-auth"] == \
-            deployment.spec.template.metadata.annotations["checksum/opa-auth"]
-        assert admission.read_mutating_webhook_configuration(FULLNAME).webhooks[0].client_config.ca_bundle == \
-            secret.data["ca.crt"]
+        assert (
+            upgraded.spec.template.metadata.annotations["checksum/opa-auth"]
+            == deployment.spec.template.metadata.annotations["checksum/opa-auth"]
+        )
+        assert (
+            admission.read_mutating_webhook_configuration(FULLNAME).webhooks[0].client_config.ca_bundle
+            == secret.data["ca.crt"]
+        )
 
         # Uninstall: the pre-delete hook removes both webhooks while the Deployment and Service
         # still exist; Helm waits for it, then removes the rest.
-        uninstall = subprocess.Popen(helm_argv(control_plane, "uninstall", RELEASE, "--namespace", NAMESPACE,
-                                               "--timeout", "90s"),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        uninstall = subprocess.Popen(
+            helm_argv(control_plane, "uninstall", RELEASE, "--namespace", NAMESPACE, "--timeout", "90s"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             still_there = play_the_uninstall_hook(control_plane, admin_client)
             output, _ = uninstall.communicate(timeout=90)
@@ -186,8 +261,12 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
         assert still_there == {"deployment": FULLNAME, "service": FULLNAME}
     finally:
         if not uninstalled:
-            subprocess.run(helm_argv(control_plane, "uninstall", RELEASE, "--namespace", NAMESPACE, "--no-hooks"),
-                           check=False, capture_output=True, timeout=120)
+            subprocess.run(
+                helm_argv(control_plane, "uninstall", RELEASE, "--namespace", NAMESPACE, "--no-hooks"),
+                check=False,
+                capture_output=True,
+                timeout=120,
+            )
     admission = client.AdmissionregistrationV1Api(admin_client)
     assert FULLNAME not in [w.metadata.name for w in admission.list_mutating_webhook_configuration().items]
     assert FULLNAME not in [w.metadata.name for w in admission.list_validating_webhook_configuration().items]
@@ -195,8 +274,11 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
         client.AppsV1Api(admin_client).read_namespaced_deployment(FULLNAME, NAMESPACE)
     assert gone.value.status == 404
     # The hook cleans up after itself (hook-delete-policy hook-succeeded).
-    assert not [j for j in client.BatchV1Api(admin_client).list_namespaced_job(NAMESPACE).items
-                if j.metadata.name == f"{FULLNAME}-uninstall"]
+    assert not [
+        j
+        for j in client.BatchV1Api(admin_client).list_namespaced_job(NAMESPACE).items
+        if j.metadata.name == f"{FULLNAME}-uninstall"
+    ]
 
 
 def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_client, crds):
@@ -205,21 +287,54 @@ def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_clie
     fullname = f"{release}-ostiary"
     helm(control_plane, "install", release, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR)
     try:
-        uninstall = subprocess.Popen(helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE,
-                                               "--timeout", "60s"),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        uninstall = subprocess.Popen(
+            helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--timeout", "60s"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             batch = client.BatchV1Api(admin_client)
-            job = wait_for(lambda: next((j for j in batch.list_namespaced_job(NAMESPACE).items
-                                         if j.metadata.name == f"{fullname}-uninstall"), None), what="the hook Job")
+            job = wait_for(
+                lambda: next(
+                    (
+                        j
+                        for j in batch.list_namespaced_job(NAMESPACE).items
+                        if j.metadata.name == f"{fullname}-uninstall"
+                    ),
+                    None,
+                ),
+                what="the hook Job",
+            )
             now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            batch.patch_namespaced_job_status(job.metadata.name, NAMESPACE, {"status": {
-                "startTime": now, "failed": 4, "active": 0, "ready": 0,
-                "conditions": [
-                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded",
-                     "lastTransitionTime": now, "lastProbeTime": now},
-                    {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-                     "lastTransitionTime": now, "lastProbeTime": now}]}})
+            batch.patch_namespaced_job_status(
+                job.metadata.name,
+                NAMESPACE,
+                {
+                    "status": {
+                        "startTime": now,
+                        "failed": 4,
+                        "active": 0,
+                        "ready": 0,
+                        "conditions": [
+                            {
+                                "type": "FailureTarget",
+                                "status": "True",
+                                "reason": "BackoffLimitExceeded",
+                                "lastTransitionTime": now,
+                                "lastProbeTime": now,
+                            },
+                            {
+                                "type": "Failed",
+                                "status": "True",
+                                "reason": "BackoffLimitExceeded",
+                                "lastTransitionTime": now,
+                                "lastProbeTime": now,
+                            },
+                        ],
+                    }
+                },
+            )
             output, _ = uninstall.communicate(timeout=90)
         finally:
             if uninstall.poll() is None:
@@ -232,14 +347,21 @@ def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_clie
         assert client.AppsV1Api(admin_client).read_namespaced_deployment(fullname, NAMESPACE)
         assert client.CoreV1Api(admin_client).read_namespaced_service(fullname, NAMESPACE)
     finally:
-        subprocess.run(helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--no-hooks"),
-                       check=False, capture_output=True, timeout=120)
+        subprocess.run(
+            helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--no-hooks"),
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
         # A failed hook's objects stay for inspection (hook-delete-policy hook-succeeded); tidy them.
         hook = f"{fullname}-uninstall"
         rbac = client.RbacAuthorizationV1Api(admin_client)
-        for delete in (lambda: client.BatchV1Api(admin_client).delete_namespaced_job(hook, NAMESPACE),
-                       lambda: client.CoreV1Api(admin_client).delete_namespaced_service_account(hook, NAMESPACE),
-                       lambda: rbac.delete_cluster_role_binding(hook), lambda: rbac.delete_cluster_role(hook)):
+        for delete in (
+            lambda: client.BatchV1Api(admin_client).delete_namespaced_job(hook, NAMESPACE),
+            lambda: client.CoreV1Api(admin_client).delete_namespaced_service_account(hook, NAMESPACE),
+            lambda: rbac.delete_cluster_role_binding(hook),
+            lambda: rbac.delete_cluster_role(hook),
+        ):
             with contextlib.suppress(ApiException):
                 delete()
     admission = client.AdmissionregistrationV1Api(admin_client)
@@ -257,31 +379,60 @@ def a_ca_pem() -> str:
 
 DRY_RUN_MATRIX = {
     "defaults": {},
-    "one replica, no auth, no hook": {"replicaCount": 1, "opa": {"auth": {"enabled": False}},
-                                      "uninstallHook": {"enabled": False}},
+    "one replica, no auth, no hook": {
+        "replicaCount": 1,
+        "opa": {"auth": {"enabled": False}},
+        "uninstallHook": {"enabled": False},
+    },
     "cert-manager": {"tls": {"mode": "certManager"}},
     "own secret": {"tls": {"mode": "secret", "existingSecret": "my-tls"}},
     "network policy and monitoring": {
-        "networkPolicy": {"enabled": True, "apiServerPeers": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
-                          "metricsPeers": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}]},
-        "metrics": {"serviceMonitor": {"enabled": True}}, "priorityClassName": "",
-        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                       "whenUnsatisfiable": "DoNotSchedule"}]},
+        "networkPolicy": {
+            "enabled": True,
+            "apiServerPeers": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+            "metricsPeers": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+        },
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "priorityClassName": "",
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+        ],
+    },
     "cluster policies and rego": {
-        "policies": [{"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "dry"},
-                      "spec": {"repositories": [{"name": "docker.io/library/*",
-                                                 "policy": {"trust": {"enabled": True}}}]}}],
+        "policies": [
+            {
+                "apiVersion": "ostiary.dev/v1",
+                "kind": "ClusterImagePolicy",
+                "metadata": {"name": "dry"},
+                "spec": {
+                    "repositories": [{"name": "docker.io/library/*", "policy": {"trust": {"enabled": True}}}]
+                },
+            }
+        ],
         "customRego": {"no-latest.rego": "package ostiary.custom.nolatest\n"},
-        "customRegoConfigMaps": ["team-rules"]},
+        "customRegoConfigMaps": ["team-rules"],
+    },
     "directory source": {
-        "policySource": "directory", "policyConfigMaps": ["team-policies"], "notaryCABundle": "x",
-        "policies": [{"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "dry"},
-                      "spec": {"repositories": [{"name": "docker.io/library/*"}]}}]},
+        "policySource": "directory",
+        "policyConfigMaps": ["team-policies"],
+        "notaryCABundle": "x",
+        "policies": [
+            {
+                "apiVersion": "ostiary.dev/v1",
+                "kind": "ClusterImagePolicy",
+                "metadata": {"name": "dry"},
+                "spec": {"repositories": [{"name": "docker.io/library/*"}]},
+            }
+        ],
+    },
 }
 
 # Kinds of other projects' CRDs, not installed in the end-to-end API server.
-THIRD_PARTY = {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate"),
-               ("monitoring.coreos.com/v1", "ServiceMonitor")}
+THIRD_PARTY = {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
 
 
 @pytest.mark.parametrize("case", list(DRY_RUN_MATRIX))
@@ -297,8 +448,13 @@ def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
         json.dump(values, file)
         file.flush()
-        done = subprocess.run([tool("helm"), "template", "dry", CHART, "--namespace", namespace, "--values", file.name],
-                              check=False, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [tool("helm"), "template", "dry", CHART, "--namespace", namespace, "--values", file.name],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
     objects = [o for o in yaml.safe_load_all(done.stdout) if o]
     api = dynamic.DynamicClient(admin_client)
@@ -313,7 +469,9 @@ def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin
         try:
             resource.create(body=obj, dry_run="All", **target)
         except ApiException as exc:
-            raise AssertionError(f"{case}: {obj['kind']} {obj['metadata']['name']} refused: {exc.body}") from None
+            raise AssertionError(
+                f"{case}: {obj['kind']} {obj['metadata']['name']} refused: {exc.body}"
+            ) from None
         checked.append(obj["kind"])
     assert unserved <= THIRD_PARTY, unserved
     assert {"Deployment", "Service", "MutatingWebhookConfiguration"} <= set(checked)
@@ -322,7 +480,10 @@ def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin
 def restricted_namespace(admin_client) -> str:
     """A namespace where the API server's PodSecurity admission enforces the "restricted" level."""
     name = "ostiary-restricted"
-    labels = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+    labels = {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }
     try:
         client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": name, "labels": labels}})
     except ApiException as exc:
@@ -333,8 +494,12 @@ def restricted_namespace(admin_client) -> str:
 def test_the_pod_security_admission_refuses_a_pod_below_restricted(admin_client):
     """The check below can fail: a pod that asks for root is refused in the restricted namespace."""
     namespace = restricted_namespace(admin_client)
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
-           "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"runAsUser": 0}}]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "securityContext": {"runAsUser": 0}}]},
+    }
     with pytest.raises(ApiException) as refused:
         client.CoreV1Api(admin_client).create_namespaced_pod(namespace, pod, dry_run="All")
     assert refused.value.status == 403 and "restricted" in refused.value.body
@@ -348,16 +513,27 @@ def test_every_pod_the_chart_makes_meets_the_restricted_pod_security_standard(ad
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
         json.dump(DRY_RUN_MATRIX[case], file)
         file.flush()
-        done = subprocess.run([tool("helm"), "template", "psa", CHART, "--namespace", namespace, "--values", file.name],
-                              check=False, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [tool("helm"), "template", "psa", CHART, "--namespace", namespace, "--values", file.name],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
-    templates = [(o["kind"], o["spec"]["template"]) for o in yaml.safe_load_all(done.stdout)
-                 if o and o["kind"] in ("Deployment", "Job")]
-    assert ("Deployment" in {kind for kind, _ in templates})
+    templates = [
+        (o["kind"], o["spec"]["template"])
+        for o in yaml.safe_load_all(done.stdout)
+        if o and o["kind"] in ("Deployment", "Job")
+    ]
+    assert "Deployment" in {kind for kind, _ in templates}
     for kind, template in templates:
-        pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": f"psa-{kind.lower()}", "labels": template["metadata"].get("labels", {})},
-               "spec": template["spec"]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"psa-{kind.lower()}", "labels": template["metadata"].get("labels", {})},
+            "spec": template["spec"],
+        }
         try:
             client.CoreV1Api(admin_client).create_namespaced_pod(namespace, pod, dry_run="All")
         except ApiException as exc:
@@ -365,6 +541,7 @@ def test_every_pod_the_chart_makes_meets_the_restricted_pod_security_standard(ad
 
 
 # -- custom Rego from a ConfigMap, reloaded without a restart (customRegoConfigMaps) ----------------
+
 
 def swap_configmap(folder, files: dict[str, str], stamp: str) -> None:
     """What the kubelet does when a mounted ConfigMap changes: a new `..<timestamp>` folder, `..data`
@@ -392,9 +569,9 @@ def opa_module_ids(opa_url: str) -> set[str]:
 
 
 def test_custom_rego_from_a_configmap_reloads_in_cluster_mode_without_a_restart(
-        control_plane, admin_client, crds, tmp_path):
+    control_plane, admin_client, crds, tmp_path
+):
     """The chart mounts customRegoConfigMaps under --rego-dir; an edit must reach OPA in place."""
-
 
     try:
         client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": "ostiary-system"}})
@@ -402,8 +579,8 @@ def test_custom_rego_from_a_configmap_reloads_in_cluster_mode_without_a_restart(
         assert exc.status == 409
     apply_rbac(admin_client, chart_rbac())
     rules = tmp_path / "rego" / "team-rules"
-    first = "package ostiary.custom.first\n\ndeny contains msg if { false; msg := \"first\" }\n"
-    second = "package ostiary.custom.second\n\ndeny contains msg if { false; msg := \"second\" }\n"
+    first = 'package ostiary.custom.first\n\ndeny contains msg if { false; msg := "first" }\n'
+    second = 'package ostiary.custom.second\n\ndeny contains msg if { false; msg := "second" }\n'
     mount_like_the_kubelet(rules, {"first.rego": first}, stamp="..2026_12_03_14_00_00.1")
 
     ca = pki.CA.create()
@@ -412,17 +589,47 @@ def test_custom_rego_from_a_configmap_reloads_in_cluster_mode_without_a_restart(
     key_file = pki.write(tmp_path / "tls.key", pki.private_key_pem(key))
     opa_port, port = free_port(), free_port()
     opa_url = f"http://127.0.0.1:{opa_port}"
-    opa = start_process("opa-rego-reload", [tool("opa"), "run", "--server", f"--addr=127.0.0.1:{opa_port}",
-                                            "--log-level=error", "--skip-version-check"], tmp_path)
+    opa = start_process(
+        "opa-rego-reload",
+        [
+            tool("opa"),
+            "run",
+            "--server",
+            f"--addr=127.0.0.1:{opa_port}",
+            "--log-level=error",
+            "--skip-version-check",
+        ],
+        tmp_path,
+    )
     ostiary = None
     try:
         wait_for(lambda: _answers(f"{opa_url}/health"), 20, "OPA")
-        ostiary = start_process("ostiary-rego-reload", [
-            str(OSTIARY_BIN), "serve", "--kube", "--kubeconfig", str(control_plane.kubeconfig("ostiary")),
-            "--listen", f"127.0.0.1:{port}", "--tls-cert", str(cert_file), "--tls-key", str(key_file),
-            "--opa-url", opa_url, "--system-namespace", "ostiary-system", "--rego-dir", str(tmp_path / "rego")],
-            tmp_path)
-        context = ssl.create_default_context(cafile=str(pki.write(tmp_path / "ca.crt", pki.cert_pem(ca.cert))))
+        ostiary = start_process(
+            "ostiary-rego-reload",
+            [
+                str(OSTIARY_BIN),
+                "serve",
+                "--kube",
+                "--kubeconfig",
+                str(control_plane.kubeconfig("ostiary")),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--tls-cert",
+                str(cert_file),
+                "--tls-key",
+                str(key_file),
+                "--opa-url",
+                opa_url,
+                "--system-namespace",
+                "ostiary-system",
+                "--rego-dir",
+                str(tmp_path / "rego"),
+            ],
+            tmp_path,
+        )
+        context = ssl.create_default_context(
+            cafile=str(pki.write(tmp_path / "ca.crt", pki.cert_pem(ca.cert)))
+        )
 
         def ready() -> bool:
             assert ostiary.popen.poll() is None, ostiary.tail(60)
@@ -433,16 +640,26 @@ def test_custom_rego_from_a_configmap_reloads_in_cluster_mode_without_a_restart(
                 urllib.request.urlopen(f"https://127.0.0.1:{port}/readyz", timeout=2, context=context)
                 return "ready"
             except urllib.error.HTTPError as exc:
-                return exc.read().decode() + "\n" + "\n".join(
-                    line for line in ostiary.tail(200).splitlines() if "GET /readyz" not in line)
+                return (
+                    exc.read().decode()
+                    + "\n"
+                    + "\n".join(line for line in ostiary.tail(200).splitlines() if "GET /readyz" not in line)
+                )
 
         wait_for(ready, 60, "ostiary ready", log=why)
         custom = {i for i in opa_module_ids(opa_url) if i.startswith("ostiary/custom/")}
         assert custom == {"ostiary/custom/team-rules/first"}, "loaded once, not also from ..<timestamp>"
 
         swap_configmap(rules, {"second.rego": second}, stamp="..2026_12_03_14_05_00.2")
-        wait_for(lambda: {i for i in opa_module_ids(opa_url) if i.startswith("ostiary/custom/")}
-                 == {"ostiary/custom/team-rules/second"}, 30, "the edited ConfigMap in OPA", log=why)
+        wait_for(
+            lambda: (
+                {i for i in opa_module_ids(opa_url) if i.startswith("ostiary/custom/")}
+                == {"ostiary/custom/team-rules/second"}
+            ),
+            30,
+            "the edited ConfigMap in OPA",
+            log=why,
+        )
         assert ostiary.popen.poll() is None, "reloaded in place, not by a restart"
         wait_for(ready, 30, "ostiary ready again", log=why)
     finally:

@@ -46,8 +46,13 @@ def rego_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def restartable(control_plane, admin_client, crds, ostiary, rego_dir, tmp_path_factory):
     """An Ostiary whose server can be stopped and started while its OPA keeps running."""
-    instance = Ostiary(control_plane, NAME, tmp_path_factory.mktemp("ostiary-restart"),
-                       select_instance=True, rego_dir=str(rego_dir))
+    instance = Ostiary(
+        control_plane,
+        NAME,
+        tmp_path_factory.mktemp("ostiary-restart"),
+        select_instance=True,
+        rego_dir=str(rego_dir),
+    )
     with running(instance):
         yield instance
 
@@ -56,7 +61,8 @@ def restartable(control_plane, admin_client, crds, ostiary, rego_dir, tmp_path_f
 def ns(admin_client, restartable) -> str:
     name = f"e2e-restart-{uuid.uuid4().hex[:6]}"
     client.CoreV1Api(admin_client).create_namespace(
-        {"metadata": {"name": name, "labels": {INSTANCE_LABEL: NAME}}})
+        {"metadata": {"name": name, "labels": {INSTANCE_LABEL: NAME}}}
+    )
     yield name
     try:
         client.CoreV1Api(admin_client).delete_namespace(name)
@@ -91,13 +97,16 @@ def test_a_policy_deleted_while_ostiary_was_down_does_not_admit_after_start(kube
     if namespace is None:
         kube.delete_policy(ns, "baseline")
     kube.policy(namespace, [{"name": f"registry.example.com/deleted-{token}/*"}], name=name)
-    kube.pod(ns, image)                                 # in force: admitted
-    module_id = (f"ostiary/policies/namespaced/{ns}/{name}" if namespace
-                 else f"ostiary/policies/cluster/{name}")
+    kube.pod(ns, image)  # in force: admitted
+    module_id = (
+        f"ostiary/policies/namespaced/{ns}/{name}" if namespace else f"ostiary/policies/cluster/{name}"
+    )
     restartable.stop_server()
     try:
         _delete(kube, namespace, name)
-        assert restartable.opa_module(module_id) is not None, "the sidecar OPA still holds it while Ostiary is down"
+        assert restartable.opa_module(module_id) is not None, (
+            "the sidecar OPA still holds it while Ostiary is down"
+        )
     finally:
         restartable.start_server()
     # From the first admission after ready: the module is gone and the image is denied.
@@ -110,7 +119,9 @@ def test_a_custom_module_removed_while_ostiary_was_down_is_gone_after_start(kube
     kube.policy(ns, [{"name": "registry.example.com/custom/*"}], name="custom")
     (rego_dir / "nomarked.rego").write_text(CUSTOM)
     # the folder is re-read on change: the custom rule is in force
-    eventually(lambda: "marked images" in _denial(kube, ns, "registry.example.com/custom/marked:1"), timeout=30)
+    eventually(
+        lambda: "marked images" in _denial(kube, ns, "registry.example.com/custom/marked:1"), timeout=30
+    )
     restartable.stop_server()
     try:
         (rego_dir / "nomarked.rego").unlink()
@@ -163,8 +174,12 @@ def test_modules_planted_in_opa_are_removed_before_ready_and_while_running(kube,
     denied(kube.pod, ns, foreign)
 
     def planted(name: str):
-        obj = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ClusterImagePolicy",
-               "metadata": {"name": name}, "spec": {"repositories": [{"name": "*"}]}}
+        obj = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": name},
+            "spec": {"repositories": [{"name": "*"}]},
+        }
         return expected_module(obj)
 
     before = planted(unique("planted-before"))
@@ -185,19 +200,31 @@ def test_modules_planted_in_opa_are_removed_before_ready_and_while_running(kube,
 
 
 @pytest.mark.parametrize("group_version", ["ostiary.dev/v1", "portieris.cloud.ibm.com/v1"])
-def test_applying_a_policy_ostiary_would_refuse_fails_with_the_reason(kube, ostiary, namespace, group_version):
+def test_applying_a_policy_ostiary_would_refuse_fails_with_the_reason(
+    kube, ostiary, namespace, group_version
+):
     if group_version != f"{GROUP}/{VERSION}":
         from tests.e2e.k8s import PORTIERIS_CRDS, install_crds, load_documents
 
         install_crds(kube.api_client, load_documents(PORTIERIS_CRDS))
     with ostiary.validating():
         with pytest.raises(ApiException) as refused:
-            kube.policy(namespace, [{"name": "registry.example.com/ok/*"}, {"name": "a b"}],
-                        name="refused", group_version=group_version, wait=False)
+            kube.policy(
+                namespace,
+                [{"name": "registry.example.com/ok/*"}, {"name": "a b"}],
+                name="refused",
+                group_version=group_version,
+                wait=False,
+            )
         assert refused.value.status in (400, 422), refused.value
         assert "Ostiary refuses this policy" in refused.value.body and "whitespace" in refused.value.body
         assert kube.get_policy(namespace, "refused", group_version) is None
         # a good policy (and its deletion) still goes through
-        kube.policy(namespace, [{"name": "registry.example.com/ok/*"}], name="accepted",
-                    group_version=group_version, wait=False)
+        kube.policy(
+            namespace,
+            [{"name": "registry.example.com/ok/*"}],
+            name="accepted",
+            group_version=group_version,
+            wait=False,
+        )
         kube.delete_policy(namespace, "accepted", group_version=group_version, wait=False)

@@ -14,13 +14,19 @@ from tests.e2e.k8s import denied, eventually
 
 pytestmark = pytest.mark.e2e
 
-OLD = "registry.example.com/team/app:1.0"       # admitted when the Deployment was made, no longer allowed
-NEW = "registry.example.com/team/app:2.0"       # allowed now
+OLD = "registry.example.com/team/app:1.0"  # admitted when the Deployment was made, no longer allowed
+NEW = "registry.example.com/team/app:2.0"  # allowed now
 
 
 def owner_ref(obj: dict, uid: str | None = None, name: str | None = None) -> dict:
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": name or obj["metadata"]["name"],
-            "uid": uid or obj["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": name or obj["metadata"]["name"],
+        "uid": uid or obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 @pytest.fixture
@@ -34,11 +40,13 @@ def deployment(kube, namespace, ostiary):
     return created
 
 
-def test_a_replicaset_of_the_real_deployment_with_its_images_is_approved(kube, namespace, deployment, ostiary):
+def test_a_replicaset_of_the_real_deployment_with_its_images_is_approved(
+    kube, namespace, deployment, ostiary
+):
     rs = kube.replicaset(namespace, OLD, owner=owner_ref(deployment))
     assert rs["spec"]["template"]["spec"]["containers"][0]["image"] == OLD
     approval = f"created by Deployment {namespace}/{deployment['metadata']['name']}"
-    eventually(lambda: approval in ostiary.log(400))   # the decision log says why
+    eventually(lambda: approval in ostiary.log(400))  # the decision log says why
     # ... and a Pod of that ReplicaSet too (the chain Deployment -> ReplicaSet -> Pod).
     rs.setdefault("apiVersion", "apps/v1")
     rs.setdefault("kind", "ReplicaSet")
@@ -52,7 +60,9 @@ def test_without_an_owner_the_same_image_is_verified_in_full_and_denied(kube, na
 def test_a_forged_owner_uid_is_verified_in_full(kube, namespace, deployment):
     forged = owner_ref(deployment, uid="00000000-0000-0000-0000-000000000000")
     assert OLD in denied(kube.replicaset, namespace, OLD, owner=forged)
-    assert OLD in denied(kube.pod, namespace, OLD, owner={**forged, "apiVersion": "apps/v1", "kind": "ReplicaSet"})
+    assert OLD in denied(
+        kube.pod, namespace, OLD, owner={**forged, "apiVersion": "apps/v1", "kind": "ReplicaSet"}
+    )
 
 
 def test_a_nonexistent_owner_is_verified_in_full(kube, namespace, deployment):
@@ -64,8 +74,13 @@ def test_an_image_the_owner_does_not_carry_is_verified_in_full(kube, namespace, 
     other = "registry.example.com/team/app:1.1"
     assert other in denied(kube.replicaset, namespace, other, owner=owner_ref(deployment))
     # an extra container beside the owner's one is not in the template either
-    assert OLD in denied(kube.replicaset, namespace, OLD, "registry.example.com/team/app:1.0-extra",
-                         owner=owner_ref(deployment))
+    assert OLD in denied(
+        kube.replicaset,
+        namespace,
+        OLD,
+        "registry.example.com/team/app:1.0-extra",
+        owner=owner_ref(deployment),
+    )
 
 
 def test_a_child_with_a_newly_allowed_image_passes_on_its_own(kube, namespace, deployment):

@@ -20,7 +20,9 @@ def events_for(kube, namespace: str, name: str) -> list:
 def test_a_policy_that_cannot_be_translated_is_reported_on_the_resource(kube, namespace, ostiary):
     """The CRD accepts any non-empty name; `a b` is no image pattern, so it never reaches OPA."""
     kube.policy(namespace, [{"name": "registry.example.com/ok/*"}], name="good")
-    bad = kube.policy(namespace, [{"name": "registry.example.com/ok/*"}, {"name": "a b"}], name="bad", wait=False)
+    bad = kube.policy(
+        namespace, [{"name": "registry.example.com/ok/*"}, {"name": "a b"}], name="bad", wait=False
+    )
     kube.wait_policy(namespace, "bad", bad["metadata"]["generation"], status="False")
     condition = kube.get_policy(namespace, "bad")["status"]["conditions"][0]
     assert condition["reason"] == "PolicyRejected" and "whitespace" in condition["message"]
@@ -49,8 +51,13 @@ def test_portieris_policies_are_enforced_when_their_crds_exist(kube, admin_clien
     install_crds(admin_client, load_documents(PORTIERIS_CRDS))
     image = "registry.example.com/legacy/app:1"
     denied(kube.pod, namespace, image)
-    kube.policy(namespace, [{"name": "registry.example.com/legacy/*"}], name="from-portieris",
-                group_version="portieris.cloud.ibm.com/v1", wait=False)
+    kube.policy(
+        namespace,
+        [{"name": "registry.example.com/legacy/*"}],
+        name="from-portieris",
+        group_version="portieris.cloud.ibm.com/v1",
+        wait=False,
+    )
     # Discovery notices the new group within its interval (10 s), then the watch delivers.
     begin = time.monotonic()
     eventually(lambda: _admitted(kube, namespace, image), timeout=30)
@@ -59,12 +66,22 @@ def test_portieris_policies_are_enforced_when_their_crds_exist(kube, admin_clien
     other = unique("e2e-talk")
     kube.core.create_namespace({"metadata": {"name": other}})
     try:
-        kube.policy(other, [{"name": "registry.example.com/talk/*"}], name="talk",
-                    group_version="securityenforcement.admission.cloud.ibm.com/v1beta1", wait=False)
+        kube.policy(
+            other,
+            [{"name": "registry.example.com/talk/*"}],
+            name="talk",
+            group_version="securityenforcement.admission.cloud.ibm.com/v1beta1",
+            wait=False,
+        )
         eventually(lambda: _admitted(kube, other, "registry.example.com/talk/app:1"), timeout=30)
         # A Portieris document Ostiary cannot accept (a misspelt field the CRD kept) is reported.
-        kube.policy(other, [{"name": "registry.example.com/talk/*", "policy": {"trsut": {}}}], name="typo",
-                    group_version="securityenforcement.admission.cloud.ibm.com/v1beta1", wait=False)
+        kube.policy(
+            other,
+            [{"name": "registry.example.com/talk/*", "policy": {"trsut": {}}}],
+            name="typo",
+            group_version="securityenforcement.admission.cloud.ibm.com/v1beta1",
+            wait=False,
+        )
         event = eventually(lambda: events_for(kube, other, "typo"))[0]
         assert "trsut" in event.message
     finally:
@@ -83,7 +100,7 @@ def test_opa_restarted_empty_gets_every_policy_back(kube, namespace, ostiary):
     kube.policy(namespace, [{"name": "registry.example.com/ok/*"}], name="ok")
     kube.pod(namespace, "registry.example.com/ok/app:1")
     ostiary.stop_opa()
-    ostiary.start_opa()   # same port, no modules
+    ostiary.start_opa()  # same port, no modules
     begin = time.monotonic()
     eventually(lambda: _admitted(kube, namespace, "registry.example.com/ok/app:1"), timeout=30)
     print(f"\nOPA state restored {time.monotonic() - begin:.1f}s after its restart")
@@ -105,16 +122,23 @@ def test_ostiary_runs_with_the_charts_least_privilege(control_plane, ostiary):
     """The identity Ostiary runs as (bound to the chart's ClusterRole) cannot list or change secrets."""
     ostiary_client = control_plane.api_client("ostiary")
     core = client.CoreV1Api(ostiary_client)
-    for call in (lambda: core.list_secret_for_all_namespaces(),
-                 lambda: core.list_namespaced_secret("default"),
-                 lambda: core.create_namespaced_secret("default", {"metadata": {"name": "x"}}),
-                 lambda: core.list_namespaced_pod("default")):
+    for call in (
+        lambda: core.list_secret_for_all_namespaces(),
+        lambda: core.list_namespaced_secret("default"),
+        lambda: core.create_namespaced_secret("default", {"metadata": {"name": "x"}}),
+        lambda: core.list_namespaced_pod("default"),
+    ):
         with pytest.raises(ApiException) as caught:
             call()
         assert caught.value.status == 403
-    review = client.AuthorizationV1Api(control_plane.api_client("admin")).create_subject_access_review({
-        "spec": {"user": "system:serviceaccount:ostiary-system:ostiary",
-                 "resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": "anywhere"}}})
+    review = client.AuthorizationV1Api(control_plane.api_client("admin")).create_subject_access_review(
+        {
+            "spec": {
+                "user": "system:serviceaccount:ostiary-system:ostiary",
+                "resourceAttributes": {"verb": "get", "resource": "secrets", "namespace": "anywhere"},
+            }
+        }
+    )
     assert review.status.allowed
 
 

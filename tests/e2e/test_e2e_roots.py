@@ -40,9 +40,17 @@ def records_rbac(control_plane, admin_client, crds):
 
 
 def fake_record(gun: str, root: bytes, versions: dict, by: str) -> TrustRecord:
-    return TrustRecord(server=SERVER, gun=gun, root=root, root_keyids=("ab" * 32,), versions=versions,
-                       first_seen_at="2026-01-01T00:00:00Z", first_seen_by=by,
-                       updated_at="2026-01-01T00:00:00Z", updated_by=by)
+    return TrustRecord(
+        server=SERVER,
+        gun=gun,
+        root=root,
+        root_keyids=("ab" * 32,),
+        versions=versions,
+        first_seen_at="2026-01-01T00:00:00Z",
+        first_seen_by=by,
+        updated_at="2026-01-01T00:00:00Z",
+        updated_by=by,
+    )
 
 
 def _first_use(kubeconfig: str, gun: str, worker: int, rounds: int, start, out) -> None:
@@ -67,7 +75,9 @@ def test_concurrent_first_use_from_two_processes_creates_one_record(records_rbac
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: no shared connection pool
     start, out = ctx.Event(), ctx.Queue()
     rounds = 15
-    procs = [ctx.Process(target=_first_use, args=(records_rbac, gun, w, rounds, start, out)) for w in range(2)]
+    procs = [
+        ctx.Process(target=_first_use, args=(records_rbac, gun, w, rounds, start, out)) for w in range(2)
+    ]
     for p in procs:
         p.start()
     time.sleep(3)  # both interpreters up and waiting
@@ -89,8 +99,11 @@ def test_only_ostiary_may_write_trust_records(records_rbac, control_plane) -> No
     api = RestKubeApi(api_client)
     store = KubeRecordStore(api, SYSTEM_NS)
     with pytest.raises(Exception) as refused:
-        store.update(SERVER, "registry.e2e.example/rbac/app",
-                     lambda current: fake_record("registry.e2e.example/rbac/app", b"{}", {"root": 1}, "mallory"))
+        store.update(
+            SERVER,
+            "registry.e2e.example/rbac/app",
+            lambda current: fake_record("registry.e2e.example/rbac/app", b"{}", {"root": 1}, "mallory"),
+        )
     assert "403" in str(refused.value) and "trustrecords.ostiary.dev" in str(refused.value)
     with pytest.raises(KubeError) as read:
         api.list(f"/apis/ostiary.dev/v1/namespaces/{SYSTEM_NS}/trustrecords")
@@ -98,8 +111,9 @@ def test_only_ostiary_may_write_trust_records(records_rbac, control_plane) -> No
 
 
 @pytest.mark.world
-def test_ostiary_serve_kube_records_what_it_admits(kube, world_namespace, world_scenario, world_ostiary,
-                                                   records_rbac) -> None:
+def test_ostiary_serve_kube_records_what_it_admits(
+    kube, world_namespace, world_scenario, world_ostiary, records_rbac
+) -> None:
     from tests.e2e.test_e2e_trust import trust_policy
 
     signed = world_scenario["signed"]
@@ -118,16 +132,22 @@ def test_ostiary_serve_kube_records_what_it_admits(kube, world_namespace, world_
 
     from tests.e2e.webhook import OSTIARY_BIN
 
-    listed = subprocess.run([str(OSTIARY_BIN), "trust", "pins", "--kube", "--kubeconfig", records_rbac, "--json"],
-                            capture_output=True, text=True, timeout=60, check=False)
+    listed = subprocess.run(
+        [str(OSTIARY_BIN), "trust", "pins", "--kube", "--kubeconfig", records_rbac, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert listed.returncode == 0, listed.stderr
     by_gun = {item["gun"]: item for item in json.loads(listed.stdout)}
     assert by_gun[signed.gun]["rootKeyIDs"] == list(record.root_keyids)
 
 
 @pytest.mark.world
-def test_re_key_is_denied_with_an_event_and_a_deleted_record_is_re_created(records_rbac, admin_client,
-                                                                          world_scenario) -> None:
+def test_re_key_is_denied_with_an_event_and_a_deleted_record_is_re_created(
+    records_rbac, admin_client, world_scenario
+) -> None:
     from kubernetes import client
 
     from app.images import parse_image
@@ -146,7 +166,9 @@ def test_re_key_is_denied_with_an_event_and_a_deleted_record_is_re_created(recor
     def gather() -> dict:
         service = TrustService(ca_file=w.ca_file, cache_entries=0, records=store)
         try:
-            [facts] = service.gather([TrustRequest(parse_image(f"{gun}:v1"), w.notary_url)], time.monotonic() + 20)
+            [facts] = service.gather(
+                [TrustRequest(parse_image(f"{gun}:v1"), w.notary_url)], time.monotonic() + 20
+            )
         finally:
             service.close()
         return facts
@@ -158,14 +180,20 @@ def test_re_key_is_denied_with_an_event_and_a_deleted_record_is_re_created(recor
     again.init(gun)
     again.sign(gun, "v1", img.digest, img.size)
     denied = gather()
-    assert denied["verified"] is False and "not the recorded root" in denied["error"] and gun in denied["error"]
+    assert (
+        denied["verified"] is False and "not the recorded root" in denied["error"] and gun in denied["error"]
+    )
     name = object_name(w.notary_url, gun)
-    events = client.CoreV1Api(admin_client).list_namespaced_event(
-        SYSTEM_NS, field_selector=f"involvedObject.name={name}").items
+    events = (
+        client.CoreV1Api(admin_client)
+        .list_namespaced_event(SYSTEM_NS, field_selector=f"involvedObject.name={name}")
+        .items
+    )
     assert any(e.reason == "RootNotTrusted" and gun in e.message and e.type == "Warning" for e in events)
     # the operator accepts the re-key: kubectl delete trustrecord
     client.CustomObjectsApi(admin_client).delete_namespaced_custom_object(
-        "ostiary.dev", "v1", SYSTEM_NS, "trustrecords", name)
+        "ostiary.dev", "v1", SYSTEM_NS, "trustrecords", name
+    )
     assert gather()["root_trust"] == "first-use"
     recreated = store.get(w.notary_url, gun)
     assert recreated.how == "first-use"

@@ -29,17 +29,28 @@ from tests.e2e.cluster import REPO, ControlPlane, Process, free_port, start_proc
 from tests.support import pki
 
 OSTIARY_BIN = REPO / ".venv" / "bin" / "ostiary"
-WEBHOOK_RESOURCES = list(webhook_resources().items())   # the chart's rules, from app/workloads.py
+WEBHOOK_RESOURCES = list(webhook_resources().items())  # the chart's rules, from app/workloads.py
 INSTANCE_LABEL = "e2e.ostiary.dev/instance"
-RUNNING: list[Ostiary] = []   # every started instance: a policy change is "in force" when all hold it
+RUNNING: list[Ostiary] = []  # every started instance: a policy change is "in force" when all hold it
 
 
 def chart_rbac(release: str = "ostiary", namespace: str = "ostiary-system") -> list[dict]:
     """The chart's ClusterRole and ClusterRoleBinding, rendered by the pinned helm."""
     out = subprocess.run(
-        [tool("helm"), "template", release, str(REPO / "helm" / "ostiary"), "--namespace", namespace,
-         "--show-only", "templates/rbac.yaml"],
-        check=True, capture_output=True, text=True, timeout=60,
+        [
+            tool("helm"),
+            "template",
+            release,
+            str(REPO / "helm" / "ostiary"),
+            "--namespace",
+            namespace,
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
@@ -50,8 +61,10 @@ def apply_rbac(api_client, documents: list[dict]) -> None:
 
     rbac = client.RbacAuthorizationV1Api(api_client)
     for doc in documents:
-        create = {"ClusterRole": rbac.create_cluster_role,
-                  "ClusterRoleBinding": rbac.create_cluster_role_binding}[doc["kind"]]
+        create = {
+            "ClusterRole": rbac.create_cluster_role,
+            "ClusterRoleBinding": rbac.create_cluster_role_binding,
+        }[doc["kind"]]
         try:
             create(doc)
         except ApiException as exc:
@@ -66,9 +79,9 @@ class Ostiary:
     plane: ControlPlane
     name: str
     workdir: Path
-    ca_file: str | None = None                      # extra CA for Notary servers
-    select_instance: bool = False                   # only namespaces labelled INSTANCE_LABEL=name
-    rego_dir: str | None = None                     # custom Rego folder (--rego-dir)
+    ca_file: str | None = None  # extra CA for Notary servers
+    select_instance: bool = False  # only namespaces labelled INSTANCE_LABEL=name
+    rego_dir: str | None = None  # custom Rego folder (--rego-dir)
     url: str = ""
     opa_url: str = ""
     opa_port: int = 0
@@ -97,11 +110,25 @@ class Ostiary:
     def start_server(self, timeout: float = 60.0) -> None:
         """Start `ostiary serve --kube` against the running OPA (a sidecar that outlives it) and wait for ready."""
         port = free_port() if not self.url else int(self.url.rsplit(":", 1)[1])
-        argv = [str(OSTIARY_BIN), "--log-level", "INFO", "serve", "--kube",
-                "--kubeconfig", str(self.plane.kubeconfig("ostiary")),
-                "--listen", f"127.0.0.1:{port}", "--tls-cert", str(self.cert_file),
-                "--tls-key", str(self.key_file), "--opa-url", self.opa_url,
-                "--system-namespace", "ostiary-system"]
+        argv = [
+            str(OSTIARY_BIN),
+            "--log-level",
+            "INFO",
+            "serve",
+            "--kube",
+            "--kubeconfig",
+            str(self.plane.kubeconfig("ostiary")),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--tls-cert",
+            str(self.cert_file),
+            "--tls-key",
+            str(self.key_file),
+            "--opa-url",
+            self.opa_url,
+            "--system-namespace",
+            "ostiary-system",
+        ]
         if self.ca_file:
             argv += ["--ca-file", self.ca_file]
         if self.rego_dir:
@@ -121,8 +148,12 @@ class Ostiary:
 
     def put_opa_module(self, module_id: str, source: str) -> None:
         """Write a module into OPA behind Ostiary's back (what an intruder or an old process leaves)."""
-        request = urllib.request.Request(f"{self.opa_url}/v1/policies/{module_id}", data=source.encode(),
-                                         method="PUT", headers={"Content-Type": "text/plain"})
+        request = urllib.request.Request(
+            f"{self.opa_url}/v1/policies/{module_id}",
+            data=source.encode(),
+            method="PUT",
+            headers={"Content-Type": "text/plain"},
+        )
         with urllib.request.urlopen(request, timeout=5):
             pass
 
@@ -137,9 +168,18 @@ class Ostiary:
             raise
 
     def start_opa(self) -> None:
-        self.processes["opa"] = start_process(f"opa-{self.name}", [
-            tool("opa"), "run", "--server", f"--addr=127.0.0.1:{self.opa_port}", "--log-level=error",
-            "--skip-version-check"], self.workdir)
+        self.processes["opa"] = start_process(
+            f"opa-{self.name}",
+            [
+                tool("opa"),
+                "run",
+                "--server",
+                f"--addr=127.0.0.1:{self.opa_port}",
+                "--log-level=error",
+                "--skip-version-check",
+            ],
+            self.workdir,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -174,11 +214,18 @@ class Ostiary:
             if status == 200:
                 return
             time.sleep(0.25)
-        raise RuntimeError(f"ostiary not ready after {timeout}s ({last}):\n{self.processes['ostiary'].tail(60)}")
+        raise RuntimeError(
+            f"ostiary not ready after {timeout}s ({last}):\n{self.processes['ostiary'].tail(60)}"
+        )
 
     def webhook_configuration(self) -> dict:
-        expressions = [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                        "values": ["kube-system", "ostiary-system"]}]
+        expressions = [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "ostiary-system"],
+            }
+        ]
         if self.select_instance:
             expressions.append({"key": INSTANCE_LABEL, "operator": "In", "values": [self.name]})
         else:
@@ -187,45 +234,67 @@ class Ostiary:
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingWebhookConfiguration",
             "metadata": {"name": f"ostiary-e2e-{self.name}"},
-            "webhooks": [{
-                "name": f"{self.name}.e2e.ostiary.dev",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {"url": f"{self.url}/admit",
-                                 "caBundle": _b64(pki.cert_pem(self.tls_ca.cert))},
-                "rules": [{"apiGroups": [group], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
-                           "resources": resources, "scope": "Namespaced"}
-                          for group, resources in WEBHOOK_RESOURCES],
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-                "reinvocationPolicy": "IfNeeded",
-                "matchPolicy": "Equivalent",
-                "namespaceSelector": {"matchExpressions": expressions},
-            }],
+            "webhooks": [
+                {
+                    "name": f"{self.name}.e2e.ostiary.dev",
+                    "admissionReviewVersions": ["v1"],
+                    "clientConfig": {
+                        "url": f"{self.url}/admit",
+                        "caBundle": _b64(pki.cert_pem(self.tls_ca.cert)),
+                    },
+                    "rules": [
+                        {
+                            "apiGroups": [group],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE", "UPDATE"],
+                            "resources": resources,
+                            "scope": "Namespaced",
+                        }
+                        for group, resources in WEBHOOK_RESOURCES
+                    ],
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "timeoutSeconds": 10,
+                    "reinvocationPolicy": "IfNeeded",
+                    "matchPolicy": "Equivalent",
+                    "namespaceSelector": {"matchExpressions": expressions},
+                }
+            ],
         }
 
     def validating_configuration(self) -> dict:
         """The chart's ValidatingWebhookConfiguration for policy resources, pointing at this Ostiary's /validate."""
         from app.policies.kinds import POLICY_KINDS
 
-        rules = [{"apiGroups": [kind.group], "apiVersions": [kind.version], "operations": ["CREATE", "UPDATE"],
-                  "resources": [kind.plural], "scope": "Namespaced" if kind.namespaced else "Cluster"}
-                 for kind in POLICY_KINDS]
+        rules = [
+            {
+                "apiGroups": [kind.group],
+                "apiVersions": [kind.version],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": [kind.plural],
+                "scope": "Namespaced" if kind.namespaced else "Cluster",
+            }
+            for kind in POLICY_KINDS
+        ]
         return {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
             "metadata": {"name": f"ostiary-e2e-validate-{self.name}"},
-            "webhooks": [{
-                "name": f"policies.{self.name}.e2e.ostiary.dev",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {"url": f"{self.url}/validate",
-                                 "caBundle": _b64(pki.cert_pem(self.tls_ca.cert))},
-                "rules": rules,
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-                "matchPolicy": "Equivalent",
-            }],
+            "webhooks": [
+                {
+                    "name": f"policies.{self.name}.e2e.ostiary.dev",
+                    "admissionReviewVersions": ["v1"],
+                    "clientConfig": {
+                        "url": f"{self.url}/validate",
+                        "caBundle": _b64(pki.cert_pem(self.tls_ca.cert)),
+                    },
+                    "rules": rules,
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "timeoutSeconds": 10,
+                    "matchPolicy": "Equivalent",
+                }
+            ],
         }
 
     @contextlib.contextmanager
@@ -259,8 +328,9 @@ class Ostiary:
         from kubernetes import client
 
         with contextlib.suppress(Exception):  # teardown; the control plane goes away anyway
-            client.AdmissionregistrationV1Api(self.plane.api_client("admin")).delete_mutating_webhook_configuration(
-                f"ostiary-e2e-{self.name}")
+            client.AdmissionregistrationV1Api(
+                self.plane.api_client("admin")
+            ).delete_mutating_webhook_configuration(f"ostiary-e2e-{self.name}")
 
     def log(self, lines: int = 80) -> str:
         return self.processes["ostiary"].tail(lines)

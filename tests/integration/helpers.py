@@ -18,9 +18,14 @@ from app.policies.sync import PolicySync, library_modules
 _uids = itertools.count(1)
 
 KIND_GROUPS = {
-    "Pod": ("", "pods"), "Deployment": ("apps", "deployments"), "ReplicaSet": ("apps", "replicasets"),
-    "DaemonSet": ("apps", "daemonsets"), "StatefulSet": ("apps", "statefulsets"),
-    "ReplicationController": ("", "replicationcontrollers"), "Job": ("batch", "jobs"), "CronJob": ("batch", "cronjobs"),
+    "Pod": ("", "pods"),
+    "Deployment": ("apps", "deployments"),
+    "ReplicaSet": ("apps", "replicasets"),
+    "DaemonSet": ("apps", "daemonsets"),
+    "StatefulSet": ("apps", "statefulsets"),
+    "ReplicationController": ("", "replicationcontrollers"),
+    "Job": ("batch", "jobs"),
+    "CronJob": ("batch", "cronjobs"),
 }
 
 
@@ -34,12 +39,22 @@ def workload(kind: str, spec: dict, name: str = "w", namespace: str = "default")
         return {"apiVersion": "v1", "kind": kind, "metadata": meta, "spec": spec}
     template = {"metadata": {"labels": {"app": name}}, "spec": spec}
     if kind == "CronJob":
-        return {"kind": kind, "metadata": meta, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}}}
+        return {
+            "kind": kind,
+            "metadata": meta,
+            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}},
+        }
     return {"kind": kind, "metadata": meta, "spec": {"template": template}}
 
 
-def review(obj: dict, *, namespace: str = "default", operation: str = "CREATE", sub_resource: str | None = None,
-           dry_run: bool = False) -> dict:
+def review(
+    obj: dict,
+    *,
+    namespace: str = "default",
+    operation: str = "CREATE",
+    sub_resource: str | None = None,
+    dry_run: bool = False,
+) -> dict:
     kind = obj["kind"]
     group, resource = KIND_GROUPS.get(kind, ("", kind.lower() + "s"))
     request = {
@@ -64,7 +79,9 @@ def load(opa: OpaClient, policy_yaml: str, custom: list | None = None) -> Policy
         if doc is None:
             continue
         if doc.get("kind") == "Secret":
-            policy_set.secrets[(doc["metadata"].get("namespace", "ostiary-system"), doc["metadata"]["name"])] = doc
+            policy_set.secrets[
+                (doc["metadata"].get("namespace", "ostiary-system"), doc["metadata"]["name"])
+            ] = doc
             continue
         policy_set.policies.append(parse_policy_document(doc, f"test#{index}"))
     sync = PolicySync(opa)

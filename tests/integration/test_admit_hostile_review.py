@@ -61,8 +61,16 @@ def test_duplicated_key_hiding_an_image_is_refused(server):
     "raw, status, words",
     [
         (b"[" * 200_000 + b"]" * 200_000, 400, "nested deeper"),
-        (b'{"request": {"uid": "u", "object": ' + b'{"a":' * 150 + b"1" + b"}" * 150 + b"}}", 400, "nested deeper"),
-        (b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": NaN}}', 400, "NaN"),
+        (
+            b'{"request": {"uid": "u", "object": ' + b'{"a":' * 150 + b"1" + b"}" * 150 + b"}}",
+            400,
+            "nested deeper",
+        ),
+        (
+            b'{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": NaN}}',
+            400,
+            "NaN",
+        ),
         (b'{"request": {"uid": ' + b"1" * 10_000 + b"}}", 400, "not JSON Ostiary can read"),
         (b'{"request": "\xff\xfe"}', 400, "not UTF-8"),
         (b'{"request": "x"}', 400, "AdmissionReview"),
@@ -107,8 +115,17 @@ def _object_kind_mismatch(review):
     return "request.object.kind"
 
 
-@pytest.mark.parametrize("confuse", [_containers_as_dict, _image_as_number, _null_spec, _volume_image_as_string,
-                                     _operation_as_list, _object_kind_mismatch])
+@pytest.mark.parametrize(
+    "confuse",
+    [
+        _containers_as_dict,
+        _image_as_number,
+        _null_spec,
+        _volume_image_as_string,
+        _operation_as_list,
+        _object_kind_mismatch,
+    ],
+)
 def test_type_confusion_is_denied_naming_the_field(server, confuse):
     review = mirror()
     field = confuse(review)
@@ -120,8 +137,13 @@ def test_type_confusion_is_denied_naming_the_field(server, confuse):
     assert field in response["status"]["message"] and "internal error" not in response["status"]["message"]
 
 
-@pytest.mark.parametrize("raw, words", [(b"[" * 200_000 + b"]" * 200_000, "nested deeper"),
-                                        (b'{"request": {"uid": "a", "uid": "b"}}', "more than once")])
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "nested deeper"),
+        (b'{"request": {"uid": "a", "uid": "b"}}', "more than once"),
+    ],
+)
 def test_the_policy_validating_webhook_decodes_as_strictly(server, raw, words):
     r = requests.post(server.base + "/validate", data=raw, headers=HEADERS, timeout=30)
     assert r.status_code == 400 and words in r.json()["error"], r.text[:300]

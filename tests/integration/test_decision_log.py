@@ -17,13 +17,43 @@ import requests
 from tests.integration.test_server import EXAMPLES, Served, example, free_port
 
 FIELDS = {
-    "type", "time", "uid", "namespace", "kind", "api_version", "name", "operation", "sub_resource", "dry_run",
-    "user", "allowed", "verdict", "reason", "error", "message", "images", "denials", "warnings", "patch",
-    "opa_decision_ids", "opa_ms", "latency_ms",
+    "type",
+    "time",
+    "uid",
+    "namespace",
+    "kind",
+    "api_version",
+    "name",
+    "operation",
+    "sub_resource",
+    "dry_run",
+    "user",
+    "allowed",
+    "verdict",
+    "reason",
+    "error",
+    "message",
+    "images",
+    "denials",
+    "warnings",
+    "patch",
+    "opa_decision_ids",
+    "opa_ms",
+    "latency_ms",
 }
 IMAGE_FIELDS = {"image", "container", "path", "verdict", "entry", "trust", "reasons", "warnings", "pin"}
-TRUST_FIELDS = {"verified", "server", "gun", "signed_digest", "refused", "signed_by_roles", "root", "error",
-                "error_role", "signers"}
+TRUST_FIELDS = {
+    "verified",
+    "server",
+    "gun",
+    "signed_digest",
+    "refused",
+    "signed_by_roles",
+    "root",
+    "error",
+    "error_role",
+    "signers",
+}
 PASSWORD = "pull-secret-password-Zq81xK"  # recognisable: must never appear in a decision log
 
 
@@ -62,15 +92,26 @@ def with_uid(review: dict) -> dict:
 
 def pull_secret(namespace: str) -> dict:
     auth = base64.b64encode(f"robot:{PASSWORD}".encode()).decode()
-    config = json.dumps({"auths": {"registry.example.com": {"username": "robot", "password": PASSWORD, "auth": auth}}})
-    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-            "metadata": {"name": "regcred", "namespace": namespace},
-            "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()}}
+    config = json.dumps(
+        {"auths": {"registry.example.com": {"username": "robot", "password": PASSWORD, "auth": auth}}}
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "regcred", "namespace": namespace},
+        "data": {".dockerconfigjson": base64.b64encode(config.encode()).decode()},
+    }
 
 
 def secret_forms() -> list[str]:
-    return [PASSWORD, base64.b64encode(f"robot:{PASSWORD}".encode()).decode()[:16],
-            base64.b64encode(PASSWORD.encode()).decode()[:12], "dockerconfigjson", "regcred-contents"]
+    return [
+        PASSWORD,
+        base64.b64encode(f"robot:{PASSWORD}".encode()).decode()[:16],
+        base64.b64encode(PASSWORD.encode()).decode()[:12],
+        "dockerconfigjson",
+        "regcred-contents",
+    ]
 
 
 def test_one_line_per_admission_with_every_field_and_no_secret(served, tmp_path):
@@ -84,33 +125,49 @@ def test_one_line_per_admission_with_every_field_and_no_secret(served, tmp_path)
     s.wait_ready()
     allowed = with_uid(example("deployment-mirror.json"))
     allowed["request"]["object"]["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": "regcred"}]
-    allowed["request"]["userInfo"] = {"username": "alice", "groups": ["developers", "system:authenticated"],
-                                      "extra": {"token-hint": [PASSWORD]}}
+    allowed["request"]["userInfo"] = {
+        "username": "alice",
+        "groups": ["developers", "system:authenticated"],
+        "extra": {"token-hint": [PASSWORD]},
+    }
     denied = with_uid(example("deployment-unlisted.json"))
     configmap = with_uid(denied)
     configmap["request"]["kind"] = {"group": "", "version": "v1", "kind": "ConfigMap"}
-    configmap["request"]["object"] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
-                                      "data": {"password": PASSWORD}}
+    configmap["request"]["object"] = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "cm"},
+        "data": {"password": PASSWORD},
+    }
     reviews = [allowed, denied, configmap]
     answers = [s.admit(r).json()["response"] for r in reviews]
     assert [a["allowed"] for a in answers] == [True, False, True]
     lines = wait_lines(log, 3)
     assert len(lines) == 3, lines
-    for review, line in zip(reviews, lines):
+    for review, line in zip(reviews, lines, strict=False):
         assert set(line) == FIELDS
         assert line["type"] == "ostiary.dev/decision/v1"
         assert line["uid"] == review["request"]["uid"]
         for image in line["images"]:
             assert set(image) == IMAGE_FIELDS
     ok, no, cm = lines
-    assert (ok["namespace"], ok["kind"], ok["api_version"], ok["operation"]) == ("default", "Deployment", "apps/v1", "CREATE")
+    assert (ok["namespace"], ok["kind"], ok["api_version"], ok["operation"]) == (
+        "default",
+        "Deployment",
+        "apps/v1",
+        "CREATE",
+    )
     assert ok["name"] == "mirror" and ok["verdict"] == "allowed" and ok["denials"] == []
     assert ok["user"] == {"username": "alice", "groups": ["developers", "system:authenticated"]}
     assert ok["images"][0]["entry"]["repository"] == "registry.example.com/mirror/*"
-    assert ok["images"][0]["entry"]["kind"] == "ClusterImagePolicy" and ok["images"][0]["verdict"] == "allowed"
+    assert (
+        ok["images"][0]["entry"]["kind"] == "ClusterImagePolicy" and ok["images"][0]["verdict"] == "allowed"
+    )
     assert ok["latency_ms"] > 0 and ok["opa_ms"] > 0 and ok["latency_ms"] >= ok["opa_ms"]
     assert no["verdict"] == "denied" and no["allowed"] is False
-    assert "no repository entry" in no["denials"][0] and no["message"].startswith("Ostiary denied the request")
+    assert "no repository entry" in no["denials"][0] and no["message"].startswith(
+        "Ostiary denied the request"
+    )
     assert no["images"][0]["verdict"] == "denied" and no["images"][0]["entry"] is None
     assert "no repository entry" in no["images"][0]["reasons"][0]
     assert cm["kind"] == "ConfigMap" and cm["images"] == [] and "does not check kind" in cm["warnings"][0]
@@ -125,7 +182,11 @@ def test_the_default_is_standard_output_and_off_writes_nothing(served):
     review = with_uid(example("deployment-mirror.json"))
     assert s.admit(review).json()["response"]["allowed"] is True
     s.stop()
-    out = [json.loads(line) for line in s.proc.stdout.read().splitlines() if line.startswith('{"type":"ostiary.dev/decision/v1"')]
+    out = [
+        json.loads(line)
+        for line in s.proc.stdout.read().splitlines()
+        if line.startswith('{"type":"ostiary.dev/decision/v1"')
+    ]
     assert [r["uid"] for r in out] == [review["request"]["uid"]]
     quiet = served("--policy-dir", str(EXAMPLES / "policies"), "--decision-log", "off")
     quiet.wait_ready()
@@ -137,8 +198,20 @@ def test_the_default_is_standard_output_and_off_writes_nothing(served):
 def test_an_unwritable_decision_log_is_a_usage_error(tmp_path):
     from tests.integration.test_server import OSTIARY
 
-    result = subprocess.run([OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), "--decision-log",
-                             str(tmp_path / "missing" / "log")], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [
+            OSTIARY,
+            "serve",
+            "--policy-dir",
+            str(EXAMPLES / "policies"),
+            "--decision-log",
+            str(tmp_path / "missing" / "log"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 2 and "--decision-log" in result.stderr
 
 
@@ -146,8 +219,19 @@ def test_opa_decision_ids_come_from_a_sidecar_opa_with_decision_logs(served, tmp
     port = free_port()
     opa_log = tmp_path / "opa.log"
     with open(opa_log, "wb") as fh:
-        opa = subprocess.Popen([opa_binary, "run", "--server", "--addr", f"127.0.0.1:{port}",
-                                "--set", "decision_logs.console=true"], stdout=fh, stderr=subprocess.STDOUT)
+        opa = subprocess.Popen(
+            [
+                opa_binary,
+                "run",
+                "--server",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--set",
+                "decision_logs.console=true",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         end = time.monotonic() + 20
         while time.monotonic() < end:
@@ -157,8 +241,14 @@ def test_opa_decision_ids_come_from_a_sidecar_opa_with_decision_logs(served, tmp
             except requests.RequestException:
                 time.sleep(0.1)
         log = tmp_path / "decisions.jsonl"
-        s = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", f"http://127.0.0.1:{port}",
-                   "--decision-log", str(log))
+        s = served(
+            "--policy-dir",
+            str(EXAMPLES / "policies"),
+            "--opa-url",
+            f"http://127.0.0.1:{port}",
+            "--decision-log",
+            str(log),
+        )
         s.wait_ready()
         assert s.admit(with_uid(example("deployment-mirror.json"))).json()["response"]["allowed"] is True
         (line,) = wait_lines(log, 1)
@@ -179,16 +269,46 @@ def test_trust_summary_and_patch_from_real_notary_data(served, tmp_path, world):
     policies = tmp_path / "policies"
     policies.mkdir()
     alice = world.alice_pem
-    (policies / "trust.json").write_text(json.dumps({
-        "apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "world"},
-        "spec": {"repositories": [
-            {"name": f"{reg}/ostiary/*", "policy": {"trust": {"enabled": True, "trustServer": world.notary_url}}},
-            {"name": f"{reg}/ostiary/signer-pem", "policy": {"trust": {
-                "enabled": True, "trustServer": world.notary_url, "signerSecrets": [{"name": "alice-signer"}]}}},
-        ]}}))
-    (policies / "secrets.json").write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice-signer", "namespace": "ostiary-system"},
-        "data": {"name": base64.b64encode(b"alice").decode(), "publicKey": base64.b64encode(alice.encode()).decode()}}))
+    (policies / "trust.json").write_text(
+        json.dumps(
+            {
+                "apiVersion": "ostiary.dev/v1",
+                "kind": "ClusterImagePolicy",
+                "metadata": {"name": "world"},
+                "spec": {
+                    "repositories": [
+                        {
+                            "name": f"{reg}/ostiary/*",
+                            "policy": {"trust": {"enabled": True, "trustServer": world.notary_url}},
+                        },
+                        {
+                            "name": f"{reg}/ostiary/signer-pem",
+                            "policy": {
+                                "trust": {
+                                    "enabled": True,
+                                    "trustServer": world.notary_url,
+                                    "signerSecrets": [{"name": "alice-signer"}],
+                                }
+                            },
+                        },
+                    ]
+                },
+            }
+        )
+    )
+    (policies / "secrets.json").write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "alice-signer", "namespace": "ostiary-system"},
+                "data": {
+                    "name": base64.b64encode(b"alice").decode(),
+                    "publicKey": base64.b64encode(alice.encode()).decode(),
+                },
+            }
+        )
+    )
     (policies / "pull.json").write_text(json.dumps(pull_secret("default")))
     log = tmp_path / "decisions.jsonl"
     s = served("--policy-dir", str(policies), "--ca-file", world.ca_file, "--decision-log", str(log))
@@ -197,23 +317,34 @@ def test_trust_summary_and_patch_from_real_notary_data(served, tmp_path, world):
     review = with_uid(example("deployment-mirror.json"))
     spec = review["request"]["object"]["spec"]["template"]["spec"]
     spec["imagePullSecrets"] = [{"name": "regcred"}]
-    spec["containers"] = [{"name": "a", "image": f"{reg}/{signed.repo}:{signed.tag}"},
-                          {"name": "b", "image": f"{reg}/{signer.repo}:{signer.tag}"}]
+    spec["containers"] = [
+        {"name": "a", "image": f"{reg}/{signed.repo}:{signed.tag}"},
+        {"name": "b", "image": f"{reg}/{signer.repo}:{signer.tag}"},
+    ]
     answer = s.admit(review).json()["response"]
     assert answer["allowed"] is True, answer
     bad = with_uid(review)
     bad["request"]["object"]["spec"]["template"]["spec"]["containers"] = [
-        {"name": "a", "image": f"{reg}/{unsigned.repo}:{unsigned.tag}"}]
+        {"name": "a", "image": f"{reg}/{unsigned.repo}:{unsigned.tag}"}
+    ]
     assert s.admit(bad).json()["response"]["allowed"] is False
     ok, no = wait_lines(log, 2)
     first, second = ok["images"]
     assert set(first["trust"]) == TRUST_FIELDS
-    assert first["trust"]["verified"] is True and first["trust"]["signed_digest"] == f"sha256:{signed.digest.removeprefix('sha256:')}"
+    assert (
+        first["trust"]["verified"] is True
+        and first["trust"]["signed_digest"] == f"sha256:{signed.digest.removeprefix('sha256:')}"
+    )
     assert first["trust"]["gun"] == f"{reg}/{signed.repo}" and first["trust"]["error"] is None
     assert first["pin"] == first["trust"]["signed_digest"]
     assert second["entry"]["repository"] == f"{reg}/ostiary/signer-pem"
-    assert second["trust"]["signers"] == [{"name": "alice", "secret": "alice-signer", "role": "targets/alice", "error": None}]
-    assert [p["path"] for p in ok["patch"]] == ["/spec/template/spec/containers/0/image", "/spec/template/spec/containers/1/image"]
+    assert second["trust"]["signers"] == [
+        {"name": "alice", "secret": "alice-signer", "role": "targets/alice", "error": None}
+    ]
+    assert [p["path"] for p in ok["patch"]] == [
+        "/spec/template/spec/containers/0/image",
+        "/spec/template/spec/containers/1/image",
+    ]
     assert ok["patch"][0]["digest"] == first["pin"] and ok["patch"][0]["image"].endswith("@" + first["pin"])
     assert no["verdict"] == "denied" and no["images"][0]["trust"]["signed_digest"] is None
     assert "not signed" in no["denials"][0]

@@ -83,17 +83,35 @@ def test_trust_enabled_without_facts_denies_never_allows(cluster):
 
 
 def test_no_trust_server_for_registry_is_a_clear_denial(opa):
-    rv = reviewer(opa, load(opa, """
+    rv = reviewer(
+        opa,
+        load(
+            opa,
+            """
       apiVersion: ostiary.dev/v1
       kind: ClusterImagePolicy
       metadata: {name: c}
       spec: {repositories: [{name: "ghcr.io/*", policy: {trust: {enabled: true}}}]}
-    """))
+    """,
+        ),
+    )
     response = decide(rv, pod("ghcr.io/a/b:1"))
     assert response["allowed"] is False and "trustServer" in response["status"]["message"]
 
 
-@pytest.mark.parametrize("kind", ["Pod", "Deployment", "ReplicaSet", "ReplicationController", "DaemonSet", "StatefulSet", "Job", "CronJob"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "Pod",
+        "Deployment",
+        "ReplicaSet",
+        "ReplicationController",
+        "DaemonSet",
+        "StatefulSet",
+        "Job",
+        "CronJob",
+    ],
+)
 @pytest.mark.parametrize("container_kind", ["containers", "initContainers"])
 def test_every_workload_kind_and_container_list_is_checked(cluster, kind, container_kind):
     spec = pod_spec("nginx", "ghcr.io/bad/image:1", kind=container_kind)
@@ -103,15 +121,26 @@ def test_every_workload_kind_and_container_list_is_checked(cluster, kind, contai
 
 
 def test_ephemeral_container_subresource_is_checked(cluster):
-    obj = workload("Pod", {"containers": [{"name": "a", "image": "nginx"}],
-                           "ephemeralContainers": [{"name": "dbg", "image": "ghcr.io/bad/debug"}]})
+    obj = workload(
+        "Pod",
+        {
+            "containers": [{"name": "a", "image": "nginx"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "ghcr.io/bad/debug"}],
+        },
+    )
     response = decide(cluster, review(obj, operation="UPDATE", sub_resource="ephemeralcontainers"))
     assert response["allowed"] is False and "ephemeralContainers/0" in response["status"]["message"]
 
 
 def test_update_is_checked_against_the_current_policy(opa):
     obj = workload("Deployment", pod_spec("ghcr.io/team/app:1"))
-    loose = reviewer(opa, load(opa, "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: '*'}]}\n"))
+    loose = reviewer(
+        opa,
+        load(
+            opa,
+            "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: '*'}]}\n",
+        ),
+    )
     assert decide(loose, review(obj, operation="UPDATE"))["allowed"] is True
     tight = reviewer(opa, load(opa, CLUSTER))
     assert decide(tight, review(obj, operation="UPDATE"))["allowed"] is False
@@ -122,7 +151,12 @@ def test_delete_is_not_checked(cluster):
 
 
 def test_namespace_image_policy_is_exclusive(opa):
-    rv = reviewer(opa, load(opa, CLUSTER + """
+    rv = reviewer(
+        opa,
+        load(
+            opa,
+            CLUSTER
+            + """
 ---
 apiVersion: portieris.cloud.ibm.com/v1
 kind: ImagePolicy
@@ -130,7 +164,9 @@ metadata: {name: team, namespace: team}
 spec:
   repositories:
     - name: "ghcr.io/team/*"
-"""))
+""",
+        ),
+    )
     # the cluster policy would allow nginx, but namespace team has its own ImagePolicy
     assert decide(rv, pod("nginx", namespace="team"))["allowed"] is False
     assert decide(rv, pod("ghcr.io/team/app", namespace="team"))["allowed"] is True
@@ -150,7 +186,10 @@ def test_dry_run_gets_the_same_verdict(cluster):
 
 
 def test_custom_rules_deny_and_warn(opa):
-    custom = RegoModule("ostiary/custom/labels", "", """package ostiary.custom.labels
+    custom = RegoModule(
+        "ostiary/custom/labels",
+        "",
+        """package ostiary.custom.labels
 
 import rego.v1
 
@@ -163,7 +202,8 @@ warn contains "latest tags are discouraged" if {
 	some img in input.images
 	img.ref.tag == "latest"
 }
-""")
+""",
+    )
     rv = reviewer(opa, load(opa, CLUSTER, custom=[custom]))
     denied = decide(rv, pod("nginx:1"))
     assert denied["allowed"] is False and "every workload needs a team label" in denied["status"]["message"]
@@ -175,14 +215,20 @@ warn contains "latest tags are discouraged" if {
 
 
 def test_warn_mode_turns_violations_into_warnings(opa):
-    rv = reviewer(opa, load(opa, """
+    rv = reviewer(
+        opa,
+        load(
+            opa,
+            """
       apiVersion: ostiary.dev/v1
       kind: ClusterImagePolicy
       metadata: {name: c}
       spec:
         mode: warn
         repositories: [{name: "quay.io/*", policy: {trust: {enabled: true}}}]
-    """))
+    """,
+        ),
+    )
     response = decide(rv, pod("quay.io/a/b:1"))
     assert response["allowed"] is True
     assert any("trust data unavailable" in w for w in response["warnings"])
@@ -252,13 +298,22 @@ class _Facts:
         out = []
         for r in requests:
             tag = r.image.tag
-            out.append({
-                "verified": True, "error": None, "error_role": None, "server": r.server, "gun": r.image.name,
-                "tag": tag, "digest": r.image.digest,
-                "targets": {tag: {"released": self.released, "roles": {"targets": self.released}}} if tag else {},
-                "roles": {"targets": {"keyids": ["k"], "threshold": 1, "signed_by": ["k"]}},
-                "signers": [],
-            })
+            out.append(
+                {
+                    "verified": True,
+                    "error": None,
+                    "error_role": None,
+                    "server": r.server,
+                    "gun": r.image.name,
+                    "tag": tag,
+                    "digest": r.image.digest,
+                    "targets": {tag: {"released": self.released, "roles": {"targets": self.released}}}
+                    if tag
+                    else {},
+                    "roles": {"targets": {"keyids": ["k"], "threshold": 1, "signed_by": ["k"]}},
+                    "signers": [],
+                }
+            )
         return out
 
 
@@ -268,9 +323,16 @@ def test_admitted_signed_images_are_pinned_and_pinned_ones_are_left_alone(cluste
     response = decide(cluster, review(workload("Deployment", pod_spec("quay.io/org/app:1.0", "nginx"))))
     assert response["allowed"] is True
     assert _patch(response) == [
-        {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": f"quay.io/org/app:1.0@{digest}"},
-        {"op": "add", "path": "/metadata/annotations",   # the original, on the Deployment itself
-         "value": {"ostiary.dev/original-images": '{"containers/c0":"quay.io/org/app:1.0"}'}},
+        {
+            "op": "replace",
+            "path": "/spec/template/spec/containers/0/image",
+            "value": f"quay.io/org/app:1.0@{digest}",
+        },
+        {
+            "op": "add",
+            "path": "/metadata/annotations",  # the original, on the Deployment itself
+            "value": {"ostiary.dev/original-images": '{"containers/c0":"quay.io/org/app:1.0"}'},
+        },
     ]
     again = decide(cluster, pod(f"quay.io/org/app:1.0@{digest}"))
     assert again["allowed"] is True and "patch" not in again
@@ -279,7 +341,9 @@ def test_admitted_signed_images_are_pinned_and_pinned_ones_are_left_alone(cluste
 
 
 def test_kinds_without_a_pod_spec_are_allowed_with_a_warning(cluster):
-    body = review({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"image": "evil.io/x"}})
+    body = review(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"image": "evil.io/x"}}
+    )
     response = decide(cluster, body)
     assert response["allowed"] is True
     assert any("does not check kind 'ConfigMap'" in w for w in response["warnings"])

@@ -53,7 +53,10 @@ def test_an_invalid_volume_reference_is_denied_as_invalid(cluster):
 
 
 def test_a_volume_image_of_the_wrong_type_is_denied_naming_the_field(cluster):
-    spec = {"containers": [{"name": "app", "image": "nginx"}], "volumes": [{"name": "m", "image": {"reference": 5}}]}
+    spec = {
+        "containers": [{"name": "app", "image": "nginx"}],
+        "volumes": [{"name": "m", "image": {"reference": 5}}],
+    }
     response = decide(cluster, review(workload("Deployment", spec)))
     assert response["allowed"] is False
     assert "/spec/template/spec/volumes/0/image/reference is not a string" in response["status"]["message"]

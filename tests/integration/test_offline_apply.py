@@ -126,10 +126,14 @@ CORPUS = {
             metadata: {name: agent}
             spec: {template: {spec: {containers: [{name: a, image: "docker.io/library/busybox:1.36"}, {name: b, image: "ghcr.io/rollout/x:1"}]}}}
         """,
-    "apps/prod.json": json.dumps({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "prod-pod", "namespace": "production"},
-        "spec": {"containers": [{"name": "p", "image": "registry.example.com/web@sha256:" + "a" * 64}]},
-    }),
+    "apps/prod.json": json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "prod-pod", "namespace": "production"},
+            "spec": {"containers": [{"name": "p", "image": "registry.example.com/web@sha256:" + "a" * 64}]},
+        }
+    ),
     "apps/nested/more.yml": """\
         apiVersion: apps/v1
         kind: ReplicaSet
@@ -145,7 +149,9 @@ CORPUS = {
 
 
 def run(*args, stdin=None):
-    return subprocess.run([OSTIARY, *args], check=False, capture_output=True, text=True, timeout=120, input=stdin)
+    return subprocess.run(
+        [OSTIARY, *args], check=False, capture_output=True, text=True, timeout=120, input=stdin
+    )
 
 
 @pytest.fixture()
@@ -162,8 +168,17 @@ def project(tmp_path):
 
 
 def apply_json(project, *extra):
-    result = run("apply", str(project / "manifests"), "--policy-dir", str(project / "policies"),
-                 "--rego-dir", str(project / "rego"), "-o", "json", *extra)
+    result = run(
+        "apply",
+        str(project / "manifests"),
+        "--policy-dir",
+        str(project / "policies"),
+        "--rego-dir",
+        str(project / "rego"),
+        "-o",
+        "json",
+        *extra,
+    )
     assert result.returncode in (0, 1), result.stderr
     return result, json.loads(result.stdout)
 
@@ -178,7 +193,7 @@ def test_apply_reaches_the_verdict_of_the_running_webhook_on_a_corpus(project, t
     server = Served("--policy-dir", str(project / "policies"), "--rego-dir", str(project / "rego"))
     try:
         server.wait_ready()
-        for number, (item, mine) in enumerate(zip(objects, results)):
+        for number, (item, mine) in enumerate(zip(objects, results, strict=False)):
             review = admission_review(item.obj, uid=f"corpus-{number}", username="ostiary-apply")
             answer = server.admit(review).json()["response"]
             patch = json.loads(base64.b64decode(answer["patch"])) if "patch" in answer else []
@@ -198,11 +213,19 @@ def test_apply_reaches_the_verdict_of_the_running_webhook_on_a_corpus(project, t
     nightly = by_name["nightly"]
     assert nightly["verdict"] == "denied" and nightly["namespace"] == "jobs"
     assert nightly["images"][0]["entry"] is None
-    assert "no repository entry in the ClusterImagePolicies matches evil.io/miner:1" in nightly["images"][0]["reasons"][0]
+    assert (
+        "no repository entry in the ClusterImagePolicies matches evil.io/miner:1"
+        in nightly["images"][0]["reasons"][0]
+    )
     assert by_name["once"]["verdict"] == "denied"
     assert "house: image quay.io/team/job uses the tag latest" in by_name["once"]["denials"]
     assert by_name["db"]["images"][0]["entry"] == {
-        "kind": "ImagePolicy", "name": "sandbox", "namespace": "sandbox", "repository": "*", "index": 0, "mode": "enforce",
+        "kind": "ImagePolicy",
+        "name": "sandbox",
+        "namespace": "sandbox",
+        "repository": "*",
+        "index": 0,
+        "mode": "enforce",
     }
     assert by_name["agent"]["verdict"] == "allowed"
     rollout = by_name["agent"]["images"][1]
@@ -226,21 +249,31 @@ def test_exit_codes_and_formats(project, tmp_path):
     allowed = project / "manifests" / "apps" / "web.yaml"
     ok = run("apply", str(allowed), "--policy-dir", policies, "--rego-dir", rego)
     assert ok.returncode == 0, ok.stderr
-    assert "ALLOWED" in ok.stdout and "registry.example.com/* (ClusterImagePolicy cluster, cluster)" in ok.stdout
+    assert (
+        "ALLOWED" in ok.stdout and "registry.example.com/* (ClusterImagePolicy cluster, cluster)" in ok.stdout
+    )
     assert "2 objects: 2 allowed, 0 denied" in ok.stdout
 
-    as_yaml = run("apply", str(project / "manifests"), "--policy-dir", policies, "--rego-dir", rego, "-o", "yaml")
+    as_yaml = run(
+        "apply", str(project / "manifests"), "--policy-dir", policies, "--rego-dir", rego, "-o", "yaml"
+    )
     assert as_yaml.returncode == 1
     assert yaml.safe_load(as_yaml.stdout)["summary"] == {"objects": 9, "denied": 5, "allowed": 4}
 
-    junit = run("apply", str(project / "manifests"), "--policy-dir", policies, "--rego-dir", rego, "-o", "junit")
+    junit = run(
+        "apply", str(project / "manifests"), "--policy-dir", policies, "--rego-dir", rego, "-o", "junit"
+    )
     assert junit.returncode == 1
     suite = ET.fromstring(junit.stdout).find("testsuite")
     assert suite.get("tests") == "9" and suite.get("failures") == "5"
     failures = [c for c in suite.findall("testcase") if c.find("failure") is not None]
     assert {c.get("name").split(" (")[0] for c in failures} == {
-        "CronJob jobs/nightly", "Job default/once", "Pod production/prod-pod", "ReplicaSet default/rs",
-        "ReplicationController default/rc"}
+        "CronJob jobs/nightly",
+        "Job default/once",
+        "Pod production/prod-pod",
+        "ReplicaSet default/rs",
+        "ReplicationController default/rc",
+    }
 
     stdin = run("apply", "-", "--policy-dir", policies, stdin=allowed.read_text())
     assert stdin.returncode == 0, stdin.stderr
@@ -255,7 +288,9 @@ def test_exit_codes_and_formats(project, tmp_path):
     assert run("apply", "--policy-dir", policies).returncode == 2
     bad_policy = tmp_path / "badpol"
     bad_policy.mkdir()
-    (bad_policy / "p.yaml").write_text("apiVersion: ostiary.dev/v1\nkind: ImagePolicy\nmetadata: {name: x}\nspec: {}\n")
+    (bad_policy / "p.yaml").write_text(
+        "apiVersion: ostiary.dev/v1\nkind: ImagePolicy\nmetadata: {name: x}\nspec: {}\n"
+    )
     refused = run("apply", str(allowed), "--policy-dir", str(bad_policy))
     assert refused.returncode == 2 and "p.yaml#0" in refused.stderr
     scalar = tmp_path / "scalar.yaml"
@@ -264,9 +299,24 @@ def test_exit_codes_and_formats(project, tmp_path):
 
 
 def test_an_admission_review_in_the_manifests_is_decided_as_it_is(project):
-    review = admission_review(yaml.safe_load(textwrap.dedent(CORPUS["apps/web.yaml"]).split("---")[0]),
-                              uid="given-uid", namespace="production", username="mallory")
-    result = run("apply", "-", "--policy-dir", str(project / "policies"), "--rego-dir", str(project / "rego"),
-                 "-o", "json", stdin=json.dumps(review))
+    review = admission_review(
+        yaml.safe_load(textwrap.dedent(CORPUS["apps/web.yaml"]).split("---")[0]),
+        uid="given-uid",
+        namespace="production",
+        username="mallory",
+    )
+    result = run(
+        "apply",
+        "-",
+        "--policy-dir",
+        str(project / "policies"),
+        "--rego-dir",
+        str(project / "rego"),
+        "-o",
+        "json",
+        stdin=json.dumps(review),
+    )
     assert result.returncode == 1
-    assert json.loads(result.stdout)["results"][0]["denials"] == ["house: mallory may not deploy to production"]
+    assert json.loads(result.stdout)["results"][0]["denials"] == [
+        "house: mallory may not deploy to production"
+    ]

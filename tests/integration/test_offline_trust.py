@@ -20,7 +20,9 @@ import pytest
 from app.offline.replay import ReplayClient, TrustDataError, gun_of_root, load_trust_data
 
 OSTIARY = str(Path(sys.executable).parent / "ostiary")
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "notary" / "dockerhub-captured"
+FIXTURES = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "notary" / "dockerhub-captured"
+)
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
 
 
@@ -40,16 +42,33 @@ def project_for(case: dict, directory: Path) -> tuple[Path, str]:
         trust: dict = {"enabled": True}
         if signers:
             trust["signerSecrets"] = [{"name": f"signer-{s}"} for s in signers]
-        docs.append({"apiVersion": "ostiary.dev/v1", "kind": "ImagePolicy",
-                     "metadata": {"name": "hub", "namespace": namespace},
-                     "spec": {"repositories": [{"name": repository, "policy": {"trust": trust}}]}})
+        docs.append(
+            {
+                "apiVersion": "ostiary.dev/v1",
+                "kind": "ImagePolicy",
+                "metadata": {"name": "hub", "namespace": namespace},
+                "spec": {"repositories": [{"name": repository, "policy": {"trust": trust}}]},
+            }
+        )
         for s in signers:
             pem = (FIXTURES / "signer-keys" / f"{s}.pub").read_text()
-            docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"signer-{s}", "namespace": namespace},
-                         "data": {"name": b64(s), "publicKey": b64(pem)}})
+            docs.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": f"signer-{s}", "namespace": namespace},
+                    "data": {"name": b64(s), "publicKey": b64(pem)},
+                }
+            )
         image = repository.removeprefix("docker.io/") + ":" + expect["tag"]
-        pods.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"p{number}", "namespace": namespace},
-                     "spec": {"containers": [{"name": "c", "image": image}]}})
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{number}", "namespace": namespace},
+                "spec": {"containers": [{"name": "c", "image": image}]},
+            }
+        )
     for number, doc in enumerate(docs):
         (policies / f"{number:02d}.json").write_text(json.dumps(doc))
     return policies, "\n---\n".join(json.dumps(p) for p in pods)
@@ -60,9 +79,24 @@ def test_docker_hub_captures_give_the_expected_verdicts(name, tmp_path):
     case = EXPECTED["cases"][name]
     policies, manifests = project_for(case, tmp_path)
     result = subprocess.run(
-        [OSTIARY, "apply", "-", "--policy-dir", str(policies), "--trust-data", str(FIXTURES / name),
-         "--at", case["valid_at"], "-o", "json"],
-        input=manifests, capture_output=True, text=True, timeout=120, check=False,
+        [
+            OSTIARY,
+            "apply",
+            "-",
+            "--policy-dir",
+            str(policies),
+            "--trust-data",
+            str(FIXTURES / name),
+            "--at",
+            case["valid_at"],
+            "-o",
+            "json",
+        ],
+        input=manifests,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode in (0, 1), result.stderr
     results = json.loads(result.stdout)["results"]
@@ -76,7 +110,9 @@ def test_docker_hub_captures_give_the_expected_verdicts(name, tmp_path):
             assert got["allowed"] is True, (label, got["message"])
             assert got["images"][0]["pin"] == want, label
             assert got["images"][0]["trust"]["gun"] == case["gun"], label
-    assert result.returncode == (1 if any((e.get("no_signers", e.get("digest"))) is None for e in case["expect"]) else 0)
+    assert result.returncode == (
+        1 if any((e.get("no_signers", e.get("digest"))) is None for e in case["expect"]) else 0
+    )
 
 
 def test_bare_directories_name_their_gun_and_clash_when_two_claim_one(tmp_path):
@@ -101,11 +137,30 @@ def test_a_docker_hub_capture_outside_its_validity_or_tampered_is_denied(tmp_pat
     first = next(iter(targets["signed"]["targets"].values()))
     first["hashes"]["sha256"] = base64.b64encode(b"\x00" * 32).decode()
     (copy / "targets.json").write_bytes(json.dumps(targets, separators=(",", ":")).encode())
-    for trust, at, why in ((FIXTURES / "sample-image", "2030-01-01T00:00:00Z", "expired"),
-                           (copy, case["valid_at"], "targets")):
+    for trust, at, why in (
+        (FIXTURES / "sample-image", "2030-01-01T00:00:00Z", "expired"),
+        (copy, case["valid_at"], "targets"),
+    ):
         result = subprocess.run(
-            [OSTIARY, "apply", "-", "--policy-dir", str(policies), "--trust-data", str(trust), "--at", at, "-o", "json"],
-            input=manifests, capture_output=True, text=True, timeout=120, check=False)
+            [
+                OSTIARY,
+                "apply",
+                "-",
+                "--policy-dir",
+                str(policies),
+                "--trust-data",
+                str(trust),
+                "--at",
+                at,
+                "-o",
+                "json",
+            ],
+            input=manifests,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert result.returncode == 1, result.stderr
         got = json.loads(result.stdout)["results"][0]
         assert got["allowed"] is False and why in got["message"], got["message"]

@@ -25,8 +25,16 @@ def _opa_of(pid: int) -> tuple[str, list[str]]:
 
 ATTEMPTS = {
     "list policies": ("GET", "/v1/policies", None),
-    "plant a module": ("PUT", "/v1/policies/planted", "package ostiary.custom.planted\n\ndeny contains \"x\" if true\n"),
-    "replace a library module": ("PUT", "/v1/policies/{library}", "package ostiary.admission\n\nallow := true\n"),
+    "plant a module": (
+        "PUT",
+        "/v1/policies/planted",
+        'package ostiary.custom.planted\n\ndeny contains "x" if true\n',
+    ),
+    "replace a library module": (
+        "PUT",
+        "/v1/policies/{library}",
+        "package ostiary.admission\n\nallow := true\n",
+    ),
     "delete a library module": ("DELETE", "/v1/policies/{library}", None),
     "read data": ("GET", "/v1/data", None),
     "query a decision": ("POST", "/v1/data/ostiary", '{"input": {}}'),
@@ -35,8 +43,11 @@ ATTEMPTS = {
 }
 
 
-@pytest.mark.parametrize("credentials", [None, "Bearer not-the-token", "Basic b3N0aWFyeTpvc3RpYXJ5"],
-                         ids=["no token", "wrong token", "basic auth"])
+@pytest.mark.parametrize(
+    "credentials",
+    [None, "Bearer not-the-token", "Basic b3N0aWFyeTpvc3RpYXJ5"],
+    ids=["no token", "wrong token", "basic auth"],
+)
 def test_the_opa_ostiary_starts_refuses_everyone_else(served, credentials):  # noqa: F811 - the fixture
     s = served("--policy-dir", str(EXAMPLES / "policies"))
     s.wait_ready()
@@ -47,7 +58,9 @@ def test_the_opa_ostiary_starts_refuses_everyone_else(served, credentials):  # n
     library = library_modules()[0].id
     headers = {"Authorization": credentials} if credentials else {}
     for what, (method, path, body) in ATTEMPTS.items():
-        r = requests.request(method, opa_url + path.format(library=library), data=body, headers=headers, timeout=5)
+        r = requests.request(
+            method, opa_url + path.format(library=library), data=body, headers=headers, timeout=5
+        )
         assert r.status_code == 401, f"{what} without Ostiary's token: {r.status_code} {r.text[:200]}"
     # Ostiary itself still holds exactly its modules and decides
     time.sleep(2.5)  # one watchdog round comparing OPA's modules with Ostiary's
@@ -79,7 +92,10 @@ def test_a_restarted_local_opa_is_guarded_again(served):  # noqa: F811 - the fix
         time.sleep(0.2)
     url, _ = _opa_of(s.proc.pid)
     assert url != first
-    assert requests.put(url + "/v1/policies/planted", data="package ostiary.custom.p\n", timeout=5).status_code == 401
+    assert (
+        requests.put(url + "/v1/policies/planted", data="package ostiary.custom.p\n", timeout=5).status_code
+        == 401
+    )
     assert s.admit(example("deployment-mirror.json")).json()["response"]["allowed"] is True
 
 
@@ -93,8 +109,14 @@ def guarded_opa():
 def test_an_external_opa_is_used_with_the_token_file(served, guarded_opa, tmp_path):  # noqa: F811 - the fixture
     token_file = tmp_path / "token"
     token_file.write_text(guarded_opa.token + "\n")  # a Secret mounted as a file ends with a newline
-    s = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", guarded_opa.url,
-               "--opa-token-file", str(token_file))
+    s = served(
+        "--policy-dir",
+        str(EXAMPLES / "policies"),
+        "--opa-url",
+        guarded_opa.url,
+        "--opa-token-file",
+        str(token_file),
+    )
     s.wait_ready()
     assert s.admit(example("deployment-mirror.json")).json()["response"]["allowed"] is True
     assert requests.get(guarded_opa.url + "/v1/policies", timeout=5).status_code == 401
@@ -103,8 +125,14 @@ def test_an_external_opa_is_used_with_the_token_file(served, guarded_opa, tmp_pa
 def test_a_wrong_or_missing_token_is_unready_with_a_reason_and_denies(served, guarded_opa, tmp_path):  # noqa: F811 - the fixture
     token_file = tmp_path / "token"
     token_file.write_text("not-the-token")
-    wrong = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", guarded_opa.url,
-                   "--opa-token-file", str(token_file))
+    wrong = served(
+        "--policy-dir",
+        str(EXAMPLES / "policies"),
+        "--opa-url",
+        guarded_opa.url,
+        "--opa-token-file",
+        str(token_file),
+    )
     missing = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", guarded_opa.url)
     for s, says in ((wrong, "rejected Ostiary's token"), (missing, "requires authentication")):
         s.wait()
@@ -115,16 +143,24 @@ def test_a_wrong_or_missing_token_is_unready_with_a_reason_and_denies(served, gu
         assert denied["allowed"] is False and says in denied["status"]["message"]
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["--opa-token-file", "{token}"], "--opa-token-file is for --opa-url"),
-    (["--opa-url", "http://127.0.0.1:1", "--opa-token-file", "{empty}"], "must hold one token"),
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--opa-token-file", "{token}"], "--opa-token-file is for --opa-url"),
+        (["--opa-url", "http://127.0.0.1:1", "--opa-token-file", "{empty}"], "must hold one token"),
+    ],
+)
 def test_token_file_mistakes_stop_the_start(tmp_path, args, says):
     (tmp_path / "token").write_text("t0ken")
     (tmp_path / "empty").write_text("\n")
     argv = [a.format(token=tmp_path / "token", empty=tmp_path / "empty") for a in args]
-    result = subprocess.run([OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), *argv],
-                            capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        [OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert result.returncode != 0 and says in result.stderr, result.stderr
 
 
@@ -132,8 +168,14 @@ def test_a_token_file_fixed_in_place_is_picked_up(served, guarded_opa, tmp_path)
     """The token file is a mounted Secret: a rotated (here: corrected) token needs no restart."""
     token_file = tmp_path / "token"
     token_file.write_text("not-the-token")
-    s = served("--policy-dir", str(EXAMPLES / "policies"), "--opa-url", guarded_opa.url,
-               "--opa-token-file", str(token_file))
+    s = served(
+        "--policy-dir",
+        str(EXAMPLES / "policies"),
+        "--opa-url",
+        guarded_opa.url,
+        "--opa-token-file",
+        str(token_file),
+    )
     s.wait()
     assert requests.get(s.base + "/readyz", timeout=5).status_code == 503
     token_file.write_text(guarded_opa.token + "\n")

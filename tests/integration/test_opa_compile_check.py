@@ -24,8 +24,11 @@ def sync():
 
 def module(body: str, name: str = "x") -> RegoModule:
     package = f'ostiary.policies.cluster["{name}"]'
-    return RegoModule(id=f"ostiary/policies/cluster/{name}", package=package,
-                      source=f"# generated\npackage {package}\n\n{body}\n")
+    return RegoModule(
+        id=f"ostiary/policies/cluster/{name}",
+        package=package,
+        source=f"# generated\npackage {package}\n\n{body}\n",
+    )
 
 
 def test_a_module_that_does_not_compile_is_refused_by_its_own_id(sync):
@@ -58,5 +61,10 @@ def test_compiling_leaves_exactly_the_serving_set_even_when_run_in_parallel(sync
 
 def test_a_module_without_its_declared_package_is_refused_before_opa(sync):
     with pytest.raises(Exception, match="does not declare package"):
-        sync.compiles(RegoModule(id="ostiary/policies/cluster/y", package='ostiary.policies.cluster["y"]',
-                                 source="package ostiary.main\n"))
+        sync.compiles(
+            RegoModule(
+                id="ostiary/policies/cluster/y",
+                package='ostiary.policies.cluster["y"]',
+                source="package ostiary.main\n",
+            )
+        )

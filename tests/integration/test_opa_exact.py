@@ -56,8 +56,14 @@ def sidecar():
 def allow_all_module(module_id: str, name: str) -> tuple[str, str]:
     """A module a foreign writer could plant: a ClusterImagePolicy allowing every image."""
     resource = parse_policy_document(
-        {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": name},
-         "spec": {"repositories": [{"name": "*"}]}}, "planted")
+        {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": name},
+            "spec": {"repositories": [{"name": "*"}]},
+        },
+        "planted",
+    )
     return module_id, translate(resource).source
 
 
@@ -75,8 +81,11 @@ def start(served, opa: LocalOpa, policies: Path, rego: Path | None = None):  # n
 
 
 def expected_ids(*policy_names: str, custom: tuple[str, ...] = ()) -> set[str]:
-    return ({m.id for m in library_modules()} | {f"ostiary/policies/cluster/{n}" for n in policy_names}
-            | {f"ostiary/custom/{c}" for c in custom})
+    return (
+        {m.id for m in library_modules()}
+        | {f"ostiary/policies/cluster/{n}" for n in policy_names}
+        | {f"ostiary/custom/{c}" for c in custom}
+    )
 
 
 def wait_until(predicate, timeout: float = 30.0) -> None:
@@ -127,8 +136,10 @@ def test_modules_planted_before_start_and_while_running_are_removed(served, side
     (tmp_path / "base.yaml").write_text(BASE)
     opa = OpaClient(sidecar.url)
     # Before start: one under Ostiary's ids, one under another id but inside Ostiary's packages.
-    for module_id, source in (allow_all_module("ostiary/policies/cluster/planted", "planted"),
-                              allow_all_module("elsewhere/x", "elsewhere")):
+    for module_id, source in (
+        allow_all_module("ostiary/policies/cluster/planted", "planted"),
+        allow_all_module("elsewhere/x", "elsewhere"),
+    ):
         opa.put_policy(module_id, source)
     s = start(served, sidecar, tmp_path)
     assert opa.list_policy_ids() == expected_ids("base")
@@ -139,7 +150,9 @@ def test_modules_planted_before_start_and_while_running_are_removed(served, side
     wait_until(lambda: "someone/else" not in opa.list_policy_ids())
     assert admit(s, EVIL)["allowed"] is False
     opa.put_policy(*allow_all_module("ostiary/policies/cluster/base", "base"))
-    wait_until(lambda: opa.list_policies()["ostiary/policies/cluster/base"] != allow_all_module("x", "base")[1])
+    wait_until(
+        lambda: opa.list_policies()["ostiary/policies/cluster/base"] != allow_all_module("x", "base")[1]
+    )
     assert admit(s, EVIL)["allowed"] is False
     assert opa.list_policy_ids() == expected_ids("base")
     metrics = requests.get(s.base + "/metrics", timeout=5).text
@@ -149,10 +162,23 @@ def test_modules_planted_before_start_and_while_running_are_removed(served, side
 
 # ----------------------------------------------------------------------------- apply-time validation
 
-def validation_review(obj: dict | None, *, group: str = "ostiary.dev", version: str = "v1",
-                      kind: str = "ClusterImagePolicy", operation: str = "CREATE", namespace: str = "") -> dict:
-    request = {"uid": "v-1", "kind": {"group": group, "version": version, "kind": kind},
-               "operation": operation, "namespace": namespace, "object": obj}
+
+def validation_review(
+    obj: dict | None,
+    *,
+    group: str = "ostiary.dev",
+    version: str = "v1",
+    kind: str = "ClusterImagePolicy",
+    operation: str = "CREATE",
+    namespace: str = "",
+) -> dict:
+    request = {
+        "uid": "v-1",
+        "kind": {"group": group, "version": version, "kind": kind},
+        "operation": operation,
+        "namespace": namespace,
+        "object": obj,
+    }
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
 
 
@@ -166,21 +192,39 @@ def test_the_validating_webhook_refuses_bad_policies_with_the_reason(served, sid
     (tmp_path / "base.yaml").write_text(BASE)
     s = start(served, sidecar, tmp_path)
     before = OpaClient(sidecar.url).list_policies()
-    good = {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "good"},
-            "spec": {"repositories": [{"name": "docker.io/library/*", "policy": {"trust": {"enabled": True}}}]}}
+    good = {
+        "apiVersion": "ostiary.dev/v1",
+        "kind": "ClusterImagePolicy",
+        "metadata": {"name": "good"},
+        "spec": {"repositories": [{"name": "docker.io/library/*", "policy": {"trust": {"enabled": True}}}]},
+    }
     assert validate(s, validation_review(good))["allowed"] is True
     misspelt = {**good, "spec": {"repositories": [{"name": "*", "policy": {"trsut": {"enabled": True}}}]}}
     refused = validate(s, validation_review(misspelt))
     assert refused["allowed"] is False and "trsut" in refused["status"]["message"], refused
     # Portieris' groups are judged the same way; a namespaced one takes the request's namespace.
-    portieris = {"apiVersion": "securityenforcement.admission.cloud.ibm.com/v1beta1", "kind": "ImagePolicy",
-                 "metadata": {"name": "p"}, "spec": {"repositories": [{"name": "*", "policy": {"va": 1}}]}}
-    refused = validate(s, validation_review(portieris, group="securityenforcement.admission.cloud.ibm.com",
-                                            version="v1beta1", kind="ImagePolicy", namespace="team"))
+    portieris = {
+        "apiVersion": "securityenforcement.admission.cloud.ibm.com/v1beta1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "p"},
+        "spec": {"repositories": [{"name": "*", "policy": {"va": 1}}]},
+    }
+    refused = validate(
+        s,
+        validation_review(
+            portieris,
+            group="securityenforcement.admission.cloud.ibm.com",
+            version="v1beta1",
+            kind="ImagePolicy",
+            namespace="team",
+        ),
+    )
     assert refused["allowed"] is False and "va" in refused["status"]["message"], refused
     # DELETE, and kinds that are not policies, are not this webhook's business.
     assert validate(s, validation_review(misspelt, operation="DELETE"))["allowed"] is True
-    assert validate(s, validation_review({"kind": "ConfigMap"}, group="", kind="ConfigMap"))["allowed"] is True
+    assert (
+        validate(s, validation_review({"kind": "ConfigMap"}, group="", kind="ConfigMap"))["allowed"] is True
+    )
     assert requests.post(s.base + "/validate", json={"kind": "AdmissionReview"}, timeout=5).status_code == 400
     # Checking never disturbed the serving set, and nothing was counted as a foreign change.
     assert OpaClient(sidecar.url).list_policies() == before

@@ -130,7 +130,11 @@ def _with_translator_bug(monkeypatch, tmp_path, served, policies):  # noqa: F811
     return s
 
 
-def test_a_policy_that_crashes_the_translator_at_start_is_unready_with_the_reason(served, monkeypatch, tmp_path):  # noqa: F811 - the fixture
+def test_a_policy_that_crashes_the_translator_at_start_is_unready_with_the_reason(
+    served,  # noqa: F811 - the fixture
+    monkeypatch,
+    tmp_path,
+):
     policies = _policies(tmp_path)
     (policies / "crash.yaml").write_text(CRASH)
     s = _with_translator_bug(monkeypatch, tmp_path, served, policies)
@@ -159,8 +163,20 @@ def test_a_policy_that_crashes_the_translator_later_keeps_the_last_good_set(serv
 
 
 def _opa_on(port: int) -> subprocess.Popen:
-    return subprocess.Popen([find_opa(), "run", "--server", "--skip-version-check", "--addr", f"127.0.0.1:{port}",
-                             "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [
+            find_opa(),
+            "run",
+            "--server",
+            "--skip-version-check",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def test_a_lost_opa_is_unready_with_the_reason_at_start_and_later(served):  # noqa: F811 - the fixture

@@ -39,7 +39,10 @@ class Served:
         self.verify = verify
         self.proc = subprocess.Popen(
             [OSTIARY, "serve", "--listen", f"127.0.0.1:{self.port}", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
 
     def wait(self, path="/healthz", timeout=30.0):
@@ -56,7 +59,10 @@ class Served:
     def wait_ready(self, timeout=30.0):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            if self.wait().status_code == 200 and requests.get(self.base + "/readyz", timeout=2, verify=self.verify).status_code == 200:
+            if (
+                self.wait().status_code == 200
+                and requests.get(self.base + "/readyz", timeout=2, verify=self.verify).status_code == 200
+            ):
                 return
             time.sleep(0.1)
         raise AssertionError("never ready")
@@ -99,7 +105,10 @@ def test_examples_serve_allow_and_deny(served):
     assert allowed["response"]["allowed"] is True
     assert allowed["response"]["uid"] == example("deployment-mirror.json")["request"]["uid"]
     denied = s.admit(example("deployment-unlisted.json")).json()["response"]
-    assert denied["allowed"] is False and "evil.io/registry.example.com/mirror/busybox:1.36" in denied["status"]["message"]
+    assert (
+        denied["allowed"] is False
+        and "evil.io/registry.example.com/mirror/busybox:1.36" in denied["status"]["message"]
+    )
     assert s.admit(example("deployment-sandbox.json")).json()["response"]["allowed"] is True
     metrics = requests.get(s.base + "/metrics", timeout=5).text
     assert 'ostiary_admission_requests_total{error="false",verdict="allowed"} 2.0' in metrics
@@ -111,14 +120,18 @@ def test_examples_serve_allow_and_deny(served):
 def test_bad_requests_get_clear_errors(served):
     s = served("--policy-dir", str(EXAMPLES / "policies"))
     s.wait_ready()
-    r = requests.post(s.base + "/admit", data="not json", headers={"Content-Type": "application/json"}, timeout=5)
+    r = requests.post(
+        s.base + "/admit", data="not json", headers={"Content-Type": "application/json"}, timeout=5
+    )
     assert r.status_code == 400 and "AdmissionReview" in r.json()["error"]
     r = s.admit({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"})
     assert r.status_code == 400
 
 
 def test_invalid_policy_dir_keeps_server_unready_and_denying(served, tmp_path):
-    (tmp_path / "p.yaml").write_text("apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: ok}\nspec: {repositories: [{name: '*'}]}\n---\napiVersion: ostiary.dev/v1\nkind: ImagePolicy\nmetadata: {name: nons}\nspec: {}\n")
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: ok}\nspec: {repositories: [{name: '*'}]}\n---\napiVersion: ostiary.dev/v1\nkind: ImagePolicy\nmetadata: {name: nons}\nspec: {}\n"  # noqa: E501 - a whole document on one line
+    )
     s = served("--policy-dir", str(tmp_path))
     s.wait()
     time.sleep(0.5)
@@ -131,17 +144,26 @@ def test_invalid_policy_dir_keeps_server_unready_and_denying(served, tmp_path):
 
 def test_policy_directory_changes_are_picked_up_whole(served, tmp_path):
     policy = tmp_path / "p.yaml"
-    policy.write_text("apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: 'registry.example.com/mirror/*'}]}\n")
+    policy.write_text(
+        "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: 'registry.example.com/mirror/*'}]}\n"  # noqa: E501 - a whole document on one line
+    )
     s = served("--policy-dir", str(tmp_path))
     s.wait_ready()
     assert s.admit(example("deployment-mirror.json")).json()["response"]["allowed"] is True
-    policy.write_text("apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: 'quay.io/*'}]}\n")
+    policy.write_text(
+        "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: 'quay.io/*'}]}\n"
+    )
     deadline = time.monotonic() + 10
-    while s.admit(example("deployment-mirror.json")).json()["response"]["allowed"] and time.monotonic() < deadline:
+    while (
+        s.admit(example("deployment-mirror.json")).json()["response"]["allowed"]
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.2)
     assert s.admit(example("deployment-mirror.json")).json()["response"]["allowed"] is False
     # a broken edit is refused whole: the last good set stays in force
-    policy.write_text("apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: 'registry.example.com/mirror/*', policy: {trsut: {}}}]}\n")
+    policy.write_text(
+        "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c}\nspec: {repositories: [{name: 'registry.example.com/mirror/*', policy: {trsut: {}}}]}\n"  # noqa: E501 - a whole document on one line
+    )
     time.sleep(3)
     assert s.admit(example("deployment-mirror.json")).json()["response"]["allowed"] is False
     assert "trsut" in requests.get(s.base + "/readyz", timeout=5).json()["reason"]
@@ -152,13 +174,24 @@ def _cert(path: Path, cn: str, days: int) -> None:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
         .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+            False,
+        )
         .sign(key, hashes.SHA256())
     )
-    (path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (path / "tls.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     (path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -173,8 +206,16 @@ def _served_cn(port: int) -> str:
 
 def test_tls_is_served_and_reloaded_when_the_files_change(served, tmp_path):
     _cert(tmp_path, "first", 1)
-    s = served("--policy-dir", str(EXAMPLES / "policies"), "--tls-cert", str(tmp_path / "tls.crt"),
-               "--tls-key", str(tmp_path / "tls.key"), scheme="https", verify=str(tmp_path / "tls.crt"))
+    s = served(
+        "--policy-dir",
+        str(EXAMPLES / "policies"),
+        "--tls-cert",
+        str(tmp_path / "tls.crt"),
+        "--tls-key",
+        str(tmp_path / "tls.key"),
+        scheme="https",
+        verify=str(tmp_path / "tls.crt"),
+    )
     s.wait_ready()
     assert _served_cn(s.port) == "first"
     staging = tmp_path / "new"
@@ -189,8 +230,13 @@ def test_tls_is_served_and_reloaded_when_the_files_change(served, tmp_path):
 
 
 def test_plain_http_is_refused_off_loopback():
-    result = subprocess.run(check=False, args=[OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), "--listen", "0.0.0.0:18999"],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        check=False,
+        args=[OSTIARY, "serve", "--policy-dir", str(EXAMPLES / "policies"), "--listen", "0.0.0.0:18999"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0 and "loopback" in result.stderr
 
 
@@ -231,7 +277,10 @@ def test_a_killed_local_opa_is_restarted_and_refilled(served):
     body = example("deployment-mirror.json")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        if s.admit(body).json()["response"]["allowed"] and requests.get(s.base + "/readyz", timeout=5).status_code == 200:
+        if (
+            s.admit(body).json()["response"]["allowed"]
+            and requests.get(s.base + "/readyz", timeout=5).status_code == 200
+        ):
             break
         time.sleep(0.2)
     assert s.admit(body).json()["response"]["allowed"] is True

@@ -66,7 +66,7 @@ PARTIALS = {
     "half request line": b"POST /adm",
     "half headers": b"POST /admit HTTP/1.1\r\nHost: ostiary\r\nContent-Type: appl",
     "a few bytes of the announced body": b"POST /admit HTTP/1.1\r\nHost: ostiary\r\nContent-Type: application/json\r\n"
-    b"Content-Length: 100000\r\n\r\n{\"apiVe",
+    b'Content-Length: 100000\r\n\r\n{"apiVe',
 }
 
 
@@ -142,13 +142,17 @@ def measure(s: Served, verify, label: str) -> None:
         health.append(_timed(lambda: requests.get(s.base + "/healthz", timeout=BOUND, verify=verify)))
     body = example("deployment-mirror.json")
     for _ in range(5):
-        admits.append(_timed(lambda: requests.post(s.base + "/admit", json=body, timeout=BOUND, verify=verify)))
+        admits.append(
+            _timed(lambda: requests.post(s.base + "/admit", json=body, timeout=BOUND, verify=verify))
+        )
     for name, runs in (("/healthz", health), ("/admit", admits)):
         seconds = [t for t, _ in runs]
         failed = sum(1 for _, r in runs if not isinstance(r, requests.Response) or r.status_code != 200)
-        print(f"\n{label}: {name} with {_slow_count(label)} slow clients open: "
-              f"median {statistics.median(seconds) * 1000:.1f} ms, max {max(seconds) * 1000:.1f} ms "
-              f"over {len(seconds)} requests, {failed} failed or timed out (bound {BOUND:.0f}s)")
+        print(
+            f"\n{label}: {name} with {_slow_count(label)} slow clients open: "
+            f"median {statistics.median(seconds) * 1000:.1f} ms, max {max(seconds) * 1000:.1f} ms "
+            f"over {len(seconds)} requests, {failed} failed or timed out (bound {BOUND:.0f}s)"
+        )
     for t, r in health:
         assert isinstance(r, requests.Response) and r.status_code == 200, f"/healthz: {r!r} after {t:.2f}s"
         assert t < BOUND
@@ -189,8 +193,18 @@ def test_slow_plain_clients_do_not_delay_anyone(tmp_path):
 def test_slow_tls_clients_do_not_delay_anyone(tmp_path):
     _cert(tmp_path, "ostiary", 1)
     verify = str(tmp_path / "tls.crt")
-    s = drain(Served("--policy-dir", str(EXAMPLES / "policies"), "--tls-cert", verify,
-                     "--tls-key", str(tmp_path / "tls.key"), scheme="https", verify=verify))
+    s = drain(
+        Served(
+            "--policy-dir",
+            str(EXAMPLES / "policies"),
+            "--tls-cert",
+            verify,
+            "--tls-key",
+            str(tmp_path / "tls.key"),
+            scheme="https",
+            verify=verify,
+        )
+    )
     try:
         s.wait_ready()
         held, loris = open_slow_clients(s.port, tls=True)
@@ -236,7 +250,12 @@ def test_slow_clients_are_cut_off_at_their_deadlines(monkeypatch, tmp_path, tls)
         _cert(tmp_path, "ostiary", 1)
         extra = ("--tls-cert", str(tmp_path / "tls.crt"), "--tls-key", str(tmp_path / "tls.key"))
         kw = {"scheme": "https", "verify": str(tmp_path / "tls.crt")}
-    s = _served_with(monkeypatch, "--tls-handshake-timeout 1 --header-timeout 2 --body-timeout 2 --keep-alive 2", *extra, **kw)
+    s = _served_with(
+        monkeypatch,
+        "--tls-handshake-timeout 1 --header-timeout 2 --body-timeout 2 --keep-alive 2",
+        *extra,
+        **kw,
+    )
     try:
         s.wait_ready()
         held, loris = open_slow_clients(s.port, tls=tls)
@@ -246,8 +265,10 @@ def test_slow_clients_are_cut_off_at_their_deadlines(monkeypatch, tmp_path, tls)
                 closed, said = _closed_within(sock, 6.0 - (time.monotonic() - started))
                 assert closed, f"a slow client {sock!r} is still open after 6s (deadlines 1-2s)"
                 assert not said or said.startswith(b"HTTP/1.1 408 "), said
-            print(f"\n{'TLS' if tls else 'plain'}: {len(held)} slow clients closed by the server "
-                  f"within {time.monotonic() - started:.1f}s (deadlines: handshake 1s, head 2s, body 2s, keep-alive 2s)")
+            print(
+                f"\n{'TLS' if tls else 'plain'}: {len(held)} slow clients closed by the server "
+                f"within {time.monotonic() - started:.1f}s (deadlines: handshake 1s, head 2s, body 2s, keep-alive 2s)"
+            )
         finally:
             _close(held, loris)
     finally:
@@ -272,8 +293,9 @@ def test_the_connection_cap_answers_at_once_and_a_retry_succeeds(monkeypatch):
         started = time.monotonic()
         r = requests.get(s.base + "/healthz", timeout=BOUND)
         refused_after = time.monotonic() - started
-        assert r.status_code == 503, (f"{r.status_code} {started - filling:.2f}s after filling the cap; "
-                                      + "".join(s.log_lines[-30:]))
+        assert r.status_code == 503, (
+            f"{r.status_code} {started - filling:.2f}s after filling the cap; " + "".join(s.log_lines[-30:])
+        )
         assert r.headers["Retry-After"] == "1" and r.headers["Connection"] == "close"
         assert refused_after < BOUND
         body = example("deployment-mirror.json")
@@ -283,8 +305,10 @@ def test_the_connection_cap_answers_at_once_and_a_retry_succeeds(monkeypatch):
             if r.status_code != 503 or time.monotonic() > deadline:
                 break
             time.sleep(int(r.headers["Retry-After"]))
-        print(f"\nconnection cap 40: refused in {refused_after * 1000:.1f} ms with 503 Retry-After: 1; "
-              f"the retried /admit was served once the silent clients timed out")
+        print(
+            f"\nconnection cap 40: refused in {refused_after * 1000:.1f} ms with 503 Retry-After: 1; "
+            f"the retried /admit was served once the silent clients timed out"
+        )
         assert r.status_code == 200 and r.json()["response"]["allowed"] is True
         for k in kept + silent:
             k.close()
@@ -304,7 +328,9 @@ def _exchange(port: int, data: bytes, expect_responses: int = 1, wait_continue: 
             sock.sendall(data)
         said = b""
         sock.settimeout(5)
-        while said.count(b"HTTP/1.1 ") < expect_responses or not said.rstrip().endswith((b"}", b"\n", b"}\n")):
+        while said.count(b"HTTP/1.1 ") < expect_responses or not said.rstrip().endswith(
+            (b"}", b"\n", b"}\n")
+        ):
             chunk = sock.recv(65536)
             if not chunk:
                 break
@@ -317,23 +343,44 @@ def test_requests_framed_on_the_loop_reach_the_app_intact(served):  # noqa: F811
     s = drain(served("--policy-dir", str(EXAMPLES / "policies")))
     s.wait_ready()
     body = (EXAMPLES / "reviews" / "deployment-mirror.json").read_bytes()
-    post = (b"POST /admit HTTP/1.1\r\nHost: ostiary\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    post = (
+        b"POST /admit HTTP/1.1\r\nHost: ostiary\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
     two = _exchange(s.port, post + b"GET /healthz HTTP/1.1\r\nHost: ostiary\r\n\r\n", expect_responses=2)
-    assert two.count(b"HTTP/1.1 200 ") == 2 and b'"allowed":true' in two.replace(b" ", b"") and b'"status":"ok"' in two.replace(b" ", b"")
-    continued = _exchange(s.port, post.replace(b"Host: ostiary\r\n", b"Host: ostiary\r\nExpect: 100-continue\r\n"), wait_continue=True)
+    assert (
+        two.count(b"HTTP/1.1 200 ") == 2
+        and b'"allowed":true' in two.replace(b" ", b"")
+        and b'"status":"ok"' in two.replace(b" ", b"")
+    )
+    continued = _exchange(
+        s.port,
+        post.replace(b"Host: ostiary\r\n", b"Host: ostiary\r\nExpect: 100-continue\r\n"),
+        wait_continue=True,
+    )
     assert b"HTTP/1.1 200 " in continued and b"100 Continue" not in continued
     from app.server import MAX_BODY
 
-    too_big = _exchange(s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1))
+    too_big = _exchange(
+        s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1)
+    )
     assert too_big.startswith(b"HTTP/1.1 413 ")
-    chunked = _exchange(s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    chunked = _exchange(
+        s.port,
+        b"POST /admit HTTP/1.1\r\nHost: o\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    )
     assert chunked.startswith(b"HTTP/1.1 411 ")
-    twice = _exchange(s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}")
+    twice = _exchange(
+        s.port, b"POST /admit HTTP/1.1\r\nHost: o\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+    )
     assert twice.startswith(b"HTTP/1.1 400 ")
     # a large body within the cap arrives whole (a Deployment with many containers)
-    big = requests.post(s.base + "/admit", data=b'{"padding": "' + b"x" * (2 * 1024 * 1024) + b'"}',
-                        headers={"Content-Type": "application/json"}, timeout=10)
+    big = requests.post(
+        s.base + "/admit",
+        data=b'{"padding": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert big.status_code == 400 and "AdmissionReview" in big.json()["error"]
 
 
@@ -356,8 +403,10 @@ def test_busy_kept_alive_clients_are_all_served(served):  # noqa: F811 - the fix
     with ThreadPoolExecutor(16) as pool:
         results = [r for batch in pool.map(client, range(16)) for r in batch]
     seconds = time.monotonic() - started
-    print(f"\n16 kept-alive clients x 25 /admit: {len(results)} answers in {seconds:.2f}s "
-          f"({len(results) / seconds:.0f}/s)")
+    print(
+        f"\n16 kept-alive clients x 25 /admit: {len(results)} answers in {seconds:.2f}s "
+        f"({len(results) / seconds:.0f}/s)"
+    )
     assert results == [(200, True)] * 400
     s.proc.send_signal(__import__("signal").SIGTERM)
     assert s.proc.wait(15) == 0, "SIGTERM must stop the server cleanly"

@@ -110,8 +110,8 @@ class SignerKey:
     """A delegation signer key made by the world (ecdsa P-256)."""
 
     name: str
-    key_path: Path               # unencrypted PKCS#8 PEM private key
-    public_pem: str              # PEM public key (SubjectPublicKeyInfo)
+    key_path: Path  # unencrypted PKCS#8 PEM private key
+    public_pem: str  # PEM public key (SubjectPublicKeyInfo)
     cert_pem: str | None = None  # self-signed certificate, when the delegation uses one
     pem_path: Path | None = None  # the file given to `notary delegation add`
 
@@ -146,8 +146,8 @@ class SignerKey:
 class PushedImage:
     repo: str
     tag: str
-    digest: str          # sha256:<hex> of the manifest bytes (= Docker-Content-Digest)
-    size: int            # manifest length in bytes (what notary signs)
+    digest: str  # sha256:<hex> of the manifest bytes (= Docker-Content-Digest)
+    size: int  # manifest length in bytes (what notary signs)
     manifest: bytes = field(repr=False)
 
 
@@ -196,8 +196,13 @@ class NotaryWorld:
     process with ed25519 keys (signature method "eddsa").
     """
 
-    def __init__(self, *, trust_service: str = "remote", base_dir: str | os.PathLike | None = None,
-                 keep_dir: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        trust_service: str = "remote",
+        base_dir: str | os.PathLike | None = None,
+        keep_dir: bool = False,
+    ) -> None:
         if trust_service not in ("remote", "local"):
             raise ValueError("trust_service must be 'remote' or 'local'")
         self.trust_service = trust_service
@@ -296,7 +301,11 @@ class NotaryWorld:
         in_main = threading.current_thread() is threading.main_thread()
         with open(log, "ab") as fh:
             popen = subprocess.Popen(
-                argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                argv,
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=_pdeathsig if in_main and _PRCTL else None,  # noqa: PLW1509 - main thread only, see above
                 env={**os.environ, "HOME": str(self.dir)},
@@ -319,30 +328,53 @@ class NotaryWorld:
         trust: dict = {"type": "local"}
         if self.trust_service == "remote":
             signer_port = free_port()
-            (d / "signer-config.json").write_text(json.dumps({
-                "server": {"grpc_addr": f"127.0.0.1:{signer_port}", "tls_cert_file": "server.crt",
-                           "tls_key_file": "server.key", "client_ca_file": "ca.crt"},
-                "storage": {"backend": "memory"},
-                "logging": {"level": "info"},
-            }, indent=2))
+            (d / "signer-config.json").write_text(
+                json.dumps(
+                    {
+                        "server": {
+                            "grpc_addr": f"127.0.0.1:{signer_port}",
+                            "tls_cert_file": "server.crt",
+                            "tls_key_file": "server.key",
+                            "client_ca_file": "ca.crt",
+                        },
+                        "storage": {"backend": "memory"},
+                        "logging": {"level": "info"},
+                    },
+                    indent=2,
+                )
+            )
             self._spawn("notary-signer", ["notary-signer", "-config", str(d / "signer-config.json")])
-            trust = {"type": "remote", "hostname": "127.0.0.1", "port": str(signer_port),
-                     "key_algorithm": "ecdsa", "tls_ca_file": "ca.crt",
-                     "tls_client_cert": "server.crt", "tls_client_key": "server.key"}
-        (d / "server-config.json").write_text(json.dumps({
-            "server": {"http_addr": f"127.0.0.1:{server_port}", "tls_key_file": "server.key",
-                       "tls_cert_file": "server.crt"},
-            "trust_service": trust,
-            "storage": {"backend": "memory"},
-            "logging": {"level": "info"},
-        }, indent=2))
+            trust = {
+                "type": "remote",
+                "hostname": "127.0.0.1",
+                "port": str(signer_port),
+                "key_algorithm": "ecdsa",
+                "tls_ca_file": "ca.crt",
+                "tls_client_cert": "server.crt",
+                "tls_client_key": "server.key",
+            }
+        (d / "server-config.json").write_text(
+            json.dumps(
+                {
+                    "server": {
+                        "http_addr": f"127.0.0.1:{server_port}",
+                        "tls_key_file": "server.key",
+                        "tls_cert_file": "server.crt",
+                    },
+                    "trust_service": trust,
+                    "storage": {"backend": "memory"},
+                    "logging": {"level": "info"},
+                },
+                indent=2,
+            )
+        )
         (d / "registry").mkdir(exist_ok=True)
         (d / "registry-config.yml").write_text(
             "version: 0.1\n"
             "log:\n  level: info\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {d / 'registry'}\n  delete:\n    enabled: true\n"
             f"http:\n  addr: 127.0.0.1:{registry_port}\n  secret: ostiary-world\n"
-            f"  headers:\n    X-Ostiary-World: [\"{self._token}\"]\n"
+            f'  headers:\n    X-Ostiary-World: ["{self._token}"]\n'
         )
         self.notary_url = f"https://127.0.0.1:{server_port}"
         self.registry_host = f"127.0.0.1:{registry_port}"
@@ -355,14 +387,19 @@ class NotaryWorld:
         if self.trust_service == "remote":
             self._wait({"notary-signer (gRPC port)": lambda: self._tcp_check(signer_port)}, deadline)
         self._spawn("notary-server", ["notary-server", "-config", str(d / "server-config.json")])
-        self._wait({
-            "notary-server": lambda: self._http_check(f"{self.notary_url}/_notary_server/health",
-                                                      self.ca_file),
-            # The header proves it is *our* registry answering, not one that won a race for the port.
-            # (A foreign notary-server fails our CA; a foreign signer fails the server's TLS.)
-            "docker-registry": lambda: self._http_check(f"{self.registry_url}/v2/", True,
-                                                        ("X-Ostiary-World", self._token)),
-        }, deadline)
+        self._wait(
+            {
+                "notary-server": lambda: self._http_check(
+                    f"{self.notary_url}/_notary_server/health", self.ca_file
+                ),
+                # The header proves it is *our* registry answering, not one that won a race for the port.
+                # (A foreign notary-server fails our CA; a foreign signer fails the server's TLS.)
+                "docker-registry": lambda: self._http_check(
+                    f"{self.registry_url}/v2/", True, ("X-Ostiary-World", self._token)
+                ),
+            },
+            deadline,
+        )
         # End to end through the trust service: the server makes (or returns) a timestamp key for a
         # probe GUN, through notary-signer when remote. Proves the signing path, and its algorithm.
         self._wait({"notary-server timestamp key": self._probe_trust_service}, deadline)
@@ -425,10 +462,15 @@ class NotaryWorld:
     def _write_client_config(self) -> None:
         d = self.dir
         (d / "trust").mkdir(exist_ok=True, mode=0o700)
-        (d / "notary-client.json").write_text(json.dumps({
-            "trust_dir": str(d / "trust"),
-            "remote_server": {"url": self.notary_url, "root_ca": self.ca_file},
-        }, indent=2))
+        (d / "notary-client.json").write_text(
+            json.dumps(
+                {
+                    "trust_dir": str(d / "trust"),
+                    "remote_server": {"url": self.notary_url, "root_ca": self.ca_file},
+                },
+                indent=2,
+            )
+        )
 
     # ------------------------------------------------------------------ registry
 
@@ -452,12 +494,19 @@ class NotaryWorld:
         if r.status_code != 202:
             raise WorldError(f"blob upload start for {repo}: HTTP {r.status_code} {r.text[:300]}")
         location = requests.compat.urljoin(self.registry_url + "/", r.headers["Location"])
-        r = self._http.put(location, params={"digest": digest}, data=data,
-                           headers={"Content-Type": "application/octet-stream"}, timeout=10)
+        r = self._http.put(
+            location,
+            params={"digest": digest},
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=10,
+        )
         if r.status_code != 201:
             raise WorldError(f"blob upload of {digest} to {repo}: HTTP {r.status_code} {r.text[:300]}")
         if r.headers.get("Docker-Content-Digest") not in (None, digest):
-            raise WorldError(f"registry stored blob as {r.headers['Docker-Content-Digest']}, expected {digest}")
+            raise WorldError(
+                f"registry stored blob as {r.headers['Docker-Content-Digest']}, expected {digest}"
+            )
         return digest
 
     @staticmethod
@@ -476,28 +525,40 @@ class NotaryWorld:
     def push(self, repo: str, tag: str, *, seed: str) -> PushedImage:
         """Push a tiny deterministic schema2 image; the same (seed) gives the same digest every run."""
         tar_bytes, layer = self._layer(seed)
-        config = canonical_json({
-            "architecture": "amd64", "os": "linux",
-            "config": {"Cmd": ["/bin/true"], "Labels": {"io.ostiary.seed": seed}},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]},
-            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "ostiary test world"}],
-        })
+        config = canonical_json(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Cmd": ["/bin/true"], "Labels": {"io.ostiary.seed": seed}},
+                "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]},
+                "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "ostiary test world"}],
+            }
+        )
         layer_digest = self._upload_blob(repo, layer)
         config_digest = self._upload_blob(repo, config)
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": MANIFEST_V2,
-            "config": {"mediaType": CONFIG_V1, "size": len(config), "digest": config_digest},
-            "layers": [{"mediaType": LAYER_GZIP, "size": len(layer), "digest": layer_digest}],
-        }, indent=3).encode()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": MANIFEST_V2,
+                "config": {"mediaType": CONFIG_V1, "size": len(config), "digest": config_digest},
+                "layers": [{"mediaType": LAYER_GZIP, "size": len(layer), "digest": layer_digest}],
+            },
+            indent=3,
+        ).encode()
         expected = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        r = self._http.put(f"{self.registry_url}/v2/{repo}/manifests/{tag}", data=manifest,
-                           headers={"Content-Type": MANIFEST_V2}, timeout=10)
+        r = self._http.put(
+            f"{self.registry_url}/v2/{repo}/manifests/{tag}",
+            data=manifest,
+            headers={"Content-Type": MANIFEST_V2},
+            timeout=10,
+        )
         if r.status_code != 201:
             raise WorldError(f"manifest PUT {repo}:{tag}: HTTP {r.status_code} {r.text[:300]}")
         got = r.headers.get("Docker-Content-Digest")
         if got != expected:
-            raise WorldError(f"registry says digest {got} for {repo}:{tag}, sha256 of the manifest is {expected}")
+            raise WorldError(
+                f"registry says digest {got} for {repo}:{tag}, sha256 of the manifest is {expected}"
+            )
         image = PushedImage(repo, tag, expected, len(manifest), manifest)
         self.pushed[(repo, tag)] = image
         return image
@@ -519,8 +580,16 @@ class NotaryWorld:
         argv = ["notary", "-c", str(self.dir / "notary-client.json"), *args]
         env = {**os.environ, **_PASSPHRASE_ENV, "HOME": str(self.dir)}
         try:
-            cp = subprocess.run(argv, check=False, cwd=self.dir, env=env, capture_output=True, text=True,
-                                timeout=_CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+            cp = subprocess.run(
+                argv,
+                check=False,
+                cwd=self.dir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=_CLI_TIMEOUT,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as e:
             raise WorldError(f"{' '.join(argv)}: timed out after {_CLI_TIMEOUT}s\n{self._logs()}") from e
         with open(self.dir / "notary-cli.log", "a") as log:
@@ -543,8 +612,15 @@ class NotaryWorld:
             self._inited.add(gun)
             self._delegations.setdefault(gun, set())
 
-    def sign(self, repo: str, tag: str, digest: str, size: int, *,
-             roles: tuple[str, ...] | list[str] = ("targets",)) -> None:
+    def sign(
+        self,
+        repo: str,
+        tag: str,
+        digest: str,
+        size: int,
+        *,
+        roles: tuple[str, ...] | list[str] = ("targets",),
+    ) -> None:
         """Sign tag -> digest (size bytes) into the given roles and publish, with the real notary CLI.
 
         Delegation roles (targets/...) must have been added first (add_signer / add_delegation_key)."""
@@ -576,8 +652,15 @@ class NotaryWorld:
             signer.pem_path = pki.write(d / f"{name}.crt", signer.cert_pem, 0o644)
         return signer
 
-    def add_delegation_key(self, repo: str, name: str, roles: list[str] | tuple[str, ...], *,
-                           cert: bool = False, key: SignerKey | None = None) -> SignerKey:
+    def add_delegation_key(
+        self,
+        repo: str,
+        name: str,
+        roles: list[str] | tuple[str, ...],
+        *,
+        cert: bool = False,
+        key: SignerKey | None = None,
+    ) -> SignerKey:
         """Import a signer key (made here unless given) and add it to each delegation role; publish."""
         with self._lock:
             self.init_repo(repo)
@@ -599,8 +682,15 @@ class NotaryWorld:
         signer = self.add_delegation_key(repo, name, ("targets/releases", f"targets/{name}"), cert=cert)
         return signer.delegation_pem, signer.key_path
 
-    def sign_as(self, repo: str, tag: str, digest: str, size: int, signers: list[str] | tuple[str, ...],
-                releases: bool = True) -> None:
+    def sign_as(
+        self,
+        repo: str,
+        tag: str,
+        digest: str,
+        size: int,
+        signers: list[str] | tuple[str, ...],
+        releases: bool = True,
+    ) -> None:
         """As `docker trust sign` with signer keys: into targets/<name> for each signer (and releases)."""
         roles = [f"targets/{s}" for s in signers]
         if releases:
@@ -611,8 +701,9 @@ class NotaryWorld:
 
     def tuf(self, repo: str, role: str) -> requests.Response:
         """GET /v2/<gun>/_trust/tuf/<role>.json from the running notary-server (TLS verified by the CA)."""
-        return self._http.get(f"{self.notary_url}/v2/{self.gun(repo)}/_trust/tuf/{role}.json",
-                              verify=self.ca_file, timeout=10)
+        return self._http.get(
+            f"{self.notary_url}/v2/{self.gun(repo)}/_trust/tuf/{role}.json", verify=self.ca_file, timeout=10
+        )
 
     def tail_logs(self) -> str:
         return self._logs()
@@ -629,15 +720,15 @@ class _PortRace(WorldError):
 class WorldImage:
     """One image of the scenario, with everything a test needs to ask about it."""
 
-    key: str             # scenario name: "signed", "unsigned", ...
-    registry: str        # "127.0.0.1:PORT"
-    repo: str            # "ostiary/signed"
+    key: str  # scenario name: "signed", "unsigned", ...
+    registry: str  # "127.0.0.1:PORT"
+    repo: str  # "ostiary/signed"
     tag: str
-    digest: str          # the pushed manifest digest
+    digest: str  # the pushed manifest digest
     size: int
     notary_url: str
     ca_file: str
-    signed_roles: tuple[str, ...] = ()   # roles the tag is signed into ((), when never signed)
+    signed_roles: tuple[str, ...] = ()  # roles the tag is signed into ((), when never signed)
 
     @property
     def gun(self) -> str:
@@ -657,9 +748,9 @@ class WorldImage:
 class Scenario:
     world: NotaryWorld
     images: dict[str, WorldImage]
-    alice: SignerKey     # delegation key given as a PEM public key ("ecdsa"), signs "signer-pem"
-    bob: SignerKey       # delegation key given as a certificate ("ecdsa-x509"), signs "signer-cert"
-    mallory: SignerKey   # a key never added anywhere (wrong-signer tests)
+    alice: SignerKey  # delegation key given as a PEM public key ("ecdsa"), signs "signer-pem"
+    bob: SignerKey  # delegation key given as a certificate ("ecdsa-x509"), signs "signer-cert"
+    mallory: SignerKey  # a key never added anywhere (wrong-signer tests)
     releaser: SignerKey  # the targets/releases key of "signed"
     build_seconds: float | None = None  # world start + scenario, set by whoever measures it
 
@@ -700,8 +791,17 @@ def build_scenario(world: NotaryWorld) -> Scenario:
     images: dict[str, WorldImage] = {}
 
     def record(key: str, repo: str, image: PushedImage, roles: tuple[str, ...]) -> None:
-        images[key] = WorldImage(key, world.registry_host, repo, image.tag, image.digest, image.size,
-                                 world.notary_url, world.ca_file, roles)
+        images[key] = WorldImage(
+            key,
+            world.registry_host,
+            repo,
+            image.tag,
+            image.digest,
+            image.size,
+            world.notary_url,
+            world.ca_file,
+            roles,
+        )
 
     repo = "ostiary/signed"
     img = world.push(repo, "v1", seed="signed")
@@ -732,7 +832,8 @@ def build_scenario(world: NotaryWorld) -> Scenario:
     record("signer-cert", repo, img, ("targets/releases", "targets/bob"))
 
     return Scenario(
-        world=world, images=images,
+        world=world,
+        images=images,
         alice=world.signers[("ostiary/signer-pem", "alice")],
         bob=world.signers[("ostiary/signer-cert", "bob")],
         mallory=world.make_key("mallory"),

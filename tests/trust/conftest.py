@@ -24,7 +24,9 @@ from tests.support.pki import CA, private_key_pem, write
 from tests.trust.https_server import NotaryTestServer, ServerKnobs, SilentServer
 
 # ../shared beside the project's root (read-only, present in CI too)
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "notary" / "dockerhub-captured"
+FIXTURES = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "notary" / "dockerhub-captured"
+)
 
 
 @dataclass(frozen=True)

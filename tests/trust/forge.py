@@ -61,9 +61,11 @@ class ForgedKey:
         return {"ecdsa": "ecdsa", "ecdsa-x509": "ecdsa", "ed25519": "eddsa"}.get(self.keytype, "rsapss")
 
     def public_pem(self) -> str:
-        return self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode("ascii")
+        return (
+            self.private.public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .decode("ascii")
+        )
 
     def sign(self, message: bytes, method: str | None = None, der: bool = False) -> bytes:
         method = method or self.default_method
@@ -79,12 +81,17 @@ class ForgedKey:
             return key.sign(message)
         if method == "rsapkcs1v15":
             return key.sign(message, padding.PKCS1v15(), hashes.SHA256())
-        return key.sign(message, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+        return key.sign(
+            message, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256()
+        )
 
     def signature(self, signed: Mapping[str, Any], method: str | None = None, der: bool = False) -> dict:
         sig = self.sign(canonical_json(signed), method, der)
-        return {"keyid": self.keyid, "method": method or self.default_method,
-                "sig": base64.b64encode(sig).decode("ascii")}
+        return {
+            "keyid": self.keyid,
+            "method": method or self.default_method,
+            "sig": base64.b64encode(sig).decode("ascii"),
+        }
 
 
 def _b64(data: bytes) -> str:
@@ -92,8 +99,11 @@ def _b64(data: bytes) -> str:
 
 
 def _spki(private: PrivateKey) -> str:
-    return _b64(private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return _b64(
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def ecdsa_key() -> ForgedKey:
@@ -146,8 +156,9 @@ def x509_key(
 ) -> ForgedKey:
     """An ecdsa-x509 (or rsa-x509 when `private` is RSA) key: base64 of a self-signed PEM certificate."""
     private = private or ec.generate_private_key(ec.SECP256R1())
-    pem = certificate(private, common_name, not_before or now - timedelta(days=30),
-                      not_after or now + timedelta(days=3650))
+    pem = certificate(
+        private, common_name, not_before or now - timedelta(days=30), not_after or now + timedelta(days=3650)
+    )
     keytype = "rsa-x509" if isinstance(private, rsa.RSAPrivateKey) else "ecdsa-x509"
     return ForgedKey(keytype, private, _b64(pem))
 
@@ -159,7 +170,10 @@ def envelope(signed: Mapping[str, Any], signatures: Sequence[Mapping[str, Any]])
 
 def file_meta(data: bytes) -> dict[str, Any]:
     return {
-        "hashes": {"sha256": _b64(hashlib.sha256(data).digest()), "sha512": _b64(hashlib.sha512(data).digest())},
+        "hashes": {
+            "sha256": _b64(hashlib.sha256(data).digest()),
+            "sha512": _b64(hashlib.sha512(data).digest()),
+        },
         "length": len(data),
     }
 
@@ -223,16 +237,21 @@ class ForgedRepo:
         return envelope(signed, signatures)
 
     def root_signed(self) -> dict[str, Any]:
-        keys = {key.keyid: key.to_json() for role in ("root", "targets", "snapshot", "timestamp")
-                for key in self.role_keys[role]}
+        keys = {
+            key.keyid: key.to_json()
+            for role in ("root", "targets", "snapshot", "timestamp")
+            for key in self.role_keys[role]
+        }
         return {
             "_type": "Root",
             "consistent_snapshot": False,
             "expires": self._expires("root"),
             "keys": keys,
             "roles": {
-                role: {"keyids": [key.keyid for key in self.role_keys[role]],
-                       "threshold": self.thresholds.get(role, 1)}
+                role: {
+                    "keyids": [key.keyid for key in self.role_keys[role]],
+                    "threshold": self.thresholds.get(role, 1),
+                }
                 for role in ("root", "snapshot", "targets", "timestamp")
             },
             "version": self.versions.get("root", 1),
@@ -245,8 +264,12 @@ class ForgedRepo:
             "delegations": {
                 "keys": {key.keyid: key.to_json() for child in children for key in child.keys},
                 "roles": [
-                    {"keyids": [key.keyid for key in child.keys], "name": child.name, "paths": child.paths,
-                     "threshold": child.threshold}
+                    {
+                        "keyids": [key.keyid for key in child.keys],
+                        "name": child.name,
+                        "paths": child.paths,
+                        "threshold": child.threshold,
+                    }
                     for child in children
                 ],
             },
@@ -258,18 +281,28 @@ class ForgedRepo:
     def build(self) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
         files["root"] = self._sign("root", self.root_signed(), self.role_keys["root"])
-        files["targets"] = self._sign("targets", self._targets_signed("targets", self.targets),
-                                      self.role_keys["targets"])
+        files["targets"] = self._sign(
+            "targets", self._targets_signed("targets", self.targets), self.role_keys["targets"]
+        )
         for delegation in self.delegations:
             signed = self._targets_signed(delegation.name, delegation.targets)
-            files[delegation.name] = self._sign(delegation.name, signed, delegation.keys[: delegation.threshold])
+            files[delegation.name] = self._sign(
+                delegation.name, signed, delegation.keys[: delegation.threshold]
+            )
         meta = {role: file_meta(data) for role, data in files.items() if role not in self.unlisted}
-        snapshot = {"_type": "Snapshot", "expires": self._expires("snapshot"), "meta": meta,
-                    "version": self.versions.get("snapshot", 1)}
+        snapshot = {
+            "_type": "Snapshot",
+            "expires": self._expires("snapshot"),
+            "meta": meta,
+            "version": self.versions.get("snapshot", 1),
+        }
         files["snapshot"] = self._sign("snapshot", snapshot, self.role_keys["snapshot"])
-        timestamp = {"_type": "Timestamp", "expires": self._expires("timestamp"),
-                     "meta": {"snapshot": file_meta(files["snapshot"])},
-                     "version": self.versions.get("timestamp", 1)}
+        timestamp = {
+            "_type": "Timestamp",
+            "expires": self._expires("timestamp"),
+            "meta": {"snapshot": file_meta(files["snapshot"])},
+            "version": self.versions.get("timestamp", 1),
+        }
         files["timestamp"] = self._sign("timestamp", timestamp, self.role_keys["timestamp"])
         return files
 

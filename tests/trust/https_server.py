@@ -95,8 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
         if knobs.auth and not owner.token_valid(seen.authorization):
             realm = knobs.token_realm or f"{owner.url}/token"
             challenge = (
-                f'Bearer realm="{realm}",service="{knobs.token_service}",'
-                f'scope="repository:{gun}:pull"'
+                f'Bearer realm="{realm}",service="{knobs.token_service}",scope="repository:{gun}:pull"'
             )
             self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge})
             return

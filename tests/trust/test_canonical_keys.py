@@ -27,7 +27,9 @@ CAPTURED = Path(__file__).parents[2].parent / "shared" / "fixtures" / "notary" /
 
 
 def test_keys_are_sorted_bytewise_without_whitespace() -> None:
-    assert canonical_json({"b": 1, "a": [True, False, None], "B": {}}) == b'{"B":{},"a":[true,false,null],"b":1}'
+    assert (
+        canonical_json({"b": 1, "a": [True, False, None], "B": {}}) == b'{"B":{},"a":[true,false,null],"b":1}'
+    )
 
 
 def test_keys_sort_by_utf8_bytes() -> None:
@@ -59,8 +61,9 @@ def test_canonical_form_of_captured_signed_sections_is_what_was_signed() -> None
     assert canonical == json.dumps(document["signed"], sort_keys=True, separators=(",", ":")).encode()
 
 
-@pytest.mark.parametrize("text", [b'{"a":1,"a":2}', b'{"a":1.0}', b'{"a":1e3}', b'[NaN]', b'[Infinity]',
-                                  b'\xff', b"[1,]"])
+@pytest.mark.parametrize(
+    "text", [b'{"a":1,"a":2}', b'{"a":1.0}', b'{"a":1e3}', b"[NaN]", b"[Infinity]", b"\xff", b"[1,]"]
+)
 def test_strict_loader_refuses_ambiguous_json(text: bytes) -> None:
     with pytest.raises(ValueError):
         load_json(text)
@@ -109,9 +112,16 @@ def test_pem_formatting_does_not_change_the_key() -> None:
         assert same_public_key(key["keytype"], key["keyval"]["public"], variant)
 
 
-@pytest.mark.parametrize("pem", ["", "garbage", "-----BEGIN PUBLIC KEY-----\n%%%\n-----END PUBLIC KEY-----",
-                                 "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
-                                 "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"])
+@pytest.mark.parametrize(
+    "pem",
+    [
+        "",
+        "garbage",
+        "-----BEGIN PUBLIC KEY-----\n%%%\n-----END PUBLIC KEY-----",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----",
+    ],
+)
 def test_unreadable_pem_raises_value_error(pem: str) -> None:
     with pytest.raises(ValueError):
         signer_key_ids(pem)
@@ -122,11 +132,24 @@ def test_certificate_signer_gets_x509_and_plain_key_ids() -> None:
     alice = x509_key("alice")
     cert_pem = load_certificate(alice.public).public_bytes(serialization.Encoding.PEM).decode()
     ids = signer_key_ids(cert_pem)
-    plain = key_id("ecdsa", base64.b64encode(alice.private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode())
+    plain = key_id(
+        "ecdsa",
+        base64.b64encode(
+            alice.private.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).decode(),
+    )
     assert alice.keyid in ids and plain in ids
-    assert same_public_key("ecdsa", base64.b64encode(alice.private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode(), cert_pem)
+    assert same_public_key(
+        "ecdsa",
+        base64.b64encode(
+            alice.private.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        ).decode(),
+        cert_pem,
+    )
 
 
 def test_ed25519_signer_gets_spki_and_raw_key_ids() -> None:
@@ -157,8 +180,11 @@ def test_ecdsa_raw_signature_verifies_and_der_is_refused() -> None:
 
 def test_ecdsa_p384_uses_96_byte_signatures() -> None:
     private = ec.generate_private_key(ec.SECP384R1())
-    public = base64.b64encode(private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    public = base64.b64encode(
+        private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
     from tests.trust.forge import ForgedKey
 
     sig = ForgedKey("ecdsa", private, public).sign(MESSAGE)
@@ -186,8 +212,9 @@ def test_rsa_methods_verify_and_are_not_interchangeable() -> None:
 def test_rsa_pss_salt_length_must_equal_the_hash_length() -> None:
     key = rsa_key()
     assert isinstance(key.private, rsa.RSAPrivateKey)
-    other_salt = key.private.sign(MESSAGE, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=20),
-                                  hashes.SHA256())
+    other_salt = key.private.sign(
+        MESSAGE, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=20), hashes.SHA256()
+    )
     assert not verify_signature("rsa", key.public, "rsapss", other_salt, MESSAGE)
 
 
@@ -204,9 +231,16 @@ def test_x509_keys_verify_only_while_the_certificate_is_valid() -> None:
     assert not verify_signature("ecdsa-x509", key.public, "ecdsa", sig, MESSAGE, now=NOW)
 
 
-@pytest.mark.parametrize(("keytype", "public"), [
-    ("ecdsa", "%%%"), ("ecdsa", "AAAA"), ("ecdsa-x509", "AAAA"), ("dsa", "AAAA"), ("ed25519", "AAAA"),
-])
+@pytest.mark.parametrize(
+    ("keytype", "public"),
+    [
+        ("ecdsa", "%%%"),
+        ("ecdsa", "AAAA"),
+        ("ecdsa-x509", "AAAA"),
+        ("dsa", "AAAA"),
+        ("ed25519", "AAAA"),
+    ],
+)
 def test_unreadable_keys_never_verify(keytype: str, public: str) -> None:
     assert not verify_signature(keytype, public, "ecdsa", b"\0" * 64, MESSAGE)
 

@@ -71,7 +71,9 @@ def gather_one(service: TrustService, req: TrustRequest, seconds: float = 10.0) 
 def test_role_is_fetched_over_https_trusting_the_extra_ca(notary_server: NotaryTestServer, pki) -> None:
     serve(notary_server, "charlie-image")
     client = NotaryClient(ca_file=pki.ca_file)
-    data = client.fetch_role(notary_server.url, DELEGATION_GUN, "targets/releases", deadline=time.monotonic() + 5)
+    data = client.fetch_role(
+        notary_server.url, DELEGATION_GUN, "targets/releases", deadline=time.monotonic() + 5
+    )
     assert data == (FIXTURES / "charlie-image" / "targets" / "releases.json").read_bytes()
     assert notary_server.requests[-1].path == f"/v2/{DELEGATION_GUN}/_trust/tuf/targets/releases.json"
 
@@ -105,7 +107,9 @@ def test_other_http_status_is_an_error_naming_it(notary_server: NotaryTestServer
 
 
 @pytest.mark.parametrize("knob", ["oversize", "oversize_chunked"])
-def test_oversized_response_is_cut_and_names_the_role(notary_server: NotaryTestServer, pki, knob: str) -> None:
+def test_oversized_response_is_cut_and_names_the_role(
+    notary_server: NotaryTestServer, pki, knob: str
+) -> None:
     serve(notary_server, "charlie-image")
     setattr(notary_server.knobs, knob, 300_000)
     client = NotaryClient(ca_file=pki.ca_file, max_response_bytes=100_000)
@@ -119,7 +123,10 @@ def test_response_at_the_size_limit_is_accepted(notary_server: NotaryTestServer,
     serve(notary_server, "charlie-image")
     size = len((FIXTURES / "charlie-image" / "root.json").read_bytes())
     client = NotaryClient(ca_file=pki.ca_file, max_response_bytes=size)
-    assert len(client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5)) == size
+    assert (
+        len(client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5))
+        == size
+    )
 
 
 @pytest.mark.parametrize("knob", ["endless", "hang", "stall_after_headers"])
@@ -158,7 +165,9 @@ def test_slow_but_timely_server_is_fine(notary_server: NotaryTestServer, pki) ->
 
 
 @pytest.mark.parametrize("knob", ["hang", "endless", "stall_after_headers"])
-def test_gather_returns_by_the_deadline_with_a_reason(notary_server: NotaryTestServer, pki, knob: str) -> None:
+def test_gather_returns_by_the_deadline_with_a_reason(
+    notary_server: NotaryTestServer, pki, knob: str
+) -> None:
     serve(notary_server, "charlie-image")
     setattr(notary_server.knobs, knob, True)
     notary_server.knobs.only_roles = {"snapshot"}
@@ -181,7 +190,9 @@ def test_gather_against_a_silent_server_returns_by_the_deadline(silent_server: S
     assert facts["error"] == f"root: notary server {silent_server.url} did not answer within 1.0s"
 
 
-def test_a_server_that_timed_out_is_not_waited_for_again_for_a_few_seconds(silent_server: SilentServer, pki) -> None:
+def test_a_server_that_timed_out_is_not_waited_for_again_for_a_few_seconds(
+    silent_server: SilentServer, pki
+) -> None:
     ticker = Ticker()
     service = make_service(pki, monotonic=ticker, server_patience=0.5)
     first = gather_one(service, request(silent_server.url), seconds=1.0)
@@ -203,9 +214,7 @@ def test_one_stuck_server_does_not_hold_the_other_images(
     serve(notary_server, "charlie-image")
     service = make_service(pki)
     started = time.monotonic()
-    stuck, good = service.gather(
-        [request(silent_server.url), request(notary_server.url)], started + 1.0
-    )
+    stuck, good = service.gather([request(silent_server.url), request(notary_server.url)], started + 1.0)
     assert time.monotonic() - started < 1.0 + MARGIN
     assert stuck["verified"] is False and "did not answer" in stuck["error"]
     assert good["verified"] is True and good["targets"]["test"]["released"] == CHARLIE_DIGEST
@@ -222,7 +231,10 @@ def test_images_are_fetched_in_parallel(notary_server: NotaryTestServer, pki) ->
     service = TrustService(ca_file=pki.ca_file, clock=lambda: at(ALICE_VALID_AT))
     started = time.monotonic()
     facts = service.gather(
-        [request(notary_server.url, ALICE_GUN), request(notary_server.url, "docker.io/phbelitz/sample-image", "v1")],
+        [
+            request(notary_server.url, ALICE_GUN),
+            request(notary_server.url, "docker.io/phbelitz/sample-image", "v1"),
+        ],
         started + 1.5,  # one after the other would need 1.6 s of delays alone
     )
     assert [f["verified"] for f in facts] == [True, True], [f["error"] for f in facts]
@@ -296,17 +308,22 @@ def token_requests(server: NotaryTestServer):
         return [r for r in server.requests if r.path == "/token"]
 
 
-def test_token_flow_with_credentials_from_a_dockerconfigjson_secret(notary_server: NotaryTestServer, pki) -> None:
+def test_token_flow_with_credentials_from_a_dockerconfigjson_secret(
+    notary_server: NotaryTestServer, pki
+) -> None:
     serve(notary_server, "charlie-image")
     require_login(notary_server)
-    credentials = credentials_for("docker.io", [pull_secret("https://index.docker.io/v1/", "alice", "s3cret")])
+    credentials = credentials_for(
+        "docker.io", [pull_secret("https://index.docker.io/v1/", "alice", "s3cret")]
+    )
     facts = gather_one(make_service(pki), request(notary_server.url, credentials=tuple(credentials)))
     assert facts["verified"] is True, facts["error"]
     assert facts["targets"]["test"]["released"] == CHARLIE_DIGEST
     [token_request] = token_requests(notary_server)
     assert token_request.authorization == "Basic " + base64.b64encode(b"alice:s3cret").decode()
     assert token_request.query == {
-        "service": ["notary.test"], "scope": [f"repository:{DELEGATION_GUN}:pull"],
+        "service": ["notary.test"],
+        "scope": [f"repository:{DELEGATION_GUN}:pull"],
     }
 
 
@@ -360,9 +377,7 @@ def test_credentials_are_never_sent_to_an_http_realm(
     serve(notary_server, "charlie-image")
     plain_http_server.knobs.users = {"alice": "s3cret"}
     plain_http_server.knobs.allow_anonymous_token = False
-    require_login(
-        notary_server, token_realm=f"{plain_http_server.url}/token", token_issuer=plain_http_server
-    )
+    require_login(notary_server, token_realm=f"{plain_http_server.url}/token", token_issuer=plain_http_server)
     facts = gather_one(make_service(pki), request(notary_server.url, credentials=(("alice", "s3cret"),)))
     seen = token_requests(plain_http_server)
     assert seen, "the realm was asked (anonymously)"
@@ -552,9 +567,11 @@ def test_trust_on_first_use_refuses_a_replaced_root(notary_server: NotaryTestSer
 
     # a real rotation: version 2, signed by the old root key and the new one
     new_root_key = x509_key(GUN, now=NOW)
-    rotated = ForgedRepo(role_keys={**original.role_keys, "root": [new_root_key]},
-                         versions={"root": 2},
-                         signers={"root": original.role_keys["root"] + [new_root_key]})
+    rotated = ForgedRepo(
+        role_keys={**original.role_keys, "root": [new_root_key]},
+        versions={"root": 2},
+        signers={"root": original.role_keys["root"] + [new_root_key]},
+    )
     notary_server.knobs.overrides = {(GUN, role): data for role, data in rotated.build().items()}
     facts = gather_one(service, req)
     assert facts["verified"] is True, facts["error"]
@@ -567,16 +584,26 @@ def test_trust_on_first_use_refuses_a_replaced_root(notary_server: NotaryTestSer
 # -- ostiary trust inspect -------------------------------------------------------------------------
 
 
-def test_inspect_image_with_signers(notary_server: NotaryTestServer, pki, signer_pems: dict[str, str]) -> None:
+def test_inspect_image_with_signers(
+    notary_server: NotaryTestServer, pki, signer_pems: dict[str, str]
+) -> None:
     serve(notary_server, "dave-image")
     facts, ok = inspect_image(
-        f"{DELEGATION_GUN}:test", trust_server=notary_server.url, ca_file=pki.ca_file,
-        signers=[("del1", signer_pems["del1"])], at=at(DELEGATION_VALID_AT), default_servers={},
+        f"{DELEGATION_GUN}:test",
+        trust_server=notary_server.url,
+        ca_file=pki.ca_file,
+        signers=[("del1", signer_pems["del1"])],
+        at=at(DELEGATION_VALID_AT),
+        default_servers={},
     )
     assert ok is True and facts["targets"]["test"]["released"] == DAVE_DIGEST
     facts, ok = inspect_image(
-        f"{DELEGATION_GUN}:test", trust_server=notary_server.url, ca_file=pki.ca_file,
-        signers=[("del2", signer_pems["del2"])], at=at(DELEGATION_VALID_AT), default_servers={},
+        f"{DELEGATION_GUN}:test",
+        trust_server=notary_server.url,
+        ca_file=pki.ca_file,
+        signers=[("del2", signer_pems["del2"])],
+        at=at(DELEGATION_VALID_AT),
+        default_servers={},
     )
     assert facts["verified"] is True and ok is False  # del2 signed another digest
 
@@ -584,20 +611,35 @@ def test_inspect_image_with_signers(notary_server: NotaryTestServer, pki, signer
 def test_inspect_image_uses_the_default_server_map(notary_server: NotaryTestServer, pki) -> None:
     serve(notary_server, "charlie-image")
     facts, ok = inspect_image(
-        "phbelitz/delegation:test", trust_server=None, ca_file=pki.ca_file, signers=[],
-        at=datetime(2020, 11, 20), default_servers={"docker.io": notary_server.url},
+        "phbelitz/delegation:test",
+        trust_server=None,
+        ca_file=pki.ca_file,
+        signers=[],
+        at=datetime(2020, 11, 20),
+        default_servers={"docker.io": notary_server.url},
     )
     assert ok is True and facts["server"] == notary_server.url and facts["gun"] == DELEGATION_GUN
 
 
 @pytest.mark.parametrize(
     ("image", "reason"),
-    [("registry.example.com/team/app:1", "no Notary trust server is known for registry registry.example.com"),
-     ("Not An Image", "invalid image reference")],
+    [
+        (
+            "registry.example.com/team/app:1",
+            "no Notary trust server is known for registry registry.example.com",
+        ),
+        ("Not An Image", "invalid image reference"),
+    ],
 )
 def test_inspect_image_failures_are_facts(image: str, reason: str) -> None:
-    facts, ok = inspect_image(image, trust_server=None, ca_file=None, signers=[], at=None,
-                              default_servers={"docker.io": "https://notary.docker.io"})
+    facts, ok = inspect_image(
+        image,
+        trust_server=None,
+        ca_file=None,
+        signers=[],
+        at=None,
+        default_servers={"docker.io": "https://notary.docker.io"},
+    )
     assert ok is False and facts["verified"] is False
     assert reason in facts["error"]
 
@@ -605,16 +647,22 @@ def test_inspect_image_failures_are_facts(image: str, reason: str) -> None:
 def test_inspect_image_expired_data(notary_server: NotaryTestServer, pki) -> None:
     serve(notary_server, "charlie-image")
     facts, ok = inspect_image(
-        f"{DELEGATION_GUN}:test", trust_server=notary_server.url, ca_file=pki.ca_file, signers=[],
-        at=datetime(2020, 11, 20) + timedelta(days=30), default_servers={},
+        f"{DELEGATION_GUN}:test",
+        trust_server=notary_server.url,
+        ca_file=pki.ca_file,
+        signers=[],
+        at=datetime(2020, 11, 20) + timedelta(days=30),
+        default_servers={},
     )
     assert ok is False and "expired" in facts["error"]
 
 
 def test_signer_secret_names_reach_the_facts(notary_server: NotaryTestServer, pki, signer_pems) -> None:
     serve(notary_server, "charlie-image")
-    req = request(notary_server.url, signers=(Signer("team-del1", "del1", signer_pems["del1"]),
-                                              Signer("broken", "x", "not a pem")))
+    req = request(
+        notary_server.url,
+        signers=(Signer("team-del1", "del1", signer_pems["del1"]), Signer("broken", "x", "not a pem")),
+    )
     facts = gather_one(make_service(pki), req)
     assert [s["secret"] for s in facts["signers"]] == ["team-del1", "broken"]
     assert facts["signers"][1]["error"] == "secret broken: publicKey is not a PEM public key or certificate"
@@ -668,8 +716,12 @@ def test_inspect_image_digest_references(
     gun = "docker.io/phbelitz/sample-image"
     serve(notary_server, "sample-image", gun)
     facts, ok = inspect_image(
-        f"{gun}{reference}", trust_server=notary_server.url, ca_file=pki.ca_file, signers=[],
-        at=at("2019-11-01T00:00:00Z"), default_servers={},
+        f"{gun}{reference}",
+        trust_server=notary_server.url,
+        ca_file=pki.ca_file,
+        signers=[],
+        at=at("2019-11-01T00:00:00Z"),
+        default_servers={},
     )
     assert facts["verified"] is True, facts["error"]
     assert ok is expected
@@ -690,8 +742,10 @@ def test_extra_ca_is_added_to_the_public_roots_not_instead_of_them(pki) -> None:
     extended = _tls_context(pki.ca_file).get_ca_certs()
     assert len(plain) > 10
     assert len(extended) == len(plain) + 1
-    assert any(dict(item[0] for item in cert["subject"]).get("commonName") == "ostiary trust tests CA"
-               for cert in extended)
+    assert any(
+        dict(item[0] for item in cert["subject"]).get("commonName") == "ostiary trust tests CA"
+        for cert in extended
+    )
 
 
 def test_inspect_command_line_options(tmp_path, signer_pems: dict[str, str]) -> None:
@@ -770,8 +824,13 @@ def test_a_token_obtained_with_one_pull_secret_is_not_offered_to_another_request
     serve(notary_server, "charlie-image")
     require_login(notary_server)
     client = NotaryClient(ca_file=pki.ca_file)
-    client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5,
-                      credentials=(("alice", "s3cret"),))
+    client.fetch_role(
+        notary_server.url,
+        DELEGATION_GUN,
+        "root",
+        deadline=time.monotonic() + 5,
+        credentials=(("alice", "s3cret"),),
+    )
     with pytest.raises(FetchError, match="HTTP 401"):
         client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5)
     with notary_server.lock:
@@ -787,9 +846,14 @@ def test_inspect_explains_why_an_image_is_not_admissible(
     serve(notary_server, "dave-image")
 
     def facts_for(reference: str, signers=()) -> dict:
-        facts, _ = inspect_image(f"{DELEGATION_GUN}{reference}", trust_server=notary_server.url,
-                                 ca_file=pki.ca_file, signers=list(signers), at=at(DELEGATION_VALID_AT),
-                                 default_servers={})
+        facts, _ = inspect_image(
+            f"{DELEGATION_GUN}{reference}",
+            trust_server=notary_server.url,
+            ca_file=pki.ca_file,
+            signers=list(signers),
+            at=at(DELEGATION_VALID_AT),
+            default_servers={},
+        )
         return facts
 
     assert explain(facts_for(":test", [("del1", signer_pems["del1"])])) is None

@@ -49,8 +49,14 @@ def test_legacy_dockercfg_secret() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["docker.io", "index.docker.io", "registry-1.docker.io", "https://index.docker.io/v1/",
-     "https://docker.io", "HTTPS://Index.Docker.IO/v2/"],
+    [
+        "docker.io",
+        "index.docker.io",
+        "registry-1.docker.io",
+        "https://index.docker.io/v1/",
+        "https://docker.io",
+        "HTTPS://Index.Docker.IO/v2/",
+    ],
 )
 def test_docker_hub_is_known_under_all_its_names(key: str) -> None:
     secret = dockerconfigjson({key: {"auth": _b64("hub:pw")}})
@@ -88,7 +94,9 @@ def test_wildcard_key_matches_one_label_and_comes_after_exact_matches() -> None:
 
 def test_order_follows_secrets_and_duplicates_are_dropped() -> None:
     first = dockerconfigjson({"quay.io": {"auth": _b64("one:1")}})
-    second = dockerconfigjson({"https://quay.io": {"auth": _b64("two:2")}, "quay.io": {"auth": _b64("one:1")}})
+    second = dockerconfigjson(
+        {"https://quay.io": {"auth": _b64("two:2")}, "quay.io": {"auth": _b64("one:1")}}
+    )
     assert credentials_for("quay.io", [first, second]) == [("one", "1"), ("two", "2")]
 
 
@@ -158,7 +166,9 @@ def test_token_is_cached_per_username_until_expires_in() -> None:
     realm = FakeRealm({"token": "t1", "expires_in": 120})
     challenge = BearerChallenge("https://auth.example/token", "svc", "repository:a:pull")
     assert provider.token(realm, challenge, ("u", "p"), deadline=0) == "t1"
-    assert realm.calls == [("https://auth.example/token", {"service": "svc", "scope": "repository:a:pull"}, ("u", "p"))]
+    assert realm.calls == [
+        ("https://auth.example/token", {"service": "svc", "scope": "repository:a:pull"}, ("u", "p"))
+    ]
     assert provider.token(realm, challenge, ("u", "p"), deadline=0) == "t1"
     assert len(realm.calls) == 1
     provider.token(realm, challenge, None, deadline=0)  # anonymous is another cache entry
@@ -207,7 +217,9 @@ def test_token_service_failures_are_explained(realm: FakeRealm, match: str) -> N
 
 def test_non_http_realm_is_refused() -> None:
     with pytest.raises(TokenError, match="not an http"):
-        TokenProvider().token(FakeRealm({"token": "t"}), BearerChallenge("file:///etc/passwd"), None, deadline=0)
+        TokenProvider().token(
+            FakeRealm({"token": "t"}), BearerChallenge("file:///etc/passwd"), None, deadline=0
+        )
 
 
 def test_credentials_from_a_local_docker_config() -> None:

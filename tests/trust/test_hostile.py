@@ -130,7 +130,9 @@ def test_counts_over_the_limit_are_refused_with_the_limit(edit: Any, what: str, 
     with pytest.raises(LimitExceeded) as raised:
         load(repo.build())
     assert raised.value.role == "targets"
-    assert f"trust data for targets has {limit + 1} {what}, exceeding the limit of {limit}" in str(raised.value)
+    assert f"trust data for targets has {limit + 1} {what}, exceeding the limit of {limit}" in str(
+        raised.value
+    )
 
 
 def test_too_many_keys_in_root_are_refused_before_any_is_read() -> None:
@@ -231,12 +233,16 @@ def test_tag_only_in_another_delegation_is_refused_like_docker() -> None:
 
 
 def _cert_pem(key: ForgedKey, days_before: int, days_after: int) -> str:
-    pem = certificate(key.private, "alice", NOW + timedelta(days=days_before), NOW + timedelta(days=days_after))
+    pem = certificate(
+        key.private, "alice", NOW + timedelta(days=days_before), NOW + timedelta(days=days_after)
+    )
     return pem.decode()
 
 
 @pytest.mark.parametrize(("before", "after", "problem"), [(-30, -1, "expired"), (5, 30, "not valid before")])
-def test_pinned_signer_certificate_outside_its_dates_does_not_authorise(before: int, after: int, problem: str) -> None:
+def test_pinned_signer_certificate_outside_its_dates_does_not_authorise(
+    before: int, after: int, problem: str
+) -> None:
     alice = ecdsa_key()
     repo = ForgedRepo()
     repo.add_delegation("targets/alice", keys=[alice], targets={"latest": DIGEST_B})

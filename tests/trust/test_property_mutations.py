@@ -29,11 +29,14 @@ def _mutate_json(document: Any, path: list[int], value: Any) -> Any:
         key = sorted(document)[path[0] % len(document)]
         return {**document, key: _mutate_json(document[key], path[1:], value)}
     index = path[0] % len(document)
-    return [*document[:index], _mutate_json(document[index], path[1:], value), *document[index + 1:]]
+    return [*document[:index], _mutate_json(document[index], path[1:], value), *document[index + 1 :]]
 
 
 _VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=40)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(max_size=40)
     | st.sampled_from(["-----BEGIN CERTIFICATE-----\n" * 2000, "A" * 5000, "", "targets/releases/x"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=8,
@@ -59,8 +62,12 @@ def test_structured_mutation_raises_only_trust_errors(role: str, path: list[int]
 
 
 @settings(max_examples=150, deadline=None)
-@given(role=st.sampled_from(ROLES), position=st.integers(0, 10**6), junk=st.binary(max_size=64),
-       repeat=st.integers(1, 2000))
+@given(
+    role=st.sampled_from(ROLES),
+    position=st.integers(0, 10**6),
+    junk=st.binary(max_size=64),
+    repeat=st.integers(1, 2000),
+)
 def test_byte_mutation_raises_only_trust_errors_in_linear_time(
     role: str, position: int, junk: bytes, repeat: int
 ) -> None:

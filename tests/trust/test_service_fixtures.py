@@ -48,7 +48,11 @@ def serve(server: NotaryTestServer, case: str, gun: str) -> None:
 
 @pytest.mark.parametrize(("case", "index"), EXPECTED_CASES, ids=[f"{c}-{i}" for c, i in EXPECTED_CASES])
 def test_expected_json_case(
-    case: str, index: int, fixture_cases: dict, signer_pems: dict[str, str], notary_server: NotaryTestServer,
+    case: str,
+    index: int,
+    fixture_cases: dict,
+    signer_pems: dict[str, str],
+    notary_server: NotaryTestServer,
     pki,
 ) -> None:
     spec = fixture_cases[case]
@@ -69,7 +73,7 @@ def test_expected_json_case(
         assert facts["verified"] is True, facts["error"]
         assert "targets" in facts["roles"]
         assert all(role.get("signed_by") for role in facts["roles"].values())
-    for signer, name in zip(facts["signers"], names):
+    for signer, name in zip(facts["signers"], names, strict=False):
         assert signer["name"] == name and signer["secret"] == f"{name}-secret"
         assert signer["role"] == f"targets/{name}"
         assert signer["error"] is None
@@ -77,11 +81,16 @@ def test_expected_json_case(
         assert set(signer["keyids"]) & set(facts["roles"][f"targets/{name}"]["keyids"])
 
 
-def test_alice_facts_in_detail(fixture_cases: dict, signer_pems: dict, notary_server: NotaryTestServer, pki) -> None:
+def test_alice_facts_in_detail(
+    fixture_cases: dict, signer_pems: dict, notary_server: NotaryTestServer, pki
+) -> None:
     spec = fixture_cases["alice-image"]
     serve(notary_server, "alice-image", spec["gun"])
     service = TrustService(ca_file=pki.ca_file, clock=lambda: at(spec["valid_at"]))
-    signers = (Signer("s1", "phbelitz", signer_pems["phbelitz"]), Signer("s2", "chamsen", signer_pems["chamsen"]))
+    signers = (
+        Signer("s1", "phbelitz", signer_pems["phbelitz"]),
+        Signer("s2", "chamsen", signer_pems["chamsen"]),
+    )
     [facts] = service.gather(
         [TrustRequest(parse_image(f"{spec['gun']}:test"), notary_server.url, signers)], time.monotonic() + 10
     )
@@ -93,7 +102,11 @@ def test_alice_facts_in_detail(fixture_cases: dict, signer_pems: dict, notary_se
     assert facts["targets"]["test"]["roles"]["targets/chamsen"] == digest
     # the wire order is the TUF order, each role once
     assert notary_server.tuf_requests()[:4] == ["root", "timestamp", "snapshot", "targets"]
-    assert sorted(notary_server.tuf_requests()[4:]) == ["targets/chamsen", "targets/phbelitz", "targets/releases"]
+    assert sorted(notary_server.tuf_requests()[4:]) == [
+        "targets/chamsen",
+        "targets/phbelitz",
+        "targets/releases",
+    ]
 
 
 def test_missing_delegations_name_the_role(fixture_cases: dict, notary_server: NotaryTestServer, pki) -> None:
@@ -108,7 +121,9 @@ def test_missing_delegations_name_the_role(fixture_cases: dict, notary_server: N
     assert "does not serve" in facts["error"]
 
 
-def test_expired_trust_data_is_not_verified(fixture_cases: dict, notary_server: NotaryTestServer, pki) -> None:
+def test_expired_trust_data_is_not_verified(
+    fixture_cases: dict, notary_server: NotaryTestServer, pki
+) -> None:
     spec = fixture_cases["sample-image"]
     serve(notary_server, "sample-image", spec["gun"])
     service = TrustService(ca_file=pki.ca_file, clock=lambda: at("2035-01-01T00:00:00Z"))
@@ -123,7 +138,10 @@ def test_many_images_in_one_gather_keep_order_and_share_fetches(
     fixture_cases: dict, notary_server: NotaryTestServer, pki
 ) -> None:
     alice, sample = fixture_cases["alice-image"], fixture_cases["sample-image"]
-    notary_server.knobs.repos = {alice["gun"]: FIXTURES / "alice-image", sample["gun"]: FIXTURES / "sample-image"}
+    notary_server.knobs.repos = {
+        alice["gun"]: FIXTURES / "alice-image",
+        sample["gun"]: FIXTURES / "sample-image",
+    }
     # every role of both fixtures is unexpired at alice's valid_at
     service = TrustService(ca_file=pki.ca_file, clock=lambda: at(alice["valid_at"]))
     requests = [

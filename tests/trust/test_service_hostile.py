@@ -45,16 +45,20 @@ def test_hostile_root_does_not_slow_other_repositories(notary_server: NotaryTest
     hostile: list[dict] = []
 
     def attack() -> None:
-        hostile.extend(service.gather([TrustRequest(parse_image(f"{EVIL_GUN}:latest"), notary_server.url)],
-                                      time.monotonic() + 30))
+        hostile.extend(
+            service.gather(
+                [TrustRequest(parse_image(f"{EVIL_GUN}:latest"), notary_server.url)], time.monotonic() + 30
+            )
+        )
 
     attacker = threading.Thread(target=attack)
     attacker.start()
     durations = []
     for _ in range(3):
         started = time.monotonic()
-        [good] = service.gather([TrustRequest(parse_image(f"{GUN}:latest"), notary_server.url)],
-                                time.monotonic() + 30)
+        [good] = service.gather(
+            [TrustRequest(parse_image(f"{GUN}:latest"), notary_server.url)], time.monotonic() + 30
+        )
         durations.append(time.monotonic() - started)
         assert good["verified"] is True, good["error"]
     attacker.join(30)

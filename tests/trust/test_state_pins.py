@@ -27,9 +27,11 @@ def load_pinned(files: dict[str, bytes], *pins) -> TrustedRepository:
 
 
 def public_pem(key: ForgedKey) -> str:
-    return key.private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        key.private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 def cert_pem(key: ForgedKey) -> str:
@@ -42,9 +44,13 @@ def make_ca(name: str = "Example Root CA", *, is_ca: bool = True):
     private = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     builder = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(private.public_key())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(private.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=365)).not_valid_after(NOW + timedelta(days=3650))
+        .not_valid_before(NOW - timedelta(days=365))
+        .not_valid_after(NOW + timedelta(days=3650))
     )
     if is_ca:
         builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -58,9 +64,11 @@ def issued_root_key(ca_private, ca_cert) -> ForgedKey:
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GUN)]))
-        .issuer_name(ca_cert.subject).public_key(private.public_key())
+        .issuer_name(ca_cert.subject)
+        .public_key(private.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - timedelta(days=30)).not_valid_after(NOW + timedelta(days=3650))
+        .not_valid_before(NOW - timedelta(days=30))
+        .not_valid_after(NOW + timedelta(days=3650))
         .sign(ca_private, hashes.SHA256())
     )
     return ForgedKey("ecdsa-x509", private, _b64(cert.public_bytes(serialization.Encoding.PEM)))
@@ -95,8 +103,12 @@ def test_a_bundle_may_hold_several_keys_and_threshold_counts_only_pinned_ones() 
     with pytest.raises(ThresholdNotMet, match="signed by 1 of the 2"):
         load_pinned(repo.build(), root_pin("one", public_pem(first), None))
     # two secrets together make the threshold
-    assert load_pinned(repo.build(), root_pin("a", public_pem(first), None),
-                       root_pin("b", public_pem(second), None)).root_trust == "pinned"
+    assert (
+        load_pinned(
+            repo.build(), root_pin("a", public_pem(first), None), root_pin("b", public_pem(second), None)
+        ).root_trust
+        == "pinned"
+    )
 
 
 def test_a_pinned_ca_must_have_issued_the_root_certificate() -> None:
@@ -119,8 +131,14 @@ def test_a_ca_without_the_ca_flag_authorises_nothing() -> None:
 
 
 def test_unusable_secrets_fail_closed() -> None:
-    assert root_pin("empty", "", None).error == "secret empty holds neither `publicKeys` nor `caCertificates` PEM blocks"
-    assert "cannot be read" in root_pin("junk", "-----BEGIN PUBLIC KEY-----\nnot base64!\n-----END PUBLIC KEY-----\n", None).error
+    assert (
+        root_pin("empty", "", None).error
+        == "secret empty holds neither `publicKeys` nor `caCertificates` PEM blocks"
+    )
+    assert (
+        "cannot be read"
+        in root_pin("junk", "-----BEGIN PUBLIC KEY-----\nnot base64!\n-----END PUBLIC KEY-----\n", None).error
+    )
     assert "not a certificate" in root_pin("key-as-ca", None, public_pem(ecdsa_key())).error
     with pytest.raises(CertificateError, match="secret empty"):
         load_pinned(ForgedRepo().build(), root_pin("empty", "", None))
@@ -135,8 +153,9 @@ def test_pinned_material_changes_the_fingerprint() -> None:
 def test_rotation_between_recorded_roots() -> None:
     old_key, new_key = x509_key(), x509_key()
     old = ForgedRepo(role_keys={"root": [old_key]}).build()["root"]
-    rotated = ForgedRepo(role_keys={"root": [new_key]}, versions={"root": 2},
-                         signers={"root": [old_key, new_key]}).build()["root"]
+    rotated = ForgedRepo(
+        role_keys={"root": [new_key]}, versions={"root": 2}, signers={"root": [old_key, new_key]}
+    ).build()["root"]
     unrelated = ForgedRepo(role_keys={"root": [x509_key()]}, versions={"root": 3}).build()["root"]
     check_rotation(GUN, old, old, NOW)
     check_rotation(GUN, old, rotated, NOW)

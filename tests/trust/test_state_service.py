@@ -15,8 +15,9 @@ from tests.trust.https_server import NotaryTestServer
 
 
 def service_on(directory, pki) -> TrustService:
-    return TrustService(ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0,
-                        records=FileRecordStore(directory).ensure())
+    return TrustService(
+        ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0, records=FileRecordStore(directory).ensure()
+    )
 
 
 def publish(server: NotaryTestServer, repo: ForgedRepo) -> None:
@@ -24,8 +25,9 @@ def publish(server: NotaryTestServer, repo: ForgedRepo) -> None:
 
 
 def gather(service: TrustService, server: NotaryTestServer, **kwargs) -> dict:
-    [facts] = service.gather([TrustRequest(parse_image(f"{GUN}:latest"), server.url, **kwargs)],
-                             time.monotonic() + 10)
+    [facts] = service.gather(
+        [TrustRequest(parse_image(f"{GUN}:latest"), server.url, **kwargs)], time.monotonic() + 10
+    )
     return facts
 
 
@@ -99,8 +101,11 @@ def test_a_root_recorded_meanwhile_by_another_process_wins(notary_server, pki, t
 def test_a_rotation_recorded_by_another_process_is_kept(notary_server, pki, tmp_path) -> None:
     original = ForgedRepo()
     new_key = x509_key(GUN, now=NOW)
-    rotated = ForgedRepo(role_keys={**original.role_keys, "root": [new_key]}, versions={"root": 2},
-                         signers={"root": original.role_keys["root"] + [new_key]})
+    rotated = ForgedRepo(
+        role_keys={**original.role_keys, "root": [new_key]},
+        versions={"root": 2},
+        signers={"root": original.role_keys["root"] + [new_key]},
+    )
     publish(notary_server, original)
     assert gather(service_on(tmp_path, pki), notary_server)["verified"] is True
     slow = service_on(tmp_path, pki)
@@ -157,13 +162,21 @@ def test_default_pins_per_trust_server(notary_server, pki, tmp_path) -> None:
     import yaml
 
     pins_file.write_text(yaml.safe_dump({notary_server.url + "/": {"publicKeys": good}}))
-    service = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0,
-                           default_pins=load_default_root_pins(str(pins_file)))
+    service = TrustService(
+        ca_file=pki.ca_file,
+        clock=lambda: NOW,
+        cache_entries=0,
+        default_pins=load_default_root_pins(str(pins_file)),
+    )
     assert gather(service, notary_server)["root_trust"] == "pinned"
     own = gather(service, notary_server, root_pins=(root_pin("own", wrong, None),))
     assert own["verified"] is False and "pinned in secret(s) own" in own["error"]
-    strict = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0,
-                          default_pins=default_root_pins({notary_server.url: {"publicKeys": wrong}}, "pins.yaml"))
+    strict = TrustService(
+        ca_file=pki.ca_file,
+        clock=lambda: NOW,
+        cache_entries=0,
+        default_pins=default_root_pins({notary_server.url: {"publicKeys": wrong}}, "pins.yaml"),
+    )
     refused = gather(strict, notary_server)
     assert refused["verified"] is False and f"pins.yaml [{notary_server.url}]" in refused["error"]
 
@@ -173,8 +186,11 @@ def test_bad_default_pin_files_are_refused() -> None:
 
     from app.notary.pins import default_root_pins
 
-    for document, why in (([], "expected a mapping"), ({"https://n": "pem"}, "must map"),
-                          ({"https://n": {"keys": "x"}}, "unknown fields"),
-                          ({"https://n": {"publicKeys": ""}}, "holds neither")):
+    for document, why in (
+        ([], "expected a mapping"),
+        ({"https://n": "pem"}, "must map"),
+        ({"https://n": {"keys": "x"}}, "unknown fields"),
+        ({"https://n": {"publicKeys": ""}}, "holds neither"),
+    ):
         with pytest.raises(ValueError, match=why):
             default_root_pins(document, "pins.yaml")

@@ -76,7 +76,9 @@ def test_forged_repository_verifies_and_releases_wins() -> None:
     }
     releases = repo.delegation("targets/releases").keys[0]
     assert facts["roles"]["targets/releases"] == {
-        "keyids": [releases.keyid], "threshold": 1, "signed_by": [releases.keyid],
+        "keyids": [releases.keyid],
+        "threshold": 1,
+        "signed_by": [releases.keyid],
     }
 
 
@@ -91,9 +93,15 @@ def test_empty_signature_list_is_refused(role: str) -> None:
     assert "no signatures" in error.reason
 
 
-@pytest.mark.parametrize(("role", "other"), [
-    ("timestamp", "snapshot"), ("snapshot", "timestamp"), ("targets", "snapshot"), ("root", "targets"),
-])
+@pytest.mark.parametrize(
+    ("role", "other"),
+    [
+        ("timestamp", "snapshot"),
+        ("snapshot", "timestamp"),
+        ("targets", "snapshot"),
+        ("root", "targets"),
+    ],
+)
 def test_role_signed_by_another_roles_key_is_refused(role: str, other: str) -> None:
     repo = with_releases()
     repo.signers[role] = repo.role_keys[other]
@@ -239,9 +247,14 @@ def _flip_inside(data: bytes) -> bytes:
     return data.replace(marker, b'"version":2')
 
 
-@pytest.mark.parametrize(("role", "listed_in"), [
-    ("snapshot", "timestamp"), ("targets", "snapshot"), ("targets/releases", "snapshot"),
-])
+@pytest.mark.parametrize(
+    ("role", "listed_in"),
+    [
+        ("snapshot", "timestamp"),
+        ("targets", "snapshot"),
+        ("targets/releases", "snapshot"),
+    ],
+)
 def test_hash_mismatch_is_refused(role: str, listed_in: str) -> None:
     files = with_releases().build()
     files[role] = _flip_inside(files[role])
@@ -302,7 +315,9 @@ def test_root_data_of_one_gun_is_refused_for_another() -> None:
 
 def test_expired_root_certificate_is_refused() -> None:
     repo = ForgedRepo()
-    repo.role_keys["root"] = [x509_key(not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=1))]
+    repo.role_keys["root"] = [
+        x509_key(not_before=NOW - timedelta(days=400), not_after=NOW - timedelta(days=1))
+    ]
     error = refused(repo.build(), CertificateError, "root")
     assert "expired" in error.reason
 
@@ -327,8 +342,11 @@ def test_root_key_that_is_not_a_certificate_is_refused() -> None:
 
 def test_expired_delegation_certificate_does_not_count() -> None:
     repo = ForgedRepo()
-    repo.add_delegation("targets/releases", [x509_key("alice", not_after=NOW - timedelta(hours=1))],
-                        targets={"latest": DIGEST_B})
+    repo.add_delegation(
+        "targets/releases",
+        [x509_key("alice", not_after=NOW - timedelta(hours=1))],
+        targets={"latest": DIGEST_B},
+    )
     refused(repo.build(), CertificateError, "targets/releases")
 
 
@@ -431,7 +449,9 @@ def test_root_rotation_signed_only_by_the_old_key_is_refused() -> None:
 
 def test_root_rotation_when_old_root_certificate_expired_is_accepted() -> None:
     repo = ForgedRepo()
-    repo.role_keys["root"] = [x509_key(not_before=NOW - timedelta(days=800), not_after=NOW - timedelta(days=1))]
+    repo.role_keys["root"] = [
+        x509_key(not_before=NOW - timedelta(days=800), not_after=NOW - timedelta(days=1))
+    ]
     trusted, files = _rotated(repo, "both")
     load(files, trusted_root=trusted)
 
@@ -513,7 +533,9 @@ def test_delegated_target_outside_the_roles_paths_is_refused() -> None:
 def test_delegated_target_inside_the_roles_paths_is_accepted() -> None:
     repo = ForgedRepo()
     repo.add_delegation("targets/releases", paths=["lat"], targets={"latest": DIGEST_B})
-    assert load(repo.build()).facts("latest", None, [])["targets"]["latest"]["released"] == "sha256:" + DIGEST_B
+    assert (
+        load(repo.build()).facts("latest", None, [])["targets"]["latest"]["released"] == "sha256:" + DIGEST_B
+    )
 
 
 def test_delegation_with_no_paths_may_sign_nothing() -> None:
@@ -546,8 +568,10 @@ def test_nested_delegations_load_parents_first() -> None:
     assert trusted.pending_delegations() == ["targets/team/ci"]
     trusted.update_delegation("targets/team/ci", files["targets/team/ci"])
     facts = trusted.facts("v1", None, [])
-    assert facts["targets"]["v1"]["roles"] == {"targets/team": "sha256:" + DIGEST_A,
-                                                "targets/team/ci": "sha256:" + DIGEST_B}
+    assert facts["targets"]["v1"]["roles"] == {
+        "targets/team": "sha256:" + DIGEST_A,
+        "targets/team/ci": "sha256:" + DIGEST_B,
+    }
     assert facts["targets"]["v1"]["released"] is None
 
 
@@ -598,7 +622,9 @@ def test_eddsa_signatures_verify() -> None:
     repo.role_keys["snapshot"] = [ed25519_key()]
     repo.delegation("targets/releases").keys = [ed25519_key()]
     facts = load(repo.build()).facts("latest", None, [])
-    assert facts["roles"]["targets/releases"]["signed_by"] == [repo.delegation("targets/releases").keys[0].keyid]
+    assert facts["roles"]["targets/releases"]["signed_by"] == [
+        repo.delegation("targets/releases").keys[0].keyid
+    ]
 
 
 @pytest.mark.parametrize("method", ["rsapss", "rsapkcs1v15"])
@@ -633,8 +659,9 @@ def test_ecdsa_x509_delegation_key_and_certificate_signer() -> None:
     from app.notary.keys import load_certificate
 
     cert_pem = load_certificate(alice.public).public_bytes(serialization.Encoding.PEM).decode()
-    facts = load(repo.build()).facts("latest", None, [("alice-cert", "alice", cert_pem),
-                                                       ("alice-key", "alice", alice.public_pem())])
+    facts = load(repo.build()).facts(
+        "latest", None, [("alice-cert", "alice", cert_pem), ("alice-key", "alice", alice.public_pem())]
+    )
     signed_by = facts["roles"]["targets/alice"]["signed_by"]
     assert signed_by == [alice.keyid]
     assert all(alice.keyid in signer["keyids"] for signer in facts["signers"])
@@ -671,11 +698,23 @@ def test_facts_refuse_while_delegations_are_pending() -> None:
         repo.facts("latest", None, [])
 
 
-@pytest.mark.parametrize("data", [
-    b"", b"not json", b"[]", b"{}", b'{"signed": [], "signatures": []}', b'{"signed": {}, "signatures": {}}',
-    b'{"signed": {"_type": "Root"}, "signatures": []}', b"\xff\xfe", b'{"a": 1.5}', b'{"a": NaN}',
-    b'{"signed": {}, "signed": {}, "signatures": []}', b"[" * 100000,
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b"{}",
+        b'{"signed": [], "signatures": []}',
+        b'{"signed": {}, "signatures": {}}',
+        b'{"signed": {"_type": "Root"}, "signatures": []}',
+        b"\xff\xfe",
+        b'{"a": 1.5}',
+        b'{"a": NaN}',
+        b'{"signed": {}, "signed": {}, "signatures": []}',
+        b"[" * 100000,
+    ],
+)
 def test_garbage_root_is_malformed_not_a_crash(data: bytes) -> None:
     with pytest.raises(MalformedMetadata) as raised:
         TrustedRepository(GUN, NOW).update_root(data)
@@ -683,19 +722,37 @@ def test_garbage_root_is_malformed_not_a_crash(data: bytes) -> None:
 
 
 MUTATIONS: list[tuple[str, Any]] = [
-    ("version", "1"), ("version", None), ("version", -1), ("expires", 5),
-    ("expires", "2030-13-01T00:00:00Z"), ("expires", "tomorrow"), ("expires", "0001-01-01T00:00:00+01:00"),
-    ("expires", "9999-12-31T23:59:59-01:00"), ("expires", "2030-01-01T00:00:00+24:00"),
-    ("expires", "2030-01-01T00:00:60Z"), ("expires", "2030-01-01 00:00:00Z"), ("expires", "2030-01-01T00:00:00Z\n"),
-    ("expires", "\u0662\u0660\u0663\u0660-01-01T00:00:00Z"), ("keys", []), ("roles", None),
-    ("meta", []), ("meta", {"snapshot": {"hashes": {"sha256": 5}, "length": 1}}),
-    ("meta", {"snapshot": {"hashes": {}, "length": 1}}), ("targets", []), ("targets", {"x": {"hashes": []}}),
-    ("delegations", []), ("delegations", {"keys": {}, "roles": [{"name": 5}]}),
+    ("version", "1"),
+    ("version", None),
+    ("version", -1),
+    ("expires", 5),
+    ("expires", "2030-13-01T00:00:00Z"),
+    ("expires", "tomorrow"),
+    ("expires", "0001-01-01T00:00:00+01:00"),
+    ("expires", "9999-12-31T23:59:59-01:00"),
+    ("expires", "2030-01-01T00:00:00+24:00"),
+    ("expires", "2030-01-01T00:00:60Z"),
+    ("expires", "2030-01-01 00:00:00Z"),
+    ("expires", "2030-01-01T00:00:00Z\n"),
+    ("expires", "\u0662\u0660\u0663\u0660-01-01T00:00:00Z"),
+    ("keys", []),
+    ("roles", None),
+    ("meta", []),
+    ("meta", {"snapshot": {"hashes": {"sha256": 5}, "length": 1}}),
+    ("meta", {"snapshot": {"hashes": {}, "length": 1}}),
+    ("targets", []),
+    ("targets", {"x": {"hashes": []}}),
+    ("delegations", []),
+    ("delegations", {"keys": {}, "roles": [{"name": 5}]}),
 ]
 
 
-RELEVANT = {"root": {"keys", "roles"}, "timestamp": {"meta"}, "snapshot": {"meta"},
-            "targets": {"targets", "delegations"}}
+RELEVANT = {
+    "root": {"keys", "roles"},
+    "timestamp": {"meta"},
+    "snapshot": {"meta"},
+    "targets": {"targets", "delegations"},
+}
 
 
 @pytest.mark.parametrize(("field", "value"), MUTATIONS)
@@ -732,8 +789,23 @@ def test_non_bytes_input_is_malformed() -> None:
 # --- fuzz: any signed structure gives a TrustError or verified facts, never another exception ----
 
 FUZZ_VALUES: list[Any] = [
-    None, 0, 1, -1, 2**70, "", "x", "targets/x", "targets/releases/x", [], {}, [1], {"a": 1}, True,
-    "2030-01-01T00:00:00Z", {"hashes": {"sha256": "AAAA"}, "length": 1}, {"keyids": [], "threshold": 1},
+    None,
+    0,
+    1,
+    -1,
+    2**70,
+    "",
+    "x",
+    "targets/x",
+    "targets/releases/x",
+    [],
+    {},
+    [1],
+    {"a": 1},
+    True,
+    "2030-01-01T00:00:00Z",
+    {"hashes": {"sha256": "AAAA"}, "length": 1},
+    {"keyids": [], "threshold": 1},
 ]
 
 

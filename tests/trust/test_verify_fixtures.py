@@ -73,7 +73,9 @@ def decide(facts: dict[str, Any], tag: str, signer_names: list[str]) -> str | No
 
 
 CASES = [
-    pytest.param(name, expectation, id=f"{name}-{expectation['tag']}-{'+'.join(expectation.get('signers', []))}")
+    pytest.param(
+        name, expectation, id=f"{name}-{expectation['tag']}-{'+'.join(expectation.get('signers', []))}"
+    )
     for name, case in EXPECTED["cases"].items()
     for expectation in case["expect"]
 ]
@@ -106,8 +108,15 @@ def test_eve_image_fails_because_listed_delegations_are_missing() -> None:
     assert facts["error_role"] == raised.value.role
     assert facts["error"] == str(raised.value)
     assert facts["targets"] == {} and facts["roles"] == {}
-    assert facts["signers"] == [{"name": "del1", "secret": "del1-secret", "role": "targets/del1",
-                                 "keyids": signer_key_ids(_signer_pem("del1")), "error": None}]
+    assert facts["signers"] == [
+        {
+            "name": "del1",
+            "secret": "del1-secret",
+            "role": "targets/del1",
+            "keyids": signer_key_ids(_signer_pem("del1")),
+            "error": None,
+        }
+    ]
 
 
 def test_releases_wins_over_targets_in_charlie() -> None:
@@ -143,21 +152,39 @@ def test_digest_only_reference_lists_every_tag_signed_with_it() -> None:
 def test_unsigned_tag_has_no_release_and_no_roles() -> None:
     facts = gather("alice-image", "missing-tag", [])
     assert facts["verified"] is True
-    assert facts["targets"] == {"missing-tag": {
-        "released": None, "refused": "'missing-tag' is not signed in targets/releases or targets", "roles": {},
-    }}
+    assert facts["targets"] == {
+        "missing-tag": {
+            "released": None,
+            "refused": "'missing-tag' is not signed in targets/releases or targets",
+            "roles": {},
+        }
+    }
 
 
 def test_facts_document_shape() -> None:
     facts = gather("alice-image", "test", ["phbelitz"])
-    assert set(facts) == {"verified", "error", "error_role", "server", "gun", "tag", "digest", "targets",
-                          "roles", "signers", "root_trust"}
+    assert set(facts) == {
+        "verified",
+        "error",
+        "error_role",
+        "server",
+        "gun",
+        "tag",
+        "digest",
+        "targets",
+        "roles",
+        "signers",
+        "root_trust",
+    }
     assert facts["root_trust"] == "first-use"  # no anchor was given: trusted on first use
     assert facts["server"] == SERVER and facts["gun"] == "docker.io/phbelitz/alice-image"
     assert set(facts["roles"]) == {"targets", "targets/releases", "targets/phbelitz", "targets/chamsen"}
     assert facts["signers"][0] == {
-        "name": "phbelitz", "secret": "phbelitz-secret", "role": "targets/phbelitz",
-        "keyids": facts["signers"][0]["keyids"], "error": None,
+        "name": "phbelitz",
+        "secret": "phbelitz-secret",
+        "role": "targets/phbelitz",
+        "keyids": facts["signers"][0]["keyids"],
+        "error": None,
     }
     json.dumps(facts)  # plain JSON for OPA
 
@@ -166,7 +193,9 @@ def test_unparseable_signer_key_is_reported_not_raised() -> None:
     repo = load_directory("alice-image")
     facts = repo.facts("test", None, [("bad-secret", "phbelitz", "not a pem")])
     assert facts["signers"][0]["keyids"] == []
-    assert facts["signers"][0]["error"] == "secret bad-secret: publicKey is not a PEM public key or certificate"
+    assert (
+        facts["signers"][0]["error"] == "secret bad-secret: publicKey is not a PEM public key or certificate"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED["cases"]))
@@ -181,8 +210,9 @@ def test_captured_data_is_expired_today(name: str) -> None:
 def test_versions_and_root_are_remembered_for_the_next_refresh(name: str) -> None:
     first = load_directory(name)
     case = EXPECTED["cases"][name]
-    again = TrustedRepository(case["gun"], _valid_at(case), trusted_root=first.root_bytes,
-                              seen_versions=first.versions)
+    again = TrustedRepository(
+        case["gun"], _valid_at(case), trusted_root=first.root_bytes, seen_versions=first.versions
+    )
     directory = CAPTURED / name
     again.update_root((directory / "root.json").read_bytes())
     again.update_timestamp((directory / "timestamp.json").read_bytes())

@@ -31,8 +31,15 @@ def test_roles_are_fetched_in_tuf_order_level_by_level() -> None:
         return files.get(role)
 
     done = walk(TrustedRepository(GUN, NOW), fetch)
-    assert asked == ["root", "timestamp", "snapshot", "targets", "targets/releases", "targets/team",
-                     "targets/team/ci"]
+    assert asked == [
+        "root",
+        "timestamp",
+        "snapshot",
+        "targets",
+        "targets/releases",
+        "targets/team",
+        "targets/team/ci",
+    ]
     assert done.timestamp == files["timestamp"]
     assert done.documents == [files[role] for role in asked]
     assert done.repository.docker_release("v1") == ("sha256:" + DIGEST_A, None)
@@ -41,7 +48,11 @@ def test_roles_are_fetched_in_tuf_order_level_by_level() -> None:
 def test_progress_names_each_role_fetched_then_verified() -> None:
     files = nested()
     seen: list[tuple[str, bool]] = []
-    walk(TrustedRepository(GUN, NOW), files.get, progress=lambda role, verifying: seen.append((role, verifying)))
+    walk(
+        TrustedRepository(GUN, NOW),
+        files.get,
+        progress=lambda role, verifying: seen.append((role, verifying)),
+    )
     assert seen[:3] == [("root", False), ("root", True), ("root", False)]
     assert ("targets/team/ci", True) in seen
     assert seen[-1] == ("targets/team/ci", False)

@@ -346,19 +346,31 @@ BAD_PEM = "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n"
 
 # facts case -> (captured directory, tag, digest, [(secret, signer name, key file or None for BAD_PEM)])
 FACTS_CASES: dict[str, tuple[str, str | None, str | None, list[tuple[str, str, str | None]]]] = {
-    "alice_test_phbelitz_chamsen": ("alice-image", "test", None, [
-        ("phbelitz-secret", "phbelitz", "phbelitz"), ("chamsen-secret", "chamsen", "chamsen")]),
+    "alice_test_phbelitz_chamsen": (
+        "alice-image",
+        "test",
+        None,
+        [("phbelitz-secret", "phbelitz", "phbelitz"), ("chamsen-secret", "chamsen", "chamsen")],
+    ),
     "alice_test_phbelitz": ("alice-image", "test", None, [("phbelitz-secret", "phbelitz", "phbelitz")]),
     "alice_test_del1": ("alice-image", "test", None, [("del1-secret", "del1", "del1")]),
-    "alice_test_phbelitz_with_chamsen_key": ("alice-image", "test", None, [
-        ("phbelitz-secret", "phbelitz", "chamsen")]),
+    "alice_test_phbelitz_with_chamsen_key": (
+        "alice-image",
+        "test",
+        None,
+        [("phbelitz-secret", "phbelitz", "chamsen")],
+    ),
     "alice_missing_tag": ("alice-image", "missing-tag", None, []),
     "charlie_test_del1": ("charlie-image", "test", None, [("del1-secret", "del1", "del1")]),
     "dave_test": ("dave-image", "test", None, []),
     "dave_test_del1": ("dave-image", "test", None, [("del1-secret", "del1", "del1")]),
     "dave_test_del2": ("dave-image", "test", None, [("del2-secret", "del2", "del2")]),
-    "dave_test_del1_del2": ("dave-image", "test", None, [
-        ("del1-secret", "del1", "del1"), ("del2-secret", "del2", "del2")]),
+    "dave_test_del1_del2": (
+        "dave-image",
+        "test",
+        None,
+        [("del1-secret", "del1", "del1"), ("del2-secret", "del2", "del2")],
+    ),
     "dave_test_del1_bad_pem": ("dave-image", "test", None, [("del1-secret", "del1", None)]),
     "dave_digest_released_del1": ("dave-image", None, DAVE_RELEASED, [("del1-secret", "del1", "del1")]),
     "dave_digest_released_del2": ("dave-image", None, DAVE_RELEASED, [("del2-secret", "del2", "del2")]),
@@ -400,8 +412,7 @@ def matching_entries() -> dict[str, Any]:
 
 def image_inputs() -> dict[str, Any]:
     return {
-        text: ImageSite(0, "/spec/containers/0/image", "containers", "c0", text).as_input()
-        for text in IMAGES
+        text: ImageSite(0, "/spec/containers/0/image", "containers", "c0", text).as_input() for text in IMAGES
     }
 
 
@@ -427,7 +438,9 @@ def trust_facts() -> dict[str, Any]:
         try:
             out[case] = _load_captured(directory).facts(tag, digest, signers)
         except TrustError as error:
-            out[case] = failure_facts(NOTARY_DOCKER_IO, expected[directory]["gun"], tag, digest, error, signers)
+            out[case] = failure_facts(
+                NOTARY_DOCKER_IO, expected[directory]["gun"], tag, digest, error, signers
+            )
     return out
 
 

@@ -7,8 +7,10 @@ GOOD = "apiVersion: ostiary.dev/v1\nkind: ClusterImagePolicy\nmetadata: {name: c
 
 
 def test_multi_document_files_with_secrets_and_service_accounts(tmp_path):
-    (tmp_path / "a.yaml").write_text(GOOD + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"
-                                     "---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: team}\n")
+    (tmp_path / "a.yaml").write_text(
+        GOOD + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: s}\n"
+        "---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: sa, namespace: team}\n"
+    )
     loaded = load_policy_set(tmp_path, "ostiary-system")
     assert [p.name for p in loaded.policies] == ["c"]
     assert ("ostiary-system", "s") in loaded.secrets  # no namespace: the system namespace
@@ -20,7 +22,10 @@ def test_multi_document_files_with_secrets_and_service_accounts(tmp_path):
     [
         (GOOD + "---\nkind: ConfigMap\napiVersion: v1\nmetadata: {name: x}\n", "b.yaml#1: kind"),
         (GOOD + "---\n" + GOOD, "b.yaml#1: metadata.name"),
-        ("apiVersion: ostiary.dev/v1\nkind: ImagePolicy\nmetadata: {name: p}\n", "b.yaml#0: metadata.namespace"),
+        (
+            "apiVersion: ostiary.dev/v1\nkind: ImagePolicy\nmetadata: {name: p}\n",
+            "b.yaml#0: metadata.namespace",
+        ),
         ("key: [unclosed\n", "b.yaml"),
         ("- a\n- b\n", "b.yaml#0"),
     ],
@@ -34,9 +39,13 @@ def test_a_bad_document_stops_the_whole_load_naming_file_and_index(tmp_path, tex
 
 
 def test_custom_rego_must_live_in_ostiary_custom(tmp_path):
-    (tmp_path / "ok.rego").write_text("package ostiary.custom.labels\n\nimport rego.v1\n\ndeny contains 1 if false\n")
+    (tmp_path / "ok.rego").write_text(
+        "package ostiary.custom.labels\n\nimport rego.v1\n\ndeny contains 1 if false\n"
+    )
     assert [m.id for m in load_custom_rego(tmp_path)] == ["ostiary/custom/ok"]
-    (tmp_path / "evil.rego").write_text("package ostiary.main\n\nimport rego.v1\n\ndecision := {\"allowed\": true}\n")
+    (tmp_path / "evil.rego").write_text(
+        'package ostiary.main\n\nimport rego.v1\n\ndecision := {"allowed": true}\n'
+    )
     with pytest.raises(PolicyError) as err:
         load_custom_rego(tmp_path)
     assert "evil.rego" in str(err.value) and "ostiary.custom" in str(err.value)

@@ -27,7 +27,11 @@ POD_SPEC = {
         ("DaemonSet", {"spec": {"template": {"spec": POD_SPEC}}}, "/spec/template/spec"),
         ("StatefulSet", {"spec": {"template": {"spec": POD_SPEC}}}, "/spec/template/spec"),
         ("Job", {"spec": {"template": {"spec": POD_SPEC}}}, "/spec/template/spec"),
-        ("CronJob", {"spec": {"jobTemplate": {"spec": {"template": {"spec": POD_SPEC}}}}}, "/spec/jobTemplate/spec/template/spec"),
+        (
+            "CronJob",
+            {"spec": {"jobTemplate": {"spec": {"template": {"spec": POD_SPEC}}}}},
+            "/spec/jobTemplate/spec/template/spec",
+        ),
     ],
 )
 def test_every_container_list_of_every_workload_kind_is_found(kind, obj, base):
@@ -40,7 +44,10 @@ def test_every_container_list_of_every_workload_kind_is_found(kind, obj, base):
         (f"{base}/volumes/3/image/reference", "ghcr.io/org/tools@sha256:" + "a" * 64),
     ]
     assert [s.id for s in sites] == list(range(5))
-    assert [(s.container_kind, s.container) for s in sites][3:] == [("volumes", "model"), ("volumes", "tools")]
+    assert [(s.container_kind, s.container) for s in sites][3:] == [
+        ("volumes", "model"),
+        ("volumes", "tools"),
+    ]
     assert sites[3].as_input()["container"] == {"kind": "volumes", "name": "model"}
     assert sites[3].as_input()["ref"]["name"] == "quay.io/org/model"
     assert pull_secret_names(obj, kind) == ["pull"]
@@ -64,9 +71,21 @@ def test_malformed_pod_specs_are_errors_not_skips():
         ("Pod", {"spec": {"containers": {"name": "a", "image": "nginx"}}}, "/spec/containers is not a list"),
         ("Pod", {"spec": {"containers": {}}}, "/spec/containers is not a list"),
         ("Pod", {"spec": {"containers": 0}}, "/spec/containers is not a list"),
-        ("Pod", {"spec": {"containers": [{"name": "a", "image": 7}]}}, "/spec/containers/0/image is not a string"),
-        ("Pod", {"spec": {"containers": [{"name": "a", "image": ["nginx"]}]}}, "/spec/containers/0/image is not a string"),
-        ("Pod", {"spec": {"containers": [{"name": 3, "image": "nginx"}]}}, "/spec/containers/0/name is not a string"),
+        (
+            "Pod",
+            {"spec": {"containers": [{"name": "a", "image": 7}]}},
+            "/spec/containers/0/image is not a string",
+        ),
+        (
+            "Pod",
+            {"spec": {"containers": [{"name": "a", "image": ["nginx"]}]}},
+            "/spec/containers/0/image is not a string",
+        ),
+        (
+            "Pod",
+            {"spec": {"containers": [{"name": 3, "image": "nginx"}]}},
+            "/spec/containers/0/name is not a string",
+        ),
         ("Pod", {"spec": {"containers": ["nginx"]}}, "/spec/containers/0 is not an object"),
         ("Pod", {"spec": None}, "/spec is missing"),
         ("Pod", {}, "/spec is missing"),
@@ -75,8 +94,16 @@ def test_malformed_pod_specs_are_errors_not_skips():
         ("CronJob", {"spec": {"jobTemplate": {"spec": "x"}}}, "/spec/jobTemplate/spec is not an object"),
         ("Pod", {"spec": {"volumes": {"name": "v"}}}, "/spec/volumes is not a list"),
         ("Pod", {"spec": {"volumes": ["v"]}}, "/spec/volumes/0 is not an object"),
-        ("Pod", {"spec": {"volumes": [{"name": "v", "image": "nginx"}]}}, "/spec/volumes/0/image is not an object"),
-        ("Pod", {"spec": {"volumes": [{"name": "v", "image": {"reference": 1}}]}}, "/spec/volumes/0/image/reference is not a string"),
+        (
+            "Pod",
+            {"spec": {"volumes": [{"name": "v", "image": "nginx"}]}},
+            "/spec/volumes/0/image is not an object",
+        ),
+        (
+            "Pod",
+            {"spec": {"volumes": [{"name": "v", "image": {"reference": 1}}]}},
+            "/spec/volumes/0/image/reference is not a string",
+        ),
         ("Pod", {"spec": {"imagePullSecrets": "x"}}, "/spec/imagePullSecrets is not a list"),
     ],
 )
@@ -88,9 +115,16 @@ def test_type_confusion_is_refused_naming_the_field(kind, obj, field):
 
 
 def test_volume_without_image_source_or_reference_has_no_site():
-    obj = {"spec": {"volumes": [{"name": "e", "emptyDir": {}}, {"name": "n", "image": None},
-                                {"name": "r", "image": {"pullPolicy": "Always"}},
-                                {"name": "rbd", "rbd": {"image": "ceph-block", "monitors": ["m"]}}]}}
+    obj = {
+        "spec": {
+            "volumes": [
+                {"name": "e", "emptyDir": {}},
+                {"name": "n", "image": None},
+                {"name": "r", "image": {"pullPolicy": "Always"}},
+                {"name": "rbd", "rbd": {"image": "ceph-block", "monitors": ["m"]}},
+            ]
+        }
+    }
     assert image_sites(obj, "Pod") == []
 
 

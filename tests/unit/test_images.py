@@ -76,12 +76,12 @@ def test_registry_host_case_is_folded():
 @pytest.mark.parametrize(
     "text, pinned",
     [
-        ("REGISTRY/app:v1", "REGISTRY/app:v1@"),            # single-label upper-case host stays a host
+        ("REGISTRY/app:v1", "REGISTRY/app:v1@"),  # single-label upper-case host stays a host
         ("Registry.Example.COM/team/app:1", "Registry.Example.COM/team/app:1@"),
         ("LOCALHOST/app", "LOCALHOST/app:latest@"),
         ("nginx:1.25", "docker.io/library/nginx:1.25@"),
         ("index.docker.io/nginx", "docker.io/library/nginx:latest@"),
-        ("registry-1.docker.io/org/x:2", "docker.io/org/x:2@"),      # Docker Hub by its canonical name
+        ("registry-1.docker.io/org/x:2", "docker.io/org/x:2@"),  # Docker Hub by its canonical name
         ("Registry-1.Docker.IO/nginx", "docker.io/library/nginx:latest@"),
         ("[::1]:5000/app", "[::1]:5000/app:latest@"),
     ],
@@ -100,13 +100,13 @@ def test_upper_case_single_label_host_is_its_own_registry_not_docker_hub():
 @pytest.mark.parametrize(
     "text",
     [
-        "a" * 64,                      # an image ID, not a name (Docker refuses it too)
-        "nginx:\u00e9",                # \w in Python is Unicode; tags are ASCII
+        "a" * 64,  # an image ID, not a name (Docker refuses it too)
+        "nginx:\u00e9",  # \w in Python is Unicode; tags are ASCII
         "nginx:\u0661",
-        "\u212aeg.io/app",             # KELVIN SIGN lower-cases to "k": must not pass as keg.io
-        "b/" + "a" * 254,              # repository path over 255 characters
-        "a_b.io/app",                  # Docker reads an empty domain here; Ostiary refuses
-        "nginx@sha384:" + "a" * 96,    # Docker accepts sha384; pins and Notary use sha256/sha512
+        "\u212aeg.io/app",  # KELVIN SIGN lower-cases to "k": must not pass as keg.io
+        "b/" + "a" * 254,  # repository path over 255 characters
+        "a_b.io/app",  # Docker reads an empty domain here; Ostiary refuses
+        "nginx@sha384:" + "a" * 96,  # Docker accepts sha384; pins and Notary use sha256/sha512
     ],
 )
 def test_references_docker_refuses_or_ostiary_deliberately_refuses(text):

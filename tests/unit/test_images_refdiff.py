@@ -30,8 +30,9 @@ class RefDiff:
     """A running tools/refdiff: one JSON string in, one JSON verdict out."""
 
     def __init__(self, binary: str):
-        self.proc = subprocess.Popen([binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8"
+        )
 
     def __call__(self, text: str) -> dict:
         assert self.proc.stdin and self.proc.stdout
@@ -52,11 +53,18 @@ def docker():
     """Builds tools/refdiff when needed (idempotent, instant when built); no Go means a failure."""
     binary = os.environ.get("OSTIARY_REFDIFF")
     if not binary:
-        built = subprocess.run([str(ROOT / "scripts" / "setup-tools.sh"), "refdiff"], check=False,
-                               capture_output=True, text=True, timeout=600)
+        built = subprocess.run(
+            [str(ROOT / "scripts" / "setup-tools.sh"), "refdiff"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if built.returncode != 0:
-            pytest.fail(f"scripts/setup-tools.sh refdiff failed (needs Go):\n{built.stdout}{built.stderr}",
-                        pytrace=False)
+            pytest.fail(
+                f"scripts/setup-tools.sh refdiff failed (needs Go):\n{built.stdout}{built.stderr}",
+                pytrace=False,
+            )
         tools = Path(os.environ.get("OSTIARY_TOOLS_DIR") or ROOT / ".tools")
         binary = str(tools / "bin" / "refdiff")
     rd = RefDiff(binary)
@@ -78,16 +86,18 @@ def fold(domain: str, path: str) -> tuple[str, str]:
 DELIBERATE = {
     # Docker accepts any registered digest algorithm (sha384 too); Notary and Ostiary's pins use
     # sha256 and sha512 only, so another algorithm could never be verified.
-    "digest algorithm other than sha256/sha512":
-        lambda text, d: bool(d.get("digest")) and not d["digest"].startswith(("sha256:", "sha512:")),
+    "digest algorithm other than sha256/sha512": lambda text, d: (
+        bool(d.get("digest")) and not d["digest"].startswith(("sha256:", "sha512:"))
+    ),
     # A first component that Docker takes for a host (it has a `.`) but that is no valid host name
     # (`a_b.io/app`) is re-read by Docker as a path with an *empty* domain; the runtime would then
     # contact a host named by the first component. Ambiguous, so refused.
     "first component neither host nor Docker Hub path": lambda text, d: d.get("domain", "") == "",
     # Folding a Docker Hub alias (registry-1.docker.io/x) adds `library/`, which can push a path of
     # 248..255 characters over the limit.
-    "alias folding makes the path too long":
-        lambda text, d: d.get("domain", "").lower() in HUB_ALIASES and len(fold(d["domain"], d["path"])[1]) > 255,
+    "alias folding makes the path too long": lambda text, d: (
+        d.get("domain", "").lower() in HUB_ALIASES and len(fold(d["domain"], d["path"])[1]) > 255
+    ),
     # No real image has a longer reference (DNS names stop at 253 characters, paths at 255); the
     # grammar itself puts no bound on the host, so Docker accepts a 2000-character one.
     "reference over 1024 characters": lambda text, d: len(text) > 1024,
@@ -103,7 +113,9 @@ def check(docker: RefDiff, text: str) -> None:
             why = [name for name, applies in DELIBERATE.items() if applies(text, theirs)]
             assert why, f"Ostiary refuses {text!r} ({exc.reason}) but Docker reads it as {theirs}"
         return
-    assert theirs["ok"], f"Ostiary accepts {text!r} as {ours.normalized} but Docker refuses it: {theirs['error']}"
+    assert theirs["ok"], (
+        f"Ostiary accepts {text!r} as {ours.normalized} but Docker refuses it: {theirs['error']}"
+    )
     assert (ours.registry, ours.repository) == fold(theirs["domain"], theirs["path"]), (text, theirs)
     assert ours.tag == (theirs.get("tag") or None), (text, theirs)
     assert ours.digest == (theirs.get("digest") or None), (text, theirs)
@@ -120,38 +132,138 @@ def check(docker: RefDiff, text: str) -> None:
 HEX64 = "a" * 64
 TRICKY = [
     # upper case and single-label hosts
-    "REGISTRY/app:v1", "Registry/app", "REGISTRY:5000/app", "Registry.Example.COM/team/app:1", "rEgistry/app",
-    "registry/app", "LOCALHOST/app", "LocalHost:5000/app", "REGISTRY", "Registry/App", "REG_ISTRY/app",
-    "Index.Docker.IO/library/nginx", "DOCKER.IO/nginx", "INDEX.DOCKER.IO/nginx",
+    "REGISTRY/app:v1",
+    "Registry/app",
+    "REGISTRY:5000/app",
+    "Registry.Example.COM/team/app:1",
+    "rEgistry/app",
+    "registry/app",
+    "LOCALHOST/app",
+    "LocalHost:5000/app",
+    "REGISTRY",
+    "Registry/App",
+    "REG_ISTRY/app",
+    "Index.Docker.IO/library/nginx",
+    "DOCKER.IO/nginx",
+    "INDEX.DOCKER.IO/nginx",
     # ports and localhost
-    "localhost/app", "localhost:5000/app", "localhost:5000", "localhost", "localhost:5000/app:5000",
-    "host:5000/app", "host:/app", "host:abc/app", "host:5000:1/app", ":5000/app", "host:5000", "a:1:2",
-    "127.0.0.1/app", "127.0.0.1:5000/a/b/c:tag", "0/app", "1.2.3.4.5/app",
+    "localhost/app",
+    "localhost:5000/app",
+    "localhost:5000",
+    "localhost",
+    "localhost:5000/app:5000",
+    "host:5000/app",
+    "host:/app",
+    "host:abc/app",
+    "host:5000:1/app",
+    ":5000/app",
+    "host:5000",
+    "a:1:2",
+    "127.0.0.1/app",
+    "127.0.0.1:5000/a/b/c:tag",
+    "0/app",
+    "1.2.3.4.5/app",
     # IPv6 brackets
-    "[::1]/app", "[::1]:5000/app", "[::1]:5000/app:v1", "[2001:db8::1]:443/a/b", "[::1", "::1/app",
-    "[fe80::1%eth0]/app", "[]/app", "[::1]:/app", "[g::1]/app", "[::1]a/app",
+    "[::1]/app",
+    "[::1]:5000/app",
+    "[::1]:5000/app:v1",
+    "[2001:db8::1]:443/a/b",
+    "[::1",
+    "::1/app",
+    "[fe80::1%eth0]/app",
+    "[]/app",
+    "[::1]:/app",
+    "[g::1]/app",
+    "[::1]a/app",
     # Docker Hub spellings
-    "nginx", "library/nginx", "docker.io/nginx", "docker.io/library/nginx", "index.docker.io/nginx",
-    "index.docker.io/library/nginx:1", "registry-1.docker.io/nginx", "registry-1.docker.io/library/nginx",
-    "docker.io/library/library/nginx", "docker.io", "docker.io/", "library", "docker.io/org/team/app",
+    "nginx",
+    "library/nginx",
+    "docker.io/nginx",
+    "docker.io/library/nginx",
+    "index.docker.io/nginx",
+    "index.docker.io/library/nginx:1",
+    "registry-1.docker.io/nginx",
+    "registry-1.docker.io/library/nginx",
+    "docker.io/library/library/nginx",
+    "docker.io",
+    "docker.io/",
+    "library",
+    "docker.io/org/team/app",
     # digests
-    "nginx@sha256:" + HEX64, "nginx@sha256:" + "a" * 63, "nginx@sha256:" + "a" * 65, "nginx@sha256:",
-    "@sha256:" + HEX64, "nginx@", "nginx@sha512:" + "b" * 128, "nginx@sha512:" + HEX64,
-    "nginx@sha384:" + "a" * 96, "nginx@SHA256:" + HEX64, "nginx@sha256:" + "A" * 64, "nginx@md5:" + "a" * 32,
-    "nginx:1@sha256:" + HEX64, "nginx:@sha256:" + HEX64, "nginx@sha256:" + HEX64 + "@sha256:" + HEX64,
-    "nginx@sha256" + HEX64, "nginx@" + HEX64, HEX64, "a" * 63, "A" * 64, HEX64 + ":tag", "x/" + HEX64,
-    "nginx@sha256+b64:" + HEX64, "nginx@sha256:" + "a" * 64 + "\n",
+    "nginx@sha256:" + HEX64,
+    "nginx@sha256:" + "a" * 63,
+    "nginx@sha256:" + "a" * 65,
+    "nginx@sha256:",
+    "@sha256:" + HEX64,
+    "nginx@",
+    "nginx@sha512:" + "b" * 128,
+    "nginx@sha512:" + HEX64,
+    "nginx@sha384:" + "a" * 96,
+    "nginx@SHA256:" + HEX64,
+    "nginx@sha256:" + "A" * 64,
+    "nginx@md5:" + "a" * 32,
+    "nginx:1@sha256:" + HEX64,
+    "nginx:@sha256:" + HEX64,
+    "nginx@sha256:" + HEX64 + "@sha256:" + HEX64,
+    "nginx@sha256" + HEX64,
+    "nginx@" + HEX64,
+    HEX64,
+    "a" * 63,
+    "A" * 64,
+    HEX64 + ":tag",
+    "x/" + HEX64,
+    "nginx@sha256+b64:" + HEX64,
+    "nginx@sha256:" + "a" * 64 + "\n",
     # tags
-    "nginx:", "nginx:latest", "nginx:LATEST", "nginx:-x", "nginx:.x", "nginx:_x", "nginx:" + "x" * 128,
-    "nginx:" + "x" * 129, "nginx:a:b", "nginx:a/b", "nginx:é", "nginx:١", "nginx:ǅ",
+    "nginx:",
+    "nginx:latest",
+    "nginx:LATEST",
+    "nginx:-x",
+    "nginx:.x",
+    "nginx:_x",
+    "nginx:" + "x" * 128,
+    "nginx:" + "x" * 129,
+    "nginx:a:b",
+    "nginx:a/b",
+    "nginx:é",
+    "nginx:١",
+    "nginx:ǅ",
     # path components and lengths
-    "a//b", "app/", "/app", "a/-b", "a/b-", "a/b--c", "a/b__c", "a/b___c", "a/b..c", "a/b.-c", "a_b.io/app",
-    "a__b.c/d", "x." * 5 + "io/app", "a" * 255, "a" * 256, "b/" + "a" * 246, "b/" + "a" * 254,
-    "example.com/" + "a" * 255, "a" * 1100 + ".io/app", "a." * 380 + "io/" + "b" * 255 + ":" + "t" * 128,
-    "registry-1.docker.io/" + "a" * 250, "quay.io/" + "a/" * 120 + "b",
+    "a//b",
+    "app/",
+    "/app",
+    "a/-b",
+    "a/b-",
+    "a/b--c",
+    "a/b__c",
+    "a/b___c",
+    "a/b..c",
+    "a/b.-c",
+    "a_b.io/app",
+    "a__b.c/d",
+    "x." * 5 + "io/app",
+    "a" * 255,
+    "a" * 256,
+    "b/" + "a" * 246,
+    "b/" + "a" * 254,
+    "example.com/" + "a" * 255,
+    "a" * 1100 + ".io/app",
+    "a." * 380 + "io/" + "b" * 255 + ":" + "t" * 128,
+    "registry-1.docker.io/" + "a" * 250,
+    "quay.io/" + "a/" * 120 + "b",
     # whitespace, control and non-ASCII
-    "", " ", "nginx ", " nginx", "nginx\n", "ng\tinx", "ng\x00inx", "ngïnx", "\u212aeg.io/app", "ﬁ.io/app",
-    "exa\u0131mple.com/app", "nginx\u2028",
+    "",
+    " ",
+    "nginx ",
+    " nginx",
+    "nginx\n",
+    "ng\tinx",
+    "ng\x00inx",
+    "ngïnx",
+    "\u212aeg.io/app",
+    "ﬁ.io/app",
+    "exa\u0131mple.com/app",
+    "nginx\u2028",
 ]
 
 
@@ -162,8 +274,21 @@ def test_tricky_references_agree_with_docker(docker, text):
 
 _host_label = st.text(alphabet="abzAZ09-_", min_size=0, max_size=6)
 _host = st.one_of(
-    st.sampled_from(["docker.io", "index.docker.io", "registry-1.docker.io", "localhost", "LOCALHOST", "quay.io",
-                     "[::1]", "[2001:db8::2]", "127.0.0.1", "REGISTRY", "Registry.Example.COM"]),
+    st.sampled_from(
+        [
+            "docker.io",
+            "index.docker.io",
+            "registry-1.docker.io",
+            "localhost",
+            "LOCALHOST",
+            "quay.io",
+            "[::1]",
+            "[2001:db8::2]",
+            "127.0.0.1",
+            "REGISTRY",
+            "Registry.Example.COM",
+        ]
+    ),
     st.lists(_host_label, min_size=1, max_size=3).map(".".join),
 )
 _port = st.one_of(st.just(""), st.sampled_from([":5000", ":0", ":", ":x", ":65536"]))
@@ -172,12 +297,23 @@ _path = st.lists(_component, min_size=1, max_size=3).map("/".join)
 _tag = st.one_of(st.just(""), st.text(alphabet="aZ09_.-:/", min_size=0, max_size=10).map(lambda t: ":" + t))
 _digest = st.one_of(
     st.just(""),
-    st.builds(lambda alg, n, c: f"@{alg}:{c * n}", st.sampled_from(["sha256", "sha512", "sha384", "SHA256", "md5", ""]),
-              st.sampled_from([0, 1, 32, 63, 64, 65, 96, 128]), st.sampled_from(["a", "0", "F", "g"])),
+    st.builds(
+        lambda alg, n, c: f"@{alg}:{c * n}",
+        st.sampled_from(["sha256", "sha512", "sha384", "SHA256", "md5", ""]),
+        st.sampled_from([0, 1, 32, 63, 64, 65, 96, 128]),
+        st.sampled_from(["a", "0", "F", "g"]),
+    ),
 )
 _structured = st.builds(
-    lambda host, port, use_host, path, tag, digest: (f"{host}{port}/" if use_host else "") + path + tag + digest,
-    _host, _port, st.booleans(), _path, _tag, _digest,
+    lambda host, port, use_host, path, tag, digest: (
+        (f"{host}{port}/" if use_host else "") + path + tag + digest
+    ),
+    _host,
+    _port,
+    st.booleans(),
+    _path,
+    _tag,
+    _digest,
 )
 _junk = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 

@@ -20,14 +20,32 @@ OSTIARY_CIP, OSTIARY_IP = POLICY_KINDS[1], POLICY_KINDS[0]
 PORTIERIS_CIP = POLICY_KINDS[3]
 
 
-def policy(kind="ClusterImagePolicy", name="base", namespace=None, repos=("*",), group="ostiary.dev/v1",
-           rv="1", generation=1, uid=None, spec=None):
-    meta = {"name": name, "uid": uid or f"uid-{name}", "resourceVersion": rv, "generation": generation,
-            "managedFields": [{"manager": "kubectl"}]}
+def policy(
+    kind="ClusterImagePolicy",
+    name="base",
+    namespace=None,
+    repos=("*",),
+    group="ostiary.dev/v1",
+    rv="1",
+    generation=1,
+    uid=None,
+    spec=None,
+):
+    meta = {
+        "name": name,
+        "uid": uid or f"uid-{name}",
+        "resourceVersion": rv,
+        "generation": generation,
+        "managedFields": [{"manager": "kubectl"}],
+    }
     if namespace:
         meta["namespace"] = namespace
-    return {"apiVersion": group, "kind": kind, "metadata": meta,
-            "spec": spec if spec is not None else {"repositories": [{"name": r} for r in repos]}}
+    return {
+        "apiVersion": group,
+        "kind": kind,
+        "metadata": meta,
+        "spec": spec if spec is not None else {"repositories": [{"name": r} for r in repos]},
+    }
 
 
 class FakeApi:
@@ -123,8 +141,15 @@ class FakeSync:
 
 
 def source(api, sync, **kw) -> KubePolicySource:
-    return KubePolicySource(api, sync=sync, translate=translate, parse=parse_policy_document,
-                            opa_repair=sync.repair, retry_interval=0.01, **kw)
+    return KubePolicySource(
+        api,
+        sync=sync,
+        translate=translate,
+        parse=parse_policy_document,
+        opa_repair=sync.repair,
+        retry_interval=0.01,
+        **kw,
+    )
 
 
 CIP_PATH = collection_path(OSTIARY_CIP)
@@ -133,11 +158,16 @@ IP_PATH = collection_path(OSTIARY_IP)
 
 # ----------------------------------------------------------------------------- pure helpers
 
+
 def test_as_document_keeps_only_what_the_parser_reads():
     doc = as_document(OSTIARY_CIP, {**policy(), "status": {"conditions": []}})
-    assert doc == {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy",
-                   "metadata": {"name": "base", "uid": "uid-base"}, "spec": {"repositories": [{"name": "*"}]}}
-    parse_policy_document(doc, "x")   # and the strict parser takes it
+    assert doc == {
+        "apiVersion": "ostiary.dev/v1",
+        "kind": "ClusterImagePolicy",
+        "metadata": {"name": "base", "uid": "uid-base"},
+        "spec": {"repositories": [{"name": "*"}]},
+    }
+    parse_policy_document(doc, "x")  # and the strict parser takes it
 
 
 def test_a_refusal_is_typed_and_names_the_module_but_unreachable_is_not():
@@ -155,12 +185,15 @@ def test_the_collection_path_of_a_namespaced_kind_lists_all_namespaces():
 
 # ----------------------------------------------------------------------------- full sync
 
+
 def test_full_sync_pushes_every_policy_at_once():
     api, sync = FakeApi(), FakeSync()
     api.items[CIP_PATH] = [policy()]
     api.items[IP_PATH] = [policy("ImagePolicy", "team", "apps")]
     versions = source(api, sync).full_sync()
-    assert sync.calls == [("replace_all", ["ostiary/policies/cluster/base", "ostiary/policies/namespaced/apps/team"])]
+    assert sync.calls == [
+        ("replace_all", ["ostiary/policies/cluster/base", "ostiary/policies/namespaced/apps/team"])
+    ]
     assert set(versions) == {OSTIARY_IP, OSTIARY_CIP}
 
 
@@ -197,6 +230,7 @@ def test_ready_only_after_the_first_full_sync():
 
 # ----------------------------------------------------------------------------- watch events
 
+
 def synced(api=None, sync=None, **kw):
     api, sync = api or FakeApi(), sync or FakeSync()
     api.items.setdefault(CIP_PATH, [policy()])
@@ -211,8 +245,9 @@ def synced(api=None, sync=None, **kw):
 def test_added_modified_deleted_reach_opa_one_module_at_a_time():
     _api, sync, src = synced()
     src.handle_event(OSTIARY_IP, "ADDED", policy("ImagePolicy", "team", "apps"))
-    src.handle_event(OSTIARY_IP, "MODIFIED", policy("ImagePolicy", "team", "apps", repos=("nginx",), rv="2",
-                                                    generation=2))
+    src.handle_event(
+        OSTIARY_IP, "MODIFIED", policy("ImagePolicy", "team", "apps", repos=("nginx",), rv="2", generation=2)
+    )
     src.handle_event(OSTIARY_IP, "DELETED", policy("ImagePolicy", "team", "apps", rv="3"))
     mid = "ostiary/policies/namespaced/apps/team"
     assert sync.calls == [("upsert", mid), ("upsert", mid), ("remove", mid)]
@@ -222,9 +257,17 @@ def test_added_modified_deleted_reach_opa_one_module_at_a_time():
 def test_a_status_only_change_pushes_nothing_and_writes_nothing():
     api, sync, src = synced()
     obj = policy(rv="5")
-    obj["status"] = {"conditions": [{"type": "Ready", "status": "True", "reason": "Applied",
-                                     "message": "in force as OPA module ostiary/policies/cluster/base",
-                                     "observedGeneration": 1}]}
+    obj["status"] = {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Applied",
+                "message": "in force as OPA module ostiary/policies/cluster/base",
+                "observedGeneration": 1,
+            }
+        ]
+    }
     src.handle_event(OSTIARY_CIP, "MODIFIED", obj)
     assert sync.calls == []
     assert api.patches == []
@@ -239,19 +282,22 @@ def test_an_invalid_policy_is_reported_and_not_in_force():
     event = api.events[0]
     assert event["involvedObject"]["name"] == "bad" and event["metadata"]["namespace"] == "default"
     assert "trsut" in event["message"]
-    (path, body), = api.patches
+    ((path, body),) = api.patches
     assert path.endswith("/clusterimagepolicies/bad/status")
     assert body["status"]["conditions"][0]["status"] == "False"
     # The same failure again is not reported twice.
-    src.handle_event(OSTIARY_CIP, "MODIFIED", {**bad, "metadata": {**bad["metadata"], "resourceVersion": "9"}})
+    src.handle_event(
+        OSTIARY_CIP, "MODIFIED", {**bad, "metadata": {**bad["metadata"], "resourceVersion": "9"}}
+    )
     assert len(api.events) == 1
 
 
 def test_a_policy_that_turns_invalid_is_taken_out_of_force():
     api, sync, src = synced()
     assert "ostiary/policies/cluster/base" in sync.modules
-    src.handle_event(OSTIARY_CIP, "MODIFIED", policy(rv="2", generation=2,
-                                                     spec={"repositories": [{"name": "a b"}]}))
+    src.handle_event(
+        OSTIARY_CIP, "MODIFIED", policy(rv="2", generation=2, spec={"repositories": [{"name": "a b"}]})
+    )
     assert "ostiary/policies/cluster/base" not in sync.modules
     assert api.events and api.events[0]["reason"] == "PolicyRejected"
 
@@ -279,7 +325,7 @@ def test_opa_unreachable_during_an_event_is_not_blamed_on_the_policy():
     src.handle_event(OSTIARY_CIP, "ADDED", policy(name="new"))
     assert api.events == []
     sync.down = False
-    src.handle_event(OSTIARY_CIP, "ADDED", policy(name="newer"))   # the next change pushes everything
+    src.handle_event(OSTIARY_CIP, "ADDED", policy(name="newer"))  # the next change pushes everything
     assert sync.calls[-1][0] == "replace_all"
     assert {"ostiary/policies/cluster/new", "ostiary/policies/cluster/newer"} <= set(sync.modules)
 
@@ -287,8 +333,9 @@ def test_opa_unreachable_during_an_event_is_not_blamed_on_the_policy():
 def test_the_ostiary_group_wins_over_a_portieris_copy_of_the_same_name():
     api, sync = FakeApi(served=("ostiary.dev/v1", "portieris.cloud.ibm.com/v1")), FakeSync()
     api.items[CIP_PATH] = [policy(name="same", repos=("quay.io/*",))]
-    api.items[collection_path(PORTIERIS_CIP)] = [policy(name="same", group="portieris.cloud.ibm.com/v1",
-                                                       uid="portieris-uid")]
+    api.items[collection_path(PORTIERIS_CIP)] = [
+        policy(name="same", group="portieris.cloud.ibm.com/v1", uid="portieris-uid")
+    ]
     source(api, sync).full_sync()
     assert "quay.io" in sync.modules["ostiary/policies/cluster/same"].source
     assert [e["involvedObject"]["apiVersion"] for e in api.events] == ["portieris.cloud.ibm.com/v1"]
@@ -296,6 +343,7 @@ def test_the_ostiary_group_wins_over_a_portieris_copy_of_the_same_name():
 
 
 # ----------------------------------------------------------------------------- watching and recovery
+
 
 def wait_for(predicate, timeout=5.0):
     deadline = time.monotonic() + timeout
@@ -323,7 +371,7 @@ def test_a_watch_error_relists_and_pushes_everything_again():
     assert ("upsert", "ostiary/policies/cluster/w1") in sync.calls
     assert "ostiary/policies/cluster/w2" in sync.modules
     assert api.watch_calls[0] == (CIP_PATH, "10")
-    assert api.watch_calls[1] == (CIP_PATH, "11")   # resumes from the last event seen
+    assert api.watch_calls[1] == (CIP_PATH, "11")  # resumes from the last event seen
 
 
 def test_a_deleted_policy_disappears_on_relist():
@@ -355,6 +403,7 @@ def test_discovery_starts_watching_a_portieris_group_that_appears():
 
 # ----------------------------------------------------------------------------- object store
 
+
 def test_secrets_are_read_one_by_one_and_cached_briefly():
     now = [0.0]
     api = FakeApi()
@@ -365,10 +414,14 @@ def test_secrets_are_read_one_by_one_and_cached_briefly():
     now[0] = 11
     store.get_service_account("ns", "default")
     store.get_secret("ns", "alice")
-    assert api.gets[1:] == ["/api/v1/namespaces/ns/serviceaccounts/default", "/api/v1/namespaces/ns/secrets/alice"]
+    assert api.gets[1:] == [
+        "/api/v1/namespaces/ns/serviceaccounts/default",
+        "/api/v1/namespaces/ns/secrets/alice",
+    ]
 
 
 # ----------------------------------------------------------------------------- the JSON client's pure parts
+
 
 def test_watch_errors_become_exceptions_and_410_asks_for_a_relist():
     from app.kube.client import _watch_event
@@ -386,7 +439,10 @@ def test_object_paths_for_core_and_group_kinds():
 
     assert object_path("v1", "secrets", "ns", "a") == "/api/v1/namespaces/ns/secrets/a"
     assert object_path("apps/v1", "replicasets", "ns", "web") == "/apis/apps/v1/namespaces/ns/replicasets/web"
-    assert object_path("ostiary.dev/v1", "clusterimagepolicies", None) == "/apis/ostiary.dev/v1/clusterimagepolicies"
+    assert (
+        object_path("ostiary.dev/v1", "clusterimagepolicies", None)
+        == "/apis/ostiary.dev/v1/clusterimagepolicies"
+    )
     assert object_path("v1", "secrets", "ns", "a/../b") == "/api/v1/namespaces/ns/secrets/a%2F..%2Fb"
 
 
@@ -395,8 +451,9 @@ def test_the_runtime_wires_source_store_and_owners_to_one_api():
 
     api, sync = FakeApi(), FakeSync()
     api.items[CIP_PATH] = [policy()]
-    runtime = KubeRuntime(kubeconfig=None, system_namespace="ostiary-system", sync=sync, translate=translate,
-                          api=api)
+    runtime = KubeRuntime(
+        kubeconfig=None, system_namespace="ostiary-system", sync=sync, translate=translate, api=api
+    )
     assert not runtime.ready
     runtime.start()
     try:

@@ -34,12 +34,29 @@ def workload(kind: str, uid: str = "uid-1", name: str = "web", namespace: str = 
     return {"kind": kind, "metadata": {"name": name, "namespace": namespace, "uid": uid}, "spec": body}
 
 
-def child(owner_kind="ReplicaSet", api_version="apps/v1", uid="uid-1", name="web", controller=True,
-          containers=(("app", PINNED),)) -> dict:
+def child(
+    owner_kind="ReplicaSet",
+    api_version="apps/v1",
+    uid="uid-1",
+    name="web",
+    controller=True,
+    containers=(("app", PINNED),),
+) -> dict:
     return {
         "kind": "Pod",
-        "metadata": {"name": "web-x", "namespace": "apps", "ownerReferences": [
-            {"apiVersion": api_version, "kind": owner_kind, "name": name, "uid": uid, "controller": controller}]},
+        "metadata": {
+            "name": "web-x",
+            "namespace": "apps",
+            "ownerReferences": [
+                {
+                    "apiVersion": api_version,
+                    "kind": owner_kind,
+                    "name": name,
+                    "uid": uid,
+                    "controller": controller,
+                }
+            ],
+        },
         "spec": spec(containers=containers),
     }
 
@@ -67,8 +84,11 @@ class FakeApi:
 
 # ----------------------------------------------------------------------------- pure parts
 
-@pytest.mark.parametrize("kind", ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job",
-                                  "ReplicationController", "CronJob"])
+
+@pytest.mark.parametrize(
+    "kind",
+    ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "ReplicationController", "CronJob"],
+)
 def test_pod_template_is_found_where_each_kind_keeps_it(kind):
     group = {"Job": "batch", "CronJob": "batch", "ReplicationController": ""}.get(kind, "apps")
     template = pod_template(workload(kind), OWNER_KINDS[(group, kind)])
@@ -78,14 +98,18 @@ def test_pod_template_is_found_where_each_kind_keeps_it(kind):
 
 def test_template_images_keep_container_kind_apart():
     template = {"spec": spec(containers=(("app", "nginx:1"),), init=(("setup", "busybox:1"),))}
-    assert template_images(template) == {("containers", "app"): "nginx:1", ("initContainers", "setup"): "busybox:1"}
+    assert template_images(template) == {
+        ("containers", "app"): "nginx:1",
+        ("initContainers", "setup"): "busybox:1",
+    }
 
 
 def test_only_the_controller_reference_counts():
     obj = child(controller=False)
     assert controller_reference(obj) is None
-    obj["metadata"]["ownerReferences"].append({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r",
-                                               "uid": "u", "controller": True})
+    obj["metadata"]["ownerReferences"].append(
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": "u", "controller": True}
+    )
     assert controller_reference(obj)["name"] == "r"
 
 
@@ -99,8 +123,9 @@ def test_images_are_compared_normalized():
 
 
 def test_a_child_without_the_pinned_digest_does_not_match():
-    assert image_mismatch([("containers", "app", "registry.example.com/team/app:1.0")],
-                          {("containers", "app"): PINNED})
+    assert image_mismatch(
+        [("containers", "app", "registry.example.com/team/app:1.0")], {("containers", "app"): PINNED}
+    )
 
 
 def test_a_different_digest_does_not_match():
@@ -109,7 +134,8 @@ def test_a_different_digest_does_not_match():
 
 def test_a_container_missing_from_the_template_does_not_match():
     assert "not in the owner" in image_mismatch(
-        [("containers", "app", PINNED), ("containers", "extra", PINNED)], {("containers", "app"): PINNED})
+        [("containers", "app", PINNED), ("containers", "extra", PINNED)], {("containers", "app"): PINNED}
+    )
 
 
 def test_the_same_name_under_another_container_kind_does_not_match():
@@ -118,7 +144,8 @@ def test_the_same_name_under_another_container_kind_does_not_match():
 
 def test_ephemeral_containers_never_match_a_template():
     assert "cannot come from a pod template" in image_mismatch(
-        [("ephemeralContainers", "app", PINNED)], {("containers", "app"): PINNED})
+        [("ephemeralContainers", "app", PINNED)], {("containers", "app"): PINNED}
+    )
 
 
 def test_an_invalid_image_never_matches_even_itself():
@@ -142,14 +169,17 @@ def test_a_child_of_a_real_owner_with_the_same_images_is_approved():
     assert api.gets == [RS_PATH]
 
 
-@pytest.mark.parametrize(("owner_kind", "api_version", "path"), [
-    ("Deployment", "apps/v1", "/apis/apps/v1/namespaces/apps/deployments/web"),
-    ("StatefulSet", "apps/v1", "/apis/apps/v1/namespaces/apps/statefulsets/web"),
-    ("DaemonSet", "apps/v1", "/apis/apps/v1/namespaces/apps/daemonsets/web"),
-    ("Job", "batch/v1", "/apis/batch/v1/namespaces/apps/jobs/web"),
-    ("CronJob", "batch/v1", "/apis/batch/v1/namespaces/apps/cronjobs/web"),
-    ("ReplicationController", "v1", "/api/v1/namespaces/apps/replicationcontrollers/web"),
-])
+@pytest.mark.parametrize(
+    ("owner_kind", "api_version", "path"),
+    [
+        ("Deployment", "apps/v1", "/apis/apps/v1/namespaces/apps/deployments/web"),
+        ("StatefulSet", "apps/v1", "/apis/apps/v1/namespaces/apps/statefulsets/web"),
+        ("DaemonSet", "apps/v1", "/apis/apps/v1/namespaces/apps/daemonsets/web"),
+        ("Job", "batch/v1", "/apis/batch/v1/namespaces/apps/jobs/web"),
+        ("CronJob", "batch/v1", "/apis/batch/v1/namespaces/apps/cronjobs/web"),
+        ("ReplicationController", "v1", "/api/v1/namespaces/apps/replicationcontrollers/web"),
+    ],
+)
 def test_every_workload_kind_can_own(owner_kind, api_version, path):
     api = FakeApi({path: workload(owner_kind)})
     pod = child(owner_kind=owner_kind, api_version=api_version)
@@ -204,13 +234,13 @@ def test_a_cached_owner_saves_reads_but_a_cached_no_is_read_again():
     verifier = OwnerVerifier(api, ttl=2.0, clock=lambda: now[0])
     pod = child()
     assert verifier.approved_by_owner(pod, "apps", triples(pod)) is None
-    api.objects[RS_PATH] = workload("ReplicaSet")          # the template changed since
-    assert verifier.approved_by_owner(pod, "apps", triples(pod))   # a cached "no" is read again
+    api.objects[RS_PATH] = workload("ReplicaSet")  # the template changed since
+    assert verifier.approved_by_owner(pod, "apps", triples(pod))  # a cached "no" is read again
     reads = len(api.gets)
-    assert verifier.approved_by_owner(pod, "apps", triples(pod))   # a cached "yes" is reused
+    assert verifier.approved_by_owner(pod, "apps", triples(pod))  # a cached "yes" is reused
     assert len(api.gets) == reads
     now[0] = 5.0
-    del api.objects[RS_PATH]                                 # after the TTL the owner is gone
+    del api.objects[RS_PATH]  # after the TTL the owner is gone
     assert verifier.approved_by_owner(pod, "apps", triples(pod)) is None
 
 
@@ -220,8 +250,15 @@ VOLUME_IMAGE = "registry.example.com/team/data:1.0@sha256:" + "c" * 64
 
 
 def test_a_template_names_its_image_volumes_too():
-    template = {"spec": {**spec(), "volumes": [{"name": "data", "image": {"reference": VOLUME_IMAGE}},
-                                               {"name": "scratch", "emptyDir": {}}]}}
+    template = {
+        "spec": {
+            **spec(),
+            "volumes": [
+                {"name": "data", "image": {"reference": VOLUME_IMAGE}},
+                {"name": "scratch", "emptyDir": {}},
+            ],
+        }
+    }
     assert template_images(template) == {("containers", "app"): PINNED, ("volumes", "data"): VOLUME_IMAGE}
 
 

@@ -31,7 +31,9 @@ def item(image, pin=D1, allowed=True, mutate=True, path="/spec/containers/0/imag
 
 def test_pin_keeps_tag_and_skips_already_pinned_images():
     ops = pin_patch([item("nginx:1.25"), item("quay.io/a/b:1@" + D1, path="/spec/containers/1/image")])
-    assert ops == [{"op": "replace", "path": "/spec/containers/0/image", "value": "docker.io/library/nginx:1.25@" + D1}]
+    assert ops == [
+        {"op": "replace", "path": "/spec/containers/0/image", "value": "docker.io/library/nginx:1.25@" + D1}
+    ]
 
 
 def test_no_patch_when_mutate_is_off_or_no_pin():
@@ -53,11 +55,23 @@ def test_image_volume_is_pinned_at_its_reference_path():
 
 
 def _deployment(annotations=None, metadata=True):
-    obj = {"apiVersion": "apps/v1", "kind": "Deployment",
-           "spec": {"template": {"metadata": {"labels": {"app": "w"}}, "spec": {
-               "initContainers": [{"name": "init", "image": "busybox"}],
-               "containers": [{"name": "app", "image": "quay.io/org/app:1.0"}, {"name": "side", "image": "nginx"}],
-               "volumes": [{"name": "model", "image": {"reference": "REGISTRY/model:v1"}}]}}}}
+    obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"app": "w"}},
+                "spec": {
+                    "initContainers": [{"name": "init", "image": "busybox"}],
+                    "containers": [
+                        {"name": "app", "image": "quay.io/org/app:1.0"},
+                        {"name": "side", "image": "nginx"},
+                    ],
+                    "volumes": [{"name": "model", "image": {"reference": "REGISTRY/model:v1"}}],
+                },
+            }
+        },
+    }
     if metadata:
         obj["metadata"] = {"name": "w", **({"annotations": annotations} if annotations is not None else {})}
     return obj
@@ -92,26 +106,37 @@ def test_no_pin_no_annotation():
 
 
 def test_an_earlier_record_is_kept_for_existing_containers_and_dropped_for_gone_ones():
-    earlier = json.dumps({"containers/side": "nginx:1.25", "containers/gone": "x", "initContainers/init": "busybox:1"})
+    earlier = json.dumps(
+        {"containers/side": "nginx:1.25", "containers/gone": "x", "initContainers/init": "busybox:1"}
+    )
     obj = _deployment({ORIGINAL_IMAGES_ANNOTATION: earlier})
     out, _, _ = _admit(obj, ["/spec/template/spec/initContainers/0/image"])
     assert json.loads(out["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]) == {
-        "containers/side": "nginx:1.25", "initContainers/init": "busybox"}
+        "containers/side": "nginx:1.25",
+        "initContainers/init": "busybox",
+    }
 
 
 @pytest.mark.parametrize("earlier", ["not json", "[1]", '{"containers/app": 5}'])
 def test_a_malformed_earlier_record_is_replaced(earlier):
     obj = _deployment({ORIGINAL_IMAGES_ANNOTATION: earlier})
     out, _, _ = _admit(obj, ["/spec/template/spec/containers/1/image"])
-    assert json.loads(out["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]) == {"containers/side": "nginx"}
+    assert json.loads(out["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]) == {
+        "containers/side": "nginx"
+    }
 
 
 def test_blank_or_repeated_names_fall_back_to_the_json_pointer():
-    obj = {"kind": "Pod", "metadata": {}, "spec": {"containers": [{"name": "a", "image": "x1"}, {"name": "a", "image": "x2"},
-                                                                  {"image": "x3"}]}}
+    obj = {
+        "kind": "Pod",
+        "metadata": {},
+        "spec": {"containers": [{"name": "a", "image": "x1"}, {"name": "a", "image": "x2"}, {"image": "x3"}]},
+    }
     out, _, _ = _admit(obj, ["/spec/containers/0/image", "/spec/containers/2/image"])
     assert json.loads(out["metadata"]["annotations"][ORIGINAL_IMAGES_ANNOTATION]) == {
-        "/spec/containers/0/image": "x1", "/spec/containers/2/image": "x3"}
+        "/spec/containers/0/image": "x1",
+        "/spec/containers/2/image": "x3",
+    }
 
 
 def test_a_record_too_large_is_left_out_with_a_warning():

@@ -28,12 +28,15 @@ KINDS = {
 
 # ---- strict decoding -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "raw, words",
     [
         (b'{"request": {"uid": "u", "uid": "v"}}', ["'uid'", "/request", "more than once"]),
-        (b'{"request": {"object": {"spec": {"containers": [{"name": "a", "image": "good", "image": "evil"}]}}}}',
-         ["'image'", "/request/object/spec/containers/0"]),
+        (
+            b'{"request": {"object": {"spec": {"containers": [{"name": "a", "image": "good", "image": "evil"}]}}}}',
+            ["'image'", "/request/object/spec/containers/0"],
+        ),
         (b'{"a": 1, "a": 1}', ["'a'", "(top level)"]),
         (b"[" * 100_000 + b"]" * 100_000, ["nested deeper"]),
         (b'{"a": ' + b"[" * (MAX_DEPTH + 5) + b"]" * (MAX_DEPTH + 5) + b"}", ["nested deeper", "/a/0/0"]),
@@ -53,13 +56,17 @@ def test_bodies_are_decoded_strictly_naming_the_problem(raw, words):
 
 
 def test_a_normal_review_decodes_unchanged():
-    body = {"apiVersion": "admission.k8s.io/v1", "request": {"uid": "u", "object": {"a/b~c": [1, 2.5, None, True]}}}
+    body = {
+        "apiVersion": "admission.k8s.io/v1",
+        "request": {"uid": "u", "object": {"a/b~c": [1, 2.5, None, True]}},
+    }
     assert parse_review(json.dumps(body).encode()) == body
     assert request_uid(body) == "u"
     assert request_uid({"request": "x"}) is None and request_uid([1]) is None
 
 
 # ---- the reviewer with a recording stand-in for OPA -----------------------------------------
+
 
 class RecordingOpa:
     """Allows every image it is shown, and remembers which those were."""
@@ -73,9 +80,25 @@ class RecordingOpa:
         if path.endswith("plan"):
             return {"images": [{"id": i["id"], "policy": None, "requirements": None} for i in images]}
         self.seen.extend(i["image"] for i in images)
-        return {"allowed": True, "denials": [], "warnings": [], "images": [
-            {"id": i["id"], "image": i["image"], "path": i["path"], "allowed": True, "reasons": [],
-             "warnings": [], "pin": None, "mutate": False, "policy": None} for i in images]}
+        return {
+            "allowed": True,
+            "denials": [],
+            "warnings": [],
+            "images": [
+                {
+                    "id": i["id"],
+                    "image": i["image"],
+                    "path": i["path"],
+                    "allowed": True,
+                    "reasons": [],
+                    "warnings": [],
+                    "pin": None,
+                    "mutate": False,
+                    "policy": None,
+                }
+                for i in images
+            ],
+        }
 
 
 class NoStore:
@@ -88,7 +111,11 @@ class NoStore:
 
 def run(request: dict) -> tuple[dict, RecordingOpa]:
     opa = RecordingOpa()
-    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u1", **request}}
+    body = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {"uid": "u1", **request},
+    }
     answer, _ = Reviewer(opa, NoStore()).review(body)
     return answer["response"], opa
 
@@ -107,10 +134,22 @@ def wrap(kind: str, spec) -> dict:
 @pytest.mark.parametrize(
     "request_fields, words",
     [
-        ({"operation": "CREATE", "kind": {"kind": "Pod"}, "object": {"spec": {"containers": {"a": {"image": "x"}}}}},
-         "/spec/containers is not a list"),
-        ({"operation": "CREATE", "kind": {"kind": "Pod"}, "object": {"spec": {"containers": [{"image": 5}]}}},
-         "/spec/containers/0/image is not a string"),
+        (
+            {
+                "operation": "CREATE",
+                "kind": {"kind": "Pod"},
+                "object": {"spec": {"containers": {"a": {"image": "x"}}}},
+            },
+            "/spec/containers is not a list",
+        ),
+        (
+            {
+                "operation": "CREATE",
+                "kind": {"kind": "Pod"},
+                "object": {"spec": {"containers": [{"image": 5}]}},
+            },
+            "/spec/containers/0/image is not a string",
+        ),
         ({"operation": "CREATE", "kind": {"kind": "Pod"}, "object": {"spec": None}}, "/spec is missing"),
         ({"operation": "CREATE", "kind": {"kind": "Pod"}, "object": None}, "request.object is missing"),
         ({"operation": "CREATE", "kind": {"kind": "Pod"}, "object": []}, "request.object is missing"),
@@ -119,14 +158,22 @@ def wrap(kind: str, spec) -> dict:
         ({"operation": ["CREATE"], "kind": {"kind": "Pod"}, "object": {"spec": {}}}, "request.operation"),
         ({"operation": "create", "kind": {"kind": "Pod"}, "object": {"spec": {}}}, "request.operation"),
         ({"operation": None, "kind": {"kind": "Pod"}, "object": {"spec": {}}}, "request.operation"),
-        ({"operation": "CREATE", "kind": {"kind": "Pod"}, "object": {"kind": "ConfigMap", "spec": {}}},
-         "request.object.kind"),
-        ({"operation": "CREATE", "kind": {"kind": "Pod"}, "object": {"metadata": "x", "spec": {}}},
-         "request.object.metadata is not an object"),
-        ({"operation": "CREATE", "kind": {"kind": "Pod"}, "namespace": ["a"], "object": {"spec": {}}},
-         "request.namespace is not a string"),
-        ({"operation": "UPDATE", "kind": {"kind": "CronJob"}, "object": {"spec": {"jobTemplate": []}}},
-         "/spec/jobTemplate is not an object"),
+        (
+            {"operation": "CREATE", "kind": {"kind": "Pod"}, "object": {"kind": "ConfigMap", "spec": {}}},
+            "request.object.kind",
+        ),
+        (
+            {"operation": "CREATE", "kind": {"kind": "Pod"}, "object": {"metadata": "x", "spec": {}}},
+            "request.object.metadata is not an object",
+        ),
+        (
+            {"operation": "CREATE", "kind": {"kind": "Pod"}, "namespace": ["a"], "object": {"spec": {}}},
+            "request.namespace is not a string",
+        ),
+        (
+            {"operation": "UPDATE", "kind": {"kind": "CronJob"}, "object": {"spec": {"jobTemplate": []}}},
+            "/spec/jobTemplate is not an object",
+        ),
     ],
 )
 def test_type_confusion_is_a_denial_naming_the_field(request_fields, words):
@@ -144,45 +191,97 @@ def test_delete_and_connect_are_not_checked_but_other_operations_are_refused():
 
 # ---- property tests --------------------------------------------------------------------------
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                      st.text(max_size=8))
-json_value = st.recursive(json_leaf, lambda c: st.one_of(st.lists(c, max_size=3),
-                                                         st.dictionaries(st.text(max_size=5), c, max_size=3)),
-                          max_leaves=8)
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=5), c, max_size=3)),
+    max_leaves=8,
+)
 image_value = st.one_of(
-    st.sampled_from(["nginx", "quay.io/a/b:1", "REGISTRY/app:v1", "", " ", "Bad Image", "x@sha256:1", "a" * 64]),
-    st.sampled_from(["nginx:1", "ghcr.io/o/t"]), st.text(max_size=20), json_value,
+    st.sampled_from(
+        ["nginx", "quay.io/a/b:1", "REGISTRY/app:v1", "", " ", "Bad Image", "x@sha256:1", "a" * 64]
+    ),
+    st.sampled_from(["nginx:1", "ghcr.io/o/t"]),
+    st.text(max_size=20),
+    json_value,
 )
 # Well-formed shapes are drawn more often than junk, so allows with images are common (about a
 # third of the reviews), not only denials of malformed ones.
-_container = st.fixed_dictionaries({"image": image_value}, optional={"name": st.one_of(st.text(max_size=5), json_leaf)})
-container = st.one_of(_container, _container, _container, st.fixed_dictionaries({}), st.text(min_size=1, max_size=5),
-                      json_value)
-container_list = st.one_of(st.lists(container, max_size=3), st.lists(container, max_size=3), st.none(),
-                           st.dictionaries(st.text(max_size=3), container, max_size=2), json_value)
-_volume = st.fixed_dictionaries({"name": st.text(max_size=5)}, optional={
-    "image": st.one_of(st.fixed_dictionaries({}, optional={"reference": image_value}),
-                       st.fixed_dictionaries({"reference": image_value}), st.text(min_size=1, max_size=5),
-                       json_value),
-    "emptyDir": st.just({})})
+_container = st.fixed_dictionaries(
+    {"image": image_value}, optional={"name": st.one_of(st.text(max_size=5), json_leaf)}
+)
+container = st.one_of(
+    _container, _container, _container, st.fixed_dictionaries({}), st.text(min_size=1, max_size=5), json_value
+)
+container_list = st.one_of(
+    st.lists(container, max_size=3),
+    st.lists(container, max_size=3),
+    st.none(),
+    st.dictionaries(st.text(max_size=3), container, max_size=2),
+    json_value,
+)
+_volume = st.fixed_dictionaries(
+    {"name": st.text(max_size=5)},
+    optional={
+        "image": st.one_of(
+            st.fixed_dictionaries({}, optional={"reference": image_value}),
+            st.fixed_dictionaries({"reference": image_value}),
+            st.text(min_size=1, max_size=5),
+            json_value,
+        ),
+        "emptyDir": st.just({}),
+    },
+)
 volume = st.one_of(_volume, _volume, json_value)
-_pod_spec = st.fixed_dictionaries({}, optional={
-    "containers": container_list, "initContainers": container_list, "ephemeralContainers": container_list,
-    "volumes": st.one_of(st.lists(volume, max_size=3), st.lists(volume, max_size=3), json_value)})
-_image_text = st.one_of(st.sampled_from(["nginx", "quay.io/a/b:1", "REGISTRY/app:v1", "", "Bad Image"]),
-                        st.text(max_size=12))
+_pod_spec = st.fixed_dictionaries(
+    {},
+    optional={
+        "containers": container_list,
+        "initContainers": container_list,
+        "ephemeralContainers": container_list,
+        "volumes": st.one_of(st.lists(volume, max_size=3), st.lists(volume, max_size=3), json_value),
+    },
+)
+_image_text = st.one_of(
+    st.sampled_from(["nginx", "quay.io/a/b:1", "REGISTRY/app:v1", "", "Bad Image"]), st.text(max_size=12)
+)
 _clean_list = st.lists(st.fixed_dictionaries({"name": st.text(max_size=4), "image": _image_text}), max_size=3)
-_clean_spec = st.fixed_dictionaries({}, optional={
-    "containers": _clean_list, "initContainers": _clean_list, "ephemeralContainers": _clean_list,
-    "volumes": st.lists(st.fixed_dictionaries({"name": st.text(max_size=4),
-                                               "image": st.fixed_dictionaries({"reference": _image_text})}),
-                        max_size=2)})
+_clean_spec = st.fixed_dictionaries(
+    {},
+    optional={
+        "containers": _clean_list,
+        "initContainers": _clean_list,
+        "ephemeralContainers": _clean_list,
+        "volumes": st.lists(
+            st.fixed_dictionaries(
+                {"name": st.text(max_size=4), "image": st.fixed_dictionaries({"reference": _image_text})}
+            ),
+            max_size=2,
+        ),
+    },
+)
 pod_spec = st.one_of(
-    _clean_spec, _clean_spec, _pod_spec, _pod_spec,
-    st.fixed_dictionaries({}, optional={
-        "containers": container_list, "initContainers": container_list, "ephemeralContainers": container_list,
-        "volumes": st.one_of(st.lists(volume, max_size=3), json_value),
-        "imagePullSecrets": json_value, "serviceAccountName": json_value}),
+    _clean_spec,
+    _clean_spec,
+    _pod_spec,
+    _pod_spec,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "containers": container_list,
+            "initContainers": container_list,
+            "ephemeralContainers": container_list,
+            "volumes": st.one_of(st.lists(volume, max_size=3), json_value),
+            "imagePullSecrets": json_value,
+            "serviceAccountName": json_value,
+        },
+    ),
     json_value,
 )
 
@@ -207,7 +306,7 @@ def lenient_images(obj, kind: str) -> list[str]:
     found = []
     for key in ("initContainers", "containers", "ephemeralContainers"):
         for c in items(node.get(key)):
-            image = c.get("image") if isinstance(c, dict) else c   # a bare value may be an image too
+            image = c.get("image") if isinstance(c, dict) else c  # a bare value may be an image too
             if present(image):
                 found.append(image)
     for v in items(node.get("volumes")):
@@ -239,24 +338,48 @@ def test_extractor_never_crashes_and_finds_every_image(kind, spec, break_wrapper
     kind=st.sampled_from([*sorted(KINDS), "ConfigMap"]),
     operation=st.sampled_from(["CREATE", "UPDATE", "DELETE", "CONNECT", "create", "", None, 1]),
     spec=pod_spec,
-    metadata=st.one_of(st.none(), st.fixed_dictionaries({}, optional={"namespace": json_value, "name": json_value}),
-                       json_value),
+    metadata=st.one_of(
+        st.none(),
+        st.fixed_dictionaries({}, optional={"namespace": json_value, "name": json_value}),
+        json_value,
+    ),
     namespace=st.one_of(st.none(), st.text(max_size=5), json_leaf),
     object_kind=st.one_of(st.none(), st.sampled_from(sorted(KINDS)), json_leaf),
 )
-@example(kind="Pod", operation="CREATE", spec={"volumes": [{"name": "v", "image": "evil.io/x"}]}, metadata=None,
-         namespace=None, object_kind=None)
-@example(kind="Job", operation="UPDATE", spec={"containers": ["evil.io/x"]}, metadata=None, namespace=None,
-         object_kind=None)
-@example(kind="Pod", operation="CREATE", spec={"containers": {"c": {"image": "evil.io/x"}}}, metadata=None,
-         namespace=None, object_kind=None)
-def test_reviewer_never_crashes_and_never_allows_an_unseen_image(kind, operation, spec, metadata, namespace,
-                                                                 object_kind):
+@example(
+    kind="Pod",
+    operation="CREATE",
+    spec={"volumes": [{"name": "v", "image": "evil.io/x"}]},
+    metadata=None,
+    namespace=None,
+    object_kind=None,
+)
+@example(
+    kind="Job",
+    operation="UPDATE",
+    spec={"containers": ["evil.io/x"]},
+    metadata=None,
+    namespace=None,
+    object_kind=None,
+)
+@example(
+    kind="Pod",
+    operation="CREATE",
+    spec={"containers": {"c": {"image": "evil.io/x"}}},
+    metadata=None,
+    namespace=None,
+    object_kind=None,
+)
+def test_reviewer_never_crashes_and_never_allows_an_unseen_image(
+    kind, operation, spec, metadata, namespace, object_kind
+):
     obj = wrap(kind, spec) if kind in KINDS else {"data": {"image": "evil.io/x"}}
     obj["metadata"] = metadata
     if object_kind is not None:
         obj["kind"] = object_kind
-    response, opa = run({"operation": operation, "kind": {"kind": kind}, "namespace": namespace, "object": obj})
+    response, opa = run(
+        {"operation": operation, "kind": {"kind": kind}, "namespace": namespace, "object": obj}
+    )
     assert response["uid"] == "u1" and isinstance(response["allowed"], bool)
     if not response["allowed"]:
         assert "internal error" not in response["status"]["message"], response["status"]["message"]

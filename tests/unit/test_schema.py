@@ -16,7 +16,8 @@ def doc(**over):
 
 
 @pytest.mark.parametrize(
-    "api_version", ["ostiary.dev/v1", "portieris.cloud.ibm.com/v1", "securityenforcement.admission.cloud.ibm.com/v1beta1"]
+    "api_version",
+    ["ostiary.dev/v1", "portieris.cloud.ibm.com/v1", "securityenforcement.admission.cloud.ibm.com/v1beta1"],
 )
 def test_portieris_groups_are_accepted_unchanged(api_version):
     assert parse_policy_document(doc(apiVersion=api_version), "x#0").api_version == api_version
@@ -32,8 +33,14 @@ def test_portieris_groups_are_accepted_unchanged(api_version):
         ({"metadata": {"name": "p", "namespace": "x"}}, "metadata.namespace"),
         ({"spec": {"repositories": [{"name": ""}]}}, "spec.repositories[0].name"),
         ({"spec": {"repositories": [{"name": "a", "policy": {"trsut": {}}}]}}, "spec.repositories[0].policy"),
-        ({"spec": {"repositories": [{"name": "a", "policy": {"trust": {"enabled": "yes"}}}]}}, "spec.repositories[0].policy.trust.enabled"),
-        ({"spec": {"repositories": [{"name": "a", "policy": {"trust": {"trustServer": "http://n"}}}]}}, "trustServer"),
+        (
+            {"spec": {"repositories": [{"name": "a", "policy": {"trust": {"enabled": "yes"}}}]}},
+            "spec.repositories[0].policy.trust.enabled",
+        ),
+        (
+            {"spec": {"repositories": [{"name": "a", "policy": {"trust": {"trustServer": "http://n"}}}]}},
+            "trustServer",
+        ),
         ({"spec": {"mode": "audit"}}, "spec.mode"),
     ],
 )
@@ -46,7 +53,9 @@ def test_invalid_documents_name_origin_and_field(override, field):
 
 def test_misspelt_trust_is_refused_not_ignored():
     with pytest.raises(PolicyError):
-        parse_policy_document(doc(spec={"repositories": [{"name": "a", "policy": {"Trust": {"enabled": True}}}]}), "x")
+        parse_policy_document(
+            doc(spec={"repositories": [{"name": "a", "policy": {"Trust": {"enabled": True}}}]}), "x"
+        )
 
 
 def test_image_policy_keeps_its_namespace():

@@ -25,16 +25,26 @@ SERVER = "https://notary.example.com"
 GUN = "registry.example.com/team/app"
 
 
-def record(root: bytes = b'{"signed": "root-a"}', versions: dict | None = None, by: str = "test") -> TrustRecord:
+def record(
+    root: bytes = b'{"signed": "root-a"}', versions: dict | None = None, by: str = "test"
+) -> TrustRecord:
     return TrustRecord(
-        server=SERVER, gun=GUN, root=root, root_keyids=("aa" * 32,), versions=versions or {"root": 1},
-        first_seen_at="2026-01-01T00:00:00Z", first_seen_by=by, updated_at="2026-01-01T00:00:00Z",
+        server=SERVER,
+        gun=GUN,
+        root=root,
+        root_keyids=("aa" * 32,),
+        versions=versions or {"root": 1},
+        first_seen_at="2026-01-01T00:00:00Z",
+        first_seen_by=by,
+        updated_at="2026-01-01T00:00:00Z",
         updated_by=by,
     )
 
 
 def test_a_record_survives_a_new_store_object(tmp_path: Path) -> None:
-    FileRecordStore(tmp_path).ensure().update(SERVER, GUN, lambda current: record(versions={"root": 2, "targets": 7}))
+    FileRecordStore(tmp_path).ensure().update(
+        SERVER, GUN, lambda current: record(versions={"root": 2, "targets": 7})
+    )
     again = FileRecordStore(tmp_path).get(SERVER, GUN)
     assert again == record(versions={"root": 2, "targets": 7})
     assert again.root_digest.startswith("sha256:") and again.root_version == 2
@@ -144,7 +154,10 @@ def test_concurrent_writers_never_corrupt_or_regress(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("fork")
     start, stop, out, reads = ctx.Event(), ctx.Event(), ctx.Queue(), ctx.Queue()
     workers, rounds = 4, 40
-    procs = [ctx.Process(target=_raise_versions, args=(str(tmp_path), w, rounds, start, out)) for w in range(workers)]
+    procs = [
+        ctx.Process(target=_raise_versions, args=(str(tmp_path), w, rounds, start, out))
+        for w in range(workers)
+    ]
     reader = ctx.Process(target=_reader, args=(str(tmp_path), stop, reads))
     for p in [*procs, reader]:
         p.start()
@@ -190,7 +203,9 @@ def test_serve_refuses_an_unusable_state_dir_at_start(tmp_path: Path) -> None:
     blocker.write_text("")
     policies = tmp_path / "policies"
     policies.mkdir()
-    result = CliRunner().invoke(main, ["serve", "--policy-dir", str(policies), "--state-dir", str(blocker / "state")])
+    result = CliRunner().invoke(
+        main, ["serve", "--policy-dir", str(policies), "--state-dir", str(blocker / "state")]
+    )
     assert result.exit_code == 2
     assert "--state-dir: cannot use state directory" in result.output
 
@@ -207,12 +222,18 @@ def test_trust_pins_lists_and_unpin_removes(tmp_path: Path) -> None:
     assert listed.exit_code == 0
     assert f"{GUN}  ({SERVER})" in listed.output and "root=2 targets=5" in listed.output
     assert "by host-a pid 7 (first-use)" in listed.output
-    as_json = json.loads(runner.invoke(main, ["trust", "pins", "--state-dir", str(tmp_path), "--json"]).output)
+    as_json = json.loads(
+        runner.invoke(main, ["trust", "pins", "--state-dir", str(tmp_path), "--json"]).output
+    )
     assert as_json[0]["rootKeyIDs"] == ["aa" * 32] and as_json[0]["versions"] == {"root": 2, "targets": 5}
     image = f"{GUN}:v1"
-    removed = runner.invoke(main, ["trust", "unpin", image, "--trust-server", SERVER, "--state-dir", str(tmp_path)])
+    removed = runner.invoke(
+        main, ["trust", "unpin", image, "--trust-server", SERVER, "--state-dir", str(tmp_path)]
+    )
     assert removed.exit_code == 0 and store.get(SERVER, GUN) is None
-    again = runner.invoke(main, ["trust", "unpin", image, "--trust-server", SERVER, "--state-dir", str(tmp_path)])
+    again = runner.invoke(
+        main, ["trust", "unpin", image, "--trust-server", SERVER, "--state-dir", str(tmp_path)]
+    )
     assert again.exit_code == 1 and "no trust record" in again.output
 
 
@@ -225,6 +246,16 @@ def test_serve_refuses_a_bad_root_pins_file(tmp_path: Path) -> None:
     pins.write_text("https://notary.example.com:\n  publicKeys: not a pem\n")
     policies = tmp_path / "policies"
     policies.mkdir()
-    result = CliRunner().invoke(main, ["serve", "--policy-dir", str(policies), "--state-dir", str(tmp_path / "s"),
-                                       "--root-pins", str(pins)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "serve",
+            "--policy-dir",
+            str(policies),
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--root-pins",
+            str(pins),
+        ],
+    )
     assert result.exit_code == 2 and "--root-pins:" in result.output and "holds neither" in result.output

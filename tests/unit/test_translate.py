@@ -29,10 +29,19 @@ def test_patterns_are_normalized_like_images(written, normalized):
     assert parse_pattern(written).normalized == normalized
 
 
-@pytest.mark.parametrize("name", [
-    "REGISTRY/app:v1", "Registry.Example.COM/team/app:1", "localhost/app", "registry-1.docker.io/library/nginx:1",
-    "INDEX.DOCKER.IO/org/app:2", "myorg/app:3", "nginx:1.25", "host:5000/a/b:c",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "REGISTRY/app:v1",
+        "Registry.Example.COM/team/app:1",
+        "localhost/app",
+        "registry-1.docker.io/library/nginx:1",
+        "INDEX.DOCKER.IO/org/app:2",
+        "myorg/app:3",
+        "nginx:1.25",
+        "host:5000/a/b:c",
+    ],
+)
 def test_a_pattern_names_the_registry_an_image_of_the_same_text_is_on(name):
     """One host rule and one normaliser for patterns and images: the same text, the same registry."""
     from app.images import parse_image
@@ -65,7 +74,18 @@ def resource(name="p", spec=None, kind="ClusterImagePolicy", namespace=None):
 
 def test_translation_is_data_only_and_values_enter_as_json():
     hostile = 'x"} \n package evil\n deny := true #'
-    module = translate(resource(spec={"repositories": [{"name": "icr.io/*", "policy": {"trust": {"enabled": True, "signerSecrets": [{"name": hostile}]}}}]}))
+    module = translate(
+        resource(
+            spec={
+                "repositories": [
+                    {
+                        "name": "icr.io/*",
+                        "policy": {"trust": {"enabled": True, "signerSecrets": [{"name": hostile}]}},
+                    }
+                ]
+            }
+        )
+    )
     assert module.id == "ostiary/policies/cluster/p"
     assert module.package == 'ostiary.policies.cluster["p"]'
     body = module.source.split("policy := ", 1)[1]

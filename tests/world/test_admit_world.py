@@ -38,9 +38,13 @@ def b64(text: str) -> str:
 
 
 def signer_secret(name: str, namespace: str, signer: str, pem: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": namespace},
-            "data": {"name": b64(signer), "publicKey": b64(pem)}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"name": b64(signer), "publicKey": b64(pem)},
+    }
 
 
 def policy_documents(world) -> list[dict]:
@@ -53,17 +57,26 @@ def policy_documents(world) -> list[dict]:
         return {"trust": t}
 
     return [
-        {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "world"},
-         "spec": {"repositories": [
-             {"name": f"{reg}/ostiary/*", "policy": trust()},
-             {"name": f"{reg}/ostiary/signer-pem", "policy": trust("alice-signer")},
-             {"name": f"{reg}/ostiary/signer-cert", "policy": trust("bob-is-mallory")},
-         ]}},
+        {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": "world"},
+            "spec": {
+                "repositories": [
+                    {"name": f"{reg}/ostiary/*", "policy": trust()},
+                    {"name": f"{reg}/ostiary/signer-pem", "policy": trust("alice-signer")},
+                    {"name": f"{reg}/ostiary/signer-cert", "policy": trust("bob-is-mallory")},
+                ]
+            },
+        },
         signer_secret("alice-signer", SYSTEM_NS, "alice", world.alice_pem),
         signer_secret("bob-is-mallory", SYSTEM_NS, "bob", world.mallory_pem),
-        {"apiVersion": "ostiary.dev/v1", "kind": "ImagePolicy",
-         "metadata": {"name": "wrong-signer", "namespace": "mallory-ns"},
-         "spec": {"repositories": [{"name": f"{reg}/ostiary/*", "policy": trust("alice-is-mallory")}]}},
+        {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ImagePolicy",
+            "metadata": {"name": "wrong-signer", "namespace": "mallory-ns"},
+            "spec": {"repositories": [{"name": f"{reg}/ostiary/*", "policy": trust("alice-is-mallory")}]},
+        },
         signer_secret("alice-is-mallory", "mallory-ns", "alice", world.mallory_pem),
     ]
 
@@ -101,28 +114,46 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def ostiary(world, tmp_path_factory):
     if not OSTIARY.exists():
-        pytest.fail(f"{OSTIARY} is missing: install the project into its venv (pip install -e .)",
-                    pytrace=False)
+        pytest.fail(
+            f"{OSTIARY} is missing: install the project into its venv (pip install -e .)", pytrace=False
+        )
     tmp = tmp_path_factory.mktemp("ostiary-serve")
     policies = tmp / "policies"
     policies.mkdir()
     for i, doc in enumerate(policy_documents(world)):
-        (policies / f"{i:02d}-{doc['kind'].lower()}-{doc['metadata']['name']}.json").write_text(json.dumps(doc))
+        (policies / f"{i:02d}-{doc['kind'].lower()}-{doc['metadata']['name']}.json").write_text(
+            json.dumps(doc)
+        )
     port = free_port()
     log = tmp / "ostiary.log"
-    argv = [str(OSTIARY), "serve", "--policy-dir", str(policies), "--listen", f"127.0.0.1:{port}",
-            "--ca-file", world.ca_file]
+    argv = [
+        str(OSTIARY),
+        "serve",
+        "--policy-dir",
+        str(policies),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--ca-file",
+        world.ca_file,
+    ]
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(argv, cwd=tmp, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=tmp,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = Ostiary(f"http://127.0.0.1:{port}", proc, log)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         last = "no answer"
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"`{' '.join(argv)}` exited with {proc.returncode}:\n{server.tail()}",
-                            pytrace=False)
+                pytest.fail(
+                    f"`{' '.join(argv)}` exited with {proc.returncode}:\n{server.tail()}", pytrace=False
+                )
             try:
                 r = requests.get(f"{server.url}/readyz", timeout=1)
                 if r.status_code == 200:
@@ -131,8 +162,10 @@ def ostiary(world, tmp_path_factory):
             except requests.RequestException as e:
                 last = f"{type(e).__name__}"
             if time.monotonic() > deadline:
-                pytest.fail(f"ostiary serve not ready after {READY_TIMEOUT:.0f}s ({last}):\n{server.tail()}",
-                            pytrace=False)
+                pytest.fail(
+                    f"ostiary serve not ready after {READY_TIMEOUT:.0f}s ({last}):\n{server.tail()}",
+                    pytrace=False,
+                )
             time.sleep(0.1)
         server.startup_seconds = READY_TIMEOUT - (deadline - time.monotonic())
         yield server
@@ -143,7 +176,8 @@ def ostiary(world, tmp_path_factory):
 def deployment_review(*images: str, namespace: str = "default", operation: str = "CREATE") -> dict:
     containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
     deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": "web", "namespace": namespace, "uid": str(uuid.uuid4())},
         "spec": {
             "replicas": 1,
@@ -154,12 +188,21 @@ def deployment_review(*images: str, namespace: str = "default", operation: str =
     gvk = {"group": "apps", "version": "v1", "kind": "Deployment"}
     gvr = {"group": "apps", "version": "v1", "resource": "deployments"}
     return {
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
         "request": {
-            "uid": str(uuid.uuid4()), "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
-            "name": "web", "namespace": namespace, "operation": operation,
+            "uid": str(uuid.uuid4()),
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "name": "web",
+            "namespace": namespace,
+            "operation": operation,
             "userInfo": {"username": "world-tester", "groups": ["system:authenticated"]},
-            "object": deployment, "oldObject": None, "dryRun": False,
+            "object": deployment,
+            "oldObject": None,
+            "dryRun": False,
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     }
@@ -189,14 +232,14 @@ def assert_pinned(response: dict, expected: dict[int, str]) -> None:
     """The patch sets container i's image to expected[i], and touches nothing else."""
     ops = patch_of(response)
     got = {}
-    record = [op for op in ops if op["path"].startswith("/metadata")]   # ostiary.dev/original-images
+    record = [op for op in ops if op["path"].startswith("/metadata")]  # ostiary.dev/original-images
     assert len(record) == (1 if ops else 0), ops
     ops = [op for op in ops if op not in record]
     for op in ops:
         assert op["op"] in ("replace", "add"), op
         prefix = "/spec/template/spec/containers/"
         assert op["path"].startswith(prefix) and op["path"].endswith("/image"), op
-        got[int(op["path"][len(prefix):].split("/")[0])] = op["value"]
+        got[int(op["path"][len(prefix) :].split("/")[0])] = op["value"]
     assert got == expected
 
 

@@ -34,8 +34,9 @@ ROLES = {
 
 
 def run(*args, stdin=None, env=None):
-    return subprocess.run([OSTIARY, *args], check=False, capture_output=True, text=True, timeout=120,
-                          input=stdin, env=env)
+    return subprocess.run(
+        [OSTIARY, *args], check=False, capture_output=True, text=True, timeout=120, input=stdin, env=env
+    )
 
 
 def b64(text: str) -> str:
@@ -43,18 +44,37 @@ def b64(text: str) -> str:
 
 
 def pod(name: str, *images: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]},
+    }
 
 
 class Captured:
     """What the module fixture leaves behind once the world is stopped."""
 
-    def __init__(self, scenario, out: Path, policies: Path, served: dict[str, dict], live: dict[str, dict],
-                 capture: subprocess.CompletedProcess, pods: dict[str, dict]):
+    def __init__(
+        self,
+        scenario,
+        out: Path,
+        policies: Path,
+        served: dict[str, dict],
+        live: dict[str, dict],
+        capture: subprocess.CompletedProcess,
+        pods: dict[str, dict],
+    ):
         self.images = {k: v for k, v in scenario.images.items()}
         self.mallory_pem = scenario.mallory_pem
-        self.out, self.policies, self.served, self.live, self.capture, self.pods = out, policies, served, live, capture, pods
+        self.out, self.policies, self.served, self.live, self.capture, self.pods = (
+            out,
+            policies,
+            served,
+            live,
+            capture,
+            pods,
+        )
         self.notary_url = scenario.notary_url
 
 
@@ -62,19 +82,57 @@ def write_policies(directory: Path, scenario) -> None:
     reg, url = scenario.registry_host, scenario.notary_url
     directory.mkdir()
     docs = [
-        {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": "world"},
-         "spec": {"repositories": [
-             {"name": f"{reg}/ostiary/*", "policy": {"trust": {"enabled": True, "trustServer": url}}},
-             {"name": f"{reg}/ostiary/signer-pem", "policy": {"trust": {
-                 "enabled": True, "trustServer": url, "signerSecrets": [{"name": "alice"}]}}},
-         ]}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice", "namespace": "ostiary-system"},
-         "data": {"name": b64("alice"), "publicKey": b64(scenario.alice_pem)}},
-        {"apiVersion": "ostiary.dev/v1", "kind": "ImagePolicy", "metadata": {"name": "strict", "namespace": "strict"},
-         "spec": {"repositories": [{"name": f"{reg}/ostiary/*", "policy": {"trust": {
-             "enabled": True, "trustServer": url, "signerSecrets": [{"name": "alice"}]}}}]}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "alice", "namespace": "strict"},
-         "data": {"name": b64("alice"), "publicKey": b64(scenario.mallory_pem)}},
+        {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ClusterImagePolicy",
+            "metadata": {"name": "world"},
+            "spec": {
+                "repositories": [
+                    {"name": f"{reg}/ostiary/*", "policy": {"trust": {"enabled": True, "trustServer": url}}},
+                    {
+                        "name": f"{reg}/ostiary/signer-pem",
+                        "policy": {
+                            "trust": {
+                                "enabled": True,
+                                "trustServer": url,
+                                "signerSecrets": [{"name": "alice"}],
+                            }
+                        },
+                    },
+                ]
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "alice", "namespace": "ostiary-system"},
+            "data": {"name": b64("alice"), "publicKey": b64(scenario.alice_pem)},
+        },
+        {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ImagePolicy",
+            "metadata": {"name": "strict", "namespace": "strict"},
+            "spec": {
+                "repositories": [
+                    {
+                        "name": f"{reg}/ostiary/*",
+                        "policy": {
+                            "trust": {
+                                "enabled": True,
+                                "trustServer": url,
+                                "signerSecrets": [{"name": "alice"}],
+                            }
+                        },
+                    }
+                ]
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "alice", "namespace": "strict"},
+            "data": {"name": b64("alice"), "publicKey": b64(scenario.mallory_pem)},
+        },
     ]
     for number, doc in enumerate(docs):
         (directory / f"{number}.json").write_text(json.dumps(doc))
@@ -84,7 +142,10 @@ def write_policies(directory: Path, scenario) -> None:
 def captured(tmp_path_factory) -> Captured:
     missing = missing_binaries()
     if missing:
-        pytest.fail("the notary test world needs: " + "; ".join(f"{b} ({h})" for b, h in missing.items()), pytrace=False)
+        pytest.fail(
+            "the notary test world needs: " + "; ".join(f"{b} ({h})" for b, h in missing.items()),
+            pytrace=False,
+        )
     tmp = tmp_path_factory.mktemp("capture")
     world = NotaryWorld()
     try:
@@ -96,10 +157,21 @@ def captured(tmp_path_factory) -> Captured:
     try:
         out = tmp / "trust"
         refs = [scenario[k].reference for k in ("signed", "signer-pem", "unsigned", "no-trust")]
-        capture = run("trust", "capture", *refs, "--out", str(out), "--trust-server", scenario.notary_url,
-                      "--ca-file", scenario.ca_file)
-        served = {key: {role: world.tuf(scenario[key].repo, role).content for role in roles}
-                  for key, roles in ROLES.items()}
+        capture = run(
+            "trust",
+            "capture",
+            *refs,
+            "--out",
+            str(out),
+            "--trust-server",
+            scenario.notary_url,
+            "--ca-file",
+            scenario.ca_file,
+        )
+        served = {
+            key: {role: world.tuf(scenario[key].repo, role).content for role in roles}
+            for key, roles in ROLES.items()
+        }
         policies = tmp / "policies"
         write_policies(policies, scenario)
         pods = {
@@ -107,13 +179,18 @@ def captured(tmp_path_factory) -> Captured:
             "alice": pod("alice", scenario["signer-pem"].reference),
             "unsigned": pod("unsigned", scenario["unsigned"].reference),
             "no-trust": pod("no-trust", scenario["no-trust"].reference),
-            "strict": {**pod("strict", scenario["signer-pem"].reference), "metadata": {"name": "strict", "namespace": "strict"}},
+            "strict": {
+                **pod("strict", scenario["signer-pem"].reference),
+                "metadata": {"name": "strict", "namespace": "strict"},
+            },
         }
         server = Served("--policy-dir", str(policies), "--ca-file", scenario.ca_file)
         try:
             server.wait_ready()
-            live = {name: server.admit(admission_review(obj, uid=f"live-{name}")).json()["response"]
-                    for name, obj in pods.items()}
+            live = {
+                name: server.admit(admission_review(obj, uid=f"live-{name}")).json()["response"]
+                for name, obj in pods.items()
+            }
         finally:
             server.stop()
     finally:
@@ -123,7 +200,16 @@ def captured(tmp_path_factory) -> Captured:
 
 def apply(captured: Captured, *names: str, trust: Path | None = None, at: str | None = None):
     manifests = "\n---\n".join(json.dumps(captured.pods[n]) for n in names)
-    args = ["apply", "-", "--policy-dir", str(captured.policies), "-o", "json", "--trust-data", str(trust or captured.out)]
+    args = [
+        "apply",
+        "-",
+        "--policy-dir",
+        str(captured.policies),
+        "-o",
+        "json",
+        "--trust-data",
+        str(trust or captured.out),
+    ]
     if at:
         args += ["--at", at]
     result = run(*args, stdin=manifests)
@@ -141,7 +227,9 @@ def test_capture_records_every_role_byte_for_byte(captured):
         assert entry["server"] == captured.notary_url
         assert sorted(entry["files"]) == sorted(roles)
         for role in roles:
-            assert (captured.out / entry["path"] / f"{role}.json").read_bytes() == captured.served[key][role], (key, role)
+            assert (captured.out / entry["path"] / f"{role}.json").read_bytes() == captured.served[key][
+                role
+            ], (key, role)
     assert entries[captured.images["no-trust"].gun]["not_served"] == ["root"]
 
 
@@ -157,8 +245,16 @@ def test_offline_verdicts_equal_the_live_webhook_with_the_server_stopped(capture
     signed = captured.images["signed"]
     assert offline["signed"]["patch"] == [
         {"op": "replace", "path": "/spec/containers/0/image", "value": signed.pinned},
-        {"op": "add", "path": "/metadata/annotations",
-         "value": {"ostiary.dev/original-images": json.dumps({"containers/c0": signed.reference}, separators=(",", ":"))}}]
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {
+                "ostiary.dev/original-images": json.dumps(
+                    {"containers/c0": signed.reference}, separators=(",", ":")
+                )
+            },
+        },
+    ]
     facts = offline["alice"]["images"][0]["trust"]
     assert facts["verified"] is True and facts["signers"][0]["role"] == "targets/alice"
     assert offline["unsigned"]["allowed"] is False and "v1" in offline["unsigned"]["message"]
@@ -177,8 +273,11 @@ def test_captured_bytes_are_verified_at_the_given_time(captured):
 def test_tampered_captured_bytes_are_refused(captured, tmp_path, role):
     copy = tmp_path / "trust"
     shutil.copytree(captured.out, copy)
-    entry = next(e for e in json.loads((copy / "ostiary-trust.json").read_text())["repositories"]
-                 if e["gun"] == captured.images["signer-pem"].gun)
+    entry = next(
+        e
+        for e in json.loads((copy / "ostiary-trust.json").read_text())["repositories"]
+        if e["gun"] == captured.images["signer-pem"].gun
+    )
     path = copy / entry["path"] / f"{role}.json"
     doc = json.loads(path.read_bytes())
     doc["signed"]["expires"] = "2099-01-01T00:00:00Z"  # what a forger would like to extend
@@ -192,26 +291,36 @@ def test_tampered_captured_bytes_are_refused(captured, tmp_path, role):
 def test_a_missing_repository_or_file_is_a_denial_not_an_allow(captured, tmp_path):
     copy = tmp_path / "trust"
     shutil.copytree(captured.out, copy)
-    entry = next(e for e in json.loads((copy / "ostiary-trust.json").read_text())["repositories"]
-                 if e["gun"] == captured.images["signer-pem"].gun)
+    entry = next(
+        e
+        for e in json.loads((copy / "ostiary-trust.json").read_text())["repositories"]
+        if e["gun"] == captured.images["signer-pem"].gun
+    )
     (copy / entry["path"] / "targets" / "alice.json").unlink()
     result = apply(captured, "alice", trust=copy)["alice"]
     assert result["allowed"] is False and "capture it again" in result["message"]
     other = tmp_path / "other"
     other.mkdir()
-    (other / "ostiary-trust.json").write_text(json.dumps({"format": "ostiary.dev/trust-capture/v1", "repositories": []}))
+    (other / "ostiary-trust.json").write_text(
+        json.dumps({"format": "ostiary.dev/trust-capture/v1", "repositories": []})
+    )
     nothing = apply(captured, "signed", trust=other)["signed"]
     assert nothing["allowed"] is False and "no captured trust data" in nothing["message"]
 
 
 def test_explain_verifies_captured_trust_data(captured):
     review = admission_review(captured.pods["alice"], uid="explain-1")
-    result = run("explain", "-", "--policy-dir", str(captured.policies), "--trust-data", str(captured.out),
-                 stdin=json.dumps(review))
+    result = run(
+        "explain",
+        "-",
+        "--policy-dir",
+        str(captured.policies),
+        "--trust-data",
+        str(captured.out),
+        stdin=json.dumps(review),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads(result.stdout)["response"]["allowed"] is True
-
-
 
 
 def test_a_declarative_test_on_the_capture_runs_without_the_server(captured, tmp_path):
@@ -219,24 +328,56 @@ def test_a_declarative_test_on_the_capture_runs_without_the_server(captured, tmp
     (tmp_path / "rego").mkdir()
     (tmp_path / "rego" / "pinned.rego").write_text(
         "package ostiary.custom.pinned\n\nimport rego.v1\n\n"
-        "warn contains sprintf(\"image %s is not pinned by digest\", [img.image]) if {\n"
-        "\tsome img in input.images\n\timg.ref.digest == null\n}\n")
-    (tmp_path / "pods.yaml").write_text("\n---\n".join(json.dumps(captured.pods[n]) for n in ("signed", "unsigned")))
+        'warn contains sprintf("image %s is not pinned by digest", [img.image]) if {\n'
+        "\tsome img in input.images\n\timg.ref.digest == null\n}\n"
+    )
+    (tmp_path / "pods.yaml").write_text(
+        "\n---\n".join(json.dumps(captured.pods[n]) for n in ("signed", "unsigned"))
+    )
     signed = captured.images["signed"]
     test = {
-        "apiVersion": "ostiary.dev/v1", "kind": "PolicyTest", "metadata": {"name": "world"},
-        "spec": {"policies": str(captured.policies), "rego": "rego", "trustData": [str(captured.out)], "cases": [
-            {"name": "signed is pinned, unsigned is denied", "manifest": "pods.yaml", "expect": [
-                {"verdict": "allowed", "warnings": [f"pinned: image {signed.reference} is not pinned by digest"],
-                 "patch": [{"op": "replace", "path": "/spec/containers/0/image", "value": signed.pinned},
-                           {"op": "add", "path": "/metadata/annotations", "value": {"ostiary.dev/original-images":
-                            json.dumps({"containers/c0": signed.reference}, separators=(",", ":"))}}],
-                 "images": [{"trusted": True, "pin": signed.digest}]},
-                {"verdict": "denied", "denials": ["tag v1 is not signed"]},
-            ]},
-            {"name": "alice in the strict namespace is held to mallory's key", "object": captured.pods["strict"],
-             "expect": {"verdict": "denied", "denials": ["role targets/alice is not signed with the key in the secret"]}},
-        ]},
+        "apiVersion": "ostiary.dev/v1",
+        "kind": "PolicyTest",
+        "metadata": {"name": "world"},
+        "spec": {
+            "policies": str(captured.policies),
+            "rego": "rego",
+            "trustData": [str(captured.out)],
+            "cases": [
+                {
+                    "name": "signed is pinned, unsigned is denied",
+                    "manifest": "pods.yaml",
+                    "expect": [
+                        {
+                            "verdict": "allowed",
+                            "warnings": [f"pinned: image {signed.reference} is not pinned by digest"],
+                            "patch": [
+                                {"op": "replace", "path": "/spec/containers/0/image", "value": signed.pinned},
+                                {
+                                    "op": "add",
+                                    "path": "/metadata/annotations",
+                                    "value": {
+                                        "ostiary.dev/original-images": json.dumps(
+                                            {"containers/c0": signed.reference}, separators=(",", ":")
+                                        )
+                                    },
+                                },
+                            ],
+                            "images": [{"trusted": True, "pin": signed.digest}],
+                        },
+                        {"verdict": "denied", "denials": ["tag v1 is not signed"]},
+                    ],
+                },
+                {
+                    "name": "alice in the strict namespace is held to mallory's key",
+                    "object": captured.pods["strict"],
+                    "expect": {
+                        "verdict": "denied",
+                        "denials": ["role targets/alice is not signed with the key in the secret"],
+                    },
+                },
+            ],
+        },
     }
     (tmp_path / "world_test.yaml").write_text(json.dumps(test))
     result = run("test", str(tmp_path))

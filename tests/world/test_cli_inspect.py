@@ -15,8 +15,21 @@ OSTIARY = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "ostiary")
 
 def inspect(world, image, *extra):
     return subprocess.run(
-        [OSTIARY, "trust", "inspect", image, "--trust-server", world.notary_url, "--ca-file", world.ca_file, *extra],
-        check=False, capture_output=True, text=True, timeout=60,
+        [
+            OSTIARY,
+            "trust",
+            "inspect",
+            image,
+            "--trust-server",
+            world.notary_url,
+            "--ca-file",
+            world.ca_file,
+            *extra,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -46,7 +59,12 @@ def test_signer_key_is_checked(world, tmp_path):
 
 
 def test_without_a_ca_the_server_is_not_trusted(world):
-    result = subprocess.run(check=False, args=[OSTIARY, "trust", "inspect", world["signed"].reference, "--trust-server", world.notary_url],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        check=False,
+        args=[OSTIARY, "trust", "inspect", world["signed"].reference, "--trust-server", world.notary_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert json.loads(result.stdout)["verified"] is False

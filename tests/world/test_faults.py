@@ -43,7 +43,7 @@ from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
 
 pytestmark = pytest.mark.world
 
-BUDGET = 4.0   # --budget given to ostiary serve in these tests
+BUDGET = 4.0  # --budget given to ostiary serve in these tests
 
 
 class FaultProxy:
@@ -83,7 +83,7 @@ class FaultProxy:
             if not chunk:
                 return None
             data += chunk
-        return data   # GET requests only: no body
+        return data  # GET requests only: no body
 
     def _serve(self, conn: socket.socket) -> None:
         try:
@@ -129,13 +129,18 @@ class FaultProxy:
             name, _, value = h.partition(":")
             if name.lower() not in ("host", "connection", "accept-encoding"):
                 headers[name] = value.strip()
-        upstream = http.client.HTTPSConnection("127.0.0.1", self.upstream_port, context=self.client_ctx, timeout=10)
+        upstream = http.client.HTTPSConnection(
+            "127.0.0.1", self.upstream_port, context=self.client_ctx, timeout=10
+        )
         try:
             upstream.request(method, path, headers=headers)
             resp = upstream.getresponse()
             body = resp.read()
-            keep = [(k, v) for k, v in resp.getheaders()
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection")]
+            keep = [
+                (k, v)
+                for k, v in resp.getheaders()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")
+            ]
             return resp.status, keep, body
         finally:
             upstream.close()
@@ -176,17 +181,37 @@ class Served:
 def serve(tmp: Path, policy_dir: Path, ca_file: str) -> Served:
     port = free_port()
     log = tmp / f"ostiary-{port}.log"
-    argv = [str(OSTIARY), "serve", "--policy-dir", str(policy_dir), "--listen", f"127.0.0.1:{port}",
-            "--ca-file", ca_file, "--budget", str(BUDGET)]
+    argv = [
+        str(OSTIARY),
+        "serve",
+        "--policy-dir",
+        str(policy_dir),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--ca-file",
+        ca_file,
+        "--budget",
+        str(BUDGET),
+    ]
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=tmp)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=tmp,
+        )
     return Served(proc, f"http://127.0.0.1:{port}", log)
 
 
 def cluster_policy(name: str, repositories: list[dict]) -> dict:
-    return {"apiVersion": "ostiary.dev/v1", "kind": "ClusterImagePolicy", "metadata": {"name": name},
-            "spec": {"repositories": repositories}}
+    return {
+        "apiVersion": "ostiary.dev/v1",
+        "kind": "ClusterImagePolicy",
+        "metadata": {"name": name},
+        "spec": {"repositories": repositories},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -197,9 +222,19 @@ def proxied(world, tmp_path_factory):
     policies = tmp / "policies"
     policies.mkdir()
     reg = world.registry_host
-    (policies / "faults.json").write_text(json.dumps(cluster_policy("faults", [
-        {"name": f"{reg}/faults/*", "policy": {"trust": {"enabled": True, "trustServer": proxy.url}}},
-    ])))
+    (policies / "faults.json").write_text(
+        json.dumps(
+            cluster_policy(
+                "faults",
+                [
+                    {
+                        "name": f"{reg}/faults/*",
+                        "policy": {"trust": {"enabled": True, "trustServer": proxy.url}},
+                    },
+                ],
+            )
+        )
+    )
     served = serve(tmp, policies, world.ca_file)
     try:
         served.wait_ready()
@@ -235,7 +270,7 @@ def test_a_failing_notary_server_means_denial_within_the_budget_and_heals(proxie
             assert served.admit(deployment_review(image))["allowed"] is False
     finally:
         proxy.fault = None
-    deadline = time.monotonic() + 30   # the failure memory (a few seconds) must pass first
+    deadline = time.monotonic() + 30  # the failure memory (a few seconds) must pass first
     while True:
         response = served.admit(deployment_review(image))
         if response["allowed"]:
@@ -277,7 +312,9 @@ def plain(world, tmp_path):
     policies = tmp_path / "policies"
     policies.mkdir()
     reg = world.registry_host
-    (policies / "open.json").write_text(json.dumps(cluster_policy("open", [{"name": f"{reg}/open/*", "policy": {}}])))
+    (policies / "open.json").write_text(
+        json.dumps(cluster_policy("open", [{"name": f"{reg}/open/*", "policy": {}}]))
+    )
     served = serve(tmp_path, policies, world.ca_file)
     try:
         served.wait_ready()
@@ -331,9 +368,15 @@ def test_opa_killed_while_a_reload_is_pushed_never_admits_a_forbidden_image_and_
     with Hammer(served, forbidden) as hammer:
         # a reload with many modules, so OPA dies while they are being pushed
         for i in range(150):
-            (policies / f"bulk-{i:03d}.json").write_text(json.dumps(cluster_policy(
-                f"bulk-{i:03d}", [{"name": f"{reg}/bulk{i}/*", "policy": {"trust": {"enabled": True}}}])))
-        time.sleep(2.2)   # the watchdog looks every 2 s
+            (policies / f"bulk-{i:03d}.json").write_text(
+                json.dumps(
+                    cluster_policy(
+                        f"bulk-{i:03d}",
+                        [{"name": f"{reg}/bulk{i}/*", "policy": {"trust": {"enabled": True}}}],
+                    )
+                )
+            )
+        time.sleep(2.2)  # the watchdog looks every 2 s
         os.kill(opa_pid, signal.SIGKILL)
         served.wait_ready(60)
         time.sleep(1)

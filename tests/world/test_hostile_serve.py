@@ -31,7 +31,9 @@ NORMAL = BUDGET + 3.0
 def hostile(world, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hostile")
     world_dir = Path(world.world.dir)
-    server = NotaryTestServer(str(world_dir / "server.crt"), str(world_dir / "server.key"), ServerKnobs()).start()
+    server = NotaryTestServer(
+        str(world_dir / "server.crt"), str(world_dir / "server.key"), ServerKnobs()
+    ).start()
     reg = world.registry_host
     evil_root = ForgedRepo(gun=f"{reg}/evil/root")
     evil_root.role_keys["root"] = _hostile_root_keys()
@@ -43,10 +45,23 @@ def hostile(world, tmp_path_factory):
             server.knobs.overrides[(repo.gun, role)] = data
     policies = tmp / "policies"
     policies.mkdir()
-    (policies / "hostile.json").write_text(json.dumps(cluster_policy("hostile", [
-        {"name": f"{reg}/evil/*", "policy": {"trust": {"enabled": True, "trustServer": server.url}}},
-        {"name": f"{reg}/good/*", "policy": {"trust": {"enabled": True, "trustServer": world.notary_url}}},
-    ])))
+    (policies / "hostile.json").write_text(
+        json.dumps(
+            cluster_policy(
+                "hostile",
+                [
+                    {
+                        "name": f"{reg}/evil/*",
+                        "policy": {"trust": {"enabled": True, "trustServer": server.url}},
+                    },
+                    {
+                        "name": f"{reg}/good/*",
+                        "policy": {"trust": {"enabled": True, "trustServer": world.notary_url}},
+                    },
+                ],
+            )
+        )
+    )
     served = serve(tmp, policies, world.ca_file)
     try:
         served.wait_ready()

@@ -16,8 +16,10 @@ pytestmark = pytest.mark.world
 def with_volume(container_image: str, volume_image: str) -> dict:
     body = deployment_review(container_image)
     spec = body["request"]["object"]["spec"]["template"]["spec"]
-    spec["volumes"] = [{"name": "scratch", "emptyDir": {}},
-                       {"name": "model", "image": {"reference": volume_image, "pullPolicy": "IfNotPresent"}}]
+    spec["volumes"] = [
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "model", "image": {"reference": volume_image, "pullPolicy": "IfNotPresent"}},
+    ]
     return body
 
 
@@ -44,11 +46,15 @@ def test_signed_volume_image_is_pinned_in_place(ostiary, world):  # noqa: F811
     signed, other = world["signed"], world["signer-pem"]
     response = answer(ostiary, with_volume(signed.reference, other.reference))
     assert response["allowed"] is True, message(response)
-    ops = {op["path"]: op["value"] for op in patch_of(response) if op["path"].endswith(("/image", "/reference"))}
+    ops = {
+        op["path"]: op["value"] for op in patch_of(response) if op["path"].endswith(("/image", "/reference"))
+    }
     assert ops == {
         "/spec/template/spec/containers/0/image": signed.pinned,
         "/spec/template/spec/volumes/1/image/reference": other.pinned,
     }
     (record,) = [op for op in patch_of(response) if op["path"].startswith("/metadata")]
     assert json.loads(record["value"]["ostiary.dev/original-images"]) == {
-        "containers/c0": signed.reference, "volumes/model": other.reference}
+        "containers/c0": signed.reference,
+        "volumes/model": other.reference,
+    }

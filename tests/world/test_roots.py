@@ -45,15 +45,24 @@ class Publisher:
         self.trust = self.dir / "trust"
         self.trust.mkdir(parents=True, mode=0o700)
         self.config = self.dir / "notary-client.json"
-        self.config.write_text(json.dumps({
-            "trust_dir": str(self.trust),
-            "remote_server": {"url": world.notary_url, "root_ca": world.ca_file},
-        }))
+        self.config.write_text(
+            json.dumps(
+                {
+                    "trust_dir": str(self.trust),
+                    "remote_server": {"url": world.notary_url, "root_ca": world.ca_file},
+                }
+            )
+        )
 
     def notary(self, *args: str, answer: str = "") -> str:
         cp = subprocess.run(
-            ["notary", "-c", str(self.config), *args], capture_output=True, text=True, timeout=60,
-            env={**os.environ, **_PASSPHRASE_ENV, "HOME": str(self.dir)}, input=answer, check=False,
+            ["notary", "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **_PASSPHRASE_ENV, "HOME": str(self.dir)},
+            input=answer,
+            check=False,
         )
         assert cp.returncode == 0, f"notary {' '.join(args)}: {cp.stdout}\n{cp.stderr}"
         return cp.stdout
@@ -77,11 +86,28 @@ def served_root(world: NotaryWorld, repo: str) -> tuple[int, list[str]]:
 def start(tmp: Path, policies: Path, ca_file: str, state_dir: Path, *extra: str) -> Served:
     port = free_port()
     log = tmp / f"ostiary-{port}.log"
-    argv = [str(OSTIARY), "serve", "--policy-dir", str(policies), "--listen", f"127.0.0.1:{port}",
-            "--ca-file", ca_file, "--state-dir", str(state_dir), *extra]
+    argv = [
+        str(OSTIARY),
+        "serve",
+        "--policy-dir",
+        str(policies),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--ca-file",
+        ca_file,
+        "--state-dir",
+        str(state_dir),
+        *extra,
+    ]
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=tmp)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=tmp,
+        )
     served = Served(proc, f"http://127.0.0.1:{port}", log)
     try:
         served.wait_ready()
@@ -98,9 +124,19 @@ def phases(world, tmp_path_factory):
     policies = tmp / "policies"
     policies.mkdir()
     reg = world.registry_host
-    (policies / "roots.json").write_text(json.dumps(cluster_policy("roots", [
-        {"name": f"{reg}/roots/*", "policy": {"trust": {"enabled": True, "trustServer": w.notary_url}}},
-    ])))
+    (policies / "roots.json").write_text(
+        json.dumps(
+            cluster_policy(
+                "roots",
+                [
+                    {
+                        "name": f"{reg}/roots/*",
+                        "policy": {"trust": {"enabled": True, "trustServer": w.notary_url}},
+                    },
+                ],
+            )
+        )
+    )
     state, empty = tmp / "state", tmp / "state-empty"
     first = Publisher(w, "first")
     images, guns = {}, {}
@@ -120,7 +156,11 @@ def phases(world, tmp_path_factory):
     for tag in ("v2", "v3"):
         first.sign(guns["rollback"], tag, images["rollback"][1].digest, images["rollback"][1].size)
 
-    out: dict = {"guns": guns, "state": state, "roots_before": {n: served_root(w, images[n][0]) for n in REPOS}}
+    out: dict = {
+        "guns": guns,
+        "state": state,
+        "roots_before": {n: served_root(w, images[n][0]) for n in REPOS},
+    }
 
     # phase 1: two processes on one state dir, concurrent first use of "shared"
     a, b = start(tmp, policies, w.ca_file, state), start(tmp, policies, w.ca_file, state)
@@ -155,8 +195,10 @@ def phases(world, tmp_path_factory):
 
     first.notary("key", "rotate", guns["rotate"], "root", answer="yes\n")
     out["roots_after"] = {n: served_root(w, images[n][0]) for n in REPOS}
-    out["rollback_served"] = {r: w.tuf(images["rollback"][0], r).json()["signed"]["version"]
-                              for r in ("timestamp", "snapshot", "targets")}
+    out["rollback_served"] = {
+        r: w.tuf(images["rollback"][0], r).json()["signed"]["version"]
+        for r in ("timestamp", "snapshot", "targets")
+    }
 
     # phase 3: restarted on the same state; and a control on an empty state dir
     c = start(tmp, policies, w.ca_file, state)
@@ -173,8 +215,14 @@ def phases(world, tmp_path_factory):
 
     # phase 4: the operator accepts the re-key with the CLI, and a new process admits it
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(OSTIARY), "trust", *args], capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL, check=False)
+        return subprocess.run(
+            [str(OSTIARY), "trust", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
 
     where = ("--trust-server", w.notary_url)
     rekey_ref = images["rekey"][2]
@@ -241,7 +289,6 @@ def test_a_valid_root_rotation_moves_the_record(phases) -> None:
     assert list(moved.root_keyids) == after[1] and moved.root_version == after[0]
     assert moved.first_seen_at == phases["records1"][gun].first_seen_at  # same record, moved
     assert phases["phase3"]["shared"]["allowed"] is True
-
 
 
 def test_the_operator_lists_unpins_and_pins_with_the_cli(phases) -> None:

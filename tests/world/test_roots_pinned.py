@@ -1,7 +1,8 @@
 """Pinned roots (policy `trust.rootSecrets`) through `ostiary serve`, against the real notary-server.
 
 - REG/roots-pinned/good: published by publisher A; the ClusterImagePolicy pins A's root certificate
-  as written by `ostiary trust pin --pem` (Secret hub-root in the system namespace): admitted, root trusted as "pinned", no TOFU record.
+  as written by `ostiary trust pin --pem` (Secret hub-root in the system namespace): admitted, root trusted
+  as "pinned", no TOFU record.
 - REG/roots-pinned/other: published by publisher B (other root keys) under the same pin: denied.
 - REG/roots-pinned/missing: pins a Secret that does not exist: denied, naming it.
 - REG/roots-default/*: no rootSecrets, but `serve --root-pins` pins publisher A's root key for the
@@ -35,9 +36,13 @@ def root_certificate_pem(world, repo: str) -> str:
 
 
 def root_secret(name: str, namespace: str, pem: str) -> dict:
-    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-            "metadata": {"name": name, "namespace": namespace},
-            "data": {"publicKeys": base64.b64encode(pem.encode()).decode()}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {"publicKeys": base64.b64encode(pem.encode()).decode()},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,28 +59,59 @@ def pinned(world, tmp_path_factory):
         refs[name] = f"{w.gun(repo)}:v1"
     # the documented way to get a repository's root certificates for a Secret: `ostiary trust pin --pem`
     pem_file = tmp / "good-root.pem"
-    cp = subprocess.run([str(OSTIARY), "trust", "pin", refs["good"], "--trust-server", w.notary_url,
-                         "--ca-file", w.ca_file, "--state-dir", str(tmp / "operator-state"), "--pem", str(pem_file)],
-                        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
+    cp = subprocess.run(
+        [
+            str(OSTIARY),
+            "trust",
+            "pin",
+            refs["good"],
+            "--trust-server",
+            w.notary_url,
+            "--ca-file",
+            w.ca_file,
+            "--state-dir",
+            str(tmp / "operator-state"),
+            "--pem",
+            str(pem_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert cp.returncode == 0, cp.stderr
     good_pem, other_pem = pem_file.read_text(), root_certificate_pem(w, "roots-pinned/other")
     assert good_pem == root_certificate_pem(w, "roots-pinned/good")
     reg = world.registry_host
 
     def trust(*roots: str) -> dict:
-        return {"trust": {"enabled": True, "trustServer": w.notary_url, "rootSecrets": [{"name": r} for r in roots]}}
+        return {
+            "trust": {
+                "enabled": True,
+                "trustServer": w.notary_url,
+                "rootSecrets": [{"name": r} for r in roots],
+            }
+        }
 
     policies = tmp / "policies"
     policies.mkdir()
     docs = [
-        cluster_policy("pinned", [
-            {"name": f"{reg}/roots-pinned/*", "policy": trust("hub-root")},
-            {"name": f"{reg}/roots-pinned/missing", "policy": trust("nope")},
-            {"name": f"{reg}/roots-default/*", "policy": trust()},  # no rootSecrets: --root-pins applies
-        ]),
+        cluster_policy(
+            "pinned",
+            [
+                {"name": f"{reg}/roots-pinned/*", "policy": trust("hub-root")},
+                {"name": f"{reg}/roots-pinned/missing", "policy": trust("nope")},
+                {"name": f"{reg}/roots-default/*", "policy": trust()},  # no rootSecrets: --root-pins applies
+            ],
+        ),
         root_secret("hub-root", SYSTEM_NS, good_pem),
-        {"apiVersion": "ostiary.dev/v1", "kind": "ImagePolicy", "metadata": {"name": "team", "namespace": "team"},
-         "spec": {"repositories": [{"name": f"{reg}/roots-pinned/*", "policy": trust("hub-root")}]}},
+        {
+            "apiVersion": "ostiary.dev/v1",
+            "kind": "ImagePolicy",
+            "metadata": {"name": "team", "namespace": "team"},
+            "spec": {"repositories": [{"name": f"{reg}/roots-pinned/*", "policy": trust("hub-root")}]},
+        },
         root_secret("hub-root", "team", other_pem),
     ]
     for i, doc in enumerate(docs):
@@ -87,7 +123,11 @@ def pinned(world, tmp_path_factory):
     (tmp / "root-pins.yaml").write_text(yaml.safe_dump({w.notary_url: {"publicKeys": good_pem}}))
     served = start(tmp, policies, w.ca_file, state, "--root-pins", str(tmp / "root-pins.yaml"))
     try:
-        out = {name: served.admit(deployment_review(ref)) for name, ref in refs.items() if not name.startswith("default")}
+        out = {
+            name: served.admit(deployment_review(ref))
+            for name, ref in refs.items()
+            if not name.startswith("default")
+        }
         out["default-a"] = served.admit(deployment_review(refs["default-a"]))
         out["default-b"] = served.admit(deployment_review(refs["default-b"]))
         out["team-good"] = served.admit(deployment_review(refs["good"], namespace="team"))

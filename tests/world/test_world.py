@@ -32,8 +32,9 @@ SIGNER_IMAGES = ("signer-pem", "signer-cert")
 
 def fetch(scn, key: str, role: str) -> requests.Response:
     img = scn[key]
-    return requests.get(f"{img.notary_url}/v2/{img.gun}/_trust/tuf/{role}.json", verify=img.ca_file,
-                        timeout=10)
+    return requests.get(
+        f"{img.notary_url}/v2/{img.gun}/_trust/tuf/{role}.json", verify=img.ca_file, timeout=10
+    )
 
 
 def load(scn, key: str, role: str) -> tuple[dict, bytes]:
@@ -151,15 +152,19 @@ def test_tls_needs_the_world_ca(world):
 @pytest.mark.parametrize("key", ["signed", "unsigned", "no-trust", "signer-pem", "signer-cert"])
 def test_registry_serves_manifest_by_digest(world, key):
     img = world[key]
-    r = requests.get(f"http://{img.registry}/v2/{img.repo}/manifests/{img.digest}",
-                     headers={"Accept": MANIFEST_V2}, timeout=5)
+    r = requests.get(
+        f"http://{img.registry}/v2/{img.repo}/manifests/{img.digest}",
+        headers={"Accept": MANIFEST_V2},
+        timeout=5,
+    )
     assert r.status_code == 200
     assert r.headers["Content-Type"] == MANIFEST_V2
     assert "sha256:" + hashlib.sha256(r.content).hexdigest() == img.digest
     assert r.headers["Docker-Content-Digest"] == img.digest
     assert len(r.content) == img.size
-    r = requests.head(f"http://{img.registry}/v2/{img.repo}/manifests/{img.tag}",
-                      headers={"Accept": MANIFEST_V2}, timeout=5)
+    r = requests.head(
+        f"http://{img.registry}/v2/{img.repo}/manifests/{img.tag}", headers={"Accept": MANIFEST_V2}, timeout=5
+    )
     assert r.headers["Docker-Content-Digest"] == img.digest
 
 
@@ -298,7 +303,8 @@ def test_scenario_images_are_distinct(world):
     digests = {img.digest for img in world.images.values()}
     assert len(digests) == len(world.images)
     assert json.dumps(sorted(world.images)) == json.dumps(
-        sorted(["signed", "unsigned", "no-trust", "signer-pem", "signer-cert"]))
+        sorted(["signed", "unsigned", "no-trust", "signer-pem", "signer-cert"])
+    )
 
 
 # ---------------------------------------------------------------------- Ostiary's trust facts (app/notary)
@@ -322,8 +328,11 @@ def gather(trust, world, refs_and_signers):
     from app.notary.service import Signer, TrustRequest
 
     requests_ = [
-        TrustRequest(image=parse_image(ref), server=world.notary_url,
-                     signers=tuple(Signer(secret=s, name=n, public_key_pem=p) for s, n, p in signers))
+        TrustRequest(
+            image=parse_image(ref),
+            server=world.notary_url,
+            signers=tuple(Signer(secret=s, name=n, public_key_pem=p) for s, n, p in signers),
+        )
         for ref, signers in refs_and_signers
     ]
     return trust.gather(requests_, time.monotonic() + 10.0)
@@ -432,8 +441,13 @@ def test_facts_whole_scenario_in_one_gather(trust, world):
         assert by_key[k]["gun"] == world[k].gun
     assert [by_key[k]["verified"] for k in keys] == [True, True, False, True, True]
     released = {k: by_key[k]["targets"].get("v1", {}).get("released") for k in keys}
-    assert released == {"signed": world["signed"].digest, "unsigned": None, "no-trust": None,
-                        "signer-pem": world["signer-pem"].digest, "signer-cert": world["signer-cert"].digest}
+    assert released == {
+        "signed": world["signed"].digest,
+        "unsigned": None,
+        "no-trust": None,
+        "signer-pem": world["signer-pem"].digest,
+        "signer-cert": world["signer-cert"].digest,
+    }
 
 
 def test_facts_from_a_local_ed25519_server():
@@ -446,8 +460,10 @@ def test_facts_from_a_local_ed25519_server():
         w.sign("team/app", "v1", d, w.size_of(d))
         service = TrustService(ca_file=w.ca_file)
         try:
-            (facts,) = service.gather([TrustRequest(image=parse_image(w.image_ref("team/app", "v1")),
-                                                    server=w.notary_url)], time.monotonic() + 10)
+            (facts,) = service.gather(
+                [TrustRequest(image=parse_image(w.image_ref("team/app", "v1")), server=w.notary_url)],
+                time.monotonic() + 10,
+            )
         finally:
             service.close()
     assert facts["verified"] is True, facts["error"]
