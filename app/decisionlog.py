@@ -82,6 +82,9 @@ class _RecordingOpa:
                 self._trace.decision_input = input
         if path == DECISION_PATH:
             self._trace.decision = result
+        elif path == PLAN_PATH and isinstance(result, dict) and "decision" in result:
+            self._trace.decision = result["decision"]  # decided by the plan query (no trust facts needed)
+            self._trace.decision_input = input
         return result
 
     def __getattr__(self, name: str) -> Any:

@@ -147,6 +147,14 @@ class Outcome:
     error: bool = False
 
 
+def _trust_wanted(planned: list[dict]) -> bool:
+    """Whether any planned image asks for trust facts (the same test _gather applies)."""
+    return any(
+        (((item or {}).get("requirements") or {}).get("trust") or {}).get("enabled") is True
+        for item in planned
+    )
+
+
 class Reviewer:
     def __init__(
         self,
@@ -245,6 +253,10 @@ class Reviewer:
         opa_input = self._input(request, obj, namespace, sites)
         plan = self.opa.query(PLAN_PATH, opa_input, deadline)
         planned = self._check_plan(plan, sites)
+        if "decision" in plan and not _trust_wanted(planned):
+            # No image needs trust facts: the plan query decided already, on exactly the input a
+            # second query would get (gathering adds facts only for trust-enabled images).
+            return self._respond(uid, plan["decision"], sites, obj)
         trust_deadline = start + self.budget * self.trust_share
         self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
         decision = self.opa.query(DECISION_PATH, opa_input, deadline)

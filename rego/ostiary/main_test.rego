@@ -240,7 +240,16 @@ test_plan_covers_every_image_in_order if {
 }
 
 test_plan_with_no_images if {
-	h.plan(h.pod([]), testdata.policies.plan) == {"images": []}
+	p := h.plan(h.pod([]), testdata.policies.plan)
+	p.images == []
+	p.decision.allowed == true # nothing needs trust facts: the plan brings the decision
+}
+
+test_the_plan_brings_the_decision_only_when_no_trust_facts_are_needed if {
+	open := h.plan(h.pod(["registry.example.com/open/app:1.0"]), testdata.policies.plan)
+	open.decision == h.decide(h.pod(["registry.example.com/open/app:1.0"]), testdata.policies.plan)
+	trusted := h.plan(h.pod(["docker.io/phbelitz/sample-image:v1"]), testdata.policies.trust_nosigners)
+	not trusted.decision
 }
 
 # ---- unsupported verifiers ----
