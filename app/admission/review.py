@@ -24,6 +24,7 @@ from app.admission.extract import (
 )
 from app.images import parse_image
 from app.notary.pins import RootPin, root_pin
+from app.notary.servers import DEFAULT_TRUST_SERVERS
 from app.notary.service import Signer, TrustRequest
 from app.opa.client import OpaError
 from app.ports import ObjectStore, OwnerVerifier, PolicyQuery, TrustGatherer
@@ -277,7 +278,10 @@ class Reviewer:
             },
             "object": obj,
             "images": [s.as_input() for s in sites],
-            "config": {"system_namespace": self.system_namespace},
+            "config": {
+                "system_namespace": self.system_namespace,
+                "trust_servers": dict(DEFAULT_TRUST_SERVERS),
+            },
         }
 
     @staticmethod

@@ -36,7 +36,7 @@ request(ns, images) := {
 	},
 	"object": {},
 	"images": images,
-	"config": {"system_namespace": "ostiary-system"},
+	"config": testdata.config,
 }
 
 # pod: a Pod in namespace "default" whose containers run the given image texts, in order.

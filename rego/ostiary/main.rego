@@ -11,13 +11,6 @@ import rego.v1
 import data.ostiary.matching
 import data.ostiary.trust
 
-default_trust_servers := {
-	"docker.io": "https://notary.docker.io",
-	"quay.io": "https://quay.io:443",
-}
-
-default_system_namespace := "ostiary-system"
-
 # Portieris: if the namespace has any ImagePolicy, only those apply; else ClusterImagePolicies.
 namespace_policies contains doc.policy if {
 	some doc in object.get(data.ostiary.policies.namespaced, input.request.namespace, {})
@@ -56,10 +49,16 @@ selected := {img.id: c |
 	c := matching.best_of(img.ref, entries_for(img.ref))
 }
 
+# Ostiary's own namespace and the default trust server per registry are defined once, in Python
+# (app/policies/model.py, app/notary/servers.py), and arrive in input.config. Without them a
+# ClusterImagePolicy's signer secrets have no namespace and no registry has a default trust
+# server: both deny, never allow.
+default system_namespace := null
+
 system_namespace := ns if {
 	ns := input.config.system_namespace
 	is_string(ns)
-} else := default_system_namespace
+}
 
 # Signer secrets of an ImagePolicy live in its namespace; those of a ClusterImagePolicy in
 # Ostiary's own namespace, never in the workload's (a tenant must not bring its own key).
@@ -69,8 +68,9 @@ else := system_namespace
 
 server_for(entry, ref) := entry.policy.trust.trustServer if {
 	is_string(entry.policy.trust.trustServer)
-} else := default_trust_servers[ref.registry] if {
-	default_trust_servers[ref.registry]
+} else := server if {
+	server := input.config.trust_servers[ref.registry]
+	is_string(server)
 } else := null
 
 requirements := {img.id: image_requirements(c, img.ref) |

@@ -187,14 +187,17 @@ test_plan_system_namespace_comes_from_config if {
 	{s.namespace | some s in p.requirements.trust.signer_secrets} == {"ostiary"}
 }
 
-test_plan_system_namespace_defaults_to_ostiary_system if {
+test_plan_system_namespace_comes_only_from_config if {
+	# Defined once, in Python, sent in input.config; without it no namespace is guessed: the signer
+	# secrets of a ClusterImagePolicy have none, so they cannot be read and the image is denied.
 	inp := object.remove(h.pod(["registry.example.com/team/app:1.0"]), ["config"])
 	p := h.plan(inp, testdata.policies.plan).images[0]
-	{s.namespace | some s in p.requirements.trust.signer_secrets} == {"ostiary-system"}
+	{s.namespace | some s in p.requirements.trust.signer_secrets} == {null}
 	ns := main.system_namespace with input as inp
-	ns == "ostiary-system"
+	ns == null
 	ns2 := main.system_namespace with input as {"config": {"system_namespace": 7}}
-	ns2 == "ostiary-system"
+	ns2 == null
+	h.plan(h.pod(["registry.example.com/team/app:1.0"]), testdata.policies.plan).images[0].requirements.trust.signer_secrets[0].namespace == testdata.config.system_namespace
 }
 
 test_plan_image_policy_signer_secrets_live_in_its_namespace if {
@@ -212,10 +215,18 @@ test_secret_namespace if {
 
 test_server_for if {
 	main.server_for({"policy": {"trust": {"trustServer": "https://n.example"}}}, {"registry": "docker.io"}) == "https://n.example"
-	main.server_for({"policy": {}}, {"registry": "docker.io"}) == "https://notary.docker.io"
-	main.server_for({"policy": {}}, {"registry": "quay.io"}) == "https://quay.io:443"
-	main.server_for({"policy": {}}, {"registry": "index.docker.io"}) == null
-	main.server_for({"policy": {}}, {"registry": "registry.example.com"}) == null
+	cfg := {"config": testdata.config}
+	s1 := main.server_for({"policy": {}}, {"registry": "docker.io"}) with input as cfg
+	s1 == "https://notary.docker.io"
+	s2 := main.server_for({"policy": {}}, {"registry": "quay.io"}) with input as cfg
+	s2 == "https://quay.io:443"
+	s3 := main.server_for({"policy": {}}, {"registry": "index.docker.io"}) with input as cfg
+	s3 == null
+	s4 := main.server_for({"policy": {}}, {"registry": "registry.example.com"}) with input as cfg
+	s4 == null
+
+	# the defaults come only from input.config (defined once, in app/notary/servers.py)
+	main.server_for({"policy": {}}, {"registry": "docker.io"}) == null
 }
 
 test_plan_mutate_false_when_mutate_image_false if {

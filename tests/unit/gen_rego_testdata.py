@@ -34,8 +34,10 @@ if str(ROOT) not in sys.path:
 from app.admission.extract import ImageSite
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
+from app.notary.servers import DEFAULT_TRUST_SERVERS
 from app.notary.trusted import TrustedRepository
 from app.notary.walker import load_all
+from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
 from app.policies.schema import parse_policy_document
 from app.policies.translate import policy_data
 
@@ -451,6 +453,11 @@ def render() -> str:
         "entries": matching_entries(),
         "images": image_inputs(),
         "facts": trust_facts(),
+        # input.config as the Reviewer sends it (app/admission/review.py): defined once, in Python
+        "config": {
+            "system_namespace": DEFAULT_SYSTEM_NAMESPACE,
+            "trust_servers": dict(DEFAULT_TRUST_SERVERS),
+        },
     }
     return json.dumps(values, indent=1, sort_keys=True) + "\n"
 
