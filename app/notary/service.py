@@ -44,6 +44,7 @@ Rules it keeps:
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -268,6 +269,8 @@ class TrustService:
         # One bounded pool per service (not per admission): repositories are walked here, their
         # sibling delegations fetched in the second pool (a walk waits on it, so it must be another).
         self._pool = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="ostiary-trust")
+        # one request's repositories in the pool at once (the rest queue behind them, not in front of others)
+        self._fair_share = max(1, self._max_workers // 4)
         self._delegation_pool = ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="ostiary-delegations"
         )
@@ -320,21 +323,46 @@ class TrustService:
 
         runnable = [group for group in groups.values() if group.error is None]
         if runnable:
-            for group in runnable:
-                group.future = self._pool.submit(self._load, group, deadline)
-            wait(
-                [g.future for g in runnable if g.future], timeout=max(0.0, deadline - self._deadline_clock())
-            )
-            # Work not started by the deadline is dropped; stuck workers are abandoned, not awaited:
-            # the client's timeouts and the verifier's deadline checks end them shortly.
-            for group in runnable:
-                if group.future is not None:
-                    group.future.cancel()
+            self._run_fairly(runnable, deadline)
 
         facts: list[dict] = []
         for request, group in zip(requests, assignment, strict=False):
             facts.append(self._facts_for(request, group, budget))
         return facts
+
+    def _run_fairly(self, runnable: list[_Group], deadline: float) -> None:
+        """Load the groups of one request with at most `share` of them in the shared pool at once,
+        the next starting as one finishes: a request naming many repositories of a slow server
+        queues behind itself, never in front of every other request (one tenant cannot starve
+        another's admissions). Work not started by the deadline is dropped; stuck workers are
+        abandoned, not awaited (the client's timeouts and the verifier's deadline checks end them)."""
+        share = self._fair_share
+        pending = collections.deque(runnable)
+        lock = threading.Lock()
+        finished = threading.Semaphore(0)
+
+        def on_done(_future: Future) -> None:
+            finished.release()
+            start_next()
+
+        def start_next() -> None:
+            with lock:
+                if not pending or self._deadline_clock() >= deadline:
+                    return
+                group = pending.popleft()
+                group.future = self._pool.submit(self._load, group, deadline)
+            group.future.add_done_callback(on_done)
+
+        for _ in range(min(share, len(runnable))):
+            start_next()
+        for _ in range(len(runnable)):
+            if not finished.acquire(timeout=max(0.0, deadline - self._deadline_clock())):
+                break
+        with lock:
+            pending.clear()  # nothing more starts for this request
+        for group in runnable:
+            if group.future is not None:
+                group.future.cancel()
 
     # -- per-request facts ----------------------------------------------------------------------------
 
@@ -343,6 +371,13 @@ class TrustService:
         signers = [(s.secret, s.name, s.public_key_pem) for s in request.signers]
         error = group.error
         repository = None
+        if error is None and group.future is None:  # never started: this request's share was busy
+            error = WorkersBusy(
+                "root",
+                f"trust data from notary server {group.server} was not fetched within {budget:.1f}s: "
+                f"the trust workers were busy with this request's other images (a request gets "
+                f"{self._fair_share} of the {self._max_workers} at a time)",
+            )
         if error is None and group.future is not None:
             if group.future.cancelled():
                 error = WorkersBusy(

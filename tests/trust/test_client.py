@@ -680,6 +680,37 @@ def test_images_waiting_for_a_busy_worker_pool_get_a_reason(
     assert queued["verified"] is False and "workers were busy" in queued["error"]
 
 
+def test_one_request_naming_many_slow_repositories_does_not_starve_another(
+    notary_server: NotaryTestServer, silent_server: SilentServer, pki
+) -> None:
+    """Issue 8.3: shared work is fair. Tenant A's admission names 8 repositories of a server that
+    never answers; with 8 workers they used to take every worker until A's deadline, so tenant B's
+    admission of a healthy repository, arriving just after, waited and was denied "busy". A request
+    now holds at most its share of the pool; B is verified at once while A waits out its deadline."""
+    serve(notary_server, "charlie-image")
+    service = make_service(pki, max_workers=8)
+    slow = [request(silent_server.url, f"docker.io/tenant-a/app{i}") for i in range(8)]
+    outcome: dict = {}
+
+    def tenant_a() -> None:
+        outcome["a"] = service.gather(slow, time.monotonic() + 4.0)
+
+    worker = threading.Thread(target=tenant_a)
+    worker.start()
+    time.sleep(0.3)  # A's repositories are in the pool
+    started = time.monotonic()
+    [facts] = service.gather([request(notary_server.url)], started + 4.0)
+    elapsed = time.monotonic() - started
+    worker.join(10)
+    print(f"\nB verified in {elapsed:.2f}s while A's 8 silent repositories were being fetched")
+    assert facts["verified"] is True, facts.get("error")
+    assert elapsed < 2.0  # the bound is the property: B did not wait for A's deadline
+    assert all(f["verified"] is False for f in outcome["a"])  # A still fails closed, with reasons
+    assert {
+        ("did not answer" in f["error"]) or ("workers were busy" in f["error"]) for f in outcome["a"]
+    } == {True}
+
+
 def test_unsigned_repository_says_so(notary_server: NotaryTestServer, pki) -> None:
     facts = gather_one(make_service(pki), request(notary_server.url, "docker.io/library/unsigned"))
     assert facts["error"] == (
