@@ -18,6 +18,28 @@ log = logging.getLogger(__name__)
 COMPONENT = "ostiary"
 
 
+def event_body(
+    namespace: str, involved: dict, reason: str, message: str, event_type: str, instance: str, now: datetime
+) -> dict:
+    """A core/v1 Event about `involved` (its apiVersion, kind, name, ...), as Ostiary reports one."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved.get('name') or 'policy'}.", "namespace": namespace},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message[:1024],
+        "type": event_type,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": instance,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
 def resource_path(kind: PolicyKind, namespace: str | None, name: str) -> str:
     """The API path of one policy resource."""
     return object_path(kind.api_version, kind.plural, namespace if kind.namespaced else None, name)
@@ -36,12 +58,9 @@ class EventReporter:
     ) -> None:
         meta = obj.get("metadata") or {}
         namespace = meta.get("namespace") or "default"  # where kubectl looks for cluster-scoped objects
-        now = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name', 'policy')}.", "namespace": namespace},
-            "involvedObject": {
+        body = event_body(
+            namespace,
+            {
                 "apiVersion": kind.api_version,
                 "kind": kind.kind,
                 "name": meta.get("name"),
@@ -49,16 +68,12 @@ class EventReporter:
                 "uid": meta.get("uid"),
                 "resourceVersion": meta.get("resourceVersion"),
             },
-            "reason": reason,
-            "message": message[:1024],
-            "type": event_type,
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self._instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+            reason,
+            message,
+            event_type,
+            self._instance,
+            self._clock(),
+        )
         try:
             self._api.create(object_path("v1", "events", namespace), body)
         except KubeError as exc:

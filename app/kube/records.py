@@ -20,6 +20,7 @@ import time
 from datetime import UTC, datetime
 
 from app.kube.client import KubeApi, KubeError, object_path
+from app.kube.events import event_body
 from app.notary.state import Change, StateError, TrustRecord, record_name
 
 log = logging.getLogger(__name__)
@@ -145,27 +146,15 @@ class KubeRecordStore:
             if len(self._reported) > 4096:
                 self._reported.clear()
             self._reported[name] = moment
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": self._namespace},
-            "involvedObject": {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "name": name,
-                "namespace": self._namespace,
-            },
-            "reason": reason,
-            "message": f"{gun}: {message}"[:1024],
-            "type": "Warning",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": self._instance,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        body = event_body(
+            self._namespace,
+            {"apiVersion": API_VERSION, "kind": KIND, "name": name, "namespace": self._namespace},
+            reason,
+            f"{gun}: {message}",
+            "Warning",
+            self._instance,
+            datetime.now(UTC),
+        )
         try:
             self._api.create(object_path("v1", "events", self._namespace), body)
         except KubeError as exc:
