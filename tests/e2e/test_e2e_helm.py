@@ -30,8 +30,12 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from tests.chart.chart import mount_like_the_kubelet
 from tests.e2e.cluster import REPO, free_port, start_process, tool
-from tests.e2e.webhook import OSTIARY_BIN, apply_rbac, chart_rbac
+from tests.e2e.webhook import INSTANCE_LABEL, OSTIARY_BIN, apply_rbac, chart_rbac
 from tests.support import pki
+
+# The chart's own objects are checked here (dry run, Pod Security), not admitted: the namespaces these
+# tests use are outside every Ostiary instance the e2e suite registers (whichever ran before).
+NOT_ADMITTED = {INSTANCE_LABEL: "none"}
 
 pytestmark = pytest.mark.e2e
 
@@ -442,7 +446,9 @@ def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin
         values["tls"]["caBundle"] = a_ca_pem()
     namespace = "ostiary-dry-run"
     try:
-        client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": namespace}})
+        client.CoreV1Api(admin_client).create_namespace(
+            {"metadata": {"name": namespace, "labels": NOT_ADMITTED}}
+        )
     except ApiException as exc:
         assert exc.status == 409
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
@@ -483,6 +489,7 @@ def restricted_namespace(admin_client) -> str:
     labels = {
         "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
+        **NOT_ADMITTED,
     }
     try:
         client.CoreV1Api(admin_client).create_namespace({"metadata": {"name": name, "labels": labels}})
