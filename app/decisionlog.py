@@ -27,11 +27,11 @@ import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from app.admission.review import DECISION_PATH, PLAN_PATH, decision_answered
+
 RECORD_TYPE = "ostiary.dev/decision/v1"
 DEFAULT_TARGET = "-"
 MAX_TEXT = 2000
-PLAN_PATH = "ostiary/main/plan"
-DECISION_PATH = "ostiary/main/decision"
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
@@ -80,11 +80,9 @@ class _RecordingOpa:
                 self._trace.plan_input = input
             elif path == DECISION_PATH:
                 self._trace.decision_input = input
-        if path == DECISION_PATH:
-            self._trace.decision = result
-        elif path == PLAN_PATH and isinstance(result, dict) and "decision" in result:
-            self._trace.decision = result["decision"]  # decided by the plan query (no trust facts needed)
-            self._trace.decision_input = input
+        decision = decision_answered(path, result)
+        if decision is not None:  # the decision query's, or the plan's when no trust facts were needed
+            self._trace.decision, self._trace.decision_input = decision, input
         return result
 
     def __getattr__(self, name: str) -> Any:

@@ -148,12 +148,21 @@ class Outcome:
     error: bool = False
 
 
-def _trust_wanted(planned: list[dict]) -> bool:
-    """Whether any planned image asks for trust facts (the same test _gather applies)."""
-    return any(
-        (((item or {}).get("requirements") or {}).get("trust") or {}).get("enabled") is True
-        for item in planned
-    )
+def trust_requirement(planned_image: dict | None) -> dict | None:
+    """The trust requirement of one planned image when it asks for verified facts (enabled, with a
+    server to ask), else None: the one test of whether an image needs trust facts gathered."""
+    trust = ((planned_image or {}).get("requirements") or {}).get("trust") or {}
+    return trust if trust.get("enabled") is True and isinstance(trust.get("server"), str) else None
+
+
+def decision_answered(path: str, result: Any) -> Any:
+    """The decision a query answered with: the decision query's result, or the decision the plan
+    query brings when no image needs trust facts; None when the query decided nothing."""
+    if path == DECISION_PATH:
+        return result
+    if path == PLAN_PATH and isinstance(result, dict):
+        return result.get("decision")
+    return None
 
 
 class Reviewer:
@@ -254,10 +263,11 @@ class Reviewer:
         opa_input = self._input(request, obj, namespace, sites)
         plan = self.opa.query(PLAN_PATH, opa_input, deadline)
         planned = self._check_plan(plan, sites)
-        if "decision" in plan and not _trust_wanted(planned):
+        decided = decision_answered(PLAN_PATH, plan)
+        if decided is not None and not any(trust_requirement(item) for item in planned):
             # No image needs trust facts: the plan query decided already, on exactly the input a
             # second query would get (gathering adds facts only for trust-enabled images).
-            return self._respond(uid, plan["decision"], sites, obj)
+            return self._respond(uid, decided, sites, obj)
         trust_deadline = start + self.budget * self.trust_share
         self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
         decision = self.opa.query(DECISION_PATH, opa_input, deadline)
@@ -345,8 +355,8 @@ class Reviewer:
     ) -> None:
         wanted = []
         for item, image in zip(planned, opa_input["images"], strict=False):
-            trust = ((item or {}).get("requirements") or {}).get("trust") or {}
-            if trust.get("enabled") is True and isinstance(trust.get("server"), str):
+            trust = trust_requirement(item)
+            if trust is not None:
                 wanted.append((image, trust))
         if not wanted or self.trust is None:
             return  # the Rego denies trust-enabled images without facts

@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from app.admission.extract import BadRequest
 from app.admission.respond import API_VERSION
-from app.admission.review import DECISION_PATH, PLAN_PATH, Reviewer
+from app.admission.review import Reviewer, decision_answered
 from app.offline.manifests import Manifest
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
 from app.workloads import WORKLOADS
@@ -95,10 +95,9 @@ class _RecordingOpa:
 
     def query(self, path: str, input: dict, deadline: float) -> Any:
         result = self._client.query(path, input, deadline)
-        if path == DECISION_PATH:
-            self.decision_input, self.decision = input, result
-        elif path == PLAN_PATH and isinstance(result, dict) and "decision" in result:
-            self.decision_input, self.decision = input, result["decision"]  # no trust facts needed: decided
+        decision = decision_answered(path, result)
+        if decision is not None:
+            self.decision_input, self.decision = input, decision
         return result
 
     def __getattr__(self, name: str) -> Any:
