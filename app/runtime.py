@@ -32,7 +32,13 @@ from app.notary.service import TrustService
 from app.notary.state import FileRecordStore, RecordStore
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.opa.process import LocalOpa
-from app.policies.directory import DirectoryStore, load_custom_rego, load_policy_set, translate_all
+from app.policies.directory import (
+    DirectoryStore,
+    files_under,
+    load_custom_rego,
+    load_policy_set,
+    translate_all,
+)
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet, RegoModule
 from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
@@ -76,14 +82,15 @@ def read_token(path: str) -> str:
 
 
 def _dir_signature(*dirs: str | None) -> tuple:
+    """What the loaders would read (the same walk: files_under skips a mounted ConfigMap's hidden
+    `..<timestamp>` copies, whose update shows through the links), by path, mtime and size."""
     sig = []
     for d in dirs:
         if not d or not Path(d).is_dir():
             continue
-        for p in sorted(Path(d).rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                sig.append((str(p), st.st_mtime_ns, st.st_size))
+        for p in files_under(Path(d)):
+            st = p.stat()
+            sig.append((str(p), st.st_mtime_ns, st.st_size))
     return tuple(sig)
 
 
