@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.admission.plans import PlanCache
 from app.admission.review import Reviewer
 from app.kube.records import KubeRecordStore
 from app.kube.runtime import KubeRuntime
@@ -128,6 +129,7 @@ class Runtime:
             owners=self.kube.owners if self.kube is not None else None,
             system_namespace=config.system_namespace,
             budget=config.budget,
+            plans=PlanCache(lambda: self.sync.generation),
         )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
 

@@ -22,6 +22,7 @@ from app.admission.extract import (
     pull_secret_names,
     service_account_name,
 )
+from app.admission.plans import PlanCache
 from app.images import parse_image
 from app.notary.pins import RootPin, root_pin
 from app.notary.servers import DEFAULT_TRUST_SERVERS
@@ -177,6 +178,7 @@ class Reviewer:
         budget: float = 8.0,
         trust_share: float = 0.75,
         clock: Callable[[], float] = time.monotonic,
+        plans: PlanCache | None = None,
     ):
         self.opa = opa
         self.store = store
@@ -186,6 +188,7 @@ class Reviewer:
         self.budget = budget
         self.trust_share = trust_share
         self.clock = clock
+        self.plans = plans  # None: every admission asks OPA for its plan
 
     # ---- entry point ---------------------------------------------------------------------
 
@@ -261,13 +264,20 @@ class Reviewer:
                 return respond.allow(uid), Outcome(True, reason)
 
         opa_input = self._input(request, obj, namespace, sites)
-        plan = self.opa.query(PLAN_PATH, opa_input, deadline)
-        planned = self._check_plan(plan, sites)
-        decided = decision_answered(PLAN_PATH, plan)
-        if decided is not None and not any(trust_requirement(item) for item in planned):
-            # No image needs trust facts: the plan query decided already, on exactly the input a
-            # second query would get (gathering adds facts only for trust-enabled images).
-            return self._respond(uid, decided, sites, obj)
+        key = self.plans.key(namespace, [(s.id, s.image) for s in sites]) if self.plans is not None else None
+        planned = self.plans.get(key) if self.plans is not None else None
+        if planned is None:
+            plan = self.opa.query(PLAN_PATH, opa_input, deadline)
+            planned = self._check_plan(plan, sites)
+            if self.plans is not None:
+                self.plans.put(key, planned)
+            decided = decision_answered(PLAN_PATH, plan)
+            if decided is not None and not any(trust_requirement(item) for item in planned):
+                # No image needs trust facts: the plan query decided already, on exactly the input a
+                # second query would get (gathering adds facts only for trust-enabled images).
+                return self._respond(uid, decided, sites, obj)
+        # A kept plan saves the plan query only: the decision is always asked for, on the modules
+        # in force now, and it proves every trust requirement again from the facts (plans.py).
         trust_deadline = start + self.budget * self.trust_share
         self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
         decision = self.opa.query(DECISION_PATH, opa_input, deadline)

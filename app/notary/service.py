@@ -321,7 +321,16 @@ class TrustService:
                     group.credentials.append(pair)
             assignment.append(group)
 
-        runnable = [group for group in groups.values() if group.error is None]
+        runnable = []
+        for group in groups.values():
+            if group.error is not None:
+                continue
+            cached = self._fresh(group.key)
+            if cached is None:
+                runnable.append(group)
+            else:  # a fresh cache entry is read here: no hand-off to a trust worker and back
+                group.future = Future()
+                group.future.set_result(cached)
         if runnable:
             self._run_fairly(runnable, deadline)
 
@@ -421,13 +430,20 @@ class TrustService:
 
     # -- loading one repository ------------------------------------------------------------------------
 
-    def _load(self, group: _Group, deadline: float) -> TrustedRepository:
-        """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
-        key: Key = group.key
+    def _fresh(self, key: Key) -> TrustedRepository | None:
+        """The cached repository for `key` while it is within its time to live, else None."""
         entry, fresh = self.cache.lookup(key)
         if entry is not None and fresh and entry.expires > self._clock():
             self._count("cache_hits")
             return entry.repository
+        return None
+
+    def _load(self, group: _Group, deadline: float) -> TrustedRepository:
+        """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
+        key: Key = group.key
+        cached = self._fresh(key)  # filled by another admission while this group waited
+        if cached is not None:
+            return cached
         failure_key = (key, tuple(group.credentials))
         with self._flights_lock:
             recent = self._failures.get(failure_key)

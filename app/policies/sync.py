@@ -80,6 +80,9 @@ class PolicySync:
         self._policies: dict[str, RegoModule] = {}
         self._on_drift = on_drift
         self.synced = False
+        # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
+        # plans per generation: one queried while the set changed is never kept).
+        self.generation = 0
 
     @property
     def desired(self) -> dict[str, RegoModule]:
@@ -94,7 +97,13 @@ class PolicySync:
             (i, functools.partial(self.opa.put_policy, i, wanted[i].source)) for i in steps.put
         ]
         operations += [(i, functools.partial(self.opa.delete_policy, i)) for i in steps.delete]
-        _until_settled(operations)
+        if not operations:
+            return
+        self.generation += 1
+        try:
+            _until_settled(operations)
+        finally:
+            self.generation += 1
 
     def _apply(self, new: dict[str, RegoModule], old: dict[str, RegoModule]) -> None:
         """Make OPA hold exactly `new`; on refusal bring it back to exactly `old` and raise OpaError."""

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from app.images import DEFAULT_REGISTRY, OFFICIAL_PREFIX, is_host_component, normalize_host
+from app.notary.servers import normalize_trust_server
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 
 _REGEX_META = set("\\.+*?()|[]{}^$")
@@ -109,6 +110,22 @@ def parse_pattern(written: str) -> Pattern:
     return Pattern(written, host, path, tag)
 
 
+def _with_normal_server(policy: dict) -> dict:
+    """The entry's policy with trust.trustServer as the verifier names it in its facts (host
+    lowercased, no trailing slash), so the Rego compares the two as strings (trust.rego facts_fit).
+    A server the verifier cannot use is left as written: gathering from it fails and denies."""
+    trust = policy.get("trust")
+    if not isinstance(trust, dict):
+        return policy
+    server = trust.get("trustServer")
+    if not isinstance(server, str):
+        return policy
+    normal, error = normalize_trust_server(server)
+    if error is not None or normal == server:
+        return policy
+    return {**policy, "trust": {**trust, "trustServer": normal}}
+
+
 def policy_data(resource: PolicyResource) -> dict:
     """The JSON document the Rego library reads for one policy resource."""
     repositories = []
@@ -117,7 +134,7 @@ def policy_data(resource: PolicyResource) -> dict:
             pattern = parse_pattern(entry["name"])
         except ValueError as exc:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].name", str(exc)) from None
-        policy = entry.get("policy") or {}
+        policy = _with_normal_server(entry.get("policy") or {})
         repositories.append(
             {
                 "index": index,

@@ -30,10 +30,12 @@ signers(img) := s if {
 
 # ---- the proof --------------------------------------------------------------------------------
 
-# facts_fit: the facts are about this image, from the verifier, for exactly the required signers.
+# facts_fit: the facts are about this image, from the verifier, from the required trust server
+# (policies carry it normalized, as the verifier reports it), for exactly the required signers.
 facts_fit(img, req) if {
 	is_string(req.server)
 	verified(img)
+	img.trust.server == req.server
 	img.trust.gun == img.ref.name
 	is_array(img.trust.signers)
 	[s.secret | some s in img.trust.signers] == [s.name | some s in req.signer_secrets]
@@ -102,6 +104,7 @@ explanations(img, req) := union({
 	unavailable(img, req),
 	unverified(img),
 	other_gun(img),
+	other_server(img, req),
 	other_signers(img, req),
 	unsigned_tag(img),
 	refused_tag(img),
@@ -136,6 +139,18 @@ other_gun(img) := {msg |
 	verified(img)
 	img.trust.gun != img.ref.name
 	msg := sprintf("trust facts are for %v, not %s; denied", [img.trust.gun, img.ref.name])
+}
+
+# Facts from another server than the one the policy in force names: gathered under a policy that
+# changed during this admission (the next attempt gathers from the new server).
+other_server(img, req) := {msg |
+	verified(img)
+	is_string(req.server)
+	img.trust.server != req.server
+	msg := sprintf(
+		"trust facts come from %v, but the policy requires trust server %s (did the policy just change?); denied",
+		[img.trust.server, req.server],
+	)
 }
 
 other_signers(img, req) := {msg |

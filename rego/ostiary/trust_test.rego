@@ -308,3 +308,16 @@ test_trust_violations_need_no_input if {
 	count(trust.violations(img, req)) == 1
 	trust.violations(h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1), req) == set()
 }
+
+test_facts_from_another_trust_server_deny if {
+	# facts gathered under a plan naming another server (a policy changed during the admission,
+	# or a kept plan of an earlier policy set): never satisfied, and the reason says so
+	img := h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1)
+	req := {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": []}
+	trust.satisfied(img, req)
+	other := object.union(req, {"server": "https://notary.example.com"})
+	not trust.satisfied(img, other)
+	not trust.pinned_digest(img, other)
+	some msg in trust.violations(img, other)
+	contains(msg, "but the policy requires trust server https://notary.example.com")
+}
