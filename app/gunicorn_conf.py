@@ -25,7 +25,9 @@ max_buffered_bytes = 64 * 1024 * 1024  # request bodies held in memory by all co
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
-accesslog = "-"
+accesslog = (
+    None  # off: the decision log has a line per admission; GUNICORN_CMD_ARGS="--access-logfile -" turns it on
+)
 errorlog = "-"
 loglevel = "info"
 preload_app = False

@@ -106,6 +106,9 @@ from app.notary.metadata import (
 )
 from app.notary.pins import RootPin, check_pinned_root
 
+# Facts documents kept per repository (one per tag/digest/signers asked for; cleared when full).
+FACTS_MEMO_SIZE = 64
+
 
 class TrustedRepository:
     """The verified trust data of one GUN. Load order enforced: root -> timestamp -> snapshot ->
@@ -136,6 +139,7 @@ class TrustedRepository:
         self.root_trust = "pinned" if pinned_roots else ("first-use" if trusted_root is None else "recorded")
         self._interrupt = interrupt
         self._key_count = 0
+        self._facts_memo: dict[tuple, dict[str, Any]] = {}
         self._seen: dict[str, int] = {}
         for role, version in (seen_versions or {}).items():
             if isinstance(role, str) and is_int(version):
@@ -390,7 +394,25 @@ class TrustedRepository:
         *,
         server: str | None = None,
     ) -> dict[str, Any]:
-        """The facts document (docs/internals.md) with verified True. Requires everything loaded."""
+        """The facts document (docs/internals.md) with verified True. Requires everything loaded.
+
+        Kept per (tag, digest, signers, server): a verified repository does not change (a refresh
+        that finds new trust data walks a new one), and the same images are admitted again and
+        again. Each call returns its own top-level dict (callers set keys on it); what it holds
+        is shared and only read."""
+        memo_key = (tag, digest, tuple(signers), server)
+        kept = self._facts_memo.get(memo_key)
+        if kept is not None:
+            return dict(kept)
+        built = self._build_facts(tag, digest, signers, server)
+        if len(self._facts_memo) >= FACTS_MEMO_SIZE:
+            self._facts_memo.clear()
+        self._facts_memo[memo_key] = built
+        return dict(built)
+
+    def _build_facts(
+        self, tag: str | None, digest: str | None, signers: Sequence[tuple[str, str, str]], server: str | None
+    ) -> dict[str, Any]:
         if "targets" not in self._targets:
             raise LoadOrderError("targets must be loaded before facts")
         pending = self.pending_delegations()

@@ -54,6 +54,19 @@ class Pattern:
     def specificity(self) -> int:
         return len(self.normalized.replace("*", ""))
 
+    @property
+    def host_bucket(self) -> str:
+        """The key under which the Rego looks this entry up by host (matching.host_keys):
+        a literal host under "=" + host (only images of exactly that host try it); a host with a
+        wildcard under "*" + the labels after the last label holding a `*` (`*.corp.example.com`
+        and `reg*.corp.example.com` under "*corp.example.com"; `*` alone under "*"), so only
+        images whose host ends in those labels try it."""
+        if "*" not in self.host:
+            return "=" + self.host
+        labels = self.host.split(".")
+        last = max(i for i, label in enumerate(labels) if "*" in label)
+        return "*" + ".".join(labels[last + 1 :])
+
     def as_data(self) -> dict:
         any_tag = self.tag is None
         return {
@@ -66,6 +79,7 @@ class Pattern:
             "tag_regex": None if any_tag else wildcard_regex(self.tag or ""),
             "exact": self.exact,
             "specificity": self.specificity,
+            "host_bucket": self.host_bucket,
         }
 
 
@@ -143,14 +157,24 @@ def policy_data(resource: PolicyResource) -> dict:
                 "policy": policy,
             }
         )
-    return {
-        "apiVersion": resource.api_version,
+    head = {
         "kind": resource.kind,
         "name": resource.name,
         "namespace": resource.namespace,
         "mode": resource.spec.get("mode", "enforce"),
+    }
+    # The entries' indices by host bucket, built once here rather than in every query: an image
+    # looks up only the buckets of its own host (main.rego entries_for).
+    by_host: dict[str, list[int]] = {}
+    for entry in repositories:
+        by_host.setdefault(entry["pattern"]["host_bucket"], []).append(entry["index"])
+    return {
+        "apiVersion": resource.api_version,
+        **head,
         "origin": resource.origin,
         "repositories": repositories,
+        "head": head,
+        "by_host": by_host,
     }
 
 

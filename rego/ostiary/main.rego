@@ -30,16 +30,15 @@ scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace])
 	count(namespace_policies) > 0
 }
 
-# The applicable entries indexed by registry host (matching.host_bucket), built once per query, so
-# an image is matched only against the entries that can match its host, never against all of them.
-entries_by_host[bucket] contains {"policy": head, "entry": entry} if {
+# The applicable entries that can match an image's host: each policy carries its entries indexed
+# by host bucket (policy.by_host, built by the translator), so an image is matched only against
+# the entries of its own host's buckets, never against all of them, and no index is built per query.
+entries_for(ref) := [{"policy": policy.head, "entry": policy.repositories[i]} |
+	keys := matching.host_keys(ref.registry)
 	some policy in applicable
-	head := object.filter(policy, ["kind", "name", "namespace", "mode"])
-	some entry in policy.repositories
-	bucket := matching.host_bucket(entry)
-}
-
-entries_for(ref) := union({object.get(entries_by_host, key, set()) | some key in matching.host_keys(ref.registry)})
+	some key in keys
+	some i in object.get(policy.by_host, key, [])
+]
 
 # selected: image id -> the chosen {policy, entry}. A complete rule, so it is computed once
 # per query however often it is looked up.

@@ -78,12 +78,13 @@ candidates(ref, policies) := candidates_of(ref, [{"policy": policy, "entry": ent
 	some entry in policy.repositories
 ])
 
-# candidates_of: the matching ones among {policy, entry} items.
-candidates_of(ref, items) := {c |
+# candidates_of: the matching ones among {policy, entry} items. An array, not a set: a set would
+# hash every candidate's whole entry to insert it, and the sort key already tells them apart.
+candidates_of(ref, items) := [c |
 	some item in items
 	entry_matches(item.entry, ref)
 	c := {"key": sort_key(item.policy, item.entry, ref), "policy": item.policy, "entry": item.entry}
-}
+]
 
 # best is undefined when no entry matches.
 best(ref, policies) := lowest_of(candidates(ref, policies))
@@ -97,19 +98,10 @@ lowest_of(cs) := c if {
 	c.key == lowest
 }
 
-# host_bucket: the key under which an entry is indexed by its host pattern.
-# - a literal host is indexed under "=" + host: only images of exactly that host try it;
-# - a host with a wildcard is indexed under "*" + the labels after the last label holding a `*`
-#   (`*.corp.example.com` and `reg*.corp.example.com` under "*corp.example.com"; `*` alone under
-#   "*"): only images whose host ends in those labels try it (host_keys below).
-host_bucket(entry) := concat("", ["=", entry.pattern.host]) if {
-	not contains(entry.pattern.host, "*")
-} else := concat("", ["*", wildcard_suffix(entry.pattern.host)])
-
-wildcard_suffix(host) := concat(".", array.slice(labels, last + 1, count(labels))) if {
-	labels := split(host, ".")
-	last := max([i | some i, label in labels; contains(label, "*")])
-}
+# host_bucket: the key under which an entry is indexed by its host pattern, computed by the
+# translator (app/policies/translate.py Pattern.host_bucket): "=" + a literal host; "*" + the
+# labels after the last label holding a `*` for a wildcard host. host_keys below must offer it.
+host_bucket(entry) := entry.pattern.host_bucket
 
 # host_keys: the buckets an image of `host` looks in: its exact host, and every suffix of its
 # labels (including none) for the wildcard entries. At most one more key than the host has labels.

@@ -83,7 +83,9 @@ def setup(local_opa):
 
 
 def deployment(name: str, *images: str, namespace: str = "default") -> dict:
-    return review(workload("Deployment", pod_spec(*images), name=name, namespace=namespace), namespace=namespace)
+    return review(
+        workload("Deployment", pod_spec(*images), name=name, namespace=namespace), namespace=namespace
+    )
 
 
 def test_a_warm_admission_asks_opa_once_and_answers_the_same(setup):
@@ -151,7 +153,9 @@ def test_a_stale_plan_naming_the_old_trust_server_still_denies(setup):
     response = decide(rv, deployment("b", "quay.io/org/app:1"))
     assert facts.servers[-1] == "https://old-notary.example.com"  # gathered by the stale plan
     assert response["allowed"] is False
-    assert "but the policy requires trust server https://new-notary.example.com" in response["status"]["message"]
+    assert (
+        "but the policy requires trust server https://new-notary.example.com" in response["status"]["message"]
+    )
     assert "patch" not in response
 
 

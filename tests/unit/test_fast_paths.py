@@ -1,0 +1,82 @@
+"""The pieces issue 12 added to make warm admissions cheap, tested for staying correct: kept plans,
+kept facts documents, OPA's garbage-collector setting. (Their speed is the benchmark's business:
+scripts/bench_admit.py, docs/performance.md.)"""
+
+from __future__ import annotations
+
+from app.admission.plans import MAX_IMAGES, MAX_KEY_CHARS, PlanCache
+from app.opa.process import OPA_GOGC, opa_environment
+from tests.trust.forge import DIGEST_A, DIGEST_B, ForgedRepo, load
+
+
+class Generation:
+    def __init__(self) -> None:
+        self.value = 0
+
+    def __call__(self) -> int:
+        return self.value
+
+
+def test_a_plan_is_found_under_its_generation_only():
+    gen = Generation()
+    plans = PlanCache(gen)
+    key = plans.key("default", [(0, "nginx:1")])
+    assert plans.get(key) is None
+    plans.put(key, [{"id": 0}])
+    assert plans.get(key) == [{"id": 0}]
+    assert plans.get(plans.key("default", [(0, "nginx:1")])) == [{"id": 0}]
+    assert plans.get(plans.key("team-a", [(0, "nginx:1")])) is None  # another namespace
+    assert plans.get(plans.key("default", [(1, "nginx:1")])) is None  # another position
+    gen.value += 1  # the module set is changing
+    assert plans.get(key) is None
+    assert plans.get(plans.key("default", [(0, "nginx:1")])) is None
+
+
+def test_a_plan_queried_while_the_modules_changed_is_not_kept():
+    gen = Generation()
+    plans = PlanCache(gen)
+    key = plans.key("default", [(0, "nginx:1")])
+    gen.value += 1  # a write to OPA began (or ended) between the key and the answer
+    plans.put(key, [{"id": 0}])
+    assert plans.get(key) is None and plans.get(plans.key("default", [(0, "nginx:1")])) is None
+    assert len(plans) == 0
+
+
+def test_plans_of_an_older_generation_are_dropped():
+    gen = Generation()
+    plans = PlanCache(gen)
+    for i in range(10):
+        plans.put(plans.key("default", [(0, f"app{i}:1")]), [{"id": 0}])
+    assert len(plans) == 10
+    gen.value += 2
+    plans.put(plans.key("default", [(0, "app:1")]), [{"id": 0}])
+    assert len(plans) == 1
+
+
+def test_hostile_sizes_are_not_kept():
+    plans = PlanCache(Generation())
+    assert plans.key("default", [(i, "a:1") for i in range(MAX_IMAGES + 1)]) is None
+    assert plans.key("default", [(0, "a" * (MAX_KEY_CHARS + 1))]) is None
+    plans.put(None, [{"id": 0}])
+    assert plans.get(None) is None and len(plans) == 0
+
+
+def test_kept_facts_are_the_facts_and_each_caller_gets_its_own_document():
+    repo = ForgedRepo(targets={"latest": DIGEST_A, "v2": DIGEST_B})
+    trusted = load(repo.build())
+    first = trusted.facts("latest", None, [])
+    again = trusted.facts("latest", None, [])
+    assert again == first and again is not first
+    first["signers"] = ["changed by a caller"]  # what the Reviewer does with its copy
+    assert trusted.facts("latest", None, [])["signers"] == []
+    other = trusted.facts("v2", None, [])
+    assert other["targets"]["v2"]["released"] == "sha256:" + DIGEST_B
+    assert first["targets"]["latest"]["released"] == "sha256:" + DIGEST_A
+    fresh = load(repo.build()).facts("latest", None, [], server="https://other.example.com")
+    assert fresh["server"] == "https://other.example.com"
+    assert trusted.facts("latest", None, [], server="https://other.example.com")["server"] == fresh["server"]
+
+
+def test_opa_gets_a_gogc_unless_the_operator_set_one():
+    assert opa_environment({"PATH": "/bin"}) == {"PATH": "/bin", "GOGC": OPA_GOGC}
+    assert opa_environment({"GOGC": "100"})["GOGC"] == "100"
