@@ -27,6 +27,7 @@ import time
 from datetime import UTC, datetime
 from typing import IO, Any
 
+from app import jsonio
 from app.admission.review import DECISION_PATH, PLAN_PATH, decision_answered
 
 RECORD_TYPE = "ostiary.dev/decision/v1"
@@ -259,7 +260,9 @@ class DecisionLog:
         if self._stream is None:
             return None
         record = build_record(review, answer, outcome, seconds, self._trace)
-        line = json.dumps(record, separators=(",", ":"), default=str)
+        line = jsonio.dumps_text(record, default=str)
+        if not line.isascii():  # as before: non-ASCII escaped, whatever the stream's encoding
+            line = json.dumps(record, separators=(",", ":"), default=str)
         with self._lock:
             self._stream.write(line + "\n")
             self._stream.flush()

@@ -13,6 +13,7 @@ from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app import jsonio
 from app.admission import respond
 from app.admission.extract import BadRequest
 from app.admission.review import Outcome, parse_review, request_uid
@@ -64,7 +65,7 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         elapsed = time.monotonic() - started
         rt.metrics.record(outcome.allowed, outcome.error, outcome.images, elapsed)
         decisions.write(body, answer, outcome, elapsed)
-        return jsonify(answer)
+        return Response(jsonio.dumps(answer), mimetype="application/json")
 
     @app.post("/validate")
     def validate() -> ResponseReturnValue:

@@ -10,13 +10,14 @@ cookie handling) cost more CPU than the rest of the query (docs/performance.md).
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
 from urllib.parse import quote
 
 import urllib3
+
+from app import jsonio
 
 
 class OpaError(RuntimeError):
@@ -51,7 +52,7 @@ class Response:
         return self.content.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        return jsonio.loads(self.content)
 
 
 class OpaClient:
@@ -168,7 +169,7 @@ class OpaClient:
         """POST /v1/data/<path> with `input`; `deadline` is an absolute time.monotonic() value."""
         remaining = deadline - time.monotonic()
         self._last.decision_id = None
-        payload = json.dumps({"input": input}, separators=(",", ":")).encode()
+        payload = jsonio.dumps({"input": input})
         resp = self._request(
             "POST", f"/v1/data/{path.strip('/')}", remaining, body=payload, content_type="application/json"
         )

@@ -4,6 +4,8 @@ scripts/bench_admit.py, docs/performance.md.)"""
 
 from __future__ import annotations
 
+import json
+
 from app.admission.plans import MAX_IMAGES, MAX_KEY_CHARS, PlanCache
 from app.opa.process import OPA_GOGC, opa_environment
 from tests.trust.forge import DIGEST_A, DIGEST_B, ForgedRepo, load
@@ -80,3 +82,26 @@ def test_kept_facts_are_the_facts_and_each_caller_gets_its_own_document():
 def test_opa_gets_a_gogc_unless_the_operator_set_one():
     assert opa_environment({"PATH": "/bin"}) == {"PATH": "/bin", "GOGC": OPA_GOGC}
     assert opa_environment({"GOGC": "100"})["GOGC"] == "100"
+
+
+def test_json_out_falls_back_where_orjson_refuses():
+    from app import jsonio
+
+    huge = {"spec": {"replicas": 10**30}, "ok": [True, None, "é"]}
+    assert json.loads(jsonio.dumps(huge)) == huge  # an integer beyond 64 bits: the standard library
+    assert json.loads(jsonio.dumps({1: "a"})) == {"1": "a"}
+    assert jsonio.dumps({"a": [1, "b"]}) == b'{"a":[1,"b"]}'
+    assert json.loads(jsonio.dumps_text({"t": object()}, default=lambda _: "x")) == {"t": "x"}
+    assert jsonio.loads(b'{"result": {"allowed": true}}') == {"result": {"allowed": True}}
+
+
+def test_decision_log_lines_stay_ascii(tmp_path):
+    from app.decisionlog import DecisionLog
+
+    path = tmp_path / "decisions.log"
+    log = DecisionLog.open(str(path))
+    body = {"request": {"uid": "u", "userInfo": {"username": "zoë"}, "object": {}}}
+    log.begin()
+    log.write(body, {"response": {"allowed": True}}, None, 0.01)
+    line = path.read_bytes()
+    assert line.isascii() and json.loads(line)["user"]["username"] == "zoë"

@@ -1,0 +1,38 @@
+"""Compact JSON in and out of Ostiary's hot path (the OPA query, the answer, the decision log).
+
+orjson encodes and decodes these documents several times faster than the standard library, and
+an admission's OPA input (the object, the images, their trust facts) is encoded on every request.
+What orjson refuses to encode (an integer beyond 64 bits, which a review may carry in an
+annotation-free corner of a pod spec; a key that is not a string) falls back to the standard
+library, so nothing that encoded before fails now. Reviews themselves are still decoded by the
+standard library under parse_review's strict hooks (duplicated keys, NaN, depth).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+def dumps(value: Any) -> bytes:
+    """`value` as compact UTF-8 JSON (as json.dumps with separators=(",", ":"), then encoded)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def dumps_text(value: Any, default: Any = None) -> str:
+    """`value` as one line of compact JSON text; `default` turns what JSON cannot hold into
+    something it can (e.g. str), as json.dumps's `default` does."""
+    try:
+        return orjson.dumps(value, default=default).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=default)
+
+
+def loads(raw: bytes | str) -> Any:
+    """A JSON document from a trusted peer (OPA's answers). Raises ValueError when it is not JSON."""
+    return orjson.loads(raw)
