@@ -45,6 +45,7 @@ import http.client
 import json
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -198,6 +199,13 @@ def _load_worker() -> None:
 
 
 # ====================================================================== processes and /proc
+
+
+# Every Ostiary under test runs as the chart runs it: OPA beside it (here its child, so its CPU and
+# RSS are accounted to the target), guarded by a token, with the chart's GOGC; this is the token.
+OPA_TOKEN = secrets.token_urlsafe(24)
+OPA_AUTH = {"Authorization": f"Bearer {OPA_TOKEN}"}
+OPA_GOGC = "400"  # helm/ostiary/values.yaml opa.gogc
 
 
 def descendants(pid: int) -> list[int]:
@@ -810,7 +818,46 @@ def rss_table(results: list[Result]) -> str:
     return "\n".join(rows)
 
 
-def plot(results: list[Result], path: Path) -> str:
+def run_scale(out: Path, quick: bool) -> list[dict]:
+    """The cost of N images and M policy entries (scripts/bench_scale.py: no trust, matching and
+    deciding only), after the load scenarios so it never shares the machine with them."""
+    images, entries, repeat = (
+        ("1,10,100,1000", "10,3000", "3") if quick else ("1,10,100,400,1000", "10,300,3000", "5")
+    )
+    target = out / "scale.json"
+    print(f"scale: images {images} x entries {entries}, median of {repeat}", flush=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("bench_scale.py")),
+            "--images",
+            images,
+            "--entries",
+            entries,
+            "--repeat",
+            repeat,
+            "--json",
+            str(target),
+        ],
+        check=True,
+    )
+    return json.loads(target.read_text())
+
+
+def scale_table(rows: list[dict]) -> str:
+    lines = [
+        "| entries M | images N | median ms | max ms | ms per image | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['entries']} | {r['images']} | {r['median_ms']} | {r['max_ms']} | {r['ms_per_image']} | "
+            f"{'allowed' if r['allowed'] else 'DENIED'} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: Path, scale: list[dict] | None = None) -> str:
     try:
         import matplotlib
 
@@ -822,7 +869,22 @@ def plot(results: list[Result], path: Path) -> str:
     for r in results:
         if r.latencies_ms and not r.scenario.startswith("cold"):
             by[r.scenario].append(r)
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = plt.subplots(1, 3 if scale else 2, figsize=(18 if scale else 12, 4.8))
+    a1, a2 = axes[0], axes[1]
+    if scale:
+        a3 = axes[2]
+        for m in sorted({r["entries"] for r in scale}):
+            rows = sorted((r for r in scale if r["entries"] == m), key=lambda r: r["images"])
+            a3.plot(
+                [r["images"] for r in rows], [r["median_ms"] for r in rows], marker="o", label=f"{m} entries"
+            )
+        a3.set_xscale("log")
+        a3.set_yscale("log")
+        a3.set_xlabel("images per Pod (no trust)")
+        a3.set_ylabel("median latency ms")
+        a3.grid(alpha=0.3)
+        a3.legend(fontsize=7)
+        a3.set_title("cost of N images x M entries", fontsize=9)
     for name, rs in by.items():
         rs.sort(key=lambda r: r.concurrency)
         cs = [r.concurrency for r in rs]
@@ -1015,7 +1077,9 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -
             self.url, self.calls = opa_url, []
 
         def query(self, path, input, deadline):
-            r = requests.post(f"{self.url}/v1/data/{path}", json={"input": input}, timeout=10)
+            r = requests.post(
+                f"{self.url}/v1/data/{path}", json={"input": input}, timeout=10, headers=OPA_AUTH
+            )
             self.calls.append((path, json.loads(json.dumps(input))))
             return r.json().get("result")
 
@@ -1034,7 +1098,7 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -
             r = requests.post(
                 f"{url}/v1/data/{path}?metrics=true&instrument=true",
                 data=body,
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **OPA_AUTH},
                 timeout=10,
             )
             for k, v in (r.json().get("metrics") or {}).items():
@@ -1068,31 +1132,40 @@ def client_costs(url: str, path: str, inp: dict, n: int = 300) -> dict:
     full = f"{url}/v1/data/{path}"
 
     def via_requests() -> bytes:
-        return plain.post(full, json={"input": inp}, timeout=10).content
+        return plain.post(full, json={"input": inp}, timeout=10, headers=OPA_AUTH).content
 
     def via_lean_requests() -> bytes:
         return lean.post(
             full,
             data=payload,
             timeout=10,
-            headers={"Content-Type": "application/json", "Accept-Encoding": "identity"},
+            headers={"Content-Type": "application/json", "Accept-Encoding": "identity", **OPA_AUTH},
         ).content
 
     def via_urllib3() -> bytes:
         return pool.request(
-            "POST", f"/v1/data/{path}", body=payload, headers={"Content-Type": "application/json"}
+            "POST", f"/v1/data/{path}", body=payload, headers={"Content-Type": "application/json", **OPA_AUTH}
         ).data
 
     def via_http_client() -> bytes:
-        conn.request("POST", f"/v1/data/{path}", payload, {"Content-Type": "application/json"})
+        conn.request("POST", f"/v1/data/{path}", payload, {"Content-Type": "application/json", **OPA_AUTH})
         return conn.getresponse().read()
+
+    from app.opa.client import OpaClient
+
+    ostiary_client = OpaClient(url, token=OPA_TOKEN)
+
+    def via_ostiary_client() -> bytes:
+        ostiary_client.query(path, inp, time.monotonic() + 10)
+        return b'{"result": null}'  # query() decodes the answer itself
 
     out = {}
     for name, call in (
-        ("requests json= (as app/opa/client.py)", via_requests),
+        ("requests json= (Ostiary's first client)", via_requests),
         ("requests trust_env=False, data=, identity", via_lean_requests),
         ("urllib3 HTTPConnectionPool", via_urllib3),
         ("http.client keep-alive", via_http_client),
+        ("app/opa/client.py OpaClient (http.client per thread, orjson)", via_ostiary_client),
     ):
         for _ in range(20):
             json.loads(call())
@@ -1113,7 +1186,7 @@ def prom_opa(url: str | None) -> dict:
 
     if url is None:
         return {}
-    text = requests.get(f"{url}/metrics", timeout=5).text
+    text = requests.get(f"{url}/metrics", timeout=5, headers=OPA_AUTH).text
     total, count = 0.0, 0.0
     for line in text.splitlines():
         if line.startswith("http_request_duration_seconds_sum") and 'handler="v1/data"' in line:
@@ -1158,7 +1231,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=8, help="`ostiary serve --threads` (and the floor's)")
     ap.add_argument("--profile", action="store_true", help="py-spy the worker at c=8 warm, and OPA ?metrics")
     ap.add_argument(
-        "--only", help="comma-separated scenario prefixes to run: floor, warm, expiry, slow, cold"
+        "--only", help="comma-separated scenario prefixes to run: floor, warm, expiry, slow, cold, scale"
     )
     args = ap.parse_args()
     out = Path(args.out)
@@ -1192,13 +1265,35 @@ def main() -> int:
     extras: dict = {}
     targets: list[Target] = []
 
+    from app.opa.process import write_authz_bundle
+
+    token_file = work / "opa-token"
+    token_file.write_text(OPA_TOKEN + "\n")
+    write_authz_bundle(work / "opa-authz", OPA_TOKEN)
+
     def serve(name: str, policy_dir: Path, *flags: str) -> Target:
-        port = free_port()
+        """`ostiary serve` as the chart runs it: OPA beside it on loopback (started by the shell that
+        then becomes Ostiary, so OPA is Ostiary's child here and counted with the target), token
+        authentication, the chart's GOGC; Ostiary with --opa-url and --opa-token-file."""
+        port, opa_port = free_port(), free_port()
+        sidecar = (
+            f'GOGC={OPA_GOGC} "$0" run --server --skip-version-check --addr 127.0.0.1:{opa_port} '
+            f"--log-level error --authentication=token --authorization=basic --bundle {work / 'opa-authz'} & "
+            'exec "$@"'
+        )
         t = Target(
             name,
             [
+                "sh",
+                "-c",
+                sidecar,
+                opa_bin,
                 ostiary,
                 "serve",
+                "--opa-url",
+                f"http://127.0.0.1:{opa_port}",
+                "--opa-token-file",
+                str(token_file),
                 "--policy-dir",
                 str(policy_dir),
                 "--listen",
@@ -1373,6 +1468,8 @@ def main() -> int:
             run_ttl1("slow-mix", slow_dir)
         if wanted("cold"):
             run_cold()
+        if wanted("scale"):
+            extras["scale"] = run_scale(out, args.quick)
     finally:
         for t in targets:
             t.close()
@@ -1400,7 +1497,10 @@ def main() -> int:
     print()
     print(rss_table(results))
     print()
-    print(plot(results, out / "bench.png"))
+    if extras.get("scale"):
+        print(scale_table(extras["scale"]))
+        print()
+    print(plot(results, out / "bench.png", extras.get("scale") or []))
     print(f"json: {out / 'bench.json'}")
     return 1 if any(r.errors for r in results if not r.scenario.startswith("floor")) else 0
 

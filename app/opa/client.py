@@ -3,19 +3,19 @@
 Every failure is an exception; callers turn it into a denial. An undefined result is not an
 empty answer but OpaUndefined, so a missing rule can never read as "allowed".
 
-It speaks HTTP through urllib3's connection pool directly: OPA is on loopback, every admission
-makes two queries, and requests' per-call machinery (environment and netrc lookups, hooks,
-cookie handling) cost more CPU than the rest of the query (docs/performance.md).
+It speaks HTTP over one kept-alive http.client connection per thread: OPA is on loopback, every
+admission makes one or two queries, and the per-call machinery of requests and then of urllib3's
+pool cost more CPU than the rest of the query (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import threading
 import time
 from typing import Any
-from urllib.parse import quote
-
-import urllib3
+from urllib.parse import quote, urlsplit
 
 from app import jsonio
 
@@ -55,19 +55,87 @@ class Response:
         return jsonio.loads(self.content)
 
 
+class _Connections(threading.local):
+    """One kept-alive HTTP connection to OPA per request thread (and per OPA address)."""
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+        self.conn: http.client.HTTPConnection | None = None
+        self.used = False  # the connection has answered before (it may since have been closed)
+
+
 class OpaClient:
-    """`token`: sent as `Authorization: Bearer` (OPA run with --authentication=token)."""
+    """`token`: sent as `Authorization: Bearer` (OPA run with --authentication=token).
+
+    HTTP goes over one kept-alive http.client connection per thread: OPA is on loopback (or the
+    pod's), and a pooled general-purpose client cost more CPU per query than the query's own
+    encoding (docs/performance.md). `timeout` bounds the connect and every read."""
 
     def __init__(self, url: str, timeout: float = 2.0, token: str | None = None):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.token = token
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False)
+        self._connections = _Connections()
         self._last = threading.local()  # per request thread: the decision id of its last query
 
     def set_token(self, token: str | None) -> None:
         """A new bearer token (a rotated Secret) for every request from now on."""
         self.token = token
+
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection to self.url, and whether it was used before."""
+        local = self._connections
+        if local.conn is None or local.url != self.url:
+            if local.conn is not None:
+                local.conn.close()
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise OpaError(f"OPA at {self.url} is unreachable: the URL must be http:// or https://")
+            if parts.scheme == "https":
+                local.conn = http.client.HTTPSConnection(
+                    parts.hostname, parts.port or 443, timeout=timeout, context=ssl.create_default_context()
+                )
+            else:
+                local.conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+            local.url, local.used = self.url, False
+        local.conn.timeout = timeout
+        if local.conn.sock is not None:
+            local.conn.sock.settimeout(timeout)
+        return local.conn, local.used
+
+    def _drop(self) -> None:
+        local = self._connections
+        if local.conn is not None:
+            local.conn.close()
+        local.conn, local.used = None, False
+
+    def _exchange(
+        self, method: str, path: str, timeout: float, body: bytes | None, headers: dict
+    ) -> Response:
+        """One request and its whole answer. A kept-alive connection that OPA closed meanwhile
+        fails before any answer arrives: that request is sent once more on a new connection."""
+        started = time.monotonic()
+        for attempt in (1, 2):
+            conn, reused = self._connection(timeout)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                answer = conn.getresponse()
+                content = answer.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._drop()
+                timeout -= time.monotonic() - started
+                if attempt == 1 and reused and timeout > 0:
+                    continue  # closed while idle: nothing was processed
+                raise
+            except BaseException:
+                self._drop()
+                raise
+            if answer.will_close:
+                self._drop()
+            else:
+                self._connections.used = True
+            return Response(answer.status, content)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _request(
         self,
@@ -85,21 +153,11 @@ class OpaClient:
         if content_type:
             headers["Content-Type"] = content_type
         try:
-            raw = self._pool.request(
-                method,
-                self.url + path,
-                body=body,
-                headers=headers,
-                timeout=urllib3.Timeout(total=timeout),
-                redirect=False,
-            )
-        except urllib3.exceptions.NewConnectionError as exc:  # (a ConnectTimeoutError subclass in urllib3)
-            raise OpaError(f"OPA at {self.url} is unreachable: {exc.__class__.__name__}") from None
-        except urllib3.exceptions.TimeoutError:
+            resp = self._exchange(method, path, timeout, body, headers)
+        except TimeoutError:
             raise OpaError(f"OPA at {self.url} did not answer within {timeout:.2f}s") from None
-        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+        except (http.client.HTTPException, OSError, ValueError) as exc:
             raise OpaError(f"OPA at {self.url} is unreachable: {exc.__class__.__name__}") from None
-        resp = Response(raw.status, raw.data)
         if resp.status_code in (401, 403):
             if self.token:
                 raise OpaError(
