@@ -101,8 +101,21 @@ __all__ = [
 
 # Counters of TrustService.stats(): served from memory within the TTL; timestamp.json unchanged after
 # the TTL; full walks (root -> ... -> delegations); admissions that waited for another's walk; images
-# whose facts say verified False.
-STAT_NAMES = ("cache_hits", "refreshed_unchanged", "walks", "shared_walks", "not_verified", "recent_failures")
+# whose facts say verified False; network failures remembered; refreshes done ahead of expiry.
+STAT_NAMES = (
+    "cache_hits",
+    "refreshed_unchanged",
+    "walks",
+    "shared_walks",
+    "not_verified",
+    "recent_failures",
+    "refreshed_ahead",
+)
+# A cached repository is refreshed in the background once this share of the TTL has passed, so the
+# admissions that follow find it fresh instead of each waiting for timestamp.json at expiry. Within
+# the TTL the cached repository is served meanwhile, as it would be anyway; a refresh that fails
+# changes nothing, and at expiry the admission's own refresh decides (and denies if it fails).
+REFRESH_AHEAD = 0.75
 # Verified images by how their root was trusted (facts' `root_trust`): exported as one labelled counter.
 ROOT_TRUST_STATS = {"pinned": "roots_pinned", "recorded": "roots_recorded", "first-use": "roots_first_use"}
 
@@ -232,7 +245,7 @@ class TrustService:
         cache_entries: int = 512,
         clock: Callable[[], datetime] = clocks.utcnow,
         max_response_bytes: int = 8 << 20,
-        max_workers: int = 16,
+        max_workers: int = 32,
         client: NotaryClient | None = None,
         monotonic: Callable[[], float] = clocks.monotonic,
         failure_ttl: float = 5.0,
@@ -256,6 +269,7 @@ class TrustService:
         self._deadline_clock = deadline_clock  # the clock of gather's `deadline`
         self._max_workers = max(1, max_workers)
         self._flights: dict[Key, _Flight] = {}
+        self._ahead: set[Key] = set()  # keys being refreshed ahead of expiry
         self._flights_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys((*STAT_NAMES, *ROOT_TRUST_STATS.values()), 0)
         # A server that is down or timing out answers every admission only after the whole trust
@@ -269,8 +283,10 @@ class TrustService:
         # One bounded pool per service (not per admission): repositories are walked here, their
         # sibling delegations fetched in the second pool (a walk waits on it, so it must be another).
         self._pool = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="ostiary-trust")
-        # one request's repositories in the pool at once (the rest queue behind them, not in front of others)
-        self._fair_share = max(1, self._max_workers // 4)
+        # One request's repositories in the pool at once (the rest queue behind them, not in front of
+        # others): half the pool, so a Pod of up to 16 new images is walked in one round (one Notary
+        # round-trip chain) while another request always finds the other half.
+        self._fair_share = max(1, self._max_workers // 2)
         self._delegation_pool = ThreadPoolExecutor(
             max_workers=self._max_workers, thread_name_prefix="ostiary-delegations"
         )
@@ -325,7 +341,7 @@ class TrustService:
         for group in groups.values():
             if group.error is not None:
                 continue
-            cached = self._fresh(group.key)
+            cached = self._fresh(group.key, ahead_of=group)
             if cached is None:
                 runnable.append(group)
             else:  # a fresh cache entry is read here: no hand-off to a trust worker and back
@@ -430,13 +446,46 @@ class TrustService:
 
     # -- loading one repository ------------------------------------------------------------------------
 
-    def _fresh(self, key: Key) -> TrustedRepository | None:
-        """The cached repository for `key` while it is within its time to live, else None."""
+    def _fresh(self, key: Key, ahead_of: _Group | None = None) -> TrustedRepository | None:
+        """The cached repository for `key` while it is within its time to live, else None.
+        `ahead_of`: the group asking, whose server and credentials a refresh ahead of expiry uses."""
         entry, fresh = self.cache.lookup(key)
         if entry is not None and fresh and entry.expires > self._clock():
             self._count("cache_hits")
+            if (
+                ahead_of is not None
+                and self._monotonic() - entry.checked_at >= self.cache.ttl * REFRESH_AHEAD
+            ):
+                self._refresh_ahead(ahead_of, key)
             return entry.repository
         return None
+
+    def _refresh_ahead(self, asking: _Group, key: Key) -> None:
+        """Refresh `key` in the pool, unless a refresh or walk of it is under way or a quarter of the
+        workers already refresh ahead (admissions' own work must not queue behind these)."""
+        with self._flights_lock:
+            if key in self._flights or key in self._ahead or len(self._ahead) >= self._max_workers // 4:
+                return
+            self._ahead.add(key)
+        group = _Group(asking.server, asking.gun, asking.budget)
+        group.credentials, group.pins = list(asking.credentials), asking.pins
+        deadline = self._deadline_clock() + max(asking.budget, 1.0)
+
+        def refresh() -> None:
+            try:
+                self._load_uncached(group, key, deadline, force=True)
+                self._count("refreshed_ahead")
+            except Exception as error:  # the entry stays until its TTL; the refresh at expiry decides
+                log.info("refresh ahead of expiry of %s from %s failed: %s", group.gun, group.server, error)
+            finally:
+                with self._flights_lock:
+                    self._ahead.discard(key)
+
+        try:
+            self._pool.submit(refresh)
+        except RuntimeError:  # the pool is shut down (the process is stopping)
+            with self._flights_lock:
+                self._ahead.discard(key)
 
     def _load(self, group: _Group, deadline: float) -> TrustedRepository:
         """A verified repository for the group: from the cache, from a concurrent walk, or walked here."""
@@ -483,7 +532,9 @@ class TrustService:
 
         return check
 
-    def _load_uncached(self, group: _Group, key: Key, deadline: float) -> TrustedRepository:
+    def _load_uncached(
+        self, group: _Group, key: Key, deadline: float, force: bool = False
+    ) -> TrustedRepository:
         with self._flights_lock:
             flight = self._flights.get(key)
             leader = flight is None
@@ -493,7 +544,7 @@ class TrustService:
             self._count("shared_walks")
             return self._follow(flight, group, deadline)
         try:
-            flight.result = self._refresh(group, key, deadline)
+            flight.result = self._refresh(group, key, deadline, force)
             return flight.result
         except BaseException as error:
             flight.error = error
@@ -524,12 +575,13 @@ class TrustService:
         group.progress = _Progress()
         return self._refresh(group, group.key, deadline)
 
-    def _refresh(self, group: _Group, key: Key, deadline: float) -> TrustedRepository:
+    def _refresh(self, group: _Group, key: Key, deadline: float, force: bool = False) -> TrustedRepository:
+        """`force`: fetch timestamp.json even when the entry is still fresh (a refresh ahead)."""
         now = self._clock()
         entry, fresh = self.cache.lookup(key)
         timestamp: bytes | None = None
         if entry is not None and entry.expires > now:
-            if fresh:
+            if fresh and not force:
                 return entry.repository
             group.progress.role = "timestamp"
             timestamp = self._fetch(group, "timestamp", deadline)

@@ -400,10 +400,71 @@ def test_within_the_ttl_nothing_is_fetched(notary_server: NotaryTestServer, pki)
     service = make_service(pki, cache_ttl=60, monotonic=ticker)
     assert gather_one(service, request(notary_server.url))["verified"] is True
     count = len(notary_server.tuf_requests())
-    ticker.value += 59
+    ticker.value += 44  # before REFRESH_AHEAD of the TTL
     facts = gather_one(service, request(notary_server.url))
     assert facts["verified"] is True and facts["targets"]["test"]["released"] == CHARLIE_DIGEST
     assert len(notary_server.tuf_requests()) == count
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "not within 10 s"
+        time.sleep(0.02)
+
+
+def test_late_in_the_ttl_the_entry_is_refreshed_ahead_while_it_is_served(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    serve(notary_server, "charlie-image")
+    ticker = Ticker()
+    service = make_service(pki, cache_ttl=60, monotonic=ticker)
+    gather_one(service, request(notary_server.url))
+    before = len(notary_server.tuf_requests())
+    ticker.value += 50  # past 75% of the TTL: served from memory, refreshed in the background
+    facts = gather_one(service, request(notary_server.url))
+    assert facts["verified"] is True and facts["targets"]["test"]["released"] == CHARLIE_DIGEST
+    wait_for(lambda: service.stats()["refreshed_ahead"] == 1)
+    assert notary_server.tuf_requests()[before:] == ["timestamp"]
+    # renewed: 60 s after the first fetch (expired without the refresh) nothing is fetched, nobody waits
+    ticker.value += 20
+    assert gather_one(service, request(notary_server.url))["verified"] is True
+    assert len(notary_server.tuf_requests()) == before + 1
+    assert service.stats()["refreshed_unchanged"] == 1
+
+
+def test_a_revocation_found_ahead_of_expiry_takes_effect_at_once(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    serve(notary_server, "charlie-image")
+    ticker = Ticker()
+    service = make_service(pki, cache_ttl=60, monotonic=ticker)
+    gather_one(service, request(notary_server.url))
+    serve(notary_server, "dave-image")  # the repository moved on (new digest for the tag)
+    ticker.value += 50
+    assert gather_one(service, request(notary_server.url))["targets"]["test"]["released"] == CHARLIE_DIGEST
+    wait_for(lambda: service.stats()["refreshed_ahead"] == 1)
+    assert gather_one(service, request(notary_server.url))["targets"]["test"]["released"] == DAVE_DIGEST
+
+
+def test_a_failed_refresh_ahead_changes_nothing_and_expiry_still_denies(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    serve(notary_server, "charlie-image")
+    ticker = Ticker()
+    service = make_service(pki, cache_ttl=60, monotonic=ticker, failure_ttl=0)
+    gather_one(service, request(notary_server.url))
+    before = len(notary_server.tuf_requests())
+    notary_server.knobs.fail_status = 503
+    ticker.value += 50
+    assert gather_one(service, request(notary_server.url))["verified"] is True  # within the TTL
+    wait_for(lambda: notary_server.tuf_requests()[before:] == ["timestamp"])  # the refresh ahead, refused
+    time.sleep(0.3)
+    assert service.stats()["refreshed_ahead"] == 0
+    assert gather_one(service, request(notary_server.url))["verified"] is True  # still within the TTL
+    ticker.value += 11  # expired: the admission's own refresh fails, and that denies
+    facts = gather_one(service, request(notary_server.url))
+    assert facts["verified"] is False and facts["error_role"] == "timestamp"
 
 
 def test_after_the_ttl_an_unchanged_timestamp_is_the_only_fetch(notary_server: NotaryTestServer, pki) -> None:
