@@ -13,7 +13,7 @@ import pytest
 from app.opa.client import OpaClient
 from app.policies.model import RegoModule
 
-from .helpers import decide, load, pod_spec, review, reviewer, workload
+from .helpers import decide, load, pod_spec, review, reviewer, verified_facts, workload
 
 CLUSTER = """
 apiVersion: ostiary.dev/v1
@@ -295,26 +295,7 @@ class _Facts:
         self.released = released
 
     def gather(self, requests, deadline):
-        out = []
-        for r in requests:
-            tag = r.image.tag
-            out.append(
-                {
-                    "verified": True,
-                    "error": None,
-                    "error_role": None,
-                    "server": r.server,
-                    "gun": r.image.name,
-                    "tag": tag,
-                    "digest": r.image.digest,
-                    "targets": {tag: {"released": self.released, "roles": {"targets": self.released}}}
-                    if tag
-                    else {},
-                    "roles": {"targets": {"keyids": ["k"], "threshold": 1, "signed_by": ["k"]}},
-                    "signers": [],
-                }
-            )
-        return out
+        return [verified_facts(r, self.released) for r in requests]
 
 
 def test_admitted_signed_images_are_pinned_and_pinned_ones_are_left_alone(cluster):

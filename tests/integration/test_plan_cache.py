@@ -17,7 +17,7 @@ from app.policies.directory import translate_all
 from app.policies.schema import parse_policy_document
 from app.policies.sync import PolicySync, library_modules
 
-from .helpers import decide, pod_spec, review, reviewer, workload
+from .helpers import decide, pod_spec, review, reviewer, verified_facts, workload
 
 DIGEST = "sha256:" + "d" * 64
 
@@ -52,24 +52,8 @@ class Facts:
         self.servers: list[str] = []
 
     def gather(self, requests, deadline):
-        out = []
-        for r in requests:
-            self.servers.append(r.server)
-            out.append(
-                {
-                    "verified": True,
-                    "error": None,
-                    "error_role": None,
-                    "server": r.server,
-                    "gun": r.image.name,
-                    "tag": r.image.tag,
-                    "digest": r.image.digest,
-                    "targets": {r.image.tag: {"released": DIGEST, "roles": {"targets": DIGEST}}},
-                    "roles": {"targets": {"keyids": ["k"], "threshold": 1, "signed_by": ["k"]}},
-                    "signers": [],
-                }
-            )
-        return out
+        self.servers += [r.server for r in requests]
+        return [verified_facts(r, DIGEST) for r in requests]
 
 
 @pytest.fixture()

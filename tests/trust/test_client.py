@@ -413,13 +413,19 @@ def wait_for(condition, seconds: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def cached(notary_server: NotaryTestServer, pki, **kwargs) -> tuple[TrustService, Ticker]:
+    """A service with a 60 s TTL on a hand-moved clock, holding charlie-image verified once."""
+    serve(notary_server, "charlie-image")
+    ticker = Ticker()
+    service = make_service(pki, cache_ttl=60, monotonic=ticker, **kwargs)
+    assert gather_one(service, request(notary_server.url))["verified"] is True
+    return service, ticker
+
+
 def test_late_in_the_ttl_the_entry_is_refreshed_ahead_while_it_is_served(
     notary_server: NotaryTestServer, pki
 ) -> None:
-    serve(notary_server, "charlie-image")
-    ticker = Ticker()
-    service = make_service(pki, cache_ttl=60, monotonic=ticker)
-    gather_one(service, request(notary_server.url))
+    service, ticker = cached(notary_server, pki)
     before = len(notary_server.tuf_requests())
     ticker.value += 50  # past 75% of the TTL: served from memory, refreshed in the background
     facts = gather_one(service, request(notary_server.url))
@@ -436,10 +442,7 @@ def test_late_in_the_ttl_the_entry_is_refreshed_ahead_while_it_is_served(
 def test_a_revocation_found_ahead_of_expiry_takes_effect_at_once(
     notary_server: NotaryTestServer, pki
 ) -> None:
-    serve(notary_server, "charlie-image")
-    ticker = Ticker()
-    service = make_service(pki, cache_ttl=60, monotonic=ticker)
-    gather_one(service, request(notary_server.url))
+    service, ticker = cached(notary_server, pki)
     serve(notary_server, "dave-image")  # the repository moved on (new digest for the tag)
     ticker.value += 50
     assert gather_one(service, request(notary_server.url))["targets"]["test"]["released"] == CHARLIE_DIGEST
@@ -450,10 +453,7 @@ def test_a_revocation_found_ahead_of_expiry_takes_effect_at_once(
 def test_a_failed_refresh_ahead_changes_nothing_and_expiry_still_denies(
     notary_server: NotaryTestServer, pki
 ) -> None:
-    serve(notary_server, "charlie-image")
-    ticker = Ticker()
-    service = make_service(pki, cache_ttl=60, monotonic=ticker, failure_ttl=0)
-    gather_one(service, request(notary_server.url))
+    service, ticker = cached(notary_server, pki, failure_ttl=0)
     before = len(notary_server.tuf_requests())
     notary_server.knobs.fail_status = 503
     ticker.value += 50
