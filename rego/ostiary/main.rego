@@ -32,13 +32,39 @@ scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace])
 
 # The applicable entries that can match an image's host: each policy carries its entries indexed
 # by host bucket (policy.by_host, built by the translator), so an image is matched only against
-# the entries of its own host's buckets, never against all of them, and no index is built per query.
-entries_for(ref) := [{"policy": policy.head, "entry": policy.repositories[i]} |
+# the entries of its own host's buckets, never against all of them, and no index of every entry is
+# built per query. For a Pod of few images each applicable policy's index is looked in; for many
+# images, one index per query of which policies have entries in which bucket is built first, so the
+# cost per image does not grow with the number of policies (both give the same entries).
+many_images := 32
+
+entries_for(ref) := entries_in_policies(ref) if {
+	count(input.images) <= many_images
+} else := entries_in_buckets(ref)
+
+entries_in_policies(ref) := [{"policy": policy.head, "entry": policy.repositories[i]} |
 	keys := matching.host_keys(ref.registry)
 	some policy in applicable
 	some key in keys
 	some i in object.get(policy.by_host, key, [])
 ]
+
+entries_in_buckets(ref) := [{"policy": policy.head, "entry": policy.repositories[i]} |
+	some key in matching.host_keys(ref.registry)
+	some id in object.get(policies_by_bucket, key, set())
+	policy := applicable_by_id[id]
+	some i in policy.by_host[key]
+]
+
+applicable_by_id[id] := policy if {
+	some policy in applicable
+	id := sprintf("%s/%v/%s", [policy.kind, policy.namespace, policy.name])
+}
+
+policies_by_bucket[key] contains id if {
+	some id, policy in applicable_by_id
+	some key, _ in policy.by_host
+}
 
 # selected: image id -> the chosen {policy, entry}. A complete rule, so it is computed once
 # per query however often it is looked up.

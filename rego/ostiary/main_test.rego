@@ -426,3 +426,35 @@ test_policy_summary if {
 	c := {"policy": {"kind": "ImagePolicy", "name": "p", "namespace": "n", "mode": "warn"}, "entry": {"name": "x/*", "index": 4}}
 	main.policy_summary(c) == {"kind": "ImagePolicy", "name": "p", "namespace": "n", "repository": "x/*", "index": 4, "mode": "warn"}
 }
+
+# The two ways of finding an image's candidate entries (per policy for few images, through the
+# per-query bucket index for many) offer the same entries for every test image and policy set.
+test_both_entry_lookups_offer_the_same_entries if {
+	every policies in testdata.policies {
+		every img in testdata.images {
+			found_in_policies(img.ref, policies) == found_in_buckets(img.ref, policies)
+		}
+	}
+}
+
+found_in_policies(ref, policies) := {[c.policy.name, c.entry.index] |
+	some c in main.entries_in_policies(ref) with data.ostiary.policies as policies
+		with input as h.request("team-a", [])
+}
+
+found_in_buckets(ref, policies) := {[c.policy.name, c.entry.index] |
+	some c in main.entries_in_buckets(ref) with data.ostiary.policies as policies
+		with input as h.request("team-a", [])
+}
+
+test_a_pod_of_many_images_selects_as_a_pod_of_one if {
+	texts := [t | some t, img in testdata.images; img.ref.valid == true]
+	count(texts) > main.many_images
+	sites := [h.site(i, t) | some i, t in texts]
+	many := main.selected with input as h.request("default", sites) with data.ostiary.policies as testdata.policies.plan
+	every i, t in texts {
+		one := main.selected with input as h.request("default", [h.site(i, t)])
+			with data.ostiary.policies as testdata.policies.plan
+		object.get(many, i, null) == object.get(one, i, null)
+	}
+}
