@@ -98,13 +98,10 @@ lowest_of(cs) := c if {
 	c.key == lowest
 }
 
-# host_bucket: the key under which an entry is indexed by its host pattern, computed by the
-# translator (app/policies/translate.py Pattern.host_bucket): "=" + a literal host; "*" + the
-# labels after the last label holding a `*` for a wildcard host. host_keys below must offer it.
-host_bucket(entry) := entry.pattern.host_bucket
-
 # host_keys: the buckets an image of `host` looks in: its exact host, and every suffix of its
 # labels (including none) for the wildcard entries. At most one more key than the host has labels.
+# Entries are bucketed by the translator (app/policies/translate.py Pattern.host_bucket, stored as
+# entry.pattern.host_bucket and in each policy's by_host).
 host_keys(host) := array.concat([concat("", ["=", host])], [concat("", ["*", concat(".", array.slice(labels, i, n))]) |
 	labels := split(host, ".")
 	n := count(labels)
