@@ -260,7 +260,7 @@ class DecisionLog:
         if self._stream is None:
             return None
         record = build_record(review, answer, outcome, seconds, self._trace)
-        line = jsonio.dumps_text(record, default=str)
+        line = jsonio.dumps(record, default=str).decode()
         if not line.isascii():  # as before: non-ASCII escaped, whatever the stream's encoding
             line = json.dumps(record, separators=(",", ":"), default=str)
         with self._lock:

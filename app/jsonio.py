@@ -16,21 +16,13 @@ from typing import Any
 import orjson
 
 
-def dumps(value: Any) -> bytes:
-    """`value` as compact UTF-8 JSON (as json.dumps with separators=(",", ":"), then encoded)."""
+def dumps(value: Any, default: Any = None) -> bytes:
+    """`value` as compact UTF-8 JSON (as json.dumps with separators=(",", ":"), then encoded);
+    `default` turns what JSON cannot hold into something it can (e.g. str), as json.dumps's does."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=default)
     except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def dumps_text(value: Any, default: Any = None) -> str:
-    """`value` as one line of compact JSON text; `default` turns what JSON cannot hold into
-    something it can (e.g. str), as json.dumps's `default` does."""
-    try:
-        return orjson.dumps(value, default=default).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=default)
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=default).encode()
 
 
 def loads(raw: bytes | str) -> Any:
