@@ -14,6 +14,7 @@ import pytest
 from app.opa.client import OpaClient, OpaError, OpaUndefined
 from app.policies.model import RegoModule
 from app.policies.sync import PolicySync
+from tests.support.http import read_head
 
 ECHO = RegoModule(
     id="test/echo", package="echo", source="package echo\n\nimport rego.v1\n\nanswer := input.n\n", origin="t"
@@ -62,12 +63,9 @@ class Peer:
             threading.Thread(target=self.behave, args=(self, conn, self.connections), daemon=True).start()
 
     def read_request(self, conn) -> bool:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return False
-            data += chunk
+        data = read_head(conn)
+        if data is None:
+            return False
         head, _, rest = data.partition(b"\r\n\r\n")
         length = next(
             (

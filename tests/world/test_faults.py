@@ -38,6 +38,7 @@ from typing import Self
 import pytest
 import requests
 
+from tests.support.http import read_head
 from tests.support.world import free_port
 from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
 
@@ -75,16 +76,6 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
-    @staticmethod
-    def _read_request(tls: ssl.SSLSocket) -> bytes | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = tls.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        return data  # GET requests only: no body
-
     def _serve(self, conn: socket.socket) -> None:
         try:
             conn.settimeout(40)
@@ -94,7 +85,7 @@ class FaultProxy:
             return
         try:
             while True:
-                request = self._read_request(tls)
+                request = read_head(tls)  # GET requests only: no body
                 if request is None:
                     return
                 self.seen += 1
