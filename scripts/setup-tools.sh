@@ -4,7 +4,7 @@
 # Everything is compiled from the Go module proxy into the git-ignored tools folder
 # (default: <repo>/.tools/bin); a binary already there at the pinned version is reused.
 # and regal (the Rego linter, tools/regal pins it).
-# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|helm|refdiff|regal|all]...
+# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|kube-node|crictl|helm|refdiff|regal|all]...
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -90,6 +90,42 @@ GO
   stamp kube-apiserver "$KUBERNETES_VERSION"
 }
 
+build_kube_node() {
+  # The one-node cluster of tests/node (issue 19): kubelet, kube-controller-manager, kube-scheduler,
+  # kube-proxy and kubectl from the same k8s.io/kubernetes module and version as kube-apiserver (its
+  # go.mod, made by build_kube_apiserver, is reused), in one `go build` so they share compilation.
+  local cmds=(kubelet kube-controller-manager kube-scheduler kube-proxy kubectl) c missing=0
+  for c in "${cmds[@]}"; do stamp_ok "$c" "$KUBERNETES_VERSION" || missing=1; done
+  [ "$missing" -eq 0 ] && { echo "kubelet, controller-manager, scheduler, proxy, kubectl $KUBERNETES_VERSION: present"; return; }
+  build_kube_apiserver
+  echo "kubelet, kube-controller-manager, kube-scheduler, kube-proxy, kubectl $KUBERNETES_VERSION: building (about 6 minutes with a warm Go build cache)"
+  local mod="$tools/src/kube-apiserver" minor="${KUBERNETES_VERSION#v1.}" pkgs=()
+  minor="${minor%%.*}"
+  for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  {
+    echo "//go:build tools"
+    echo
+    echo "package tools"
+    echo
+    echo "import ("
+    echo "	_ \"k8s.io/kubernetes/cmd/kube-apiserver\""
+    for p in "${pkgs[@]}"; do echo "	_ \"$p\""; done
+    echo ")"
+  } > "$mod/tools.go"
+  mkdir -p "$tools/src/kube-node-out"
+  (cd "$mod" && go mod tidy && go build -ldflags "-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+      -o "$tools/src/kube-node-out/" "${pkgs[@]}")
+  for c in "${cmds[@]}"; do mv -f "$tools/src/kube-node-out/$c" "$bin/$c"; stamp "$c" "$KUBERNETES_VERSION"; done
+}
+
+build_crictl() {
+  # crictl is not packaged in Debian 12; only for looking into the test node's containerd by hand.
+  stamp_ok crictl "$CRICTL_VERSION" && { echo "crictl $CRICTL_VERSION: present"; return; }
+  echo "crictl $CRICTL_VERSION: building"
+  GOBIN="$bin" go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+  stamp crictl "$CRICTL_VERSION"
+}
+
 build_refdiff() {
   # Built from tools/refdiff (its go.mod pins distribution/reference); the stamp is the version and
   # a hash of the sources, so an edit rebuilds and an unchanged tree costs one sha256sum.
@@ -126,7 +162,9 @@ for t in "${targets[@]}"; do
     kube-apiserver) build_kube_apiserver ;;
     refdiff) build_refdiff ;;
     regal) build_regal ;;
-    all) build_opa; build_etcd; build_kube_apiserver; build_helm; build_refdiff; build_regal ;;
+    kube-node) build_kube_node ;;
+    crictl) build_crictl ;;
+    all) build_opa; build_etcd; build_kube_apiserver; build_kube_node; build_helm; build_refdiff; build_regal ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

@@ -202,10 +202,14 @@ class NotaryWorld:
         trust_service: str = "remote",
         base_dir: str | os.PathLike | None = None,
         keep_dir: bool = False,
+        host: str = "127.0.0.1",
     ) -> None:
         if trust_service not in ("remote", "local"):
             raise ValueError("trust_service must be 'remote' or 'local'")
         self.trust_service = trust_service
+        # The address notary-server and the registry listen on (and their certificate names): loopback
+        # by default; the real node's tests (tests/node) give the test bridge's address so pods reach them.
+        self.host = host
         self._base_dir = base_dir
         self._keep_dir = keep_dir or bool(os.environ.get("OSTIARY_WORLD_KEEP"))
         self._procs: list[_Proc] = []
@@ -288,7 +292,7 @@ class NotaryWorld:
     def _write_pki(self) -> None:
         d = self.dir
         ca = pki.CA.create("Ostiary test world CA")
-        key, cert = ca.issue_server(("localhost",), ("127.0.0.1",))
+        key, cert = ca.issue_server(("localhost",), tuple(dict.fromkeys(("127.0.0.1", self.host))))
         pki.write(d / "ca.crt", pki.cert_pem(ca.cert), 0o644)
         pki.write(d / "server.crt", pki.cert_pem(cert), 0o644)
         pki.write(d / "server.key", pki.private_key_pem(key))
@@ -357,7 +361,7 @@ class NotaryWorld:
             json.dumps(
                 {
                     "server": {
-                        "http_addr": f"127.0.0.1:{server_port}",
+                        "http_addr": f"{self.host}:{server_port}",
                         "tls_key_file": "server.key",
                         "tls_cert_file": "server.crt",
                     },
@@ -373,11 +377,11 @@ class NotaryWorld:
             "version: 0.1\n"
             "log:\n  level: info\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {d / 'registry'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{registry_port}\n  secret: ostiary-world\n"
+            f"http:\n  addr: {self.host}:{registry_port}\n  secret: ostiary-world\n"
             f'  headers:\n    X-Ostiary-World: ["{self._token}"]\n'
         )
-        self.notary_url = f"https://127.0.0.1:{server_port}"
-        self.registry_host = f"127.0.0.1:{registry_port}"
+        self.notary_url = f"https://{self.host}:{server_port}"
+        self.registry_host = f"{self.host}:{registry_port}"
         self.registry_url = f"http://{self.registry_host}"
 
         # The signer first: notary-server's health endpoint says nothing about the signer, and a server
@@ -510,26 +514,42 @@ class NotaryWorld:
         return digest
 
     @staticmethod
-    def _layer(seed: str) -> tuple[bytes, bytes]:
-        """A deterministic one-file layer: (uncompressed tar, gzip) -- same bytes on every run."""
+    def _layer(files: dict[str, tuple[bytes, int]]) -> tuple[bytes, bytes]:
+        """A deterministic layer of `files` (path -> (content, mode)): (uncompressed tar, gzip)."""
         raw = io.BytesIO()
         with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            body = f"ostiary test image, seed={seed}\n".encode()
-            info = tarfile.TarInfo("etc/ostiary-seed")
-            info.size, info.mtime, info.mode, info.uid, info.gid = len(body), 0, 0o644, 0, 0
-            info.uname = info.gname = ""
-            tar.addfile(info, io.BytesIO(body))
+            for path, (body, mode) in sorted(files.items()):
+                info = tarfile.TarInfo(path)
+                info.size, info.mtime, info.mode, info.uid, info.gid = len(body), 0, mode, 0, 0
+                info.uname = info.gname = ""
+                tar.addfile(info, io.BytesIO(body))
         tar_bytes = raw.getvalue()
         return tar_bytes, gzip.compress(tar_bytes, compresslevel=6, mtime=0)
 
     def push(self, repo: str, tag: str, *, seed: str) -> PushedImage:
         """Push a tiny deterministic schema2 image; the same (seed) gives the same digest every run."""
-        tar_bytes, layer = self._layer(seed)
+        body = f"ostiary test image, seed={seed}\n".encode()
+        return self.push_files(
+            repo, tag, {"etc/ostiary-seed": (body, 0o644)}, cmd=["/bin/true"], labels={"io.ostiary.seed": seed}
+        )
+
+    def push_files(
+        self,
+        repo: str,
+        tag: str,
+        files: dict[str, tuple[bytes, int]],
+        *,
+        cmd: list[str],
+        labels: dict[str, str] | None = None,
+    ) -> PushedImage:
+        """Push a one-layer schema2 image of `files` (a runnable one when `cmd` is among them, e.g.
+        the static pause binary the real node's tests run); deterministic for the same input."""
+        tar_bytes, layer = self._layer(files)
         config = canonical_json(
             {
                 "architecture": "amd64",
                 "os": "linux",
-                "config": {"Cmd": ["/bin/true"], "Labels": {"io.ostiary.seed": seed}},
+                "config": {"Cmd": cmd, "Labels": labels or {}},
                 "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes).hexdigest()]},
                 "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "ostiary test world"}],
             }
