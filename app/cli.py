@@ -74,7 +74,9 @@ def main(log_level: str) -> None:
     help="Bearer token for --opa-url (OPA run with --authentication=token); the OPA Ostiary starts gets a random one.",
 )
 @click.option(
-    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers."
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Extra CA bundle for Notary servers, registries and signature stores.",
 )
 @click.option("--kube", is_flag=True, help="Read policies, secrets and owners from the Kubernetes API.")
 @click.option(
@@ -112,6 +114,14 @@ def main(log_level: str) -> None:
     "for entries without their own rootSecrets.",
 )
 @click.option(
+    "--registry-endpoint",
+    "registry_endpoints",
+    multiple=True,
+    metavar="HOST=URL",
+    help="Read the manifests of images from registry HOST at URL (a mirror, or a local registry); "
+    "for the signature verifiers (docs/signatures.md). Repeatable.",
+)
+@click.option(
     "--decision-log",
     "decision_log",
     default="-",
@@ -136,6 +146,7 @@ def serve(
     threads: int,
     state_dir: str | None,
     root_pins: str | None,
+    registry_endpoints: tuple[str, ...],
     decision_log: str,
 ) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
@@ -178,6 +189,7 @@ def serve(
         kubeconfig=kubeconfig,
         state_dir=_serve_state_dir(state_dir, kube),
         root_pins=_serve_root_pins(root_pins),
+        registry_endpoints=_serve_registry_endpoints(registry_endpoints),
         decision_log=decision_log,
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
@@ -198,6 +210,15 @@ def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
     except StateError as exc:
         raise click.UsageError(f"--state-dir: {exc}") from None
     return chosen
+
+
+def _serve_registry_endpoints(items: tuple[str, ...]) -> dict[str, str]:
+    from app.signatures.registry import parse_endpoints
+
+    try:
+        return parse_endpoints(items)
+    except ValueError as exc:
+        raise click.UsageError(f"--registry-endpoint: {exc}") from None
 
 
 def _serve_root_pins(path: str | None) -> str | None:
@@ -475,7 +496,9 @@ def _offline_trust(trust_data: tuple[str, ...], at: str | None, ca_file: str | N
 )
 @click.option("--at", "at", help="Verify trust data as of this time (RFC 3339), e.g. when it was captured.")
 @click.option(
-    "--ca-file", type=click.Path(exists=True, dir_okay=False), help="Extra CA bundle for Notary servers."
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Extra CA bundle for Notary servers, registries and signature stores.",
 )
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
 def apply_cmd(

@@ -44,6 +44,24 @@ class TrustStatsCollector(Collector):
                 yield CounterMetricFamily(f"ostiary_trust_{name}", f"Trust service: {name}.", value=value)
 
 
+class SignatureStatsCollector(Collector):
+    """Exports the signature service's requirements gathered, by format and outcome, at scrape time."""
+
+    def __init__(self, stats: Callable[[], dict[tuple[str, str], int]]):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "ostiary_signature_requirements",
+            "Signature requirements gathered (beyond Notary v1), by format (simple) and outcome "
+            "(verified: the signatures could be looked for; not_verified: a read or the keys failed).",
+            labels=["format", "outcome"],
+        )
+        for (fmt, outcome), value in sorted(self.stats().items()):
+            family.add_metric([fmt, outcome], value)
+        yield family
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -94,6 +112,9 @@ class Metrics:
 
     def watch_trust(self, stats: Callable[[], dict[str, int]]) -> None:
         self.registry.register(TrustStatsCollector(stats))
+
+    def watch_signatures(self, stats: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.registry.register(SignatureStatsCollector(stats))
 
     def record(self, allowed: bool, error: bool, images: list[dict], seconds: float) -> None:
         self.admissions.labels("allowed" if allowed else "denied", "true" if error else "false").inc()

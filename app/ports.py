@@ -7,6 +7,7 @@ composition root, picks the implementation for each mode:
 |-----------------|--------------------------------------|--------------------------------------|----------------------------|
 | ObjectStore     | app.policies.directory.DirectoryStore | app.kube.store.KubeObjectStore       | DirectoryStore             |
 | TrustGatherer   | app.notary.service.TrustService       | TrustService                         | TrustService (live/replay) |
+| SignatureGatherer | app.signatures.service.SignatureService | SignatureService                  | none yet                   |
 | OwnerVerifier   | none                                  | app.kube.owners.OwnerVerifier        | none                       |
 | PolicyQuery     | app.opa.client.OpaClient              | OpaClient                            | OpaClient                  |
 | PolicySink      | app.policies.sync.PolicySync          | PolicySync (fed by the cluster source) | PolicySync               |
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from app.notary.service import TrustRequest
 from app.policies.model import RegoModule
+from app.signatures.port import SignatureRequest
 
 
 class ObjectStore(Protocol):
@@ -33,6 +35,13 @@ class TrustGatherer(Protocol):
     """Verified trust facts (docs/rego-input.md), one document per request, in order."""
 
     def gather(self, requests: Sequence[TrustRequest], deadline: float) -> list[dict]: ...
+
+
+class SignatureGatherer(Protocol):
+    """Verified signature facts beyond Notary v1 (docs/rego-input.md, `images[i].signatures`), one
+    document per request (one signature requirement of one image), in order."""
+
+    def gather(self, requests: Sequence[SignatureRequest], deadline: float) -> list[dict]: ...
 
 
 class OwnerVerifier(Protocol):

@@ -28,6 +28,7 @@ from app.admission.review import Reviewer
 from app.kube.records import KubeRecordStore
 from app.kube.runtime import KubeRuntime
 from app.metrics import Metrics
+from app.notary.client import NotaryClient
 from app.notary.pins import load_default_root_pins
 from app.notary.service import TrustService
 from app.notary.state import FileRecordStore, RecordStore
@@ -44,6 +45,9 @@ from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet,
 from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
 from app.ports import ObjectStore
+from app.signatures.registry import RegistryReader
+from app.signatures.service import SignatureService
+from app.signatures.simple import SimpleVerifier
 
 log = logging.getLogger("ostiary")
 
@@ -66,6 +70,8 @@ class ServeConfig:
         None  # durable trust-on-first-use records (app/notary/state.py); None: memory only
     )
     root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
+    # registry host -> base URL for manifest reads of the signature verifiers (serve --registry-endpoint)
+    registry_endpoints: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
@@ -122,6 +128,8 @@ class Runtime:
         self.store: ObjectStore = self.kube.store if self.kube is not None else DirectoryStore(PolicySet())
         self.trust = self._trust_service()
         self.metrics.watch_trust(self.trust.stats)
+        self.signatures = self._signature_service()
+        self.metrics.watch_signatures(self.signatures.stats)
         self.reviewer = Reviewer(
             self.opa,
             self.store,
@@ -130,6 +138,7 @@ class Runtime:
             system_namespace=config.system_namespace,
             budget=config.budget,
             plans=PlanCache(lambda: self.sync.generation),
+            signatures=self.signatures,
         )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
 
@@ -164,6 +173,12 @@ class Runtime:
             records=records,
             default_pins=default_pins,
         )
+
+    def _signature_service(self) -> SignatureService:
+        reader = RegistryReader(
+            NotaryClient(ca_file=self.config.ca_file), endpoints=self.config.registry_endpoints
+        )
+        return SignatureService([SimpleVerifier(reader)])
 
     def _custom_modules(self) -> list[RegoModule]:
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []
@@ -295,5 +310,6 @@ class Runtime:
         if self.local_opa is not None:
             self.local_opa.stop()
         self.trust.close()
+        self.signatures.close()
 
     close = stop  # atexit and older callers

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything Ostiary needs on a fresh Debian 12 machine, idempotently:
-#   Debian packages (notary, docker-registry) for the trust tests,
+#   Debian packages (notary, docker-registry; skopeo, gnupg for simple signing) for the trust tests,
 #   a virtualenv .venv with Ostiary and its test dependencies,
 #   the pinned tools built from the Go module proxy into .tools/bin (opa, etcd, kube-apiserver, helm).
 # Re-running it reuses what is already there.
@@ -9,7 +9,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 need_debs=()
-for pair in notary-server:notary notary:notary docker-registry:docker-registry; do
+for pair in notary-server:notary notary:notary docker-registry:docker-registry skopeo:skopeo gpg:gnupg; do
   bin="${pair%%:*}"; pkg="${pair##*:}"
   command -v "$bin" >/dev/null 2>&1 || need_debs+=("$pkg")
 done

@@ -28,8 +28,9 @@ from app.notary.pins import RootPin, root_pin
 from app.notary.servers import DEFAULT_TRUST_SERVERS
 from app.notary.service import Signer, TrustRequest
 from app.opa.client import OpaError
-from app.ports import ObjectStore, OwnerVerifier, PolicyQuery, TrustGatherer
+from app.ports import ObjectStore, OwnerVerifier, PolicyQuery, SignatureGatherer, TrustGatherer
 from app.registry.credentials import credentials_for, secret_value
+from app.signatures.port import SignatureRequest
 
 log = logging.getLogger("ostiary.admission")
 
@@ -156,6 +157,13 @@ def trust_requirement(planned_image: dict | None) -> dict | None:
     return trust if trust.get("enabled") is True and isinstance(trust.get("server"), str) else None
 
 
+def signature_requirements(planned_image: dict | None) -> list[dict]:
+    """The signature requirements of one planned image that Ostiary's verifiers check (signedBy;
+    the others decide without facts): the one test of which signature facts are gathered."""
+    requirements = ((planned_image or {}).get("requirements") or {}).get("signatures") or []
+    return [r for r in requirements if isinstance(r, dict) and r.get("type") == "signedBy"]
+
+
 def decision_answered(path: str, result: Any) -> Any:
     """The decision a query answered with: the decision query's result, or the decision the plan
     query brings when no image needs trust facts; None when the query decided nothing."""
@@ -179,6 +187,7 @@ class Reviewer:
         trust_share: float = 0.75,
         clock: Callable[[], float] = time.monotonic,
         plans: PlanCache | None = None,
+        signatures: SignatureGatherer | None = None,
     ):
         self.opa = opa
         self.store = store
@@ -189,6 +198,7 @@ class Reviewer:
         self.trust_share = trust_share
         self.clock = clock
         self.plans = plans  # None: every admission asks OPA for its plan
+        self.signatures = signatures  # None: images with signature requirements are denied (no facts)
 
     # ---- entry point ---------------------------------------------------------------------
 
@@ -360,9 +370,75 @@ class Reviewer:
                 secrets.append(secret)
         return secrets
 
+    def _key_material(self, ref: dict | None, what: str, key: str) -> tuple[str, bytes | None, str | None]:
+        """("namespace/name", the Secret's `key` value, why it is unusable) of a key Secret."""
+        ref = ref or {}
+        name, ns = ref.get("name"), ref.get("namespace")
+        where = f"{ns}/{name}"
+        if not isinstance(name, str) or not isinstance(ns, str):
+            return where, None, f"{what} is not named"
+        secret = self.store.get_secret(ns, name)
+        if secret is None:
+            return where, None, f"{what} {name} not found in namespace {ns}"
+        value = secret_value(secret, key)
+        if not value:
+            return where, None, f"{what} {where} has no `{key}`"
+        return where, value.encode(), None
+
+    def _signature_request(self, ref: Any, requirement: dict, credentials: tuple) -> SignatureRequest:
+        where, material, error = self._key_material(requirement.get("key_secret"), "key secret", "key")
+        store_credentials: tuple[tuple[str, str], ...] = ()
+        store = requirement.get("store") or {}
+        store_errors: list[str] = []
+        if isinstance(store, dict) and store.get("secret") is not None:
+            secret_ref = store["secret"]
+            secret = self.store.get_secret(str(secret_ref.get("namespace")), str(secret_ref.get("name")))
+            username = secret_value(secret, "username") if secret else None
+            password = secret_value(secret, "password") if secret else None
+            if not username or not password:
+                store_errors.append(
+                    f"store secret {secret_ref.get('namespace')}/{secret_ref.get('name')} is missing or "
+                    "lacks `username` and `password`"
+                )
+            else:
+                store_credentials = ((username, password),)
+        return SignatureRequest(
+            image=ref,
+            requirement=requirement,
+            keys=((where, material),) if material is not None else (),
+            key_errors=tuple(([error] if error else []) + store_errors),
+            credentials=credentials,
+            store_credentials=store_credentials,
+        )
+
+    def _gather_signatures(
+        self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float
+    ) -> None:
+        wanted = [
+            (image, requirements)
+            for item, image in zip(planned, opa_input["images"], strict=False)
+            if (requirements := signature_requirements(item))
+        ]
+        if not wanted or self.signatures is None:
+            return  # the Rego denies: signature facts unavailable
+        pull_secrets = self._pull_secrets(obj, kind, namespace)
+        requests, owners = [], []
+        for image, requirements in wanted:
+            ref = parse_image(image["image"])
+            credentials = tuple(credentials_for(ref.registry, pull_secrets))
+            for requirement in requirements:
+                requests.append(self._signature_request(ref, requirement, credentials))
+                owners.append(image)
+        facts_list = self.signatures.gather(requests, deadline)
+        if not isinstance(facts_list, list) or len(facts_list) != len(requests):
+            raise RuntimeError("the signature service did not return facts for every requirement")
+        for image, facts in zip(owners, facts_list, strict=True):
+            image.setdefault("signatures", []).append(facts)
+
     def _gather(
         self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float
     ) -> None:
+        self._gather_signatures(opa_input, planned, obj, kind, namespace, deadline)
         wanted = []
         for item, image in zip(planned, opa_input["images"], strict=False):
             trust = trust_requirement(item)

@@ -253,6 +253,25 @@ class NotaryClient:
             while len(self._hints) > self._hints_max:
                 self._hints.popitem(last=False)
 
+    def get(
+        self,
+        url: str,
+        *,
+        what: str,
+        who: str,
+        deadline: float,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> HttpAnswer:
+        """One bounded GET (size, deadline, no redirects, no environment credentials), for the other
+        verifiers' registry and signature-store reads (app/signatures/registry.py). Failures raise
+        FetchError subclasses whose role is `what`."""
+        return self._get(
+            url, role=what, who=who, deadline=deadline, headers=headers, params=params, auth=auth, limit=limit
+        )
+
     # -- bounded GET ---------------------------------------------------------------------------------
 
     def _get(

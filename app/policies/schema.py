@@ -50,6 +50,72 @@ _TRUST_SCHEMA = {
     },
 }
 
+_NAME = {"type": "string", "minLength": 1, "maxLength": 253}
+_SIGNED_IDENTITY_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "type": {
+            "enum": [
+                "",
+                "matchRepoDigestOrExact",
+                "matchExact",
+                "matchRepository",
+                "matchExactReference",
+                "matchExactRepository",
+                "remapIdentity",
+            ]
+        },
+        "dockerReference": {"type": "string", "minLength": 1, "maxLength": 512},
+        "dockerRepository": {"type": "string", "minLength": 1, "maxLength": 512},
+        "prefix": {"type": "string", "minLength": 1, "maxLength": 512},
+        "signedPrefix": {"type": "string", "minLength": 1, "maxLength": 512},
+    },
+    "allOf": [
+        {
+            "if": {"properties": {"type": {"const": "matchExactReference"}}, "required": ["type"]},
+            "then": {"required": ["dockerReference"]},
+        },
+        {
+            "if": {"properties": {"type": {"const": "matchExactRepository"}}, "required": ["type"]},
+            "then": {"required": ["dockerRepository"]},
+        },
+        {
+            "if": {"properties": {"type": {"const": "remapIdentity"}}, "required": ["type"]},
+            "then": {"required": ["prefix", "signedPrefix"]},
+        },
+    ],
+}
+# Portieris' `simple` policy (Red Hat simple signing), accepted as Portieris documents write it
+# (docs/signatures.md). Every requirement must pass.
+_SIMPLE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["requirements"],
+    "properties": {
+        "requirements": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 16,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["type"],
+                "properties": {
+                    "type": {"enum": ["signedBy", "insecureAcceptAnything", "reject"]},
+                    "keySecret": _NAME,
+                    "keySecretNamespace": {"type": "string", "minLength": 1, "maxLength": 63},
+                    "signedIdentity": _SIGNED_IDENTITY_SCHEMA,
+                },
+                "if": {"properties": {"type": {"const": "signedBy"}}},
+                "then": {"required": ["keySecret"]},
+            },
+        },
+        "storeURL": {"type": "string", "pattern": r"^https?://[^\s/?#]+(/[^\s?#]*)?$", "maxLength": 1024},
+        "storeSecret": _NAME,
+    },
+}
+
 POLICY_SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -69,9 +135,9 @@ POLICY_SPEC_SCHEMA: dict[str, Any] = {
                         "properties": {
                             "trust": _TRUST_SCHEMA,
                             "mutateImage": {"type": "boolean"},
+                            "simple": _SIMPLE_SCHEMA,
                             # Accepted for compatibility with Portieris documents; the Rego
                             # library denies images under them (fail closed) until implemented.
-                            "simple": {"type": "object"},
                             "va": {"type": "object"},
                             "vulnerability": {"type": "object"},
                         },

@@ -25,9 +25,17 @@ import json
 import re
 from dataclasses import dataclass
 
-from app.images import DEFAULT_REGISTRY, OFFICIAL_PREFIX, is_host_component, normalize_host
+from app.images import (
+    DEFAULT_REGISTRY,
+    OFFICIAL_PREFIX,
+    InvalidImageReference,
+    is_host_component,
+    normalize_host,
+    parse_image,
+)
 from app.notary.servers import normalize_trust_server
 from app.policies.model import PolicyError, PolicyResource, RegoModule
+from app.signatures.facts import identity_ref
 
 _REGEX_META = set("\\.+*?()|[]{}^$")
 
@@ -140,6 +148,57 @@ def _with_normal_server(policy: dict) -> dict:
     return {**policy, "trust": {**trust, "trustServer": normal}}
 
 
+def _identity_name(text: str, what: str) -> str:
+    """A signedIdentity repository or prefix as images name theirs (host folded, Docker Hub
+    expanded); raises ValueError when it is not one."""
+    ref = parse_image(text)
+    last = text.rsplit("/", 1)[-1]
+    if ref.digest is not None or ":" in last and "/" in text:
+        raise ValueError(f"{what} {text!r} must name a repository, without tag or digest")
+    return ref.name
+
+
+def simple_identity(identity: dict | None) -> dict:
+    """A Portieris `signedIdentity` in the form the Rego compares (signatures.rego identity_ok):
+    the type spelled out (default matchRepoDigestOrExact) and every reference parsed as images are.
+    Raises ValueError naming the field that is not a reference."""
+    identity = dict(identity or {})
+    kind = identity.get("type") or "matchRepoDigestOrExact"
+    out: dict = {"type": kind}
+    if kind == "matchExactReference":
+        text = identity["dockerReference"]
+        ref = identity_ref(text)
+        if ref is None or ref["tag"] is None or ref["digest"] is not None:
+            raise ValueError(f"dockerReference {text!r} must be a reference with a tag")
+        out.update(dockerReference=text, reference=ref)
+    elif kind == "matchExactRepository":
+        out.update(
+            dockerRepository=identity["dockerRepository"],
+            repository=_identity_name(identity["dockerRepository"], "dockerRepository"),
+        )
+    elif kind == "remapIdentity":
+        out.update(prefix=identity["prefix"].rstrip("/"), signedPrefix=identity["signedPrefix"].rstrip("/"))
+    return out
+
+
+def _with_simple(policy: dict) -> dict:
+    """The entry's policy with each `simple` requirement's signedIdentity as simple_identity gives it."""
+    simple = policy.get("simple")
+    if not isinstance(simple, dict) or not isinstance(simple.get("requirements"), list):
+        return policy
+    requirements = []
+    for index, requirement in enumerate(simple["requirements"]):
+        if not isinstance(requirement, dict) or requirement.get("type") != "signedBy":
+            requirements.append(requirement)
+            continue
+        try:
+            identity = simple_identity(requirement.get("signedIdentity"))
+        except (ValueError, InvalidImageReference) as exc:
+            raise ValueError(f"simple.requirements[{index}].signedIdentity: {exc}") from None
+        requirements.append({**requirement, "signedIdentity": identity})
+    return {**policy, "simple": {**simple, "requirements": requirements}}
+
+
 def policy_data(resource: PolicyResource) -> dict:
     """The JSON document the Rego library reads for one policy resource."""
     repositories = []
@@ -149,6 +208,10 @@ def policy_data(resource: PolicyResource) -> dict:
         except ValueError as exc:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].name", str(exc)) from None
         policy = _with_normal_server(entry.get("policy") or {})
+        try:
+            policy = _with_simple(policy)
+        except ValueError as exc:
+            raise PolicyError(resource.origin, f"spec.repositories[{index}].policy", str(exc)) from None
         repositories.append(
             {
                 "index": index,

@@ -9,6 +9,7 @@ package ostiary.main
 import rego.v1
 
 import data.ostiary.matching
+import data.ostiary.signatures
 import data.ostiary.trust
 
 # Portieris: if the namespace has any ImagePolicy, only those apply; else ClusterImagePolicies.
@@ -115,6 +116,8 @@ image_requirements(c, ref) := {
 			some s in object.get(c.entry.policy, ["trust", "rootSecrets"], [])
 		],
 	},
+	# Signature requirements beyond Notary v1 (rego/ostiary/signatures.rego), in policy order.
+	"signatures": signatures.requirements(c, system_namespace, input.request.namespace),
 	"mutate": object.get(c.entry.policy, "mutateImage", true) != false,
 }
 
@@ -132,6 +135,12 @@ policy_summary(c) := {
 needs_trust_facts if {
 	some r in requirements
 	r.trust.enabled == true
+}
+
+needs_trust_facts if {
+	some r in requirements
+	some req in r.signatures
+	signatures.needs_facts(req)
 }
 
 plan_images := {"images": [image_plan(img) | some img in input.images]}
@@ -165,7 +174,7 @@ images_by_id := {img.id: img | some img in input.images}
 # cost of a decision grows linearly with the number of images.
 violations := {img.id: image_violations(img) | some img in input.images}
 
-image_violations(img) := ((unparsable(img) | unmatched(img)) | unsupported(img)) | trust_violations(img)
+image_violations(img) := (((unparsable(img) | unmatched(img)) | unsupported(img)) | trust_violations(img)) | signature_violations(img)
 
 unparsable(img) := {invalid_message(img.ref) | img.ref.valid != true}
 
@@ -177,7 +186,7 @@ unmatched(img) := {msg |
 
 unsupported(img) := {msg |
 	c := selected[img.id]
-	some kind in ["simple", "va", "vulnerability"]
+	some kind in ["va", "vulnerability"]
 	c.entry.policy[kind]
 	msg := sprintf("policy.%s of %s %s is not supported by Ostiary; denied rather than unchecked", [kind, c.policy.kind, c.policy.name])
 }
@@ -186,6 +195,21 @@ trust_violations(img) := trust.violations(img, req) if {
 	req := requirements[img.id].trust
 	req.enabled == true
 } else := set()
+
+# Signature requirements: each must hold; with trust enabled too, both must prove the same digest.
+signature_violations(img) := signatures.violations(img, reqs) | other_format_digest(img, reqs) if {
+	reqs := requirements[img.id].signatures
+	count(reqs) > 0
+} else := set()
+
+other_format_digest(img, reqs) := {msg |
+	treq := requirements[img.id].trust
+	treq.enabled == true
+	notary := trust.pinned_digest(img, treq)
+	signed := signatures.pinned_digest(img, reqs)
+	notary != signed
+	msg := sprintf("Notary trust data signs %s but the signature requirements prove %s; both must sign the same digest; denied", [notary, signed])
+}
 
 invalid_message(ref) := ref.error if {
 	is_string(ref.error)
@@ -218,6 +242,10 @@ pin(img) := d if {
 	requirements[img.id].trust.enabled
 	count([m | some m in violations[img.id]]) == 0
 	d := trust.pinned_digest(img, requirements[img.id].trust)
+} else := d if {
+	count(object.get(requirements, [img.id, "signatures"], [])) > 0
+	count([m | some m in violations[img.id]]) == 0
+	d := signatures.pinned_digest(img, requirements[img.id].signatures)
 } else := null
 
 image_decision(img) := {

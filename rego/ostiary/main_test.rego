@@ -151,6 +151,7 @@ test_plan_default_trust_server_for_docker_hub if {
 	p := plan_of("default", "nginx")
 	p.requirements == {
 		"trust": {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": [], "root_secrets": []},
+		"signatures": [],
 		"mutate": true,
 	}
 	p.policy == {
@@ -265,10 +266,10 @@ test_the_plan_brings_the_decision_only_when_no_trust_facts_are_needed if {
 
 # ---- unsupported verifiers ----
 
-test_simple_policy_is_denied_as_unsupported if {
+test_simple_policy_without_signature_facts_is_denied if {
 	d := h.first(h.pod(["registry.example.com/simple/app:1.0"]), testdata.policies.plan)
 	d.allowed == false
-	d.reasons == ["policy.simple of ClusterImagePolicy plan is not supported by Ostiary; denied rather than unchecked"]
+	d.reasons == ["simple signing requirement 0: signature facts unavailable (not gathered for this image); denied"]
 }
 
 test_va_policy_is_denied_as_unsupported if {
@@ -321,7 +322,7 @@ test_warn_mode_turns_violations_into_warnings if {
 test_warn_mode_covers_unsupported_verifiers if {
 	d := h.first(h.pod(["registry.example.com/simple/app:1.0"]), testdata.policies.warn)
 	d.allowed == true
-	d.warnings == ["warn mode: policy.simple of ClusterImagePolicy warn is not supported by Ostiary; denied rather than unchecked"]
+	d.warnings == ["warn mode: simple signing requirement 0 is `reject`: no image may run under it"]
 }
 
 test_warn_mode_without_violations_has_no_warnings if {

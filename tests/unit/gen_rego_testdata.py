@@ -156,7 +156,7 @@ spec:
     - name: "registry.example.com/nomutate/*"
       policy: {mutateImage: false}
     - name: "registry.example.com/simple/*"
-      policy: {simple: {requirements: [{type: signedBy}]}}
+      policy: {simple: {requirements: [{type: signedBy, keySecret: simple-key}], storeURL: "https://sigstore.example.com"}}
     - name: "registry.example.com/va/*"
       policy: {va: {enabled: true}}
     - name: "registry.example.com/open/*"
@@ -192,7 +192,7 @@ spec:
     - name: "registry.example.com/*"
       policy: {trust: {enabled: true, trustServer: "https://notary.example.com"}}
     - name: "registry.example.com/simple/*"
-      policy: {simple: {}}
+      policy: {simple: {requirements: [{type: reject}]}}
     - name: "registry.example.com/open/*"
 """,
     "warn_namespace": """

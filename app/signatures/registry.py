@@ -1,0 +1,236 @@
+"""Reads for the signature verifiers: manifests from a registry (v2 API, Bearer tokens from pull-secret
+credentials as for Notary) and files from a signature store (simple signing's lookaside).
+
+Every read is one bounded GET (app.notary.client.NotaryClient.get: size limit, deadline, no
+redirects, no environment credentials). The digest of a manifest is always computed here from the
+bytes received, never taken from a header.
+
+`endpoints` maps a registry host as images name it to the base URL Ostiary connects to (`serve
+--registry-endpoint HOST=URL`): a mirror, or a test registry on loopback. Without an entry the
+registry is asked at `https://HOST` (Docker Hub at `https://registry-1.docker.io`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from app.images import ImageRef
+from app.notary.client import NotaryClient
+from app.notary.errors import TrustError
+from app.registry.token import HttpAnswer, TokenError, TokenProvider, parse_bearer_challenge
+
+MAX_MANIFEST_BYTES = 4 << 20
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+DOCKER_HUB_API = "https://registry-1.docker.io"
+
+
+class ReadError(Exception):
+    """A read failed; the message names what, where and why (it ends up in a denial)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    digest: str  # sha256 of the bytes received
+    media_type: str
+    body: bytes
+
+
+def parse_endpoints(items: Sequence[str]) -> dict[str, str]:
+    """`HOST=URL` items (serve --registry-endpoint) as a map; raises ValueError naming a bad item."""
+    endpoints: dict[str, str] = {}
+    for item in items:
+        host, sep, url = item.partition("=")
+        host, url = host.strip().lower(), url.strip().rstrip("/")
+        if (
+            not sep
+            or not host
+            or not url.startswith(("https://", "http://"))
+            or any(c.isspace() for c in url)
+        ):
+            raise ValueError(f"registry endpoint {item!r} is not HOST=https://URL")
+        endpoints[host] = url
+    return endpoints
+
+
+class RegistryReader:
+    """Thread-safe; one per process, shared by the verifiers."""
+
+    def __init__(
+        self,
+        http: NotaryClient | None = None,
+        *,
+        endpoints: Mapping[str, str] | None = None,
+        tokens: TokenProvider | None = None,
+    ):
+        self.http = http or NotaryClient()
+        self.endpoints = dict(endpoints or {})
+        self.tokens = tokens or self.http.tokens
+
+    def base_url(self, registry: str) -> str:
+        if registry in self.endpoints:
+            return self.endpoints[registry]
+        if registry == "docker.io":
+            return DOCKER_HUB_API
+        return f"https://{registry}"
+
+    def manifest(
+        self, image: ImageRef, reference: str, deadline: float, credentials: Sequence[tuple[str, str]] = ()
+    ) -> Manifest | None:
+        """The manifest of `image` at `reference` (a tag or digest), or None when the registry has
+        none (404). A digest reference must hash to itself."""
+        url = f"{self.base_url(image.registry)}/v2/{image.repository}/manifests/{reference}"
+        answer = self._registry_get(url, image, deadline, credentials, limit=MAX_MANIFEST_BYTES)
+        if answer.status == 404:
+            return None
+        if answer.status != 200:
+            raise ReadError(
+                f"registry {image.registry} answered HTTP {answer.status} for manifest {image.name}:{reference}"
+            )
+        digest = "sha256:" + hashlib.sha256(answer.body).hexdigest()
+        if reference.startswith("sha256:") and digest != reference.lower():
+            raise ReadError(
+                f"registry {image.registry} served manifest bytes for {reference} that hash to {digest}"
+            )
+        media_type = (answer.headers.get("Content-Type") or "").split(";", 1)[0].strip()
+        return Manifest(digest, media_type, answer.body)
+
+    def blob(
+        self,
+        image: ImageRef,
+        digest: str,
+        deadline: float,
+        credentials: Sequence[tuple[str, str]] = (),
+        limit: int = 1 << 20,
+    ) -> bytes:
+        """The blob `digest` of `image`'s repository, hash checked."""
+        url = f"{self.base_url(image.registry)}/v2/{image.repository}/blobs/{digest}"
+        answer = self._registry_get(url, image, deadline, credentials, limit=limit)
+        if answer.status != 200:
+            raise ReadError(
+                f"registry {image.registry} answered HTTP {answer.status} for blob {digest} of {image.name}"
+            )
+        if "sha256:" + hashlib.sha256(answer.body).hexdigest() != digest:
+            raise ReadError(
+                f"registry {image.registry} served bytes for blob {digest} that hash to something else"
+            )
+        return answer.body
+
+    def store_get(
+        self, url: str, deadline: float, credentials: Sequence[tuple[str, str]] = (), limit: int = 64 * 1024
+    ) -> HttpAnswer:
+        """GET a signature-store file; credentials (storeSecret) are only sent over https."""
+        auth = credentials[0] if credentials and url.startswith("https://") else None
+        return self._get(
+            url,
+            what="signature",
+            who=f"signature store {url.split('/')[2]}",
+            deadline=deadline,
+            auth=auth,
+            limit=limit,
+        )
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    def _get(
+        self,
+        url: str,
+        *,
+        what: str,
+        who: str,
+        deadline: float,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        limit: int | None = None,
+    ) -> HttpAnswer:
+        try:
+            return self.http.get(
+                url,
+                what=what,
+                who=who,
+                deadline=deadline,
+                headers=headers,
+                params=params,
+                auth=auth,
+                limit=limit,
+            )
+        except TrustError as error:
+            raise ReadError(error.reason) from None
+
+    def _registry_get(
+        self,
+        url: str,
+        image: ImageRef,
+        deadline: float,
+        credentials: Sequence[tuple[str, str]],
+        *,
+        limit: int,
+    ) -> HttpAnswer:
+        who = f"registry {image.registry}"
+        headers = {"Accept": MANIFEST_ACCEPT}
+        answer = self._get(url, what="manifest", who=who, deadline=deadline, headers=headers, limit=limit)
+        if answer.status != 401:
+            return answer
+        challenge = parse_bearer_challenge(answer.headers.get("WWW-Authenticate"))
+        if challenge is None:
+            if credentials and url.startswith("https://"):  # Basic authentication
+                for basic in dict.fromkeys(credentials):
+                    answer = self._get(
+                        url,
+                        what="manifest",
+                        who=who,
+                        deadline=deadline,
+                        headers=headers,
+                        auth=basic,
+                        limit=limit,
+                    )
+                    if answer.status != 401:
+                        return answer
+            raise ReadError(f"{who} refused access to {image.name} (HTTP 401)")
+        notes: list[str] = []
+        attempts: list[tuple[str, str] | None] = (
+            list(dict.fromkeys(credentials)) if challenge.realm_is_https else []
+        )
+        attempts.append(None)
+
+        def token_get(
+            url: str, *, params: Mapping[str, str], auth: tuple[str, str] | None, deadline: float, limit: int
+        ) -> HttpAnswer:
+            return self._get(
+                url,
+                what="token",
+                who=f"token service {challenge.realm}",
+                deadline=deadline,
+                params=params,
+                auth=auth,
+                limit=limit,
+            )
+
+        for credential in attempts:
+            try:
+                token = self.tokens.token(token_get, challenge, credential, deadline)
+            except TokenError as error:
+                notes.append(error.reason)
+                continue
+            answer = self._get(
+                url,
+                what="manifest",
+                who=who,
+                deadline=deadline,
+                headers={**headers, "Authorization": f"Bearer {token}"},
+                limit=limit,
+            )
+            if answer.status != 401:
+                return answer
+            self.tokens.forget(challenge, credential[0] if credential else None)
+            notes.append("a token was refused")
+        raise ReadError(f"{who} refused access to {image.name} (HTTP 401): {'; '.join(notes) or 'no token'}")

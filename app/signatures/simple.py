@@ -1,0 +1,165 @@
+"""Red Hat simple signing (Portieris' `simple` policy): one requirement (`signedBy`) of one image.
+
+What is checked here, in Python (the facts then say what each signature proves; the Rego library
+decides keys, digest and identity, rego/ostiary/signatures.rego):
+
+1. The requirement's key Secrets hold OpenPGP public keys in the accepted profile (openpgp.py).
+2. The manifest digest the reference resolves to: for a tag, the sha256 of the manifest bytes the
+   registry serves now; for a digest reference, the digest itself.
+3. The lookaside store (`storeURL`): `<storeURL>/<repository path>@sha256=<hex>/signature-N` for
+   N = 1, 2, … until the first 404, at most MAX_SIGNATURES of at most MAX_SIGNATURE_BYTES each.
+   Any other answer than 200 or 404 fails the requirement (fail closed: a store that errors could
+   be hiding the signature that counts, or serving one it should not).
+4. Each signature: an OpenPGP signed message verifying with one of the keys, whose literal data is
+   the JSON `{"critical": {"identity": {"docker-reference"}, "image": {"docker-manifest-digest"},
+   "type": "atomic container signature"}, "optional": {…}}` with no other key in `critical` (or its
+   members) and none beside `critical` and `optional` at the top.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from app.notary.canonical import load_json
+from app.signatures import openpgp
+from app.signatures.facts import failure_facts, signature_entry, verified_facts
+from app.signatures.port import SignatureRequest
+from app.signatures.registry import ReadError, RegistryReader
+
+FORMAT = "simple"
+MAX_SIGNATURES = 16
+MAX_SIGNATURE_BYTES = openpgp.MAX_MESSAGE_BYTES
+SIGNATURE_TYPE = "atomic container signature"
+
+
+class PayloadError(ValueError):
+    """The signed payload is not a simple-signing claim Ostiary accepts."""
+
+
+def _exact_object(value: Any, keys: set[str], optional: set[str], where: str) -> dict:
+    if not isinstance(value, dict):
+        raise PayloadError(f"{where} is not a JSON object")
+    missing = keys - set(value)
+    unknown = set(value) - keys - optional
+    if missing:
+        raise PayloadError(f"{where} lacks {', '.join(sorted(missing))}")
+    if unknown:
+        raise PayloadError(
+            f"{where} has unknown keys {', '.join(sorted(unknown))} (refused, as containers/image does)"
+        )
+    return value
+
+
+def parse_claim(payload: bytes) -> tuple[str, str]:
+    """(docker-reference, docker-manifest-digest) of a simple-signing payload, strictly."""
+    try:
+        document = load_json(payload)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"the signed payload is not strict JSON: {exc}") from None
+    top = _exact_object(document, {"critical"}, {"optional"}, "the signed payload")
+    critical = _exact_object(top["critical"], {"identity", "image", "type"}, set(), "critical")
+    if critical["type"] != SIGNATURE_TYPE:
+        raise PayloadError(f"critical.type is {critical['type']!r}, not {SIGNATURE_TYPE!r}")
+    identity = _exact_object(critical["identity"], {"docker-reference"}, set(), "critical.identity")
+    image = _exact_object(critical["image"], {"docker-manifest-digest"}, set(), "critical.image")
+    reference, digest = identity["docker-reference"], image["docker-manifest-digest"]
+    if not isinstance(reference, str) or not isinstance(digest, str):
+        raise PayloadError("the signed identity and digest must be strings")
+    return reference, digest
+
+
+def load_keys(request: SignatureRequest) -> tuple[list[openpgp.PublicKey], list[str]]:
+    """The usable keys of the requirement's Secrets, and why a Secret gave none."""
+    keys: list[openpgp.PublicKey] = []
+    errors = list(request.key_errors)
+    for secret, material in request.keys:
+        try:
+            keys.extend(openpgp.read_public_keys(material))
+        except openpgp.OpenPGPError as exc:
+            errors.append(f"key secret {secret}: {exc}")
+    return keys, errors
+
+
+class SimpleVerifier:
+    format = FORMAT
+
+    def __init__(self, reader: RegistryReader, *, clock: Callable[[], float] = time.time):
+        self.reader = reader
+        self.clock = clock
+
+    def verify(self, request: SignatureRequest, deadline: float) -> dict:
+        requirement = request.requirement
+        if isinstance(requirement.get("error"), str):
+            return failure_facts(FORMAT, requirement, requirement["error"])
+        keys, key_errors = load_keys(request)
+        if key_errors or not keys:
+            return failure_facts(FORMAT, requirement, "; ".join(key_errors) or "the requirement names no key")
+        store = requirement.get("store") or {}
+        base = store.get("url") if isinstance(store, Mapping) else None
+        if not isinstance(base, str) or not base.startswith(("https://", "http://")):
+            return failure_facts(
+                FORMAT,
+                requirement,
+                "policy.simple.storeURL is not set: Ostiary reads simple signatures from a lookaside store "
+                "only (the registry signature extension API is not supported)",
+            )
+        image = request.image
+        try:
+            digest = self._digest(request, deadline)
+            if digest is None:
+                return failure_facts(
+                    FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
+                )
+            signatures = self._signatures(request, base.rstrip("/"), digest, keys, deadline)
+        except ReadError as exc:
+            return failure_facts(FORMAT, requirement, str(exc))
+        return verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+
+    def _digest(self, request: SignatureRequest, deadline: float) -> str | None:
+        image = request.image
+        if image.digest is not None:
+            return image.digest
+        manifest = self.reader.manifest(image, image.tag or "latest", deadline, request.credentials)
+        return manifest.digest if manifest is not None else None
+
+    def _signatures(
+        self,
+        request: SignatureRequest,
+        base: str,
+        digest: str,
+        keys: list[openpgp.PublicKey],
+        deadline: float,
+    ) -> list[dict]:
+        found = []
+        prefix = f"{base}/{request.image.repository}@{digest.replace(':', '=', 1)}"
+        for n in range(1, MAX_SIGNATURES + 2):
+            url = f"{prefix}/signature-{n}"
+            if n > MAX_SIGNATURES:
+                found.append(
+                    signature_entry(
+                        url, error=f"more than {MAX_SIGNATURES} signatures; the rest are not read"
+                    )
+                )
+                break
+            answer = self.reader.store_get(
+                url, deadline, request.store_credentials, limit=MAX_SIGNATURE_BYTES
+            )
+            if answer.status == 404:
+                break
+            if answer.status != 200:
+                raise ReadError(f"signature store answered HTTP {answer.status} for {url}")
+            found.append(self._one(url, answer.body, keys))
+        return found
+
+    def _one(self, url: str, body: bytes, keys: list[openpgp.PublicKey]) -> dict:
+        try:
+            message = openpgp.verify_message(body, keys, int(self.clock()))
+        except openpgp.OpenPGPError as exc:
+            return signature_entry(url, error=f"OpenPGP: {exc}")
+        try:
+            reference, signed = parse_claim(message.payload)
+        except PayloadError as exc:
+            return signature_entry(url, key_id=message.signer.fingerprint, error=str(exc))
+        return signature_entry(url, key_id=message.signer.fingerprint, identity=reference, digest=signed)

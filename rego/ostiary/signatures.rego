@@ -1,0 +1,248 @@
+# METADATA
+# description: |
+#   Signature rules beyond Notary v1: decide from the verified signature facts
+#   (input.images[i].signatures, one document per requirement, produced by Ostiary's verifiers;
+#   docs/rego-input.md) whether an image satisfies every signature requirement of its policy
+#   entry, and which digest it is pinned to. Formats: "simple" (Red Hat simple signing,
+#   Portieris' `policy.simple`).
+#   Fail closed by construction: a requirement passes only when `proven` derives a digest from
+#   facts gathered for exactly that requirement (the facts echo it: facts verified under one
+#   requirement never satisfy another, stricter one), from a signature that verified with a key
+#   of the requirement's Secrets, signs the digest the reference resolves to, and names an
+#   identity the requirement's rule accepts. Every rule is a function of one image.
+package ostiary.signatures
+
+import rego.v1
+
+# ---- requirements (computed for the plan from the chosen entry) ---------------------------------
+
+# requirements(c, system_ns, workload_ns): the signature requirements of the chosen entry `c`
+# ({policy: head, entry}), in order. Key Secrets of an ImagePolicy come from its own namespace; of
+# a ClusterImagePolicy from keySecretNamespace or Ostiary's namespace, never the workload's.
+requirements(c, system_ns, workload_ns) := [simple_requirement(c, i, r, system_ns, workload_ns) |
+	some i, r in object.get(c.entry.policy, ["simple", "requirements"], [])
+]
+
+simple_requirement(c, i, r, system_ns, workload_ns) := {
+	"format": "simple",
+	"index": i,
+	"type": r.type,
+	"key_secret": {"name": object.get(r, "keySecret", null), "namespace": key_namespace(c, r, system_ns)},
+	"identity": object.get(r, "signedIdentity", {"type": "matchRepoDigestOrExact"}),
+	"store": {
+		"url": object.get(c.entry.policy.simple, "storeURL", null),
+		"secret": store_secret(c, system_ns),
+	},
+	"error": key_error(c, r, system_ns, workload_ns),
+}
+
+policy_namespace(c, system_ns) := c.policy.namespace if is_string(c.policy.namespace)
+
+else := system_ns
+
+key_namespace(c, r, system_ns) := r.keySecretNamespace if {
+	not is_string(c.policy.namespace)
+	is_string(r.keySecretNamespace)
+} else := policy_namespace(c, system_ns)
+
+store_secret(c, system_ns) := {"name": name, "namespace": policy_namespace(c, system_ns)} if {
+	name := c.entry.policy.simple.storeSecret
+	is_string(name)
+} else := null
+
+key_error(c, r, system_ns, workload_ns) := msg if {
+	is_string(c.policy.namespace)
+	is_string(r.keySecretNamespace)
+	r.keySecretNamespace != c.policy.namespace
+	msg := sprintf(
+		"ImagePolicy %s reads key secrets from its own namespace %s, not keySecretNamespace %s; denied",
+		[c.policy.name, c.policy.namespace, r.keySecretNamespace],
+	)
+} else := msg if {
+	not is_string(c.policy.namespace)
+	not is_string(system_ns)
+	msg := "no system namespace is configured for ClusterImagePolicy key secrets; denied"
+} else := msg if {
+	not is_string(c.policy.namespace)
+	ns := key_namespace(c, r, system_ns)
+	ns == workload_ns
+	ns != system_ns
+	msg := sprintf(
+		"ClusterImagePolicy %s would read key secret %v from the workload's own namespace %s; a cluster policy's keys never come from there; denied",
+		[c.policy.name, object.get(r, "keySecret", null), ns],
+	)
+} else := null
+
+# needs_facts: the requirement is verified by Ostiary's verifiers (the others decide without facts).
+needs_facts(req) if {
+	req.type == "signedBy"
+	req.error == null
+}
+
+# ---- the proof ----------------------------------------------------------------------------------
+
+facts_for(img, req) := [f |
+	some f in object.get(img, "signatures", [])
+	f.requirement == req
+]
+
+# proven(img, req): the digest a signedBy requirement's facts prove for this image.
+proven(img, req) := f.digest if {
+	needs_facts(req)
+	some f in facts_for(img, req)
+	f.verified == true
+	f.format == req.format
+	is_string(f.digest)
+	startswith(f.digest, "sha256:")
+	digest_ok(img, f.digest)
+	some s in f.signatures
+	accepted(img, req, f, s)
+}
+
+digest_ok(img, _) if not is_string(img.ref.digest)
+
+digest_ok(img, digest) if img.ref.digest == digest
+
+accepted(img, req, f, s) if {
+	s.error == null
+	s.key_id in f.keys
+	s.digest == f.digest
+	identity_ok(img.ref, req.identity, s.identity_ref)
+}
+
+satisfied(_, req) if req.type == "insecureAcceptAnything"
+
+satisfied(img, req) if proven(img, req)
+
+# ---- identity rules (containers/image signedIdentity, as Portieris passes them) ------------------
+
+exact(ref, sid) if {
+	sid.name == ref.name
+	is_string(ref.tag)
+	sid.tag == ref.tag
+	sid.digest == null
+}
+
+exact(ref, sid) if {
+	sid.name == ref.name
+	not is_string(ref.tag)
+	sid.tag == null
+	sid.digest == ref.digest
+}
+
+repo_digest_or_exact(ref, sid) if {
+	is_string(ref.tag)
+	exact(ref, sid)
+}
+
+repo_digest_or_exact(ref, sid) if {
+	not is_string(ref.tag)
+	sid.name == ref.name
+}
+
+identity_ok(ref, identity, sid) if {
+	identity.type == "matchRepoDigestOrExact"
+	repo_digest_or_exact(ref, sid)
+}
+
+identity_ok(ref, identity, sid) if {
+	identity.type == "matchExact"
+	exact(ref, sid)
+}
+
+identity_ok(ref, identity, sid) if {
+	identity.type == "matchRepository"
+	sid.name == ref.name
+}
+
+identity_ok(_, identity, sid) if {
+	identity.type == "matchExactReference"
+	sid.name == identity.reference.name
+	sid.tag == identity.reference.tag
+	sid.digest == null
+}
+
+identity_ok(_, identity, sid) if {
+	identity.type == "matchExactRepository"
+	sid.name == identity.repository
+}
+
+identity_ok(ref, identity, sid) if {
+	identity.type == "remapIdentity"
+	repo_digest_or_exact(object.union(ref, {"name": remapped(ref.name, identity)}), sid)
+}
+
+# remapped: the image's name with `prefix` replaced by `signedPrefix` (whole path components
+# only); the name unchanged when the prefix does not apply.
+remapped(name, identity) := identity.signedPrefix if {
+	name == identity.prefix
+} else := concat("", [identity.signedPrefix, substring(name, count(identity.prefix), -1)]) if {
+	startswith(name, concat("", [identity.prefix, "/"]))
+} else := name
+
+# ---- the digest pinned, and why not -------------------------------------------------------------
+
+proven_digests(img, reqs) := {d | some req in reqs; d := proven(img, req)}
+
+# pinned_digest: the one digest every signedBy requirement proves (undefined when none proves one).
+pinned_digest(img, reqs) := d if {
+	ds := proven_digests(img, reqs)
+	count(ds) == 1
+	some d in ds
+	every req in reqs {
+		satisfied(img, req)
+	}
+}
+
+violations(img, reqs) := {msg |
+	some req in reqs
+	not satisfied(img, req)
+	msg := problem(img, req)
+} | disagreeing(img, reqs)
+
+disagreeing(img, reqs) := {msg |
+	ds := proven_digests(img, reqs)
+	count(ds) > 1
+	msg := sprintf("signature requirements prove different digests %v; denied", [sort([d | some d in ds])])
+}
+
+label(req) := sprintf("%s signing requirement %d", [req.format, req.index]) if {
+	req.format == "simple"
+} else := sprintf("%v requirement %v", [object.get(req, "format", "?"), object.get(req, "index", "?")])
+
+problem(img, req) := sprintf("%s is `reject`: no image may run under it", [label(req)]) if {
+	req.type == "reject"
+} else := sprintf("%s: %s", [label(req), req.error]) if {
+	is_string(req.error)
+} else := sprintf("%s: signature facts unavailable (not gathered for this image); denied", [label(req)]) if {
+	count(facts_for(img, req)) == 0
+} else := sprintf("%s: %s", [label(req), why_not(img, req)])
+
+why_not(img, req) := msg if {
+	some f in facts_for(img, req)
+	f.verified != true
+	msg := sprintf("not verified: %v", [object.get(f, "error", "no reason given")])
+} else := msg if {
+	some f in facts_for(img, req)
+	count(f.signatures) == 0
+	msg := sprintf("no signature found for %s (%v)", [img.ref.name, f.digest])
+} else := msg if {
+	some f in facts_for(img, req)
+	msg := sprintf("no signature of %s (%v) verifies with key secret %v/%v under identity rule %v: %s", [
+		img.ref.name, f.digest,
+		object.get(req, ["key_secret", "namespace"], "?"), object.get(req, ["key_secret", "name"], "?"),
+		object.get(req, ["identity", "type"], "?"),
+		concat("; ", [signature_problem(img, req, f, s) | some s in f.signatures]),
+	])
+}
+
+signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
+	s.error != null
+} else := sprintf("%s: signed by key %v, which is not in the key secret", [s.source, s.key_id]) if {
+	not s.key_id in f.keys
+} else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
+	s.digest != f.digest
+} else := sprintf("%s: signed identity %v is not accepted for %s by %v", [
+	s.source, s.identity,
+	img.ref.normalized, object.get(req, ["identity", "type"], "?"),
+])
