@@ -17,6 +17,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 tools="${OSTIARY_TOOLS_DIR:-$root/.tools}"
 out="$tools/images"
 mkdir -p "$out/stamp"
+# One build at a time per tools folder (several worktrees may share it).
+exec 9>"$out/.lock"
+flock 9
 # runc and lower ulimits on this machine kind (see the file); an explicit CONTAINERS_CONF wins.
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$root/scripts/containers.conf}"
 opa_bin="${OSTIARY_IMAGE_OPA:-$tools/bin/opa}"
@@ -29,7 +32,9 @@ ostiary_version="$(sed -n 's/^version *= *//p' "$root/setup.cfg")"
 ostiary_ref="localhost/ostiary:$ostiary_version"
 opa_ref="localhost/opa:${OPA_VERSION#v}"
 kubectl_ref="localhost/kubectl:$KUBERNETES_VERSION"
-built=()
+
+declare -A seconds=()
+base_checked=""
 
 for cmd in podman mmdebstrap gcc go; do
   command -v "$cmd" >/dev/null || { echo "build-images: $cmd is missing: run scripts/setup.sh (it installs the Debian packages)" >&2; exit 1; }
@@ -67,7 +72,7 @@ finish() { # NAME REF WANT: save the docker-archive and write the stamp last
   fi
   echo "$ref" > "$out/stamp/$name.ref"
   echo "$want" > "$out/stamp/$name"
-  built+=("$name")
+  seconds[$name]=$((SECONDS - started))
 }
 
 # scratch_image NAME REF CONTAINERFILE FILE...: a FROM-scratch image of the files given.
@@ -100,10 +105,13 @@ base_sources=("deb $debian_mirror/debian bookworm main" "deb $debian_mirror/debi
   "deb $debian_mirror/debian-security bookworm-security main")
 
 build_base() {
+  [ -n "$base_checked" ] && return
+  base_checked=1
   local want
   want="$(printf '%s\n' "${base_recipe[@]}" "${base_sources[@]}" | hash_of)"
   fresh base "$base_ref" "$want" && { echo "base $base_ref: present"; return; }
   echo "base $base_ref: building from Debian packages (about 1-2 minutes)"
+  started=$SECONDS
   rm -f "$out/base.rootfs.tar"
   run_logged base mmdebstrap "${base_recipe[@]}" bookworm "$out/base.rootfs.tar" "${base_sources[@]}"
   podman import -q --change 'CMD ["bash"]' "$out/base.rootfs.tar" "$base_ref" >/dev/null
@@ -112,14 +120,15 @@ build_base() {
 }
 
 build_ostiary() {
-  podman image exists "$base_ref" || build_base
+  build_base
   # The inputs: the Dockerfile, the .dockerignore allow-list and every file it lets in, the base.
   local entries=() files=() want
   mapfile -t entries < <(sed -n 's/^!//p' "$root/.dockerignore")
   mapfile -t files < <(cd "$root" && find "${entries[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort)
   want="$( { files_hash "$root/Dockerfile" "$root/.dockerignore" "${files[@]/#/$root/}"; image_id "$base_ref"; echo "BASE=$base_ref"; } | hash_of)"
   fresh ostiary "$ostiary_ref" "$want" && { echo "ostiary $ostiary_ref: present"; return; }
-  echo "ostiary $ostiary_ref: building from the Dockerfile (about 2 minutes; seconds when only the app changed)"
+  echo "ostiary $ostiary_ref: building from the Dockerfile (1-3 minutes)"
+  started=$SECONDS
   local secret=()
   [ -s "$build_ca" ] && secret=(--secret "id=pip-ca,src=$build_ca")
   run_logged ostiary podman build --pull=never --network=host --build-arg "BASE=$base_ref" "${secret[@]}" \
@@ -138,6 +147,7 @@ ENTRYPOINT ["/opa"]'
   want="$OPA_VERSION:$( { files_hash "$(readlink -f "$opa_bin")"; echo "$containerfile"; } | hash_of)"
   fresh opa "$opa_ref" "$want" && { echo "opa $opa_ref: present"; return; }
   echo "opa $opa_ref: building"
+  started=$SECONDS
   scratch_image opa "$opa_ref" "$containerfile" "$(readlink -f "$opa_bin")"
   podman run --rm "$opa_ref" version | grep -q "^Version: ${OPA_VERSION#v}\$" \
     || { echo "build-images: $opa_ref does not run as opa ${OPA_VERSION#v}" >&2; exit 1; }
@@ -158,6 +168,7 @@ ENTRYPOINT ["/pause"]'
   want="$KUBERNETES_VERSION:$tag:$( { files_hash "$src"; gcc --version | head -1; echo "${cflags[*]} $containerfile"; } | hash_of)"
   fresh pause "$ref" "$want" && { echo "pause $ref: present"; return; }
   echo "pause $ref: building"
+  started=$SECONDS
   ctx="$(mktemp -d)"
   # As the Makefile beside it builds it (CFLAGS), with this module's version in place of git's.
   gcc "${cflags[@]}" -DVERSION="v$tag-$KUBERNETES_VERSION" -o "$ctx/pause" "$src"
@@ -179,6 +190,7 @@ ENTRYPOINT ["/usr/local/bin/kubectl"]'
   want="$KUBERNETES_VERSION:$( { files_hash "$(readlink -f "$kubectl_bin")"; echo "$containerfile"; } | hash_of)"
   fresh kubectl "$kubectl_ref" "$want" && { echo "kubectl $kubectl_ref: present"; return; }
   echo "kubectl $kubectl_ref: building"
+  started=$SECONDS
   scratch_image kubectl "$kubectl_ref" "$containerfile" "$(readlink -f "$kubectl_bin")"
   podman run --rm "$kubectl_ref" version --client | grep -q "Client Version: $KUBERNETES_VERSION\$" \
     || { echo "build-images: $kubectl_ref does not run as kubectl $KUBERNETES_VERSION" >&2; exit 1; }
@@ -199,7 +211,7 @@ report() { # what is there now: reference, size in podman, archive, built by thi
     ref="$(cat "$out/stamp/$name.ref")"
     size="$(podman image inspect --format '{{.Size}}' "$ref" 2>/dev/null | awk '{printf "%.1f MB", $1/1e6}')"
     tar=""; [ -f "$out/$name.tar" ] && tar="$(du -m "$out/$name.tar" | cut -f1) MB archive"
-    was=present; [[ " ${built[*]} " == *" $name "* ]] && was=built
+    was=present; [ -n "${seconds[$name]:-}" ] && was="built in ${seconds[$name]} s"
     printf '  %-8s %-36s %10s  %-16s %s\n' "$name" "$ref" "$size" "$tar" "$was"
   done
 }
