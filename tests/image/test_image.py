@@ -5,6 +5,7 @@ writable (as the chart runs it), with OPA from the OPA image beside it."""
 from __future__ import annotations
 
 import re
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import REPO
+from tests.e2e.cluster import REPO, running_control_plane
+from tests.e2e.k8s import CRD_DIR, install_crds, load_documents
 from tests.image.images import archive_layers, archive_manifest, image_config, podman
+from tests.support import pki
 from tests.support.world import free_port
 
 # As the chart runs every container: read-only root, nothing writable but what is mounted, no
@@ -131,8 +134,10 @@ def test_tool_images_run_on_a_read_only_root(images, name, args, expect):
 
 
 def _get(url: str) -> int:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only the status matters here
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=5, context=context) as resp:
             return resp.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -140,67 +145,75 @@ def _get(url: str) -> int:
         return 0
 
 
-def serve_policy_dir(images: dict[str, str], *extra: str) -> tuple[int, str]:
-    """Run the OPA image and `ostiary serve --policy-dir` from Ostiary's image side by side on loopback
-    (host network), the root filesystems read-only and only /tmp writable in Ostiary's; wait for
-    GET /readyz. Returns its last status and Ostiary's log."""
+def serve_in_image(images: dict[str, str], serve_args: list[str], *podman_args: str) -> tuple[int, str]:
+    """Run the OPA image and `ostiary serve SERVE_ARGS --listen ... --opa-url ...` from Ostiary's image
+    side by side on loopback (host network), both restricted as the chart runs them, only /tmp
+    writable in Ostiary's; wait for GET /readyz. Returns its last status and Ostiary's log."""
     opa_port, port = free_port(), free_port()
+    tls = "--tls-cert" in " ".join(serve_args)
     tag = uuid.uuid4().hex[:8]
     opa_name, name = f"ostiary-test-opa-{tag}", f"ostiary-test-{tag}"
-    policies = REPO / "examples" / "policies"
     try:
         podman(
-            "run",
-            "-d",
-            "--name",
-            opa_name,
-            "--network=host",
-            *RESTRICTED,
-            images["opa"],
-            "run",
-            "--server",
-            f"--addr=127.0.0.1:{opa_port}",
-            "--skip-version-check",
-        )
+            "run", "-d", "--name", opa_name, "--network=host", *RESTRICTED, images["opa"],
+            "run", "--server", f"--addr=127.0.0.1:{opa_port}", "--skip-version-check",
+        )  # fmt: skip
         podman(
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network=host",
-            *RESTRICTED,
-            "--tmpfs",
-            "/tmp",
-            "-v",
-            f"{policies}:/policies:ro",
-            *extra,
-            images["ostiary"],
-            "serve",
-            "--policy-dir",
-            "/policies",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--opa-url",
-            f"http://127.0.0.1:{opa_port}",
-        )
+            "run", "-d", "--name", name, "--network=host", *RESTRICTED, "--tmpfs", "/tmp", *podman_args,
+            images["ostiary"], "serve", *serve_args,
+            f"--listen=127.0.0.1:{port}", f"--opa-url=http://127.0.0.1:{opa_port}",
+        )  # fmt: skip
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/readyz"
         status, deadline = 0, time.monotonic() + 90
         while time.monotonic() < deadline:
-            status = _get(f"http://127.0.0.1:{port}/readyz")
+            status = _get(url)
             if status == 200:
                 break
-            running = podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
-            if running != "true":
+            if podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip() != "true":
                 break
             time.sleep(0.5)
-        if status == 200:  # the first-use records go to the default state dir, under /tmp
-            podman("exec", name, "test", "-d", "/tmp/state/ostiary")
-        return status, podman("logs", name, check=False).stdout + podman("logs", name, check=False).stderr
+        logs = podman("logs", name, check=False)
+        return status, logs.stdout + logs.stderr
     finally:
         podman("rm", "-f", "-t", "2", name, opa_name, check=False)
 
 
 def test_serve_policy_dir_is_ready_on_a_read_only_root(images):
-    status, log = serve_policy_dir(images)
+    # The chart's crash: the default state dir must be writable with only /tmp writable.
+    policies = REPO / "examples" / "policies"
+    status, log = serve_in_image(images, ["--policy-dir=/policies"], "-v", f"{policies}:/policies:ro")
+    assert status == 200, log[-3000:]
+
+
+def test_serve_kube_in_cluster_is_ready_on_a_read_only_root(images, tmp_path):
+    # The image's default command (--kube, TLS from /etc/ostiary/tls) with in-cluster credentials as a
+    # pod has them, against a real kube-apiserver; only the ports differ (loopback is shared here).
+    with running_control_plane(tmp_path / "kube") as plane:
+        admin = plane.api_client("admin")
+        install_crds(admin, [doc for path in sorted(CRD_DIR.glob("*.yaml")) for doc in load_documents(path)])
+        sa, tls = tmp_path / "serviceaccount", tmp_path / "tls"
+        sa.mkdir(mode=0o755)
+        tls.mkdir(mode=0o755)
+        assert plane.ca_file is not None
+        pki.write(sa / "ca.crt", plane.ca_file.read_bytes(), 0o644)
+        pki.write(sa / "token", plane.tokens["admin"], 0o644)  # RBAC is the e2e suite's; this is the image
+        pki.write(sa / "namespace", "ostiary-system", 0o644)
+        key, cert = pki.CA.create().issue_server(("localhost",), ("127.0.0.1",))
+        pki.write(tls / "tls.crt", pki.cert_pem(cert), 0o644)
+        pki.write(tls / "tls.key", pki.private_key_pem(key), 0o644)
+        api_port = plane.url.rsplit(":", 1)[1]
+        default_cmd = image_config(images["ostiary"])["Config"]["Cmd"]
+        serve_args = [a for a in default_cmd[1:] if not a.startswith(("--listen=", "--opa-url="))]
+        assert serve_args == [
+            "--kube",
+            "--tls-cert=/etc/ostiary/tls/tls.crt",
+            "--tls-key=/etc/ostiary/tls/tls.key",
+        ]
+        status, log = serve_in_image(
+            images, serve_args,
+            "-e", "KUBERNETES_SERVICE_HOST=127.0.0.1", "-e", f"KUBERNETES_SERVICE_PORT={api_port}",
+            "-v", f"{sa}:/var/run/secrets/kubernetes.io/serviceaccount:ro", "-v", f"{tls}:/etc/ostiary/tls:ro",
+        )  # fmt: skip
     assert status == 200, log[-3000:]
 
 
