@@ -10,6 +10,9 @@
 # An image is rebuilt only when its inputs changed (a stamp of their hashes, like setup-tools.sh);
 # the binaries come from scripts/setup-tools.sh, which must run first.
 # Usage: scripts/build-images.sh [base|ostiary|opa|pause|kubectl|all]...
+# Environment: OSTIARY_DEBIAN_MIRROR (the base's and the build's Debian archive), OSTIARY_BUILD_CA (the
+# CA bundle pip is handed; default the system's), OSTIARY_IMAGE_OPA / OSTIARY_IMAGE_KUBECTL (other
+# static binaries than .tools/bin's), CONTAINERS_CONF (default scripts/containers.conf).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -36,7 +39,7 @@ kubectl_ref="localhost/kubectl:$KUBERNETES_VERSION"
 declare -A seconds=()
 base_checked=""
 
-for cmd in podman mmdebstrap gcc go; do
+for cmd in podman mmdebstrap gcc readelf go python3 flock; do
   command -v "$cmd" >/dev/null || { echo "build-images: $cmd is missing: run scripts/setup.sh (it installs the Debian packages)" >&2; exit 1; }
 done
 
@@ -149,7 +152,7 @@ ENTRYPOINT ["/opa"]'
   echo "opa $opa_ref: building"
   started=$SECONDS
   scratch_image opa "$opa_ref" "$containerfile" "$(readlink -f "$opa_bin")"
-  podman run --rm "$opa_ref" version | grep -q "^Version: ${OPA_VERSION#v}\$" \
+  podman run --rm --network=none "$opa_ref" version | grep -q "^Version: ${OPA_VERSION#v}\$" \
     || { echo "build-images: $opa_ref does not run as opa ${OPA_VERSION#v}" >&2; exit 1; }
   finish opa "$opa_ref" "$want"
 }
@@ -174,7 +177,7 @@ ENTRYPOINT ["/pause"]'
   gcc "${cflags[@]}" -DVERSION="v$tag-$KUBERNETES_VERSION" -o "$ctx/pause" "$src"
   scratch_image pause "$ref" "$containerfile" "$ctx/pause"
   rm -rf "$ctx"
-  podman run --rm "$ref" -v | grep -q "^pause.c v$tag" || { echo "build-images: $ref does not run" >&2; exit 1; }
+  podman run --rm --network=none "$ref" -v | grep -q "^pause.c v$tag" || { echo "build-images: $ref does not run" >&2; exit 1; }
   finish pause "$ref" "$want"
 }
 
@@ -192,7 +195,7 @@ ENTRYPOINT ["/usr/local/bin/kubectl"]'
   echo "kubectl $kubectl_ref: building"
   started=$SECONDS
   scratch_image kubectl "$kubectl_ref" "$containerfile" "$(readlink -f "$kubectl_bin")"
-  podman run --rm "$kubectl_ref" version --client | grep -q "Client Version: $KUBERNETES_VERSION\$" \
+  podman run --rm --network=none "$kubectl_ref" version --client | grep -q "Client Version: $KUBERNETES_VERSION\$" \
     || { echo "build-images: $kubectl_ref does not run as kubectl $KUBERNETES_VERSION" >&2; exit 1; }
   finish kubectl "$kubectl_ref" "$want"
 }
