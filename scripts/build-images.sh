@@ -182,7 +182,7 @@ ENTRYPOINT ["/pause"]'
 }
 
 build_kubectl() {
-  require_static "$kubectl_bin" "scripts/setup-tools.sh kubectl"
+  require_static "$kubectl_bin" "scripts/setup-tools.sh kube-node"
   # For the chart's hooks: the entrypoint is kubectl; HOME (its discovery cache) under /tmp, the one
   # writable place with a read-only root filesystem.
   local want containerfile='FROM scratch

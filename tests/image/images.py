@@ -1,6 +1,5 @@
-"""The container images scripts/build-images.sh built (podman storage and docker-archives in
-.tools/images), for the image tests and anything that runs them. A missing image fails with the
-command that builds it, never skips."""
+"""Looking into the container images scripts/build-images.sh built (podman's storage and the
+docker-archives tests/node/cluster.py finds); a missing image fails with the command that builds it."""
 
 from __future__ import annotations
 
@@ -9,17 +8,11 @@ import os
 import subprocess
 import tarfile
 from collections.abc import Iterator
-from pathlib import Path
 
 from tests.e2e.cluster import REPO
+from tests.node.cluster import NodeError, image_archive, image_name
 
-IMAGES_DIR = Path(os.environ.get("OSTIARY_TOOLS_DIR", REPO / ".tools")) / "images"
-BUILD = "scripts/build-images.sh (scripts/setup.sh runs it)"
 NAMES = ("ostiary", "opa", "pause", "kubectl")
-
-
-class ImageMissing(Exception):
-    pass
 
 
 def podman_env() -> dict[str, str]:
@@ -40,22 +33,13 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
 
 
 def built_images() -> dict[str, str]:
-    """name -> reference of each image, checked present in podman and in its archive (the same image)."""
-    env_file = IMAGES_DIR / "images.env"
-    if not env_file.is_file():
-        raise ImageMissing(f"no {env_file}: run {BUILD}")
+    """name -> reference of each image, with its archive, and present in podman's storage too."""
     refs = {}
-    for line in env_file.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.endswith("_IMAGE"):
-            refs[key[: -len("_IMAGE")].lower()] = value
     for name in NAMES:
-        if name not in refs:
-            raise ImageMissing(f"no {name} image in {env_file}: run {BUILD}")
+        refs[name] = image_name(name)
+        image_archive(name)
         if podman("image", "exists", refs[name], check=False).returncode != 0:
-            raise ImageMissing(f"{refs[name]} is not in podman's storage: run {BUILD}")
-        if not (IMAGES_DIR / f"{name}.tar").is_file():
-            raise ImageMissing(f"no {IMAGES_DIR / name}.tar: run {BUILD}")
+            raise NodeError(f"{refs[name]} is not in podman's storage: run `scripts/build-images.sh`")
     return refs
 
 
@@ -64,7 +48,7 @@ def image_config(ref: str) -> dict:
 
 
 def archive_manifest(name: str) -> dict:
-    with tarfile.open(IMAGES_DIR / f"{name}.tar") as tar:
+    with tarfile.open(image_archive(name)) as tar:
         member = tar.extractfile("manifest.json")
         assert member is not None
         return json.load(member)[0]
@@ -73,7 +57,7 @@ def archive_manifest(name: str) -> dict:
 def archive_layers(name: str) -> Iterator[tuple[str, tarfile.TarFile]]:
     """Each layer of the docker-archive NAME.tar, as an open tar (every file the image ever held,
     including those a later layer deletes)."""
-    with tarfile.open(IMAGES_DIR / f"{name}.tar") as outer:
+    with tarfile.open(image_archive(name)) as outer:
         for layer in archive_manifest(name)["Layers"]:
             blob = outer.extractfile(layer)
             assert blob is not None
