@@ -87,9 +87,13 @@ def timed_creates(api, namespace: str, images: list[str], concurrency: int) -> t
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=200, help="admissions per warm scenario")
-    parser.add_argument("--cold-repos", type=int, default=24, help="signed repositories for the cold scenario")
+    parser.add_argument(
+        "--cold-repos", type=int, default=24, help="signed repositories for the cold scenario"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -118,11 +122,26 @@ def main() -> int:
                 {
                     "replicaCount": 2,
                     "notaryCABundle": Path(world.ca_file).read_text(),
-                    "policies": [cluster_policy("bench", world.registry_host, world.notary_url, repo="bench/*")],
+                    "policies": [
+                        cluster_policy("bench", world.registry_host, world.notary_url, repo="bench/*")
+                    ],
                 }
             )
         )
-        helm(node, "install", "ostiary", str(CHART), "-n", namespace, "--wait", "--timeout", "4m", "-f", str(values), *image_values())
+        helm(
+            node,
+            "install",
+            "ostiary",
+            str(CHART),
+            "-n",
+            namespace,
+            "--wait",
+            "--timeout",
+            "4m",
+            "-f",
+            str(values),
+            *image_values(),
+        )
         ns = f"bench-{uuid.uuid4().hex[:6]}"
         client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
         warm_image, cold_images = images[0], images[1:]
@@ -141,7 +160,9 @@ def main() -> int:
                 "max_ms": round(max(latencies), 1),
                 "per_s": round(len(latencies) / seconds, 1),
             }
-        print(f"{'scenario':<12} {'n':>5} {'err':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'per s':>7}")
+        print(
+            f"{'scenario':<12} {'n':>5} {'err':>4} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'per s':>7}"
+        )
         for name, r in results.items():
             print(
                 f"{name:<12} {r['n']:>5} {r['errors']:>4} {r['p50_ms']:>8} {r['p90_ms']:>8} {r['p99_ms']:>8} "

@@ -152,7 +152,8 @@ ENTRYPOINT ["/opa"]'
   echo "opa $opa_ref: building"
   started=$SECONDS
   scratch_image opa "$opa_ref" "$containerfile" "$(readlink -f "$opa_bin")"
-  podman run --rm --network=none "$opa_ref" version | grep -q "^Version: ${OPA_VERSION#v}\$" \
+  # Read the whole output before matching: `grep -q` would close the pipe early (podman fails then).
+  podman run --rm --network=none "$opa_ref" version | grep "^Version: ${OPA_VERSION#v}\$" >/dev/null \
     || { echo "build-images: $opa_ref does not run as opa ${OPA_VERSION#v}" >&2; exit 1; }
   finish opa "$opa_ref" "$want"
 }
@@ -177,7 +178,7 @@ ENTRYPOINT ["/pause"]'
   gcc "${cflags[@]}" -DVERSION="v$tag-$KUBERNETES_VERSION" -o "$ctx/pause" "$src"
   scratch_image pause "$ref" "$containerfile" "$ctx/pause"
   rm -rf "$ctx"
-  podman run --rm --network=none "$ref" -v | grep -q "^pause.c v$tag" || { echo "build-images: $ref does not run" >&2; exit 1; }
+  podman run --rm --network=none "$ref" -v | grep "^pause.c v$tag" >/dev/null || { echo "build-images: $ref does not run" >&2; exit 1; }
   finish pause "$ref" "$want"
 }
 
@@ -195,7 +196,7 @@ ENTRYPOINT ["/usr/local/bin/kubectl"]'
   echo "kubectl $kubectl_ref: building"
   started=$SECONDS
   scratch_image kubectl "$kubectl_ref" "$containerfile" "$(readlink -f "$kubectl_bin")"
-  podman run --rm --network=none "$kubectl_ref" version --client | grep -q "Client Version: $KUBERNETES_VERSION\$" \
+  podman run --rm --network=none "$kubectl_ref" version --client | grep "Client Version: $KUBERNETES_VERSION\$" >/dev/null \
     || { echo "build-images: $kubectl_ref does not run as kubectl $KUBERNETES_VERSION" >&2; exit 1; }
   finish kubectl "$kubectl_ref" "$want"
 }

@@ -25,8 +25,9 @@ if [ ${#need_debs[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need_debs[*]}"
   $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_debs[@]}" >/dev/null \
     || { $sudo_cmd apt-get update >/dev/null && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need_debs[@]}" >/dev/null; }
-  # The package may start a registry service on :5000; Ostiary's tests start their own.
-  { $sudo_cmd systemctl disable --now docker-registry >/dev/null 2>&1 || true; } 2>/dev/null
+  # The package may start a registry service on :5000, containerd its system daemon: Ostiary's tests
+  # start their own (the real node's containerd has its own root, state and socket).
+  { $sudo_cmd systemctl disable --now docker-registry containerd >/dev/null 2>&1 || true; } 2>/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -68,7 +68,9 @@ class NodeError(RuntimeError):
 def run(argv: list[str], *, check: bool = True, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
     cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
     if check and cp.returncode != 0:
-        raise NodeError(f"{' '.join(argv)} failed (rc={cp.returncode}): {cp.stderr.strip() or cp.stdout.strip()}")
+        raise NodeError(
+            f"{' '.join(argv)} failed (rc={cp.returncode}): {cp.stderr.strip() or cp.stdout.strip()}"
+        )
     return cp
 
 
@@ -156,7 +158,10 @@ class Node:
                 "kind": "Config",
                 "current-context": "node",
                 "clusters": [
-                    {"name": "node", "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)}}
+                    {
+                        "name": "node",
+                        "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
+                    }
                 ],
                 "users": [{"name": user, "user": {"token": self.tokens[user]}}],
                 "contexts": [{"name": "node", "context": {"cluster": "node", "user": user}}],
@@ -173,14 +178,20 @@ class Node:
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None):
         return run(
-            [tool("kubectl"), f"--kubeconfig={self.kubeconfig()}", *args], check=check, timeout=timeout, input=input
+            [tool("kubectl"), f"--kubeconfig={self.kubeconfig()}", *args],
+            check=check,
+            timeout=timeout,
+            input=input,
         )
 
     # ------------------------------------------------------------------ start
 
     def start(self, timeout: float = 120.0) -> Node:
         begin = time.monotonic()
-        binaries = {n: tool(n) for n in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")}
+        binaries = {
+            n: tool(n)
+            for n in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+        }
         archives = [image_archive(name) for name in self.images]
         self.workdir.mkdir(parents=True, exist_ok=True)
         _LIVE.add(self)
@@ -190,7 +201,20 @@ class Node:
             self._control_plane(binaries)
             self._containerd()
             for archive in archives:
-                run(["ctr", "-a", str(self.socket), "-n", "k8s.io", "images", "import", "--no-unpack", str(archive)], timeout=180)
+                run(
+                    [
+                        "ctr",
+                        "-a",
+                        str(self.socket),
+                        "-n",
+                        "k8s.io",
+                        "images",
+                        "import",
+                        "--no-unpack",
+                        str(archive),
+                    ],
+                    timeout=180,
+                )
             self._kubelet(binaries["kubelet"])
             self._controllers(binaries)
             self._wait_node_ready(timeout)
@@ -235,7 +259,9 @@ class Node:
         pki.write(
             certs / "sa.key",
             sa_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
             ),
         )
         pki.write(certs / "sa.pub", pki.public_key_pem(sa_key))
@@ -305,17 +331,36 @@ class Node:
         run(["iptables", "-t", "nat", "-I", "PREROUTING", "-j", self.chain])
         run(["iptables", "-t", "nat", "-I", "OUTPUT", "-j", self.chain])
         run(
-            ["iptables", "-t", "nat", "-A", self.chain, "-d", self.service_ip, "-p", "tcp", "--dport", "443",
-             "-j", "DNAT", "--to-destination", f"{self.bridge_ip}:{self.api_port}"]
+            [
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                self.chain,
+                "-d",
+                self.service_ip,
+                "-p",
+                "tcp",
+                "--dport",
+                "443",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                f"{self.bridge_ip}:{self.api_port}",
+            ]
         )
 
     def _api_ok(self) -> str | None:
         import ssl
         import urllib.request
 
-        request = urllib.request.Request(f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.tokens['admin']}"})
+        request = urllib.request.Request(
+            f"{self.url}/readyz", headers={"Authorization": f"Bearer {self.tokens['admin']}"}
+        )
         try:
-            with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=str(self.ca_file)), timeout=5):
+            with urllib.request.urlopen(
+                request, context=ssl.create_default_context(cafile=str(self.ca_file)), timeout=5
+            ):
                 return None
         except Exception as exc:  # noqa: BLE001 - not up yet
             return str(exc)
@@ -354,20 +399,20 @@ class Node:
         pause = image_name("pause")
         (d / "config.toml").write_text(
             f"""version = 2
-root = "{d / 'root'}"
-state = "{d / 'state'}"
+root = "{d / "root"}"
+state = "{d / "state"}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
 [grpc]
   address = "{self.socket}"
 [ttrpc]
-  address = "{d / 'containerd-ttrpc.sock'}"
+  address = "{d / "containerd-ttrpc.sock"}"
 [debug]
   address = ""
 [metrics]
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{d / 'opt'}"
+  path = "{d / "opt"}"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   restrict_oom_score_adj = true
@@ -376,7 +421,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "{cni / 'net.d'}"
+    conf_dir = "{cni / "net.d"}"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
@@ -384,14 +429,18 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{d / 'certs.d'}"
+    config_path = "{d / "certs.d"}"
 """
         )
-        self.processes.append(start_process("containerd", ["containerd", "--config", str(d / "config.toml")], self.workdir))
+        self.processes.append(
+            start_process("containerd", ["containerd", "--config", str(d / "config.toml")], self.workdir)
+        )
         self._wait(
-            lambda: None
-            if run(["ctr", "-a", str(self.socket), "version"], check=False, timeout=10).returncode == 0
-            else "not answering",
+            lambda: (
+                None
+                if run(["ctr", "-a", str(self.socket), "version"], check=False, timeout=10).returncode == 0
+                else "not answering"
+            ),
             30,
             "containerd",
         )
@@ -517,17 +566,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         while time.monotonic() < deadline:
             for proc in self.processes:
                 if proc.popen.poll() is not None:
-                    raise NodeError(f"{proc.name} exited with {proc.popen.returncode} while waiting for {what}:\n{proc.tail()}")
+                    raise NodeError(
+                        f"{proc.name} exited with {proc.popen.returncode} while waiting for {what}:\n{proc.tail()}"
+                    )
             last = check()
             if last is None:
                 return
             time.sleep(0.5)
-        raise NodeError(f"{what}: not after {timeout:.0f}s ({last})\n" + "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.processes))
+        raise NodeError(
+            f"{what}: not after {timeout:.0f}s ({last})\n"
+            + "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.processes)
+        )
 
     # ------------------------------------------------------------------ pods
 
     def containerd_tasks(self) -> list[str]:
-        out = run(["ctr", "-a", str(self.socket), "-n", "k8s.io", "tasks", "ls", "-q"], check=False, timeout=20)
+        out = run(
+            ["ctr", "-a", str(self.socket), "-n", "k8s.io", "tasks", "ls", "-q"], check=False, timeout=20
+        )
         return out.stdout.split() if out.returncode == 0 else []
 
     def kill_container(self, namespace: str, pod: str, container: str) -> None:
@@ -537,13 +593,28 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             f'labels."io.kubernetes.pod.namespace"=={namespace},labels."io.kubernetes.pod.name"=={pod},'
             f'labels."io.kubernetes.container.name"=={container}'
         )
-        ids = run(["ctr", "-a", str(self.socket), "-n", "k8s.io", "containers", "ls", "-q", labels]).stdout.split()
+        ids = run(
+            ["ctr", "-a", str(self.socket), "-n", "k8s.io", "containers", "ls", "-q", labels]
+        ).stdout.split()
         running = set(self.containerd_tasks())
         targets = [i for i in ids if i in running]
         if not targets:
             raise NodeError(f"no running container {container} of {namespace}/{pod} in containerd")
         for container_id in targets:
-            run(["ctr", "-a", str(self.socket), "-n", "k8s.io", "tasks", "kill", "-s", "SIGKILL", container_id])
+            run(
+                [
+                    "ctr",
+                    "-a",
+                    str(self.socket),
+                    "-n",
+                    "k8s.io",
+                    "tasks",
+                    "kill",
+                    "-s",
+                    "SIGKILL",
+                    container_id,
+                ]
+            )
 
     def emptydir_files(self, pod_uid: str) -> list[str]:
         """Files in a pod's emptyDir volumes, read on the node (volume/relative path)."""
@@ -603,8 +674,19 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             for proc in [p for p in self.processes if p.name == name]:
                 proc.stop(grace=5)
                 self.processes.remove(proc)
-        self.kubectl("delete", "validatingwebhookconfigurations,mutatingwebhookconfigurations", "--all", check=False)
-        self.kubectl("delete", "pods", "--all", "--all-namespaces", "--grace-period=0", "--force", "--wait=false", check=False)
+        self.kubectl(
+            "delete", "validatingwebhookconfigurations,mutatingwebhookconfigurations", "--all", check=False
+        )
+        self.kubectl(
+            "delete",
+            "pods",
+            "--all",
+            "--all-namespaces",
+            "--grace-period=0",
+            "--force",
+            "--wait=false",
+            check=False,
+        )
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline and self.containerd_tasks():
             time.sleep(0.5)
@@ -667,7 +749,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     def _cgroup_controllers() -> list[Path]:
         if not CGROUP_ROOT.is_dir():
             return []
-        return [p for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()]
+        return [
+            p
+            for p in CGROUP_ROOT.iterdir()
+            if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()
+        ]
 
     def _remove_cgroups(self) -> None:
         if "cgroups" not in self._created:
@@ -677,7 +763,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             base = controller / self.cgroup_parent
             if not base.is_dir():
                 continue
-            folders = sorted((p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+            folders = sorted(
+                (p for p in base.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True
+            )
             for folder in [*folders, base]:
                 for _ in range(20):
                     try:
@@ -722,18 +810,32 @@ def host_snapshot() -> dict[str, object]:
     """What a node run must leave unchanged (compared by the teardown test)."""
     return {
         "sysctls": {name: _read_sysctl(name) for name in WATCHED_SYSCTLS},
-        "links": sorted(line.split(":")[1].strip().split("@")[0] for line in run(["ip", "-o", "link"]).stdout.splitlines()),
+        "links": sorted(
+            line.split(":")[1].strip().split("@")[0] for line in run(["ip", "-o", "link"]).stdout.splitlines()
+        ),
         "nat": sorted(
-            line for line in run(["iptables-save", "-t", "nat"]).stdout.splitlines() if not line.startswith(("#", ":"))
+            line
+            for line in run(["iptables-save", "-t", "nat"]).stdout.splitlines()
+            if not line.startswith(("#", ":"))
         ),
         "filter_chains": sorted(
-            line.split()[0] for line in run(["iptables-save", "-t", "filter"]).stdout.splitlines() if line.startswith(":")
+            line.split()[0]
+            for line in run(["iptables-save", "-t", "filter"]).stdout.splitlines()
+            if line.startswith(":")
         ),
         "netns": sorted(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else [],
-        "kubepods_cgroups": sorted(str(p) for p in CGROUP_ROOT.glob("*/ostiary-node-*")) + sorted(str(p) for p in CGROUP_ROOT.glob("*/kubepods*")),
+        "kubepods_cgroups": sorted(str(p) for p in CGROUP_ROOT.glob("*/ostiary-node-*"))
+        + sorted(str(p) for p in CGROUP_ROOT.glob("*/kubepods*")),
         "processes": sorted(
             name
-            for name in ("kubelet", "containerd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+            for name in (
+                "kubelet",
+                "containerd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "etcd",
+            )
             if subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0
         ),
     }

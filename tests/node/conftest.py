@@ -79,10 +79,14 @@ def node_world(node) -> NotaryWorld:
 def node_images(node_world) -> NodeImages:
     pause = pause_binary()
     files = {"pause": (pause, 0o755)}
-    signed = node_world.push_files("node/app", "v1", files, cmd=["/pause"], labels={"io.ostiary.test": "signed"})
+    signed = node_world.push_files(
+        "node/app", "v1", files, cmd=["/pause"], labels={"io.ostiary.test": "signed"}
+    )
     node_world.sign("node/app", "v1", signed.digest, signed.size)
-    unsigned = node_world.push_files("node/app", "v2", files, cmd=["/pause"], labels={"io.ostiary.test": "unsigned"})
-    other = node_world.push_files("node/other", "v1", files, cmd=["/pause"], labels={"io.ostiary.test": "other"})
+    node_world.push_files("node/app", "v2", files, cmd=["/pause"], labels={"io.ostiary.test": "unsigned"})
+    other = node_world.push_files(
+        "node/other", "v1", files, cmd=["/pause"], labels={"io.ostiary.test": "other"}
+    )
     node_world.sign("node/other", "v1", other.digest, other.size)
     return NodeImages(
         signed=node_world.image_ref("node/app", "v1"),

@@ -35,7 +35,11 @@ def test_a_node_run_leaves_the_host_as_it_found_it(tmp_path):
             },
         )
         node._wait(
-            lambda: None if core.read_namespaced_pod("sleeper", "default").status.phase == "Running" else "not running",
+            lambda: (
+                None
+                if core.read_namespaced_pod("sleeper", "default").status.phase == "Running"
+                else "not running"
+            ),
             90,
             "a pod Running",
         )
@@ -45,4 +49,6 @@ def test_a_node_run_leaves_the_host_as_it_found_it(tmp_path):
         node.stop()
     after = host_snapshot()
     for key in before:
-        assert after[key] == before[key], f"{key} changed by the node run:\nbefore {before[key]}\nafter  {after[key]}"
+        assert after[key] == before[key], (
+            f"{key} changed by the node run:\nbefore {before[key]}\nafter  {after[key]}"
+        )

@@ -94,13 +94,21 @@ def refusal(call, *args, **kwargs) -> str:
 
 def running_pods(api, namespace: str, app: str) -> list:
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={app}").items
-    return [p for p in pods if p.status.phase == "Running" and all(c.ready for c in p.status.container_statuses or [])]
+    return [
+        p
+        for p in pods
+        if p.status.phase == "Running" and all(c.ready for c in p.status.container_statuses or [])
+    ]
 
 
 def webhook_pods(api, namespace: str) -> list:
-    pods = client.CoreV1Api(api).list_namespaced_pod(
-        namespace, label_selector="app.kubernetes.io/name=ostiary,app.kubernetes.io/component=webhook"
-    ).items
+    pods = (
+        client.CoreV1Api(api)
+        .list_namespaced_pod(
+            namespace, label_selector="app.kubernetes.io/name=ostiary,app.kubernetes.io/component=webhook"
+        )
+        .items
+    )
     if not pods:  # older label sets: everything of the release but the hook Jobs
         pods = [
             p
@@ -132,7 +140,14 @@ def cluster_policy(name: str, registry: str, notary_url: str, repo: str = "node/
         "apiVersion": "ostiary.dev/v1",
         "kind": "ClusterImagePolicy",
         "metadata": {"name": name},
-        "spec": {"repositories": [{"name": f"{registry}/{repo}", "policy": {"trust": {"enabled": True, "trustServer": notary_url}}}]},
+        "spec": {
+            "repositories": [
+                {
+                    "name": f"{registry}/{repo}",
+                    "policy": {"trust": {"enabled": True, "trustServer": notary_url}},
+                }
+            ]
+        },
     }
 
 
@@ -167,8 +182,20 @@ def cluster_release(node, node_world, node_images):
         "policies": [cluster_policy("node", node_world.registry_host, node_world.notary_url)],
     }
     started = time.monotonic()
-    helm(node, "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "4m",
-         "-f", _values_file(node, "cluster", values), *image_values())
+    helm(
+        node,
+        "install",
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--wait",
+        "--timeout",
+        "4m",
+        "-f",
+        _values_file(node, "cluster", values),
+        *image_values(),
+    )
     print(f"\nhelm install --wait (cluster mode, 2 replicas): {time.monotonic() - started:.1f}s")
     yield {"api": api, "namespace": namespace, "values": values}
     helm(node, "uninstall", RELEASE, "-n", namespace, "--wait", check=False)
@@ -204,9 +231,14 @@ def test_a_signed_deployment_runs_pinned_to_its_signed_digest(node, cluster_rele
 def test_an_unsigned_image_is_refused_with_the_reason(cluster_release, node_images):
     api = cluster_release["api"]
     ns = workload_namespace(api)
-    message = refusal(client.AppsV1Api(api).create_namespaced_deployment, ns, deployment("unsigned", node_images.unsigned))
+    message = refusal(
+        client.AppsV1Api(api).create_namespaced_deployment, ns, deployment("unsigned", node_images.unsigned)
+    )
     assert "denied" in message and node_images.unsigned in message, message
-    bare_pod = {"metadata": {"name": "bare"}, "spec": {"containers": [{"name": "c", "image": node_images.unsigned}]}}
+    bare_pod = {
+        "metadata": {"name": "bare"},
+        "spec": {"containers": [{"name": "c", "image": node_images.unsigned}]},
+    }
     message = refusal(client.CoreV1Api(api).create_namespaced_pod, ns, bare_pod)
     assert node_images.unsigned in message, message
 
@@ -215,7 +247,9 @@ def test_an_unlisted_image_is_refused(cluster_release, node_world):
     api = cluster_release["api"]
     ns = workload_namespace(api)
     unlisted = f"{node_world.registry_host}/elsewhere/app:v1"
-    message = refusal(client.AppsV1Api(api).create_namespaced_deployment, ns, deployment("unlisted", unlisted))
+    message = refusal(
+        client.AppsV1Api(api).create_namespaced_deployment, ns, deployment("unlisted", unlisted)
+    )
     assert "no repository entry" in message or "no policy" in message.lower(), message
 
 
@@ -229,7 +263,9 @@ def test_a_custom_rule_from_values_is_obeyed(cluster_release, node_images):
 
 def test_first_use_trust_records_are_written_by_the_pods(cluster_release, node_world):
     api, namespace = cluster_release["api"], cluster_release["namespace"]
-    records = client.CustomObjectsApi(api).list_namespaced_custom_object("ostiary.dev", "v1", namespace, "trustrecords")
+    records = client.CustomObjectsApi(api).list_namespaced_custom_object(
+        "ostiary.dev", "v1", namespace, "trustrecords"
+    )
     guns = json.dumps(records["items"])
     assert f"{node_world.registry_host}/node/app" in guns, guns[:2000]
 
@@ -248,7 +284,11 @@ def test_a_policy_change_is_obeyed(cluster_release, node_world, node_images):
         def admitted() -> bool:
             try:
                 client.CoreV1Api(api).create_namespaced_pod(
-                    ns, {"metadata": {"generateName": "p-"}, "spec": {"containers": [{"name": "c", "image": unsigned_other}]}},
+                    ns,
+                    {
+                        "metadata": {"generateName": "p-"},
+                        "spec": {"containers": [{"name": "c", "image": unsigned_other}]},
+                    },
                     dry_run="All",
                 )
                 return True
@@ -266,14 +306,19 @@ def test_a_policy_change_is_obeyed(cluster_release, node_world, node_images):
             objects.delete_cluster_custom_object("ostiary.dev", "v1", "clusterimagepolicies", "node-other")
 
 
-def test_killed_webhook_pods_fail_closed_and_their_replacements_admit_again(node, cluster_release, node_images):
+def test_killed_webhook_pods_fail_closed_and_their_replacements_admit_again(
+    node, cluster_release, node_images
+):
     api, namespace = cluster_release["api"], cluster_release["namespace"]
     core = client.CoreV1Api(api)
     ns = workload_namespace(api)
     for pod in webhook_pods(api, namespace):
         core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
     eventually(lambda: not ready_webhook_pods(api, namespace), 30, "no webhook pod ready")
-    pod = {"metadata": {"name": "while-down"}, "spec": {"containers": [{"name": "c", "image": node_images.signed}]}}
+    pod = {
+        "metadata": {"name": "while-down"},
+        "spec": {"containers": [{"name": "c", "image": node_images.signed}]},
+    }
     message = refusal(core.create_namespaced_pod, ns, pod)  # failurePolicy Fail: no endpoint, no admission
     assert "ostiary" in message.lower(), message
     eventually(lambda: len(ready_webhook_pods(api, namespace)) == 2, 120, "both replacements ready")
@@ -304,7 +349,13 @@ def test_helm_upgrade_rolls_the_pods_and_never_admits_what_policy_forbids(node, 
         while not stop.is_set():
             name = unique("bad")
             try:
-                core.create_namespaced_pod(ns, {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": node_images.unsigned}]}})
+                core.create_namespaced_pod(
+                    ns,
+                    {
+                        "metadata": {"name": name},
+                        "spec": {"containers": [{"name": "c", "image": node_images.unsigned}]},
+                    },
+                )
                 admitted.append(name)
             except ApiException:
                 refused += 1
@@ -314,8 +365,20 @@ def test_helm_upgrade_rolls_the_pods_and_never_admits_what_policy_forbids(node, 
     thread.start()
     try:
         values = dict(cluster_release["values"], podAnnotations={"ostiary.test/roll": unique("r")})
-        helm(node, "upgrade", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "4m",
-             "-f", _values_file(node, "cluster-upgrade", values), *image_values())
+        helm(
+            node,
+            "upgrade",
+            RELEASE,
+            str(CHART),
+            "-n",
+            namespace,
+            "--wait",
+            "--timeout",
+            "4m",
+            "-f",
+            _values_file(node, "cluster-upgrade", values),
+            *image_values(),
+        )
     finally:
         stop.set()
         thread.join(30)
@@ -332,7 +395,11 @@ def test_helm_uninstall_removes_both_webhook_configurations(node, cluster_releas
     assert FULLNAME not in webhook_configurations(api)
     ns = workload_namespace(api)  # nothing checks, nothing blocks: an unsigned pod goes in
     client.CoreV1Api(api).create_namespaced_pod(
-        ns, {"metadata": {"name": "free"}, "spec": {"containers": [{"name": "c", "image": "anything.example/x:1"}]}}
+        ns,
+        {
+            "metadata": {"name": "free"},
+            "spec": {"containers": [{"name": "c", "image": "anything.example/x:1"}]},
+        },
     )
 
 
@@ -342,7 +409,12 @@ def test_helm_uninstall_removes_both_webhook_configurations(node, cluster_releas
 def _own_tls_secret(node, namespace: str, service: str) -> str:
     """A certificate from the user's own Secret (tls.mode=secret): returns the CA's PEM."""
     ca = pki.CA.create("user's webhook CA")
-    names = (service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local")
+    names = (
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    )
     key, cert = ca.issue_server(names, ())
     client.CoreV1Api(node.api_client()).create_namespaced_secret(
         namespace,
@@ -358,14 +430,20 @@ def _own_tls_secret(node, namespace: str, service: str) -> str:
     return pki.cert_pem(ca.cert)
 
 
-def test_directory_mode_starts_admits_and_keeps_records_across_a_container_restart(node, node_world, node_images):
+def test_directory_mode_starts_admits_and_keeps_records_across_a_container_restart(
+    node, node_world, node_images
+):
     api = node.api_client()
     core = client.CoreV1Api(api)
     namespace = restricted_namespace(api, unique("ostiary-dir"))
     ca_pem = _own_tls_secret(node, namespace, FULLNAME)
     policy = cluster_policy("node", node_world.registry_host, node_world.notary_url)
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "team-policies"}, "data": {"node.yaml": yaml.safe_dump(policy)}})
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "team-rego"}, "data": {"nodetest.rego": CUSTOM_RULE}})
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "team-policies"}, "data": {"node.yaml": yaml.safe_dump(policy)}}
+    )
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "team-rego"}, "data": {"nodetest.rego": CUSTOM_RULE}}
+    )
     values = {
         "policySource": "directory",
         "replicaCount": 1,
@@ -375,19 +453,40 @@ def test_directory_mode_starts_admits_and_keeps_records_across_a_container_resta
         "tls": {"mode": "secret", "existingSecret": "own-tls", "caBundle": ca_pem},
     }
     try:
-        helm(node, "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "4m",
-             "-f", _values_file(node, "directory", values), *image_values())
+        helm(
+            node,
+            "install",
+            RELEASE,
+            str(CHART),
+            "-n",
+            namespace,
+            "--wait",
+            "--timeout",
+            "4m",
+            "-f",
+            _values_file(node, "directory", values),
+            *image_values(),
+        )
         pods = ready_webhook_pods(api, namespace)
         assert len(pods) == 1 and pods[0].status.container_statuses[0].restart_count == 0
 
         ns = workload_namespace(api)
         client.AppsV1Api(api).create_namespaced_deployment(ns, deployment("signed", node_images.signed))
-        running = eventually(lambda: running_pods(api, ns, "signed"), 90, "the signed Deployment's pod Running")
+        running = eventually(
+            lambda: running_pods(api, ns, "signed"), 90, "the signed Deployment's pod Running"
+        )
         assert running[0].spec.containers[0].image == f"{node_images.signed}@{node_images.signed_digest}"
-        message = refusal(client.AppsV1Api(api).create_namespaced_deployment, ns, deployment("unsigned", node_images.unsigned))
+        message = refusal(
+            client.AppsV1Api(api).create_namespaced_deployment,
+            ns,
+            deployment("unsigned", node_images.unsigned),
+        )
         assert node_images.unsigned in message, message
-        message = refusal(client.AppsV1Api(api).create_namespaced_deployment, ns,
-                          deployment("labelled", node_images.signed, labels={"forbidden": "yes"}))
+        message = refusal(
+            client.AppsV1Api(api).create_namespaced_deployment,
+            ns,
+            deployment("labelled", node_images.signed, labels={"forbidden": "yes"}),
+        )
         assert "custom rule nodetest" in message, message
 
         # The first-use record of node/app was written to the state directory; a container restart
@@ -409,7 +508,9 @@ def test_directory_mode_starts_admits_and_keeps_records_across_a_container_resta
         assert "Read-only file system" not in log, log[-2000:]
         client.AppsV1Api(api).create_namespaced_deployment(ns, deployment("again", node_images.signed))
         eventually(lambda: running_pods(api, ns, "again"), 90, "admitted again after the restart")
-        assert set(records_before) <= set(node.emptydir_files(webhook.metadata.uid)), "records lost in the restart"
+        assert set(records_before) <= set(node.emptydir_files(webhook.metadata.uid)), (
+            "records lost in the restart"
+        )
     finally:
         helm(node, "uninstall", RELEASE, "-n", namespace, "--wait", check=False)
         with contextlib.suppress(ApiException):

@@ -530,7 +530,11 @@ class NotaryWorld:
         """Push a tiny deterministic schema2 image; the same (seed) gives the same digest every run."""
         body = f"ostiary test image, seed={seed}\n".encode()
         return self.push_files(
-            repo, tag, {"etc/ostiary-seed": (body, 0o644)}, cmd=["/bin/true"], labels={"io.ostiary.seed": seed}
+            repo,
+            tag,
+            {"etc/ostiary-seed": (body, 0o644)},
+            cmd=["/bin/true"],
+            labels={"io.ostiary.seed": seed},
         )
 
     def push_files(
