@@ -8,6 +8,13 @@
 # public base by digest for a reproducible build:
 #   docker build --build-arg BASE=debian:bookworm-slim@sha256:<digest> -t ostiary:dev .
 ARG BASE=debian:bookworm-slim
+# Ostiary reads a custom Rego module's package with OPA's own parser (`opa parse`, never a regular
+# expression: app/policies/directory.py), in every mode, so the image carries the static opa binary
+# of the OPA image the chart runs as sidecar (keep in step with scripts/versions.env OPA_VERSION and
+# the chart's opa.image.tag). The setup passes the OPA image it builds locally.
+ARG OPA_IMAGE=openpolicyagent/opa:1.22.3-static
+
+FROM ${OPA_IMAGE} AS opa
 
 FROM ${BASE} AS runtime
 # ca-certificates: the system bundle for an https --opa-url (the trust clients use certifi's).
@@ -44,10 +51,12 @@ ENV PATH=/opt/ostiary/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     XDG_STATE_HOME=/tmp/state \
+    OSTIARY_OPA=/usr/local/bin/opa \
     OSTIARY_REGO_LIB=/opt/ostiary/rego/ostiary
 RUN groupadd --system --gid 10001 ostiary \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin ostiary
 COPY --from=build /opt/ostiary /opt/ostiary
+COPY --from=opa /opa /usr/local/bin/opa
 USER 10001:10001
 EXPOSE 8443
 ENTRYPOINT ["ostiary"]

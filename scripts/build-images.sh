@@ -124,17 +124,19 @@ build_base() {
 
 build_ostiary() {
   build_base
+  build_opa  # the image carries OPA's static binary (custom Rego is read with OPA's parser)
   # The inputs: the Dockerfile, the .dockerignore allow-list and every file it lets in, the base.
   local entries=() files=() want
   mapfile -t entries < <(sed -n 's/^!//p' "$root/.dockerignore")
   mapfile -t files < <(cd "$root" && find "${entries[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort)
-  want="$( { files_hash "$root/Dockerfile" "$root/.dockerignore" "${files[@]/#/$root/}"; image_id "$base_ref"; echo "BASE=$base_ref"; } | hash_of)"
+  want="$( { files_hash "$root/Dockerfile" "$root/.dockerignore" "${files[@]/#/$root/}"; image_id "$base_ref"; echo "BASE=$base_ref"; image_id "$opa_ref"; } | hash_of)"
   fresh ostiary "$ostiary_ref" "$want" && { echo "ostiary $ostiary_ref: present"; return; }
   echo "ostiary $ostiary_ref: building from the Dockerfile (1-3 minutes)"
   started=$SECONDS
   local secret=()
   [ -s "$build_ca" ] && secret=(--secret "id=pip-ca,src=$build_ca")
-  run_logged ostiary podman build --pull=never --network=host --build-arg "BASE=$base_ref" "${secret[@]}" \
+  run_logged ostiary podman build --pull=never --network=host --build-arg "BASE=$base_ref" \
+    --build-arg "OPA_IMAGE=$opa_ref" "${secret[@]}" \
     -t "$ostiary_ref" "$root"
   finish ostiary "$ostiary_ref" "$want"
 }

@@ -586,6 +586,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         )
         return out.stdout.split() if out.returncode == 0 else []
 
+    def describe(self, namespace: str) -> str:
+        """Pods, events and the tail of every container log of a namespace: what a failed wait shows."""
+        parts = [
+            self.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout,
+            self.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout[
+                -4000:
+            ],
+        ]
+        for folder in sorted((self.workdir / "pod-logs").glob(f"{namespace}_*")):
+            for container in sorted(p for p in folder.iterdir() if p.is_dir()):
+                for log in sorted(container.glob("*.log")):
+                    lines = log.read_text(errors="replace").splitlines()[-15:]
+                    parts.append(
+                        f"--- {folder.name.split('_')[1]}/{container.name}/{log.name}\n" + "\n".join(lines)
+                    )
+        return "\n".join(parts)
+
     def kill_container(self, namespace: str, pod: str, container: str) -> None:
         """SIGKILL a container's process through containerd, as a crash would: the kubelet restarts
         it in the same pod (its emptyDir volumes kept)."""

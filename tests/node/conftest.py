@@ -115,5 +115,8 @@ def helm(node: Node, *args: str, check: bool = True, timeout: float = 300) -> su
         check=False,
     )
     if check and done.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} (rc={done.returncode}):\n{done.stdout}\n{done.stderr}")
+        namespace = args[args.index("-n") + 1] if "-n" in args else "default"
+        raise AssertionError(
+            f"helm {' '.join(args)} (rc={done.returncode}):\n{done.stdout}\n{done.stderr}\n{node.describe(namespace)}"
+        )
     return done
