@@ -208,6 +208,15 @@ def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
     try:
         FileRecordStore(chosen).ensure()
     except StateError as exc:
+        if state_dir is None:
+            # The default is a home directory: a container user often has none, on a read-only root.
+            # Records in a temporary folder would be forgotten silently, so this is a refusal, not a
+            # fallback.
+            raise click.UsageError(
+                f"--state-dir: {exc}. That is the default ($XDG_STATE_HOME/ostiary or "
+                "~/.local/state/ostiary); give --state-dir DIR on a writable volume that lasts as long "
+                "as the records should (the Helm chart mounts one: value stateVolume)"
+            ) from None
         raise click.UsageError(f"--state-dir: {exc}") from None
     return chosen
 
