@@ -2,8 +2,9 @@
 
 Nothing runs the pods (no kubelet), so this checks what the API server stores, not a running
 webhook; the mutating webhook here only selects namespaces labelled for it, so it cannot block
-other tests. The uninstall test plays the kubelet's part for the pre-delete hook Job: it does what
-the Job's container does, with the Job's own ServiceAccount, and reports the Job complete.
+other tests. The tests play the kubelet's part for the hook Jobs (register after install and
+upgrade, uninstall before delete): they do what the Job's containers do, with the Job's own
+ServiceAccount, and report the Job complete (or failed). The real Jobs run on the real-node suite.
 """
 
 from __future__ import annotations
@@ -91,6 +92,153 @@ def service_account_client(control_plane, admin_client, namespace: str, name: st
     return client.ApiClient(configuration)
 
 
+def hook_job(admin_client, name: str):
+    batch = client.BatchV1Api(admin_client)
+    return wait_for(
+        lambda: next(
+            (j for j in batch.list_namespaced_job(NAMESPACE).items if j.metadata.name == name), None
+        ),
+        what=f"the hook Job {name}",
+    )
+
+
+def report_job(admin_client, job, succeeded: bool) -> None:
+    """What the Job controller writes when the Job's pod ends (the kubelet's and controller's part)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if succeeded:
+        status = {
+            "startTime": now,
+            "completionTime": now,
+            "succeeded": 1,
+            "ready": 0,
+            "active": 0,
+            "conditions": [
+                {
+                    "type": "SuccessCriteriaMet",
+                    "status": "True",
+                    "lastTransitionTime": now,
+                    "lastProbeTime": now,
+                },
+                {"type": "Complete", "status": "True", "lastTransitionTime": now, "lastProbeTime": now},
+            ],
+        }
+    else:
+        status = {
+            "startTime": now,
+            "failed": 1,
+            "active": 0,
+            "ready": 0,
+            "conditions": [
+                {
+                    "type": "FailureTarget",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "lastTransitionTime": now,
+                    "lastProbeTime": now,
+                },
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "lastTransitionTime": now,
+                    "lastProbeTime": now,
+                },
+            ],
+        }
+    client.BatchV1Api(admin_client).patch_namespaced_job_status(
+        job.metadata.name, NAMESPACE, {"status": status}
+    )
+
+
+def webhooks_registered(admin_client, fullname: str) -> dict[str, list]:
+    """The webhooks each configuration of the release holds now ([] for an inert one)."""
+    admission = client.AdmissionregistrationV1Api(admin_client)
+    found = {}
+    for kind, read in (
+        ("mutating", admission.read_mutating_webhook_configuration),
+        ("validating", admission.read_validating_webhook_configuration),
+    ):
+        try:
+            found[kind] = read(fullname).webhooks or []
+        except ApiException as exc:
+            assert exc.status == 404
+    return found
+
+
+def play_the_register_hook(
+    control_plane, admin_client, fullname: str = FULLNAME, succeed: bool = True
+) -> dict:
+    """The post-install/post-upgrade Job: check what it may do with its own ServiceAccount, then (if
+    `succeed`: the rollout finished) apply the webhooks from its ConfigMap as it does, and report it.
+    Returns what was registered while the Job ran, before it applied anything."""
+    job = hook_job(admin_client, f"{fullname}-register")
+    before = webhooks_registered(admin_client, fullname)
+    pod = job.spec.template.spec
+    [wait] = pod.init_containers
+    [apply] = pod.containers
+    assert wait.args[:3] == ["rollout", "status", f"deployment/{fullname}"]
+    assert apply.args[:4] == [
+        "apply",
+        "--server-side",
+        "--field-manager=ostiary-register",
+        "--force-conflicts",
+    ]
+    as_hook = service_account_client(control_plane, admin_client, NAMESPACE, pod.service_account_name)
+    apps = client.AppsV1Api(as_hook)
+    # What `kubectl rollout status` does: read the Deployment, list and watch it by name ...
+    apps.read_namespaced_deployment(fullname, NAMESPACE)
+    apps.list_namespaced_deployment(NAMESPACE, field_selector=f"metadata.name={fullname}")
+    # ... and nothing more.
+    with pytest.raises(ApiException) as refused:
+        apps.list_namespaced_deployment(NAMESPACE)
+    assert refused.value.status == 403
+    with pytest.raises(ApiException) as refused:
+        client.AdmissionregistrationV1Api(as_hook).list_mutating_webhook_configuration()
+    assert refused.value.status == 403
+    with pytest.raises(ApiException) as refused:
+        client.AdmissionregistrationV1Api(as_hook).create_mutating_webhook_configuration(
+            {"metadata": {"name": f"{fullname}-other"}}
+        )
+    assert refused.value.status == 403
+    if succeed:
+        source = client.CoreV1Api(admin_client).read_namespaced_config_map(f"{fullname}-register", NAMESPACE)
+        volume = next(v for v in pod.volumes if v.name == "webhooks")
+        assert volume.config_map.name == source.metadata.name
+        api = dynamic.DynamicClient(as_hook)
+        files = [
+            a.removeprefix("--filename=/etc/ostiary/register/")
+            for a in apply.args
+            if a.startswith("--filename=")
+        ]
+        assert sorted(files) == sorted(source.data)
+        for name in files:
+            doc = yaml.safe_load(source.data[name])
+            resource = api.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+            api.server_side_apply(resource, body=doc, field_manager="ostiary-register", force_conflicts=True)
+    report_job(admin_client, job, succeeded=succeed)
+    return before
+
+
+def helm_with_register_hook(
+    control_plane, admin_client, *args: str, fullname: str = FULLNAME
+) -> tuple[str, dict]:
+    """`helm install|upgrade` (which waits for the register hook), with the hook played."""
+    process = subprocess.Popen(
+        helm_argv(control_plane, *args, "--timeout", "90s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        before = play_the_register_hook(control_plane, admin_client, fullname)
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    return output, before
+
+
 def play_the_uninstall_hook(control_plane, admin_client) -> dict:
     """Run the pre-delete Job's work as its ServiceAccount, then report it complete. Returns what
     the API held when the webhooks were gone: proof that they went first."""
@@ -155,11 +303,26 @@ def play_the_uninstall_hook(control_plane, admin_client) -> dict:
 
 
 def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client, crds):
-    notes = helm(
-        control_plane, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR
-    )
     uninstalled = False
     try:
+        notes, before = helm_with_register_hook(
+            control_plane,
+            admin_client,
+            "install",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            *SELECTOR,
+        )
+        # While the register hook ran, nothing was registered: the configurations were empty.
+        assert before == {"mutating": [], "validating": []}
+        assert (
+            not client.AppsV1Api(admin_client)
+            .read_namespaced_deployment(FULLNAME, NAMESPACE)
+            .status.ready_replicas
+        )
         assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
         assert "validatingwebhookconfiguration" in notes and "--dry-run=server" in notes
 
@@ -217,8 +380,9 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
 
         # An upgrade with values changed keeps the generated CA, certificate and OPA token (looked up,
         # not made again) and applies the change.
-        helm(
+        _, before = helm_with_register_hook(
             control_plane,
+            admin_client,
             "upgrade",
             RELEASE,
             CHART,
@@ -230,6 +394,9 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
             "--set",
             "customRego.no-latest\\.rego=package ostiary.custom.nolatest",
         )
+        # Helm's upgrade left the webhooks the hook applied in place (served by the old pods).
+        assert [w.name for w in before["mutating"]] == ["admit.ostiary.dev"]
+        assert [w.name for w in before["validating"]] == ["validate.ostiary.dev"]
         again = core.read_namespaced_secret(f"{FULLNAME}-tls", NAMESPACE)
         assert again.data == secret.data
         assert core.read_namespaced_secret(f"{FULLNAME}-opa-token", NAMESPACE).data == token.data
@@ -289,7 +456,18 @@ def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_clie
     """If the hook cannot delete the webhooks, Helm must not delete their server either."""
     release = "helm-e2e-hookfail"
     fullname = f"{release}-ostiary"
-    helm(control_plane, "install", release, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR)
+    helm(
+        control_plane,
+        "install",
+        release,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+        *SELECTOR,
+        "--set",
+        "registration.mode=immediate",
+    )
     try:
         uninstall = subprocess.Popen(
             helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--timeout", "60s"),
@@ -372,6 +550,68 @@ def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_clie
     assert fullname not in [w.metadata.name for w in admission.list_mutating_webhook_configuration().items]
 
 
+def test_an_install_whose_pods_never_get_ready_registers_no_webhook_and_fails(
+    control_plane, admin_client, crds
+):
+    """The register hook times out (its Job fails: no pod got ready): Helm reports the install failed,
+    naming the Job, and no webhook is registered, so nothing in the cluster is refused."""
+    release = "helm-e2e-notready"
+    fullname = f"{release}-ostiary"
+    install = subprocess.Popen(
+        helm_argv(
+            control_plane,
+            "install",
+            release,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            *SELECTOR,
+            "--timeout",
+            "90s",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        try:
+            play_the_register_hook(control_plane, admin_client, fullname, succeed=False)
+            output, _ = install.communicate(timeout=90)
+        finally:
+            if install.poll() is None:
+                install.kill()
+        assert install.returncode != 0, output
+        assert f"{fullname}-register" in output and "post-install" in output, output
+        assert webhooks_registered(admin_client, fullname) == {"mutating": [], "validating": []}
+        # The failed Job stays for `kubectl logs` / `describe`.
+        assert hook_job(admin_client, f"{fullname}-register").status.failed == 1
+    finally:
+        subprocess.run(
+            helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--no-hooks"),
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+        # A failed hook's objects stay for inspection; tidy them.
+        hook = f"{fullname}-register"
+        rbac = client.RbacAuthorizationV1Api(admin_client)
+        core = client.CoreV1Api(admin_client)
+        for delete in (
+            lambda: client.BatchV1Api(admin_client).delete_namespaced_job(hook, NAMESPACE),
+            lambda: core.delete_namespaced_service_account(hook, NAMESPACE),
+            lambda: core.delete_namespaced_config_map(hook, NAMESPACE),
+            lambda: rbac.delete_namespaced_role_binding(hook, NAMESPACE),
+            lambda: rbac.delete_namespaced_role(hook, NAMESPACE),
+            lambda: rbac.delete_cluster_role_binding(hook),
+            lambda: rbac.delete_cluster_role(hook),
+        ):
+            with contextlib.suppress(ApiException):
+                delete()
+    # `helm uninstall --no-hooks` removed the (empty) configurations: they are release objects.
+    assert webhooks_registered(admin_client, fullname) == {}
+
+
 # -- server-side dry run of every rendered object ---------------------------------------------------
 
 
@@ -419,7 +659,7 @@ DRY_RUN_MATRIX = {
     "directory source": {
         "policySource": "directory",
         "policyConfigMaps": ["team-policies"],
-        "notaryCABundle": "x",
+        "notaryCABundle": "PEM",
         "policies": [
             {
                 "apiVersion": "ostiary.dev/v1",
@@ -429,6 +669,28 @@ DRY_RUN_MATRIX = {
             }
         ],
     },
+    "immediate registration": {"registration": {"mode": "immediate"}},
+    "every added value": {
+        "policySource": "directory",
+        "policyConfigMaps": ["team-policies"],
+        "stateVolume": {"type": "persistentVolumeClaim", "existingClaim": "ostiary-state"},
+        "rootPins": {"configMap": "notary-pins"},
+        "global": {"imageRegistry": "mirror.example:5000"},
+        "fullnameOverride": "gate",
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+        "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        "networkPolicy": {
+            "enabled": True,
+            "apiServerPeers": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+            "metricsPeers": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+        },
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
+    },
 }
 
 # Kinds of other projects' CRDs, not installed in the end-to-end API server.
@@ -436,14 +698,22 @@ THIRD_PARTY = {
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
+
+
+def matrix_values(case: str) -> dict:
+    values = json.loads(json.dumps(DRY_RUN_MATRIX[case]))
+    if values.get("tls", {}).get("mode") == "secret":
+        values["tls"]["caBundle"] = a_ca_pem()
+    if values.get("notaryCABundle") == "PEM":
+        values["notaryCABundle"] = a_ca_pem()
+    return values
 
 
 @pytest.mark.parametrize("case", list(DRY_RUN_MATRIX))
 def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin_client, crds, case):
-    values = json.loads(json.dumps(DRY_RUN_MATRIX[case]))
-    if values.get("tls", {}).get("mode") == "secret":
-        values["tls"]["caBundle"] = a_ca_pem()
+    values = matrix_values(case)
     namespace = "ostiary-dry-run"
     try:
         client.CoreV1Api(admin_client).create_namespace(
@@ -512,13 +782,17 @@ def test_the_pod_security_admission_refuses_a_pod_below_restricted(admin_client)
     assert refused.value.status == 403 and "restricted" in refused.value.body
 
 
-@pytest.mark.parametrize("case", ["defaults", "one replica, no auth, no hook", "directory source"])
+@pytest.mark.parametrize(
+    "case",
+    ["defaults", "one replica, no auth, no hook", "directory source", "own secret", "every added value"],
+)
 def test_every_pod_the_chart_makes_meets_the_restricted_pod_security_standard(admin_client, case):
-    """Both containers of the webhook pod, and the uninstall hook's pod, as real Pods through the API
-    server's PodSecurity admission at level restricted (server-side dry run)."""
+    """Both containers of the webhook pod, the hooks' pods (register, uninstall) and the `helm test`
+    pod, as real Pods through the API server's PodSecurity admission at level restricted (server-side
+    dry run)."""
     namespace = restricted_namespace(admin_client)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
-        json.dump(DRY_RUN_MATRIX[case], file)
+        json.dump(matrix_values(case), file)
         file.flush()
         done = subprocess.run(
             [tool("helm"), "template", "psa", CHART, "--namespace", namespace, "--values", file.name],
@@ -528,17 +802,20 @@ def test_every_pod_the_chart_makes_meets_the_restricted_pod_security_standard(ad
             timeout=60,
         )
     assert done.returncode == 0, done.stderr
-    templates = [
-        (o["kind"], o["spec"]["template"])
-        for o in yaml.safe_load_all(done.stdout)
-        if o and o["kind"] in ("Deployment", "Job")
+    objects = [o for o in yaml.safe_load_all(done.stdout) if o]
+    templates = [(o["kind"], o["spec"]["template"]) for o in objects if o["kind"] in ("Deployment", "Job")]
+    templates += [
+        ("Pod", {"metadata": o["metadata"], "spec": o["spec"]}) for o in objects if o["kind"] == "Pod"
     ]
-    assert "Deployment" in {kind for kind, _ in templates}
+    assert {"Deployment", "Job", "Pod"} <= {kind for kind, _ in templates}
     for kind, template in templates:
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"psa-{kind.lower()}", "labels": template["metadata"].get("labels", {})},
+            "metadata": {
+                "generateName": f"psa-{kind.lower()}-",
+                "labels": template["metadata"].get("labels", {}),
+            },
             "spec": template["spec"],
         }
         try:
