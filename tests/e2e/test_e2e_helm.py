@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import yaml
@@ -165,56 +166,119 @@ def webhooks_registered(admin_client, fullname: str) -> dict[str, list]:
     return found
 
 
+def service_account_kubeconfig(control_plane, admin_client, namespace: str, name: str, folder: Path) -> Path:
+    """A kubeconfig with a ServiceAccount's token (TokenRequest), as a pod of that account has."""
+    request = client.CoreV1Api(admin_client).create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 600}}
+    )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "hook",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {"server": control_plane.url, "certificate-authority": str(control_plane.ca_file)},
+            }
+        ],
+        "users": [{"name": name, "user": {"token": request.status.token}}],
+        "contexts": [{"name": "hook", "context": {"cluster": "e2e", "user": name, "namespace": namespace}}],
+    }
+    return pki.write(folder / f"kubeconfig-{name}.yaml", yaml.safe_dump(config))
+
+
+def run_hook_container(container, kubeconfig: Path, mounts: dict[str, Path], folder: Path, args=None):
+    """The container's command with the pinned kubectl (the hook image's entrypoint), its mounts
+    mapped to local folders, its HOME as in the pod."""
+    argv = list(args if args is not None else container.args)
+    for mount_path, local in mounts.items():
+        argv = [a.replace(mount_path, str(local)) for a in argv]
+    home = folder / "home"
+    home.mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [tool("kubectl"), *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def roll_out_without_a_kubelet(admin_client, fullname: str) -> None:
+    """The Deployment's status as the controller writes it once every replica is updated and ready."""
+    apps = client.AppsV1Api(admin_client)
+    deployment = apps.read_namespaced_deployment(fullname, NAMESPACE)
+    replicas = deployment.spec.replicas
+    apps.patch_namespaced_deployment_status(
+        fullname,
+        NAMESPACE,
+        {
+            "status": {
+                "observedGeneration": deployment.metadata.generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            }
+        },
+    )
+
+
 def play_the_register_hook(
     control_plane, admin_client, fullname: str = FULLNAME, succeed: bool = True
 ) -> dict:
-    """The post-install/post-upgrade Job: check what it may do with its own ServiceAccount, then (if
-    `succeed`: the rollout finished) apply the webhooks from its ConfigMap as it does, and report it.
-    Returns what was registered while the Job ran, before it applied anything."""
+    """The post-install/post-upgrade Job, run with the pinned kubectl and the Job's own ServiceAccount:
+    its wait container (exactly its arguments when the pods are `succeed`-ed ready; with a 3 s timeout
+    when they never get ready) and, only if that succeeded, its apply container on the hook
+    ConfigMap's files. Reports the Job's outcome as the Job controller would. Returns what was
+    registered when the Job started."""
     job = hook_job(admin_client, f"{fullname}-register")
     before = webhooks_registered(admin_client, fullname)
     pod = job.spec.template.spec
     [wait] = pod.init_containers
     [apply] = pod.containers
-    assert wait.args[:3] == ["rollout", "status", f"deployment/{fullname}"]
-    assert apply.args[:4] == [
-        "apply",
-        "--server-side",
-        "--field-manager=ostiary-register",
-        "--force-conflicts",
-    ]
     as_hook = service_account_client(control_plane, admin_client, NAMESPACE, pod.service_account_name)
-    apps = client.AppsV1Api(as_hook)
-    # What `kubectl rollout status` does: read the Deployment, list and watch it by name ...
-    apps.read_namespaced_deployment(fullname, NAMESPACE)
-    apps.list_namespaced_deployment(NAMESPACE, field_selector=f"metadata.name={fullname}")
-    # ... and nothing more.
+    # Its role reaches this Deployment and the two configurations, by name, and nothing more.
     with pytest.raises(ApiException) as refused:
-        apps.list_namespaced_deployment(NAMESPACE)
+        client.AppsV1Api(as_hook).list_namespaced_deployment(NAMESPACE)
+    assert refused.value.status == 403
+    admission = client.AdmissionregistrationV1Api(as_hook)
+    with pytest.raises(ApiException) as refused:
+        admission.list_mutating_webhook_configuration()
     assert refused.value.status == 403
     with pytest.raises(ApiException) as refused:
-        client.AdmissionregistrationV1Api(as_hook).list_mutating_webhook_configuration()
+        admission.create_mutating_webhook_configuration({"metadata": {"name": f"{fullname}-other"}})
     assert refused.value.status == 403
     with pytest.raises(ApiException) as refused:
-        client.AdmissionregistrationV1Api(as_hook).create_mutating_webhook_configuration(
-            {"metadata": {"name": f"{fullname}-other"}}
+        admission.delete_mutating_webhook_configuration(fullname)
+    assert refused.value.status == 403
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        kubeconfig = service_account_kubeconfig(
+            control_plane, admin_client, NAMESPACE, pod.service_account_name, folder
         )
-    assert refused.value.status == 403
-    if succeed:
-        source = client.CoreV1Api(admin_client).read_namespaced_config_map(f"{fullname}-register", NAMESPACE)
-        volume = next(v for v in pod.volumes if v.name == "webhooks")
-        assert volume.config_map.name == source.metadata.name
-        api = dynamic.DynamicClient(as_hook)
-        files = [
-            a.removeprefix("--filename=/etc/ostiary/register/")
-            for a in apply.args
-            if a.startswith("--filename=")
-        ]
-        assert sorted(files) == sorted(source.data)
-        for name in files:
-            doc = yaml.safe_load(source.data[name])
-            resource = api.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
-            api.server_side_apply(resource, body=doc, field_manager="ostiary-register", force_conflicts=True)
+        # The ConfigMap volume, as the kubelet mounts it.
+        [volume] = [v for v in pod.volumes if v.name == "webhooks"]
+        [mount] = [m for m in apply.volume_mounts if m.name == "webhooks"]
+        source = client.CoreV1Api(admin_client).read_namespaced_config_map(volume.config_map.name, NAMESPACE)
+        mount_like_the_kubelet(folder / "register", dict(source.data))
+        mounts = {mount.mount_path: folder / "register"}
+        if succeed:
+            roll_out_without_a_kubelet(admin_client, fullname)
+            waited = run_hook_container(wait, kubeconfig, mounts, folder)
+        else:
+            waited = run_hook_container(
+                wait,
+                kubeconfig,
+                mounts,
+                folder,
+                [a if not a.startswith("--timeout=") else "--timeout=3s" for a in wait.args],
+            )
+        assert (waited.returncode == 0) == succeed, waited.stdout + waited.stderr
+        if waited.returncode == 0:
+            applied = run_hook_container(apply, kubeconfig, mounts, folder)
+            assert applied.returncode == 0, applied.stdout + applied.stderr
+            assert "serverside-applied" in applied.stdout, applied.stdout
+        else:
+            assert "timed out" in waited.stderr, waited.stderr
     report_job(admin_client, job, succeeded=succeed)
     return before
 
@@ -316,13 +380,8 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
             "--create-namespace",
             *SELECTOR,
         )
-        # While the register hook ran, nothing was registered: the configurations were empty.
+        # When the register hook started, nothing was registered: the configurations were empty.
         assert before == {"mutating": [], "validating": []}
-        assert (
-            not client.AppsV1Api(admin_client)
-            .read_namespaced_deployment(FULLNAME, NAMESPACE)
-            .status.ready_replicas
-        )
         assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
         assert "validatingwebhookconfiguration" in notes and "--dry-run=server" in notes
 
@@ -581,6 +640,7 @@ def test_an_install_whose_pods_never_get_ready_registers_no_webhook_and_fails(
         finally:
             if install.poll() is None:
                 install.kill()
+        print(output)
         assert install.returncode != 0, output
         assert f"{fullname}-register" in output and "post-install" in output, output
         assert webhooks_registered(admin_client, fullname) == {"mutating": [], "validating": []}
