@@ -27,7 +27,7 @@ def test_by_default_the_release_registers_no_webhook_and_the_hook_adds_them_afte
         assert not config.get("webhooks"), f"{kind} carries webhooks before any pod is ready"
 
     post = hooks(objects, "post-install")
-    assert post == hooks(objects, "post-upgrade")
+    assert post == hooks(objects, "post-upgrade") == hooks(objects, "post-rollback")
     job = only(post, "Job", REGISTER)
     pod = job["spec"]["template"]["spec"]
     [wait] = pod["initContainers"]

@@ -471,6 +471,18 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
             == secret.data["ca.crt"]
         )
 
+        # A rollback runs the register hook too (post-rollback): the webhooks stay registered, the
+        # Deployment is the first revision's again.
+        _, before = helm_with_register_hook(
+            control_plane, admin_client, "rollback", RELEASE, "1", "--namespace", NAMESPACE
+        )
+        assert [w.name for w in before["mutating"]] == ["admit.ostiary.dev"]
+        assert apps.read_namespaced_deployment(FULLNAME, NAMESPACE).spec.replicas == 2
+        assert (
+            webhooks_registered(admin_client, FULLNAME)["mutating"][0].client_config.ca_bundle
+            == secret.data["ca.crt"]
+        )
+
         # Uninstall: the pre-delete hook removes both webhooks while the Deployment and Service
         # still exist; Helm waits for it, then removes the rest.
         uninstall = subprocess.Popen(
