@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
     from app.runtime import ServeConfig
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def create_app(config: ServeConfig | None = None) -> Flask:

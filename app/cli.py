@@ -208,6 +208,15 @@ def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
     try:
         FileRecordStore(chosen).ensure()
     except StateError as exc:
+        if state_dir is None:
+            # The default is a home directory: a container user often has none, on a read-only root.
+            # Records in a temporary folder would be forgotten silently, so this is a refusal, not a
+            # fallback.
+            raise click.UsageError(
+                f"--state-dir: {exc}. That is the default ($XDG_STATE_HOME/ostiary or "
+                "~/.local/state/ostiary); give --state-dir DIR on a writable volume that lasts as long "
+                "as the records should (the Helm chart mounts one: value stateVolume)"
+            ) from None
         raise click.UsageError(f"--state-dir: {exc}") from None
     return chosen
 
@@ -888,13 +897,21 @@ def _root_certificates(root: bytes) -> str:
 @click.argument("image")
 @click.option("--trust-server", help="Notary server URL (default: by registry host).")
 @click.option("--state-dir", type=click.Path(file_okay=False), help=_STATE_DIR_HELP)
-def unpin(image: str, trust_server: str | None, state_dir: str | None) -> None:
+@_kube_records_options
+def unpin(
+    image: str,
+    trust_server: str | None,
+    state_dir: str | None,
+    kube: bool,
+    kubeconfig: str | None,
+    system_namespace: str,
+) -> None:
     """Remove IMAGE's trust record: the next admission trusts the repository's current root on first use
     (the documented way to accept a legitimately re-keyed repository)."""
     from app.notary.state import StateError
 
     server, gun = _record_key(image, trust_server)
-    store = _record_store(state_dir)
+    store = _record_store(state_dir, kube=kube, kubeconfig=kubeconfig, system_namespace=system_namespace)
     try:
         removed = store.delete(server, gun)
     except StateError as exc:

@@ -43,6 +43,7 @@ class KubeApi(Protocol):
     def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, dict]]: ...
     def create(self, path: str, body: dict) -> dict: ...
     def patch(self, path: str, body: dict, content_type: str = JSON_MERGE_PATCH) -> dict: ...
+    def delete(self, path: str, body: dict | None = None) -> dict | None: ...  # None on 404
     def group_version_served(self, group: str, version: str) -> bool: ...
 
 
@@ -168,6 +169,15 @@ class RestKubeApi:
 
     def patch(self, path: str, body: dict, content_type: str = JSON_MERGE_PATCH) -> dict:
         return self._call("PATCH", path, body=body, content_type=content_type)
+
+    def delete(self, path: str, body: dict | None = None) -> dict | None:
+        """DELETE `path` (with DeleteOptions `body`, e.g. preconditions); None when it does not exist."""
+        try:
+            return self._call("DELETE", path, body=body, content_type="application/json" if body else None)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
     def group_version_served(self, group: str, version: str) -> bool:
         """Discovery (allowed to every authenticated user): is ``group/version`` served?"""

@@ -6,8 +6,9 @@ concurrency built in. Creation is create-if-absent (POST; 409 AlreadyExists mean
 was first: read theirs and decide again); an update is a merge patch carrying the resourceVersion
 that was read, so the API server refuses it (409 Conflict) if anyone wrote in between, and the change
 is decided again on the fresh object. Two replicas can therefore never swap a root or lower a version.
-Only Ostiary's service account may write these objects (chart RBAC); `kubectl delete trustrecord`
-is how an operator accepts a re-keyed repository. A root conflict is also reported as a Warning Event
+Only Ostiary's service account may write these objects (chart RBAC); an operator accepts a
+re-keyed repository by removing its record: `ostiary trust unpin --kube IMAGE` (or `kubectl delete
+trustrecord`), with their own credentials (Ostiary's role has no delete). A root conflict is also reported as a Warning Event
 on the record, naming the GUN.
 """
 
@@ -120,9 +121,31 @@ class KubeRecordStore:
         raise StateError(f"TrustRecord {name} of {gun} kept changing under {ATTEMPTS} attempts; not changed")
 
     def delete(self, server: str, gun: str) -> bool:
-        raise StateError(
-            f"remove the record with `kubectl -n {self._namespace} delete trustrecord {object_name(server, gun)}`"
-        )
+        """Remove the record of (server, GUN) (`ostiary trust unpin --kube`): False if there is none.
+        The delete is conditional on the uid read, so it removes the record checked to be this GUN's."""
+        name = object_name(server, gun)
+        obj, _record = self._read(server, gun)
+        if obj is None:
+            return False
+        uid = (obj.get("metadata") or {}).get("uid")
+        try:
+            gone = self._api.delete(
+                self._path(name),
+                {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}},
+            )
+        except KubeError as exc:
+            if exc.status == 409:  # deleted and created again meanwhile: that new record is not removed
+                raise StateError(
+                    f"TrustRecord {name} of {gun} was replaced while being removed; not removed, try again"
+                ) from None
+            if exc.status == 403:
+                raise StateError(
+                    f"cannot delete TrustRecord {name} of {gun} in {self.description}: {exc} (removing a "
+                    "record needs delete on trustrecords.ostiary.dev: an operator's credentials, which "
+                    "Ostiary's own role does not have)"
+                ) from None
+            raise self._fail(f"delete TrustRecord {name} of {gun} in", exc) from None
+        return gone is not None
 
     def records(self) -> list[TrustRecord]:
         try:

@@ -71,3 +71,53 @@ def mount_like_the_kubelet(
     os.symlink(stamp, folder / "..data")
     for name in files:
         os.symlink(f"..data/{name}", folder / name)
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric family `ostiary serve` exports (the real Metrics and TrustService, wired as serve
+    wires them), without the _created series; histograms by their family name."""
+    from prometheus_client import generate_latest
+
+    from app.metrics import Metrics
+    from app.notary.service import TrustService
+
+    metrics, trust = Metrics(), TrustService()
+    metrics.watch_trust(trust.stats)
+    trust.close()
+    return {
+        line.split()[2]
+        for line in generate_latest(metrics.registry).decode().splitlines()
+        if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")
+    }
+
+
+def registered_webhooks(objects: list[dict], kind: str) -> dict | None:
+    """The webhook configuration of `kind` as the API server ends up holding it: the release object
+    itself (registration.mode=immediate), or, by default, the release object (created without
+    webhooks) with the webhooks the register hook applies from its ConfigMap."""
+    found = [o for o in objects if o["kind"] == kind and not _is_hook(o)]
+    if not found:
+        return None
+    [config] = found
+    if config.get("webhooks"):
+        return config
+    [source] = [
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-register")
+    ]
+    key = "mutating.yaml" if kind == "MutatingWebhookConfiguration" else "validating.yaml"
+    applied = yaml.safe_load(source["data"][key])
+    assert applied["kind"] == kind and applied["metadata"]["name"] == config["metadata"]["name"]
+    return {**config, "webhooks": applied["webhooks"]}
+
+
+def _is_hook(obj: dict) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def hooks(objects: list[dict], event: str) -> list[dict]:
+    """The objects Helm creates for a hook event (post-install, pre-delete, test, ...)."""
+    return [
+        o
+        for o in objects
+        if event in (o["metadata"].get("annotations") or {}).get("helm.sh/hook", "").split(",")
+    ]

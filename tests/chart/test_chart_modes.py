@@ -12,7 +12,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.chart.chart import NAMESPACE, containers, kinds, only, refusal, rendered_objects
+from tests.chart.chart import (
+    NAMESPACE,
+    containers,
+    hooks,
+    kinds,
+    only,
+    refusal,
+    registered_webhooks,
+    rendered_objects,
+)
 
 FULLNAME = "t-ostiary"
 WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
@@ -37,7 +46,8 @@ def a_ca_pem() -> str:
 
 
 def webhook_configs(objects: list[dict]) -> list[dict]:
-    return [only(objects, kind) for kind in WEBHOOK_KINDS]
+    """Both configurations with the webhooks they end up with (after the register hook)."""
+    return [registered_webhooks(objects, kind) for kind in WEBHOOK_KINDS]
 
 
 def tls_volume_secret(objects: list[dict]) -> str:
@@ -233,7 +243,8 @@ def test_the_network_policy_admits_only_the_given_peers_to_the_webhook_port() ->
         policy["spec"]["podSelector"]["matchLabels"]
         == only(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     )
-    webhook, metrics = policy["spec"]["ingress"]
+    webhook, helm_test, metrics = policy["spec"]["ingress"]
+    assert helm_test["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "test"
     assert webhook == {
         "from": [{"ipBlock": {"cidr": "172.18.0.2/32"}}],
         "ports": [{"port": 8443, "protocol": "TCP"}],
@@ -375,7 +386,7 @@ def test_upgrades_keep_a_ready_pod_and_uninstall_deletes_the_webhooks_first() ->
     objects = rendered_objects()
     strategy = only(objects, "Deployment")["spec"]["strategy"]
     assert strategy["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
-    hook_objects = [o for o in objects if (o["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+    hook_objects = hooks(objects, "pre-delete")
     assert {o["metadata"]["annotations"]["helm.sh/hook"] for o in hook_objects} == {"pre-delete"}
     job = only(hook_objects, "Job")
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -389,4 +400,4 @@ def test_upgrades_keep_a_ready_pod_and_uninstall_deletes_the_webhooks_first() ->
     # The RBAC exists before the Job runs.
     weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in hook_objects}
     assert weights["Job"] > max(w for kind, w in weights.items() if kind != "Job")
-    assert "Job" not in kinds(rendered_objects("uninstallHook.enabled=false"))
+    assert not hooks(rendered_objects("uninstallHook.enabled=false"), "pre-delete")

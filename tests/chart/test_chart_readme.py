@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from prometheus_client import generate_latest
-
-from app.metrics import Metrics
-from app.notary.service import TrustService
+from tests.chart.chart import exported_metric_names
 from tests.e2e.cluster import REPO
 
 CHART = REPO / "helm" / "ostiary"
@@ -48,14 +45,7 @@ def test_the_readme_lists_exactly_the_schemas_values() -> None:
 
 
 def test_the_readme_names_every_metric_ostiary_exports() -> None:
-    metrics, trust = Metrics(), TrustService()
-    metrics.watch_trust(trust.stats)  # the real service's counters, as `ostiary serve` wires them
-    trust.close()
-    exported = {
-        line.split()[2]
-        for line in generate_latest(metrics.registry).decode().splitlines()
-        if line.startswith("# TYPE ") and not line.split()[2].endswith("_created")
-    }
+    exported = exported_metric_names()
     documented = {
         name for name in first_column(readme_section("Observability")) if name.startswith("ostiary_")
     }

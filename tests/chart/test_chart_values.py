@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.chart import render, rendered_objects
+from tests.chart.chart import registered_webhooks, render, rendered_objects
 
 
 def mutating_webhook(*sets: str) -> dict:
-    [config] = [o for o in rendered_objects(*sets) if o["kind"] == "MutatingWebhookConfiguration"]
-    [hook] = config["webhooks"]
+    [hook] = registered_webhooks(rendered_objects(*sets), "MutatingWebhookConfiguration")["webhooks"]
     return hook
 
 
@@ -79,8 +78,7 @@ def objects_of(kind: str, *sets: str) -> list[dict]:
 
 
 def validating_webhook(*sets: str) -> dict:
-    [config] = objects_of("ValidatingWebhookConfiguration", *sets)
-    [hook] = config["webhooks"]
+    [hook] = registered_webhooks(rendered_objects(*sets), "ValidatingWebhookConfiguration")["webhooks"]
     return hook
 
 
@@ -88,8 +86,8 @@ def test_the_validating_webhook_checks_every_policy_kind_ostiary_reads_on_the_sa
     from app.kube.source import POLICY_KINDS
 
     objects = rendered_objects()  # one render: each one generates its own CA
-    [hook] = next(o for o in objects if o["kind"] == "ValidatingWebhookConfiguration")["webhooks"]
-    [mutating] = next(o for o in objects if o["kind"] == "MutatingWebhookConfiguration")["webhooks"]
+    [hook] = registered_webhooks(objects, "ValidatingWebhookConfiguration")["webhooks"]
+    [mutating] = registered_webhooks(objects, "MutatingWebhookConfiguration")["webhooks"]
     assert hook["clientConfig"]["service"]["path"] == "/validate"
     assert hook["clientConfig"]["service"] | {"path": "/admit"} == mutating["clientConfig"]["service"]
     assert hook["clientConfig"]["caBundle"] == mutating["clientConfig"]["caBundle"]

@@ -2,8 +2,9 @@
 
 Nothing runs the pods (no kubelet), so this checks what the API server stores, not a running
 webhook; the mutating webhook here only selects namespaces labelled for it, so it cannot block
-other tests. The uninstall test plays the kubelet's part for the pre-delete hook Job: it does what
-the Job's container does, with the Job's own ServiceAccount, and reports the Job complete.
+other tests. The tests play the kubelet's part for the hook Jobs (register after install and
+upgrade, uninstall before delete): they do what the Job's containers do, with the Job's own
+ServiceAccount, and report the Job complete (or failed). The real Jobs run on the real-node suite.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import yaml
@@ -91,6 +93,216 @@ def service_account_client(control_plane, admin_client, namespace: str, name: st
     return client.ApiClient(configuration)
 
 
+def hook_job(admin_client, name: str):
+    batch = client.BatchV1Api(admin_client)
+    return wait_for(
+        lambda: next(
+            (j for j in batch.list_namespaced_job(NAMESPACE).items if j.metadata.name == name), None
+        ),
+        what=f"the hook Job {name}",
+    )
+
+
+def report_job(admin_client, job, succeeded: bool) -> None:
+    """What the Job controller writes when the Job's pod ends (the kubelet's and controller's part)."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if succeeded:
+        status = {
+            "startTime": now,
+            "completionTime": now,
+            "succeeded": 1,
+            "ready": 0,
+            "active": 0,
+            "conditions": [
+                {
+                    "type": "SuccessCriteriaMet",
+                    "status": "True",
+                    "lastTransitionTime": now,
+                    "lastProbeTime": now,
+                },
+                {"type": "Complete", "status": "True", "lastTransitionTime": now, "lastProbeTime": now},
+            ],
+        }
+    else:
+        status = {
+            "startTime": now,
+            "failed": 1,
+            "active": 0,
+            "ready": 0,
+            "conditions": [
+                {
+                    "type": "FailureTarget",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "lastTransitionTime": now,
+                    "lastProbeTime": now,
+                },
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "lastTransitionTime": now,
+                    "lastProbeTime": now,
+                },
+            ],
+        }
+    client.BatchV1Api(admin_client).patch_namespaced_job_status(
+        job.metadata.name, NAMESPACE, {"status": status}
+    )
+
+
+def webhooks_registered(admin_client, fullname: str) -> dict[str, list]:
+    """The webhooks each configuration of the release holds now ([] for an inert one)."""
+    admission = client.AdmissionregistrationV1Api(admin_client)
+    found = {}
+    for kind, read in (
+        ("mutating", admission.read_mutating_webhook_configuration),
+        ("validating", admission.read_validating_webhook_configuration),
+    ):
+        try:
+            found[kind] = read(fullname).webhooks or []
+        except ApiException as exc:
+            assert exc.status == 404
+    return found
+
+
+def service_account_kubeconfig(control_plane, admin_client, namespace: str, name: str, folder: Path) -> Path:
+    """A kubeconfig with a ServiceAccount's token (TokenRequest), as a pod of that account has."""
+    request = client.CoreV1Api(admin_client).create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 600}}
+    )
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "hook",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {"server": control_plane.url, "certificate-authority": str(control_plane.ca_file)},
+            }
+        ],
+        "users": [{"name": name, "user": {"token": request.status.token}}],
+        "contexts": [{"name": "hook", "context": {"cluster": "e2e", "user": name, "namespace": namespace}}],
+    }
+    return pki.write(folder / f"kubeconfig-{name}.yaml", yaml.safe_dump(config))
+
+
+def run_hook_container(container, kubeconfig: Path, mounts: dict[str, Path], folder: Path, args=None):
+    """The container's command with the pinned kubectl (the hook image's entrypoint), its mounts
+    mapped to local folders, its HOME as in the pod."""
+    argv = list(args if args is not None else container.args)
+    for mount_path, local in mounts.items():
+        argv = [a.replace(mount_path, str(local)) for a in argv]
+    home = folder / "home"
+    home.mkdir(exist_ok=True)
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "KUBECONFIG": str(kubeconfig)}
+    return subprocess.run(
+        [tool("kubectl"), *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def roll_out_without_a_kubelet(admin_client, fullname: str) -> None:
+    """The Deployment's status as the controller writes it once every replica is updated and ready."""
+    apps = client.AppsV1Api(admin_client)
+    deployment = apps.read_namespaced_deployment(fullname, NAMESPACE)
+    replicas = deployment.spec.replicas
+    apps.patch_namespaced_deployment_status(
+        fullname,
+        NAMESPACE,
+        {
+            "status": {
+                "observedGeneration": deployment.metadata.generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            }
+        },
+    )
+
+
+def play_the_register_hook(
+    control_plane, admin_client, fullname: str = FULLNAME, succeed: bool = True
+) -> dict:
+    """The post-install/post-upgrade Job, run with the pinned kubectl and the Job's own ServiceAccount:
+    its wait container (exactly its arguments when the pods are `succeed`-ed ready; with a 3 s timeout
+    when they never get ready) and, only if that succeeded, its apply container on the hook
+    ConfigMap's files. Reports the Job's outcome as the Job controller would. Returns what was
+    registered when the Job started."""
+    job = hook_job(admin_client, f"{fullname}-register")
+    before = webhooks_registered(admin_client, fullname)
+    pod = job.spec.template.spec
+    [wait] = pod.init_containers
+    [apply] = pod.containers
+    as_hook = service_account_client(control_plane, admin_client, NAMESPACE, pod.service_account_name)
+    # Its role reaches this Deployment and the two configurations, by name, and nothing more.
+    with pytest.raises(ApiException) as refused:
+        client.AppsV1Api(as_hook).list_namespaced_deployment(NAMESPACE)
+    assert refused.value.status == 403
+    admission = client.AdmissionregistrationV1Api(as_hook)
+    with pytest.raises(ApiException) as refused:
+        admission.list_mutating_webhook_configuration()
+    assert refused.value.status == 403
+    with pytest.raises(ApiException) as refused:
+        admission.create_mutating_webhook_configuration({"metadata": {"name": f"{fullname}-other"}})
+    assert refused.value.status == 403
+    with pytest.raises(ApiException) as refused:
+        admission.delete_mutating_webhook_configuration(fullname)
+    assert refused.value.status == 403
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        kubeconfig = service_account_kubeconfig(
+            control_plane, admin_client, NAMESPACE, pod.service_account_name, folder
+        )
+        # The ConfigMap volume, as the kubelet mounts it.
+        [volume] = [v for v in pod.volumes if v.name == "webhooks"]
+        [mount] = [m for m in apply.volume_mounts if m.name == "webhooks"]
+        source = client.CoreV1Api(admin_client).read_namespaced_config_map(volume.config_map.name, NAMESPACE)
+        mount_like_the_kubelet(folder / "register", dict(source.data))
+        mounts = {mount.mount_path: folder / "register"}
+        if succeed:
+            roll_out_without_a_kubelet(admin_client, fullname)
+            waited = run_hook_container(wait, kubeconfig, mounts, folder)
+        else:
+            waited = run_hook_container(
+                wait,
+                kubeconfig,
+                mounts,
+                folder,
+                [a if not a.startswith("--timeout=") else "--timeout=3s" for a in wait.args],
+            )
+        assert (waited.returncode == 0) == succeed, waited.stdout + waited.stderr
+        if waited.returncode == 0:
+            applied = run_hook_container(apply, kubeconfig, mounts, folder)
+            assert applied.returncode == 0, applied.stdout + applied.stderr
+            assert "serverside-applied" in applied.stdout, applied.stdout
+        else:
+            assert "timed out" in waited.stderr, waited.stderr
+    report_job(admin_client, job, succeeded=succeed)
+    return before
+
+
+def helm_with_register_hook(
+    control_plane, admin_client, *args: str, fullname: str = FULLNAME
+) -> tuple[str, dict]:
+    """`helm install|upgrade` (which waits for the register hook), with the hook played."""
+    process = subprocess.Popen(
+        helm_argv(control_plane, *args, "--timeout", "90s"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        before = play_the_register_hook(control_plane, admin_client, fullname)
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    return output, before
+
+
 def play_the_uninstall_hook(control_plane, admin_client) -> dict:
     """Run the pre-delete Job's work as its ServiceAccount, then report it complete. Returns what
     the API held when the webhooks were gone: proof that they went first."""
@@ -155,11 +367,21 @@ def play_the_uninstall_hook(control_plane, admin_client) -> dict:
 
 
 def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client, crds):
-    notes = helm(
-        control_plane, "install", RELEASE, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR
-    )
     uninstalled = False
     try:
+        notes, before = helm_with_register_hook(
+            control_plane,
+            admin_client,
+            "install",
+            RELEASE,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            *SELECTOR,
+        )
+        # When the register hook started, nothing was registered: the configurations were empty.
+        assert before == {"mutating": [], "validating": []}
         assert f"kubectl -n {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
         assert "validatingwebhookconfiguration" in notes and "--dry-run=server" in notes
 
@@ -217,8 +439,9 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
 
         # An upgrade with values changed keeps the generated CA, certificate and OPA token (looked up,
         # not made again) and applies the change.
-        helm(
+        _, before = helm_with_register_hook(
             control_plane,
+            admin_client,
             "upgrade",
             RELEASE,
             CHART,
@@ -230,6 +453,9 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
             "--set",
             "customRego.no-latest\\.rego=package ostiary.custom.nolatest",
         )
+        # Helm's upgrade left the webhooks the hook applied in place (served by the old pods).
+        assert [w.name for w in before["mutating"]] == ["admit.ostiary.dev"]
+        assert [w.name for w in before["validating"]] == ["validate.ostiary.dev"]
         again = core.read_namespaced_secret(f"{FULLNAME}-tls", NAMESPACE)
         assert again.data == secret.data
         assert core.read_namespaced_secret(f"{FULLNAME}-opa-token", NAMESPACE).data == token.data
@@ -242,6 +468,18 @@ def test_the_chart_installs_upgrades_and_uninstalls(control_plane, admin_client,
         )
         assert (
             admission.read_mutating_webhook_configuration(FULLNAME).webhooks[0].client_config.ca_bundle
+            == secret.data["ca.crt"]
+        )
+
+        # A rollback runs the register hook too (post-rollback): the webhooks stay registered, the
+        # Deployment is the first revision's again.
+        _, before = helm_with_register_hook(
+            control_plane, admin_client, "rollback", RELEASE, "1", "--namespace", NAMESPACE
+        )
+        assert [w.name for w in before["mutating"]] == ["admit.ostiary.dev"]
+        assert apps.read_namespaced_deployment(FULLNAME, NAMESPACE).spec.replicas == 2
+        assert (
+            webhooks_registered(admin_client, FULLNAME)["mutating"][0].client_config.ca_bundle
             == secret.data["ca.crt"]
         )
 
@@ -289,7 +527,18 @@ def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_clie
     """If the hook cannot delete the webhooks, Helm must not delete their server either."""
     release = "helm-e2e-hookfail"
     fullname = f"{release}-ostiary"
-    helm(control_plane, "install", release, CHART, "--namespace", NAMESPACE, "--create-namespace", *SELECTOR)
+    helm(
+        control_plane,
+        "install",
+        release,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--create-namespace",
+        *SELECTOR,
+        "--set",
+        "registration.mode=immediate",
+    )
     try:
         uninstall = subprocess.Popen(
             helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--timeout", "60s"),
@@ -372,6 +621,69 @@ def test_an_uninstall_whose_hook_fails_removes_nothing(control_plane, admin_clie
     assert fullname not in [w.metadata.name for w in admission.list_mutating_webhook_configuration().items]
 
 
+def test_an_install_whose_pods_never_get_ready_registers_no_webhook_and_fails(
+    control_plane, admin_client, crds
+):
+    """The register hook times out (its Job fails: no pod got ready): Helm reports the install failed,
+    naming the Job, and no webhook is registered, so nothing in the cluster is refused."""
+    release = "helm-e2e-notready"
+    fullname = f"{release}-ostiary"
+    install = subprocess.Popen(
+        helm_argv(
+            control_plane,
+            "install",
+            release,
+            CHART,
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            *SELECTOR,
+            "--timeout",
+            "90s",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        try:
+            play_the_register_hook(control_plane, admin_client, fullname, succeed=False)
+            output, _ = install.communicate(timeout=90)
+        finally:
+            if install.poll() is None:
+                install.kill()
+        print(output)
+        assert install.returncode != 0, output
+        assert f"{fullname}-register" in output and "post-install" in output, output
+        assert webhooks_registered(admin_client, fullname) == {"mutating": [], "validating": []}
+        # The failed Job stays for `kubectl logs` / `describe`.
+        assert hook_job(admin_client, f"{fullname}-register").status.failed == 1
+    finally:
+        subprocess.run(
+            helm_argv(control_plane, "uninstall", release, "--namespace", NAMESPACE, "--no-hooks"),
+            check=False,
+            capture_output=True,
+            timeout=120,
+        )
+        # A failed hook's objects stay for inspection; tidy them.
+        hook = f"{fullname}-register"
+        rbac = client.RbacAuthorizationV1Api(admin_client)
+        core = client.CoreV1Api(admin_client)
+        for delete in (
+            lambda: client.BatchV1Api(admin_client).delete_namespaced_job(hook, NAMESPACE),
+            lambda: core.delete_namespaced_service_account(hook, NAMESPACE),
+            lambda: core.delete_namespaced_config_map(hook, NAMESPACE),
+            lambda: rbac.delete_namespaced_role_binding(hook, NAMESPACE),
+            lambda: rbac.delete_namespaced_role(hook, NAMESPACE),
+            lambda: rbac.delete_cluster_role_binding(hook),
+            lambda: rbac.delete_cluster_role(hook),
+        ):
+            with contextlib.suppress(ApiException):
+                delete()
+    # `helm uninstall --no-hooks` removed the (empty) configurations: they are release objects.
+    assert webhooks_registered(admin_client, fullname) == {}
+
+
 # -- server-side dry run of every rendered object ---------------------------------------------------
 
 
@@ -419,7 +731,7 @@ DRY_RUN_MATRIX = {
     "directory source": {
         "policySource": "directory",
         "policyConfigMaps": ["team-policies"],
-        "notaryCABundle": "x",
+        "notaryCABundle": "PEM",
         "policies": [
             {
                 "apiVersion": "ostiary.dev/v1",
@@ -429,6 +741,28 @@ DRY_RUN_MATRIX = {
             }
         ],
     },
+    "immediate registration": {"registration": {"mode": "immediate"}},
+    "every added value": {
+        "policySource": "directory",
+        "policyConfigMaps": ["team-policies"],
+        "stateVolume": {"type": "persistentVolumeClaim", "existingClaim": "ostiary-state"},
+        "rootPins": {"configMap": "notary-pins"},
+        "global": {"imageRegistry": "mirror.example:5000"},
+        "fullnameOverride": "gate",
+        "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+        "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca"}}],
+        "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        "networkPolicy": {
+            "enabled": True,
+            "apiServerPeers": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+            "metricsPeers": [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}],
+        },
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+        },
+    },
 }
 
 # Kinds of other projects' CRDs, not installed in the end-to-end API server.
@@ -436,14 +770,22 @@ THIRD_PARTY = {
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
+
+
+def matrix_values(case: str) -> dict:
+    values = json.loads(json.dumps(DRY_RUN_MATRIX[case]))
+    if values.get("tls", {}).get("mode") == "secret":
+        values["tls"]["caBundle"] = a_ca_pem()
+    if values.get("notaryCABundle") == "PEM":
+        values["notaryCABundle"] = a_ca_pem()
+    return values
 
 
 @pytest.mark.parametrize("case", list(DRY_RUN_MATRIX))
 def test_every_rendered_object_passes_a_server_side_dry_run(control_plane, admin_client, crds, case):
-    values = json.loads(json.dumps(DRY_RUN_MATRIX[case]))
-    if values.get("tls", {}).get("mode") == "secret":
-        values["tls"]["caBundle"] = a_ca_pem()
+    values = matrix_values(case)
     namespace = "ostiary-dry-run"
     try:
         client.CoreV1Api(admin_client).create_namespace(
@@ -512,13 +854,17 @@ def test_the_pod_security_admission_refuses_a_pod_below_restricted(admin_client)
     assert refused.value.status == 403 and "restricted" in refused.value.body
 
 
-@pytest.mark.parametrize("case", ["defaults", "one replica, no auth, no hook", "directory source"])
+@pytest.mark.parametrize(
+    "case",
+    ["defaults", "one replica, no auth, no hook", "directory source", "own secret", "every added value"],
+)
 def test_every_pod_the_chart_makes_meets_the_restricted_pod_security_standard(admin_client, case):
-    """Both containers of the webhook pod, and the uninstall hook's pod, as real Pods through the API
-    server's PodSecurity admission at level restricted (server-side dry run)."""
+    """Both containers of the webhook pod, the hooks' pods (register, uninstall) and the `helm test`
+    pod, as real Pods through the API server's PodSecurity admission at level restricted (server-side
+    dry run)."""
     namespace = restricted_namespace(admin_client)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as file:
-        json.dump(DRY_RUN_MATRIX[case], file)
+        json.dump(matrix_values(case), file)
         file.flush()
         done = subprocess.run(
             [tool("helm"), "template", "psa", CHART, "--namespace", namespace, "--values", file.name],
@@ -528,17 +874,20 @@ def test_every_pod_the_chart_makes_meets_the_restricted_pod_security_standard(ad
             timeout=60,
         )
     assert done.returncode == 0, done.stderr
-    templates = [
-        (o["kind"], o["spec"]["template"])
-        for o in yaml.safe_load_all(done.stdout)
-        if o and o["kind"] in ("Deployment", "Job")
+    objects = [o for o in yaml.safe_load_all(done.stdout) if o]
+    templates = [(o["kind"], o["spec"]["template"]) for o in objects if o["kind"] in ("Deployment", "Job")]
+    templates += [
+        ("Pod", {"metadata": o["metadata"], "spec": o["spec"]}) for o in objects if o["kind"] == "Pod"
     ]
-    assert "Deployment" in {kind for kind, _ in templates}
+    assert {"Deployment", "Job", "Pod"} <= {kind for kind, _ in templates}
     for kind, template in templates:
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"psa-{kind.lower()}", "labels": template["metadata"].get("labels", {})},
+            "metadata": {
+                "generateName": f"psa-{kind.lower()}-",
+                "labels": template["metadata"].get("labels", {}),
+            },
             "spec": template["spec"],
         }
         try:

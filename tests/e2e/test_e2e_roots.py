@@ -198,3 +198,56 @@ def test_re_key_is_denied_with_an_event_and_a_deleted_record_is_re_created(
     recreated = store.get(w.notary_url, gun)
     assert recreated.how == "first-use"
     assert list(recreated.root_keyids) == w.tuf(repo, "root").json()["signed"]["roles"]["root"]["keyids"]
+
+
+def test_trust_unpin_kube_removes_the_record_with_the_operators_credentials(
+    records_rbac, control_plane
+) -> None:
+    """`ostiary trust unpin --kube` (the documented way to accept a re-keyed repository in a cluster)
+    deletes the GUN's TrustRecord through the real API server; Ostiary's own role cannot."""
+    import subprocess
+
+    from app.notary.servers import normalize_trust_server
+    from tests.e2e.webhook import OSTIARY_BIN
+
+    server, error = normalize_trust_server(SERVER)
+    assert error is None
+    gun = f"registry.e2e.example/unpin/app-{time.monotonic_ns()}"
+    other = f"{gun}-kept"
+    store = KubeRecordStore(RestKubeApi.from_kubeconfig(records_rbac), SYSTEM_NS)
+    for name in (gun, other):
+        store.update(server, name, lambda current, name=name: fake_record(name, b"{}", {"root": 1}, "e2e"))
+    admin = str(control_plane.kubeconfig("admin"))
+
+    def unpin(kubeconfig: str, name: str = gun) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(OSTIARY_BIN),
+                "trust",
+                "unpin",
+                f"{name}:v1",
+                "--trust-server",
+                SERVER,
+                "--kube",
+                "--kubeconfig",
+                kubeconfig,
+                "--system-namespace",
+                SYSTEM_NS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    as_ostiary = unpin(records_rbac)
+    assert as_ostiary.returncode == 1 and "403" in as_ostiary.stderr, as_ostiary.stderr
+    assert store.get(server, gun) is not None
+
+    removed = unpin(admin)
+    assert removed.returncode == 0, removed.stderr
+    assert "removed the trust record" in removed.stdout and gun in removed.stdout
+    assert store.get(server, gun) is None
+    assert store.get(server, other) is not None, "only that GUN's record is removed"
+    again = unpin(admin)
+    assert again.returncode == 1 and "no trust record" in again.stderr, again.stderr

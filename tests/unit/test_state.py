@@ -210,6 +210,27 @@ def test_serve_refuses_an_unusable_state_dir_at_start(tmp_path: Path) -> None:
     assert "--state-dir: cannot use state directory" in result.output
 
 
+def test_serve_without_a_state_dir_and_no_writable_home_names_the_flag_and_the_chart_value(
+    monkeypatch, tmp_path: Path
+) -> None:
+    """The image's user has no home and the chart's root filesystem is read-only: the default state
+    directory cannot be made. The start fails with what to do, not with a silent temporary folder."""
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(blocker / "nonexistent"))
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    result = CliRunner().invoke(main, ["serve", "--policy-dir", str(policies)])
+    assert result.exit_code == 2
+    assert "cannot use state directory" in result.output
+    assert "give --state-dir DIR" in result.output and "value stateVolume" in result.output
+
+
 def test_trust_pins_lists_and_unpin_removes(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -1,13 +1,20 @@
 {{/* Names and labels shared by every template. */}}
 {{- define "ostiary.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* <release>-ostiary (or the release name if it contains the chart's name); fullnameOverride
+replaces it, nameOverride replaces the chart's name in it. */}}
 {{- define "ostiary.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -80,15 +87,43 @@ would be silently ignored (or, for a caBundle next to cert-manager's injector, f
 {{- end -}}
 {{- end -}}
 
-{{/* repository:tag, or repository@digest when a digest is given. */}}
+{{/* repository:tag, or repository@digest when a digest is given. With global.imageRegistry, the
+repository's registry host (a first path part with a dot or a colon, or localhost) is replaced by it,
+or it is put in front of a repository without one: ghcr.io/ostiary/ostiary -> REG/ostiary/ostiary,
+openpolicyagent/opa -> REG/openpolicyagent/opa. Called with (dict "image" <image values> "root" $
+"defaultTag" <tag when image.tag is empty>). */}}
 {{- define "ostiary.imageRef" -}}
-{{- if .digest -}}
-{{- printf "%s@%s" .repository .digest -}}
+{{- $image := .image -}}
+{{- $repository := $image.repository -}}
+{{- $registry := trimSuffix "/" (.root.Values.global.imageRegistry | default "") -}}
+{{- if $registry -}}
+{{- $parts := splitList "/" $repository -}}
+{{- $first := first $parts -}}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) -}}
+{{- $repository = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repository = printf "%s/%s" $registry $repository -}}
+{{- end -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $repository $image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .repository (toString .tag) -}}
+{{- printf "%s:%s" $repository (toString (default .defaultTag $image.tag)) -}}
 {{- end -}}
 {{- end -}}
 
+{{/* The images of the chart's pods. */}}
+{{- define "ostiary.webhookImage" -}}
+{{- include "ostiary.imageRef" (dict "image" .Values.image "root" . "defaultTag" .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "ostiary.opaImage" -}}
+{{- include "ostiary.imageRef" (dict "image" .Values.opa.image "root" . "defaultTag" "") -}}
+{{- end -}}
+
+{{/* The kubectl image of the registration and uninstall hooks (uninstallHook.image). */}}
+{{- define "ostiary.kubectlImage" -}}
+{{- include "ostiary.imageRef" (dict "image" .Values.uninstallHook.image "root" . "defaultTag" "") -}}
+{{- end -}}
 
 {{/* Sources of the files under --rego-dir and --policy-dir: the chart's ConfigMap (from values) in
 a "values" folder, each named ConfigMap in a folder of its own name, so keys never collide. */}}
@@ -185,4 +220,58 @@ allow if {
 	input.path == ["metrics"]
 }
 {{- end }}
+{{- end -}}
+
+{{/* Fails unless .value holds at least one PEM CERTIFICATE block and every such block is base64 of a
+DER structure (a SEQUENCE: its first byte is "0"). Text outside the blocks is ignored, as OpenSSL
+does (bundles often carry comments). (dict "value" <text> "what" <message start>) */}}
+{{- define "ostiary.checkPEM" -}}
+{{- $blocks := regexFindAll "-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----" .value -1 -}}
+{{- if ne (len $blocks) (len (regexFindAll "-----BEGIN CERTIFICATE-----" .value -1)) -}}
+{{- fail (printf "%s: a PEM certificate is not terminated by -----END CERTIFICATE----- (or holds other characters than base64)" .what) -}}
+{{- end -}}
+{{- if not $blocks -}}
+{{- fail (printf "%s: no PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----) in it" .what) -}}
+{{- end -}}
+{{- range $i, $block := $blocks -}}
+{{- $body := $block | trimPrefix "-----BEGIN CERTIFICATE-----" | trimSuffix "-----END CERTIFICATE-----" | nospace -}}
+{{- if or (not (regexMatch "^[A-Za-z0-9+/]+={0,2}$" $body)) (not (hasPrefix "0" (b64dec $body))) -}}
+{{- fail (printf "%s: PEM certificate %d is not base64 of a DER certificate" $.what (add1 $i)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What the schema cannot say about the other values; the Deployment template calls it. */}}
+{{- define "ostiary.checkValues" -}}
+{{- with .Values.notaryCABundle -}}
+{{- include "ostiary.checkPEM" (dict "value" . "what" "notaryCABundle must be PEM CA certificates for Notary servers") -}}
+{{- end -}}
+{{- if and (eq .Values.policySource "cluster") (or (eq .Values.stateVolume.type "persistentVolumeClaim") .Values.stateVolume.existingClaim) -}}
+{{- fail "stateVolume is for policySource=directory: with policySource=cluster the trust records are TrustRecord objects in the release namespace, shared by every replica; remove stateVolume.type/existingClaim" -}}
+{{- end -}}
+{{- if and (eq .Values.stateVolume.type "persistentVolumeClaim") (not .Values.stateVolume.existingClaim) -}}
+{{- fail "stateVolume.type=persistentVolumeClaim needs stateVolume.existingClaim: the name of a PersistentVolumeClaim in the release namespace (ReadWriteMany when replicaCount > 1)" -}}
+{{- end -}}
+{{- if and .Values.stateVolume.existingClaim (ne .Values.stateVolume.type "persistentVolumeClaim") -}}
+{{- fail "stateVolume.existingClaim is used only with stateVolume.type=persistentVolumeClaim" -}}
+{{- end -}}
+{{- if and .Values.rootPins.configMap .Values.rootPins.secret -}}
+{{- fail "rootPins: give rootPins.configMap or rootPins.secret, not both (one file is passed to --root-pins)" -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsPeers) -}}
+{{- fail "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.metricsPeers (your Prometheus, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]): without them the chart's NetworkPolicy blocks the scrapes the ServiceMonitor asks for" -}}
+{{- end -}}
+{{- if and .Values.metrics.prometheusRule.enabled (not .Values.metrics.serviceMonitor.enabled) -}}
+{{- fail "metrics.prometheusRule.enabled needs metrics.serviceMonitor.enabled: the alerts select the series by the job and endpoint labels that ServiceMonitor gives them" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of the pods of the hooks and `helm test`: not the webhook pods' selector labels, so the
+Service, the PodDisruptionBudget and the NetworkPolicy never count them as webhook pods.
+(dict "root" $ "component" <name>) */}}
+{{- define "ostiary.componentLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-%s" (include "ostiary.name" .root) .component }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
