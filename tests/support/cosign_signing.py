@@ -210,11 +210,17 @@ class Pusher:
         return self.manifest(repo, (tag_of or digest).replace(":", "-") + ".sig", body)
 
     def bundle_signature(
-        self, repo: str, digest: str, data: bytes, subject: str | None = None, artifact_type: str = BUNDLE
+        self,
+        repo: str,
+        digest: str,
+        data: bytes,
+        subject: str | None = None,
+        artifact_type: str = BUNDLE,
+        fallback: bool = True,
     ) -> str:
         """A referrer manifest holding bundle `data` with subject `digest` (or `subject`), pushed by
-        digest, and listed in the fallback index tag `sha256-<hex>` of the subject (entries say
-        `oci.empty`, as cosign writes them). The referrer's digest."""
+        digest, and (with `fallback`) listed in the fallback index tag `sha256-<hex>` of the subject
+        (entries say `oci.empty`, as cosign writes them). The referrer's digest."""
         subject = subject or digest
         empty = self.blob(repo, b"{}")
         layer = self.blob(repo, data)
@@ -230,6 +236,8 @@ class Pusher:
             }
         )
         referrer = self.manifest(repo, None, body)
+        if not fallback:  # a registry with the referrers API lists it by its subject
+            return referrer
         tag = subject.replace(":", "-")
         existing = requests.get(
             f"{self.url}/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_INDEX}, timeout=10
