@@ -39,6 +39,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from app.images import ImageRef
 from app.lru import TTLCache
 from app.notary.canonical import load_json
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
@@ -324,6 +325,18 @@ class CosignVerifier:
         except ReadError as exc:
             return failure_facts(FORMAT, requirement, str(exc))
         return verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+
+    def discover(
+        self, image: ImageRef, credentials: tuple[tuple[str, str], ...], deadline: float
+    ) -> tuple[str, int]:
+        """Every read `verify` makes for `image`, with no key (for `ostiary trust capture`): the digest
+        and how many signatures were found. Raises ReadError."""
+        request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
+        digest = self._digest(request, deadline)
+        if digest is None:
+            raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
+        found = self._legacy(request, digest, [], deadline) + self._bundles(request, digest, [], deadline)
+        return digest, len(found)
 
     def _digest(self, request: SignatureRequest, deadline: float) -> str | None:
         image = request.image
