@@ -16,10 +16,12 @@ Each case has its own namespace with an ImagePolicy, so one server carries every
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support import cosign_signing as cs
 from tests.support.simple_signing import FIXTURES, SigningWorld, serve_policies
@@ -42,8 +44,6 @@ def _cosign_cases() -> list[dict]:
 
 
 def secret(name: str, namespace: str, **data: str) -> dict:
-    import base64
-
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -131,8 +131,6 @@ class Made:
 
     @staticmethod
     def _list_under(push: cs.Pusher, repo: str, digest: str, referrer: str) -> None:
-        import requests
-
         body = requests.get(
             f"{push.url}/v2/{repo}/manifests/{referrer}", headers={"Accept": cs.OCI_MANIFEST}, timeout=10
         ).content
@@ -361,3 +359,17 @@ def test_moved_tag_was_signed_before(signing):
     """The moved case is a real move: the tag's first digest is signed by the trusted key."""
     _, made = signing
     assert made.moved_signed != made.digests["moved"]
+
+
+def test_metrics_count_cosign_requirements(ostiary, signing):
+    _, made = signing
+    admit(ostiary, f"{made.reg}/made/p256:v1", "m-p256")
+    admit(ostiary, f"{made.reg}/made/p256:v1", "m-weak")
+    text = requests.get(f"{ostiary.url}/metrics", timeout=10).text
+    counts = {
+        line.split("{", 1)[1].split("}", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("ostiary_signature_requirements_total{")
+    }
+    assert counts.get('format="cosign",outcome="verified"', 0) >= 1, counts
+    assert counts.get('format="cosign",outcome="not_verified"', 0) >= 1, counts
