@@ -86,7 +86,10 @@ key_error(c, r, system_ns, workload_ns) := msg if {
 	ns == workload_ns
 	ns != system_ns
 	msg := sprintf(
-		"ClusterImagePolicy %s would read key secret %v from the workload's own namespace %s; a cluster policy's keys never come from there; denied",
+		concat("", [
+			"ClusterImagePolicy %s would read key secret %v from the workload's own namespace %s; ",
+			"a cluster policy's keys never come from there; denied",
+		]),
 		[c.policy.name, object.get(r, "keySecret", null), ns],
 	)
 } else := null
