@@ -302,9 +302,10 @@ class CosignVerifier:
 
     def __init__(self, reader: RegistryReader, *, cache_entries: int = 4096):
         self.reader = reader
-        # verified signatures: (key fingerprint, sha256 of the signed bytes, signature) -> verified.
-        # Keyed by exactly what was verified, so an entry never answers for other bytes or keys.
-        self._verified: TTLCache[tuple[str, str, bytes], bool] = TTLCache(float("inf"), cache_entries)
+        # verified signatures: (key fingerprint, sha256 of the signed bytes, sha256 of the signature)
+        # -> verified. Keyed by exactly what was verified, so an entry never answers for other bytes
+        # or keys; bounded in count and, by hashing, in size.
+        self._verified: TTLCache[tuple[str, str, str], bool] = TTLCache(float("inf"), cache_entries)
 
     def verify(self, request: SignatureRequest, deadline: float) -> dict:
         requirement = request.requirement
@@ -347,8 +348,9 @@ class CosignVerifier:
 
     def _signer(self, keys: Sequence[PublicKey], message: bytes, signature: bytes) -> PublicKey | None:
         digest = hashlib.sha256(message).hexdigest()
+        signed = hashlib.sha256(signature).hexdigest()
         for key in keys:
-            cache_key = (key.fingerprint, digest, signature)
+            cache_key = (key.fingerprint, digest, signed)
             hit, verified = self._verified.get(cache_key)
             if not hit:
                 verified = key.verifies(message, signature)

@@ -114,3 +114,16 @@ def test_statement_rules():
         cosign.parse_statement(cs.statement(DIGEST, "https://slsa.dev/provenance/v1"), DIGEST)
     other = "sha256:" + "cd" * 32
     assert cosign.parse_statement(cs.statement(other), DIGEST) == other
+
+
+def test_the_verification_cache_answers_only_for_the_key_bytes_and_signature_it_saw():
+    from app.signatures.registry import RegistryReader
+
+    verifier = cosign.CosignVerifier(RegistryReader())
+    other = cosign.read_public_keys(cs.public_pem(cs.new_key("p256")).encode())[0]
+    signature = cs.sign(KEY, b"payload")
+    assert verifier._signer([PUBLIC], b"payload", signature) == PUBLIC
+    assert verifier._signer([PUBLIC], b"payload", signature) == PUBLIC  # from the cache
+    assert verifier._signer([other], b"payload", signature) is None
+    assert verifier._signer([PUBLIC], b"payload!", signature) is None
+    assert verifier._signer([PUBLIC], b"payload", cs.sign(cs.new_key("p256"), b"payload")) is None
