@@ -390,6 +390,36 @@ def trust() -> None:
 )
 @click.option("--at", "at", help="Verify as of this time (RFC 3339), e.g. for archived data.")
 @click.option("--timeout", default=30.0, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["notary", "cosign", "simple"]),
+    default="notary",
+    show_default=True,
+    help="Which signatures: Notary trust data, cosign signatures, or simple signing (docs/signatures.md).",
+)
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="cosign/simple: a public key file (PEM, or an armoured OpenPGP block); repeatable.",
+)
+@click.option("--store-url", help="simple: the lookaside store (the policy's storeURL).")
+@click.option(
+    "--registry-endpoint",
+    "registry_endpoints",
+    multiple=True,
+    metavar="HOST=URL",
+    help="cosign/simple: read registry HOST at URL (as serve --registry-endpoint).",
+)
+@click.option(
+    "--trust-data",
+    "trust_data",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="cosign/simple: read a signature capture (`ostiary trust capture --format`) instead of registries.",
+)
 def inspect(
     image: str,
     trust_server: str | None,
@@ -397,9 +427,24 @@ def inspect(
     signers: tuple[str, ...],
     at: str | None,
     timeout: float,
+    fmt: str,
+    key_files: tuple[str, ...],
+    store_url: str | None,
+    registry_endpoints: tuple[str, ...],
+    trust_data: tuple[str, ...],
 ) -> None:
-    """Print the verified trust facts of IMAGE as JSON, or why they could not be verified."""
+    """Print the verified trust facts of IMAGE as JSON, or why they could not be verified.
+
+    With --format cosign or simple: the signature facts the webhook's verifier gives for a requirement
+    with --key (the policy's identity rule is not applied; the signed identities are in the facts).
+    """
     from app.notary.inspect import explain, inspect_image
+
+    if fmt != "notary":
+        _inspect_signatures(
+            image, fmt, key_files, store_url, registry_endpoints, trust_data, ca_file, at, timeout
+        )
+        return
 
     pairs = []
     for item in signers:
@@ -422,6 +467,53 @@ def inspect(
     click.echo(json.dumps(facts, indent=2, sort_keys=True))
     if not ok:
         click.echo(f"not verified: {explain(facts)} ({time.monotonic() - started:.2f}s)", err=True)
+        sys.exit(1)
+
+
+def _inspect_signatures(
+    image: str,
+    fmt: str,
+    key_files: tuple[str, ...],
+    store_url: str | None,
+    registry_endpoints: tuple[str, ...],
+    trust_data: tuple[str, ...],
+    ca_file: str | None,
+    at: str | None,
+    timeout: float,
+) -> None:
+    from app.signatures.replay import SignatureDataError, inspect_signatures
+
+    if not key_files:
+        raise click.UsageError(
+            f"--format {fmt} needs --key FILE (the public key a signature must verify with)"
+        )
+    if fmt == "simple" and not store_url:
+        raise click.UsageError("--format simple needs --store-url (the lookaside store)")
+    keys = [(path, Path(path).read_bytes()) for path in key_files]
+    try:
+        facts, ok = inspect_signatures(
+            image,
+            fmt,
+            keys,
+            store_url=store_url,
+            trust_data=trust_data,
+            ca_file=ca_file,
+            endpoints=_serve_registry_endpoints(registry_endpoints),
+            at=_parse_at(at),
+            timeout=timeout,
+        )
+    except SignatureDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+    click.echo(json.dumps(facts, indent=2, sort_keys=True))
+    if not ok:
+        reasons = [
+            f"{s.get('source')}: {s['error']}"
+            if s.get("error")
+            else f"{s.get('source')}: signs {s.get('digest')}, not {facts.get('digest')}"
+            for s in facts.get("signatures") or []
+        ]
+        why = facts.get("error") or "; ".join(reasons) or f"no signature found for {facts.get('digest')}"
+        click.echo(f"not verified ({fmt}): {why}", err=True)
         sys.exit(1)
 
 

@@ -37,6 +37,7 @@ from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.registry.token import HttpAnswer
 from app.signatures.cosign import CosignVerifier
+from app.signatures.port import SignatureRequest
 from app.signatures.registry import Manifest, ReadError, RegistryReader
 from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
@@ -342,3 +343,42 @@ def capture_signatures(
         live.http.close()
     capture.write()
     return results
+
+
+def inspect_signatures(
+    image: str,
+    fmt: str,
+    keys: Sequence[tuple[str, bytes]],
+    *,
+    store_url: str | None = None,
+    trust_data: Sequence[str] = (),
+    ca_file: str | None = None,
+    endpoints: Mapping[str, str] | None = None,
+    at: datetime | None = None,
+    timeout: float = 30.0,
+) -> tuple[dict, bool]:
+    """(facts, ok) of `image` for one format (`ostiary trust inspect --format cosign|simple`): the
+    facts a verifier gives for a requirement with `keys` ((where, PEM or armoured bytes) pairs), from
+    the captures in `trust_data` or live. `ok` when a signature verified with one of the keys and
+    signs the digest the reference resolves to; identity rules are the policy's (Rego) and are not
+    applied here, the signed identities are in the facts."""
+    from app.signatures.facts import failure_facts
+
+    requirement: dict[str, Any] = {"format": fmt, "index": 0, "type": "signedBy", "error": None}
+    if fmt == "simple":
+        requirement["store"] = {"url": store_url, "secret": None}
+    try:
+        ref = parse_image(image)
+    except InvalidImageReference as exc:
+        return failure_facts(fmt, requirement, str(exc)), False
+    service = signature_service(trust_data, at, ca_file, endpoints)
+    try:
+        request = SignatureRequest(image=ref, requirement=requirement, keys=tuple(keys))
+        (facts,) = service.gather([request], clocks.monotonic() + timeout)
+    finally:
+        service.close()
+    ok = facts.get("verified") is True and any(
+        s.get("error") is None and s.get("key_id") in facts["keys"] and s.get("digest") == facts["digest"]
+        for s in facts.get("signatures") or []
+    )
+    return facts, ok

@@ -159,3 +159,29 @@ def test_a_capture_without_the_image_denies_naming_what_to_capture(captured, tmp
     (result,) = json.loads(done.stdout)["results"]
     assert "no captured signature data for registry.test:5000/ostiary/not-captured" in result["message"]
     assert "ostiary trust capture --format cosign" in result["message"]
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "signed-images" / "captured"
+KEYS = FIXTURES / "keys" / "public"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "image", "key", "ok", "why"),
+    [
+        ("cosign", "cosign:alpha", "cosign/cosign-trusted.pub", True, ""),
+        ("cosign", "cosign:delta", "cosign/cosign-trusted.pub", False, "signs sha256:08203b7d"),
+        ("cosign", "cosign:release", "cosign/cosign-trusted.pub", False, "no signature found"),
+        ("cosign", "cosign:bravo", "cosign/cosign-trusted.pub", False, "does not verify with any key"),
+        ("simple", "simple:alpha", "gpg/ed25519.pub.asc", True, ""),
+        ("simple", "simple:bravo", "gpg/ed25519.pub.asc", False, "OpenPGP"),
+    ],
+)
+def test_trust_inspect_shows_each_formats_facts(fmt, image, key, ok, why):
+    done = _run(
+        "trust", "inspect", "--format", fmt, "--key", str(KEYS / key), "--trust-data", str(EXAMPLE),
+        "--store-url", "https://lookaside.registry.test/signatures", f"{HOST}/ostiary/{image}",
+    )  # fmt: skip
+    assert done.returncode == (0 if ok else 1), done.stdout + done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["format"] == fmt and facts["verified"] is True
+    assert why in done.stderr
