@@ -317,7 +317,8 @@ def check(policy_dir: str, rego_dir: str | None, system_namespace: str, strict: 
     "trust_data",
     multiple=True,
     type=click.Path(exists=True, file_okay=False),
-    help="Verify captured trust data (`ostiary trust capture`) instead of asking Notary servers.",
+    help="Verify captured trust data and signatures (`ostiary trust capture`) instead of asking Notary "
+    "servers and registries.",
 )
 @click.option("--at", "at", help="Verify trust data as of this time (RFC 3339).")
 def explain(
@@ -343,7 +344,12 @@ def explain(
         raise click.ClickException(str(exc)) from None
     try:
         reviewer = Reviewer(
-            client, DirectoryStore(policy_set), trust=trust, system_namespace=system_namespace, budget=30.0
+            client,
+            DirectoryStore(policy_set),
+            trust=trust,
+            system_namespace=system_namespace,
+            budget=30.0,
+            signatures=_offline_signatures(trust_data, at, ca_file),
         )
         answer, outcome = reviewer.review(body)
     except BadRequest as exc:
@@ -393,6 +399,36 @@ def trust() -> None:
 )
 @click.option("--at", "at", help="Verify as of this time (RFC 3339), e.g. for archived data.")
 @click.option("--timeout", default=30.0, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["notary", "cosign", "simple"]),
+    default="notary",
+    show_default=True,
+    help="Which signatures: Notary trust data, cosign signatures, or simple signing (docs/signatures.md).",
+)
+@click.option(
+    "--key",
+    "key_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="cosign/simple: a public key file (PEM, or an armoured OpenPGP block); repeatable.",
+)
+@click.option("--store-url", help="simple: the lookaside store (the policy's storeURL).")
+@click.option(
+    "--registry-endpoint",
+    "registry_endpoints",
+    multiple=True,
+    metavar="HOST=URL",
+    help="cosign/simple: read registry HOST at URL (as serve --registry-endpoint).",
+)
+@click.option(
+    "--trust-data",
+    "trust_data",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="cosign/simple: read a signature capture (`ostiary trust capture --format`) instead of registries.",
+)
 def inspect(
     image: str,
     trust_server: str | None,
@@ -400,9 +436,24 @@ def inspect(
     signers: tuple[str, ...],
     at: str | None,
     timeout: float,
+    fmt: str,
+    key_files: tuple[str, ...],
+    store_url: str | None,
+    registry_endpoints: tuple[str, ...],
+    trust_data: tuple[str, ...],
 ) -> None:
-    """Print the verified trust facts of IMAGE as JSON, or why they could not be verified."""
+    """Print the verified trust facts of IMAGE as JSON, or why they could not be verified.
+
+    With --format cosign or simple: the signature facts the webhook's verifier gives for a requirement
+    with --key (the policy's identity rule is not applied; the signed identities are in the facts).
+    """
     from app.notary.inspect import explain, inspect_image
+
+    if fmt != "notary":
+        _inspect_signatures(
+            image, fmt, key_files, store_url, registry_endpoints, trust_data, ca_file, at, timeout
+        )
+        return
 
     pairs = []
     for item in signers:
@@ -425,6 +476,53 @@ def inspect(
     click.echo(json.dumps(facts, indent=2, sort_keys=True))
     if not ok:
         click.echo(f"not verified: {explain(facts)} ({time.monotonic() - started:.2f}s)", err=True)
+        sys.exit(1)
+
+
+def _inspect_signatures(
+    image: str,
+    fmt: str,
+    key_files: tuple[str, ...],
+    store_url: str | None,
+    registry_endpoints: tuple[str, ...],
+    trust_data: tuple[str, ...],
+    ca_file: str | None,
+    at: str | None,
+    timeout: float,
+) -> None:
+    from app.signatures.replay import SignatureDataError, inspect_signatures
+
+    if not key_files:
+        raise click.UsageError(
+            f"--format {fmt} needs --key FILE (the public key a signature must verify with)"
+        )
+    if fmt == "simple" and not store_url:
+        raise click.UsageError("--format simple needs --store-url (the lookaside store)")
+    keys = [(path, Path(path).read_bytes()) for path in key_files]
+    try:
+        facts, ok = inspect_signatures(
+            image,
+            fmt,
+            keys,
+            store_url=store_url,
+            trust_data=trust_data,
+            ca_file=ca_file,
+            endpoints=_serve_registry_endpoints(registry_endpoints),
+            at=_parse_at(at),
+            timeout=timeout,
+        )
+    except SignatureDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+    click.echo(json.dumps(facts, indent=2, sort_keys=True))
+    if not ok:
+        reasons = [
+            f"{s.get('source')}: {s['error']}"
+            if s.get("error")
+            else f"{s.get('source')}: signs {s.get('digest')}, not {facts.get('digest')}"
+            for s in facts.get("signatures") or []
+        ]
+        why = facts.get("error") or "; ".join(reasons) or f"no signature found for {facts.get('digest')}"
+        click.echo(f"not verified ({fmt}): {why}", err=True)
         sys.exit(1)
 
 
@@ -452,6 +550,17 @@ def _parse_at(at: str | None) -> datetime | None:
         return parse_at_option(at)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--at") from None
+
+
+def _offline_signatures(trust_data: tuple[str, ...], at: str | None, ca_file: str | None) -> Any:
+    """The SignatureService of explain/apply: replaying the signature captures among --trust-data when
+    it is given (app/signatures/replay.py), else reading registries live; at --at."""
+    from app.signatures.replay import SignatureDataError, signature_service
+
+    try:
+        return signature_service(list(trust_data), _parse_at(at), ca_file)
+    except SignatureDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
 
 
 def _offline_trust(trust_data: tuple[str, ...], at: str | None, ca_file: str | None) -> TrustService:
@@ -501,7 +610,8 @@ def _offline_trust(trust_data: tuple[str, ...], at: str | None, ca_file: str | N
     "trust_data",
     multiple=True,
     type=click.Path(exists=True, file_okay=False),
-    help="Captured trust data (`ostiary trust capture`, repeatable) instead of Notary servers.",
+    help="Captured trust data and signatures (`ostiary trust capture`, repeatable) instead of Notary "
+    "servers and registries.",
 )
 @click.option("--at", "at", help="Verify trust data as of this time (RFC 3339), e.g. when it was captured.")
 @click.option(
@@ -542,7 +652,13 @@ def apply_cmd(
     if not objects:
         _input_error("no Kubernetes objects in " + ", ".join(manifests))
     try:
-        engine = Engine(policy_dir, rego_dir=rego_dir, trust=trust, system_namespace=system_namespace)
+        engine = Engine(
+            policy_dir,
+            rego_dir=rego_dir,
+            trust=trust,
+            signatures=_offline_signatures(trust_data, at, ca_file),
+            system_namespace=system_namespace,
+        )
     except (PolicyError, OpaError, RuntimeError) as exc:
         _input_error(str(exc))
     with engine:
@@ -571,6 +687,22 @@ def apply_cmd(
 )
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per repository.")
 @click.option("--username", help="Registry user for the Notary token service (password read from stdin).")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["notary", "cosign", "simple"]),
+    help="What to record (repeatable; default notary): Notary trust data, cosign signatures (.sig tag, "
+    "referrers and fallback tag), simple signatures (lookaside under --store-url).",
+)
+@click.option("--store-url", help="The simple-signing lookaside store (the policy's storeURL).")
+@click.option(
+    "--registry-endpoint",
+    "registry_endpoints",
+    multiple=True,
+    metavar="HOST=URL",
+    help="Read registry HOST at URL (as serve --registry-endpoint); for cosign and simple.",
+)
 def capture(
     images: tuple[str, ...],
     out: str,
@@ -578,27 +710,54 @@ def capture(
     ca_file: str | None,
     timeout: float,
     username: str,
+    formats: tuple[str, ...],
+    store_url: str | None,
+    registry_endpoints: tuple[str, ...],
 ) -> None:
-    """Record the trust data Notary servers serve for IMAGE..., byte for byte, for offline runs.
+    """Record the trust data Notary servers serve, or the signatures registries serve, for IMAGE...,
+    byte for byte, for offline runs (--trust-data DIR).
 
-    Each repository's root, timestamp, snapshot, targets and delegations are written under --out with
-    the server URL and GUN (ostiary-trust.json). The capture is then verified from those bytes; exit 1
-    when one could not be captured or does not verify now.
+    Notary: each repository's root, timestamp, snapshot, targets and delegations are written under
+    --out with the server URL and GUN (ostiary-trust.json), then verified from those bytes. cosign and
+    simple: every manifest, blob, referrers listing and store file the verifier reads, and the answers
+    that were 404 (ostiary-signatures.json); judged when replayed, with the policy's keys. Exit 1 when
+    one could not be captured (or, for Notary, does not verify now).
     """
     from app.notary.capture import CaptureError, capture_images
+    from app.signatures.replay import capture_signatures
 
+    chosen = list(dict.fromkeys(formats or ("notary",)))
     credentials = ((username, sys.stdin.readline().rstrip("\n")),) if username else ()
-    try:
-        results = capture_images(
-            list(images),
-            Path(out),
-            trust_server=trust_server,
-            ca_file=ca_file,
-            timeout=timeout,
-            credentials=credentials,
-        )
-    except CaptureError as exc:
-        _input_error(str(exc))
+    results: list[Any] = []
+    if "notary" in chosen:
+        try:
+            results += capture_images(
+                list(images),
+                Path(out),
+                trust_server=trust_server,
+                ca_file=ca_file,
+                timeout=timeout,
+                credentials=credentials,
+            )
+        except CaptureError as exc:
+            _input_error(str(exc))
+    signature_formats = [f for f in chosen if f != "notary"]
+    if "simple" in signature_formats and not store_url:
+        _input_error("--format simple needs --store-url (the lookaside store of the policy's storeURL)")
+    if signature_formats:
+        try:
+            results += capture_signatures(
+                list(images),
+                Path(out),
+                signature_formats,
+                store_url=store_url,
+                ca_file=ca_file,
+                endpoints=_serve_registry_endpoints(registry_endpoints),
+                timeout=timeout,
+                credentials=credentials,
+            )
+        except OSError as exc:
+            _input_error(f"cannot write {out}: {exc}")
     ok = True
     for result in results:
         click.echo(result.describe())

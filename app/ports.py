@@ -7,7 +7,7 @@ composition root, picks the implementation for each mode:
 |-----------------|--------------------------------------|--------------------------------------|----------------------------|
 | ObjectStore     | app.policies.directory.DirectoryStore | app.kube.store.KubeObjectStore       | DirectoryStore             |
 | TrustGatherer   | app.notary.service.TrustService       | TrustService                         | TrustService (live/replay) |
-| SignatureGatherer | app.signatures.service.SignatureService | SignatureService                  | none yet                   |
+| SignatureGatherer | app.signatures.service.SignatureService | SignatureService                  | SignatureService (replay) |
 | OwnerVerifier   | none                                  | app.kube.owners.OwnerVerifier        | none                       |
 | PolicyQuery     | app.opa.client.OpaClient              | OpaClient                            | OpaClient                  |
 | PolicySink      | app.policies.sync.PolicySync          | PolicySync (fed by the cluster source) | PolicySync               |

@@ -45,6 +45,7 @@ from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet,
 from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
 from app.ports import ObjectStore
+from app.signatures.cosign import CosignVerifier
 from app.signatures.registry import RegistryReader
 from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
@@ -178,7 +179,7 @@ class Runtime:
         reader = RegistryReader(
             NotaryClient(ca_file=self.config.ca_file), endpoints=self.config.registry_endpoints
         )
-        return SignatureService([SimpleVerifier(reader)])
+        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader)])
 
     def _custom_modules(self) -> list[RegoModule]:
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []

@@ -4,7 +4,8 @@
 # Everything is compiled from the Go module proxy into the git-ignored tools folder
 # (default: <repo>/.tools/bin); a binary already there at the pinned version is reused.
 # and regal (the Rego linter, tools/regal pins it).
-# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|kube-node|crictl|helm|refdiff|regal|all]...
+# and refreg (a registry with the OCI referrers API, tools/refreg, for the cosign bundle tests).
+# Usage: scripts/setup-tools.sh [opa|etcd|kube-apiserver|kube-node|crictl|helm|refdiff|regal|refreg|all]...
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=versions.env
@@ -152,6 +153,19 @@ build_regal() {
   stamp regal "$want"
 }
 
+build_refreg() {
+  # Built from tools/refreg (go-containerregistry's registry with the OCI 1.1 referrers API on), the
+  # registry the cosign bundle tests replay into (tests/signatures/test_cosign_referrers.py).
+  local src="$root/tools/refreg" want
+  grep -q "github.com/google/go-containerregistry $GGCR_VERSION\$" "$src/go.mod" \
+    || { echo "tools/refreg/go.mod does not require go-containerregistry $GGCR_VERSION (scripts/versions.env)" >&2; exit 1; }
+  want="$GGCR_VERSION:$(cat "$src/main.go" "$src/go.mod" "$src/go.sum" | sha256sum | cut -c1-16)"
+  stamp_ok refreg "$want" && { echo "refreg ($want): present"; return; }
+  echo "refreg ($want): building"
+  (cd "$src" && go build -o "$bin/refreg" .)
+  stamp refreg "$want"
+}
+
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(all)
 for t in "${targets[@]}"; do
@@ -164,7 +178,8 @@ for t in "${targets[@]}"; do
     regal) build_regal ;;
     kube-node) build_kube_node ;;
     crictl) build_crictl ;;
-    all) build_opa; build_etcd; build_kube_apiserver; build_kube_node; build_helm; build_refdiff; build_regal ;;
+    refreg) build_refreg ;;
+    all) build_opa; build_etcd; build_kube_apiserver; build_kube_node; build_helm; build_refdiff; build_regal; build_refreg ;;
     *) echo "unknown tool: $t" >&2; exit 2 ;;
   esac
 done

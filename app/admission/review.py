@@ -370,8 +370,10 @@ class Reviewer:
                 secrets.append(secret)
         return secrets
 
-    def _key_material(self, ref: dict | None, what: str, key: str) -> tuple[str, bytes | None, str | None]:
-        """("namespace/name", the Secret's `key` value, why it is unusable) of a key Secret."""
+    def _key_material(
+        self, ref: dict | None, what: str, keys: tuple[str, ...]
+    ) -> tuple[str, bytes | None, str | None]:
+        """("namespace/name", the value of the Secret's first of `keys` it has, why it is unusable)."""
         ref = ref or {}
         name, ns = ref.get("name"), ref.get("namespace")
         where = f"{ns}/{name}"
@@ -380,13 +382,15 @@ class Reviewer:
         secret = self.store.get_secret(ns, name)
         if secret is None:
             return where, None, f"{what} {name} not found in namespace {ns}"
-        value = secret_value(secret, key)
+        value = next((v for key in keys if (v := secret_value(secret, key))), None)
         if not value:
-            return where, None, f"{what} {where} has no `{key}`"
+            return where, None, f"{what} {where} has no {' or '.join(f'`{k}`' for k in keys)}"
         return where, value.encode(), None
 
     def _signature_request(self, ref: Any, requirement: dict, credentials: tuple) -> SignatureRequest:
-        where, material, error = self._key_material(requirement.get("key_secret"), "key secret", "key")
+        # cosign's own Secrets (cosign generate-key-pair k8s://…) hold the public key as `cosign.pub`
+        names = ("key", "cosign.pub") if requirement.get("format") == "cosign" else ("key",)
+        where, material, error = self._key_material(requirement.get("key_secret"), "key secret", names)
         store_credentials: tuple[tuple[str, str], ...] = ()
         store = requirement.get("store") or {}
         store_errors: list[str] = []

@@ -235,6 +235,7 @@ class Engine:
         *,
         rego_dir: str | None = None,
         trust: Any = None,
+        signatures: Any = None,
         system_namespace: str = DEFAULT_SYSTEM_NAMESPACE,
         budget: float = 30.0,
     ):
@@ -248,6 +249,7 @@ class Engine:
             trust=trust,  # type: ignore[arg-type]
             system_namespace=system_namespace,
             budget=budget,
+            signatures=signatures,
         )
         self._uids = 0
 

@@ -35,6 +35,7 @@ from app.notary.servers import DEFAULT_TRUST_SERVERS, normalize_trust_server
 from app.notary.service import TrustService
 
 INDEX_NAME = "ostiary-trust.json"
+SIGNATURE_INDEX_NAME = "ostiary-signatures.json"  # app/signatures/replay.py INDEX_NAME
 INDEX_FORMAT = "ostiary.dev/trust-capture/v1"
 TOP_LEVEL_ROLES = ("root", "timestamp", "snapshot", "targets")
 
@@ -132,6 +133,8 @@ def load_trust_data(paths: Iterable[str | Path]) -> list[CapturedRepository]:
             result.extend(_indexed(directory))
         elif (directory / "root.json").is_file():
             result.append(_bare(directory))
+        elif (directory / SIGNATURE_INDEX_NAME).is_file():
+            continue  # only signatures (cosign, simple): app/signatures/replay.py reads it
         elif directory.is_dir():
             raise TrustDataError(
                 f"{directory}: neither a capture ({INDEX_NAME}) nor a repository directory (root.json)"

@@ -248,16 +248,19 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
 
 
 def _trust(test: TestFile, case: Case, services: dict) -> Any:
-    """The trust service for a case: one per (trust data, time) within a file, reused by its cases."""
+    """The trust and signature services for a case: one per (trust data, time) within a file, reused
+    by its cases (trustData may hold Notary captures and signature captures)."""
     from app.notary.inspect import parse_at_option
     from app.offline.replay import trust_service
+    from app.signatures.replay import signature_service
 
     at = case.raw.get("at", test.spec.get("at"))
     moment = parse_at_option(str(at)) if at else None
     dirs = tuple(str(test.resolve(d)) for d in test.spec.get("trustData") or [])
     if (dirs, moment) not in services:
         services[(dirs, moment)] = trust_service(list(dirs), moment)
-    return services[(dirs, moment)]
+        services[("signatures", dirs, moment)] = signature_service(list(dirs), moment)
+    return services[(dirs, moment)], services[("signatures", dirs, moment)]
 
 
 def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[CaseResult]:
@@ -284,7 +287,7 @@ def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[Ca
 def _run_case(engine: Engine, test: TestFile, case: Case, services: dict) -> CaseResult:
     outcome = CaseResult(str(test.path), test.name, case.name, case.line, passed=False)
     try:
-        engine.reviewer.trust = _trust(test, case, services)
+        engine.reviewer.trust, engine.reviewer.signatures = _trust(test, case, services)
         objects = _objects(test, case)
     except (ManifestError, ValueError) as exc:
         outcome.failures.append(f"cannot run: {exc}")

@@ -116,6 +116,53 @@ _SIMPLE_SCHEMA = {
     },
 }
 
+# Ostiary extension (not in Portieris): cosign key-based signatures (docs/signatures.md). Each entry
+# of `keys` is one requirement: a signature by one of the public keys its Secret holds must prove the
+# digest; every entry must pass. Key Secrets follow the tenant rule of `simple` keySecret.
+_COSIGN_IDENTITY_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type"],
+    "properties": {
+        "type": {"enum": ["matchRepository", "matchExactRepository", "remapIdentity"]},
+        "dockerRepository": {"type": "string", "minLength": 1, "maxLength": 512},
+        "prefix": {"type": "string", "minLength": 1, "maxLength": 512},
+        "signedPrefix": {"type": "string", "minLength": 1, "maxLength": 512},
+    },
+    "allOf": [
+        {
+            "if": {"properties": {"type": {"const": "matchExactRepository"}}, "required": ["type"]},
+            "then": {"required": ["dockerRepository"]},
+        },
+        {
+            "if": {"properties": {"type": {"const": "remapIdentity"}}, "required": ["type"]},
+            "then": {"required": ["prefix", "signedPrefix"]},
+        },
+    ],
+}
+_COSIGN_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["keys"],
+    "properties": {
+        "keys": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 16,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["keySecret"],
+                "properties": {
+                    "keySecret": _NAME,
+                    "keySecretNamespace": {"type": "string", "minLength": 1, "maxLength": 63},
+                },
+            },
+        },
+        "signedIdentity": _COSIGN_IDENTITY_SCHEMA,
+    },
+}
+
 POLICY_SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -136,6 +183,7 @@ POLICY_SPEC_SCHEMA: dict[str, Any] = {
                             "trust": _TRUST_SCHEMA,
                             "mutateImage": {"type": "boolean"},
                             "simple": _SIMPLE_SCHEMA,
+                            "cosign": _COSIGN_SCHEMA,
                             # Accepted for compatibility with Portieris documents; the Rego
                             # library denies images under them (fail closed) until implemented.
                             "va": {"type": "object"},

@@ -199,6 +199,19 @@ def _with_simple(policy: dict) -> dict:
     return {**policy, "simple": {**simple, "requirements": requirements}}
 
 
+def _with_cosign(policy: dict) -> dict:
+    """The entry's policy with its `cosign.signedIdentity` as simple_identity gives it (default
+    matchRepository: cosign signs the repository, not a tag; docs/signatures.md)."""
+    cosign = policy.get("cosign")
+    if not isinstance(cosign, dict):
+        return policy
+    try:
+        identity = simple_identity(cosign.get("signedIdentity") or {"type": "matchRepository"})
+    except (ValueError, InvalidImageReference) as exc:
+        raise ValueError(f"cosign.signedIdentity: {exc}") from None
+    return {**policy, "cosign": {**cosign, "signedIdentity": identity}}
+
+
 def policy_data(resource: PolicyResource) -> dict:
     """The JSON document the Rego library reads for one policy resource."""
     repositories = []
@@ -209,7 +222,7 @@ def policy_data(resource: PolicyResource) -> dict:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].name", str(exc)) from None
         policy = _with_normal_server(entry.get("policy") or {})
         try:
-            policy = _with_simple(policy)
+            policy = _with_cosign(_with_simple(policy))
         except ValueError as exc:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].policy", str(exc)) from None
         repositories.append(

@@ -31,6 +31,7 @@ MANIFEST_ACCEPT = ", ".join(
     ]
 )
 DOCKER_HUB_API = "https://registry-1.docker.io"
+REFERRERS_ABSENT = frozenset({400, 404, 405, 501})  # answers of registries without the referrers API
 
 
 class ReadError(Exception):
@@ -102,6 +103,22 @@ class RegistryReader:
             )
         media_type = (answer.headers.get("Content-Type") or "").split(";", 1)[0].strip()
         return Manifest(digest, media_type, answer.body)
+
+    def referrers(
+        self, image: ImageRef, digest: str, deadline: float, credentials: Sequence[tuple[str, str]] = ()
+    ) -> bytes | None:
+        """The OCI 1.1 referrers listing (an image index) of `digest` in `image`'s repository, or None
+        when the registry has no referrers API (404, 400, 405 or 501: the caller reads the fallback
+        tag). Any other answer raises ReadError."""
+        url = f"{self.base_url(image.registry)}/v2/{image.repository}/referrers/{digest}"
+        answer = self._registry_get(url, image, deadline, credentials, limit=MAX_MANIFEST_BYTES)
+        if answer.status in REFERRERS_ABSENT:
+            return None
+        if answer.status != 200:
+            raise ReadError(
+                f"registry {image.registry} answered HTTP {answer.status} for the referrers of {image.name}@{digest}"
+            )
+        return answer.body
 
     def blob(
         self,

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from app.images import ImageRef
 from app.notary.canonical import load_json
 from app.signatures import openpgp
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
@@ -116,6 +117,17 @@ class SimpleVerifier:
         except ReadError as exc:
             return failure_facts(FORMAT, requirement, str(exc))
         return verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+
+    def discover(
+        self, image: ImageRef, store_url: str, credentials: tuple[tuple[str, str], ...], deadline: float
+    ) -> tuple[str, int]:
+        """Every read `verify` makes for `image` under `store_url`, with no key (for `ostiary trust
+        capture`): the digest and how many signature files were found. Raises ReadError."""
+        request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
+        digest = self._digest(request, deadline)
+        if digest is None:
+            raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
+        return digest, len(self._signatures(request, store_url.rstrip("/"), digest, [], deadline))
 
     def _digest(self, request: SignatureRequest, deadline: float) -> str | None:
         image = request.image

@@ -208,7 +208,10 @@ other_format_digest(img, reqs) := {msg |
 	notary := trust.pinned_digest(img, treq)
 	signed := signatures.pinned_digest(img, reqs)
 	notary != signed
-	msg := sprintf("Notary trust data signs %s but the signature requirements prove %s; both must sign the same digest; denied", [notary, signed])
+	msg := sprintf(
+		"Notary trust data signs %s but the signature requirements prove %s; both must sign the same digest; denied",
+		[notary, signed],
+	)
 }
 
 invalid_message(ref) := ref.error if {

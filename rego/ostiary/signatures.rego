@@ -4,7 +4,8 @@
 #   (input.images[i].signatures, one document per requirement, produced by Ostiary's verifiers;
 #   docs/rego-input.md) whether an image satisfies every signature requirement of its policy
 #   entry, and which digest it is pinned to. Formats: "simple" (Red Hat simple signing,
-#   Portieris' `policy.simple`).
+#   Portieris' `policy.simple`) and "cosign" (key-based cosign signatures, Ostiary's
+#   `policy.cosign`).
 #   Fail closed by construction: a requirement passes only when `proven` derives a digest from
 #   facts gathered for exactly that requirement (the facts echo it: facts verified under one
 #   requirement never satisfy another, stricter one), from a signature that verified with a key
@@ -19,9 +20,14 @@ import rego.v1
 # requirements(c, system_ns, workload_ns): the signature requirements of the chosen entry `c`
 # ({policy: head, entry}), in order. Key Secrets of an ImagePolicy come from its own namespace; of
 # a ClusterImagePolicy from keySecretNamespace or Ostiary's namespace, never the workload's.
-requirements(c, system_ns, workload_ns) := [simple_requirement(c, i, r, system_ns, workload_ns) |
-	some i, r in object.get(c.entry.policy, ["simple", "requirements"], [])
-]
+requirements(c, system_ns, workload_ns) := array.concat(
+	[simple_requirement(c, i, r, system_ns, workload_ns) |
+		some i, r in object.get(c.entry.policy, ["simple", "requirements"], [])
+	],
+	[cosign_requirement(c, i, k, system_ns, workload_ns) |
+		some i, k in object.get(c.entry.policy, ["cosign", "keys"], [])
+	],
+)
 
 simple_requirement(c, i, r, system_ns, workload_ns) := {
 	"format": "simple",
@@ -34,6 +40,18 @@ simple_requirement(c, i, r, system_ns, workload_ns) := {
 		"secret": store_secret(c, system_ns),
 	},
 	"error": key_error(c, r, system_ns, workload_ns),
+}
+
+# One cosign requirement per entry of policy.cosign.keys: a signature by one of the public keys of
+# its Secret must prove the digest. The translator spells the identity rule out (default
+# matchRepository).
+cosign_requirement(c, i, k, system_ns, workload_ns) := {
+	"format": "cosign",
+	"index": i,
+	"type": "signedBy",
+	"key_secret": {"name": object.get(k, "keySecret", null), "namespace": key_namespace(c, k, system_ns)},
+	"identity": object.get(c.entry.policy.cosign, "signedIdentity", {"type": "matchRepository"}),
+	"error": key_error(c, k, system_ns, workload_ns),
 }
 
 policy_namespace(c, system_ns) := c.policy.namespace if is_string(c.policy.namespace)
@@ -68,7 +86,10 @@ key_error(c, r, system_ns, workload_ns) := msg if {
 	ns == workload_ns
 	ns != system_ns
 	msg := sprintf(
-		"ClusterImagePolicy %s would read key secret %v from the workload's own namespace %s; a cluster policy's keys never come from there; denied",
+		concat("", [
+			"ClusterImagePolicy %s would read key secret %v from the workload's own namespace %s; ",
+			"a cluster policy's keys never come from there; denied",
+		]),
 		[c.policy.name, object.get(r, "keySecret", null), ns],
 	)
 } else := null
@@ -107,7 +128,17 @@ accepted(img, req, f, s) if {
 	s.error == null
 	s.key_id in f.keys
 	s.digest == f.digest
-	identity_ok(img.ref, req.identity, s.identity_ref)
+	identity_accepted(img.ref, req, s)
+}
+
+identity_accepted(ref, req, s) if {
+	req.format == "simple"
+	identity_ok(ref, req.identity, s.identity_ref)
+}
+
+identity_accepted(ref, req, s) if {
+	req.format == "cosign"
+	cosign_identity_ok(ref, req.identity, s)
 }
 
 satisfied(_, req) if req.type == "insecureAcceptAnything"
@@ -172,6 +203,30 @@ identity_ok(ref, identity, sid) if {
 	repo_digest_or_exact(object.union(ref, {"name": remapped(ref.name, identity)}), sid)
 }
 
+# ---- cosign identity rule (docs/signatures.md) ----------------------------------------------------
+# A legacy cosign signature signs `critical.identity.docker-reference`, the repository the signer
+# named (cosign writes no tag); its name must be the image's repository (matchRepository, the
+# default), the one named (matchExactRepository), or the image's remapped (remapIdentity). Tags and
+# digests in it are ignored: the signed digest is checked on its own. A bundle signs no name (its
+# in-toto subject carries a digest only): it proves the digest, and no identity rule applies.
+
+cosign_identity_ok(_, _, s) if s.identity == null
+
+cosign_identity_ok(ref, identity, s) if {
+	identity.type == "matchRepository"
+	s.identity_ref.name == ref.name
+}
+
+cosign_identity_ok(_, identity, s) if {
+	identity.type == "matchExactRepository"
+	s.identity_ref.name == identity.repository
+}
+
+cosign_identity_ok(ref, identity, s) if {
+	identity.type == "remapIdentity"
+	s.identity_ref.name == remapped(ref.name, identity)
+}
+
 # remapped: the image's name with `prefix` replaced by `signedPrefix` (whole path components
 # only); the name unchanged when the prefix does not apply.
 remapped(name, identity) := identity.signedPrefix if {
@@ -208,6 +263,8 @@ disagreeing(img, reqs) := {msg |
 
 label(req) := sprintf("%s signing requirement %d", [req.format, req.index]) if {
 	req.format == "simple"
+} else := sprintf("cosign key requirement %d", [req.index]) if {
+	req.format == "cosign"
 } else := sprintf("%v requirement %v", [object.get(req, "format", "?"), object.get(req, "index", "?")])
 
 problem(img, req) := sprintf("%s is `reject`: no image may run under it", [label(req)]) if {

@@ -96,6 +96,8 @@ def world_ostiary(control_plane, admin_client, crds, ostiary, world_scenario, tm
         tmp_path_factory.mktemp("ostiary-world"),
         ca_file=str(world_scenario.ca_file),
         select_instance=True,
+        # the world's registry serves plain http: the cosign and simple verifiers read it there
+        registry_endpoints=(f"{world_scenario.registry_host}={world_scenario.world.registry_url}",),
     )
     with running(instance):
         yield instance

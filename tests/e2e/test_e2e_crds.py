@@ -42,6 +42,13 @@ GOOD_SPEC = {
                 },
                 "mutateImage": True,
                 "simple": {"requirements": [{"type": "signedBy", "keySecret": "k"}]},
+                "cosign": {
+                    "keys": [{"keySecret": "release-cosign", "keySecretNamespace": "keys"}],
+                    "signedIdentity": {
+                        "type": "matchExactRepository",
+                        "dockerRepository": "registry.example.com/x",
+                    },
+                },
             },
         },
         {"name": "quay.io/*", "policy": None},
@@ -53,6 +60,7 @@ def test_a_well_formed_cluster_policy_is_accepted(admin_client, crds):
     created = create_cluster_policy(admin_client, cluster_policy(GOOD_SPEC))
     assert created["spec"]["repositories"][1]["policy"]["trust"]["signerSecrets"] == [{"name": "alice"}]
     assert created["spec"]["repositories"][1]["policy"]["simple"]["requirements"][0]["type"] == "signedBy"
+    assert created["spec"]["repositories"][1]["policy"]["cosign"]["keys"][0]["keySecret"] == "release-cosign"
 
 
 def test_a_well_formed_namespaced_policy_is_accepted(admin_client, crds, namespace):
@@ -108,6 +116,27 @@ def test_a_well_formed_namespaced_policy_is_accepted(admin_client, crds, namespa
         (
             {"repositories": [{"name": "*", "policy": {"simple": "signed"}}]},
             "spec.repositories[0].policy.simple",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"cosign": {"keys": []}}}]},
+            "spec.repositories[0].policy.cosign.keys",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"cosign": {"keys": [{"keySecretNamespace": "k"}]}}}]},
+            "spec.repositories[0].policy.cosign.keys[0].keySecret",
+        ),
+        (
+            {
+                "repositories": [
+                    {
+                        "name": "*",
+                        "policy": {
+                            "cosign": {"keys": [{"keySecret": "k"}], "signedIdentity": {"type": "exact"}}
+                        },
+                    }
+                ]
+            },
+            "spec.repositories[0].policy.cosign.signedIdentity.type",
         ),
     ],
 )

@@ -82,6 +82,7 @@ class Ostiary:
     ca_file: str | None = None  # extra CA for Notary servers
     select_instance: bool = False  # only namespaces labelled INSTANCE_LABEL=name
     rego_dir: str | None = None  # custom Rego folder (--rego-dir)
+    registry_endpoints: tuple[str, ...] = ()  # HOST=URL (--registry-endpoint), for the signature verifiers
     url: str = ""
     opa_url: str = ""
     opa_port: int = 0
@@ -133,6 +134,8 @@ class Ostiary:
             argv += ["--ca-file", self.ca_file]
         if self.rego_dir:
             argv += ["--rego-dir", self.rego_dir]
+        for endpoint in self.registry_endpoints:
+            argv += ["--registry-endpoint", endpoint]
         self.processes["ostiary"] = start_process(f"ostiary-{self.name}", argv, self.workdir)
         self.url = f"https://127.0.0.1:{port}"
         self.wait_ready(timeout)

@@ -15,18 +15,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import requests
 
-from tests.support.simple_signing import FIXTURES, SigningWorld
-from tests.support.world import free_port
-from tests.world.test_admit_world import OSTIARY, Ostiary, _stop, deployment_review, message, patch_of
+from tests.support.simple_signing import FIXTURES, SigningWorld, serve_policies
+from tests.world.test_admit_world import Ostiary, deployment_review, message, patch_of
 
-READY_TIMEOUT = 45.0
 HOST = "registry.test:5000"
 
 
@@ -168,45 +163,14 @@ def _documents(w: SigningWorld, made: Made) -> list[dict]:
 @pytest.fixture(scope="module")
 def ostiary(signing, tmp_path_factory):
     w, made = signing
-    tmp = tmp_path_factory.mktemp("ostiary-simple")
-    policies = tmp / "policies"
-    policies.mkdir()
-    for i, doc in enumerate(_documents(w, made)):
-        (policies / f"{i:03d}-{doc['kind'].lower()}.json").write_text(json.dumps(doc))
-    port = free_port()
-    log = tmp / "ostiary.log"
-    argv = [
-        str(OSTIARY), "serve", "--policy-dir", str(policies), "--listen", f"127.0.0.1:{port}",
-        "--ca-file", w.ca_file, "--decision-log", "off",
+    with serve_policies(
+        tmp_path_factory.mktemp("ostiary-simple"),
+        _documents(w, made),
+        "--ca-file", w.ca_file,
         "--registry-endpoint", f"{HOST}={w.registry_url}",
         "--registry-endpoint", f"{w.registry_host}={w.registry_url}",
-    ]  # fmt: skip
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            argv,
-            cwd=tmp,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Ostiary(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"ostiary serve exited:\n{server.tail()}", pytrace=False)
-            try:
-                if requests.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"ostiary serve not ready:\n{server.tail()}", pytrace=False)
-            time.sleep(0.1)
+    ) as server:  # fmt: skip
         yield server
-    finally:
-        _stop(proc)
 
 
 def admit(ostiary: Ostiary, image: str, namespace: str) -> dict:
