@@ -57,6 +57,8 @@ WATCHED_SYSCTLS = (
     "kernel/keys/root_maxbytes",
     "net/ipv4/ip_forward",
     "net/ipv4/conf/all/route_localnet",
+    "net/bridge/bridge-nf-call-iptables",
+    "net/netfilter/nf_conntrack_max",
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -190,7 +192,14 @@ class Node:
         begin = time.monotonic()
         binaries = {
             n: tool(n)
-            for n in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+            for n in (
+                "etcd",
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+                "kubelet",
+                "kube-proxy",
+            )
         }
         archives = [image_archive(name) for name in self.images]
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -217,6 +226,7 @@ class Node:
                 )
             self._kubelet(binaries["kubelet"])
             self._controllers(binaries)
+            self._kube_proxy(binaries["kube-proxy"])
             self._wait_node_ready(timeout)
         except BaseException:
             self.stop()
@@ -230,6 +240,7 @@ class Node:
             if value is not None:
                 self._sysctls[name] = value
         self._netns_before = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
+        self._chains_before = {key: _chains(*key) for key in _TABLES}
 
     def _network(self) -> None:
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
@@ -270,6 +281,7 @@ class Node:
             "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
             "controller-manager": ("system:kube-controller-manager", ""),
             "scheduler": ("system:kube-scheduler", ""),
+            "kube-proxy": ("system:kube-proxy", ""),
         }
         self.tokens = {user: secrets.token_hex(16) for user in users}
         pki.write(
@@ -544,6 +556,32 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             )
         )
 
+    def _kube_proxy(self, binary: str) -> None:
+        """Services for pods (e.g. the chart's `helm test` Pod calling the webhook's Service).
+        --masquerade-all: without br_netfilter a pod's reply to another pod on the same bridge would
+        bypass the un-DNAT; conntrack limits and timeouts are left as they are (0)."""
+        self._created.append("kube-proxy")
+        self.processes.append(
+            start_process(
+                "kube-proxy",
+                [
+                    binary,
+                    f"--kubeconfig={self.kubeconfig('kube-proxy')}",
+                    "--proxy-mode=iptables",
+                    f"--hostname-override={NODE_NAME}",
+                    f"--cluster-cidr={self.pod_subnet}",
+                    "--masquerade-all",
+                    "--conntrack-max-per-core=0",
+                    "--conntrack-tcp-timeout-established=0",
+                    "--conntrack-tcp-timeout-close-wait=0",
+                    f"--metrics-bind-address=127.0.0.1:{free_port()}",
+                    f"--healthz-bind-address=127.0.0.1:{free_port()}",
+                    "--v=1",
+                ],
+                self.workdir,
+            )
+        )
+
     def _wait_node_ready(self, timeout: float) -> None:
         def ready() -> str | None:
             out = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
@@ -803,6 +841,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 run(["iptables", "-t", "nat", "-D", hook, "-j", self.chain], check=False)
             run(["iptables", "-t", "nat", "-F", self.chain], check=False)
             run(["iptables", "-t", "nat", "-X", self.chain], check=False)
+        if "kube-proxy" in self._created:
+            run([tool("kube-proxy"), "--cleanup"], check=False, timeout=60)
+            for key in _TABLES:  # what --cleanup leaves (canary and hint chains): ours only
+                _remove_chains(*key, _chains(*key) - self._chains_before.get(key, set()))
         if "bridge" in self._created:
             run(["ip", "link", "del", self.bridge], check=False)
         # veth ends of pods the kubelet could not tear down go with their namespaces; nothing else.
@@ -811,6 +853,31 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         for name, value in self._sysctls.items():
             if _read_sysctl(name) != value:
                 _write_sysctl(name, value)
+
+
+_TABLES = [(cmd, table) for cmd in ("iptables", "ip6tables") for table in ("filter", "nat", "mangle")]
+
+
+def _chains(command: str, table: str) -> set[str]:
+    out = run([f"{command}-save", "-t", table], check=False).stdout
+    return {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
+
+
+def _remove_chains(command: str, table: str, chains: set[str]) -> None:
+    """Delete every rule that jumps to one of `chains`, then the chains themselves."""
+    if not chains:
+        return
+    import shlex
+
+    for line in run([f"{command}-save", "-t", table], check=False).stdout.splitlines():
+        if line.startswith("-A "):
+            words = shlex.split(line)
+            if words[1] not in chains and "-j" in words and words[words.index("-j") + 1] in chains:
+                run([command, "-t", table, "-D", *words[1:]], check=False)
+    for chain in chains:
+        run([command, "-t", table, "-F", chain], check=False)
+    for chain in chains:
+        run([command, "-t", table, "-X", chain], check=False)
 
 
 _LIVE: set[Node] = set()
@@ -835,11 +902,7 @@ def host_snapshot() -> dict[str, object]:
             for line in run(["iptables-save", "-t", "nat"]).stdout.splitlines()
             if not line.startswith(("#", ":"))
         ),
-        "filter_chains": sorted(
-            line.split()[0]
-            for line in run(["iptables-save", "-t", "filter"]).stdout.splitlines()
-            if line.startswith(":")
-        ),
+        "chains": {f"{cmd} {table}": sorted(_chains(cmd, table)) for cmd, table in _TABLES},
         "netns": sorted(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else [],
         "kubepods_cgroups": sorted(str(p) for p in CGROUP_ROOT.glob("*/ostiary-node-*"))
         + sorted(str(p) for p in CGROUP_ROOT.glob("*/kubepods*")),
@@ -851,6 +914,7 @@ def host_snapshot() -> dict[str, object]:
                 "kube-apiserver",
                 "kube-controller-manager",
                 "kube-scheduler",
+                "kube-proxy",
                 "etcd",
             )
             if subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0

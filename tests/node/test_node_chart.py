@@ -102,20 +102,12 @@ def running_pods(api, namespace: str, app: str) -> list:
 
 
 def webhook_pods(api, namespace: str) -> list:
-    pods = (
-        client.CoreV1Api(api)
-        .list_namespaced_pod(
-            namespace, label_selector="app.kubernetes.io/name=ostiary,app.kubernetes.io/component=webhook"
-        )
-        .items
+    """The Deployment's pods, by its own selector (hook Jobs and the `helm test` Pod are not among them)."""
+    selector = (
+        client.AppsV1Api(api).read_namespaced_deployment(FULLNAME, namespace).spec.selector.match_labels
     )
-    if not pods:  # older label sets: everything of the release but the hook Jobs
-        pods = [
-            p
-            for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items
-            if not (p.metadata.labels or {}).get("job-name")
-        ]
-    return pods
+    labels = ",".join(f"{k}={v}" for k, v in selector.items())
+    return client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=labels).items
 
 
 def ready_webhook_pods(api, namespace: str) -> list:
@@ -133,6 +125,17 @@ def webhook_configurations(api) -> set[str]:
     return {c.metadata.name for c in reg.list_mutating_webhook_configuration().items} | {
         c.metadata.name for c in reg.list_validating_webhook_configuration().items
     }
+
+
+def registered_webhooks(api, name: str = FULLNAME) -> int:
+    """How many webhooks the release's mutating configuration carries (0: nothing is called)."""
+    try:
+        config = client.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return 0
+        raise
+    return len(config.webhooks or [])
 
 
 def cluster_policy(name: str, registry: str, notary_url: str, repo: str = "node/*") -> dict:
@@ -212,7 +215,12 @@ def test_the_chart_runs_two_ready_replicas_under_the_restricted_level(node, clus
         assert all(c.restart_count == 0 for c in pod.status.container_statuses), pod.status.container_statuses
     pdb = client.PolicyV1Api(api).list_namespaced_pod_disruption_budget(namespace).items
     assert [p.spec.min_available for p in pdb] == [1]
-    assert {FULLNAME} <= webhook_configurations(api)
+    assert registered_webhooks(api) >= 1  # registered by the hook once the pods were ready
+
+
+def test_helm_test_reaches_the_webhook_through_its_service(node, cluster_release):
+    done = helm(node, "test", RELEASE, "-n", cluster_release["namespace"], "--timeout", "3m")
+    assert "Phase:          Succeeded" in done.stdout or "Succeeded" in done.stdout, done.stdout
 
 
 def test_a_signed_deployment_runs_pinned_to_its_signed_digest(node, cluster_release, node_images):
@@ -390,7 +398,7 @@ def test_helm_upgrade_rolls_the_pods_and_never_admits_what_policy_forbids(node, 
 
 def test_helm_uninstall_removes_both_webhook_configurations(node, cluster_release):
     api, namespace = cluster_release["api"], cluster_release["namespace"]
-    assert FULLNAME in webhook_configurations(api)
+    assert registered_webhooks(api) >= 1
     helm(node, "uninstall", RELEASE, "-n", namespace, "--wait")
     assert FULLNAME not in webhook_configurations(api)
     ns = workload_namespace(api)  # nothing checks, nothing blocks: an unsigned pod goes in
@@ -515,3 +523,52 @@ def test_directory_mode_starts_admits_and_keeps_records_across_a_container_resta
         helm(node, "uninstall", RELEASE, "-n", namespace, "--wait", check=False)
         with contextlib.suppress(ApiException):
             core.delete_namespace(namespace)
+
+
+# ---------------------------------------------------------------------------------- install-time safety
+
+
+def test_an_install_whose_pods_never_get_ready_registers_no_webhook(node, node_images):
+    """Without --wait: a directory-mode release naming a ConfigMap that does not exist never gets a
+    ready pod; the register hook gives up, helm says so, and the API server calls no webhook, so
+    every namespace keeps working (before, a failurePolicy Fail webhook with no endpoint refused
+    every pod in every checked namespace)."""
+    api = node.api_client()
+    namespace = restricted_namespace(api, unique("ostiary-broken"))
+    values = {
+        "policySource": "directory",
+        "replicaCount": 1,
+        "policyConfigMaps": ["does-not-exist"],
+        "registration": {"timeoutSeconds": 20},
+    }
+    try:
+        done = helm(
+            node,
+            "install",
+            RELEASE,
+            str(CHART),
+            "-n",
+            namespace,
+            "--timeout",
+            "3m",
+            "-f",
+            _values_file(node, "broken", values),
+            *image_values(),
+            check=False,
+        )
+        assert done.returncode != 0, done.stdout
+        assert "register" in done.stderr, done.stderr
+        assert not ready_webhook_pods(api, namespace)
+        assert registered_webhooks(api) == 0
+        ns = workload_namespace(api)  # the cluster is not blocked: any pod goes in, unchecked
+        client.CoreV1Api(api).create_namespaced_pod(
+            ns,
+            {
+                "metadata": {"name": "free"},
+                "spec": {"containers": [{"name": "c", "image": node_images.unsigned}]},
+            },
+        )
+    finally:
+        helm(node, "uninstall", RELEASE, "-n", namespace, "--wait", "--no-hooks", check=False)
+        with contextlib.suppress(ApiException):
+            client.CoreV1Api(api).delete_namespace(namespace)
