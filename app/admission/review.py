@@ -266,12 +266,16 @@ class Reviewer:
             or ""
         )
 
+        # An owner's approval spares only the network: the trust facts of images its template
+        # already proved may come from the verified cache past its freshness time (never past the
+        # signed expiry). The plan, the decision and every custom module still run on this object.
+        owner_approval = None
         if self.owners is not None and sites:
-            reason = self.owners.approved_by_owner(
+            owner_approval = self.owners.approved_by_owner(
                 obj, namespace, [(s.container_kind, s.container, s.image) for s in sites]
             )
-            if reason:
-                return respond.allow(uid), Outcome(True, reason)
+            if owner_approval:
+                log.info("admission %s: %s; deciding on the object itself", uid, owner_approval)
 
         opa_input = self._input(request, obj, namespace, sites)
         key = self.plans.key(namespace, [(s.id, s.image) for s in sites]) if self.plans is not None else None
@@ -289,7 +293,7 @@ class Reviewer:
         # A kept plan saves the plan query only: the decision is always asked for, on the modules
         # in force now, and it proves every trust requirement again from the facts (plans.py).
         trust_deadline = start + self.budget * self.trust_share
-        self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
+        self._gather(opa_input, planned, obj, kind, namespace, trust_deadline, bool(owner_approval))
         decision = self.opa.query(DECISION_PATH, opa_input, deadline)
         return self._respond(uid, decision, sites, obj)
 
@@ -440,7 +444,14 @@ class Reviewer:
             image.setdefault("signatures", []).append(facts)
 
     def _gather(
-        self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float
+        self,
+        opa_input: dict,
+        planned: list[dict],
+        obj: dict,
+        kind: str,
+        namespace: str,
+        deadline: float,
+        owner_proved: bool = False,
     ) -> None:
         self._gather_signatures(opa_input, planned, obj, kind, namespace, deadline)
         wanted = []
@@ -462,6 +473,7 @@ class Reviewer:
                     signers=tuple(signers),
                     credentials=tuple(credentials_for(ref.registry, pull_secrets)),
                     root_pins=tuple(self._root_pins(trust.get("root_secrets") or [])),
+                    owner_proved=owner_proved,
                 )
             )
             signer_errors.append(errors)

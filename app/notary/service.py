@@ -110,6 +110,7 @@ STAT_NAMES = (
     "not_verified",
     "recent_failures",
     "refreshed_ahead",
+    "owner_cache_hits",
 )
 # A cached repository is refreshed in the background once this share of the TTL has passed, so the
 # admissions that follow find it fresh instead of each waiting for timestamp.json at expiry. Within
@@ -134,6 +135,9 @@ class TrustRequest:
     signers: tuple[Signer, ...] = ()
     credentials: tuple[tuple[str, str], ...] = ()  # (username, password) for the image's registry, in order
     root_pins: tuple[RootPin, ...] = ()  # pinned root material (policy `trust.rootSecrets`): no TOFU
+    # The image is in the pod template of a live controller owner Ostiary admitted (app/kube/owners.py):
+    # a verified repository in the cache may answer past the TTL (never past its signed expiry).
+    owner_proved: bool = False
 
 
 def _pins_key(gun: str, pins: Sequence[RootPin]) -> str:
@@ -166,6 +170,7 @@ class _Group:
         self.future: Future[TrustedRepository] | None = None
         self.error: TrustError | None = None
         self.pins: tuple[RootPin, ...] = ()
+        self.owner_proved = True  # every request of the group is (see TrustRequest.owner_proved)
 
     @property
     def key(self) -> Key:
@@ -331,6 +336,7 @@ class TrustService:
                 unusable = [pin.error for pin in group.pins if pin.error]
                 if error is None and unusable:  # fail before any fetch: the pins cannot be used
                     group.error = UnusableRootPins("root", "; ".join(unusable))
+            group.owner_proved = group.owner_proved and request.owner_proved
             for credential in request.credentials:
                 pair = (credential[0], credential[1])
                 if pair not in group.credentials:
@@ -342,6 +348,8 @@ class TrustService:
             if group.error is not None:
                 continue
             cached = self._fresh(group.key, ahead_of=group)
+            if cached is None and group.owner_proved:
+                cached = self._kept(group.key)
             if cached is None:
                 runnable.append(group)
             else:  # a fresh cache entry is read here: no hand-off to a trust worker and back
@@ -457,6 +465,15 @@ class TrustService:
                 and self._monotonic() - entry.checked_at >= self.cache.ttl * REFRESH_AHEAD
             ):
                 self._refresh_ahead(ahead_of, key)
+            return entry.repository
+        return None
+
+    def _kept(self, key: Key) -> TrustedRepository | None:
+        """The cached repository for `key` past its TTL too, while no role it was verified with has
+        expired: only for images a live owner's template proved (TrustRequest.owner_proved)."""
+        entry, _fresh = self.cache.lookup(key)
+        if entry is not None and entry.expires > self._clock():
+            self._count("owner_cache_hits")
             return entry.repository
         return None
 

@@ -985,3 +985,27 @@ def test_cookies_are_not_kept(notary_server: NotaryTestServer, pki) -> None:
     for _ in range(2):
         client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5)
     assert [r.cookie for r in notary_server.requests] == [None, None]
+
+
+def test_owner_proved_images_use_the_verified_cache_past_the_ttl_and_nothing_else(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    """An image a live owner's template carries may be answered from the cache past the TTL (the
+    only thing owner approval spares); never from nothing, never past the signed expiry."""
+    service, ticker = cached(notary_server, pki, failure_ttl=0)
+    notary_server.knobs.fail_status = 503
+    ticker.value += 600  # far past the TTL
+    before = len(notary_server.tuf_requests())
+    kept = gather_one(service, request(notary_server.url, owner_proved=True))
+    assert kept["verified"] is True and kept["targets"]["test"]["released"] == CHARLIE_DIGEST
+    assert service.stats()["owner_cache_hits"] == 1
+    assert len(notary_server.tuf_requests()) == before  # nothing fetched
+    # the same image without an owner: the TTL holds, the refresh fails, denied
+    assert gather_one(service, request(notary_server.url))["verified"] is False
+    # an owner-proved image never verified here is fetched like any other (and fails here)
+    other = gather_one(service, request(notary_server.url, gun=ALICE_GUN, owner_proved=True))
+    assert other["verified"] is False
+    # past the signed expiry of its roles, the cache answers nobody
+    late = TrustService(ca_file=pki.ca_file, clock=lambda: at("2099-01-01T00:00:00Z"), cache_ttl=60)
+    late.cache = service.cache
+    assert gather_one(late, request(notary_server.url, owner_proved=True), seconds=2)["verified"] is False
