@@ -140,6 +140,7 @@ class Runtime:
             budget=config.budget,
             plans=PlanCache(lambda: self.sync.generation),
             signatures=self.signatures,
+            default_root_pins=self.trust.default_pins,
         )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
 
