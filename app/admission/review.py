@@ -509,6 +509,7 @@ class Reviewer:
                     credentials=tuple(credentials_for(ref.registry, pull_secrets)),
                     root_pins=tuple(self._root_pins(trust.get("root_secrets") or [])),
                     owner_proved=owner_proved,
+                    dry_run=opa_input["request"]["dryRun"],
                 )
             )
             signer_errors.append(errors)
