@@ -1009,3 +1009,25 @@ def test_owner_proved_images_use_the_verified_cache_past_the_ttl_and_nothing_els
     late = TrustService(ca_file=pki.ca_file, clock=lambda: at("2099-01-01T00:00:00Z"), cache_ttl=60)
     late.cache = service.cache
     assert gather_one(late, request(notary_server.url, owner_proved=True), seconds=2)["verified"] is False
+
+
+def test_a_wrong_password_with_the_right_username_gets_no_cached_token(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    """Tokens are cached per credential (username and password), not per username: another pod's
+    pull secret naming the same user with a wrong password must ask the realm itself, and fail."""
+    serve(notary_server, "charlie-image")
+    require_login(notary_server, expires_in=300)
+    service = TrustService(ca_file=pki.ca_file, clock=lambda: at(DELEGATION_VALID_AT), cache_entries=0)
+    owner = gather_one(service, request(notary_server.url, credentials=(("alice", "s3cret"),)))
+    assert owner["verified"] is True, owner["error"]
+    assert len(token_requests(notary_server)) == 1
+    attacker = gather_one(service, request(notary_server.url, credentials=(("alice", "guess"),)))
+    assert attacker["verified"] is False
+    assert "refused access" in attacker["error"] and "guess" not in attacker["error"]
+    wrong = base64.b64encode(b"alice:guess").decode()
+    # the realm was asked with the attacker's own password (refused), then anonymously (refused)
+    assert [r.authorization for r in token_requests(notary_server)][1:] == [f"Basic {wrong}", None]
+    # the owner's token still serves the owner without a new token request
+    assert gather_one(service, request(notary_server.url, credentials=(("alice", "s3cret"),)))["verified"]
+    assert len(token_requests(notary_server)) == 3
