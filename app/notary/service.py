@@ -115,6 +115,10 @@ STAT_NAMES = (
 )
 # How old the count of records in the store may be before a first use counts them again.
 RECOUNT_SECONDS = 30.0
+# How long after its last fetch or refresh a cached repository may still answer for images a live
+# owner's template proved (TrustRequest.owner_proved), past the TTL: a ReplicaSet scaling up within
+# it does not wait for Notary, and a revocation reaches such children at the latest after it.
+OWNER_MAX_AGE = 900.0
 # A cached repository is refreshed in the background once this share of the TTL has passed, so the
 # admissions that follow find it fresh instead of each waiting for timestamp.json at expiry. Within
 # the TTL the cached repository is served meanwhile, as it would be anyway; a refresh that fails
@@ -139,7 +143,8 @@ class TrustRequest:
     credentials: tuple[tuple[str, str], ...] = ()  # (username, password) for the image's registry, in order
     root_pins: tuple[RootPin, ...] = ()  # pinned root material (policy `trust.rootSecrets`): no TOFU
     # The image is in the pod template of a live controller owner Ostiary admitted (app/kube/owners.py):
-    # a verified repository in the cache may answer past the TTL (never past its signed expiry).
+    # a verified repository in the cache may answer past the TTL (up to OWNER_MAX_AGE, never past its
+    # signed expiry).
     owner_proved: bool = False
     # A dry run (AdmissionReview request.dryRun): verified like any other, but nothing durable is
     # written — no trust record is created or updated, and a first use is not cached.
@@ -272,6 +277,7 @@ class TrustService:
         records: RecordStore | None = None,
         default_pins: Mapping[str, Sequence[RootPin]] | None = None,
         max_records: int = 10000,
+        owner_max_age: float = OWNER_MAX_AGE,
     ):
         """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
         only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
@@ -279,6 +285,7 @@ class TrustService:
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
         self.records = records
         self._max_records = max(0, max_records)
+        self._owner_max_age = owner_max_age
         self._record_count: int | None = None  # records in the store, as last counted (+ ours since)
         self._record_counted_at = 0.0
         # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
@@ -488,10 +495,15 @@ class TrustService:
         return None
 
     def _kept(self, key: Key) -> TrustedRepository | None:
-        """The cached repository for `key` past its TTL too, while no role it was verified with has
-        expired: only for images a live owner's template proved (TrustRequest.owner_proved)."""
+        """The cached repository for `key` past its TTL too — up to `owner_max_age` seconds after it
+        was last fetched or refreshed, and while no role it was verified with has expired — only for
+        images a live owner's template proved (TrustRequest.owner_proved)."""
         entry, _fresh = self.cache.lookup(key)
-        if entry is not None and entry.expires > self._clock():
+        if (
+            entry is not None
+            and self._monotonic() - entry.checked_at < self._owner_max_age
+            and entry.expires > self._clock()
+        ):
             self._count("owner_cache_hits")
             return entry.repository
         return None

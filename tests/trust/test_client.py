@@ -1005,8 +1005,17 @@ def test_owner_proved_images_use_the_verified_cache_past_the_ttl_and_nothing_els
     # an owner-proved image never verified here is fetched like any other (and fails here)
     other = gather_one(service, request(notary_server.url, gun=ALICE_GUN, owner_proved=True))
     assert other["verified"] is False
+    # at most OWNER_MAX_AGE after the last fetch: then the owner's children are verified as usual
+    ticker.value += 900 - 600
+    assert gather_one(service, request(notary_server.url, owner_proved=True))["verified"] is False
     # past the signed expiry of its roles, the cache answers nobody
-    late = TrustService(ca_file=pki.ca_file, clock=lambda: at("2099-01-01T00:00:00Z"), cache_ttl=60)
+    late = TrustService(
+        ca_file=pki.ca_file,
+        clock=lambda: at("2099-01-01T00:00:00Z"),
+        cache_ttl=60,
+        monotonic=ticker,
+        owner_max_age=1e9,
+    )
     late.cache = service.cache
     assert gather_one(late, request(notary_server.url, owner_proved=True), seconds=2)["verified"] is False
 
