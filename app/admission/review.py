@@ -272,8 +272,9 @@ class Reviewer:
         )
 
         # An owner's approval spares only the network: the trust facts of images its template
-        # already proved may come from the verified cache past its freshness time (never past the
-        # signed expiry). The plan, the decision and every custom module still run on this object.
+        # already proved may come from the verified cache past its freshness time (for a while, never
+        # past the signed expiry: service.OWNER_MAX_AGE). The plan, the decision and every custom
+        # module still run on this object.
         owner_approval = None
         if self.owners is not None and sites:
             owner_approval = self.owners.approved_by_owner(

@@ -3,8 +3,8 @@
 A ReplicaSet made by a Deployment, or a Pod made by a ReplicaSet, carries the images of its owner's
 pod template; the owner itself went through admission (and pinning) when it was created or changed.
 Fetching the child's trust data again costs a Notary round trip per image for nothing, so such a
-child's images may be answered from the verified trust cache past its freshness time (never past
-the signed expiry; TrustRequest.owner_proved) — when, and only when, all of this holds:
+child's images may be answered from the verified trust cache past its freshness time (up to 15
+minutes after the last fetch, never past the signed expiry; TrustRequest.owner_proved) — when, and only when, all of this holds:
 
 - it has a controller ``ownerReference`` of a kind listed in ``OWNER_KINDS`` (same API group);
 - that owner exists in the child's namespace **now**, read from the API, with the same ``uid`` (a
