@@ -207,8 +207,11 @@ other_root(img, req) := {msg |
 	verified(img)
 	not root_proven(img, req)
 	msg := sprintf(
-		"trust facts were verified on a %v root (pins %v), but the requirement in force demands %s (did the policy or its root pins just change?); denied",
-		[object.get(img.trust, "root_trust", null), object.get(img.trust, "root_pins", null), root_demand(req)],
+		"trust facts were verified on a %v root (pins %v), but the requirement in force demands %s %s",
+		[
+			object.get(img.trust, "root_trust", null), object.get(img.trust, "root_pins", null),
+			root_demand(req), "(did the policy or its root pins just change?); denied",
+		],
 	)
 }
 
