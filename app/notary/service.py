@@ -676,7 +676,7 @@ class TrustService:
                 raise
             denial = _against_record(error, record, self.records)
             report = getattr(self.records, "report", None)  # the cluster store posts a Warning Event
-            if report is not None:
+            if report is not None and not group.dry_run:  # a dry run has no side effects
                 reason = "RootNotTrusted" if isinstance(denial, BadRootRotation) else "RollbackRefused"
                 report(group.server, group.gun, denial.reason, reason)
             raise denial from error
