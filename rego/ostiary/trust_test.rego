@@ -336,8 +336,8 @@ sample_img(facts) := h.trusted(0, "docker.io/phbelitz/sample-image:v1", facts)
 
 test_first_use_facts_do_not_satisfy_an_entry_with_pins if {
 	testdata.facts.sample_v1.root_trust == "first-use"
-	req := object.union(unpinned_req, {"root_pins": [pin_a]})
 	trust.satisfied(sample_img(testdata.facts.sample_v1), unpinned_req)
+	req := object.union(unpinned_req, {"root_pins": [pin_a]})
 	not trust.satisfied(sample_img(testdata.facts.sample_v1), req)
 	not trust.pinned_digest(sample_img(testdata.facts.sample_v1), req)
 	some msg in trust.violations(sample_img(testdata.facts.sample_v1), req)
