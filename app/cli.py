@@ -108,6 +108,13 @@ def main(log_level: str) -> None:
     "or ~/.local/state/ostiary; with --kube: TrustRecords in --system-namespace unless given).",
 )
 @click.option(
+    "--max-trust-records",
+    default=10000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most trust-on-first-use records kept; a repository used for the first time beyond it is denied.",
+)
+@click.option(
     "--root-pins",
     type=click.Path(exists=True, dir_okay=False),
     help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
@@ -143,6 +150,7 @@ def serve(
     system_namespace: str,
     budget: float,
     trust_cache_ttl: float,
+    max_trust_records: int,
     threads: int,
     state_dir: str | None,
     root_pins: str | None,
@@ -185,6 +193,7 @@ def serve(
         system_namespace=system_namespace,
         budget=budget,
         trust_cache_ttl=trust_cache_ttl,
+        max_trust_records=max_trust_records,
         kube=kube,
         kubeconfig=kubeconfig,
         state_dir=_serve_state_dir(state_dir, kube),

@@ -45,8 +45,8 @@ class SignatureGatherer(Protocol):
 
 
 class OwnerVerifier(Protocol):
-    """Why an object may skip verification because a real owner with the same images exists
-    (a reason), or None."""
+    """Why an object's images may take verified trust data from the cache past its freshness time
+    because a real owner's template carries them (a reason), or None. Never spares the decision."""
 
     def approved_by_owner(
         self, obj: dict, namespace: str, images: list[tuple[str, str, str]]

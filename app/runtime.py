@@ -63,6 +63,7 @@ class ServeConfig:
     system_namespace: str = DEFAULT_SYSTEM_NAMESPACE
     budget: float = 8.0
     trust_cache_ttl: float = 60.0
+    max_trust_records: int = 10000  # serve --max-trust-records
     kube: bool = False
     kubeconfig: str | None = None
     decision_log: str | None = "-"  # app/decisionlog.py: "-" stdout, a file path, or "off"
@@ -140,6 +141,7 @@ class Runtime:
             budget=config.budget,
             plans=PlanCache(lambda: self.sync.generation),
             signatures=self.signatures,
+            default_root_pins=self.trust.default_pins,
         )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
 
@@ -173,6 +175,7 @@ class Runtime:
             cache_ttl=self.config.trust_cache_ttl,
             records=records,
             default_pins=default_pins,
+            max_records=self.config.max_trust_records,
         )
 
     def _signature_service(self) -> SignatureService:

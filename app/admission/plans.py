@@ -13,7 +13,7 @@ under an earlier module set is found again once a change has begun.
 Why a stale plan could never let anything through: the plan only says which facts to gather. The
 decision query derives the requirements again from the modules in force and proves every
 trust-enabled image from its facts; facts gathered for another requirement (another trust
-server, other signers) or no facts at all fail that proof (trust.rego `facts_fit`), and the
+server, other signers or signer keys, another root pinning) or no facts at all fail that proof (trust.rego `facts_fit`), and the
 image is denied. The worst a stale plan can do is cost a denial during a policy change, exactly
 as a policy change between the two queries of one admission can.
 """

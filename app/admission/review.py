@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from app.admission.extract import (
 )
 from app.admission.plans import PlanCache
 from app.images import parse_image
+from app.notary.keys import material_fingerprint
 from app.notary.pins import RootPin, root_pin
 from app.notary.servers import DEFAULT_TRUST_SERVERS
 from app.notary.service import Signer, TrustRequest
@@ -188,6 +189,7 @@ class Reviewer:
         clock: Callable[[], float] = time.monotonic,
         plans: PlanCache | None = None,
         signatures: SignatureGatherer | None = None,
+        default_root_pins: Mapping[str, Sequence[RootPin]] | None = None,
     ):
         self.opa = opa
         self.store = store
@@ -199,6 +201,9 @@ class Reviewer:
         self.clock = clock
         self.plans = plans  # None: every admission asks OPA for its plan
         self.signatures = signatures  # None: images with signature requirements are denied (no facts)
+        # serve --root-pins, per normalized trust server (TrustService.default_pins): what the
+        # decision must find in the facts of an entry without rootSecrets of its own.
+        self.default_root_pins = {server: tuple(pins) for server, pins in (default_root_pins or {}).items()}
 
     # ---- entry point ---------------------------------------------------------------------
 
@@ -266,12 +271,17 @@ class Reviewer:
             or ""
         )
 
+        # An owner's approval spares only the network: the trust facts of images its template
+        # already proved may come from the verified cache past its freshness time (for a while, never
+        # past the signed expiry: service.OWNER_MAX_AGE). The plan, the decision and every custom
+        # module still run on this object.
+        owner_approval = None
         if self.owners is not None and sites:
-            reason = self.owners.approved_by_owner(
+            owner_approval = self.owners.approved_by_owner(
                 obj, namespace, [(s.container_kind, s.container, s.image) for s in sites]
             )
-            if reason:
-                return respond.allow(uid), Outcome(True, reason)
+            if owner_approval:
+                log.info("admission %s: %s; deciding on the object itself", uid, owner_approval)
 
         opa_input = self._input(request, obj, namespace, sites)
         key = self.plans.key(namespace, [(s.id, s.image) for s in sites]) if self.plans is not None else None
@@ -289,7 +299,8 @@ class Reviewer:
         # A kept plan saves the plan query only: the decision is always asked for, on the modules
         # in force now, and it proves every trust requirement again from the facts (plans.py).
         trust_deadline = start + self.budget * self.trust_share
-        self._gather(opa_input, planned, obj, kind, namespace, trust_deadline)
+        self._gather(opa_input, planned, obj, kind, namespace, trust_deadline, bool(owner_approval))
+        opa_input["trust_material"] = self._trust_material(planned)
         decision = self.opa.query(DECISION_PATH, opa_input, deadline)
         return self._respond(uid, decision, sites, obj)
 
@@ -356,6 +367,35 @@ class Reviewer:
                 )
             )
         return pins
+
+    def _trust_material(self, planned: list[dict]) -> dict:
+        """What the secrets and pins a requirement names hold *now* (read after the facts were
+        gathered), for the decision to prove the facts against (docs/rego-input.md,
+        `trust_material`): the fingerprint of each root secret's pins and of each signer secret's
+        key, and the `--root-pins` of each trust server. A secret changed while the facts were
+        gathered then no longer matches them, and the image is denied."""
+        roots: dict[str, str] = {}
+        signers: dict[str, str | None] = {}
+        for item in planned:
+            trust = trust_requirement(item)
+            if trust is None:
+                continue
+            for ref in trust.get("root_secrets") or []:
+                [pin] = self._root_pins([ref])
+                roots[f"{ref.get('namespace')}/{ref.get('name')}"] = pin.fingerprint
+            for ref in trust.get("signer_secrets") or []:
+                name, ns = str(ref.get("name")), str(ref.get("namespace"))
+                secret = self.store.get_secret(ns, name)
+                pem = secret_value(secret, "publicKey") if secret is not None else None
+                signers[f"{ns}/{name}"] = material_fingerprint(pem)
+        return {
+            "root_secrets": roots,
+            "signer_secrets": signers,
+            "root_pins": {
+                server: sorted(pin.fingerprint for pin in pins)
+                for server, pins in self.default_root_pins.items()
+            },
+        }
 
     def _pull_secrets(self, obj: dict, kind: str, namespace: str) -> list[dict]:
         names = pull_secret_names(obj, kind)
@@ -440,7 +480,14 @@ class Reviewer:
             image.setdefault("signatures", []).append(facts)
 
     def _gather(
-        self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float
+        self,
+        opa_input: dict,
+        planned: list[dict],
+        obj: dict,
+        kind: str,
+        namespace: str,
+        deadline: float,
+        owner_proved: bool = False,
     ) -> None:
         self._gather_signatures(opa_input, planned, obj, kind, namespace, deadline)
         wanted = []
@@ -462,6 +509,8 @@ class Reviewer:
                     signers=tuple(signers),
                     credentials=tuple(credentials_for(ref.registry, pull_secrets)),
                     root_pins=tuple(self._root_pins(trust.get("root_secrets") or [])),
+                    owner_proved=owner_proved,
+                    dry_run=opa_input["request"]["dryRun"],
                 )
             )
             signer_errors.append(errors)
@@ -475,7 +524,14 @@ class Reviewer:
             for name in names:
                 if name in errors:
                     merged.append(
-                        {"name": None, "secret": name, "role": None, "keyids": [], "error": errors[name]}
+                        {
+                            "name": None,
+                            "secret": name,
+                            "role": None,
+                            "keyids": [],
+                            "error": errors[name],
+                            "key": None,
+                        }
                     )
                 elif name in by_secret:
                     merged.append(by_secret[name])

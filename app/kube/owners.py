@@ -1,9 +1,10 @@
-"""Approving objects that a workload controller created from a template Ostiary already admitted.
+"""Recognising objects that a workload controller created from a template Ostiary already admitted.
 
 A ReplicaSet made by a Deployment, or a Pod made by a ReplicaSet, carries the images of its owner's
 pod template; the owner itself went through admission (and pinning) when it was created or changed.
-Verifying the child again costs a Notary round trip per image for nothing, so the child is approved
-when — and only when — all of this holds:
+Fetching the child's trust data again costs a Notary round trip per image for nothing, so such a
+child's images may be answered from the verified trust cache past its freshness time (up to 15
+minutes after the last fetch, never past the signed expiry; TrustRequest.owner_proved) — when, and only when, all of this holds:
 
 - it has a controller ``ownerReference`` of a kind listed in ``OWNER_KINDS`` (same API group);
 - that owner exists in the child's namespace **now**, read from the API, with the same ``uid`` (a
@@ -11,11 +12,11 @@ when — and only when — all of this holds:
 - every container of the child (by kind — ``containers``, ``initContainers`` — and by name) is in the
   owner's pod template with the same image, compared on the normalized reference, so a digest the
   owner was pinned to must be in the child too. Ephemeral containers are never in a template, so a
-  child carrying any is verified in full.
+  child carrying any never qualifies.
 
-Anything else — no owner, an unknown owner kind, an API error, one image that differs — means full
-verification, never a denial by itself. The ownerReference is written by whoever creates the object,
-so it is a claim to check, not a fact.
+It never spares the decision: the plan, the decision and the custom modules run on the child itself
+(app/admission/review.py). The ownerReference is written by whoever creates the object, so it is a
+claim to check, not a fact.
 """
 
 from __future__ import annotations

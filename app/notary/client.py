@@ -52,7 +52,14 @@ from app.notary.errors import (
     ServerUnreachable,
     UnexpectedStatus,
 )
-from app.registry.token import BearerChallenge, HttpAnswer, TokenError, TokenProvider, parse_bearer_challenge
+from app.registry.token import (
+    BearerChallenge,
+    HttpAnswer,
+    TokenError,
+    TokenProvider,
+    credential_id,
+    parse_bearer_challenge,
+)
 
 # The fetch errors live in errors.py with every other failure kind; re-exported for callers of the client.
 __all__ = [
@@ -163,8 +170,12 @@ class NotaryClient:
         who = _describe_server(server)
         headers: dict[str, str] = {}
         hint = self._hint(server, gun)
-        if hint is not None and hint[1] is not None and hint[1] not in {c[0] for c in credentials}:
-            hint = None  # a token got with someone else's pull secret is not offered for this request
+        if (
+            hint is not None
+            and hint[1] is not None
+            and hint[1] not in {credential_id(c) for c in credentials}
+        ):
+            hint = None  # a token got with another credential is not offered for this request
         if hint is not None:
             token = self.tokens.cached(hint[0], hint[1])
             if token is not None:
@@ -223,6 +234,7 @@ class NotaryClient:
 
         for credential in attempts:
             username = credential[0] if credential else None
+            identity = credential_id(credential)
             try:
                 token = self.tokens.token(token_get, challenge, credential, deadline)
             except TokenError as error:
@@ -232,9 +244,9 @@ class NotaryClient:
                 url, role=role, who=who, headers={"Authorization": f"Bearer {token}"}, deadline=deadline
             )
             if answer.status != 401:
-                self._remember(server, gun, challenge, username)
+                self._remember(server, gun, challenge, identity)
                 return answer
-            self.tokens.forget(challenge, username)
+            self.tokens.forget(challenge, identity)
             notes.append(f"token {'for ' + username if username else 'obtained anonymously'} was refused")
         detail = "; ".join(notes) if notes else "no token was accepted"
         raise AuthorizationFailed(role, f"{who} refused access to {gun} (HTTP 401): {detail}")
@@ -246,9 +258,10 @@ class NotaryClient:
                 self._hints.move_to_end((server, gun))
             return hint
 
-    def _remember(self, server: str, gun: str, challenge: BearerChallenge, username: str | None) -> None:
+    def _remember(self, server: str, gun: str, challenge: BearerChallenge, identity: str | None) -> None:
+        """The challenge a token was accepted for, and the credential_id it was got with."""
         with self._lock:
-            self._hints[(server, gun)] = (challenge, username)
+            self._hints[(server, gun)] = (challenge, identity)
             self._hints.move_to_end((server, gun))
             while len(self._hints) > self._hints_max:
                 self._hints.popitem(last=False)

@@ -18,6 +18,7 @@ from app.notary.keys import (
     certificate_problem,
     load_pem_public_key,
     load_public_key,
+    material_fingerprint,
     public_key_bytes,
     signer_key_ids,
 )
@@ -78,6 +79,7 @@ def signer_facts(
             "role": f"targets/{name}",
             "keyids": [],
             "error": None,
+            "key": material_fingerprint(pem),
         }
         try:
             own = signer_key_ids(pem)
@@ -110,10 +112,12 @@ def build_facts(
     release: Release,
     now: datetime,
     root_trust: str | None = None,
+    root_pins: Sequence[str] = (),
 ) -> dict[str, Any]:
     return {
         "verified": True,
         "root_trust": root_trust,
+        "root_pins": sorted(root_pins),
         "error": None,
         "error_role": None,
         "server": server,
@@ -138,6 +142,7 @@ def failure_facts(
     return {
         "verified": False,
         "root_trust": None,
+        "root_pins": [],
         "error": str(error),
         "error_role": getattr(error, "role", None),
         "server": server,

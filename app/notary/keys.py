@@ -349,3 +349,13 @@ def same_public_key(keytype: str, public_b64: str, pem: str) -> bool:
     except (KeyFormatError, ValueError, TypeError):
         return False
     return public_key_bytes(ours) == public_key_bytes(theirs)
+
+
+def material_fingerprint(pem: str | None) -> str | None:
+    """What a signer Secret's `publicKey` holds, as the facts and the decision compare it: the SHA-256
+    of its text with surrounding whitespace removed, None when there is none. Any change of the
+    key or certificate changes it, so facts verified with one key never prove a requirement
+    naming another under the same signer name."""
+    if not pem:
+        return None
+    return "sha256:" + hashlib.sha256(pem.strip().encode()).hexdigest()

@@ -110,7 +110,15 @@ STAT_NAMES = (
     "not_verified",
     "recent_failures",
     "refreshed_ahead",
+    "owner_cache_hits",
+    "records_refused",
 )
+# How old the count of records in the store may be before a first use counts them again.
+RECOUNT_SECONDS = 30.0
+# How long after its last fetch or refresh a cached repository may still answer for images a live
+# owner's template proved (TrustRequest.owner_proved), past the TTL: a ReplicaSet scaling up within
+# it does not wait for Notary, and a revocation reaches such children at the latest after it.
+OWNER_MAX_AGE = 900.0
 # A cached repository is refreshed in the background once this share of the TTL has passed, so the
 # admissions that follow find it fresh instead of each waiting for timestamp.json at expiry. Within
 # the TTL the cached repository is served meanwhile, as it would be anyway; a refresh that fails
@@ -134,6 +142,13 @@ class TrustRequest:
     signers: tuple[Signer, ...] = ()
     credentials: tuple[tuple[str, str], ...] = ()  # (username, password) for the image's registry, in order
     root_pins: tuple[RootPin, ...] = ()  # pinned root material (policy `trust.rootSecrets`): no TOFU
+    # The image is in the pod template of a live controller owner Ostiary admitted (app/kube/owners.py):
+    # a verified repository in the cache may answer past the TTL (up to OWNER_MAX_AGE, never past its
+    # signed expiry).
+    owner_proved: bool = False
+    # A dry run (AdmissionReview request.dryRun): verified like any other, but nothing durable is
+    # written — no trust record is created or updated, and a first use is not cached.
+    dry_run: bool = False
 
 
 def _pins_key(gun: str, pins: Sequence[RootPin]) -> str:
@@ -166,10 +181,18 @@ class _Group:
         self.future: Future[TrustedRepository] | None = None
         self.error: TrustError | None = None
         self.pins: tuple[RootPin, ...] = ()
+        self.owner_proved = True  # every request of the group is (see TrustRequest.owner_proved)
+        self.dry_run = True  # every request of the group is a dry run: nothing durable is written
 
     @property
     def key(self) -> Key:
         return (self.server, _pins_key(self.gun, self.pins))
+
+    @property
+    def flight_key(self) -> Key:
+        """The key concurrent walks share: a dry run's walk never answers for one that records."""
+        server, rest = self.key
+        return (server, f"{rest}\x00dry-run") if self.dry_run else (server, rest)
 
 
 class _Flight:
@@ -253,12 +276,18 @@ class TrustService:
         deadline_clock: Callable[[], float] = clocks.monotonic,
         records: RecordStore | None = None,
         default_pins: Mapping[str, Sequence[RootPin]] | None = None,
+        max_records: int = 10000,
+        owner_max_age: float = OWNER_MAX_AGE,
     ):
         """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
         only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
         operator takes effect at the next walk, and every replica sharing it trusts the same root."""
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
         self.records = records
+        self._max_records = max(0, max_records)
+        self._owner_max_age = owner_max_age
+        self._record_count: int | None = None  # records in the store, as last counted (+ ours since)
+        self._record_counted_at = 0.0
         # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
         self.default_pins: dict[str, tuple[RootPin, ...]] = {
             normalize_trust_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
@@ -297,6 +326,7 @@ class TrustService:
             result = dict(self._stats)
         result["token_requests"] = self.client.tokens.requests_made
         result["cached_repositories"] = len(self.cache)
+        result["records"] = self._record_count or 0
         return result
 
     def _count(self, name: str) -> None:
@@ -331,6 +361,8 @@ class TrustService:
                 unusable = [pin.error for pin in group.pins if pin.error]
                 if error is None and unusable:  # fail before any fetch: the pins cannot be used
                     group.error = UnusableRootPins("root", "; ".join(unusable))
+            group.owner_proved = group.owner_proved and request.owner_proved
+            group.dry_run = group.dry_run and request.dry_run
             for credential in request.credentials:
                 pair = (credential[0], credential[1])
                 if pair not in group.credentials:
@@ -342,6 +374,8 @@ class TrustService:
             if group.error is not None:
                 continue
             cached = self._fresh(group.key, ahead_of=group)
+            if cached is None and group.owner_proved:
+                cached = self._kept(group.key)
             if cached is None:
                 runnable.append(group)
             else:  # a fresh cache entry is read here: no hand-off to a trust worker and back
@@ -460,6 +494,20 @@ class TrustService:
             return entry.repository
         return None
 
+    def _kept(self, key: Key) -> TrustedRepository | None:
+        """The cached repository for `key` past its TTL too — up to `owner_max_age` seconds after it
+        was last fetched or refreshed, and while no role it was verified with has expired — only for
+        images a live owner's template proved (TrustRequest.owner_proved)."""
+        entry, _fresh = self.cache.lookup(key)
+        if (
+            entry is not None
+            and self._monotonic() - entry.checked_at < self._owner_max_age
+            and entry.expires > self._clock()
+        ):
+            self._count("owner_cache_hits")
+            return entry.repository
+        return None
+
     def _refresh_ahead(self, asking: _Group, key: Key) -> None:
         """Refresh `key` in the pool, unless a refresh or walk of it is under way or a quarter of the
         workers already refresh ahead (admissions' own work must not queue behind these)."""
@@ -469,6 +517,7 @@ class TrustService:
             self._ahead.add(key)
         group = _Group(asking.server, asking.gun, asking.budget)
         group.credentials, group.pins = list(asking.credentials), asking.pins
+        group.dry_run = asking.dry_run
         deadline = self._deadline_clock() + max(asking.budget, 1.0)
 
         def refresh() -> None:
@@ -535,11 +584,12 @@ class TrustService:
     def _load_uncached(
         self, group: _Group, key: Key, deadline: float, force: bool = False
     ) -> TrustedRepository:
+        flight_key = group.flight_key
         with self._flights_lock:
-            flight = self._flights.get(key)
+            flight = self._flights.get(flight_key)
             leader = flight is None
             if flight is None:
-                flight = self._flights[key] = _Flight(group.progress)
+                flight = self._flights[flight_key] = _Flight(group.progress)
         if not leader:
             self._count("shared_walks")
             return self._follow(flight, group, deadline)
@@ -551,7 +601,7 @@ class TrustService:
             raise
         finally:
             with self._flights_lock:
-                self._flights.pop(key, None)
+                self._flights.pop(flight_key, None)
             flight.done.set()
 
     def _follow(self, flight: _Flight, group: _Group, deadline: float) -> TrustedRepository:
@@ -626,11 +676,14 @@ class TrustService:
                 raise
             denial = _against_record(error, record, self.records)
             report = getattr(self.records, "report", None)  # the cluster store posts a Warning Event
-            if report is not None:
+            if report is not None and not group.dry_run:  # a dry run has no side effects
                 reason = "RootNotTrusted" if isinstance(denial, BadRootRotation) else "RollbackRefused"
                 report(group.server, group.gun, denial.reason, reason)
             raise denial from error
-        if durable:
+        if durable and group.dry_run:
+            if record is None:  # a first use seen by a dry run only: neither recorded nor cached
+                return repository
+        elif durable:
             self._write_record(group, repository, now)
         self.cache.remember(key, repository.root_bytes, repository.versions)
         if timestamp is not None:
@@ -665,6 +718,7 @@ class TrustService:
 
         def change(current: TrustRecord | None) -> TrustRecord | None:
             if current is None:
+                self._room_for_record()
                 return TrustRecord(
                     server=group.server,
                     gun=group.gun,
@@ -700,6 +754,33 @@ class TrustService:
             raise RecordUnavailable(
                 "root", f"trust record of {group.gun} from {group.server}: {error}"
             ) from error
+
+    def _room_for_record(self) -> None:
+        """Refuse a new record when the store holds `max_records` (counted from the store at most every
+        RECOUNT_SECONDS, plus this process's creations since): an unauthenticated caller naming new
+        repositories must not grow it without bound. Raises StateError (the image is denied)."""
+        assert self.records is not None
+        now = self._monotonic()
+        with self._flights_lock:
+            stale = self._record_count is None or now - self._record_counted_at > RECOUNT_SECONDS
+        if stale:
+            counted = len(self.records.records())
+            with self._flights_lock:
+                self._record_count, self._record_counted_at = counted, now
+        with self._flights_lock:
+            held = self._record_count or 0
+            if held >= self._max_records:
+                self._stats["records_refused"] += 1
+                full = True
+            else:
+                self._record_count = held + 1
+                full = False
+        if full:
+            raise StateError(
+                f"{self.records.description} holds {held} trust records, its limit (--max-trust-records "
+                f"{self._max_records}): a repository not recorded yet is denied until records are removed "
+                "(`ostiary trust unpin`, `kubectl delete trustrecord`) or the limit is raised"
+            )
 
     def _load_roles(
         self, group: _Group, repository: TrustedRepository, deadline: float, timestamp: bytes | None

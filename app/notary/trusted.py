@@ -438,6 +438,7 @@ class TrustedRepository:
             signers=signers,
             keys=[(key.keyid, key.keytype, key.public) for key in self.all_keys().values()],
             root_trust=self.root_trust,
+            root_pins=[pin.fingerprint for pin in self._pins],
         )
 
 

@@ -10,8 +10,11 @@ Rules this module keeps:
 - Credentials go only to an `https://` realm. A challenge naming an `http://` realm gets an anonymous
   token request only (the pull secret is withheld, never refused silently: the reason is reported if the
   anonymous token is not enough). Realms with any other scheme are refused.
-- Tokens are cached per (realm, service, scope, username) until their `expires_in` (default 60 s, as
-  the distribution spec says) minus a small margin, in a bounded LRU; the cache is thread-safe.
+- Tokens are cached per (realm, service, scope, credential) until their `expires_in` (default 60 s,
+  as the distribution spec says) minus a small margin, in a bounded LRU; the cache is thread-safe.
+  The credential is identified by a keyed hash of username *and* password (`credential_id`), never
+  by the username alone: a pull secret with the right username and a wrong password must not be
+  handed the token another pod's correct password obtained.
 - All HTTP goes through a caller-supplied bounded GET (deadline and size limits live in the caller),
   so this module has no network policy of its own and is tested without sockets.
 
@@ -21,7 +24,10 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import re
 import threading
 import time
@@ -117,6 +123,20 @@ def _parse_params(text: str) -> dict[str, str]:
     return params
 
 
+# A per-process key: the identities kept in memory cannot be used to test password guesses offline.
+_CREDENTIAL_KEY = os.urandom(32)
+
+
+def credential_id(credential: tuple[str, str] | None) -> str | None:
+    """Who a cached token belongs to: a keyed hash of the whole credential (username and password),
+    None for anonymous. Two credentials share tokens only when both parts are equal."""
+    if credential is None:
+        return None
+    user, password = credential
+    material = len(user).to_bytes(8, "big") + user.encode() + password.encode()
+    return hmac.new(_CREDENTIAL_KEY, material, hashlib.sha256).hexdigest()
+
+
 class TokenProvider:
     """Obtains and caches registry tokens. Thread-safe; one per process is enough."""
 
@@ -128,11 +148,12 @@ class TokenProvider:
         self.requests_made = 0  # token requests sent, for metrics and tests
 
     @staticmethod
-    def _key(challenge: BearerChallenge, username: str | None) -> tuple[str, str, str, str]:
-        return (challenge.realm, challenge.service or "", challenge.scope or "", username or "")
+    def _key(challenge: BearerChallenge, identity: str | None) -> tuple[str, str, str, str]:
+        return (challenge.realm, challenge.service or "", challenge.scope or "", identity or "")
 
-    def cached(self, challenge: BearerChallenge, username: str | None) -> str | None:
-        key = self._key(challenge, username)
+    def cached(self, challenge: BearerChallenge, identity: str | None) -> str | None:
+        """The token cached for `identity` (credential_id of the credential it was got with)."""
+        key = self._key(challenge, identity)
         with self._lock:
             item = self._tokens.get(key)
             if item is None:
@@ -144,10 +165,10 @@ class TokenProvider:
             self._tokens.move_to_end(key)
             return token
 
-    def forget(self, challenge: BearerChallenge, username: str | None) -> None:
+    def forget(self, challenge: BearerChallenge, identity: str | None) -> None:
         """Drop a token the server refused, so the next attempt fetches a fresh one."""
         with self._lock:
-            self._tokens.pop(self._key(challenge, username), None)
+            self._tokens.pop(self._key(challenge, identity), None)
 
     def token(
         self,
@@ -162,7 +183,8 @@ class TokenProvider:
         for a realm that is not https (callers should ask anonymously instead).
         """
         username = credential[0] if credential else None
-        cached = self.cached(challenge, username)
+        identity = credential_id(credential)
+        cached = self.cached(challenge, identity)
         if cached is not None:
             return cached
         scheme = urlsplit(challenge.realm).scheme.lower()
@@ -200,7 +222,7 @@ class TokenProvider:
             expires_in = DEFAULT_EXPIRES_IN
         lifetime = max(0.0, float(expires_in) - min(EXPIRY_MARGIN, float(expires_in) / 2))
         # Measured from when the request was sent: the token may have been issued before the answer came.
-        self._store(self._key(challenge, username), token, started + lifetime)
+        self._store(self._key(challenge, identity), token, started + lifetime)
         return token
 
     def _store(self, key: tuple[str, str, str, str], token: str, expires_at: float) -> None:

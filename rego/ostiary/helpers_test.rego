@@ -37,6 +37,20 @@ request(ns, images) := {
 	"object": {},
 	"images": images,
 	"config": testdata.config,
+	"trust_material": material_of(images),
+}
+
+# material_of: input.trust_material as the Reviewer would read it when the signer secrets (of
+# ClusterImagePolicies: in the system namespace) hold the keys the facts were verified with, and
+# no root is pinned. Tests of what the decision proves give their own (trust_test.rego).
+material_of(images) := {
+	"root_secrets": {},
+	"root_pins": {},
+	"signer_secrets": {sprintf("%s/%s", [testdata.config.system_namespace, s.secret]): object.get(s, "key", null) |
+		some img in images
+		some s in object.get(img, ["trust", "signers"], [])
+		is_string(object.get(s, "secret", null))
+	},
 }
 
 # pod: a Pod in namespace "default" whose containers run the given image texts, in order.

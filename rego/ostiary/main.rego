@@ -191,7 +191,7 @@ unsupported(img) := {msg |
 	msg := sprintf("policy.%s of %s %s is not supported by Ostiary; denied rather than unchecked", [kind, c.policy.kind, c.policy.name])
 }
 
-trust_violations(img) := trust.violations(img, req) if {
+trust_violations(img) := trust.violations(img, proven_requirement(req)) if {
 	req := requirements[img.id].trust
 	req.enabled == true
 } else := set()
@@ -205,7 +205,7 @@ signature_violations(img) := signatures.violations(img, reqs) | other_format_dig
 other_format_digest(img, reqs) := {msg |
 	treq := requirements[img.id].trust
 	treq.enabled == true
-	notary := trust.pinned_digest(img, treq)
+	notary := trust.pinned_digest(img, proven_requirement(treq))
 	signed := signatures.pinned_digest(img, reqs)
 	notary != signed
 	msg := sprintf(
@@ -213,6 +213,29 @@ other_format_digest(img, reqs) := {msg |
 		[notary, signed],
 	)
 }
+
+# proven_requirement: the trust requirement with what its secrets and pins hold now (Python reads
+# them after gathering, input.trust_material), which the facts must prove they were verified with:
+# the fingerprints of the root pins (the entry's rootSecrets, else serve --root-pins for its server)
+# and of each signer secret's key, in the order of signer_secrets. A secret not read for this
+# admission proves nothing ("unknown" never equals a fingerprint).
+proven_requirement(req) := object.union(req, {
+	"root_pins": required_root_pins(req),
+	"signer_keys": [object.get(input, ["trust_material", "signer_secrets", secret_key(s)], "unknown") |
+		some s in req.signer_secrets
+	],
+})
+
+secret_key(s) := sprintf("%v/%v", [s.namespace, s.name])
+
+required_root_pins(req) := sort([object.get(input, ["trust_material", "root_secrets", secret_key(s)], "unknown") |
+	some s in req.root_secrets
+]) if {
+	count(req.root_secrets) > 0
+} else := sort(pins) if {
+	pins := input.trust_material.root_pins[req.server]
+	is_array(pins)
+} else := []
 
 invalid_message(ref) := ref.error if {
 	is_string(ref.error)
@@ -244,7 +267,7 @@ else := []
 pin(img) := d if {
 	requirements[img.id].trust.enabled
 	count([m | some m in violations[img.id]]) == 0
-	d := trust.pinned_digest(img, requirements[img.id].trust)
+	d := trust.pinned_digest(img, proven_requirement(requirements[img.id].trust))
 } else := d if {
 	count(object.get(requirements, [img.id, "signatures"], [])) > 0
 	count([m | some m in violations[img.id]]) == 0

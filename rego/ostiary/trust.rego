@@ -31,7 +31,11 @@ signers(img) := s if {
 # ---- the proof --------------------------------------------------------------------------------
 
 # facts_fit: the facts are about this image, from the verifier, from the required trust server
-# (policies carry it normalized, as the verifier reports it), for exactly the required signers.
+# (policies carry it normalized, as the verifier reports it), for exactly the required signers
+# with exactly the required keys, on a root trusted as the requirement says: pinned by exactly
+# the required pins, or (no pins required) recorded or first used. `req.root_pins` and
+# `req.signer_keys` are what the secrets and pins hold now (main.proven_requirement); a
+# requirement without them proves nothing.
 facts_fit(img, req) if {
 	is_string(req.server)
 	verified(img)
@@ -39,6 +43,27 @@ facts_fit(img, req) if {
 	img.trust.gun == img.ref.name
 	is_array(img.trust.signers)
 	[s.secret | some s in img.trust.signers] == [s.name | some s in req.signer_secrets]
+	signer_keys_proven(img, req)
+	root_proven(img, req)
+}
+
+signer_keys_proven(img, req) if {
+	is_array(req.signer_keys)
+	[object.get(s, "key", null) | some s in img.trust.signers] == req.signer_keys
+}
+
+root_proven(img, req) if {
+	is_array(req.root_pins)
+	count(req.root_pins) > 0
+	img.trust.root_trust == "pinned"
+	is_array(img.trust.root_pins)
+	sort(img.trust.root_pins) == req.root_pins
+}
+
+root_proven(img, req) if {
+	req.root_pins == []
+	img.trust.root_trust in {"first-use", "recorded"}
+	img.trust.root_pins == []
 }
 
 # satisfied is the only way an image with trust enabled passes.
@@ -106,6 +131,8 @@ explanations(img, req) := union({
 	other_gun(img),
 	other_server(img, req),
 	other_signers(img, req),
+	other_signer_keys(img, req),
+	other_root(img, req),
 	unsigned_tag(img),
 	refused_tag(img),
 	other_digest(img),
@@ -161,6 +188,38 @@ other_signers(img, req) := {msg |
 		[[s.secret | some s in signers(img)], [s.name | some s in req.signer_secrets]],
 	)
 }
+
+# Facts verified with another key than the signer secret holds now (rotated during this admission).
+other_signer_keys(img, req) := {msg |
+	verified(img)
+	[s.secret | some s in signers(img)] == [s.name | some s in req.signer_secrets]
+	some i, s in signers(img)
+	object.get(s, "key", null) != object.get(req, ["signer_keys", i], null)
+	msg := sprintf(
+		"trust facts for signer secret %v were verified with key %v, but the secret holds %v now (did the key just change?); denied",
+		[s.secret, object.get(s, "key", null), object.get(req, ["signer_keys", i], null)],
+	)
+}
+
+# Facts verified on another root trust than the requirement demands: a first-use or recorded root
+# for an entry with pins, other pins, or pinned facts for an entry without pins.
+other_root(img, req) := {msg |
+	verified(img)
+	not root_proven(img, req)
+	msg := sprintf(
+		"trust facts were verified on a %v root (pins %v), but the requirement in force demands %s %s",
+		[
+			object.get(img.trust, "root_trust", null), object.get(img.trust, "root_pins", null),
+			root_demand(req), "(did the policy or its root pins just change?); denied",
+		],
+	)
+}
+
+root_demand(req) := sprintf("the root pinned by %v", [req.root_pins]) if {
+	count(req.root_pins) > 0
+} else := "an unpinned root (first use or recorded)" if {
+	req.root_pins == []
+} else := "a root requirement this decision does not have"
 
 unsigned_tag(img) := {msg |
 	verified(img)

@@ -304,7 +304,7 @@ test_violations_are_keyed_by_image_id if {
 test_trust_violations_need_no_input if {
 	# a function of the image and its requirement only: the same answer without any input
 	img := h.trusted(1, "docker.io/phbelitz/alice-image:missing-tag", testdata.facts.alice_missing_tag)
-	req := {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": []}
+	req := {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": [], "root_pins": [], "signer_keys": []}
 	count(trust.violations(img, req)) == 1
 	trust.violations(h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1), req) == set()
 }
@@ -313,11 +313,125 @@ test_facts_from_another_trust_server_deny if {
 	# facts gathered under a plan naming another server (a policy changed during the admission,
 	# or a kept plan of an earlier policy set): never satisfied, and the reason says so
 	img := h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1)
-	req := {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": []}
+	req := {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": [], "root_pins": [], "signer_keys": []}
 	trust.satisfied(img, req)
 	other := object.union(req, {"server": "https://notary.example.com"})
 	not trust.satisfied(img, other)
 	not trust.pinned_digest(img, other)
 	some msg in trust.violations(img, other)
 	contains(msg, "but the policy requires trust server https://notary.example.com")
+}
+
+# ---- the requirement's root pins and signer keys are proven from the facts (issue 20) ----
+
+unpinned_req := {"enabled": true, "server": "https://notary.docker.io", "signer_secrets": [], "root_pins": [], "signer_keys": []}
+
+pin_a := "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
+
+pin_b := "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
+
+pinned_facts(pins) := object.union(testdata.facts.sample_v1, {"root_trust": "pinned", "root_pins": pins})
+
+sample_img(facts) := h.trusted(0, "docker.io/phbelitz/sample-image:v1", facts)
+
+test_first_use_facts_do_not_satisfy_an_entry_with_pins if {
+	testdata.facts.sample_v1.root_trust == "first-use"
+	trust.satisfied(sample_img(testdata.facts.sample_v1), unpinned_req)
+	req := object.union(unpinned_req, {"root_pins": [pin_a]})
+	not trust.satisfied(sample_img(testdata.facts.sample_v1), req)
+	not trust.pinned_digest(sample_img(testdata.facts.sample_v1), req)
+	some msg in trust.violations(sample_img(testdata.facts.sample_v1), req)
+	contains(msg, "verified on a first-use root")
+}
+
+test_recorded_facts_do_not_satisfy_an_entry_with_pins if {
+	facts := object.union(testdata.facts.sample_v1, {"root_trust": "recorded"})
+	not trust.satisfied(sample_img(facts), object.union(unpinned_req, {"root_pins": [pin_a]}))
+}
+
+test_facts_pinned_by_other_pins_do_not_satisfy if {
+	req := object.union(unpinned_req, {"root_pins": [pin_a]})
+	trust.satisfied(sample_img(pinned_facts([pin_a])), req)
+	not trust.satisfied(sample_img(pinned_facts([pin_b])), req)
+	not trust.satisfied(sample_img(pinned_facts([pin_a, pin_b])), req)
+	not trust.satisfied(sample_img(pinned_facts([pin_a])), object.union(req, {"root_pins": [pin_a, pin_b]}))
+}
+
+test_a_pinned_label_without_the_pins_proves_nothing if {
+	req := object.union(unpinned_req, {"root_pins": [pin_a]})
+	not trust.satisfied(sample_img(object.union(testdata.facts.sample_v1, {"root_trust": "pinned"})), req)
+	not trust.satisfied(sample_img(object.remove(pinned_facts([pin_a]), ["root_pins"])), req)
+	not trust.satisfied(sample_img(pinned_facts([pin_a])), unpinned_req)
+}
+
+test_a_requirement_without_pins_or_keys_proves_nothing if {
+	req := object.remove(unpinned_req, ["root_pins"])
+	not trust.satisfied(sample_img(testdata.facts.sample_v1), req)
+	not trust.satisfied(sample_img(testdata.facts.sample_v1), object.remove(unpinned_req, ["signer_keys"]))
+}
+
+# The decision, with what the Reviewer reads into input.trust_material.
+pinned_input(facts, material) := object.union(
+	h.request("default", [sample_img(facts)]),
+	{"trust_material": material},
+)
+
+test_decision_first_use_facts_under_an_entry_with_root_secrets_are_denied if {
+	material := {"root_secrets": {"ostiary-system/hub-root": pin_a}, "signer_secrets": {}, "root_pins": {}}
+	d := h.first(pinned_input(testdata.facts.sample_v1, material), testdata.policies.trust_pinned)
+	d.allowed == false
+	d.pin == null
+	h.has_reason(d, "verified on a first-use root")
+	ok := h.first(pinned_input(pinned_facts([pin_a]), material), testdata.policies.trust_pinned)
+	ok.allowed == true
+	ok.pin == sample_v1
+}
+
+test_decision_root_secret_not_read_proves_nothing if {
+	d := h.first(
+		pinned_input(pinned_facts([pin_a]), {"root_secrets": {}, "signer_secrets": {}, "root_pins": {}}),
+		testdata.policies.trust_pinned,
+	)
+	d.allowed == false
+}
+
+test_decision_serve_root_pins_are_required_of_entries_without_root_secrets if {
+	material := {"root_secrets": {}, "signer_secrets": {}, "root_pins": {"https://notary.docker.io": [pin_b]}}
+	d := h.first(pinned_input(testdata.facts.sample_v1, material), testdata.policies.trust_nosigners)
+	d.allowed == false
+	h.has_reason(d, "verified on a first-use root")
+	ok := h.first(pinned_input(pinned_facts([pin_b]), material), testdata.policies.trust_nosigners)
+	ok.allowed == true
+
+	# pins of another server are not this entry's
+	other := {"root_secrets": {}, "signer_secrets": {}, "root_pins": {"https://notary.example.com": [pin_b]}}
+	h.first(pinned_input(testdata.facts.sample_v1, other), testdata.policies.trust_nosigners).allowed == true
+}
+
+test_facts_verified_with_signer_key_a_do_not_satisfy_key_b_under_the_same_name if {
+	# phbelitz-secret held phbelitz's key when the facts were verified; it holds chamsen's key now
+	a := testdata.facts.alice_test_phbelitz
+	b := testdata.facts.alice_test_phbelitz_with_chamsen_key
+	a.signers[0].key != b.signers[0].key
+	a.signers[0].secret == b.signers[0].secret
+	img := h.trusted(0, "docker.io/phbelitz/alice-image:test", a)
+	now_b := {"root_secrets": {}, "root_pins": {}, "signer_secrets": {"ostiary-system/phbelitz-secret": b.signers[0].key}}
+	d := h.first(object.union(h.request("default", [img]), {"trust_material": now_b}), testdata.policies.trust_phbelitz)
+	d.allowed == false
+	d.pin == null
+	h.has_reason(d, "did the key just change?")
+
+	# with the key it was verified with, the same facts pass
+	h.first(h.request("default", [img]), testdata.policies.trust_phbelitz).allowed == true
+}
+
+test_signer_facts_without_a_key_prove_nothing if {
+	a := testdata.facts.alice_test_phbelitz
+	keyless := object.union(a, {"signers": [object.remove(a.signers[0], ["key"])]})
+	req := object.union(unpinned_req, {
+		"signer_secrets": [{"name": "phbelitz-secret", "namespace": "ostiary-system"}],
+		"signer_keys": [a.signers[0].key],
+	})
+	trust.satisfied(h.trusted(0, "docker.io/phbelitz/alice-image:test", a), req)
+	not trust.satisfied(h.trusted(0, "docker.io/phbelitz/alice-image:test", keyless), req)
 }

@@ -251,3 +251,23 @@ def test_trust_unpin_kube_removes_the_record_with_the_operators_credentials(
     assert store.get(server, other) is not None, "only that GUN's record is removed"
     again = unpin(admin)
     assert again.returncode == 1 and "no trust record" in again.stderr, again.stderr
+
+
+@pytest.mark.world
+def test_a_dry_run_leaves_no_trust_record(kube, world_namespace, world_scenario, world_ostiary, records_rbac):
+    """`kubectl apply --dry-run=server` of a Pod with a never-seen signed repository: admitted as a
+    dry run, and no TrustRecord is created (the webhook promises sideEffects: None)."""
+    from tests.e2e.test_e2e_trust import trust_policy
+
+    w = world_scenario.world
+    repo = f"ostiary/dry-run-{time.monotonic_ns()}"  # under the trust policy's ostiary/*
+    img = w.push(repo, "v1", seed=repo)
+    w.sign(repo, "v1", img.digest, img.size)
+    trust_policy(kube, world_namespace, world_scenario)
+    reference = f"{w.gun(repo)}:v1"
+    store = KubeRecordStore(RestKubeApi.from_kubeconfig(records_rbac), SYSTEM_NS)
+    pod = kube.pod(world_namespace, reference, dry_run=True)
+    assert pod["spec"]["containers"][0]["image"] == f"{reference}@{img.digest}"  # decided and pinned
+    assert store.get(world_scenario.notary_url, w.gun(repo)) is None
+    kube.pod(world_namespace, reference)  # the real creation records the first use
+    assert store.get(world_scenario.notary_url, w.gun(repo)) is not None

@@ -110,6 +110,8 @@ def verified_facts(request, released: str) -> dict:
     tag = request.image.tag
     return {
         "verified": True,
+        "root_trust": "first-use",
+        "root_pins": [],
         "error": None,
         "error_role": None,
         "server": request.server,

@@ -328,3 +328,63 @@ def test_kinds_without_a_pod_spec_are_allowed_with_a_warning(cluster):
     response = decide(cluster, body)
     assert response["allowed"] is True
     assert any("does not check kind 'ConfigMap'" in w for w in response["warnings"])
+
+
+class _OwnerAlwaysMatches:
+    """The attacker's best case at the owner check (app/kube/owners.py): the ownerReference names a
+    real owner whose template has the same images, so the check says yes."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def approved_by_owner(self, obj, namespace, images):
+        self.asked += 1
+        return f"created by ReplicaSet {namespace}/web (uid 1234), whose pod template has the same images"
+
+
+class _FactsAndFlags(_Facts):
+    """Facts as the verifier reports them, remembering the requests (owner_proved) it was given."""
+
+    def __init__(self, released):
+        super().__init__(released)
+        self.requests = []
+
+    def gather(self, requests, deadline):
+        self.requests.extend(requests)
+        return super().gather(requests, deadline)
+
+
+def test_an_owner_match_never_spares_the_decision_or_custom_rules(opa):
+    custom = RegoModule(
+        "ostiary/custom/privileged",
+        "",
+        """package ostiary.custom.privileged
+
+import rego.v1
+
+deny contains msg if {
+	some c in input.object.spec.containers
+	c.securityContext.privileged == true
+	msg := sprintf("container %s may not be privileged", [c.name])
+}
+""",
+    )
+    owners = _OwnerAlwaysMatches()
+    rv = reviewer(opa, load(opa, CLUSTER, custom=[custom]), owners=owners)
+    obj = workload("Pod", pod_spec("nginx:1"))
+    obj["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    obj["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "1234", "controller": True}
+    ]
+    answer = decide(rv, review(obj))
+    assert owners.asked == 1
+    assert answer["allowed"] is False
+    assert "container c0 may not be privileged" in answer["status"]["message"]
+    # an image the policy does not allow is denied too, owner or not
+    assert decide(rv, pod("ghcr.io/x/y"))["allowed"] is False
+    # with trust enabled, the owner only marks the trust requests; the decision proves the facts
+    digest = "sha256:" + "d" * 64
+    rv.trust = _FactsAndFlags(digest)
+    signed = decide(rv, review(workload("Pod", pod_spec("quay.io/org/app:1.0"))))
+    assert signed["allowed"] is True
+    assert [r.owner_proved for r in rv.trust.requests] == [True]

@@ -985,3 +985,58 @@ def test_cookies_are_not_kept(notary_server: NotaryTestServer, pki) -> None:
     for _ in range(2):
         client.fetch_role(notary_server.url, DELEGATION_GUN, "root", deadline=time.monotonic() + 5)
     assert [r.cookie for r in notary_server.requests] == [None, None]
+
+
+def test_owner_proved_images_use_the_verified_cache_past_the_ttl_and_nothing_else(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    """An image a live owner's template carries may be answered from the cache past the TTL (the
+    only thing owner approval spares); never from nothing, never past the signed expiry."""
+    service, ticker = cached(notary_server, pki, failure_ttl=0)
+    notary_server.knobs.fail_status = 503
+    ticker.value += 600  # far past the TTL
+    before = len(notary_server.tuf_requests())
+    kept = gather_one(service, request(notary_server.url, owner_proved=True))
+    assert kept["verified"] is True and kept["targets"]["test"]["released"] == CHARLIE_DIGEST
+    assert service.stats()["owner_cache_hits"] == 1
+    assert len(notary_server.tuf_requests()) == before  # nothing fetched
+    # the same image without an owner: the TTL holds, the refresh fails, denied
+    assert gather_one(service, request(notary_server.url))["verified"] is False
+    # an owner-proved image never verified here is fetched like any other (and fails here)
+    other = gather_one(service, request(notary_server.url, gun=ALICE_GUN, owner_proved=True))
+    assert other["verified"] is False
+    # at most OWNER_MAX_AGE after the last fetch: then the owner's children are verified as usual
+    ticker.value += 900 - 600
+    assert gather_one(service, request(notary_server.url, owner_proved=True))["verified"] is False
+    # past the signed expiry of its roles, the cache answers nobody
+    late = TrustService(
+        ca_file=pki.ca_file,
+        clock=lambda: at("2099-01-01T00:00:00Z"),
+        cache_ttl=60,
+        monotonic=ticker,
+        owner_max_age=1e9,
+    )
+    late.cache = service.cache
+    assert gather_one(late, request(notary_server.url, owner_proved=True), seconds=2)["verified"] is False
+
+
+def test_a_wrong_password_with_the_right_username_gets_no_cached_token(
+    notary_server: NotaryTestServer, pki
+) -> None:
+    """Tokens are cached per credential (username and password), not per username: another pod's
+    pull secret naming the same user with a wrong password must ask the realm itself, and fail."""
+    serve(notary_server, "charlie-image")
+    require_login(notary_server, expires_in=300)
+    service = TrustService(ca_file=pki.ca_file, clock=lambda: at(DELEGATION_VALID_AT), cache_entries=0)
+    owner = gather_one(service, request(notary_server.url, credentials=(("alice", "s3cret"),)))
+    assert owner["verified"] is True, owner["error"]
+    assert len(token_requests(notary_server)) == 1
+    attacker = gather_one(service, request(notary_server.url, credentials=(("alice", "guess"),)))
+    assert attacker["verified"] is False
+    assert "refused access" in attacker["error"] and "guess" not in attacker["error"]
+    wrong = base64.b64encode(b"alice:guess").decode()
+    # the realm was asked with the attacker's own password (refused), then anonymously (refused)
+    assert [r.authorization for r in token_requests(notary_server)][1:] == [f"Basic {wrong}", None]
+    # the owner's token still serves the owner without a new token request
+    assert gather_one(service, request(notary_server.url, credentials=(("alice", "s3cret"),)))["verified"]
+    assert len(token_requests(notary_server)) == 3

@@ -82,9 +82,12 @@ def test_root_signed_by_the_pinned_key_is_trusted_without_first_use() -> None:
     repo = ForgedRepo()
     root_key = repo.role_keys["root"][0]
     for material in (public_pem(root_key), cert_pem(root_key)):
-        loaded = load_pinned(repo.build(), root_pin("hub-root", material, None))
+        pin = root_pin("hub-root", material, None)
+        loaded = load_pinned(repo.build(), pin)
         assert loaded.root_trust == "pinned"
         assert loaded.facts("latest", None, [])["root_trust"] == "pinned"
+        # the facts say which pins: the decision compares them with the pins in force
+        assert loaded.facts("latest", None, [])["root_pins"] == [pin.fingerprint]
 
 
 def test_root_signed_by_another_key_is_refused_naming_gun_and_secret() -> None:

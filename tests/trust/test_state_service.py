@@ -194,3 +194,37 @@ def test_bad_default_pin_files_are_refused() -> None:
     ):
         with pytest.raises(ValueError, match=why):
             default_root_pins(document, "pins.yaml")
+
+
+def test_a_dry_run_writes_no_record_and_moves_no_version(notary_server, pki, tmp_path) -> None:
+    repo = ForgedRepo(versions={"targets": 4, "timestamp": 9})
+    publish(notary_server, repo)
+    service = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, records=FileRecordStore(tmp_path).ensure())
+    store = FileRecordStore(tmp_path)
+    facts = gather(service, notary_server, dry_run=True)
+    assert facts["verified"] is True and facts["root_trust"] == "first-use"
+    assert store.records() == []
+    # not cached either: the next real admission walks, and records the first use
+    assert gather(service, notary_server)["root_trust"] == "first-use"
+    assert store.get(notary_server.url, GUN).versions["timestamp"] == 9
+    # newer trust data seen by a dry run moves no recorded version
+    publish(notary_server, ForgedRepo(role_keys=repo.role_keys, versions={"targets": 5, "timestamp": 10}))
+    dry = TrustService(
+        ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0, records=FileRecordStore(tmp_path).ensure()
+    )
+    assert gather(dry, notary_server, dry_run=True)["root_trust"] == "recorded"
+    assert store.get(notary_server.url, GUN).versions["timestamp"] == 9
+    assert gather(dry, notary_server)["verified"] is True
+    assert store.get(notary_server.url, GUN).versions["timestamp"] == 10
+
+
+def test_records_beyond_the_limit_are_refused_naming_it(notary_server, pki, tmp_path) -> None:
+    publish(notary_server, ForgedRepo())
+    store = FileRecordStore(tmp_path).ensure()
+    service = TrustService(
+        ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0, records=store, max_records=0
+    )
+    denied = gather(service, notary_server)
+    assert denied["verified"] is False and denied["error_role"] == "root"
+    assert "--max-trust-records 0" in denied["error"] and "holds 0 trust records" in denied["error"]
+    assert store.records() == [] and service.stats()["records_refused"] == 1

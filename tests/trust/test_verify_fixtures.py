@@ -16,7 +16,7 @@ import pytest
 
 from app.notary.errors import ExpiredMetadata, MissingRole, TrustError
 from app.notary.facts import failure_facts
-from app.notary.keys import signer_key_ids
+from app.notary.keys import material_fingerprint, signer_key_ids
 from app.notary.trusted import TrustedRepository
 from app.notary.walker import load_all
 
@@ -115,6 +115,7 @@ def test_eve_image_fails_because_listed_delegations_are_missing() -> None:
             "role": "targets/del1",
             "keyids": signer_key_ids(_signer_pem("del1")),
             "error": None,
+            "key": material_fingerprint(_signer_pem("del1")),
         }
     ]
 
@@ -175,8 +176,10 @@ def test_facts_document_shape() -> None:
         "roles",
         "signers",
         "root_trust",
+        "root_pins",
     }
     assert facts["root_trust"] == "first-use"  # no anchor was given: trusted on first use
+    assert facts["root_pins"] == []
     assert facts["server"] == SERVER and facts["gun"] == "docker.io/phbelitz/alice-image"
     assert set(facts["roles"]) == {"targets", "targets/releases", "targets/phbelitz", "targets/chamsen"}
     assert facts["signers"][0] == {
@@ -185,6 +188,7 @@ def test_facts_document_shape() -> None:
         "role": "targets/phbelitz",
         "keyids": facts["signers"][0]["keyids"],
         "error": None,
+        "key": material_fingerprint(_signer_pem("phbelitz")),
     }
     json.dumps(facts)  # plain JSON for OPA
 

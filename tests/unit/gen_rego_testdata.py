@@ -220,6 +220,7 @@ spec:
     "trust_phbelitz": _trust_scenario(["phbelitz"]),
     "trust_phbelitz_chamsen": _trust_scenario(["phbelitz", "chamsen"]),
     "trust_nomutate": _trust_scenario([], "        mutateImage: false"),
+    "trust_pinned": _trust_scenario([], "          rootSecrets: [{name: hub-root}]"),
     "trust_warn": _trust_scenario(["del2"]).replace("spec:\n", "spec:\n  mode: warn\n"),
 }
 

@@ -58,6 +58,8 @@ class FaultProxy:
         self.client_ctx = ssl.create_default_context(cafile=world.ca_file)
         self.fault: str | None = None
         self.seen = 0
+        self.held = 0  # requests waiting under the "hold" fault
+        self.release = threading.Event()  # "hold": forward once this is set
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"https://127.0.0.1:{self.port}"
@@ -96,6 +98,9 @@ class FaultProxy:
                 if fault == "reset":
                     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     return
+                if fault == "hold":  # a stalled server that answers, late, what it would have
+                    self.held += 1
+                    self.release.wait(30)
                 if fault == "stall":
                     self._stop.wait(30)
                     return
