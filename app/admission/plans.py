@@ -22,12 +22,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from app import jsonio
 from app.lru import TTLCache
 
 # A plan of up to this many images, whose references together are at most this long, is kept:
 # every workload people write, never a hostile review's megabytes of image strings.
 MAX_IMAGES = 64
 MAX_KEY_CHARS = 16384
+# The plans kept weigh at most this much, as serialized JSON (keys and plans): anyone who can reach
+# the webhook chooses what is asked, so the budget is in bytes, not only in entries. A plan for a
+# Pod of a few images is under 2 KB: thousands fit, and the worker holds a few times this at most.
+MAX_BYTES = 8 * 1024 * 1024
 
 Key = tuple[int, str, tuple[tuple[int, str], ...]]
 
@@ -35,9 +40,11 @@ Key = tuple[int, str, tuple[tuple[int, str], ...]]
 class PlanCache:
     """`generation`: the current generation of OPA's module set (PolicySync.generation)."""
 
-    def __init__(self, generation: Callable[[], int], max_entries: int = 4096):
+    def __init__(self, generation: Callable[[], int], max_entries: int = 4096, max_bytes: int = MAX_BYTES):
         self._generation = generation
-        self._plans: TTLCache[Key, list[dict]] = TTLCache(float("inf"), max_entries)
+        self._plans: TTLCache[Key, list[dict]] = TTLCache(
+            float("inf"), max_entries, max_bytes=max_bytes, size=_size
+        )
         self._kept_generation = -1  # the generation of the plans kept (older ones are dropped)
 
     def key(self, namespace: str, images: Sequence[tuple[int, str]]) -> Key | None:
@@ -66,3 +73,14 @@ class PlanCache:
 
     def __len__(self) -> int:
         return len(self._plans)
+
+    @property
+    def bytes(self) -> int:
+        """The serialized size of the plans kept."""
+        return self._plans.bytes
+
+
+def _size(key: Key, plan: list[dict]) -> int:
+    """An entry's weight: its namespace, image references and plan as JSON (a cheap, honest proxy
+    for the memory it holds; the key's references are at most MAX_KEY_CHARS)."""
+    return len(key[1]) + sum(len(image) + 8 for _, image in key[2]) + len(jsonio.dumps(plan))
