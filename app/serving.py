@@ -43,6 +43,7 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -175,6 +176,15 @@ def _plain_answer(status: str, message: str, retry_after: int | None = None) -> 
     if retry_after is not None:
         head.append(f"Retry-After: {retry_after}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def _chunks(request: bytes) -> Iterator[bytes]:
+    """The request in READ_CHUNK pieces for gunicorn's parser: its body reader copies what is left
+    of the current piece on every read (werkzeug reads 8 KiB at a time), so one piece of 7 MiB
+    would cost gigabytes of copying and seconds of CPU, pieces cost a fixed factor."""
+    view = memoryview(request)
+    for start in range(0, len(request), READ_CHUNK):
+        yield bytes(view[start : start + READ_CHUNK])
 
 
 class Refuse(Exception):
@@ -713,7 +723,7 @@ class OstiaryWorker(ThreadWorker):
         conn.need = 0
         conn.skipped = conn.scanned = 0
         conn.state = BUSY
-        conn.parser = http.RequestParser(self.cfg, iter([request]), conn.client)
+        conn.parser = http.RequestParser(self.cfg, _chunks(request), conn.client)
         fs = self.tpool.submit(self._serve, conn)
         fs.conn = conn
         self.futures.append(fs)
