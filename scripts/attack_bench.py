@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one hostile client costs `ostiary serve`: worker memory and a normal admission's answer time.
 
-    .venv/bin/python scripts/attack_bench.py [--seconds 20] [--only crlf,promises,...] [--json out.json]
+    .venv/bin/python scripts/attack_bench.py [--seconds 20] [--plans 4200] [--only crlf,...] [--json out.json]
 
 For each attack (tests/support/attacks.py; issue 20 items 3, 4, 5, 7, 8) it starts a fresh
 `ostiary serve --policy-dir examples/policies` (gunicorn, its own OPA), runs the attack from one
@@ -9,12 +9,13 @@ loopback address for --seconds (the plan flood: until its requests are sent) whi
 admission (examples/reviews/deployment-mirror.json, expected allowed) is sent from another
 address every 0.25 s, and samples the worker's RSS every 0.2 s. It prints, per attack: the
 worker's RSS before, its highest RSS during the attack (VmHWM), the slowest and median probe,
-how many probes got a wrong or no answer, and whether gunicorn had to replace the worker.
+how many probes got a wrong answer or none within --bound (5 s), and whether gunicorn had to
+replace the worker.
 
   crlf         one connection sending `\\r\\n` as fast as the server reads
   promises     20 connections announcing 4 MiB bodies, 1 KB sent each, held open
   connections  1100 connections with half a request line from one address (cap 1000)
-  plans        4200 reviews of 64 long images in 4200 namespaces (each a plan to keep)
+  plans        --plans reviews of 64 long images, each in a namespace of its own (a plan to keep)
   decode       8 clients posting 7 MiB of `[{},{},...]` again and again
 
 Exit status 1 when a probe failed or the worker was replaced.
@@ -37,7 +38,7 @@ from tests.integration.test_server import EXAMPLES, Served  # noqa: E402
 from tests.support import attacks  # noqa: E402
 
 
-def make(name: str, port: int) -> attacks.Attack:
+def make(name: str, port: int, plans: int) -> attacks.Attack:
     if name == "crlf":
         return attacks.CrlfFlood(port)
     if name == "promises":
@@ -45,7 +46,7 @@ def make(name: str, port: int) -> attacks.Attack:
     if name == "connections":
         return attacks.ConnectionHog(port, count=1100)
     if name == "plans":
-        return attacks.PlanFlood(port, threads=4, total=4200)
+        return attacks.PlanFlood(port, threads=4, total=plans)
     if name == "decode":
         return attacks.DecodeBombs(port, threads=8)
     raise SystemExit(f"unknown attack {name!r}")
@@ -54,7 +55,7 @@ def make(name: str, port: int) -> attacks.Attack:
 ATTACKS = ("crlf", "promises", "connections", "plans", "decode")
 
 
-def run(name: str, seconds: float) -> dict:
+def run(name: str, seconds: float, plans: int, bound: float) -> dict:
     served = Served("--policy-dir", str(EXAMPLES / "policies"))
     lines: list[str] = []
     threading.Thread(target=lambda: lines.extend(served.proc.stdout), daemon=True).start()
@@ -63,8 +64,8 @@ def run(name: str, seconds: float) -> dict:
         worker = attacks.Worker(served.proc.pid)
         body = (EXAMPLES / "reviews" / "deployment-mirror.json").read_bytes()
         before = worker.rss_mb()
-        prober = attacks.Prober(served.port, body).start()
-        attack = make(name, served.port).start()
+        prober = attacks.Prober(served.port, body, timeout=bound).start()
+        attack = make(name, served.port, plans).start()
         started = time.monotonic()
         highest = before
         while True:
@@ -105,6 +106,8 @@ def run(name: str, seconds: float) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each attack runs")
+    parser.add_argument("--bound", type=float, default=5.0, help="seconds a normal admission may take")
+    parser.add_argument("--plans", type=int, default=4200, help="reviews the plan flood sends")
     parser.add_argument("--only", default=",".join(ATTACKS), help="comma-separated attacks")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -114,7 +117,7 @@ def main() -> int:
         f"{'median s':>8} {'max s':>6} {'restarted':>9}"
     )
     for name in args.only.split(","):
-        r = run(name, args.seconds)
+        r = run(name, args.seconds, args.plans, args.bound)
         results.append(r)
         print(
             f"{r['attack']:<12} {r['seconds']:>5} {r['rss_before_mb']:>8} MB {r['rss_peak_mb']:>6} MB "

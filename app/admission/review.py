@@ -114,19 +114,20 @@ def _check_tree(root: Any) -> None:
         level = below
 
 
-def count_values(raw: bytes) -> int:
-    """At least the number of values and keys a JSON text holds (exactly, bar one, for valid JSON),
-    counted on the bytes at C speed: each follows a `[`, `{`, `,` or `:` outside any string. For
-    text that is not JSON the figure still bounds what a decoder builds before it stops."""
+def count_values(raw: bytes, limit: int = MAX_VALUES) -> int:
+    """The number of values and keys a JSON text holds, counted on the bytes at C speed (each
+    follows a `[`, `{`, `,` or `:` outside any string), as far as it matters against `limit`: over
+    the limit only when the text holds more than `limit` (empty containers count one), never under
+    it when it does. For text that is not JSON it still bounds what a decoder builds before it stops."""
     bare = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
     strings = bare.count(b'"') // 2  # every string is a value or a key
-    if strings > MAX_VALUES:
+    if strings > limit:
         return strings
     separators = (b"[", b"{", b",", b":")
-    rough = sum(bare.count(c) for c in separators)
-    if rough <= MAX_VALUES:
-        return rough  # separators inside strings counted too: an upper bound, enough here
-    bare = _STRING.sub(b"", bare)  # at most MAX_VALUES strings to drop
+    rough = sum(bare.count(c) for c in separators)  # separators inside strings too: at least the count
+    if rough <= limit:
+        return rough
+    bare = _STRING.sub(b"", bare)  # at most `limit` strings to drop
     return sum(bare.count(c) for c in separators)
 
 
