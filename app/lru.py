@@ -7,10 +7,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from app import jsonio
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+def json_size(key: Any, value: Any) -> int:
+    """An entry's weight for a byte budget: the length of its key and value as JSON (cheap, and
+    close to the memory that strings hold; nested dicts and lists hold a few times more)."""
+    return len(jsonio.dumps(key, default=str)) + len(jsonio.dumps(value, default=str))
 
 
 class TTLCache(Generic[K, V]):

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from app import jsonio
-from app.lru import TTLCache
+from app.lru import TTLCache, json_size
 
 # A plan of up to this many images, whose references together are at most this long, is kept:
 # every workload people write, never a hostile review's megabytes of image strings.
@@ -43,7 +42,7 @@ class PlanCache:
     def __init__(self, generation: Callable[[], int], max_entries: int = 4096, max_bytes: int = MAX_BYTES):
         self._generation = generation
         self._plans: TTLCache[Key, list[dict]] = TTLCache(
-            float("inf"), max_entries, max_bytes=max_bytes, size=_size
+            float("inf"), max_entries, max_bytes=max_bytes, size=json_size
         )
         self._kept_generation = -1  # the generation of the plans kept (older ones are dropped)
 
@@ -78,9 +77,3 @@ class PlanCache:
     def bytes(self) -> int:
         """The serialized size of the plans kept."""
         return self._plans.bytes
-
-
-def _size(key: Key, plan: list[dict]) -> int:
-    """An entry's weight: its namespace, image references and plan as JSON (a cheap, honest proxy
-    for the memory it holds; the key's references are at most MAX_KEY_CHARS)."""
-    return len(key[1]) + sum(len(image) + 8 for _, image in key[2]) + len(jsonio.dumps(plan))

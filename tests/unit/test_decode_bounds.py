@@ -100,3 +100,20 @@ def test_the_lru_counts_replaced_and_expired_entries_out():
     assert cache.get("b") == (False, None) and cache.bytes == 1
     cache.clear()
     assert cache.bytes == 0
+
+
+def test_caches_of_objects_a_request_names_have_byte_budgets():
+    """Secrets, service accounts and owners are read by names a request chooses; each cache is
+    bounded in bytes too (a Secret may hold 1 MiB: 1024 of them would be a gigabyte)."""
+    from app.kube.owners import OwnerVerifier
+    from app.kube.store import MAX_BYTES as STORE_BYTES
+    from app.kube.store import KubeObjectStore
+
+    store = KubeObjectStore(api=None)  # type: ignore[arg-type]  # the API is not reached here
+    owners = OwnerVerifier(api=None)  # type: ignore[arg-type]
+    assert store._cache._max_bytes == STORE_BYTES == 16 * 1024 * 1024
+    assert owners._cache._max_bytes == 16 * 1024 * 1024
+    secret = {"metadata": {"name": "s"}, "data": {"x": "A" * (1024 * 1024)}}
+    for i in range(40):
+        store._cache.put(("secrets", "ns", f"s{i}"), secret)
+    assert store._cache.bytes <= STORE_BYTES and len(store._cache) == 15
