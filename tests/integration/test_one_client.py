@@ -8,10 +8,11 @@ in tests/support/attacks.py (scripts/attack_bench.py measures the same with figu
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.integration.test_server import EXAMPLES, Served
+from tests.integration.test_server import EXAMPLES, Served, _cert
 from tests.integration.test_slow_clients import drain
 from tests.support import attacks
 
@@ -20,22 +21,38 @@ ATTACK_SECONDS = 6.0
 NORMAL = (EXAMPLES / "reviews" / "deployment-mirror.json").read_bytes()
 
 
-def serve(monkeypatch, gunicorn_args: str = "") -> Served:
+def serve(monkeypatch, gunicorn_args: str = "", tls_dir: Path | None = None) -> Served:
     if gunicorn_args:
         monkeypatch.setenv("GUNICORN_CMD_ARGS", gunicorn_args)
-    s = Served("--policy-dir", str(EXAMPLES / "policies"))
+    if tls_dir is not None:
+        _cert(tls_dir, "ostiary", 1)
+        cert, key = str(tls_dir / "tls.crt"), str(tls_dir / "tls.key")
+        s = Served(
+            "--policy-dir",
+            str(EXAMPLES / "policies"),
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+            scheme="https",
+            verify=cert,
+        )
+    else:
+        s = Served("--policy-dir", str(EXAMPLES / "policies"))
     monkeypatch.delenv("GUNICORN_CMD_ARGS", raising=False)
     drain(s)
     s.wait_ready()
     return s
 
 
-def under_attack(s: Served, attack: attacks.Attack, seconds: float = ATTACK_SECONDS) -> attacks.Prober:
+def under_attack(
+    s: Served, attack: attacks.Attack, seconds: float = ATTACK_SECONDS, tls: bool = False
+) -> attacks.Prober:
     """Run `attack` for `seconds` (after it has had a second to settle) with a Prober alongside."""
     attack.start()
     try:
         time.sleep(1.0)
-        prober = attacks.Prober(s.port, NORMAL, timeout=BOUND).start()
+        prober = attacks.Prober(s.port, NORMAL, timeout=BOUND, tls=tls).start()
         time.sleep(seconds)
         prober.stop()
     finally:
@@ -56,16 +73,18 @@ def assert_served(s: Served, prober: attacks.Prober, what: str) -> None:
     )
 
 
-def test_a_stream_of_line_breaks_does_not_freeze_the_loop(monkeypatch):
-    """Item 3: `\\r\\n` forever on one connection. The loop reads a bounded amount per turn, so
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_a_stream_of_line_breaks_does_not_freeze_the_loop(monkeypatch, tmp_path, tls):
+    """Item 3: `\\r\\n` forever on one connection. The loop reads a bounded amount per turn (over
+    TLS too, where decrypted bytes wait in the TLS object where the poller does not see them), so
     everyone else is served; the line breaks count against the head limit, so the flood is
     answered 431 (and the worker, whose heartbeat keeps going, is never replaced)."""
-    s = serve(monkeypatch)
+    s = serve(monkeypatch, tls_dir=tmp_path if tls else None)
     try:
         worker = attacks.Worker(s.proc.pid)
-        flood = attacks.CrlfFlood(s.port)
-        prober = under_attack(s, flood)
-        assert_served(s, prober, "CRLF flood")
+        flood = attacks.CrlfFlood(s.port, tls=tls)
+        prober = under_attack(s, flood, tls=tls)
+        assert_served(s, prober, f"CRLF flood ({'TLS' if tls else 'plain'})")
         assert not worker.restarted(), "gunicorn replaced the worker (missed heartbeat)"
         assert any(a.startswith("HTTP/1.1 431") for a in flood.answers), flood.answers
     finally:

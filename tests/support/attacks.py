@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -73,12 +74,26 @@ class Worker:
 # ------------------------------------------------------------------------------------ probing
 
 
+def _unverified() -> ssl.SSLContext:
+    """TLS without checking the server (the attacks are about load, not about whom they reach)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def admit_from(
-    port: int, body: bytes, source: str = PROBER, timeout: float = 30.0
+    port: int, body: bytes, source: str = PROBER, timeout: float = 30.0, tls: bool = False
 ) -> tuple[float, int, dict]:
     """POST one AdmissionReview on a fresh connection from `source`: (seconds, status, JSON answer)."""
     started = time.monotonic()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
+    conn: http.client.HTTPConnection
+    if tls:
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=timeout, source_address=(source, 0), context=_unverified()
+        )
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0))
     try:
         conn.request("POST", "/admit", body=body, headers={"Content-Type": "application/json"})
         answer = conn.getresponse()
@@ -110,6 +125,7 @@ class Prober:
     expect: bool = True
     every: float = 0.25
     timeout: float = 30.0
+    tls: bool = False
     probes: list[Probe] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -128,7 +144,7 @@ class Prober:
     def once(self) -> Probe:
         started = time.monotonic()
         try:
-            seconds, status, answer = admit_from(self.port, self.body, timeout=self.timeout)
+            seconds, status, answer = admit_from(self.port, self.body, timeout=self.timeout, tls=self.tls)
         except OSError as exc:
             return Probe(time.monotonic() - started, False, f"{exc.__class__.__name__}: {exc}")
         allowed = (answer.get("response") or {}).get("allowed")
@@ -149,10 +165,10 @@ class Prober:
 # ------------------------------------------------------------------------------------ attacks
 
 
-def connect(port: int, source: str = ATTACKER, timeout: float = 10.0) -> socket.socket:
+def connect(port: int, source: str = ATTACKER, timeout: float = 10.0, tls: bool = False) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    return _unverified().wrap_socket(sock) if tls else sock
 
 
 class Attack:
@@ -205,8 +221,12 @@ def _status_of(data: bytes) -> str:
 class CrlfFlood(Attack):
     """One connection sending `\\r\\n` as fast as the server takes it (issue 20, item 3)."""
 
+    def __init__(self, port: int, tls: bool = False):
+        self.tls = tls
+        super().__init__(port)
+
     def step(self) -> None:
-        with connect(self.port, self.source) as sock:
+        with connect(self.port, self.source, tls=self.tls) as sock:
             sock.settimeout(5)
             chunk = b"\r\n" * 32768
             try:
