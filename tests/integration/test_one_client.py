@@ -136,8 +136,9 @@ def test_promised_bodies_reserve_nothing(monkeypatch):
 def test_one_address_cannot_fill_the_body_budget(monkeypatch):
     """Item 4: bodies that really arrive count, and one address may hold only its share
     (peer_share 0.5 of 64 MiB): ten 7 MiB bodies sent all but their last byte from one address
-    get 503 beyond 32 MiB, and normal admissions from elsewhere are served meanwhile."""
-    s = serve(monkeypatch)
+    get 503 beyond 32 MiB, and normal admissions from elsewhere are served meanwhile. (A long body
+    deadline, so that a loaded machine cannot turn a held body into a 408 while the test runs.)"""
+    s = serve(monkeypatch, "--body-timeout 60")
     try:
         held, said = [], []
         for _ in range(10):
