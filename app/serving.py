@@ -28,9 +28,9 @@ No one client can take the loop or its limits for itself:
   bytes; at the connection cap a newcomer from a peer holding fewer connections than the largest
   holder takes a slot from that holder (its oldest idle connection, else its oldest unfinished
   request, answered 503 with Retry-After);
-- at most a quarter of the request threads (at least one) work on bodies over LARGE_BODY at once;
-  other large requests wait on the loop, within their body deadline, so small ones always find a
-  thread.
+- at most a quarter of the request threads (at least one) work on bodies over LARGE_BODY bytes or
+  HEAVY_VALUES values at once; other such requests wait on the loop, within their body deadline,
+  so small ones always find a thread.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ from app.server import MAX_BODY
 
 READ_CHUNK = 65536
 MAX_READS_PER_STEP = 4  # then back to the poller: one busy connection cannot hold the loop
-LARGE_BODY = 1024 * 1024  # requests with bodies over this share a quarter of the threads
+LARGE_BODY = 1024 * 1024  # requests with bodies over this share a quarter of the threads,
+HEAVY_VALUES = 20_000  # and so do those with more JSON separators (values) than this
 MAX_HEAD = 64 * 1024  # request head bytes buffered per connection at most (431 beyond)
 LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
 MAX_LINGERING = 1000
@@ -178,6 +179,18 @@ def _plain_answer(status: str, message: str, retry_after: int | None = None) -> 
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+def _heavy(buf: bytearray, start: int, end: int) -> bool:
+    """Whether the body buf[start:end] is one that shares the slots for large requests: over
+    LARGE_BODY bytes, or over HEAVY_VALUES JSON separators (`[{,:`, strings included: an upper
+    bound on its values, counted at C speed), which decoding and every OPA query pay for."""
+    size = end - start
+    if size > LARGE_BODY:
+        return True
+    if size <= HEAVY_VALUES:
+        return False
+    return sum(buf.count(c, start, end) for c in b"[{,:") > HEAVY_VALUES
+
+
 def _chunks(request: bytes) -> Iterator[bytes]:
     """The request in READ_CHUNK pieces for gunicorn's parser: its body reader copies what is left
     of the current piece on every read (werkzeug reads 8 KiB at a time), so one piece of 7 MiB
@@ -233,7 +246,8 @@ class Conn:
         self.reserved = 0  # bytes held for this connection, counted against max_buffered_bytes
         self.skipped = 0  # line breaks dropped before the current request line (count as head)
         self.scanned = 0  # head bytes searched for its end already
-        self.large = False  # in a thread, holding one of the slots for large requests
+        self.body_at = 0  # where the body starts in buf, once the head is known
+        self.large = False  # large or heavy: waits for, then holds, one of the slots for those
         self.events = 0  # what the poller waits for, 0 when not registered
         self.served = 0  # requests answered on this connection
 
@@ -703,6 +717,7 @@ class OstiaryWorker(ThreadWorker):
             head_len -= expect_at[1] - expect_at[0]
             if length:
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.body_at = head_len
         conn.need = head_len + length
         conn.state, conn.deadline = BODY, time.monotonic() + self.body_timeout
 
@@ -711,15 +726,17 @@ class OstiaryWorker(ThreadWorker):
     def _submit(self, conn: Conn) -> None:
         self._watch(conn, 0)
         self.again.pop(conn, None)
-        if conn.need > LARGE_BODY:
+        if conn.state != WAITING:
+            conn.large = _heavy(conn.buf, conn.body_at, conn.need)
+        if conn.large:
             if self.large_busy >= self.large_slots:
-                conn.state = WAITING  # its deadline stays the body deadline
-                self.large_waiting.append(conn)
+                if conn.state != WAITING:
+                    conn.state = WAITING  # its deadline stays the body deadline
+                    self.large_waiting.append(conn)
                 return
             self.large_busy += 1
         request = bytes(conn.buf[: conn.need])
         del conn.buf[: conn.need]
-        conn.large = conn.need > LARGE_BODY
         conn.need = 0
         conn.skipped = conn.scanned = 0
         conn.state = BUSY
