@@ -275,8 +275,7 @@ def test_large_requests_leave_threads_for_small_ones(monkeypatch, make):
         print(f"worker RSS peak {worker.peak_mb():.0f} MB; answers to the big clients: {big.answers}")
         assert not worker.restarted()
         assert worker.peak_mb() < 600
-        assert big.answers.get("200", 0) >= 2 and set(big.answers) <= {"200", "503", "BrokenPipeError"}, (
-            big.answers
-        )
+        assert big.answers.get("200", 0) >= 2, big.answers
+        assert not [a for a in big.answers if a[:1] in "45" and a != "503"], big.answers
     finally:
         s.stop()
