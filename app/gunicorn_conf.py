@@ -21,7 +21,10 @@ tls_handshake_timeout = 5.0
 header_timeout = 10.0  # from the accept (or a kept-alive request's first byte) to the end of the head
 body_timeout = 10.0  # from the end of the head to the end of the Content-Length body
 send_timeout = 10.0  # a thread writing a response to a client that does not read
-max_buffered_bytes = 64 * 1024 * 1024  # request bodies held in memory by all connections together
+max_buffered_bytes = 64 * 1024 * 1024  # request bytes held in memory by all connections together
+peer_share = (
+    0.5  # of worker_connections and max_buffered_bytes one client address may hold (docs/security.md)
+)
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

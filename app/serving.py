@@ -9,7 +9,8 @@ loop does everything that waits on the client, without blocking and each step un
 2. the request head, complete within ``header_timeout`` of its first byte (a client trickling one
    byte per second gains nothing), capped by gunicorn's limit_request_* settings;
 3. the body announced by Content-Length, up to ``max_body`` (the cap app.server applies), within
-   ``body_timeout``; all connections together buffer at most ``max_buffered_bytes``.
+   ``body_timeout``; all connections together buffer at most ``max_buffered_bytes``, counted by
+   what has arrived (a Content-Length announced is a promise, and reserves nothing).
 
 Only a request that is complete in memory goes to a pool thread, which parses it with gunicorn's
 own parser and runs the Flask app. Idle keep-alive connections wait on the loop, never on a
@@ -17,6 +18,19 @@ thread. At most ``worker_connections`` connections are open; beyond that, an idl
 connection is closed to make room, else the newcomer is answered at once: plain HTTP gets
 ``503`` with ``Retry-After`` (the API server retries webhook calls that suggest a delay), TLS a
 connection reset (also retried). Nothing here admits anything: every shortcut answers an error.
+
+No one client can take the loop or its limits for itself:
+
+- each step reads at most MAX_READS_PER_STEP chunks from one connection before the loop goes back
+  to the poller, so the deadline sweep and gunicorn's heartbeat run several times a second under
+  any input; line breaks before a request line count against the head limit and its deadline;
+- each peer address may hold at most ``peer_share`` of the connections and of the buffered
+  bytes; at the connection cap a newcomer from a peer holding fewer connections than the largest
+  holder takes a slot from that holder (its oldest idle connection, else its oldest unfinished
+  request, answered 503 with Retry-After);
+- at most a quarter of the request threads (at least one) work on bodies over LARGE_BODY bytes or
+  HEAVY_VALUES values at once; other such requests wait on the loop, within their body deadline,
+  so small ones always find a thread.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import socket
 import ssl
 import struct
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -40,6 +55,9 @@ from gunicorn.workers.gthread import ThreadWorker
 from app.server import MAX_BODY
 
 READ_CHUNK = 65536
+MAX_READS_PER_STEP = 4  # then back to the poller: one busy connection cannot hold the loop
+LARGE_BODY = 1024 * 1024  # requests with bodies over this share a quarter of the threads,
+HEAVY_VALUES = 20_000  # and so do those with more JSON separators (values) than this
 MAX_HEAD = 64 * 1024  # request head bytes buffered per connection at most (431 beyond)
 LINGER_SECONDS = 2.0  # after an error answer, read and discard what the client still sends
 MAX_LINGERING = 1000
@@ -118,6 +136,27 @@ class MaxBufferedBytes(Setting):
     desc = "Request bodies all connections together may hold in memory (503 with Retry-After beyond)."
 
 
+def validate_share(val: str | float) -> float:
+    value = float(val)
+    if not 0 < value <= 1:
+        raise ValueError(f"{val!r} is not a share between 0 (excluded) and 1")
+    return value
+
+
+class PeerShare(Setting):
+    name = "peer_share"
+    section = "Ostiary"
+    cli = ("--peer-share",)
+    meta = "FRACTION"
+    validator = validate_share
+    type = float
+    default = 0.5
+    desc = (
+        "Share of worker_connections and of max_buffered_bytes one peer address may hold "
+        "(1: no per-peer limit, for a proxy or NAT that gives every client one address)."
+    )
+
+
 def _setting(cfg: Any, name: str) -> Any:
     """The value from gunicorn's config, or the default when the settings were registered after the
     config was built (`gunicorn -c app/gunicorn_conf.py` imports this module late)."""
@@ -140,6 +179,27 @@ def _plain_answer(status: str, message: str, retry_after: int | None = None) -> 
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
+def _heavy(buf: bytearray, start: int, end: int) -> bool:
+    """Whether the body buf[start:end] is one that shares the slots for large requests: over
+    LARGE_BODY bytes, or over HEAVY_VALUES JSON separators (`[{,:`, strings included: an upper
+    bound on its values, counted at C speed), which decoding and every OPA query pay for."""
+    size = end - start
+    if size > LARGE_BODY:
+        return True
+    if size <= HEAVY_VALUES:
+        return False
+    return sum(buf.count(c, start, end) for c in b"[{,:") > HEAVY_VALUES
+
+
+def _chunks(request: bytes) -> Iterator[bytes]:
+    """The request in READ_CHUNK pieces for gunicorn's parser: its body reader copies what is left
+    of the current piece on every read (werkzeug reads 8 KiB at a time), so one piece of 7 MiB
+    would cost gigabytes of copying and seconds of CPU, pieces cost a fixed factor."""
+    view = memoryview(request)
+    for start in range(0, len(request), READ_CHUNK):
+        yield bytes(view[start : start + READ_CHUNK])
+
+
 class Refuse(Exception):
     """The request cannot be served: answer `status` and close (never reaches the app)."""
 
@@ -148,7 +208,24 @@ class Refuse(Exception):
         self.answer = _plain_answer(status, message, retry_after)
 
 
-HANDSHAKE, IDLE, HEAD, BODY, BUSY = "handshake", "idle", "head", "body", "busy"
+HANDSHAKE, IDLE, HEAD, BODY, WAITING, BUSY = "handshake", "idle", "head", "body", "waiting", "busy"
+
+
+class Peer:
+    """What one client address holds: connections and buffered request bytes."""
+
+    __slots__ = ("conns", "buffered")
+
+    def __init__(self) -> None:
+        self.conns = 0
+        self.buffered = 0
+
+
+def peer_of(client: Any) -> str:
+    """The address a connection comes from (its host, not the port)."""
+    if isinstance(client, (tuple, list)) and client:
+        return str(client[0])
+    return str(client)
 
 
 class Conn:
@@ -159,13 +236,18 @@ class Conn:
         self.sock = sock
         self.client = client
         self.server = server
+        self.peer = peer_of(client)
         self.parser = None
         self.initialized = True  # for gunicorn code that looks at it
         self.buf = bytearray()
         self.state = IDLE
         self.deadline = 0.0
         self.need = 0  # bytes of head + body once the head is known
-        self.reserved = 0  # body bytes counted against max_buffered_bytes
+        self.reserved = 0  # bytes held for this connection, counted against max_buffered_bytes
+        self.skipped = 0  # line breaks dropped before the current request line (count as head)
+        self.scanned = 0  # head bytes searched for its end already
+        self.body_at = 0  # where the body starts in buf, once the head is known
+        self.large = False  # large or heavy: waits for, then holds, one of the slots for those
         self.events = 0  # what the poller waits for, 0 when not registered
         self.served = 0  # requests answered on this connection
 
@@ -188,6 +270,11 @@ class OstiaryWorker(ThreadWorker):
         self.send_timeout = float(_setting(cfg, "send_timeout"))
         self.max_body = int(_setting(cfg, "max_body"))
         self.max_buffered = int(_setting(cfg, "max_buffered_bytes"))
+        share = float(_setting(cfg, "peer_share"))
+        self.peer_connections = max(1, int(share * self.worker_connections))
+        # a peer may always buffer one body of the largest size
+        self.peer_buffered = max(self.max_body + MAX_HEAD, int(share * self.max_buffered))
+        self.large_slots = max(1, int(cfg.threads) // 4)
         # gunicorn's parser checks each line against limit_request_*; the loop only needs a bound
         # on what one connection may hold before its head ends (the API server sends well under 4 KiB).
         self.max_head = min(
@@ -197,6 +284,10 @@ class OstiaryWorker(ThreadWorker):
         self.conns: set[Conn] = set()
         self.idle: collections.OrderedDict[Conn, None] = collections.OrderedDict()  # kept-alive, oldest first
         self.buffered = 0
+        self.peers: dict[str, Peer] = {}
+        self.again: dict[Conn, None] = {}  # stopped after MAX_READS_PER_STEP: step again next round
+        self.large_busy = 0  # requests over LARGE_BODY in threads
+        self.large_waiting: collections.deque[Conn] = collections.deque()
         self.refused = 0
         self.lingering: dict[socket.socket, float] = {}  # answered with an error, closing gently
         self.ssl_context: ssl.SSLContext | None = None
@@ -219,8 +310,12 @@ class OstiaryWorker(ThreadWorker):
         next_sweep = 0.0
         while self.alive:
             self.notify()
-            events = self.poller.select(0.25)
+            events = self.poller.select(0 if self.again else 0.25)
             self._take_finished()  # first: a finished request may free a slot for a newcomer
+            again, self.again = list(self.again), {}
+            for conn in again:
+                if conn in self.conns and conn.state in (HANDSHAKE, IDLE, HEAD, BODY):
+                    self._step(conn)
             for key, _mask in events:
                 kind, obj, extra = key.data
                 if kind == "accept":
@@ -289,8 +384,21 @@ class OstiaryWorker(ThreadWorker):
     def _forget(self, conn: Conn) -> None:
         self._watch(conn, 0)
         self.idle.pop(conn, None)
-        self.conns.discard(conn)
+        self.again.pop(conn, None)
+        if conn.state == WAITING:
+            try:
+                self.large_waiting.remove(conn)
+            except ValueError:
+                pass
+        if conn in self.conns:
+            self.conns.discard(conn)
+            peer = self.peers.get(conn.peer)
+            if peer is not None:
+                peer.conns -= 1
         self._release(conn)
+        peer = self.peers.get(conn.peer)
+        if peer is not None and peer.conns <= 0 and peer.buffered <= 0:
+            del self.peers[conn.peer]
 
     def _drop(self, conn: Conn) -> None:
         self._forget(conn)
@@ -333,9 +441,16 @@ class OstiaryWorker(ThreadWorker):
             pass
         sock.close()
 
+    def _hold(self, conn: Conn, count: int) -> None:
+        """Count `count` more bytes held for conn (negative: fewer), for it and its peer."""
+        conn.reserved += count
+        self.buffered += count
+        peer = self.peers.get(conn.peer)
+        if peer is not None:
+            peer.buffered += count
+
     def _release(self, conn: Conn) -> None:
-        self.buffered -= conn.reserved
-        conn.reserved = 0
+        self._hold(conn, -conn.reserved)
 
     def _refuse(self, conn: Conn, refusal: Refuse) -> None:
         """Answer an error without a thread (the answer is small: one non-blocking send) and close."""
@@ -355,6 +470,15 @@ class OstiaryWorker(ThreadWorker):
                 self._refuse(
                     conn, Refuse("408 Request Timeout", f"the request {conn.state} did not arrive in time")
                 )
+            elif conn.state == WAITING:
+                self._refuse(
+                    conn,
+                    Refuse(
+                        "503 Service Unavailable",
+                        "Ostiary is busy with other large requests; retry",
+                        retry_after=1,
+                    ),
+                )
             else:  # a handshake never finished, or nothing sent: just close
                 self._drop(conn)
 
@@ -372,11 +496,12 @@ class OstiaryWorker(ThreadWorker):
                     return
                 raise
             sock.setblocking(False)
-            if len(self.conns) >= self.worker_connections and not self._evict_idle():
+            if not self._make_room(peer_of(client)):
                 self._refuse_new(sock)
                 continue
             conn = Conn(self.cfg, sock, client, server)
             self.conns.add(conn)
+            self.peers.setdefault(conn.peer, Peer()).conns += 1
             now = time.monotonic()
             if self.ssl_context is not None:
                 try:
@@ -394,12 +519,45 @@ class OstiaryWorker(ThreadWorker):
                 conn.state, conn.deadline = IDLE, now + self.header_timeout
             self._step(conn)
 
-    def _evict_idle(self) -> bool:
-        """At the cap, close the oldest kept-alive idle connection (its client reconnects)."""
-        if not self.idle:
+    def _make_room(self, address: str) -> bool:
+        """Whether a newcomer from `address` may open a connection, after making room for it:
+        within its own share, and within the cap at the expense of the largest holder."""
+        peer = self.peers.get(address)
+        holds = peer.conns if peer is not None else 0
+        if holds >= self.peer_connections and not self._evict(address, idle_only=True):
             return False
-        conn, _ = self.idle.popitem(last=False)
-        self._drop(conn)
+        if len(self.conns) < self.worker_connections:
+            return True
+        if self._evict(None, idle_only=True):
+            return True
+        largest, most = max(((a, p.conns) for a, p in self.peers.items()), key=lambda x: x[1])
+        return most > holds + 1 and self._evict(largest, idle_only=False)
+
+    def _evict(self, address: str | None, idle_only: bool) -> bool:
+        """Close the oldest kept-alive idle connection (its client reconnects) of `address` (None:
+        of anyone); with idle_only False, else its oldest unfinished request, answered 503."""
+        for conn in self.idle:
+            if address is None or conn.peer == address:
+                self._drop(conn)
+                return True
+        if idle_only:
+            return False
+        waiting = [c for c in self.conns if c.peer == address and c.state not in (BUSY, IDLE)]
+        if not waiting:
+            return False
+        conn = min(waiting, key=lambda c: c.deadline)
+        self.log.debug("closed a connection of %s, which holds the most connections", address)
+        if conn.state == HANDSHAKE:
+            self._drop(conn)
+        else:
+            self._refuse(
+                conn,
+                Refuse(
+                    "503 Service Unavailable",
+                    "Ostiary has too many open connections from this address; retry",
+                    retry_after=1,
+                ),
+            )
         return True
 
     def _refuse_new(self, sock: socket.socket) -> None:
@@ -436,6 +594,8 @@ class OstiaryWorker(ThreadWorker):
 
     def _step(self, conn: Conn) -> None:
         """Advance conn as far as it goes without blocking; hand a complete request to a thread."""
+        if conn.state in (BUSY, WAITING) or conn not in self.conns:
+            return  # a stale event or a second turn in one round: nothing to read for it now
         try:
             if conn.state == HANDSHAKE and not self._handshake(conn):
                 return
@@ -460,8 +620,15 @@ class OstiaryWorker(ThreadWorker):
         return True
 
     def _read(self, conn: Conn) -> bool:
-        """Read what is there; True once the whole request (head and body) is buffered."""
+        """Read what is there, MAX_READS_PER_STEP chunks at most (then conn is stepped again on the
+        next round of the loop); True once the whole request (head and body) is buffered."""
+        reads = 0
         while not self._complete(conn):
+            if reads == MAX_READS_PER_STEP:
+                self._watch(conn, selectors.EVENT_READ)
+                self.again[conn] = None
+                return False
+            reads += 1
             try:
                 data = conn.sock.recv(READ_CHUNK)
             except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
@@ -473,6 +640,19 @@ class OstiaryWorker(ThreadWorker):
             if not data:
                 raise EOFError("client closed the connection")
             conn.buf += data
+            self._hold(conn, len(data))
+            if self.peers[conn.peer].buffered > self.peer_buffered:
+                raise Refuse(
+                    "503 Service Unavailable",
+                    "Ostiary holds too many unread request bytes from this address; retry",
+                    retry_after=1,
+                )
+            if self.buffered > self.max_buffered:
+                raise Refuse(
+                    "503 Service Unavailable",
+                    "Ostiary is reading too many request bodies; retry",
+                    retry_after=1,
+                )
         return True
 
     def _complete(self, conn: Conn) -> bool:
@@ -486,11 +666,18 @@ class OstiaryWorker(ThreadWorker):
                 if conn.served:
                     conn.deadline = time.monotonic() + self.header_timeout
                 conn.state = HEAD
-            while conn.buf[:2] == b"\r\n":  # stray line breaks between requests (RFC 9112 2.2)
-                del conn.buf[:2]
-            end = conn.buf.find(b"\r\n\r\n")
+            if conn.buf.startswith(b"\r\n"):  # stray line breaks before a request (RFC 9112 2.2)
+                skip = 0
+                while conn.buf.startswith(b"\r\n", skip):
+                    skip += 2
+                del conn.buf[:skip]
+                self._hold(conn, -skip)
+                conn.skipped += skip  # they count against the head limit, under the head deadline
+                conn.scanned = 0
+            end = conn.buf.find(b"\r\n\r\n", max(0, conn.scanned - 3))
             if end < 0:
-                if len(conn.buf) > self.max_head:
+                conn.scanned = len(conn.buf)
+                if conn.skipped + len(conn.buf) > self.max_head:
                     raise Refuse("431 Request Header Fields Too Large", "the request head is too large")
                 return False
             self._frame(conn, end + 4)
@@ -498,7 +685,7 @@ class OstiaryWorker(ThreadWorker):
 
     def _frame(self, conn: Conn, head_len: int) -> None:
         """Learn the body length from the head: Content-Length only, unambiguous, within the caps."""
-        if head_len > self.max_head:
+        if conn.skipped + head_len > self.max_head:
             raise Refuse("431 Request Header Fields Too Large", "the request head is too large")
         lines = bytes(conn.buf[: head_len - 4]).split(b"\r\n")
         lengths, expect_at = [], None
@@ -521,19 +708,16 @@ class OstiaryWorker(ThreadWorker):
         length = int(lengths[0]) if lengths else 0
         if length > self.max_body:
             raise Refuse("413 Content Too Large", f"the request body is larger than {self.max_body} bytes")
-        if length > self.max_buffered - self.buffered:
-            raise Refuse(
-                "503 Service Unavailable", "Ostiary is reading too many request bodies; retry", retry_after=1
-            )
-        conn.reserved = length
-        self.buffered += length
+        # Nothing is reserved for the announced length: bytes count as they arrive (_read).
         if expect_at is not None:
             # The client waits for this before sending the body; gunicorn would send it from the
             # thread, too late, so say it here and drop the header from what the parser sees.
             del conn.buf[expect_at[0] : expect_at[1]]
+            self._hold(conn, -(expect_at[1] - expect_at[0]))
             head_len -= expect_at[1] - expect_at[0]
             if length:
                 conn.sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.body_at = head_len
         conn.need = head_len + length
         conn.state, conn.deadline = BODY, time.monotonic() + self.body_timeout
 
@@ -541,11 +725,22 @@ class OstiaryWorker(ThreadWorker):
 
     def _submit(self, conn: Conn) -> None:
         self._watch(conn, 0)
+        self.again.pop(conn, None)
+        if conn.state != WAITING:
+            conn.large = _heavy(conn.buf, conn.body_at, conn.need)
+        if conn.large:
+            if self.large_busy >= self.large_slots:
+                if conn.state != WAITING:
+                    conn.state = WAITING  # its deadline stays the body deadline
+                    self.large_waiting.append(conn)
+                return
+            self.large_busy += 1
         request = bytes(conn.buf[: conn.need])
         del conn.buf[: conn.need]
         conn.need = 0
+        conn.skipped = conn.scanned = 0
         conn.state = BUSY
-        conn.parser = http.RequestParser(self.cfg, iter([request]), conn.client)
+        conn.parser = http.RequestParser(self.cfg, _chunks(request), conn.client)
         fs = self.tpool.submit(self._serve, conn)
         fs.conn = conn
         self.futures.append(fs)
@@ -560,7 +755,13 @@ class OstiaryWorker(ThreadWorker):
         for fs in done:
             self.futures.remove(fs)
             conn = fs.conn
+            if conn.large:
+                conn.large = False
+                self.large_busy -= 1
+                while self.large_waiting and self.large_busy < self.large_slots:
+                    self._submit(self.large_waiting.popleft())
             self._release(conn)
+            self._hold(conn, len(conn.buf))  # a pipelined request read already
             try:
                 keepalive = bool(fs.result()[0])
             except Exception:  # noqa: BLE001 - handle() catches the app's errors; anything else closes the connection

@@ -19,6 +19,9 @@ CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 # a Ceph block image, not a container image. Their sites carry container kind "volumes".
 VOLUME_KIND = "volumes"
 SITE_KINDS = (*CONTAINER_KINDS, VOLUME_KIND)
+# Images in one pod spec at most (the benchmarks go to 1000, docs/performance.md): each one costs
+# work in every OPA query, so a spec naming more is refused before its inputs are built.
+MAX_IMAGE_SITES = 1000
 
 
 class BadRequest(ValueError):
@@ -99,6 +102,13 @@ def _image_text(value: Any, where: str) -> str | None:
     return value if value.strip() else None
 
 
+def _check_count(found: list, base: str) -> None:
+    if len(found) > MAX_IMAGE_SITES:
+        raise BadRequest(
+            f"{base or '/'} names more than {MAX_IMAGE_SITES} images, more than Ostiary checks in one pod"
+        )
+
+
 def image_sites(obj: dict, kind: str) -> list[ImageSite]:
     """Every non-blank image the pod spec makes the kubelet pull: each container list, then each
     image volume. Any field of the wrong type is a BadRequest naming it."""
@@ -116,6 +126,7 @@ def image_sites(obj: dict, kind: str) -> list[ImageSite]:
             image = _image_text(container.get("image"), f"{where}/image")
             if image is not None:
                 found.append((f"{where}/image", container_kind, _name(container, where), image))
+                _check_count(found, base)
     for index, volume in enumerate(_list(spec, VOLUME_KIND, base)):
         where = f"{base}/{VOLUME_KIND}/{index}"
         if not isinstance(volume, dict):
@@ -128,6 +139,7 @@ def image_sites(obj: dict, kind: str) -> list[ImageSite]:
         image = _image_text(source.get("reference"), f"{where}/image/reference")
         if image is not None:
             found.append((f"{where}/image/reference", VOLUME_KIND, _name(volume, where), image))
+            _check_count(found, base)
     return [ImageSite(i, path, k, name, image) for i, (path, k, name, image) in enumerate(found)]
 
 

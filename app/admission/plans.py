@@ -22,12 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from app.lru import TTLCache
+from app.lru import TTLCache, json_size
 
 # A plan of up to this many images, whose references together are at most this long, is kept:
 # every workload people write, never a hostile review's megabytes of image strings.
 MAX_IMAGES = 64
 MAX_KEY_CHARS = 16384
+# The plans kept weigh at most this much, as serialized JSON (keys and plans): anyone who can reach
+# the webhook chooses what is asked, so the budget is in bytes, not only in entries. A plan for a
+# Pod of a few images is under 2 KB: thousands fit, and the worker holds a few times this at most.
+MAX_BYTES = 8 * 1024 * 1024
 
 Key = tuple[int, str, tuple[tuple[int, str], ...]]
 
@@ -35,9 +39,11 @@ Key = tuple[int, str, tuple[tuple[int, str], ...]]
 class PlanCache:
     """`generation`: the current generation of OPA's module set (PolicySync.generation)."""
 
-    def __init__(self, generation: Callable[[], int], max_entries: int = 4096):
+    def __init__(self, generation: Callable[[], int], max_entries: int = 4096, max_bytes: int = MAX_BYTES):
         self._generation = generation
-        self._plans: TTLCache[Key, list[dict]] = TTLCache(float("inf"), max_entries)
+        self._plans: TTLCache[Key, list[dict]] = TTLCache(
+            float("inf"), max_entries, max_bytes=max_bytes, size=json_size
+        )
         self._kept_generation = -1  # the generation of the plans kept (older ones are dropped)
 
     def key(self, namespace: str, images: Sequence[tuple[int, str]]) -> Key | None:
@@ -66,3 +72,8 @@ class PlanCache:
 
     def __len__(self) -> int:
         return len(self._plans)
+
+    @property
+    def bytes(self) -> int:
+        """The serialized size of the plans kept."""
+        return self._plans.bytes

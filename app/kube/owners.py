@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from app.admission.extract import BadRequest, image_sites
 from app.images import parse_image
 from app.kube.client import KubeApi, KubeError, object_path
-from app.lru import TTLCache
+from app.lru import TTLCache, json_size
 from app.workloads import WORKLOADS, WorkloadKind
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,10 @@ class OwnerVerifier:
         clock: Callable[[], float] = time.monotonic,
     ):
         self._api = api
-        self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(ttl, 256, clock)
+        # a request names the owner read: bounded in bytes (as JSON), not only in entries
+        self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(
+            ttl, 256, clock, max_bytes=16 * 1024 * 1024, size=json_size
+        )
         self._normalize = normalize
 
     def approved_by_owner(self, obj: dict, namespace: str, images: list[ImageTriple]) -> str | None:

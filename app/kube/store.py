@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 
 from app.kube.client import KubeApi, KubeError, object_path
-from app.lru import TTLCache
+from app.lru import TTLCache, json_size
 
 log = logging.getLogger(__name__)
+MAX_BYTES = 16 * 1024 * 1024  # objects kept, as JSON (a Secret may hold up to 1 MiB)
 
 
 class KubeObjectStore:
@@ -33,7 +34,10 @@ class KubeObjectStore:
         clock: Callable[[], float] = time.monotonic,
     ):
         self._api = api
-        self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(ttl, max_entries, clock)
+        # a pod names the Secrets and service accounts read: bounded in bytes, not only in entries
+        self._cache: TTLCache[tuple[str, str, str], dict | None] = TTLCache(
+            ttl, max_entries, clock, max_bytes=MAX_BYTES, size=json_size
+        )
 
     def get_secret(self, namespace: str, name: str) -> dict | None:
         return self._get("v1", "secrets", namespace, name)
