@@ -10,10 +10,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
-import yaml
 
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError
 
@@ -240,16 +239,20 @@ def translate(file: str) -> None:
     """Print the Rego module of every policy in FILE."""
     from app.policies.schema import parse_policy_document
     from app.policies.translate import translate as to_rego
+    from app.yamlio import DocumentError, load_file
 
     try:
-        docs = list(yaml.safe_load_all(Path(file).read_text()))
+        docs = load_file(file)
+    except DocumentError as exc:
+        _input_error(str(exc))
+    try:
         for index, doc in enumerate(docs):
             if doc is None or (isinstance(doc, dict) and doc.get("kind") in ("Secret", "ServiceAccount")):
                 continue
             module = to_rego(parse_policy_document(doc, f"{file}#{index}"))
             click.echo(f"# module id: {module.id}")
             click.echo(module.source)
-    except (PolicyError, yaml.YAMLError) as exc:
+    except PolicyError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -325,20 +328,24 @@ def explain(
     from app.admission.review import Reviewer
     from app.opa.client import OpaError
     from app.policies.directory import DirectoryStore
+    from app.yamlio import DocumentError, load, read_stream
 
     trust = _offline_trust(trust_data, at, ca_file)
     try:
-        body = yaml.safe_load(review.read())
+        body = load(read_stream(review, review.name), review.name)
+    except DocumentError as exc:
+        _input_error(str(exc))
+    try:
         opa, client, policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
-    except (PolicyError, OpaError, yaml.YAMLError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (PolicyError, OpaError) as exc:
+        _input_error(str(exc))
     try:
         reviewer = Reviewer(
             client, DirectoryStore(policy_set), trust=trust, system_namespace=system_namespace, budget=30.0
         )
         answer, outcome = reviewer.review(body)
     except BadRequest as exc:
-        raise click.ClickException(f"bad AdmissionReview: {exc}") from None
+        _input_error(f"bad AdmissionReview: {exc}")
     finally:
         opa.stop()
     click.echo(json.dumps({"response": answer["response"], "images": outcome.images}, indent=2))
@@ -428,7 +435,7 @@ def _quiet_trust_log() -> None:
         logging.getLogger("app.notary").setLevel(logging.WARNING)
 
 
-def _input_error(message: str) -> None:
+def _input_error(message: str) -> NoReturn:
     """Exit 2: the input (files, options, policies) could not be used; 1 is kept for "denied"."""
     click.echo(f"Error: {message}", err=True)
     sys.exit(2)

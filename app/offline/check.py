@@ -43,6 +43,7 @@ from app.policies.directory import POLICY_SUFFIXES, SourceError, collect_custom_
 from app.policies.kinds import POLICY_KIND_NAMES as POLICY_KINDS
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 from app.policies.translate import Pattern, parse_pattern
+from app.yamlio import DocumentError, compose_all, load_file, read_text
 
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 REQUIREMENT_VERIFIERS = ("simple", "va", "vulnerability")
@@ -103,6 +104,10 @@ class CheckReport:
         }
 
 
+class InputRefused(RuntimeError):
+    """A policy file refused by a bound of app.yamlio (size, depth, aliases): no report, exit 2."""
+
+
 # ---- where a field is: file:line from the YAML node tree -------------------------------------
 
 _FIELD_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
@@ -117,8 +122,8 @@ class Locator:
     def _nodes(self, path: str) -> list[Any]:
         if path not in self._files:
             try:
-                self._files[path] = list(yaml.compose_all(Path(path).read_text(), Loader=yaml.SafeLoader))
-            except (OSError, yaml.YAMLError, UnicodeDecodeError):
+                self._files[path] = compose_all(read_text(path), path)
+            except DocumentError:
                 self._files[path] = []
         return self._files[path]
 
@@ -173,8 +178,8 @@ def _top_level_findings(policy_dir: str, policies: list[PolicyResource], locator
     found = []
     for path in sorted(p for p in Path(policy_dir).rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES):
         try:
-            documents = list(yaml.safe_load_all(path.read_text()))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            documents = load_file(path)
+        except DocumentError:
             continue  # reported by the load pass
         for index, doc in enumerate(documents):
             if not isinstance(doc, dict) or doc.get("kind") not in POLICY_KINDS:
@@ -694,6 +699,9 @@ def run_check(policy_dir: str, rego_dir: str | None, system_namespace: str) -> C
 
     locator = Locator()
     policy_set, load_errors = collect_policy_set(policy_dir, system_namespace)
+    for error in load_errors:  # a hostile file (bomb, depth, size) is an input refused, exit 2
+        if isinstance(error, SourceError) and error.limit:
+            raise InputRefused(str(error))
     report = CheckReport(
         policy_dir,
         rego_dir,
