@@ -46,10 +46,9 @@ def _is_loopback(host: str) -> bool:
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
     """Ostiary: admit only container images whose Notary v1 trust data verifies."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from app.logsafe import configure
+
+    configure(getattr(logging, log_level.upper(), logging.INFO))
 
 
 @main.command()
