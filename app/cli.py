@@ -42,6 +42,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_TRUST_ALLOW_HELP = (
+    "A trust server namespace ImagePolicies may name (repeatable; `*` allows any). Always allowed: "
+    "the built-in defaults and the servers the ClusterImagePolicies name; any other is denied "
+    "without a connection."
+)
+
+
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
@@ -127,6 +134,9 @@ def main(log_level: str) -> None:
     metavar="PATH|-|off",
     help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.",
 )
+@click.option(
+    "--trust-server-allow", "trust_server_allow", multiple=True, metavar="URL", help=_TRUST_ALLOW_HELP
+)
 def serve(
     policy_dir: str,
     rego_dir: str | None,
@@ -146,6 +156,7 @@ def serve(
     root_pins: str | None,
     registry_endpoints: tuple[str, ...],
     decision_log: str,
+    trust_server_allow: tuple[str, ...],
 ) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.runtime import ServeConfig, read_token
@@ -189,8 +200,19 @@ def serve(
         root_pins=_serve_root_pins(root_pins),
         registry_endpoints=_serve_registry_endpoints(registry_endpoints),
         decision_log=decision_log,
+        trust_server_allow=_trust_server_allow(trust_server_allow),
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
+
+
+def _trust_server_allow(servers: tuple[str, ...]) -> tuple[str, ...]:
+    """--trust-server-allow values, each an https URL (or `*`), checked now."""
+    from app.notary.servers import ANY_SERVER, normalize_trust_server
+
+    for server in servers:
+        if server != ANY_SERVER and normalize_trust_server(server)[1] is not None:
+            raise click.BadParameter(f"{server!r} is not an https URL", param_hint="--trust-server-allow")
+    return servers
 
 
 def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
@@ -279,14 +301,24 @@ def _with_opa(
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
 @click.option("--strict", is_flag=True, help="Warnings (e.g. no policies loaded) fail too.")
 @click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def check(policy_dir: str, rego_dir: str | None, system_namespace: str, strict: bool, fmt: str) -> None:
+@click.option(
+    "--trust-server-allow", "trust_server_allow", multiple=True, metavar="URL", help=_TRUST_ALLOW_HELP
+)
+def check(
+    policy_dir: str,
+    rego_dir: str | None,
+    system_namespace: str,
+    strict: bool,
+    fmt: str,
+    trust_server_allow: tuple[str, ...],
+) -> None:
     """Find every mistake in a policy directory (and custom Rego), each with file and line, and
     compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
     from app.offline.check import render_json, render_text, run_check
     from app.opa.process import OpaNotFound
 
     try:
-        report = run_check(policy_dir, rego_dir, system_namespace)
+        report = run_check(policy_dir, rego_dir, system_namespace, _trust_server_allow(trust_server_allow))
     except (OpaNotFound, RuntimeError) as exc:
         _input_error(str(exc))
     if fmt == "json":

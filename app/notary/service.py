@@ -70,6 +70,8 @@ from app.notary.errors import (
     RememberedFailure,
     RoleNotServed,
     RollbackAttack,
+    ServerNotAllowed,
+    ServerUnreachable,
     TrustError,
     UnusableRootPins,
     WorkersBusy,
@@ -77,7 +79,12 @@ from app.notary.errors import (
 from app.notary.facts import failure_facts
 from app.notary.metadata import parse_time
 from app.notary.pins import RootPin
-from app.notary.servers import DEFAULT_TRUST_SERVERS, normalize_trust_server, trust_server_for
+from app.notary.servers import (
+    DEFAULT_TRUST_SERVERS,
+    TrustServerAllowList,
+    normalize_trust_server,
+    trust_server_for,
+)
 from app.notary.state import RecordStore, StateError, TrustRecord, this_process, utc_text
 from app.notary.trusted import TrustedRepository, check_rotation
 from app.notary.walker import MAX_DELEGATIONS, walk
@@ -201,6 +208,25 @@ def _timeout(group: _Group) -> TrustError:
     )
 
 
+def _unreachable(error: TrustError) -> bool:
+    """A connection failure: refused, TLS failed, no answer in time (not Ostiary's own busy workers)."""
+    if isinstance(error, RememberedFailure):
+        return error.unreachable
+    return isinstance(error, (ServerUnreachable, FetchTimeout)) and not isinstance(error, WorkersBusy)
+
+
+def shown_error(error: TrustError, server: str | None) -> TrustError:
+    """The failure as the facts (and so the denial a policy author reads) state it. A connection
+    failure says only that the server could not be reached: whether the address refused, failed
+    TLS or kept silent would let a policy author map what the webhook pod can reach. The full
+    reason is in Ostiary's log (TrustService._facts_for)."""
+    if not _unreachable(error):
+        return error
+    return ServerUnreachable(
+        error.role, f"notary server {server or '-'} could not be reached (details in Ostiary's log)"
+    )
+
+
 def _against_record(error: TrustError, record: TrustRecord, records: RecordStore | None) -> TrustError:
     """The same failure, saying which record it contradicts and how an operator accepts a re-key."""
     where = records.description if records is not None else "memory"
@@ -253,12 +279,19 @@ class TrustService:
         deadline_clock: Callable[[], float] = clocks.monotonic,
         records: RecordStore | None = None,
         default_pins: Mapping[str, Sequence[RootPin]] | None = None,
+        allow: TrustServerAllowList | None = None,
+        hide_connection_errors: bool = False,
     ):
         """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
         only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
         operator takes effect at the next walk, and every replica sharing it trusts the same root."""
         self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
         self.records = records
+        # The servers Ostiary may contact (serve --trust-server-allow); None: any (offline commands).
+        self.allow = allow
+        # serve: a connection failure reads "could not be reached" in the facts (shown_error); the
+        # offline commands an operator runs keep the details.
+        self.hide_connection_errors = hide_connection_errors
         # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
         self.default_pins: dict[str, tuple[RootPin, ...]] = {
             normalize_trust_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
@@ -327,6 +360,12 @@ class TrustService:
             if group is None:
                 group = groups[key] = _Group(server, request.image.name, budget)
                 group.error = error
+                if error is None and self.allow is not None and not self.allow.permits(server):
+                    group.error = ServerNotAllowed(
+                        None,
+                        f"trust server {server} is not one the cluster operator allows policies to name; "
+                        "ask them to allow it (ostiary serve --trust-server-allow)",
+                    )
                 group.pins = pins
                 unusable = [pin.error for pin in group.pins if pin.error]
                 if error is None and unusable:  # fail before any fetch: the pins cannot be used
@@ -442,7 +481,8 @@ class TrustService:
             error = InternalError(None, "internal error: no trust result for this image")
         self._count("not_verified")
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
-        return failure_facts(group.server or None, group.gun, image.tag, image.digest, error, signers)
+        shown = shown_error(error, group.server) if self.hide_connection_errors else error
+        return failure_facts(group.server or None, group.gun, image.tag, image.digest, shown, signers)
 
     # -- loading one repository ------------------------------------------------------------------------
 
@@ -499,10 +539,12 @@ class TrustService:
         if recent is not None and recent[0] > self._monotonic():
             self._count("recent_failures")
             remembered = recent[1]
-            raise RememberedFailure(
+            again = RememberedFailure(
                 remembered.role,
                 f"{remembered.reason} (failed {self._failure_ttl:.0f}s ago or less; not retried until then)",
             )
+            again.unreachable = _unreachable(remembered)
+            raise again
         try:
             return self._load_uncached(group, key, deadline)
         except FetchError as error:
