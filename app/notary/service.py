@@ -45,6 +45,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from app.notary import budget
 from app.notary import clock as clocks
 from app.notary.cache import CachedRepository, Key, TrustCache
 from app.notary.client import NotaryClient
@@ -281,6 +283,11 @@ class TrustService:
         default_pins: Mapping[str, Sequence[RootPin]] | None = None,
         allow: TrustServerAllowList | None = None,
         hide_connection_errors: bool = False,
+        cache_bytes: int = budget.CACHE_BYTES,
+        cache_bytes_per_server: int = budget.CACHE_BYTES_PER_SERVER,
+        in_flight_bytes: int = budget.IN_FLIGHT_BYTES,
+        in_flight_bytes_per_server: int = budget.IN_FLIGHT_BYTES_PER_SERVER,
+        max_repository_bytes: int = budget.MAX_REPOSITORY_BYTES,
     ):
         """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
         only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
@@ -296,7 +303,16 @@ class TrustService:
         self.default_pins: dict[str, tuple[RootPin, ...]] = {
             normalize_trust_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
         }
-        self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
+        self.cache = TrustCache(
+            ttl=cache_ttl,
+            entries=cache_entries,
+            monotonic=monotonic,
+            max_bytes=cache_bytes,
+            max_bytes_per_server=cache_bytes_per_server,
+        )
+        # Bytes of trust data the walks in progress hold (app/notary/budget.py).
+        self.in_flight = budget.ByteBudget(in_flight_bytes, in_flight_bytes_per_server)
+        self.max_repository_bytes = max_repository_bytes
         self._clock = clock
         self._monotonic = monotonic  # the cache's and the failure memory's clock
         self._deadline_clock = deadline_clock  # the clock of gather's `deadline`
@@ -330,6 +346,8 @@ class TrustService:
             result = dict(self._stats)
         result["token_requests"] = self.client.tokens.requests_made
         result["cached_repositories"] = len(self.cache)
+        result["cached_bytes"] = self.cache.held_bytes
+        result["in_flight_bytes"] = self.in_flight.held
         return result
 
     def _count(self, name: str) -> None:
@@ -662,7 +680,8 @@ class TrustService:
             pinned_roots=group.pins,
         )
         try:
-            timestamp, documents = self._load_roles(group, repository, deadline, timestamp)
+            with budget.WalkBytes(self.in_flight, group.server, group.gun, self.max_repository_bytes) as held:
+                timestamp, documents = self._load_roles(group, repository, deadline, timestamp, held)
         except (BadRootRotation, RollbackAttack) as error:
             if record is None:
                 raise
@@ -683,6 +702,7 @@ class TrustService:
                     timestamp_bytes=timestamp,
                     expires=_earliest_expiry(documents),
                     checked_at=self._monotonic(),
+                    size=repository.kept_bytes(),
                 ),
             )
         return repository
@@ -744,14 +764,19 @@ class TrustService:
             ) from error
 
     def _load_roles(
-        self, group: _Group, repository: TrustedRepository, deadline: float, timestamp: bytes | None
+        self,
+        group: _Group,
+        repository: TrustedRepository,
+        deadline: float,
+        timestamp: bytes | None,
+        held: budget.WalkBytes | None = None,
     ) -> tuple[bytes | None, list[bytes]]:
         """The walk (walker.walk) into `repository` over the network; returns the timestamp bytes and
         every document verified (for the cache's expiry)."""
 
         def fetch(role: str) -> bytes:
             try:
-                return self._fetch(group, role, deadline)
+                return self._fetch(group, role, deadline, held)
             except RoleNotServed as not_served:
                 if role == "root":
                     raise RoleNotServed(
@@ -764,12 +789,16 @@ class TrustService:
         def fetch_level(roles: Sequence[str]) -> list[bytes | BaseException | None]:
             return [
                 None if isinstance(fetched, RoleNotServed) else fetched
-                for _role, fetched in self._fetch_many(group, roles, deadline)
+                for _role, fetched in self._fetch_many(group, roles, deadline, held)
             ]
 
         def progress(role: str, verifying: bool) -> None:
             group.progress.role = role
             group.progress.verifying = verifying
+
+        def after_snapshot() -> None:
+            if held is not None:  # wait for memory for the whole rest, at most most of the time left
+                held.reserve("targets", repository.listed_bytes(), 0.8 * (deadline - self._deadline_clock()))
 
         loaded = walk(
             repository,
@@ -778,18 +807,24 @@ class TrustService:
             timestamp=timestamp,
             progress=progress,
             max_delegations=MAX_DELEGATIONS,
+            after_snapshot=after_snapshot,
         )
         return loaded.timestamp, loaded.documents
 
     def _fetch_many(
-        self, group: _Group, roles: Sequence[str], deadline: float
+        self, group: _Group, roles: Sequence[str], deadline: float, held: budget.WalkBytes | None = None
     ) -> list[tuple[str, bytes | BaseException]]:
         """Fetch sibling delegations in parallel; results (or errors) in the order asked."""
 
         def fetch(role: str) -> bytes | BaseException:
             try:
                 return self.client.fetch_role(
-                    group.server, group.gun, role, deadline=deadline, credentials=group.credentials
+                    group.server,
+                    group.gun,
+                    role,
+                    deadline=deadline,
+                    credentials=group.credentials,
+                    account=functools.partial(held.account, role) if held is not None else None,
                 )
             except TrustError as error:
                 return error
@@ -810,8 +845,15 @@ class TrustService:
                 )
         return results
 
-    def _fetch(self, group: _Group, role: str, deadline: float) -> bytes:
+    def _fetch(
+        self, group: _Group, role: str, deadline: float, held: budget.WalkBytes | None = None
+    ) -> bytes:
         group.progress.role = role
         return self.client.fetch_role(
-            group.server, group.gun, role, deadline=deadline, credentials=group.credentials
+            group.server,
+            group.gun,
+            role,
+            deadline=deadline,
+            credentials=group.credentials,
+            account=functools.partial(held.account, role) if held is not None else None,
         )

@@ -172,6 +172,7 @@ class ReplayClient:
         *,
         deadline: float,
         credentials: Sequence[tuple[str, str]] = (),
+        account: Callable[[int], None] | None = None,
     ) -> bytes:
         repo = self._repositories.get((server, gun))
         if repo is None:
@@ -201,6 +202,8 @@ class ReplayClient:
             data = path.read_bytes()
         except OSError as exc:
             raise FetchError(role, f"cannot read captured {path}: {exc}") from None
+        if account is not None:  # the trust service's byte budget, as for data from a server
+            account(len(data))
         return data
 
 
