@@ -68,7 +68,9 @@ def main() -> None:
         for role, data in files.items():
             server.knobs.overrides[(gun, role)] = data
         sizes.append(sum(len(d) for d in files.values()))
-    print(f"{args.repos} repositories of {sizes[0] / 2**20:.1f} MiB trust data each; RSS before: {rss_mib():.0f} MiB")
+    print(
+        f"{args.repos} repositories of {sizes[0] / 2**20:.1f} MiB trust data each; RSS before: {rss_mib():.0f} MiB"
+    )
 
     service = TrustService(ca_file=str(ca_file), clock=lambda: NOW)
     peak = {"rss": rss_mib(), "cache": 0, "flight": 0}
@@ -86,7 +88,9 @@ def main() -> None:
 
     def admit(index: int) -> None:
         gun = guns[index % len(guns)]
-        [facts] = service.gather([TrustRequest(parse_image(f"{gun}:latest"), server.url)], time.monotonic() + 60)
+        [facts] = service.gather(
+            [TrustRequest(parse_image(f"{gun}:latest"), server.url)], time.monotonic() + 60
+        )
         outcomes[f"{gun} (admission {index})"] = "verified" if facts["verified"] else facts["error"]
 
     normal: list[float] = []
@@ -94,7 +98,9 @@ def main() -> None:
     def normal_admissions() -> None:
         while not done.is_set():
             started = time.monotonic()
-            [facts] = service.gather([TrustRequest(parse_image(f"{GUN}:latest"), server.url)], time.monotonic() + 6)
+            [facts] = service.gather(
+                [TrustRequest(parse_image(f"{GUN}:latest"), server.url)], time.monotonic() + 6
+            )
             normal.append(time.monotonic() - started if facts["verified"] else float("inf"))
             service.cache.discard((server.url, GUN))  # a fresh walk each time, not a cache hit
             time.sleep(1.0)
