@@ -10,10 +10,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
-import yaml
 
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError
 
@@ -43,14 +42,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+_TRUST_ALLOW_HELP = (
+    "A trust server namespace ImagePolicies may name (repeatable; `*` allows any). Always allowed: "
+    "the built-in defaults and the servers the ClusterImagePolicies name; any other is denied "
+    "without a connection."
+)
+
+
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
     """Ostiary: admit only container images whose Notary v1 trust data verifies."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from app.logsafe import configure
+
+    configure(getattr(logging, log_level.upper(), logging.INFO))
 
 
 @main.command()
@@ -136,6 +141,9 @@ def main(log_level: str) -> None:
     metavar="PATH|-|off",
     help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.",
 )
+@click.option(
+    "--trust-server-allow", "trust_server_allow", multiple=True, metavar="URL", help=_TRUST_ALLOW_HELP
+)
 def serve(
     policy_dir: str,
     rego_dir: str | None,
@@ -156,6 +164,7 @@ def serve(
     root_pins: str | None,
     registry_endpoints: tuple[str, ...],
     decision_log: str,
+    trust_server_allow: tuple[str, ...],
 ) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.runtime import ServeConfig, read_token
@@ -200,8 +209,19 @@ def serve(
         root_pins=_serve_root_pins(root_pins),
         registry_endpoints=_serve_registry_endpoints(registry_endpoints),
         decision_log=decision_log,
+        trust_server_allow=_trust_server_allow(trust_server_allow),
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
+
+
+def _trust_server_allow(servers: tuple[str, ...]) -> tuple[str, ...]:
+    """--trust-server-allow values, each an https URL (or `*`), checked now."""
+    from app.notary.servers import ANY_SERVER, normalize_trust_server
+
+    for server in servers:
+        if server != ANY_SERVER and normalize_trust_server(server)[1] is not None:
+            raise click.BadParameter(f"{server!r} is not an https URL", param_hint="--trust-server-allow")
+    return servers
 
 
 def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
@@ -258,16 +278,20 @@ def translate(file: str) -> None:
     """Print the Rego module of every policy in FILE."""
     from app.policies.schema import parse_policy_document
     from app.policies.translate import translate as to_rego
+    from app.yamlio import DocumentError, load_file
 
     try:
-        docs = list(yaml.safe_load_all(Path(file).read_text()))
+        docs = load_file(file)
+    except DocumentError as exc:
+        _input_error(str(exc))
+    try:
         for index, doc in enumerate(docs):
             if doc is None or (isinstance(doc, dict) and doc.get("kind") in ("Secret", "ServiceAccount")):
                 continue
             module = to_rego(parse_policy_document(doc, f"{file}#{index}"))
             click.echo(f"# module id: {module.id}")
             click.echo(module.source)
-    except (PolicyError, yaml.YAMLError) as exc:
+    except PolicyError as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -295,14 +319,24 @@ def _with_opa(
 @click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True)
 @click.option("--strict", is_flag=True, help="Warnings (e.g. no policies loaded) fail too.")
 @click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def check(policy_dir: str, rego_dir: str | None, system_namespace: str, strict: bool, fmt: str) -> None:
+@click.option(
+    "--trust-server-allow", "trust_server_allow", multiple=True, metavar="URL", help=_TRUST_ALLOW_HELP
+)
+def check(
+    policy_dir: str,
+    rego_dir: str | None,
+    system_namespace: str,
+    strict: bool,
+    fmt: str,
+    trust_server_allow: tuple[str, ...],
+) -> None:
     """Find every mistake in a policy directory (and custom Rego), each with file and line, and
     compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
     from app.offline.check import render_json, render_text, run_check
     from app.opa.process import OpaNotFound
 
     try:
-        report = run_check(policy_dir, rego_dir, system_namespace)
+        report = run_check(policy_dir, rego_dir, system_namespace, _trust_server_allow(trust_server_allow))
     except (OpaNotFound, RuntimeError) as exc:
         _input_error(str(exc))
     if fmt == "json":
@@ -344,13 +378,17 @@ def explain(
     from app.admission.review import Reviewer
     from app.opa.client import OpaError
     from app.policies.directory import DirectoryStore
+    from app.yamlio import DocumentError, load, read_stream
 
     trust = _offline_trust(trust_data, at, ca_file)
     try:
-        body = yaml.safe_load(review.read())
+        body = load(read_stream(review, review.name), review.name)
+    except DocumentError as exc:
+        _input_error(str(exc))
+    try:
         opa, client, policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
-    except (PolicyError, OpaError, yaml.YAMLError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except (PolicyError, OpaError) as exc:
+        _input_error(str(exc))
     try:
         reviewer = Reviewer(
             client,
@@ -362,7 +400,7 @@ def explain(
         )
         answer, outcome = reviewer.review(body)
     except BadRequest as exc:
-        raise click.ClickException(f"bad AdmissionReview: {exc}") from None
+        _input_error(f"bad AdmissionReview: {exc}")
     finally:
         opa.stop()
     click.echo(json.dumps({"response": answer["response"], "images": outcome.images}, indent=2))
@@ -544,7 +582,7 @@ def _quiet_trust_log() -> None:
         logging.getLogger("app.notary").setLevel(logging.WARNING)
 
 
-def _input_error(message: str) -> None:
+def _input_error(message: str) -> NoReturn:
     """Exit 2: the input (files, options, policies) could not be used; 1 is kept for "denied"."""
     click.echo(f"Error: {message}", err=True)
     sys.exit(2)

@@ -32,5 +32,6 @@ accesslog = (
     None  # off: the decision log has a line per admission; GUNICORN_CMD_ARGS="--access-logfile -" turns it on
 )
 errorlog = "-"
+logger_class = "app.logsafe.GunicornLogger"  # control characters escaped in every line (app/logsafe.py)
 loglevel = "info"
 preload_app = False

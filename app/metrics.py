@@ -15,7 +15,7 @@ from app.policies.reconcile import Drift
 class TrustStatsCollector(Collector):
     """Exports the trust service's own counters (cache hits, walks, failures) at scrape time."""
 
-    GAUGES = frozenset({"cached_repositories", "records"})
+    GAUGES = frozenset({"cached_repositories", "records", "cached_bytes", "in_flight_bytes"})
     # Verified images by how their root was trusted (facts' root_trust): one counter with a label.
     ROOT_TRUST: ClassVar[dict[str, str]] = {
         "roots_pinned": "pinned",

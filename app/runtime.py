@@ -30,6 +30,7 @@ from app.kube.runtime import KubeRuntime
 from app.metrics import Metrics
 from app.notary.client import NotaryClient
 from app.notary.pins import load_default_root_pins
+from app.notary.servers import TrustServerAllowList
 from app.notary.service import TrustService
 from app.notary.state import FileRecordStore, RecordStore
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
@@ -74,6 +75,9 @@ class ServeConfig:
     root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
     # registry host -> base URL for manifest reads of the signature verifiers (serve --registry-endpoint)
     registry_endpoints: dict[str, str] = field(default_factory=dict)
+    # Trust servers namespace policies may name besides the defaults and the cluster policies' (serve
+    # --trust-server-allow; "*" any): app.notary.servers.TrustServerAllowList.
+    trust_server_allow: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)
 
 
@@ -176,6 +180,8 @@ class Runtime:
             records=records,
             default_pins=default_pins,
             max_records=self.config.max_trust_records,
+            allow=TrustServerAllowList(self.config.trust_server_allow, self.sync.cluster_trust_servers),
+            hide_connection_errors=True,
         )
 
     def _signature_service(self) -> SignatureService:

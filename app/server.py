@@ -79,8 +79,13 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         except BadRequest as exc:
             return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
         try:
+            allow = rt.trust.allow
             answer = validate_review(
-                body, parse=parse_policy_document, translate=translate, compiles=rt.sync.compiles
+                body,
+                parse=parse_policy_document,
+                translate=translate,
+                compiles=rt.sync.compiles,
+                trust_server_allowed=allow.permits if allow is not None else None,
             )
         except BadValidationRequest as exc:
             return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400

@@ -19,6 +19,7 @@ from app.admission import respond
 from app.opa.client import OpaError, OpaModuleRefused
 from app.policies.kinds import PolicyKind, as_document, kind_of, object_key, origin_of
 from app.policies.model import PolicyError, PolicyResource, RegoModule
+from app.policies.translate import entry_trust_servers
 
 
 class BadValidationRequest(ValueError):
@@ -42,6 +43,7 @@ def validate_review(
     parse: Callable[[dict, str], PolicyResource],
     translate: Callable[[PolicyResource], RegoModule],
     compiles: Callable[[RegoModule], None],
+    trust_server_allowed: Callable[[str], bool] | None = None,
 ) -> dict:
     """The AdmissionReview answering one validation request (allowed, or denied with the reason)."""
     request = body.get("request") if isinstance(body, dict) else None
@@ -58,7 +60,8 @@ def validate_review(
         obj = {**obj, "metadata": {**(obj.get("metadata") or {}), "namespace": request["namespace"]}}
     origin = origin_of(object_key(kind, obj))
     try:
-        module = translate(parse(as_document(kind, obj), origin))
+        resource = parse(as_document(kind, obj), origin)
+        module = translate(resource)
     except PolicyError as exc:
         return respond.deny(uid, f"Ostiary refuses this policy: {exc}", code=422)
     except Exception as exc:  # noqa: BLE001 - a translator bug refuses the policy, it never crashes the webhook
@@ -77,4 +80,18 @@ def validate_review(
         )
     except OpaError as exc:
         return respond.deny(uid, f"Ostiary could not check this policy now (OPA): {exc}; try again", code=503)
-    return respond.allow(uid)
+    return respond.allow(uid, _unallowed_servers(resource, trust_server_allowed))
+
+
+def _unallowed_servers(resource: PolicyResource, allowed: Callable[[str], bool] | None) -> list[str]:
+    """Warnings for the trust servers of a namespace policy Ostiary will not contact (serve
+    --trust-server-allow): the policy is accepted, every image under those entries is denied."""
+    if allowed is None or resource.kind == "ClusterImagePolicy":
+        return []
+    return [
+        f"spec.repositories[{index}].policy.trust.trustServer: {server} is not a trust server "
+        "namespace policies may name here (the cluster operator allows others with "
+        "`ostiary serve --trust-server-allow`); every image under this entry is denied"
+        for index, server in entry_trust_servers(resource)
+        if not allowed(server)
+    ]

@@ -3,9 +3,11 @@
 Why two stores:
 
 - `verified` holds, per (server, GUN), the last fully verified repository, the timestamp.json bytes it
-  was verified with and the earliest `expires` of its roles. It is a bounded LRU (`entries`) and only a
-  performance aid: an entry is served without network for `ttl` seconds and never once any of its roles
-  has expired. After the TTL the service re-fetches timestamp.json; unchanged bytes renew the entry,
+  was verified with and the earliest `expires` of its roles. It is an LRU bounded in entries
+  (`entries`) and in bytes (`max_bytes` overall, `max_bytes_per_server` for one trust server, counted
+  by TrustedRepository.kept_bytes; app/notary/budget.py), and only a performance aid: an entry is
+  served without network for `ttl` seconds and never once any of its roles has expired. After the
+  TTL the service re-fetches timestamp.json; unchanged bytes renew the entry,
   anything else (or any failure) means a full walk or a denial, never the stale entry.
 - `trusted` holds, per (server, GUN), the root bytes and the highest version of every role ever
   verified: the trust-on-first-use anchor and the rollback floor handed to the next TrustedRepository.
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from app.notary import clock as clocks
+from app.notary.budget import CACHE_BYTES, CACHE_BYTES_PER_SERVER
 from app.notary.trusted import TrustedRepository
 
 Key = tuple[str, str]  # (server URL, GUN)
@@ -36,6 +39,7 @@ class CachedRepository:
     timestamp_bytes: bytes
     expires: datetime  # the earliest `expires` among the roles it was verified with
     checked_at: float  # the injected monotonic clock's value at the last successful fetch or refresh
+    size: int = 0  # bytes it holds (repository.kept_bytes()), counted against the cache's budgets
 
 
 @dataclass
@@ -52,9 +56,15 @@ class TrustCache:
         entries: int,
         anchors: int | None = None,
         monotonic: Callable[[], float] = clocks.monotonic,
+        max_bytes: int = CACHE_BYTES,
+        max_bytes_per_server: int = CACHE_BYTES_PER_SERVER,
     ):
         self.ttl = ttl
         self._entries = max(0, entries)
+        self.max_bytes = max_bytes
+        self.max_bytes_per_server = min(max_bytes_per_server, max_bytes)
+        self._bytes = 0
+        self._bytes_by_server: dict[str, int] = {}
         self._anchor_entries = anchors if anchors is not None else max(4096, 8 * self._entries)
         self._monotonic = monotonic
         self._verified: OrderedDict[Key, CachedRepository] = OrderedDict()
@@ -72,14 +82,44 @@ class TrustCache:
             self._verified.move_to_end(key)
             return entry, self._monotonic() - entry.checked_at < self.ttl
 
-    def store(self, key: Key, entry: CachedRepository) -> None:
+    def store(self, key: Key, entry: CachedRepository) -> bool:
+        """Keep `entry`, evicting the least recently used entries (of the same server first) to stay
+        within the budgets; False (not kept) when it alone is over the per-server budget."""
         if self._entries == 0:
-            return
+            return False
+        server = key[0]
         with self._lock:
+            self._drop(key)
+            if entry.size > self.max_bytes_per_server:
+                return False
+            while self._bytes_by_server.get(server, 0) + entry.size > self.max_bytes_per_server:
+                self._drop(next(k for k in self._verified if k[0] == server))
+            while self._verified and (
+                self._bytes + entry.size > self.max_bytes or len(self._verified) >= self._entries
+            ):
+                self._drop(next(iter(self._verified)))
             self._verified[key] = entry
-            self._verified.move_to_end(key)
-            while len(self._verified) > self._entries:
-                self._verified.popitem(last=False)
+            self._bytes += entry.size
+            self._bytes_by_server[server] = self._bytes_by_server.get(server, 0) + entry.size
+            return True
+
+    def _drop(self, key: Key) -> None:
+        """Remove `key`'s entry and its bytes (the lock is held)."""
+        entry = self._verified.pop(key, None)
+        if entry is None:
+            return
+        self._bytes -= entry.size
+        left = self._bytes_by_server.get(key[0], 0) - entry.size
+        if left > 0:
+            self._bytes_by_server[key[0]] = left
+        else:
+            self._bytes_by_server.pop(key[0], None)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held by the cached repositories (their kept_bytes)."""
+        with self._lock:
+            return self._bytes
 
     def renew(self, key: Key, entry: CachedRepository) -> None:
         """timestamp.json came back byte-for-byte the same: the entry is fresh again."""
@@ -89,7 +129,7 @@ class TrustCache:
 
     def discard(self, key: Key) -> None:
         with self._lock:
-            self._verified.pop(key, None)
+            self._drop(key)
 
     def __len__(self) -> int:
         with self._lock:

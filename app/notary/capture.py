@@ -29,6 +29,7 @@ from app.notary.metadata import valid_delegation_name
 from app.notary.servers import normalize_trust_server, trust_server_for
 from app.notary.service import TrustRequest, TrustService
 from app.notary.walker import MAX_DELEGATIONS
+from app.yamlio import DocumentError, load_json_file
 
 TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
 
@@ -137,8 +138,8 @@ def _merge_index(out: Path, entries: list[dict]) -> None:
     index: dict = {"format": INDEX_FORMAT, "repositories": []}
     if index_file.is_file():
         try:
-            index = json.loads(index_file.read_text())
-        except ValueError as exc:
+            index = load_json_file(index_file)
+        except DocumentError as exc:
             raise CaptureError(f"{index_file} exists but is not JSON ({exc}); use another --out") from None
         if index.get("format") != INDEX_FORMAT:
             raise CaptureError(f"{index_file} is not an Ostiary trust capture; use another --out")

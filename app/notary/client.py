@@ -31,7 +31,7 @@ import logging
 import ssl
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, cast
 from urllib.parse import quote
@@ -164,8 +164,12 @@ class NotaryClient:
         *,
         deadline: float,
         credentials: Sequence[tuple[str, str]] = (),
+        account: Callable[[int], None] | None = None,
     ) -> bytes:
-        """The bytes of `role` for `gun` on `server`, or a FetchError naming the role and the cause."""
+        """The bytes of `role` for `gun` on `server`, or a FetchError naming the role and the cause.
+
+        `account(n)` is told of every chunk of the body as it arrives, before it is kept, and may
+        raise to stop the download (the trust service's byte budget, app/notary/budget.py)."""
         url = tuf_url(server, gun, role)
         who = _describe_server(server)
         headers: dict[str, str] = {}
@@ -180,12 +184,12 @@ class NotaryClient:
             token = self.tokens.cached(hint[0], hint[1])
             if token is not None:
                 headers["Authorization"] = f"Bearer {token}"
-        answer = self._get(url, role=role, who=who, headers=headers, deadline=deadline)
+        answer = self._get(url, role=role, who=who, headers=headers, deadline=deadline, account=account)
         if answer.status == 401 and hint is not None and headers:
             # the remembered token was refused (revoked or expired early): never offer it again
             self.tokens.forget(hint[0], hint[1])
         if answer.status == 401:
-            answer = self._authorize(server, gun, role, url, who, answer, credentials, deadline)
+            answer = self._authorize(server, gun, role, url, who, answer, credentials, deadline, account)
         if answer.status == 200:
             return answer.body
         if answer.status == 404:
@@ -204,6 +208,7 @@ class NotaryClient:
         first: HttpAnswer,
         credentials: Sequence[tuple[str, str]],
         deadline: float,
+        account: Callable[[int], None] | None = None,
     ) -> HttpAnswer:
         challenge = parse_bearer_challenge(first.headers.get("WWW-Authenticate"))
         if challenge is None:
@@ -241,7 +246,12 @@ class NotaryClient:
                 notes.append(error.reason)
                 continue
             answer = self._get(
-                url, role=role, who=who, headers={"Authorization": f"Bearer {token}"}, deadline=deadline
+                url,
+                role=role,
+                who=who,
+                headers={"Authorization": f"Bearer {token}"},
+                deadline=deadline,
+                account=account,
             )
             if answer.status != 401:
                 self._remember(server, gun, challenge, identity)
@@ -298,6 +308,7 @@ class NotaryClient:
         params: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         limit: int | None = None,
+        account: Callable[[int], None] | None = None,
     ) -> HttpAnswer:
         limit = self.max_response_bytes if limit is None else limit
         budget = _remaining(deadline)
@@ -327,7 +338,7 @@ class NotaryClient:
         except requests.exceptions.RequestException as error:
             raise ServerUnreachable(role, f"request to {who} failed: {_short(error)}") from error
         try:
-            body = self._read_body(response, deadline, limit)
+            body = self._read_body(response, deadline, limit, account)
         except _Deadline:
             raise FetchTimeout(
                 role, f"{who} did not finish sending {role}.json within {started_budget:.1f}s"
@@ -347,7 +358,9 @@ class NotaryClient:
         return HttpAnswer(status=response.status_code, headers=response.headers, body=body)
 
     @staticmethod
-    def _read_body(response: requests.Response, deadline: float, limit: int) -> bytes:
+    def _read_body(
+        response: requests.Response, deadline: float, limit: int, account: Callable[[int], None] | None = None
+    ) -> bytes:
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise _TooLarge()
@@ -369,6 +382,8 @@ class NotaryClient:
             size += len(chunk)
             if size > limit:
                 raise _TooLarge()
+            if account is not None:
+                account(len(chunk))
             chunks.append(chunk)
         return b"".join(chunks)
 

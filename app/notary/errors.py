@@ -133,12 +133,18 @@ class AuthorizationFailed(FetchError):
 class RememberedFailure(FetchError):
     """The server failed moments ago for the same repository and credentials; not asked again yet."""
 
+    unreachable = False  # the remembered failure was a connection failure (see service.shown_error)
+
 
 # --- the trust service's own failures (app/notary/service.py) ---------------------------------------
 
 
 class NoTrustServer(ServiceError):
     """No Notary server is configured or known for the image's registry."""
+
+
+class ServerNotAllowed(ServiceError):
+    """A namespace policy names a trust server the operator does not allow (serve --trust-server-allow)."""
 
 
 class InsecureTrustServer(ServiceError):

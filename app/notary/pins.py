@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -123,11 +122,12 @@ def default_root_pins(document: Any, origin: str) -> dict[str, tuple[RootPin, ..
 
 def load_default_root_pins(path: str) -> dict[str, tuple[RootPin, ...]]:
     """Read a `--root-pins` YAML file (see default_root_pins); ValueError with the reason."""
+    from app.yamlio import DocumentError, load, read_text
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read root pins: {exc}") from exc
+        document = load(read_text(path), path)
+    except DocumentError as exc:
+        raise ValueError(f"cannot read root pins: {exc}") from None
     return default_root_pins(document, path)
 
 

@@ -6,6 +6,7 @@ the CLI must name a server exactly as the service does, or a capture would not a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from app.notary.errors import InsecureTrustServer, NoTrustServer, TrustError
@@ -23,6 +24,38 @@ def trust_server_for(
     if explicit:
         return explicit
     return (DEFAULT_TRUST_SERVERS if defaults is None else defaults).get(registry)
+
+
+ANY_SERVER = "*"
+
+
+class TrustServerAllowList:
+    """The trust servers Ostiary may be made to contact: the built-in defaults, the servers named by
+    the cluster policies in force (the operator's), and those the operator lists
+    (`serve --trust-server-allow URL`, repeatable; `*` allows any). A namespace policy naming any
+    other server is denied without a connection, so a tenant cannot use the webhook pod to probe
+    addresses it can reach."""
+
+    def __init__(
+        self, allowed: Iterable[str] = (), cluster_servers: Callable[[], Iterable[str]] | None = None
+    ):
+        self.any = ANY_SERVER in allowed
+        self._listed = frozenset(normalize_trust_server(s)[0] for s in allowed if s != ANY_SERVER)
+        self._defaults = frozenset(normalize_trust_server(s)[0] for s in DEFAULT_TRUST_SERVERS.values())
+        self._cluster_servers = cluster_servers or (lambda: ())
+
+    def permits(self, server: str) -> bool:
+        """Whether `server` (normalized, as normalize_trust_server gives it) may be contacted."""
+        if self.any or server in self._listed or server in self._defaults:
+            return True
+        return server in self._cluster_servers()
+
+    def describe(self) -> str:
+        """The allowed servers, for messages and the log."""
+        if self.any:
+            return "any server"
+        listed = sorted(self._listed | self._defaults | set(self._cluster_servers()))
+        return ", ".join(listed)
 
 
 def normalize_trust_server(server: str) -> tuple[str, TrustError | None]:

@@ -45,6 +45,7 @@ Rules it keeps:
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -55,6 +56,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from app.notary import budget
 from app.notary import clock as clocks
 from app.notary.cache import CachedRepository, Key, TrustCache
 from app.notary.client import NotaryClient
@@ -70,6 +72,8 @@ from app.notary.errors import (
     RememberedFailure,
     RoleNotServed,
     RollbackAttack,
+    ServerNotAllowed,
+    ServerUnreachable,
     TrustError,
     UnusableRootPins,
     WorkersBusy,
@@ -77,7 +81,12 @@ from app.notary.errors import (
 from app.notary.facts import failure_facts
 from app.notary.metadata import parse_time
 from app.notary.pins import RootPin
-from app.notary.servers import DEFAULT_TRUST_SERVERS, normalize_trust_server, trust_server_for
+from app.notary.servers import (
+    DEFAULT_TRUST_SERVERS,
+    TrustServerAllowList,
+    normalize_trust_server,
+    trust_server_for,
+)
 from app.notary.state import RecordStore, StateError, TrustRecord, this_process, utc_text
 from app.notary.trusted import TrustedRepository, check_rotation
 from app.notary.walker import MAX_DELEGATIONS, walk
@@ -224,6 +233,25 @@ def _timeout(group: _Group) -> TrustError:
     )
 
 
+def _unreachable(error: TrustError) -> bool:
+    """A connection failure: refused, TLS failed, no answer in time (not Ostiary's own busy workers)."""
+    if isinstance(error, RememberedFailure):
+        return error.unreachable
+    return isinstance(error, (ServerUnreachable, FetchTimeout)) and not isinstance(error, WorkersBusy)
+
+
+def shown_error(error: TrustError, server: str | None) -> TrustError:
+    """The failure as the facts (and so the denial a policy author reads) state it. A connection
+    failure says only that the server could not be reached: whether the address refused, failed
+    TLS or kept silent would let a policy author map what the webhook pod can reach. The full
+    reason is in Ostiary's log (TrustService._facts_for)."""
+    if not _unreachable(error):
+        return error
+    return ServerUnreachable(
+        error.role, f"notary server {server or '-'} could not be reached (details in Ostiary's log)"
+    )
+
+
 def _against_record(error: TrustError, record: TrustRecord, records: RecordStore | None) -> TrustError:
     """The same failure, saying which record it contradicts and how an operator accepts a re-key."""
     where = records.description if records is not None else "memory"
@@ -278,6 +306,13 @@ class TrustService:
         default_pins: Mapping[str, Sequence[RootPin]] | None = None,
         max_records: int = 10000,
         owner_max_age: float = OWNER_MAX_AGE,
+        allow: TrustServerAllowList | None = None,
+        hide_connection_errors: bool = False,
+        cache_bytes: int = budget.CACHE_BYTES,
+        cache_bytes_per_server: int = budget.CACHE_BYTES_PER_SERVER,
+        in_flight_bytes: int = budget.IN_FLIGHT_BYTES,
+        in_flight_bytes_per_server: int = budget.IN_FLIGHT_BYTES_PER_SERVER,
+        max_repository_bytes: int = budget.MAX_REPOSITORY_BYTES,
     ):
         """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
         only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
@@ -288,11 +323,25 @@ class TrustService:
         self._owner_max_age = owner_max_age
         self._record_count: int | None = None  # records in the store, as last counted (+ ours since)
         self._record_counted_at = 0.0
+        # The servers Ostiary may contact (serve --trust-server-allow); None: any (offline commands).
+        self.allow = allow
+        # serve: a connection failure reads "could not be reached" in the facts (shown_error); the
+        # offline commands an operator runs keep the details.
+        self.hide_connection_errors = hide_connection_errors
         # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
         self.default_pins: dict[str, tuple[RootPin, ...]] = {
             normalize_trust_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
         }
-        self.cache = TrustCache(ttl=cache_ttl, entries=cache_entries, monotonic=monotonic)
+        self.cache = TrustCache(
+            ttl=cache_ttl,
+            entries=cache_entries,
+            monotonic=monotonic,
+            max_bytes=cache_bytes,
+            max_bytes_per_server=cache_bytes_per_server,
+        )
+        # Bytes of trust data the walks in progress hold (app/notary/budget.py).
+        self.in_flight = budget.ByteBudget(in_flight_bytes, in_flight_bytes_per_server)
+        self.max_repository_bytes = max_repository_bytes
         self._clock = clock
         self._monotonic = monotonic  # the cache's and the failure memory's clock
         self._deadline_clock = deadline_clock  # the clock of gather's `deadline`
@@ -327,6 +376,8 @@ class TrustService:
         result["token_requests"] = self.client.tokens.requests_made
         result["cached_repositories"] = len(self.cache)
         result["records"] = self._record_count or 0
+        result["cached_bytes"] = self.cache.held_bytes
+        result["in_flight_bytes"] = self.in_flight.held
         return result
 
     def _count(self, name: str) -> None:
@@ -357,6 +408,12 @@ class TrustService:
             if group is None:
                 group = groups[key] = _Group(server, request.image.name, budget)
                 group.error = error
+                if error is None and self.allow is not None and not self.allow.permits(server):
+                    group.error = ServerNotAllowed(
+                        None,
+                        f"trust server {server} is not one the cluster operator allows policies to name; "
+                        "ask them to allow it (ostiary serve --trust-server-allow)",
+                    )
                 group.pins = pins
                 unusable = [pin.error for pin in group.pins if pin.error]
                 if error is None and unusable:  # fail before any fetch: the pins cannot be used
@@ -476,7 +533,8 @@ class TrustService:
             error = InternalError(None, "internal error: no trust result for this image")
         self._count("not_verified")
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
-        return failure_facts(group.server or None, group.gun, image.tag, image.digest, error, signers)
+        shown = shown_error(error, group.server) if self.hide_connection_errors else error
+        return failure_facts(group.server or None, group.gun, image.tag, image.digest, shown, signers)
 
     # -- loading one repository ------------------------------------------------------------------------
 
@@ -548,10 +606,12 @@ class TrustService:
         if recent is not None and recent[0] > self._monotonic():
             self._count("recent_failures")
             remembered = recent[1]
-            raise RememberedFailure(
+            again = RememberedFailure(
                 remembered.role,
                 f"{remembered.reason} (failed {self._failure_ttl:.0f}s ago or less; not retried until then)",
             )
+            again.unreachable = _unreachable(remembered)
+            raise again
         try:
             return self._load_uncached(group, key, deadline)
         except FetchError as error:
@@ -670,7 +730,8 @@ class TrustService:
             pinned_roots=group.pins,
         )
         try:
-            timestamp, documents = self._load_roles(group, repository, deadline, timestamp)
+            with budget.WalkBytes(self.in_flight, group.server, group.gun, self.max_repository_bytes) as held:
+                timestamp, documents = self._load_roles(group, repository, deadline, timestamp, held)
         except (BadRootRotation, RollbackAttack) as error:
             if record is None:
                 raise
@@ -694,6 +755,7 @@ class TrustService:
                     timestamp_bytes=timestamp,
                     expires=_earliest_expiry(documents),
                     checked_at=self._monotonic(),
+                    size=repository.kept_bytes(),
                 ),
             )
         return repository
@@ -783,14 +845,19 @@ class TrustService:
             )
 
     def _load_roles(
-        self, group: _Group, repository: TrustedRepository, deadline: float, timestamp: bytes | None
+        self,
+        group: _Group,
+        repository: TrustedRepository,
+        deadline: float,
+        timestamp: bytes | None,
+        held: budget.WalkBytes | None = None,
     ) -> tuple[bytes | None, list[bytes]]:
         """The walk (walker.walk) into `repository` over the network; returns the timestamp bytes and
         every document verified (for the cache's expiry)."""
 
         def fetch(role: str) -> bytes:
             try:
-                return self._fetch(group, role, deadline)
+                return self._fetch(group, role, deadline, held)
             except RoleNotServed as not_served:
                 if role == "root":
                     raise RoleNotServed(
@@ -803,12 +870,16 @@ class TrustService:
         def fetch_level(roles: Sequence[str]) -> list[bytes | BaseException | None]:
             return [
                 None if isinstance(fetched, RoleNotServed) else fetched
-                for _role, fetched in self._fetch_many(group, roles, deadline)
+                for _role, fetched in self._fetch_many(group, roles, deadline, held)
             ]
 
         def progress(role: str, verifying: bool) -> None:
             group.progress.role = role
             group.progress.verifying = verifying
+
+        def after_snapshot() -> None:
+            if held is not None:  # wait for memory for the whole rest, at most most of the time left
+                held.reserve("targets", repository.listed_bytes(), 0.8 * (deadline - self._deadline_clock()))
 
         loaded = walk(
             repository,
@@ -817,18 +888,24 @@ class TrustService:
             timestamp=timestamp,
             progress=progress,
             max_delegations=MAX_DELEGATIONS,
+            after_snapshot=after_snapshot,
         )
         return loaded.timestamp, loaded.documents
 
     def _fetch_many(
-        self, group: _Group, roles: Sequence[str], deadline: float
+        self, group: _Group, roles: Sequence[str], deadline: float, held: budget.WalkBytes | None = None
     ) -> list[tuple[str, bytes | BaseException]]:
         """Fetch sibling delegations in parallel; results (or errors) in the order asked."""
 
         def fetch(role: str) -> bytes | BaseException:
             try:
                 return self.client.fetch_role(
-                    group.server, group.gun, role, deadline=deadline, credentials=group.credentials
+                    group.server,
+                    group.gun,
+                    role,
+                    deadline=deadline,
+                    credentials=group.credentials,
+                    account=functools.partial(held.account, role) if held is not None else None,
                 )
             except TrustError as error:
                 return error
@@ -849,8 +926,15 @@ class TrustService:
                 )
         return results
 
-    def _fetch(self, group: _Group, role: str, deadline: float) -> bytes:
+    def _fetch(
+        self, group: _Group, role: str, deadline: float, held: budget.WalkBytes | None = None
+    ) -> bytes:
         group.progress.role = role
         return self.client.fetch_role(
-            group.server, group.gun, role, deadline=deadline, credentials=group.credentials
+            group.server,
+            group.gun,
+            role,
+            deadline=deadline,
+            credentials=group.credentials,
+            account=functools.partial(held.account, role) if held is not None else None,
         )

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol, Self
 
 from app.notary import clock as clocks
+from app.yamlio import DocumentError, load_json
 
 RECORD_FORMAT = "ostiary.dev/trust-record/v1"
 HOW = ("first-use", "operator")
@@ -229,8 +230,8 @@ class FileRecordStore:
         except OSError as exc:
             raise StateError(f"cannot read trust record {path}: {exc}") from exc
         try:
-            data = json.loads(text)
-        except ValueError as exc:
+            data = load_json(text, str(path))
+        except DocumentError as exc:
             raise StateError(
                 f"trust record {path} is unreadable (not JSON: {exc}); Ostiary denies this repository until "
                 "it is repaired or removed (`ostiary trust unpin IMAGE`, or delete the file)"

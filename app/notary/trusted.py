@@ -106,6 +106,13 @@ from app.notary.metadata import (
 )
 from app.notary.pins import RootPin, check_pinned_root
 
+# Bytes of memory per kept item (measured with tracemalloc on forged repositories, tests/trust/
+# test_budget.py): a target is a dict slot and two str objects besides its characters.
+TARGET_OVERHEAD = 160
+KEY_OVERHEAD = 4096
+ROLE_OVERHEAD = 4096
+REPOSITORY_OVERHEAD = 16384
+
 # Facts documents kept per repository (one per tag/digest/signers asked for; cleared when full).
 FACTS_MEMO_SIZE = 64
 
@@ -140,6 +147,7 @@ class TrustedRepository:
         self._interrupt = interrupt
         self._key_count = 0
         self._facts_memo: dict[tuple, dict[str, Any]] = {}
+        self._kept: int | None = None
         self._seen: dict[str, int] = {}
         for role, version in (seen_versions or {}).items():
             if isinstance(role, str) and is_int(version):
@@ -296,7 +304,9 @@ class TrustedRepository:
         keys, delegations = parse_delegations(role, envelope.signed, spec.paths)
         self._key_count += len(keys)
         check_limit(role, "delegation keys in the repository", self._key_count, MAX_KEYS)
-        self._targets[role] = Targets(spec, envelope, signed_by, targets, delegations, keys)
+        # Kept: what decisions read (targets, delegations, keys, who signed, version, expiry); the
+        # document itself (bytes, parsed JSON, canonical form, signatures) is dropped once verified.
+        self._targets[role] = Targets(spec, _verified_only(envelope), signed_by, targets, delegations, keys)
 
     def pending_delegations(self) -> list[str]:
         """Delegations to load next: delegated by a loaded parent, listed in the snapshot, not loaded."""
@@ -335,6 +345,34 @@ class TrustedRepository:
         for envelope in envelopes:
             result[envelope.role] = max(result.get(envelope.role, envelope.version), envelope.version)
         return result
+
+    def listed_bytes(self) -> int:
+        """The bytes snapshot.json lists for targets and every delegation: what the rest of the walk
+        may download at most (each document must have exactly its listed length)."""
+        if self._snapshot is None:
+            raise LoadOrderError("snapshot must be loaded before listed_bytes")
+        return sum(
+            length
+            for role, (length, _hashes) in self._snapshot.meta.items()
+            if role == "targets" or role.startswith("targets/")
+        )
+
+    def kept_bytes(self) -> int:
+        """About how many bytes of memory this verified repository holds (what the trust cache
+        counts against its budget): the targets of every role (names and digests as Python strings
+        in a dict), the keys, and root.json. Computed once; a verified repository does not change."""
+        if self._kept is None:
+            size = (
+                REPOSITORY_OVERHEAD + len(self.root_bytes) if self._root is not None else REPOSITORY_OVERHEAD
+            )
+            for loaded in self._targets.values():
+                size += ROLE_OVERHEAD + KEY_OVERHEAD * len(loaded.delegation_keys)
+                for name, digest in loaded.targets.items():
+                    size += TARGET_OVERHEAD + len(name) + (len(digest) if digest else 0)
+            if self._root is not None:
+                size += KEY_OVERHEAD * len(self._root.keys)
+            self._kept = size
+        return self._kept
 
     @property
     def loaded_roles(self) -> list[str]:
@@ -440,6 +478,11 @@ class TrustedRepository:
             root_trust=self.root_trust,
             root_pins=[pin.fingerprint for pin in self._pins],
         )
+
+
+def _verified_only(envelope: Envelope) -> Envelope:
+    """The envelope of a verified role without its document: role, version and expiry only."""
+    return Envelope(envelope.role, b"", {}, [], b"", envelope.version, envelope.expires)
 
 
 def check_rotation(gun: str, trusted_root: bytes, new_root: bytes, now: datetime) -> None:

@@ -55,13 +55,16 @@ def walk(
     timestamp: bytes | None = None,
     progress: Callable[[str, bool], None] = _quiet,
     max_delegations: int | None = None,
+    after_snapshot: Callable[[], None] | None = None,
 ) -> Walk:
     """Load every role into `repository`, in TUF order; raises the first TrustError.
 
     `timestamp`: timestamp.json already fetched (the service's refresh), used instead of fetching it.
     `progress(role, verifying)` is told which role is being fetched (verifying False) and verified
     (True), so a caller that gives up can say which role was in flight. `max_delegations`: refuse
-    (LimitExceeded) before asking for more delegations than that.
+    (LimitExceeded) before asking for more delegations than that. `after_snapshot()` is called once
+    snapshot.json verified, before any targets role is fetched (the service reserves memory for
+    what the snapshot lists).
     """
     result = Walk(repository)
 
@@ -80,6 +83,8 @@ def walk(
     load("root", repository.update_root, None)
     result.timestamp = load("timestamp", repository.update_timestamp, timestamp)
     load("snapshot", repository.update_snapshot, None)
+    if after_snapshot is not None:
+        after_snapshot()
     load("targets", repository.update_targets, None)
     asked: set[str] = set()
     while pending := [role for role in repository.pending_delegations() if role not in asked]:

@@ -39,10 +39,12 @@ from typing import Any
 
 import yaml
 
+from app.notary.servers import TrustServerAllowList
 from app.policies.directory import POLICY_SUFFIXES, SourceError, collect_custom_rego, collect_policy_set
 from app.policies.kinds import POLICY_KIND_NAMES as POLICY_KINDS
 from app.policies.model import PolicyError, PolicyResource, RegoModule
-from app.policies.translate import Pattern, parse_pattern
+from app.policies.translate import Pattern, entry_trust_servers, named_trust_servers, parse_pattern
+from app.yamlio import DocumentError, compose_all, load_file, read_text
 
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
 REQUIREMENT_VERIFIERS = ("simple", "va", "vulnerability")
@@ -103,6 +105,10 @@ class CheckReport:
         }
 
 
+class InputRefused(RuntimeError):
+    """A policy file refused by a bound of app.yamlio (size, depth, aliases): no report, exit 2."""
+
+
 # ---- where a field is: file:line from the YAML node tree -------------------------------------
 
 _FIELD_TOKEN = re.compile(r"\.?([^.\[\]]+)|\[(\d+)\]")
@@ -117,8 +123,8 @@ class Locator:
     def _nodes(self, path: str) -> list[Any]:
         if path not in self._files:
             try:
-                self._files[path] = list(yaml.compose_all(Path(path).read_text(), Loader=yaml.SafeLoader))
-            except (OSError, yaml.YAMLError, UnicodeDecodeError):
+                self._files[path] = compose_all(read_text(path), path)
+            except DocumentError:
                 self._files[path] = []
         return self._files[path]
 
@@ -173,8 +179,8 @@ def _top_level_findings(policy_dir: str, policies: list[PolicyResource], locator
     found = []
     for path in sorted(p for p in Path(policy_dir).rglob("*") if p.is_file() and p.suffix in POLICY_SUFFIXES):
         try:
-            documents = list(yaml.safe_load_all(path.read_text()))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            documents = load_file(path)
+        except DocumentError:
             continue  # reported by the load pass
         for index, doc in enumerate(documents):
             if not isinstance(doc, dict) or doc.get("kind") not in POLICY_KINDS:
@@ -301,6 +307,37 @@ def _entries(policies: list[PolicyResource], locator: Locator) -> tuple[list[Ent
                 continue
             entries.append(Entry(policy, index, item["name"], pattern, _has_requirements(item.get("policy"))))
     return entries, found
+
+
+def _trust_server_findings(
+    policies: list[PolicyResource], allowed: tuple[str, ...], locator: Locator
+) -> list[Finding]:
+    """Entries of namespace ImagePolicies naming a trust server `ostiary serve` would not contact
+    (not a default, not named by a ClusterImagePolicy, not in --trust-server-allow): every image
+    under such an entry is denied."""
+    cluster = frozenset().union(*(named_trust_servers(p) for p in policies if p.kind == "ClusterImagePolicy"))
+    allow = TrustServerAllowList(allowed, lambda: cluster)
+    found = []
+    for policy in policies:
+        if policy.kind == "ClusterImagePolicy":
+            continue
+        for index, normal in entry_trust_servers(policy):
+            if allow.permits(normal):
+                continue
+            path, doc = _split_origin(policy.origin)
+            field = f"spec.repositories[{index}].policy.trust.trustServer"
+            found.append(
+                Finding(
+                    "error",
+                    "trust-server-not-allowed",
+                    path,
+                    locator.line(path, doc, field),
+                    f"{field}: {normal} is not a trust server namespace policies may name (allowed: "
+                    f"{allow.describe()}; add it with `ostiary serve --trust-server-allow`), so every "
+                    "image under this entry is denied",
+                )
+            )
+    return found
 
 
 def shadowed(entries: list[Entry]) -> list[tuple[Entry, Entry]]:
@@ -689,11 +726,16 @@ def _package_findings(rego_dir: str) -> tuple[list[RegoModule], list[Finding]]:
     return modules, found
 
 
-def run_check(policy_dir: str, rego_dir: str | None, system_namespace: str) -> CheckReport:
+def run_check(
+    policy_dir: str, rego_dir: str | None, system_namespace: str, trust_server_allow: tuple[str, ...] = ()
+) -> CheckReport:
     from app.policies.sync import library_modules
 
     locator = Locator()
     policy_set, load_errors = collect_policy_set(policy_dir, system_namespace)
+    for error in load_errors:  # a hostile file (bomb, depth, size) is an input refused, exit 2
+        if isinstance(error, SourceError) and error.limit:
+            raise InputRefused(str(error))
     report = CheckReport(
         policy_dir,
         rego_dir,
@@ -703,6 +745,7 @@ def run_check(policy_dir: str, rego_dir: str | None, system_namespace: str) -> C
         service_accounts=len(policy_set.service_accounts),
     )
     report.findings.extend(_top_level_findings(policy_dir, policy_set.policies, locator))
+    report.findings.extend(_trust_server_findings(policy_set.policies, trust_server_allow, locator))
     # Sound on a partial set too: entries added by fixing the refused documents can only add winners.
     report.findings.extend(
         _policy_findings(policy_set.policies, policy_dir, locator, complete=not load_errors)

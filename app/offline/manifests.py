@@ -10,13 +10,14 @@ and line a person can fix (exit 2), never guess. Multi-document YAML, JSON (one 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
+
+from app.yamlio import DocumentError, iter_documents, load_json, read_stream, read_text
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -48,29 +49,19 @@ def _item_lines(node: Any) -> list[int]:
 
 
 def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int]]]:
-    loader = yaml.SafeLoader(text)
     try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            line, items = node.start_mark.line + 1, _item_lines(node)
-            yield line, loader.construct_document(node), items
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ManifestError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"{source}: not valid YAML: {exc}") from None
-    finally:
-        loader.dispose()
+        for node, doc in iter_documents(text, source):
+            if node is not None:
+                yield node.start_mark.line + 1, doc, _item_lines(node)
+    except DocumentError as exc:
+        raise ManifestError(str(exc)) from None
 
 
 def _json_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int]]]:
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{source}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+        doc = load_json(text, source)
+    except DocumentError as exc:
+        raise ManifestError(str(exc)) from None
     if isinstance(doc, list):
         for item in doc:
             yield 0, item, []
@@ -82,10 +73,10 @@ def parse_text(text: str, source: str, *, as_json: bool | None = None) -> list[M
     """Every object in `text`: documents, List items; None documents skipped; non-mappings refused."""
     if as_json is None:  # stdin: JSON when it parses as JSON, else YAML (which reports the line)
         try:
-            json.loads(text)
+            load_json(text, source)
             as_json = True
-        except ValueError:
-            as_json = False
+        except DocumentError as exc:
+            as_json = exc.limit  # too deep as JSON is too deep as YAML: say so once
     documents = _json_documents(text, source) if as_json else _yaml_documents(text, source)
     result: list[Manifest] = []
     for index, (line, doc, item_lines) in enumerate(documents):
@@ -136,7 +127,10 @@ def load_manifests(paths: Iterable[str], stdin: IO[str] | None = None) -> list[M
         if text == "-":
             if stdin is None:
                 raise ManifestError("-: no standard input")
-            result.extend(parse_text(stdin.read(), "-"))
+            try:
+                result.extend(parse_text(read_stream(stdin, "-"), "-"))
+            except DocumentError as exc:
+                raise ManifestError(str(exc)) from None
             continue
         path = Path(text)
         if not path.exists():
@@ -146,8 +140,8 @@ def load_manifests(paths: Iterable[str], stdin: IO[str] | None = None) -> list[M
             raise ManifestError(f"{text}: no .yaml, .yml or .json files in this directory")
         for file in files:
             try:
-                content = file.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ManifestError(f"{file}: cannot read: {exc}") from None
+                content = read_text(file)
+            except DocumentError as exc:
+                raise ManifestError(str(exc)) from None
             result.extend(parse_text(content, str(file), as_json=file.suffix == ".json"))
     return result

@@ -22,7 +22,6 @@ Two layouts are read:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from app.notary.keys import KeyFormatError, certificate_common_name, load_certif
 from app.notary.metadata import valid_delegation_name
 from app.notary.servers import DEFAULT_TRUST_SERVERS, normalize_trust_server
 from app.notary.service import TrustService
+from app.yamlio import DocumentError, load_json_file
 
 INDEX_NAME = "ostiary-trust.json"
 SIGNATURE_INDEX_NAME = "ostiary-signatures.json"  # app/signatures/replay.py INDEX_NAME
@@ -69,7 +69,7 @@ def normalize_server(server: str) -> str:
 def gun_of_root(root_file: Path) -> str:
     """The GUN a bare root.json is for: the common name of its root certificates (one for all)."""
     try:
-        doc = json.loads(root_file.read_bytes())
+        doc = load_json_file(root_file)
         signed = doc["signed"]
         keyids = signed["roles"]["root"]["keyids"]
         names: set[str | None] = set()
@@ -99,9 +99,9 @@ def _bare(directory: Path) -> CapturedRepository:
 def _indexed(directory: Path) -> list[CapturedRepository]:
     index_file = directory / INDEX_NAME
     try:
-        index = json.loads(index_file.read_text())
-    except (OSError, ValueError) as exc:
-        raise TrustDataError(f"{index_file}: not readable JSON: {exc}") from None
+        index = load_json_file(index_file)
+    except DocumentError as exc:
+        raise TrustDataError(f"not readable JSON: {exc}") from None
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise TrustDataError(f"{index_file}: format is not {INDEX_FORMAT}")
     repositories = []
@@ -175,6 +175,7 @@ class ReplayClient:
         *,
         deadline: float,
         credentials: Sequence[tuple[str, str]] = (),
+        account: Callable[[int], None] | None = None,
     ) -> bytes:
         repo = self._repositories.get((server, gun))
         if repo is None:
@@ -204,6 +205,8 @@ class ReplayClient:
             data = path.read_bytes()
         except OSError as exc:
             raise FetchError(role, f"cannot read captured {path}: {exc}") from None
+        if account is not None:  # the trust service's byte budget, as for data from a server
+            account(len(data))
         return data
 
 

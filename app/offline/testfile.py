@@ -43,6 +43,7 @@ import yaml
 from app.offline.engine import DEFAULT_USER, Engine, ObjectResult
 from app.offline.manifests import Manifest, ManifestError, load_manifests
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
+from app.yamlio import DocumentError, compose_all, load, read_text
 
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
 SPEC_FIELDS = {"policies", "rego", "trustData", "at", "systemNamespace", "cases"}
@@ -92,9 +93,10 @@ class CaseResult:
 def _lines_of_cases(text: str) -> dict[int, int]:
     """Case index -> line in the file, for messages (first PolicyTest document's spec.cases)."""
     try:
-        node = yaml.compose(text)
-    except yaml.YAMLError:
+        nodes = compose_all(text, "")
+    except DocumentError:
         return {}
+    node = nodes[0] if nodes else None
 
     def child(mapping: Any, key: str) -> Any:
         if isinstance(mapping, yaml.MappingNode):
@@ -119,14 +121,10 @@ def _unknown(where: str, mapping: dict, allowed: set[str]) -> None:
 
 def parse_test_file(path: Path) -> TestFile:  # noqa: C901 - one check per field of the test file format
     try:
-        text = path.read_text()
-        doc = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise TestFileError(f"{where}: not valid YAML: {exc.problem}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise TestFileError(f"{path}: cannot read: {exc}") from None
+        text = read_text(path)
+        doc = load(text, str(path))
+    except DocumentError as exc:
+        raise TestFileError(str(exc)) from None
     if not isinstance(doc, dict) or doc.get("kind") != "PolicyTest":
         raise TestFileError(
             f"{path}: not a test file (expected kind: PolicyTest, apiVersion: ostiary.dev/v1)"

@@ -12,12 +12,11 @@ import json
 import re
 from pathlib import Path
 
-import yaml
-
 from app.policies.kinds import POLICY_KIND_NAMES
 from app.policies.model import PolicyError, PolicyResource, PolicySet, RegoModule
 from app.policies.schema import parse_policy_document, policy_document_errors
 from app.policies.translate import module_id, translate
+from app.yamlio import DocumentError, load_file
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 _CUSTOM_NAME = re.compile(r"[a-z_][a-z0-9_]*")
@@ -46,31 +45,17 @@ class SourceError(PolicyError):
         self.path = str(path)
         self.line = line
         self.summary = summary
+        self.limit = False  # refused by a bound of app.yamlio (size, depth, aliases), not a syntax mistake
 
 
 def _documents(path: Path) -> list:
-    text = path.read_text()
-    if path.suffix == ".json":
-        try:
-            return [json.loads(text)]
-        except json.JSONDecodeError as exc:
-            raise SourceError(
-                f"{path}#0",
-                f"not valid JSON: {exc}",
-                path,
-                exc.lineno,
-                f"not valid JSON: {exc.msg} (column {exc.colno})",
-            ) from None
     try:
-        return list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else 0
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        column = f" (column {mark.column + 1})" if mark is not None else ""
-        raise SourceError(
-            str(path), f"not valid YAML: {exc}", path, line, f"not valid YAML: {problem}{column}"
-        ) from None
+        return load_file(path)
+    except DocumentError as exc:
+        column = f" (column {exc.column})" if exc.column else ""
+        error = SourceError(str(path), str(exc), path, exc.line, f"{exc.summary}{column}")
+        error.limit = exc.limit
+        raise error from None
 
 
 def _check_core(doc: dict, origin: str, kind: str) -> tuple[str, str]:

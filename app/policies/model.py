@@ -39,6 +39,9 @@ class RegoModule:
     package: str
     source: str
     origin: str = ""
+    # The trust servers (normalized) a ClusterImagePolicy's entries name: the operator's servers,
+    # which namespace policies may name too (app.notary.servers.TrustServerAllowList). Empty otherwise.
+    trust_servers: frozenset[str] = frozenset()
 
 
 @dataclass

@@ -78,6 +78,7 @@ class PolicySync:
         self._lock = threading.RLock()
         self._base = {m.id: m for m in base}
         self._policies: dict[str, RegoModule] = {}
+        self._servers: tuple[dict[str, RegoModule], frozenset[str]] | None = None
         self._on_drift = on_drift
         self.synced = False
         # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
@@ -214,3 +215,15 @@ class PolicySync:
     def count(self) -> int:
         with self._lock:
             return len(self._policies)
+
+    def cluster_trust_servers(self) -> frozenset[str]:
+        """The trust servers the ClusterImagePolicies in force name (RegoModule.trust_servers):
+        the operator's own, which namespace policies may name too. Computed once per policy set
+        (the dict of policies is replaced on every change, never changed in place)."""
+        policies = self._policies
+        cached = self._servers
+        if cached is not None and cached[0] is policies:
+            return cached[1]
+        servers = frozenset(server for module in policies.values() for server in module.trust_servers)
+        self._servers = (policies, servers)
+        return servers

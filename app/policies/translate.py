@@ -277,7 +277,33 @@ def translate(resource: PolicyResource) -> RegoModule:
         f"package {package}\n\n"
         f"policy := {body}\n"
     )
-    return RegoModule(id=module_id(resource), package=package, source=source, origin=resource.origin)
+    return RegoModule(
+        id=module_id(resource),
+        package=package,
+        source=source,
+        origin=resource.origin,
+        trust_servers=named_trust_servers(resource) if resource.kind == "ClusterImagePolicy" else frozenset(),
+    )
+
+
+def entry_trust_servers(resource: PolicyResource) -> list[tuple[int, str]]:
+    """(entry index, trust server normalized as the verifier names it) of each entry naming a
+    usable trustServer."""
+    found = []
+    for index, entry in enumerate(resource.spec.get("repositories") or []):
+        policy = entry.get("policy") if isinstance(entry, dict) else None
+        trust = policy.get("trust") if isinstance(policy, dict) else None
+        server = trust.get("trustServer") if isinstance(trust, dict) else None
+        if isinstance(server, str):
+            normal, error = normalize_trust_server(server)
+            if error is None:
+                found.append((index, normal))
+    return found
+
+
+def named_trust_servers(resource: PolicyResource) -> frozenset[str]:
+    """The trust servers the entries of a policy name."""
+    return frozenset(server for _, server in entry_trust_servers(resource))
 
 
 def _comment_safe(text: str) -> str:

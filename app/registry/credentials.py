@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from app.yamlio import load_json
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def _registry_entries(secret: Mapping[str, Any]) -> Mapping[str, Any]:
         if text is None:
             continue
         try:
-            document = json.loads(text)
+            document = load_json(text, f"pull secret {_secret_name(secret)}")
         except ValueError:
             log.warning("pull secret %s: %s is not JSON", _secret_name(secret), key)
             return {}

@@ -237,7 +237,7 @@ def test_warn_mode_turns_violations_into_warnings(opa):
 
 class _Silent(BaseHTTPRequestHandler):
     def do_POST(self):
-        time.sleep(5)
+        time.sleep(30)  # far past any bound below: what is ruled out is waiting for it
 
     def log_message(self, *args):
         pass
@@ -255,7 +255,7 @@ def test_opa_that_never_answers_denies_within_the_budget(cluster):
     finally:
         server.shutdown()
     assert response["allowed"] is False and "policy engine failed" in response["status"]["message"]
-    assert elapsed < 2.0  # the budget (1 s) plus slack; a correctness bound, not a benchmark
+    assert elapsed < 4.0  # the budget (1 s) plus slack for a loaded machine; OPA would answer after 30 s
 
 
 def test_opa_down_denies(cluster):

@@ -119,7 +119,9 @@ def test_a_peer_that_never_answers_times_out_within_the_deadline():
     started = time.monotonic()
     with pytest.raises(OpaError, match="did not answer within"):
         client.query("x", {}, time.monotonic() + 0.5)
-    assert time.monotonic() - started < 2
+    assert (
+        time.monotonic() - started < 3.5
+    )  # the deadline plus slack for a loaded machine; the peer sleeps 10 s
     assert peer.requests == 1  # not sent again: it may have been evaluated
     peer.close()
 

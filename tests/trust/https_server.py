@@ -67,6 +67,11 @@ class ServerKnobs:
     token_issuer: NotaryTestServer | None = None  # another server whose /token issues our tokens
     trickle_interval: float = 0.05
     only_roles: set[str] | None = None
+    # Affected requests are answered only once this many have arrived (each waits at most
+    # rendezvous_timeout): a test of concurrency that does not depend on timing. Each wait's outcome
+    # (True: the others came) is in NotaryTestServer.rendezvous.
+    rendezvous_of: int = 0
+    rendezvous_timeout: float = 15.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -100,6 +105,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge})
             return
         affected = knobs.only_roles is None or role in knobs.only_roles
+        if affected and knobs.rendezvous_of:
+            owner.meet(knobs.rendezvous_of, knobs.rendezvous_timeout)
         if affected and knobs.hang:
             owner.stopping.wait()
             return
@@ -246,6 +253,9 @@ class NotaryTestServer:
         self.requests: list[SeenRequest] = []
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.rendezvous: list[bool] = []  # per request of ServerKnobs.rendezvous_of: did the others come
+        self._arrived = 0
+        self._met = threading.Condition()
         self._tokens: dict[str, str | None] = {}
         context = None
         if cert_file and key_file:
@@ -269,8 +279,18 @@ class NotaryTestServer:
         self._thread.start()
         return self
 
+    def meet(self, count: int, timeout: float) -> None:
+        """Wait until `count` requests have arrived here (this one included), or `timeout`."""
+        with self._met:
+            self._arrived += 1
+            self._met.notify_all()
+            met = self._met.wait_for(lambda: self._arrived >= count or self.stopping.is_set(), timeout)
+            self.rendezvous.append(bool(met) and not self.stopping.is_set())
+
     def stop(self) -> None:
         self.stopping.set()
+        with self._met:
+            self._met.notify_all()
         self._server.shutdown()
         self._server.server_close()
 
@@ -336,6 +356,11 @@ class SilentServer:
             except OSError:
                 return
             self._accepted.append(connection)
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return len(self._accepted)
 
     def start(self) -> SilentServer:
         self._thread.start()

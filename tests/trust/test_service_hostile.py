@@ -16,7 +16,7 @@ from app.notary.keys import MAX_PEM_CHARS
 from app.notary.metadata import MAX_KEYIDS_PER_ROLE
 from app.notary.service import TrustRequest, TrustService
 from tests.trust.forge import GUN, NOW, ForgedKey, ForgedRepo, ecdsa_key
-from tests.trust.https_server import NotaryTestServer, SilentServer
+from tests.trust.https_server import NotaryTestServer, SilentServer, wait_until
 
 EVIL_GUN = "docker.io/evil/app"
 NORMAL = 5.0  # seconds an admission of a healthy repository may take here, under load
@@ -78,11 +78,11 @@ def test_timeout_of_a_small_budget_is_not_remembered_against_others(silent_serve
     # the next caller with a real budget asks the server itself, rather than inheriting the failure
     [patient] = service.gather([request], time.monotonic() + 1.0)
     assert "not retried" not in patient["error"] and "did not answer within 1.0s" in patient["error"]
-    time.sleep(0.5)
-    # that one gave the server its patience: now the server's failure is remembered briefly
+    # that one gave the server its patience: once its walk ends, the failure is remembered briefly
+    assert wait_until(lambda: len(service._failures) == 1, timeout=20)
     started = time.monotonic()
-    [third] = service.gather([request], time.monotonic() + 1.0)
-    assert time.monotonic() - started < 0.5
+    [third] = service.gather([request], time.monotonic() + 10.0)
+    assert time.monotonic() - started < 5.0  # at once, not after waiting out its 10 s deadline
     assert "not retried until then" in third["error"]
 
 
