@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from kubernetes import client
 
 from tests.node.cluster import Node
-from tests.node.conftest import CHART, helm, image_values, pause_binary
-from tests.node.test_node_chart import cluster_policy, restricted_namespace
+from tests.node.conftest import pause_binary
+from tests.node.test_node_chart import cluster_policy, install, restricted_namespace
 from tests.support.world import NotaryWorld
 
 
@@ -114,34 +114,12 @@ def main() -> int:
             images.append(world.image_ref(f"bench/app{i}", "v1"))
         api = node.api_client()
         namespace = restricted_namespace(api, "ostiary-system")
-        values = work / "values.yaml"
-        import yaml
-
-        values.write_text(
-            yaml.safe_dump(
-                {
-                    "replicaCount": 2,
-                    "notaryCABundle": Path(world.ca_file).read_text(),
-                    "policies": [
-                        cluster_policy("bench", world.registry_host, world.notary_url, repo="bench/*")
-                    ],
-                }
-            )
-        )
-        helm(
-            node,
-            "install",
-            "ostiary",
-            str(CHART),
-            "-n",
-            namespace,
-            "--wait",
-            "--timeout",
-            "4m",
-            "-f",
-            str(values),
-            *image_values(),
-        )
+        values = {
+            "replicaCount": 2,
+            "notaryCABundle": Path(world.ca_file).read_text(),
+            "policies": [cluster_policy("bench", world.registry_host, world.notary_url, repo="bench/*")],
+        }
+        install(node, "install", namespace, "bench", values, "--wait")
         ns = f"bench-{uuid.uuid4().hex[:6]}"
         client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
         warm_image, cold_images = images[0], images[1:]

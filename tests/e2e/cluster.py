@@ -262,30 +262,35 @@ class ControlPlane:
     # ------------------------------------------------------------------ clients
 
     def kubeconfig(self, user: str = "admin") -> Path:
-        path = self.workdir / f"kubeconfig-{user}.yaml"
-        if not path.exists():
-            config = {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "e2e",
-                "clusters": [
-                    {
-                        "name": "e2e",
-                        "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
-                    }
-                ],
-                "users": [{"name": user, "user": {"token": self.tokens[user]}}],
-                "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
-            }
-            pki.write(path, yaml.safe_dump(config))
-        return path
+        return write_kubeconfig(
+            self.workdir / f"kubeconfig-{user}.yaml", self.url, self.ca_file, self.tokens[user]
+        )
 
     def api_client(self, user: str = "admin"):
-        from kubernetes import client, config
+        return api_client_from(self.kubeconfig(user))
 
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=str(self.kubeconfig(user)), client_configuration=configuration)
-        return client.ApiClient(configuration)
+
+def write_kubeconfig(path: Path, url: str, ca_file: Path | None, token: str) -> Path:
+    """A kubeconfig of one cluster and one bearer-token user (written once)."""
+    if not path.exists():
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": url, "certificate-authority": str(ca_file)}}],
+            "users": [{"name": "user", "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "user"}}],
+        }
+        pki.write(path, yaml.safe_dump(config))
+    return path
+
+
+def api_client_from(kubeconfig: Path):
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return client.ApiClient(configuration)
 
 
 @contextlib.contextmanager

@@ -321,7 +321,7 @@ def denied(call, *args, **kwargs) -> str:
     raise AssertionError("the request was admitted")
 
 
-def eventually(predicate, timeout: float = 15.0, interval: float = 0.1):
+def eventually(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -329,4 +329,4 @@ def eventually(predicate, timeout: float = 15.0, interval: float = 0.1):
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+    raise AssertionError(f"{what} not met within {timeout}s (last: {last!r})")

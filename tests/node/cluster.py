@@ -41,7 +41,7 @@ from pathlib import Path
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from tests.e2e.cluster import REPO, Process, free_port, start_process, tool
+from tests.e2e.cluster import REPO, Process, api_client_from, free_port, start_process, tool, write_kubeconfig
 from tests.support import pki
 
 IMAGES_DIR = Path(os.environ.get("OSTIARY_TOOLS_DIR", REPO / ".tools")) / "images"
@@ -153,30 +153,12 @@ class Node:
         return self.workdir / "containerd" / "containerd.sock"
 
     def kubeconfig(self, user: str = "admin") -> Path:
-        path = self.workdir / f"kubeconfig-{user}.yaml"
-        if not path.exists():
-            config = {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "node",
-                "clusters": [
-                    {
-                        "name": "node",
-                        "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
-                    }
-                ],
-                "users": [{"name": user, "user": {"token": self.tokens[user]}}],
-                "contexts": [{"name": "node", "context": {"cluster": "node", "user": user}}],
-            }
-            pki.write(path, yaml.safe_dump(config))
-        return path
+        return write_kubeconfig(
+            self.workdir / f"kubeconfig-{user}.yaml", self.url, self.ca_file, self.tokens[user]
+        )
 
     def api_client(self, user: str = "admin"):
-        from kubernetes import client, config
-
-        configuration = client.Configuration()
-        config.load_kube_config(config_file=str(self.kubeconfig(user)), client_configuration=configuration)
-        return client.ApiClient(configuration)
+        return api_client_from(self.kubeconfig(user))
 
     def kubectl(self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None):
         return run(

@@ -24,6 +24,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.e2e.k8s import eventually
 from tests.node.conftest import CHART, helm, image_values
 from tests.support import pki
 
@@ -35,17 +36,6 @@ FULLNAME = "ostiary"  # the chart's fullname when the release is called like the
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def eventually(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
 
 
 def restricted_namespace(api, name: str) -> str:
@@ -165,10 +155,26 @@ deny contains msg if {
 """
 
 
-def _values_file(node, name: str, values: dict) -> str:
+def install(node, verb: str, namespace: str, name: str, values: dict, *flags: str, check: bool = True):
+    """`helm install|upgrade` of the repository's chart as a user runs it: only the image names
+    changed (image_values), the rest from `values` (written to <workdir>/<name>.yaml)."""
     path = node.workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(values))
-    return str(path)
+    return helm(
+        node,
+        verb,
+        RELEASE,
+        str(CHART),
+        "-n",
+        namespace,
+        "--timeout",
+        "4m",
+        "-f",
+        str(path),
+        *flags,
+        *image_values(),
+        check=check,
+    )
 
 
 # ---------------------------------------------------------------------------------------- cluster mode
@@ -185,20 +191,7 @@ def cluster_release(node, node_world, node_images):
         "policies": [cluster_policy("node", node_world.registry_host, node_world.notary_url)],
     }
     started = time.monotonic()
-    helm(
-        node,
-        "install",
-        RELEASE,
-        str(CHART),
-        "-n",
-        namespace,
-        "--wait",
-        "--timeout",
-        "4m",
-        "-f",
-        _values_file(node, "cluster", values),
-        *image_values(),
-    )
+    install(node, "install", namespace, "cluster", values, "--wait")
     print(f"\nhelm install --wait (cluster mode, 2 replicas): {time.monotonic() - started:.1f}s")
     yield {"api": api, "namespace": namespace, "values": values}
     helm(node, "uninstall", RELEASE, "-n", namespace, "--wait", check=False)
@@ -227,7 +220,7 @@ def test_a_signed_deployment_runs_pinned_to_its_signed_digest(node, cluster_rele
     api = cluster_release["api"]
     ns = workload_namespace(api)
     client.AppsV1Api(api).create_namespaced_deployment(ns, deployment("signed", node_images.signed))
-    pods = eventually(lambda: running_pods(api, ns, "signed"), 90, "the signed Deployment's pod Running")
+    pods = eventually(lambda: running_pods(api, ns, "signed"), 90, what="the signed Deployment's pod Running")
     image = pods[0].spec.containers[0].image
     assert image == f"{node_images.signed}@{node_images.signed_digest}", image  # tag kept, digest pinned
     status = pods[0].status.container_statuses[0]
@@ -305,10 +298,10 @@ def test_a_policy_change_is_obeyed(cluster_release, node_world, node_images):
 
         # The documented time: the next admission after the watch event (docs/kubernetes.md); both
         # replicas get the event, so allow a few seconds for the later one.
-        eventually(admitted, 10, "the new entry obeyed")
+        eventually(admitted, 10, what="the new entry obeyed")
         # ... and back: deleting it makes the same image refused again.
         objects.delete_cluster_custom_object("ostiary.dev", "v1", "clusterimagepolicies", "node-other")
-        eventually(lambda: not admitted() and not admitted(), 10, "the deleted entry no longer obeyed")
+        eventually(lambda: not admitted() and not admitted(), 10, what="the deleted entry no longer obeyed")
     finally:
         with contextlib.suppress(ApiException):
             objects.delete_cluster_custom_object("ostiary.dev", "v1", "clusterimagepolicies", "node-other")
@@ -322,14 +315,14 @@ def test_killed_webhook_pods_fail_closed_and_their_replacements_admit_again(
     ns = workload_namespace(api)
     for pod in webhook_pods(api, namespace):
         core.delete_namespaced_pod(pod.metadata.name, namespace, grace_period_seconds=0)
-    eventually(lambda: not ready_webhook_pods(api, namespace), 30, "no webhook pod ready")
+    eventually(lambda: not ready_webhook_pods(api, namespace), 30, what="no webhook pod ready")
     pod = {
         "metadata": {"name": "while-down"},
         "spec": {"containers": [{"name": "c", "image": node_images.signed}]},
     }
     message = refusal(core.create_namespaced_pod, ns, pod)  # failurePolicy Fail: no endpoint, no admission
     assert "ostiary" in message.lower(), message
-    eventually(lambda: len(ready_webhook_pods(api, namespace)) == 2, 120, "both replacements ready")
+    eventually(lambda: len(ready_webhook_pods(api, namespace)) == 2, 120, what="both replacements ready")
 
     def admits() -> bool:
         try:
@@ -338,7 +331,7 @@ def test_killed_webhook_pods_fail_closed_and_their_replacements_admit_again(
         except ApiException:
             return False
 
-    eventually(admits, 30, "an admission through the replacement pods")
+    eventually(admits, 30, what="an admission through the replacement pods")
     stored = core.read_namespaced_pod("while-down", ns)
     assert stored.spec.containers[0].image == f"{node_images.signed}@{node_images.signed_digest}"
 
@@ -373,20 +366,7 @@ def test_helm_upgrade_rolls_the_pods_and_never_admits_what_policy_forbids(node, 
     thread.start()
     try:
         values = dict(cluster_release["values"], podAnnotations={"ostiary.test/roll": unique("r")})
-        helm(
-            node,
-            "upgrade",
-            RELEASE,
-            str(CHART),
-            "-n",
-            namespace,
-            "--wait",
-            "--timeout",
-            "4m",
-            "-f",
-            _values_file(node, "cluster-upgrade", values),
-            *image_values(),
-        )
+        install(node, "upgrade", namespace, "cluster-upgrade", values, "--wait")
     finally:
         stop.set()
         thread.join(30)
@@ -461,27 +441,14 @@ def test_directory_mode_starts_admits_and_keeps_records_across_a_container_resta
         "tls": {"mode": "secret", "existingSecret": "own-tls", "caBundle": ca_pem},
     }
     try:
-        helm(
-            node,
-            "install",
-            RELEASE,
-            str(CHART),
-            "-n",
-            namespace,
-            "--wait",
-            "--timeout",
-            "4m",
-            "-f",
-            _values_file(node, "directory", values),
-            *image_values(),
-        )
+        install(node, "install", namespace, "directory", values, "--wait")
         pods = ready_webhook_pods(api, namespace)
         assert len(pods) == 1 and pods[0].status.container_statuses[0].restart_count == 0
 
         ns = workload_namespace(api)
         client.AppsV1Api(api).create_namespaced_deployment(ns, deployment("signed", node_images.signed))
         running = eventually(
-            lambda: running_pods(api, ns, "signed"), 90, "the signed Deployment's pod Running"
+            lambda: running_pods(api, ns, "signed"), 90, what="the signed Deployment's pod Running"
         )
         assert running[0].spec.containers[0].image == f"{node_images.signed}@{node_images.signed_digest}"
         message = refusal(
@@ -510,12 +477,12 @@ def test_directory_mode_starts_admits_and_keeps_records_across_a_container_resta
                 for c in p.status.container_statuses
             ),
             120,
-            "the ostiary container restarted and ready",
+            what="the ostiary container restarted and ready",
         )
         log = node.logs(namespace, webhook.metadata.name, "ostiary")
         assert "Read-only file system" not in log, log[-2000:]
         client.AppsV1Api(api).create_namespaced_deployment(ns, deployment("again", node_images.signed))
-        eventually(lambda: running_pods(api, ns, "again"), 90, "admitted again after the restart")
+        eventually(lambda: running_pods(api, ns, "again"), 90, what="admitted again after the restart")
         assert set(records_before) <= set(node.emptydir_files(webhook.metadata.uid)), (
             "records lost in the restart"
         )
@@ -542,20 +509,7 @@ def test_an_install_whose_pods_never_get_ready_registers_no_webhook(node, node_i
         "registration": {"timeoutSeconds": 20},
     }
     try:
-        done = helm(
-            node,
-            "install",
-            RELEASE,
-            str(CHART),
-            "-n",
-            namespace,
-            "--timeout",
-            "3m",
-            "-f",
-            _values_file(node, "broken", values),
-            *image_values(),
-            check=False,
-        )
+        done = install(node, "install", namespace, "broken", values, check=False)
         assert done.returncode != 0, done.stdout
         assert "register" in done.stderr, done.stderr
         assert not ready_webhook_pods(api, namespace)
