@@ -33,8 +33,8 @@ spec:
   repositories:
     - name: "registry.example.com/*"
       policy: {mutateImage: false}
-    - name: "quay.io/legacy/*"  # Portieris' free-form `simple` object: what YAML reads goes into OPA
-      policy: {simple: {since: 2024-01-01, at: 2024-01-01T10:00:00Z, 1: one}}
+    - name: "quay.io/legacy/*"  # Portieris' free-form `va` object: what YAML reads goes into OPA
+      policy: {va: {since: 2024-01-01, at: 2024-01-01T10:00:00Z, 1: one}}
 """
 
 # 546 bytes: nine levels of nine aliases, 9**9 (387 million) strings once expanded.
