@@ -389,6 +389,9 @@ def explain(
         opa, client, policy_set = _with_opa(policy_dir, rego_dir, system_namespace)
     except (PolicyError, OpaError) as exc:
         _input_error(str(exc))
+    from app.policies.translate import cluster_trust_servers
+
+    trust.allow_only(cluster_trust_servers(policy_set.policies))
     try:
         reviewer = Reviewer(
             client,

@@ -43,7 +43,7 @@ from app.notary.servers import TrustServerAllowList
 from app.policies.directory import POLICY_SUFFIXES, SourceError, collect_custom_rego, collect_policy_set
 from app.policies.kinds import POLICY_KIND_NAMES as POLICY_KINDS
 from app.policies.model import PolicyError, PolicyResource, RegoModule
-from app.policies.translate import Pattern, entry_trust_servers, named_trust_servers, parse_pattern
+from app.policies.translate import Pattern, cluster_trust_servers, entry_trust_servers, parse_pattern
 from app.yamlio import DocumentError, compose_all, load_file, read_text
 
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
@@ -315,7 +315,7 @@ def _trust_server_findings(
     """Entries of namespace ImagePolicies naming a trust server `ostiary serve` would not contact
     (not a default, not named by a ClusterImagePolicy, not in --trust-server-allow): every image
     under such an entry is denied."""
-    cluster = frozenset().union(*(named_trust_servers(p) for p in policies if p.kind == "ClusterImagePolicy"))
+    cluster = cluster_trust_servers(policies)
     allow = TrustServerAllowList(allowed, lambda: cluster)
     found = []
     for policy in policies:

@@ -239,9 +239,13 @@ class Engine:
         system_namespace: str = DEFAULT_SYSTEM_NAMESPACE,
         budget: float = 30.0,
     ):
+        from app.notary.service import TrustService
         from app.policies.directory import DirectoryStore
+        from app.policies.translate import cluster_trust_servers
 
         self._opa, client, self.policy_set = _start_opa(policy_dir, rego_dir, system_namespace)
+        if isinstance(trust, TrustService):
+            trust.allow_only(cluster_trust_servers(self.policy_set.policies))
         self._recorder = _RecordingOpa(client)
         self.reviewer = Reviewer(
             self._recorder,

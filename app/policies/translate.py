@@ -306,5 +306,10 @@ def named_trust_servers(resource: PolicyResource) -> frozenset[str]:
     return frozenset(server for _, server in entry_trust_servers(resource))
 
 
+def cluster_trust_servers(policies: list[PolicyResource]) -> frozenset[str]:
+    """The trust servers the ClusterImagePolicies among `policies` name (the operator's)."""
+    return frozenset(s for p in policies if p.kind == "ClusterImagePolicy" for s in named_trust_servers(p))
+
+
 def _comment_safe(text: str) -> str:
     return re.sub(r"[\r\n]", " ", text)
