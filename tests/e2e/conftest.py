@@ -98,6 +98,8 @@ def world_ostiary(control_plane, admin_client, crds, ostiary, world_scenario, tm
         select_instance=True,
         # the world's registry serves plain http: the cosign and simple verifiers read it there
         registry_endpoints=(f"{world_scenario.registry_host}={world_scenario.world.registry_url}",),
+        # the tests' namespace ImagePolicies name the world's notary-server: the operator allows it
+        trust_server_allow=(world_scenario.notary_url,),
     )
     with running(instance):
         yield instance

@@ -83,6 +83,8 @@ class Ostiary:
     select_instance: bool = False  # only namespaces labelled INSTANCE_LABEL=name
     rego_dir: str | None = None  # custom Rego folder (--rego-dir)
     registry_endpoints: tuple[str, ...] = ()  # HOST=URL (--registry-endpoint), for the signature verifiers
+    # Trust servers namespace ImagePolicies may name besides the cluster policies' (--trust-server-allow).
+    trust_server_allow: tuple[str, ...] = ()
     url: str = ""
     opa_url: str = ""
     opa_port: int = 0
@@ -136,6 +138,8 @@ class Ostiary:
             argv += ["--rego-dir", self.rego_dir]
         for endpoint in self.registry_endpoints:
             argv += ["--registry-endpoint", endpoint]
+        for server in self.trust_server_allow:
+            argv += ["--trust-server-allow", server]
         self.processes["ostiary"] = start_process(f"ostiary-{self.name}", argv, self.workdir)
         self.url = f"https://127.0.0.1:{port}"
         self.wait_ready(timeout)
