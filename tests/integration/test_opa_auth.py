@@ -84,7 +84,7 @@ def test_a_restarted_local_opa_is_guarded_again(served):  # noqa: F811 - the fix
     while time.monotonic() < deadline:
         try:
             url, _ = _opa_of(s.proc.pid)
-        except ValueError:
+        except (ValueError, OSError):  # no OPA child yet, or the killed one gone between list and read
             time.sleep(0.2)
             continue
         if url != first and requests.get(s.base + "/readyz", timeout=5).status_code == 200:
