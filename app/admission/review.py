@@ -458,7 +458,10 @@ class Reviewer:
     def _signature_request(self, ref: Any, requirement: dict, credentials: tuple) -> SignatureRequest:
         # cosign's own Secrets (cosign generate-key-pair k8s://…) hold the public key as `cosign.pub`
         names = ("key", "cosign.pub") if requirement.get("format") == "cosign" else ("key",)
-        where, material, error = self._key_material(requirement.get("key_secret"), "key secret", names)
+        if requirement.get("type") == "keyless":  # identities, not keys: no Secret to read
+            where, material, error = "", None, None
+        else:
+            where, material, error = self._key_material(requirement.get("key_secret"), "key secret", names)
         store_credentials: tuple[tuple[str, str], ...] = ()
         store = requirement.get("store") or {}
         store_errors: list[str] = []
