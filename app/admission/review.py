@@ -187,10 +187,10 @@ def trust_requirement(planned_image: dict | None) -> dict | None:
 
 
 def signature_requirements(planned_image: dict | None) -> list[dict]:
-    """The signature requirements of one planned image that Ostiary's verifiers check (signedBy;
+    """The signature requirements of one planned image that Ostiary's verifiers check (signedBy, keyless;
     the others decide without facts): the one test of which signature facts are gathered."""
     requirements = ((planned_image or {}).get("requirements") or {}).get("signatures") or []
-    return [r for r in requirements if isinstance(r, dict) and r.get("type") == "signedBy"]
+    return [r for r in requirements if isinstance(r, dict) and r.get("type") in ("signedBy", "keyless")]
 
 
 def decision_answered(path: str, result: Any) -> Any:
