@@ -365,13 +365,19 @@ signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
 	img.ref.normalized, object.get(req, ["identity", "type"], "?"),
 ])
 
-keyless_problem(f, s) := sprintf("%s: %v%s", [s.source, s.error, keyless_whose(s)]) if {
+keyless_problem(f, s) := msg if {
 	s.error != null
-} else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
+	msg := sprintf("%s: %v%s", [s.source, s.error, keyless_whose(s)])
+} else := msg if {
 	s.digest != f.digest
-} else := sprintf("%s: certificate of issuer %v, subject %v, extensions %v: no identity accepts it", [
-	s.source, s.certificate.issuer, s.certificate.subjects, s.certificate.extensions,
-])
+	msg := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest])
+} else := msg if {
+	c := s.certificate
+	msg := sprintf(
+		"%s: certificate of issuer %v, subject %v, extensions %v: no identity accepts it",
+		[s.source, c.issuer, c.subjects, c.extensions],
+	)
+}
 
 keyless_whose(s) := sprintf(" (certificate of issuer %v, subject %v)", [s.certificate.issuer, s.certificate.subjects]) if {
 	is_object(s.certificate)
