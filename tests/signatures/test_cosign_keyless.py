@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.policies.model import PolicyError
 from app.policies.schema import keyless_regex_error, parse_policy_document
@@ -287,3 +289,59 @@ def test_the_crds_carry_the_identities():
         assert cosign["anyOf"] == [{"required": ["keys"]}, {"required": ["identities"]}]
         fields = set(cosign["properties"]["identities"]["items"]["properties"])
         assert fields == {"issuer", "issuerRegExp", "subject", "subjectRegExp", *keyless.EXTENSION_FIELDS}
+
+
+# ---- hostile input ---------------------------------------------------------------------------------
+
+REAL_BYTES = REAL.read_bytes()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.integers(0, len(REAL_BYTES) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_mutated_real_bundles_are_refused_or_verified_never_a_crash(edits):
+    data = bytearray(REAL_BYTES)
+    for at, value in edits:
+        data[at] = value
+    try:
+        document = json.loads(bytes(data))
+    except ValueError:
+        return
+    if not isinstance(document, dict):
+        return
+    try:
+        verified = keyless.verify_bundle(document, keyless.load_trusted_root(), NOW)
+    except keyless.KeylessError:
+        return
+    # a mutation that still verifies may only have touched bytes no proof covers (JSON layout)
+    assert verified.certificate["subjects"] == ["cody@soyland.com"]
+    assert verified.payload == base64.b64decode(real()["dsseEnvelope"]["payload"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+                    max_leaves=20))  # fmt: skip
+def test_arbitrary_json_in_the_bundle_fields_is_refused(value):
+    for path in (("verificationMaterial",), ("verificationMaterial", "tlogEntries"), ("dsseEnvelope",)):
+        document = real()
+        target = document
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        with pytest.raises(keyless.KeylessError):
+            keyless.verify_bundle(document, keyless.load_trusted_root(), NOW)
+
+
+def test_serve_refuses_an_unusable_trusted_root(tmp_path):
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    bad = tmp_path / "root.json"
+    bad.write_text('{"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1"}')
+    (tmp_path / "policies").mkdir()
+    result = CliRunner().invoke(
+        main, ["serve", "--policy-dir", str(tmp_path / "policies"), "--sigstore-trusted-root", str(bad)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "names no Fulcio CA or no Rekor log" in result.output, result.output
