@@ -134,6 +134,13 @@ def main(log_level: str) -> None:
     "for the signature verifiers (docs/signatures.md). Repeatable.",
 )
 @click.option(
+    "--sigstore-trusted-root",
+    "sigstore_trusted_root",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Keyless cosign: the Sigstore trusted_root.json (Fulcio CAs, Rekor keys) of a private Sigstore; "
+    "default: the public-good root Ostiary ships (docs/signatures.md).",
+)
+@click.option(
     "--decision-log",
     "decision_log",
     default="-",
@@ -163,6 +170,7 @@ def serve(
     state_dir: str | None,
     root_pins: str | None,
     registry_endpoints: tuple[str, ...],
+    sigstore_trusted_root: str | None,
     decision_log: str,
     trust_server_allow: tuple[str, ...],
 ) -> None:
@@ -208,6 +216,7 @@ def serve(
         state_dir=_serve_state_dir(state_dir, kube),
         root_pins=_serve_root_pins(root_pins),
         registry_endpoints=_serve_registry_endpoints(registry_endpoints),
+        sigstore_trusted_root=_serve_trusted_root(sigstore_trusted_root),
         decision_log=decision_log,
         trust_server_allow=_trust_server_allow(trust_server_allow),
     )
@@ -248,6 +257,18 @@ def _serve_state_dir(state_dir: str | None, kube: bool) -> str | None:
             ) from None
         raise click.UsageError(f"--state-dir: {exc}") from None
     return chosen
+
+
+def _serve_trusted_root(path: str | None) -> str | None:
+    """--sigstore-trusted-root, read now: a root Ostiary cannot use stops `serve` with the reason."""
+    from app.signatures.keyless import KeylessError, load_trusted_root
+
+    if path is not None:
+        try:
+            load_trusted_root(path)
+        except KeylessError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sigstore-trusted-root") from None
+    return path
 
 
 def _serve_registry_endpoints(items: tuple[str, ...]) -> dict[str, str]:

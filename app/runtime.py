@@ -47,6 +47,7 @@ from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
 from app.ports import ObjectStore
 from app.signatures.cosign import CosignVerifier
+from app.signatures.keyless import load_trusted_root
 from app.signatures.registry import RegistryReader
 from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
@@ -75,6 +76,8 @@ class ServeConfig:
     root_pins: str | None = None  # YAML file: trust server URL -> pinned root material (serve --root-pins)
     # registry host -> base URL for manifest reads of the signature verifiers (serve --registry-endpoint)
     registry_endpoints: dict[str, str] = field(default_factory=dict)
+    # keyless cosign: the Sigstore trusted_root.json (serve --sigstore-trusted-root); None: public-good
+    sigstore_trusted_root: str | None = None
     # Trust servers namespace policies may name besides the defaults and the cluster policies' (serve
     # --trust-server-allow; "*" any): app.notary.servers.TrustServerAllowList.
     trust_server_allow: tuple[str, ...] = ()
@@ -188,7 +191,12 @@ class Runtime:
         reader = RegistryReader(
             NotaryClient(ca_file=self.config.ca_file), endpoints=self.config.registry_endpoints
         )
-        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader)])
+        root = (
+            load_trusted_root(self.config.sigstore_trusted_root)
+            if self.config.sigstore_trusted_root
+            else None
+        )
+        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader, trusted_root=root)])
 
     def _custom_modules(self) -> list[RegoModule]:
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []

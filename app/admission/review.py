@@ -187,10 +187,10 @@ def trust_requirement(planned_image: dict | None) -> dict | None:
 
 
 def signature_requirements(planned_image: dict | None) -> list[dict]:
-    """The signature requirements of one planned image that Ostiary's verifiers check (signedBy;
+    """The signature requirements of one planned image that Ostiary's verifiers check (signedBy, keyless;
     the others decide without facts): the one test of which signature facts are gathered."""
     requirements = ((planned_image or {}).get("requirements") or {}).get("signatures") or []
-    return [r for r in requirements if isinstance(r, dict) and r.get("type") == "signedBy"]
+    return [r for r in requirements if isinstance(r, dict) and r.get("type") in ("signedBy", "keyless")]
 
 
 def decision_answered(path: str, result: Any) -> Any:
@@ -458,7 +458,10 @@ class Reviewer:
     def _signature_request(self, ref: Any, requirement: dict, credentials: tuple) -> SignatureRequest:
         # cosign's own Secrets (cosign generate-key-pair k8s://…) hold the public key as `cosign.pub`
         names = ("key", "cosign.pub") if requirement.get("format") == "cosign" else ("key",)
-        where, material, error = self._key_material(requirement.get("key_secret"), "key secret", names)
+        if requirement.get("type") == "keyless":  # identities, not keys: no Secret to read
+            where, material, error = "", None, None
+        else:
+            where, material, error = self._key_material(requirement.get("key_secret"), "key secret", names)
         store_credentials: tuple[tuple[str, str], ...] = ()
         store = requirement.get("store") or {}
         store_errors: list[str] = []

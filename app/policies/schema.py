@@ -15,6 +15,7 @@ import jsonschema
 
 from app.policies.kinds import POLICY_API_VERSIONS, POLICY_KIND_NAMES
 from app.policies.model import PolicyError, PolicyResource
+from app.signatures.keyless import EXTENSION_FIELDS as KEYLESS_EXTENSION_FIELDS
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -140,11 +141,33 @@ _COSIGN_IDENTITY_SCHEMA = {
         },
     ],
 }
+# Keyless cosign (docs/signatures.md): one requirement, met by a bundle whose Fulcio certificate one of
+# `identities` accepts. In cosign's terms: issuer = --certificate-oidc-issuer(-regexp), subject =
+# --certificate-identity(-regexp), the github* fields = --certificate-github-workflow-*. Regular
+# expressions are RE2 (matched by OPA's regex.match, linear time) and checked at load (keyless_regex_error).
+_REGEX = {"type": "string", "minLength": 1, "maxLength": 512}
+_EXACT = {"type": "string", "minLength": 1, "maxLength": 1024}
+_KEYLESS_IDENTITY_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "issuer": _EXACT,
+        "issuerRegExp": _REGEX,
+        "subject": _EXACT,
+        "subjectRegExp": _REGEX,
+        **{name: _EXACT for name in KEYLESS_EXTENSION_FIELDS},
+    },
+    "allOf": [
+        {"oneOf": [{"required": ["issuer"]}, {"required": ["issuerRegExp"]}]},
+        {"oneOf": [{"required": ["subject"]}, {"required": ["subjectRegExp"]}]},
+    ],
+}
 _COSIGN_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["keys"],
+    "anyOf": [{"required": ["keys"]}, {"required": ["identities"]}],
     "properties": {
+        "identities": {"type": "array", "minItems": 1, "maxItems": 16, "items": _KEYLESS_IDENTITY_SCHEMA},
         "keys": {
             "type": "array",
             "minItems": 1,
@@ -277,7 +300,42 @@ def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
             )
     spec = doc.get("spec")
     errors.extend(_spec_errors({} if spec is None else spec, origin))
+    if not errors:
+        errors.extend(_keyless_regex_errors(spec or {}, origin))
     return errors
+
+
+# Constructs of Python's `re` that RE2 (OPA's regex.match, which matches them) does not have; refused
+# at load so a policy never holds a pattern the matcher would reject at admission time.
+_NOT_RE2 = ("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?>", "*+", "++", "?+", "}+")
+
+
+def keyless_regex_error(pattern: str) -> str | None:
+    """Why `pattern` is not a regular expression Ostiary accepts (None when it is): it must compile,
+    in the subset RE2 and Python share (no lookaround, backreferences, atomic groups or possessive
+    quantifiers). Matching happens in OPA (RE2: linear in the certificate value, so a hostile value
+    cannot make it backtrack), never in Python."""
+    if any(token in pattern for token in _NOT_RE2):
+        return "lookaround, backreferences, atomic groups and possessive quantifiers are not RE2"
+    if re.search(r"\\[1-9]", pattern.replace("\\\\", "")):
+        return "backreferences are not RE2"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return f"not a regular expression: {exc}"
+    return None
+
+
+def _keyless_regex_errors(spec: dict, origin: str) -> list[PolicyError]:
+    found = []
+    for i, entry in enumerate(spec.get("repositories") or []):
+        cosign = (entry.get("policy") or {}).get("cosign") or {}
+        for j, identity in enumerate(cosign.get("identities") or []):
+            for key in ("issuerRegExp", "subjectRegExp"):
+                if key in identity and (why := keyless_regex_error(identity[key])) is not None:
+                    path = f"spec.repositories[{i}].policy.cosign.identities[{j}].{key}"
+                    found.append(PolicyError(origin, path, why))
+    return found
 
 
 def parse_policy_document(doc: Any, origin: str) -> PolicyResource:

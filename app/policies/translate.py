@@ -36,6 +36,7 @@ from app.images import (
 from app.notary.servers import normalize_trust_server
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 from app.signatures.facts import identity_ref
+from app.signatures.keyless import EXTENSION_FIELDS as KEYLESS_EXTENSION_FIELDS
 
 _REGEX_META = set("\\.+*?()|[]{}^$")
 
@@ -209,7 +210,30 @@ def _with_cosign(policy: dict) -> dict:
         identity = simple_identity(cosign.get("signedIdentity") or {"type": "matchRepository"})
     except (ValueError, InvalidImageReference) as exc:
         raise ValueError(f"cosign.signedIdentity: {exc}") from None
-    return {**policy, "cosign": {**cosign, "signedIdentity": identity}}
+    out = {**cosign, "signedIdentity": identity}
+    if isinstance(cosign.get("identities"), list):
+        out["identities"] = [keyless_identity(i) for i in cosign["identities"]]
+    return {**policy, "cosign": out}
+
+
+def keyless_identity(identity: dict) -> dict:
+    """A `cosign.identities` entry in the form the Rego compares (signatures.rego keyless_ok): the
+    exact values, or the regular expressions anchored whole (`^(?:…)$`: cosign's own
+    --certificate-identity-regexp matches anywhere in the value, which lets `corp.example` match
+    `corp.example.attacker.net`; Ostiary's match the whole value), and the extension fields."""
+
+    def anchored(key: str) -> str | None:
+        value = identity.get(key)
+        return f"^(?:{value})$" if isinstance(value, str) else None
+
+    return {
+        "issuer": identity.get("issuer"),
+        "issuer_regex": anchored("issuerRegExp"),
+        "subject": identity.get("subject"),
+        "subject_regex": anchored("subjectRegExp"),
+        "extensions": {k: v for k, v in sorted(identity.items()) if k in KEYLESS_EXTENSION_FIELDS},
+        "written": dict(identity),
+    }
 
 
 def policy_data(resource: PolicyResource) -> dict:

@@ -31,8 +31,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -41,7 +42,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from app.images import ImageRef
 from app.lru import TTLCache
+from app.notary import clock as clocks
 from app.notary.canonical import load_json
+from app.signatures import keyless
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.port import SignatureRequest
 from app.signatures.registry import Manifest, ReadError, RegistryReader
@@ -300,8 +303,20 @@ def parse_statement(payload: bytes, image_digest: str) -> str:
 class CosignVerifier:
     format = FORMAT
 
-    def __init__(self, reader: RegistryReader, *, cache_entries: int = 4096):
+    def __init__(
+        self,
+        reader: RegistryReader,
+        *,
+        cache_entries: int = 4096,
+        trusted_root: keyless.TrustedRoot | None = None,
+        now: Callable[[], datetime] = clocks.utcnow,
+    ):
         self.reader = reader
+        # keyless requirements: the Sigstore trusted root (serve --sigstore-trusted-root, else the
+        # public-good root Ostiary ships), read on first use; `now` only bounds the integrated time
+        self._root = trusted_root
+        self._root_error: str | None = None
+        self._now = now
         # verified signatures: (key fingerprint, sha256 of the signed bytes, sha256 of the signature)
         # -> verified. Keyed by exactly what was verified, so an entry never answers for other bytes
         # or keys; bounded in count and, by hashing, in size.
@@ -311,6 +326,8 @@ class CosignVerifier:
         requirement = request.requirement
         if isinstance(requirement.get("error"), str):
             return failure_facts(FORMAT, requirement, requirement["error"])
+        if requirement.get("type") == "keyless":
+            return self._verify_keyless(request, deadline)
         keys, key_errors = load_keys(request)
         if key_errors or not keys:
             return failure_facts(FORMAT, requirement, "; ".join(key_errors) or "the requirement names no key")
@@ -326,6 +343,54 @@ class CosignVerifier:
         except ReadError as exc:
             return failure_facts(FORMAT, requirement, str(exc))
         return verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+
+    def trusted_root(self) -> keyless.TrustedRoot:
+        """The trusted root of keyless requirements; raises KeylessError when it cannot be read."""
+        if self._root is None:
+            if self._root_error is not None:
+                raise keyless.KeylessError(self._root_error)
+            try:
+                self._root = keyless.load_trusted_root()
+            except keyless.KeylessError as exc:
+                self._root_error = str(exc)
+                raise
+        return self._root
+
+    def _verify_keyless(self, request: SignatureRequest, deadline: float) -> dict:
+        requirement = request.requirement
+        try:
+            root = self.trusted_root()
+        except keyless.KeylessError as exc:
+            return failure_facts(FORMAT, requirement, f"no Sigstore trusted root: {exc}")
+        image = request.image
+        try:
+            digest = self._digest(request, deadline)
+            if digest is None:
+                return failure_facts(
+                    FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
+                )
+            signatures = self._legacy_keyless(request, digest, deadline)
+            signatures += self._bundles(request, digest, [], deadline, root=root)
+        except ReadError as exc:
+            return failure_facts(FORMAT, requirement, str(exc))
+        facts = verified_facts(FORMAT, requirement, digest, [], signatures)
+        facts["trusted_root"] = {"name": root.name, "digest": root.digest}
+        return facts
+
+    def _legacy_keyless(self, request: SignatureRequest, digest: str, deadline: float) -> list[dict]:
+        """Legacy `.sig` signatures are refused for keyless requirements, with the reason."""
+        image = request.image
+        tag = digest.replace(":", "-", 1) + ".sig"
+        if self.reader.manifest(image, tag, deadline, request.credentials) is None:
+            return []
+        return [
+            signature_entry(
+                f"{image.name}:{tag}",
+                error="legacy `.sig` signatures are not read for keyless requirements (their Rekor bundle "
+                "in an annotation proves no inclusion offline and no public one could be tested); sign "
+                "with the bundle format (cosign v3's default, `--new-bundle-format` in v2)",
+            )
+        ]
 
     def discover(
         self, image: ImageRef, credentials: tuple[tuple[str, str], ...], deadline: float
@@ -434,7 +499,13 @@ class CosignVerifier:
     # -- bundles: referrers API and fallback tag ----------------------------------------------------------
 
     def _bundles(
-        self, request: SignatureRequest, digest: str, keys: Sequence[PublicKey], deadline: float
+        self,
+        request: SignatureRequest,
+        digest: str,
+        keys: Sequence[PublicKey],
+        deadline: float,
+        *,
+        root: keyless.TrustedRoot | None = None,
     ) -> list[dict]:
         image = request.image
         listed: dict[str, str] = {}  # referrer manifest digest -> where it was listed
@@ -469,7 +540,7 @@ class CosignVerifier:
                     return found
                 listed[ref] = where
                 entry = self._bundle_one(
-                    request, f"{image.name}@{ref} (from {where})", ref, digest, keys, deadline
+                    request, f"{image.name}@{ref} (from {where})", ref, digest, keys, deadline, root
                 )
                 if entry is not None:
                     found.append(entry)
@@ -483,8 +554,10 @@ class CosignVerifier:
         digest: str,
         keys: Sequence[PublicKey],
         deadline: float,
+        root: keyless.TrustedRoot | None = None,
     ) -> dict | None:
-        """The signature a referrer manifest holds; None when it is not a sigstore bundle at all."""
+        """The signature a referrer manifest holds; None when it is not a sigstore bundle at all.
+        With `root`, the bundle is verified as a keyless one (keyless.py) instead of with `keys`."""
         manifest = self.reader.manifest(request.image, ref, deadline, request.credentials)
         if manifest is None:
             return signature_entry(where, error="the registry lists this referrer but has no such manifest")
@@ -513,9 +586,12 @@ class CosignVerifier:
         except CosignError as exc:
             return signature_entry(where, error=str(exc))
         try:
-            bundle = parse_bundle(
-                self.reader.blob(request.image, blob, deadline, request.credentials, limit=MAX_BUNDLE_BYTES)
+            data = self.reader.blob(
+                request.image, blob, deadline, request.credentials, limit=MAX_BUNDLE_BYTES
             )
+            if root is not None:
+                return self._keyless_one(where, data, digest, root)
+            bundle = parse_bundle(data)
         except (ReadError, CosignError) as exc:
             return signature_entry(where, error=str(exc))
         message = pae(IN_TOTO, bundle.payload)
@@ -531,6 +607,22 @@ class CosignVerifier:
         except CosignError as exc:
             return signature_entry(where, key_id=signer.fingerprint, error=str(exc))
         return signature_entry(where, key_id=signer.fingerprint, digest=signed)
+
+    def _keyless_one(self, where: str, data: bytes, digest: str, root: keyless.TrustedRoot) -> dict:
+        """One keyless bundle: verified offline against `root`; the certificate's identity in the facts
+        (with the reason when the bundle proves nothing, so a denial can say whose it was)."""
+        document = _json(data, "the bundle")
+        if not isinstance(document, dict) or document.get("mediaType") not in BUNDLE_TYPES:
+            raise CosignError("the bundle is not a sigstore bundle v0.3")
+        try:
+            verified = keyless.verify_bundle(document, root, self._now())
+        except keyless.KeylessError as exc:
+            return signature_entry(where, error=str(exc))
+        try:
+            signed = parse_statement(verified.payload, digest)
+        except CosignError as exc:
+            return {**signature_entry(where, error=str(exc)), "certificate": verified.certificate}
+        return {**signature_entry(where, digest=signed), "certificate": verified.certificate}
 
 
 def _manifest_layers(manifest: Manifest) -> list:

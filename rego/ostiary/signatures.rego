@@ -21,13 +21,29 @@ import rego.v1
 # ({policy: head, entry}), in order. Key Secrets of an ImagePolicy come from its own namespace; of
 # a ClusterImagePolicy from keySecretNamespace or Ostiary's namespace, never the workload's.
 requirements(c, system_ns, workload_ns) := array.concat(
-	[simple_requirement(c, i, r, system_ns, workload_ns) |
-		some i, r in object.get(c.entry.policy, ["simple", "requirements"], [])
-	],
-	[cosign_requirement(c, i, k, system_ns, workload_ns) |
-		some i, k in object.get(c.entry.policy, ["cosign", "keys"], [])
-	],
+	array.concat(
+		[simple_requirement(c, i, r, system_ns, workload_ns) |
+			some i, r in object.get(c.entry.policy, ["simple", "requirements"], [])
+		],
+		[cosign_requirement(c, i, k, system_ns, workload_ns) |
+			some i, k in object.get(c.entry.policy, ["cosign", "keys"], [])
+		],
+	),
+	keyless_requirements(c),
 )
+
+# One keyless requirement for policy.cosign.identities (the translator has anchored the regular
+# expressions): a keyless bundle whose certificate one of the identities accepts must prove the digest.
+keyless_requirements(c) := [{
+	"format": "cosign",
+	"index": 0,
+	"type": "keyless",
+	"identities": ids,
+	"error": null,
+}] if {
+	ids := c.entry.policy.cosign.identities
+	count(ids) > 0
+} else := []
 
 simple_requirement(c, i, r, system_ns, workload_ns) := {
 	"format": "simple",
@@ -100,6 +116,11 @@ needs_facts(req) if {
 	req.error == null
 }
 
+needs_facts(req) if {
+	req.type == "keyless"
+	req.error == null
+}
+
 # ---- the proof ----------------------------------------------------------------------------------
 
 facts_for(img, req) := [f |
@@ -129,6 +150,36 @@ accepted(img, req, f, s) if {
 	s.key_id in f.keys
 	s.digest == f.digest
 	identity_accepted(img.ref, req, s)
+}
+
+# keyless (policy.cosign.identities): no key; the certificate, verified offline against the trusted
+# root in Python, must be accepted by one of the identities.
+accepted(_, req, f, s) if {
+	req.type == "keyless"
+	s.error == null
+	s.digest == f.digest
+	some id in req.identities
+	keyless_ok(id, s.certificate)
+}
+
+keyless_ok(id, cert) if {
+	keyless_value_ok(id.issuer, id.issuer_regex, cert.issuer)
+	some subject in cert.subjects
+	keyless_value_ok(id.subject, id.subject_regex, subject)
+	every name, value in id.extensions {
+		cert.extensions[name] == value
+	}
+}
+
+keyless_value_ok(exact, _, value) if {
+	is_string(exact)
+	value == exact
+}
+
+keyless_value_ok(null, pattern, value) if {
+	is_string(pattern)
+	is_string(value)
+	regex.match(pattern, value)
 }
 
 identity_accepted(ref, req, s) if {
@@ -263,6 +314,9 @@ disagreeing(img, reqs) := {msg |
 
 label(req) := sprintf("%s signing requirement %d", [req.format, req.index]) if {
 	req.format == "simple"
+} else := "cosign keyless requirement" if {
+	req.format == "cosign"
+	req.type == "keyless"
 } else := sprintf("cosign key requirement %d", [req.index]) if {
 	req.format == "cosign"
 } else := sprintf("%v requirement %v", [object.get(req, "format", "?"), object.get(req, "index", "?")])
@@ -284,6 +338,13 @@ why_not(img, req) := msg if {
 	count(f.signatures) == 0
 	msg := sprintf("no signature found for %s (%v)", [img.ref.name, f.digest])
 } else := msg if {
+	req.type == "keyless"
+	some f in facts_for(img, req)
+	msg := sprintf("no keyless signature of %s (%v) has a certificate of an accepted identity %v: %s", [
+		img.ref.name, f.digest, [id.written | some id in req.identities],
+		concat("; ", [keyless_problem(f, s) | some s in f.signatures]),
+	])
+} else := msg if {
 	some f in facts_for(img, req)
 	msg := sprintf("no signature of %s (%v) verifies with key secret %v/%v under identity rule %v: %s", [
 		img.ref.name, f.digest,
@@ -303,3 +364,21 @@ signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
 	s.source, s.identity,
 	img.ref.normalized, object.get(req, ["identity", "type"], "?"),
 ])
+
+keyless_problem(f, s) := msg if {
+	s.error != null
+	msg := sprintf("%s: %v%s", [s.source, s.error, keyless_whose(s)])
+} else := msg if {
+	s.digest != f.digest
+	msg := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest])
+} else := msg if {
+	c := s.certificate
+	msg := sprintf(
+		"%s: certificate of issuer %v, subject %v, extensions %v: no identity accepts it",
+		[s.source, c.issuer, c.subjects, c.extensions],
+	)
+}
+
+keyless_whose(s) := sprintf(" (certificate of issuer %v, subject %v)", [s.certificate.issuer, s.certificate.subjects]) if {
+	is_object(s.certificate)
+} else := ""

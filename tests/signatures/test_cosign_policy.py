@@ -85,8 +85,8 @@ def test_the_crds_carry_the_same_cosign_fields():
         spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
         policy = spec["properties"]["repositories"]["items"]["properties"]["policy"]["properties"]
         cosign = policy["cosign"]
-        assert cosign["required"] == ["keys"]
-        assert set(cosign["properties"]) == {"keys", "signedIdentity"}
+        assert cosign["anyOf"] == [{"required": ["keys"]}, {"required": ["identities"]}]
+        assert set(cosign["properties"]) == {"keys", "identities", "signedIdentity"}
         assert set(cosign["properties"]["keys"]["items"]["properties"]) == {"keySecret", "keySecretNamespace"}
         assert cosign["properties"]["signedIdentity"]["properties"]["type"]["enum"] == [
             "matchRepository",
