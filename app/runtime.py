@@ -47,6 +47,7 @@ from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
 from app.ports import ObjectStore
 from app.signatures.cosign import CosignVerifier
+from app.signatures.notation import NotationVerifier
 from app.signatures.registry import RegistryReader
 from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
@@ -188,7 +189,7 @@ class Runtime:
         reader = RegistryReader(
             NotaryClient(ca_file=self.config.ca_file), endpoints=self.config.registry_endpoints
         )
-        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader)])
+        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader), NotationVerifier(reader)])
 
     def _custom_modules(self) -> list[RegoModule]:
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []
