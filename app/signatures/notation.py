@@ -305,7 +305,7 @@ def _check_critical(crit: Any, headers: Mapping[Any, Any]) -> None:
     if not isinstance(crit, list) or not crit or len(crit) > MAX_HEADER_ITEMS:
         raise NotationError("the critical header list is missing or malformed")
     for name in crit:
-        if name not in UNDERSTOOD_CRITICAL:
+        if not isinstance(name, str) or name not in UNDERSTOOD_CRITICAL:
             raise NotationError(f"critical header {str(name)[:80]!r} is not understood (refused)")
         if name not in headers:
             raise NotationError(f"critical header {name} is not present")
@@ -464,11 +464,16 @@ def _cose_headers(protected_raw: bytes, unprotected: Any) -> tuple[Mapping[Any, 
 
 
 def parse_envelope(media_type: str, data: bytes) -> Envelope:
-    if media_type == JWS:
-        return parse_jws(data)
-    if media_type == COSE:
-        return parse_cose(data)
-    raise NotationError(f"envelope media type {media_type[:80]!r} is neither {JWS} nor {COSE}")
+    """The envelope of a signature layer; anything malformed raises NotationError."""
+    if media_type not in (JWS, COSE):
+        raise NotationError(f"envelope media type {media_type[:80]!r} is neither {JWS} nor {COSE}")
+    try:
+        return parse_jws(data) if media_type == JWS else parse_cose(data)
+    except NotationError:
+        raise
+    except (TypeError, ValueError, KeyError, RecursionError, OverflowError) as exc:
+        # a structure the checks above did not foresee (CBOR decodes to any Python value)
+        raise NotationError(f"malformed {media_type} envelope ({exc.__class__.__name__})") from None
 
 
 def parse_payload(payload: bytes) -> Mapping[str, Any]:
@@ -639,7 +644,7 @@ def check_envelope(
             return failed("the signature's certificate chain does not contain any trusted certificate")
     except NotationError as exc:
         return failed(str(exc))
-    return Checked(anchor, subject, dn, target.digest, None)
+    return Checked(anchor, subject, dn, str(descriptor["digest"]), None)  # Rego compares it again
 
 
 # ---- the verifier -----------------------------------------------------------------------------------
