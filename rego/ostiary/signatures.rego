@@ -263,7 +263,7 @@ cosign_identity_ok(ref, identity, s) if {
 # subject matches when every attribute it names has the same value in the signing certificate's
 # subject (other attributes of the certificate are not compared).
 
-notation_identity_ok(t, _) if t == "*"
+notation_identity_ok("*", _)
 
 notation_identity_ok(t, s) if {
 	is_object(t)
@@ -355,10 +355,12 @@ signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
 	not s.key_id in f.keys
 } else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
 	s.digest != f.digest
-} else := sprintf("%s: signing certificate %v does not match the trusted identities %v", [
-	s.source, object.get(s, "subject_dn", "?"), object.get(req, "identities", []),
-]) if {
+} else := msg if {
 	req.format == "notation"
+	msg := sprintf(
+		"%s: signing certificate %v does not match the trusted identities %v",
+		[s.source, object.get(s, "subject_dn", "?"), object.get(req, "identities", [])],
+	)
 } else := sprintf("%s: signed identity %v is not accepted for %s by %v", [
 	s.source, s.identity,
 	img.ref.normalized, object.get(req, ["identity", "type"], "?"),
