@@ -142,7 +142,7 @@ class ReplayReader:
                 return capture, repo
         raise ReadError(
             f"no captured signature data for {image.name}; record it with "
-            f"`ostiary trust capture --format cosign|simple {image.normalized} --out DIR`"
+            f"`ostiary trust capture --format cosign|simple|notation {image.normalized} --out DIR`"
         )
 
     def manifest(
