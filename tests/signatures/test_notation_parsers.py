@@ -151,3 +151,60 @@ def test_trusted_identities():
     ]:
         with pytest.raises(n.NotationError, match=why):
             n.trusted_identity(bad)
+
+
+@pytest.mark.parametrize(
+    ("identities", "why"),
+    [
+        (["*", "x509.subject: C=US, ST=WA, O=A"], "must be the only entry"),
+        (["x509.subject: C=US, O=A"], "lacks ST"),
+        (["CN=Signer"], "neither"),
+    ],
+)
+def test_the_translator_refuses_what_notation_refuses(identities, why):
+    from app.policies.model import PolicyError
+    from app.policies.schema import parse_policy_document
+    from app.policies.translate import policy_data
+
+    doc = {
+        "apiVersion": "ostiary.dev/v1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {
+            "repositories": [
+                {
+                    "name": "r.example/*",
+                    "policy": {"notation": {"caSecret": "ca", "trustedIdentities": identities}},
+                }
+            ]
+        },
+    }
+    with pytest.raises(PolicyError, match=why):
+        policy_data(parse_policy_document(doc, "test"))
+
+
+def test_the_translator_spells_identities_out():
+    from app.policies.schema import parse_policy_document
+    from app.policies.translate import policy_data
+
+    doc = {
+        "apiVersion": "ostiary.dev/v1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {
+            "repositories": [
+                {
+                    "name": "r.example/*",
+                    "policy": {
+                        "notation": {
+                            "caSecret": "ca",
+                            "trustedIdentities": ["x509.subject: C=US, ST=WA, O=A"],
+                        }
+                    },
+                }
+            ]
+        },
+    }
+    (entry,) = policy_data(parse_policy_document(doc, "test"))["repositories"]
+    notation = entry["policy"]["notation"]
+    assert notation["identities"] == [{"C": "US", "ST": "WA", "O": "A"}] and notation["level"] == "strict"
