@@ -613,16 +613,21 @@ class Checked:
 def check_envelope(
     envelope: Envelope, anchors: Sequence[Anchor], target: Manifest, now: dt.datetime
 ) -> Checked:
-    """Every check of the module docstring (4, 5) on one envelope."""
-    certs = _load_chain(envelope.chain)
-    leaf = certs[0]
-    subject = subject_attributes(leaf)
-    dn = leaf.subject.rfc4514_string()[:400]
+    """Every check of the module docstring (4, 5) on one envelope. Never raises: certificates are
+    parsed lazily by `cryptography`, so a malformed one can fail at any access (ValueError, KeyError,
+    DuplicateExtension, ...); such a signature proves nothing and says why, and the others are still
+    read (one hostile referrer must not hide a valid signature)."""
+    subject: dict[str, str] = {}
+    dn = ""
 
-    def failed(why: str, anchor: str | None = None) -> Checked:
-        return Checked(anchor, subject, dn, None, why)
+    def failed(why: str) -> Checked:
+        return Checked(None, subject, dn, None, why)
 
     try:
+        certs = _load_chain(envelope.chain)
+        leaf = certs[0]
+        subject = subject_attributes(leaf)
+        dn = leaf.subject.rfc4514_string()[:400]
         verify_signature(leaf, envelope)
         descriptor = parse_payload(envelope.payload)
         if (
@@ -644,6 +649,10 @@ def check_envelope(
             return failed("the signature's certificate chain does not contain any trusted certificate")
     except NotationError as exc:
         return failed(str(exc))
+    except Exception as exc:  # noqa: BLE001 - see the docstring: a malformed certificate proves nothing
+        return failed(
+            f"a certificate or the envelope is malformed ({exc.__class__.__name__}: {str(exc)[:160]})"
+        )
     return Checked(anchor, subject, dn, str(descriptor["digest"]), None)  # Rego compares it again
 
 

@@ -20,6 +20,7 @@ Each case has its own namespace with an ImagePolicy, so one server carries every
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import subprocess
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from tests.signatures.test_cosign_admit import admit, pinned_to, secret
@@ -183,6 +185,16 @@ class Made:
                 not_after=ns.NOW + dt.timedelta(seconds=1),
             ),
         )
+        # a referrer whose leaf certificate loads but whose subject does not parse (cryptography parses
+        # lazily), listed before a valid signature: it must not hide the valid one
+        d = self.digests["poisoned"] = push.image("made/poisoned", "v1")
+        descriptor = ns.target(push, "made/poisoned", d)
+        poisoned = json.loads(ns.jws(self.chain, descriptor))
+        der = bytearray(self.chain.certs[0].public_bytes(serialization.Encoding.DER))
+        der[der.rfind(b"Made Signer")] = 0xFF  # invalid UTF-8 in the subject's UTF8String
+        poisoned["header"]["x5c"][0] = base64.b64encode(bytes(der)).decode()
+        ns.push_signature(push, "made/poisoned", d, json.dumps(poisoned).encode())
+        ns.push_signature(push, "made/poisoned", d, ns.jws(self.chain, descriptor))
         # swap: a real signature of `good` presented as another image's (subject re-pointed)
         d = self.digests["swap"] = push.image("made/swap", "v1")
         good = ns.jws(self.chain, ns.target(push, "made/good", self.digests["good"]))
@@ -277,6 +289,13 @@ def test_made_signatures_are_admitted_and_pinned(ostiary, signing, repo):
     response = admit(ostiary, f"{made.reg}/made/{repo}:v1", "m-any")
     assert response["allowed"] is True, message(response)
     assert pinned_to(response) == f"{made.reg}/made/{repo}:v1@{made.digests[repo]}"
+
+
+def test_a_malformed_certificate_does_not_hide_a_valid_signature(ostiary, signing):
+    _, made = signing
+    response = admit(ostiary, f"{made.reg}/made/poisoned:v1", "m-any")
+    assert response["allowed"] is True, message(response)
+    assert pinned_to(response) == f"{made.reg}/made/poisoned:v1@{made.digests['poisoned']}"
 
 
 def test_trusted_subject_is_matched_attribute_by_attribute(ostiary, signing):
