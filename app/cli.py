@@ -473,7 +473,7 @@ def trust() -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["notary", "cosign", "simple"]),
+    type=click.Choice(["notary", "cosign", "simple", "notation"]),
     default="notary",
     show_default=True,
     help="Which signatures: Notary trust data, cosign signatures, or simple signing (docs/signatures.md).",
@@ -483,7 +483,8 @@ def trust() -> None:
     "key_files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="cosign/simple: a public key file (PEM, or an armoured OpenPGP block); repeatable.",
+    help="cosign/simple: a public key file (PEM, or an armoured OpenPGP block); notation: a CA "
+    "certificate file (PEM); repeatable.",
 )
 @click.option("--store-url", help="simple: the lookaside store (the policy's storeURL).")
 @click.option(
@@ -762,7 +763,7 @@ def apply_cmd(
     "--format",
     "formats",
     multiple=True,
-    type=click.Choice(["notary", "cosign", "simple"]),
+    type=click.Choice(["notary", "cosign", "simple", "notation"]),
     help="What to record (repeatable; default notary): Notary trust data, cosign signatures (.sig tag, "
     "referrers and fallback tag), simple signatures (lookaside under --store-url).",
 )

@@ -48,6 +48,7 @@ from app.policies.translate import translate
 from app.ports import ObjectStore
 from app.signatures.cosign import CosignVerifier
 from app.signatures.keyless import load_trusted_root
+from app.signatures.notation import NotationVerifier
 from app.signatures.registry import RegistryReader
 from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
@@ -196,7 +197,7 @@ class Runtime:
             if self.config.sigstore_trusted_root
             else None
         )
-        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader, trusted_root=root)])
+        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader, trusted_root=root), NotationVerifier(reader)])
 
     def _custom_modules(self) -> list[RegoModule]:
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []

@@ -457,7 +457,9 @@ class Reviewer:
 
     def _signature_request(self, ref: Any, requirement: dict, credentials: tuple) -> SignatureRequest:
         # cosign's own Secrets (cosign generate-key-pair k8s://…) hold the public key as `cosign.pub`
-        names = ("key", "cosign.pub") if requirement.get("format") == "cosign" else ("key",)
+        names = {"cosign": ("key", "cosign.pub"), "notation": ("ca.crt",)}.get(
+            str(requirement.get("format")), ("key",)
+        )
         if requirement.get("type") == "keyless":  # identities, not keys: no Secret to read
             where, material, error = "", None, None
         else:

@@ -186,6 +186,32 @@ _COSIGN_SCHEMA = {
     },
 }
 
+# Ostiary extension (not in Portieris): Notation signatures (docs/signatures.md), as one Notation trust
+# policy: the trust anchors are the CA certificates of `caSecret` (tenant rule of cosign keySecret),
+# `trustedIdentities` are "*" or "x509.subject: <DN>" (checked further by the translator), and the
+# verification level is strict (the only one Ostiary implements).
+_NOTATION_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["caSecret", "trustedIdentities"],
+    "properties": {
+        "caSecret": _NAME,
+        "caSecretNamespace": {"type": "string", "minLength": 1, "maxLength": 63},
+        "trustedIdentities": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 32,
+            "items": {"type": "string", "minLength": 1, "maxLength": 1024},
+        },
+        "signatureVerification": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["level"],
+            "properties": {"level": {"enum": ["strict"]}},
+        },
+    },
+}
+
 POLICY_SPEC_SCHEMA: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
@@ -207,6 +233,7 @@ POLICY_SPEC_SCHEMA: dict[str, Any] = {
                             "mutateImage": {"type": "boolean"},
                             "simple": _SIMPLE_SCHEMA,
                             "cosign": _COSIGN_SCHEMA,
+                            "notation": _NOTATION_SCHEMA,
                             # Accepted for compatibility with Portieris documents; the Rego
                             # library denies images under them (fail closed) until implemented.
                             "va": {"type": "object"},

@@ -236,6 +236,26 @@ def keyless_identity(identity: dict) -> dict:
     }
 
 
+def _with_notation(policy: dict) -> dict:
+    """The entry's policy with `notation.identities`: each trusted identity as the Rego compares it,
+    "*" or the x509 subject as {attribute: value} (C, ST and O required, "*" only alone, as
+    Notation's trust policy; docs/signatures.md), and the verification level spelled out."""
+    notation = policy.get("notation")
+    if not isinstance(notation, dict) or not isinstance(notation.get("trustedIdentities"), list):
+        return policy
+    from app.signatures.notation import NotationError, trusted_identity
+
+    texts = notation["trustedIdentities"]
+    if "*" in texts and len(texts) > 1:
+        raise ValueError("notation.trustedIdentities: `*` must be the only entry when present")
+    try:
+        identities = [trusted_identity(text) for text in texts]
+    except NotationError as exc:
+        raise ValueError(f"notation.trustedIdentities: {exc}") from None
+    level = (notation.get("signatureVerification") or {}).get("level", "strict")
+    return {**policy, "notation": {**notation, "identities": identities, "level": level}}
+
+
 def policy_data(resource: PolicyResource) -> dict:
     """The JSON document the Rego library reads for one policy resource."""
     repositories = []
@@ -246,7 +266,7 @@ def policy_data(resource: PolicyResource) -> dict:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].name", str(exc)) from None
         policy = _with_normal_server(entry.get("policy") or {})
         try:
-            policy = _with_cosign(_with_simple(policy))
+            policy = _with_notation(_with_cosign(_with_simple(policy)))
         except ValueError as exc:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].policy", str(exc)) from None
         repositories.append(

@@ -110,6 +110,11 @@ class PublicKey:
 _CURVES = {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384", "secp521r1": "ecdsa-p521"}
 
 
+
+def _bundle_type(value: object) -> bool:
+    """A bundle's media type; any other JSON value (a list, an object: unhashable) is simply not one."""
+    return isinstance(value, str) and value in BUNDLE_TYPES
+
 def _pem_blocks(material: bytes) -> list[bytes]:
     """The `PUBLIC KEY` PEM blocks of `material`, in order (a linear scan, no regex)."""
     blocks: list[bytes] = []
@@ -246,7 +251,7 @@ def parse_bundle(data: bytes) -> Bundle:
     bundle = _json(data, "the bundle")
     if not isinstance(bundle, dict):
         raise CosignError("the bundle is not a JSON object")
-    if bundle.get("mediaType") not in BUNDLE_TYPES:
+    if not _bundle_type(bundle.get("mediaType")):
         raise CosignError(
             f"bundle mediaType {str(bundle.get('mediaType'))[:80]!r} is not a sigstore bundle v0.3"
         )
@@ -579,7 +584,7 @@ class CosignVerifier:
                 raise CosignError("a bundle referrer must have exactly one layer")
             layer = layers[0]
             blob, size = layer.get("digest"), layer.get("size")
-            if layer.get("mediaType") not in BUNDLE_TYPES or not _is_digest(blob):
+            if not _bundle_type(layer.get("mediaType")) or not _is_digest(blob):
                 raise CosignError("the referrer's layer is not a sigstore bundle")
             if not isinstance(size, int) or not 0 < size <= MAX_BUNDLE_BYTES:
                 raise CosignError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
@@ -612,7 +617,7 @@ class CosignVerifier:
         """One keyless bundle: verified offline against `root`; the certificate's identity in the facts
         (with the reason when the bundle proves nothing, so a denial can say whose it was)."""
         document = _json(data, "the bundle")
-        if not isinstance(document, dict) or document.get("mediaType") not in BUNDLE_TYPES:
+        if not isinstance(document, dict) or not _bundle_type(document.get("mediaType")):
             raise CosignError("the bundle is not a sigstore bundle v0.3")
         try:
             verified = keyless.verify_bundle(document, root, self._now())

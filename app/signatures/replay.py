@@ -37,6 +37,7 @@ from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.registry.token import HttpAnswer
 from app.signatures.cosign import CosignVerifier
+from app.signatures.notation import NotationVerifier
 from app.signatures.port import SignatureRequest
 from app.signatures.registry import Manifest, ReadError, RegistryReader
 from app.signatures.service import SignatureService
@@ -141,7 +142,7 @@ class ReplayReader:
                 return capture, repo
         raise ReadError(
             f"no captured signature data for {image.name}; record it with "
-            f"`ostiary trust capture --format cosign|simple {image.normalized} --out DIR`"
+            f"`ostiary trust capture --format cosign|simple|notation {image.normalized} --out DIR`"
         )
 
     def manifest(
@@ -259,8 +260,13 @@ class RecordingReader:
 
 
 def _verifiers(reader: Any, clock: Callable[[], float] | None = None) -> list:
-    simple = SimpleVerifier(reader, clock=clock) if clock is not None else SimpleVerifier(reader)
-    return [simple, CosignVerifier(reader)]
+    if clock is not None:
+        return [
+            SimpleVerifier(reader, clock=clock),
+            CosignVerifier(reader),
+            NotationVerifier(reader, clock=clock),
+        ]
+    return [SimpleVerifier(reader), CosignVerifier(reader), NotationVerifier(reader)]
 
 
 def signature_service(
@@ -317,6 +323,7 @@ def capture_signatures(
     live = RegistryReader(NotaryClient(ca_file=ca_file), endpoints=endpoints)
     reader = RecordingReader(live, capture, [store_url] if store_url else [])
     cosign, simple = CosignVerifier(reader), SimpleVerifier(reader)  # type: ignore[arg-type]
+    notation = NotationVerifier(reader)  # type: ignore[arg-type]
     results = []
     try:
         for image in images:
@@ -331,6 +338,8 @@ def capture_signatures(
                 try:
                     if fmt == "cosign":
                         result.digest, found = cosign.discover(ref, credentials, deadline)
+                    elif fmt == "notation":
+                        result.digest, found = notation.discover(ref, credentials, deadline)
                     elif store_url:
                         result.digest, found = simple.discover(ref, store_url, credentials, deadline)
                     else:

@@ -4,8 +4,8 @@
 #   (input.images[i].signatures, one document per requirement, produced by Ostiary's verifiers;
 #   docs/rego-input.md) whether an image satisfies every signature requirement of its policy
 #   entry, and which digest it is pinned to. Formats: "simple" (Red Hat simple signing,
-#   Portieris' `policy.simple`) and "cosign" (key-based cosign signatures, Ostiary's
-#   `policy.cosign`).
+#   Portieris' `policy.simple`), "cosign" (key-based cosign signatures, Ostiary's
+#   `policy.cosign`) and "notation" (Notation X.509 signatures, Ostiary's `policy.notation`).
 #   Fail closed by construction: a requirement passes only when `proven` derives a digest from
 #   facts gathered for exactly that requirement (the facts echo it: facts verified under one
 #   requirement never satisfy another, stricter one), from a signature that verified with a key
@@ -30,6 +30,10 @@ requirements(c, system_ns, workload_ns) := array.concat(
 		],
 	),
 	keyless_requirements(c),
+	[notation_requirement(c, n, system_ns, workload_ns) |
+		n := c.entry.policy.notation
+		is_object(n)
+	],
 )
 
 # One keyless requirement for policy.cosign.identities (the translator has anchored the regular
@@ -68,6 +72,25 @@ cosign_requirement(c, i, k, system_ns, workload_ns) := {
 	"key_secret": {"name": object.get(k, "keySecret", null), "namespace": key_namespace(c, k, system_ns)},
 	"identity": object.get(c.entry.policy.cosign, "signedIdentity", {"type": "matchRepository"}),
 	"error": key_error(c, k, system_ns, workload_ns),
+}
+
+# One Notation requirement per entry with policy.notation (one trust policy, level strict): a signature
+# whose chain reaches a CA certificate of caSecret, whose signing certificate matches one of the
+# trusted identities (the translator parses them: "*" or {attribute: value}), must prove the digest.
+# caSecret/caSecretNamespace follow the tenant rule of key secrets.
+notation_requirement(c, n, system_ns, workload_ns) := {
+	"format": "notation",
+	"index": 0,
+	"type": "signedBy",
+	"key_secret": {"name": object.get(n, "caSecret", null), "namespace": key_namespace(c, secret_ref, system_ns)},
+	"identities": object.get(n, "identities", []),
+	"level": object.get(n, "level", "strict"),
+	"error": key_error(c, secret_ref, system_ns, workload_ns),
+} if {
+	secret_ref := {
+		"keySecret": object.get(n, "caSecret", null),
+		"keySecretNamespace": object.get(n, "caSecretNamespace", null),
+	}
 }
 
 policy_namespace(c, system_ns) := c.policy.namespace if is_string(c.policy.namespace)
@@ -192,6 +215,12 @@ identity_accepted(ref, req, s) if {
 	cosign_identity_ok(ref, req.identity, s)
 }
 
+identity_accepted(_, req, s) if {
+	req.format == "notation"
+	some t in req.identities
+	notation_identity_ok(t, s)
+}
+
 satisfied(_, req) if req.type == "insecureAcceptAnything"
 
 satisfied(img, req) if proven(img, req)
@@ -278,6 +307,21 @@ cosign_identity_ok(ref, identity, s) if {
 	s.identity_ref.name == remapped(ref.name, identity)
 }
 
+# ---- Notation trusted identities (docs/signatures.md) ---------------------------------------------
+# As Notation's trust policy: "*" trusts any signing certificate the anchors vouch for; an x509
+# subject matches when every attribute it names has the same value in the signing certificate's
+# subject (other attributes of the certificate are not compared).
+
+notation_identity_ok("*", _)
+
+notation_identity_ok(t, s) if {
+	is_object(t)
+	is_object(s.subject)
+	every k, v in t {
+		s.subject[k] == v
+	}
+}
+
 # remapped: the image's name with `prefix` replaced by `signedPrefix` (whole path components
 # only); the name unchanged when the prefix does not apply.
 remapped(name, identity) := identity.signedPrefix if {
@@ -319,6 +363,8 @@ label(req) := sprintf("%s signing requirement %d", [req.format, req.index]) if {
 	req.type == "keyless"
 } else := sprintf("cosign key requirement %d", [req.index]) if {
 	req.format == "cosign"
+} else := "notation trust policy" if {
+	req.format == "notation"
 } else := sprintf("%v requirement %v", [object.get(req, "format", "?"), object.get(req, "index", "?")])
 
 problem(img, req) := sprintf("%s is `reject`: no image may run under it", [label(req)]) if {
@@ -345,6 +391,14 @@ why_not(img, req) := msg if {
 		concat("; ", [keyless_problem(f, s) | some s in f.signatures]),
 	])
 } else := msg if {
+	req.format == "notation"
+	some f in facts_for(img, req)
+	msg := sprintf("no Notation signature of %s (%v) is trusted by CA secret %v/%v: %s", [
+		img.ref.name, f.digest,
+		object.get(req, ["key_secret", "namespace"], "?"), object.get(req, ["key_secret", "name"], "?"),
+		concat("; ", [signature_problem(img, req, f, s) | some s in f.signatures]),
+	])
+} else := msg if {
 	some f in facts_for(img, req)
 	msg := sprintf("no signature of %s (%v) verifies with key secret %v/%v under identity rule %v: %s", [
 		img.ref.name, f.digest,
@@ -360,6 +414,12 @@ signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
 	not s.key_id in f.keys
 } else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
 	s.digest != f.digest
+} else := msg if {
+	req.format == "notation"
+	msg := sprintf(
+		"%s: signing certificate %v does not match the trusted identities %v",
+		[s.source, object.get(s, "subject_dn", "?"), object.get(req, "identities", [])],
+	)
 } else := sprintf("%s: signed identity %v is not accepted for %s by %v", [
 	s.source, s.identity,
 	img.ref.normalized, object.get(req, ["identity", "type"], "?"),

@@ -1,0 +1,821 @@
+"""Notation signatures (the Notary Project's X.509 signatures; Ostiary's `policy.notation`): one trust
+policy of one image, verification level strict.
+
+What is checked here, in Python (the facts say what each signature proves; the Rego library decides
+trust anchors, digest and trusted identities, rego/ostiary/signatures.rego):
+
+1. The requirement's CA Secret holds PEM CA certificates (`ca.crt`): the trust anchors, each known by
+   the sha256 of its DER bytes.
+2. The manifest the reference resolves to (digest, size, media type), read from the registry.
+3. Signatures: referrers of that digest whose own artifact type (or config media type) is
+   `application/vnd.cncf.notary.signature`, from the OCI 1.1 referrers API and from the fallback tag
+   `sha256-<hex>` (both are read). The referrer's subject must be the digest; one layer, a JWS
+   (`application/jose+json`, JSON serialization) or COSE_Sign1 (`application/cose`) envelope.
+4. Per envelope: only the signing scheme `notary.x509`; every critical header understood (the
+   signing scheme, the expiry); no verification plugin; the algorithm is the one Notation pairs with
+   the signing key (RSA 2048/3072/4096 -> PS256/384/512, ECDSA P-256/384/521 -> ES256/384/512); the
+   signature over the signed bytes with the leaf's key; the payload
+   `{"targetArtifact": {digest, mediaType, size, …}}` equal to the admitted manifest (else a content
+   descriptor mismatch, as `notation verify` says); the expiry, if any, not passed.
+5. The certificate chain (`x5c` / COSE header 33, leaf first): each certificate signed by the next,
+   the last self-signed; CA certificates with basicConstraints CA and keyCertSign; the leaf with
+   digitalSignature, not a CA, and (when it has extendedKeyUsage) codeSigning and none of
+   anyExtendedKeyUsage, serverAuth, emailProtection, timeStamping; every certificate valid at the
+   signing time *and now*. Notation only trusts a time asserted by an RFC 3161 timestamp; Ostiary reads
+   no timestamps, so like `notation verify` without one it checks validity now: an image signed by a
+   certificate that has since expired is denied. One certificate of the chain must be a trust anchor.
+
+Revocation (OCSP, CRL) is not checked: an admission cannot reach a CA's responders from an offline
+cluster, and a fetch in the admission path would be a network dependency per pod. docs/signatures.md.
+
+Every document is bounded (sizes, counts); every read is one bounded GET under the deadline
+(registry.py); JSON is parsed strictly (no duplicate keys, no floats); CBOR is read from at most
+MAX_ENVELOPE_BYTES bytes (cbor2 imported only when a COSE envelope is met).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from app.images import ImageRef
+from app.notary.canonical import load_json
+from app.signatures.facts import failure_facts, signature_entry, verified_facts
+from app.signatures.port import SignatureRequest
+from app.signatures.registry import Manifest, ReadError, RegistryReader
+
+FORMAT = "notation"
+ARTIFACT_TYPE = "application/vnd.cncf.notary.signature"
+JWS = "application/jose+json"
+COSE = "application/cose"
+PAYLOAD_TYPE = "application/vnd.cncf.notary.payload.v1+json"
+SCHEME = "notary.x509"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+
+MAX_ANCHORS = 32  # CA certificates in one Secret
+MAX_ANCHOR_MATERIAL = 256 * 1024
+MAX_REFERRERS = 32
+MAX_ENVELOPE_BYTES = 256 * 1024
+MAX_CHAIN = 8  # certificates in an envelope
+MAX_CERT_BYTES = 16 * 1024
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_SIGNATURE_BYTES = 1024
+MAX_HEADER_ITEMS = 16
+
+SIGNING_SCHEME = "io.cncf.notary.signingScheme"
+SIGNING_TIME = "io.cncf.notary.signingTime"
+EXPIRY = "io.cncf.notary.expiry"
+AUTHENTIC_TIME = "io.cncf.notary.authenticSigningTime"
+PLUGIN = "io.cncf.notary.verificationPlugin"
+PLUGIN_VERSION = "io.cncf.notary.verificationPluginMinVersion"
+SIGNING_AGENT = "io.cncf.notary.signingAgent"
+TIMESTAMP = "io.cncf.notary.timestampSignature"
+UNDERSTOOD_CRITICAL = frozenset({SIGNING_SCHEME, EXPIRY})
+JWS_UNPROTECTED = frozenset({"x5c", SIGNING_AGENT, TIMESTAMP})
+
+# (hash, "rsa" | curve name) per algorithm; COSE's numbers map onto the same names
+ALGORITHMS: dict[str, tuple[type[hashes.HashAlgorithm], str]] = {
+    "PS256": (hashes.SHA256, "rsa"),
+    "PS384": (hashes.SHA384, "rsa"),
+    "PS512": (hashes.SHA512, "rsa"),
+    "ES256": (hashes.SHA256, "secp256r1"),
+    "ES384": (hashes.SHA384, "secp384r1"),
+    "ES512": (hashes.SHA512, "secp521r1"),
+}
+COSE_ALGORITHMS = {-37: "PS256", -38: "PS384", -39: "PS512", -7: "ES256", -35: "ES384", -36: "ES512"}
+RSA_ALGORITHM = {2048: "PS256", 3072: "PS384", 4096: "PS512"}
+EC_ALGORITHM = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+FORBIDDEN_EKU = {
+    ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE: "anyExtendedKeyUsage",
+    ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+    ExtendedKeyUsageOID.EMAIL_PROTECTION: "emailProtection",
+    ExtendedKeyUsageOID.TIME_STAMPING: "timeStamping",
+}
+DN_NAMES = {
+    NameOID.COUNTRY_NAME: "C",
+    NameOID.STATE_OR_PROVINCE_NAME: "ST",
+    NameOID.LOCALITY_NAME: "L",
+    NameOID.ORGANIZATION_NAME: "O",
+    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
+    NameOID.COMMON_NAME: "CN",
+    NameOID.SERIAL_NUMBER: "SERIALNUMBER",
+    NameOID.STREET_ADDRESS: "STREET",
+    NameOID.POSTAL_CODE: "POSTALCODE",
+    NameOID.DOMAIN_COMPONENT: "DC",
+    NameOID.USER_ID: "UID",
+    NameOID.EMAIL_ADDRESS: "E",
+}
+DN_ALIASES = {"S": "ST", "EMAILADDRESS": "E"}
+REQUIRED_DN = ("C", "ST", "O")  # Notation's rule for a trusted identity
+
+
+class NotationError(ValueError):
+    """An anchor, envelope, certificate or manifest Ostiary does not accept; the message says why."""
+
+
+# ---- distinguished names (trusted identities) ---------------------------------------------------------
+
+
+def parse_dn(text: str) -> dict[str, str]:
+    """`C=US, ST=WA, O=Acme, CN=Signer` as {attribute: value}: commas separate attributes (`\\,` is
+    a comma in a value), each attribute once, no multi-valued `+` parts. Raises NotationError."""
+    if not isinstance(text, str) or not text.strip() or len(text) > 1024:
+        raise NotationError("a distinguished name must be non-empty text of at most 1024 characters")
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append("".join(current))
+            current = []
+        elif char == "+":
+            raise NotationError(f"{text!r}: multi-valued attributes (`+`) are not supported")
+        else:
+            current.append(char)
+    if escaped:
+        raise NotationError(f"{text!r} ends in an escape")
+    parts.append("".join(current))
+    dn: dict[str, str] = {}
+    for part in parts:
+        name, sep, value = part.partition("=")
+        name, value = name.strip().upper(), value.strip()
+        name = DN_ALIASES.get(name, name)
+        if not sep or not name or not value:
+            raise NotationError(f"{text!r}: {part.strip()!r} is not ATTRIBUTE=value")
+        if name in dn:
+            raise NotationError(f"{text!r} names {name} more than once")
+        dn[name] = value
+    return dn
+
+
+def trusted_identity(text: str) -> str | dict[str, str]:
+    """One entry of `trustedIdentities`: "*" or `x509.subject: <DN>` as {attribute: value} (C, ST and
+    O required, as Notation's trust policy requires). Raises NotationError."""
+    if text == "*":
+        return "*"
+    prefix, sep, dn = text.partition(":")
+    if not sep or prefix.strip() != "x509.subject":
+        raise NotationError(f"trusted identity {text[:120]!r} is neither `*` nor `x509.subject: <DN>`")
+    parsed = parse_dn(dn)
+    missing = [a for a in REQUIRED_DN if a not in parsed]
+    if missing:
+        raise NotationError(
+            f"trusted identity {text[:120]!r} lacks {', '.join(missing)} (C, ST and O are required)"
+        )
+    return parsed
+
+
+def subject_attributes(cert: x509.Certificate) -> dict[str, str]:
+    """The leaf's subject as {attribute: value}; a repeated or multi-valued attribute is refused."""
+    out: dict[str, str] = {}
+    for rdn in cert.subject.rdns:
+        if len(rdn) != 1:
+            raise NotationError("the signing certificate's subject has a multi-valued attribute")
+        attr = next(iter(rdn))
+        name = DN_NAMES.get(attr.oid, attr.oid.dotted_string)
+        if name in out:
+            raise NotationError(f"the signing certificate's subject names {name} more than once")
+        out[name] = attr.value if isinstance(attr.value, str) else attr.value.hex()
+    return out
+
+
+# ---- trust anchors ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Anchor:
+    fingerprint: str  # "sha256:<hex>" of the DER certificate
+    der: bytes
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return "sha256:" + hashlib.sha256(cert.public_bytes(_DER)).hexdigest()
+
+
+_DER = Encoding.DER
+PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+PEM_END = b"-----END CERTIFICATE-----"
+
+
+def read_anchors(material: bytes) -> list[Anchor]:
+    """The CA certificates of PEM `material` (one or more CERTIFICATE blocks); raises NotationError."""
+    if len(material) > MAX_ANCHOR_MATERIAL:
+        raise NotationError(f"CA material larger than {MAX_ANCHOR_MATERIAL} bytes")
+    anchors: list[Anchor] = []
+    at = 0
+    while True:
+        start = material.find(PEM_BEGIN, at)
+        if start < 0:
+            break
+        end = material.find(PEM_END, start)
+        if end < 0:
+            raise NotationError("a CERTIFICATE block has no END line")
+        at = end + len(PEM_END)
+        if len(anchors) >= MAX_ANCHORS:
+            raise NotationError(f"more than {MAX_ANCHORS} CA certificates")
+        try:
+            cert = x509.load_pem_x509_certificate(material[start:at] + b"\n")
+        except ValueError as exc:
+            raise NotationError(f"CA certificate {len(anchors) + 1} is not readable ({exc})") from None
+        anchors.append(Anchor(fingerprint(cert), cert.public_bytes(_DER)))
+    if not anchors:
+        raise NotationError("no PEM CERTIFICATE block (a CA certificate) found")
+    return anchors
+
+
+def load_anchors(request: SignatureRequest) -> tuple[list[Anchor], list[str]]:
+    anchors: list[Anchor] = []
+    errors = list(request.key_errors)
+    for secret, material in request.keys:
+        try:
+            anchors.extend(read_anchors(material))
+        except NotationError as exc:
+            errors.append(f"CA secret {secret}: {exc}")
+    return anchors, errors
+
+
+# ---- envelopes -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    algorithm: str  # "PS256", ...
+    signed: bytes  # the bytes the signature covers
+    signature: bytes
+    payload: bytes
+    chain: tuple[bytes, ...]  # DER, leaf first
+    signing_time: dt.datetime
+    expiry: dt.datetime | None
+    timestamped: bool  # carries an RFC 3161 timestamp (not read; see the module docstring)
+
+
+def _b64url(value: Any, what: str, limit: int) -> bytes:
+    if not isinstance(value, str) or not value or len(value) > limit * 4 // 3 + 4:
+        raise NotationError(f"{what} is not base64url text of at most {limit} bytes")
+    try:
+        return base64.urlsafe_b64decode((value + "=" * (-len(value) % 4)).encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise NotationError(f"{what} is not valid base64url") from None
+
+
+def _json(data: bytes, what: str) -> Any:
+    try:
+        return load_json(data)
+    except (ValueError, RecursionError) as exc:
+        raise NotationError(f"{what} is not strict JSON: {exc}") from None
+
+
+def _time(value: Any, what: str) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise NotationError(f"{what} {value!r} is not an RFC 3339 time") from None
+    else:
+        raise NotationError(f"{what} is not a time")
+    if moment.tzinfo is None:
+        raise NotationError(f"{what} has no time zone")
+    return moment.astimezone(dt.UTC)
+
+
+def _check_critical(crit: Any, headers: Mapping[Any, Any]) -> None:
+    if not isinstance(crit, list) or not crit or len(crit) > MAX_HEADER_ITEMS:
+        raise NotationError("the critical header list is missing or malformed")
+    for name in crit:
+        if not isinstance(name, str) or name not in UNDERSTOOD_CRITICAL:
+            raise NotationError(f"critical header {str(name)[:80]!r} is not understood (refused)")
+        if name not in headers:
+            raise NotationError(f"critical header {name} is not present")
+    if SIGNING_SCHEME not in crit:
+        raise NotationError(f"{SIGNING_SCHEME} is not marked critical")
+    if EXPIRY in headers and EXPIRY not in crit:
+        raise NotationError(f"{EXPIRY} is not marked critical")
+
+
+def _check_protected(headers: Mapping[Any, Any]) -> None:
+    if headers.get(SIGNING_SCHEME) != SCHEME:
+        raise NotationError(
+            f"signing scheme {str(headers.get(SIGNING_SCHEME))[:80]!r} is not {SCHEME} (only it is supported)"
+        )
+    if PLUGIN in headers or PLUGIN_VERSION in headers:
+        raise NotationError("the signature requires a verification plugin; Ostiary runs none")
+    if SIGNING_TIME not in headers:
+        raise NotationError(f"the signature has no {SIGNING_TIME}")
+
+
+def _chain(items: Any, what: str, decode: Any) -> tuple[bytes, ...]:
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN:
+        raise NotationError(f"{what} must hold 1 to {MAX_CHAIN} certificates")
+    return tuple(decode(item) for item in items)
+
+
+def _std_b64_cert(item: Any) -> bytes:
+    if not isinstance(item, str) or not item or len(item) > MAX_CERT_BYTES * 4 // 3 + 4:
+        raise NotationError(f"an x5c certificate is not base64 text of at most {MAX_CERT_BYTES} bytes")
+    try:
+        return base64.b64decode(item.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise NotationError("an x5c certificate is not valid base64") from None
+
+
+def parse_jws(data: bytes) -> Envelope:
+    """A Notation JWS envelope (JSON serialization), strictly; raises NotationError."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise NotationError(f"the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
+    doc = _json(data, "the JWS envelope")
+    if not isinstance(doc, dict) or set(doc) != {"payload", "protected", "header", "signature"}:
+        raise NotationError("the JWS envelope must have exactly payload, protected, header and signature")
+    protected_b64, payload_b64 = doc["protected"], doc["payload"]
+    protected_raw = _b64url(protected_b64, "the protected header", MAX_PAYLOAD_BYTES)
+    payload = _b64url(payload_b64, "the payload", MAX_PAYLOAD_BYTES)
+    signature = _b64url(doc["signature"], "the signature", MAX_SIGNATURE_BYTES)
+    protected = _json(protected_raw, "the protected header")
+    if not isinstance(protected, dict) or len(protected) > MAX_HEADER_ITEMS:
+        raise NotationError("the protected header is not a JSON object of at most 16 entries")
+    header = doc["header"]
+    if not isinstance(header, dict):
+        raise NotationError("the unprotected header is not a JSON object")
+    unknown = set(header) - JWS_UNPROTECTED
+    if unknown:
+        raise NotationError(
+            f"unprotected header has unknown entries {', '.join(sorted(unknown))[:200]} (refused)"
+        )
+    _check_critical(protected.get("crit"), protected)
+    _check_protected(protected)
+    if protected.get("cty") != PAYLOAD_TYPE:
+        raise NotationError(f"content type {str(protected.get('cty'))[:80]!r} is not {PAYLOAD_TYPE}")
+    algorithm = protected.get("alg")
+    if algorithm not in ALGORITHMS:
+        raise NotationError(f"algorithm {str(algorithm)[:40]!r} is not one Notation signs with")
+    return Envelope(
+        algorithm=algorithm,
+        signed=f"{protected_b64}.{payload_b64}".encode("ascii"),
+        signature=signature,
+        payload=payload,
+        chain=_chain(header.get("x5c"), "x5c", _std_b64_cert),
+        signing_time=_time(protected[SIGNING_TIME], "the signing time"),
+        expiry=_time(protected[EXPIRY], "the expiry") if EXPIRY in protected else None,
+        timestamped=TIMESTAMP in header,
+    )
+
+
+def _cbor_loads(data: bytes, what: str) -> Any:
+    import cbor2  # only when a COSE envelope is met
+
+    try:
+        return cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, OverflowError, RecursionError, TypeError, MemoryError) as exc:
+        raise NotationError(f"{what} is not valid CBOR: {str(exc)[:160]}") from None
+
+
+def parse_cose(data: bytes) -> Envelope:
+    """A Notation COSE_Sign1 envelope, strictly; raises NotationError."""
+    import cbor2
+
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise NotationError(f"the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
+    top = _cbor_loads(data, "the COSE envelope")
+    if not isinstance(top, cbor2.CBORTag) or top.tag != 18:
+        raise NotationError("the COSE envelope is not a tagged COSE_Sign1 (tag 18)")
+    value = top.value
+    if not isinstance(value, (list, tuple)) or len(value) != 4:
+        raise NotationError("COSE_Sign1 must be an array of 4 items")
+    protected_raw, unprotected, payload, signature = value
+    if (
+        not isinstance(protected_raw, bytes)
+        or not isinstance(payload, bytes)
+        or not isinstance(signature, bytes)
+    ):
+        raise NotationError("COSE_Sign1 protected header, payload and signature must be byte strings")
+    if len(payload) > MAX_PAYLOAD_BYTES or len(signature) > MAX_SIGNATURE_BYTES:
+        raise NotationError("the COSE payload or signature is too large")
+    protected, unprotected = _cose_headers(protected_raw, unprotected)
+    alg = protected.get(1)
+    algorithm = COSE_ALGORITHMS.get(alg) if isinstance(alg, int) else None
+    if algorithm is None:
+        raise NotationError(f"COSE algorithm {str(alg)[:40]} is not one Notation signs with")
+
+    def der(item: Any) -> bytes:
+        if not isinstance(item, bytes) or not 0 < len(item) <= MAX_CERT_BYTES:
+            raise NotationError(
+                f"an x5chain certificate is not a byte string of at most {MAX_CERT_BYTES} bytes"
+            )
+        return item
+
+    chain = unprotected.get(33)
+    if isinstance(chain, bytes):
+        chain = [chain]
+    signed = cbor2.dumps(["Signature1", protected_raw, b"", payload])
+    return Envelope(
+        algorithm=algorithm,
+        signed=signed,
+        signature=signature,
+        payload=payload,
+        chain=_chain(list(chain) if isinstance(chain, (list, tuple)) else chain, "x5chain", der),
+        signing_time=_time(protected[SIGNING_TIME], "the signing time"),
+        expiry=_time(protected[EXPIRY], "the expiry") if EXPIRY in protected else None,
+        timestamped=TIMESTAMP in unprotected,
+    )
+
+
+def _cose_headers(protected_raw: bytes, unprotected: Any) -> tuple[Mapping[Any, Any], Mapping[Any, Any]]:
+    protected = _cbor_loads(protected_raw, "the COSE protected header")
+    if not isinstance(protected, Mapping) or len(protected) > MAX_HEADER_ITEMS:
+        raise NotationError("the COSE protected header is not a map of at most 16 entries")
+    if not isinstance(unprotected, Mapping) or len(unprotected) > MAX_HEADER_ITEMS:
+        raise NotationError("the COSE unprotected header is not a map of at most 16 entries")
+    unknown = set(unprotected) - {33, SIGNING_AGENT, TIMESTAMP}
+    if unknown:
+        raise NotationError(
+            f"unprotected header has unknown entries {sorted(map(str, unknown))!s:.200} (refused)"
+        )
+    crit = protected.get(2)
+    _check_critical(list(crit) if isinstance(crit, (list, tuple)) else crit, protected)
+    _check_protected(protected)
+    if protected.get(3) != PAYLOAD_TYPE:
+        raise NotationError(f"content type {str(protected.get(3))[:80]!r} is not {PAYLOAD_TYPE}")
+    for name in (SIGNING_TIME, EXPIRY):
+        if name in protected and not isinstance(protected[name], dt.datetime):
+            raise NotationError(f"{name} is not a CBOR date/time (tag 1)")
+    return protected, unprotected
+
+
+def parse_envelope(media_type: str, data: bytes) -> Envelope:
+    """The envelope of a signature layer; anything malformed raises NotationError."""
+    if media_type not in (JWS, COSE):
+        raise NotationError(f"envelope media type {media_type[:80]!r} is neither {JWS} nor {COSE}")
+    try:
+        return parse_jws(data) if media_type == JWS else parse_cose(data)
+    except NotationError:
+        raise
+    except (TypeError, ValueError, KeyError, RecursionError, OverflowError) as exc:
+        # a structure the checks above did not foresee (CBOR decodes to any Python value)
+        raise NotationError(f"malformed {media_type} envelope ({exc.__class__.__name__})") from None
+
+
+def parse_payload(payload: bytes) -> Mapping[str, Any]:
+    """The targetArtifact descriptor of a Notation payload, strictly."""
+    doc = _json(payload, "the signed payload")
+    if not isinstance(doc, dict) or set(doc) != {"targetArtifact"}:
+        raise NotationError("the signed payload must be exactly {targetArtifact}")
+    target = doc["targetArtifact"]
+    allowed = {"mediaType", "digest", "size", "annotations", "urls", "artifactType", "platform"}
+    if not isinstance(target, dict) or not {"mediaType", "digest", "size"} <= set(target) <= allowed:
+        raise NotationError("targetArtifact is not a descriptor {mediaType, digest, size, …}")
+    return target
+
+
+# ---- certificates --------------------------------------------------------------------------------------
+
+
+def _load_chain(chain: Sequence[bytes]) -> list[x509.Certificate]:
+    certs = []
+    for n, der in enumerate(chain):
+        try:
+            certs.append(x509.load_der_x509_certificate(der))
+        except ValueError as exc:
+            raise NotationError(f"certificate {n} of the chain is not readable ({str(exc)[:120]})") from None
+    return certs
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _extension(cert: x509.Certificate, kind: type) -> Any:
+    try:
+        return cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _name(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string()[:200]
+
+
+def check_chain(certs: Sequence[x509.Certificate], signing_time: dt.datetime, now: dt.datetime) -> None:
+    """Notation's code-signing chain rules (module docstring, 5); raises NotationError."""
+    for n, cert in enumerate(certs):
+        for moment, what in ((signing_time, "signing time"), (now, "verification time")):
+            if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
+                raise NotationError(
+                    f"{what} {moment:%Y-%m-%dT%H:%M:%SZ} is outside certificate {_name(cert)!r}'s validity "
+                    f"{cert.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ} to {cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}"
+                )
+        issuer = certs[n + 1] if n + 1 < len(certs) else cert
+        if not _issued_by(cert, issuer):
+            raise NotationError(
+                f"certificate {_name(cert)!r} is not signed by {_name(issuer)!r}"
+                + (" (the chain must end in a self-signed root)" if issuer is cert else "")
+            )
+        constraints = _extension(cert, x509.BasicConstraints)
+        usage = _extension(cert, x509.KeyUsage)
+        if n == 0:
+            if constraints is not None and constraints.ca:
+                raise NotationError("the signing certificate is a CA certificate")
+            if usage is None or not usage.digital_signature or usage.key_cert_sign:
+                raise NotationError(
+                    "the signing certificate's key usage is not digitalSignature (code signing)"
+                )
+            eku = _extension(cert, x509.ExtendedKeyUsage)
+            if eku is not None:
+                if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+                    raise NotationError("the signing certificate's extended key usage lacks codeSigning")
+                bad = [name for oid, name in FORBIDDEN_EKU.items() if oid in eku]
+                if bad:
+                    raise NotationError(
+                        f"the signing certificate's extended key usage includes {', '.join(bad)}"
+                    )
+        else:
+            if constraints is None or not constraints.ca:
+                raise NotationError(f"certificate {_name(cert)!r} issues the chain but is not a CA")
+            if constraints.path_length is not None and constraints.path_length < n - 1:
+                raise NotationError(f"certificate {_name(cert)!r}'s path length constraint is exceeded")
+            if usage is None or not usage.key_cert_sign:
+                raise NotationError(f"certificate {_name(cert)!r} lacks the keyCertSign key usage")
+
+
+def leaf_algorithm(cert: x509.Certificate) -> str:
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size in RSA_ALGORITHM:
+        return RSA_ALGORITHM[key.key_size]
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in EC_ALGORITHM:
+        return EC_ALGORITHM[key.curve.name]
+    raise NotationError(
+        "the signing key is not RSA 2048/3072/4096 or ECDSA P-256/384/521 (the keys Notation signs with)"
+    )
+
+
+def verify_signature(cert: x509.Certificate, envelope: Envelope) -> None:
+    expected = leaf_algorithm(cert)
+    if envelope.algorithm != expected:
+        raise NotationError(
+            f"algorithm {envelope.algorithm} does not match the signing key (Notation uses {expected})"
+        )
+    hash_type, _ = ALGORITHMS[envelope.algorithm]
+    key = cert.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            h = hash_type()
+            key.verify(
+                envelope.signature,
+                envelope.signed,
+                padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size),
+                h,
+            )
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            size = (key.curve.key_size + 7) // 8
+            if len(envelope.signature) != 2 * size:
+                raise NotationError("the ECDSA signature has the wrong length")
+            r = int.from_bytes(envelope.signature[:size], "big")
+            s = int.from_bytes(envelope.signature[size:], "big")
+            key.verify(encode_dss_signature(r, s), envelope.signed, ec.ECDSA(hash_type()))
+    except InvalidSignature:
+        raise NotationError("the signature does not verify with the signing certificate's key") from None
+
+
+@dataclass(frozen=True)
+class Checked:
+    anchor: str | None  # fingerprint of the chain's certificate that is a trust anchor
+    subject: dict[str, str]
+    subject_dn: str
+    digest: str | None  # what the payload's targetArtifact names, when it is the admitted manifest
+    error: str | None
+
+
+def check_envelope(
+    envelope: Envelope, anchors: Sequence[Anchor], target: Manifest, now: dt.datetime
+) -> Checked:
+    """Every check of the module docstring (4, 5) on one envelope. Never raises: certificates are
+    parsed lazily by `cryptography`, so a malformed one can fail at any access (ValueError, KeyError,
+    DuplicateExtension, ...); such a signature proves nothing and says why, and the others are still
+    read (one hostile referrer must not hide a valid signature)."""
+    subject: dict[str, str] = {}
+    dn = ""
+
+    def failed(why: str) -> Checked:
+        return Checked(None, subject, dn, None, why)
+
+    try:
+        certs = _load_chain(envelope.chain)
+        leaf = certs[0]
+        subject = subject_attributes(leaf)
+        dn = leaf.subject.rfc4514_string()[:400]
+        verify_signature(leaf, envelope)
+        descriptor = parse_payload(envelope.payload)
+        if (
+            descriptor["digest"] != target.digest
+            or descriptor["size"] != len(target.body)
+            or descriptor["mediaType"] != target.media_type
+        ):
+            return failed(
+                f"content descriptor mismatch: the signature is for {str(descriptor['digest'])[:80]} "
+                f"({str(descriptor['mediaType'])[:80]}, {str(descriptor['size'])[:20]} bytes), not {target.digest} "
+                f"({target.media_type}, {len(target.body)} bytes)"
+            )
+        if envelope.expiry is not None and now > envelope.expiry:
+            return failed(f"the signature expired at {envelope.expiry:%Y-%m-%dT%H:%M:%SZ}")
+        check_chain(certs, envelope.signing_time, now)
+        trusted = {a.der: a.fingerprint for a in anchors}
+        anchor = next((trusted[c.public_bytes(_DER)] for c in certs if c.public_bytes(_DER) in trusted), None)
+        if anchor is None:
+            return failed("the signature's certificate chain does not contain any trusted certificate")
+    except NotationError as exc:
+        return failed(str(exc))
+    except Exception as exc:  # noqa: BLE001 - see the docstring: a malformed certificate proves nothing
+        return failed(
+            f"a certificate or the envelope is malformed ({exc.__class__.__name__}: {str(exc)[:160]})"
+        )
+    return Checked(anchor, subject, dn, str(descriptor["digest"]), None)  # Rego compares it again
+
+
+# ---- the verifier -----------------------------------------------------------------------------------
+
+
+class NotationVerifier:
+    format = FORMAT
+
+    def __init__(self, reader: RegistryReader, *, clock: Callable[[], float] = time.time):
+        self.reader = reader
+        self.clock = clock  # the verification time (offline runs: --at)
+
+    def _now(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
+
+    def verify(self, request: SignatureRequest, deadline: float) -> dict:
+        requirement = request.requirement
+        if isinstance(requirement.get("error"), str):
+            return failure_facts(FORMAT, requirement, requirement["error"])
+        level = requirement.get("level", "strict")
+        if level != "strict":
+            return failure_facts(
+                FORMAT, requirement, f"verification level {level!r} is not supported (only strict)"
+            )
+        anchors, errors = load_anchors(request)
+        if errors or not anchors:
+            return failure_facts(
+                FORMAT, requirement, "; ".join(errors) or "the requirement names no CA secret"
+            )
+        image = request.image
+        try:
+            target = self._target(request, deadline)
+            if target is None:
+                return failure_facts(
+                    FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
+                )
+            signatures = self._signatures(request, target, anchors, deadline)
+        except ReadError as exc:
+            return failure_facts(FORMAT, requirement, str(exc))
+        return verified_facts(
+            FORMAT, requirement, target.digest, [a.fingerprint for a in anchors], signatures
+        )
+
+    def discover(
+        self, image: ImageRef, credentials: tuple[tuple[str, str], ...], deadline: float
+    ) -> tuple[str, int]:
+        """Every read `verify` makes for `image`, with no anchor (for `ostiary trust capture`)."""
+        request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
+        target = self._target(request, deadline)
+        if target is None:
+            raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
+        return target.digest, len(self._signatures(request, target, [], deadline))
+
+    def _target(self, request: SignatureRequest, deadline: float) -> Manifest | None:
+        image = request.image
+        return self.reader.manifest(
+            image, image.digest or image.tag or "latest", deadline, request.credentials
+        )
+
+    def _signatures(
+        self, request: SignatureRequest, target: Manifest, anchors: Sequence[Anchor], deadline: float
+    ) -> list[dict]:
+        image, digest = request.image, target.digest
+        listings = []
+        api = self.reader.referrers(image, digest, deadline, request.credentials)
+        if api is not None:
+            listings.append((f"{image.name} referrers API", api))
+        tag = digest.replace(":", "-", 1)
+        fallback = self.reader.manifest(image, tag, deadline, request.credentials)
+        if fallback is not None:
+            listings.append((f"{image.name}:{tag}", fallback.body))
+        listed: set[str] = set()
+        found: list[dict] = []
+        for where, body in listings:
+            try:
+                descriptors = _index_descriptors(body)
+            except NotationError as exc:
+                found.append(signature_entry(where, error=str(exc)))
+                continue
+            for descriptor in descriptors:
+                artifact = descriptor.get("artifactType")
+                if isinstance(artifact, str) and artifact not in (ARTIFACT_TYPE, EMPTY_TYPE):
+                    continue  # another kind of referrer (a cosign bundle, an SBOM, ...)
+                ref = descriptor.get("digest")
+                if descriptor.get("mediaType") != OCI_MANIFEST or not _is_digest(ref) or ref in listed:
+                    continue
+                if len(listed) >= MAX_REFERRERS:
+                    found.append(
+                        signature_entry(
+                            where, error=f"more than {MAX_REFERRERS} referrers; the rest are not read"
+                        )
+                    )
+                    return found
+                listed.add(ref)
+                entry = self._one(
+                    request, f"{image.name}@{ref} (from {where})", ref, target, anchors, deadline
+                )
+                if entry is not None:
+                    found.append(entry)
+        return found
+
+    def _one(
+        self,
+        request: SignatureRequest,
+        where: str,
+        ref: str,
+        target: Manifest,
+        anchors: Sequence[Anchor],
+        deadline: float,
+    ) -> dict | None:
+        """The facts of one referrer manifest; None when it is not a Notation signature."""
+        manifest = self.reader.manifest(request.image, ref, deadline, request.credentials)
+        if manifest is None:
+            return signature_entry(where, error="the registry lists this referrer but has no such manifest")
+        try:
+            document = _json(manifest.body, "the referrer manifest")
+            if not isinstance(document, dict):
+                raise NotationError("the referrer manifest is not a JSON object")
+            config = document.get("config")
+            artifact = document.get("artifactType") or (
+                config.get("mediaType") if isinstance(config, dict) else None
+            )
+            if artifact != ARTIFACT_TYPE:
+                return None
+            subject = document.get("subject")
+            if not isinstance(subject, dict) or subject.get("digest") != target.digest:
+                raise NotationError(f"the signature's subject is not {target.digest}")
+            layers = document.get("layers")
+            if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
+                raise NotationError("a Notation signature manifest must have exactly one layer")
+            layer = layers[0]
+            blob, size, media_type = layer.get("digest"), layer.get("size"), layer.get("mediaType")
+            if media_type not in (JWS, COSE) or not _is_digest(blob):
+                raise NotationError(f"the signature layer is neither {JWS} nor {COSE}")
+            if not isinstance(size, int) or not 0 < size <= MAX_ENVELOPE_BYTES:
+                raise NotationError(f"the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
+            data = self.reader.blob(
+                request.image, blob, deadline, request.credentials, limit=MAX_ENVELOPE_BYTES
+            )
+            envelope = parse_envelope(media_type, data)
+            checked = check_envelope(envelope, anchors, target, self._now())
+        except (ReadError, NotationError) as exc:
+            return signature_entry(where, error=str(exc))
+        entry = signature_entry(where, key_id=checked.anchor, digest=checked.digest, error=checked.error)
+        entry["subject"] = checked.subject
+        entry["subject_dn"] = checked.subject_dn
+        return entry
+
+
+def _is_digest(value: Any) -> TypeGuard[str]:
+    return (
+        isinstance(value, str)
+        and len(value) == 71
+        and value.startswith("sha256:")
+        and all(c in "0123456789abcdef" for c in value[7:])
+    )
+
+
+def _index_descriptors(body: bytes) -> list[Mapping[str, Any]]:
+    document = _json(body, "the referrers index")
+    if not isinstance(document, dict) or not isinstance(document.get("manifests"), list):
+        raise NotationError("the referrers index has no manifests list")
+    if document.get("mediaType", OCI_INDEX) != OCI_INDEX:
+        raise NotationError("the referrers listing is not an OCI image index")
+    return [d for d in document["manifests"] if isinstance(d, dict)]
