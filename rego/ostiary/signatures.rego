@@ -29,11 +29,13 @@ requirements(c, system_ns, workload_ns) := array.concat(
 			some i, k in object.get(c.entry.policy, ["cosign", "keys"], [])
 		],
 	),
-	keyless_requirements(c),
-	[notation_requirement(c, n, system_ns, workload_ns) |
-		n := c.entry.policy.notation
-		is_object(n)
-	],
+	array.concat(
+		keyless_requirements(c),
+		[notation_requirement(c, n, system_ns, workload_ns) |
+			n := c.entry.policy.notation
+			is_object(n)
+		],
+	),
 )
 
 # One keyless requirement for policy.cosign.identities (the translator has anchored the regular

@@ -152,6 +152,32 @@ def test_root_pins_from_a_configmap_or_secret_are_mounted_and_passed(source: str
     assert "not both" in refusal("rootPins.configMap=a", "rootPins.secret=b")
 
 
+@pytest.mark.parametrize("source", ["configMap", "secret"])
+def test_a_sigstore_trusted_root_from_a_configmap_or_secret_is_mounted_and_passed(source: str) -> None:
+    objects = rendered_objects(f"sigstoreTrustedRoot.{source}=private-sigstore")
+    ostiary = containers(objects)["ostiary"]
+    assert "--sigstore-trusted-root=/etc/ostiary/sigstore/trusted_root.json" in ostiary["args"]
+    assert mounts(ostiary)["sigstore-root"]["readOnly"] is True
+    volume = volumes(objects)["sigstore-root"]
+    items = [{"key": "trusted_root.json", "path": "trusted_root.json"}]
+    if source == "configMap":
+        assert volume["configMap"] == {"name": "private-sigstore", "items": items}
+    else:
+        assert volume["secret"] == {"secretName": "private-sigstore", "items": items}
+    assert not any(a.startswith("--sigstore") for a in containers(rendered_objects())["ostiary"]["args"])
+    assert "not both" in refusal("sigstoreTrustedRoot.configMap=a", "sigstoreTrustedRoot.secret=b")
+
+
+def test_trust_server_allow_list_and_record_cap_are_passed_to_serve() -> None:
+    args = containers(
+        rendered_objects("trustServerAllow[0]=https://notary.team.example:4443", "maxTrustRecords=500")
+    )["ostiary"]["args"]
+    assert "--trust-server-allow=https://notary.team.example:4443" in args
+    assert "--max-trust-records=500" in args
+    assert "--max-trust-records=10000" in containers(rendered_objects())["ostiary"]["args"]
+    assert refusal("trustServerAllow[0]=http://plain.example")  # the schema takes https URLs or "*" only
+
+
 # -- e. ServiceMonitor and NetworkPolicy ------------------------------------------------------------
 
 API = {"networkPolicy": {"enabled": True, "apiServerPeers": [{"ipBlock": {"cidr": "10.0.0.1/32"}}]}}

@@ -258,6 +258,9 @@ does (bundles often carry comments). (dict "value" <text> "what" <message start>
 {{- if and .Values.rootPins.configMap .Values.rootPins.secret -}}
 {{- fail "rootPins: give rootPins.configMap or rootPins.secret, not both (one file is passed to --root-pins)" -}}
 {{- end -}}
+{{- if and .Values.sigstoreTrustedRoot.configMap .Values.sigstoreTrustedRoot.secret -}}
+{{- fail "sigstoreTrustedRoot: give sigstoreTrustedRoot.configMap or sigstoreTrustedRoot.secret, not both (one file is passed to --sigstore-trusted-root)" -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled .Values.networkPolicy.enabled (not .Values.networkPolicy.metricsPeers) -}}
 {{- fail "metrics.serviceMonitor.enabled with networkPolicy.enabled needs networkPolicy.metricsPeers (your Prometheus, e.g. [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}, podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}}]): without them the chart's NetworkPolicy blocks the scrapes the ServiceMonitor asks for" -}}
 {{- end -}}
