@@ -197,7 +197,9 @@ class Runtime:
             if self.config.sigstore_trusted_root
             else None
         )
-        return SignatureService([SimpleVerifier(reader), CosignVerifier(reader, trusted_root=root), NotationVerifier(reader)])
+        return SignatureService(
+            [SimpleVerifier(reader), CosignVerifier(reader, trusted_root=root), NotationVerifier(reader)]
+        )
 
     def _custom_modules(self) -> list[RegoModule]:
         return load_custom_rego(self.config.rego_dir) if self.config.rego_dir else []

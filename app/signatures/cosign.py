@@ -110,10 +110,10 @@ class PublicKey:
 _CURVES = {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384", "secp521r1": "ecdsa-p521"}
 
 
-
 def _bundle_type(value: object) -> bool:
     """A bundle's media type; any other JSON value (a list, an object: unhashable) is simply not one."""
     return isinstance(value, str) and value in BUNDLE_TYPES
+
 
 def _pem_blocks(material: bytes) -> list[bytes]:
     """The `PUBLIC KEY` PEM blocks of `material`, in order (a linear scan, no regex)."""
