@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -21,6 +22,7 @@ if TYPE_CHECKING:  # the commands import their parts lazily, so `ostiary --help`
     from app.notary.state import RecordStore, TrustRecord
     from app.opa.client import OpaClient
     from app.opa.process import LocalOpa
+    from app.policies.bounds import Bounds
     from app.policies.model import PolicySet
 
 LOOPBACK_NAMES = {"localhost"}
@@ -56,6 +58,55 @@ def main(log_level: str) -> None:
     from app.logsafe import configure
 
     configure(getattr(logging, log_level.upper(), logging.INFO))
+
+
+def _bounds_options(command: Callable) -> Callable:
+    """--max-policy-entries, --max-namespace-policy-bytes, --max-policy-bytes (app/policies/bounds.py),
+    passed to the command as `bounds`."""
+    from app.policies.bounds import DEFAULT_BOUNDS, MAX_ENTRIES
+
+    def with_bounds(
+        *args: Any,
+        max_policy_entries: int,
+        max_namespace_policy_bytes: int,
+        max_policy_bytes: int,
+        **kwargs: Any,
+    ) -> Any:
+        from app.policies.bounds import Bounds
+
+        try:
+            bounds = Bounds(max_policy_entries, max_namespace_policy_bytes, max_policy_bytes)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return command(*args, bounds=bounds, **kwargs)
+
+    functools.update_wrapper(with_bounds, command)
+    options = [
+        click.option(
+            "--max-policy-entries",
+            default=DEFAULT_BOUNDS.max_entries,
+            show_default=True,
+            type=click.IntRange(1, MAX_ENTRIES),
+            help="Most repository entries in one policy (the CRDs allow at most this default).",
+        ),
+        click.option(
+            "--max-namespace-policy-bytes",
+            default=DEFAULT_BOUNDS.max_scope_bytes,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Most bytes of Rego one namespace's ImagePolicies (or all ClusterImagePolicies) compile to.",
+        ),
+        click.option(
+            "--max-policy-bytes",
+            default=DEFAULT_BOUNDS.max_total_bytes,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Most bytes of Rego all policies in force compile to (docs/security.md).",
+        ),
+    ]
+    for option in reversed(options):
+        with_bounds = option(with_bounds)
+    return with_bounds
 
 
 @main.command()
@@ -151,6 +202,7 @@ def main(log_level: str) -> None:
 @click.option(
     "--trust-server-allow", "trust_server_allow", multiple=True, metavar="URL", help=_TRUST_ALLOW_HELP
 )
+@_bounds_options
 def serve(
     policy_dir: str,
     rego_dir: str | None,
@@ -173,6 +225,7 @@ def serve(
     sigstore_trusted_root: str | None,
     decision_log: str,
     trust_server_allow: tuple[str, ...],
+    bounds: Bounds,
 ) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.runtime import ServeConfig, read_token
@@ -219,6 +272,7 @@ def serve(
         sigstore_trusted_root=_serve_trusted_root(sigstore_trusted_root),
         decision_log=decision_log,
         trust_server_allow=_trust_server_allow(trust_server_allow),
+        bounds=bounds,
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
 
@@ -343,6 +397,7 @@ def _with_opa(
 @click.option(
     "--trust-server-allow", "trust_server_allow", multiple=True, metavar="URL", help=_TRUST_ALLOW_HELP
 )
+@_bounds_options
 def check(
     policy_dir: str,
     rego_dir: str | None,
@@ -350,6 +405,7 @@ def check(
     strict: bool,
     fmt: str,
     trust_server_allow: tuple[str, ...],
+    bounds: Bounds,
 ) -> None:
     """Find every mistake in a policy directory (and custom Rego), each with file and line, and
     compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
@@ -357,7 +413,9 @@ def check(
     from app.opa.process import OpaNotFound
 
     try:
-        report = run_check(policy_dir, rego_dir, system_namespace, _trust_server_allow(trust_server_allow))
+        report = run_check(
+            policy_dir, rego_dir, system_namespace, _trust_server_allow(trust_server_allow), bounds
+        )
     except (OpaNotFound, RuntimeError) as exc:
         _input_error(str(exc))
     if fmt == "json":

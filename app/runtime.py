@@ -35,12 +35,14 @@ from app.notary.service import TrustService
 from app.notary.state import FileRecordStore, RecordStore
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.opa.process import LocalOpa
+from app.policies.bounds import DEFAULT_BOUNDS, Bounds, bounded
 from app.policies.directory import (
     DirectoryStore,
+    collect_policy_set,
     files_under,
     load_custom_rego,
-    load_policy_set,
-    translate_all,
+    translate_policy_set,
+    with_refusals,
 )
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet, RegoModule
 from app.policies.sync import PolicySync, library_modules
@@ -82,6 +84,9 @@ class ServeConfig:
     # Trust servers namespace policies may name besides the defaults and the cluster policies' (serve
     # --trust-server-allow; "*" any): app.notary.servers.TrustServerAllowList.
     trust_server_allow: tuple[str, ...] = ()
+    # What policies may cost OPA (app/policies/bounds.py; serve --max-policy-entries,
+    # --max-namespace-policy-bytes, --max-policy-bytes).
+    bounds: Bounds = DEFAULT_BOUNDS
     extra: dict = field(default_factory=dict)
 
 
@@ -124,6 +129,12 @@ class Runtime:
         self.sync = PolicySync(self.opa, on_drift=self.metrics.record_drift)
         self.load_error: str | None = None  # why the last load failed; None when it succeeded
         self.in_force: str | None = None  # what the last good load put in force (for /readyz)
+        # Directory mode: the ImagePolicies refused while the rest is in force ("ImagePolicy ns/name
+        # (file#doc)" -> why); their namespaces are denied (app/policies/directory.py with_refusals).
+        self.refused: dict[str, str] = {}
+        # Every policy goes through the bounds (app/policies/bounds.py): the webhook, the cluster
+        # source and the directory loader translate with this.
+        self.translate = bounded(translate, config.bounds)
         self._signature: tuple = ()  # of the files the last load read (a bad file waits for a change)
         self._retry = False  # the last load failed because OPA did not answer: try again next round
         self._stop = threading.Event()
@@ -133,7 +144,8 @@ class Runtime:
                 kubeconfig=config.kubeconfig,
                 system_namespace=config.system_namespace,
                 sync=self.sync,
-                translate=translate,
+                translate=self.translate,
+                bounds=config.bounds,
             )
         self.store: ObjectStore = self.kube.store if self.kube is not None else DirectoryStore(PolicySet())
         self.trust = self._trust_service()
@@ -233,26 +245,67 @@ class Runtime:
         self._loaded(signature, f"the library and {len(custom)} custom modules")
 
     def reload_directory(self) -> None:
-        """Load custom Rego and the policy directory all or nothing; on failure OPA keeps the last
-        good set (PolicySync restores it) and /readyz says so."""
+        """Load custom Rego and the policy directory; on failure OPA keeps the last good set
+        (PolicySync restores it) and /readyz says so. An ImagePolicy that is invalid, over a bound
+        or refused by OPA does not stop the load: it is replaced by a refusal that denies its own
+        namespace (app/policies/directory.py), and /readyz names it."""
         signature = _dir_signature(self.config.policy_dir, self.config.rego_dir)
         stage, doing = "policies not loaded", "reading the policy files"
         try:
-            policy_set = load_policy_set(self.config.policy_dir or "", self.config.system_namespace)
+            policy_set, errors = collect_policy_set(
+                self.config.policy_dir or "", self.config.system_namespace
+            )
             doing = "translating the policies"
-            modules = translate_all(policy_set.policies)
+            modules, translate_errors = translate_policy_set(policy_set.policies, self.config.bounds)
+            modules, refused = with_refusals(modules, errors + translate_errors)
             stage, doing = "custom Rego not loaded", "reading custom Rego"
             custom = self._custom_modules()
             stage, doing = "policies and custom Rego not loaded", "pushing them to OPA"
-            self.sync.replace(library_modules() + custom, modules)
+            modules, refused = self._push_directory(
+                library_modules() + custom, modules, errors + translate_errors, refused
+            )
         except Exception as exc:  # noqa: BLE001 - any failure is reported by /readyz, never a crash
             self._failed(stage, doing, exc, signature)
             return
+        self.refused = refused
+        for what, why in refused.items():
+            log.error("%s refused, its namespace is denied: %s", what, why)
         self.store = DirectoryStore(policy_set)
         self.reviewer.store = self.store
-        self.metrics.policies.set(len(policy_set.policies))
-        self._loaded(signature, f"{len(policy_set.policies)} policies and {len(custom)} custom modules")
+        self.metrics.policies.set(len(policy_set.policies) - len(refused))
+        self._loaded(
+            signature,
+            f"{len(policy_set.policies) - len(refused)} policies and {len(custom)} custom modules"
+            + (f" ({len(refused)} ImagePolicies refused)" if refused else ""),
+        )
         log.info("loaded %d policies from %s", len(policy_set.policies), self.config.policy_dir)
+
+    def _push_directory(
+        self,
+        base: list[RegoModule],
+        modules: list[RegoModule],
+        errors: list[PolicyError],
+        refused: dict[str, str],
+    ) -> tuple[list[RegoModule], dict[str, str]]:
+        """Push base and policies; a namespace policy OPA refuses to compile is refused like an
+        invalid one (a refusal in its place) and the rest pushed again. Returns what is in force."""
+        ids = {m.id for m in modules}
+        errors = list(errors)
+        for _ in range(len(modules) + 1):
+            try:
+                self.sync.replace(base, modules)
+                return modules, refused
+            except OpaModuleRefused as exc:
+                parts = exc.module_id.split("/")
+                if exc.module_id not in ids or parts[:3] != ["ostiary", "policies", "namespaced"]:
+                    raise
+                origin = next(m.origin for m in modules if m.id == exc.module_id)
+                error = PolicyError(origin, "", f"OPA refused its module: {exc.errors}")
+                error.tenant = (parts[3], "/".join(parts[4:]))
+                errors.append(error)
+                untouched = [m for m in modules if m.id != exc.module_id]
+                modules, refused = with_refusals(untouched, [e for e in errors if e.tenant is not None])
+        raise RuntimeError("OPA kept refusing namespace policies")
 
     def _loaded(self, signature: tuple, what: str) -> None:
         self.load_error = None
@@ -322,6 +375,10 @@ class Runtime:
             return False, f"{self.load_error}; still deciding with the last good set ({self.in_force})"
         if not self.sync.in_place():
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
+        if self.refused:
+            return True, "ready; refused, so their namespaces are denied: " + "; ".join(
+                f"{what}: {why}" for what, why in self.refused.items()
+            )
         return True, "ready"
 
     def stop(self) -> None:

@@ -72,7 +72,6 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
         """The validating webhook for ImagePolicy/ClusterImagePolicy (app/kube/validate.py)."""
         from app.kube.validate import BadValidationRequest, validate_review
         from app.policies.schema import parse_policy_document
-        from app.policies.translate import translate
 
         try:  # the same strict decoding as /admit; validate_review answers a non-JSON body (None)
             body = parse_review(request.get_data(cache=False)) if request.is_json else None
@@ -83,7 +82,7 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
             answer = validate_review(
                 body,
                 parse=parse_policy_document,
-                translate=translate,
+                translate=rt.translate,  # with the bounds (app/policies/bounds.py)
                 compiles=rt.sync.compiles,
                 trust_server_allowed=allow.permits if allow is not None else None,
             )

@@ -14,6 +14,7 @@ from app.kube.client import KubeApi, RestKubeApi
 from app.kube.owners import OwnerVerifier
 from app.kube.source import KubePolicySource
 from app.kube.store import KubeObjectStore
+from app.policies.bounds import DEFAULT_BOUNDS, Bounds
 from app.policies.model import PolicyResource, RegoModule
 from app.policies.schema import parse_policy_document
 from app.policies.sync import PolicySync
@@ -29,6 +30,7 @@ class KubeRuntime:
         system_namespace: str,
         sync: PolicySync,
         translate: Callable[[PolicyResource], RegoModule],
+        bounds: Bounds = DEFAULT_BOUNDS,
         on_change: Callable[[], None] | None = None,
         api: KubeApi | None = None,
         secret_ttl: float = 10.0,
@@ -49,6 +51,7 @@ class KubeRuntime:
             sync=sync,
             translate=translate,
             parse=parse_policy_document,
+            bounds=bounds,
             on_change=on_change,
             opa_repair=sync.repair,
             opa_check_interval=opa_check_interval,

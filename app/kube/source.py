@@ -14,6 +14,9 @@ compiles — no more, no fewer — derived from the resources as they are now, n
 - A watch error (410 Gone, a dropped connection, a 5xx) relists that kind and pushes everything again.
 - OPA's whole module set (ids and text) is compared with the desired one every ``opa_check_interval``;
   any difference (OPA restarted, a module planted, deleted or replaced) is repaired, logged and counted.
+- A resource over a bound of app/policies/bounds.py (its entries; its scope's or all policies'
+  translated size, the smaller policies kept first) is refused before it reaches OPA, like one that
+  fails to parse.
 - A resource that fails to parse, translate or compile is not in force at all (never half-applied): it
   is reported as a Warning Event on the resource, in the log, and — for ``ostiary.dev`` resources —
   in ``status.conditions`` (type ``Ready``). Other resources are unaffected.
@@ -35,6 +38,7 @@ from app.kube.client import KubeApi, KubeError, WatchExpired, object_path
 from app.kube.desired import ModuleOrError, derive
 from app.kube.events import EventReporter
 from app.opa.client import OpaModuleRefused
+from app.policies.bounds import DEFAULT_BOUNDS, Bounds, over_bounds
 from app.policies.kinds import POLICY_KINDS, Key, PolicyKind, as_document, describe, object_key, origin_of
 from app.policies.model import PolicyResource, RegoModule
 from app.policies.sync import PolicySync
@@ -65,6 +69,7 @@ class KubePolicySource:
         sync: PolicySync,
         translate: Callable[[PolicyResource], RegoModule],
         parse: Callable[[dict, str], PolicyResource],
+        bounds: Bounds = DEFAULT_BOUNDS,
         on_change: Callable[[], None] | None = None,
         opa_repair: Callable[[], object] | None = None,
         reporter: EventReporter | None = None,
@@ -78,6 +83,7 @@ class KubePolicySource:
         self._sync = sync
         self._translate = translate
         self._parse = parse
+        self._bounds = bounds
         self._on_change = on_change
         self._opa_repair = opa_repair
         self._reporter = reporter if reporter is not None else EventReporter(api)
@@ -315,7 +321,12 @@ class KubePolicySource:
         return result
 
     def _desired(self) -> tuple[dict[str, tuple[Key, RegoModule]], dict[Key, str]]:
-        return derive(self._objects, self._kinds, self._module_for)
+        desired, errors = derive(self._objects, self._kinds, self._module_for)
+        over = over_bounds([(mid, module) for mid, (_, module) in desired.items()], self._bounds)
+        for mid, reason in over.items():
+            key, _ = desired.pop(mid)
+            errors[key] = f"invalid policy: {reason}"
+        return desired, errors
 
     def _apply_all(self) -> None:
         """Push the whole desired set at once; a module OPA refuses is dropped and reported."""

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from app.notary.servers import TrustServerAllowList
+from app.policies.bounds import DEFAULT_BOUNDS, Bounds
 from app.policies.directory import POLICY_SUFFIXES, SourceError, collect_custom_rego, collect_policy_set
 from app.policies.kinds import POLICY_KIND_NAMES as POLICY_KINDS
 from app.policies.model import PolicyError, PolicyResource, RegoModule
@@ -164,7 +165,13 @@ def _load_finding(error: PolicyError, locator: Locator) -> Finding:
         return Finding("error", "syntax", error.path, error.line, error.summary)
     path, index = _split_origin(error.origin)
     message = f"{error.field}: {error.message}" if error.field else error.message
-    code = "unknown-field" if error.message.startswith("unknown field") else "invalid"
+    code = (
+        "unknown-field"
+        if error.message.startswith("unknown field")
+        else "over-bound"
+        if "over the bound" in error.message
+        else "invalid"
+    )
     return Finding("error", code, path, locator.line(path, index, error.field), message)
 
 
@@ -414,6 +421,32 @@ def _policy_findings(
                 f"image it matches and always wins ({_why_preferred(b, a)})",
             )
         )
+    return found
+
+
+def _bound_findings(policies: list[PolicyResource], bounds: Bounds, locator: Locator) -> list[Finding]:
+    """The policies over a bound of app/policies/bounds.py, each with the bound, its measured size
+    and the flag that sets it: exactly those `ostiary serve` would refuse."""
+    from app.policies.bounds import check_policy, over_bounds
+    from app.policies.translate import translate
+
+    found: list[Finding] = []
+    translated: list[tuple[PolicyResource, RegoModule]] = []
+    for policy in policies:
+        try:
+            module = translate(policy)
+        except PolicyError:
+            continue  # an invalid entry: reported by the entries pass
+        try:
+            check_policy(policy, module, bounds)
+        except PolicyError as exc:
+            found.append(_load_finding(exc, locator))
+            continue
+        translated.append((policy, module))
+    over = over_bounds([(index, module) for index, (_, module) in enumerate(translated)], bounds)
+    for index, reason in sorted(over.items()):
+        policy = translated[index][0]
+        found.append(_load_finding(PolicyError(policy.origin, "spec", reason), locator))
     return found
 
 
@@ -690,6 +723,7 @@ def _in_opa(
     custom: list[RegoModule],
     heads: dict[str, dict[str, int]],
     system_namespace: str,
+    bounds: Bounds,
 ) -> tuple[bool, list[Finding]]:
     """Push everything to a real OPA as the webhook does, then evaluate the custom rules."""
     from app.opa.client import OpaClient, OpaError
@@ -702,7 +736,7 @@ def _in_opa(
         sync = PolicySync(OpaClient(opa.url))
         try:
             sync.set_base(library + custom)
-            sync.replace_all(translate_all(policies))
+            sync.replace_all(translate_all(policies, bounds))
         except (PolicyError, OpaError) as exc:
             return False, [Finding("error", "opa-refused", "", 0, str(exc))]
         return True, _eval_findings(opa.url, custom, heads, system_namespace) if custom else []
@@ -727,7 +761,11 @@ def _package_findings(rego_dir: str) -> tuple[list[RegoModule], list[Finding]]:
 
 
 def run_check(
-    policy_dir: str, rego_dir: str | None, system_namespace: str, trust_server_allow: tuple[str, ...] = ()
+    policy_dir: str,
+    rego_dir: str | None,
+    system_namespace: str,
+    trust_server_allow: tuple[str, ...] = (),
+    bounds: Bounds = DEFAULT_BOUNDS,
 ) -> CheckReport:
     from app.policies.sync import library_modules
 
@@ -750,6 +788,7 @@ def run_check(
     report.findings.extend(
         _policy_findings(policy_set.policies, policy_dir, locator, complete=not load_errors)
     )
+    report.findings.extend(_bound_findings(policy_set.policies, bounds, locator))
     library = library_modules()
     custom: list[RegoModule] = []
     heads: dict[str, dict[str, int]] = {}
@@ -769,9 +808,11 @@ def run_check(
     if (
         compile_ok
         and not load_errors
-        and not any(f.code in ("invalid", "rego-package") for f in report.findings)
+        and not any(f.code in ("invalid", "rego-package", "over-bound") for f in report.findings)
     ):
-        report.compiled, found = _in_opa(policy_set.policies, library, custom, heads, system_namespace)
+        report.compiled, found = _in_opa(
+            policy_set.policies, library, custom, heads, system_namespace, bounds
+        )
         report.findings.extend(found)
     unique: dict[tuple, Finding] = {}
     for finding in report.findings:  # the AST pass and the evaluation pass may see the same rule

@@ -1,9 +1,14 @@
 """The directory policy source: YAML/JSON files with policies and the Secrets/ServiceAccounts they name.
 
-A load is all or nothing: every document of every file is validated and translated before
-anything reaches OPA, and the first invalid one stops the load with its file and document index.
-`collect_policy_set` and `collect_custom_rego` run the same checks but return every error (for
-`ostiary check`); the load functions raise the first of them, so both accept exactly the same files.
+Every document of every file is validated and translated before anything reaches OPA. An error
+that belongs to one ImagePolicy alone (its schema, its translation, a bound of
+app/policies/bounds.py) is tagged with that policy (PolicyError.tenant): `ostiary serve` refuses
+that policy only and puts a refusal in its place, so its namespace is denied, naming it, while the
+other namespaces and the cluster policies stay in force (translate_policy_set). Any other error (a
+file that does not parse, a bad ClusterImagePolicy, Secret or ServiceAccount) stops the whole load
+with its file and document index, and the previous set stays in force.
+`collect_policy_set` and `collect_custom_rego` return every error (for `ostiary check`); the load
+functions raise the first of them, so both accept exactly the same files.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import json
 import re
 from pathlib import Path
 
+from app.policies.bounds import DEFAULT_BOUNDS, Bounds, bounded, over_bounds
 from app.policies.kinds import POLICY_KIND_NAMES
 from app.policies.model import PolicyError, PolicyResource, PolicySet, RegoModule
-from app.policies.schema import parse_policy_document, policy_document_errors
-from app.policies.translate import module_id, translate
+from app.policies.schema import parse_policy_document, policy_document_errors, valid_policy_identity
+from app.policies.translate import module_id, refused_module, translate
 from app.yamlio import DocumentError, load_file
 
 POLICY_SUFFIXES = (".yaml", ".yml", ".json")
@@ -113,6 +119,9 @@ def _add_document(
     if kind in POLICY_KIND_NAMES:
         problems = policy_document_errors(doc, origin)
         if problems:
+            tenant = valid_policy_identity(doc) if kind == "ImagePolicy" else None
+            for problem in problems:
+                problem.tenant = tenant
             return problems
         resource = parse_policy_document(doc, origin)
         if resource.key in seen:
@@ -138,12 +147,74 @@ def _add_document(
     return []
 
 
-def translate_all(policies: list[PolicyResource]) -> list[RegoModule]:
-    modules = [translate(p) for p in policies]
+def translate_all(policies: list[PolicyResource], bounds: Bounds = DEFAULT_BOUNDS) -> list[RegoModule]:
+    """Every policy's module; raise the first error (a bound included) of translate_policy_set."""
+    modules, errors = translate_policy_set(policies, bounds)
+    if errors:
+        raise errors[0]
+    return modules
+
+
+def translate_policy_set(
+    policies: list[PolicyResource], bounds: Bounds = DEFAULT_BOUNDS
+) -> tuple[list[RegoModule], list[PolicyError]]:
+    """The module of each policy that translates within the bounds, and an error for each one that
+    does not (an ImagePolicy's tagged with its namespace and name, PolicyError.tenant)."""
     ids = [module_id(p) for p in policies]
     if len(set(ids)) != len(ids):
-        raise PolicyError("policies", "metadata.name", "two policies translate to the same module id")
-    return modules
+        return [], [PolicyError("policies", "metadata.name", "two policies translate to the same module id")]
+    translate_bounded = bounded(translate, bounds)
+    translated: list[tuple[PolicyResource, RegoModule]] = []
+    errors: list[PolicyError] = []
+    for policy in policies:
+        try:
+            translated.append((policy, translate_bounded(policy)))
+        except PolicyError as exc:
+            exc.tenant = _tenant(policy)
+            errors.append(exc)
+    over = over_bounds([(module.id, module) for _, module in translated], bounds)
+    modules = []
+    for policy, module in translated:
+        if module.id in over:
+            error = PolicyError(policy.origin, "spec", over[module.id])
+            error.tenant = _tenant(policy)
+            errors.append(error)
+        else:
+            modules.append(module)
+    return modules, errors
+
+
+def _tenant(policy: PolicyResource) -> tuple[str, str] | None:
+    return (policy.namespace, policy.name) if policy.kind == "ImagePolicy" and policy.namespace else None
+
+
+def with_refusals(
+    modules: list[RegoModule], errors: list[PolicyError]
+) -> tuple[list[RegoModule], dict[str, str]]:
+    """The modules to push when the only errors are tenants' (PolicyError.tenant): each refused
+    ImagePolicy becomes a refusal module (translate.refused_module) that denies every image of its
+    namespace naming it. Returns the modules and "ImagePolicy ns/name" -> why it is refused.
+    Raises the first error that is not a tenant's."""
+    for error in errors:
+        if error.tenant is None:
+            raise error
+    reasons: dict[tuple[str, str], list[str]] = {}
+    origins: dict[tuple[str, str], str] = {}
+    for error in errors:
+        assert error.tenant is not None
+        reasons.setdefault(error.tenant, []).append(
+            f"{error.field}: {error.message}" if error.field else error.message
+        )
+        origins.setdefault(error.tenant, error.origin)
+    refusals = [
+        refused_module(ns, name, origins[(ns, name)], "; ".join(why)) for (ns, name), why in reasons.items()
+    ]
+    refused_ids = {m.id for m in refusals}
+    kept = [m for m in modules if m.id not in refused_ids]
+    return kept + refusals, {
+        f"ImagePolicy {ns}/{name} ({origins[(ns, name)]})": "; ".join(why)
+        for (ns, name), why in sorted(reasons.items())
+    }
 
 
 def custom_package(path: Path) -> str:

@@ -16,6 +16,9 @@ class PolicyError(ValueError):
         self.origin = origin
         self.field = field
         self.message = message
+        # (namespace, name) when the error belongs to one ImagePolicy alone: directory mode then
+        # refuses that policy only and fails closed for its namespace (app/policies/directory.py).
+        self.tenant: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

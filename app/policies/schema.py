@@ -13,6 +13,7 @@ from typing import Any
 
 import jsonschema
 
+from app.policies.bounds import MAX_ENTRIES
 from app.policies.kinds import POLICY_API_VERSIONS, POLICY_KIND_NAMES
 from app.policies.model import PolicyError, PolicyResource
 from app.signatures.keyless import EXTENSION_FIELDS as KEYLESS_EXTENSION_FIELDS
@@ -219,6 +220,7 @@ POLICY_SPEC_SCHEMA: dict[str, Any] = {
         "mode": {"enum": ["enforce", "warn"]},
         "repositories": {
             "type": "array",
+            "maxItems": MAX_ENTRIES,  # app/policies/bounds.py; the CRDs hold the same number
             "items": {
                 "type": "object",
                 "additionalProperties": False,
@@ -278,6 +280,15 @@ def _spec_errors(spec: Any, origin: str) -> list[PolicyError]:
                     )
                 )
             continue
+        if error.validator == "maxItems" and isinstance(error.instance, list):  # never echo the list
+            found.append(
+                PolicyError(
+                    origin,
+                    _path(error),
+                    f"{len(error.instance)} items, over the bound of {error.validator_value} here",
+                )
+            )
+            continue
         found.append(PolicyError(origin, _path(error), error.message))
     return found
 
@@ -326,6 +337,18 @@ def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
                 )
             )
     spec = doc.get("spec")
+    repositories = spec.get("repositories") if isinstance(spec, dict) else None
+    if isinstance(repositories, list) and len(repositories) > MAX_ENTRIES:
+        # Said before validating a million entries one by one (app/policies/bounds.py).
+        errors.append(
+            PolicyError(
+                origin,
+                "spec.repositories",
+                f"{len(repositories)} entries, over the bound of {MAX_ENTRIES} entries per policy "
+                "(the most the CRDs and `ostiary serve --max-policy-entries` allow); split it or use wildcards",
+            )
+        )
+        return errors
     errors.extend(_spec_errors({} if spec is None else spec, origin))
     if not errors:
         errors.extend(_keyless_regex_errors(spec or {}, origin))
@@ -363,6 +386,20 @@ def _keyless_regex_errors(spec: dict, origin: str) -> list[PolicyError]:
                     path = f"spec.repositories[{i}].policy.cosign.identities[{j}].{key}"
                     found.append(PolicyError(origin, path, why))
     return found
+
+
+def valid_policy_identity(doc: Any) -> tuple[str, str] | None:
+    """(namespace, name) of an ImagePolicy document whose metadata names are valid (whatever else
+    is wrong with it), else None: an error in such a document is that namespace's alone."""
+    metadata = doc.get("metadata") if isinstance(doc, dict) else None
+    if not isinstance(metadata, dict):
+        return None
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        return None
+    if not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.match(namespace):
+        return None
+    return namespace, name
 
 
 def parse_policy_document(doc: Any, origin: str) -> PolicyResource:

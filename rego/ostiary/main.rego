@@ -256,7 +256,22 @@ warn_mode(id) if {
 	}
 }
 
-reasons(id) := [] if warn_mode(id)
+# A namespace ImagePolicy Ostiary refused (directory mode: invalid, over a bound, or not compiled
+# by OPA) stays in its namespace as a policy of no entries with `refused` set
+# (app/policies/translate.py refused_module): every image there is denied naming it, in any mode,
+# while other namespaces and the ClusterImagePolicies are unaffected.
+refusals contains msg if {
+	some policy in applicable
+	is_string(policy.refused)
+	msg := sprintf(
+		"ImagePolicy %s/%s is refused by Ostiary, so every image in namespace %s is denied until it is fixed: %s",
+		[policy.namespace, policy.name, policy.namespace, policy.refused],
+	)
+}
+
+reasons(id) := sort([m | some m in (refusals | violations[id])]) if count(refusals) > 0
+
+else := [] if warn_mode(id)
 
 else := sort([m | some m in violations[id]])
 

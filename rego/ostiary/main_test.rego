@@ -37,6 +37,26 @@ test_namespace_with_an_empty_image_policy_denies_everything if {
 	h.has_reason(d, "the ImagePolicies of namespace locked")
 }
 
+refused_team := {"policy": {
+	"kind": "ImagePolicy", "name": "broken", "namespace": "team", "mode": "warn",
+	"refused": "spec.repositories[0].name: empty tag after ':'", "repositories": [], "by_host": {},
+	"head": {"kind": "ImagePolicy", "name": "broken", "namespace": "team", "mode": "warn"},
+}}
+
+with_refused_team := object.union(testdata.policies.namespaces, {"namespaced": {"team": {"broken": refused_team}}})
+
+test_a_refused_image_policy_denies_every_image_of_its_namespace_naming_it if {
+	# even where another ImagePolicy of the namespace matches, and whatever the mode
+	d := h.decide(h.pod_in("team", ["icr.io/team/app"]), with_refused_team)
+	d.allowed == false
+	d.images[0].reasons == ["ImagePolicy team/broken is refused by Ostiary, so every image in namespace team is denied until it is fixed: spec.repositories[0].name: empty tag after ':'"]
+}
+
+test_a_refused_image_policy_leaves_other_namespaces_alone if {
+	h.first(h.pod_in("default", ["nginx"]), with_refused_team).allowed == true
+	h.first(h.pod_in("other", ["nginx"]), with_refused_team).allowed == true
+}
+
 test_cluster_policies_apply_in_namespaces_without_image_policies if {
 	d := h.first(h.pod_in("default", ["nginx"]), testdata.policies.namespaces)
 	d.allowed == true

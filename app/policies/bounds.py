@@ -1,0 +1,149 @@
+"""The bounds on what policies may cost OPA: the one place they are defined and enforced.
+
+OPA holds every policy module in memory, and a module's cost grows with its entries: measured
+with scripts/measure_policy_cost.py (docs/security.md, "Bounds on policies"), about 700 bytes of
+module text and 40 to 70 MiB of OPA's peak memory per 1,000 entries, and more than a second of
+compile time. One tenant's huge policy could otherwise push OPA over its memory limit and deny
+every admission in the cluster. Three bounds say no before anything reaches OPA:
+
+- **entries per policy** (``max_entries``, default MAX_ENTRIES): also the ``maxItems`` of
+  ``spec.repositories`` in the schema (app/policies/schema.py) and the CRDs (helm/ostiary/crds/),
+  which is why the operator can lower it but never raise it above MAX_ENTRIES;
+- **one scope's modules** (``max_scope_bytes``): the translated module text of one namespace's
+  ImagePolicies together, and of all ClusterImagePolicies together;
+- **the total** (``max_total_bytes``) of every policy module in force.
+
+Used by the validating webhook (app/kube/validate.py), the cluster source (app/kube/source.py),
+the directory loader (app/runtime.py through app/policies/directory.py) and ``ostiary check``.
+A policy over a bound is refused with the bound, its measured size and the flag that sets it;
+the other policies stay in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from app.policies.model import PolicyError, PolicyResource, RegoModule
+
+MAX_ENTRIES = 500
+DEFAULT_SCOPE_BYTES = 512 * 1024
+DEFAULT_TOTAL_BYTES = 1024 * 1024
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    max_entries: int = MAX_ENTRIES  # serve/check --max-policy-entries
+    max_scope_bytes: int = DEFAULT_SCOPE_BYTES  # serve/check --max-namespace-policy-bytes
+    max_total_bytes: int = DEFAULT_TOTAL_BYTES  # serve/check --max-policy-bytes
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_entries <= MAX_ENTRIES:
+            raise ValueError(
+                f"--max-policy-entries must be between 1 and {MAX_ENTRIES} (the CRDs' maxItems), "
+                f"not {self.max_entries}"
+            )
+        if self.max_scope_bytes < 1 or self.max_total_bytes < self.max_scope_bytes:
+            raise ValueError(
+                "--max-namespace-policy-bytes must be positive and --max-policy-bytes at least as large "
+                f"(got {self.max_scope_bytes} and {self.max_total_bytes})"
+            )
+
+
+DEFAULT_BOUNDS = Bounds()
+
+
+def module_bytes(module: RegoModule) -> int:
+    return len(module.source.encode())
+
+
+def scope_of(module: RegoModule) -> str:
+    """Which scope a policy module counts against: "the cluster" (ClusterImagePolicies) or "namespace <ns>"."""
+    parts = module.id.split("/")
+    if parts[:3] == ["ostiary", "policies", "namespaced"] and len(parts) >= 5:
+        return f"namespace {parts[3]}"
+    return "the cluster"
+
+
+def check_policy(resource: PolicyResource, module: RegoModule, bounds: Bounds = DEFAULT_BOUNDS) -> None:
+    """Raise PolicyError when one policy alone is over a bound (its entries, or its module's size
+    against the bound of its whole scope)."""
+    entries = resource.spec.get("repositories") or []
+    if isinstance(entries, list) and len(entries) > bounds.max_entries:
+        raise PolicyError(
+            resource.origin,
+            "spec.repositories",
+            f"{len(entries)} entries, over the bound of {bounds.max_entries} entries per policy "
+            "(ostiary serve --max-policy-entries); split it or use wildcards. Not in force",
+        )
+    size = module_bytes(module)
+    if size > bounds.max_scope_bytes:
+        raise PolicyError(
+            resource.origin,
+            "spec",
+            f"it compiles to {size} bytes of Rego, over the bound of {bounds.max_scope_bytes} bytes for "
+            f"the policies of one scope ({scope_of(module)}; ostiary serve --max-namespace-policy-bytes). "
+            "Not in force",
+        )
+
+
+def bounded(
+    translate: Callable[[PolicyResource], RegoModule], bounds: Bounds = DEFAULT_BOUNDS
+) -> Callable[[PolicyResource], RegoModule]:
+    """`translate` that also refuses (PolicyError) a policy over a bound of check_policy. The
+    entry count is checked before translating, so a policy of a million entries costs nothing."""
+
+    def translate_bounded(resource: PolicyResource) -> RegoModule:
+        entries = resource.spec.get("repositories") or []
+        if isinstance(entries, list) and len(entries) > bounds.max_entries:
+            check_policy(resource, RegoModule("", "", ""), bounds)
+        module = translate(resource)
+        check_policy(resource, module, bounds)
+        return module
+
+    return translate_bounded
+
+
+def over_bounds(modules: Iterable[tuple[K, RegoModule]], bounds: Bounds = DEFAULT_BOUNDS) -> dict[K, str]:
+    """Which of a set of policy modules are refused by the scope and total bounds, and why.
+
+    In each scope the smaller modules are kept first (ties by id) while the scope fits; then whole
+    scopes are kept, the ClusterImagePolicies first and then the namespaces from the smallest,
+    while the total fits. So the policies refused are those of the namespace that grew too large,
+    never the operator's cluster policies (their scope is smaller than the total) or a small
+    tenant's."""
+    scopes: dict[str, list[tuple[K, RegoModule]]] = {}
+    for key, module in modules:
+        scopes.setdefault(scope_of(module), []).append((key, module))
+    refused: dict[K, str] = {}
+    kept: dict[str, int] = {}
+    for scope, members in scopes.items():
+        used = 0
+        for key, module in sorted(members, key=lambda m: (module_bytes(m[1]), m[1].id)):
+            size = module_bytes(module)
+            if used + size > bounds.max_scope_bytes:
+                refused[key] = (
+                    f"the policies of {scope} together would be over the bound of {bounds.max_scope_bytes} bytes "
+                    f"(this one {size} bytes, the smaller ones kept {used} bytes; ostiary serve "
+                    "--max-namespace-policy-bytes). Not in force"
+                )
+                continue
+            used += size
+        kept[scope] = used
+    total = 0
+    order = sorted(kept, key=lambda s: (s != "the cluster", kept[s], s))
+    for scope in order:
+        if total + kept[scope] > bounds.max_total_bytes:
+            for key, _ in scopes[scope]:
+                refused.setdefault(
+                    key,
+                    f"all policies in force together would be over the bound of {bounds.max_total_bytes} "
+                    f"bytes (the {kept[scope]} bytes of {scope} on top of {total} bytes of smaller scopes; "
+                    "ostiary serve --max-policy-bytes). Not in force",
+                )
+            continue
+        total += kept[scope]
+    return refused

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""What a policy costs OPA: memory and compile time per 1,000 repository entries. Prints figures.
+
+For each entry count N, starts a fresh `opa run --server` (the pinned binary, as `ostiary serve`
+starts it), pushes the static Rego library, then one ClusterImagePolicy of N entries translated
+exactly as Ostiary translates it (app.policies.translate), and reports: the size of the module
+text, the time OPA took to take it (the PUT, which parses and compiles the whole set), and OPA's
+resident memory after the push and at its peak (VmRSS, VmHWM of /proc) above the library alone.
+Entries are a realistic mix: a third with a trust section (server and signer), a third with a
+`simple` requirement, a third plain, each a distinct repository on one of 20 hosts.
+
+The bounds of app/policies/bounds.py are chosen from these figures (docs/security.md, "Bounds on
+policies").
+
+Usage: .venv/bin/python scripts/measure_policy_cost.py [--entries 100,1000,5000] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.opa.client import OpaClient  # noqa: E402
+from app.opa.process import LocalOpa  # noqa: E402
+from app.policies.model import PolicyResource  # noqa: E402
+from app.policies.sync import PolicySync, library_modules  # noqa: E402
+from app.policies.translate import translate  # noqa: E402
+
+
+def entry(i: int) -> dict:
+    name = f"registry{i % 20}.example.com/team{i}/app{i}-*"
+    if i % 3 == 0:
+        policy: dict = {
+            "trust": {
+                "enabled": True,
+                "trustServer": "https://notary.example.com:4443",
+                "signerSecrets": [{"name": f"signer{i % 7}"}],
+            }
+        }
+    elif i % 3 == 1:
+        policy = {"simple": {"requirements": [{"type": "signedBy", "keySecret": f"key{i % 5}"}]}}
+    else:
+        return {"name": name}
+    return {"name": name, "policy": policy}
+
+
+def policy(entries: int) -> PolicyResource:
+    spec = {"repositories": [entry(i) for i in range(entries)]}
+    return PolicyResource("ostiary.dev/v1", "ClusterImagePolicy", f"p{entries}", None, spec, "measure")
+
+
+def memory_kib(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process, in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = int(value.split()[0])
+    return fields["VmRSS"], fields["VmHWM"]
+
+
+def measure(entries: int) -> dict:
+    module = translate(policy(entries))
+    opa = LocalOpa().start()
+    try:
+        assert opa.proc is not None
+        client = OpaClient(opa.url, timeout=120.0)
+        PolicySync(client).set_base(library_modules())
+        time.sleep(0.5)
+        base_rss, _ = memory_kib(opa.proc.pid)
+        started = time.monotonic()
+        client.put_policy(module.id, module.source)
+        seconds = time.monotonic() - started
+        time.sleep(0.5)
+        rss, peak = memory_kib(opa.proc.pid)
+    finally:
+        opa.stop()
+    return {
+        "entries": entries,
+        "module_bytes": len(module.source.encode()),
+        "push_seconds": round(seconds, 3),
+        "rss_mib_above_library": round((rss - base_rss) / 1024, 1),
+        "peak_mib_above_library": round((peak - base_rss) / 1024, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", default="100,1000,5000")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    rows = [measure(int(n)) for n in args.entries.split(",")]
+    print(
+        f"{'entries':>8} {'module KiB':>11} {'push s':>8} {'RSS MiB':>8} {'peak MiB':>9} {'per 1,000: KiB, s, peak MiB':>28}"
+    )
+    for r in rows:
+        per = 1000 / r["entries"]
+        print(
+            f"{r['entries']:>8} {r['module_bytes'] / 1024:>11.0f} {r['push_seconds']:>8.2f} "
+            f"{r['rss_mib_above_library']:>8.1f} {r['peak_mib_above_library']:>9.1f} "
+            f"{r['module_bytes'] / 1024 * per:>12.0f} {r['push_seconds'] * per:>6.2f} "
+            f"{r['peak_mib_above_library'] * per:>8.1f}"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
