@@ -57,6 +57,9 @@ from app.signatures.simple import SimpleVerifier
 
 log = logging.getLogger("ostiary")
 
+READY_INTERVAL = 0.5  # seconds between readiness probes (the state /readyz answers from)
+READY_STALE = 5.0  # a probe older than this is itself the answer: something it waits on is stuck
+
 
 @dataclass
 class ServeConfig:
@@ -164,6 +167,10 @@ class Runtime:
             default_root_pins=self.trust.default_pins,
         )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
+        # /readyz answers from the last probe (no I/O, no lock), never waiting on OPA itself.
+        self._readiness: tuple[bool, str, float] = (False, "starting: not probed yet", time.monotonic())
+        self.opa_problem: str | None = None  # what the last probe found wrong with OPA; None: it answers
+        self._prober = threading.Thread(target=self._probe_loop, name="ostiary-readiness", daemon=True)
 
     def start(self) -> Runtime:
         """Start OPA (unless external), load the policies (or start the cluster source), start the
@@ -180,6 +187,8 @@ class Runtime:
         else:
             self.load_error = "no policy source: give --policy-dir or --kube"
         self._watchdog.start()
+        self.probe()
+        self._prober.start()
         return self
 
     def _trust_service(self) -> TrustService:
@@ -360,6 +369,48 @@ class Runtime:
             self.opa.set_token(token)
 
     def ready(self) -> tuple[bool, str]:
+        """(ready, why) as the last probe found it (every READY_INTERVAL, app thread
+        `ostiary-readiness`): answered at once, whatever OPA or the request threads are doing. A
+        probe that has not come back for READY_STALE seconds is itself the reason to be unready."""
+        ok, why, at = self._readiness
+        age = time.monotonic() - at
+        if age > READY_STALE:
+            return (
+                False,
+                f"the readiness probe has not come back for {age:.0f}s (OPA or a policy push is stuck); last: {why}",
+            )
+        return ok, why
+
+    def _probe_loop(self) -> None:
+        while not self._stop.wait(READY_INTERVAL):
+            self.probe()
+
+    def probe(self) -> None:
+        """Probe OPA and the policy set once and keep the answer for ready(). When OPA does not
+        answer, the requests waiting on it are given up at once (fail closed), so the request
+        threads are free to answer, and admissions are denied without asking it until it answers."""
+        try:
+            problem = (
+                self.opa.problem()
+                if self.local_opa is None or self.local_opa.alive()
+                else "local OPA is not running (being restarted)"
+            )
+            if problem is not None:
+                given_up = self.opa.abandon_waits(problem)
+                if given_up:
+                    log.error(
+                        "OPA is not answering (%s); gave up %d requests waiting on it", problem, given_up
+                    )
+            self.opa_problem = problem
+            ok, why = self._check_ready(problem)
+        except Exception as exc:  # noqa: BLE001 - a probe must never die; its failure is the answer
+            log.exception("readiness probe failed")
+            ok, why = False, f"readiness probe failed: {exc.__class__.__name__}: {exc}"
+        if ok is None:  # a policy push is under way and OPA answers: keep the last verdict, fresh
+            ok, why = self._readiness[0], self._readiness[1]
+        self._readiness = (ok, why, time.monotonic())
+
+    def _check_ready(self, problem: str | None) -> tuple[bool | None, str]:
         """200 only when OPA holds exactly the whole set asked for and the last load succeeded."""
         if not self.serving():
             return (
@@ -368,12 +419,14 @@ class Runtime:
             )
         if self.kube is not None and not self.kube.ready:
             return False, "cluster policy source has not finished its first sync"
-        problem = self.opa.problem()
         if problem:
             return False, problem
         if self.load_error:
             return False, f"{self.load_error}; still deciding with the last good set ({self.in_force})"
-        if not self.sync.in_place():
+        in_place = self.sync.in_place(wait=READY_INTERVAL)
+        if in_place is None:
+            return None, ""
+        if not in_place:
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
         if self.refused:
             return True, "ready; refused, so their namespaces are denied: " + "; ".join(

@@ -48,7 +48,9 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
             body = parse_review(request.get_data(cache=False))
         except BadRequest as exc:
             return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
-        if not rt.serving():
+        # Not serving, or OPA found not answering by the last probe (rt.probe): deny at once with
+        # the reason rather than hold a request thread until the deadline.
+        if not rt.serving() or rt.opa_problem is not None:
             uid = request_uid(body)
             if uid:
                 _, why = rt.ready()

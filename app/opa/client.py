@@ -11,6 +11,7 @@ pool cost more CPU than the rest of the query (docs/performance.md).
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
 import threading
 import time
@@ -77,6 +78,12 @@ class OpaClient:
         self.token = token
         self._connections = _Connections()
         self._last = threading.local()  # per request thread: the decision id of its last query
+        # The connections waiting on OPA now (id -> connection), so a readiness probe that finds
+        # OPA not answering can give them up at once (abandon_waits) instead of letting every
+        # request thread wait out its deadline while /readyz waits for a thread.
+        self._waiting: dict[int, http.client.HTTPConnection] = {}
+        self._abandoned: dict[int, str] = {}
+        self._waiting_lock = threading.Lock()
 
     def set_token(self, token: str | None) -> None:
         """A new bearer token (a rotated Secret) for every request from now on."""
@@ -117,19 +124,30 @@ class OpaClient:
         started = time.monotonic()
         for attempt in (1, 2):
             conn, reused = self._connection(timeout)
+            key = id(conn)
+            with self._waiting_lock:
+                self._waiting[key] = conn
             try:
                 conn.request(method, path, body=body, headers=headers)
                 answer = conn.getresponse()
                 content = answer.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except BaseException as exc:
                 self._drop()
+                with self._waiting_lock:
+                    self._waiting.pop(key, None)
+                    why = self._abandoned.pop(key, None)
+                if why is not None:
+                    raise OpaError(f"OPA at {self.url} is not answering ({why}); request given up") from None
                 timeout -= time.monotonic() - started
-                if attempt == 1 and reused and timeout > 0:
+                closed = isinstance(
+                    exc, (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+                )
+                if closed and attempt == 1 and reused and timeout > 0:
                     continue  # closed while idle: nothing was processed
                 raise
-            except BaseException:
-                self._drop()
-                raise
+            with self._waiting_lock:
+                self._waiting.pop(key, None)
+                self._abandoned.pop(key, None)
             if answer.will_close:
                 self._drop()
             else:
@@ -246,6 +264,22 @@ class OpaClient:
     def last_decision_id(self) -> str | None:
         """OPA's decision id of this thread's last query (for the decision log), if OPA gave one."""
         return getattr(self._last, "decision_id", None)
+
+    def abandon_waits(self, why: str) -> int:
+        """Give up every request waiting on OPA now (each raises OpaError saying `why`): called
+        when a probe finds OPA not answering, so request threads are freed at once rather than
+        when their deadlines pass. Returns how many were given up."""
+        with self._waiting_lock:
+            waiting = list(self._waiting.items())
+            for key, conn in waiting:
+                self._abandoned[key] = why
+                sock = conn.sock
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+        return len(waiting)
 
     def healthy(self) -> bool:
         return self.problem() is None

@@ -179,13 +179,18 @@ class PolicySync:
             self._converge(self.desired)
             return found
 
-    def in_place(self) -> bool:
+    def in_place(self, wait: float = -1) -> bool | None:
         """True when OPA holds exactly the desired modules, ids and text (false after an OPA
-        restart, a planted module or one replaced in place)."""
+        restart, a planted module or one replaced in place). With `wait` >= 0: None when a change
+        is still being pushed after that many seconds (the readiness probe does not queue behind it)."""
+        if not self._lock.acquire(timeout=wait):
+            return None
         try:
             return self.difference().empty
         except OpaError:
             return False
+        finally:
+            self._lock.release()
 
     def compiles(self, module: RegoModule) -> None:
         """Compile `module` in OPA without touching the serving set; raise OpaError (typed

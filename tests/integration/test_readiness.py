@@ -201,3 +201,60 @@ def test_a_lost_opa_is_unready_with_the_reason_at_start_and_later(served):  # no
     finally:
         opa.kill()
         opa.wait()
+
+
+def test_readyz_answers_with_the_reason_while_opa_is_stopped_under_load(served, tmp_path):  # noqa: F811 - the fixture
+    """OPA stopped (SIGSTOP: it accepts connections and never answers) while 16 clients keep
+    sending admissions that each wait on it: every /readyz is still answered, within a bound far
+    below an admission's budget, and turns 503 naming OPA. (Before: no answer for ~11 s, every
+    request thread waiting on OPA.)"""
+    import os
+    import signal
+    import threading
+
+    from tests.integration.test_server import _opa_children
+
+    # decisions to a file: the fixture never reads the process's stdout, whose pipe would fill
+    s = served(
+        "--policy-dir", str(_policies(tmp_path)), "--budget", "8", "--decision-log", str(tmp_path / "d.log")
+    )
+    s.wait_ready()
+    (opa_pid,) = _opa_children(s.proc.pid)
+    stop = threading.Event()
+    verdicts: list[bool] = []
+
+    def client() -> None:
+        body = example("deployment-sandbox.json")
+        while not stop.is_set():
+            try:
+                verdicts.append(s.admit(body).json()["response"]["allowed"])
+            except requests.RequestException:
+                pass
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+    os.kill(opa_pid, signal.SIGSTOP)
+    try:
+        for t in clients:
+            t.start()
+        answers = []
+        stopped_at = time.monotonic()
+        while time.monotonic() - stopped_at < 12:
+            asked = time.monotonic()
+            try:
+                r = requests.get(s.base + "/readyz", timeout=6)
+            except requests.RequestException as exc:
+                raise AssertionError(
+                    f"/readyz gave no answer within 6 s, OPA stopped {asked - stopped_at:.1f} s ago: {exc}"
+                ) from None
+            answers.append((asked - stopped_at, time.monotonic() - asked, r.status_code, r.json()["reason"]))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        while_stopped = list(verdicts)
+        os.kill(opa_pid, signal.SIGCONT)
+    for t in clients:
+        t.join(20)
+    late = [a for a in answers if a[0] > 6]
+    assert late and all(code == 503 and "OPA" in why for _, _, code, why in late), answers
+    assert while_stopped and True not in while_stopped  # fail closed meanwhile, and answered
+    _until(s, 200, timeout=30)  # and it heals
