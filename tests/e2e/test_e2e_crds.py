@@ -162,3 +162,16 @@ def test_a_misspelt_field_is_refused_under_strict_field_validation(admin_client,
         create_cluster_policy(admin_client, body, field_validation="Strict")
     assert caught.value.status in (400, 422)
     assert "trsut" in caught.value.body
+
+
+def test_a_policy_of_more_entries_than_the_bound_is_refused_by_the_crd(admin_client, crds):
+    """app/policies/bounds.py MAX_ENTRIES is the CRDs' maxItems: the API server itself says no."""
+    from app.policies.bounds import MAX_ENTRIES
+
+    entries = [{"name": f"registry.example.com/team{i}/*"} for i in range(MAX_ENTRIES + 1)]
+    with pytest.raises(ApiException) as caught:
+        create_cluster_policy(admin_client, cluster_policy({"repositories": entries}))
+    assert caught.value.status == 422, caught.value.body
+    assert "spec.repositories" in caught.value.body and str(MAX_ENTRIES) in caught.value.body
+    # exactly the bound is accepted (server-side dry run: nothing stays to weigh on other tests)
+    create_cluster_policy(admin_client, cluster_policy({"repositories": entries[:MAX_ENTRIES]}), dry_run="All")

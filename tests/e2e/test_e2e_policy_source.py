@@ -145,3 +145,53 @@ def test_ostiary_runs_with_the_charts_least_privilege(control_plane, ostiary):
 def test_readiness_reports_the_cluster_source(ostiary):
     status, body = ostiary.readyz()
     assert status == 200, body
+
+
+def _entries(count: int, team: str) -> list[dict]:
+    return [{"name": f"registry{i % 20}.example.com/{team}{i}/app-*"} for i in range(count)]
+
+
+def test_a_namespace_over_its_size_bound_loses_its_larger_policy_only(kube, namespace, ostiary):
+    """Two ImagePolicies of 500 entries: each fits alone, together they are over the default
+    bound of one namespace's Rego (512 KiB, app/policies/bounds.py). The larger is refused on its
+    resource and never reaches OPA; the smaller stays in force, and so do other namespaces."""
+    from tests.e2e.webhook import expected_module
+
+    kube.policy(namespace, _entries(499, "small") + [{"name": "registry.example.com/ok/*"}], name="small")
+    big = kube.policy(namespace, _entries(500, "bigger-name-so-larger"), name="big", wait=False)
+    kube.wait_policy(namespace, "big", big["metadata"]["generation"], status="False", timeout=60)
+    condition = kube.get_policy(namespace, "big")["status"]["conditions"][0]
+    assert condition["reason"] == "PolicyRejected", condition
+    assert (
+        "over the bound of 524288 bytes" in condition["message"]
+        and "--max-namespace-policy-bytes" in (condition["message"])
+    ), condition
+    event = eventually(lambda: events_for(kube, namespace, "big"))[0]
+    assert event.reason == "PolicyRejected"
+    assert expected_module(big).id not in ostiary.opa_modules()
+    kube.pod(namespace, "registry.example.com/ok/app:1")  # the smaller policy decides
+    denied(kube.pod, namespace, "registry3.example.com/bigger-name-so-larger3/app-x:1")  # fail closed
+    # another namespace is untouched
+    other = unique("other")
+    kube.core.create_namespace({"metadata": {"name": other}})
+    try:
+        kube.policy(other, [{"name": "registry.example.com/other/*"}], name="p")
+        kube.pod(other, "registry.example.com/other/app:1")
+    finally:
+        kube.core.delete_namespace(other)
+
+
+def test_the_validating_webhook_refuses_a_policy_over_the_entry_bound(kube, admin_client, namespace, ostiary):
+    """The Portieris CRD (not Ostiary's) has no maxItems: the webhook says no, naming the bound."""
+    install_crds(admin_client, load_documents(PORTIERIS_CRDS))
+    with ostiary.validating():
+        with pytest.raises(ApiException) as refused:
+            kube.policy(
+                namespace,
+                _entries(501, "t"),
+                name="too-many",
+                group_version="portieris.cloud.ibm.com/v1",
+                wait=False,
+            )
+    assert refused.value.status in (400, 422), refused.value
+    assert "501 entries, over the bound of 500 entries per policy" in refused.value.body, refused.value.body
