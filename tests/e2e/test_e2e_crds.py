@@ -174,4 +174,6 @@ def test_a_policy_of_more_entries_than_the_bound_is_refused_by_the_crd(admin_cli
     assert caught.value.status == 422, caught.value.body
     assert "spec.repositories" in caught.value.body and str(MAX_ENTRIES) in caught.value.body
     # exactly the bound is accepted (server-side dry run: nothing stays to weigh on other tests)
-    create_cluster_policy(admin_client, cluster_policy({"repositories": entries[:MAX_ENTRIES]}), dry_run="All")
+    create_cluster_policy(
+        admin_client, cluster_policy({"repositories": entries[:MAX_ENTRIES]}), dry_run="All"
+    )
