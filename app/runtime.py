@@ -168,7 +168,14 @@ class Runtime:
         )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
         # /readyz answers from the last probe (no I/O, no lock), never waiting on OPA itself.
-        self._readiness: tuple[bool, str, float] = (False, "starting: not probed yet", time.monotonic())
+        # (ready, why, when, OPA restarts seen): a verdict from before OPA's last restart is void.
+        self._readiness: tuple[bool, str, float, int] = (
+            False,
+            "starting: not probed yet",
+            time.monotonic(),
+            0,
+        )
+        self._opa_restarts = 0
         self.opa_problem: str | None = None  # what the last probe found wrong with OPA; None: it answers
         self._prober = threading.Thread(target=self._probe_loop, name="ostiary-readiness", daemon=True)
 
@@ -335,6 +342,7 @@ class Runtime:
                 if self.local_opa is not None and not self.local_opa.alive():
                     log.error("local OPA died; restarting it: %s", self.local_opa.log_tail(500))
                     self.local_opa.start()
+                    self._opa_restarts += 1
                     self.opa.url = self.local_opa.url
                 # OPA must hold exactly Ostiary's modules: any difference (OPA restarted, a module
                 # planted, deleted or replaced by someone else) is repaired, logged and counted.
@@ -372,7 +380,11 @@ class Runtime:
         """(ready, why) as the last probe found it (every READY_INTERVAL, app thread
         `ostiary-readiness`): answered at once, whatever OPA or the request threads are doing. A
         probe that has not come back for READY_STALE seconds is itself the reason to be unready."""
-        ok, why, at = self._readiness
+        ok, why, at, restarts = self._readiness
+        if self.local_opa is not None and not self.local_opa.alive():
+            return False, "local OPA is not running (being restarted)"
+        if restarts != self._opa_restarts:
+            return False, "OPA was restarted; Ostiary's modules are being pushed to it again"
         age = time.monotonic() - at
         if age > READY_STALE:
             return (
@@ -389,6 +401,7 @@ class Runtime:
         """Probe OPA and the policy set once and keep the answer for ready(). When OPA does not
         answer, the requests waiting on it are given up at once (fail closed), so the request
         threads are free to answer, and admissions are denied without asking it until it answers."""
+        restarts = self._opa_restarts
         try:
             problem = (
                 self.opa.problem()
@@ -406,9 +419,14 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - a probe must never die; its failure is the answer
             log.exception("readiness probe failed")
             ok, why = False, f"readiness probe failed: {exc.__class__.__name__}: {exc}"
-        if ok is None:  # a policy push is under way and OPA answers: keep the last verdict, fresh
-            ok, why = self._readiness[0], self._readiness[1]
-        self._readiness = (ok, why, time.monotonic())
+        if ok is None:  # a push is under way and OPA answers: keep the last verdict, fresh, if still valid
+            last = self._readiness
+            ok, why = (
+                (last[0], last[1])
+                if last[3] == restarts
+                else (False, "OPA was restarted; Ostiary's modules are being pushed to it again")
+            )
+        self._readiness = (ok, why, time.monotonic(), restarts)
 
     def _check_ready(self, problem: str | None) -> tuple[bool | None, str]:
         """200 only when OPA holds exactly the whole set asked for and the last load succeeded."""

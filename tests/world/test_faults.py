@@ -374,6 +374,12 @@ def test_opa_killed_while_a_reload_is_pushed_never_admits_a_forbidden_image_and_
             )
         time.sleep(2.2)  # the watchdog looks every 2 s
         os.kill(opa_pid, signal.SIGKILL)
+        # /readyz answers from a probe's state (app/runtime.py): wait until it has seen the kill
+        # (the process may take a moment to die) before waiting for the recovery
+        deadline = time.monotonic() + 10
+        while requests.get(f"{served.url}/readyz", timeout=5).status_code == 200:
+            assert time.monotonic() < deadline, "the readiness probe never saw OPA killed"
+            time.sleep(0.05)
         served.wait_ready(60)
         time.sleep(1)
     assert hammer.allowed == [], f"forbidden images were admitted: {hammer.allowed[:5]}"
