@@ -124,9 +124,12 @@ class OpaClient:
         started = time.monotonic()
         for attempt in (1, 2):
             conn, reused = self._connection(timeout)
-            key = id(conn)
-            with self._waiting_lock:
-                self._waiting[key] = conn
+            # Only queries (an admission's request thread waits on them) can be given up; policy
+            # pushes keep their own timeouts, so a slow but alive OPA still gets its modules.
+            key = id(conn) if path.startswith("/v1/data/") else 0
+            if key:
+                with self._waiting_lock:
+                    self._waiting[key] = conn
             try:
                 conn.request(method, path, body=body, headers=headers)
                 answer = conn.getresponse()
@@ -266,7 +269,7 @@ class OpaClient:
         return getattr(self._last, "decision_id", None)
 
     def abandon_waits(self, why: str) -> int:
-        """Give up every request waiting on OPA now (each raises OpaError saying `why`): called
+        """Give up every query waiting on OPA now (each raises OpaError saying `why`): called
         when a probe finds OPA not answering, so request threads are freed at once rather than
         when their deadlines pass. Returns how many were given up."""
         with self._waiting_lock:
