@@ -33,6 +33,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from tests.support import pki
+from tests.support.procs import die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS_BIN = Path(os.environ.get("OSTIARY_TOOLS_DIR", REPO / ".tools")) / "bin"
@@ -90,23 +91,6 @@ def _stop_all_at_exit() -> None:
             proc.stop(grace=3)
 
 
-def _find_prctl():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux/glibc: atexit and stop() still apply
-        return None
-
-
-_PRCTL = _find_prctl()  # resolved here: nothing may be imported between fork and exec
-
-
-def _die_with_parent() -> None:  # in the child between fork and exec: SIGKILL when pytest dies
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def start_process(name: str, argv: list[str], workdir: Path, env: dict | None = None) -> Process:
     log = workdir / f"{name}.log"
     with log.open("ab") as handle:
@@ -117,7 +101,7 @@ def start_process(name: str, argv: list[str], workdir: Path, env: dict | None = 
             cwd=workdir,
             env={**os.environ, **(env or {})},
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(),
         )  # noqa: PLW1509 - one prctl call
     proc = Process(name, popen, log)
     _LIVE.add(proc)

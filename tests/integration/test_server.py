@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.procs import die_with_parent
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 OSTIARY = str(Path(sys.executable).parent / "ostiary")
@@ -43,6 +45,7 @@ class Served:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
         )
 
     def wait(self, path="/healthz", timeout=30.0):

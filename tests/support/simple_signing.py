@@ -32,6 +32,7 @@ from typing import Any, Self
 import requests
 
 from . import pki
+from .procs import die_with_parent
 from .world import free_port
 
 FIXTURES = Path(os.environ.get("OSTIARY_SIGNATURE_FIXTURES", "/work/shared/fixtures/signatures"))
@@ -123,6 +124,7 @@ class SigningWorld:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
             )
         )
         self.registry_host = f"127.0.0.1:{port}"
@@ -271,6 +273,7 @@ def serve_policies(tmp: Path, documents: list[dict], *extra: str) -> Iterator[An
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
         )
     server = Ostiary(f"http://127.0.0.1:{port}", proc, log)
     try:

@@ -39,6 +39,7 @@ from typing import Self
 import requests
 
 from . import pki
+from .procs import die_with_parent
 
 REQUIRED_BINARIES = {
     "notary": "Debian package `notary` (0.7.0): apt-get install notary",
@@ -170,24 +171,6 @@ def _stop_all_at_exit() -> None:
 atexit.register(_stop_all_at_exit)
 
 
-def _load_prctl():
-    """libc's prctl, resolved here in the parent: the child must not import or dlopen anything."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
-    except (ImportError, OSError, AttributeError):  # not Linux/glibc: atexit and stop() still apply
-        return None
-
-
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class NotaryWorld:
     """A notary-server (memory storage, TLS), optionally a notary-signer, and a docker-registry.
 
@@ -300,9 +283,6 @@ class NotaryWorld:
 
     def _spawn(self, name: str, argv: list[str]) -> _Proc:
         log = self.dir / f"{name}.log"
-        # PR_SET_PDEATHSIG fires when the *thread* that forked dies: only set it from the main thread
-        # (which is also the only thread where preexec_fn is safe).
-        in_main = threading.current_thread() is threading.main_thread()
         with open(log, "ab") as fh:
             popen = subprocess.Popen(
                 argv,
@@ -311,7 +291,7 @@ class NotaryWorld:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_pdeathsig if in_main and _PRCTL else None,  # noqa: PLW1509 - main thread only, see above
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - main thread only (tests/support/procs.py)
                 env={**os.environ, "HOME": str(self.dir)},
             )
         proc = _Proc(name, popen, log)
