@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
+from app.images import parse_image
 from app.notary.errors import InsecureTrustServer, NoTrustServer, TrustError
 
 DEFAULT_TRUST_SERVERS: dict[str, str] = {
@@ -24,6 +25,20 @@ def trust_server_for(
     if explicit:
         return explicit
     return (DEFAULT_TRUST_SERVERS if defaults is None else defaults).get(registry)
+
+
+def record_key(image: str, trust_server: str | None) -> tuple[str, str]:
+    """(server, GUN) of IMAGE as `ostiary serve` keys its trust records; ValueError when there is none."""
+    ref = parse_image(image)  # InvalidImageReference is a ValueError
+    server = trust_server_for(ref.registry, trust_server)
+    if server is None:
+        raise ValueError(
+            f"no Notary trust server is known for registry {ref.registry}; pass --trust-server URL"
+        )
+    normalized, error = normalize_trust_server(server)
+    if error is not None:
+        raise ValueError(str(error))
+    return normalized, ref.name
 
 
 ANY_SERVER = "*"

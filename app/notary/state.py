@@ -119,6 +119,27 @@ class TrustRecord:
             "how": self.how,
         }
 
+    def describe(self) -> dict[str, Any]:
+        """The record for a person or a script (`ostiary trust pins --json`)."""
+        return {
+            "server": self.server,
+            "gun": self.gun,
+            "rootKeyIDs": list(self.root_keyids),
+            "rootDigest": self.root_digest,
+            "versions": dict(sorted(self.versions.items())),
+            "firstSeen": {"at": self.first_seen_at, "by": self.first_seen_by},
+            "updated": {"at": self.updated_at, "by": self.updated_by},
+            "how": self.how,
+        }
+
+    def root_certificates(self) -> str:
+        """The PEM certificates of the root role's keys in the recorded (verified) root.json."""
+        signed = json.loads(self.root)["signed"]
+        return "".join(
+            base64.b64decode(signed["keys"][keyid]["keyval"]["public"]).decode("ascii")
+            for keyid in signed["roles"]["root"]["keyids"]
+        )
+
     @classmethod
     def from_json(cls, data: Any, where: str) -> TrustRecord:
         """Parse strictly: a record that does not look exactly right is refused (StateError)."""
@@ -347,3 +368,14 @@ class _FileLock:
         if self.fd is not None:
             os.close(self.fd)  # closing the last descriptor releases the flock
             self.fd = None
+
+
+def mark_operator_pinned(store: RecordStore, server: str, gun: str, by: str) -> TrustRecord:
+    """Mark the record of (server, GUN), just written by a verification, as kept deliberately by an
+    operator (`ostiary trust pin`). StateError when there is none."""
+    record = store.update(
+        server, gun, lambda current: current and replace(current, how="operator", updated_by=by)
+    )
+    if record is None:
+        raise StateError(f"no record of {gun} after verifying it")
+    return record

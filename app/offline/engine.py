@@ -203,9 +203,9 @@ def _patch(response: dict) -> list[dict]:
 
 
 def _start_opa(policy_dir: str, rego_dir: str | None, system_namespace: str) -> tuple[Any, Any, Any]:
-    """What `ostiary check`/`explain` do (app.cli._with_opa): load and translate the policies, start a
-    local OPA, push the library, the custom Rego and the policies; here the OPA is stopped again when
-    anything is refused, since `ostiary test` goes on with the next file in the same process."""
+    """Load and translate the policies, start a local OPA (with a token, as `serve` starts one), push
+    the library, the custom Rego and the policies; the OPA is stopped again when anything is refused,
+    since `ostiary test` goes on with the next file in the same process."""
     from app.opa.client import OpaClient
     from app.opa.process import LocalOpa
     from app.policies.directory import load_custom_rego, load_policy_set, translate_all
@@ -214,9 +214,9 @@ def _start_opa(policy_dir: str, rego_dir: str | None, system_namespace: str) -> 
     policy_set = load_policy_set(policy_dir, system_namespace)
     modules = translate_all(policy_set.policies)
     custom = load_custom_rego(rego_dir) if rego_dir else []
-    opa = LocalOpa().start()
+    opa = LocalOpa(authenticate=True).start()
     try:
-        client = OpaClient(opa.url)
+        client = OpaClient(opa.url, token=opa.token)
         sync = PolicySync(client)
         sync.set_base(library_modules() + custom)
         sync.replace_all(modules)

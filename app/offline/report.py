@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 import yaml
 
 from app.offline.engine import ImageResult, ObjectResult
+from app.offline.testfile import RegoTest, TestRun
 
 FORMATS = ("table", "json", "yaml", "junit")
 
@@ -148,3 +149,56 @@ def test_junit(suites: Sequence[tuple[str, Sequence[tuple[str, str, list[str]]]]
                 failure.text = "\n".join(failures)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+
+
+def _rego_line(test: RegoTest, timed: bool) -> str:
+    verdict = "PASS" if test.passed else ("FAIL " + test.detail).strip()
+    return f"  {test.name}: {verdict}" + (f" ({test.millis:.1f}ms)" if timed else "")
+
+
+def test_text(run: TestRun, verbose: bool) -> str:
+    """`ostiary test` for a person: the three sections, failures in full, then PASS or FAIL."""
+    lines = [f"== Ostiary library: Rego unit tests ({run.library_dir})"]
+    lines += [_rego_line(t, False) for t in run.library if verbose or not t.passed]
+    lines.append(f"  {sum(t.passed for t in run.library)}/{len(run.library)} passed")
+    if run.error and not run.rego_dir:
+        lines.append(f"  opa test could not run: {run.error}")
+    if run.rego_dir:
+        lines.append(f"== Your Rego unit tests ({run.rego_dir})")
+        lines += [_rego_line(t, True) for t in run.mine]
+        lines.append(f"  {sum(t.passed for t in run.mine)}/{len(run.mine)} passed")
+        if run.error:  # with the user's modules loaded, a compile error is almost always theirs
+            lines.append(f"  opa test could not run: {run.error}")
+    if run.paths:
+        lines.append(f"== Your policy tests ({', '.join(run.paths)})")
+        for case in run.cases:
+            where = f"{case.file}:{case.line}" if case.line else case.file
+            lines.append(f"  {'PASS' if case.passed else 'FAIL'} {case.full_name}  [{where}]")
+            lines += [f"       {failure}" for failure in case.failures]
+        lines.append(f"  {sum(c.passed for c in run.cases)}/{len(run.cases)} passed")
+    lines.append("FAIL" if run.failed else "PASS")
+    return "\n".join(lines)
+
+
+def test_run_junit(run: TestRun) -> str:
+    """`ostiary test --junit`: one suite per section."""
+
+    def rego(tests: Sequence[RegoTest]) -> list[tuple[str, str, list[str]]]:
+        return [(t.name, t.file, [] if t.passed else [t.detail or "FAIL"]) for t in tests]
+
+    suites = [
+        (
+            "Ostiary library: Rego unit tests",
+            rego(run.library) + ([("opa test", "opa", [run.error])] if run.error else []),
+        )
+    ]
+    if run.mine:
+        suites.append(("Your Rego unit tests", rego(run.mine)))
+    if run.cases:
+        suites.append(
+            (
+                "Your policy tests",
+                [(c.full_name, c.file, c.failures or ([] if c.passed else ["FAIL"])) for c in run.cases],
+            )
+        )
+    return test_junit(suites)

@@ -375,3 +375,50 @@ def run_rego_tests(
         (theirs if in_library else mine).append(test)
     error = "" if done.returncode == 0 or records else (done.stdout + done.stderr).strip()
     return theirs, mine, error
+
+
+@dataclass
+class TestRun:
+    """Everything `ostiary test` ran: the library's Rego tests, the user's, and the policy tests."""
+
+    library_dir: str
+    rego_dir: str | None
+    paths: tuple[str, ...]
+    library: list[RegoTest]
+    mine: list[RegoTest]
+    error: str  # why `opa test` could not run ("" when it ran)
+    cases: list[CaseResult]
+
+    @property
+    def failed(self) -> bool:
+        return (
+            bool(self.error)
+            or not all(t.passed for t in self.library)
+            or not all(t.passed for t in self.mine)
+            or not all(c.passed for c in self.cases)
+        )
+
+
+def run_all(paths: Sequence[str], rego_dir: str | None, run: str | None) -> TestRun:
+    """`ostiary test`: the library's Rego tests, the user's Rego tests and the user's policy tests, apart.
+
+    TestFileError when a test file cannot be read (an input error); a file whose policies cannot be
+    loaded is a failed case named after it, so the other files still run."""
+    from app.opa.client import OpaError
+    from app.paths import rego_library_dir
+    from app.policies.model import PolicyError
+
+    pattern = re.compile(run) if run else None
+    files = find_test_files(paths)
+    library, mine, error = run_rego_tests(rego_library_dir(), rego_dir, run)
+    cases: list[CaseResult] = []
+    for test_file in files:
+        try:
+            cases.extend(run_test_file(test_file, pattern))
+        except (PolicyError, OpaError, RuntimeError) as exc:
+            cases.append(
+                CaseResult(str(test_file.path), test_file.name, "*", 0, False, [f"cannot run: {exc}"])
+            )
+    return TestRun(
+        str(rego_library_dir()), rego_dir, tuple(paths), library, mine if rego_dir else [], error, cases
+    )

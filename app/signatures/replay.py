@@ -391,3 +391,14 @@ def inspect_signatures(
         for s in facts.get("signatures") or []
     )
     return facts, ok
+
+
+def why_not_verified(facts: Mapping[str, Any]) -> str:
+    """Why `inspect_signatures` said not ok, in one line for a terminal."""
+    reasons = [
+        f"{s.get('source')}: {s['error']}"
+        if s.get("error")
+        else f"{s.get('source')}: signs {s.get('digest')}, not {facts.get('digest')}"
+        for s in facts.get("signatures") or []
+    ]
+    return str(facts.get("error") or "; ".join(reasons) or f"no signature found for {facts.get('digest')}")

@@ -111,7 +111,7 @@ def test_build_context_is_the_allow_list(images, tmp_path):
     files = [line.removeprefix("/ctx/") for line in listing.split()]
     allowed = ("app/", "rego/ostiary/", "pyproject.toml", "setup.cfg", "README.md")
     assert [f for f in files if not f.startswith(allowed)] == []
-    assert "app/cli.py" in files and "pyproject.toml" in files
+    assert "app/cli/__init__.py" in files and "pyproject.toml" in files
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
 
 

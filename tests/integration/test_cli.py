@@ -86,3 +86,42 @@ def test_test_command_runs_the_library_and_custom_tests(tmp_path):
     result = run("test", "--rego-dir", str(tmp_path))
     assert result.returncode == 0, result.stdout[-2000:]
     assert "test_unlabelled_is_denied: PASS" in result.stdout
+
+
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+        else:
+            yield (*prefix, name), command
+
+
+def test_every_at_option_is_the_one_parser():
+    """`--at` means the same on every command: one parser (a naive time is UTC, an offset is converted)."""
+    from datetime import UTC, datetime
+
+    from app.cli import main
+    from app.cli.options import AtTime
+
+    taking_at = {path: cmd for path, cmd in _commands(main) if any(p.name == "at" for p in cmd.params)}
+    assert {("apply",), ("explain",), ("trust", "inspect")} <= set(taking_at)
+    for path, command in taking_at.items():
+        (param,) = [p for p in command.params if p.name == "at"]
+        assert isinstance(param.type, AtTime), path
+    moment = datetime(2020, 11, 20, tzinfo=UTC)
+    for text in ("2020-11-20T00:00:00Z", "2020-11-20T00:00:00", "2020-11-20T02:00:00+02:00", "2020-11-20"):
+        assert AtTime().convert(text, None, None) == moment, text
+
+
+def test_a_bad_at_is_refused_alike_by_every_command(tmp_path):
+    review = tmp_path / "review.json"
+    review.write_text("{}")
+    policies = str(EXAMPLES / "policies")
+    for args in (
+        ("trust", "inspect", "example.com/app:1", "--at", "yesterday"),
+        ("apply", str(review), "--policy-dir", policies, "--at", "yesterday"),
+        ("explain", str(review), "--policy-dir", policies, "--at", "yesterday"),
+    ):
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "--at 'yesterday': not an ISO 8601 time such as 2020-11-20T00:00:00Z" in result.stderr, args

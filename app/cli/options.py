@@ -1,0 +1,196 @@
+"""Options and answers every `ostiary` command group shares, defined once.
+
+Only option parsing lives here: each helper turns text into the value a command passes on, or stops
+with a usage error (exit 2) that names the option.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+TRUST_ALLOW_HELP = (
+    "A trust server namespace ImagePolicies may name (repeatable; `*` allows any). Always allowed: "
+    "the built-in defaults and the servers the ClusterImagePolicies name; any other is denied "
+    "without a connection."
+)
+STATE_DIR_HELP = (
+    "State directory of `ostiary serve` (default: $XDG_STATE_HOME/ostiary or ~/.local/state/ostiary)."
+)
+
+
+def input_error(message: str) -> NoReturn:
+    """Exit 2: the input (files, options, policies) could not be used; 1 is kept for "denied"."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(2)
+
+
+def quiet_trust_log() -> None:
+    """Offline runs report trust failures in their results; at the default level, skip the log lines."""
+    if logging.getLogger().level >= logging.INFO:
+        logging.getLogger("app.notary").setLevel(logging.WARNING)
+
+
+class AtTime(click.ParamType):
+    """`--at`: an ISO 8601 / RFC 3339 time (or a date); a naive one is UTC (app/notary/inspect.py)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        from app.notary.inspect import parse_at_option
+
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_at_option(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def at_option(help: str = "Verify trust data as of this time (RFC 3339), e.g. when it was captured.") -> Any:
+    return click.option("--at", "at", type=AtTime(), help=help)
+
+
+def ca_file_option(
+    help: str = "Extra CA bundle for Notary servers, registries and signature stores.",
+) -> Any:
+    return click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help=help)
+
+
+def system_namespace_option(help: str | None = None) -> Any:
+    return click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True, help=help)
+
+
+def rego_dir_option(help: str = "Custom Rego rules (package ostiary.custom.<name>).") -> Any:
+    return click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help=help)
+
+
+def policy_dir_option(required: bool = True) -> Any:
+    return click.option(
+        "--policy-dir",
+        required=required,
+        type=click.Path(exists=True, file_okay=False) if required else click.Path(file_okay=False),
+        help="Directory of policy YAML files.",
+    )
+
+
+def trust_data_option(help: str) -> Any:
+    return click.option(
+        "--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False), help=help
+    )
+
+
+def _check_trust_servers(
+    ctx: click.Context, param: click.Parameter, servers: tuple[str, ...]
+) -> tuple[str, ...]:
+    from app.notary.servers import ANY_SERVER, normalize_trust_server
+
+    for server in servers:
+        if server != ANY_SERVER and normalize_trust_server(server)[1] is not None:
+            raise click.BadParameter(f"{server!r} is not an https URL", ctx, param)
+    return servers
+
+
+def trust_server_allow_option() -> Any:
+    """--trust-server-allow URL..., each an https URL (or `*`), checked now."""
+    return click.option(
+        "--trust-server-allow",
+        "trust_server_allow",
+        multiple=True,
+        metavar="URL",
+        help=TRUST_ALLOW_HELP,
+        callback=_check_trust_servers,
+    )
+
+
+def _parse_endpoints(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, str]:
+    from app.signatures.registry import parse_endpoints
+
+    try:
+        return parse_endpoints(items)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def registry_endpoint_option(help: str) -> Any:
+    """--registry-endpoint HOST=URL..., passed to the command as a dict `registry_endpoints`."""
+    return click.option(
+        "--registry-endpoint",
+        "registry_endpoints",
+        multiple=True,
+        metavar="HOST=URL",
+        help=help,
+        callback=_parse_endpoints,
+    )
+
+
+def bounds_options(command: F) -> F:
+    """--max-policy-entries, --max-namespace-policy-bytes, --max-policy-bytes (app/policies/bounds.py),
+    passed to the command as `bounds`."""
+    from app.policies.bounds import DEFAULT_BOUNDS, MAX_ENTRIES
+
+    def with_bounds(
+        *args: Any,
+        max_policy_entries: int,
+        max_namespace_policy_bytes: int,
+        max_policy_bytes: int,
+        **kwargs: Any,
+    ) -> Any:
+        from app.policies.bounds import Bounds
+
+        try:
+            bounds = Bounds(max_policy_entries, max_namespace_policy_bytes, max_policy_bytes)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        return command(*args, bounds=bounds, **kwargs)
+
+    functools.update_wrapper(with_bounds, command)
+    options = [
+        click.option(
+            "--max-policy-entries",
+            default=DEFAULT_BOUNDS.max_entries,
+            show_default=True,
+            type=click.IntRange(1, MAX_ENTRIES),
+            help="Most repository entries in one policy (the CRDs allow at most this default).",
+        ),
+        click.option(
+            "--max-namespace-policy-bytes",
+            default=DEFAULT_BOUNDS.max_scope_bytes,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Most bytes of Rego one namespace's ImagePolicies (or all ClusterImagePolicies) compile to.",
+        ),
+        click.option(
+            "--max-policy-bytes",
+            default=DEFAULT_BOUNDS.max_total_bytes,
+            show_default=True,
+            type=click.IntRange(min=1),
+            help="Most bytes of Rego all policies in force compile to (docs/security.md).",
+        ),
+    ]
+    for option in reversed(options):
+        with_bounds = option(with_bounds)
+    return with_bounds  # type: ignore[return-value]
+
+
+def kube_records_options(command: F) -> F:
+    """--kube/--kubeconfig/--system-namespace: the records of `ostiary serve --kube` (TrustRecords)."""
+    command = system_namespace_option("With --kube: where the TrustRecords live.")(command)
+    command = click.option(
+        "--kubeconfig",
+        type=click.Path(exists=True, dir_okay=False),
+        help="With --kube: kubeconfig (default: in-cluster, then ~/.kube/config).",
+    )(command)
+    return click.option(  # type: ignore[no-any-return]
+        "--kube", is_flag=True, help="Use the cluster's TrustRecords instead of a state directory."
+    )(command)

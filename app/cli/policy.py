@@ -1,0 +1,288 @@
+"""The policy commands: translate, check, explain, apply, test (docs/policy-as-code.md).
+
+Each parses its options and hands the work to app/offline (check, engine, report, testfile)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
+
+import click
+
+from app.cli.options import (
+    at_option,
+    bounds_options,
+    ca_file_option,
+    input_error,
+    policy_dir_option,
+    quiet_trust_log,
+    rego_dir_option,
+    system_namespace_option,
+    trust_data_option,
+    trust_server_allow_option,
+)
+from app.policies.model import PolicyError
+
+if TYPE_CHECKING:
+    from app.notary.service import TrustService
+    from app.policies.bounds import Bounds
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+def translate(file: str) -> None:
+    """Print the Rego module of every policy in FILE."""
+    from app.policies.schema import parse_policy_document
+    from app.policies.translate import translate as to_rego
+    from app.yamlio import DocumentError, load_file
+
+    try:
+        docs = load_file(file)
+    except DocumentError as exc:
+        input_error(str(exc))
+    try:
+        for index, doc in enumerate(docs):
+            if doc is None or (isinstance(doc, dict) and doc.get("kind") in ("Secret", "ServiceAccount")):
+                continue
+            module = to_rego(parse_policy_document(doc, f"{file}#{index}"))
+            click.echo(f"# module id: {module.id}")
+            click.echo(module.source)
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@policy_dir_option()
+@rego_dir_option()
+@system_namespace_option()
+@click.option("--strict", is_flag=True, help="Warnings (e.g. no policies loaded) fail too.")
+@click.option("-o", "--output", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@trust_server_allow_option()
+@bounds_options
+def check(
+    policy_dir: str,
+    rego_dir: str | None,
+    system_namespace: str,
+    strict: bool,
+    fmt: str,
+    trust_server_allow: tuple[str, ...],
+    bounds: Bounds,
+) -> None:
+    """Find every mistake in a policy directory (and custom Rego), each with file and line, and
+    compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
+    from app.offline.check import render_json, render_text, run_check
+    from app.opa.process import OpaNotFound
+
+    try:
+        report = run_check(policy_dir, rego_dir, system_namespace, trust_server_allow, bounds)
+    except (OpaNotFound, RuntimeError) as exc:
+        input_error(str(exc))
+    if fmt == "json":
+        click.echo(render_json(report, strict))
+    else:
+        verdict, diagnostics = render_text(report, strict)
+        if diagnostics:
+            click.echo(diagnostics, err=True)
+        click.echo(verdict)
+    sys.exit(1 if report.failed(strict) else 0)
+
+
+def _offline_signatures(trust_data: tuple[str, ...], at: datetime | None, ca_file: str | None) -> Any:
+    """The SignatureService of explain/apply: replaying the signature captures among --trust-data when
+    it is given (app/signatures/replay.py), else reading registries live; at --at."""
+    from app.signatures.replay import SignatureDataError, signature_service
+
+    try:
+        return signature_service(list(trust_data), at, ca_file)
+    except SignatureDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+
+
+def _offline_trust(trust_data: tuple[str, ...], at: datetime | None, ca_file: str | None) -> TrustService:
+    """The TrustService of explain/apply: replaying --trust-data when given, else live; at --at."""
+    from app.offline.replay import TrustDataError, trust_service
+
+    try:
+        return trust_service(list(trust_data), at, ca_file)
+    except TrustDataError as exc:
+        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+
+
+@click.command()
+@click.argument("review", type=click.File("r"))
+@policy_dir_option()
+@rego_dir_option()
+@ca_file_option()
+@system_namespace_option()
+@trust_data_option(
+    "Verify captured trust data and signatures (`ostiary trust capture`) instead of asking Notary "
+    "servers and registries."
+)
+@at_option()
+def explain(
+    review: IO[str],
+    policy_dir: str,
+    rego_dir: str | None,
+    ca_file: str | None,
+    system_namespace: str,
+    trust_data: tuple[str, ...],
+    at: datetime | None,
+) -> None:
+    """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response."""
+    from app.admission.extract import BadRequest
+    from app.offline.engine import Engine
+    from app.opa.client import OpaError
+    from app.yamlio import DocumentError, load, read_stream
+
+    trust = _offline_trust(trust_data, at, ca_file)
+    try:
+        body = load(read_stream(review, review.name), review.name)
+    except DocumentError as exc:
+        input_error(str(exc))
+    try:
+        engine = Engine(
+            policy_dir,
+            rego_dir=rego_dir,
+            trust=trust,
+            signatures=_offline_signatures(trust_data, at, ca_file),
+            system_namespace=system_namespace,
+        )
+    except (PolicyError, OpaError) as exc:
+        input_error(str(exc))
+    with engine:
+        try:
+            answer, outcome = engine.reviewer.review(body)
+        except BadRequest as exc:
+            input_error(f"bad AdmissionReview: {exc}")
+    click.echo(json.dumps({"response": answer["response"], "images": outcome.images}, indent=2))
+    sys.exit(0 if outcome.allowed else 1)
+
+
+@click.command(name="apply")
+@click.argument("manifests", nargs=-1, required=True)
+@policy_dir_option()
+@rego_dir_option()
+@click.option("-n", "--namespace", help="Namespace of manifests that name none (default: default).")
+@click.option(
+    "--as",
+    "username",
+    default="ostiary-apply",
+    show_default=True,
+    help="Requester's user name (request.userInfo.username).",
+)
+@click.option("--as-group", "groups", multiple=True, help="Requester's group (repeatable).")
+@click.option("--operation", type=click.Choice(["CREATE", "UPDATE"]), default="CREATE", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=click.Choice(["table", "json", "yaml", "junit"]),
+    default="table",
+    show_default=True,
+)
+@trust_data_option(
+    "Captured trust data and signatures (`ostiary trust capture`, repeatable) instead of Notary "
+    "servers and registries."
+)
+@at_option()
+@ca_file_option()
+@system_namespace_option()
+def apply_cmd(
+    manifests: tuple[str, ...],
+    policy_dir: str,
+    rego_dir: str | None,
+    namespace: str | None,
+    username: str,
+    groups: tuple[str, ...],
+    operation: str,
+    fmt: str,
+    trust_data: tuple[str, ...],
+    at: datetime | None,
+    ca_file: str | None,
+    system_namespace: str,
+) -> None:
+    """Decide MANIFEST... (files, directories, '-' for stdin) as the webhook would, without a cluster.
+
+    Exit 0 when every object is allowed, 1 when one is denied, 2 when the input cannot be used.
+    """
+    from app.offline.engine import Engine
+    from app.offline.manifests import ManifestError, load_manifests
+    from app.offline.report import render
+    from app.opa.client import OpaError
+
+    quiet_trust_log()
+    trust = _offline_trust(trust_data, at, ca_file)
+    try:
+        objects = load_manifests(manifests, stdin=sys.stdin)
+    except ManifestError as exc:
+        input_error(str(exc))
+    if not objects:
+        input_error("no Kubernetes objects in " + ", ".join(manifests))
+    try:
+        engine = Engine(
+            policy_dir,
+            rego_dir=rego_dir,
+            trust=trust,
+            signatures=_offline_signatures(trust_data, at, ca_file),
+            system_namespace=system_namespace,
+        )
+    except (PolicyError, OpaError, RuntimeError) as exc:
+        input_error(str(exc))
+    with engine:
+        results = [
+            engine.decide(
+                m, namespace=namespace, username=username, groups=tuple(groups), operation=operation
+            )
+            for m in objects
+        ]
+    click.echo(render(results, fmt))
+    sys.exit(0 if all(r.allowed for r in results) else 1)
+
+
+def _check_regex(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    try:
+        if value:
+            re.compile(value)
+    except re.error as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None
+    return value
+
+
+@click.command(name="test")
+@click.argument("paths", nargs=-1)
+@rego_dir_option("Custom rules and their *_test.rego.")
+@click.option(
+    "--run",
+    "run_regex",
+    callback=_check_regex,
+    help="Run only tests whose name matches this regular expression.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="List every library test, not only failures.")
+@click.option(
+    "--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the results as JUnit XML."
+)
+def test_cmd(
+    paths: tuple[str, ...], rego_dir: str | None, run_regex: str | None, verbose: bool, junit_file: str | None
+) -> None:
+    """Run the Rego unit tests (library, then your --rego-dir) and your declarative tests PATHS...
+
+    PATHS are test files (kind: PolicyTest) or directories searched for *_test.yaml. Exit 1 when a
+    test fails, 2 when a test file cannot be read.
+    """
+    from pathlib import Path
+
+    from app.offline.report import test_run_junit, test_text
+    from app.offline.testfile import TestFileError, run_all
+
+    quiet_trust_log()
+    try:
+        run = run_all(paths, rego_dir, run_regex)
+    except TestFileError as exc:
+        input_error(str(exc))
+    if junit_file:
+        Path(junit_file).write_text(test_run_junit(run))
+    click.echo(test_text(run, verbose))
+    sys.exit(1 if run.failed else 0)

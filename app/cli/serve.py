@@ -1,0 +1,239 @@
+"""`ostiary serve`: check every option now, then hand a ServeConfig to gunicorn (app/wsgi.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from app.cli.options import (
+    bounds_options,
+    ca_file_option,
+    registry_endpoint_option,
+    rego_dir_option,
+    system_namespace_option,
+    trust_server_allow_option,
+)
+
+if TYPE_CHECKING:
+    from app.policies.bounds import Bounds
+
+LOOPBACK_NAMES = {"localhost"}
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def state_dir_for_serve(state_dir: str | None, kube: bool) -> str | None:
+    """The state directory `serve` uses, checked usable now (not at the first admission).
+
+    Directory mode defaults to the user's state dir; with --kube the records are TrustRecord objects
+    in the system namespace, shared by all replicas, unless a directory is given (docs/trust.md)."""
+    from app.notary.state import FileRecordStore, StateError, default_state_dir
+
+    if state_dir is None and kube:
+        return None
+    chosen = state_dir or str(default_state_dir())
+    try:
+        FileRecordStore(chosen).ensure()
+    except StateError as exc:
+        if state_dir is None:
+            # The default is a home directory: a container user often has none, on a read-only root.
+            # Records in a temporary folder would be forgotten silently, so this is a refusal, not a
+            # fallback.
+            raise click.UsageError(
+                f"--state-dir: {exc}. That is the default ($XDG_STATE_HOME/ostiary or "
+                "~/.local/state/ostiary); give --state-dir DIR on a writable volume that lasts as long "
+                "as the records should (the Helm chart mounts one: value stateVolume)"
+            ) from None
+        raise click.UsageError(f"--state-dir: {exc}") from None
+    return chosen
+
+
+def checked_trusted_root(path: str | None) -> str | None:
+    """--sigstore-trusted-root, read now: a root Ostiary cannot use stops the command with the reason."""
+    from app.signatures.keyless import KeylessError, load_trusted_root
+
+    if path is not None:
+        try:
+            load_trusted_root(path)
+        except KeylessError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sigstore-trusted-root") from None
+    return path
+
+
+def checked_root_pins(path: str | None) -> str | None:
+    """Check a --root-pins file now, so a bad one stops the start instead of denying later."""
+    if path is None:
+        return None
+    from app.notary.pins import load_default_root_pins
+
+    try:
+        load_default_root_pins(path)
+    except ValueError as exc:
+        raise click.UsageError(f"--root-pins: {exc}") from None
+    return path
+
+
+@click.command()
+@click.option("--policy-dir", type=click.Path(file_okay=False), help="Directory of policy YAML files.")
+@rego_dir_option()
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to serve on.")
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TLS certificate (PEM); reloaded when it changes.",
+)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="TLS private key (PEM).")
+@click.option("--opa-url", help="Use this OPA (e.g. the sidecar) instead of starting one.")
+@click.option(
+    "--opa-token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Bearer token for --opa-url (OPA run with --authentication=token); the OPA Ostiary starts gets a random one.",
+)
+@ca_file_option()
+@click.option("--kube", is_flag=True, help="Read policies, secrets and owners from the Kubernetes API.")
+@click.option(
+    "--kubeconfig", type=click.Path(exists=True, dir_okay=False), help="Kubeconfig (default: in-cluster)."
+)
+@system_namespace_option("Where ClusterImagePolicy signer secrets live.")
+@click.option(
+    "--budget",
+    default=8.0,
+    show_default=True,
+    help="Seconds one admission may take (keep under the webhook timeout).",
+)
+@click.option(
+    "--trust-cache-ttl",
+    default=60.0,
+    show_default=True,
+    help="Seconds verified trust data is reused before refreshing timestamp.json.",
+)
+@click.option("--threads", default=8, show_default=True, help="Request threads.")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    help="Directory of durable trust-on-first-use records (default: $XDG_STATE_HOME/ostiary, "
+    "or ~/.local/state/ostiary; with --kube: TrustRecords in --system-namespace unless given).",
+)
+@click.option(
+    "--max-trust-records",
+    default=10000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most trust-on-first-use records kept; a repository used for the first time beyond it is denied.",
+)
+@click.option(
+    "--root-pins",
+    type=click.Path(exists=True, dir_okay=False),
+    help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
+    "for entries without their own rootSecrets.",
+)
+@registry_endpoint_option(
+    "Read the manifests of images from registry HOST at URL (a mirror, or a local registry); "
+    "for the signature verifiers (docs/signatures.md). Repeatable."
+)
+@click.option(
+    "--sigstore-trusted-root",
+    "sigstore_trusted_root",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Keyless cosign: the Sigstore trusted_root.json (Fulcio CAs, Rekor keys) of a private Sigstore; "
+    "default: the public-good root Ostiary ships (docs/signatures.md).",
+)
+@click.option(
+    "--decision-log",
+    "decision_log",
+    default="-",
+    show_default=True,
+    metavar="PATH|-|off",
+    help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.",
+)
+@trust_server_allow_option()
+@bounds_options
+def serve(
+    policy_dir: str,
+    rego_dir: str | None,
+    listen: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    opa_url: str | None,
+    opa_token_file: str | None,
+    ca_file: str | None,
+    kube: bool,
+    kubeconfig: str | None,
+    system_namespace: str,
+    budget: float,
+    trust_cache_ttl: float,
+    max_trust_records: int,
+    threads: int,
+    state_dir: str | None,
+    root_pins: str | None,
+    registry_endpoints: dict[str, str],
+    sigstore_trusted_root: str | None,
+    decision_log: str,
+    trust_server_allow: tuple[str, ...],
+    bounds: Bounds,
+) -> None:
+    """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
+    from app.runtime import ServeConfig, read_token
+    from app.wsgi import run_gunicorn
+
+    host, port = split_listen(listen)
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if not tls_cert and not is_loopback(host):
+        raise click.UsageError("without --tls-cert/--tls-key Ostiary serves plain HTTP on loopback only")
+    if not kube and not policy_dir:
+        raise click.UsageError("give --policy-dir DIR (or --kube for the cluster source)")
+    if decision_log not in ("-", "off"):
+        try:
+            Path(decision_log).open("a").close()  # fail now, not in the worker at its first admission
+        except OSError as exc:
+            raise click.BadParameter(
+                f"cannot append to {decision_log}: {exc.strerror}", param_hint="--decision-log"
+            ) from None
+    if opa_token_file:
+        if not opa_url:
+            raise click.UsageError(
+                "--opa-token-file is for --opa-url; the OPA Ostiary starts gets its own token"
+            )
+        try:
+            read_token(opa_token_file)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    config = ServeConfig(
+        policy_dir=policy_dir,
+        rego_dir=rego_dir,
+        opa_url=opa_url,
+        opa_token_file=opa_token_file,
+        ca_file=ca_file,
+        system_namespace=system_namespace,
+        budget=budget,
+        trust_cache_ttl=trust_cache_ttl,
+        max_trust_records=max_trust_records,
+        kube=kube,
+        kubeconfig=kubeconfig,
+        state_dir=state_dir_for_serve(state_dir, kube),
+        root_pins=checked_root_pins(root_pins),
+        registry_endpoints=registry_endpoints,
+        sigstore_trusted_root=checked_trusted_root(sigstore_trusted_root),
+        decision_log=decision_log,
+        trust_server_allow=trust_server_allow,
+        bounds=bounds,
+    )
+    run_gunicorn(config, host, port, tls_cert, tls_key, threads)
