@@ -22,7 +22,8 @@ from app.cli.trust import trust
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
-    """Ostiary: admit only container images whose Notary v1 trust data verifies."""
+    """Ostiary: admit only container images whose signatures verify (Notary v1, cosign, keyless,
+    simple signing, Notation) and whose policies allow them."""
     from app.logsafe import configure
 
     configure(getattr(logging, log_level.upper(), logging.INFO))

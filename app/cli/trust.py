@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 @click.group()
 def trust() -> None:
-    """Notary v1 trust data and the signatures of the other verifiers."""
+    """Signatures offline: inspect, capture and pin Notary v1 trust data, cosign, simple signing and Notation."""
 
 
 @trust.command()
