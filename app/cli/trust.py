@@ -149,7 +149,16 @@ def _inspect_signatures(
 
 
 @trust.command()
-@click.argument("images", nargs=-1, required=True)
+@click.argument("images", nargs=-1)
+@click.option(
+    "-f",
+    "--filename",
+    "manifest_paths",
+    multiple=True,
+    type=click.Path(),
+    help="Also capture every image these manifests reference (files or directories, '-' for stdin; "
+    "repeatable).",
+)
 @click.option(
     "--out",
     "out",
@@ -157,7 +166,14 @@ def _inspect_signatures(
     type=click.Path(file_okay=False),
     help="Directory to write (created; repositories are added).",
 )
-@click.option("--trust-server", help="Notary server URL (default: by registry host).")
+@click.option(
+    "--trust-server",
+    "trust_server_args",
+    multiple=True,
+    metavar="[HOST=]URL",
+    help="Notary server URL for every image, or HOST=URL for the images of registry HOST (repeatable; "
+    "default: by registry host).",
+)
 @ca_file_option("Extra CA bundle for the Notary server.")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per repository.")
 @click.option("--username", help="Registry user for the Notary token service (password read from stdin).")
@@ -173,8 +189,9 @@ def _inspect_signatures(
 @registry_endpoint_option("Read registry HOST at URL (as serve --registry-endpoint); for cosign and simple.")
 def capture(
     images: tuple[str, ...],
+    manifest_paths: tuple[str, ...],
     out: str,
-    trust_server: str | None,
+    trust_server_args: tuple[str, ...],
     ca_file: str | None,
     timeout: float,
     username: str,
@@ -188,11 +205,21 @@ def capture(
     Notary: each repository's root, timestamp, snapshot, targets and delegations are written under
     --out with the server URL and GUN (ostiary-trust.json), then verified from those bytes. cosign and
     simple: every manifest, blob, referrers listing and store file the verifier reads, and the answers
-    that were 404 (ostiary-signatures.json); judged when replayed, with the policy's keys. Exit 1 when
-    one could not be captured (or, for Notary, does not verify now).
+    that were 404 (ostiary-signatures.json); judged when replayed, with the policy's keys. A
+    repository the Notary server has no trust data for is recorded as unsigned (a negative fixture).
+    Exit 1 when one could not be captured (or, for Notary, does not verify now).
     """
-    from app.notary.capture import CaptureError, capture_images
+    from app.notary.capture import CaptureError, capture_images, validity_summary
+    from app.offline.capture_targets import TargetError, images_to_capture, split_trust_servers
     from app.signatures.replay import capture_signatures
+
+    if username and "-" in manifest_paths:
+        input_error("-f - and --username both read standard input: give the manifests as files")
+    try:
+        trust_server, trust_servers = split_trust_servers(trust_server_args)
+        targets = images_to_capture(images, manifest_paths, sys.stdin)
+    except TargetError as exc:
+        input_error(str(exc))
 
     chosen = list(dict.fromkeys(formats or ("notary",)))
     credentials = ((username, sys.stdin.readline().rstrip("\n")),) if username else ()
@@ -200,9 +227,10 @@ def capture(
     if "notary" in chosen:
         try:
             results += capture_images(
-                list(images),
+                targets,
                 Path(out),
                 trust_server=trust_server,
+                trust_servers=trust_servers,
                 ca_file=ca_file,
                 timeout=timeout,
                 credentials=credentials,
@@ -215,7 +243,7 @@ def capture(
     if signature_formats:
         try:
             results += capture_signatures(
-                list(images),
+                targets,
                 Path(out),
                 signature_formats,
                 store_url=store_url,
@@ -230,6 +258,9 @@ def capture(
     for result in results:
         click.echo(result.describe())
         ok = ok and result.ok
+    validity = validity_summary([r for r in results if hasattr(r, "valid_until")])
+    if validity:
+        click.echo(validity)
     sys.exit(0 if ok else 1)
 
 

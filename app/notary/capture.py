@@ -25,7 +25,7 @@ from app.images import InvalidImageReference, parse_image
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.notary.errors import LimitExceeded, RoleNotServed, TrustError
-from app.notary.metadata import valid_delegation_name
+from app.notary.metadata import parse_time, valid_delegation_name
 from app.notary.servers import normalize_trust_server, trust_server_for
 from app.notary.service import TrustRequest, TrustService
 from app.notary.walker import MAX_DELEGATIONS
@@ -48,19 +48,70 @@ class CaptureResult:
     not_served: list[str] = field(default_factory=list)
     error: str | None = None  # why fetching failed (nothing written for the repository then)
     verified: str | None = None  # why the captured bytes do not verify now; None when they do
+    valid_until: str | None = None  # the earliest `expires` of the captured roles (RFC 3339)
+    expires_first: str | None = None  # the role that expires first
+    tag_not_signed: bool = False  # the trust data verifies, and does not sign the image's tag
+
+    @property
+    def no_trust_data(self) -> bool:
+        return self.error is None and not self.roles and "root" in self.not_served
+
+    @property
+    def unsigned(self) -> bool:
+        """The image is not signed — the server has no trust data for the repository (root answered
+        404), or the repository's trust data verifies and does not sign the tag: recorded as such, a
+        negative fixture that offline runs deny exactly as the webhook denies it live. Trust data
+        that does not verify (bad signature, expired, tampered) is not "unsigned": it fails the run."""
+        return self.no_trust_data or (self.error is None and self.tag_not_signed)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.verified is None
+        return self.error is None and (self.verified is None or self.unsigned)
 
     def describe(self) -> str:
         if self.error:
             return f"{self.image}: not captured from {self.server}: {self.error}"
+        if self.no_trust_data:
+            return (
+                f"{self.image}: recorded as UNSIGNED: {self.server} has no trust data for {self.gun} "
+                "(a negative fixture: offline runs deny it as the webhook does)"
+            )
+        if self.unsigned:
+            return (
+                f"{self.image}: recorded as UNSIGNED: the trust data of {self.gun} verifies but {self.verified} "
+                "(a negative fixture: offline runs deny it as the webhook does)"
+            )
         head = f"{self.image}: captured {self.gun} from {self.server} into {self.path} ({', '.join(self.roles) or 'no roles'}"
         head += f"; not served: {', '.join(self.not_served)})" if self.not_served else ")"
-        return head + (
-            "; verifies now" if self.verified is None else f"; does NOT verify now: {self.verified}"
-        )
+        head += "; verifies now" if self.verified is None else f"; does NOT verify now: {self.verified}"
+        if self.valid_until:
+            head += f"; valid until {self.valid_until} ({self.expires_first} expires first)"
+        return head
+
+
+def earliest_expiry(served: dict[str, bytes]) -> tuple[str, str] | None:
+    """(expires, role) of the captured role that expires first; None when no role says (bytes unjudged:
+    a role without a readable `expires` is skipped, verification reports it)."""
+    found: list[tuple[str, str]] = []
+    for role, data in served.items():
+        try:
+            when = parse_time(role, json.loads(data)["signed"]["expires"])
+        except (ValueError, KeyError, TypeError, TrustError):
+            continue
+        found.append((when.strftime("%Y-%m-%dT%H:%M:%SZ"), role))
+    return min(found) if found else None
+
+
+def validity_summary(results: list[CaptureResult]) -> str | None:
+    """One line: until when the whole capture verifies (the earliest expiry of any captured role)."""
+    dated = [(r.valid_until, r.gun, r.expires_first) for r in results if r.valid_until and r.error is None]
+    if not dated:
+        return None
+    until, gun, role = min(dated)
+    return (
+        f"the capture verifies until {until} ({role} of {gun} expires first); offline runs after that "
+        "need --at or a fresh capture (docs/policy-as-code.md, \"Keeping captures fresh\")"
+    )
 
 
 def _sub_directory(server: str, gun: str) -> str:
@@ -154,6 +205,7 @@ def capture_images(
     out: Path,
     *,
     trust_server: str | None = None,
+    trust_servers: dict[str, str] | None = None,
     ca_file: str | None = None,
     timeout: float = 30.0,
     client: NotaryClient | None = None,
@@ -161,18 +213,20 @@ def capture_images(
 ) -> list[CaptureResult]:
     """Capture every image's repository into `out`, then verify each image from the written bytes.
 
-    `credentials` ((username, password) pairs) are offered to the server's token service, as the
-    webhook offers pull secrets; they are never written to `out`."""
+    The Notary server of an image: `trust_servers[registry host]` when listed, else `trust_server`,
+    else the registry's default. `credentials` ((username, password) pairs) are offered to the
+    server's token service, as the webhook offers pull secrets; they are never written to `out`."""
     plan = []
     for image in images:
         try:
             ref = parse_image(image)
         except InvalidImageReference as exc:
             raise CaptureError(str(exc)) from None
-        server = trust_server_for(ref.registry, trust_server)
+        server = trust_server_for(ref.registry, (trust_servers or {}).get(ref.registry) or trust_server)
         if server is None:
             raise CaptureError(
-                f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL"
+                f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL "
+                f"or --trust-server {ref.registry}=URL"
             )
         normalized, error = normalize_trust_server(server)
         if error is not None:
@@ -214,6 +268,9 @@ def capture_images(
                     "files": files,
                 }
                 result.path, result.roles, result.not_served = str(out / sub), sorted(served), missing
+                expiry = earliest_expiry(served)
+                if expiry is not None:
+                    result.valid_until, result.expires_first = expiry
             results.append(result)
     finally:
         client.close()
@@ -239,3 +296,11 @@ def _verify(results: list[CaptureResult], plan: list, out: Path) -> None:
     )
     for (result, _, _), fact in zip(captured, facts, strict=False):
         result.verified = explain(fact)
+        result.tag_not_signed = _tag_not_signed(fact)
+
+
+def _tag_not_signed(facts: dict) -> bool:
+    """The trust data verified, the image was asked for by tag, and no role releases that tag."""
+    if facts.get("verified") is not True or facts.get("digest") is not None or facts.get("tag") is None:
+        return False
+    return not any(entry.get("released") for entry in (facts.get("targets") or {}).values())

@@ -156,24 +156,6 @@ def captured(tmp_path_factory) -> Captured:
         pytest.fail(f"could not build the notary test world: {exc}", pytrace=False)
     try:
         out = tmp / "trust"
-        refs = [scenario[k].reference for k in ("signed", "signer-pem", "unsigned", "no-trust")]
-        capture = run(
-            "trust",
-            "capture",
-            *refs,
-            "--out",
-            str(out),
-            "--trust-server",
-            scenario.notary_url,
-            "--ca-file",
-            scenario.ca_file,
-        )
-        served = {
-            key: {role: world.tuf(scenario[key].repo, role).content for role in roles}
-            for key, roles in ROLES.items()
-        }
-        policies = tmp / "policies"
-        write_policies(policies, scenario)
         pods = {
             "signed": pod("signed", scenario["signed"].reference),
             "alice": pod("alice", scenario["signer-pem"].reference),
@@ -184,6 +166,32 @@ def captured(tmp_path_factory) -> Captured:
                 "metadata": {"name": "strict", "namespace": "strict"},
             },
         }
+        # As a team captures for its CI: the manifests it deploys (-f), the trust server named per
+        # registry host; one image also named on the command line (captured once).
+        manifests = tmp / "manifests"
+        manifests.mkdir()
+        for name in ("signed", "alice", "unsigned"):
+            (manifests / f"{name}.yaml").write_text(json.dumps(pods[name]))
+        capture = run(
+            "trust",
+            "capture",
+            scenario["no-trust"].reference,
+            scenario["signed"].reference,
+            "-f",
+            str(manifests),
+            "--out",
+            str(out),
+            "--trust-server",
+            f"{scenario.registry_host}={scenario.notary_url}",
+            "--ca-file",
+            scenario.ca_file,
+        )
+        served = {
+            key: {role: world.tuf(scenario[key].repo, role).content for role in roles}
+            for key, roles in ROLES.items()
+        }
+        policies = tmp / "policies"
+        write_policies(policies, scenario)
         server = Served("--policy-dir", str(policies), "--ca-file", scenario.ca_file)
         try:
             server.wait_ready()
@@ -218,8 +226,22 @@ def apply(captured: Captured, *names: str, trust: Path | None = None, at: str | 
 
 
 def test_capture_records_every_role_byte_for_byte(captured):
-    assert captured.capture.returncode == 1, captured.capture.stdout  # no-trust and unsigned v1 do not verify
-    assert "verifies now" in captured.capture.stdout and "does NOT verify now" in captured.capture.stdout
+    # no-trust (no trust data) and unsigned (v1 not signed) are negative fixtures, not failures
+    out = captured.capture.stdout
+    assert captured.capture.returncode == 0, out + captured.capture.stderr
+    lines = out.splitlines()
+    assert len([line for line in lines if "verifies now" in line]) == 2, out  # signed, signer-pem
+    assert len([line for line in lines if "recorded as UNSIGNED" in line]) == 2, out
+    assert "does NOT verify now" not in out
+    no_trust = next(line for line in lines if line.startswith(captured.images["no-trust"].reference))
+    assert "has no trust data for" in no_trust
+    unsigned = next(line for line in lines if line.startswith(captured.images["unsigned"].reference))
+    assert "verifies but tag v1 is not signed" in unsigned
+    # how long the capture stays valid: per repository, and for the whole capture
+    signed = next(line for line in lines if line.startswith(captured.images["signed"].reference))
+    assert "; valid until 20" in signed and "expires first)" in signed
+    assert lines[-1].startswith("the capture verifies until 20"), out
+    assert sum(1 for line in lines if line.startswith(captured.images["signed"].reference)) == 1
     index = json.loads((captured.out / "ostiary-trust.json").read_text())
     entries = {e["gun"]: e for e in index["repositories"]}
     for key, roles in ROLES.items():
