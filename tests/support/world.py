@@ -186,6 +186,7 @@ class NotaryWorld:
         base_dir: str | os.PathLike | None = None,
         keep_dir: bool = False,
         host: str = "127.0.0.1",
+        ports: tuple[int, int] | None = None,
     ) -> None:
         if trust_service not in ("remote", "local"):
             raise ValueError("trust_service must be 'remote' or 'local'")
@@ -193,6 +194,9 @@ class NotaryWorld:
         # The address notary-server and the registry listen on (and their certificate names): loopback
         # by default; the real node's tests (tests/node) give the test bridge's address so pods reach them.
         self.host = host
+        # (notary-server port, registry port): fixed ones give stable GUNs and trust-server URLs
+        # (scripts/trust_world.py); by default free ports are picked.
+        self._ports = ports
         self._base_dir = base_dir
         self._keep_dir = keep_dir or bool(os.environ.get("OSTIARY_WORLD_KEEP"))
         self._procs: list[_Proc] = []
@@ -308,7 +312,7 @@ class NotaryWorld:
 
     def _start_processes(self) -> None:
         d = self.dir
-        server_port, registry_port = free_port(), free_port()
+        server_port, registry_port = self._ports or (free_port(), free_port())
         trust: dict = {"type": "local"}
         if self.trust_service == "remote":
             signer_port = free_port()
