@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from app.notary.service import TrustRequest
+from app.notary.requests import TrustRequest
 from app.policies.model import RegoModule
 from app.signatures.port import SignatureRequest
 

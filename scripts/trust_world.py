@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from app.notary.capture import CaptureError, capture_images, validity_summary  # noqa: E402
+from app.offline.capture import CaptureError, capture_images, validity_summary  # noqa: E402
 from tests.support.world import NotaryWorld, WorldError  # noqa: E402
 
 SPEC_KEYS = {"repo", "tag", "signers", "signed"}

@@ -209,7 +209,7 @@ def capture(
     repository the Notary server has no trust data for is recorded as unsigned (a negative fixture).
     Exit 1 when one could not be captured (or, for Notary, does not verify now).
     """
-    from app.notary.capture import CaptureError, capture_images, validity_summary
+    from app.offline.capture import CaptureError, capture_images, validity_summary
     from app.offline.capture_targets import TargetError, images_to_capture, split_trust_servers
     from app.signatures.replay import capture_signatures
 

@@ -52,7 +52,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -81,6 +81,7 @@ from app.notary.errors import (
 from app.notary.facts import failure_facts
 from app.notary.metadata import parse_time
 from app.notary.pins import RootPin
+from app.notary.requests import RoleFetcher, Signer, TrustRequest
 from app.notary.servers import (
     DEFAULT_TRUST_SERVERS,
     TrustServerAllowList,
@@ -92,7 +93,7 @@ from app.notary.trusted import TrustedRepository, check_rotation
 from app.notary.walker import MAX_DELEGATIONS, walk
 
 if TYPE_CHECKING:
-    from app.images import ImageRef
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -135,29 +136,6 @@ OWNER_MAX_AGE = 900.0
 REFRESH_AHEAD = 0.75
 # Verified images by how their root was trusted (facts' `root_trust`): exported as one labelled counter.
 ROOT_TRUST_STATS = {"pinned": "roots_pinned", "recorded": "roots_recorded", "first-use": "roots_first_use"}
-
-
-@dataclass(frozen=True)
-class Signer:
-    secret: str  # the Secret's name (for messages)
-    name: str  # signer name; the role is "targets/<name>"
-    public_key_pem: str  # PEM public key or certificate
-
-
-@dataclass(frozen=True)
-class TrustRequest:
-    image: ImageRef
-    server: str  # "https://notary.docker.io"
-    signers: tuple[Signer, ...] = ()
-    credentials: tuple[tuple[str, str], ...] = ()  # (username, password) for the image's registry, in order
-    root_pins: tuple[RootPin, ...] = ()  # pinned root material (policy `trust.rootSecrets`): no TOFU
-    # The image is in the pod template of a live controller owner Ostiary admitted (app/kube/owners.py):
-    # a verified repository in the cache may answer past the TTL (up to OWNER_MAX_AGE, never past its
-    # signed expiry).
-    owner_proved: bool = False
-    # A dry run (AdmissionReview request.dryRun): verified like any other, but nothing durable is
-    # written — no trust record is created or updated, and a first use is not cached.
-    dry_run: bool = False
 
 
 def _pins_key(gun: str, pins: Sequence[RootPin]) -> str:
@@ -297,7 +275,7 @@ class TrustService:
         clock: Callable[[], datetime] = clocks.utcnow,
         max_response_bytes: int = 8 << 20,
         max_workers: int = 32,
-        client: NotaryClient | None = None,
+        client: RoleFetcher | None = None,
         monotonic: Callable[[], float] = clocks.monotonic,
         failure_ttl: float = 5.0,
         server_patience: float = 2.0,
@@ -317,7 +295,9 @@ class TrustService:
         """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
         only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
         operator takes effect at the next walk, and every replica sharing it trusts the same root."""
-        self.client = client or NotaryClient(ca_file=ca_file, max_response_bytes=max_response_bytes)
+        self.client: RoleFetcher = client or NotaryClient(
+            ca_file=ca_file, max_response_bytes=max_response_bytes
+        )
         self.records = records
         self._max_records = max(0, max_records)
         self._owner_max_age = owner_max_age

@@ -8,7 +8,7 @@ expiry check, at the `--at` time. Tampered bytes fail exactly as tampered answer
 
 Two layouts are read:
 
-- a capture by `ostiary trust capture` (app/notary/capture.py): DIR/ostiary-trust.json lists each
+- a capture by `ostiary trust capture` (app/offline/capture.py): DIR/ostiary-trust.json lists each
   repository (server, GUN, sub-directory, the roles the server answered 404 for) and the role files
   are DIR/<sub-directory>/<role>.json, byte for byte as served;
 - a bare repository directory, DIR/{root,timestamp,snapshot,targets}.json and DIR/targets/NAME.json
@@ -223,5 +223,5 @@ def trust_service(
     """The TrustService for an offline run: replaying `trust_data` when given, else live; at `at`."""
     clock = fixed_clock(at)
     if trust_data:
-        return TrustService(client=ReplayClient(load_trust_data(trust_data)), clock=clock)  # type: ignore[arg-type]
+        return TrustService(client=ReplayClient(load_trust_data(trust_data)), clock=clock)
     return TrustService(ca_file=ca_file, clock=clock)

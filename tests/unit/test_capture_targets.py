@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from app.notary.capture import CaptureResult, earliest_expiry, validity_summary
+from app.offline.capture import CaptureResult, earliest_expiry, validity_summary
 from app.offline.capture_targets import TargetError, images_to_capture, split_trust_servers
 
 

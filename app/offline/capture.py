@@ -25,10 +25,12 @@ from app.images import InvalidImageReference, parse_image
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.notary.errors import LimitExceeded, RoleNotServed, TrustError
+from app.notary.inspect import explain
 from app.notary.metadata import parse_time, valid_delegation_name
 from app.notary.servers import normalize_trust_server, trust_server_for
 from app.notary.service import TrustRequest, TrustService
 from app.notary.walker import MAX_DELEGATIONS
+from app.offline.replay import INDEX_FORMAT, INDEX_NAME, ReplayClient, load_trust_data
 from app.yamlio import DocumentError, load_json_file
 
 TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
@@ -110,7 +112,7 @@ def validity_summary(results: list[CaptureResult]) -> str | None:
     until, gun, role = min(dated)
     return (
         f"the capture verifies until {until} ({role} of {gun} expires first); offline runs after that "
-        "need --at or a fresh capture (docs/policy-as-code.md, \"Keeping captures fresh\")"
+        'need --at or a fresh capture (docs/policy-as-code.md, "Keeping captures fresh")'
     )
 
 
@@ -183,8 +185,6 @@ def _write(out: Path, sub: str, served: dict[str, bytes]) -> dict:
 
 
 def _merge_index(out: Path, entries: list[dict]) -> None:
-    from app.offline.replay import INDEX_FORMAT, INDEX_NAME
-
     index_file = out / INDEX_NAME
     index: dict = {"format": INDEX_FORMAT, "repositories": []}
     if index_file.is_file():
@@ -281,15 +281,12 @@ def capture_images(
 
 def _verify(results: list[CaptureResult], plan: list, out: Path) -> None:
     """Verify each captured image now, from the files just written (the same replay later runs use)."""
-    from app.notary.inspect import explain
-    from app.offline.replay import ReplayClient, load_trust_data
-
     captured = [
         (r, ref, server) for r, (_, ref, server) in zip(results, plan, strict=False) if r.error is None
     ]
     if not captured:
         return
-    service = TrustService(client=ReplayClient(load_trust_data([out])), cache_entries=0)  # type: ignore[arg-type]
+    service = TrustService(client=ReplayClient(load_trust_data([out])), cache_entries=0)
     facts = service.gather(
         [TrustRequest(image=ref, server=server) for _, ref, server in captured],
         deadline=clocks.monotonic() + 60.0,
