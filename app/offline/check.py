@@ -58,10 +58,13 @@ class Finding:
     file: str
     line: int
     message: str
+    column: int = 0  # 1-based when known (OPA's parse and compile errors give it)
 
     @property
     def where(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
+        if not self.line:
+            return self.file
+        return f"{self.file}:{self.line}:{self.column}" if self.column else f"{self.file}:{self.line}"
 
     def __str__(self) -> str:
         return f"{self.where}: {self.severity}: {self.message} [{self.code}]"
@@ -489,6 +492,7 @@ def _compile_findings(library: list[RegoModule], custom: list[RegoModule]) -> li
                 file,
                 int(loc.get("row") or 0),
                 f"{err.get('message', 'does not compile')}{module}",
+                int(loc.get("col") or 0),
             )
         )
     return found
@@ -748,6 +752,9 @@ def _package_findings(rego_dir: str) -> tuple[list[RegoModule], list[Finding]]:
     modules, errors = collect_custom_rego(rego_dir)
     found = []
     for error in errors:
+        if error.line:
+            found.append(Finding("error", "rego-syntax", error.origin, error.line, error.message, error.column))
+            continue
         line = 0
         try:
             for number, text in enumerate(Path(error.origin).read_text().splitlines(), 1):

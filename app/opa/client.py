@@ -200,7 +200,8 @@ class OpaClient:
         messages = [body.get("message", "")]
         for err in body.get("errors") or []:
             loc = err.get("location") or {}
-            messages.append(f"{loc.get('file', '')}:{loc.get('row', '')}: {err.get('message', '')}")
+            col = f":{loc['col']}" if loc.get("col") else ""
+            messages.append(f"{loc.get('file', '')}:{loc.get('row', '')}{col}: {err.get('message', '')}")
         return "; ".join(m for m in messages if m)
 
     def put_policy(self, module_id: str, source: str) -> None:

@@ -217,6 +217,35 @@ def with_refusals(
     }
 
 
+def _parse_error(path: Path, output: str) -> PolicyError:
+    """OPA's parse errors as a person reads them: the first at its row and column, every one listed
+    with OPA's message (`opa parse --format json` answers {"errors": [{message, code, location}]})."""
+    try:
+        errors = [e for e in json.loads(output).get("errors") or [] if isinstance(e, dict)]
+    except (ValueError, AttributeError):
+        errors = []
+    if not errors:
+        text = output.strip().replace(str(path), path.name)[:500]
+        return PolicyError(str(path), "", f"OPA cannot parse it: {text or 'no reason given'}")
+    found = []
+    for error in errors[:10]:
+        location = error.get("location") if isinstance(error.get("location"), dict) else {}
+        row, col = location.get("row"), location.get("col")
+        at = f"{row}:{col}: " if isinstance(row, int) and isinstance(col, int) else ""
+        found.append(f"{at}{error.get('message', 'parse error')}")
+    first = errors[0].get("location") if isinstance(errors[0].get("location"), dict) else {}
+    row, col = first.get("row"), first.get("col")
+    more = f" (and {len(errors) - 1} more: {'; '.join(found[1:])})" if len(errors) > 1 else ""
+    message = f"Rego syntax error: {found[0].split(': ', 1)[-1] if found[0][:1].isdigit() else found[0]}{more}"
+    return PolicyError(
+        str(path),
+        "",
+        message,
+        line=row if isinstance(row, int) else 0,
+        column=col if isinstance(col, int) else 0,
+    )
+
+
 def custom_package(path: Path) -> str:
     """The package of a custom module as OPA's own parser reads it (`opa parse`), never a regular
     expression on the text: a byte-order mark, comments, line breaks or a `package` line inside a
@@ -237,8 +266,7 @@ def custom_package(path: Path) -> str:
     except (OpaNotFound, OSError, subprocess.TimeoutExpired) as exc:
         raise PolicyError(str(path), "", f"could not run OPA's parser on it: {exc}") from None
     if done.returncode != 0:
-        reason = (done.stderr or done.stdout).strip().replace(str(path), path.name)
-        raise PolicyError(str(path), "", f"OPA cannot parse it: {reason}")
+        raise _parse_error(path, done.stderr or done.stdout)
     try:
         terms = json.loads(done.stdout)["package"]["path"]
         parts = [(t["type"], t["value"]) for t in terms]

@@ -10,12 +10,15 @@ DEFAULT_SYSTEM_NAMESPACE = "ostiary-system"
 class PolicyError(ValueError):
     """A policy document is invalid. `origin` names the file and document (or the resource)."""
 
-    def __init__(self, origin: str, field: str, message: str):
-        where = f"{origin}: {field}" if field else origin
+    def __init__(self, origin: str, field: str, message: str, *, line: int = 0, column: int = 0):
+        at = origin + (f":{line}" if line else "") + (f":{column}" if line and column else "")
+        where = f"{at}: {field}" if field else at
         super().__init__(f"{where}: {message}")
         self.origin = origin
         self.field = field
         self.message = message
+        self.line = line  # 1-based, 0 when unknown (a Rego file's parse error knows it)
+        self.column = column
         # (namespace, name) when the error belongs to one ImagePolicy alone: directory mode then
         # refuses that policy only and fails closed for its namespace (app/policies/directory.py).
         self.tenant: tuple[str, str] | None = None

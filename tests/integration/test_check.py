@@ -257,7 +257,7 @@ def test_compile_errors_and_foreign_packages_are_reported_with_lines(tmp_path):
     result = run("--policy-dir", str(EXAMPLES / "policies"), "--rego-dir", str(rego))
     assert result.returncode == 1
     assert (
-        f"{rego / 'bad.rego'}:5: error: undefined function undefined_fn (module ostiary/custom/bad)"
+        f"{rego / 'bad.rego'}:5:31: error: undefined function undefined_fn (module ostiary/custom/bad)"
         in result.stderr
     )
     assert f"{rego / 'evil.rego'}:2: error: custom Rego must declare exactly" in result.stderr
