@@ -753,7 +753,9 @@ def _package_findings(rego_dir: str) -> tuple[list[RegoModule], list[Finding]]:
     found = []
     for error in errors:
         if error.line:
-            found.append(Finding("error", "rego-syntax", error.origin, error.line, error.message, error.column))
+            found.append(
+                Finding("error", "rego-syntax", error.origin, error.line, error.message, error.column)
+            )
             continue
         line = 0
         try:

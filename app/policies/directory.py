@@ -227,16 +227,21 @@ def _parse_error(path: Path, output: str) -> PolicyError:
     if not errors:
         text = output.strip().replace(str(path), path.name)[:500]
         return PolicyError(str(path), "", f"OPA cannot parse it: {text or 'no reason given'}")
+
+    def location(error: dict) -> dict:
+        found = error.get("location")
+        return found if isinstance(found, dict) else {}
+
     found = []
     for error in errors[:10]:
-        location = error.get("location") if isinstance(error.get("location"), dict) else {}
-        row, col = location.get("row"), location.get("col")
+        row, col = location(error).get("row"), location(error).get("col")
         at = f"{row}:{col}: " if isinstance(row, int) and isinstance(col, int) else ""
         found.append(f"{at}{error.get('message', 'parse error')}")
-    first = errors[0].get("location") if isinstance(errors[0].get("location"), dict) else {}
-    row, col = first.get("row"), first.get("col")
+    row, col = location(errors[0]).get("row"), location(errors[0]).get("col")
     more = f" (and {len(errors) - 1} more: {'; '.join(found[1:])})" if len(errors) > 1 else ""
-    message = f"Rego syntax error: {found[0].split(': ', 1)[-1] if found[0][:1].isdigit() else found[0]}{more}"
+    message = (
+        f"Rego syntax error: {found[0].split(': ', 1)[-1] if found[0][:1].isdigit() else found[0]}{more}"
+    )
     return PolicyError(
         str(path),
         "",

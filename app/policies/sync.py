@@ -97,15 +97,15 @@ class PolicySync:
         except OpaModuleRefused as exc:
             if not module.origin.endswith(".rego"):
                 raise
-            raise OpaModuleRefused(module.id, exc.errors.replace(f"{module.id}:", f"{module.origin}:")) from None
+            raise OpaModuleRefused(
+                module.id, exc.errors.replace(f"{module.id}:", f"{module.origin}:")
+            ) from None
 
     def _converge(self, wanted: dict[str, RegoModule]) -> None:
         """Make OPA hold exactly `wanted` (ids and text); raise OpaError when it refuses."""
         present = self.opa.list_policies()
         steps = plan({i: m.source for i, m in wanted.items()}, present)
-        operations: list[Operation] = [
-            (i, functools.partial(self._put, wanted[i])) for i in steps.put
-        ]
+        operations: list[Operation] = [(i, functools.partial(self._put, wanted[i])) for i in steps.put]
         operations += [(i, functools.partial(self.opa.delete_policy, i)) for i in steps.delete]
         if not operations:
             return

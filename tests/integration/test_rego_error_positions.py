@@ -50,7 +50,7 @@ def test_check_and_apply_name_the_file_row_and_column(tmp_path, name, body, wher
     line = next(x for x in out.splitlines() if x.startswith(f"rego/{name}.rego:"))
     assert line.startswith(f"rego/{name}.rego:{where}: error: "), line
     assert message in line, line
-    assert "\"errors\"" not in out and "{" not in line.split(": error: ")[1]
+    assert '"errors"' not in out and "{" not in line.split(": error: ")[1]
 
     (tmp_path / "pod.yaml").write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: 'nginx@sha256:"
