@@ -260,12 +260,30 @@ def _check_regex(ctx: click.Context, param: click.Parameter, value: str | None) 
     callback=_check_regex,
     help="Run only tests whose name matches this regular expression.",
 )
-@click.option("-v", "--verbose", is_flag=True, help="List every library test, not only failures.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="List every library test, and the print() output of passing tests."
+)
 @click.option(
     "--junit", "junit_file", type=click.Path(dir_okay=False), help="Also write the results as JUnit XML."
 )
+@click.option(
+    "--explain",
+    type=click.Choice(["fails", "full", "notes", "debug"]),
+    help="Also print OPA's trace of your Rego tests (as opa test --explain); needs --rego-dir.",
+)
+@click.option(
+    "--coverage",
+    is_flag=True,
+    help="Also print which lines of your rules your Rego tests cover; needs --rego-dir.",
+)
 def test_cmd(
-    paths: tuple[str, ...], rego_dir: str | None, run_regex: str | None, verbose: bool, junit_file: str | None
+    paths: tuple[str, ...],
+    rego_dir: str | None,
+    run_regex: str | None,
+    verbose: bool,
+    junit_file: str | None,
+    explain: str | None,
+    coverage: bool,
 ) -> None:
     """Run the Rego unit tests (library, then your --rego-dir) and your declarative tests PATHS...
 
@@ -285,4 +303,20 @@ def test_cmd(
     if junit_file:
         Path(junit_file).write_text(test_run_junit(run))
     click.echo(test_text(run, verbose))
+    if (explain or coverage) and not rego_dir:
+        input_error("--explain and --coverage are about your Rego tests: give --rego-dir")
+    if explain and rego_dir:
+        from app.offline.regotests import trace
+
+        click.echo(f"== Trace of your Rego tests (opa test --explain {explain})")
+        click.echo(trace(rego_dir, run_regex, explain))
+    if coverage and rego_dir:
+        from app.offline.regotests import coverage as rego_coverage
+
+        files, error = rego_coverage(rego_dir, run_regex)
+        click.echo(f"== Coverage of your rules by your Rego tests ({rego_dir})")
+        if error:
+            click.echo(f"  {error}")
+        else:
+            click.echo("\n".join(f.describe() for f in files) or "  no rule files")
     sys.exit(1 if run.failed else 0)

@@ -156,6 +156,15 @@ def _rego_line(test: RegoTest, timed: bool) -> str:
     return f"  {test.name}: {verdict}" + (f" ({test.millis:.1f}ms)" if timed else "")
 
 
+def _user_rego_lines(test: RegoTest, verbose: bool) -> list[str]:
+    """A user's Rego test as `opa test` shows it: where it is, and for a failure (or with -v) what it
+    print()ed."""
+    lines = [_rego_line(test, True) + f"  [{test.where}]"]
+    if test.output and (verbose or not test.passed):
+        lines += [f"      | {line}" for line in test.output.rstrip("\n").splitlines()]
+    return lines
+
+
 def test_text(run: TestRun, verbose: bool) -> str:
     """`ostiary test` for a person: the three sections, failures in full, then PASS or FAIL."""
     lines = [f"== Ostiary library: Rego unit tests ({run.library_dir})"]
@@ -165,7 +174,8 @@ def test_text(run: TestRun, verbose: bool) -> str:
         lines.append(f"  opa test could not run: {run.error}")
     if run.rego_dir:
         lines.append(f"== Your Rego unit tests ({run.rego_dir})")
-        lines += [_rego_line(t, True) for t in run.mine]
+        for test in run.mine:
+            lines += _user_rego_lines(test, verbose)
         lines.append(f"  {sum(t.passed for t in run.mine)}/{len(run.mine)} passed")
         if run.error:  # with the user's modules loaded, a compile error is almost always theirs
             lines.append(f"  opa test could not run: {run.error}")
@@ -184,12 +194,18 @@ def test_run_junit(run: TestRun) -> str:
     """`ostiary test --junit`: one suite per section."""
 
     def rego(tests: Sequence[RegoTest]) -> list[tuple[str, str, list[str]]]:
-        return [(t.name, t.file, [] if t.passed else [t.detail or "FAIL"]) for t in tests]
+        return [
+            (t.name, t.where, [] if t.passed else [t.detail or "FAIL", *t.output.splitlines()]) for t in tests
+        ]
 
-    suites = [
+    # The library's tests are Ostiary's, not the user's: one case that fails when any of them (or opa
+    # test itself) fails, named without install paths.
+    broken = [t.name for t in run.library if not t.passed]
+    library_failures = ([run.error] if run.error else []) + [f"{name}: FAIL" for name in broken]
+    suites: list[tuple[str, list[tuple[str, str, list[str]]]]] = [
         (
-            "Ostiary library: Rego unit tests",
-            rego(run.library) + ([("opa test", "opa", [run.error])] if run.error else []),
+            "Ostiary library",
+            [(f"Ostiary's own Rego tests ({len(run.library)})", "ostiary", library_failures)],
         )
     ]
     if run.mine:

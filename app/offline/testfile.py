@@ -42,6 +42,7 @@ import yaml
 
 from app.offline.engine import DEFAULT_USER, Engine, ObjectResult
 from app.offline.manifests import Manifest, ManifestError, load_manifests
+from app.offline.regotests import print_output
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
 from app.yamlio import DocumentError, compose_all, load, read_text
 
@@ -326,6 +327,12 @@ class RegoTest:
     passed: bool
     detail: str = ""
     millis: float = 0.0
+    row: int = 0  # the line of the test rule in `file`
+    output: str = ""  # what the test print()ed
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.row}" if self.row else self.file
 
 
 def run_rego_tests(
@@ -364,12 +371,15 @@ def run_rego_tests(
             detail = str(
                 record["error"].get("message") if isinstance(record["error"], dict) else record["error"]
             )
+        row = (record.get("location") or {}).get("row")
         test = RegoTest(
             f"{record.get('package')}.{record.get('name')}",
             file,
             not record.get("fail") and not record.get("error"),
             detail,
             (record.get("duration") or 0) / 1e6,
+            row if isinstance(row, int) else 0,
+            print_output(record),
         )
         in_library = library_root in Path(file).resolve().parents
         (theirs if in_library else mine).append(test)
