@@ -76,17 +76,29 @@ cosign_requirement(c, i, k, system_ns, workload_ns) := {
 	"error": key_error(c, k, system_ns, workload_ns),
 }
 
-# One Notation requirement per entry with policy.notation (one trust policy, level strict): a signature
-# whose chain reaches a CA certificate of caSecret, whose signing certificate matches one of the
-# trusted identities (the translator parses them: "*" or {attribute: value}), must prove the digest.
-# caSecret/caSecretNamespace follow the tenant rule of key secrets.
+# One Notation requirement per entry with policy.notation (one trust policy): a signature whose chain
+# reaches a certificate of the trust stores in caSecret, whose signing certificate matches one of the
+# trusted identities (the translator parses them: "*" or {attribute: value}), must prove the digest;
+# `validations` (spelled out by the translator from the level and its override) says which failures
+# deny and which are only warned of. caSecret/caSecretNamespace follow the tenant rule of key secrets.
+# Level skip needs no signature (type "skip": no facts are gathered, nothing is pinned).
 notation_requirement(c, n, system_ns, workload_ns) := {
+	"format": "notation",
+	"index": 0,
+	"type": "skip",
+	"level": "skip",
+	"error": null,
+} if {
+	n.level == "skip"
+} else := {
 	"format": "notation",
 	"index": 0,
 	"type": "signedBy",
 	"key_secret": {"name": object.get(n, "caSecret", null), "namespace": key_namespace(c, secret_ref, system_ns)},
 	"identities": object.get(n, "identities", []),
 	"level": object.get(n, "level", "strict"),
+	"validations": object.get(n, "validations", {}),
+	"stores": object.get(n, "stores", ["ca"]),
 	"error": key_error(c, secret_ref, system_ns, workload_ns),
 } if {
 	secret_ref := {
@@ -171,6 +183,7 @@ digest_ok(img, _) if not is_string(img.ref.digest)
 digest_ok(img, digest) if img.ref.digest == digest
 
 accepted(img, req, f, s) if {
+	req.format != "notation"
 	s.error == null
 	s.key_id in f.keys
 	s.digest == f.digest
@@ -217,13 +230,77 @@ identity_accepted(ref, req, s) if {
 	cosign_identity_ok(ref, req.identity, s)
 }
 
-identity_accepted(_, req, s) if {
+# notation: integrity (s.error: the envelope, the signature over it with the signing certificate's
+# key, the signed descriptor) always holds; every other validation that failed must be one the
+# level only logs (notation_failures; notation_warnings reports them).
+accepted(_, req, f, s) if {
 	req.format == "notation"
-	some t in req.identities
+	s.error == null
+	s.digest == f.digest
+	every v, _ in notation_failures(req, f, s) {
+		notation_action(req, v) != "enforce"
+	}
+}
+
+notation_action(req, v) := object.get(object.get(req, "validations", {}), v, "enforce")
+
+# notation_failures(req, f, s): validation -> why it failed, for one signature whose integrity holds.
+# Authenticity is the chain to a certificate of the trust stores (Python, key_id) and the trusted
+# identities (compared here); the others come from Python as they are (s.failures).
+notation_failures(req, f, s) := object.union(
+	{v: why | some v, why in object.get(s, "failures", {}); is_string(why); v != "integrity"},
+	notation_authenticity(req, f, s),
+)
+
+notation_authenticity(_, f, s) := {"authenticity": s.failures.authenticity} if {
+	is_string(object.get(s, ["failures", "authenticity"], null))
+} else := {"authenticity": "the signature's certificate chain does not contain any trusted certificate"} if {
+	not s.key_id in f.keys
+} else := {"authenticity": msg} if {
+	not notation_identity_matches(req_identities(f), s)
+	msg := sprintf(
+		"signing certificate %v does not match the trusted identities %v",
+		[object.get(s, "subject_dn", "?"), req_identities(f)],
+	)
+} else := {}
+
+req_identities(f) := object.get(f.requirement, "identities", [])
+
+notation_identity_matches(identities, s) if {
+	some t in identities
 	notation_identity_ok(t, s)
 }
 
+# notation_warnings(img, req): what the level only logs, for a requirement a signature satisfies: none
+# when one accepted signature passed every validation, else the logged failures of the accepted ones.
+notation_warnings(img, req) := set() if {
+	some f in facts_for(img, req)
+	some s in f.signatures
+	accepted(img, req, f, s)
+	count(notation_failures(req, f, s)) == 0
+} else := {msg |
+	some f in facts_for(img, req)
+	some s in f.signatures
+	accepted(img, req, f, s)
+	some v, why in notation_failures(req, f, s)
+	notation_action(req, v) == "log"
+	msg := sprintf("notation trust policy (level %v): %s failed and is only logged at this level: %s: %v", [
+		req.level, v, s.source, why,
+	])
+}
+
+# warnings(img, reqs): for each satisfied requirement, the validations its level only logs.
+warnings(img, reqs) := {msg |
+	some req in reqs
+	req.format == "notation"
+	req.type == "signedBy"
+	satisfied(img, req)
+	some msg in notation_warnings(img, req)
+}
+
 satisfied(_, req) if req.type == "insecureAcceptAnything"
+
+satisfied(_, req) if req.type == "skip"
 
 satisfied(img, req) if proven(img, req)
 
@@ -412,16 +489,19 @@ why_not(img, req) := msg if {
 
 signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
 	s.error != null
+} else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
+	req.format == "notation"
+	s.digest != f.digest
+} else := msg if {
+	req.format == "notation"
+	msg := sprintf("%s: %s", [s.source, concat("; ", [sprintf("%s: %v", [v, why]) |
+		some v, why in notation_failures(req, f, s)
+		notation_action(req, v) == "enforce"
+	])])
 } else := sprintf("%s: signed by key %v, which is not in the key secret", [s.source, s.key_id]) if {
 	not s.key_id in f.keys
 } else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
 	s.digest != f.digest
-} else := msg if {
-	req.format == "notation"
-	msg := sprintf(
-		"%s: signing certificate %v does not match the trusted identities %v",
-		[s.source, object.get(s, "subject_dn", "?"), object.get(req, "identities", [])],
-	)
 } else := sprintf("%s: signed identity %v is not accepted for %s by %v", [
 	s.source, s.identity,
 	img.ref.normalized, object.get(req, ["identity", "type"], "?"),
