@@ -107,7 +107,8 @@ def read_token(data: bytes) -> Token:
 
 
 def _read(data: bytes) -> Token:
-    from asn1crypto import cms  # only when a timestamp is met
+    # only when a timestamp is met; importing tsp registers id-ct-TSTInfo (and its parser) with cms
+    from asn1crypto import cms, tsp  # noqa: F401
 
     info = cms.ContentInfo.load(data, strict=True)
     if info["content_type"].native != "signed_data":

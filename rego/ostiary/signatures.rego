@@ -472,7 +472,7 @@ why_not(img, req) := msg if {
 } else := msg if {
 	req.format == "notation"
 	some f in facts_for(img, req)
-	msg := sprintf("no Notation signature of %s (%v) is trusted by CA secret %v/%v: %s", [
+	msg := sprintf("no Notation signature of %s (%v) is trusted by trust store secret %v/%v: %s", [
 		img.ref.name, f.digest,
 		object.get(req, ["key_secret", "namespace"], "?"), object.get(req, ["key_secret", "name"], "?"),
 		concat("; ", [signature_problem(img, req, f, s) | some s in f.signatures]),
