@@ -15,6 +15,8 @@ package ostiary.signatures
 
 import rego.v1
 
+import data.ostiary.notation
+
 # ---- requirements (computed for the plan from the chosen entry) ---------------------------------
 
 # requirements(c, system_ns, workload_ns): the signature requirements of the chosen entry `c`
@@ -200,6 +202,18 @@ accepted(_, req, f, s) if {
 	keyless_ok(id, s.certificate)
 }
 
+# notation: integrity (s.error: the envelope, the signature over it with the signing certificate's
+# key, the signed descriptor) always holds; every other validation that failed must be one the
+# level only logs (notation_failures; notation_warnings reports them).
+accepted(_, req, f, s) if {
+	req.format == "notation"
+	s.error == null
+	s.digest == f.digest
+	every v, _ in notation.failures(req, f, s) {
+		notation.action(req, v) != "enforce"
+	}
+}
+
 keyless_ok(id, cert) if {
 	keyless_value_ok(id.issuer, id.issuer_regex, cert.issuer)
 	some subject in cert.subjects
@@ -230,63 +244,20 @@ identity_accepted(ref, req, s) if {
 	cosign_identity_ok(ref, req.identity, s)
 }
 
-# notation: integrity (s.error: the envelope, the signature over it with the signing certificate's
-# key, the signed descriptor) always holds; every other validation that failed must be one the
-# level only logs (notation_failures; notation_warnings reports them).
-accepted(_, req, f, s) if {
-	req.format == "notation"
-	s.error == null
-	s.digest == f.digest
-	every v, _ in notation_failures(req, f, s) {
-		notation_action(req, v) != "enforce"
-	}
-}
-
-notation_action(req, v) := object.get(object.get(req, "validations", {}), v, "enforce")
-
-# notation_failures(req, f, s): validation -> why it failed, for one signature whose integrity holds.
-# Authenticity is the chain to a certificate of the trust stores (Python, key_id) and the trusted
-# identities (compared here); the others come from Python as they are (s.failures).
-notation_failures(req, f, s) := object.union(
-	{v: why | some v, why in object.get(s, "failures", {}); is_string(why); v != "integrity"},
-	notation_authenticity(req, f, s),
-)
-
-notation_authenticity(_, f, s) := {"authenticity": s.failures.authenticity} if {
-	is_string(object.get(s, ["failures", "authenticity"], null))
-} else := {"authenticity": "the signature's certificate chain does not contain any trusted certificate"} if {
-	not s.key_id in f.keys
-} else := {"authenticity": msg} if {
-	not notation_identity_matches(req_identities(f), s)
-	msg := sprintf(
-		"signing certificate %v does not match the trusted identities %v",
-		[object.get(s, "subject_dn", "?"), req_identities(f)],
-	)
-} else := {}
-
-req_identities(f) := object.get(f.requirement, "identities", [])
-
-notation_identity_matches(identities, s) if {
-	some t in identities
-	notation_identity_ok(t, s)
-}
-
 # notation_warnings(img, req): what the level only logs, for a requirement a signature satisfies: none
 # when one accepted signature passed every validation, else the logged failures of the accepted ones.
 notation_warnings(img, req) := set() if {
 	some f in facts_for(img, req)
 	some s in f.signatures
 	accepted(img, req, f, s)
-	count(notation_failures(req, f, s)) == 0
+	count(notation.failures(req, f, s)) == 0
 } else := {msg |
 	some f in facts_for(img, req)
 	some s in f.signatures
 	accepted(img, req, f, s)
-	some v, why in notation_failures(req, f, s)
-	notation_action(req, v) == "log"
-	msg := sprintf("notation trust policy (level %v): %s failed and is only logged at this level: %s: %v", [
-		req.level, v, s.source, why,
-	])
+	some v, why in notation.failures(req, f, s)
+	notation.action(req, v) == "log"
+	msg := sprintf("notation trust policy (level %v): %s failed and is only logged at this level: %s: %v", [req.level, v, s.source, why])
 }
 
 # warnings(img, reqs): for each satisfied requirement, the validations its level only logs.
@@ -386,21 +357,6 @@ cosign_identity_ok(ref, identity, s) if {
 	s.identity_ref.name == remapped(ref.name, identity)
 }
 
-# ---- Notation trusted identities (docs/signatures.md) ---------------------------------------------
-# As Notation's trust policy: "*" trusts any signing certificate the anchors vouch for; an x509
-# subject matches when every attribute it names has the same value in the signing certificate's
-# subject (other attributes of the certificate are not compared).
-
-notation_identity_ok("*", _)
-
-notation_identity_ok(t, s) if {
-	is_object(t)
-	is_object(s.subject)
-	every k, v in t {
-		s.subject[k] == v
-	}
-}
-
 # remapped: the image's name with `prefix` replaced by `signedPrefix` (whole path components
 # only); the name unchanged when the prefix does not apply.
 remapped(name, identity) := identity.signedPrefix if {
@@ -495,8 +451,8 @@ signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
 } else := msg if {
 	req.format == "notation"
 	msg := sprintf("%s: %s", [s.source, concat("; ", [sprintf("%s: %v", [v, why]) |
-		some v, why in notation_failures(req, f, s)
-		notation_action(req, v) == "enforce"
+		some v, why in notation.failures(req, f, s)
+		notation.action(req, v) == "enforce"
 	])])
 } else := sprintf("%s: signed by key %v, which is not in the key secret", [s.source, s.key_id]) if {
 	not s.key_id in f.keys

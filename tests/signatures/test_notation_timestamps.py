@@ -173,9 +173,7 @@ def test_signing_authority_signature_needs_a_signing_authority_store():
     )
     # and a notary.x509 signature is not trusted through a signingAuthority store
     plain = check(ns.jws(CHAIN, DESCRIPTOR), ca=None, sa=CHAIN.root)
-    assert plain.anchor is None and "of the ca trust store" in (
-        plain.failures["authenticity"] or ""
-    )
+    assert plain.anchor is None and "of the ca trust store" in (plain.failures["authenticity"] or "")
 
 
 def test_signing_authority_time_must_be_inside_the_chain():
