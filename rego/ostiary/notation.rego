@@ -22,7 +22,7 @@ failures(req, f, s) := object.union(
 authenticity(req, f, s) := {"authenticity": s.failures.authenticity} if {
 	is_string(object.get(s, ["failures", "authenticity"], null))
 } else := {"authenticity": "the signature's certificate chain does not contain any trusted certificate"} if {
-	not s.key_id in f.keys
+	not object.get(s, "key_id", null) in f.keys
 } else := {"authenticity": msg} if {
 	not identity_matches(identities(req), s)
 	msg := sprintf(
