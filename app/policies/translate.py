@@ -305,6 +305,18 @@ def _with_notation(policy: dict, name: str = "") -> dict:
         identities = [trusted_identity(text) for text in texts]
     except NotationError as exc:
         raise ValueError(f"notation.trustedIdentities: {exc}") from None
+    # Notation: identities must not overlap (a certificate matched by two of them), e.g. a subject and
+    # the same subject with one more attribute
+    subjects = [
+        (text, ident) for text, ident in zip(texts, identities, strict=True) if isinstance(ident, dict)
+    ]
+    for i, (text_a, a) in enumerate(subjects):
+        for text_b, b in subjects[i + 1 :]:
+            if a.items() <= b.items() or b.items() <= a.items():
+                raise ValueError(
+                    f"notation.trustedIdentities: {text_a[:120]!r} and {text_b[:120]!r} overlap "
+                    "(a certificate would match both)"
+                )
     stores = list(notation.get("trustStores") or ["ca"])
     if "ca" not in stores and "signingAuthority" not in stores:
         raise ValueError(

@@ -159,6 +159,8 @@ def test_trusted_identities():
         (["*", "x509.subject: C=US, ST=WA, O=A"], "must be the only entry"),
         (["x509.subject: C=US, O=A"], "lacks ST"),
         (["CN=Signer"], "neither"),
+        (["x509.subject: C=US, ST=WA, O=A", "x509.subject: C=US, ST=WA, O=A, OU=B"], "overlap"),
+        (["x509.subject: C=US, ST=WA, O=A", "x509.subject: O=A, ST=WA, C=US"], "overlap"),
     ],
 )
 def test_the_translator_refuses_what_notation_refuses(identities, why):
