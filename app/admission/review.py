@@ -32,7 +32,7 @@ from app.notary.service import Signer, TrustRequest
 from app.opa.client import OpaError
 from app.ports import ObjectStore, OwnerVerifier, PolicyQuery, SignatureGatherer, TrustGatherer
 from app.registry.credentials import credentials_for, secret_value
-from app.signatures.port import SignatureRequest
+from app.signatures.port import NOTATION_STORE_KEYS, SignatureRequest
 
 log = logging.getLogger("ostiary.admission")
 
@@ -460,10 +460,26 @@ class Reviewer:
         names = {"cosign": ("key", "cosign.pub"), "notation": ("ca.crt",)}.get(
             str(requirement.get("format")), ("key",)
         )
+        keys: tuple[tuple[str, bytes], ...] = ()
+        errors: list[str] = []
         if requirement.get("type") == "keyless":  # identities, not keys: no Secret to read
-            where, material, error = "", None, None
+            pass
+        elif requirement.get("format") == "notation":
+            # one Secret, one key per trust store the policy uses (app/signatures/notation.py STORE_KEYS)
+            for store in requirement.get("stores") or ["ca"]:
+                key = NOTATION_STORE_KEYS.get(str(store))
+                if key is None:
+                    errors.append(f"unknown Notation trust store {str(store)[:40]!r}")
+                    continue
+                where, material, error = self._key_material(
+                    requirement.get("key_secret"), "trust store secret", (key,)
+                )
+                keys += ((f"{where} {key}", material),) if material is not None else ()
+                errors += [error] if error else []
         else:
             where, material, error = self._key_material(requirement.get("key_secret"), "key secret", names)
+            keys = ((where, material),) if material is not None else ()
+            errors += [error] if error else []
         store_credentials: tuple[tuple[str, str], ...] = ()
         store = requirement.get("store") or {}
         store_errors: list[str] = []
@@ -482,8 +498,8 @@ class Reviewer:
         return SignatureRequest(
             image=ref,
             requirement=requirement,
-            keys=((where, material),) if material is not None else (),
-            key_errors=tuple(([error] if error else []) + store_errors),
+            keys=keys,
+            key_errors=tuple(errors + store_errors),
             credentials=credentials,
             store_credentials=store_credentials,
         )

@@ -188,16 +188,34 @@ _COSIGN_SCHEMA = {
 }
 
 # Ostiary extension (not in Portieris): Notation signatures (docs/signatures.md), as one Notation trust
-# policy: the trust anchors are the CA certificates of `caSecret` (tenant rule of cosign keySecret),
-# `trustedIdentities` are "*" or "x509.subject: <DN>" (checked further by the translator), and the
-# verification level is strict (the only one Ostiary implements).
+# policy: the trust store is the Secret `caSecret` (tenant rule of cosign keySecret) whose keys `ca.crt`,
+# `signingAuthority.crt` and `tsa.crt` are Notation's x509/ca, x509/signingAuthority and x509/tsa named
+# stores; `trustStores` says which of them the policy trusts (default: ca). `trustedIdentities` are "*"
+# or "x509.subject: <DN>" (checked further by the translator). The verification level is Notation's
+# (strict, permissive, audit, skip) with its `override` of single validations; `skip` needs no
+# signature, and so names no trust store and no identity (the translator checks that).
+NOTATION_LEVELS = ("strict", "permissive", "audit", "skip")
+NOTATION_STORES = ("ca", "signingAuthority", "tsa")
 _NOTATION_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
-    "required": ["caSecret", "trustedIdentities"],
+    "anyOf": [
+        {"required": ["caSecret", "trustedIdentities"]},
+        {
+            "required": ["signatureVerification"],
+            "properties": {"signatureVerification": {"properties": {"level": {"enum": ["skip"]}}}},
+        },
+    ],
     "properties": {
         "caSecret": _NAME,
         "caSecretNamespace": {"type": "string", "minLength": 1, "maxLength": 63},
+        "trustStores": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 3,
+            "uniqueItems": True,
+            "items": {"enum": list(NOTATION_STORES)},
+        },
         "trustedIdentities": {
             "type": "array",
             "minItems": 1,
@@ -208,7 +226,19 @@ _NOTATION_SCHEMA = {
             "type": "object",
             "additionalProperties": False,
             "required": ["level"],
-            "properties": {"level": {"enum": ["strict"]}},
+            "properties": {
+                "level": {"enum": list(NOTATION_LEVELS)},
+                "override": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "authenticity": {"enum": ["enforce", "log"]},
+                        "authenticTimestamp": {"enum": ["enforce", "log"]},
+                        "expiry": {"enum": ["enforce", "log"]},
+                        "revocation": {"enum": ["enforce", "log", "skip"]},
+                    },
+                },
+            },
         },
     },
 }

@@ -236,12 +236,65 @@ def keyless_identity(identity: dict) -> dict:
     }
 
 
-def _with_notation(policy: dict) -> dict:
+# Notation's verification levels (trust-store-trust-policy.md, "Signature Verification details"): which
+# validations are enforced (a failure fails the signature) and which are logged (a failure is reported
+# as a warning and the next validation runs). Integrity is always enforced; `skip` verifies nothing.
+NOTATION_VALIDATIONS: dict[str, dict[str, str]] = {
+    "strict": {
+        "authenticity": "enforce",
+        "authenticTimestamp": "enforce",
+        "expiry": "enforce",
+        "revocation": "enforce",
+    },
+    "permissive": {
+        "authenticity": "enforce",
+        "authenticTimestamp": "log",
+        "expiry": "log",
+        "revocation": "log",
+    },
+    "audit": {"authenticity": "log", "authenticTimestamp": "log", "expiry": "log", "revocation": "log"},
+}
+
+
+def _notation_validations(verification: dict) -> dict[str, str]:
+    level = verification.get("level", "strict")
+    override = verification.get("override") or {}
+    if level == "skip":
+        if override:
+            raise ValueError("notation.signatureVerification: the level skip cannot be overridden")
+        return {}
+    return {"integrity": "enforce", **NOTATION_VALIDATIONS[level], **override}
+
+
+def _with_notation(policy: dict, name: str = "") -> dict:
     """The entry's policy with `notation.identities`: each trusted identity as the Rego compares it,
     "*" or the x509 subject as {attribute: value} (C, ST and O required, "*" only alone, as
-    Notation's trust policy; docs/signatures.md), and the verification level spelled out."""
+    Notation's trust policy; docs/signatures.md), the verification level and the action of each
+    validation spelled out (`validations`), and the trust stores used (`stores`). `skip` names no
+    trust store and no identity, and not for every image (a `*` entry), as Notation requires."""
     notation = policy.get("notation")
-    if not isinstance(notation, dict) or not isinstance(notation.get("trustedIdentities"), list):
+    if not isinstance(notation, dict):
+        return policy
+    verification = notation.get("signatureVerification") or {}
+    level = verification.get("level", "strict")
+    validations = _notation_validations(verification)
+    if level == "skip":
+        extra = sorted(
+            k for k in ("caSecret", "caSecretNamespace", "trustStores", "trustedIdentities") if k in notation
+        )
+        if extra:
+            raise ValueError(
+                f"notation: the level skip verifies no signature, so it takes no {', '.join(extra)} (remove them)"
+            )
+        if name.strip() == "*":
+            raise ValueError(
+                "notation: the level skip cannot apply to every image (`*`); name the repositories"
+            )
+        return {
+            **policy,
+            "notation": {**notation, "identities": [], "level": level, "validations": {}, "stores": []},
+        }
+    if not isinstance(notation.get("trustedIdentities"), list):
         return policy
     from app.signatures.notation import NotationError, trusted_identity
 
@@ -252,8 +305,33 @@ def _with_notation(policy: dict) -> dict:
         identities = [trusted_identity(text) for text in texts]
     except NotationError as exc:
         raise ValueError(f"notation.trustedIdentities: {exc}") from None
-    level = (notation.get("signatureVerification") or {}).get("level", "strict")
-    return {**policy, "notation": {**notation, "identities": identities, "level": level}}
+    # Notation: identities must not overlap (a certificate matched by two of them), e.g. a subject and
+    # the same subject with one more attribute
+    subjects = [
+        (text, ident) for text, ident in zip(texts, identities, strict=True) if isinstance(ident, dict)
+    ]
+    for i, (text_a, a) in enumerate(subjects):
+        for text_b, b in subjects[i + 1 :]:
+            if a.items() <= b.items() or b.items() <= a.items():
+                raise ValueError(
+                    f"notation.trustedIdentities: {text_a[:120]!r} and {text_b[:120]!r} overlap "
+                    "(a certificate would match both)"
+                )
+    stores = list(notation.get("trustStores") or ["ca"])
+    if "ca" not in stores and "signingAuthority" not in stores:
+        raise ValueError(
+            "notation.trustStores: name ca or signingAuthority (a tsa store alone trusts no signer)"
+        )
+    return {
+        **policy,
+        "notation": {
+            **notation,
+            "identities": identities,
+            "level": level,
+            "validations": validations,
+            "stores": stores,
+        },
+    }
 
 
 def policy_data(resource: PolicyResource) -> dict:
@@ -266,7 +344,7 @@ def policy_data(resource: PolicyResource) -> dict:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].name", str(exc)) from None
         policy = _with_normal_server(entry.get("policy") or {})
         try:
-            policy = _with_notation(_with_cosign(_with_simple(policy)))
+            policy = _with_notation(_with_cosign(_with_simple(policy)), entry["name"])
         except ValueError as exc:
             raise PolicyError(resource.origin, f"spec.repositories[{index}].policy", str(exc)) from None
         repositories.append(

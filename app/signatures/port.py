@@ -10,6 +10,10 @@ from typing import Any, Protocol
 
 from app.images import ImageRef
 
+# The Secret keys of a Notation trust store (policy.notation.caSecret): Notation's named stores
+# x509/ca, x509/signingAuthority and x509/tsa, one key each (docs/signatures.md).
+NOTATION_STORE_KEYS = {"ca": "ca.crt", "signingAuthority": "signingAuthority.crt", "tsa": "tsa.crt"}
+
 
 @dataclass(frozen=True)
 class SignatureRequest:

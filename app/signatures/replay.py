@@ -387,18 +387,34 @@ def inspect_signatures(
     finally:
         service.close()
     ok = facts.get("verified") is True and any(
-        s.get("error") is None and s.get("key_id") in facts["keys"] and s.get("digest") == facts["digest"]
+        s.get("error") is None
+        and s.get("key_id") in facts["keys"]
+        and s.get("digest") == facts["digest"]
+        and not any((s.get("failures") or {}).values())  # notation: every validation, as strict
         for s in facts.get("signatures") or []
     )
     return facts, ok
 
 
+def signature_problems(facts: Mapping[str, Any]) -> list[str]:
+    """Why each signature of `facts` proves nothing (`ostiary trust inspect`): its error, the digest it
+    signs, a Notation validation that failed (inspect applies none of a policy's levels: every one
+    counts, as strict), or the key it verified with not being one of those given."""
+    problems = []
+    for s in facts.get("signatures") or []:
+        failed = [f"{name}: {why}" for name, why in (s.get("failures") or {}).items() if why]
+        if s.get("error"):
+            problems.append(f"{s.get('source')}: {s['error']}")
+        elif s.get("digest") != facts.get("digest"):
+            problems.append(f"{s.get('source')}: signs {s.get('digest')}, not {facts.get('digest')}")
+        elif failed:
+            problems.append(f"{s.get('source')}: {'; '.join(failed)}")
+        elif s.get("key_id") not in (facts.get("keys") or []):
+            problems.append(f"{s.get('source')}: signed by {s.get('key_id')}, not one of the given keys")
+    return problems
+
+
 def why_not_verified(facts: Mapping[str, Any]) -> str:
     """Why `inspect_signatures` said not ok, in one line for a terminal."""
-    reasons = [
-        f"{s.get('source')}: {s['error']}"
-        if s.get("error")
-        else f"{s.get('source')}: signs {s.get('digest')}, not {facts.get('digest')}"
-        for s in facts.get("signatures") or []
-    ]
+    reasons = signature_problems(facts)
     return str(facts.get("error") or "; ".join(reasons) or f"no signature found for {facts.get('digest')}")

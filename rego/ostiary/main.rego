@@ -275,9 +275,17 @@ else := [] if warn_mode(id)
 
 else := sort([m | some m in violations[id]])
 
-image_warnings(id) := sort([sprintf("warn mode: %s", [m]) | some m in violations[id]]) if warn_mode(id)
+image_warnings(id) := array.concat(mode_warnings(id), signature_warnings(id))
+
+mode_warnings(id) := sort([sprintf("warn mode: %s", [m]) | some m in violations[id]]) if warn_mode(id)
 
 else := []
+
+# What a signature requirement's level only logs (Notation permissive and audit): a warning, not a denial.
+signature_warnings(id) := sort([w | some w in signatures.warnings(images_by_id[id], reqs)]) if {
+	reqs := requirements[id].signatures
+	count(reqs) > 0
+} else := []
 
 pin(img) := d if {
 	requirements[img.id].trust.enabled

@@ -15,6 +15,8 @@ package ostiary.signatures
 
 import rego.v1
 
+import data.ostiary.notation
+
 # ---- requirements (computed for the plan from the chosen entry) ---------------------------------
 
 # requirements(c, system_ns, workload_ns): the signature requirements of the chosen entry `c`
@@ -76,17 +78,29 @@ cosign_requirement(c, i, k, system_ns, workload_ns) := {
 	"error": key_error(c, k, system_ns, workload_ns),
 }
 
-# One Notation requirement per entry with policy.notation (one trust policy, level strict): a signature
-# whose chain reaches a CA certificate of caSecret, whose signing certificate matches one of the
-# trusted identities (the translator parses them: "*" or {attribute: value}), must prove the digest.
-# caSecret/caSecretNamespace follow the tenant rule of key secrets.
+# One Notation requirement per entry with policy.notation (one trust policy): a signature whose chain
+# reaches a certificate of the trust stores in caSecret, whose signing certificate matches one of the
+# trusted identities (the translator parses them: "*" or {attribute: value}), must prove the digest;
+# `validations` (spelled out by the translator from the level and its override) says which failures
+# deny and which are only warned of. caSecret/caSecretNamespace follow the tenant rule of key secrets.
+# Level skip needs no signature (type "skip": no facts are gathered, nothing is pinned).
 notation_requirement(c, n, system_ns, workload_ns) := {
+	"format": "notation",
+	"index": 0,
+	"type": "skip",
+	"level": "skip",
+	"error": null,
+} if {
+	n.level == "skip"
+} else := {
 	"format": "notation",
 	"index": 0,
 	"type": "signedBy",
 	"key_secret": {"name": object.get(n, "caSecret", null), "namespace": key_namespace(c, secret_ref, system_ns)},
 	"identities": object.get(n, "identities", []),
 	"level": object.get(n, "level", "strict"),
+	"validations": object.get(n, "validations", {}),
+	"stores": object.get(n, "stores", ["ca"]),
 	"error": key_error(c, secret_ref, system_ns, workload_ns),
 } if {
 	secret_ref := {
@@ -171,6 +185,7 @@ digest_ok(img, _) if not is_string(img.ref.digest)
 digest_ok(img, digest) if img.ref.digest == digest
 
 accepted(img, req, f, s) if {
+	req.format != "notation"
 	s.error == null
 	s.key_id in f.keys
 	s.digest == f.digest
@@ -185,6 +200,19 @@ accepted(_, req, f, s) if {
 	s.digest == f.digest
 	some id in req.identities
 	keyless_ok(id, s.certificate)
+}
+
+# notation: integrity (s.error: the envelope, the signature over it with the signing certificate's
+# key, the signed descriptor) always holds; every other validation that failed must be one the
+# level only logs (notation_failures; notation_warnings reports them).
+accepted(_, req, f, s) if {
+	req.format == "notation"
+	s.error == null
+	s.digest == f.digest
+	is_object(s.failures) # every validation was reported (app/signatures/notation.py)
+	every v, _ in notation.failures(req, f, s) {
+		notation.action(req, v) != "enforce"
+	}
 }
 
 keyless_ok(id, cert) if {
@@ -217,13 +245,34 @@ identity_accepted(ref, req, s) if {
 	cosign_identity_ok(ref, req.identity, s)
 }
 
-identity_accepted(_, req, s) if {
+# notation_warnings(img, req): what the level only logs, for a requirement a signature satisfies: none
+# when one accepted signature passed every validation, else the logged failures of the accepted ones.
+notation_warnings(img, req) := set() if {
+	some f in facts_for(img, req)
+	some s in f.signatures
+	accepted(img, req, f, s)
+	count(notation.failures(req, f, s)) == 0
+} else := {msg |
+	some f in facts_for(img, req)
+	some s in f.signatures
+	accepted(img, req, f, s)
+	some v, why in notation.failures(req, f, s)
+	notation.action(req, v) == "log"
+	msg := sprintf("notation trust policy (level %v): %s failed and is only logged at this level: %s: %v", [req.level, v, s.source, why])
+}
+
+# warnings(img, reqs): for each satisfied requirement, the validations its level only logs.
+warnings(img, reqs) := {msg |
+	some req in reqs
 	req.format == "notation"
-	some t in req.identities
-	notation_identity_ok(t, s)
+	req.type == "signedBy"
+	satisfied(img, req)
+	some msg in notation_warnings(img, req)
 }
 
 satisfied(_, req) if req.type == "insecureAcceptAnything"
+
+satisfied(_, req) if req.type == "skip"
 
 satisfied(img, req) if proven(img, req)
 
@@ -309,21 +358,6 @@ cosign_identity_ok(ref, identity, s) if {
 	s.identity_ref.name == remapped(ref.name, identity)
 }
 
-# ---- Notation trusted identities (docs/signatures.md) ---------------------------------------------
-# As Notation's trust policy: "*" trusts any signing certificate the anchors vouch for; an x509
-# subject matches when every attribute it names has the same value in the signing certificate's
-# subject (other attributes of the certificate are not compared).
-
-notation_identity_ok("*", _)
-
-notation_identity_ok(t, s) if {
-	is_object(t)
-	is_object(s.subject)
-	every k, v in t {
-		s.subject[k] == v
-	}
-}
-
 # remapped: the image's name with `prefix` replaced by `signedPrefix` (whole path components
 # only); the name unchanged when the prefix does not apply.
 remapped(name, identity) := identity.signedPrefix if {
@@ -395,7 +429,7 @@ why_not(img, req) := msg if {
 } else := msg if {
 	req.format == "notation"
 	some f in facts_for(img, req)
-	msg := sprintf("no Notation signature of %s (%v) is trusted by CA secret %v/%v: %s", [
+	msg := sprintf("no Notation signature of %s (%v) is trusted by trust store secret %v/%v: %s", [
 		img.ref.name, f.digest,
 		object.get(req, ["key_secret", "namespace"], "?"), object.get(req, ["key_secret", "name"], "?"),
 		concat("; ", [signature_problem(img, req, f, s) | some s in f.signatures]),
@@ -412,16 +446,19 @@ why_not(img, req) := msg if {
 
 signature_problem(img, req, f, s) := sprintf("%s: %v", [s.source, s.error]) if {
 	s.error != null
+} else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
+	req.format == "notation"
+	s.digest != f.digest
+} else := msg if {
+	req.format == "notation"
+	msg := sprintf("%s: %s", [s.source, concat("; ", [sprintf("%s: %v", [v, why]) |
+		some v, why in notation.failures(req, f, s)
+		notation.action(req, v) == "enforce"
+	])])
 } else := sprintf("%s: signed by key %v, which is not in the key secret", [s.source, s.key_id]) if {
 	not s.key_id in f.keys
 } else := sprintf("%s: signs digest %v, not %v (a signature of another image)", [s.source, s.digest, f.digest]) if {
 	s.digest != f.digest
-} else := msg if {
-	req.format == "notation"
-	msg := sprintf(
-		"%s: signing certificate %v does not match the trusted identities %v",
-		[s.source, object.get(s, "subject_dn", "?"), object.get(req, "identities", [])],
-	)
 } else := sprintf("%s: signed identity %v is not accepted for %s by %v", [
 	s.source, s.identity,
 	img.ref.normalized, object.get(req, ["identity", "type"], "?"),

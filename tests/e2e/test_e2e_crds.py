@@ -76,6 +76,30 @@ def test_a_well_formed_namespaced_policy_is_accepted(admin_client, crds, namespa
     assert created["metadata"]["namespace"] == namespace
 
 
+NOTATION = {"caSecret": "ca", "trustedIdentities": ["*"]}
+
+
+def test_notation_levels_and_stores_are_accepted(admin_client, crds):
+    for name, notation in (
+        (
+            "notation-audit",
+            {**NOTATION, "trustStores": ["ca", "tsa"], "signatureVerification": {"level": "audit"}},
+        ),
+        ("notation-skip", {"signatureVerification": {"level": "skip"}}),
+        (
+            "notation-override",
+            {**NOTATION, "signatureVerification": {"level": "strict", "override": {"revocation": "skip"}}},
+        ),
+    ):
+        body = cluster_policy(
+            {"repositories": [{"name": "registry.example/app", "policy": {"notation": notation}}]}
+        )
+        assert (
+            create_cluster_policy(admin_client, body)["spec"]["repositories"][0]["policy"]["notation"]
+            == notation
+        ), name
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
@@ -137,6 +161,48 @@ def test_a_well_formed_namespaced_policy_is_accepted(admin_client, crds, namespa
                 ]
             },
             "spec.repositories[0].policy.cosign.signedIdentity.type",
+        ),
+        (
+            {
+                "repositories": [
+                    {
+                        "name": "*",
+                        "policy": {"notation": {**NOTATION, "signatureVerification": {"level": "lenient"}}},
+                    }
+                ]
+            },
+            "spec.repositories[0].policy.notation.signatureVerification.level",
+        ),
+        (
+            {
+                "repositories": [
+                    {
+                        "name": "*",
+                        "policy": {
+                            "notation": {
+                                **NOTATION,
+                                "signatureVerification": {
+                                    "level": "strict",
+                                    "override": {"revocation": "ignore"},
+                                },
+                            }
+                        },
+                    }
+                ]
+            },
+            "spec.repositories[0].policy.notation.signatureVerification.override.revocation",
+        ),
+        (
+            {"repositories": [{"name": "*", "policy": {"notation": {**NOTATION, "trustStores": ["x509"]}}}]},
+            "spec.repositories[0].policy.notation.trustStores[0]",
+        ),
+        (  # only skip may leave out the trust store and the identities
+            {
+                "repositories": [
+                    {"name": "*", "policy": {"notation": {"signatureVerification": {"level": "audit"}}}}
+                ]
+            },
+            "spec.repositories[0].policy.notation",
         ),
     ],
 )

@@ -1,7 +1,9 @@
 """Notation through the whole path: kube-apiserver -> Ostiary (serve --kube) -> the world's
 docker-registry (fallback tag) -> OPA -> pinned object. Signatures are made in Python in notation's
 shapes (tests/support/notation_signing.py); the CA certificate is a Secret in the workload's
-namespace under an ImagePolicy there. The CRDs accept `policy.notation` and refuse other levels."""
+namespace under an ImagePolicy there. The CRDs accept `policy.notation` with Notation's levels and
+refuse others; at the audit level a signature under an untrusted CA is admitted with a Warning the
+kube-apiserver hands to the client, where strict denies it."""
 
 from __future__ import annotations
 
@@ -37,14 +39,18 @@ def signed(world_scenario):
     return host, chain, images
 
 
-def notation_policy(kube, namespace: str, host: str, chain: ns.Chain) -> None:
-    kube.core.create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "release-notation"},
-            "data": {"ca.crt": base64.b64encode(chain.root_pem().encode()).decode()},
-        },
-    )
+def notation_policy(kube, namespace: str, host: str, chain: ns.Chain, level: str = "strict") -> None:
+    try:
+        kube.core.create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": "release-notation"},
+                "data": {"ca.crt": base64.b64encode(chain.root_pem().encode()).decode()},
+            },
+        )
+    except ApiException as exc:  # a second policy in the same namespace keeps the Secret
+        if exc.status != 409:
+            raise
     kube.policy(
         namespace,
         [
@@ -54,6 +60,7 @@ def notation_policy(kube, namespace: str, host: str, chain: ns.Chain) -> None:
                     "notation": {
                         "caSecret": "release-notation",
                         "trustedIdentities": ["x509.subject: C=US, ST=WA, O=Ostiary Made, CN=Made Signer"],
+                        "signatureVerification": {"level": level},
                     }
                 },
             }
@@ -90,6 +97,24 @@ def _cluster_policy(notation: dict) -> dict:
     }
 
 
+def test_audit_admits_an_untrusted_signature_with_a_warning_where_strict_denies(
+    kube, world_namespace, signed
+):
+    host, chain, images = signed
+    notation_policy(kube, world_namespace, host, chain, level="audit")
+    pod = kube.pod(world_namespace, f"{host}/e2e-notation/rogue:v1")
+    warnings = kube.api_client.last_response.getheader("Warning") or ""
+    assert "notation trust policy (level audit): authenticity failed and is only logged" in warnings, warnings
+    assert "does not contain any trusted certificate" in warnings, warnings
+    assert pod["spec"]["containers"][0]["image"] == f"{host}/e2e-notation/rogue:v1@{images['rogue']}"
+    # integrity is still enforced at audit: no signature is a denial
+    message = denied(kube.pod, world_namespace, f"{host}/e2e-notation/unsigned:v1")
+    assert "notation trust policy" in message and "no signature found" in message, message
+    notation_policy(kube, world_namespace, host, chain, level="strict")
+    message = denied(kube.pod, world_namespace, f"{host}/e2e-notation/rogue:v1")
+    assert "authenticity: the signature's certificate chain does not contain any trusted" in message, message
+
+
 def test_the_crds_accept_notation_and_refuse_other_levels(admin_client, crds):
     api = client.CustomObjectsApi(admin_client)
     good = {"caSecret": "ca", "caSecretNamespace": "keys", "trustedIdentities": ["*"]}
@@ -97,8 +122,15 @@ def test_the_crds_accept_notation_and_refuse_other_levels(admin_client, crds):
         "ostiary.dev", "v1", "clusterimagepolicies", _cluster_policy(good)
     )
     assert created["spec"]["repositories"][0]["policy"]["notation"]["caSecret"] == "ca"
+    for level in ("strict", "permissive", "audit"):
+        api.create_cluster_custom_object(
+            "ostiary.dev",
+            "v1",
+            "clusterimagepolicies",
+            _cluster_policy({**good, "signatureVerification": {"level": level}}),
+        )
     for bad, field in [
-        ({**good, "signatureVerification": {"level": "permissive"}}, "signatureVerification.level"),
+        ({**good, "signatureVerification": {"level": "lenient"}}, "signatureVerification.level"),
         ({"caSecret": "ca"}, "trustedIdentities"),
         ({**good, "trustedIdentities": []}, "trustedIdentities"),
     ]:

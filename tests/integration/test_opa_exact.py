@@ -220,6 +220,22 @@ def test_the_validating_webhook_refuses_bad_policies_with_the_reason(served, sid
         ),
     )
     assert refused["allowed"] is False and "va" in refused["status"]["message"], refused
+
+    # Notation's levels: audit is accepted; skip for every image, or overlapping identities, are not
+    def notation(name: str, notation: dict) -> dict:
+        return {**good, "spec": {"repositories": [{"name": name, "policy": {"notation": notation}}]}}
+
+    audit = {"caSecret": "ca", "trustedIdentities": ["*"], "signatureVerification": {"level": "audit"}}
+    assert validate(s, validation_review(notation("r.example/app", audit)))["allowed"] is True
+    skip_all = notation("*", {"signatureVerification": {"level": "skip"}})
+    refused = validate(s, validation_review(skip_all))
+    assert refused["allowed"] is False and "cannot apply to every image" in refused["status"]["message"]
+    overlap = {
+        "caSecret": "ca",
+        "trustedIdentities": ["x509.subject: C=US, ST=WA, O=A", "x509.subject: C=US, ST=WA, O=A, CN=B"],
+    }
+    refused = validate(s, validation_review(notation("r.example/app", overlap)))
+    assert refused["allowed"] is False and "overlap" in refused["status"]["message"], refused
     # DELETE, and kinds that are not policies, are not this webhook's business.
     assert validate(s, validation_review(misspelt, operation="DELETE"))["allowed"] is True
     assert (

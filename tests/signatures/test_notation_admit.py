@@ -46,15 +46,9 @@ STORES = {"ca:ostiary-test": "trusted-root.crt", "ca:ostiary-other": "other-root
 LABEL = "notation trust policy"
 
 
-def _cases(registry: str, permissive: bool = False) -> list[dict]:
+def _cases(registry: str) -> list[dict]:
     cases = json.loads((FIXTURES / "expected.json").read_text())["cases"]
-    return [
-        c
-        for c in cases
-        if c["format"].startswith("notation")
-        and c["registry"] == registry
-        and c["settings"]["trust_policy"].endswith("permissive.json") == permissive
-    ]
+    return [c for c in cases if c["format"].startswith("notation") and c["registry"] == registry]
 
 
 def _trust_policy(case: dict) -> dict:
@@ -83,12 +77,17 @@ def _fixture_documents(cases: list[dict]) -> list[dict]:
     docs = []
     for i, case in enumerate(cases):
         policy = _trust_policy(case)
-        assert policy["signatureVerification"]["level"] == "strict"
         (store,) = policy["trustStores"]
         pem = (FIXTURES / "keys/public/notation" / STORES[store]).read_text()
         docs += [
             secret("ca", f"case-{i:02d}", **{"ca.crt": pem}),
-            notation_policy(f"case-{i:02d}", f"{HOST}/*", "ca", policy["trustedIdentities"]),
+            notation_policy(
+                f"case-{i:02d}",
+                f"{HOST}/*",
+                "ca",
+                policy["trustedIdentities"],
+                signatureVerification=policy["signatureVerification"],
+            ),
         ]
     return docs
 
@@ -98,6 +97,8 @@ def _check_case(ostiary, case: dict, index: int) -> None:
     name = case["reference"].split("@")[0]
     if case["verdict"] == "accept":
         assert response["allowed"] is True, message(response)
+        if case["settings"]["trust_policy"].endswith("permissive.json"):  # what notation only logs, warned
+            assert any("only logged" in w for w in response.get("warnings") or []), response
         if "@" not in case["reference"]:
             assert pinned_to(response) == f"{name}@{case['resolved_digest']}"
     else:
@@ -199,6 +200,35 @@ class Made:
         d = self.digests["swap"] = push.image("made/swap", "v1")
         good = ns.jws(self.chain, ns.target(push, "made/good", self.digests["good"]))
         ns.push_signature(push, "made/swap", d, good)
+        # an image with no signature at all (level skip admits it, every other level denies it)
+        self.digests["unsigned"] = push.image("made/unsigned", "v1")
+        # RFC 3161: a certificate expired since, saved by a timestamp of a trusted TSA from its validity
+        self.tsa = ns.TSA.create(not_before=ns.NOW - dt.timedelta(days=10))
+        then = ns.NOW - dt.timedelta(hours=12)  # the test root is valid from NOW - 1 day
+        lapsed = ns.Chain.create(
+            root=root, not_before=ns.NOW - dt.timedelta(hours=20), not_after=ns.NOW - dt.timedelta(hours=1)
+        )
+        sign(
+            "ts-lapsed",
+            lambda c, t: ns.jws(c, t, signing_time=then, timestamper=lambda sig: self.tsa.stamp(sig, then)),
+            chain=lapsed,
+        )
+        sign(
+            "ts-cose",
+            lambda c, t: ns.cose(c, t, timestamper=lambda sig: self.tsa.stamp(sig, ns.NOW)),
+            ns.COSE,
+        )
+        # the same, but the timestamp is of another signature
+        sign(
+            "ts-other",
+            lambda c, t: ns.jws(
+                c, t, signing_time=then, timestamper=lambda sig: self.tsa.stamp(b"x" + sig, then)
+            ),
+            chain=lapsed,
+        )
+        # notary.x509.signingAuthority: a signing authority's root, an authentic signing time
+        self.authority = ns.Chain.create("p256", org="Made Authority")
+        sign("authority", lambda c, t: ns.jws(c, t, authority=ns.NOW), chain=self.authority)
 
 
 def _made_documents(made: Made) -> list[dict]:
@@ -239,7 +269,44 @@ def _made_documents(made: Made) -> list[dict]:
             },
         },
         secret("ca", "tenant", **{"ca.crt": root}),
+        # the verification levels
+        *[
+            doc
+            for ns_, verification in LEVELS.items()
+            for doc in (
+                secret("ca", ns_, **{"ca.crt": root}),
+                notation_policy(ns_, f"{reg}/made/*", "ca", ["*"], signatureVerification=verification),
+            )
+        ],
+        {
+            **notation_policy("m-skip", f"{reg}/made/*", "ca", ["*"]),
+            "spec": {
+                "repositories": [
+                    {
+                        "name": f"{reg}/made/*",
+                        "policy": {"notation": {"signatureVerification": {"level": "skip"}}},
+                    }
+                ]
+            },
+        },
+        # trust stores: ca + tsa, ca alone, signingAuthority
+        secret("ca", "m-tsa", **{"ca.crt": root, "tsa.crt": made.tsa.root_pem()}),
+        notation_policy("m-tsa", f"{reg}/made/*", "ca", ["*"], trustStores=["ca", "tsa"]),
+        secret("ca", "m-tsa-other", **{"ca.crt": root, "tsa.crt": ns.TSA.create().root_pem()}),
+        notation_policy("m-tsa-other", f"{reg}/made/*", "ca", ["*"], trustStores=["ca", "tsa"]),
+        secret("ca", "m-sa", **{"signingAuthority.crt": made.authority.root_pem()}),
+        notation_policy("m-sa", f"{reg}/made/*", "ca", ["*"], trustStores=["signingAuthority"]),
+        secret("ca", "m-sa-as-ca", **{"ca.crt": made.authority.root_pem()}),
+        notation_policy("m-sa-as-ca", f"{reg}/made/*", "ca", ["*"]),
     ]
+
+
+LEVELS = {
+    "m-strict": {"level": "strict"},
+    "m-permissive": {"level": "permissive"},
+    "m-audit": {"level": "audit"},
+    "m-strict-log-expiry": {"level": "strict", "override": {"expiry": "log"}},
+}
 
 
 # ---- docker-registry (fallback tag) -------------------------------------------------------------------
@@ -271,16 +338,14 @@ def test_fixture_verdicts_are_the_real_tools(ostiary, index):
     _check_case(ostiary, _cases("distribution")[index], index)
 
 
-def test_permissive_level_is_refused():
-    """The two permissive cases: notation accepts an expired certificate or signature under
-    `permissive`; Ostiary implements strict only, and refuses the policy rather than half-apply it."""
-    from app.policies.model import PolicyError
-    from app.policies.schema import parse_policy_document
-
-    assert len(_cases("distribution", permissive=True)) == 2
-    doc = notation_policy("x", f"{HOST}/*", "ca", ["*"], signatureVerification={"level": "permissive"})
-    with pytest.raises(PolicyError, match="level"):
-        parse_policy_document(doc, "test")
+def test_the_permissive_fixture_cases_are_replayed():
+    """notation accepts an expired certificate or an expired signature under `permissive`; those two
+    captured cases are among the verdicts above (test_fixture_verdicts_are_the_real_tools), with their
+    trust policy's level."""
+    permissive = [
+        c for c in _cases("distribution") if c["settings"]["trust_policy"].endswith("permissive.json")
+    ]
+    assert len(permissive) == 2 and {c["verdict"] for c in permissive} == {"accept"}
 
 
 @pytest.mark.parametrize("repo", ["good", "cose", "ec", "ec-cose"])
@@ -421,3 +486,71 @@ def test_signature_listed_only_by_the_referrers_api_is_admitted(ostiary_api, ref
     response = admit(ostiary_api, f"{host}/made/api:v1", "m-api")
     assert response["allowed"] is True, message(response)
     assert pinned_to(response) == f"{host}/made/api:v1@{digest}"
+
+
+# ---- verification levels (Notation's trust policy table) --------------------------------------------------
+
+# (namespace, image) -> allowed, a text of the denial or the warning
+LEVEL_CASES = {
+    # an untrusted chain (a forged root): authenticity, enforced by strict and permissive, logged by audit
+    ("m-strict", "forged"): (
+        False,
+        "authenticity: the signature's certificate chain does not contain any trusted",
+    ),
+    ("m-permissive", "forged"): (False, "does not contain any trusted certificate"),
+    ("m-audit", "forged"): (True, "authenticity failed and is only logged at this level"),
+    # a signing certificate expired since signing, no timestamp: the authentic timestamp validation
+    ("m-strict", "cert-expired"): (False, "authenticTimestamp: verification time"),
+    ("m-permissive", "cert-expired"): (True, "authenticTimestamp failed and is only logged"),
+    ("m-audit", "cert-expired"): (True, "authenticTimestamp failed and is only logged"),
+    # an expired signature: expiry; strict with the override expiry: log admits it too
+    ("m-strict", "expired"): (False, "expiry: the signature expired at"),
+    ("m-permissive", "expired"): (True, "expiry failed and is only logged"),
+    ("m-strict-log-expiry", "expired"): (True, "expiry failed and is only logged"),
+    ("m-strict-log-expiry", "cert-expired"): (False, "verification time"),
+    # integrity is enforced at every level; no signature is a denial at every level but skip
+    ("m-audit", "tampered"): (False, "does not verify with the signing certificate's key"),
+    ("m-audit", "swap"): (False, "content descriptor mismatch"),
+    ("m-audit", "unsigned"): (False, "no signature found"),
+    ("m-strict", "unsigned"): (False, "no signature found"),
+    ("m-skip", "unsigned"): (True, None),
+    ("m-skip", "tampered"): (True, None),
+    # a clean signature: admitted with no warning at every level
+    ("m-audit", "good"): (True, None),
+    ("m-permissive", "good"): (True, None),
+    # RFC 3161 timestamps: a certificate expired since signing, saved by a trusted TSA's timestamp
+    ("m-tsa", "ts-lapsed"): (True, None),
+    ("m-tsa", "ts-cose"): (True, None),
+    ("m-strict", "ts-lapsed"): (False, "verification time"),  # no TSA store: the timestamp is not read
+    ("m-tsa-other", "ts-lapsed"): (False, "does not reach a trusted TSA certificate"),
+    ("m-tsa", "ts-other"): (False, "the timestamp is not over this signature"),
+    # notary.x509.signingAuthority: trusted by a signingAuthority store only
+    ("m-sa", "authority"): (True, None),
+    ("m-sa-as-ca", "authority"): (
+        False,
+        "of the signingAuthority trust store, as its signing scheme notary.x509.signingAuthority",
+    ),
+    ("m-sa", "good"): (False, "of the ca trust store, as its signing scheme notary.x509 requires"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LEVEL_CASES), ids=lambda c: f"{c[0]}-{c[1]}")
+def test_verification_levels_enforce_or_log_as_notation(ostiary, signing, case):
+    namespace, repo = case
+    allowed, text = LEVEL_CASES[case]
+    _, made = signing
+    if repo == "cert-expired":  # its certificate expires a second after NOW
+        time.sleep(max(0.0, (ns.NOW + dt.timedelta(seconds=2) - dt.datetime.now(dt.UTC)).total_seconds()))
+    response = admit(ostiary, f"{made.reg}/made/{repo}:v1", namespace)
+    warnings = response.get("warnings") or []
+    assert response["allowed"] is allowed, message(response)
+    if not allowed:
+        assert LABEL in message(response) and text in message(response), message(response)
+    elif text is None:
+        assert not [w for w in warnings if "notation" in w], warnings
+    else:
+        assert any(text in w and "notation trust policy (level" in w for w in warnings), warnings
+    if allowed and namespace != "m-skip":
+        assert pinned_to(response) == f"{made.reg}/made/{repo}:v1@{made.digests[repo]}"
+    if namespace == "m-skip":
+        assert pinned_to(response) is None  # nothing verified, nothing pinned

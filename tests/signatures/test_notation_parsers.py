@@ -159,6 +159,8 @@ def test_trusted_identities():
         (["*", "x509.subject: C=US, ST=WA, O=A"], "must be the only entry"),
         (["x509.subject: C=US, O=A"], "lacks ST"),
         (["CN=Signer"], "neither"),
+        (["x509.subject: C=US, ST=WA, O=A", "x509.subject: C=US, ST=WA, O=A, OU=B"], "overlap"),
+        (["x509.subject: C=US, ST=WA, O=A", "x509.subject: O=A, ST=WA, C=US"], "overlap"),
     ],
 )
 def test_the_translator_refuses_what_notation_refuses(identities, why):
@@ -208,3 +210,112 @@ def test_the_translator_spells_identities_out():
     (entry,) = policy_data(parse_policy_document(doc, "test"))["repositories"]
     notation = entry["policy"]["notation"]
     assert notation["identities"] == [{"C": "US", "ST": "WA", "O": "A"}] and notation["level"] == "strict"
+
+
+def _notation_doc(notation: dict, name: str = "r.example/*") -> dict:
+    return {
+        "apiVersion": "ostiary.dev/v1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "p", "namespace": "n"},
+        "spec": {"repositories": [{"name": name, "policy": {"notation": notation}}]},
+    }
+
+
+ANY = {"caSecret": "ca", "trustedIdentities": ["*"]}
+
+
+@pytest.mark.parametrize(
+    ("notation", "name", "why"),
+    [
+        ({**ANY, "signatureVerification": {"level": "lenient"}}, "r.example/*", "level"),
+        (
+            {**ANY, "signatureVerification": {"level": "strict", "override": {"integrity": "log"}}},
+            "r.example/*",
+            "override",
+        ),
+        (
+            {**ANY, "signatureVerification": {"level": "strict", "override": {"revocation": "no"}}},
+            "r.example/*",
+            "revocation",
+        ),
+        ({**ANY, "trustStores": ["tsa"]}, "r.example/*", "name ca or signingAuthority"),
+        ({**ANY, "trustStores": ["ca", "ca"]}, "r.example/*", "trustStores"),
+        ({"signatureVerification": {"level": "audit"}}, "r.example/*", "notation"),
+        (
+            {**ANY, "signatureVerification": {"level": "skip"}},
+            "r.example/*",
+            "takes no caSecret, trustedIdentities",
+        ),
+        (
+            {"signatureVerification": {"level": "skip", "override": {"expiry": "log"}}},
+            "r.example/*",
+            "skip cannot be overridden",
+        ),
+        ({"signatureVerification": {"level": "skip"}}, "*", "cannot apply to every image"),
+    ],
+)
+def test_levels_and_stores_are_refused_as_notation_refuses_them(notation, name, why):
+    from app.policies.model import PolicyError
+    from app.policies.schema import parse_policy_document
+    from app.policies.translate import policy_data
+
+    with pytest.raises(PolicyError, match=why):
+        policy_data(parse_policy_document(_notation_doc(notation, name), "test"))
+
+
+@pytest.mark.parametrize(
+    ("verification", "validations"),
+    [
+        (
+            None,
+            {
+                "integrity": "enforce",
+                "authenticity": "enforce",
+                "authenticTimestamp": "enforce",
+                "expiry": "enforce",
+                "revocation": "enforce",
+            },
+        ),
+        (
+            {"level": "permissive"},
+            {
+                "integrity": "enforce",
+                "authenticity": "enforce",
+                "authenticTimestamp": "log",
+                "expiry": "log",
+                "revocation": "log",
+            },
+        ),
+        (
+            {"level": "audit"},
+            {
+                "integrity": "enforce",
+                "authenticity": "log",
+                "authenticTimestamp": "log",
+                "expiry": "log",
+                "revocation": "log",
+            },
+        ),
+        (
+            {"level": "strict", "override": {"revocation": "skip", "expiry": "log"}},
+            {
+                "integrity": "enforce",
+                "authenticity": "enforce",
+                "authenticTimestamp": "enforce",
+                "expiry": "log",
+                "revocation": "skip",
+            },
+        ),
+    ],
+)
+def test_the_translator_spells_the_level_out_as_notations_table(verification, validations):
+    from app.policies.schema import parse_policy_document
+    from app.policies.translate import policy_data
+
+    notation = {**ANY, **({"signatureVerification": verification} if verification else {})}
+    (entry,) = policy_data(parse_policy_document(_notation_doc(notation), "test"))["repositories"]
+    assert entry["policy"]["notation"]["validations"] == validations
+    assert entry["policy"]["notation"]["stores"] == ["ca"]
+    skip = _notation_doc({"signatureVerification": {"level": "skip"}})
+    (entry,) = policy_data(parse_policy_document(skip, "test"))["repositories"]
+    assert entry["policy"]["notation"]["level"] == "skip"

@@ -176,39 +176,52 @@ def jws(
     extra_protected: dict | None = None,
     crit: list | None = None,
     signed_payload: bytes | None = None,
+    timestamper: Any = None,
+    signing_time: dt.datetime | None = None,
+    authority: dt.datetime | None = None,
 ) -> bytes:
-    """A Notation JWS envelope; `signed_payload` signs other bytes than those carried (tampering)."""
+    """A Notation JWS envelope; `signed_payload` signs other bytes than those carried (tampering);
+    `timestamper(signature) -> token` adds an RFC 3161 timestamp (TSA.stamp); `authority` makes it a
+    notary.x509.signingAuthority signature with that authentic signing time."""
     alg = algorithm or _algorithm(chain.leaf_key)
     protected: dict = {
         "alg": alg,
-        "crit": crit or ["io.cncf.notary.signingScheme"] + (["io.cncf.notary.expiry"] if expiry else []),
+        "crit": crit
+        or ["io.cncf.notary.signingScheme"]
+        + (["io.cncf.notary.expiry"] if expiry else [])
+        + (["io.cncf.notary.authenticSigningTime"] if authority else []),
         "cty": PAYLOAD_TYPE,
-        "io.cncf.notary.signingScheme": "notary.x509",
-        "io.cncf.notary.signingTime": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "io.cncf.notary.signingScheme": "notary.x509.signingAuthority" if authority else "notary.x509",
     }
+    if authority is not None:
+        protected["io.cncf.notary.authenticSigningTime"] = authority.strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        protected["io.cncf.notary.signingTime"] = (signing_time or NOW).strftime("%Y-%m-%dT%H:%M:%SZ")
     if expiry is not None:
         protected["io.cncf.notary.expiry"] = expiry.strftime("%Y-%m-%dT%H:%M:%SZ")
     protected.update(extra_protected or {})
     head = _b64url(json.dumps(protected, separators=(",", ":")).encode())
     body = payload(descriptor)
     signing_input = f"{head}.{_b64url(signed_payload or body)}".encode()
+    signature = _sign(chain.leaf_key, alg, signing_input)
+    header: dict = {
+        "x5c": [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain.certs],
+        "io.cncf.notary.signingAgent": "ostiary-tests",
+    }
+    if timestamper is not None:  # notation-go: []byte in JSON, standard base64
+        header["io.cncf.notary.timestampSignature"] = base64.b64encode(timestamper(signature)).decode()
     return json.dumps(
-        {
-            "payload": _b64url(body),
-            "protected": head,
-            "header": {
-                "x5c": [
-                    base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain.certs
-                ],
-                "io.cncf.notary.signingAgent": "ostiary-tests",
-            },
-            "signature": _b64url(_sign(chain.leaf_key, alg, signing_input)),
-        }
+        {"payload": _b64url(body), "protected": head, "header": header, "signature": _b64url(signature)}
     ).encode()
 
 
 def cose(
-    chain: Chain, descriptor: dict, *, crit: list | None = None, extra_protected: dict | None = None
+    chain: Chain,
+    descriptor: dict,
+    *,
+    crit: list | None = None,
+    extra_protected: dict | None = None,
+    timestamper: Any = None,
 ) -> bytes:
     alg = _algorithm(chain.leaf_key)
     number = {"PS256": -37, "PS384": -38, "PS512": -39, "ES256": -7, "ES384": -35}[alg]
@@ -227,6 +240,8 @@ def cose(
         33: [c.public_bytes(serialization.Encoding.DER) for c in chain.certs],
         "io.cncf.notary.signingAgent": "ostiary-tests",
     }
+    if timestamper is not None:
+        unprotected["io.cncf.notary.timestampSignature"] = timestamper(signature)
     return cbor2.dumps(cbor2.CBORTag(18, [raw, unprotected, body, signature]))
 
 
@@ -261,3 +276,130 @@ def push_signature(
         index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}).encode()
         push.manifest(repo, tag, index, OCI_INDEX)
     return referrer
+
+
+# ---- a test timestamping authority (RFC 3161 tokens built with asn1crypto) -------------------------------
+
+
+@dataclass
+class TSA:
+    """root -> TSA certificate (RSA-2048, extendedKeyUsage timeStamping, critical), and tokens it signs:
+    real CMS SignedData over a TSTInfo, as a TSA answers notation (the token of the response)."""
+
+    root: x509.Certificate
+    root_key: Any
+    cert: x509.Certificate
+    key: Any
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        not_before: dt.datetime | None = None,
+        not_after: dt.datetime | None = None,
+        org: str = "Made TSA",
+    ) -> TSA:
+        root_key = _key("p256")
+        root_name = name("Made TSA Root", org)
+        root = certificate(root_name, root_key, root_name, root_key, ca=True, not_before=not_before)
+        key = _key("rsa2048")
+        cert = certificate(
+            name("Made Timestamper", org),
+            key,
+            root_name,
+            root_key,
+            ca=False,
+            eku=False,
+            not_before=not_before,
+            not_after=not_after,
+        )
+        # certificate() marks EKU non-critical; RFC 3161 wants timeStamping alone, critical
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(cert.subject)
+            .issuer_name(cert.issuer)
+            .public_key(key.public_key())
+            .serial_number(cert.serial_number)
+            .not_valid_before(cert.not_valid_before_utc)
+            .not_valid_after(cert.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .sign(root_key, hashes.SHA256())
+        )
+        return cls(root, root_key, cert, key)
+
+    def root_pem(self) -> str:
+        return self.root.public_bytes(serialization.Encoding.PEM).decode()
+
+    def stamp(
+        self,
+        data: bytes,
+        gen_time: dt.datetime | None = None,
+        *,
+        accuracy: int | None = 1,
+        cert_hash: bytes | None = None,
+        tamper_tst: bool = False,
+    ) -> bytes:
+        """A timestamp token over `data` (the envelope's signature) at `gen_time` (default now)."""
+        import hashlib
+
+        from asn1crypto import cms, tsp
+        from asn1crypto import x509 as ax509
+
+        fields: dict = {
+            "version": "v1",
+            "policy": "1.3.6.1.4.1.57264.2",
+            "message_imprint": {
+                "hash_algorithm": {"algorithm": "sha256"},
+                "hashed_message": hashlib.sha256(data).digest(),
+            },
+            "serial_number": x509.random_serial_number(),
+            "gen_time": (gen_time or dt.datetime.now(dt.UTC)).replace(microsecond=0),
+        }
+        if accuracy is not None:
+            fields["accuracy"] = {"seconds": accuracy}
+        tst_der = tsp.TSTInfo(fields).dump()
+        cert_der = self.cert.public_bytes(serialization.Encoding.DER)
+        cert = ax509.Certificate.load(cert_der)
+        attrs = cms.CMSAttributes(
+            [
+                {"type": "content_type", "values": ["tst_info"]},
+                {"type": "message_digest", "values": [hashlib.sha256(tst_der).digest()]},
+                {
+                    "type": "signing_certificate_v2",
+                    "values": [{"certs": [{"cert_hash": cert_hash or hashlib.sha256(cert_der).digest()}]}],
+                },
+            ]
+        )
+        signature = self.key.sign(attrs.dump(), padding.PKCS1v15(), hashes.SHA256())
+        if tamper_tst:  # the signed attributes stay, the TSTInfo carried is another
+            fields["serial_number"] += 1
+            tst_der = tsp.TSTInfo(fields).dump()
+        signer = cms.SignerInfo(
+            {
+                "version": "v1",
+                "sid": cms.SignerIdentifier(
+                    {"issuer_and_serial_number": {"issuer": cert.issuer, "serial_number": cert.serial_number}}
+                ),
+                "digest_algorithm": {"algorithm": "sha256"},
+                "signed_attrs": attrs,
+                "signature_algorithm": {"algorithm": "sha256_rsa"},
+                "signature": signature,
+            }
+        )
+        signed = cms.SignedData(
+            {
+                "version": "v3",
+                "digest_algorithms": [{"algorithm": "sha256"}],
+                "encap_content_info": {
+                    "content_type": "tst_info",
+                    "content": cms.ParsableOctetString(tst_der),
+                },
+                "certificates": [
+                    cert,
+                    ax509.Certificate.load(self.root.public_bytes(serialization.Encoding.DER)),
+                ],
+                "signer_infos": [signer],
+            }
+        )
+        return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
