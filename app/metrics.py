@@ -62,6 +62,34 @@ class SignatureStatsCollector(Collector):
         yield family
 
 
+class SignatureCacheCollector(Collector):
+    """Exports the signature cache's counters and size (app/signatures/cache.py) at scrape time."""
+
+    GAUGES: ClassVar[frozenset[str]] = frozenset({"entries", "bytes", "tags"})
+    HELP: ClassVar[dict[str, str]] = {
+        "hits": "Signature requirements answered from the cache of verified facts.",
+        "misses": "Signature requirements verified because the cache had no fresh entry.",
+        "stored": "Verified facts kept in the cache.",
+        "tag_hits": "Tag to digest resolutions answered from the cache.",
+        "tag_misses": "Tag to digest resolutions read from the registry.",
+        "entries": "Verified facts in the cache now.",
+        "bytes": "Estimated bytes of the verified facts in the cache now.",
+        "tags": "Tag to digest resolutions in the cache now.",
+    }
+
+    def __init__(self, stats: Callable[[], dict[str, int]]):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in sorted(self.stats().items()):
+            family = GaugeMetricFamily if name in self.GAUGES else CounterMetricFamily
+            yield family(
+                f"ostiary_signature_cache_{name}",
+                self.HELP.get(name, f"Signature cache: {name}."),
+                value=value,
+            )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -115,6 +143,9 @@ class Metrics:
 
     def watch_signatures(self, stats: Callable[[], dict[tuple[str, str], int]]) -> None:
         self.registry.register(SignatureStatsCollector(stats))
+
+    def watch_signature_cache(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.registry.register(SignatureCacheCollector(stats))
 
     def record(self, allowed: bool, error: bool, images: list[dict], seconds: float) -> None:
         self.admissions.labels("allowed" if allowed else "denied", "true" if error else "false").inc()

@@ -48,6 +48,7 @@ from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet,
 from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
 from app.ports import ObjectStore
+from app.signatures.cache import SignatureCache
 from app.signatures.cosign import CosignVerifier
 from app.signatures.keyless import load_trusted_root
 from app.signatures.notation import NotationVerifier
@@ -225,8 +226,15 @@ class Runtime:
             if self.config.sigstore_trusted_root
             else None
         )
+        # verified facts and tag resolutions, as fresh as the Notary trust cache (--trust-cache-ttl)
+        self.signature_cache = SignatureCache(self.config.trust_cache_ttl)
+        self.metrics.watch_signature_cache(self.signature_cache.stats)
         return SignatureService(
-            [SimpleVerifier(reader), CosignVerifier(reader, trusted_root=root), NotationVerifier(reader)]
+            [
+                SimpleVerifier(reader, cache=self.signature_cache),
+                CosignVerifier(reader, trusted_root=root, cache=self.signature_cache),
+                NotationVerifier(reader),
+            ]
         )
 
     def _custom_modules(self) -> list[RegoModule]:

@@ -45,7 +45,9 @@ from app.lru import TTLCache
 from app.notary import clock as clocks
 from app.notary.canonical import load_json
 from app.signatures import keyless
+from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
+from app.signatures.material import exact_object, load_material
 from app.signatures.port import SignatureRequest
 from app.signatures.registry import Manifest, ReadError, RegistryReader
 
@@ -166,14 +168,7 @@ def read_public_keys(material: bytes) -> list[PublicKey]:
 
 def load_keys(request: SignatureRequest) -> tuple[list[PublicKey], list[str]]:
     """The usable keys of the requirement's Secrets, and why a Secret gave none."""
-    keys: list[PublicKey] = []
-    errors = list(request.key_errors)
-    for secret, material in request.keys:
-        try:
-            keys.extend(read_public_keys(material))
-        except CosignError as exc:
-            errors.append(f"key secret {secret}: {exc}")
-    return keys, errors
+    return load_material(request, lambda _secret, material: read_public_keys(material), CosignError)
 
 
 def _b64(text: Any, what: str, limit: int) -> bytes:
@@ -189,15 +184,7 @@ def _b64(text: Any, what: str, limit: int) -> bytes:
 
 
 def _object(value: Any, required: set[str], optional: set[str], where: str) -> dict:
-    if not isinstance(value, dict):
-        raise CosignError(f"{where} is not a JSON object")
-    missing = required - set(value)
-    unknown = set(value) - required - optional
-    if missing:
-        raise CosignError(f"{where} lacks {', '.join(sorted(missing))}")
-    if unknown:
-        raise CosignError(f"{where} has unknown keys {', '.join(sorted(unknown))} (refused)")
-    return value
+    return exact_object(value, required, optional, where, CosignError)
 
 
 def _json(data: bytes, what: str) -> Any:
@@ -315,8 +302,10 @@ class CosignVerifier:
         cache_entries: int = 4096,
         trusted_root: keyless.TrustedRoot | None = None,
         now: Callable[[], datetime] = clocks.utcnow,
+        cache: SignatureCache | None = None,
     ):
         self.reader = reader
+        self.cache = cache or no_cache()  # verified facts and tag resolutions (cache.py)
         # keyless requirements: the Sigstore trusted root (serve --sigstore-trusted-root, else the
         # public-good root Ostiary ships), read on first use; `now` only bounds the integrated time
         self._root = trusted_root
@@ -338,16 +327,21 @@ class CosignVerifier:
             return failure_facts(FORMAT, requirement, "; ".join(key_errors) or "the requirement names no key")
         image = request.image
         try:
-            digest = self._digest(request, deadline)
+            digest = self.cache.digest(self.reader, request, deadline)
             if digest is None:
                 return failure_facts(
                     FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
                 )
+            key = self.cache.key(FORMAT, request, digest, fingerprint(k.fingerprint for k in keys))
+            cached = self.cache.facts(key)
+            if cached is not None:
+                return cached
             signatures = self._legacy(request, digest, keys, deadline)
             signatures += self._bundles(request, digest, keys, deadline)
         except ReadError as exc:
             return failure_facts(FORMAT, requirement, str(exc))
-        return verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+        facts = verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+        return self.cache.put(key, facts)
 
     def trusted_root(self) -> keyless.TrustedRoot:
         """The trusted root of keyless requirements; raises KeylessError when it cannot be read."""
@@ -369,18 +363,22 @@ class CosignVerifier:
             return failure_facts(FORMAT, requirement, f"no Sigstore trusted root: {exc}")
         image = request.image
         try:
-            digest = self._digest(request, deadline)
+            digest = self.cache.digest(self.reader, request, deadline)
             if digest is None:
                 return failure_facts(
                     FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
                 )
+            key = self.cache.key(FORMAT, request, digest, fingerprint(["keyless", root.digest]))
+            cached = self.cache.facts(key)
+            if cached is not None:
+                return cached
             signatures = self._legacy_keyless(request, digest, deadline)
             signatures += self._bundles(request, digest, [], deadline, root=root)
         except ReadError as exc:
             return failure_facts(FORMAT, requirement, str(exc))
         facts = verified_facts(FORMAT, requirement, digest, [], signatures)
         facts["trusted_root"] = {"name": root.name, "digest": root.digest}
-        return facts
+        return self.cache.put(key, facts)
 
     def _legacy_keyless(self, request: SignatureRequest, digest: str, deadline: float) -> list[dict]:
         """Legacy `.sig` signatures are refused for keyless requirements, with the reason."""
@@ -403,18 +401,11 @@ class CosignVerifier:
         """Every read `verify` makes for `image`, with no key (for `ostiary trust capture`): the digest
         and how many signatures were found. Raises ReadError."""
         request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
-        digest = self._digest(request, deadline)
+        digest = no_cache().digest(self.reader, request, deadline)
         if digest is None:
             raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
         found = self._legacy(request, digest, [], deadline) + self._bundles(request, digest, [], deadline)
         return digest, len(found)
-
-    def _digest(self, request: SignatureRequest, deadline: float) -> str | None:
-        image = request.image
-        if image.digest is not None:
-            return image.digest
-        manifest = self.reader.manifest(image, image.tag or "latest", deadline, request.credentials)
-        return manifest.digest if manifest is not None else None
 
     def _signer(self, keys: Sequence[PublicKey], message: bytes, signature: bytes) -> PublicKey | None:
         digest = hashlib.sha256(message).hexdigest()

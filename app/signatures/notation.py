@@ -55,6 +55,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from app.images import ImageRef
 from app.notary.canonical import load_json
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
+from app.signatures.material import load_material
 from app.signatures.port import NOTATION_STORE_KEYS, SignatureRequest
 from app.signatures.registry import Manifest, ReadError, RegistryReader
 
@@ -257,19 +258,21 @@ def load_anchors(request: SignatureRequest) -> tuple[list[Anchor], list[str]]:
     """The certificates of every trust store the request carries. Its keys are ("<secret> <key>",
     material), the key one of STORE_KEYS' values (app/admission/review.py reads them per store);
     a bare "<secret>" is the ca store."""
-    anchors: list[Anchor] = []
-    errors = list(request.key_errors)
     stores = {v: k for k, v in STORE_KEYS.items()}
-    for secret, material in request.keys:
+
+    def store_of(secret: str) -> tuple[str, str]:
         where, _, key = secret.rpartition(" ")
-        store = stores.get(key)
-        if store is None:
-            where, store = secret, "ca"
-        try:
-            anchors.extend(Anchor(a.fingerprint, a.der, store) for a in read_anchors(material))
-        except NotationError as exc:
-            errors.append(f"trust store secret {where} ({STORE_KEYS[store]}): {exc}")
-    return anchors, errors
+        return (where, stores[key]) if key in stores else (secret, "ca")
+
+    def read(secret: str, material: bytes) -> list[Anchor]:
+        store = store_of(secret)[1]
+        return [Anchor(a.fingerprint, a.der, store) for a in read_anchors(material)]
+
+    def name(secret: str) -> str:
+        where, store = store_of(secret)
+        return f"trust store secret {where} ({STORE_KEYS[store]})"
+
+    return load_material(request, read, NotationError, name)
 
 
 # ---- envelopes -----------------------------------------------------------------------------------------

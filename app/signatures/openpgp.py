@@ -74,6 +74,7 @@ class VerifiedMessage:
     payload: bytes  # the literal data
     signer: PublicKey  # the key whose signature verified
     created: int  # signature creation time (seconds since the epoch)
+    expires: int | None = None  # when the signature expires (seconds since the epoch), if it does
 
 
 # ---- packets -----------------------------------------------------------------------------------
@@ -484,7 +485,8 @@ def verify_message(message: bytes, keys: Sequence[PublicKey], now: int) -> Verif
     candidates = [k for k in keys if _issued_by(k, sig)] or list(keys)
     for key in candidates:
         if _verify_with(key, sig, digest, algorithm()):
-            return VerifiedMessage(payload, key, sig.created)
+            expires = sig.created + sig.expires_after if sig.expires_after is not None else None
+            return VerifiedMessage(payload, key, sig.created, expires)
     issuer = sig.issuer_fpr or sig.issuer_id or "an unnamed key"
     raise OpenPGPError(f"the signature (by {issuer}) does not verify with any trusted key")
 

@@ -25,7 +25,9 @@ from typing import Any
 from app.images import ImageRef
 from app.notary.canonical import load_json
 from app.signatures import openpgp
+from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
+from app.signatures.material import exact_object, load_material
 from app.signatures.port import SignatureRequest
 from app.signatures.registry import ReadError, RegistryReader
 
@@ -40,17 +42,7 @@ class PayloadError(ValueError):
 
 
 def _exact_object(value: Any, keys: set[str], optional: set[str], where: str) -> dict:
-    if not isinstance(value, dict):
-        raise PayloadError(f"{where} is not a JSON object")
-    missing = keys - set(value)
-    unknown = set(value) - keys - optional
-    if missing:
-        raise PayloadError(f"{where} lacks {', '.join(sorted(missing))}")
-    if unknown:
-        raise PayloadError(
-            f"{where} has unknown keys {', '.join(sorted(unknown))} (refused, as containers/image does)"
-        )
-    return value
+    return exact_object(value, keys, optional, where, PayloadError, "refused, as containers/image does")
 
 
 def parse_claim(payload: bytes) -> tuple[str, str]:
@@ -73,22 +65,24 @@ def parse_claim(payload: bytes) -> tuple[str, str]:
 
 def load_keys(request: SignatureRequest) -> tuple[list[openpgp.PublicKey], list[str]]:
     """The usable keys of the requirement's Secrets, and why a Secret gave none."""
-    keys: list[openpgp.PublicKey] = []
-    errors = list(request.key_errors)
-    for secret, material in request.keys:
-        try:
-            keys.extend(openpgp.read_public_keys(material))
-        except openpgp.OpenPGPError as exc:
-            errors.append(f"key secret {secret}: {exc}")
-    return keys, errors
+    return load_material(
+        request, lambda _secret, material: openpgp.read_public_keys(material), openpgp.OpenPGPError
+    )
 
 
 class SimpleVerifier:
     format = FORMAT
 
-    def __init__(self, reader: RegistryReader, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        reader: RegistryReader,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache: SignatureCache | None = None,
+    ):
         self.reader = reader
         self.clock = clock
+        self.cache = cache or no_cache()  # verified facts and tag resolutions (cache.py)
 
     def verify(self, request: SignatureRequest, deadline: float) -> dict:
         requirement = request.requirement
@@ -108,15 +102,22 @@ class SimpleVerifier:
             )
         image = request.image
         try:
-            digest = self._digest(request, deadline)
+            digest = self.cache.digest(self.reader, request, deadline)
             if digest is None:
                 return failure_facts(
                     FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
                 )
-            signatures = self._signatures(request, base.rstrip("/"), digest, keys, deadline)
+            key = self.cache.key(FORMAT, request, digest, fingerprint(k.fingerprint for k in keys))
+            cached = self.cache.facts(key)
+            if cached is not None:
+                return cached
+            expiries: list[int] = []
+            signatures = self._signatures(request, base.rstrip("/"), digest, keys, deadline, expiries)
         except ReadError as exc:
             return failure_facts(FORMAT, requirement, str(exc))
-        return verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+        facts = verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
+        # a verified signature that expires ends the entry's life with it (openpgp.verify_message)
+        return self.cache.put(key, facts, valid_until=min(expiries) if expiries else None)
 
     def discover(
         self, image: ImageRef, store_url: str, credentials: tuple[tuple[str, str], ...], deadline: float
@@ -124,17 +125,10 @@ class SimpleVerifier:
         """Every read `verify` makes for `image` under `store_url`, with no key (for `ostiary trust
         capture`): the digest and how many signature files were found. Raises ReadError."""
         request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
-        digest = self._digest(request, deadline)
+        digest = no_cache().digest(self.reader, request, deadline)
         if digest is None:
             raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
         return digest, len(self._signatures(request, store_url.rstrip("/"), digest, [], deadline))
-
-    def _digest(self, request: SignatureRequest, deadline: float) -> str | None:
-        image = request.image
-        if image.digest is not None:
-            return image.digest
-        manifest = self.reader.manifest(image, image.tag or "latest", deadline, request.credentials)
-        return manifest.digest if manifest is not None else None
 
     def _signatures(
         self,
@@ -143,7 +137,10 @@ class SimpleVerifier:
         digest: str,
         keys: list[openpgp.PublicKey],
         deadline: float,
+        expiries: list[int] | None = None,
     ) -> list[dict]:
+        """The signatures in the store for `digest`, each verified; the expiry times (epoch seconds) of
+        those that verified are appended to `expiries`."""
         found = []
         prefix = f"{base}/{request.image.repository}@{digest.replace(':', '=', 1)}"
         for n in range(1, MAX_SIGNATURES + 2):
@@ -162,14 +159,16 @@ class SimpleVerifier:
                 break
             if answer.status != 200:
                 raise ReadError(f"signature store answered HTTP {answer.status} for {url}")
-            found.append(self._one(url, answer.body, keys))
+            found.append(self._one(url, answer.body, keys, expiries))
         return found
 
-    def _one(self, url: str, body: bytes, keys: list[openpgp.PublicKey]) -> dict:
+    def _one(self, url: str, body: bytes, keys: list[openpgp.PublicKey], expiries: list[int] | None) -> dict:
         try:
             message = openpgp.verify_message(body, keys, int(self.clock()))
         except openpgp.OpenPGPError as exc:
             return signature_entry(url, error=f"OpenPGP: {exc}")
+        if message.expires is not None and expiries is not None:
+            expiries.append(message.expires)
         try:
             reference, signed = parse_claim(message.payload)
         except PayloadError as exc:

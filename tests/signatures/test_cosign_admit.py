@@ -373,3 +373,21 @@ def test_metrics_count_cosign_requirements(ostiary, signing):
     }
     assert counts.get('format="cosign",outcome="verified"', 0) >= 1, counts
     assert counts.get('format="cosign",outcome="not_verified"', 0) >= 1, counts
+
+
+def test_metrics_count_the_signature_cache(ostiary, signing):
+    """The second admission of the same image under the same keys is answered from the cache."""
+    _, made = signing
+    for _ in range(2):
+        assert admit(ostiary, f"{made.reg}/made/ed:v1", "m-ed25519")["allowed"] is True
+
+    def value(name: str) -> float:
+        text = requests.get(f"{ostiary.url}/metrics", timeout=10).text
+        return next(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+        )
+
+    assert value("ostiary_signature_cache_hits_total") >= 1
+    assert value("ostiary_signature_cache_stored_total") >= 1
+    assert value("ostiary_signature_cache_entries") >= 1
+    assert value("ostiary_signature_cache_bytes") > 0
