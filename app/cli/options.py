@@ -61,6 +61,18 @@ def at_option(help: str = "Verify trust data as of this time (RFC 3339), e.g. wh
     return click.option("--at", "at", type=AtTime(), help=help)
 
 
+def sigstore_root_option(
+    help: str = "Keyless cosign: the Sigstore trusted_root.json (Fulcio CAs, Rekor keys) of a private "
+    "Sigstore; default: the public-good root Ostiary ships (docs/signatures.md).",
+) -> Any:
+    return click.option(
+        "--sigstore-trusted-root",
+        "sigstore_trusted_root",
+        type=click.Path(exists=True, dir_okay=False),
+        help=help,
+    )
+
+
 def ca_file_option(
     help: str = "Extra CA bundle for Notary servers, registries and signature stores.",
 ) -> Any:

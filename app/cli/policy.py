@@ -20,6 +20,7 @@ from app.cli.options import (
     policy_dir_option,
     quiet_trust_log,
     rego_dir_option,
+    sigstore_root_option,
     system_namespace_option,
     trust_data_option,
     trust_server_allow_option,
@@ -90,13 +91,18 @@ def check(
     sys.exit(1 if report.failed(strict) else 0)
 
 
-def _offline_signatures(trust_data: tuple[str, ...], at: datetime | None, ca_file: str | None) -> Any:
+def _offline_signatures(
+    trust_data: tuple[str, ...], at: datetime | None, ca_file: str | None, trusted_root: str | None = None
+) -> Any:
     """The SignatureService of explain/apply: replaying the signature captures among --trust-data when
-    it is given (app/signatures/replay.py), else reading registries live; at --at."""
+    it is given (app/signatures/replay.py), else reading registries live; at --at; keyless against
+    --sigstore-trusted-root (checked first, as serve checks it)."""
+    from app.cli.serve import checked_trusted_root
     from app.signatures.replay import SignatureDataError, signature_service
 
+    root = checked_trusted_root(trusted_root)
     try:
-        return signature_service(list(trust_data), at, ca_file)
+        return signature_service(list(trust_data), at, ca_file, trusted_root=root)
     except SignatureDataError as exc:
         raise click.BadParameter(str(exc), param_hint="--trust-data") from None
 
@@ -122,6 +128,7 @@ def _offline_trust(trust_data: tuple[str, ...], at: datetime | None, ca_file: st
     "servers and registries."
 )
 @at_option()
+@sigstore_root_option("Keyless cosign: the Sigstore trusted_root.json, as serve's option.")
 def explain(
     review: IO[str],
     policy_dir: str,
@@ -130,6 +137,7 @@ def explain(
     system_namespace: str,
     trust_data: tuple[str, ...],
     at: datetime | None,
+    sigstore_trusted_root: str | None,
 ) -> None:
     """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response."""
     from app.admission.extract import BadRequest
@@ -147,7 +155,7 @@ def explain(
             policy_dir,
             rego_dir=rego_dir,
             trust=trust,
-            signatures=_offline_signatures(trust_data, at, ca_file),
+            signatures=_offline_signatures(trust_data, at, ca_file, sigstore_trusted_root),
             system_namespace=system_namespace,
         )
     except (PolicyError, OpaError) as exc:
@@ -190,6 +198,7 @@ def explain(
 @at_option()
 @ca_file_option()
 @system_namespace_option()
+@sigstore_root_option("Keyless cosign: the Sigstore trusted_root.json, as serve's option.")
 def apply_cmd(
     manifests: tuple[str, ...],
     policy_dir: str,
@@ -203,6 +212,7 @@ def apply_cmd(
     at: datetime | None,
     ca_file: str | None,
     system_namespace: str,
+    sigstore_trusted_root: str | None,
 ) -> None:
     """Decide MANIFEST... (files, directories, '-' for stdin) as the webhook would, without a cluster.
 
@@ -226,7 +236,7 @@ def apply_cmd(
             policy_dir,
             rego_dir=rego_dir,
             trust=trust,
-            signatures=_offline_signatures(trust_data, at, ca_file),
+            signatures=_offline_signatures(trust_data, at, ca_file, sigstore_trusted_root),
             system_namespace=system_namespace,
         )
     except (PolicyError, OpaError, RuntimeError) as exc:
@@ -276,6 +286,10 @@ def _check_regex(ctx: click.Context, param: click.Parameter, value: str | None) 
     is_flag=True,
     help="Also print which lines of your rules your Rego tests cover; needs --rego-dir.",
 )
+@sigstore_root_option(
+    "Keyless cosign: the Sigstore trusted_root.json, as serve's option (a test file's "
+    "sigstoreTrustedRoot overrides it)."
+)
 def test_cmd(
     paths: tuple[str, ...],
     rego_dir: str | None,
@@ -284,6 +298,7 @@ def test_cmd(
     junit_file: str | None,
     explain: str | None,
     coverage: bool,
+    sigstore_trusted_root: str | None,
 ) -> None:
     """Run the Rego unit tests (library, then your --rego-dir) and your declarative tests PATHS...
 
@@ -292,12 +307,13 @@ def test_cmd(
     """
     from pathlib import Path
 
+    from app.cli.serve import checked_trusted_root
     from app.offline.report import test_run_junit, test_text
     from app.offline.testfile import TestFileError, run_all
 
     quiet_trust_log()
     try:
-        run = run_all(paths, rego_dir, run_regex)
+        run = run_all(paths, rego_dir, run_regex, checked_trusted_root(sigstore_trusted_root))
     except TestFileError as exc:
         input_error(str(exc))
     if junit_file:

@@ -18,6 +18,7 @@ from app.cli.options import (
     input_error,
     kube_records_options,
     registry_endpoint_option,
+    sigstore_root_option,
     trust_data_option,
 )
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
@@ -65,6 +66,7 @@ def trust() -> None:
 @trust_data_option(
     "cosign/simple: read a signature capture (`ostiary trust capture --format`) instead of registries."
 )
+@sigstore_root_option("cosign without --key (keyless): the Sigstore trusted_root.json, as serve's option.")
 def inspect(
     image: str,
     trust_server: str | None,
@@ -77,17 +79,30 @@ def inspect(
     store_url: str | None,
     registry_endpoints: dict[str, str],
     trust_data: tuple[str, ...],
+    sigstore_trusted_root: str | None,
 ) -> None:
     """Print the verified trust facts of IMAGE as JSON, or why they could not be verified.
 
     With --format cosign or simple: the signature facts the webhook's verifier gives for a requirement
-    with --key (the policy's identity rule is not applied; the signed identities are in the facts).
+    with --key (the policy's identity rule is not applied; the signed identities are in the facts);
+    --format cosign without --key: keyless signatures, each with its certificate identity, issuer and
+    Rekor entry. One line per signature follows on standard error.
     """
+    from app.cli.serve import checked_trusted_root
     from app.notary.inspect import explain, inspect_image
 
     if fmt != "notary":
         _inspect_signatures(
-            image, fmt, key_files, store_url, registry_endpoints, trust_data, ca_file, at, timeout
+            image,
+            fmt,
+            key_files,
+            store_url,
+            registry_endpoints,
+            trust_data,
+            ca_file,
+            at,
+            timeout,
+            checked_trusted_root(sigstore_trusted_root),
         )
         return
     pairs = []
@@ -118,10 +133,12 @@ def _inspect_signatures(
     ca_file: str | None,
     at: datetime | None,
     timeout: float,
+    trusted_root: str | None = None,
 ) -> None:
+    from app.signatures.inspect import describe
     from app.signatures.replay import SignatureDataError, inspect_signatures, why_not_verified
 
-    if not key_files:
+    if not key_files and fmt != "cosign":
         raise click.UsageError(
             f"--format {fmt} needs --key FILE (the public key a signature must verify with)"
         )
@@ -139,10 +156,13 @@ def _inspect_signatures(
             endpoints=registry_endpoints,
             at=at,
             timeout=timeout,
+            trusted_root=trusted_root,
         )
     except SignatureDataError as exc:
         raise click.BadParameter(str(exc), param_hint="--trust-data") from None
     click.echo(json.dumps(facts, indent=2, sort_keys=True))
+    for line in describe(facts):
+        click.echo(line, err=True)
     if not ok:
         click.echo(f"not verified ({fmt}): {why_not_verified(facts)}", err=True)
         sys.exit(1)

@@ -15,6 +15,7 @@ A test file is any `*_test.yaml` / `*_test.yml` (or a file named on the command 
       rego: rego                  # optional: custom rules
       trustData: [trust]          # optional: captured trust data (ostiary trust capture)
       at: "2019-10-20T00:00:00Z"  # optional: verify the trust data as of then
+      sigstoreTrustedRoot: trusted_root.json  # optional: keyless cosign's root (a private Sigstore)
       cases:
         - name: signed alpine is pinned
           manifest: manifests/alpine.yaml      # or `object:` inline, or `review:` an AdmissionReview
@@ -47,7 +48,7 @@ from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
 from app.yamlio import DocumentError, compose_all, load, read_text
 
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
-SPEC_FIELDS = {"policies", "rego", "trustData", "at", "systemNamespace", "cases"}
+SPEC_FIELDS = {"policies", "rego", "trustData", "at", "systemNamespace", "sigstoreTrustedRoot", "cases"}
 CASE_FIELDS = {"name", "manifest", "object", "review", "namespace", "user", "operation", "expect", "at"}
 EXPECT_FIELDS = {"verdict", "allowed", "denials", "warnings", "message", "patch", "images"}
 IMAGE_FIELDS = {"image", "allowed", "pin", "entry", "reasons", "trusted"}
@@ -246,7 +247,7 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
     return [f"{label}: {p}" for p in problems]
 
 
-def _trust(test: TestFile, case: Case, services: dict) -> Any:
+def _trust(test: TestFile, case: Case, services: dict, trusted_root: str | None = None) -> Any:
     """The trust and signature services for a case: one per (trust data, time) within a file, reused
     by its cases (trustData may hold Notary captures and signature captures)."""
     from app.notary.inspect import parse_at_option
@@ -258,12 +259,19 @@ def _trust(test: TestFile, case: Case, services: dict) -> Any:
     dirs = tuple(str(test.resolve(d)) for d in test.spec.get("trustData") or [])
     if (dirs, moment) not in services:
         services[(dirs, moment)] = trust_service(list(dirs), moment)
-        services[("signatures", dirs, moment)] = signature_service(list(dirs), moment)
+        root = test.spec.get("sigstoreTrustedRoot")
+        services[("signatures", dirs, moment)] = signature_service(
+            list(dirs), moment, trusted_root=str(test.resolve(root)) if root else trusted_root
+        )
     return services[(dirs, moment)], services[("signatures", dirs, moment)]
 
 
-def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[CaseResult]:
-    """Run the cases of `test` (those whose `test/case` name matches `run`) in one real OPA."""
+def run_test_file(
+    test: TestFile, run: re.Pattern[str] | None = None, *, trusted_root: str | None = None
+) -> list[CaseResult]:
+    """Run the cases of `test` (those whose `test/case` name matches `run`) in one real OPA; keyless
+    requirements against the file's `sigstoreTrustedRoot`, else `trusted_root` (ostiary test
+    --sigstore-trusted-root), else the public-good root."""
     cases = [c for c in test.cases if run is None or run.search(f"{test.name}/{c.name}")]
     if not cases:
         return []
@@ -277,16 +285,18 @@ def run_test_file(test: TestFile, run: re.Pattern[str] | None = None) -> list[Ca
     services: dict = {}
     with engine:
         for case in cases:
-            results.append(_run_case(engine, test, case, services))
+            results.append(_run_case(engine, test, case, services, trusted_root))
     for service in services.values():
         service.close()
     return results
 
 
-def _run_case(engine: Engine, test: TestFile, case: Case, services: dict) -> CaseResult:
+def _run_case(
+    engine: Engine, test: TestFile, case: Case, services: dict, trusted_root: str | None = None
+) -> CaseResult:
     outcome = CaseResult(str(test.path), test.name, case.name, case.line, passed=False)
     try:
-        engine.reviewer.trust, engine.reviewer.signatures = _trust(test, case, services)
+        engine.reviewer.trust, engine.reviewer.signatures = _trust(test, case, services, trusted_root)
         objects = _objects(test, case)
     except (ManifestError, ValueError) as exc:
         outcome.failures.append(f"cannot run: {exc}")
@@ -409,8 +419,11 @@ class TestRun:
         )
 
 
-def run_all(paths: Sequence[str], rego_dir: str | None, run: str | None) -> TestRun:
-    """`ostiary test`: the library's Rego tests, the user's Rego tests and the user's policy tests, apart.
+def run_all(
+    paths: Sequence[str], rego_dir: str | None, run: str | None, trusted_root: str | None = None
+) -> TestRun:
+    """`ostiary test`: the library's Rego tests, the user's Rego tests and the user's policy tests, apart;
+    keyless cosign against `trusted_root` (--sigstore-trusted-root) unless a file names its own.
 
     TestFileError when a test file cannot be read (an input error); a file whose policies cannot be
     loaded is a failed case named after it, so the other files still run."""
@@ -424,7 +437,7 @@ def run_all(paths: Sequence[str], rego_dir: str | None, run: str | None) -> Test
     cases: list[CaseResult] = []
     for test_file in files:
         try:
-            cases.extend(run_test_file(test_file, pattern))
+            cases.extend(run_test_file(test_file, pattern, trusted_root=trusted_root))
         except (PolicyError, OpaError, RuntimeError) as exc:
             cases.append(
                 CaseResult(str(test_file.path), test_file.name, "*", 0, False, [f"cannot run: {exc}"])

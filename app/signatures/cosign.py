@@ -614,11 +614,12 @@ class CosignVerifier:
             verified = keyless.verify_bundle(document, root, self._now())
         except keyless.KeylessError as exc:
             return signature_entry(where, error=str(exc))
+        proved = {"certificate": verified.certificate, "log_entry": verified.log_entry()}
         try:
             signed = parse_statement(verified.payload, digest)
         except CosignError as exc:
-            return {**signature_entry(where, error=str(exc)), "certificate": verified.certificate}
-        return {**signature_entry(where, digest=signed), "certificate": verified.certificate}
+            return {**signature_entry(where, error=str(exc)), **proved}
+        return {**signature_entry(where, digest=signed), **proved}
 
 
 def _manifest_layers(manifest: Manifest) -> list:

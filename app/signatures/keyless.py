@@ -525,6 +525,11 @@ class KeylessSignature:
     payload: bytes  # the in-toto statement (not yet judged: the caller reads it)
     certificate: dict[str, Any]  # certificate_facts
     integrated_time: datetime
+    log_index: int = -1  # the Rekor entry's logIndex
+
+    def log_entry(self) -> dict[str, Any]:
+        """The Rekor entry that proved it, for the facts (`signatures[j].log_entry`)."""
+        return {"index": self.log_index, "integrated_time": f"{self.integrated_time:%Y-%m-%dT%H:%M:%SZ}"}
 
 
 def verify_bundle(bundle: Mapping[str, Any], root: TrustedRoot, now: datetime) -> KeylessSignature:
@@ -581,4 +586,4 @@ def verify_bundle(bundle: Mapping[str, Any], root: TrustedRoot, now: datetime) -
     message = b"DSSEv1 %d %s %d %s" % (len(IN_TOTO), IN_TOTO.encode(), len(payload), payload)
     if not _verifies(leaf.public_key(), message, signature):
         raise KeylessError("the DSSE signature does not verify with the certificate's key")
-    return KeylessSignature(payload, certificate_facts(leaf), logged.integrated_time)
+    return KeylessSignature(payload, certificate_facts(leaf), logged.integrated_time, logged.log_index)

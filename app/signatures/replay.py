@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +36,7 @@ from app.images import ImageRef, InvalidImageReference, parse_image
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.registry.token import HttpAnswer
+from app.signatures import keyless
 from app.signatures.cosign import CosignVerifier
 from app.signatures.notation import NotationVerifier
 from app.signatures.port import SignatureRequest
@@ -259,14 +260,34 @@ class RecordingReader:
 # ---- the offline service and the capture command ---------------------------------------------------------
 
 
-def _verifiers(reader: Any, clock: Callable[[], float] | None = None) -> list:
-    if clock is not None:
+def _verifiers(
+    reader: Any, at: datetime | None = None, trusted_root: keyless.TrustedRoot | None = None
+) -> list:
+    """The verifiers of an offline run, at `at` when given (OpenPGP and Notation validity, a keyless log
+    entry's integrated time), keyless requirements against `trusted_root` (else the public-good root)."""
+    if at is not None:
+        clock = at.timestamp
         return [
             SimpleVerifier(reader, clock=clock),
-            CosignVerifier(reader),
+            CosignVerifier(reader, trusted_root=trusted_root, now=lambda: at),
             NotationVerifier(reader, clock=clock),
         ]
-    return [SimpleVerifier(reader), CosignVerifier(reader), NotationVerifier(reader)]
+    return [
+        SimpleVerifier(reader),
+        CosignVerifier(reader, trusted_root=trusted_root),
+        NotationVerifier(reader),
+    ]
+
+
+def offline_trusted_root(path: str | Path | None) -> keyless.TrustedRoot | None:
+    """The operator's Sigstore trusted root of an offline run (--sigstore-trusted-root, a test file's
+    sigstoreTrustedRoot), read now; None: the public-good root. Raises SignatureDataError."""
+    if path is None:
+        return None
+    try:
+        return keyless.load_trusted_root(path)
+    except keyless.KeylessError as exc:
+        raise SignatureDataError(str(exc)) from None
 
 
 def signature_service(
@@ -274,15 +295,18 @@ def signature_service(
     at: datetime | None = None,
     ca_file: str | None = None,
     endpoints: Mapping[str, str] | None = None,
+    trusted_root: str | Path | None = None,
 ) -> SignatureService:
     """The SignatureService of an offline run: replaying the signature captures among `trust_data`
-    when any is given (directories without one are Notary captures), else reading registries live."""
-    clock = (lambda: at.timestamp()) if at is not None else None
+    when any is given (directories without one are Notary captures), else reading registries live;
+    keyless requirements verified against the trusted root file `trusted_root` (as serve
+    --sigstore-trusted-root), else the public-good root. Raises SignatureDataError."""
+    root = offline_trusted_root(trusted_root)
     if trust_data:
         captures = [Capture.load(d) for d in trust_data if is_capture(d)]
-        return SignatureService(_verifiers(ReplayReader(captures), clock), workers=4)
+        return SignatureService(_verifiers(ReplayReader(captures), at, root), workers=4)
     reader = RegistryReader(NotaryClient(ca_file=ca_file), endpoints=endpoints)
-    return SignatureService(_verifiers(reader, clock), workers=4)
+    return SignatureService(_verifiers(reader, at, root), workers=4)
 
 
 @dataclass
@@ -365,35 +389,34 @@ def inspect_signatures(
     endpoints: Mapping[str, str] | None = None,
     at: datetime | None = None,
     timeout: float = 30.0,
+    trusted_root: str | Path | None = None,
 ) -> tuple[dict, bool]:
-    """(facts, ok) of `image` for one format (`ostiary trust inspect --format cosign|simple`): the
-    facts a verifier gives for a requirement with `keys` ((where, PEM or armoured bytes) pairs), from
-    the captures in `trust_data` or live. `ok` when a signature verified with one of the keys and
-    signs the digest the reference resolves to; identity rules are the policy's (Rego) and are not
-    applied here, the signed identities are in the facts."""
+    """(facts, ok) of `image` for one format (`ostiary trust inspect --format cosign|simple|notation`):
+    the facts a verifier gives for a requirement with `keys` ((where, PEM or armoured bytes) pairs) —
+    for cosign without keys, a keyless requirement verified against `trusted_root` (else the
+    public-good root) — from the captures in `trust_data` or live. `ok` when a signature verified
+    (app/signatures/inspect.py `ok`) and signs the digest the reference resolves to; identity rules
+    are the policy's (Rego) and are not applied here, the signed identities are in the facts.
+    Raises SignatureDataError."""
+    from app.signatures import inspect
     from app.signatures.facts import failure_facts
 
     requirement: dict[str, Any] = {"format": fmt, "index": 0, "type": "signedBy", "error": None}
     if fmt == "simple":
         requirement["store"] = {"url": store_url, "secret": None}
+    if fmt == "cosign" and not keys:
+        requirement = {"format": fmt, "index": 0, "type": "keyless", "identities": [], "error": None}
     try:
         ref = parse_image(image)
     except InvalidImageReference as exc:
         return failure_facts(fmt, requirement, str(exc)), False
-    service = signature_service(trust_data, at, ca_file, endpoints)
+    service = signature_service(trust_data, at, ca_file, endpoints, trusted_root)
     try:
         request = SignatureRequest(image=ref, requirement=requirement, keys=tuple(keys))
         (facts,) = service.gather([request], clocks.monotonic() + timeout)
     finally:
         service.close()
-    ok = facts.get("verified") is True and any(
-        s.get("error") is None
-        and s.get("key_id") in facts["keys"]
-        and s.get("digest") == facts["digest"]
-        and not any((s.get("failures") or {}).values())  # notation: every validation, as strict
-        for s in facts.get("signatures") or []
-    )
-    return facts, ok
+    return facts, inspect.ok(facts)
 
 
 def signature_problems(facts: Mapping[str, Any]) -> list[str]:
