@@ -94,3 +94,6 @@ def test_trust_inspect_shows_notation_facts(captured, image, ca, ok, why):
     facts = json.loads(done.stdout)
     assert facts["format"] == "notation" and facts["verified"] is True
     assert why in done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.startswith(("valid ", "invalid "))]
+    assert len(lines) == len(facts["signatures"]) >= 1, done.stderr
+    assert any(x.startswith("valid   ") and "CA sha256:" in x for x in lines) is ok, lines

@@ -161,6 +161,7 @@ def test_a_capture_without_the_image_denies_naming_what_to_capture(captured, tmp
     assert "ostiary trust capture --format cosign" in result["message"]
 
 
+LABEL = {"cosign": "cosign", "simple": "simple signing"}
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "signed-images" / "captured"
 KEYS = FIXTURES / "keys" / "public"
 
@@ -185,3 +186,13 @@ def test_trust_inspect_shows_each_formats_facts(fmt, image, key, ok, why):
     facts = json.loads(done.stdout)
     assert facts["format"] == fmt and facts["verified"] is True
     assert why in done.stderr
+    # one line per signature (app/signatures/inspect.py), or one saying none was found
+    lines = [x for x in done.stderr.splitlines() if x.startswith(("valid ", "invalid ", f"{LABEL[fmt]}: "))]
+    assert len(lines) == max(1, len(facts["signatures"])), done.stderr
+    if ok:
+        kind = "cosign key sha256:" if fmt == "cosign" else "OpenPGP key "
+        assert any(
+            x.startswith("valid   ") and kind in x and "(the reference's digest)" in x for x in lines
+        ), lines
+    else:
+        assert not any(x.startswith("valid ") for x in lines), lines
