@@ -83,6 +83,7 @@ class Ostiary:
     select_instance: bool = False  # only namespaces labelled INSTANCE_LABEL=name
     rego_dir: str | None = None  # custom Rego folder (--rego-dir)
     registry_endpoints: tuple[str, ...] = ()  # HOST=URL (--registry-endpoint), for the signature verifiers
+    sigstore_trusted_root: str | None = None  # keyless cosign's trusted_root.json (--sigstore-trusted-root)
     # Trust servers namespace ImagePolicies may name besides the cluster policies' (--trust-server-allow).
     trust_server_allow: tuple[str, ...] = ()
     url: str = ""
@@ -140,6 +141,8 @@ class Ostiary:
             argv += ["--registry-endpoint", endpoint]
         for server in self.trust_server_allow:
             argv += ["--trust-server-allow", server]
+        if self.sigstore_trusted_root:
+            argv += ["--sigstore-trusted-root", self.sigstore_trusted_root]
         self.processes["ostiary"] = start_process(f"ostiary-{self.name}", argv, self.workdir)
         self.url = f"https://127.0.0.1:{port}"
         self.wait_ready(timeout)
