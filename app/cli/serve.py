@@ -122,7 +122,8 @@ def checked_root_pins(path: str | None) -> str | None:
     "--trust-cache-ttl",
     default=60.0,
     show_default=True,
-    help="Seconds verified trust data is reused before refreshing timestamp.json.",
+    help="Seconds verified trust data is reused before refreshing timestamp.json; also how long "
+    "verified cosign and simple-signing results and tag resolutions are kept (docs/signatures.md).",
 )
 @click.option("--threads", default=8, show_default=True, help="Request threads.")
 @click.option(
