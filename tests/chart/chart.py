@@ -80,10 +80,15 @@ def exported_metric_names() -> set[str]:
 
     from app.metrics import Metrics
     from app.notary.service import TrustService
+    from app.signatures.cache import SignatureCache
+    from app.signatures.service import SignatureService
 
-    metrics, trust = Metrics(), TrustService()
+    metrics, trust, signatures = Metrics(), TrustService(), SignatureService([])
     metrics.watch_trust(trust.stats)
+    metrics.watch_signatures(lambda: {("cosign", "verified"): 0})  # a family shows once it has a series
+    metrics.watch_signature_cache(SignatureCache().stats)
     trust.close()
+    signatures.close()
     return {
         line.split()[2]
         for line in generate_latest(metrics.registry).decode().splitlines()
