@@ -16,6 +16,7 @@ measurement, not an assertion on time.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -312,3 +313,38 @@ def test_the_saving(world):
             f"signature cache, {pods} admissions of one cosign-signed tag, {name}: {gets} registry reads, {seconds * 1000:.0f} ms"
         )
     assert results["cache"][0] < results["no cache"][0] / 10
+
+
+# ---- through `ostiary serve`: the next admission after a Secret change --------------------------------
+
+
+def test_serve_a_key_replaced_in_the_secret_denies_the_next_admission(world, tmp_path):
+    """`ostiary serve --policy-dir` (real OPA) with a cache TTL of 10 minutes: the key Secret is replaced
+    in the policy directory; once Ostiary has read the new Secret, the next admission verifies again
+    and is denied (no cached success of the old key answers it)."""
+    from tests.signatures.test_cosign_admit import cosign_policy, secret
+    from tests.support.simple_signing import serve_policies
+    from tests.world.test_admit_world import deployment_review, message, patch_of
+
+    a, b = cs.new_key(), cs.new_key()
+    digest = signed_image(world, "cache/serve", a)
+    host = world.registry_host
+    docs = [secret("k", "team", key=cs.public_pem(a)), cosign_policy("team", f"{host}/cache/*", "k")]
+    extra = ("--registry-endpoint", f"{host}={world.registry_url}", "--trust-cache-ttl", "600")
+    with serve_policies(tmp_path, docs, *extra) as server:
+
+        def admit() -> dict:
+            return server.admit(deployment_review(f"{host}/cache/serve:v1", namespace="team"))["response"]
+
+        for _ in range(2):  # the second from the cache
+            response = admit()
+            assert response["allowed"] is True, message(response)
+            assert digest in json.dumps(patch_of(response))  # pinned
+        (tmp_path / "policies" / "000-secret.json").write_text(
+            json.dumps(secret("k", "team", key=cs.public_pem(b)))
+        )
+        deadline = time.monotonic() + 60  # the policy directory is read again every 2 s
+        while (response := admit())["allowed"] is True and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert response["allowed"] is False, "still admitted with the old key's cached success"
+        assert "does not verify with any key" in message(response), message(response)
