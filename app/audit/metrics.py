@@ -1,0 +1,71 @@
+"""The audit's Prometheus metrics, on the application's registry."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from app.audit.engine import ERROR, FAIL, RESULTS, AuditRun
+
+
+class AuditMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.failing = Gauge(
+            "ostiary_audit_failing_objects",
+            "Objects the last audit found would be denied now (fail) or could not decide (error), by "
+            "namespace, policy and result.",
+            ["namespace", "policy", "result"],
+            registry=registry,
+        )
+        self.results = Gauge(
+            "ostiary_audit_results", "Results of the last audit, by result.", ["result"], registry=registry
+        )
+        self.objects = Gauge("ostiary_audit_objects", "Objects the last audit decided.", registry=registry)
+        self.duration = Gauge(
+            "ostiary_audit_duration_seconds",
+            "Wall time of the last audit (paced: spread over part of the interval on purpose).",
+            registry=registry,
+        )
+        self.rate = Gauge(
+            "ostiary_audit_objects_per_second",
+            "Objects decided per second in the last audit.",
+            registry=registry,
+        )
+        self.cpu = Gauge(
+            "ostiary_audit_cpu_seconds",
+            "CPU time of Ostiary's process during the last audit.",
+            registry=registry,
+        )
+        self.runs = Counter(
+            "ostiary_audit_runs_total",
+            "Audits by outcome: complete, incomplete (a kind could not be listed), failed (nothing "
+            "reported: the reports could not be written, the lease was lost), skipped (another replica "
+            "holds the lease).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "ostiary_audit_last_complete_timestamp_seconds",
+            "When the last complete audit finished (seconds since the epoch).",
+            registry=registry,
+        )
+
+    def record(self, run: AuditRun, finished: float) -> None:
+        objects: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        for r in run.results:
+            if r.result in (FAIL, ERROR):
+                objects[(r.namespace, r.policy, r.result)].add(r.uid or f"{r.kind}/{r.name}")
+        self.failing.clear()
+        for (namespace, policy, result), uids in objects.items():
+            self.failing.labels(namespace, policy, result).set(len(uids))
+        counts = run.counts()
+        for result in RESULTS:
+            self.results.labels(result).set(counts[result])
+        self.objects.set(run.objects)
+        self.duration.set(run.seconds)
+        self.rate.set(run.objects / run.seconds if run.seconds > 0 else 0.0)
+        self.cpu.set(run.cpu_seconds)
+        self.runs.labels("incomplete" if run.list_errors else "complete").inc()
+        if not run.list_errors:
+            self.last_success.set(finished)
