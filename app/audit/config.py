@@ -13,3 +13,4 @@ class AuditConfig:
     page_size: int = 250
     lease_duration: int = 60
     min_gap: float = 30.0  # seconds between the starts of two audits, whatever changes
+    change_delay: float = 10.0  # seconds after a policy change before its audit (changes come in bursts)

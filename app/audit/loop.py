@@ -29,7 +29,6 @@ log = logging.getLogger("ostiary.audit")
 
 SPREAD = 0.5  # an audit is paced to take about this share of the interval
 MIN_RATE = 2.0  # objects per second, however long the interval
-POLICY_CHANGE_DELAY = 10.0  # seconds after a policy change before its audit (changes come in bursts)
 
 
 class AuditLoop:
@@ -89,7 +88,7 @@ class AuditLoop:
             generation = self.generation()
             if self._audited_generation is not None and generation != self._audited_generation:
                 changed_at = changed_at if changed_at is not None else now
-            due = now >= next_due or (changed_at is not None and now - changed_at >= POLICY_CHANGE_DELAY)
+            due = now >= next_due or (changed_at is not None and now - changed_at >= self.config.change_delay)
             if due and now - last_start < self.config.min_gap:
                 due = False
             if not self.ready():
@@ -108,7 +107,7 @@ class AuditLoop:
                 next_due = time.monotonic() + self.config.interval
             wait = min(renew_every, max(next_due - time.monotonic(), 0.5))
             if changed_at is not None:
-                wait = min(wait, POLICY_CHANGE_DELAY)
+                wait = min(wait, self.config.change_delay)
             self._stop.wait(wait)
 
     def audit_once(self) -> AuditRun | None:
