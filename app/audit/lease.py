@@ -18,6 +18,14 @@ from app.kube.client import KubeError, object_path
 log = logging.getLogger("ostiary.audit")
 
 LEASE_NAME = "ostiary-audit"
+AUDITED = "ostiary.dev/audited-at"  # annotation: when the last complete audit finished (epoch seconds)
+
+
+def _seconds(text: Any) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def micro_time(at: float) -> str:
@@ -53,6 +61,7 @@ class Lease:
         self.clock = clock
         self.path = object_path("coordination.k8s.io/v1", "leases", namespace, name)
         self.held_until = 0.0  # by our clock: when our hold lapses unless renewed
+        self.audited_at: float | None = None  # the last complete audit by any holder (AUDITED annotation)
 
     def held(self) -> bool:
         return self.clock() < self.held_until
@@ -73,6 +82,7 @@ class Lease:
                 self.held_until = now + self.duration
                 return True
             spec = lease.get("spec") or {}
+            self.audited_at = _seconds(((lease.get("metadata") or {}).get("annotations") or {}).get(AUDITED))
             holder = spec.get("holderIdentity")
             renewed = parse_micro_time(spec.get("renewTime")) or 0.0
             duration = int(spec.get("leaseDurationSeconds") or self.duration)
@@ -94,6 +104,14 @@ class Lease:
             return False
         self.held_until = now + self.duration
         return True
+
+    def mark_audited(self, at: float) -> None:
+        """Note on the lease that an audit finished at `at`, so the next holder keeps the interval."""
+        try:
+            self.api.patch(self.path, {"metadata": {"annotations": {AUDITED: f"{at:.0f}"}}})
+            self.audited_at = at
+        except KubeError as exc:
+            log.warning("audit lease %s/%s: could not note the audit: %s", self.namespace, self.name, exc)
 
     def release(self) -> None:
         """Give the lease up (on stop), so another replica need not wait for it to lapse."""

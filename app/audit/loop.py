@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 from app.audit.config import AuditConfig
@@ -52,7 +53,7 @@ class AuditLoop:
         self.lease = Lease(
             api,
             system_namespace,
-            identity or f"{socket.gethostname()}-{os.getpid()}",
+            identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
             duration=config.lease_duration,
         )
         self.generation = generation or (lambda: 0)
@@ -79,40 +80,62 @@ class AuditLoop:
         self.lease.release()
 
     def _run(self) -> None:
-        next_due = time.monotonic()  # the first audit as soon as the policies are in force
+        """Hold (or wait for) the lease; as its holder, audit when the interval since the last audit
+        by any replica (the lease's annotation) has passed, or soon after the policies changed."""
+        holding = False
+        next_due = 0.0  # wall clock: when the next audit is due (set on taking the lease)
+        next_skip = 0.0  # wall clock: when a replica without the lease counts its next skipped audit
         changed_at: float | None = None
         last_start = -1e18
         renew_every = max(self.config.lease_duration / 3.0, 1.0)
         while not self._stop.is_set():
-            now = time.monotonic()
-            generation = self.generation()
-            if self._audited_generation is not None and generation != self._audited_generation:
-                changed_at = changed_at if changed_at is not None else now
-            due = now >= next_due or (changed_at is not None and now - changed_at >= self.config.change_delay)
-            if due and now - last_start < self.config.min_gap:
-                due = False
-            if not self.ready():
-                due = False
             holder = self.lease.acquire()
-            if not holder and due:
-                self.metrics.runs.labels("skipped").inc()
-                next_due = now + self.config.interval
-                changed_at = None
+            now, mono = time.time(), time.monotonic()
+            generation = self.generation()
+            ready = self.ready()
+            if holder and not holding:  # taken (or first held): continue the cluster's rhythm
+                audited = self.lease.audited_at
+                next_due = audited + self.config.interval if audited is not None else now
                 self._audited_generation = generation
-            elif holder and due:
-                last_start = now
                 changed_at = None
-                self._audited_generation = generation
-                self.audit_once()
-                next_due = time.monotonic() + self.config.interval
-            wait = min(renew_every, max(next_due - time.monotonic(), 0.5))
-            if changed_at is not None:
-                wait = min(wait, self.config.change_delay)
+                log.info(
+                    "audit lease taken by %s; next audit in %.0fs",
+                    self.lease.identity,
+                    max(next_due - now, 0),
+                )
+            holding = holder
+            if not holder:
+                self._audited_generation = generation  # the holder audits policy changes
+                if ready and now >= next_skip:
+                    self.metrics.runs.labels("skipped").inc()
+                    next_skip = now + self.config.interval
+            else:
+                if self._audited_generation is not None and generation != self._audited_generation:
+                    changed_at = changed_at if changed_at is not None else mono
+                due = now >= next_due or (
+                    changed_at is not None and mono - changed_at >= self.config.change_delay
+                )
+                if due and ready and mono - last_start >= self.config.min_gap:
+                    last_start = mono
+                    changed_at = None
+                    self._audited_generation = generation
+                    if self.audit_once() is not None:
+                        self.lease.mark_audited(time.time())
+                    next_due = time.time() + self.config.interval
+            wait = renew_every
+            if holder:
+                wait = min(wait, max(next_due - time.time(), 0.5))
+                if changed_at is not None:
+                    wait = min(wait, self.config.change_delay)
             self._stop.wait(wait)
 
     def audit_once(self) -> AuditRun | None:
         """One paced audit of the whole cluster, written as reports; None when it did not finish."""
-        rate = min(self.config.max_rate, max(MIN_RATE, self._last_count / (self.config.interval * SPREAD)))
+        # Paced by the size of the last audit; the first one (nothing known yet) at the most allowed.
+        spread = (
+            self._last_count / (self.config.interval * SPREAD) if self._last_count else self.config.max_rate
+        )
+        rate = min(self.config.max_rate, max(MIN_RATE, spread))
         list_bucket = TokenBucket(self.config.api_qps, burst=2)
         object_bucket = TokenBucket(rate, burst=max(rate, 1.0))
         self._buckets = [list_bucket, object_bucket]

@@ -390,3 +390,72 @@ def _healthy(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def test_serve_audits_in_the_background_one_replica_at_a_time_and_again_after_a_policy_change(
+    control_plane, admin_client, audit_cluster, kube, world_namespace, world_scenario
+):
+    ns = world_namespace
+    w = AuditWorld(kube, ns, world_scenario)
+    w.policy()
+    w.admit()
+    settings = AuditConfig(
+        interval=3600, max_rate=500, api_qps=50, lease_duration=15, min_gap=0.5, change_delay=0.5
+    )
+    first = Runtime(config(control_plane, world_scenario, audit=settings)).start()
+    second = None
+    try:
+        eventually(lambda: first.audit.completed >= 1, timeout=60, what="the first audit")
+        assert without_timestamps(report_of(admin_client, ns)) == expected_report(
+            admin_client, w, ns, expected(w, ns)
+        )
+        assert _holder(kube) == first.audit.lease.identity
+
+        # A second replica does not audit while the first holds the lease.
+        second = Runtime(config(control_plane, world_scenario, audit=settings)).start()
+        skipped = lambda: second.metrics.registry.get_sample_value(
+            "ostiary_audit_runs_total", {"outcome": "skipped"}
+        )  # noqa: E731
+        eventually(lambda: (skipped() or 0) >= 1, timeout=60, what="the second replica skipping")
+        assert second.audit.completed == 0
+
+        # A tightened policy is audited without waiting for the interval.
+        done = first.audit.completed
+        w.policy(tightened=True)
+        eventually(
+            lambda: first.audit.completed > done and _failing(first, ns), timeout=60, what="a re-audit"
+        )
+        report = report_of(admin_client, ns)
+        assert report["summary"] == {"pass": 4, "fail": 1, "warn": 0, "error": 0, "skip": 0}
+        value = first.metrics.registry.get_sample_value(
+            "ostiary_audit_failing_objects",
+            {"namespace": ns, "policy": f"ImagePolicy/{ns}/audited", "result": "fail"},
+        )
+        assert value == 1.0
+        assert second.audit.completed == 0
+
+        # The first replica stops and gives the lease up: the second takes it over, and keeps the
+        # cluster's rhythm (the last audit is noted on the lease): no audit before the interval is up.
+        first.stop()
+        eventually(
+            lambda: _holder(kube) == second.audit.lease.identity,
+            timeout=60,
+            what="the second replica holding the lease",
+        )
+        assert second.audit.lease.audited_at is not None and second.audit.completed == 0
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def _failing(runtime, ns: str) -> bool:
+    run = runtime.audit.last_run
+    return run is not None and any(r.result == "fail" and r.namespace == ns for r in run.results)
+
+
+def _holder(kube) -> str | None:
+    from kubernetes import client
+
+    lease = client.CoordinationV1Api(kube.api_client).read_namespaced_lease("ostiary-audit", "ostiary-system")
+    return lease.spec.holder_identity
