@@ -459,3 +459,59 @@ def _holder(kube) -> str | None:
 
     lease = client.CoordinationV1Api(kube.api_client).read_namespaced_lease("ostiary-audit", "ostiary-system")
     return lease.spec.holder_identity
+
+
+def test_a_kind_the_api_refuses_to_list_is_reported_as_error_not_dropped(
+    control_plane, admin_client, audit_cluster, kube, world_namespace, world_scenario
+):
+    from kubernetes import client
+
+    ns = world_namespace
+    w = AuditWorld(kube, ns, world_scenario)
+    w.policy()
+    w.admit()
+    job = kube.job(ns, w.ref("tightened"))
+    cfg = config(control_plane, world_scenario)
+    writer = ReportWriter(RestKubeApi.from_kubeconfig(str(control_plane.kubeconfig("ostiary"))))
+    first = audit_once(cfg, ns)
+    assert (f"Job/{job['metadata']['name']}", w.pinned("tightened"), "pass", "allowed") in lines(first, ns)
+    writer.write(first)
+
+    rbac = client.RbacAuthorizationV1Api(admin_client)
+    role = rbac.read_cluster_role("ostiary-audit")
+    rules = [r for r in role.rules if "batch" not in (r.api_groups or [])]
+    rbac.patch_cluster_role(
+        "ostiary-audit", {"rules": [admin_client.sanitize_for_serialization(r) for r in rules]}
+    )
+    ostiary = client.BatchV1Api(control_plane.api_client("ostiary"))
+    try:
+        eventually(
+            lambda: _refused(lambda: ostiary.list_namespaced_job(ns)), timeout=30, what="jobs unlistable"
+        )
+        second = audit_once(cfg, ns)
+    finally:
+        rbac.patch_cluster_role(
+            "ostiary-audit", {"rules": [admin_client.sanitize_for_serialization(r) for r in role.rules]}
+        )
+    assert [e.split(":")[0] for e in second.list_errors] == [
+        f"listing jobs in namespace {ns} failed",
+        f"listing cronjobs in namespace {ns} failed",
+    ]
+    assert lines(second, ns) == expected(w, ns)  # everything else was decided
+    writer.write(second)
+    report = report_of(admin_client, ns)
+    [carried] = [e for e in report["results"] if e["resources"][0]["kind"] == "Job"]
+    assert carried["result"] == "error"
+    assert carried["message"].startswith(f"not re-checked: listing jobs in namespace {ns} failed: 403")
+    assert carried["message"].endswith("(last result: pass: allowed)")
+    assert report["summary"] == {"pass": 5, "fail": 0, "warn": 0, "error": 1, "skip": 0}
+
+
+def _refused(call) -> bool:
+    from kubernetes.client.rest import ApiException
+
+    try:
+        call()
+    except ApiException as exc:
+        return exc.status == 403
+    return False
