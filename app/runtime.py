@@ -180,7 +180,7 @@ class Runtime:
                 self.reviewer,
                 system_namespace=config.system_namespace,
                 config=config.audit,
-                registry=self.metrics.registry,
+                metrics=self.metrics.audit,
                 generation=lambda: self.sync.generation,
                 ready=lambda: self.kube is not None and self.kube.ready and self.serving(),
             )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PASS, FAIL, WARN, ERROR = "pass", "fail", "warn", "error"  # the results (docs/audit.md)
+RESULTS = (PASS, FAIL, WARN, ERROR)
+
 
 @dataclass(frozen=True)
 class AuditConfig:

@@ -28,14 +28,13 @@ from typing import Any
 from app.admission import respond
 from app.admission.extract import BadRequest, ImageSite, image_sites
 from app.admission.review import Reviewer
+from app.audit.config import ERROR, FAIL, PASS, RESULTS, WARN
 from app.audit.scan import Listed
 from app.notary.service import TrustRequest
 from app.ports import TrustGatherer
 
 log = logging.getLogger("ostiary.audit")
 
-PASS, FAIL, WARN, ERROR = "pass", "fail", "warn", "error"
-RESULTS = (PASS, FAIL, WARN, ERROR)
 SOURCE = "ostiary"
 AUDIT_USER = {"username": "ostiary:audit", "groups": ["ostiary:audit"]}
 

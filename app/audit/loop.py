@@ -40,7 +40,7 @@ class AuditLoop:
         *,
         system_namespace: str,
         config: AuditConfig,
-        registry: Any,
+        metrics: AuditMetrics,
         generation: Any = None,  # () -> int: the policy set's generation (PolicySync.generation)
         ready: Any = None,  # () -> bool: the policy source has synced
         identity: str | None = None,
@@ -48,7 +48,7 @@ class AuditLoop:
         self.api = api
         self.auditor = Auditor(reviewer)
         self.config = config
-        self.metrics = AuditMetrics(registry)
+        self.metrics = metrics
         self.writer = ReportWriter(api, config.page_size)
         self.lease = Lease(
             api,

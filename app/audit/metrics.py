@@ -1,12 +1,17 @@
-"""The audit's Prometheus metrics, on the application's registry."""
+"""The audit's Prometheus metrics, on the application's registry (app/metrics.py makes them, so
+/metrics names them even while the audit is off)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from app.audit.engine import ERROR, FAIL, RESULTS, AuditRun
+from app.audit.config import ERROR, FAIL, RESULTS
+
+if TYPE_CHECKING:
+    from app.audit.engine import AuditRun
 
 
 class AuditMetrics:
