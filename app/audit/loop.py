@@ -107,7 +107,7 @@ class AuditLoop:
             if not holder:
                 self._audited_generation = generation  # the holder audits policy changes
                 if ready and now >= next_skip:
-                    self.metrics.runs.labels("skipped").inc()
+                    self.metrics.finished("skipped", time.time())
                     next_skip = now + self.config.interval
             else:
                 if self._audited_generation is not None and generation != self._audited_generation:
@@ -158,23 +158,21 @@ class AuditLoop:
                 page_size=self.config.page_size,
                 on_object=keep_lease,
             )
-            self.metrics.record(
-                run, time.time()
-            )  # the metrics say what was found, even if no report is written
-            self.writer.write(run)
+            self.metrics.record(run)  # the metrics say what was found, even if no report is written
+            unwritten = self.writer.write(run)
         except AuditStopped as exc:
             log.info("audit not finished: %s", exc)
-            self.metrics.runs.labels("failed").inc()
+            self.metrics.finished("failed", time.time())
             self.last_error = str(exc)
             return None
         except KubeError as exc:
             log.error("audit reports not written: %s", exc)
-            self.metrics.runs.labels("failed").inc()
+            self.metrics.finished("failed", time.time())
             self.last_error = f"the reports could not be written: {exc}"
             return None
         except Exception as exc:  # noqa: BLE001 - the loop must go on; the metric and log say why
             log.exception("audit failed")
-            self.metrics.runs.labels("failed").inc()
+            self.metrics.finished("failed", time.time())
             self.last_error = f"{exc.__class__.__name__}: {exc}"
             return None
         finally:
@@ -183,6 +181,9 @@ class AuditLoop:
         self.last_run = run
         self.last_error = None
         self.completed += 1
+        if unwritten:  # e.g. namespaces being deleted: the others' reports are written
+            self.last_error = f"{len(unwritten)} reports not written: " + "; ".join(unwritten[:5])
+        self.metrics.finished("incomplete" if run.list_errors or unwritten else "complete", time.time())
         counts = run.counts()
         log.info(
             "audit: %d objects in %.1fs (%.1f/s, %.1fs CPU): %s%s",

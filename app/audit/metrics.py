@@ -56,7 +56,8 @@ class AuditMetrics:
             registry=registry,
         )
 
-    def record(self, run: AuditRun, finished: float) -> None:
+    def record(self, run: AuditRun) -> None:
+        """The gauges of what `run` found (set before its reports are written)."""
         objects: dict[tuple[str, str, str], set[str]] = defaultdict(set)
         for r in run.results:
             if r.result in (FAIL, ERROR):
@@ -71,6 +72,9 @@ class AuditMetrics:
         self.duration.set(run.seconds)
         self.rate.set(run.objects / run.seconds if run.seconds > 0 else 0.0)
         self.cpu.set(run.cpu_seconds)
-        self.runs.labels("incomplete" if run.list_errors else "complete").inc()
-        if not run.list_errors:
-            self.last_success.set(finished)
+
+    def finished(self, outcome: str, at: float) -> None:
+        """Count one audit by outcome (complete, incomplete, failed, skipped)."""
+        self.runs.labels(outcome).inc()
+        if outcome == "complete":
+            self.last_success.set(at)

@@ -140,8 +140,11 @@ class ReportWriter:
             if not token:
                 return found
 
-    def write(self, run: AuditRun) -> None:
-        """Make the reports say what `run` found (for its namespace, or all). Raises KubeError."""
+    def write(self, run: AuditRun) -> list[str]:
+        """Make the reports say what `run` found (for its namespace, or all). A report that cannot be
+        written (a namespace being deleted refuses new objects) is skipped and named in the list
+        returned; the others are written. Raises KubeError when the reports cannot even be listed."""
+        failures: list[str] = []
         existing = self._existing(run.namespace)
         by_namespace: dict[str, list[Result]] = defaultdict(list)
         for r in run.results:
@@ -155,19 +158,28 @@ class ReportWriter:
                 run.list_errors,
             )
             path = object_path(API_VERSION, "policyreports", namespace, REPORT_NAME)
-            if not results:
-                if before is not None:
-                    self.api.delete(path)
-                    self.writes += 1
-                continue
-            self._put(
-                path,
-                object_path(API_VERSION, "policyreports", namespace),
-                before,
-                report_body("PolicyReport", namespace, results),
-            )
+            try:
+                if not results:
+                    if before is not None:
+                        self.api.delete(path)
+                        self.writes += 1
+                    continue
+                self._put(
+                    path,
+                    object_path(API_VERSION, "policyreports", namespace),
+                    before,
+                    report_body("PolicyReport", namespace, results),
+                )
+            except KubeError as exc:
+                log.warning("audit: the report of namespace %s was not written: %s", namespace, exc)
+                failures.append(f"namespace {namespace}: {exc}")
         if run.namespace is None:
-            self._cluster_report(run)
+            try:
+                self._cluster_report(run)
+            except KubeError as exc:
+                log.warning("audit: the cluster report was not written: %s", exc)
+                failures.append(f"cluster report: {exc}")
+        return failures
 
     def _put(self, path: str, collection: str, before: dict | None, body: dict) -> None:
         if before is None:

@@ -11,11 +11,12 @@ tests also prove that role is enough.
 from __future__ import annotations
 
 import base64
-import contextlib
+import json
 import subprocess
 import time
 import urllib.request
 import uuid
+from xml.etree import ElementTree
 
 import pytest
 import yaml
@@ -27,7 +28,7 @@ from app.audit.reports import REPORT_NAME, ReportWriter
 from app.kube.client import RestKubeApi
 from app.runtime import Runtime, ServeConfig
 from tests.e2e.cluster import REPO, free_port, start_process, tool
-from tests.e2e.k8s import CRD_DIR, eventually, install_crds, load_documents
+from tests.e2e.k8s import eventually, install_crds, load_documents
 
 pytestmark = [pytest.mark.e2e, pytest.mark.world]
 
@@ -348,7 +349,39 @@ def test_a_trust_server_or_opa_that_is_down_is_an_error_never_a_pass(
         f"could not be checked: root: notary server {dead} could not be reached (details in Ostiary's log)",
     )
     assert lines(run, ns) == expected(w, ns, web=unreachable, resigned=unreachable)
+
+    # `ostiary audit` prints the same, and exits 1 (something could not be decided).
+    argv = [
+        str(REPO / ".venv" / "bin" / "ostiary"),
+        "audit",
+        "--kubeconfig",
+        str(control_plane.kubeconfig("ostiary")),
+        "-n",
+        ns,
+        "--ca-file",
+        str(world_scenario.ca_file),
+        "--system-namespace",
+        "ostiary-system",
+        "--trust-server-allow",
+        world_scenario.notary_url,
+        "--trust-server-allow",
+        dead,
+    ]
+    cli = subprocess.run([*argv, "-o", "json"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1, cli.stderr[-2000:]
+    printed = json.loads(cli.stdout)
+    assert {
+        (f"{r['kind']}/{r['name']}", r["image"], r["result"], r["message"]) for r in printed["results"]
+    } == lines(run, ns)
+    assert printed["summary"] == {"pass": 3, "fail": 0, "warn": 0, "error": 2} and printed["objects"] == 5
+    cli = subprocess.run([*argv, "-o", "junit"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1
+    suite = ElementTree.fromstring(cli.stdout.split("\n", 1)[1]).find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("5", "0", "2")
     w.policy()
+    cli = subprocess.run([*argv, "-o", "table"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stdout + cli.stderr[-2000:]
+    assert cli.stdout.splitlines()[-1] == "5 objects, 5 results: 5 pass, 0 fail, 0 warn, 0 error"
 
     # OPA goes down: every image is an error, none a pass.
     port = free_port()
@@ -413,9 +446,12 @@ def test_serve_audits_in_the_background_one_replica_at_a_time_and_again_after_a_
 
         # A second replica does not audit while the first holds the lease.
         second = Runtime(config(control_plane, world_scenario, audit=settings)).start()
-        skipped = lambda: second.metrics.registry.get_sample_value(
-            "ostiary_audit_runs_total", {"outcome": "skipped"}
-        )  # noqa: E731
+
+        def skipped():
+            return second.metrics.registry.get_sample_value(
+                "ostiary_audit_runs_total", {"outcome": "skipped"}
+            )
+
         eventually(lambda: (skipped() or 0) >= 1, timeout=60, what="the second replica skipping")
         assert second.audit.completed == 0
 
@@ -473,7 +509,7 @@ def test_a_kind_the_api_refuses_to_list_is_reported_as_error_not_dropped(
     job = kube.job(ns, w.ref("tightened"))
     cfg = config(control_plane, world_scenario)
     writer = ReportWriter(RestKubeApi.from_kubeconfig(str(control_plane.kubeconfig("ostiary"))))
-    first = audit_once(cfg, ns)
+    first = audit_once(cfg, ns, page_size=2)  # several pages per kind: limit/continue through the API server
     assert (f"Job/{job['metadata']['name']}", w.pinned("tightened"), "pass", "allowed") in lines(first, ns)
     writer.write(first)
 
