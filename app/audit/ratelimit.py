@@ -34,8 +34,8 @@ class TokenBucket:
                 now = self._clock()
                 self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
                 self._at = now
-                if self._tokens >= 1.0:
-                    self._tokens -= 1.0
+                if self._tokens >= 1.0 - 1e-9:  # float rounding must not leave a waiter spinning
+                    self._tokens = max(self._tokens - 1.0, 0.0)
                     return True
                 wait = (1.0 - self._tokens) / self.rate
             if self._stop.is_set():
