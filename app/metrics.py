@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from app.audit.metrics import AuditMetrics
 from app.policies.reconcile import Drift
 
 
@@ -126,6 +127,7 @@ class Metrics:
             ["change"],
             registry=self.registry,
         )
+        self.audit = AuditMetrics(self.registry)  # app/audit (docs/audit.md)
 
     def record_drift(self, found: Drift) -> None:
         """One repair of OPA's modules (see app.policies.sync.PolicySync.repair)."""

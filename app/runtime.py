@@ -25,6 +25,8 @@ from pathlib import Path
 
 from app.admission.plans import PlanCache
 from app.admission.review import Reviewer
+from app.audit.config import AuditConfig
+from app.audit.loop import AuditLoop
 from app.kube.records import KubeRecordStore
 from app.kube.runtime import KubeRuntime
 from app.metrics import Metrics
@@ -91,6 +93,10 @@ class ServeConfig:
     # What policies may cost OPA (app/policies/bounds.py; serve --max-policy-entries,
     # --max-namespace-policy-bytes, --max-policy-bytes).
     bounds: Bounds = DEFAULT_BOUNDS
+    # The background audit (app/audit, docs/audit.md; serve --audit, cluster mode only); None: off.
+    audit: AuditConfig | None = None
+    # Only read the cluster: no policy status or Events written (`ostiary audit`).
+    read_only: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -150,6 +156,7 @@ class Runtime:
                 sync=self.sync,
                 translate=self.translate,
                 bounds=config.bounds,
+                read_only=config.read_only,
             )
         self.store: ObjectStore = self.kube.store if self.kube is not None else DirectoryStore(PolicySet())
         self.trust = self._trust_service()
@@ -167,6 +174,17 @@ class Runtime:
             signatures=self.signatures,
             default_root_pins=self.trust.default_pins,
         )
+        self.audit: AuditLoop | None = None
+        if self.kube is not None and config.audit is not None:
+            self.audit = AuditLoop(
+                self.kube.api,
+                self.reviewer,
+                system_namespace=config.system_namespace,
+                config=config.audit,
+                metrics=self.metrics.audit,
+                generation=lambda: self.sync.generation,
+                ready=lambda: self.kube is not None and self.kube.ready and self.serving(),
+            )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
         # /readyz answers from the last probe (no I/O, no lock), never waiting on OPA itself.
         # (ready, why, when, OPA restarts seen): a verdict from before OPA's last restart is void.
@@ -195,6 +213,8 @@ class Runtime:
         else:
             self.load_error = "no policy source: give --policy-dir or --kube"
         self._watchdog.start()
+        if self.audit is not None:
+            self.audit.start()
         self.probe()
         self._prober.start()
         return self
@@ -462,6 +482,8 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.audit is not None:
+            self.audit.stop()
         if self.kube is not None:
             self.kube.stop()
         if self.local_opa is not None:

@@ -1,6 +1,7 @@
 """The `ostiary` command, one module per command group (docs/internals.md):
 
     serve.py    serve
+    audit.py    audit
     policy.py   translate, check, explain, apply, test
     trust.py    trust inspect, capture, pins, pin, unpin
     options.py  the options they share (--at, --trust-data, bounds, ...), defined once
@@ -14,6 +15,7 @@ import logging
 
 import click
 
+from app.cli.audit import audit
 from app.cli.policy import apply_cmd, check, explain, test_cmd, translate
 from app.cli.serve import serve
 from app.cli.trust import trust
@@ -29,7 +31,7 @@ def main(log_level: str) -> None:
     configure(getattr(logging, log_level.upper(), logging.INFO))
 
 
-for command in (serve, translate, check, explain, apply_cmd, test_cmd, trust):
+for command in (serve, audit, translate, check, explain, apply_cmd, test_cmd, trust):
     main.add_command(command)
 
 __all__ = ["main"]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from app.audit.options import serve_options as audit_serve_options
 from app.cli.options import (
     bounds_options,
     ca_file_option,
@@ -18,6 +19,7 @@ from app.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from app.audit.config import AuditConfig
     from app.policies.bounds import Bounds
 
 LOOPBACK_NAMES = {"localhost"}
@@ -166,6 +168,7 @@ def checked_root_pins(path: str | None) -> str | None:
 )
 @trust_server_allow_option()
 @bounds_options
+@audit_serve_options
 def serve(
     policy_dir: str,
     rego_dir: str | None,
@@ -189,6 +192,7 @@ def serve(
     decision_log: str,
     trust_server_allow: tuple[str, ...],
     bounds: Bounds,
+    audit: AuditConfig | None,
 ) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
     from app.runtime import ServeConfig, read_token
@@ -236,5 +240,6 @@ def serve(
         decision_log=decision_log,
         trust_server_allow=trust_server_allow,
         bounds=bounds,
+        audit=audit,
     )
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)

@@ -138,6 +138,17 @@ class RestKubeApi:
     def list(self, path: str) -> dict:
         return self._call("GET", path)
 
+    def list_page(
+        self, path: str, limit: int, continue_token: str | None = None, label_selector: str | None = None
+    ) -> dict:
+        """One page of a collection (the API server's ``limit``/``continue`` pagination)."""
+        query = [("limit", str(limit))]
+        if continue_token:
+            query.append(("continue", continue_token))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        return self._call("GET", path, query=query)
+
     def watch(self, path: str, resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, dict]]:
         query = [
             ("watch", "true"),

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from app.kube.client import KubeApi, RestKubeApi
+from app.kube.events import EventReporter
 from app.kube.owners import OwnerVerifier
 from app.kube.source import KubePolicySource
 from app.kube.store import KubeObjectStore
@@ -20,6 +22,19 @@ from app.policies.schema import parse_policy_document
 from app.policies.sync import PolicySync
 
 log = logging.getLogger(__name__)
+
+
+class SilentReporter(EventReporter):
+    """Reports nothing: for a process that only reads the cluster (``ostiary audit``)."""
+
+    def __init__(self) -> None:
+        pass
+
+    def event(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def status(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class KubeRuntime:
@@ -38,6 +53,7 @@ class KubeRuntime:
         read_timeout: float = 3.0,
         opa_check_interval: float = 5.0,
         discovery_interval: float = 10.0,
+        read_only: bool = False,
     ):
         self.system_namespace = system_namespace
         self.api: KubeApi = api if api is not None else RestKubeApi.from_kubeconfig(kubeconfig)
@@ -56,6 +72,8 @@ class KubeRuntime:
             opa_repair=sync.repair,
             opa_check_interval=opa_check_interval,
             discovery_interval=discovery_interval,
+            # read_only (`ostiary audit`): the policies' status and Events stay the serving replicas'
+            reporter=SilentReporter() if read_only else None,
         )
 
     @property

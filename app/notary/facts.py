@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from app.notary.errors import TrustError
+from app.notary.errors import (
+    DeadlineExceeded,
+    FetchError,
+    RoleNotServed,
+    ServerNotAllowed,
+    ServiceError,
+    TrustError,
+)
 from app.notary.keys import (
     KeyFormatError,
     certificate_problem,
@@ -130,6 +137,23 @@ def build_facts(
     }
 
 
+class FailureFacts(dict):
+    """The facts of an image whose trust data did not verify (a plain dict to OPA and to JSON), with
+    ``unavailable``: whether the failure was the trust service's or the server's (not reached, an
+    unexpected status, a timeout, an internal error) rather than a verdict on the trust data. The
+    audit (app/audit) reports such an image as ``error``, never as a policy failure or a pass."""
+
+    unavailable: bool = False
+
+
+def unavailable_error(error: TrustError) -> bool:
+    """True when `error` says nothing about the image's trust data: it could not be had or checked
+    (a role the server answers 404 for is an answer: "not signed there")."""
+    if isinstance(error, (RoleNotServed, ServerNotAllowed)):
+        return False
+    return isinstance(error, (FetchError, ServiceError, DeadlineExceeded))
+
+
 def failure_facts(
     server: str | None,
     gun: str,
@@ -139,6 +163,19 @@ def failure_facts(
     signers: Sequence[tuple[str, str, str]],
 ) -> dict[str, Any]:
     """The facts of an image whose trust data did not verify: verified False, with the error."""
+    facts = FailureFacts(_failure_facts(server, gun, tag, digest, error, signers))
+    facts.unavailable = unavailable_error(error)
+    return facts
+
+
+def _failure_facts(
+    server: str | None,
+    gun: str,
+    tag: str | None,
+    digest: str | None,
+    error: TrustError,
+    signers: Sequence[tuple[str, str, str]],
+) -> dict[str, Any]:
     return {
         "verified": False,
         "root_trust": None,

@@ -418,6 +418,8 @@ class TrustService:
             if group.error is not None:
                 continue
             cached = self._fresh(group.key, ahead_of=group)
+            if cached is None and group.dry_run:  # a first use only dry runs saw (see _walk)
+                cached = self._fresh(group.flight_key)
             if cached is None and group.owner_proved:
                 cached = self._kept(group.key)
             if cached is None:
@@ -729,23 +731,30 @@ class TrustService:
                 report(group.server, group.gun, denial.reason, reason)
             raise denial from error
         if durable and group.dry_run:
-            if record is None:  # a first use seen by a dry run only: neither recorded nor cached
+            if record is None:
+                # A first use seen by a dry run only: not recorded, and not cached for admissions
+                # (the next real admission walks and records it); kept apart for dry runs only
+                # (the audit re-checks it within the cache's freshness without a round trip).
+                if timestamp is not None:
+                    self.cache.store(group.flight_key, self._entry(repository, timestamp, documents))
                 return repository
         elif durable:
             self._write_record(group, repository, now)
         self.cache.remember(key, repository.root_bytes, repository.versions)
         if timestamp is not None:
-            self.cache.store(
-                key,
-                CachedRepository(
-                    repository=repository,
-                    timestamp_bytes=timestamp,
-                    expires=_earliest_expiry(documents),
-                    checked_at=self._monotonic(),
-                    size=repository.kept_bytes(),
-                ),
-            )
+            self.cache.store(key, self._entry(repository, timestamp, documents))
         return repository
+
+    def _entry(
+        self, repository: TrustedRepository, timestamp: bytes, documents: Sequence[bytes]
+    ) -> CachedRepository:
+        return CachedRepository(
+            repository=repository,
+            timestamp_bytes=timestamp,
+            expires=_earliest_expiry(documents),
+            checked_at=self._monotonic(),
+            size=repository.kept_bytes(),
+        )
 
     # -- the durable record ----------------------------------------------------------------------------
 

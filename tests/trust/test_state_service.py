@@ -218,6 +218,23 @@ def test_a_dry_run_writes_no_record_and_moves_no_version(notary_server, pki, tmp
     assert store.get(notary_server.url, GUN).versions["timestamp"] == 10
 
 
+def test_a_dry_run_first_use_is_reused_by_dry_runs_only_within_the_cache_freshness(
+    notary_server, pki, tmp_path
+) -> None:
+    """The audit re-checks images nobody admitted with dry runs: within the cache's freshness the
+    second costs no walk, while a real admission still walks and records the first use."""
+    publish(notary_server, ForgedRepo(versions={"targets": 4, "timestamp": 9}))
+    store = FileRecordStore(tmp_path).ensure()
+    service = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, records=store)
+    assert gather(service, notary_server, dry_run=True)["root_trust"] == "first-use"
+    assert gather(service, notary_server, dry_run=True)["root_trust"] == "first-use"
+    assert service.stats()["walks"] == 1 and service.stats()["cache_hits"] == 1
+    assert store.records() == []
+    assert gather(service, notary_server)["root_trust"] == "first-use"  # admission: walked, recorded
+    assert service.stats()["walks"] == 2
+    assert store.get(notary_server.url, GUN).versions["timestamp"] == 9
+
+
 def test_records_beyond_the_limit_are_refused_naming_it(notary_server, pki, tmp_path) -> None:
     publish(notary_server, ForgedRepo())
     store = FileRecordStore(tmp_path).ensure()
