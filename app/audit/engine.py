@@ -30,8 +30,6 @@ from app.admission.extract import BadRequest, ImageSite, image_sites
 from app.admission.review import Reviewer
 from app.audit.config import ERROR, FAIL, PASS, RESULTS, WARN
 from app.audit.scan import Listed
-from app.notary.service import TrustRequest
-from app.ports import TrustGatherer
 
 log = logging.getLogger("ostiary.audit")
 
@@ -82,15 +80,16 @@ class AuditRun:
         return out
 
 
-class _CapturingTrust:
-    """The serving trust service, seen through: remembers the facts it gave for each image (by the
-    reference as written) so a failure of the service or the server can be told from a verdict."""
+class _Capturing:
+    """A serving gatherer (trust or signatures), seen through: remembers, for each image (by the
+    reference as written), facts that say the service or the server could not answer (their
+    `unavailable` flag), so a failure to check can be told from a verdict."""
 
-    def __init__(self, inner: TrustGatherer):
+    def __init__(self, inner: Any):
         self.inner = inner
         self.local = threading.local()
 
-    def gather(self, requests: Sequence[TrustRequest], deadline: float) -> list[dict]:
+    def gather(self, requests: Sequence[Any], deadline: float) -> list[dict]:
         facts = self.inner.gather(requests, deadline)
         seen = getattr(self.local, "seen", None)
         if seen is not None and isinstance(facts, list):
@@ -141,10 +140,13 @@ class Auditor:
 
     def __init__(self, reviewer: Reviewer, clock: Callable[[], float] = time.time):
         self.reviewer = copy.copy(reviewer)
-        self.capture: _CapturingTrust | None = None
+        self.captures: list[_Capturing] = []
         if reviewer.trust is not None:
-            self.capture = _CapturingTrust(reviewer.trust)
-            self.reviewer.trust = self.capture
+            self.captures.append(_Capturing(reviewer.trust))
+            self.reviewer.trust = self.captures[-1]
+        if reviewer.signatures is not None:
+            self.captures.append(_Capturing(reviewer.signatures))
+            self.reviewer.signatures = self.captures[-1]
         self.clock = clock
 
     def decide(self, listed: Listed) -> list[Result]:
@@ -174,8 +176,8 @@ class Auditor:
         except BadRequest as exc:
             return [result(None, SOURCE, "object", ERROR, f"Ostiary could not read the object: {exc}")]
         unavailable: dict[str, str] = {}
-        if self.capture is not None:
-            self.capture.local.seen = unavailable
+        for capture in self.captures:
+            capture.local.seen = unavailable
         try:
             _response, outcome = self.reviewer.review(review_of(listed, f"audit-{uid or id(obj)}"))
         except Exception as exc:  # noqa: BLE001 - review() answers everything; this is a last guard
@@ -185,8 +187,8 @@ class Auditor:
             outcome = None
             message = f"internal error: {exc.__class__.__name__}: {exc}"
         finally:
-            if self.capture is not None:
-                self.capture.local.seen = None
+            for capture in self.captures:
+                capture.local.seen = None
         if outcome is None or outcome.error:
             message = outcome.reason if outcome is not None else message
             if not sites:

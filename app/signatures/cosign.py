@@ -49,7 +49,7 @@ from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.material import exact_object, load_material
 from app.signatures.port import SignatureRequest
-from app.signatures.registry import Manifest, ReadError, RegistryReader
+from app.signatures.registry import Manifest, ReadError, RegistryReader, RegistryUnavailable
 
 FORMAT = "cosign"
 MAX_KEYS = 16  # public keys in one Secret
@@ -339,7 +339,9 @@ class CosignVerifier:
             signatures = self._legacy(request, digest, keys, deadline)
             signatures += self._bundles(request, digest, keys, deadline)
         except ReadError as exc:
-            return failure_facts(FORMAT, requirement, str(exc))
+            return failure_facts(
+                FORMAT, requirement, str(exc), unavailable=isinstance(exc, RegistryUnavailable)
+            )
         facts = verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
         return self.cache.put(key, facts)
 
@@ -375,7 +377,9 @@ class CosignVerifier:
             signatures = self._legacy_keyless(request, digest, deadline)
             signatures += self._bundles(request, digest, [], deadline, root=root)
         except ReadError as exc:
-            return failure_facts(FORMAT, requirement, str(exc))
+            return failure_facts(
+                FORMAT, requirement, str(exc), unavailable=isinstance(exc, RegistryUnavailable)
+            )
         facts = verified_facts(FORMAT, requirement, digest, [], signatures)
         facts["trusted_root"] = {"name": root.name, "digest": root.digest}
         return self.cache.put(key, facts)

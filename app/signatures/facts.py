@@ -76,15 +76,32 @@ def verified_facts(
     }
 
 
+class FailureFacts(dict):
+    """Facts of a requirement whose signatures could not be looked for. `unavailable` (not part of the
+    JSON OPA sees) says the registry or store could not answer, as the Notary facts' flag does: the
+    audit reports such an image as `error`, not as a policy failure."""
+
+    unavailable: bool = False
+
+
 def failure_facts(
-    format: str, requirement: Mapping[str, Any], error: str, digest: str | None = None
+    format: str,
+    requirement: Mapping[str, Any],
+    error: str,
+    digest: str | None = None,
+    *,
+    unavailable: bool = False,
 ) -> dict[str, Any]:
-    return {
-        "format": format,
-        "requirement": dict(requirement),
-        "verified": False,
-        "error": _short(error),
-        "digest": digest,
-        "keys": [],
-        "signatures": [],
-    }
+    facts = FailureFacts(
+        {
+            "format": format,
+            "requirement": dict(requirement),
+            "verified": False,
+            "error": _short(error),
+            "digest": digest,
+            "keys": [],
+            "signatures": [],
+        }
+    )
+    facts.unavailable = unavailable
+    return facts

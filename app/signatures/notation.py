@@ -57,7 +57,7 @@ from app.notary.canonical import load_json
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.material import load_material
 from app.signatures.port import NOTATION_STORE_KEYS, SignatureRequest
-from app.signatures.registry import Manifest, ReadError, RegistryReader
+from app.signatures.registry import Manifest, ReadError, RegistryReader, RegistryUnavailable
 
 FORMAT = "notation"
 ARTIFACT_TYPE = "application/vnd.cncf.notary.signature"
@@ -851,7 +851,9 @@ class NotationVerifier:
                 )
             signatures = self._signatures(request, target, anchors, deadline)
         except ReadError as exc:
-            return failure_facts(FORMAT, requirement, str(exc))
+            return failure_facts(
+                FORMAT, requirement, str(exc), unavailable=isinstance(exc, RegistryUnavailable)
+            )
         return verified_facts(
             FORMAT, requirement, target.digest, [a.fingerprint for a in signers], signatures
         )

@@ -38,6 +38,17 @@ class ReadError(Exception):
     """A read failed; the message names what, where and why (it ends up in a denial)."""
 
 
+class RegistryUnavailable(ReadError):
+    """The registry or store could not answer (not reached, timed out, HTTP 429 or 5xx): nothing was
+    learnt about the signatures. Still a denial at admission; the audit reports it as `error`."""
+
+
+def read_failure(who: str, status: int, what: str) -> ReadError:
+    """The error for an unexpected HTTP status: unavailable for 429 and 5xx, a plain ReadError else."""
+    error = RegistryUnavailable if status == 429 or status >= 500 else ReadError
+    return error(f"{who} answered HTTP {status} for {what}")
+
+
 @dataclass(frozen=True)
 class Manifest:
     digest: str  # sha256 of the bytes received
@@ -93,8 +104,8 @@ class RegistryReader:
         if answer.status == 404:
             return None
         if answer.status != 200:
-            raise ReadError(
-                f"registry {image.registry} answered HTTP {answer.status} for manifest {image.name}:{reference}"
+            raise read_failure(
+                f"registry {image.registry}", answer.status, f"manifest {image.name}:{reference}"
             )
         digest = "sha256:" + hashlib.sha256(answer.body).hexdigest()
         if reference.startswith("sha256:") and digest != reference.lower():
@@ -115,8 +126,8 @@ class RegistryReader:
         if answer.status in REFERRERS_ABSENT:
             return None
         if answer.status != 200:
-            raise ReadError(
-                f"registry {image.registry} answered HTTP {answer.status} for the referrers of {image.name}@{digest}"
+            raise read_failure(
+                f"registry {image.registry}", answer.status, f"the referrers of {image.name}@{digest}"
             )
         return answer.body
 
@@ -132,9 +143,7 @@ class RegistryReader:
         url = f"{self.base_url(image.registry)}/v2/{image.repository}/blobs/{digest}"
         answer = self._registry_get(url, image, deadline, credentials, limit=limit)
         if answer.status != 200:
-            raise ReadError(
-                f"registry {image.registry} answered HTTP {answer.status} for blob {digest} of {image.name}"
-            )
+            raise read_failure(f"registry {image.registry}", answer.status, f"blob {digest} of {image.name}")
         if "sha256:" + hashlib.sha256(answer.body).hexdigest() != digest:
             raise ReadError(
                 f"registry {image.registry} served bytes for blob {digest} that hash to something else"
@@ -181,7 +190,7 @@ class RegistryReader:
                 limit=limit,
             )
         except TrustError as error:
-            raise ReadError(error.reason) from None
+            raise RegistryUnavailable(error.reason) from None
 
     def _registry_get(
         self,

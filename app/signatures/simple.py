@@ -29,7 +29,7 @@ from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.material import exact_object, load_material
 from app.signatures.port import SignatureRequest
-from app.signatures.registry import ReadError, RegistryReader
+from app.signatures.registry import ReadError, RegistryReader, RegistryUnavailable, read_failure
 
 FORMAT = "simple"
 MAX_SIGNATURES = 16
@@ -114,7 +114,9 @@ class SimpleVerifier:
             expiries: list[int] = []
             signatures = self._signatures(request, base.rstrip("/"), digest, keys, deadline, expiries)
         except ReadError as exc:
-            return failure_facts(FORMAT, requirement, str(exc))
+            return failure_facts(
+                FORMAT, requirement, str(exc), unavailable=isinstance(exc, RegistryUnavailable)
+            )
         facts = verified_facts(FORMAT, requirement, digest, [k.fingerprint for k in keys], signatures)
         # a verified signature that expires ends the entry's life with it (openpgp.verify_message)
         return self.cache.put(key, facts, valid_until=min(expiries) if expiries else None)
@@ -158,7 +160,7 @@ class SimpleVerifier:
             if answer.status == 404:
                 break
             if answer.status != 200:
-                raise ReadError(f"signature store answered HTTP {answer.status} for {url}")
+                raise read_failure("signature store", answer.status, url)
             found.append(self._one(url, answer.body, keys, expiries))
         return found
 
