@@ -10,21 +10,22 @@ does that first; a bare `gunicorn -c` run uses their defaults, which are the val
 Environment overrides follow gunicorn's convention: GUNICORN_CMD_ARGS="--worker-connections 200".
 """
 
+from app import defaults
+
 workers = 1
 worker_class = "app.serving.OstiaryWorker"
-threads = 8
-worker_connections = 1000  # open connections at most; beyond: an idle one is closed, else 503/reset
+threads = defaults.THREADS
+worker_connections = defaults.WORKER_CONNECTIONS  # beyond: an idle connection is closed, else 503/reset
 timeout = 30
 graceful_timeout = 10
 keepalive = 30  # seconds an idle kept-alive connection stays open (on the loop, not on a thread)
-tls_handshake_timeout = 5.0
-header_timeout = 10.0  # from the accept (or a kept-alive request's first byte) to the end of the head
-body_timeout = 10.0  # from the end of the head to the end of the Content-Length body
-send_timeout = 10.0  # a thread writing a response to a client that does not read
-max_buffered_bytes = 64 * 1024 * 1024  # request bytes held in memory by all connections together
-peer_share = (
-    0.5  # of worker_connections and max_buffered_bytes one client address may hold (docs/security.md)
-)
+# The worker's own settings (app/serving.py); what each means: app/defaults.py.
+tls_handshake_timeout = defaults.TLS_HANDSHAKE_TIMEOUT
+header_timeout = defaults.HEADER_TIMEOUT
+body_timeout = defaults.BODY_TIMEOUT
+send_timeout = defaults.SEND_TIMEOUT
+max_buffered_bytes = defaults.MAX_BUFFERED_BYTES
+peer_share = defaults.PEER_SHARE
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import defaults
 from app.admission.plans import PlanCache
 from app.admission.review import Reviewer
 from app.audit.config import AuditConfig
@@ -72,9 +73,9 @@ class ServeConfig:
     opa_token_file: str | None = None  # the bearer token of an external OPA (the chart's sidecar)
     ca_file: str | None = None
     system_namespace: str = DEFAULT_SYSTEM_NAMESPACE
-    budget: float = 8.0
-    trust_cache_ttl: float = 60.0
-    max_trust_records: int = 10000  # serve --max-trust-records
+    budget: float = defaults.BUDGET_SECONDS
+    trust_cache_ttl: float = defaults.TRUST_CACHE_TTL
+    max_trust_records: int = defaults.MAX_TRUST_RECORDS  # serve --max-trust-records
     kube: bool = False
     kubeconfig: str | None = None
     decision_log: str | None = "-"  # app/decisionlog.py: "-" stdout, a file path, or "off"
@@ -97,7 +98,6 @@ class ServeConfig:
     audit: AuditConfig | None = None
     # Only read the cluster: no policy status or Events written (`ostiary audit`).
     read_only: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def read_token(path: str) -> str:

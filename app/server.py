@@ -13,7 +13,7 @@ from flask import Flask, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import jsonio
+from app import defaults, jsonio
 from app.admission import respond
 from app.admission.extract import BadRequest
 from app.admission.review import Outcome, parse_review, request_uid
@@ -21,9 +21,7 @@ from app.decisionlog import DecisionLog
 from app.runtime import Runtime, ServeConfig
 
 log = logging.getLogger("ostiary")
-MAX_BODY = (
-    7 * 1024 * 1024
-)  # an UPDATE carries object and oldObject, each up to the API server's 3 MiB request limit
+MAX_BODY = defaults.MAX_BODY
 
 
 def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None) -> Flask:

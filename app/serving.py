@@ -52,7 +52,8 @@ from gunicorn import sock as gsock
 from gunicorn.config import Setting, validate_pos_int
 from gunicorn.workers.gthread import ThreadWorker
 
-from app.server import MAX_BODY
+from app import defaults
+from app.defaults import MAX_BODY
 
 READ_CHUNK = 65536
 MAX_READS_PER_STEP = 4  # then back to the poller: one busy connection cannot hold the loop
@@ -77,7 +78,7 @@ class TlsHandshakeTimeout(Setting):
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
-    default = 5.0
+    default = defaults.TLS_HANDSHAKE_TIMEOUT
     desc = "Seconds a client has to complete the TLS handshake (app.serving.OstiaryWorker)."
 
 
@@ -88,7 +89,7 @@ class HeaderTimeout(Setting):
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
-    default = 10.0
+    default = defaults.HEADER_TIMEOUT
     desc = "Seconds from a new connection (or the first byte of a kept-alive one) to a complete request head."
 
 
@@ -99,7 +100,7 @@ class BodyTimeout(Setting):
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
-    default = 10.0
+    default = defaults.BODY_TIMEOUT
     desc = "Seconds from the end of the request head to the end of the announced body."
 
 
@@ -110,7 +111,7 @@ class SendTimeout(Setting):
     meta = "SECONDS"
     validator = validate_pos_float
     type = float
-    default = 10.0
+    default = defaults.SEND_TIMEOUT
     desc = "Seconds a request thread may block writing one response to a client that does not read."
 
 
@@ -132,7 +133,7 @@ class MaxBufferedBytes(Setting):
     meta = "BYTES"
     validator = validate_pos_int
     type = int
-    default = 64 * 1024 * 1024
+    default = defaults.MAX_BUFFERED_BYTES
     desc = "Request bodies all connections together may hold in memory (503 with Retry-After beyond)."
 
 
@@ -150,7 +151,7 @@ class PeerShare(Setting):
     meta = "FRACTION"
     validator = validate_share
     type = float
-    default = 0.5
+    default = defaults.PEER_SHARE
     desc = (
         "Share of worker_connections and of max_buffered_bytes one peer address may hold "
         "(1: no per-peer limit, for a proxy or NAT that gives every client one address)."

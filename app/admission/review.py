@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import defaults
 from app.admission import respond
 from app.admission.extract import (
     POD_SPEC_PATHS,
@@ -212,7 +213,7 @@ class Reviewer:
         trust: TrustGatherer | None = None,
         owners: OwnerVerifier | None = None,
         system_namespace: str = "ostiary-system",
-        budget: float = 8.0,
+        budget: float = defaults.BUDGET_SECONDS,
         trust_share: float = 0.75,
         clock: Callable[[], float] = time.monotonic,
         plans: PlanCache | None = None,

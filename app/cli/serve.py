@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from app import defaults
 from app.audit.options import serve_options as audit_serve_options
 from app.cli.options import (
     bounds_options,
@@ -95,7 +96,7 @@ def checked_root_pins(path: str | None) -> str | None:
 @click.command()
 @click.option("--policy-dir", type=click.Path(file_okay=False), help="Directory of policy YAML files.")
 @rego_dir_option()
-@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to serve on.")
+@click.option("--listen", default=defaults.LISTEN, show_default=True, help="HOST:PORT to serve on.")
 @click.option(
     "--tls-cert",
     type=click.Path(exists=True, dir_okay=False),
@@ -116,18 +117,18 @@ def checked_root_pins(path: str | None) -> str | None:
 @system_namespace_option("Where ClusterImagePolicy signer secrets live.")
 @click.option(
     "--budget",
-    default=8.0,
+    default=defaults.BUDGET_SECONDS,
     show_default=True,
     help="Seconds one admission may take (keep under the webhook timeout).",
 )
 @click.option(
     "--trust-cache-ttl",
-    default=60.0,
+    default=defaults.TRUST_CACHE_TTL,
     show_default=True,
     help="Seconds verified trust data is reused before refreshing timestamp.json; also how long "
     "verified cosign and simple-signing results and tag resolutions are kept (docs/signatures.md).",
 )
-@click.option("--threads", default=8, show_default=True, help="Request threads.")
+@click.option("--threads", default=defaults.THREADS, show_default=True, help="Request threads.")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False),
@@ -136,7 +137,7 @@ def checked_root_pins(path: str | None) -> str | None:
 )
 @click.option(
     "--max-trust-records",
-    default=10000,
+    default=defaults.MAX_TRUST_RECORDS,
     show_default=True,
     type=click.IntRange(min=1),
     help="Most trust-on-first-use records kept; a repository used for the first time beyond it is denied.",

@@ -105,4 +105,6 @@ def test_the_audit_sees_which_images_could_not_be_checked():
     )
     capture.gather([request], clocks.monotonic() + 5.0)
     assert list(seen) == ["registry.example.com/team/app:1.0"], seen
-    assert "cannot connect to registry registry.example.com" in seen["registry.example.com/team/app:1.0"], seen
+    assert "cannot connect to registry registry.example.com" in seen["registry.example.com/team/app:1.0"], (
+        seen
+    )

@@ -1,0 +1,56 @@
+"""Every serving default has one home (app/defaults.py): the CLI, ServeConfig, the Reviewer, the
+gunicorn configuration and the worker's settings all read it, so none can drift from another."""
+
+from __future__ import annotations
+
+import inspect
+
+from app import defaults, gunicorn_conf, serving
+from app.admission.review import Reviewer
+from app.cli.serve import serve
+from app.runtime import ServeConfig
+
+
+def option_default(name: str):
+    return next(p.default for p in serve.params if p.name == name)
+
+
+def test_serve_options_take_their_defaults_from_the_one_home():
+    assert option_default("listen") == defaults.LISTEN
+    assert option_default("budget") == defaults.BUDGET_SECONDS
+    assert option_default("trust_cache_ttl") == defaults.TRUST_CACHE_TTL
+    assert option_default("threads") == defaults.THREADS
+    assert option_default("max_trust_records") == defaults.MAX_TRUST_RECORDS
+
+
+def test_library_defaults_are_the_same():
+    config = ServeConfig()
+    assert (config.budget, config.trust_cache_ttl, config.max_trust_records) == (
+        defaults.BUDGET_SECONDS,
+        defaults.TRUST_CACHE_TTL,
+        defaults.MAX_TRUST_RECORDS,
+    )
+    assert inspect.signature(Reviewer).parameters["budget"].default == defaults.BUDGET_SECONDS
+    assert not hasattr(config, "extra")
+
+
+def test_gunicorn_configuration_and_worker_settings_agree():
+    assert gunicorn_conf.threads == defaults.THREADS
+    assert gunicorn_conf.worker_connections == defaults.WORKER_CONNECTIONS
+    pairs = {
+        "tls_handshake_timeout": defaults.TLS_HANDSHAKE_TIMEOUT,
+        "header_timeout": defaults.HEADER_TIMEOUT,
+        "body_timeout": defaults.BODY_TIMEOUT,
+        "send_timeout": defaults.SEND_TIMEOUT,
+        "max_buffered_bytes": defaults.MAX_BUFFERED_BYTES,
+        "peer_share": defaults.PEER_SHARE,
+    }
+    settings = {
+        cls.name: cls.default
+        for cls in vars(serving).values()
+        if inspect.isclass(cls) and isinstance(getattr(cls, "name", None), str) and hasattr(cls, "default")
+    }
+    for name, value in pairs.items():
+        assert getattr(gunicorn_conf, name) == value, name
+        assert settings[name] == value, name
+    assert settings["max_body"] == defaults.MAX_BODY
