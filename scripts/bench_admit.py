@@ -45,6 +45,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -1054,7 +1055,7 @@ def profile_text(prof: dict) -> str:
     return "\n".join(lines)
 
 
-def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -> dict:
+def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str, out_dir: Path) -> dict:
     """OPA's own view: Prometheus counters of Ostiary's OPA, and ?metrics of plan and decision queries
     with the input Ostiary builds (trust facts gathered by Ostiary's own TrustService)."""
     import requests
@@ -1086,6 +1087,16 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -
     cap = _Capture(url)
     reviewer = Reviewer(cap, _Store(), trust=TrustService(ca_file=ca_file), system_namespace=SYSTEM_NS)
     reviewer.review(bodies[0][0])
+    # The queries' inputs and the modules OPA holds, so the same evaluation can be profiled offline:
+    #   opa eval --profile -d DIR/modules -i DIR/input-decision.json data.ostiary.main.decision
+    dump = out_dir / "opa-eval"
+    (dump / "modules").mkdir(parents=True, exist_ok=True)
+    for path, inp in cap.calls:
+        (dump / f"input-{path.rsplit('/', 1)[-1]}.json").write_text(json.dumps(inp, indent=1))
+    policies = requests.get(f"{url}/v1/policies", timeout=10, headers=OPA_AUTH).json().get("result") or []
+    for mod in policies:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", mod["id"]).strip("_") or "module"
+        (dump / "modules" / (name if name.endswith(".rego") else name + ".rego")).write_text(mod["raw"])
     out: dict = {
         "queries_per_admission": len(cap.calls),
         "input_bytes": {p: len(json.dumps(i)) for p, i in cap.calls},
@@ -1422,7 +1433,7 @@ def main() -> int:
         if args.profile:
             print("profile: py-spy on the worker, warm-deploy at c=8", flush=True)
             extras["profile"] = profile(main_t, sets["deploy"], out, 10 if args.quick else 20)
-            extras["opa_metrics"] = opa_metrics(main_t, sets["deploy"], world.ca_file)
+            extras["opa_metrics"] = opa_metrics(main_t, sets["deploy"], world.ca_file, out)
             print(profile_text(extras["profile"]))
             print(json.dumps(extras["opa_metrics"], indent=1))
         close(main_t)

@@ -29,7 +29,7 @@ from app.opa.client import OpaClient  # noqa: E402
 from app.opa.process import LocalOpa  # noqa: E402
 from app.policies.model import PolicyResource  # noqa: E402
 from app.policies.sync import PolicySync, library_modules  # noqa: E402
-from app.policies.translate import translate  # noqa: E402
+from app.policies.translate import policy_data, translate  # noqa: E402
 
 
 def entry(i: int) -> dict:
@@ -64,8 +64,13 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def measure(entries: int) -> dict:
-    module = translate(policy(entries))
+def measure(entries: int, as_data: bool = False) -> dict:
+    """One fresh OPA, the library, then one policy of `entries` entries: as the Rego module Ostiary
+    pushes (`policy := <JSON>`), or (`as_data`) the same document written as data with PUT
+    /v1/data at the path the module's package names, which OPA stores without compiling."""
+    resource = policy(entries)
+    module = translate(resource)
+    body = json.dumps({"policy": policy_data(resource)}).encode()
     opa = LocalOpa().start()
     try:
         assert opa.proc is not None
@@ -74,7 +79,13 @@ def measure(entries: int) -> dict:
         time.sleep(0.5)
         base_rss, _ = memory_kib(opa.proc.pid)
         started = time.monotonic()
-        client.put_policy(module.id, module.source)
+        if as_data:
+            resp = client._request(
+                "PUT", f"/v1/data/{module.id}", 120.0, body=body, content_type="application/json"
+            )
+            assert resp.status_code == 204, resp.text[:300]
+        else:
+            client.put_policy(module.id, module.source)
         seconds = time.monotonic() - started
         time.sleep(0.5)
         rss, peak = memory_kib(opa.proc.pid)
@@ -82,7 +93,8 @@ def measure(entries: int) -> dict:
         opa.stop()
     return {
         "entries": entries,
-        "module_bytes": len(module.source.encode()),
+        "as": "data" if as_data else "module",
+        "module_bytes": len(body) if as_data else len(module.source.encode()),
         "push_seconds": round(seconds, 3),
         "rss_mib_above_library": round((rss - base_rss) / 1024, 1),
         "peak_mib_above_library": round((peak - base_rss) / 1024, 1),
@@ -93,15 +105,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", default="100,1000,5000")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--as", dest="kinds", default="module", help="module, data or module,data: how the policy is pushed"
+    )
     args = parser.parse_args()
-    rows = [measure(int(n)) for n in args.entries.split(",")]
+    rows = [measure(int(n), kind == "data") for kind in args.kinds.split(",") for n in args.entries.split(",")]
     print(
-        f"{'entries':>8} {'module KiB':>11} {'push s':>8} {'RSS MiB':>8} {'peak MiB':>9} {'per 1,000: KiB, s, peak MiB':>28}"
+        f"{'as':>6} {'entries':>8} {'KiB':>11} {'push s':>8} {'RSS MiB':>8} {'peak MiB':>9} {'per 1,000: KiB, s, peak MiB':>28}"
     )
     for r in rows:
         per = 1000 / r["entries"]
         print(
-            f"{r['entries']:>8} {r['module_bytes'] / 1024:>11.0f} {r['push_seconds']:>8.2f} "
+            f"{r['as']:>6} {r['entries']:>8} {r['module_bytes'] / 1024:>11.0f} {r['push_seconds']:>8.2f} "
             f"{r['rss_mib_above_library']:>8.1f} {r['peak_mib_above_library']:>9.1f} "
             f"{r['module_bytes'] / 1024 * per:>12.0f} {r['push_seconds'] * per:>6.2f} "
             f"{r['peak_mib_above_library'] * per:>8.1f}"
