@@ -109,7 +109,9 @@ def main() -> None:
         "--as", dest="kinds", default="module", help="module, data or module,data: how the policy is pushed"
     )
     args = parser.parse_args()
-    rows = [measure(int(n), kind == "data") for kind in args.kinds.split(",") for n in args.entries.split(",")]
+    rows = [
+        measure(int(n), kind == "data") for kind in args.kinds.split(",") for n in args.entries.split(",")
+    ]
     print(
         f"{'as':>6} {'entries':>8} {'KiB':>11} {'push s':>8} {'RSS MiB':>8} {'peak MiB':>9} {'per 1,000: KiB, s, peak MiB':>28}"
     )

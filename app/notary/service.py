@@ -344,7 +344,9 @@ class TrustService:
         # The negative cache: (key, credentials) of a repository the server has no trust data for
         # (HTTP 404 for root.json) -> (monotonic time of the 404, the error). It only ever denies, and
         # only within the TTL of the positive cache (cache_ttl), counted from the 404.
-        self._unsigned: collections.OrderedDict[tuple, tuple[float, RoleNotServed]] = collections.OrderedDict()
+        self._unsigned: collections.OrderedDict[tuple, tuple[float, RoleNotServed]] = (
+            collections.OrderedDict()
+        )
         # A timeout is remembered as the server's failure only when the request gave the server at
         # least this long: a caller with a small remaining budget must not deny everybody else.
         self._server_patience = server_patience

@@ -118,5 +118,7 @@ def test_decision_log_pins_come_from_the_decision_not_from_decoding_the_patch():
     assert record["patch"] == [
         {"path": "/spec/containers/0/image", "image": f"reg.example/app:v1@{pin}", "digest": pin}
     ]
-    denied = build_record({"request": {"uid": "u"}}, {"response": {"allowed": False}}, Outcome(False, "no"), 0.01)
+    denied = build_record(
+        {"request": {"uid": "u"}}, {"response": {"allowed": False}}, Outcome(False, "no"), 0.01
+    )
     assert denied["patch"] == []
