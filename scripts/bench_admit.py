@@ -1289,7 +1289,8 @@ def main() -> int:
         port, opa_port = free_port(), free_port()
         sidecar = (
             f'GOGC={OPA_GOGC} "$0" run --server --skip-version-check --addr 127.0.0.1:{opa_port} '
-            f"--log-level error --authentication=token --authorization=basic --bundle {work / 'opa-authz'} & "
+            "--log-level error --optimize-store-for-read-speed "
+            f"--authentication=token --authorization=basic --bundle {work / 'opa-authz'} & "
             'exec "$@"'
         )
         t = Target(

@@ -3,16 +3,17 @@
 
 For each entry count N, starts a fresh `opa run --server` (the pinned binary, as `ostiary serve`
 starts it), pushes the static Rego library, then one ClusterImagePolicy of N entries translated
-exactly as Ostiary translates it (app.policies.translate), and reports: the size of the module
-text, the time OPA took to take it (the PUT, which parses and compiles the whole set), and OPA's
-resident memory after the push and at its peak (VmRSS, VmHWM of /proc) above the library alone.
+exactly as Ostiary translates it (app.policies.translate): with `--as data` the data document
+Ostiary writes, with `--as module` the same document as a Rego module (what Ostiary pushed before
+policies were data). Reports the bytes pushed, the time OPA took to take them, and OPA's resident
+memory after the push and at its peak (VmRSS, VmHWM of /proc) above the library alone.
 Entries are a realistic mix: a third with a trust section (server and signer), a third with a
 `simple` requirement, a third plain, each a distinct repository on one of 20 hosts.
 
 The bounds of app/policies/bounds.py are chosen from these figures (docs/security.md, "Bounds on
 policies").
 
-Usage: .venv/bin/python scripts/measure_policy_cost.py [--entries 100,1000,5000] [--json FILE]
+Usage: .venv/bin/python scripts/measure_policy_cost.py [--entries 100,1000,5000] [--as module,data] [--json FILE]
 """
 
 from __future__ import annotations
@@ -65,12 +66,14 @@ def memory_kib(pid: int) -> tuple[int, int]:
 
 
 def measure(entries: int, as_data: bool = False) -> dict:
-    """One fresh OPA, the library, then one policy of `entries` entries: as the Rego module Ostiary
-    pushes (`policy := <JSON>`), or (`as_data`) the same document written as data with PUT
-    /v1/data at the path the module's package names, which OPA stores without compiling."""
+    """One fresh OPA (started as `ostiary serve` starts it), the library, then one policy of
+    `entries` entries: (`as_data`) the data document Ostiary writes (PUT /v1/data, stored without
+    compiling), or the same document as the Rego module Ostiary pushed before
+    (`package ...; policy := <JSON>`, PUT /v1/policies: parsed and compiled)."""
     resource = policy(entries)
     module = translate(resource)
-    body = json.dumps({"policy": policy_data(resource)}).encode()
+    body = module.source.encode()
+    rego = f"package {module.package}\n\npolicy := {json.dumps(policy_data(resource), indent=2)}\n"
     opa = LocalOpa().start()
     try:
         assert opa.proc is not None
@@ -85,7 +88,7 @@ def measure(entries: int, as_data: bool = False) -> dict:
             )
             assert resp.status_code == 204, resp.text[:300]
         else:
-            client.put_policy(module.id, module.source)
+            client.put_policy(module.id, rego)
         seconds = time.monotonic() - started
         time.sleep(0.5)
         rss, peak = memory_kib(opa.proc.pid)
@@ -94,7 +97,7 @@ def measure(entries: int, as_data: bool = False) -> dict:
     return {
         "entries": entries,
         "as": "data" if as_data else "module",
-        "module_bytes": len(body) if as_data else len(module.source.encode()),
+        "module_bytes": len(body) if as_data else len(rego.encode()),
         "push_seconds": round(seconds, 3),
         "rss_mib_above_library": round((rss - base_rss) / 1024, 1),
         "peak_mib_above_library": round((peak - base_rss) / 1024, 1),
@@ -106,7 +109,7 @@ def main() -> None:
     parser.add_argument("--entries", default="100,1000,5000")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument(
-        "--as", dest="kinds", default="module", help="module, data or module,data: how the policy is pushed"
+        "--as", dest="kinds", default="data", help="data, module or module,data: how the policy is pushed"
     )
     args = parser.parse_args()
     rows = [
