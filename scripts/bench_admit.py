@@ -1087,16 +1087,22 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str, o
     cap = _Capture(url)
     reviewer = Reviewer(cap, _Store(), trust=TrustService(ca_file=ca_file), system_namespace=SYSTEM_NS)
     reviewer.review(bodies[0][0])
-    # The queries' inputs and the modules OPA holds, so the same evaluation can be profiled offline:
-    #   opa eval --profile -d DIR/modules -i DIR/input-decision.json data.ostiary.main.decision
+    # The queries' inputs, the modules and the policy documents OPA holds, so the same evaluation can
+    # be profiled offline:
+    #   opa eval --profile -d DIR/modules -d DIR/data.json -i DIR/input-decision.json data.ostiary.main.decision
     dump = out_dir / "opa-eval"
     (dump / "modules").mkdir(parents=True, exist_ok=True)
     for path, inp in cap.calls:
         (dump / f"input-{path.rsplit('/', 1)[-1]}.json").write_text(json.dumps(inp, indent=1))
     policies = requests.get(f"{url}/v1/policies", timeout=10, headers=OPA_AUTH).json().get("result") or []
     for mod in policies:
+        if not mod["id"].startswith("ostiary/"):
+            continue  # OPA's own authz policy
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", mod["id"]).strip("_") or "module"
         (dump / "modules" / (name if name.endswith(".rego") else name + ".rego")).write_text(mod["raw"])
+    # the policies are data documents: -d DIR/data.json beside the modules
+    held = requests.get(f"{url}/v1/data/ostiary/policies", timeout=10, headers=OPA_AUTH).json()
+    (dump / "data.json").write_text(json.dumps({"ostiary": {"policies": held.get("result") or {}}}))
     out: dict = {
         "queries_per_admission": len(cap.calls),
         "input_bytes": {p: len(json.dumps(i)) for p, i in cap.calls},

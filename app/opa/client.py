@@ -265,23 +265,28 @@ class OpaClient:
         except (ValueError, KeyError, TypeError, AttributeError):
             raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
 
-    def list_packages(self) -> dict[str, str]:
-        """Every module OPA holds (authz aside): id -> its package as a data path ("a/b/c"), for
-        telling the virtual documents of modules from stored data."""
+    def list_modules(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Every module OPA holds (authz aside), from one GET /v1/policies: (id -> source text,
+        id -> its package as a data path "a/b/c", for telling modules' virtual documents from
+        stored data)."""
         resp = self._request("GET", "/v1/policies", self.timeout * 5)
         if resp.status_code != 200:
             raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
         try:
-            items = resp.json().get("result") or []
-            return {
+            items = [item for item in resp.json().get("result") or [] if not self._is_authz(item)]
+            sources = {str(item["id"]): str(item.get("raw", "")) for item in items}
+            packages = {
                 str(item["id"]): "/".join(
                     str(part.get("value")) for part in item["ast"]["package"]["path"][1:]
                 )
                 for item in items
-                if not self._is_authz(item)
             }
+            return sources, packages
         except (ValueError, KeyError, TypeError, AttributeError):
             raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+
+    def list_packages(self) -> dict[str, str]:
+        return self.list_modules()[1]
 
     def _is_authz(self, item: dict) -> bool:
         """OPA's own access policy (package system.authz, as OPA parsed it) is part of OPA's

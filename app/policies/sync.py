@@ -156,9 +156,9 @@ class PolicySync:
     def _present(self) -> dict[str, str]:
         """What OPA holds now: module id -> text, and DATA_PREFIX + id -> canonical text of each
         document under POLICY_DATA_ROOT. Raises OpaError when OPA does not say."""
-        modules = self.opa.list_policies()
+        modules, packages = self.opa.list_modules()
         root = self.opa.get_data(POLICY_DATA_ROOT)
-        documents = policy_documents(root, self.opa.list_packages().values()) if root is not None else {}
+        documents = policy_documents(root, packages.values()) if root is not None else {}
         return {**modules, **documents}
 
     def _write(self, module: RegoModule) -> Callable[[], None]:
