@@ -18,8 +18,6 @@ before the review and `write(...)` after it. Fields: docs/policy-as-code.md, "De
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import sys
 import threading
@@ -164,18 +162,11 @@ def _images(trace: _Trace, decision: dict | None) -> list[dict]:
     return result
 
 
-def _patch_summary(response: dict) -> list[dict]:
-    raw = response.get("patch")
-    if not isinstance(raw, str):
-        return []
-    try:
-        operations = json.loads(base64.b64decode(raw, validate=True))
-    except (binascii.Error, ValueError):
-        return [{"path": None, "image": None, "digest": None, "error": "undecodable patch"}]
+def _patch_summary(outcome: Any) -> list[dict]:
+    """What was pinned, from the pin operations the answer's patch was built from (Outcome.pins,
+    taken from the decision), one per operation; the patch itself is not decoded again."""
     summary = []
-    for op in operations if isinstance(operations, list) else []:
-        if isinstance(op, dict) and str(op.get("path", "")).startswith("/metadata/"):
-            continue  # the original-images annotation: not a pin
+    for op in getattr(outcome, "pins", None) or []:
         value = op.get("value") if isinstance(op, dict) else None
         digest = value.rpartition("@")[2] if isinstance(value, str) and "@" in value else None
         summary.append(
@@ -223,7 +214,7 @@ def build_record(
         "images": _images(trace, decision),
         "denials": denials,
         "warnings": _strings(response.get("warnings")),
-        "patch": _patch_summary(response),
+        "patch": _patch_summary(outcome),
         "opa_decision_ids": dict(trace.decision_ids),
         "opa_ms": round(trace.opa_seconds * 1000, 2),
         "latency_ms": round(seconds * 1000, 2),

@@ -45,6 +45,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
@@ -1054,7 +1055,7 @@ def profile_text(prof: dict) -> str:
     return "\n".join(lines)
 
 
-def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -> dict:
+def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str, out_dir: Path) -> dict:
     """OPA's own view: Prometheus counters of Ostiary's OPA, and ?metrics of plan and decision queries
     with the input Ostiary builds (trust facts gathered by Ostiary's own TrustService)."""
     import requests
@@ -1086,6 +1087,22 @@ def opa_metrics(target: Target, bodies: list[tuple[dict, bool]], ca_file: str) -
     cap = _Capture(url)
     reviewer = Reviewer(cap, _Store(), trust=TrustService(ca_file=ca_file), system_namespace=SYSTEM_NS)
     reviewer.review(bodies[0][0])
+    # The queries' inputs, the modules and the policy documents OPA holds, so the same evaluation can
+    # be profiled offline:
+    #   opa eval --profile -d DIR/modules -d DIR/data.json -i DIR/input-decision.json data.ostiary.main.decision
+    dump = out_dir / "opa-eval"
+    (dump / "modules").mkdir(parents=True, exist_ok=True)
+    for path, inp in cap.calls:
+        (dump / f"input-{path.rsplit('/', 1)[-1]}.json").write_text(json.dumps(inp, indent=1))
+    policies = requests.get(f"{url}/v1/policies", timeout=10, headers=OPA_AUTH).json().get("result") or []
+    for mod in policies:
+        if not mod["id"].startswith("ostiary/"):
+            continue  # OPA's own authz policy
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", mod["id"]).strip("_") or "module"
+        (dump / "modules" / (name if name.endswith(".rego") else name + ".rego")).write_text(mod["raw"])
+    # the policies are data documents: -d DIR/data.json beside the modules
+    held = requests.get(f"{url}/v1/data/ostiary/policies", timeout=10, headers=OPA_AUTH).json()
+    (dump / "data.json").write_text(json.dumps({"ostiary": {"policies": held.get("result") or {}}}))
     out: dict = {
         "queries_per_admission": len(cap.calls),
         "input_bytes": {p: len(json.dumps(i)) for p, i in cap.calls},
@@ -1278,7 +1295,8 @@ def main() -> int:
         port, opa_port = free_port(), free_port()
         sidecar = (
             f'GOGC={OPA_GOGC} "$0" run --server --skip-version-check --addr 127.0.0.1:{opa_port} '
-            f"--log-level error --authentication=token --authorization=basic --bundle {work / 'opa-authz'} & "
+            "--log-level error --optimize-store-for-read-speed "
+            f"--authentication=token --authorization=basic --bundle {work / 'opa-authz'} & "
             'exec "$@"'
         )
         t = Target(
@@ -1422,7 +1440,7 @@ def main() -> int:
         if args.profile:
             print("profile: py-spy on the worker, warm-deploy at c=8", flush=True)
             extras["profile"] = profile(main_t, sets["deploy"], out, 10 if args.quick else 20)
-            extras["opa_metrics"] = opa_metrics(main_t, sets["deploy"], world.ca_file)
+            extras["opa_metrics"] = opa_metrics(main_t, sets["deploy"], world.ca_file, out)
             print(profile_text(extras["profile"]))
             print(json.dumps(extras["opa_metrics"], indent=1))
         close(main_t)

@@ -3,16 +3,17 @@
 
 For each entry count N, starts a fresh `opa run --server` (the pinned binary, as `ostiary serve`
 starts it), pushes the static Rego library, then one ClusterImagePolicy of N entries translated
-exactly as Ostiary translates it (app.policies.translate), and reports: the size of the module
-text, the time OPA took to take it (the PUT, which parses and compiles the whole set), and OPA's
-resident memory after the push and at its peak (VmRSS, VmHWM of /proc) above the library alone.
+exactly as Ostiary translates it (app.policies.translate): with `--as data` the data document
+Ostiary writes, with `--as module` the same document as a Rego module (what Ostiary pushed before
+policies were data). Reports the bytes pushed, the time OPA took to take them, and OPA's resident
+memory after the push and at its peak (VmRSS, VmHWM of /proc) above the library alone.
 Entries are a realistic mix: a third with a trust section (server and signer), a third with a
 `simple` requirement, a third plain, each a distinct repository on one of 20 hosts.
 
 The bounds of app/policies/bounds.py are chosen from these figures (docs/security.md, "Bounds on
 policies").
 
-Usage: .venv/bin/python scripts/measure_policy_cost.py [--entries 100,1000,5000] [--json FILE]
+Usage: .venv/bin/python scripts/measure_policy_cost.py [--entries 100,1000,5000] [--as module,data] [--json FILE]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from app.opa.client import OpaClient  # noqa: E402
 from app.opa.process import LocalOpa  # noqa: E402
 from app.policies.model import PolicyResource  # noqa: E402
 from app.policies.sync import PolicySync, library_modules  # noqa: E402
-from app.policies.translate import translate  # noqa: E402
+from app.policies.translate import policy_data, translate  # noqa: E402
 
 
 def entry(i: int) -> dict:
@@ -64,8 +65,15 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return fields["VmRSS"], fields["VmHWM"]
 
 
-def measure(entries: int) -> dict:
-    module = translate(policy(entries))
+def measure(entries: int, as_data: bool = False) -> dict:
+    """One fresh OPA (started as `ostiary serve` starts it), the library, then one policy of
+    `entries` entries: (`as_data`) the data document Ostiary writes (PUT /v1/data, stored without
+    compiling), or the same document as the Rego module Ostiary pushed before
+    (`package ...; policy := <JSON>`, PUT /v1/policies: parsed and compiled)."""
+    resource = policy(entries)
+    module = translate(resource)
+    body = module.source.encode()
+    rego = f"package {module.package}\n\npolicy := {json.dumps(policy_data(resource), indent=2)}\n"
     opa = LocalOpa().start()
     try:
         assert opa.proc is not None
@@ -74,7 +82,13 @@ def measure(entries: int) -> dict:
         time.sleep(0.5)
         base_rss, _ = memory_kib(opa.proc.pid)
         started = time.monotonic()
-        client.put_policy(module.id, module.source)
+        if as_data:
+            resp = client._request(
+                "PUT", f"/v1/data/{module.id}", 120.0, body=body, content_type="application/json"
+            )
+            assert resp.status_code == 204, resp.text[:300]
+        else:
+            client.put_policy(module.id, rego)
         seconds = time.monotonic() - started
         time.sleep(0.5)
         rss, peak = memory_kib(opa.proc.pid)
@@ -82,7 +96,8 @@ def measure(entries: int) -> dict:
         opa.stop()
     return {
         "entries": entries,
-        "module_bytes": len(module.source.encode()),
+        "as": "data" if as_data else "module",
+        "module_bytes": len(body) if as_data else len(rego.encode()),
         "push_seconds": round(seconds, 3),
         "rss_mib_above_library": round((rss - base_rss) / 1024, 1),
         "peak_mib_above_library": round((peak - base_rss) / 1024, 1),
@@ -93,15 +108,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", default="100,1000,5000")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--as", dest="kinds", default="data", help="data, module or module,data: how the policy is pushed"
+    )
     args = parser.parse_args()
-    rows = [measure(int(n)) for n in args.entries.split(",")]
+    rows = [
+        measure(int(n), kind == "data") for kind in args.kinds.split(",") for n in args.entries.split(",")
+    ]
     print(
-        f"{'entries':>8} {'module KiB':>11} {'push s':>8} {'RSS MiB':>8} {'peak MiB':>9} {'per 1,000: KiB, s, peak MiB':>28}"
+        f"{'as':>6} {'entries':>8} {'KiB':>11} {'push s':>8} {'RSS MiB':>8} {'peak MiB':>9} {'per 1,000: KiB, s, peak MiB':>28}"
     )
     for r in rows:
         per = 1000 / r["entries"]
         print(
-            f"{r['entries']:>8} {r['module_bytes'] / 1024:>11.0f} {r['push_seconds']:>8.2f} "
+            f"{r['as']:>6} {r['entries']:>8} {r['module_bytes'] / 1024:>11.0f} {r['push_seconds']:>8.2f} "
             f"{r['rss_mib_above_library']:>8.1f} {r['peak_mib_above_library']:>9.1f} "
             f"{r['module_bytes'] / 1024 * per:>12.0f} {r['push_seconds'] * per:>6.2f} "
             f"{r['peak_mib_above_library'] * per:>8.1f}"

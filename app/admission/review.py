@@ -178,6 +178,9 @@ class Outcome:
     reason: str = ""
     images: list[dict] = field(default_factory=list)
     error: bool = False
+    # The pin operations of the answer's JSONPatch as built from the decision (respond.pin_patch),
+    # so the decision log summarizes them without decoding the patch it was sent as.
+    pins: list[dict] = field(default_factory=list)
 
 
 def trust_requirement(planned_image: dict | None) -> dict | None:
@@ -605,4 +608,4 @@ class Reviewer:
         record, warning = respond.original_images_patch(obj, sites, patch)
         if warning:
             warnings.append(warning)
-        return respond.allow(uid, warnings, patch + record), Outcome(True, "allowed", images)
+        return respond.allow(uid, warnings, patch + record), Outcome(True, "allowed", images, pins=patch)

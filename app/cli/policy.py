@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 @click.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def translate(file: str) -> None:
-    """Print the Rego module of every policy in FILE."""
+    """Print the data document OPA holds for every policy in FILE (its path under /v1/data, then the JSON)."""
     from app.policies.schema import parse_policy_document
     from app.policies.translate import translate as to_rego
     from app.yamlio import DocumentError, load_file
@@ -49,7 +49,7 @@ def translate(file: str) -> None:
             if doc is None or (isinstance(doc, dict) and doc.get("kind") in ("Secret", "ServiceAccount")):
                 continue
             module = to_rego(parse_policy_document(doc, f"{file}#{index}"))
-            click.echo(f"# module id: {module.id}")
+            click.echo(f"# data: /v1/data/{module.id}")
             click.echo(module.source)
     except PolicyError as exc:
         raise click.ClickException(str(exc)) from None

@@ -111,7 +111,8 @@ __all__ = [
 
 # Counters of TrustService.stats(): served from memory within the TTL; timestamp.json unchanged after
 # the TTL; full walks (root -> ... -> delegations); admissions that waited for another's walk; images
-# whose facts say verified False; network failures remembered; refreshes done ahead of expiry.
+# whose facts say verified False; network failures remembered; refreshes done ahead of expiry; ...;
+# denials answered from the memory of a recent 404 for root.json (UNSIGNED_ENTRIES).
 STAT_NAMES = (
     "cache_hits",
     "refreshed_unchanged",
@@ -122,7 +123,12 @@ STAT_NAMES = (
     "refreshed_ahead",
     "owner_cache_hits",
     "records_refused",
+    "unsigned_cache_hits",
 )
+# At most this many repositories without trust data (a 404 for root.json) are remembered; the oldest
+# is forgotten first. Each is remembered for the positive cache's TTL (cache_ttl), counted from the
+# 404, so a repository signed meanwhile is admitted at the latest one TTL after the 404 was seen.
+UNSIGNED_ENTRIES = 1024
 # How old the count of records in the store may be before a first use counts them again.
 RECOUNT_SECONDS = 30.0
 # How long after its last fetch or refresh a cached repository may still answer for images a live
@@ -335,6 +341,12 @@ class TrustService:
         # deny at once while they last; verification results are never remembered here.
         self._failure_ttl = failure_ttl
         self._failures: dict[tuple, tuple[float, TrustError]] = {}
+        # The negative cache: (key, credentials) of a repository the server has no trust data for
+        # (HTTP 404 for root.json) -> (monotonic time of the 404, the error). It only ever denies, and
+        # only within the TTL of the positive cache (cache_ttl), counted from the 404.
+        self._unsigned: collections.OrderedDict[tuple, tuple[float, RoleNotServed]] = (
+            collections.OrderedDict()
+        )
         # A timeout is remembered as the server's failure only when the request gave the server at
         # least this long: a caller with a small remaining budget must not deny everybody else.
         self._server_patience = server_patience
@@ -422,7 +434,11 @@ class TrustService:
                 cached = self._fresh(group.flight_key)
             if cached is None and group.owner_proved:
                 cached = self._kept(group.key)
-            if cached is None:
+            unsigned = self._known_unsigned(group) if cached is None else None
+            if unsigned is not None:  # a recent 404 for root.json: denied without asking again
+                group.future = Future()
+                group.future.set_exception(unsigned)
+            elif cached is None:
                 runnable.append(group)
             else:  # a fresh cache entry is read here: no hand-off to a trust worker and back
                 group.future = Future()
@@ -604,12 +620,40 @@ class TrustService:
         try:
             return self._load_uncached(group, key, deadline)
         except FetchError as error:
+            if isinstance(error, RoleNotServed) and error.role == "root" and self.cache.ttl > 0:
+                self._remember_unsigned(group, error)
             if self._is_server_failure(error, group):
                 with self._flights_lock:
                     if len(self._failures) > 4096:
                         self._failures.clear()
                     self._failures[failure_key] = (self._monotonic() + self._failure_ttl, error)
             raise
+
+    def _known_unsigned(self, group: _Group) -> RoleNotServed | None:
+        """The remembered 404 for root.json of the group's repository (same server, pins and
+        credentials), while it is younger than the cache TTL; else None. A fresh error each time."""
+        unsigned_key = (group.key, tuple(group.credentials))
+        with self._flights_lock:
+            seen = self._unsigned.get(unsigned_key)
+            if seen is None:
+                return None
+            age = self._monotonic() - seen[0]
+            if not 0 <= age < self.cache.ttl:
+                del self._unsigned[unsigned_key]
+                return None
+        self._count("unsigned_cache_hits")
+        return RoleNotServed(
+            "root",
+            f"{seen[1].reason} (answered {age:.0f}s ago; asked again {self.cache.ttl:.0f}s after that answer)",
+        )
+
+    def _remember_unsigned(self, group: _Group, error: RoleNotServed) -> None:
+        with self._flights_lock:
+            unsigned_key = (group.key, tuple(group.credentials))
+            self._unsigned.pop(unsigned_key, None)
+            self._unsigned[unsigned_key] = (self._monotonic(), error)
+            while len(self._unsigned) > UNSIGNED_ENTRIES:
+                self._unsigned.popitem(last=False)
 
     def _is_server_failure(self, error: FetchError, group: _Group) -> bool:
         """Whether `error` says something about the server (worth denying others for a moment)

@@ -217,6 +217,38 @@ class OpaClient:
         if resp.status_code != 200:
             raise OpaError(f"OPA did not take module {module_id} ({resp.status_code}): {self._errors(resp)}")
 
+    def put_data(self, path: str, document: str) -> None:
+        """Write a JSON document (text) at /v1/data/<path>; OPA stores it without compiling anything."""
+        resp = self._request(
+            "PUT",
+            f"/v1/data/{quote(path.strip('/'), safe='/')}",
+            self.timeout * 5,
+            body=document.encode(),
+            content_type="application/json",
+        )
+        if resp.status_code not in (200, 204):
+            raise OpaError(f"OPA did not take the data at {path} ({resp.status_code}): {self._errors(resp)}")
+
+    def delete_data(self, path: str) -> None:
+        """Remove the document at /v1/data/<path>; one that is not there (404) is already removed."""
+        resp = self._request("DELETE", f"/v1/data/{quote(path.strip('/'), safe='/')}", self.timeout * 5)
+        if resp.status_code not in (200, 204, 404):
+            raise OpaError(
+                f"OPA did not delete the data at {path} ({resp.status_code}): {self._errors(resp)}"
+            )
+
+    def get_data(self, path: str) -> Any:
+        """The document at /v1/data/<path> (None when undefined); raises OpaError when OPA does not say."""
+        resp = self._request("GET", f"/v1/data/{quote(path.strip('/'), safe='/')}", self.timeout * 5)
+        if resp.status_code != 200:
+            raise OpaError(
+                f"OPA could not read the data at {path} ({resp.status_code}): {self._errors(resp)}"
+            )
+        try:
+            return resp.json().get("result")
+        except (ValueError, AttributeError):
+            raise OpaError(f"OPA answered the data at {path} in a form Ostiary does not understand") from None
+
     def delete_policy(self, module_id: str) -> None:
         resp = self._request("DELETE", f"/v1/policies/{quote(module_id, safe='/')}", self.timeout * 5)
         if resp.status_code not in (200, 404):
@@ -232,6 +264,29 @@ class OpaClient:
             return {str(item["id"]): str(item.get("raw", "")) for item in items if not self._is_authz(item)}
         except (ValueError, KeyError, TypeError, AttributeError):
             raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+
+    def list_modules(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Every module OPA holds (authz aside), from one GET /v1/policies: (id -> source text,
+        id -> its package as a data path "a/b/c", for telling modules' virtual documents from
+        stored data)."""
+        resp = self._request("GET", "/v1/policies", self.timeout * 5)
+        if resp.status_code != 200:
+            raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
+        try:
+            items = [item for item in resp.json().get("result") or [] if not self._is_authz(item)]
+            sources = {str(item["id"]): str(item.get("raw", "")) for item in items}
+            packages = {
+                str(item["id"]): "/".join(
+                    str(part.get("value")) for part in item["ast"]["package"]["path"][1:]
+                )
+                for item in items
+            }
+            return sources, packages
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+
+    def list_packages(self) -> dict[str, str]:
+        return self.list_modules()[1]
 
     def _is_authz(self, item: dict) -> bool:
         """OPA's own access policy (package system.authz, as OPA parsed it) is part of OPA's

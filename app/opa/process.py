@@ -129,6 +129,9 @@ class LocalOpa:
             f"127.0.0.1:{self.port}",
             "--log-level",
             "error",
+            # Policies are data documents (app/policies/translate.py), read by every decision: the
+            # store keeps them as AST values instead of converting them on each read.
+            "--optimize-store-for-read-speed",
         ]
         headers = {}
         bundle_dir = None

@@ -48,6 +48,9 @@ class RegoModule:
     # The trust servers (normalized) a ClusterImagePolicy's entries name: the operator's servers,
     # which namespace policies may name too (app.notary.servers.TrustServerAllowList). Empty otherwise.
     trust_servers: frozenset[str] = frozenset()
+    # A policy translated as data (app/policies/translate.py): `source` is the canonical JSON of the
+    # document written to OPA at /v1/data/<id>, not Rego; PolicySync writes it with the data API.
+    is_data: bool = False
 
 
 @dataclass

@@ -1,7 +1,15 @@
-"""Keep OPA's set of modules exactly equal to what Ostiary wants it to hold.
+"""Keep OPA's set of modules and policy documents exactly equal to what Ostiary wants it to hold.
+
+Two kinds are kept: Rego modules (the library and custom rules: /v1/policies) and the policies'
+data documents (RegoModule.is_data: /v1/data/ostiary/policies/..., app/policies/translate.py).
+Both are compared by id and text under distinct keys (a data document's key is DATA_PREFIX + id),
+so a module and a document at the same path are two things: an old process's policy module is
+deleted as foreign while its document is written (OPA refuses the document until the module is
+gone; the writes are retried while any progress is made).
 
 OPA keeps policies in memory only, so the desired set lives here and can be pushed again at any
-time. Every change is computed against what OPA holds *now* (GET /v1/policies, ids and text),
+time. Every change is computed against what OPA holds *now* (GET /v1/policies, ids and text, and
+GET /v1/data/ostiary/policies),
 never against what this process remembers pushing: a module left by an earlier process, an older
 version or anyone else is removed by the first write, and ``repair()`` (run every few seconds by
 the watchdog or the cluster source) puts back any difference and reports it.
@@ -23,6 +31,7 @@ from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.paths import rego_library_dir
 from app.policies.model import RegoModule
 from app.policies.reconcile import Drift, drift, plan
+from app.policies.translate import canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,49 @@ def library_modules(directory: Path | None = None) -> list[RegoModule]:
 
 
 Operation = tuple[str, Callable[[], None]]
+
+# The data documents of policies live under this path of OPA's data; their keys in the comparison
+# carry DATA_PREFIX so that they never coincide with a module id.
+POLICY_DATA_ROOT = "ostiary/policies"
+DATA_PREFIX = "data:"
+
+
+def _key(module: RegoModule) -> str:
+    return DATA_PREFIX + module.id if module.is_data else module.id
+
+
+def policy_documents(root: object, packages: Iterable[str] = ()) -> dict[str, str]:
+    """What OPA holds under POLICY_DATA_ROOT as {DATA_PREFIX + id: canonical text}: each
+    cluster/<name> and namespaced/<ns>/<name> document, and anything else there under its own
+    path (foreign: removed by the next write). Paths at or under a module's package (`packages`,
+    as data paths) are that module's virtual documents: compared as modules, not here."""
+    prefixes = [p.strip("/") for p in packages]
+    found: dict[str, str] = {}
+
+    def add(path: str, value: object) -> None:
+        if not any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in prefixes):
+            found[DATA_PREFIX + path] = canonical_json(value)
+
+    if root is None:
+        return found
+    if not isinstance(root, dict):
+        add(POLICY_DATA_ROOT, root)
+        return found
+    for scope, members in root.items():
+        base = f"{POLICY_DATA_ROOT}/{scope}"
+        if scope == "cluster" and isinstance(members, dict):
+            for name, document in members.items():
+                add(f"{base}/{name}", document)
+        elif scope == "namespaced" and isinstance(members, dict):
+            for namespace, policies in members.items():
+                if not isinstance(policies, dict):
+                    add(f"{base}/{namespace}", policies)
+                    continue
+                for name, document in policies.items():
+                    add(f"{base}/{namespace}/{name}", document)
+        else:
+            add(base, members)
+    return found
 
 
 def _until_settled(operations: list[Operation]) -> None:
@@ -101,12 +153,30 @@ class PolicySync:
                 module.id, exc.errors.replace(f"{module.id}:", f"{module.origin}:")
             ) from None
 
+    def _present(self) -> dict[str, str]:
+        """What OPA holds now: module id -> text, and DATA_PREFIX + id -> canonical text of each
+        document under POLICY_DATA_ROOT. Raises OpaError when OPA does not say."""
+        modules, packages = self.opa.list_modules()
+        root = self.opa.get_data(POLICY_DATA_ROOT)
+        documents = policy_documents(root, packages.values()) if root is not None else {}
+        return {**modules, **documents}
+
+    def _write(self, module: RegoModule) -> Callable[[], None]:
+        if module.is_data:
+            return functools.partial(self.opa.put_data, module.id, module.source)
+        return functools.partial(self._put, module)
+
+    def _remove(self, key: str) -> Callable[[], None]:
+        if key.startswith(DATA_PREFIX):
+            return functools.partial(self.opa.delete_data, key.removeprefix(DATA_PREFIX))
+        return functools.partial(self.opa.delete_policy, key)
+
     def _converge(self, wanted: dict[str, RegoModule]) -> None:
         """Make OPA hold exactly `wanted` (ids and text); raise OpaError when it refuses."""
-        present = self.opa.list_policies()
-        steps = plan({i: m.source for i, m in wanted.items()}, present)
-        operations: list[Operation] = [(i, functools.partial(self._put, wanted[i])) for i in steps.put]
-        operations += [(i, functools.partial(self.opa.delete_policy, i)) for i in steps.delete]
+        by_key = {_key(m): m for m in wanted.values()}
+        steps = plan({k: m.source for k, m in by_key.items()}, self._present())
+        operations: list[Operation] = [(k, self._write(by_key[k])) for k in steps.put]
+        operations += [(k, self._remove(k)) for k in steps.delete]
         if not operations:
             return
         self.generation += 1
@@ -172,8 +242,8 @@ class PolicySync:
     def difference(self) -> Drift:
         """How OPA's modules differ from the desired set now; raises OpaError when OPA does not answer."""
         with self._lock:
-            wanted = {i: m.source for i, m in self.desired.items()}
-            return drift(wanted, self.opa.list_policies())
+            wanted = {_key(m): m.source for m in self.desired.values()}
+            return drift(wanted, self._present())
 
     def repair(self) -> Drift | None:
         """Compare OPA's whole set with the desired one; on any difference log it, report it
@@ -209,6 +279,8 @@ class PolicySync:
         reads it, so it cannot decide an admission) and deleted right after. The sync lock is
         held meanwhile, so ``repair()`` never sees (or counts) it, and the random id keeps two
         Ostiary processes sharing an OPA from colliding."""
+        if module.is_data:  # a JSON document: nothing to compile (its size is bounds.py's concern)
+            return
         first_line = f"package {module.package}\n"
         if not module.package or first_line not in module.source:
             raise OpaError(f"module {module.id} does not declare package {module.package!r}")

@@ -12,6 +12,7 @@ And a policy Ostiary would refuse is refused when it is applied: the validating 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -182,20 +183,30 @@ def test_modules_planted_in_opa_are_removed_before_ready_and_while_running(kube,
         }
         return expected_module(obj)
 
+    def as_rego(module) -> str:
+        """The planted policy as a Rego module in the package whose data the library reads."""
+        return f"package {module.package}\n\npolicy := {json.dumps(json.loads(module.source)['policy'])}\n"
+
     before = planted(unique("planted-before"))
     restartable.stop_server()
     try:
-        restartable.put_opa_module(before.id, before.source)
+        restartable.put_opa_module(before.id, as_rego(before))
     finally:
         restartable.start_server()
     assert before.id not in restartable.opa_modules()
     denied(kube.pod, ns, foreign)
 
     during = planted(unique("planted-during"))
-    restartable.put_opa_module(during.id, during.source)
+    restartable.put_opa_module(during.id, as_rego(during))
     begin = time.monotonic()
     eventually(lambda: during.id not in restartable.opa_modules(), timeout=20, interval=0.1)
     print(f"\na module planted while running was removed after {time.monotonic() - begin:.1f}s")
+    denied(kube.pod, ns, foreign)
+
+    # The same as a policy document (what policies are now): removed too.
+    document = planted(unique("planted-data"))
+    restartable.put_opa_data(document.id, document.source)
+    eventually(lambda: restartable.opa_module(document.id) is None, timeout=20, interval=0.1)
     denied(kube.pod, ns, foreign)
 
 

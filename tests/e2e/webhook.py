@@ -167,8 +167,26 @@ class Ostiary:
         with urllib.request.urlopen(request, timeout=5):
             pass
 
+    def put_opa_data(self, path: str, document: str) -> None:
+        """Write a data document into OPA behind Ostiary's back."""
+        request = urllib.request.Request(
+            f"{self.opa_url}/v1/data/{path}",
+            data=document.encode(),
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
     def opa_module(self, module_id: str) -> str | None:
-        """The source OPA holds under `module_id`, None when it holds none."""
+        """The source OPA holds under `module_id`, None when it holds none. A policy's id names a
+        data document (app/policies/translate.py): its canonical JSON text, as Ostiary writes it."""
+        if module_id.startswith("ostiary/policies/"):
+            from app.policies.translate import canonical_json
+
+            with urllib.request.urlopen(f"{self.opa_url}/v1/data/{module_id}", timeout=2) as response:
+                answer = json.loads(response.read())
+            return canonical_json(answer["result"]) if "result" in answer and answer["result"] else None
         try:
             with urllib.request.urlopen(f"{self.opa_url}/v1/policies/{module_id}", timeout=2) as response:
                 return json.loads(response.read())["result"]["raw"]

@@ -1,19 +1,22 @@
-"""OPA holds exactly Ostiary's modules (issue 13), with the chart's topology: a sidecar-style OPA
-that outlives `ostiary serve --opa-url`. Real OPA, real `ostiary serve` processes."""
+"""OPA holds exactly Ostiary's modules and policy documents (issue 13), with the chart's topology:
+a sidecar-style OPA that outlives `ostiary serve --opa-url`. Real OPA, real `ostiary serve`
+processes. Policies are data documents under /v1/data/ostiary/policies (app/policies/translate.py);
+the library and custom rules are modules: both kinds are kept exact, and both can be planted."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from app.opa.client import OpaClient
+from app.opa.client import OpaClient, OpaError
 from app.opa.process import LocalOpa
 from app.policies.schema import parse_policy_document
-from app.policies.sync import library_modules
-from app.policies.translate import translate
+from app.policies.sync import DATA_PREFIX, POLICY_DATA_ROOT, library_modules, policy_documents
+from app.policies.translate import policy_data, translate
 from tests.integration.helpers import pod_spec, review, workload
 from tests.integration.test_server import served  # noqa: F401 - the fixture
 
@@ -53,9 +56,8 @@ def sidecar():
     opa.stop()
 
 
-def allow_all_module(module_id: str, name: str) -> tuple[str, str]:
-    """A module a foreign writer could plant: a ClusterImagePolicy allowing every image."""
-    resource = parse_policy_document(
+def allow_all(name: str):
+    return parse_policy_document(
         {
             "apiVersion": "ostiary.dev/v1",
             "kind": "ClusterImagePolicy",
@@ -64,7 +66,26 @@ def allow_all_module(module_id: str, name: str) -> tuple[str, str]:
         },
         "planted",
     )
-    return module_id, translate(resource).source
+
+
+def allow_all_module(module_id: str, name: str) -> tuple[str, str]:
+    """A Rego module a foreign writer could plant: a ClusterImagePolicy allowing every image, in the
+    package whose data the library reads."""
+    source = f'package ostiary.policies.cluster["{name}"]\n\npolicy := {json.dumps(policy_data(allow_all(name)))}\n'
+    return module_id, source
+
+
+def allow_all_document(name: str) -> tuple[str, str]:
+    """The same as a data document a foreign writer could plant (or put over one of Ostiary's)."""
+    return f"ostiary/policies/cluster/{name}", translate(allow_all(name)).source
+
+
+def held_ids(url: str) -> set[str]:
+    """The ids of every module and policy document OPA holds."""
+    client = OpaClient(url)
+    modules = client.list_policies()
+    documents = policy_documents(client.get_data(POLICY_DATA_ROOT), client.list_packages().values())
+    return set(modules) | {key.removeprefix(DATA_PREFIX) for key in documents}
 
 
 def admit(s, image: str) -> dict:
@@ -105,14 +126,14 @@ def test_a_policy_deleted_while_ostiary_was_down_stops_admitting(served, sidecar
     s.stop()
     (tmp_path / "extra.yaml").unlink()
     # Meanwhile the sidecar still holds the old module: what the issue found in force.
-    assert "ostiary/policies/cluster/extra" in OpaClient(sidecar.url).list_policy_ids()
+    assert "ostiary/policies/cluster/extra" in held_ids(sidecar.url)
 
     s = served("--policy-dir", str(tmp_path), "--opa-url", sidecar.url)
     s.wait_ready()
     denied = admit(s, EXTRA_IMAGE)
     assert denied["allowed"] is False, denied
     assert admit(s, MIRROR)["allowed"] is True
-    assert OpaClient(sidecar.url).list_policy_ids() == expected_ids("base")
+    assert held_ids(sidecar.url) == expected_ids("base")
 
 
 def test_a_custom_module_deleted_while_ostiary_was_down_is_gone(served, sidecar, tmp_path):  # noqa: F811
@@ -129,34 +150,50 @@ def test_a_custom_module_deleted_while_ostiary_was_down_is_gone(served, sidecar,
 
     s = start(served, sidecar, policies, rego)
     assert admit(s, BUSYBOX)["allowed"] is True
-    assert OpaClient(sidecar.url).list_policy_ids() == expected_ids("base")
+    assert held_ids(sidecar.url) == expected_ids("base")
 
 
-def test_modules_planted_before_start_and_while_running_are_removed(served, sidecar, tmp_path):  # noqa: F811
+def test_modules_and_documents_planted_before_start_and_while_running_are_removed(
+    served,  # noqa: F811
+    sidecar,
+    tmp_path,
+):
     (tmp_path / "base.yaml").write_text(BASE)
     opa = OpaClient(sidecar.url)
-    # Before start: one under Ostiary's ids, one under another id but inside Ostiary's packages.
+    # Before start: modules under a policy's id and under another id, both inside the packages the
+    # library reads, and a policy document Ostiary never wrote.
     for module_id, source in (
         allow_all_module("ostiary/policies/cluster/planted", "planted"),
         allow_all_module("elsewhere/x", "elsewhere"),
     ):
         opa.put_policy(module_id, source)
+    opa.put_data(*allow_all_document("planted-data"))
     s = start(served, sidecar, tmp_path)
-    assert opa.list_policy_ids() == expected_ids("base")
+    assert held_ids(sidecar.url) == expected_ids("base")
     assert admit(s, EVIL)["allowed"] is False
 
-    # While running: a new module, and one of Ostiary's own replaced in place with other text.
+    # While running: a new module, and Ostiary's own policy document replaced in place by another.
     opa.put_policy(*allow_all_module("someone/else", "someone"))
-    wait_until(lambda: "someone/else" not in opa.list_policy_ids())
+    wait_until(lambda: "someone/else" not in held_ids(sidecar.url))
     assert admit(s, EVIL)["allowed"] is False
-    opa.put_policy(*allow_all_module("ostiary/policies/cluster/base", "base"))
-    wait_until(
-        lambda: opa.list_policies()["ostiary/policies/cluster/base"] != allow_all_module("x", "base")[1]
-    )
+    path, planted = allow_all_document("base")
+    opa.put_data(path, planted)
+    wait_until(lambda: "registry.example.com" in json.dumps(opa.get_data(path)))
     assert admit(s, EVIL)["allowed"] is False
-    assert opa.list_policy_ids() == expected_ids("base")
+    assert held_ids(sidecar.url) == expected_ids("base")
+    # A module at a policy document's path (its rule beside the document): removed as foreign, and
+    # meanwhile it never admits (what OPA makes of the overlap can only deny: EVIL matches nothing else).
+    foreign = 1
+    try:
+        opa.put_policy(*allow_all_module("ostiary/policies/cluster/base", "base"))
+        foreign += 1
+    except OpaError:
+        pass
+    assert admit(s, EVIL)["allowed"] is False
+    wait_until(lambda: held_ids(sidecar.url) == expected_ids("base"))
+    assert admit(s, EVIL)["allowed"] is False
     metrics = requests.get(s.base + "/metrics", timeout=5).text
-    assert 'ostiary_opa_foreign_changes_total{change="foreign"} 1.0' in metrics
+    assert f'ostiary_opa_foreign_changes_total{{change="foreign"}} {foreign}.0' in metrics
     assert 'ostiary_opa_foreign_changes_total{change="altered"} 1.0' in metrics
 
 

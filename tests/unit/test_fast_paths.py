@@ -105,3 +105,20 @@ def test_decision_log_lines_stay_ascii(tmp_path):
     log.write(body, {"response": {"allowed": True}}, None, 0.01)
     line = path.read_bytes()
     assert line.isascii() and json.loads(line)["user"]["username"] == "zoë"
+
+
+def test_decision_log_pins_come_from_the_decision_not_from_decoding_the_patch():
+    from app.admission.review import Outcome
+    from app.decisionlog import build_record
+
+    pin = "sha256:" + "a" * 64
+    ops = [{"op": "replace", "path": "/spec/containers/0/image", "value": f"reg.example/app:v1@{pin}"}]
+    answer = {"response": {"allowed": True, "patch": "not base64 at all"}}
+    record = build_record({"request": {"uid": "u"}}, answer, Outcome(True, "allowed", [], pins=ops), 0.01)
+    assert record["patch"] == [
+        {"path": "/spec/containers/0/image", "image": f"reg.example/app:v1@{pin}", "digest": pin}
+    ]
+    denied = build_record(
+        {"request": {"uid": "u"}}, {"response": {"allowed": False}}, Outcome(False, "no"), 0.01
+    )
+    assert denied["patch"] == []
