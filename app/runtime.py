@@ -474,9 +474,10 @@ class Runtime:
             return None, ""
         if not in_place:
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
-        if self.refused:
+        refused = self.refused if self.kube is None else self.kube.policies.refused()
+        if refused:
             return True, "ready; refused, so their namespaces are denied: " + "; ".join(
-                f"{what}: {why}" for what, why in self.refused.items()
+                f"{what}: {why}" for what, why in refused.items()
             )
         return True, "ready"
 

@@ -15,6 +15,7 @@ from app.policies.kinds import Key, PolicyKind, describe
 from app.policies.model import RegoModule
 
 ModuleOrError = RegoModule | str  # a str says why the resource has no module
+CONFLICT = "conflicts with "  # how the reason of a resource shadowed by another begins
 
 
 def derive(
@@ -33,7 +34,7 @@ def derive(
             errors[key] = module
         elif module.id in desired:
             errors[key] = (
-                f"conflicts with {describe(desired[module.id][0])}: both would be module "
+                f"{CONFLICT}{describe(desired[module.id][0])}: both would be module "
                 f"{module.id}; this one is not applied"
             )
         else:

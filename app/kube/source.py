@@ -20,6 +20,11 @@ compiles — no more, no fewer — derived from the resources as they are now, n
 - A resource that fails to parse, translate or compile is not in force at all (never half-applied): it
   is reported as a Warning Event on the resource, in the log, and — for ``ostiary.dev`` resources —
   in ``status.conditions`` (type ``Ready``). Other resources are unaffected.
+- A namespace whose ImagePolicy is refused (any of the reasons above) fails closed, for that namespace
+  only: one refusal module (translate.refused_module, named after its first refused policy, saying
+  why each is refused) takes the place of the refused policies, so every image in the namespace is
+  denied naming them — never decided by the ClusterImagePolicies as if the namespace had no policy
+  of its own. Other namespaces keep their policies. ``refused()`` lists them for /readyz.
 - The same kind, namespace and name in two groups (a Portieris policy and its Ostiary copy) would be
   the same module: the ``ostiary.dev`` one wins, the other is reported as a conflict.
 
@@ -35,13 +40,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.kube.client import KubeApi, KubeError, WatchExpired, object_path
-from app.kube.desired import ModuleOrError, derive
+from app.kube.desired import CONFLICT, ModuleOrError, derive
 from app.kube.events import EventReporter
 from app.opa.client import OpaModuleRefused
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds, over_bounds
 from app.policies.kinds import POLICY_KINDS, Key, PolicyKind, as_document, describe, object_key, origin_of
 from app.policies.model import PolicyResource, RegoModule
 from app.policies.sync import PolicySync
+from app.policies.translate import refused_module
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +106,8 @@ class KubePolicySource:
         ] = {}  # key -> ((uid, resourceVersion), module | error)
         self._applied: dict[str, RegoModule] = {}  # module id -> RegoModule in OPA
         self._outcomes: dict[Key, Outcome] = {}
+        self._refusals: dict[str, str] = {}  # refusal module id -> why (its namespace's refused policies)
+        self._refused_now: dict[str, str] = {}  # "ImagePolicy ns/name" -> why, as last pushed (for /readyz)
         self._reported: dict[Key, tuple] = {}
         self._served: set[PolicyKind] = set()
         self._watchers: dict[PolicyKind, threading.Thread] = {}
@@ -130,6 +138,11 @@ class KubePolicySource:
     def outcomes(self) -> dict[Key, Outcome]:
         with self._lock:
             return dict(self._outcomes)
+
+    def refused(self) -> dict[str, str]:
+        """The namespace policies refused in the set last pushed ("ImagePolicy.group ns/name" -> why):
+        their namespaces are denied. Read without the lock (replaced whole, never changed in place)."""
+        return self._refused_now
 
     # ----------------------------------------------------------------- listing and watching
 
@@ -326,24 +339,74 @@ class KubePolicySource:
         for mid, reason in over.items():
             key, _ = desired.pop(mid)
             errors[key] = f"invalid policy: {reason}"
+        self._add_refusals(desired, errors)
         return desired, errors
 
+    def _add_refusals(self, desired: dict[str, tuple[Key, RegoModule]], errors: dict[Key, str]) -> None:
+        """Fail closed for each namespace with a refused ImagePolicy: one refusal module in
+        `desired` (replacing a refused policy's module id, so the namespace is never left to the
+        ClusterImagePolicies), and the reason on each refused resource says so. A resource that is
+        only a lower-precedence copy of one in force (the Portieris twin of an ostiary.dev policy)
+        refuses nothing."""
+        precedence = {(kind.api_version, kind.kind): i for i, kind in enumerate(self._kinds)}
+        by_namespace: dict[str, list[Key]] = {}
+        for key, error in errors.items():
+            _, kind_name, namespace, name = key
+            if kind_name != "ImagePolicy" or not namespace or error.startswith(CONFLICT):
+                continue
+            holder = desired.get(f"ostiary/policies/namespaced/{namespace}/{name}")
+            if holder is not None and precedence.get(holder[0][:2], 99) < precedence.get(key[:2], 99):
+                continue  # shadowed by a higher-precedence copy in force
+            by_namespace.setdefault(namespace, []).append(key)
+        refusals: dict[str, str] = {}
+        refused_now: dict[str, str] = {}
+        for namespace, keys in sorted(by_namespace.items()):
+            keys.sort(key=lambda k: (k[3], precedence.get(k[:2], 99)))
+            reasons = {describe(k): errors[k] for k in keys}
+            reason = (
+                errors[keys[0]]
+                if len(keys) == 1
+                else "; ".join(f"{what}: {why}" for what, why in reasons.items())
+            )
+            module = refused_module(namespace, keys[0][3], origin_of(keys[0]), reason)
+            displaced = desired.get(module.id)
+            if displaced is not None and displaced[0] != keys[0]:  # a lower-precedence twin of it
+                errors.setdefault(displaced[0], f"not applied: {describe(keys[0])} in its place is refused")
+            desired[module.id] = (keys[0], module)
+            refusals[module.id] = reason
+            refused_now.update(reasons)
+            for key in keys:
+                errors[key] += f" (every image in namespace {namespace} is denied until it is fixed)"
+        self._refusals = refusals
+        self._refused_now = refused_now
+
+    def _opa_refused(self, module_id: str, desired: dict[str, tuple[Key, RegoModule]], errors: str) -> None:
+        """Remember that OPA refused a resource's module (for this resourceVersion, like a failed
+        translation), so the next derivation refuses the resource; raise when the refused module
+        is no resource's own (a refusal module: a library or translator bug, not a tenant's)."""
+        if module_id not in desired or module_id in self._refusals:
+            self._resync_needed = True
+            raise OpaModuleRefused(module_id, errors)
+        key, _ = desired[module_id]
+        version = self._translated[key][0] if key in self._translated else ()
+        self._translated[key] = (version, f"OPA refused the translated module {module_id}: {errors}")
+
     def _apply_all(self) -> None:
-        """Push the whole desired set at once; a module OPA refuses is dropped and reported."""
-        desired, errors = self._desired()
-        for _ in range(len(desired) + 1):
+        """Push the whole desired set at once; a module OPA refuses is refused like an invalid
+        resource (its namespace denied) and the rest pushed again."""
+        for _ in range(len(self._objects) + 2):
+            desired, errors = self._desired()
             try:
                 self._sync.replace_all([module for _, module in desired.values()])
                 break
             except OpaModuleRefused as exc:
-                if exc.module_id not in desired:  # the library or a custom module: not a resource's fault
-                    self._resync_needed = True
-                    raise
-                key, _ = desired.pop(exc.module_id)
-                errors[key] = f"OPA refused the translated module {exc.module_id}: {exc.errors}"
+                self._opa_refused(exc.module_id, desired, exc.errors)
             except Exception:
                 self._resync_needed = True
                 raise
+        else:
+            self._resync_needed = True
+            raise RuntimeError("OPA kept refusing policy modules; will push everything again")
         self._resync_needed = False
         self._applied = {mid: module for mid, (_, module) in desired.items()}
         self._record(desired, errors)
@@ -361,7 +424,7 @@ class KubePolicySource:
                 self._sync.remove(mid)
                 del self._applied[mid]
                 changed = True
-            for mid, (key, module) in list(desired.items()):
+            for mid, (_key, module) in list(desired.items()):
                 if self._applied.get(mid) == module:
                     continue
                 try:
@@ -369,13 +432,10 @@ class KubePolicySource:
                 except OpaModuleRefused as exc:
                     if exc.module_id != mid:
                         raise
-                    errors[key] = f"OPA refused the translated module {mid}: {exc.errors}"
-                    del desired[mid]
-                    if mid in self._applied:  # the previous version must not stay in force
-                        self._sync.remove(mid)
-                        del self._applied[mid]
-                    changed = True
-                    continue
+                    # refused like an invalid resource: its namespace denied, the whole set pushed
+                    self._opa_refused(mid, desired, exc.errors)
+                    self._apply_all()
+                    return
                 self._applied[mid] = module
                 changed = True
         except Exception as exc:  # noqa: BLE001 - OPA unreachable: the upkeep thread pushes everything
@@ -395,7 +455,7 @@ class KubePolicySource:
 
     def _record(self, desired: dict[str, tuple[Key, RegoModule]], errors: dict[Key, str]) -> None:
         """Remember each resource's outcome and report the ones that changed (Events, status, log)."""
-        applied_by_key = {key: mid for mid, (key, _) in desired.items()}
+        applied_by_key = {key: mid for mid, (key, _) in desired.items() if mid not in self._refusals}
         outcomes: dict[Key, Outcome] = {}
         for key, (kind, obj) in self._objects.items():
             outcome = Outcome(module_id=applied_by_key.get(key), error=errors.get(key))

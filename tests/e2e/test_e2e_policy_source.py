@@ -29,8 +29,11 @@ def test_a_policy_that_cannot_be_translated_is_reported_on_the_resource(kube, na
     event = eventually(lambda: events_for(kube, namespace, "bad"))[0]
     assert event.type == "Warning" and event.reason == "PolicyRejected"
     assert event.involved_object.kind == "ImagePolicy"
-    # The bad resource is not in force, the good one is: admissions follow the good one only.
-    kube.pod(namespace, "registry.example.com/ok/app:1")
+    # The bad resource is not in force, and its namespace fails closed: every image is denied
+    # naming it (never decided by the good one alone, or by the ClusterImagePolicies).
+    message = denied(kube.pod, namespace, "registry.example.com/ok/app:1")
+    assert f"ImagePolicy {namespace}/bad is refused by Ostiary" in message, message
+    assert "every image in namespace" in condition["message"], condition
     # Fixing it puts it in force.
     fixed = kube.policy(namespace, [{"name": "registry.example.com/fixed/*"}], name="bad")
     assert fixed["metadata"]["generation"] == 2
@@ -151,10 +154,10 @@ def _entries(count: int, team: str) -> list[dict]:
     return [{"name": f"registry{i % 20}.example.com/{team}{i}/app-*"} for i in range(count)]
 
 
-def test_a_namespace_over_its_size_bound_loses_its_larger_policy_only(kube, namespace, ostiary):
+def test_a_namespace_over_its_size_bound_refuses_its_larger_policy_and_fails_closed(kube, namespace, ostiary):
     """Two ImagePolicies of 500 entries: each fits alone, together they are over the default
     bound of one namespace's Rego (512 KiB, app/policies/bounds.py). The larger is refused on its
-    resource and never reaches OPA; the smaller stays in force, and so do other namespaces."""
+    resource and never reaches OPA; its namespace is denied naming it; other namespaces keep theirs."""
     from tests.e2e.webhook import expected_module
 
     kube.policy(namespace, _entries(499, "small") + [{"name": "registry.example.com/ok/*"}], name="small")
@@ -168,9 +171,10 @@ def test_a_namespace_over_its_size_bound_loses_its_larger_policy_only(kube, name
     ), condition
     event = eventually(lambda: events_for(kube, namespace, "big"))[0]
     assert event.reason == "PolicyRejected"
-    assert expected_module(big).id not in ostiary.opa_modules()
-    kube.pod(namespace, "registry.example.com/ok/app:1")  # the smaller policy decides
-    denied(kube.pod, namespace, "registry3.example.com/bigger-name-so-larger3/app-x:1")  # fail closed
+    assert "bigger-name-so-larger" not in (ostiary.opa_module(expected_module(big).id) or "")
+    message = denied(kube.pod, namespace, "registry.example.com/ok/app:1")  # fail closed, naming it
+    assert f"ImagePolicy {namespace}/big is refused by Ostiary" in message, message
+    denied(kube.pod, namespace, "registry3.example.com/bigger-name-so-larger3/app-x:1")
     # another namespace is untouched
     other = unique("other")
     kube.core.create_namespace({"metadata": {"name": other}})

@@ -99,24 +99,25 @@ class FakeSync:
         self.modules: dict[str, object] = {}
         self.calls: list[tuple] = []
         self.refuse: set[str] = set()
+        self.refuse_source: str | None = None  # only modules whose text holds this are refused
         self.down = False
         self.lost = False
 
-    def _check(self, ids):
+    def _check(self, ids, sources=None):
         if self.down:
             raise OpaError("OPA at http://127.0.0.1:1 is unreachable: ConnectionError")
-        for mid in ids:
-            if mid in self.refuse:
+        for mid, text in zip(ids, sources or [""] * len(ids), strict=True):
+            if mid in self.refuse and (self.refuse_source is None or self.refuse_source in text):
                 raise OpaModuleRefused(mid, f"{mid}:3: rego_parse_error: unexpected")
 
     def replace_all(self, modules):
         modules = list(modules)
-        self._check([m.id for m in modules])
+        self._check([m.id for m in modules], [m.source for m in modules])
         self.calls.append(("replace_all", sorted(m.id for m in modules)))
         self.modules = {m.id: m for m in modules}
 
     def upsert(self, module):
-        self._check([module.id])
+        self._check([module.id], [module.source])
         self.calls.append(("upsert", module.id))
         self.modules[module.id] = module
 
@@ -144,7 +145,7 @@ def source(api, sync, **kw) -> KubePolicySource:
     return KubePolicySource(
         api,
         sync=sync,
-        translate=translate,
+        translate=kw.pop("translate", translate),
         parse=parse_policy_document,
         opa_repair=sync.repair,
         retry_interval=0.01,
@@ -463,3 +464,92 @@ def test_the_runtime_wires_source_store_and_owners_to_one_api():
         assert runtime.owners.approved_by_owner({"metadata": {}}, "ns", []) is None
     finally:
         runtime.stop()
+
+
+# ----------------------------------------------------------------------------- a refused namespace fails closed
+
+REFUSAL = "ostiary/policies/namespaced/{}/{}"
+
+
+def _refused(sync, namespace, name) -> str:
+    module = sync.modules.get(REFUSAL.format(namespace, name))
+    assert module is not None and "is refused" in module.source, sync.modules.keys()
+    return module.source
+
+
+def test_an_invalid_image_policy_denies_its_namespace_not_the_others():
+    """The namespace is never left to the ClusterImagePolicies: a refusal takes the policy's place."""
+    api, sync = FakeApi(), FakeSync()
+    api.items[CIP_PATH] = [policy()]
+    api.items[IP_PATH] = [
+        policy("ImagePolicy", "team", "apps", spec={"repositories": [{"name": "a b"}]}),
+        policy("ImagePolicy", "good", "apps", repos=("quay.io/*",)),
+        policy("ImagePolicy", "other", "web", repos=("gcr.io/*",)),
+    ]
+    src = source(api, sync)
+    src.full_sync()
+    assert "whitespace" in _refused(sync, "apps", "team")
+    assert "gcr.io" in sync.modules["ostiary/policies/namespaced/web/other"].source
+    assert "ostiary/policies/cluster/base" in sync.modules
+    (event,) = api.events
+    assert (
+        event["involvedObject"]["name"] == "team"
+        and "every image in namespace apps is denied" in (event["message"])
+    )
+    assert list(src.refused()) == ["ImagePolicy.ostiary.dev apps/team"]
+    # fixed: the refusal goes, the policy is in force
+    src.handle_event(OSTIARY_IP, "MODIFIED", policy("ImagePolicy", "team", "apps", rv="5", generation=2))
+    assert "is refused" not in sync.modules[REFUSAL.format("apps", "team")].source
+    assert src.refused() == {}
+
+
+def test_an_image_policy_over_a_bound_or_refused_by_opa_denies_its_namespace():
+    from app.policies.bounds import Bounds, bounded
+
+    api, sync = FakeApi(), FakeSync()
+    api.items[IP_PATH] = [
+        policy("ImagePolicy", "huge", "apps", repos=tuple(f"r{i}.example.com/*" for i in range(20))),
+        policy("ImagePolicy", "broken", "ops", repos=("quay.io/*",)),
+        policy("ImagePolicy", "fine", "web", repos=("gcr.io/*",)),
+    ]
+    # OPA refuses the policy's own module (it names quay.io), not the refusal put at its id
+    sync.refuse.add(REFUSAL.format("ops", "broken"))
+    sync.refuse_source = "quay.io"
+    bounds = Bounds(max_entries=10)
+    src = source(api, sync, bounds=bounds, translate=bounded(translate, bounds))
+    src.full_sync()
+    assert "over the bound of 10 entries" in _refused(sync, "apps", "huge")
+    assert "OPA refused" in _refused(sync, "ops", "broken")
+    assert "gcr.io" in sync.modules["ostiary/policies/namespaced/web/fine"].source
+
+
+def test_one_refusal_per_namespace_whatever_the_number_of_refused_policies():
+    api, sync = FakeApi(), FakeSync()
+    api.items[IP_PATH] = [
+        policy("ImagePolicy", f"bad{i}", "apps", spec={"repositories": [{"name": "a b"}]}) for i in range(5)
+    ]
+    src = source(api, sync)
+    src.full_sync()
+    refusals = [mid for mid, m in sync.modules.items() if "is refused" in m.source]
+    assert refusals == [REFUSAL.format("apps", "bad0")]
+    assert "bad4" in sync.modules[refusals[0]].source
+    assert len(src.refused()) == 5 and len(api.events) == 5
+
+
+def test_a_portieris_twin_of_a_policy_in_force_refuses_nothing():
+    api, sync = FakeApi(served=("ostiary.dev/v1", "portieris.cloud.ibm.com/v1")), FakeSync()
+    api.items[IP_PATH] = [policy("ImagePolicy", "same", "apps", repos=("quay.io/*",))]
+    api.items[collection_path(POLICY_KINDS[2])] = [
+        policy(
+            "ImagePolicy",
+            "same",
+            "apps",
+            group="portieris.cloud.ibm.com/v1",
+            uid="p",
+            spec={"repositories": [{"name": "a b"}]},
+        )
+    ]
+    src = source(api, sync)
+    src.full_sync()
+    assert "quay.io" in sync.modules[REFUSAL.format("apps", "same")].source
+    assert src.refused() == {}
