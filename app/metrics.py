@@ -129,6 +129,18 @@ class Metrics:
         )
         self.audit = AuditMetrics(self.registry)  # app/audit (docs/audit.md)
 
+        self.opa_push_held_back = Gauge(
+            "ostiary_opa_push_held_back",
+            "1 while the policy set asked for is not pushed to OPA (over the push budget, or OPA died of "
+            "it) and OPA keeps the last set that fitted; 0 otherwise.",
+            registry=self.registry,
+        )
+        self.opa_push_deaths = Counter(
+            "ostiary_opa_push_deaths_total",
+            "Times OPA was found restarted with nothing in it within 30 s of a policy push (the push blamed).",
+            registry=self.registry,
+        )
+
     def record_drift(self, found: Drift) -> None:
         """One repair of OPA's modules (see app.policies.sync.PolicySync.repair)."""
         self.opa_resyncs.inc()

@@ -48,6 +48,7 @@ from app.policies.directory import (
     with_refusals,
 )
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError, PolicySet, RegoModule
+from app.policies.pushguard import PushGuard
 from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
 from app.ports import ObjectStore
@@ -136,7 +137,12 @@ class Runtime:
         self.local_opa: LocalOpa | None = None if config.opa_url else LocalOpa(authenticate=True)
         token = read_token(config.opa_token_file) if config.opa_url and config.opa_token_file else None
         self.opa = OpaClient(config.opa_url or "http://127.0.0.1:0", token=token)  # local: set by start()
-        self.sync = PolicySync(self.opa, on_drift=self.metrics.record_drift)
+        # Nothing over the push budget (derived from OPA's memory limit), nor a set OPA died of, is
+        # pushed again and again (app/policies/pushguard.py).
+        guard = PushGuard(config.bounds.max_push_bytes, on_death=self.metrics.opa_push_deaths.inc)
+        self.sync = PolicySync(
+            self.opa, on_drift=self.metrics.record_drift, guard=guard, on_hold=self._on_hold
+        )
         self.load_error: str | None = None  # why the last load failed; None when it succeeded
         self.in_force: str | None = None  # what the last good load put in force (for /readyz)
         # Directory mode: the ImagePolicies refused while the rest is in force ("ImagePolicy ns/name
@@ -197,6 +203,13 @@ class Runtime:
         self._opa_restarts = 0
         self.opa_problem: str | None = None  # what the last probe found wrong with OPA; None: it answers
         self._prober = threading.Thread(target=self._probe_loop, name="ostiary-readiness", daemon=True)
+
+    def _on_hold(self, reason: str | None) -> None:
+        """A policy set held back (reason) or released (None): metrics, and Events in cluster mode."""
+        self.metrics.opa_push_held_back.set(0 if reason is None else 1)
+        kube = getattr(self, "kube", None)
+        if reason is not None and kube is not None:
+            kube.policies.report_held_back(reason, self.sync.not_held())
 
     def start(self) -> Runtime:
         """Start OPA (unless external), load the policies (or start the cluster source), start the
@@ -474,6 +487,12 @@ class Runtime:
             return None, ""
         if not in_place:
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
+        held_back = self.sync.held_back
+        if held_back:
+            return (
+                True,
+                f"ready with the last policy set that fitted OPA; the newer set is held back: {held_back}",
+            )
         refused = self.refused if self.kube is None else self.kube.policies.refused()
         if refused:
             return True, "ready; refused, so their namespaces are denied: " + "; ".join(

@@ -147,21 +147,29 @@ def registry_endpoint_option(help: str) -> Any:
 
 
 def bounds_options(command: F) -> F:
-    """--max-policy-entries, --max-namespace-policy-bytes, --max-policy-bytes (app/policies/bounds.py),
-    passed to the command as `bounds`."""
+    """--max-policy-entries, --max-namespace-policy-bytes, --max-policy-bytes, --opa-push-budget and
+    --opa-memory-limit they derive from (app/policies/bounds.py), passed to the command as `bounds`."""
     from app.policies.bounds import DEFAULT_BOUNDS, MAX_ENTRIES
 
     def with_bounds(
         *args: Any,
         max_policy_entries: int,
-        max_namespace_policy_bytes: int,
-        max_policy_bytes: int,
+        max_namespace_policy_bytes: int | None,
+        max_policy_bytes: int | None,
+        opa_push_budget: int | None,
+        opa_memory_limit: str,
         **kwargs: Any,
     ) -> Any:
-        from app.policies.bounds import Bounds
+        from app.policies.bounds import Bounds, parse_quantity
 
         try:
-            bounds = Bounds(max_policy_entries, max_namespace_policy_bytes, max_policy_bytes)
+            bounds = Bounds.for_opa_memory(
+                parse_quantity(opa_memory_limit),
+                max_entries=max_policy_entries,
+                max_scope_bytes=max_namespace_policy_bytes,
+                max_total_bytes=max_policy_bytes,
+                max_push_bytes=opa_push_budget,
+            )
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         return command(*args, bounds=bounds, **kwargs)
@@ -177,17 +185,27 @@ def bounds_options(command: F) -> F:
         ),
         click.option(
             "--max-namespace-policy-bytes",
-            default=DEFAULT_BOUNDS.max_scope_bytes,
-            show_default=True,
             type=click.IntRange(min=1),
-            help="Most bytes of Rego one namespace's ImagePolicies (or all ClusterImagePolicies) compile to.",
+            help="Most bytes of Rego one namespace's ImagePolicies (or all ClusterImagePolicies) compile to "
+            f"[default: half of --max-policy-bytes; {DEFAULT_BOUNDS.max_scope_bytes} for 256Mi].",
         ),
         click.option(
             "--max-policy-bytes",
-            default=DEFAULT_BOUNDS.max_total_bytes,
-            show_default=True,
             type=click.IntRange(min=1),
-            help="Most bytes of Rego all policies in force compile to (docs/security.md).",
+            help="Most bytes of Rego all policies in force compile to [default: from --opa-memory-limit; "
+            f"{DEFAULT_BOUNDS.max_total_bytes} for 256Mi] (docs/security.md).",
+        ),
+        click.option(
+            "--opa-push-budget",
+            type=click.IntRange(min=1),
+            help="Most bytes of Rego pushed to OPA at once (library, custom rules, policies); a larger set "
+            f"is not pushed [default: from --opa-memory-limit; {DEFAULT_BOUNDS.max_push_bytes} for 256Mi].",
+        ),
+        click.option(
+            "--opa-memory-limit",
+            default="256Mi",
+            show_default=True,
+            help="OPA's memory limit (the chart's opa.resources.limits.memory), which the byte bounds derive from.",
         ),
     ]
     for option in reversed(options):

@@ -144,6 +144,25 @@ class KubePolicySource:
         their namespaces are denied. Read without the lock (replaced whole, never changed in place)."""
         return self._refused_now
 
+    def report_held_back(self, reason: str, module_ids: set[str]) -> None:
+        """A Warning Event on each resource whose module OPA is not given because the policy set
+        is held back (PolicySync.held_back: over the push budget, or OPA died of it). Called from
+        within a push: reads a snapshot, takes no lock."""
+        for key, (kind, obj) in list(self._objects.items()):
+            _, kind_name, namespace, name = key
+            module_id = (
+                f"ostiary/policies/namespaced/{namespace}/{name}"
+                if namespace
+                else f"ostiary/policies/cluster/{name}"
+            )
+            if module_id in module_ids:
+                self._reporter.event(
+                    kind,
+                    obj,
+                    "PolicySetHeldBack",
+                    f"not in force: OPA keeps the last policy set that fitted: {reason}",
+                )
+
     # ----------------------------------------------------------------- listing and watching
 
     def _list(self, kind: PolicyKind) -> tuple[list[dict], str] | None:

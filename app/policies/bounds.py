@@ -28,8 +28,58 @@ from typing import TypeVar
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 
 MAX_ENTRIES = 500
-DEFAULT_SCOPE_BYTES = 512 * 1024
-DEFAULT_TOTAL_BYTES = 1024 * 1024
+
+# What OPA's memory limit allows to be pushed (scripts/measure_policy_cost.py, docs/security.md):
+# a bare OPA takes 36 MiB and 57 MiB with the library; each byte of module text it holds costs 70
+# to 107 bytes of its memory at peak. A quarter of the limit stays free for queries, the trust
+# facts and the garbage collector. Of the push budget, RESERVED_BYTES are for the library (41 KiB),
+# custom rules and the refusal modules; the policies get the rest, one scope half of that.
+DEFAULT_OPA_MEMORY = 256 * 1024 * 1024  # the chart's opa.resources.limits.memory
+OPA_BASE_BYTES = 64 * 1024 * 1024
+OPA_BYTES_PER_MODULE_BYTE = 110
+OPA_MEMORY_FRACTION = 0.75
+RESERVED_BYTES = 128 * 1024
+_GRAIN = 64 * 1024
+
+
+def push_budget_for(opa_memory: int) -> int:
+    """The bytes of module text Ostiary may push to an OPA limited to `opa_memory` bytes."""
+    budget = int((opa_memory * OPA_MEMORY_FRACTION - OPA_BASE_BYTES) / OPA_BYTES_PER_MODULE_BYTE)
+    return budget // _GRAIN * _GRAIN
+
+
+def total_bytes_for(opa_memory: int) -> int:
+    """The default bound on all policies' Rego for an OPA limited to `opa_memory` bytes."""
+    return (push_budget_for(opa_memory) - RESERVED_BYTES) // _GRAIN * _GRAIN
+
+
+def parse_quantity(text: str) -> int:
+    """A Kubernetes memory quantity ("256Mi", "1Gi", "300M", "268435456") in bytes."""
+    units = {
+        "Ki": 2**10,
+        "Mi": 2**20,
+        "Gi": 2**30,
+        "Ti": 2**40,
+        "k": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+    }
+    value = text.strip()
+    suffix = next((u for u in units if value.endswith(u)), "")
+    number, factor = value[: len(value) - len(suffix)], units.get(suffix, 1)
+    try:
+        amount = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is no memory quantity (like 256Mi)") from None
+    if amount <= 0:
+        raise ValueError(f"{text!r}: a memory quantity must be positive")
+    return int(amount * factor)
+
+
+DEFAULT_TOTAL_BYTES = total_bytes_for(DEFAULT_OPA_MEMORY)  # 1 MiB
+DEFAULT_SCOPE_BYTES = DEFAULT_TOTAL_BYTES // 2  # 512 KiB
+DEFAULT_PUSH_BYTES = push_budget_for(DEFAULT_OPA_MEMORY)  # 1,152 KiB
 
 K = TypeVar("K", bound=Hashable)
 
@@ -39,6 +89,30 @@ class Bounds:
     max_entries: int = MAX_ENTRIES  # serve/check --max-policy-entries
     max_scope_bytes: int = DEFAULT_SCOPE_BYTES  # serve/check --max-namespace-policy-bytes
     max_total_bytes: int = DEFAULT_TOTAL_BYTES  # serve/check --max-policy-bytes
+    # What may be pushed to OPA at once (library, custom rules, policies, refusals): serve --opa-push-budget
+    max_push_bytes: int = DEFAULT_PUSH_BYTES
+
+    @classmethod
+    def for_opa_memory(
+        cls,
+        opa_memory: int = DEFAULT_OPA_MEMORY,
+        *,
+        max_entries: int = MAX_ENTRIES,
+        max_scope_bytes: int | None = None,
+        max_total_bytes: int | None = None,
+        max_push_bytes: int | None = None,
+    ) -> Bounds:
+        """The bounds for an OPA limited to `opa_memory` bytes (serve --opa-memory-limit): each
+        one not given is derived from it (push_budget_for, total_bytes_for, a scope half the total)."""
+        push = max_push_bytes if max_push_bytes is not None else push_budget_for(opa_memory)
+        total = max_total_bytes if max_total_bytes is not None else total_bytes_for(opa_memory)
+        if total < _GRAIN and max_total_bytes is None:
+            raise ValueError(
+                f"an OPA memory limit of {opa_memory // 2**20} MiB leaves no room for policies: "
+                "give OPA at least 128Mi (--opa-memory-limit)"
+            )
+        scope = max_scope_bytes if max_scope_bytes is not None else total // 2
+        return cls(max_entries, scope, total, push)
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_entries <= MAX_ENTRIES:
@@ -50,6 +124,11 @@ class Bounds:
             raise ValueError(
                 "--max-namespace-policy-bytes must be positive and --max-policy-bytes at least as large "
                 f"(got {self.max_scope_bytes} and {self.max_total_bytes})"
+            )
+        if self.max_push_bytes < self.max_total_bytes:
+            raise ValueError(
+                "--opa-push-budget must be at least --max-policy-bytes "
+                f"(got {self.max_push_bytes} and {self.max_total_bytes})"
             )
 
 

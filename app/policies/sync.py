@@ -16,6 +16,10 @@ the watchdog or the cluster source) puts back any difference and reports it.
 
 Changes are all or nothing: when OPA refuses a module, OPA is brought back to the previous
 desired set, so it never runs a half-applied one.
+
+With a push guard (app/policies/pushguard.py), a set over the push budget, or one OPA died of, is
+not pushed: OPA keeps the last set that fitted (``held_back`` says why; readiness, metrics and
+Events report it through ``on_hold``) until the set asked for changes, or its retry time comes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.paths import rego_library_dir
 from app.policies.model import RegoModule
+from app.policies.pushguard import PushGuard, fingerprint, set_bytes
 from app.policies.reconcile import Drift, drift, plan
 from app.policies.translate import canonical_json
 
@@ -124,7 +129,12 @@ def _until_settled(operations: list[Operation]) -> None:
 
 class PolicySync:
     def __init__(
-        self, opa: OpaClient, base: Iterable[RegoModule] = (), on_drift: Callable[[Drift], None] | None = None
+        self,
+        opa: OpaClient,
+        base: Iterable[RegoModule] = (),
+        on_drift: Callable[[Drift], None] | None = None,
+        guard: PushGuard | None = None,
+        on_hold: Callable[[str | None], None] | None = None,
     ):
         self.opa = opa
         self._lock = threading.RLock()
@@ -132,6 +142,12 @@ class PolicySync:
         self._policies: dict[str, RegoModule] = {}
         self._servers: tuple[dict[str, RegoModule], frozenset[str]] | None = None
         self._on_drift = on_drift
+        self.guard = guard
+        self._on_hold = on_hold
+        # While a set is held back: what OPA holds instead of base + policies, and why.
+        self._held: dict[str, RegoModule] | None = None
+        self.held_back: str | None = None
+        self._before: dict[str, RegoModule] | None = None  # what OPA held before the last change
         self.synced = False
         # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
         # plans per generation: one queried while the set changed is never kept).
@@ -139,7 +155,10 @@ class PolicySync:
 
     @property
     def desired(self) -> dict[str, RegoModule]:
+        """What OPA must hold: base and policies, or the last set that fitted while they are held back."""
         with self._lock:
+            if self._held is not None:
+                return dict(self._held)
             return {**self._base, **self._policies}
 
     def _put(self, module: RegoModule) -> None:
@@ -171,30 +190,86 @@ class PolicySync:
             return functools.partial(self.opa.delete_data, key.removeprefix(DATA_PREFIX))
         return functools.partial(self.opa.delete_policy, key)
 
-    def _converge(self, wanted: dict[str, RegoModule]) -> None:
-        """Make OPA hold exactly `wanted` (ids and text); raise OpaError when it refuses."""
+    def _hold(self, reason: str, old: dict[str, RegoModule]) -> None:
+        """Keep OPA on `old` instead of the set asked for, and say why; when OPA died of `old` too
+        (or it is over the budget), on the last set that fitted, or the one before `old`, or the
+        base alone (no policy: every admission denied)."""
+        assert self.guard is not None
+        keep = old
+        for candidate in (self.guard.last_good, self._before, dict(self._base)):
+            if not self.guard.killed(keep) and self.guard.refusal(keep) is None:
+                break
+            if candidate is not None:
+                keep = candidate
+        changed = reason != self.held_back
+        if changed:
+            log.error(
+                "policy set held back, OPA keeps the last set that fitted (%d modules, %d bytes): %s",
+                len(keep),
+                set_bytes(keep),
+                reason,
+            )
+        self._held, self.held_back = keep, reason
+        try:
+            self._converge(keep)
+        except OpaError as exc:  # OPA down: repair() puts `keep` back when it answers
+            log.warning("could not put the last set that fitted back in OPA yet: %s", exc)
+        if changed and self._on_hold is not None:
+            self._on_hold(reason)
+
+    def not_held(self) -> set[str]:
+        """The ids of the modules asked for that OPA does not hold as asked (while a set is held back)."""
+        with self._lock:
+            if self._held is None:
+                return set()
+            held = self._held
+            return {i for i, m in {**self._base, **self._policies}.items() if held.get(i) != m}
+
+    def _release(self) -> None:
+        if self._held is None and self.held_back is None:
+            return
+        self._held, self.held_back = None, None
+        log.info("the policy set asked for is in OPA again; nothing held back")
+        if self._on_hold is not None:
+            self._on_hold(None)
+
+    def _converge(self, wanted: dict[str, RegoModule], attempt: bool = True) -> None:
+        """Make OPA hold exactly `wanted` (ids and text); raise OpaError when it refuses. `attempt`:
+        tell the guard (a push OPA may die of; a revert to what it held is none)."""
         by_key = {_key(m): m for m in wanted.values()}
         steps = plan({k: m.source for k, m in by_key.items()}, self._present())
         operations: list[Operation] = [(k, self._write(by_key[k])) for k in steps.put]
         operations += [(k, self._remove(k)) for k in steps.delete]
         if not operations:
             return
+        if self.guard is not None and attempt:
+            self.guard.attempted(wanted)
         self.generation += 1
         try:
             _until_settled(operations)
         finally:
             self.generation += 1
+            if self.guard is not None and attempt:  # OPA may die as the push ends: count from then
+                self.guard.attempted(wanted)
 
     def _apply(self, new: dict[str, RegoModule], old: dict[str, RegoModule]) -> None:
-        """Make OPA hold exactly `new`; on refusal bring it back to exactly `old` and raise OpaError."""
+        """Make OPA hold exactly `new`; on refusal bring it back to exactly `old` and raise OpaError.
+        A set the guard refuses is not pushed: OPA keeps `old` (``_hold``)."""
+        if self.guard is not None:
+            reason = self.guard.refusal(new)
+            if reason is not None:
+                self._hold(reason, old)
+                return
         try:
             self._converge(new)
         except OpaError:
             try:
-                self._converge(old)
+                self._converge(old, attempt=False)
             except OpaError:
                 log.exception("could not restore OPA's previous modules after a refused change")
             raise
+        self._before = old
+        self._release()
 
     def set_base(self, modules: Iterable[RegoModule]) -> None:
         with self._lock:
@@ -250,13 +325,32 @@ class PolicySync:
         (``on_drift``: the metrics) and make OPA exact again. Returns the difference, or None."""
         with self._lock:
             found = self.difference()
+            guard = self.guard
             if found.empty:
+                if guard is not None:
+                    guard.settled(self.desired)
+                    self._retry_held()
                 return None
             log.warning("OPA's modules differ from Ostiary's (%s); making them exact again", found.describe())
             if self._on_drift is not None:
                 self._on_drift(found)
+            desired = self.desired
+            if guard is not None and desired and set(found.missing) == set(desired):  # OPA restarted empty
+                killer = guard.lost_everything()
+                if killer is not None and killer == fingerprint(desired):
+                    self._hold(guard.refusal(desired) or "OPA died of this policy set", desired)
+                    return found
             self._converge(self.desired)
             return found
+
+    def _retry_held(self) -> None:
+        """Push the set asked for again once the guard allows it (its retry time came)."""
+        if self._held is None or self.guard is None:
+            return
+        asked = {**self._base, **self._policies}
+        if self.guard.refusal(asked) is None:
+            log.info("trying the policy set held back again")
+            self._apply(asked, self.desired)
 
     def in_place(self, wait: float = -1) -> bool | None:
         """True when OPA holds exactly the desired modules, ids and text (false after an OPA

@@ -465,3 +465,75 @@ def test_the_grafana_dashboard_is_opt_in_and_charts_metrics_ostiary_really_expor
     exported = exported_metric_names()
     assert all(known_metric(m, exported) for m in used), used
     assert {"ostiary_admission_requests_total", "ostiary_admission_duration_seconds_bucket"} <= used
+
+
+def _bounds_of(args: list[str]):
+    """The bounds `ostiary serve` derives from the chart's bound arguments (its own option parser)."""
+    import click
+    from click.testing import CliRunner
+
+    from app.cli.options import bounds_options
+
+    seen = {}
+
+    @click.command()
+    @bounds_options
+    def command(bounds) -> None:
+        seen["bounds"] = bounds
+
+    flags = (
+        "--opa-memory-limit",
+        "--max-policy-entries",
+        "--max-namespace-policy-bytes",
+        "--max-policy-bytes",
+    )
+    done = CliRunner().invoke(command, [a for a in args if a.startswith((*flags, "--opa-push-budget"))])
+    assert done.exit_code == 0, done.output
+    return seen["bounds"]
+
+
+def test_policy_bounds_follow_the_opa_containers_memory_limit() -> None:
+    from app.policies.bounds import DEFAULT_BOUNDS
+
+    args = containers(rendered_objects())["ostiary"]["args"]
+    assert "--opa-memory-limit=256Mi" in args and "--max-policy-entries=500" in args
+    assert not any(a.startswith(("--max-policy-bytes", "--max-namespace", "--opa-push")) for a in args)
+    assert _bounds_of(args) == DEFAULT_BOUNDS  # 512 KiB, 1 MiB, 1152 KiB pushed at once
+    # A larger OPA: every byte bound grows with it; a smaller one shrinks them.
+    larger = _bounds_of(containers(rendered_objects("opa.resources.limits.memory=1Gi"))["ostiary"]["args"])
+    smaller = _bounds_of(containers(rendered_objects("opa.resources.limits.memory=192Mi"))["ostiary"]["args"])
+    assert smaller.max_push_bytes < DEFAULT_BOUNDS.max_push_bytes < larger.max_push_bytes
+    assert smaller.max_total_bytes < DEFAULT_BOUNDS.max_total_bytes < larger.max_total_bytes
+    assert larger.max_scope_bytes == larger.max_total_bytes // 2
+    # A limit in bytes renders as digits, not as a float in exponent form.
+    args = containers(rendered_objects("opa.resources.limits.memory=536870912"))["ostiary"]["args"]
+    assert "--opa-memory-limit=536870912" in args
+
+
+def test_each_policy_bound_is_a_value() -> None:
+    values = {
+        "policyBounds": {
+            "maxEntries": 200,
+            "maxNamespaceBytes": 262144,
+            "maxTotalBytes": 2097152,
+            "opaPushBudget": 3145728,
+        }
+    }
+    args = containers(rendered_objects(values=values))["ostiary"]["args"]
+    for arg in (
+        "--max-policy-entries=200",
+        "--max-namespace-policy-bytes=262144",
+        "--max-policy-bytes=2097152",
+        "--opa-push-budget=3145728",
+    ):
+        assert arg in args, args
+    bounds = _bounds_of(args)
+    assert (bounds.max_entries, bounds.max_scope_bytes, bounds.max_total_bytes, bounds.max_push_bytes) == (
+        200,
+        262144,
+        2097152,
+        3145728,
+    )
+    assert refusal("policyBounds.maxEntries=501")  # the CRDs' maxItems
+    assert refusal("policyBounds.maxTotalBytes=0")
+    assert refusal("policyBounds.unknown=1")
