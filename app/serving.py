@@ -31,6 +31,10 @@ No one client can take the loop or its limits for itself:
 - at most a quarter of the request threads (at least one) work on bodies over LARGE_BODY bytes or
   HEAVY_VALUES values at once; other such requests wait on the loop, within their body deadline,
   so small ones always find a thread.
+
+The probes (``GET /healthz`` and ``/readyz``: answered from memory, app/runtime.py ``ready``) run on
+PROBE_THREADS threads of their own, so they answer at once even while every request thread waits
+on OPA or on a trust server up to the admission budget.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ from app import defaults
 from app.defaults import MAX_BODY
 
 READ_CHUNK = 65536
+PROBE_THREADS = 2
+_PROBES = (b"GET /healthz ", b"GET /healthz?", b"GET /readyz ", b"GET /readyz?")
 MAX_READS_PER_STEP = 4  # then back to the poller: one busy connection cannot hold the loop
 LARGE_BODY = 1024 * 1024  # requests with bodies over this share a quarter of the threads,
 HEAVY_VALUES = 20_000  # and so do those with more JSON separators (values) than this
@@ -296,6 +302,7 @@ class OstiaryWorker(ThreadWorker):
     # -- the loop ---------------------------------------------------------------------------
 
     def init_process(self) -> None:
+        self.probe_pool = futures.ThreadPoolExecutor(PROBE_THREADS, thread_name_prefix="ostiary-probe")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -350,6 +357,7 @@ class OstiaryWorker(ThreadWorker):
             self._unlinger(sock)
         futures.wait(list(self.futures), timeout=self.cfg.graceful_timeout)
         self.tpool.shutdown(False)
+        self.probe_pool.shutdown(False)
         for conn in busy:
             conn.close()
         self.poller.close()
@@ -742,7 +750,8 @@ class OstiaryWorker(ThreadWorker):
         conn.skipped = conn.scanned = 0
         conn.state = BUSY
         conn.parser = http.RequestParser(self.cfg, _chunks(request), conn.client)
-        fs = self.tpool.submit(self._serve, conn)
+        pool: Any = self.probe_pool if request.startswith(_PROBES) else self.tpool
+        fs = pool.submit(self._serve, conn)
         fs.conn = conn
         self.futures.append(fs)
         fs.add_done_callback(lambda _: self._wake())  # runs once fs is done, so the loop sees it

@@ -413,3 +413,82 @@ def test_a_killed_worker_is_replaced_and_no_forbidden_image_is_admitted_meanwhil
     assert served.proc.poll() is None, "the server itself must survive a worker's death"
     assert served.admit(deployment_review(f"{reg}/open/app:v1"))["allowed"] is True
     assert set(_children(served.proc.pid)) != set(workers)
+
+
+def _probes_while(served, busy, seconds: float = 10.0) -> list[tuple[str, float, int, str, float]]:
+    """Ask /readyz and /healthz every 0.2 s for `seconds` while `busy` clients keep every request
+    thread waiting: (path, seconds to answer, status, reason, seconds since the load began). A
+    probe not answered within 1 s fails the test."""
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                requests.post(f"{served.url}/admit", json=busy(), timeout=30)
+            except requests.RequestException:
+                pass
+
+    clients = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+    answers = []
+    try:
+        for t in clients:
+            t.start()
+        time.sleep(1.0)  # every thread is taken by now
+        begin = time.monotonic()
+        while time.monotonic() - begin < seconds:
+            for path in ("/readyz", "/healthz"):
+                asked = time.monotonic()
+                try:
+                    r = requests.get(served.url + path, timeout=1.0)
+                except requests.RequestException as exc:
+                    raise AssertionError(
+                        f"{path} gave no answer within 1 s ({asked - begin:.1f} s in): {exc}\n{answers}"
+                    ) from None
+                body = r.json()
+                why = body.get("reason") or body.get("status")
+                answers.append((path, time.monotonic() - asked, r.status_code, why, asked - begin))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(35)
+    return answers
+
+
+def test_probes_answer_within_a_second_while_every_thread_waits_on_a_stalled_trust_server(proxied):
+    """16 clients admit images whose trust server (the real notary-server behind the proxy) takes
+    every request and never answers: /readyz and /healthz still answer within a second, with the
+    reason, and the admissions are denials."""
+    world, proxy, served = proxied
+    reg = world.registry_host
+    proxy.fault = "stall"
+    try:
+        answers = _probes_while(
+            served, lambda: deployment_review(f"{reg}/faults/load-{uuid.uuid4().hex[:8]}:v1")
+        )
+    finally:
+        proxy.fault = None
+    assert {path for path, *_ in answers} == {"/readyz", "/healthz"}
+    assert all(code == 200 and why for _, _, code, why, _ in answers), answers
+    print(f"\nslowest probe: {max(a[1] for a in answers):.2f} s of {len(answers)}")
+
+
+def test_probes_answer_within_a_second_while_every_thread_waits_on_a_stopped_opa(plain):
+    """OPA stopped (SIGSTOP: it takes connections and never answers) under 16 clients: /readyz
+    answers within a second, turning 503 and naming OPA; /healthz answers too."""
+    world, served, _ = plain
+    opa = [p for p in _tree(served.proc.pid) if _comm(p) == "opa"]
+    assert opa, "no local OPA under ostiary serve"
+    for pid in opa:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        answers = _probes_while(served, lambda: deployment_review(f"{world.registry_host}/open/app:1"))
+    finally:
+        for pid in opa:
+            os.kill(pid, signal.SIGCONT)
+    # the probe finds OPA silent within its 2 s timeout (app/runtime.py); from then on 503 naming it
+    late = [a for a in answers if a[0] == "/readyz" and a[4] > 4]
+    assert late and all(code == 503 and "OPA" in why for _, _, code, why, _ in late), answers
+    assert all(code == 200 for path, _, code, _, _ in answers if path == "/healthz"), answers
+    print(f"\nslowest probe: {max(a[1] for a in answers):.2f} s of {len(answers)}")
+    served.wait_ready(30)  # and it heals
