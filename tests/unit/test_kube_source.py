@@ -553,3 +553,16 @@ def test_a_portieris_twin_of_a_policy_in_force_refuses_nothing():
     src.full_sync()
     assert "quay.io" in sync.modules[REFUSAL.format("apps", "same")].source
     assert src.refused() == {}
+
+
+def test_a_held_back_policy_set_is_reported_on_the_policies_left_out():
+    api, sync = FakeApi(), FakeSync()
+    api.items[CIP_PATH] = [policy()]
+    api.items[IP_PATH] = [policy("ImagePolicy", "big", "apps"), policy("ImagePolicy", "ok", "web")]
+    src = source(api, sync)
+    src.full_sync()
+    api.events.clear()
+    src.report_held_back("OPA died 2 times ...", {"ostiary/policies/namespaced/apps/big"})
+    (event,) = api.events
+    assert event["reason"] == "PolicySetHeldBack" and event["involvedObject"]["name"] == "big"
+    assert "OPA keeps the last policy set that fitted: OPA died 2 times" in event["message"]
