@@ -25,7 +25,6 @@ from tests.support.procs import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-
 OSTIARY = str(Path(sys.executable).parent / "ostiary")
 
 
