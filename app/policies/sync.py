@@ -148,6 +148,7 @@ class PolicySync:
         self._held: dict[str, RegoModule] | None = None
         self.held_back: str | None = None
         self._before: dict[str, RegoModule] | None = None  # what OPA held before the last change
+        self._not_held: set[str] = set()  # ids of the modules asked for that OPA does not hold as asked
         self.synced = False
         # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
         # plans per generation: one queried while the set changed is never kept).
@@ -190,7 +191,7 @@ class PolicySync:
             return functools.partial(self.opa.delete_data, key.removeprefix(DATA_PREFIX))
         return functools.partial(self.opa.delete_policy, key)
 
-    def _hold(self, reason: str, old: dict[str, RegoModule]) -> None:
+    def _hold(self, reason: str, old: dict[str, RegoModule], asked: dict[str, RegoModule]) -> None:
         """Keep OPA on `old` instead of the set asked for, and say why; when OPA died of `old` too
         (or it is over the budget), on the last set that fitted, or the one before `old`, or the
         base alone (no policy: every admission denied)."""
@@ -210,6 +211,7 @@ class PolicySync:
                 reason,
             )
         self._held, self.held_back = keep, reason
+        self._not_held = {i for i, m in asked.items() if keep.get(i) != m}
         try:
             self._converge(keep)
         except OpaError as exc:  # OPA down: repair() puts `keep` back when it answers
@@ -220,10 +222,7 @@ class PolicySync:
     def not_held(self) -> set[str]:
         """The ids of the modules asked for that OPA does not hold as asked (while a set is held back)."""
         with self._lock:
-            if self._held is None:
-                return set()
-            held = self._held
-            return {i for i, m in {**self._base, **self._policies}.items() if held.get(i) != m}
+            return set(self._not_held) if self._held is not None else set()
 
     def _release(self) -> None:
         if self._held is None and self.held_back is None:
@@ -258,7 +257,7 @@ class PolicySync:
         if self.guard is not None:
             reason = self.guard.refusal(new)
             if reason is not None:
-                self._hold(reason, old)
+                self._hold(reason, old, new)
                 return
         try:
             self._converge(new)
@@ -338,7 +337,7 @@ class PolicySync:
             if guard is not None and desired and set(found.missing) == set(desired):  # OPA restarted empty
                 killer = guard.lost_everything()
                 if killer is not None and killer == fingerprint(desired):
-                    self._hold(guard.refusal(desired) or "OPA died of this policy set", desired)
+                    self._hold(guard.refusal(desired) or "OPA died of this policy set", desired, desired)
                     return found
             self._converge(self.desired)
             return found

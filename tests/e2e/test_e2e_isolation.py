@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.e2e.k8s import denied, unique
+from tests.e2e.k8s import denied, eventually, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +106,42 @@ def test_an_oversized_and_a_broken_policy_in_one_namespace_leave_the_others_as_t
         kube.core.delete_namespace(other)
         for name in ("small", "big", "bad"):
             kube.delete_policy(namespace, name, wait=False)
+
+
+def test_a_policy_set_over_the_push_budget_is_held_back_with_an_event(
+    control_plane, kube, namespace, ostiary, tmp_path
+):
+    """An Ostiary whose OPA push budget (--opa-push-budget) is smaller than the library plus one
+    tenant's policy: the set is never pushed, OPA keeps the last set that fitted, and the policy
+    left out gets a PolicySetHeldBack Event saying why; /readyz says so too."""
+    from tests.e2e.test_e2e_policy_source import events_for
+    from tests.e2e.webhook import Ostiary, expected_module, running
+
+    budget = (
+        "--opa-push-budget",
+        "170000",
+        "--max-policy-bytes",
+        "150000",
+        "--max-namespace-policy-bytes",
+        "150000",
+    )
+    tight = Ostiary(control_plane, "tight", tmp_path / "tight", select_instance=True, extra_args=budget)
+    with running(tight):
+        status, body = tight.readyz()
+        assert status == 200 and "held back" not in body, body
+        # about 140 KB of Rego: within the policy bounds; with the 41 KB library, over the budget
+        big = kube.policy(namespace, _entries(270, "held", "registry.example.com"), name="held", wait=False)
+        module = expected_module(big)
+        assert 100_000 < len(module.source.encode()) < 150_000
+        event = eventually(
+            lambda: [e for e in events_for(kube, namespace, "held") if e.reason == "PolicySetHeldBack"],
+            timeout=30,
+        )[0]
+        assert event.type == "Warning" and "over the budget of 170000 bytes" in event.message, event.message
+        assert "--opa-push-budget" in event.message
+        assert tight.opa_module(module.id) is None  # never pushed
+        status, body = tight.readyz()
+        assert status == 200 and "held back" in body and "170000" in body, body
+        eventually(lambda: ostiary.opa_module(module.id) == module.source)  # the default instance took it
+        kube.delete_policy(namespace, "held", wait=False)
+        eventually(lambda: "held back" not in tight.readyz()[1], timeout=30)  # the cause removed

@@ -86,6 +86,7 @@ class Ostiary:
     sigstore_trusted_root: str | None = None  # keyless cosign's trusted_root.json (--sigstore-trusted-root)
     # Trust servers namespace ImagePolicies may name besides the cluster policies' (--trust-server-allow).
     trust_server_allow: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()  # more `ostiary serve` flags
     url: str = ""
     opa_url: str = ""
     opa_port: int = 0
@@ -143,6 +144,7 @@ class Ostiary:
             argv += ["--trust-server-allow", server]
         if self.sigstore_trusted_root:
             argv += ["--sigstore-trusted-root", self.sigstore_trusted_root]
+        argv += list(self.extra_args)
         self.processes["ostiary"] = start_process(f"ostiary-{self.name}", argv, self.workdir)
         self.url = f"https://127.0.0.1:{port}"
         self.wait_ready(timeout)
