@@ -487,18 +487,17 @@ class Runtime:
             return None, ""
         if not in_place:
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
+        notes = []
         held_back = self.sync.held_back
         if held_back:
-            return (
-                True,
-                f"ready with the last policy set that fitted OPA; the newer set is held back: {held_back}",
-            )
+            notes.append(f"with the last policy set that fitted OPA; the newer set is held back: {held_back}")
         refused = self.refused if self.kube is None else self.kube.policies.refused()
         if refused:
-            return True, "ready; refused, so their namespaces are denied: " + "; ".join(
-                f"{what}: {why}" for what, why in refused.items()
+            notes.append(
+                "refused, so their namespaces are denied: "
+                + "; ".join(f"{what}: {why}" for what, why in refused.items())
             )
-        return True, "ready"
+        return True, "; ".join(["ready", *notes])
 
     def stop(self) -> None:
         self._stop.set()

@@ -63,8 +63,8 @@ def test_a_broken_namespace_policy_never_falls_back_to_the_cluster_policies(
         message = denied(kube.pod, namespace, image)
         assert f"ImagePolicy {namespace}/strict is refused by Ostiary" in message, message
         assert "whitespace" in message, message
-    status, body = ostiary.readyz()
-    assert status == 200 and f"{namespace}/strict" in body, body
+    eventually(lambda: f"{namespace}/strict" in ostiary.readyz()[1], timeout=10)  # the probe's next round
+    assert ostiary.readyz()[0] == 200
 
     # Fixed: the namespace's policy decides again.
     kube.policy(namespace, [{"name": f"{fallback_host}/ok/*"}], name="strict")
@@ -140,8 +140,8 @@ def test_a_policy_set_over_the_push_budget_is_held_back_with_an_event(
         assert event.type == "Warning" and "over the budget of 170000 bytes" in event.message, event.message
         assert "--opa-push-budget" in event.message
         assert tight.opa_module(module.id) is None  # never pushed
-        status, body = tight.readyz()
-        assert status == 200 and "held back" in body and "170000" in body, body
+        body = eventually(lambda: "held back" in tight.readyz()[1] and tight.readyz()[1], timeout=10)
+        assert "170000" in body and tight.readyz()[0] == 200, body
         eventually(lambda: ostiary.opa_module(module.id) == module.source)  # the default instance took it
         kube.delete_policy(namespace, "held", wait=False)
         eventually(lambda: "held back" not in tight.readyz()[1], timeout=30)  # the cause removed
