@@ -53,7 +53,7 @@ class PushGuard:
         self,
         budget: int,
         *,
-        window: float = 30.0,
+        window: float = 60.0,
         deaths_to_hold: int = 2,
         retry_after: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
