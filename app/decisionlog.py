@@ -247,6 +247,11 @@ class DecisionLog:
     def begin(self) -> None:
         self._trace.reset()
 
+    @property
+    def trace(self) -> _Trace:
+        """What this thread's last admission asked OPA and was answered (the offline commands read it)."""
+        return self._trace
+
     def write(self, review: Any, answer: dict, outcome: Any, seconds: float) -> dict | None:
         if self._stream is None:
             return None

@@ -11,8 +11,9 @@ stops it explicitly.
 
 Constructing a Runtime has no side effects; ``start()`` starts OPA, loads the policies, starts the
 cluster source and the watchdog; ``stop()`` undoes it. The parts meet only through the Protocols
-in app/ports.py. The CLI's offline commands (app.offline, ``ostiary check``/``explain``) build
-their own smaller runtime from the same parts.
+in app/ports.py. The offline commands (apply, explain, test, check: app/offline/engine.py) run
+this same runtime in directory mode, with `OfflineSources` in place of the network and the state
+directory, so their verdicts are the webhook's.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from app import defaults
 from app.admission.plans import PlanCache
@@ -31,11 +35,12 @@ from app.audit.loop import AuditLoop
 from app.kube.records import KubeRecordStore
 from app.kube.runtime import KubeRuntime
 from app.metrics import Metrics
+from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.notary.pins import load_default_root_pins
 from app.notary.servers import TrustServerAllowList
 from app.notary.service import TrustService
-from app.notary.state import FileRecordStore, RecordStore
+from app.notary.state import FileRecordStore, MemoryRecordStore, RecordStore, TrustRecord
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.opa.process import LocalOpa
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds, bounded
@@ -101,6 +106,24 @@ class ServeConfig:
     read_only: bool = False
 
 
+@dataclass(frozen=True)
+class OfflineSources:
+    """What an offline command puts in place of serve's network and disk; every other part of the
+    runtime (policies, OPA, pins, allow-list, Secrets, verifiers) is serve's own."""
+
+    notary_client: Any = None  # app.offline.replay.ReplayClient (captured trust data); None: live
+    signature_reader: Any = None  # app.signatures.replay.ReplayReader (captured signatures); None: live
+    at: datetime | None = None  # the verification time; None: the clock
+    records: Sequence[TrustRecord] = ()  # the recorded roots to start from (in memory, never written)
+
+    def clock(self) -> Callable[[], datetime]:
+        at = self.at
+        if at is None:
+            return lambda: datetime.now(UTC)
+        fixed = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        return lambda: fixed
+
+
 def read_token(path: str) -> str:
     """The bearer token in `path` (surrounding whitespace dropped; a Secret's trailing newline)."""
     try:
@@ -131,8 +154,9 @@ class Runtime:
     """Owns OPA (local or remote), the policy sync, the object store, the trust service and the
     reviewer. Build it, ``start()`` it, ``stop()`` it."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, offline: OfflineSources | None = None):
         self.config = config
+        self.offline = offline
         self.metrics = Metrics()
         self.local_opa: LocalOpa | None = None if config.opa_url else LocalOpa(authenticate=True)
         token = read_token(config.opa_token_file) if config.opa_url and config.opa_token_file else None
@@ -165,9 +189,11 @@ class Runtime:
                 read_only=config.read_only,
             )
         self.store: ObjectStore = self.kube.store if self.kube is not None else DirectoryStore(PolicySet())
-        self.trust = self._trust_service()
+        self.trust = self.trust_service(offline)
         self.metrics.watch_trust(self.trust.stats)
-        self.signatures = self._signature_service()
+        self.signature_cache = SignatureCache(self.config.trust_cache_ttl)
+        self.metrics.watch_signature_cache(self.signature_cache.stats)
+        self.signatures = self.signature_service(offline, self.signature_cache)
         self.metrics.watch_signatures(self.signatures.stats)
         self.reviewer = Reviewer(
             self.opa,
@@ -211,9 +237,10 @@ class Runtime:
         if reason is not None and kube is not None:
             kube.policies.report_held_back(reason, self.sync.not_held())
 
-    def start(self) -> Runtime:
+    def start(self, watch: bool = True) -> Runtime:
         """Start OPA (unless external), load the policies (or start the cluster source), start the
-        watchdog. A policy set that does not load leaves the runtime unready, never crashed."""
+        watchdog (unless `watch` is False: an offline run). A policy set that does not load leaves the
+        runtime unready, never crashed."""
         if self.local_opa is not None:
             self.local_opa.start()
             self.opa.url = self.local_opa.url
@@ -225,20 +252,25 @@ class Runtime:
             self.reload_directory()
         else:
             self.load_error = "no policy source: give --policy-dir or --kube"
-        self._watchdog.start()
-        if self.audit is not None:
-            self.audit.start()
-        self.probe()
-        self._prober.start()
+        if watch:
+            self._watchdog.start()
+            if self.audit is not None:
+                self.audit.start()
+            self.probe()
+            self._prober.start()
         return self
 
-    def _trust_service(self) -> TrustService:
-        records: RecordStore | None = (
-            FileRecordStore(self.config.state_dir).ensure() if self.config.state_dir else None
-        )
-        if records is None and self.kube is not None:
-            # Records shared by every replica, in the cluster (app/kube/records.py).
-            records = KubeRecordStore(self.kube.request_api, self.config.system_namespace)
+    def trust_service(self, offline: OfflineSources | None = None) -> TrustService:
+        """The trust service serve decides with; an offline run's reads captures (or the network) at
+        its time, from the records it was given, and writes nothing durable."""
+        records: RecordStore | None
+        if offline is not None:
+            records = MemoryRecordStore(offline.records, "the records given to this run")
+        else:
+            records = FileRecordStore(self.config.state_dir).ensure() if self.config.state_dir else None
+            if records is None and self.kube is not None:
+                # Records shared by every replica, in the cluster (app/kube/records.py).
+                records = KubeRecordStore(self.kube.request_api, self.config.system_namespace)
         default_pins = load_default_root_pins(self.config.root_pins) if self.config.root_pins else None
         return TrustService(
             ca_file=self.config.ca_file,
@@ -248,25 +280,35 @@ class Runtime:
             max_records=self.config.max_trust_records,
             allow=TrustServerAllowList(self.config.trust_server_allow, self.sync.cluster_trust_servers),
             hide_connection_errors=True,
+            client=offline.notary_client if offline is not None else None,
+            clock=offline.clock() if offline is not None else clocks.utcnow,
         )
 
-    def _signature_service(self) -> SignatureService:
-        reader = RegistryReader(
-            NotaryClient(ca_file=self.config.ca_file), endpoints=self.config.registry_endpoints
-        )
+    def signature_service(
+        self, offline: OfflineSources | None = None, cache: SignatureCache | None = None
+    ) -> SignatureService:
+        """The signature verifiers serve decides with; offline: reading captures, at the run's time."""
+        reader = offline.signature_reader if offline is not None else None
+        if reader is None:
+            reader = RegistryReader(
+                NotaryClient(ca_file=self.config.ca_file), endpoints=self.config.registry_endpoints
+            )
         root = (
             load_trusted_root(self.config.sigstore_trusted_root)
             if self.config.sigstore_trusted_root
             else None
         )
-        # verified facts and tag resolutions, as fresh as the Notary trust cache (--trust-cache-ttl)
-        self.signature_cache = SignatureCache(self.config.trust_cache_ttl)
-        self.metrics.watch_signature_cache(self.signature_cache.stats)
+        # verified facts and tag resolutions, as fresh as the Notary trust cache (--trust-cache-ttl);
+        # an offline run's own (other captures, another time: nothing shared with serve's)
+        cache = cache or SignatureCache(self.config.trust_cache_ttl)
+        at = offline.at if offline is not None else None
+        moment = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp() if at else None
+        clock = {"clock": lambda: moment} if moment is not None else {}
         return SignatureService(
             [
-                SimpleVerifier(reader, cache=self.signature_cache),
-                CosignVerifier(reader, trusted_root=root, cache=self.signature_cache),
-                NotationVerifier(reader),
+                SimpleVerifier(reader, cache=cache, **clock),
+                CosignVerifier(reader, trusted_root=root, cache=cache),
+                NotationVerifier(reader, **clock),
             ]
         )
 

@@ -10,12 +10,13 @@ import click
 from app.cli.options import (
     bounds_options,
     ca_file_option,
+    checked_root_pins,
+    checked_trusted_root,
     registry_endpoint_option,
     rego_dir_option,
     system_namespace_option,
     trust_server_allow_option,
 )
-from app.cli.serve import checked_root_pins, checked_trusted_root
 
 if TYPE_CHECKING:
     from app.policies.bounds import Bounds

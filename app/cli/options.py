@@ -69,6 +69,7 @@ def sigstore_root_option(
         "--sigstore-trusted-root",
         "sigstore_trusted_root",
         type=click.Path(exists=True, dir_okay=False),
+        callback=_check_trusted_root,
         help=help,
     )
 
@@ -223,4 +224,56 @@ def kube_records_options(command: F) -> F:
     )(command)
     return click.option(  # type: ignore[no-any-return]
         "--kube", is_flag=True, help="Use the cluster's TrustRecords instead of a state directory."
+    )(command)
+
+
+def checked_root_pins(path: str | None) -> str | None:
+    """A --root-pins file, read now, so a bad one stops the command instead of denying later."""
+    from app.notary.pins import load_default_root_pins
+
+    if path is not None:
+        try:
+            load_default_root_pins(path)
+        except ValueError as exc:
+            raise click.UsageError(f"--root-pins: {exc}") from None
+    return path
+
+
+def checked_trusted_root(path: str | None) -> str | None:
+    """--sigstore-trusted-root, read now: a root Ostiary cannot use stops the command with the reason."""
+    from app.signatures.keyless import KeylessError, load_trusted_root
+
+    if path is not None:
+        try:
+            load_trusted_root(path)
+        except KeylessError as exc:
+            raise click.BadParameter(str(exc), param_hint="--sigstore-trusted-root") from None
+    return path
+
+
+def _check_root_pins(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
+    return checked_root_pins(path)
+
+
+def _check_trusted_root(ctx: click.Context, param: click.Parameter, path: str | None) -> str | None:
+    return checked_trusted_root(path)
+
+
+def decision_options(command: F) -> F:
+    """What `serve` decides with besides the policies, and the offline commands must be given to
+    decide as it does: --root-pins, --trust-server-allow, --registry-endpoint,
+    --sigstore-trusted-root and the policy bounds (`bounds`), each checked now."""
+    command = bounds_options(command)
+    command = trust_server_allow_option()(command)
+    command = sigstore_root_option()(command)
+    command = registry_endpoint_option(
+        "Read the manifests of images from registry HOST at URL (a mirror, or a local registry); "
+        "for the signature verifiers (docs/signatures.md). Repeatable."
+    )(command)
+    return click.option(  # type: ignore[no-any-return]
+        "--root-pins",
+        type=click.Path(exists=True, dir_okay=False),
+        callback=_check_root_pins,
+        help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
+        "for entries without their own rootSecrets.",
     )(command)

@@ -4,11 +4,13 @@ Each parses its options and hands the work to app/offline (check, engine, report
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -16,6 +18,7 @@ from app.cli.options import (
     at_option,
     bounds_options,
     ca_file_option,
+    decision_options,
     input_error,
     policy_dir_option,
     quiet_trust_log,
@@ -28,8 +31,11 @@ from app.cli.options import (
 from app.policies.model import PolicyError
 
 if TYPE_CHECKING:
-    from app.notary.service import TrustService
+    from app.notary.state import TrustRecord
+    from app.offline.engine import Engine
     from app.policies.bounds import Bounds
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.command()
@@ -91,88 +97,118 @@ def check(
     sys.exit(1 if report.failed(strict) else 0)
 
 
-def _offline_signatures(
-    trust_data: tuple[str, ...], at: datetime | None, ca_file: str | None, trusted_root: str | None = None
-) -> Any:
-    """The SignatureService of explain/apply: replaying the signature captures among --trust-data when
-    it is given (app/signatures/replay.py), else reading registries live; at --at; keyless against
-    --sigstore-trusted-root (checked first, as serve checks it)."""
-    from app.cli.serve import checked_trusted_root
-    from app.signatures.replay import SignatureDataError, signature_service
+def _trust_records(ctx: click.Context, param: click.Parameter, path: str | None) -> tuple[TrustRecord, ...]:
+    from app.notary.state import StateError, load_records
 
-    root = checked_trusted_root(trusted_root)
+    if path is None:
+        return ()
     try:
-        return signature_service(list(trust_data), at, ca_file, trusted_root=root)
-    except SignatureDataError as exc:
-        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+        return tuple(load_records(path))
+    except StateError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def _offline_trust(trust_data: tuple[str, ...], at: datetime | None, ca_file: str | None) -> TrustService:
-    """The TrustService of explain/apply: replaying --trust-data when given, else live; at --at."""
-    from app.offline.replay import TrustDataError, trust_service
+def engine_options(command: F) -> F:
+    """Everything `serve` decides with, for apply and explain (docs/policy-as-code.md, "The same
+    verdict as the webhook"), passed to the command as `start_engine`, which starts the Engine."""
 
-    try:
-        return trust_service(list(trust_data), at, ca_file)
-    except TrustDataError as exc:
-        raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+    def with_engine(
+        *args: Any,
+        policy_dir: str,
+        rego_dir: str | None,
+        ca_file: str | None,
+        system_namespace: str,
+        trust_data: tuple[str, ...],
+        at: datetime | None,
+        trust_records: tuple[TrustRecord, ...],
+        root_pins: str | None,
+        registry_endpoints: dict[str, str],
+        sigstore_trusted_root: str | None,
+        trust_server_allow: tuple[str, ...],
+        bounds: Bounds,
+        **kwargs: Any,
+    ) -> Any:
+        from app.runtime import ServeConfig
+
+        config = ServeConfig(
+            policy_dir=policy_dir,
+            rego_dir=rego_dir,
+            ca_file=ca_file,
+            system_namespace=system_namespace,
+            root_pins=root_pins,
+            registry_endpoints=registry_endpoints,
+            sigstore_trusted_root=sigstore_trusted_root,
+            trust_server_allow=trust_server_allow,
+            bounds=bounds,
+            decision_log="off",
+            budget=30.0,
+        )
+
+        def start_engine() -> Engine:
+            from app.offline.engine import Engine, EngineError, offline_sources
+            from app.offline.replay import TrustDataError
+            from app.signatures.replay import SignatureDataError
+
+            try:
+                sources = offline_sources(trust_data, at, trust_records)
+            except (TrustDataError, SignatureDataError) as exc:
+                raise click.BadParameter(str(exc), param_hint="--trust-data") from None
+            try:
+                return Engine(config, sources)
+            except EngineError as exc:
+                input_error(str(exc))
+
+        return command(*args, start_engine=start_engine, **kwargs)
+
+    functools.update_wrapper(with_engine, command)
+    decorated: Any = decision_options(with_engine)
+    for option in (
+        click.option(
+            "--trust-records",
+            "trust_records",
+            type=click.Path(exists=True),
+            callback=_trust_records,
+            help="The cluster's recorded roots of trust to start from: the output of `ostiary trust pins "
+            "--json` (or a state directory of `ostiary serve`). Without it every repository is a first use.",
+        ),
+        at_option(),
+        trust_data_option(
+            "Captured trust data and signatures (`ostiary trust capture`, repeatable) instead of Notary "
+            "servers and registries."
+        ),
+        system_namespace_option("Where ClusterImagePolicy signer and root Secrets live (as serve's)."),
+        ca_file_option(),
+        rego_dir_option(),
+        policy_dir_option(),
+    ):
+        decorated = option(decorated)
+    return decorated  # type: ignore[no-any-return]
 
 
 @click.command()
 @click.argument("review", type=click.File("r"))
-@policy_dir_option()
-@rego_dir_option()
-@ca_file_option()
-@system_namespace_option()
-@trust_data_option(
-    "Verify captured trust data and signatures (`ostiary trust capture`) instead of asking Notary "
-    "servers and registries."
-)
-@at_option()
-@sigstore_root_option("Keyless cosign: the Sigstore trusted_root.json, as serve's option.")
-def explain(
-    review: IO[str],
-    policy_dir: str,
-    rego_dir: str | None,
-    ca_file: str | None,
-    system_namespace: str,
-    trust_data: tuple[str, ...],
-    at: datetime | None,
-    sigstore_trusted_root: str | None,
-) -> None:
-    """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response."""
-    from app.admission.extract import BadRequest
-    from app.offline.engine import Engine
-    from app.opa.client import OpaError
+@engine_options
+def explain(review: IO[str], start_engine: Callable[[], Engine]) -> None:
+    """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response, with the
+    same account of each image as `apply -o json` (matched entry, trust facts, signer, pin)."""
     from app.yamlio import DocumentError, load, read_stream
 
-    trust = _offline_trust(trust_data, at, ca_file)
     try:
         body = load(read_stream(review, review.name), review.name)
     except DocumentError as exc:
         input_error(str(exc))
-    try:
-        engine = Engine(
-            policy_dir,
-            rego_dir=rego_dir,
-            trust=trust,
-            signatures=_offline_signatures(trust_data, at, ca_file, sigstore_trusted_root),
-            system_namespace=system_namespace,
-        )
-    except (PolicyError, OpaError) as exc:
-        input_error(str(exc))
-    with engine:
-        try:
-            answer, outcome = engine.reviewer.review(body)
-        except BadRequest as exc:
-            input_error(f"bad AdmissionReview: {exc}")
-    click.echo(json.dumps({"response": answer["response"], "images": outcome.images}, indent=2))
-    sys.exit(0 if outcome.allowed else 1)
+    if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
+        input_error(f"bad AdmissionReview: {review.name} has no request object")
+    with start_engine() as engine:
+        result = engine.decide_review(body, source=review.name)
+    if result.error and result.message.startswith("bad AdmissionReview"):
+        input_error(result.message)
+    click.echo(json.dumps({"response": result.response, **result.as_dict()}, indent=2))
+    sys.exit(0 if result.allowed else 1)
 
 
 @click.command(name="apply")
 @click.argument("manifests", nargs=-1, required=True)
-@policy_dir_option()
-@rego_dir_option()
 @click.option("-n", "--namespace", help="Namespace of manifests that name none (default: default).")
 @click.option(
     "--as",
@@ -191,57 +227,31 @@ def explain(
     default="table",
     show_default=True,
 )
-@trust_data_option(
-    "Captured trust data and signatures (`ostiary trust capture`, repeatable) instead of Notary "
-    "servers and registries."
-)
-@at_option()
-@ca_file_option()
-@system_namespace_option()
-@sigstore_root_option("Keyless cosign: the Sigstore trusted_root.json, as serve's option.")
+@engine_options
 def apply_cmd(
     manifests: tuple[str, ...],
-    policy_dir: str,
-    rego_dir: str | None,
     namespace: str | None,
     username: str,
     groups: tuple[str, ...],
     operation: str,
     fmt: str,
-    trust_data: tuple[str, ...],
-    at: datetime | None,
-    ca_file: str | None,
-    system_namespace: str,
-    sigstore_trusted_root: str | None,
+    start_engine: Callable[[], Engine],
 ) -> None:
     """Decide MANIFEST... (files, directories, '-' for stdin) as the webhook would, without a cluster.
 
     Exit 0 when every object is allowed, 1 when one is denied, 2 when the input cannot be used.
     """
-    from app.offline.engine import Engine
     from app.offline.manifests import ManifestError, load_manifests
     from app.offline.report import render
-    from app.opa.client import OpaError
 
     quiet_trust_log()
-    trust = _offline_trust(trust_data, at, ca_file)
     try:
         objects = load_manifests(manifests, stdin=sys.stdin)
     except ManifestError as exc:
         input_error(str(exc))
     if not objects:
         input_error("no Kubernetes objects in " + ", ".join(manifests))
-    try:
-        engine = Engine(
-            policy_dir,
-            rego_dir=rego_dir,
-            trust=trust,
-            signatures=_offline_signatures(trust_data, at, ca_file, sigstore_trusted_root),
-            system_namespace=system_namespace,
-        )
-    except (PolicyError, OpaError, RuntimeError) as exc:
-        input_error(str(exc))
-    with engine:
+    with start_engine() as engine:
         results = [
             engine.decide(
                 m, namespace=namespace, username=username, groups=tuple(groups), operation=operation
@@ -307,13 +317,12 @@ def test_cmd(
     """
     from pathlib import Path
 
-    from app.cli.serve import checked_trusted_root
     from app.offline.report import test_run_junit, test_text
     from app.offline.testfile import TestFileError, run_all
 
     quiet_trust_log()
     try:
-        run = run_all(paths, rego_dir, run_regex, checked_trusted_root(sigstore_trusted_root))
+        run = run_all(paths, rego_dir, run_regex, sigstore_trusted_root)
     except TestFileError as exc:
         input_error(str(exc))
     if junit_file:

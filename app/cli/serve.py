@@ -10,14 +10,7 @@ import click
 
 from app import defaults
 from app.audit.options import serve_options as audit_serve_options
-from app.cli.options import (
-    bounds_options,
-    ca_file_option,
-    registry_endpoint_option,
-    rego_dir_option,
-    system_namespace_option,
-    trust_server_allow_option,
-)
+from app.cli.options import ca_file_option, decision_options, rego_dir_option, system_namespace_option
 
 if TYPE_CHECKING:
     from app.audit.config import AuditConfig
@@ -66,31 +59,6 @@ def state_dir_for_serve(state_dir: str | None, kube: bool) -> str | None:
             ) from None
         raise click.UsageError(f"--state-dir: {exc}") from None
     return chosen
-
-
-def checked_trusted_root(path: str | None) -> str | None:
-    """--sigstore-trusted-root, read now: a root Ostiary cannot use stops the command with the reason."""
-    from app.signatures.keyless import KeylessError, load_trusted_root
-
-    if path is not None:
-        try:
-            load_trusted_root(path)
-        except KeylessError as exc:
-            raise click.BadParameter(str(exc), param_hint="--sigstore-trusted-root") from None
-    return path
-
-
-def checked_root_pins(path: str | None) -> str | None:
-    """Check a --root-pins file now, so a bad one stops the start instead of denying later."""
-    if path is None:
-        return None
-    from app.notary.pins import load_default_root_pins
-
-    try:
-        load_default_root_pins(path)
-    except ValueError as exc:
-        raise click.UsageError(f"--root-pins: {exc}") from None
-    return path
 
 
 @click.command()
@@ -143,23 +111,6 @@ def checked_root_pins(path: str | None) -> str | None:
     help="Most trust-on-first-use records kept; a repository used for the first time beyond it is denied.",
 )
 @click.option(
-    "--root-pins",
-    type=click.Path(exists=True, dir_okay=False),
-    help="YAML file mapping trust server URLs to pinned root material (publicKeys / caCertificates) "
-    "for entries without their own rootSecrets.",
-)
-@registry_endpoint_option(
-    "Read the manifests of images from registry HOST at URL (a mirror, or a local registry); "
-    "for the signature verifiers (docs/signatures.md). Repeatable."
-)
-@click.option(
-    "--sigstore-trusted-root",
-    "sigstore_trusted_root",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Keyless cosign: the Sigstore trusted_root.json (Fulcio CAs, Rekor keys) of a private Sigstore; "
-    "default: the public-good root Ostiary ships (docs/signatures.md).",
-)
-@click.option(
     "--decision-log",
     "decision_log",
     default="-",
@@ -167,8 +118,7 @@ def checked_root_pins(path: str | None) -> str | None:
     metavar="PATH|-|off",
     help="One JSON line per admission: '-' standard output, a file (appended to), or 'off'.",
 )
-@trust_server_allow_option()
-@bounds_options
+@decision_options
 @audit_serve_options
 def serve(
     policy_dir: str,
@@ -235,9 +185,9 @@ def serve(
         kube=kube,
         kubeconfig=kubeconfig,
         state_dir=state_dir_for_serve(state_dir, kube),
-        root_pins=checked_root_pins(root_pins),
+        root_pins=root_pins,
         registry_endpoints=registry_endpoints,
-        sigstore_trusted_root=checked_trusted_root(sigstore_trusted_root),
+        sigstore_trusted_root=sigstore_trusted_root,
         decision_log=decision_log,
         trust_server_allow=trust_server_allow,
         bounds=bounds,

@@ -88,7 +88,7 @@ def inspect(
     --format cosign without --key: keyless signatures, each with its certificate identity, issuer and
     Rekor entry. One line per signature follows on standard error.
     """
-    from app.cli.serve import checked_trusted_root
+    from app.cli.options import checked_trusted_root
     from app.notary.inspect import explain, inspect_image
 
     if fmt != "notary":
@@ -344,7 +344,7 @@ def pins(
     except StateError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps([r.describe() for r in records], indent=2))
+        click.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
     if not records:
         click.echo(f"no trust records in {store.description}")

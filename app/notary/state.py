@@ -35,7 +35,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,19 +113,6 @@ class TrustRecord:
             "root": base64.b64encode(self.root).decode("ascii"),
             "rootDigest": self.root_digest,
             "rootKeyIDs": list(self.root_keyids),
-            "versions": dict(sorted(self.versions.items())),
-            "firstSeen": {"at": self.first_seen_at, "by": self.first_seen_by},
-            "updated": {"at": self.updated_at, "by": self.updated_by},
-            "how": self.how,
-        }
-
-    def describe(self) -> dict[str, Any]:
-        """The record for a person or a script (`ostiary trust pins --json`)."""
-        return {
-            "server": self.server,
-            "gun": self.gun,
-            "rootKeyIDs": list(self.root_keyids),
-            "rootDigest": self.root_digest,
             "versions": dict(sorted(self.versions.items())),
             "firstSeen": {"at": self.first_seen_at, "by": self.first_seen_by},
             "updated": {"at": self.updated_at, "by": self.updated_by},
@@ -379,3 +366,55 @@ def mark_operator_pinned(store: RecordStore, server: str, gun: str, by: str) -> 
     if record is None:
         raise StateError(f"no record of {gun} after verifying it")
     return record
+
+
+class MemoryRecordStore:
+    """Records in memory, never written anywhere: the offline commands start from the cluster's
+    recorded roots (`load_records`) and keep what a run records to that run."""
+
+    def __init__(self, records: Iterable[TrustRecord] = (), description: str = "memory"):
+        self._records = {(r.server, r.gun): r for r in records}
+        self._lock = threading.Lock()
+        self._description = description
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    def get(self, server: str, gun: str) -> TrustRecord | None:
+        return self._records.get((server, gun))
+
+    def update(self, server: str, gun: str, change: Change) -> TrustRecord | None:
+        with self._lock:
+            current = self._records.get((server, gun))
+            new = change(current)
+            if new is None or new == current:
+                return current
+            self._records[(server, gun)] = new
+            return new
+
+    def delete(self, server: str, gun: str) -> bool:
+        with self._lock:
+            return self._records.pop((server, gun), None) is not None
+
+    def records(self) -> list[TrustRecord]:
+        return sorted(self._records.values(), key=lambda r: (r.server, r.gun))
+
+
+def load_records(path: str | os.PathLike) -> list[TrustRecord]:
+    """The recorded roots of trust in `path`: the output of `ostiary trust pins --json` (a file), or
+    a state directory of `ostiary serve`. StateError when it cannot be read or a record is not right."""
+    where = Path(path)
+    if where.is_dir():
+        if not (where / "records").is_dir():
+            raise StateError(f"{where} is not a state directory of `ostiary serve` (no records/ in it)")
+        return FileRecordStore(where).records()
+    try:
+        data = load_json(where.read_bytes(), str(where))
+    except OSError as exc:
+        raise StateError(f"cannot read trust records {where}: {exc}") from None
+    except DocumentError as exc:
+        raise StateError(f"trust records {where} are not JSON: {exc}") from None
+    if not isinstance(data, list):
+        raise StateError(f"trust records {where}: expected the list `ostiary trust pins --json` prints")
+    return [TrustRecord.from_json(item, f"{where}[{index}]") for index, item in enumerate(data)]

@@ -654,7 +654,11 @@ _EVAL_QUERY = (
 
 
 def _eval_findings(
-    opa_url: str, modules: list[RegoModule], heads: dict[str, dict[str, int]], system_namespace: str
+    opa_url: str,
+    token: str | None,
+    modules: list[RegoModule],
+    heads: dict[str, dict[str, int]],
+    system_namespace: str,
 ) -> list[Finding]:
     """deny/warn of every custom package, evaluated in the real OPA on the synthetic inputs."""
     import requests
@@ -665,7 +669,10 @@ def _eval_findings(
     found: dict[tuple, Finding] = {}
     for label, document in synthetic_inputs(system_namespace):
         resp = requests.post(
-            f"{opa_url}/v1/query", json={"query": _EVAL_QUERY, "input": document}, timeout=30
+            f"{opa_url}/v1/query",
+            json={"query": _EVAL_QUERY, "input": document},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+            timeout=30,
         )
         body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
         if resp.status_code != 200:
@@ -722,30 +729,32 @@ def _eval_findings(
 
 
 def _in_opa(
-    policies: list[PolicyResource],
-    library: list[RegoModule],
+    policy_dir: str,
+    rego_dir: str | None,
     custom: list[RegoModule],
     heads: dict[str, dict[str, int]],
     system_namespace: str,
     bounds: Bounds,
 ) -> tuple[bool, list[Finding]]:
-    """Push everything to a real OPA as the webhook does, then evaluate the custom rules."""
-    from app.opa.client import OpaClient, OpaError
-    from app.opa.process import LocalOpa
-    from app.policies.directory import translate_all
-    from app.policies.sync import PolicySync
+    """Put everything in force as the webhook does (its own runtime: app/offline/engine.py), then
+    evaluate the custom rules in that OPA."""
+    from app.offline.engine import Engine, EngineError
+    from app.runtime import ServeConfig
 
-    opa = LocalOpa().start()
+    config = ServeConfig(
+        policy_dir=policy_dir,
+        rego_dir=rego_dir,
+        system_namespace=system_namespace,
+        bounds=bounds,
+        decision_log="off",
+    )
     try:
-        sync = PolicySync(OpaClient(opa.url))
-        try:
-            sync.set_base(library + custom)
-            sync.replace_all(translate_all(policies, bounds))
-        except (PolicyError, OpaError) as exc:
-            return False, [Finding("error", "opa-refused", "", 0, str(exc))]
-        return True, _eval_findings(opa.url, custom, heads, system_namespace) if custom else []
-    finally:
-        opa.stop()
+        engine = Engine(config)
+    except EngineError as exc:
+        return False, [Finding("error", "opa-refused", "", 0, str(exc))]
+    with engine:
+        opa = engine.runtime.opa
+        return True, _eval_findings(opa.url, opa.token, custom, heads, system_namespace) if custom else []
 
 
 def _package_findings(rego_dir: str) -> tuple[list[RegoModule], list[Finding]]:
@@ -819,9 +828,7 @@ def run_check(
         and not load_errors
         and not any(f.code in ("invalid", "rego-package", "over-bound") for f in report.findings)
     ):
-        report.compiled, found = _in_opa(
-            policy_set.policies, library, custom, heads, system_namespace, bounds
-        )
+        report.compiled, found = _in_opa(policy_dir, rego_dir, custom, heads, system_namespace, bounds)
         report.findings.extend(found)
     unique: dict[tuple, Finding] = {}
     for finding in report.findings:  # the AST pass and the evaluation pass may see the same rule

@@ -2,11 +2,13 @@
 
 Why not a separate evaluator: the promise of `ostiary apply` is *the webhook's* verdict. So this module
 only builds the AdmissionReview the API server would send (kind, resource, namespace, user) and hands
-it to the same Reviewer, policy translator and library that `ostiary serve` runs, in a real OPA started
-as `ostiary check` starts it. The OPA client is wrapped only to keep a copy of the decision query's
-input and answer, which is where the matched entries, the trust facts used and the messages are.
+it to `ostiary serve`'s own runtime (app/runtime.py) in directory mode: the same policy load and
+failure policy, OPA, library, custom Rego, root pins, trust-server allow-list, Secrets and verifiers.
+Only the network, the clock and the state directory are replaced (OfflineSources). The decision
+log's recorder (app/decisionlog.py) keeps the decision query's input and answer, which is where the
+matched entries, the trust facts used and the messages are.
 
-    with Engine(policy_dir="policies", trust=TrustService()) as engine:
+    with Engine(ServeConfig(policy_dir="policies"), offline_sources(["trust/"])) as engine:
         result = engine.decide(manifest, namespace="default")
 """
 
@@ -15,14 +17,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Self
 
 from app.admission.extract import BadRequest
 from app.admission.respond import API_VERSION
-from app.admission.review import Reviewer, decision_answered
+from app.decisionlog import DecisionLog
+from app.notary.state import TrustRecord
 from app.offline.manifests import Manifest
-from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
+from app.runtime import OfflineSources, Runtime, ServeConfig
 from app.workloads import WORKLOADS
 
 DEFAULT_NAMESPACE = "default"
@@ -79,29 +84,6 @@ def admission_review(
         "options": None,
     }
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": request}
-
-
-class _RecordingOpa:
-    """The OPA client, unchanged, keeping the last decision query's input and answer."""
-
-    def __init__(self, client: Any):
-        self._client = client
-        self.decision_input: dict | None = None
-        self.decision: Any = None
-
-    def reset(self) -> None:
-        self.decision_input = None
-        self.decision = None
-
-    def query(self, path: str, input: dict, deadline: float) -> Any:
-        result = self._client.query(path, input, deadline)
-        decision = decision_answered(path, result)
-        if decision is not None:
-            self.decision_input, self.decision = input, decision
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
 
 
 @dataclass
@@ -202,60 +184,66 @@ def _patch(response: dict) -> list[dict]:
         return [{"undecodable": raw}]
 
 
-def _start_opa(policy_dir: str, rego_dir: str | None, system_namespace: str) -> tuple[Any, Any, Any]:
-    """Load and translate the policies, start a local OPA (with a token, as `serve` starts one), push
-    the library, the custom Rego and the policies; the OPA is stopped again when anything is refused,
-    since `ostiary test` goes on with the next file in the same process."""
-    from app.opa.client import OpaClient
-    from app.opa.process import LocalOpa
-    from app.policies.directory import load_custom_rego, load_policy_set, translate_all
-    from app.policies.sync import PolicySync, library_modules
+class EngineError(Exception):
+    """The policies, custom Rego or options cannot be put in force as `serve` would: no verdict."""
 
-    policy_set = load_policy_set(policy_dir, system_namespace)
-    modules = translate_all(policy_set.policies)
-    custom = load_custom_rego(rego_dir) if rego_dir else []
-    opa = LocalOpa(authenticate=True).start()
-    try:
-        client = OpaClient(opa.url, token=opa.token)
-        sync = PolicySync(client)
-        sync.set_base(library_modules() + custom)
-        sync.replace_all(modules)
-    except BaseException:
-        opa.stop()
-        raise
-    return opa, client, policy_set
+
+def offline_sources(
+    trust_data: Sequence[str] = (), at: datetime | None = None, records: Sequence[TrustRecord] = ()
+) -> OfflineSources:
+    """Captured trust data and signatures among `trust_data` (none: the network), the time `at`, and
+    the recorded roots to start from. TrustDataError / SignatureDataError when a capture is unusable."""
+    from app.offline.replay import ReplayClient, load_trust_data
+    from app.signatures.replay import Capture, ReplayReader, is_capture
+
+    if not trust_data:
+        return OfflineSources(at=at, records=tuple(records))
+    return OfflineSources(
+        notary_client=ReplayClient(load_trust_data(trust_data)),
+        signature_reader=ReplayReader([Capture.load(d) for d in trust_data if is_capture(d)]),
+        at=at,
+        records=tuple(records),
+    )
 
 
 class Engine:
-    """A real OPA holding the library, the custom Rego and the translated policies, and a Reviewer."""
+    """`ostiary serve`'s own runtime (app/runtime.py), in directory mode, deciding one object at a
+    time: the same policy load, OPA, library, custom Rego, pins, allow-list, Secrets and verifiers,
+    with captured trust data, a fixed time and given records in place of the network and the state
+    directory. The decision log's recorder keeps what OPA was asked and answered."""
 
-    def __init__(
-        self,
-        policy_dir: str,
-        *,
-        rego_dir: str | None = None,
-        trust: Any = None,
-        signatures: Any = None,
-        system_namespace: str = DEFAULT_SYSTEM_NAMESPACE,
-        budget: float = 30.0,
-    ):
-        from app.notary.service import TrustService
-        from app.policies.directory import DirectoryStore
-        from app.policies.translate import cluster_trust_servers
-
-        self._opa, client, self.policy_set = _start_opa(policy_dir, rego_dir, system_namespace)
-        if isinstance(trust, TrustService):
-            trust.allow_only(cluster_trust_servers(self.policy_set.policies))
-        self._recorder = _RecordingOpa(client)
-        self.reviewer = Reviewer(
-            self._recorder,
-            DirectoryStore(self.policy_set),
-            trust=trust,  # type: ignore[arg-type]
-            system_namespace=system_namespace,
-            budget=budget,
-            signatures=signatures,
-        )
+    def __init__(self, config: ServeConfig, sources: OfflineSources | None = None):
+        self.config = config
+        self.sources = sources or OfflineSources()
+        self.runtime = Runtime(config, self.sources)
+        self.log = DecisionLog.open("off")
+        self.runtime.reviewer.opa = self.log.wrap(self.runtime.reviewer.opa)
+        self._services: dict[tuple, tuple[Any, Any]] = {}
+        try:
+            try:
+                self.runtime.start(watch=False)
+            except RuntimeError as exc:  # LocalOpa.start: no opa binary, or it did not start
+                raise EngineError(f"cannot start the local OPA: {exc}") from None
+            problem = self.runtime.load_error or "; ".join(
+                f"{what}: {why}" for what, why in self.runtime.refused.items()
+            )
+            if problem:
+                raise EngineError(f"{problem} (`ostiary serve` would not decide with these policies either)")
+        except BaseException:
+            self.runtime.stop()
+            raise
+        self.reviewer = self.runtime.reviewer
         self._uids = 0
+
+    def use(self, sources: OfflineSources) -> None:
+        """Decide from now on with other captures, time or records (a test case's own)."""
+        key = (id(sources.notary_client), id(sources.signature_reader), sources.at, tuple(sources.records))
+        if key not in self._services:
+            self._services[key] = (
+                self.runtime.trust_service(sources),
+                self.runtime.signature_service(sources),
+            )
+        self.reviewer.trust, self.reviewer.signatures = self._services[key]
 
     def __enter__(self) -> Self:
         return self
@@ -264,7 +252,10 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        self._opa.stop()
+        self.runtime.stop()
+        for trust, signatures in self._services.values():
+            trust.close()
+            signatures.close()
 
     def _uid(self) -> str:
         self._uids += 1
@@ -301,7 +292,7 @@ class Engine:
         kind = str((request.get("kind") or {}).get("kind") or obj.get("kind") or "")
         namespace = str(request.get("namespace") or meta.get("namespace") or "")
         name = str(request.get("name") or meta.get("name") or meta.get("generateName") or "")
-        self._recorder.reset()
+        self.log.begin()
         try:
             answer, outcome = self.reviewer.review(review)
         except BadRequest as exc:
@@ -310,7 +301,8 @@ class Engine:
                 source, line, kind, namespace, name, False, True, message, [message], error=True
             )
         response = answer["response"]
-        decision = self._recorder.decision if isinstance(self._recorder.decision, dict) else None
+        trace = self.log.trace
+        decision = trace.decision if isinstance(trace.decision, dict) else None
         checked = decision is not None or not outcome.allowed
         message = "" if response.get("allowed") else str((response.get("status") or {}).get("message") or "")
         denials = [d for d in (decision or {}).get("denials") or [] if isinstance(d, str)]
@@ -328,13 +320,13 @@ class Engine:
             denials=denials,
             warnings=[w for w in response.get("warnings") or [] if isinstance(w, str)],
             patch=_patch(response),
-            images=self._images(outcome.images),
+            images=self._images(outcome.images, trace.decision_input),
             error=outcome.error,
             response=response,
         )
 
-    def _images(self, decided: list[dict]) -> list[ImageResult]:
-        inputs = {i.get("id"): i for i in (self._recorder.decision_input or {}).get("images") or []}
+    def _images(self, decided: list[dict], decision_input: dict | None) -> list[ImageResult]:
+        inputs = {i.get("id"): i for i in (decision_input or {}).get("images") or []}
         result = []
         for item in decided:
             seen = inputs.get(item.get("id")) or {}

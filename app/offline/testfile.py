@@ -2,8 +2,9 @@
 
 Why: a platform team wants "this Deployment in team-a is allowed and pinned, that one is denied because
 it uses latest" written next to the policies, checked in CI, without writing Rego or Python. Each case
-is decided by app/offline/engine.py, i.e. by the webhook's Reviewer in a real OPA with the policies,
-the custom Rego, and (optionally) captured trust data verified at a given time.
+is decided by app/offline/engine.py, i.e. by the webhook's own runtime in a real OPA with the policies,
+the custom Rego, the pins, records and allow-list given, and (optionally) captured trust data verified
+at a given time.
 
 A test file is any `*_test.yaml` / `*_test.yml` (or a file named on the command line):
 
@@ -16,6 +17,10 @@ A test file is any `*_test.yaml` / `*_test.yml` (or a file named on the command 
       trustData: [trust]          # optional: captured trust data (ostiary trust capture)
       at: "2019-10-20T00:00:00Z"  # optional: verify the trust data as of then
       sigstoreTrustedRoot: trusted_root.json  # optional: keyless cosign's root (a private Sigstore)
+      trustRecords: pins.json     # optional: the cluster's recorded roots (ostiary trust pins --json)
+      rootPins: root-pins.yaml    # optional: as serve --root-pins
+      trustServerAllow: [https://notary.example.com]   # optional: as serve --trust-server-allow
+      systemNamespace: ostiary-system                   # optional: as serve --system-namespace
       cases:
         - name: signed alpine is pinned
           manifest: manifests/alpine.yaml      # or `object:` inline, or `review:` an AdmissionReview
@@ -41,14 +46,26 @@ from typing import Any
 
 import yaml
 
-from app.offline.engine import DEFAULT_USER, Engine, ObjectResult
+from app.offline.engine import DEFAULT_USER, Engine, EngineError, ObjectResult, offline_sources
 from app.offline.manifests import Manifest, ManifestError, load_manifests
 from app.offline.regotests import print_output
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
+from app.runtime import OfflineSources, ServeConfig
 from app.yamlio import DocumentError, compose_all, load, read_text
 
 TEST_SUFFIXES = ("_test.yaml", "_test.yml")
-SPEC_FIELDS = {"policies", "rego", "trustData", "at", "systemNamespace", "sigstoreTrustedRoot", "cases"}
+SPEC_FIELDS = {
+    "policies",
+    "rego",
+    "trustData",
+    "at",
+    "systemNamespace",
+    "trustRecords",
+    "rootPins",
+    "trustServerAllow",
+    "sigstoreTrustedRoot",
+    "cases",
+}
 CASE_FIELDS = {"name", "manifest", "object", "review", "namespace", "user", "operation", "expect", "at"}
 EXPECT_FIELDS = {"verdict", "allowed", "denials", "warnings", "message", "patch", "images"}
 IMAGE_FIELDS = {"image", "allowed", "pin", "entry", "reasons", "trusted"}
@@ -247,23 +264,43 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
     return [f"{label}: {p}" for p in problems]
 
 
-def _trust(test: TestFile, case: Case, services: dict, trusted_root: str | None = None) -> Any:
-    """The trust and signature services for a case: one per (trust data, time) within a file, reused
-    by its cases (trustData may hold Notary captures and signature captures)."""
+def _sources(test: TestFile, case: Case, records: tuple, found: dict) -> OfflineSources:
+    """The captures and time of a case (its own `at`, else the file's): one per (trust data, time)
+    within a file, reused by its cases (trustData may hold Notary captures and signature captures)."""
     from app.notary.inspect import parse_at_option
-    from app.offline.replay import trust_service
-    from app.signatures.replay import signature_service
 
     at = case.raw.get("at", test.spec.get("at"))
     moment = parse_at_option(str(at)) if at else None
     dirs = tuple(str(test.resolve(d)) for d in test.spec.get("trustData") or [])
-    if (dirs, moment) not in services:
-        services[(dirs, moment)] = trust_service(list(dirs), moment)
-        root = test.spec.get("sigstoreTrustedRoot")
-        services[("signatures", dirs, moment)] = signature_service(
-            list(dirs), moment, trusted_root=str(test.resolve(root)) if root else trusted_root
-        )
-    return services[(dirs, moment)], services[("signatures", dirs, moment)]
+    if (dirs, moment) not in found:
+        found[(dirs, moment)] = offline_sources(dirs, moment, records)
+    return found[(dirs, moment)]
+
+
+def _config(test: TestFile, trusted_root: str | None = None) -> tuple[ServeConfig, tuple]:
+    """What `serve` would decide with, from the file's spec; ValueError (StateError too) when unusable."""
+    from app.notary.pins import load_default_root_pins
+    from app.notary.state import load_records
+
+    spec = test.spec
+    rego, pins, records = spec.get("rego"), spec.get("rootPins"), spec.get("trustRecords")
+    root = spec.get("sigstoreTrustedRoot")
+    allow = spec.get("trustServerAllow") or []
+    if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+        raise ValueError(f"{test.path}: spec.trustServerAllow must be a list of URLs")
+    if pins:
+        load_default_root_pins(str(test.resolve(pins)))  # refused now, with the file named
+    config = ServeConfig(
+        policy_dir=str(test.resolve(spec["policies"])),
+        rego_dir=str(test.resolve(rego)) if rego else None,
+        system_namespace=spec.get("systemNamespace") or DEFAULT_SYSTEM_NAMESPACE,
+        root_pins=str(test.resolve(pins)) if pins else None,
+        trust_server_allow=tuple(allow),
+        sigstore_trusted_root=str(test.resolve(root)) if root else trusted_root,
+        decision_log="off",
+        budget=30.0,
+    )
+    return config, tuple(load_records(test.resolve(records))) if records else ()
 
 
 def run_test_file(
@@ -272,31 +309,27 @@ def run_test_file(
     """Run the cases of `test` (those whose `test/case` name matches `run`) in one real OPA; keyless
     requirements against the file's `sigstoreTrustedRoot`, else `trusted_root` (ostiary test
     --sigstore-trusted-root), else the public-good root."""
+    from app.notary.state import StateError
+
     cases = [c for c in test.cases if run is None or run.search(f"{test.name}/{c.name}")]
     if not cases:
         return []
-    rego = test.spec.get("rego")
-    engine = Engine(
-        str(test.resolve(test.spec["policies"])),
-        rego_dir=str(test.resolve(rego)) if rego else None,
-        system_namespace=test.spec.get("systemNamespace") or DEFAULT_SYSTEM_NAMESPACE,
-    )
+    try:
+        config, records = _config(test, trusted_root)
+    except (ValueError, StateError) as exc:
+        raise EngineError(str(exc)) from None
     results: list[CaseResult] = []
-    services: dict = {}
-    with engine:
+    found: dict = {}
+    with Engine(config) as engine:
         for case in cases:
-            results.append(_run_case(engine, test, case, services, trusted_root))
-    for service in services.values():
-        service.close()
+            results.append(_run_case(engine, test, case, records, found))
     return results
 
 
-def _run_case(
-    engine: Engine, test: TestFile, case: Case, services: dict, trusted_root: str | None = None
-) -> CaseResult:
+def _run_case(engine: Engine, test: TestFile, case: Case, records: tuple, found: dict) -> CaseResult:
     outcome = CaseResult(str(test.path), test.name, case.name, case.line, passed=False)
     try:
-        engine.reviewer.trust, engine.reviewer.signatures = _trust(test, case, services, trusted_root)
+        engine.use(_sources(test, case, records, found))
         objects = _objects(test, case)
     except (ManifestError, ValueError) as exc:
         outcome.failures.append(f"cannot run: {exc}")
@@ -438,7 +471,7 @@ def run_all(
     for test_file in files:
         try:
             cases.extend(run_test_file(test_file, pattern, trusted_root=trusted_root))
-        except (PolicyError, OpaError, RuntimeError) as exc:
+        except (EngineError, PolicyError, OpaError) as exc:
             cases.append(
                 CaseResult(str(test_file.path), test_file.name, "*", 0, False, [f"cannot run: {exc}"])
             )

@@ -64,7 +64,7 @@ def test_explain_decides_offline_and_exits_by_verdict():
     assert allowed.returncode == 0, allowed.stderr
     out = json.loads(allowed.stdout)
     assert out["response"]["allowed"] is True
-    assert out["images"][0]["policy"]["repository"] == "registry.example.com/mirror/*"
+    assert out["images"][0]["entry"]["repository"] == "registry.example.com/mirror/*"
     denied = run(
         "explain",
         "-",
@@ -127,3 +127,18 @@ def test_a_bad_at_is_refused_alike_by_every_command(tmp_path):
         result = run(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert "--at 'yesterday': not an ISO 8601 time such as 2020-11-20T00:00:00Z" in result.stderr, args
+
+
+def test_explain_and_apply_give_the_same_account(tmp_path):
+    """"Why was my pod denied?" has one answer: explain prints apply -o json's object, plus the response."""
+    review = json.loads((EXAMPLES / "reviews" / "deployment-unlisted.json").read_text())
+    manifest = tmp_path / "object.json"
+    manifest.write_text(json.dumps(review))  # apply takes an AdmissionReview as it is
+    policies = str(EXAMPLES / "policies")
+    explained = json.loads(run("explain", str(manifest), "--policy-dir", policies).stdout)
+    applied = json.loads(run("apply", str(manifest), "--policy-dir", policies, "-o", "json").stdout)
+    (one,) = applied["results"]
+    assert explained.pop("response")["allowed"] is False
+    for key in ("verdict", "message", "denials", "warnings", "patch", "images"):
+        assert explained[key] == one[key], key
+    assert explained["images"] and {"entry", "trust", "pin", "reasons"} <= set(explained["images"][0])
