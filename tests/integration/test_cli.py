@@ -130,7 +130,7 @@ def test_a_bad_at_is_refused_alike_by_every_command(tmp_path):
 
 
 def test_explain_and_apply_give_the_same_account(tmp_path):
-    """"Why was my pod denied?" has one answer: explain prints apply -o json's object, plus the response."""
+    """Why was my pod denied? has one answer: explain prints apply -o json's object, plus the response."""
     review = json.loads((EXAMPLES / "reviews" / "deployment-unlisted.json").read_text())
     manifest = tmp_path / "object.json"
     manifest.write_text(json.dumps(review))  # apply takes an AdmissionReview as it is
