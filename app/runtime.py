@@ -114,7 +114,9 @@ class OfflineSources:
     notary_client: Any = None  # app.offline.replay.ReplayClient (captured trust data); None: live
     signature_reader: Any = None  # app.signatures.replay.ReplayReader (captured signatures); None: live
     at: datetime | None = None  # the verification time; None: the clock
-    records: Sequence[TrustRecord] = ()  # the recorded roots to start from (in memory, never written)
+    # The recorded roots to start from (in memory, never written); None: none given, so every
+    # unpinned repository is a first use, which the offline commands say in their output.
+    records: Sequence[TrustRecord] | None = None
 
     def clock(self) -> Callable[[], datetime]:
         at = self.at
@@ -265,7 +267,7 @@ class Runtime:
         its time, from the records it was given, and writes nothing durable."""
         records: RecordStore | None
         if offline is not None:
-            records = MemoryRecordStore(offline.records, "the records given to this run")
+            records = MemoryRecordStore(offline.records or (), "the records given to this run")
         else:
             records = FileRecordStore(self.config.state_dir).ensure() if self.config.state_dir else None
             if records is None and self.kube is not None:

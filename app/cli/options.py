@@ -39,6 +39,7 @@ def quiet_trust_log() -> None:
     """Offline runs report trust failures in their results; at the default level, skip the log lines."""
     if logging.getLogger().level >= logging.INFO:
         logging.getLogger("app.notary").setLevel(logging.WARNING)
+        logging.getLogger("ostiary").setLevel(logging.WARNING)  # the runtime's "loaded N policies"
 
 
 class AtTime(click.ParamType):
@@ -132,7 +133,7 @@ def _parse_endpoints(ctx: click.Context, param: click.Parameter, items: tuple[st
     try:
         return parse_endpoints(items)
     except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
+        raise click.UsageError(f"--registry-endpoint: {exc}", ctx) from None
 
 
 def registry_endpoint_option(help: str) -> Any:

@@ -97,11 +97,13 @@ def check(
     sys.exit(1 if report.failed(strict) else 0)
 
 
-def _trust_records(ctx: click.Context, param: click.Parameter, path: str | None) -> tuple[TrustRecord, ...]:
+def _trust_records(
+    ctx: click.Context, param: click.Parameter, path: str | None
+) -> tuple[TrustRecord, ...] | None:
     from app.notary.state import StateError, load_records
 
     if path is None:
-        return ()
+        return None
     try:
         return tuple(load_records(path))
     except StateError as exc:
@@ -120,7 +122,7 @@ def engine_options(command: F) -> F:
         system_namespace: str,
         trust_data: tuple[str, ...],
         at: datetime | None,
-        trust_records: tuple[TrustRecord, ...],
+        trust_records: tuple[TrustRecord, ...] | None,
         root_pins: str | None,
         registry_endpoints: dict[str, str],
         sigstore_trusted_root: str | None,
@@ -193,6 +195,7 @@ def explain(review: IO[str], start_engine: Callable[[], Engine]) -> None:
     same account of each image as `apply -o json` (matched entry, trust facts, signer, pin)."""
     from app.yamlio import DocumentError, load, read_stream
 
+    quiet_trust_log()
     try:
         body = load(read_stream(review, review.name), review.name)
     except DocumentError as exc:

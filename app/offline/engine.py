@@ -144,6 +144,7 @@ class ObjectResult:
     images: list[ImageResult] = field(default_factory=list)
     error: bool = False  # denied because evaluation failed (policy engine, internal error)
     response: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # where this run may differ from the webhook, and why
 
     @property
     def label(self) -> str:
@@ -171,6 +172,7 @@ class ObjectResult:
             "warnings": self.warnings,
             "patch": self.patch,
             "images": [i.as_dict() for i in self.images],
+            "notes": self.notes,
         }
 
 
@@ -189,7 +191,7 @@ class EngineError(Exception):
 
 
 def offline_sources(
-    trust_data: Sequence[str] = (), at: datetime | None = None, records: Sequence[TrustRecord] = ()
+    trust_data: Sequence[str] = (), at: datetime | None = None, records: Sequence[TrustRecord] | None = None
 ) -> OfflineSources:
     """Captured trust data and signatures among `trust_data` (none: the network), the time `at`, and
     the recorded roots to start from. TrustDataError / SignatureDataError when a capture is unusable."""
@@ -197,12 +199,12 @@ def offline_sources(
     from app.signatures.replay import Capture, ReplayReader, is_capture
 
     if not trust_data:
-        return OfflineSources(at=at, records=tuple(records))
+        return OfflineSources(at=at, records=records)
     return OfflineSources(
         notary_client=ReplayClient(load_trust_data(trust_data)),
         signature_reader=ReplayReader([Capture.load(d) for d in trust_data if is_capture(d)]),
         at=at,
-        records=tuple(records),
+        records=records,
     )
 
 
@@ -215,10 +217,11 @@ class Engine:
     def __init__(self, config: ServeConfig, sources: OfflineSources | None = None):
         self.config = config
         self.sources = sources or OfflineSources()
+        self._active = self.sources  # what the reviewer decides with now (use() changes it)
         self.runtime = Runtime(config, self.sources)
         self.log = DecisionLog.open("off")
         self.runtime.reviewer.opa = self.log.wrap(self.runtime.reviewer.opa)
-        self._services: dict[tuple, tuple[Any, Any]] = {}
+        self._services: dict[int, tuple[OfflineSources, Any, Any]] = {}
         try:
             try:
                 self.runtime.start(watch=False)
@@ -236,14 +239,15 @@ class Engine:
         self._uids = 0
 
     def use(self, sources: OfflineSources) -> None:
-        """Decide from now on with other captures, time or records (a test case's own)."""
-        key = (id(sources.notary_client), id(sources.signature_reader), sources.at, tuple(sources.records))
-        if key not in self._services:
-            self._services[key] = (
+        """Decide from now on with other captures, time or records (a test case's own); the services
+        are built once per `sources` object and kept until close()."""
+        if id(sources) not in self._services:
+            self._services[id(sources)] = (
+                sources,
                 self.runtime.trust_service(sources),
                 self.runtime.signature_service(sources),
             )
-        self.reviewer.trust, self.reviewer.signatures = self._services[key]
+        self._active, self.reviewer.trust, self.reviewer.signatures = self._services[id(sources)]
 
     def __enter__(self) -> Self:
         return self
@@ -253,7 +257,7 @@ class Engine:
 
     def close(self) -> None:
         self.runtime.stop()
-        for trust, signatures in self._services.values():
+        for _, trust, signatures in self._services.values():
             trust.close()
             signatures.close()
 
@@ -320,10 +324,23 @@ class Engine:
             denials=denials,
             warnings=[w for w in response.get("warnings") or [] if isinstance(w, str)],
             patch=_patch(response),
-            images=self._images(outcome.images, trace.decision_input),
+            images=(images := self._images(outcome.images, trace.decision_input)),
             error=outcome.error,
             response=response,
+            notes=self._notes(images),
         )
+
+    def _notes(self, images: list[ImageResult]) -> list[str]:
+        """The differences from the webhook this run cannot rule out, said where they apply."""
+        if self._active.records is not None:
+            return []
+        return [
+            f"{image.image}: its root was trusted on first use here, as no --trust-records were given; "
+            "the webhook trusts the root it recorded for this repository, if it has one "
+            "(give the output of `ostiary trust pins --json` as --trust-records)"
+            for image in images
+            if isinstance(image.trust, dict) and image.trust.get("root_trust") == "first-use"
+        ]
 
     def _images(self, decided: list[dict], decision_input: dict | None) -> list[ImageResult]:
         inputs = {i.get("id"): i for i in (decision_input or {}).get("images") or []}

@@ -92,6 +92,7 @@ def table(results: Sequence[ObjectResult]) -> str:
             lines.append(f"    warn: {warning}")
         for op in result.patch:
             lines.append(f"    patch: {op.get('op')} {op.get('path')} -> {op.get('value')}")
+        lines.extend(f"    note: {note}" for note in result.notes)
     counts = summary(results)
     lines.append(f"{counts['objects']} objects: {counts['allowed']} allowed, {counts['denied']} denied")
     return "\n".join(lines)
@@ -115,6 +116,7 @@ def junit(results: Sequence[ObjectResult]) -> str:
             [
                 *(f"{i.image}: {i.entry}; trust: {trust_summary(i.trust)}" for i in result.images),
                 *(f"warn: {w}" for w in result.warnings),
+                *(f"note: {n}" for n in result.notes),
             ]
         )
         if not result.allowed:

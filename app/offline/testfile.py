@@ -264,7 +264,7 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
     return [f"{label}: {p}" for p in problems]
 
 
-def _sources(test: TestFile, case: Case, records: tuple, found: dict) -> OfflineSources:
+def _sources(test: TestFile, case: Case, records: tuple | None, found: dict) -> OfflineSources:
     """The captures and time of a case (its own `at`, else the file's): one per (trust data, time)
     within a file, reused by its cases (trustData may hold Notary captures and signature captures)."""
     from app.notary.inspect import parse_at_option
@@ -277,7 +277,7 @@ def _sources(test: TestFile, case: Case, records: tuple, found: dict) -> Offline
     return found[(dirs, moment)]
 
 
-def _config(test: TestFile, trusted_root: str | None = None) -> tuple[ServeConfig, tuple]:
+def _config(test: TestFile, trusted_root: str | None = None) -> tuple[ServeConfig, tuple | None]:
     """What `serve` would decide with, from the file's spec; ValueError (StateError too) when unusable."""
     from app.notary.pins import load_default_root_pins
     from app.notary.state import load_records
@@ -300,7 +300,7 @@ def _config(test: TestFile, trusted_root: str | None = None) -> tuple[ServeConfi
         decision_log="off",
         budget=30.0,
     )
-    return config, tuple(load_records(test.resolve(records))) if records else ()
+    return config, tuple(load_records(test.resolve(records))) if records else None
 
 
 def run_test_file(
@@ -326,7 +326,7 @@ def run_test_file(
     return results
 
 
-def _run_case(engine: Engine, test: TestFile, case: Case, records: tuple, found: dict) -> CaseResult:
+def _run_case(engine: Engine, test: TestFile, case: Case, records: tuple | None, found: dict) -> CaseResult:
     outcome = CaseResult(str(test.path), test.name, case.name, case.line, passed=False)
     try:
         engine.use(_sources(test, case, records, found))
