@@ -361,13 +361,6 @@ class TrustService:
             max_workers=self._max_workers, thread_name_prefix="ostiary-delegations"
         )
 
-    def allow_only(self, cluster_servers: frozenset[str]) -> None:
-        """Offline runs (apply, explain, test): the trust servers `serve` would allow with these
-        cluster policies' servers and no --trust-server-allow, and its wording of connection
-        failures, so an offline verdict and message are the webhook's."""
-        self.allow = TrustServerAllowList((), lambda: cluster_servers)
-        self.hide_connection_errors = True
-
     def stats(self) -> dict[str, int]:
         """Counters since start, for metrics: see STAT_NAMES."""
         with self._flights_lock:

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 from app.notary.errors import FetchError, RoleNotServed
 from app.notary.keys import KeyFormatError, certificate_common_name, load_certificate
 from app.notary.metadata import valid_delegation_name
 from app.notary.servers import DEFAULT_TRUST_SERVERS, normalize_trust_server
-from app.notary.service import TrustService
 from app.yamlio import DocumentError, load_json_file
 
 INDEX_NAME = "ostiary-trust.json"
@@ -208,20 +206,3 @@ class ReplayClient:
         if account is not None:  # the trust service's byte budget, as for data from a server
             account(len(data))
         return data
-
-
-def fixed_clock(at: datetime | None) -> Callable[[], datetime]:
-    """The verification time: `at` (UTC when naive), else the current time."""
-    if at is not None and at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return (lambda: at) if at is not None else (lambda: datetime.now(UTC))  # type: ignore[return-value]
-
-
-def trust_service(
-    trust_data: Sequence[str], at: datetime | None = None, ca_file: str | None = None
-) -> TrustService:
-    """The TrustService for an offline run: replaying `trust_data` when given, else live; at `at`."""
-    clock = fixed_clock(at)
-    if trust_data:
-        return TrustService(client=ReplayClient(load_trust_data(trust_data)), clock=clock)
-    return TrustService(ca_file=ca_file, clock=clock)
