@@ -287,6 +287,8 @@ class Engine:
                 groups=groups,
                 operation=operation,
             )
+        if manifest.template:  # `helm template` output: named by the chart's template, as written
+            return self.decide_review(review, source=manifest.origin)
         return self.decide_review(review, source=manifest.source, line=manifest.line)
 
     def decide_review(self, review: dict, *, source: str = "", line: int = 0) -> ObjectResult:

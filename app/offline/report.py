@@ -44,8 +44,15 @@ def trust_summary(facts: dict | None) -> str:
 
 
 def summary(results: Sequence[ObjectResult]) -> dict:
+    """Counts by verdict: an object the webhook lets through unchecked is not counted as allowed."""
     denied = sum(1 for r in results if not r.allowed)
-    return {"objects": len(results), "denied": denied, "allowed": len(results) - denied}
+    unchecked = sum(1 for r in results if r.allowed and not r.checked)
+    return {
+        "objects": len(results),
+        "allowed": len(results) - denied - unchecked,
+        "denied": denied,
+        "not_checked": unchecked,
+    }
 
 
 def as_document(results: Sequence[ObjectResult]) -> dict:
@@ -88,13 +95,18 @@ def table(results: Sequence[ObjectResult]) -> str:
         for denial in result.denials:
             if not any(denial.endswith(r) for r in image_reasons):
                 lines.append(f"    deny: {denial}")
-        for warning in result.warnings:
-            lines.append(f"    warn: {warning}")
+        image_warnings = {w for i in result.images for w in i.warnings}
+        for warning in dict.fromkeys(result.warnings):  # each once: under its image when it has one
+            if not any(warning.endswith(w) for w in image_warnings):
+                lines.append(f"    warn: {warning}")
         for op in result.patch:
             lines.append(f"    patch: {op.get('op')} {op.get('path')} -> {op.get('value')}")
         lines.extend(f"    note: {note}" for note in result.notes)
     counts = summary(results)
-    lines.append(f"{counts['objects']} objects: {counts['allowed']} allowed, {counts['denied']} denied")
+    lines.append(
+        f"{counts['objects']} objects: {counts['allowed']} allowed, {counts['denied']} denied"
+        + (f", {counts['not_checked']} not checked" if counts["not_checked"] else "")
+    )
     return "\n".join(lines)
 
 

@@ -38,6 +38,7 @@ A test file is any `*_test.yaml` / `*_test.yml` (or a file named on the command 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -215,13 +216,18 @@ def _objects(test: TestFile, case: Case) -> list[Manifest]:
     return [Manifest(str(test.path), case.line, 0, raw[key])]
 
 
+def _show(value: Any) -> str:
+    """A value as the user writes it in a test file (JSON flow style, as YAML reads it), never Python's repr."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _contains_all(kind: str, wanted: Any, actual: list[str]) -> list[str]:
     if wanted is None:
         return []
     if wanted == []:
-        return [] if not actual else [f"expected no {kind}, got {actual}"]
+        return [] if not actual else [f"expected no {kind}, got {_show(actual)}"]
     return [
-        f"expected a {kind[:-1]} containing {w!r}, got {actual}"
+        f"expected a {kind[:-1]} containing {_show(w)}, got {_show(actual)}"
         for w in wanted
         if not any(str(w) in a for a in actual)
     ]
@@ -245,21 +251,29 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
     problems += _contains_all("denials", expect.get("denials"), result.denials)
     problems += _contains_all("warnings", expect.get("warnings"), result.warnings)
     if "message" in expect and str(expect["message"]) not in result.message:
-        problems.append(f"expected the message to contain {expect['message']!r}, got {result.message!r}")
+        problems.append(
+            f"expected the message to contain {_show(expect['message'])}, got {_show(result.message)}"
+        )
     if "patch" in expect and expect["patch"] != result.patch:
-        problems.append(f"expected patch {expect['patch']}, got {result.patch}")
-    for index, want in enumerate(expect.get("images") or []):
-        if index >= len(result.images):
-            problems.append(f"expected image {index}, the object has {len(result.images)}")
-            continue
+        problems.append(f"expected patch {_show(expect['patch'])}, got {_show(result.patch)}")
+    wanted = expect.get("images") or []
+    if len(wanted) > len(result.images):
+        listed = ": " + ", ".join(i.image for i in result.images) if result.images else ""
+        problems.append(
+            f"expect.images lists {len(wanted)} images, the object has {len(result.images)}{listed}"
+        )
+    for index, want in enumerate(wanted[: len(result.images)]):
         got = result.images[index].as_dict()
         got["trusted"] = bool((got.get("trust") or {}).get("verified"))
         for key, value in want.items():
             if key == "reasons":
-                problems += [f"image {index}: {p}" for p in _contains_all("reasons", value, got["reasons"])]
+                problems += [
+                    f"expect.images[{index}] ({got['image']}): {p}"
+                    for p in _contains_all("reasons", value, got["reasons"])
+                ]
             elif not _subset(value, got.get(key)):
                 problems.append(
-                    f"image {index} ({got['image']}): expected {key} {value!r}, got {got.get(key)!r}"
+                    f"expect.images[{index}] ({got['image']}): expected {key} {_show(value)}, got {_show(got.get(key))}"
                 )
     return [f"{label}: {p}" for p in problems]
 

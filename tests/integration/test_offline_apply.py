@@ -252,13 +252,18 @@ def test_exit_codes_and_formats(project, tmp_path):
     assert (
         "ALLOWED" in ok.stdout and "registry.example.com/* (ClusterImagePolicy cluster, cluster)" in ok.stdout
     )
-    assert "2 objects: 2 allowed, 0 denied" in ok.stdout
+    assert "2 objects: 1 allowed, 0 denied, 1 not checked" in ok.stdout  # web.yaml has a ConfigMap
 
     as_yaml = run(
         "apply", str(project / "manifests"), "--policy-dir", policies, "--rego-dir", rego, "-o", "yaml"
     )
     assert as_yaml.returncode == 1
-    assert yaml.safe_load(as_yaml.stdout)["summary"] == {"objects": 9, "denied": 5, "allowed": 4}
+    assert yaml.safe_load(as_yaml.stdout)["summary"] == {
+        "objects": 9,
+        "denied": 5,
+        "allowed": 3,
+        "not_checked": 1,  # the ConfigMap
+    }
 
     junit = run(
         "apply", str(project / "manifests"), "--policy-dir", policies, "--rego-dir", rego, "-o", "junit"
@@ -320,3 +325,66 @@ def test_an_admission_review_in_the_manifests_is_decided_as_it_is(project):
     assert json.loads(result.stdout)["results"][0]["denials"] == [
         "house: mallory may not deploy to production"
     ]
+
+
+HELM_OUTPUT = """\
+---
+# Source: web/templates/deploy.yaml
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  name: web2
+spec:
+  template:
+    spec:
+      containers:
+        - name: a
+          imag: nginx:1.25
+---
+# Source: web/templates/pod.yaml
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+    - name: a
+      image: registry.example.com/app:1
+      imagePullPolicy: Always
+      imagePullPolicy: Never
+"""
+
+
+def test_every_manifest_mistake_at_once_in_reading_order(project):
+    """Duplicate keys and unknown container fields are refused (kubectl refuses them too), all of them,
+    each at its line and column and named as written, never taken silently (`imag:` is no image)."""
+    result = run("apply", "-", "--policy-dir", str(project / "policies"), stdin=HELM_OUTPUT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "Error: -:7:3: metadata has the key `name` twice",
+        "-:13:11: spec.template.spec.containers[0]: unknown field `imag` (did you mean `image`?)",
+        "-:24:7: spec.containers[0] has the key `imagePullPolicy` twice",
+    ]
+
+
+def test_helm_template_output_is_named_by_its_source_comments(project):
+    fixed = (
+        HELM_OUTPUT.replace("  name: web2\n", "")
+        .replace("imag:", "image:")
+        .replace("      imagePullPolicy: Never\n", "")
+    )
+    result = run("apply", "-", "--policy-dir", str(project / "policies"), "-o", "json", stdin=fixed)
+    sources = [r["source"] for r in json.loads(result.stdout)["results"]]
+    assert sources == ["web/templates/deploy.yaml (-:3)", "web/templates/pod.yaml (-:15)"]
+
+
+def test_not_checked_objects_are_not_counted_as_allowed(project, tmp_path):
+    manifests = tmp_path / "m.yaml"
+    manifests.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n---\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a, image: registry.example.com/a:1}]}\n"
+    )
+    result = run("apply", str(manifests), "--policy-dir", str(project / "policies"), "-o", "json")
+    assert json.loads(result.stdout)["summary"] == {"objects": 2, "allowed": 1, "denied": 0, "not_checked": 1}
+    table = run("apply", str(manifests), "--policy-dir", str(project / "policies"))
+    assert "2 objects: 1 allowed, 0 denied, 1 not checked" in table.stdout
