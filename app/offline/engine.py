@@ -27,6 +27,7 @@ from app.admission.respond import API_VERSION
 from app.decisionlog import DecisionLog
 from app.notary.state import TrustRecord
 from app.offline.manifests import Manifest
+from app.opa.process import OpaNotFound
 from app.runtime import OfflineSources, Runtime, ServeConfig
 from app.workloads import WORKLOADS
 
@@ -218,7 +219,10 @@ class Engine:
         self.config = config
         self.sources = sources or OfflineSources()
         self._active = self.sources  # what the reviewer decides with now (use() changes it)
-        self.runtime = Runtime(config, self.sources)
+        try:
+            self.runtime = Runtime(config, self.sources)
+        except OpaNotFound as exc:  # LocalOpa: no opa binary to start
+            raise EngineError(str(exc)) from None
         self.log = DecisionLog.open("off")
         self.runtime.reviewer.opa = self.log.wrap(self.runtime.reviewer.opa)
         self._services: dict[int, tuple[OfflineSources, Any, Any]] = {}

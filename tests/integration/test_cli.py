@@ -142,3 +142,20 @@ def test_explain_and_apply_give_the_same_account(tmp_path):
     for key in ("verdict", "message", "denials", "warnings", "patch", "images"):
         assert explained[key] == one[key], key
     assert explained["images"] and {"entry", "trust", "pin", "reasons"} <= set(explained["images"][0])
+
+
+def test_no_opa_binary_stops_an_offline_command_with_the_reason(monkeypatch):
+    """Seen when the shared opa was being rebuilt: a traceback from the runtime, now an EngineError
+    (apply, explain: exit 2 with the message; test: a failed case naming it)."""
+    import pytest
+
+    import app.opa.process as process
+    from app.offline.engine import Engine, EngineError
+    from app.runtime import ServeConfig
+
+    def missing() -> str:
+        raise process.OpaNotFound("no opa binary: run scripts/setup.sh")
+
+    monkeypatch.setattr(process, "find_opa", missing)
+    with pytest.raises(EngineError, match="no opa binary"):
+        Engine(ServeConfig(policy_dir=str(EXAMPLES / "policies"), decision_log="off"))
