@@ -63,7 +63,9 @@ def render(results: Sequence[ObjectResult], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(as_document(results), indent=2)
     if fmt == "yaml":
-        return yaml.safe_dump(as_document(results), sort_keys=False, width=1000)
+        # plain JSON values first: facts may be dict subclasses (FailureFacts), which safe_dump refuses
+        plain = json.loads(json.dumps(as_document(results)))
+        return yaml.safe_dump(plain, sort_keys=False, width=1000)
     if fmt == "junit":
         return junit(results)
     return table(results)
