@@ -231,8 +231,11 @@ class Engine:
                 self.runtime.start(watch=False)
             except RuntimeError as exc:  # LocalOpa.start: no opa binary, or it did not start
                 raise EngineError(f"cannot start the local OPA: {exc}") from None
-            problem = self.runtime.load_error or "; ".join(
-                f"{what}: {why}" for what, why in self.runtime.refused.items()
+            held = self.runtime.sync.held_back  # over the push budget: serve keeps an older set in force
+            problem = (
+                self.runtime.load_error
+                or (f"the policy set is held back: {held}" if held else "")
+                or "; ".join(f"{what}: {why}" for what, why in self.runtime.refused.items())
             )
             if problem:
                 raise EngineError(f"{problem} (`ostiary serve` would not decide with these policies either)")
