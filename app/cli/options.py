@@ -188,19 +188,19 @@ def bounds_options(command: F) -> F:
         click.option(
             "--max-namespace-policy-bytes",
             type=click.IntRange(min=1),
-            help="Most bytes of Rego one namespace's ImagePolicies (or all ClusterImagePolicies) compile to "
+            help="Most bytes of policy data one namespace's ImagePolicies (or all ClusterImagePolicies) compile to "
             f"[default: half of --max-policy-bytes; {DEFAULT_BOUNDS.max_scope_bytes} for 256Mi].",
         ),
         click.option(
             "--max-policy-bytes",
             type=click.IntRange(min=1),
-            help="Most bytes of Rego all policies in force compile to [default: from --opa-memory-limit; "
+            help="Most bytes of policy data all policies in force compile to [default: from --opa-memory-limit; "
             f"{DEFAULT_BOUNDS.max_total_bytes} for 256Mi] (docs/security.md).",
         ),
         click.option(
             "--opa-push-budget",
             type=click.IntRange(min=1),
-            help="Most bytes of Rego pushed to OPA at once (library, custom rules, policies); a larger set "
+            help="Most bytes (policy data and Rego) pushed to OPA at once (library, custom rules, policies); a larger set "
             f"is not pushed [default: from --opa-memory-limit; {DEFAULT_BOUNDS.max_push_bytes} for 256Mi].",
         ),
         click.option(

@@ -163,7 +163,7 @@ def check_policy(resource: PolicyResource, module: RegoModule, bounds: Bounds = 
         raise PolicyError(
             resource.origin,
             "spec",
-            f"it compiles to {size} bytes of Rego, over the bound of {bounds.max_scope_bytes} bytes for "
+            f"it is {size} bytes of policy data in OPA, over the bound of {bounds.max_scope_bytes} bytes for "
             f"the policies of one scope ({scope_of(module)}; ostiary serve --max-namespace-policy-bytes). "
             "Not in force",
         )

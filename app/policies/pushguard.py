@@ -76,7 +76,7 @@ class PushGuard:
         size = set_bytes(modules)
         if size > self.budget:
             return (
-                f"the policy set is {size} bytes of Rego, over the budget of {self.budget} bytes that fits "
+                f"the policy set is {size} bytes (policy data and Rego), over the budget of {self.budget} bytes that fits "
                 "OPA's memory limit (ostiary serve --opa-push-budget, --opa-memory-limit); not pushed"
             )
         with self._lock:
@@ -88,7 +88,7 @@ class PushGuard:
                 return None
         return (
             f"OPA died {deaths.count} times within {self.window:.0f}s of being given this policy set "
-            f"({deaths.size} bytes of Rego: too large for its memory limit?); not pushed again for "
+            f"({deaths.size} bytes of policy data and Rego: too large for its memory limit?); not pushed again for "
             f"{left:.0f}s or until the policies change"
         )
 

@@ -18,6 +18,11 @@ from tests.e2e.k8s import denied, eventually, unique
 pytestmark = pytest.mark.e2e
 
 
+# Team names long enough that two 500-entry policies of one namespace are over its 512 KiB bound
+# together while each fits alone (the policy documents are about 375 bytes per entry plus twice the name).
+SMALL, BIG = "small-" + "s" * 100, "bigger-name-so-larger-" + "b" * 100
+
+
 def _entries(count: int, team: str, host: str) -> list[dict]:
     return [{"name": f"{host}/{team}{i}/app-*"} for i in range(count)]
 
@@ -83,14 +88,12 @@ def test_an_oversized_and_a_broken_policy_in_one_namespace_leave_the_others_as_t
         before = _latencies(kube, other, allowed, forbidden)
 
         # The tenant: two 500-entry policies (over the namespace's 512 KiB bound together) and a broken one.
-        kube.policy(namespace, _entries(500, "small", fallback_host), name="small")
-        big = kube.policy(
-            namespace, _entries(500, "bigger-name-so-larger", fallback_host), name="big", wait=False
-        )
+        kube.policy(namespace, _entries(500, SMALL, fallback_host), name="small")
+        big = kube.policy(namespace, _entries(500, BIG, fallback_host), name="big", wait=False)
         bad = kube.policy(namespace, [{"name": "a b"}], name="bad", wait=False)
         kube.wait_policy(namespace, "big", big["metadata"]["generation"], status="False", timeout=60)
         kube.wait_policy(namespace, "bad", bad["metadata"]["generation"], status="False", timeout=60)
-        for image in (f"{fallback_host}/small1/app-x:1", f"{fallback_host}/bigger-name-so-larger1/app-x:1"):
+        for image in (f"{fallback_host}/{SMALL}1/app-x:1", f"{fallback_host}/{BIG}1/app-x:1"):
             message = denied(kube.pod, namespace, image)
             assert "is refused by Ostiary" in message and "every image in namespace" in message, message
         assert "over the bound of 524288 bytes" in message and "whitespace" in message, message
@@ -129,8 +132,8 @@ def test_a_policy_set_over_the_push_budget_is_held_back_with_an_event(
     with running(tight):
         status, body = tight.readyz()
         assert status == 200 and "held back" not in body, body
-        # about 140 KB of Rego: within the policy bounds; with the 41 KB library, over the budget
-        big = kube.policy(namespace, _entries(270, "held", "registry.example.com"), name="held", wait=False)
+        # about 134 KB of policy data: within the policy bounds; with the 41 KB library, over the budget
+        big = kube.policy(namespace, _entries(370, "held", "registry.example.com"), name="held", wait=False)
         module = expected_module(big)
         assert 100_000 < len(module.source.encode()) < 150_000
         event = eventually(

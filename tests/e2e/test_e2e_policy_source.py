@@ -160,8 +160,12 @@ def test_a_namespace_over_its_size_bound_refuses_its_larger_policy_and_fails_clo
     resource and never reaches OPA; its namespace is denied naming it; other namespaces keep theirs."""
     from tests.e2e.webhook import expected_module
 
-    kube.policy(namespace, _entries(499, "small") + [{"name": "registry.example.com/ok/*"}], name="small")
-    big = kube.policy(namespace, _entries(500, "bigger-name-so-larger"), name="big", wait=False)
+    small_team, big_team = (
+        "small-" + "s" * 100,
+        "bigger-name-so-larger-" + "b" * 100,
+    )  # see test_e2e_isolation
+    kube.policy(namespace, _entries(499, small_team) + [{"name": "registry.example.com/ok/*"}], name="small")
+    big = kube.policy(namespace, _entries(500, big_team), name="big", wait=False)
     kube.wait_policy(namespace, "big", big["metadata"]["generation"], status="False", timeout=60)
     condition = kube.get_policy(namespace, "big")["status"]["conditions"][0]
     assert condition["reason"] == "PolicyRejected", condition
@@ -171,10 +175,10 @@ def test_a_namespace_over_its_size_bound_refuses_its_larger_policy_and_fails_clo
     ), condition
     event = eventually(lambda: events_for(kube, namespace, "big"))[0]
     assert event.reason == "PolicyRejected"
-    assert "bigger-name-so-larger" not in (ostiary.opa_module(expected_module(big).id) or "")
+    assert big_team not in (ostiary.opa_module(expected_module(big).id) or "")
     message = denied(kube.pod, namespace, "registry.example.com/ok/app:1")  # fail closed, naming it
     assert f"ImagePolicy {namespace}/big is refused by Ostiary" in message, message
-    denied(kube.pod, namespace, "registry3.example.com/bigger-name-so-larger3/app-x:1")
+    denied(kube.pod, namespace, f"registry3.example.com/{big_team}3/app-x:1")
     # another namespace is untouched
     other = unique("other")
     kube.core.create_namespace({"metadata": {"name": other}})

@@ -163,7 +163,7 @@ def test_check_says_which_bound_a_policy_is_over(tmp_path):
         check=False,
     )
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "bytes of Rego, over the bound of 10000 bytes" in done.stderr, done.stderr
+    assert "bytes of policy data in OPA, over the bound of 10000 bytes" in done.stderr, done.stderr
     # the CRDs' own bound: more entries than any flag allows
     (policies / "bad.yaml").write_text(_many(501))
     done = subprocess.run(
