@@ -4,9 +4,10 @@ really kills it (a memory cgroup, as the kubelet sets for the container's resour
 GOGC and GOMEMLIMIT set in the chart's proportions, restarted when it dies, like the kubelet does.
 
 - a set over the push budget is never pushed: OPA keeps the last set, /readyz and the metrics say why;
-- a set that fits the (here deliberately too large) budget but kills OPA is pushed at most a few
-  times: Ostiary then keeps the last set that fitted, OPA stays up, /readyz and the metrics say why,
-  and removing the cause brings the new policies in.
+- not here any more: a set that fits a deliberately too large budget but kills OPA. It was reproduced
+  with policies as Rego modules (10 x 500 entries killed this OPA); as data documents 30,000 entries
+  and 3.4 MB of custom set literals did not, so the death guard (never the same set pushed again and
+  again) is held by tests/unit/test_pushguard.py until a load that kills OPA again is found.
 """
 
 from __future__ import annotations
@@ -176,49 +177,3 @@ def test_a_set_over_the_push_budget_is_never_pushed(served, tmp_path, sidecar): 
     (policies / "big.yaml").write_text(_many(20, namespace="team-big"))
     _wait(lambda: _readyz(s) == (200, "ready"), 30, "ready again")
     assert _opa_holds(sidecar.url, "team-big") and _metric(s, "ostiary_opa_push_held_back") == 0.0
-
-
-def test_a_set_that_kills_opa_is_not_pushed_again_and_again(served, tmp_path, sidecar):  # noqa: F811 - the fixture
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (policies / "cluster.yaml").write_text(CLUSTER)
-    (policies / "good.yaml").write_text(GOOD_TENANT)
-    # An operator raised the bounds and the budget beyond what this OPA's memory holds.
-    s = served(
-        "--policy-dir", str(policies), "--opa-url", sidecar.url, "--opa-push-budget", "20000000",
-        "--max-policy-bytes", "20000000", "--max-namespace-policy-bytes", "1000000",
-    )  # fmt: skip
-    s.wait_ready()
-    assert _verdict(s, "team-good", "quay.io/good/app:1")[0]
-    # Sixty namespaces of 500 entries each: about 11 MB of policy data (some 200 MiB in OPA's
-    # read-optimised store), within the bounds given; OPA dies of it (twenty did not: policy data
-    # costs OPA about a fifth of what the same policies as Rego modules did).
-    for i in range(60):
-        (policies / f"big{i}.yaml").write_text(_many(500, namespace=f"team-big{i}"))
-    try:
-        reason = _wait(lambda: "held back" in _readyz(s)[1] and _readyz(s)[1], 180, "held back in /readyz")
-    finally:
-        print(f"\nOPA restarts: {sidecar.restarts} ({sidecar.liveness_kills} by the liveness probe)")
-    deaths = _metric(s, "ostiary_opa_push_deaths_total")
-    if not ("OPA died" in reason and sidecar.restarts >= 2 and deaths >= 2):  # say what happened
-        s.stop()
-        raise AssertionError(
-            f"{reason}; restarts {sidecar.restarts}, deaths {deaths}:\n{s.proc.stdout.read()[-6000:]}"
-        )
-    assert _metric(s, "ostiary_opa_push_held_back") == 1.0
-    # No loop: OPA stays up with the last set that fitted, and it decides.
-    restarts = sidecar.restarts
-    time.sleep(10)
-    assert sidecar.restarts == restarts, "OPA keeps being killed"
-    _wait(lambda: _opa_holds(sidecar.url, "team-good"), 20, "the last set that fitted back in OPA")
-    assert not _opa_holds(sidecar.url, "team-big")
-    assert _verdict(s, "team-good", "quay.io/good/app:1")[0]
-    status, reason = _readyz(s)
-    assert status == 200 and "held back" in reason, reason
-    # The cause removed (all but two big policies deleted): the new set goes in and OPA lives.
-    for i in range(2, 60):
-        (policies / f"big{i}.yaml").unlink()
-    _wait(lambda: _readyz(s) == (200, "ready"), 60, "ready again")
-    assert _opa_holds(sidecar.url, "team-big1") and _metric(s, "ostiary_opa_push_held_back") == 0.0
-    time.sleep(3)
-    assert sidecar.restarts == restarts
