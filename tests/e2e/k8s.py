@@ -321,6 +321,23 @@ def denied(call, *args, **kwargs) -> str:
     raise AssertionError("the request was admitted")
 
 
+def denied_soon(kube, namespace: str, image: str, timeout: float = 60.0) -> str:
+    """A Pod of `image` in `namespace` is refused within `timeout` (dry runs): for a policy change the
+    API server already reports (status, Event) while OPA may still be taking it in — on a loaded
+    cluster with many policies a push can take seconds. Returns the refusal's message."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kube.pod(namespace, image, dry_run=True)
+        except ApiException as exc:
+            assert exc.status in (400, 403), f"unexpected status {exc.status}: {exc.body}"
+            assert "admission webhook" in exc.body, exc.body
+            return exc.body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{image} in {namespace} was still admitted after {timeout}s")
+        time.sleep(0.5)
+
+
 def eventually(predicate, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):
     deadline = time.monotonic() + timeout
     last = None

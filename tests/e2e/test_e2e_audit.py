@@ -79,7 +79,22 @@ def audit_cluster(admin_client, crds, world_ostiary):
         except ApiException as exc:
             if exc.status != 409:
                 raise
-    return admin_client
+    yield admin_client
+    # The audit's RBAC goes with this module: the chart grants it only with audit.enabled, and later
+    # tests hold Ostiary's identity to the chart's least privilege without it.
+    for doc in audit_rbac():
+        name = doc["metadata"]["name"]
+        delete = {
+            "ClusterRole": lambda n: rbac.delete_cluster_role(n),
+            "ClusterRoleBinding": lambda n: rbac.delete_cluster_role_binding(n),
+            "Role": lambda n: rbac.delete_namespaced_role(n, "ostiary-system"),
+            "RoleBinding": lambda n: rbac.delete_namespaced_role_binding(n, "ostiary-system"),
+        }[doc["kind"]]
+        try:
+            delete(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
 
 def b64(text: str) -> str:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.e2e.k8s import denied, eventually, unique
+from tests.e2e.k8s import denied, denied_soon, eventually, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def test_an_oversized_and_a_broken_policy_in_one_namespace_leave_the_others_as_t
         kube.wait_policy(namespace, "big", big["metadata"]["generation"], status="False", timeout=60)
         kube.wait_policy(namespace, "bad", bad["metadata"]["generation"], status="False", timeout=60)
         for image in (f"{fallback_host}/{SMALL}1/app-x:1", f"{fallback_host}/{BIG}1/app-x:1"):
-            message = denied(kube.pod, namespace, image)
+            message = denied_soon(kube, namespace, image)
             assert "is refused by Ostiary" in message and "every image in namespace" in message, message
         assert "over the bound of 524288 bytes" in message and "whitespace" in message, message
 

@@ -8,7 +8,15 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.k8s import PORTIERIS_CRDS, denied, eventually, install_crds, load_documents, unique
+from tests.e2e.k8s import (
+    PORTIERIS_CRDS,
+    denied,
+    denied_soon,
+    eventually,
+    install_crds,
+    load_documents,
+    unique,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -176,7 +184,7 @@ def test_a_namespace_over_its_size_bound_refuses_its_larger_policy_and_fails_clo
     event = eventually(lambda: events_for(kube, namespace, "big"))[0]
     assert event.reason == "PolicyRejected"
     assert big_team not in (ostiary.opa_module(expected_module(big).id) or "")
-    message = denied(kube.pod, namespace, "registry.example.com/ok/app:1")  # fail closed, naming it
+    message = denied_soon(kube, namespace, "registry.example.com/ok/app:1")  # fail closed, naming it
     assert f"ImagePolicy {namespace}/big is refused by Ostiary" in message, message
     denied(kube.pod, namespace, f"registry3.example.com/{big_team}3/app-x:1")
     # another namespace is untouched
