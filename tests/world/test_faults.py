@@ -380,7 +380,11 @@ def test_opa_killed_while_a_reload_is_pushed_never_admits_a_forbidden_image_and_
         while requests.get(f"{served.url}/readyz", timeout=5).status_code == 200:
             assert time.monotonic() < deadline, "the readiness probe never saw OPA killed"
             time.sleep(0.05)
-        served.wait_ready(60)
+        # 120 s: since policies became data documents, the recovery after an OPA killed mid-reload
+        # has taken ~50 s on this machine (the restart itself takes 2 s); the cause is open (see the
+        # closing note of the session that raised this), the property held here is that nothing
+        # forbidden is admitted meanwhile and that it recovers.
+        served.wait_ready(120)
         time.sleep(1)
     assert hammer.allowed == [], f"forbidden images were admitted: {hammer.allowed[:5]}"
     assert hammer.denied > 0
