@@ -321,7 +321,7 @@ def denied(call, *args, **kwargs) -> str:
     raise AssertionError("the request was admitted")
 
 
-def denied_soon(kube, namespace: str, image: str, timeout: float = 60.0) -> str:
+def denied_soon(kube, namespace: str, image: str, timeout: float = 60.0, containing: str = "") -> str:
     """A Pod of `image` in `namespace` is refused within `timeout` (dry runs): for a policy change the
     API server already reports (status, Event) while OPA may still be taking it in — on a loaded
     cluster with many policies a push can take seconds. Returns the refusal's message."""
@@ -332,9 +332,30 @@ def denied_soon(kube, namespace: str, image: str, timeout: float = 60.0) -> str:
         except ApiException as exc:
             assert exc.status in (400, 403), f"unexpected status {exc.status}: {exc.body}"
             assert "admission webhook" in exc.body, exc.body
-            return exc.body
+            if containing in exc.body:
+                return exc.body
+            last = exc.body
+        else:
+            last = "admitted"
         if time.monotonic() > deadline:
-            raise AssertionError(f"{image} in {namespace} was still admitted after {timeout}s")
+            raise AssertionError(
+                f"{image} in {namespace}: not refused with {containing!r} after {timeout}s: {last}"
+            )
+        time.sleep(0.5)
+
+
+def admitted_soon(kube, namespace: str, image: str, timeout: float = 60.0) -> None:
+    """A Pod of `image` in `namespace` is admitted within `timeout` (dry runs): see denied_soon."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kube.pod(namespace, image, dry_run=True)
+            return
+        except ApiException as exc:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{image} in {namespace} still refused after {timeout}s: {exc.body}"
+                ) from None
         time.sleep(0.5)
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.e2e.k8s import denied, denied_soon, eventually, unique
+from tests.e2e.k8s import admitted_soon, denied, denied_soon, eventually, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -65,7 +65,9 @@ def test_a_broken_namespace_policy_never_falls_back_to_the_cluster_policies(
     kube.wait_policy(namespace, "strict", broken["metadata"]["generation"], status="False")
     # What the namespace's policy forbade is still denied, and so is everything else there, naming it.
     for image in (f"{fallback_host}/forbidden/app:1", f"{fallback_host}/ok/app:1"):
-        message = denied(kube.pod, namespace, image)
+        # the status is written when the refusal is made; OPA takes it in moments later (meanwhile
+        # the namespace's previous policy still decides, never the cluster's)
+        message = denied_soon(kube, namespace, image, containing=f"ImagePolicy {namespace}/strict is refused")
         assert f"ImagePolicy {namespace}/strict is refused by Ostiary" in message, message
         assert "whitespace" in message, message
     eventually(lambda: f"{namespace}/strict" in ostiary.readyz()[1], timeout=10)  # the probe's next round
@@ -73,7 +75,7 @@ def test_a_broken_namespace_policy_never_falls_back_to_the_cluster_policies(
 
     # Fixed: the namespace's policy decides again.
     kube.policy(namespace, [{"name": f"{fallback_host}/ok/*"}], name="strict")
-    kube.pod(namespace, f"{fallback_host}/ok/app:1")
+    admitted_soon(kube, namespace, f"{fallback_host}/ok/app:1")
     denied(kube.pod, namespace, f"{fallback_host}/forbidden/app:1")
 
 
