@@ -13,6 +13,7 @@ huge repository's outcome, and the normal repository's answer times.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -26,16 +27,14 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 
 from app.images import parse_image  # noqa: E402
 from app.notary.service import TrustRequest, TrustService  # noqa: E402
+from scripts import harness  # noqa: E402
 from tests.support.pki import CA, private_key_pem, write  # noqa: E402
 from tests.trust.forge import GUN, NOW, ForgedRepo, ecdsa_key  # noqa: E402
 from tests.trust.https_server import NotaryTestServer, ServerKnobs  # noqa: E402
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return harness.rss_mib(os.getpid())
 
 
 def huge(gun: str, targets: int, roles: int) -> ForgedRepo:

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,13 +26,15 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from app.notary.trusted import TrustedRepository
+from app.notary.walker import walk
+from scripts import harness
+
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "notary" / "dockerhub-captured"
 
 
 def bench_verifier(seconds: float = 3.0) -> None:
-    from app.notary.trusted import TrustedRepository
-    from app.notary.walker import walk
-
     case = json.loads((FIXTURES / "expected.json").read_text())["cases"]["alice-image"]
     d = FIXTURES / "alice-image"
     files = {p.relative_to(d).with_suffix("").as_posix(): p.read_bytes() for p in d.rglob("*.json")}
@@ -53,22 +51,7 @@ def bench_verifier(seconds: float = 3.0) -> None:
     )
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(
-        check=False, args=["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True
-    ).stdout
-    return [int(x) for x in out.split()]
-
-
-def bench_server(n_requests: int, concurrency: int, n_policies: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="ostiary-bench-"))
+def write_policies(directory: Path, n_policies: int) -> None:
     docs = []
     for i in range(n_policies):
         docs.append(
@@ -76,65 +59,22 @@ def bench_server(n_requests: int, concurrency: int, n_policies: int) -> None:
             f"metadata: {{name: p{i}}}\nspec:\n  repositories:\n"
             f"    - name: 'registry{i}.example.com/team/*'\n    - name: 'registry{i}.example.com/team/app:1.{i}'\n"
         )
-    (tmp / "policies.yaml").write_text("---\n".join(docs))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ostiary"),
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--policy-dir",
-            str(tmp),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "policies.yaml").write_text("---\n".join(docs))
+
+
+def bench_server(n_requests: int, concurrency: int, n_policies: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="ostiary-bench-"))
+    write_policies(tmp / "policies", n_policies)
+    server = harness.ostiary_serve("ostiary", tmp, tmp / "policies", log_level="WARNING", timeout=60)
+    base = server.url
     try:
-        end = time.monotonic() + 60
-        while time.monotonic() < end:
-            try:
-                if requests.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit("server never became ready")
         images = [f"registry{i % n_policies}.example.com/team/app:1.{i % n_policies}" for i in range(4)]
-        body = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "bench",
-                "operation": "CREATE",
-                "namespace": "default",
-                "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-                "object": {
-                    "kind": "Deployment",
-                    "metadata": {"name": "b"},
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "containers": [
-                                    {"name": f"c{i}", "image": img} for i, img in enumerate(images)
-                                ]
-                            }
-                        }
-                    },
-                },
-            },
-        }
+        body = harness.review("Deployment", "default", images, name="b", rich=False)
         session = requests.Session()
         assert session.post(base + "/admit", json=body, timeout=10).json()["response"]["allowed"] is True
 
-        def one(_):
+        def one(_: int) -> float:
             t = time.perf_counter()
             r = session.post(base + "/admit", json=body, timeout=10)
             r.raise_for_status()
@@ -154,17 +94,10 @@ def bench_server(n_requests: int, concurrency: int, n_policies: int) -> None:
             f"  throughput {n_requests / elapsed:.0f} req/s; latency p50 {1000 * q[49]:.1f} ms, "
             f"p90 {1000 * q[89]:.1f} ms, p99 {1000 * q[98]:.1f} ms, max {1000 * latencies[-1]:.1f} ms"
         )
-        worker = children(proc.pid)
-        for pid in worker:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            print(f"  rss worker {comm}[{pid}] {rss_kib(pid) / 1024:.1f} MiB")
-            for sub in children(pid):
-                print(
-                    f"  rss {Path(f'/proc/{sub}/comm').read_text().strip()}[{sub}] {rss_kib(sub) / 1024:.1f} MiB"
-                )
+        for pid in harness.descendants(server.proc.pid)[1:]:
+            print(f"  rss {harness.proc_name(pid)}[{pid}] {harness.rss_mib(pid):.1f} MiB")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(15)
+        server.close()
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ Usage: .venv/bin/python scripts/bench_audit.py [--pods 3000] [--namespaces 20]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -29,14 +28,10 @@ from app.audit.engine import Auditor, run_audit
 from app.audit.ratelimit import TokenBucket
 from app.audit.reports import ReportWriter
 from app.runtime import Runtime, ServeConfig
+from scripts.harness import cpu_seconds
 from tests.e2e.cluster import running_control_plane
 from tests.e2e.k8s import CRD_DIR, install_crds, load_documents
 from tests.support.world import NotaryWorld, build_scenario
-
-
-def cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class CountingApi:
@@ -125,11 +120,11 @@ def main() -> None:
             opa_pid = runtime.local_opa.proc.pid
             for label in ("cold trust cache", "warm trust cache"):
                 api.pages = 0
-                opa_cpu = cpu_of(opa_pid)
+                opa_cpu = cpu_seconds(opa_pid)
                 run = run_audit(
                     api, auditor, list_bucket=TokenBucket(args.api_qps, burst=2), page_size=args.page_size
                 )
-                opa_cpu = cpu_of(opa_pid) - opa_cpu
+                opa_cpu = cpu_seconds(opa_pid) - opa_cpu
                 print(
                     f"audit, {label}: {run.objects} objects in {run.seconds:.1f}s = {run.objects / run.seconds:.0f} objects/s; "
                     f"Ostiary CPU {run.cpu_seconds:.1f}s ({1000 * run.cpu_seconds / run.objects:.2f} ms/object), "

@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,9 +25,13 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts import harness
 
 
 def write_policies(directory: Path, entries: int, per_policy: int = 50) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
     docs = []
     for p in range(0, entries, per_policy):
         lines = []
@@ -55,55 +55,33 @@ def image_for(i: int, entries: int) -> str:
 
 
 def review(n_images: int, entries: int) -> dict:
-    containers = [{"name": f"c{i}", "image": image_for(i, entries)} for i in range(n_images)]
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "scale",
-            "operation": "CREATE",
-            "namespace": "default",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "scale"},
-                "spec": {"containers": containers},
-            },
-        },
-    }
-
-
-def serve(policy_dir: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "ostiary"),
-            "--log-level",
-            "WARNING",
-            "serve",
-            "--policy-dir",
-            str(policy_dir),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    return harness.review(
+        "Pod", "default", [image_for(i, entries) for i in range(n_images)], name="scale", rich=False
     )
-    base = f"http://127.0.0.1:{port}"
-    end = time.monotonic() + 120
-    while time.monotonic() < end:
-        try:
-            if requests.get(base + "/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGTERM)
-    raise SystemExit("ostiary serve never became ready")
+
+
+def measure(base: str, entries: int, n: int, repeat: int) -> dict:
+    """The median and worst of `repeat` admissions of an n-image Pod (after one to warm up)."""
+    session = requests.Session()
+    body = json.dumps(review(n, entries))
+    headers = {"Content-Type": "application/json"}
+    session.post(base + "/admit", data=body, headers=headers, timeout=60)  # warm
+    times, allowed = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        answer = session.post(base + "/admit", data=body, headers=headers, timeout=60)
+        times.append(time.perf_counter() - t)
+        answer.raise_for_status()
+        allowed = answer.json()["response"]["allowed"]
+    median = statistics.median(times) * 1000
+    return {
+        "entries": entries,
+        "images": n,
+        "median_ms": round(median, 1),
+        "max_ms": round(max(times) * 1000, 1),
+        "ms_per_image": round(median / n, 3),
+        "allowed": allowed,
+    }
 
 
 def main() -> None:
@@ -119,39 +97,19 @@ def main() -> None:
     print(f"{'entries':>8} {'images':>7} {'median ms':>10} {'max ms':>8} {'ms/image':>9} {'verdict':>8}")
     for entries in entry_counts:
         tmp = Path(tempfile.mkdtemp(prefix="ostiary-scale-"))
-        write_policies(tmp, entries)
-        proc, base = serve(tmp)
+        write_policies(tmp / "policies", entries)
+        server = harness.ostiary_serve("ostiary", tmp, tmp / "policies", log_level="WARNING", timeout=120)
         try:
-            session = requests.Session()
             for n in image_counts:
-                body = json.dumps(review(n, entries))
-                headers = {"Content-Type": "application/json"}
-                session.post(base + "/admit", data=body, headers=headers, timeout=60)  # warm
-                times, allowed = [], None
-                for _ in range(args.repeat):
-                    t = time.perf_counter()
-                    answer = session.post(base + "/admit", data=body, headers=headers, timeout=60)
-                    times.append(time.perf_counter() - t)
-                    answer.raise_for_status()
-                    allowed = answer.json()["response"]["allowed"]
-                median = statistics.median(times) * 1000
-                row = {
-                    "entries": entries,
-                    "images": n,
-                    "median_ms": round(median, 1),
-                    "max_ms": round(max(times) * 1000, 1),
-                    "ms_per_image": round(median / n, 3),
-                    "allowed": allowed,
-                }
+                row = measure(server.url, entries, n, args.repeat)
                 rows.append(row)
                 print(
-                    f"{entries:>8} {n:>7} {median:>10.1f} {row['max_ms']:>8.1f} {row['ms_per_image']:>9.3f} "
-                    f"{'allow' if allowed else 'DENY':>8}",
+                    f"{entries:>8} {n:>7} {row['median_ms']:>10.1f} {row['max_ms']:>8.1f} "
+                    f"{row['ms_per_image']:>9.3f} {'allow' if row['allowed'] else 'DENY':>8}",
                     flush=True,
                 )
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(15)
+            server.close()
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

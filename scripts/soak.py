@@ -22,27 +22,27 @@ Exit status 1 when any verdict was wrong or any 5xx was seen.
 from __future__ import annotations
 
 import argparse
+import base64
+import fcntl
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.world import NotaryWorld, build_scenario, free_port
+from scripts import harness
+from scripts.harness import SYSTEM_NS
+from tests.support.world import NotaryWorld, Scenario
 
-SYSTEM_NS = "ostiary-system"
 NAMESPACES = ("default", "team-a", "team-b", "strict")
 
 
@@ -50,104 +50,32 @@ NAMESPACES = ("default", "team-a", "team-b", "strict")
 
 
 def policies(reg: str, notary: str, alice_pem: str, toggle: bool) -> dict[str, dict]:
-    import base64
-
-    def b64(text: str) -> str:
-        return base64.b64encode(text.encode()).decode()
-
-    trust: dict = {"trust": {"enabled": True, "trustServer": notary}}
-    alice = {"trust": {"enabled": True, "trustServer": notary, "signerSecrets": [{"name": "alice"}]}}
+    trust = harness.trust_policy(notary)
+    alice = harness.trust_policy(notary, "alice")
     docs = {
-        "cluster.json": {
-            "apiVersion": "ostiary.dev/v1",
-            "kind": "ClusterImagePolicy",
-            "metadata": {"name": "soak"},
-            "spec": {
-                "repositories": [
-                    {"name": f"{reg}/ostiary/*", "policy": trust},
-                    {"name": f"{reg}/ostiary/signer-pem", "policy": alice},
-                ]
-            },
-        },
+        "cluster.json": harness.cluster_policy(
+            "soak",
+            [
+                {"name": f"{reg}/ostiary/*", "policy": trust},
+                {"name": f"{reg}/ostiary/signer-pem", "policy": alice},
+            ],
+        ),
         # an ImagePolicy reads signer secrets from its own namespace, a ClusterImagePolicy from the system one
-        **{
-            f"alice-{ns}.json": {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "alice", "namespace": ns},
-                "data": {"name": b64("alice"), "publicKey": b64(alice_pem)},
-            }
-            for ns in (SYSTEM_NS, "strict")
-        },
+        **{f"alice-{ns}.json": harness.signer_secret("alice", ns, alice_pem) for ns in (SYSTEM_NS, "strict")},
         # namespace "strict" has its own policy: only the signer image is allowed there
-        "strict.json": {
-            "apiVersion": "ostiary.dev/v1",
-            "kind": "ImagePolicy",
-            "metadata": {"name": "strict", "namespace": "strict"},
-            "spec": {"repositories": [{"name": f"{reg}/ostiary/signer-pem", "policy": alice}]},
-        },
+        "strict.json": harness.image_policy(
+            "strict", "strict", [{"name": f"{reg}/ostiary/signer-pem", "policy": alice}]
+        ),
     }
     if toggle:
-        docs["toggle.json"] = {
-            "apiVersion": "ostiary.dev/v1",
-            "kind": "ClusterImagePolicy",
-            "metadata": {"name": "toggle"},
-            "spec": {"repositories": [{"name": f"{reg}/soak/toggle/*", "policy": {}}]},
-        }
+        docs["toggle.json"] = harness.cluster_policy(
+            "toggle", [{"name": f"{reg}/soak/toggle/*", "policy": {}}]
+        )
     return docs
 
 
-def write_policies(directory: Path, docs: dict[str, dict]) -> None:
-    for old in directory.glob("*.json"):
-        if old.name not in docs:
-            old.unlink()
-    for name, doc in docs.items():
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text(json.dumps(doc))
-        tmp.rename(directory / name)
-
-
 def review(kind: str, namespace: str, images: list[str]) -> dict:
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
-    spec = {"containers": containers}
-    meta = {"name": "soak", "namespace": namespace}
-    if kind == "Pod":
-        obj = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
-        group, resource = "", "pods"
-    elif kind == "CronJob":
-        obj = {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": meta,
-            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": spec}}}},
-        }
-        group, resource = "batch", "cronjobs"
-    else:
-        obj = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": meta,
-            "spec": {
-                "selector": {"matchLabels": {"app": "soak"}},
-                "template": {"metadata": {"labels": {"app": "soak"}}, "spec": spec},
-            },
-        }
-        group, resource = "apps", "deployments"
-    gvk = {"group": group, "version": "v1", "kind": kind}
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": gvk,
-            "resource": {**gvk, "resource": resource},
-            "namespace": namespace,
-            "operation": "CREATE",
-            "name": "soak",
-            "userInfo": {"username": "soak"},
-            "object": obj,
-        },
-    }
+    return harness.review(kind, namespace, images, name="soak", rich=False)
 
 
 @dataclass
@@ -159,7 +87,7 @@ class Case:
     toggle: bool = False  # verdict depends on the toggle policy
 
 
-def cases(scenario, toggle_image: str) -> list[Case]:
+def cases(scenario: Scenario, toggle_image: str) -> list[Case]:
     signed, pem = scenario["signed"], scenario["signer-pem"]
     unsigned, no_trust = scenario["unsigned"], scenario["no-trust"]
     lenient = {"default": True, "team-a": True, "team-b": True, "strict": False}
@@ -179,42 +107,7 @@ def cases(scenario, toggle_image: str) -> list[Case]:
     ]
 
 
-# ---------------------------------------------------------------------- process sampling
-
-
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                children = Path(f"/proc/{p}/task/{task}/children").read_text().split()
-                todo.extend(int(c) for c in children)
-        except OSError:
-            pass
-    return out
-
-
-def proc_stats(pid: int) -> dict | None:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    name = "opa" if Path(cmdline[0].decode(errors="replace")).name == "opa" else "ostiary"
-    return {
-        "pid": pid,
-        "name": name,
-        "rss_mib": int(fields["VmRSS"].split()[0]) / 1024,
-        "threads": int(fields["Threads"]),
-        "fds": fds,
-    }
-
-
-# ---------------------------------------------------------------------- the run
+# ---------------------------------------------------------------------- the verdict oracle
 
 
 @dataclass
@@ -229,6 +122,12 @@ class Totals:
     latencies: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def problem(self, text: str) -> None:
+        """A wrong verdict (the caller holds the lock)."""
+        self.wrong += 1
+        if len(self.wrong_examples) < 20:
+            self.wrong_examples.append(text)
+
 
 def check(case: Case, namespace: str, toggle_on: bool, resp: dict) -> str | None:
     expected = toggle_on if case.toggle else case.allowed_in[namespace]
@@ -239,9 +138,7 @@ def check(case: Case, namespace: str, toggle_on: bool, resp: dict) -> str | None
         msg = (resp.get("status") or {}).get("message", "")
         return f"{case.name} in {namespace}: allowed={got}, expected {expected} ({msg[:200]})"
     if got and case.pins:
-        import base64
-
-        patch = json.loads(base64.b64decode(resp.get("patch") or "W10=")) if resp.get("patch") else []
+        patch = json.loads(base64.b64decode(resp["patch"])) if resp.get("patch") else []
         values = {op.get("value") for op in patch if isinstance(op.get("value"), str)}  # image pins
         missing = [p for p in case.pins.values() if p not in values]
         if missing:
@@ -249,179 +146,172 @@ def check(case: Case, namespace: str, toggle_on: bool, resp: dict) -> str | None
     return None
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=30.0)
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--policy-period", type=float, default=60.0, help="seconds between policy changes")
-    ap.add_argument("--sample-period", type=float, default=10.0)
-    ap.add_argument("--out", default="soak-out")
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # One soak per output directory: two runs sharing it would rewrite each other's policies (a
-    # first run of this script did exactly that, and its "wrong verdicts" were the other run's).
-    import fcntl
+# ---------------------------------------------------------------------- the run
 
+
+class Soak:
+    """Load threads checking every verdict, a policy toggled every period, the processes sampled."""
+
+    def __init__(self, args: argparse.Namespace, world: NotaryWorld, scenario: Scenario, base: Path) -> None:
+        self.args, self.world, self.scenario = args, world, scenario
+        self.reg = world.registry_host
+        self.toggle_image = f"{self.reg}/soak/toggle/app:v1"
+        self.policy_dir = base / "policies"
+        self.totals = Totals()
+        self.stop = threading.Event()
+        self.samples: list[dict] = []
+        self.changes = 0
+        # While a policy change is being picked up, answers for the toggle image are not checked;
+        # every other image must keep its verdict through the reload.
+        self.toggle, self.changing, self.generation = False, False, 0
+        self.write_policies()
+        self.server = harness.ostiary_serve("ostiary", base, self.policy_dir, ca_file=world.ca_file)
+        self.cases = cases(scenario, self.toggle_image)
+
+    def write_policies(self) -> None:
+        docs = policies(self.reg, self.world.notary_url, self.scenario.alice_pem, self.toggle)
+        harness.write_policies(self.policy_dir, docs)
+
+    # ------------------------------------------------------------------ load
+
+    def load(self) -> None:
+        """One load thread: random case, namespace and kind, until stopped."""
+        http = requests.Session()
+        rnd = random.Random()
+        while not self.stop.is_set():
+            case = rnd.choice(self.cases)
+            if case.toggle and self.changing:
+                continue
+            self.send(http, case, rnd.choice(NAMESPACES), rnd.choice(("Deployment", "Pod", "CronJob")))
+
+    def send(self, http: requests.Session, case: Case, namespace: str, kind: str) -> None:
+        body = review(kind, namespace, case.images)
+        toggle_now, generation = self.toggle, self.generation
+        totals = self.totals
+        started = time.monotonic()
+        try:
+            r = http.post(f"{self.server.url}/admit", json=body, timeout=30)
+        except requests.RequestException as exc:
+            with totals.lock:
+                totals.sent += 1
+                totals.transport += 1
+                totals.wrong_examples.append(f"transport: {exc.__class__.__name__}")
+            return
+        elapsed = time.monotonic() - started
+        unsettled = case.toggle and (self.changing or self.generation != generation)
+        with totals.lock:
+            totals.sent += 1
+            totals.by_case[case.name] += 1
+            totals.latencies.append(elapsed)
+            if r.status_code >= 500:
+                totals.http_5xx += 1
+            elif r.status_code != 200:
+                totals.http_other += 1
+            elif not unsettled:
+                problem = check(case, namespace, toggle_now, r.json().get("response") or {})
+                if problem:
+                    totals.problem(problem)
+
+    # ------------------------------------------------------------------ policy changes
+
+    def flip_policy(self) -> None:
+        """Change the toggle policy and wait (holding the load back) until the server obeys it."""
+        self.changing = True
+        self.generation += 1
+        self.toggle = not self.toggle
+        try:
+            self.write_policies()
+            if not self.obeyed(30):
+                with self.totals.lock:
+                    self.totals.problem(f"policy change to toggle={self.toggle} not in force after 30 s")
+        finally:
+            self.generation += 1
+            self.changing = False
+
+    def obeyed(self, seconds: float) -> bool:
+        """Whether the toggle image's verdict follows the toggle within `seconds`."""
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            try:
+                r = requests.post(
+                    f"{self.server.url}/admit", json=review("Pod", "default", [self.toggle_image]), timeout=10
+                )
+                if r.status_code == 200 and r.json()["response"]["allowed"] == self.toggle:
+                    return True
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        return False
+
+    # ------------------------------------------------------------------ the loop
+
+    def sample(self, t: float) -> None:
+        with self.totals.lock:
+            sent, wrong, e5 = self.totals.sent, self.totals.wrong, self.totals.http_5xx
+        self.samples.append(
+            {"t": round(t, 1), "sent": sent, "wrong": wrong, "http_5xx": e5, "procs": self.server.stats()}
+        )
+
+    def run(self) -> None:
+        workers = [threading.Thread(target=self.load, daemon=True) for _ in range(self.args.threads)]
+        for w in workers:
+            w.start()
+        t0 = time.monotonic()
+        end = t0 + self.args.minutes * 60
+        next_flip = t0 + self.args.policy_period
+        next_sample = t0
+        while time.monotonic() < end:
+            now = time.monotonic()
+            if now >= next_sample:
+                self.sample(now - t0)
+                next_sample += self.args.sample_period
+            if now >= next_flip:
+                self.flip_policy()
+                self.changes += 1
+                next_flip += self.args.policy_period
+            time.sleep(0.5)
+        self.stop.set()
+        for w in workers:
+            w.join(timeout=35)
+
+
+def lock_out_dir(out: Path) -> Any:
+    """One soak per output directory: two runs sharing it would rewrite each other's policies (a
+    first run of this script did exactly that, and its "wrong verdicts" were the other run's)."""
     lock = (out / ".soak.lock").open("w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise SystemExit(f"another soak is running with --out {out}; give another directory") from None
+    return lock
 
-    world = NotaryWorld()
-    world.start()
-    proc = None
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=30.0)
+    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--policy-period", type=float, default=60.0, help="seconds between policy changes")
+    ap.add_argument("--sample-period", type=float, default=10.0)
+    ap.add_argument("--out", default="soak-out")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_out_dir(out)
+    world, scenario = harness.start_world()
+    soak: Soak | None = None
     try:
-        scenario = build_scenario(world)
-        reg = world.registry_host
-        toggle_image = f"{reg}/soak/toggle/app:v1"
-        base = out / "run"
-        policy_dir = base / "policies"
-        policy_dir.mkdir(parents=True, exist_ok=True)
-        toggle_on = False
-        write_policies(policy_dir, policies(reg, world.notary_url, scenario.alice_pem, toggle_on))
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with open(base / "ostiary.log", "ab") as log:
-            proc = subprocess.Popen(
-                [
-                    str(ROOT / ".venv/bin/ostiary"),
-                    "serve",
-                    "--policy-dir",
-                    str(policy_dir),
-                    "--listen",
-                    f"127.0.0.1:{port}",
-                    "--ca-file",
-                    world.ca_file,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"ostiary serve did not become ready; see {base / 'ostiary.log'}")
-            time.sleep(0.2)
-
-        all_cases = cases(scenario, toggle_image)
-        totals = Totals()
-        stop = threading.Event()
-        # While a policy change is being picked up, answers for the toggle image are not checked;
-        # every other image must keep its verdict through the reload.
-        state = {"toggle": toggle_on, "changing": False, "generation": 0}
-
-        def load() -> None:
-            http = requests.Session()
-            rnd = random.Random()
-            while not stop.is_set():
-                case = rnd.choice(all_cases)
-                namespace = rnd.choice(NAMESPACES)
-                kind = rnd.choice(("Deployment", "Pod", "CronJob"))
-                body = review(kind, namespace, case.images)
-                toggle_now, generation = state["toggle"], state["generation"]
-                if case.toggle and state["changing"]:
-                    continue
-                started = time.monotonic()
-                try:
-                    r = http.post(f"{url}/admit", json=body, timeout=30)
-                except requests.RequestException as exc:
-                    with totals.lock:
-                        totals.sent += 1
-                        totals.transport += 1
-                        totals.wrong_examples.append(f"transport: {exc.__class__.__name__}")
-                    continue
-                elapsed = time.monotonic() - started
-                unsettled = case.toggle and (state["changing"] or state["generation"] != generation)
-                with totals.lock:
-                    totals.sent += 1
-                    totals.by_case[case.name] += 1
-                    totals.latencies.append(elapsed)
-                    if r.status_code >= 500:
-                        totals.http_5xx += 1
-                        continue
-                    if r.status_code != 200:
-                        totals.http_other += 1
-                        continue
-                    if unsettled:
-                        continue
-                    problem = check(case, namespace, toggle_now, r.json().get("response") or {})
-                    if problem:
-                        totals.wrong += 1
-                        if len(totals.wrong_examples) < 20:
-                            totals.wrong_examples.append(problem)
-
-        def flip_policy() -> None:
-            """Change the toggle policy and wait (holding the load back) until the server obeys it."""
-            state["changing"] = True
-            state["generation"] += 1
-            state["toggle"] = not state["toggle"]
-            try:
-                write_policies(
-                    policy_dir, policies(reg, world.notary_url, scenario.alice_pem, state["toggle"])
-                )
-                until = time.monotonic() + 30
-                while time.monotonic() < until:
-                    try:
-                        r = requests.post(
-                            f"{url}/admit", json=review("Pod", "default", [toggle_image]), timeout=10
-                        )
-                        if r.status_code == 200 and r.json()["response"]["allowed"] == state["toggle"]:
-                            return
-                    except requests.RequestException:
-                        pass
-                    time.sleep(0.2)
-                with totals.lock:
-                    totals.wrong += 1
-                    totals.wrong_examples.append(
-                        f"policy change to toggle={state['toggle']} not in force after 30 s"
-                    )
-            finally:
-                state["generation"] += 1
-                state["changing"] = False
-
-        workers = [threading.Thread(target=load, daemon=True) for _ in range(args.threads)]
-        for w in workers:
-            w.start()
-        samples: list[dict] = []
-        t0 = time.monotonic()
-        end = t0 + args.minutes * 60
-        next_flip = t0 + args.policy_period
-        next_sample = t0
-        changes = 0
-        while time.monotonic() < end:
-            now = time.monotonic()
-            if now >= next_sample:
-                stats = [s for s in (proc_stats(p) for p in descendants(proc.pid)) if s]
-                with totals.lock:
-                    sent, wrong, e5 = totals.sent, totals.wrong, totals.http_5xx
-                samples.append(
-                    {"t": round(now - t0, 1), "sent": sent, "wrong": wrong, "http_5xx": e5, "procs": stats}
-                )
-                next_sample += args.sample_period
-            if now >= next_flip:
-                flip_policy()
-                changes += 1
-                next_flip += args.policy_period
-            time.sleep(0.5)
-        stop.set()
-        for w in workers:
-            w.join(timeout=35)
-        return report(out, args, totals, samples, changes)
+        soak = Soak(args, world, scenario, out / "run")
+        soak.run()
+        return report(out, args, soak.totals, soak.samples, soak.changes)
     finally:
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        if soak is not None:
+            soak.server.close()
         world.stop()
+        lock.close()
 
 
 def _series(samples: list[dict], name: str, key: str) -> list[float]:

@@ -21,13 +21,9 @@ image the policies forbid, and everything comes back.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
-import socket
-import ssl
-import struct
 import subprocess
 import threading
 import time
@@ -38,115 +34,13 @@ from typing import Self
 import pytest
 import requests
 
-from tests.support.http import read_head
+from tests.support.faultproxy import FaultProxy
 from tests.support.world import free_port
 from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
 
 pytestmark = pytest.mark.world
 
 BUDGET = 4.0  # --budget given to ostiary serve in these tests
-
-
-class FaultProxy:
-    """A TLS-terminating HTTP/1.1 proxy in front of the world's notary-server, with faults."""
-
-    def __init__(self, world) -> None:
-        self.upstream_port = int(world.notary_url.rsplit(":", 1)[1])
-        world_dir = Path(world.world.dir)
-        self.server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.server_ctx.load_cert_chain(world_dir / "server.crt", world_dir / "server.key")
-        self.client_ctx = ssl.create_default_context(cafile=world.ca_file)
-        self.fault: str | None = None
-        self.seen = 0
-        self.held = 0  # requests waiting under the "hold" fault
-        self.release = threading.Event()  # "hold": forward once this is set
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.url = f"https://127.0.0.1:{self.port}"
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(40)
-            tls = self.server_ctx.wrap_socket(conn, server_side=True)
-        except (OSError, ssl.SSLError):
-            conn.close()
-            return
-        try:
-            while True:
-                request = read_head(tls)  # GET requests only: no body
-                if request is None:
-                    return
-                self.seen += 1
-                fault = self.fault
-                if fault == "5xx":
-                    tls.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\r\nbusy\n")
-                    continue
-                if fault == "reset":
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    return
-                if fault == "hold":  # a stalled server that answers, late, what it would have
-                    self.held += 1
-                    self.release.wait(30)
-                if fault == "stall":
-                    self._stop.wait(30)
-                    return
-                status, headers, body = self._forward(request)
-                if fault == "truncate":
-                    tls.sendall(self._head(status, headers, len(body)) + body[: len(body) // 2])
-                    return
-                tls.sendall(self._head(status, headers, len(body)) + body)
-        except (OSError, ssl.SSLError):
-            return
-        finally:
-            try:
-                tls.close()
-            except OSError:
-                pass
-
-    def _forward(self, request: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        line, *header_lines = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-        method, path, _ = line.split(" ", 2)
-        headers = {}
-        for h in header_lines:
-            name, _, value = h.partition(":")
-            if name.lower() not in ("host", "connection", "accept-encoding"):
-                headers[name] = value.strip()
-        upstream = http.client.HTTPSConnection(
-            "127.0.0.1", self.upstream_port, context=self.client_ctx, timeout=10
-        )
-        try:
-            upstream.request(method, path, headers=headers)
-            resp = upstream.getresponse()
-            body = resp.read()
-            keep = [
-                (k, v)
-                for k, v in resp.getheaders()
-                if k.lower() not in ("content-length", "transfer-encoding", "connection")
-            ]
-            return resp.status, keep, body
-        finally:
-            upstream.close()
-
-    @staticmethod
-    def _head(status: int, headers: list[tuple[str, str]], length: int) -> bytes:
-        lines = [f"HTTP/1.1 {status} {http.client.responses.get(status, 'Status')}"]
-        lines += [f"{k}: {v}" for k, v in headers]
-        lines.append(f"Content-Length: {length}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
 class Served:
