@@ -45,6 +45,29 @@ def huge(gun: str, targets: int, roles: int) -> ForgedRepo:
     return repo
 
 
+def hostile_server(repos: int, targets: int, roles: int) -> tuple[NotaryTestServer, Path]:
+    """The HTTPS Notary test server holding `repos` huge repositories and one normal one (GUN), and
+    its CA file."""
+    directory = Path(tempfile.mkdtemp(prefix="ostiary-attack-"))
+    ca = CA.create("attack CA")
+    key, cert = ca.issue_server()
+    ca_file = write(directory / "ca.crt", ca.cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    cert_file = write(directory / "server.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    key_file = write(directory / "server.key", private_key_pem(key))
+    server = NotaryTestServer(str(cert_file), str(key_file), ServerKnobs()).start()
+    guns = [f"docker.io/attacker/huge{i}" for i in range(repos)]
+    sizes = []
+    for gun in [*guns, GUN]:
+        files = (huge(gun, targets, roles) if gun != GUN else ForgedRepo()).build()
+        for role, data in files.items():
+            server.knobs.overrides[(gun, role)] = data
+        sizes.append(sum(len(d) for d in files.values()))
+    print(
+        f"{repos} repositories of {sizes[0] / 2**20:.1f} MiB trust data each; RSS before: {rss_mib():.0f} MiB"
+    )
+    return server, ca_file
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repos", type=int, default=8)
@@ -53,23 +76,8 @@ def main() -> None:
     parser.add_argument("--admissions", type=int, default=8)
     args = parser.parse_args()
 
-    directory = Path(tempfile.mkdtemp(prefix="ostiary-attack-"))
-    ca = CA.create("attack CA")
-    key, cert = ca.issue_server()
-    ca_file = write(directory / "ca.crt", ca.cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    cert_file = write(directory / "server.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    key_file = write(directory / "server.key", private_key_pem(key))
-    server = NotaryTestServer(str(cert_file), str(key_file), ServerKnobs()).start()
+    server, ca_file = hostile_server(args.repos, args.targets, args.roles)
     guns = [f"docker.io/attacker/huge{i}" for i in range(args.repos)]
-    sizes = []
-    for gun in [*guns, GUN]:
-        files = (huge(gun, args.targets, args.roles) if gun != GUN else ForgedRepo()).build()
-        for role, data in files.items():
-            server.knobs.overrides[(gun, role)] = data
-        sizes.append(sum(len(d) for d in files.values()))
-    print(
-        f"{args.repos} repositories of {sizes[0] / 2**20:.1f} MiB trust data each; RSS before: {rss_mib():.0f} MiB"
-    )
 
     service = TrustService(ca_file=str(ca_file), clock=lambda: NOW)
     peak = {"rss": rss_mib(), "cache": 0, "flight": 0}

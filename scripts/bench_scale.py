@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """How an admission's cost grows: images per Pod × repository entries in force. Prints figures.
 
-Starts `ostiary serve --policy-dir` (its own OPA, gunicorn, the chart's settings) once per entry
-count M with M repository entries spread over cluster policies and hosts (a quarter of them with
-a wildcard host, so the index has a shared bucket too), then posts Pods of N images (every image
+Starts `ostiary serve --policy-dir` (its own OPA, gunicorn, the chart's settings, the policy bounds
+of a 1Gi OPA) once per entry count M with M repository entries spread over cluster policies and
+hosts (a quarter of them with a wildcard host, so the index has a shared bucket too), then posts Pods of N images (every image
 matched by one entry, no trust: this measures matching and deciding) and prints the median and
 the worst latency of a few requests per (N, M), and the cost per image. Linear means the
 per-image column stays flat as N grows and the rows for larger M stay close to the smaller ones.
@@ -26,6 +26,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# 3,000 entries compile to about 1.2 MB of cluster policy data, over the bounds derived from the
+# chart's default 256Mi OPA limit (512 KiB per scope, app/policies/bounds.py): the bounds of a 1Gi OPA.
+OPA_MEMORY = ("--opa-memory-limit", "1Gi")
 
 from scripts import harness
 
@@ -98,7 +101,9 @@ def main() -> None:
     for entries in entry_counts:
         tmp = Path(tempfile.mkdtemp(prefix="ostiary-scale-"))
         write_policies(tmp / "policies", entries)
-        server = harness.ostiary_serve("ostiary", tmp, tmp / "policies", log_level="WARNING", timeout=120)
+        server = harness.ostiary_serve(
+            "ostiary", tmp, tmp / "policies", *OPA_MEMORY, log_level="WARNING", timeout=120
+        )
         try:
             for n in image_counts:
                 row = measure(server.url, entries, n, args.repeat)

@@ -69,25 +69,30 @@ def read_spec(path: Path) -> list[dict]:
     seen: set[tuple[str, str]] = set()
     for index, image in enumerate(images):
         where = f"{path}: images[{index}]"
-        if not isinstance(image, dict):
-            raise SpecError(f"{where}: expected a mapping")
-        unknown = set(image) - SPEC_KEYS
-        if unknown:
-            raise SpecError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
-        if not isinstance(image.get("repo"), str) or not isinstance(image.get("tag"), str):
-            raise SpecError(f"{where}: `repo` and `tag` are required strings")
-        signers = image.get("signers", [])
-        if not isinstance(signers, list) or not all(isinstance(s, str) and s.isidentifier() for s in signers):
-            raise SpecError(f"{where}: `signers` is a list of names (letters, digits, _)")
-        if not isinstance(image.get("signed", True), bool):
-            raise SpecError(f"{where}: `signed` is true or false")
-        if signers and image.get("signed") is False:
-            raise SpecError(f"{where}: `signers` and `signed: false` contradict each other")
+        check_image(where, image)
         key = (image["repo"], image["tag"])
         if key in seen:
             raise SpecError(f"{where}: {image['repo']}:{image['tag']} is listed twice")
         seen.add(key)
     return images
+
+
+def check_image(where: str, image: object) -> None:
+    """One `images:` entry's fields and their types; SpecError naming `where` otherwise."""
+    if not isinstance(image, dict):
+        raise SpecError(f"{where}: expected a mapping")
+    unknown = set(image) - SPEC_KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    if not isinstance(image.get("repo"), str) or not isinstance(image.get("tag"), str):
+        raise SpecError(f"{where}: `repo` and `tag` are required strings")
+    signers = image.get("signers", [])
+    if not isinstance(signers, list) or not all(isinstance(s, str) and s.isidentifier() for s in signers):
+        raise SpecError(f"{where}: `signers` is a list of names (letters, digits, _)")
+    if not isinstance(image.get("signed", True), bool):
+        raise SpecError(f"{where}: `signed` is true or false")
+    if signers and image.get("signed") is False:
+        raise SpecError(f"{where}: `signers` and `signed: false` contradict each other")
 
 
 def build(world: NotaryWorld, images: list[dict], out: Path) -> dict:
