@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ SLOW_DELAY = 0.2  # seconds the slow proxy waits before forwarding each request
 LOADGEN = Path(__file__).with_name("loadgen.py")
 
 Bodies = list[tuple[dict, bool]]  # (AdmissionReview, expected allowed)
+During = Callable[[Server], object]  # called once the measured window has started
 
 
 # ====================================================================== the world, policies, bodies
@@ -195,11 +197,15 @@ class Window:
     prom_before: dict
     prom_after: dict
     load1: float
-    extra: Any = None
+    extra: object = None
 
 
 def start_loaders(
-    target: Server, path: str, bodies: Bodies, concurrency: int, spec: dict[str, Any]
+    target: Server,
+    path: str,
+    bodies: Bodies,
+    concurrency: int,
+    spec: dict[str, Any],  # JSON for loadgen
 ) -> list[subprocess.Popen]:
     """The load processes (1 at concurrency 1 or for `once`, else 2), each past its warm-up."""
     once = spec["mode"] == "once"
@@ -236,7 +242,7 @@ def start_loaders(
     return workers
 
 
-def measure(target: Server, workers: list[subprocess.Popen], during: Any = None) -> Window:
+def measure(target: Server, workers: list[subprocess.Popen], during: During | None = None) -> Window:
     """GO to every load process; CPU and OPA metrics sampled around the window."""
     opa_url = target.opa_url() if target.name.startswith("ostiary") else None
     prom_before = prom_opa(opa_url)
@@ -305,7 +311,7 @@ def run_load(
     path: str = "/admit",
     once: bool = False,
     check: bool = True,
-    during: Any = None,
+    during: During | None = None,
 ) -> Result:
     """Drive `target` from separate load processes; CPU of the target sampled around the measured window.
     `during` (optional) is called with the target once the measured window has started."""

@@ -61,7 +61,7 @@ class PySpy:
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             )
 
-    def collect(self, load: dict[str, Any]) -> dict[str, Any]:
+    def collect(self, load: dict[str, object]) -> dict[str, object]:
         errs = []
         for p in self.procs:
             _, err = p.communicate(timeout=60)
@@ -182,7 +182,7 @@ class _Capture:
         self.url = opa_url
         self.calls: list[tuple[str, dict]] = []
 
-    def query(self, path: str, input: dict, deadline: float) -> Any:
+    def query(self, path: str, input: dict, deadline: float) -> Any:  # OPA's decoded JSON result
         r = requests.post(f"{self.url}/v1/data/{path}", json={"input": input}, timeout=10, headers=OPA_AUTH)
         self.calls.append((path, json.loads(json.dumps(input))))
         return r.json().get("result")

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
 import requests
 
@@ -275,7 +275,7 @@ class Soak:
             w.join(timeout=35)
 
 
-def lock_out_dir(out: Path) -> Any:
+def lock_out_dir(out: Path) -> TextIO:
     """One soak per output directory: two runs sharing it would rewrite each other's policies (a
     first run of this script did exactly that, and its "wrong verdicts" were the other run's)."""
     lock = (out / ".soak.lock").open("w")
