@@ -14,6 +14,7 @@ differently.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -38,39 +39,46 @@ def _encode_string(text: str, out: bytearray) -> None:
 
 
 def _encode(obj: Any, out: bytearray) -> None:
-    if obj is None:
-        out += b"null"
-    elif obj is True:
-        out += b"true"
-    elif obj is False:
-        out += b"false"
+    if obj is None or isinstance(obj, bool):
+        out += _CONSTANTS[obj]
     elif isinstance(obj, int):
         out += str(int(obj)).encode("ascii")
     elif isinstance(obj, str):
         _encode_string(obj, out)
     elif isinstance(obj, (list, tuple)):
-        out += b"["
-        for index, item in enumerate(obj):
-            if index:
-                out += b","
-            _encode(item, out)
-        out += b"]"
+        _encode_array(obj, out)
     elif isinstance(obj, dict):
-        for key in obj:
-            if not isinstance(key, str):
-                raise TypeError(f"object key {key!r} is not a string")
-        out += b"{"
-        for index, key in enumerate(sorted(obj, key=lambda k: k.encode("utf-8", "surrogatepass"))):
-            if index:
-                out += b","
-            _encode_string(key, out)
-            out += b":"
-            _encode(obj[key], out)
-        out += b"}"
+        _encode_object(obj, out)
     elif isinstance(obj, float):
         raise ValueError("floats are not allowed in canonical JSON")
     else:
         raise TypeError(f"cannot encode {type(obj).__name__} as canonical JSON")
+
+
+_CONSTANTS: dict[bool | None, bytes] = {None: b"null", True: b"true", False: b"false"}
+
+
+def _encode_array(items: Sequence[Any], out: bytearray) -> None:
+    out += b"["
+    for index, item in enumerate(items):
+        if index:
+            out += b","
+        _encode(item, out)
+    out += b"]"
+
+
+def _encode_object(obj: dict[str, Any], out: bytearray) -> None:
+    for key in obj:
+        if not isinstance(key, str):
+            raise TypeError(f"object key {key!r} is not a string")
+    out += b"{"
+    for index, key in enumerate(sorted(obj, key=lambda k: k.encode("utf-8", "surrogatepass"))):
+        if index:
+            out += b","
+        _encode_string(key, out)
+        out += b":"
+        _encode(obj[key], out)
+    out += b"}"
 
 
 def _no_float(text: str) -> Any:

@@ -91,13 +91,15 @@ class _TooLarge(Exception):
 class _ExtraCAAdapter(HTTPAdapter):
     """An adapter whose TLS context trusts the certifi bundle *and* an extra CA file."""
 
-    def __init__(self, context: ssl.SSLContext, **kwargs: Any):
+    def __init__(self, context: ssl.SSLContext, *, pool_maxsize: int):
         self._context = context
-        super().__init__(**kwargs)
+        super().__init__(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["ssl_context"] = self._context
-        super().init_poolmanager(*args, **kwargs)
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: object
+    ) -> None:
+        pool_kwargs["ssl_context"] = self._context
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
 
 
 def _tls_context(ca_file: str | None) -> ssl.SSLContext:
@@ -136,13 +138,11 @@ class NotaryClient:
         self.tokens = tokens or TokenProvider()
         self.session = requests.Session()
         # No netrc credentials or CA bundle overrides from the environment in an admission path;
-        # proxies (HTTPS_PROXY / NO_PROXY) are honoured explicitly per request, see _get.
+        # proxies (HTTPS_PROXY / NO_PROXY) are honoured explicitly per request, see get.
         self.session.trust_env = False
         # No cookies: nothing one admission's server says should ride along on another's request.
         self.session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        adapter = _ExtraCAAdapter(
-            _tls_context(ca_file), pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0
-        )
+        adapter = _ExtraCAAdapter(_tls_context(ca_file), pool_maxsize=pool_maxsize)
         self.session.mount("https://", adapter)
         self.session.mount(
             "http://", HTTPAdapter(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
@@ -184,7 +184,7 @@ class NotaryClient:
             token = self.tokens.cached(hint[0], hint[1])
             if token is not None:
                 headers["Authorization"] = f"Bearer {token}"
-        answer = self._get(url, role=role, who=who, headers=headers, deadline=deadline, account=account)
+        answer = self.get(url, what=role, who=who, headers=headers, deadline=deadline, account=account)
         if answer.status == 401 and hint is not None and headers:
             # the remembered token was refused (revoked or expired early): never offer it again
             self.tokens.forget(hint[0], hint[1])
@@ -227,9 +227,9 @@ class NotaryClient:
         def token_get(
             url: str, *, params: Mapping[str, str], auth: tuple[str, str] | None, deadline: float, limit: int
         ) -> HttpAnswer:
-            return self._get(
+            return self.get(
                 url,
-                role=role,
+                what=role,
                 who=f"token service {challenge.realm}",
                 params=params,
                 auth=auth,
@@ -245,9 +245,9 @@ class NotaryClient:
             except TokenError as error:
                 notes.append(error.reason)
                 continue
-            answer = self._get(
+            answer = self.get(
                 url,
-                role=role,
+                what=role,
                 who=who,
                 headers={"Authorization": f"Bearer {token}"},
                 deadline=deadline,
@@ -276,6 +276,8 @@ class NotaryClient:
             while len(self._hints) > self._hints_max:
                 self._hints.popitem(last=False)
 
+    # -- bounded GET ---------------------------------------------------------------------------------
+
     def get(
         self,
         url: str,
@@ -287,75 +289,71 @@ class NotaryClient:
         params: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         limit: int | None = None,
-    ) -> HttpAnswer:
-        """One bounded GET (size, deadline, no redirects, no environment credentials), for the other
-        verifiers' registry and signature-store reads (app/signatures/registry.py). Failures raise
-        FetchError subclasses whose role is `what`."""
-        return self._get(
-            url, role=what, who=who, deadline=deadline, headers=headers, params=params, auth=auth, limit=limit
-        )
-
-    # -- bounded GET ---------------------------------------------------------------------------------
-
-    def _get(
-        self,
-        url: str,
-        *,
-        role: str,
-        who: str,
-        deadline: float,
-        headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        limit: int | None = None,
         account: Callable[[int], None] | None = None,
     ) -> HttpAnswer:
+        """One bounded GET (size, deadline, no redirects, no environment credentials): the roles' reads
+        and the other verifiers' registry and signature-store reads (app/signatures/registry.py).
+        Failures raise FetchError subclasses whose role is `what`; `account` as in fetch_role."""
         limit = self.max_response_bytes if limit is None else limit
         budget = _remaining(deadline)
-        started_budget = max(budget, 0.0)
         if budget <= 0:
-            raise FetchTimeout(role, f"no time left to ask {who} (deadline passed)")
+            raise FetchTimeout(what, f"no time left to ask {who} (deadline passed)")
+        response = self._send(url, what, who, deadline, budget, headers, params, auth)
+        try:
+            body = self._read_body(response, deadline, limit, account)
+        except _Deadline:
+            raise FetchTimeout(
+                what, f"{who} did not finish sending {what}.json within {budget:.1f}s"
+            ) from None
+        except _TooLarge:
+            raise ResponseTooLarge(
+                what, f"{who} sent more than {limit} bytes for {what}.json; refusing it"
+            ) from None
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
+            if _remaining(deadline) <= 0:
+                raise FetchTimeout(
+                    what, f"{who} did not finish sending {what}.json within {budget:.1f}s"
+                ) from error
+            raise ServerUnreachable(what, f"reading the answer of {who} failed: {_short(error)}") from error
+        finally:
+            response.close()
+        return HttpAnswer(status=response.status_code, headers=response.headers, body=body)
+
+    def _send(
+        self,
+        url: str,
+        what: str,
+        who: str,
+        deadline: float,
+        budget: float,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        auth: tuple[str, str] | None,
+    ) -> requests.Response:
+        """The request, its headers read (the body is left to _read_body), within `budget` seconds."""
+        late = f"{who} did not answer within {budget:.1f}s"
         timeout = urllib3.Timeout(total=budget, connect=budget, read=budget)
         try:
-            response = self.session.get(
+            return self.session.get(
                 url,
                 headers=dict(headers or {}),
                 params=dict(params or {}),
                 auth=auth,
-                timeout=cast(Any, timeout),  # requests passes a urllib3 Timeout through unchanged
+                timeout=cast(float, timeout),  # requests passes a urllib3 Timeout through unchanged
                 stream=True,
                 allow_redirects=False,
                 proxies=get_environ_proxies(url),
             )
         except requests.exceptions.SSLError as error:
-            raise ServerUnreachable(role, f"TLS with {who} failed: {_short(error)}") from error
+            raise ServerUnreachable(what, f"TLS with {who} failed: {_short(error)}") from error
         except (requests.exceptions.Timeout, TimeoutError) as error:
-            raise FetchTimeout(role, f"{who} did not answer within {started_budget:.1f}s") from error
+            raise FetchTimeout(what, late) from error
         except requests.exceptions.ConnectionError as error:
             if _remaining(deadline) <= 0:
-                raise FetchTimeout(role, f"{who} did not answer within {started_budget:.1f}s") from error
-            raise ServerUnreachable(role, f"cannot connect to {who}: {_short(error)}") from error
+                raise FetchTimeout(what, late) from error
+            raise ServerUnreachable(what, f"cannot connect to {who}: {_short(error)}") from error
         except requests.exceptions.RequestException as error:
-            raise ServerUnreachable(role, f"request to {who} failed: {_short(error)}") from error
-        try:
-            body = self._read_body(response, deadline, limit, account)
-        except _Deadline:
-            raise FetchTimeout(
-                role, f"{who} did not finish sending {role}.json within {started_budget:.1f}s"
-            ) from None
-        except _TooLarge:
-            raise ResponseTooLarge(
-                role, f"{who} sent more than {limit} bytes for {role}.json; refusing it"
-            ) from None
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-            if _remaining(deadline) <= 0:
-                raise FetchTimeout(
-                    role, f"{who} did not finish sending {role}.json within {started_budget:.1f}s"
-                ) from error
-            raise ServerUnreachable(role, f"reading the answer of {who} failed: {_short(error)}") from error
-        finally:
-            response.close()
-        return HttpAnswer(status=response.status_code, headers=response.headers, body=body)
+            raise ServerUnreachable(what, f"request to {who} failed: {_short(error)}") from error
 
     @staticmethod
     def _read_body(
@@ -388,7 +386,7 @@ class NotaryClient:
         return b"".join(chunks)
 
 
-def _set_read_timeout(raw: Any, seconds: float) -> None:
+def _set_read_timeout(raw: object, seconds: float) -> None:
     """Bound the next socket read by what is left of the deadline (urllib3 2.x keeps the socket here)."""
     connection = getattr(raw, "connection", None) or getattr(raw, "_connection", None)
     sock = getattr(connection, "sock", None)

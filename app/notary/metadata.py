@@ -22,7 +22,7 @@ import hashlib
 import posixpath
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -37,6 +37,7 @@ from app.notary.errors import (
     LimitExceeded,
     MalformedMetadata,
     ThresholdNotMet,
+    TrustError,
     UnknownKeyType,
     WrongType,
 )
@@ -312,10 +313,7 @@ def check_signatures(
     role = envelope.role
     if not envelope.signatures:
         raise ThresholdNotMet(role, f"no signatures; {spec.threshold} required")
-    verified: set[str] = set()
-    signers: set[bytes] = set()
-    bad: list[str] = []
-    certificate_problems: list[str] = []
+    tally = _Tally()
     attempted: set[str] = set()
     for keyid, method, sig in envelope.signatures:
         key = spec.keys.get(keyid)
@@ -323,26 +321,46 @@ def check_signatures(
             continue  # not a key of this role, or already tried: each key counts (and costs) once
         interrupt()
         attempted.add(keyid)
-        if not verify_signature(key.keytype, key.public, method, sig, envelope.message):
-            bad.append(f"signature by key {keyid} (method {method!r}) does not verify")
-            continue
+        tally.check(keyid, key, method, sig, envelope.message, now)
+    if len(tally.signers) >= spec.threshold:
+        return tuple(sorted(tally.verified))
+    raise tally.shortfall(role, spec.threshold)
+
+
+@dataclass
+class _Tally:
+    """What check_signatures found, key by key: the key IDs and distinct public keys that signed, and
+    why the others did not count."""
+
+    verified: set[str] = field(default_factory=set)
+    signers: set[bytes] = field(default_factory=set)
+    bad: list[str] = field(default_factory=list)
+    certificate_problems: list[str] = field(default_factory=list)
+
+    def check(
+        self, keyid: str, key: Key, method: str, sig: bytes, message: bytes, now: datetime | None
+    ) -> None:
+        if not verify_signature(key.keytype, key.public, method, sig, message):
+            self.bad.append(f"signature by key {keyid} (method {method!r}) does not verify")
+            return
         if now is not None and key.keytype in X509_KEY_TYPES:
             problem = certificate_problem(load_certificate(key.public), now)
             if problem is not None:
-                certificate_problems.append(f"key {keyid}: {problem}")
-                continue
-        verified.add(keyid)
-        signers.add(public_key_bytes(load_public_key(key.keytype, key.public)))
-    if len(signers) >= spec.threshold:
-        return tuple(sorted(verified))
-    count = f"{len(signers)} of {spec.threshold} required keys signed"
-    if len(verified) > len(signers):
-        count += f" ({len(verified)} key IDs, but some share one public key)"
-    if certificate_problems:
-        raise CertificateError(role, f"{'; '.join(certificate_problems)} ({count})")
-    if bad:
-        raise BadSignature(role, f"{'; '.join(bad)} ({count})")
-    raise ThresholdNotMet(role, f"{count} (signatures are counted once per distinct key of the role)")
+                self.certificate_problems.append(f"key {keyid}: {problem}")
+                return
+        self.verified.add(keyid)
+        self.signers.add(public_key_bytes(load_public_key(key.keytype, key.public)))
+
+    def shortfall(self, role: str, threshold: int) -> TrustError:
+        """The error for a threshold not met: certificate problems first, then bad signatures."""
+        count = f"{len(self.signers)} of {threshold} required keys signed"
+        if len(self.verified) > len(self.signers):
+            count += f" ({len(self.verified)} key IDs, but some share one public key)"
+        if self.certificate_problems:
+            return CertificateError(role, f"{'; '.join(self.certificate_problems)} ({count})")
+        if self.bad:
+            return BadSignature(role, f"{'; '.join(self.bad)} ({count})")
+        return ThresholdNotMet(role, f"{count} (signatures are counted once per distinct key of the role)")
 
 
 def check_root_certificates(root: Root, gun: str) -> None:

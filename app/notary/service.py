@@ -177,6 +177,15 @@ class _Group:
         self.owner_proved = True  # every request of the group is (see TrustRequest.owner_proved)
         self.dry_run = True  # every request of the group is a dry run: nothing durable is written
 
+    def join(self, request: TrustRequest) -> None:
+        """One more request for this repository: its credentials are tried too, in order."""
+        self.owner_proved = self.owner_proved and request.owner_proved
+        self.dry_run = self.dry_run and request.dry_run
+        for credential in request.credentials:
+            pair = (credential[0], credential[1])
+            if pair not in self.credentials:
+                self.credentials.append(pair)
+
     @property
     def key(self) -> Key:
         return (self.server, _pins_key(self.gun, self.pins))
@@ -388,8 +397,7 @@ class TrustService:
 
         Never raises for a per-image failure: the failure is in the facts (verified=False).
         """
-        started = self._deadline_clock()
-        budget = max(0.0, deadline - started)
+        budget = max(0.0, deadline - self._deadline_clock())
         groups: dict[Key, _Group] = {}
         assignment: list[_Group] = []
         for request in requests:
@@ -398,51 +406,56 @@ class TrustService:
             key = (server, _pins_key(request.image.name, pins))
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(server, request.image.name, budget)
-                group.error = error
-                if error is None and self.allow is not None and not self.allow.permits(server):
-                    group.error = ServerNotAllowed(
-                        None,
-                        f"trust server {server} is not one the cluster operator allows policies to name; "
-                        "ask them to allow it (ostiary serve --trust-server-allow)",
-                    )
-                group.pins = pins
-                unusable = [pin.error for pin in group.pins if pin.error]
-                if error is None and unusable:  # fail before any fetch: the pins cannot be used
-                    group.error = UnusableRootPins("root", "; ".join(unusable))
-            group.owner_proved = group.owner_proved and request.owner_proved
-            group.dry_run = group.dry_run and request.dry_run
-            for credential in request.credentials:
-                pair = (credential[0], credential[1])
-                if pair not in group.credentials:
-                    group.credentials.append(pair)
+                group = groups[key] = self._new_group(server, error, pins, request.image.name, budget)
+            group.join(request)
             assignment.append(group)
-
-        runnable = []
-        for group in groups.values():
-            if group.error is not None:
-                continue
-            cached = self._fresh(group.key, ahead_of=group)
-            if cached is None and group.dry_run:  # a first use only dry runs saw (see _walk)
-                cached = self._fresh(group.flight_key)
-            if cached is None and group.owner_proved:
-                cached = self._kept(group.key)
-            unsigned = self._known_unsigned(group) if cached is None else None
-            if unsigned is not None:  # a recent 404 for root.json: denied without asking again
-                group.future = Future()
-                group.future.set_exception(unsigned)
-            elif cached is None:
-                runnable.append(group)
-            else:  # a fresh cache entry is read here: no hand-off to a trust worker and back
-                group.future = Future()
-                group.future.set_result(cached)
+        runnable = [
+            group for group in groups.values() if group.error is None and not self._answer_at_hand(group)
+        ]
         if runnable:
             self._run_fairly(runnable, deadline)
+        return [
+            self._facts_for(request, group, budget)
+            for request, group in zip(requests, assignment, strict=False)
+        ]
 
-        facts: list[dict] = []
-        for request, group in zip(requests, assignment, strict=False):
-            facts.append(self._facts_for(request, group, budget))
-        return facts
+    def _new_group(
+        self, server: str, error: TrustError | None, pins: tuple[RootPin, ...], gun: str, budget: float
+    ) -> _Group:
+        """The group of the requests for one repository (server, GUN, pins), with the error that stops
+        it before any fetch: a server named wrongly, not allowed, or pins that cannot be used."""
+        group = _Group(server, gun, budget)
+        group.error = error
+        if error is None and self.allow is not None and not self.allow.permits(server):
+            group.error = ServerNotAllowed(
+                None,
+                f"trust server {server} is not one the cluster operator allows policies to name; "
+                "ask them to allow it (ostiary serve --trust-server-allow)",
+            )
+        group.pins = pins
+        unusable = [pin.error for pin in group.pins if pin.error]
+        if error is None and unusable:  # fail before any fetch: the pins cannot be used
+            group.error = UnusableRootPins("root", "; ".join(unusable))
+        return group
+
+    def _answer_at_hand(self, group: _Group) -> bool:
+        """Settle `group` without a trust worker when it can be: a fresh (or, for dry runs and proved
+        owners, a kept) cache entry, or a remembered 404 for root.json. False: it must be loaded."""
+        cached = self._fresh(group.key, ahead_of=group)
+        if cached is None and group.dry_run:  # a first use only dry runs saw (see _walk)
+            cached = self._fresh(group.flight_key)
+        if cached is None and group.owner_proved:
+            cached = self._kept(group.key)
+        if cached is not None:  # a fresh cache entry is read here: no hand-off to a trust worker and back
+            group.future = Future()
+            group.future.set_result(cached)
+            return True
+        unsigned = self._known_unsigned(group)
+        if unsigned is None:
+            return False
+        group.future = Future()  # a recent 404 for root.json: denied without asking again
+        group.future.set_exception(unsigned)
+        return True
 
     def _run_fairly(self, runnable: list[_Group], deadline: float) -> None:
         """Load the groups of one request with at most `share` of them in the shared pool at once,
@@ -483,40 +496,7 @@ class TrustService:
     def _facts_for(self, request: TrustRequest, group: _Group, budget: float) -> dict:
         image = request.image
         signers = [(s.secret, s.name, s.public_key_pem) for s in request.signers]
-        error = group.error
-        repository = None
-        if error is None and group.future is None:  # never started: this request's share was busy
-            error = WorkersBusy(
-                "root",
-                f"trust data from notary server {group.server} was not fetched within {budget:.1f}s: "
-                f"the trust workers were busy with this request's other images (a request gets "
-                f"{self._fair_share} of the {self._max_workers} at a time)",
-            )
-        if error is None and group.future is not None:
-            if group.future.cancelled():
-                error = WorkersBusy(
-                    "root",
-                    f"trust data from notary server {group.server} was not fetched within {budget:.1f}s: "
-                    f"all {self._max_workers} trust workers were busy with other images",
-                )
-            elif not group.future.done():
-                error = _timeout(group)
-            else:
-                outcome = group.future.exception()
-                if outcome is None:
-                    repository = group.future.result()
-                elif isinstance(outcome, TrustError):
-                    error = outcome
-                else:
-                    log.error(
-                        "unexpected error gathering trust data for %s from %s",
-                        group.gun,
-                        group.server,
-                        exc_info=outcome,
-                    )
-                    error = InternalError(
-                        group.progress.role, f"internal error while verifying trust data: {outcome!r}"
-                    )
+        repository, error = self._outcome(group, budget)
         if repository is not None:
             try:
                 facts = repository.facts(image.tag, image.digest, signers, server=group.server)
@@ -533,6 +513,37 @@ class TrustService:
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
         shown = shown_error(error, group.server) if self.hide_connection_errors else error
         return failure_facts(group.server or None, group.gun, image.tag, image.digest, shown, signers)
+
+    def _outcome(self, group: _Group, budget: float) -> tuple[TrustedRepository | None, TrustError | None]:
+        """The verified repository of `group`, or the error that stands for it."""
+        if group.error is not None:
+            return None, group.error
+        if group.future is None:  # never started: this request's share was busy
+            return None, WorkersBusy(
+                "root",
+                f"trust data from notary server {group.server} was not fetched within {budget:.1f}s: "
+                f"the trust workers were busy with this request's other images (a request gets "
+                f"{self._fair_share} of the {self._max_workers} at a time)",
+            )
+        if group.future.cancelled():
+            return None, WorkersBusy(
+                "root",
+                f"trust data from notary server {group.server} was not fetched within {budget:.1f}s: "
+                f"all {self._max_workers} trust workers were busy with other images",
+            )
+        if not group.future.done():
+            return None, _timeout(group)
+        outcome = group.future.exception()
+        if outcome is None:
+            return group.future.result(), None
+        if isinstance(outcome, TrustError):
+            return None, outcome
+        log.error(
+            "unexpected error gathering trust data for %s from %s", group.gun, group.server, exc_info=outcome
+        )
+        return None, InternalError(
+            group.progress.role, f"internal error while verifying trust data: {outcome!r}"
+        )
 
     # -- loading one repository ------------------------------------------------------------------------
 
@@ -731,21 +742,8 @@ class TrustService:
     def _walk(
         self, group: _Group, key: Key, now: datetime, deadline: float, timestamp: bytes | None
     ) -> TrustedRepository:
-        record: TrustRecord | None = None
         durable = self.records is not None and not group.pins  # a pinned entry has no TOFU record
-        if group.pins:
-            # Pinned: the root is chosen by the pins alone; the rollback floor is this process's memory
-            # of this (server, GUN, pins).
-            anchor = self.cache.anchor(key)
-            trusted_root, seen_versions = None, (anchor.versions if anchor else None)
-        elif durable:
-            record = self._read_record(group)
-            trusted_root = record.root if record else None
-            seen_versions = dict(record.versions) if record else None
-        else:
-            anchor = self.cache.anchor(key)
-            trusted_root = anchor.root_bytes if anchor else None
-            seen_versions = anchor.versions if anchor else None
+        record, trusted_root, seen_versions = self._anchors(group, key, durable)
         repository = TrustedRepository(
             group.gun,
             now,
@@ -761,12 +759,7 @@ class TrustService:
         except (BadRootRotation, RollbackAttack) as error:
             if record is None:
                 raise
-            denial = _against_record(error, record, self.records)
-            report = getattr(self.records, "report", None)  # the cluster store posts a Warning Event
-            if report is not None and not group.dry_run:  # a dry run has no side effects
-                reason = "RootNotTrusted" if isinstance(denial, BadRootRotation) else "RollbackRefused"
-                report(group.server, group.gun, denial.reason, reason)
-            raise denial from error
+            raise self._denial(group, error, record) from error
         if durable and group.dry_run:
             if record is None:
                 # A first use seen by a dry run only: not recorded, and not cached for admissions
@@ -781,6 +774,32 @@ class TrustService:
         if timestamp is not None:
             self.cache.store(key, self._entry(repository, timestamp, documents))
         return repository
+
+    def _anchors(
+        self, group: _Group, key: Key, durable: bool
+    ) -> tuple[TrustRecord | None, bytes | None, dict[str, int] | None]:
+        """(the durable record, the trusted root, the rollback floor) a walk of `group` starts from."""
+        if group.pins:
+            # Pinned: the root is chosen by the pins alone; the rollback floor is this process's memory
+            # of this (server, GUN, pins).
+            anchor = self.cache.anchor(key)
+            return None, None, (anchor.versions if anchor else None)
+        if durable:
+            record = self._read_record(group)
+            return record, (record.root if record else None), (dict(record.versions) if record else None)
+        anchor = self.cache.anchor(key)
+        return None, (anchor.root_bytes if anchor else None), (anchor.versions if anchor else None)
+
+    def _denial(
+        self, group: _Group, error: BadRootRotation | RollbackAttack, record: TrustRecord
+    ) -> TrustError:
+        """A rotation or rollback refused against the durable record, reported as a Warning Event."""
+        denial = _against_record(error, record, self.records)
+        report = getattr(self.records, "report", None)  # the cluster store posts a Warning Event
+        if report is not None and not group.dry_run:  # a dry run has no side effects
+            reason = "RootNotTrusted" if isinstance(denial, BadRootRotation) else "RollbackRefused"
+            report(group.server, group.gun, denial.reason, reason)
+        return denial
 
     def _entry(
         self, repository: TrustedRepository, timestamp: bytes, documents: Sequence[bytes]
