@@ -72,19 +72,24 @@ def _host_matches(pattern: str, host: str) -> tuple[bool, bool]:
     host_labels = host_name.split(".")
     if len(pattern_labels) != len(host_labels):
         return False, False
-    for want, have in zip(pattern_labels, host_labels, strict=False):
-        if want == "*":
-            continue
-        if "*" in want:
-            # a partial wildcard inside a label, e.g. "reg*.example.com"
-            prefix, _, suffix = want.partition("*")
-            if "*" in suffix or not (have.startswith(prefix) and have.endswith(suffix)):
-                return False, False
-            if len(have) < len(prefix) + len(suffix):
-                return False, False
-        elif want != have:
-            return False, False
-    return True, False
+    return all(
+        _label_matches(want, have) for want, have in zip(pattern_labels, host_labels, strict=True)
+    ), False
+
+
+def _label_matches(want: str, have: str) -> bool:
+    """One DNS label against a pattern label: "*", a partial wildcard ("reg*"), or the label itself."""
+    if want == "*":
+        return True
+    if "*" not in want:
+        return want == have
+    prefix, _, suffix = want.partition("*")
+    return (
+        "*" not in suffix
+        and have.startswith(prefix)
+        and have.endswith(suffix)
+        and len(have) >= len(prefix) + len(suffix)
+    )
 
 
 def secret_value(secret: Mapping[str, Any], key: str) -> str | None:

@@ -187,16 +187,12 @@ class TokenProvider:
         cached = self.cached(challenge, identity)
         if cached is not None:
             return cached
-        scheme = urlsplit(challenge.realm).scheme.lower()
-        if scheme not in ("https", "http"):
-            raise TokenError(f"token realm {challenge.realm!r} is not an http(s) URL")
-        if credential is not None and scheme != "https":
-            raise TokenError(f"credentials withheld: token realm {challenge.realm} is not https")
-        params: dict[str, str] = {}
-        if challenge.service:
-            params["service"] = challenge.service
-        if challenge.scope:
-            params["scope"] = challenge.scope
+        _check_realm(challenge, credential)
+        params = {
+            name: value
+            for name, value in (("service", challenge.service), ("scope", challenge.scope))
+            if value
+        }
         started = self._monotonic()
         with self._lock:
             self.requests_made += 1
@@ -206,21 +202,8 @@ class TokenProvider:
         who = f"as {username}" if username else "anonymously"
         if answer.status != 200:
             raise TokenError(f"token service {challenge.realm} refused a token {who} (HTTP {answer.status})")
-        try:
-            document = json.loads(answer.body)
-        except ValueError:
-            raise TokenError(
-                f"token service {challenge.realm} answered with something that is not JSON"
-            ) from None
-        if not isinstance(document, dict):
-            raise TokenError(f"token service {challenge.realm} answered with JSON that is not an object")
-        token = document.get("token") or document.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise TokenError(f"token service {challenge.realm} answered without a token")
-        expires_in = document.get("expires_in")
-        if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in <= 0:
-            expires_in = DEFAULT_EXPIRES_IN
-        lifetime = max(0.0, float(expires_in) - min(EXPIRY_MARGIN, float(expires_in) / 2))
+        token, expires_in = _read_token(challenge.realm, answer.body)
+        lifetime = max(0.0, expires_in - min(EXPIRY_MARGIN, expires_in / 2))
         # Measured from when the request was sent: the token may have been issued before the answer came.
         self._store(self._key(challenge, identity), token, started + lifetime)
         return token
@@ -231,3 +214,30 @@ class TokenProvider:
             self._tokens.move_to_end(key)
             while len(self._tokens) > self._max_entries:
                 self._tokens.popitem(last=False)
+
+
+def _check_realm(challenge: BearerChallenge, credential: tuple[str, str] | None) -> None:
+    """Refuse a realm that is not an http(s) URL, and sending credentials to one that is not https."""
+    scheme = urlsplit(challenge.realm).scheme.lower()
+    if scheme not in ("https", "http"):
+        raise TokenError(f"token realm {challenge.realm!r} is not an http(s) URL")
+    if credential is not None and scheme != "https":
+        raise TokenError(f"credentials withheld: token realm {challenge.realm} is not https")
+
+
+def _read_token(realm: str, body: bytes) -> tuple[str, float]:
+    """(the token, its lifetime in seconds) from a token service's answer (DEFAULT_EXPIRES_IN when it
+    gives none that can be used)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise TokenError(f"token service {realm} answered with something that is not JSON") from None
+    if not isinstance(document, dict):
+        raise TokenError(f"token service {realm} answered with JSON that is not an object")
+    token = document.get("token") or document.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise TokenError(f"token service {realm} answered without a token")
+    expires_in = document.get("expires_in")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float)) or expires_in <= 0:
+        expires_in = DEFAULT_EXPIRES_IN
+    return token, float(expires_in)
