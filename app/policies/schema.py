@@ -288,7 +288,7 @@ def _path(error: jsonschema.ValidationError) -> str:
     return "".join(parts)
 
 
-def _spec_errors(spec: Any, origin: str) -> list[PolicyError]:
+def _spec_errors(spec: object, origin: str) -> list[PolicyError]:
     """Every schema violation of `spec`, by field path; an unknown field is reported once per key
     (with the fields allowed there), so a person sees all misspellings of a document at once."""
     found: list[PolicyError] = []
@@ -323,7 +323,7 @@ def _spec_errors(spec: Any, origin: str) -> list[PolicyError]:
     return found
 
 
-def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
+def policy_document_errors(doc: object, origin: str) -> list[PolicyError]:
     """Every reason `doc` is not a valid ImagePolicy/ClusterImagePolicy ([] when it is valid).
 
     The checks and the verdict are exactly those of parse_policy_document, which raises the first
@@ -331,6 +331,23 @@ def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
     """
     if not isinstance(doc, dict):
         return [PolicyError(origin, "", f"expected a mapping, got {type(doc).__name__}")]
+    errors = _type_errors(doc, origin)
+    kind = doc.get("kind")
+    if kind not in POLICY_KIND_NAMES:
+        return errors
+    errors.extend(_metadata_errors(doc.get("metadata"), kind, origin))
+    spec = doc.get("spec")
+    too_many = _entries_over_bound(spec, origin)
+    if too_many is not None:
+        return [*errors, too_many]
+    errors.extend(_spec_errors({} if spec is None else spec, origin))
+    if not errors:
+        errors.extend(_keyless_regex_errors(spec or {}, origin))
+    return errors
+
+
+def _type_errors(doc: dict, origin: str) -> list[PolicyError]:
+    """apiVersion and kind: one of Ostiary's."""
     errors: list[PolicyError] = []
     api_version = doc.get("apiVersion")
     kind = doc.get("kind")
@@ -342,47 +359,46 @@ def policy_document_errors(doc: Any, origin: str) -> list[PolicyError]:
         )
     if kind not in POLICY_KIND_NAMES:
         errors.append(PolicyError(origin, "kind", f"{kind!r} is not one of {', '.join(POLICY_KIND_NAMES)}"))
-        return errors
-    metadata = doc.get("metadata")
+    return errors
+
+
+def _metadata_errors(metadata: object, kind: str, origin: str) -> list[PolicyError]:
+    """A valid name; a namespace for an ImagePolicy, none for a ClusterImagePolicy."""
     if not isinstance(metadata, dict):
-        errors.append(PolicyError(origin, "metadata", "missing or not a mapping"))
-    else:
-        name = metadata.get("name")
-        if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-            errors.append(PolicyError(origin, "metadata.name", f"{name!r} is not a valid Kubernetes name"))
-        namespace = metadata.get("namespace")
-        if kind == "ImagePolicy":
-            if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
-                errors.append(
-                    PolicyError(
-                        origin,
-                        "metadata.namespace",
-                        f"an ImagePolicy needs a valid namespace, got {namespace!r}",
-                    )
-                )
-        elif namespace not in (None, ""):
+        return [PolicyError(origin, "metadata", "missing or not a mapping")]
+    errors: list[PolicyError] = []
+    name = metadata.get("name")
+    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        errors.append(PolicyError(origin, "metadata.name", f"{name!r} is not a valid Kubernetes name"))
+    namespace = metadata.get("namespace")
+    if kind == "ImagePolicy":
+        if not isinstance(namespace, str) or not _DNS_LABEL.match(namespace) or len(namespace) > 63:
             errors.append(
                 PolicyError(
-                    origin, "metadata.namespace", "a ClusterImagePolicy is cluster-scoped: remove namespace"
+                    origin, "metadata.namespace", f"an ImagePolicy needs a valid namespace, got {namespace!r}"
                 )
             )
-    spec = doc.get("spec")
-    repositories = spec.get("repositories") if isinstance(spec, dict) else None
-    if isinstance(repositories, list) and len(repositories) > MAX_ENTRIES:
-        # Said before validating a million entries one by one (app/policies/bounds.py).
+    elif namespace not in (None, ""):
         errors.append(
             PolicyError(
-                origin,
-                "spec.repositories",
-                f"{len(repositories)} entries, over the bound of {MAX_ENTRIES} entries per policy "
-                "(the most the CRDs and `ostiary serve --max-policy-entries` allow); split it or use wildcards",
+                origin, "metadata.namespace", "a ClusterImagePolicy is cluster-scoped: remove namespace"
             )
         )
-        return errors
-    errors.extend(_spec_errors({} if spec is None else spec, origin))
-    if not errors:
-        errors.extend(_keyless_regex_errors(spec or {}, origin))
     return errors
+
+
+def _entries_over_bound(spec: object, origin: str) -> PolicyError | None:
+    """More repositories than one policy may hold: said before validating a million entries one by one
+    (app/policies/bounds.py)."""
+    repositories = spec.get("repositories") if isinstance(spec, dict) else None
+    if not isinstance(repositories, list) or len(repositories) <= MAX_ENTRIES:
+        return None
+    return PolicyError(
+        origin,
+        "spec.repositories",
+        f"{len(repositories)} entries, over the bound of {MAX_ENTRIES} entries per policy "
+        "(the most the CRDs and `ostiary serve --max-policy-entries` allow); split it or use wildcards",
+    )
 
 
 # Constructs of Python's `re` that RE2 (OPA's regex.match, which matches them) does not have; refused
@@ -418,7 +434,7 @@ def _keyless_regex_errors(spec: dict, origin: str) -> list[PolicyError]:
     return found
 
 
-def valid_policy_identity(doc: Any) -> tuple[str, str] | None:
+def valid_policy_identity(doc: object) -> tuple[str, str] | None:
     """(namespace, name) of an ImagePolicy document whose metadata names are valid (whatever else
     is wrong with it), else None: an error in such a document is that namespace's alone."""
     metadata = doc.get("metadata") if isinstance(doc, dict) else None
@@ -432,11 +448,11 @@ def valid_policy_identity(doc: Any) -> tuple[str, str] | None:
     return namespace, name
 
 
-def parse_policy_document(doc: Any, origin: str) -> PolicyResource:
+def parse_policy_document(doc: object, origin: str) -> PolicyResource:
     """Validate one ImagePolicy/ClusterImagePolicy document; raise PolicyError naming the field
     (the first of policy_document_errors)."""
     errors = policy_document_errors(doc, origin)
-    if errors:
+    if errors or not isinstance(doc, dict):  # a document that is not a mapping has an error
         raise errors[0]
     metadata = doc["metadata"]
     uid = metadata.get("uid")
