@@ -28,8 +28,6 @@ entries are not read: key-based verification as `cosign verify --key … --insec
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,11 +41,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from app.images import ImageRef
 from app.lru import TTLCache
 from app.notary import clock as clocks
-from app.notary.canonical import load_json
 from app.signatures import keyless
 from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
-from app.signatures.material import exact_object, load_material
+from app.signatures.material import b64_text, exact_object, load_material, strict_json
 from app.signatures.port import SignatureRequest
 from app.signatures.registry import Manifest, ReadError, RegistryReader, RegistryUnavailable
 
@@ -92,7 +89,7 @@ class CosignError(ValueError):
 class PublicKey:
     fingerprint: str  # sha256 of the DER SubjectPublicKeyInfo, "sha256:<hex>"
     kind: str  # "ecdsa-p256", "rsa-3072", "ed25519", ...
-    key: Any
+    key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 
     def verifies(self, message: bytes, signature: bytes) -> bool:
         try:
@@ -171,30 +168,22 @@ def load_keys(request: SignatureRequest) -> tuple[list[PublicKey], list[str]]:
     return load_material(request, lambda _secret, material: read_public_keys(material), CosignError)
 
 
-def _b64(text: Any, what: str, limit: int) -> bytes:
-    if not isinstance(text, str) or not text or len(text) > limit:
-        raise CosignError(f"{what} is not base64 text of at most {limit} characters")
-    try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise CosignError(f"{what} is not valid base64") from None
+def _b64(text: object, what: str, limit: int) -> bytes:
+    return b64_text(text, what, limit, CosignError)
 
 
 # ---- payloads -------------------------------------------------------------------------------------------
 
 
-def _object(value: Any, required: set[str], optional: set[str], where: str) -> dict:
+def _object(value: object, required: set[str], optional: set[str], where: str) -> dict:
     return exact_object(value, required, optional, where, CosignError)
 
 
-def _json(data: bytes, what: str) -> Any:
-    try:
-        return load_json(data)
-    except (ValueError, RecursionError) as exc:
-        raise CosignError(f"{what} is not strict JSON: {exc}") from None
+def _json(data: bytes, what: str) -> object:
+    return strict_json(data, what, CosignError)
 
 
-def _is_digest(value: Any) -> TypeGuard[str]:
+def _is_digest(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and len(value) == 71
@@ -457,7 +446,7 @@ class CosignVerifier:
         self,
         request: SignatureRequest,
         where: str,
-        layer: Any,
+        layer: object,
         keys: Sequence[PublicKey],
         payloads: dict[str, bytes],
         deadline: float,
@@ -562,29 +551,11 @@ class CosignVerifier:
         if manifest is None:
             return signature_entry(where, error="the registry lists this referrer but has no such manifest")
         try:
-            document = _json(manifest.body, "the referrer manifest")
-            if not isinstance(document, dict):
-                raise CosignError("the referrer manifest is not a JSON object")
-            config = document.get("config")
-            artifact = document.get("artifactType") or (
-                config.get("mediaType") if isinstance(config, dict) else None
-            )
-            if artifact not in BUNDLE_TYPES:
-                return None
-            subject = document.get("subject")
-            if not isinstance(subject, dict) or subject.get("digest") != digest:
-                raise CosignError(f"the referrer's subject is not {digest}")
-            layers = document.get("layers")
-            if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
-                raise CosignError("a bundle referrer must have exactly one layer")
-            layer = layers[0]
-            blob, size = layer.get("digest"), layer.get("size")
-            if not _bundle_type(layer.get("mediaType")) or not _is_digest(blob):
-                raise CosignError("the referrer's layer is not a sigstore bundle")
-            if not isinstance(size, int) or not 0 < size <= MAX_BUNDLE_BYTES:
-                raise CosignError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+            blob = _bundle_layer(manifest.body, digest)
         except CosignError as exc:
             return signature_entry(where, error=str(exc))
+        if blob is None:
+            return None
         try:
             data = self.reader.blob(
                 request.image, blob, deadline, request.credentials, limit=MAX_BUNDLE_BYTES
@@ -594,6 +565,10 @@ class CosignVerifier:
             bundle = parse_bundle(data)
         except (ReadError, CosignError) as exc:
             return signature_entry(where, error=str(exc))
+        return self._keyed_one(where, bundle, digest, keys)
+
+    def _keyed_one(self, where: str, bundle: Bundle, digest: str, keys: Sequence[PublicKey]) -> dict:
+        """One bundle signed with a key: the first key of the Secret its signature verifies with."""
         message = pae(IN_TOTO, bundle.payload)
         signer = next(
             (k for sig in bundle.signatures if (k := self._signer(keys, message, sig)) is not None), None
@@ -624,6 +599,31 @@ class CosignVerifier:
         except CosignError as exc:
             return {**signature_entry(where, error=str(exc)), **proved}
         return {**signature_entry(where, digest=signed), **proved}
+
+
+def _bundle_layer(body: bytes, digest: str) -> str | None:
+    """The digest of the one sigstore bundle a referrer manifest for `digest` holds; None when the
+    referrer is not a bundle at all. Raises CosignError for a bundle referrer that is malformed."""
+    document = _json(body, "the referrer manifest")
+    if not isinstance(document, dict):
+        raise CosignError("the referrer manifest is not a JSON object")
+    config = document.get("config")
+    artifact = document.get("artifactType") or (config.get("mediaType") if isinstance(config, dict) else None)
+    if artifact not in BUNDLE_TYPES:
+        return None
+    subject = document.get("subject")
+    if not isinstance(subject, dict) or subject.get("digest") != digest:
+        raise CosignError(f"the referrer's subject is not {digest}")
+    layers = document.get("layers")
+    if not isinstance(layers, list) or len(layers) != 1 or not isinstance(layers[0], dict):
+        raise CosignError("a bundle referrer must have exactly one layer")
+    layer = layers[0]
+    blob, size = layer.get("digest"), layer.get("size")
+    if not _bundle_type(layer.get("mediaType")) or not _is_digest(blob):
+        raise CosignError("the referrer's layer is not a sigstore bundle")
+    if not isinstance(size, int) or not 0 < size <= MAX_BUNDLE_BYTES:
+        raise CosignError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
+    return blob
 
 
 def _manifest_layers(manifest: Manifest) -> list:

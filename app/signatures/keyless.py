@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from app.notary.canonical import load_json
+from app.signatures.material import b64_text, strict_json
 
 MAX_ROOT_BYTES = 1 << 20
 MAX_CERT_BYTES = 16 * 1024
@@ -81,20 +81,18 @@ EXTENSIONS_DER = {
 EXTENSION_FIELDS = tuple(EXTENSIONS_RAW) + tuple(EXTENSIONS_DER)
 
 
+VerifyingKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+
 class KeylessError(ValueError):
     """A bundle, certificate, log entry or trusted root Ostiary does not accept; the message says why."""
 
 
-def _b64(value: Any, what: str, limit: int) -> bytes:
-    if not isinstance(value, str) or not value or len(value) > limit:
-        raise KeylessError(f"{what} is not base64 text of at most {limit} characters")
-    try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
-        raise KeylessError(f"{what} is not valid base64") from None
+def _b64(value: object, what: str, limit: int) -> bytes:
+    return b64_text(value, what, limit, KeylessError)
 
 
-def _time(value: Any, what: str) -> datetime:
+def _time(value: object, what: str) -> datetime:
     if not isinstance(value, str) or len(value) > 40:
         raise KeylessError(f"{what} is not an RFC 3339 time")
     try:
@@ -106,7 +104,7 @@ def _time(value: Any, what: str) -> datetime:
     return parsed
 
 
-def _int(value: Any, what: str) -> int:
+def _int(value: object, what: str) -> int:
     # protobuf JSON writes int64 as strings
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
@@ -140,7 +138,7 @@ class CertificateAuthority:
 @dataclass(frozen=True)
 class LogKey:
     key_id: bytes  # sha256 of the DER public key (Rekor's log id)
-    key: Any
+    key: VerifyingKey
     window: Window
 
 
@@ -152,7 +150,7 @@ class TrustedRoot:
     tlogs: tuple[LogKey, ...]
 
 
-def _window(value: Any, what: str) -> Window:
+def _window(value: object, what: str) -> Window:
     if not isinstance(value, dict) or "start" not in value:
         raise KeylessError(f"{what} has no validFor.start")
     end = value.get("end")
@@ -161,7 +159,7 @@ def _window(value: Any, what: str) -> Window:
     )
 
 
-def _public_key(der: bytes, what: str) -> Any:
+def _public_key(der: bytes, what: str) -> VerifyingKey:
     try:
         key = serialization.load_der_public_key(der)
     except (ValueError, UnsupportedAlgorithm) as exc:
@@ -176,41 +174,46 @@ def read_trusted_root(data: bytes, name: str) -> TrustedRoot:
     strictly enough: every Fulcio CA chain and Rekor key must parse, or the root is refused whole."""
     if len(data) > MAX_ROOT_BYTES:
         raise KeylessError(f"trusted root {name} is larger than {MAX_ROOT_BYTES} bytes")
-    try:
-        document = load_json(data)
-    except (ValueError, RecursionError) as exc:
-        raise KeylessError(f"trusted root {name} is not strict JSON: {exc}") from None
+    document = strict_json(data, f"trusted root {name}", KeylessError)
     if not isinstance(document, dict) or not str(document.get("mediaType", "")).startswith(
         "application/vnd.dev.sigstore.trustedroot"
     ):
         raise KeylessError(f"{name} is not a sigstore trusted root (mediaType ...trustedroot+json)")
-    authorities = []
-    for n, ca in enumerate(document.get("certificateAuthorities") or []):
-        what = f"trusted root {name} certificateAuthorities[{n}]"
-        certs = ca.get("certChain", {}).get("certificates") if isinstance(ca, dict) else None
-        if not isinstance(certs, list) or not 1 <= len(certs) <= MAX_CHAIN:
-            raise KeylessError(f"{what} has no certChain of 1 to {MAX_CHAIN} certificates")
-        chain = []
-        for cert in certs:
-            raw = _b64(cert.get("rawBytes") if isinstance(cert, dict) else None, what, MAX_CERT_BYTES * 2)
-            try:
-                chain.append(x509.load_der_x509_certificate(raw))
-            except ValueError as exc:
-                raise KeylessError(f"{what}: a certificate does not parse ({exc})") from None
-        authorities.append(CertificateAuthority(tuple(chain), _window(ca.get("validFor"), what)))
-    tlogs = []
-    for n, log in enumerate(document.get("tlogs") or []):
-        what = f"trusted root {name} tlogs[{n}]"
-        key = log.get("publicKey") if isinstance(log, dict) else None
-        if not isinstance(key, dict):
-            raise KeylessError(f"{what} has no publicKey")
-        der = _b64(key.get("rawBytes"), what, 4096)
-        tlogs.append(
-            LogKey(hashlib.sha256(der).digest(), _public_key(der, what), _window(key.get("validFor"), what))
-        )
+    authorities = [
+        _authority(ca, f"trusted root {name} certificateAuthorities[{n}]")
+        for n, ca in enumerate(document.get("certificateAuthorities") or [])
+    ]
+    tlogs = [
+        _log_key(log, f"trusted root {name} tlogs[{n}]") for n, log in enumerate(document.get("tlogs") or [])
+    ]
     if not authorities or not tlogs:
         raise KeylessError(f"trusted root {name} names no Fulcio CA or no Rekor log")
     return TrustedRoot(name, "sha256:" + hashlib.sha256(data).hexdigest(), tuple(authorities), tuple(tlogs))
+
+
+def _authority(ca: object, what: str) -> CertificateAuthority:
+    """One Fulcio CA of a trusted root: its chain (1 to MAX_CHAIN certificates) and validity window."""
+    chain_field = ca.get("certChain") if isinstance(ca, dict) else None
+    certs = chain_field.get("certificates") if isinstance(chain_field, dict) else None
+    if not isinstance(ca, dict) or not isinstance(certs, list) or not 1 <= len(certs) <= MAX_CHAIN:
+        raise KeylessError(f"{what} has no certChain of 1 to {MAX_CHAIN} certificates")
+    chain = []
+    for cert in certs:
+        raw = _b64(cert.get("rawBytes") if isinstance(cert, dict) else None, what, MAX_CERT_BYTES * 2)
+        try:
+            chain.append(x509.load_der_x509_certificate(raw))
+        except ValueError as exc:
+            raise KeylessError(f"{what}: a certificate does not parse ({exc})") from None
+    return CertificateAuthority(tuple(chain), _window(ca.get("validFor"), what))
+
+
+def _log_key(log: object, what: str) -> LogKey:
+    """One Rekor key of a trusted root, with its log id and validity window."""
+    key = log.get("publicKey") if isinstance(log, dict) else None
+    if not isinstance(key, dict):
+        raise KeylessError(f"{what} has no publicKey")
+    der = _b64(key.get("rawBytes"), what, 4096)
+    return LogKey(hashlib.sha256(der).digest(), _public_key(der, what), _window(key.get("validFor"), what))
 
 
 def load_trusted_root(path: str | Path | None = None) -> TrustedRoot:
@@ -226,7 +229,7 @@ def load_trusted_root(path: str | Path | None = None) -> TrustedRoot:
 # ---- signatures ------------------------------------------------------------------------------------
 
 
-def _verifies(key: Any, message: bytes, signature: bytes) -> bool:
+def _verifies(key: object, message: bytes, signature: bytes) -> bool:
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             digest = hashes.SHA384() if key.curve.key_size == 384 else hashes.SHA256()
@@ -288,7 +291,7 @@ def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[byte
     return r
 
 
-def _checkpoint(envelope: Any, log: LogKey) -> tuple[int, bytes]:
+def _checkpoint(envelope: object, log: LogKey) -> tuple[int, bytes]:
     """(tree size, root hash) of a checkpoint (a signed note) signed by `log`'s key."""
     if not isinstance(envelope, str) or len(envelope) > 4096:
         raise KeylessError("the checkpoint is not a signed note")
@@ -314,7 +317,7 @@ def _checkpoint(envelope: Any, log: LogKey) -> tuple[int, bytes]:
     raise KeylessError("the checkpoint is not signed by the Rekor key that signed the entry")
 
 
-def _canonical(value: Any) -> bytes:
+def _canonical(value: Mapping[str, object]) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -325,7 +328,7 @@ class LogEntry:
     log_index: int
 
 
-def verify_tlog_entry(entry: Any, root: TrustedRoot) -> LogEntry:
+def verify_tlog_entry(entry: object, root: TrustedRoot) -> LogEntry:
     """One Rekor entry of a bundle: SET and (when present) inclusion proof + checkpoint."""
     if not isinstance(entry, dict):
         raise KeylessError("a tlog entry is not an object")
@@ -334,17 +337,11 @@ def verify_tlog_entry(entry: Any, root: TrustedRoot) -> LogEntry:
     log_index = _int(entry.get("logIndex"), "the tlog entry's logIndex")
     integrated = _int(entry.get("integratedTime"), "the tlog entry's integratedTime")
     when = datetime.fromtimestamp(integrated, UTC)
-    log_id = _b64((entry.get("logId") or {}).get("keyId"), "the tlog entry's logId", 64)
-    logs = [log for log in root.tlogs if log.key_id == log_id]
-    if not logs:
-        raise KeylessError(
-            f"the entry's Rekor log {log_id.hex()[:16]}… is not in the trusted root {root.name}"
-        )
-    log = logs[0]
-    if not log.window.holds(when):
-        raise KeylessError(
-            f"the Rekor key of the trusted root was not valid at the integrated time {when:%Y-%m-%dT%H:%M:%SZ}"
-        )
+    log_id_field = entry.get("logId")
+    log_id = _b64(
+        log_id_field.get("keyId") if isinstance(log_id_field, dict) else None, "the tlog entry's logId", 64
+    )
+    log = _log_at(root, log_id, when)
     promise = entry.get("inclusionPromise")
     if not isinstance(promise, dict):
         raise KeylessError(
@@ -360,32 +357,47 @@ def verify_tlog_entry(entry: Any, root: TrustedRoot) -> LogEntry:
         )
     proof = entry.get("inclusionProof")
     if proof is not None:
-        if not isinstance(proof, dict):
-            raise KeylessError("the inclusion proof is not an object")
-        hashes_ = proof.get("hashes") or []
-        if not isinstance(hashes_, list) or len(hashes_) > MAX_PROOF_HASHES:
-            raise KeylessError(f"the inclusion proof must hold at most {MAX_PROOF_HASHES} hashes")
-        size = _int(proof.get("treeSize"), "the inclusion proof's treeSize")
-        index = _int(proof.get("logIndex"), "the inclusion proof's logIndex")
-        root_hash = _b64(proof.get("rootHash"), "the inclusion proof's rootHash", 64)
-        path = [_b64(h, "an inclusion proof hash", 64) for h in hashes_]
-        if root_from_inclusion(index, size, _leaf_hash(body_bytes), path) != root_hash:
-            raise KeylessError(
-                "the inclusion proof does not lead to its root hash (the log entry was altered)"
-            )
-        checkpoint = proof.get("checkpoint")
-        note = checkpoint.get("envelope") if isinstance(checkpoint, dict) else None
-        if note is None:
-            raise KeylessError("the inclusion proof has no checkpoint")
-        if _checkpoint(note, log) != (size, root_hash):
-            raise KeylessError("the checkpoint names another tree than the inclusion proof")
-    try:
-        body = load_json(body_bytes)
-    except (ValueError, RecursionError) as exc:
-        raise KeylessError(f"the tlog entry body is not strict JSON: {exc}") from None
+        _check_inclusion(proof, body_bytes, log)
+    body = strict_json(body_bytes, "the tlog entry body", KeylessError)
     if not isinstance(body, dict):
         raise KeylessError("the tlog entry body is not an object")
     return LogEntry(when, body, log_index)
+
+
+def _log_at(root: TrustedRoot, log_id: bytes, when: datetime) -> LogKey:
+    """The Rekor key of the trusted root with this log id, valid at `when`."""
+    logs = [log for log in root.tlogs if log.key_id == log_id]
+    if not logs:
+        raise KeylessError(
+            f"the entry's Rekor log {log_id.hex()[:16]}… is not in the trusted root {root.name}"
+        )
+    if not logs[0].window.holds(when):
+        raise KeylessError(
+            f"the Rekor key of the trusted root was not valid at the integrated time {when:%Y-%m-%dT%H:%M:%SZ}"
+        )
+    return logs[0]
+
+
+def _check_inclusion(proof: object, body_bytes: bytes, log: LogKey) -> None:
+    """The inclusion proof leads from the entry to its root hash, and a checkpoint signed by `log`'s key
+    names that tree."""
+    if not isinstance(proof, dict):
+        raise KeylessError("the inclusion proof is not an object")
+    hashes_ = proof.get("hashes") or []
+    if not isinstance(hashes_, list) or len(hashes_) > MAX_PROOF_HASHES:
+        raise KeylessError(f"the inclusion proof must hold at most {MAX_PROOF_HASHES} hashes")
+    size = _int(proof.get("treeSize"), "the inclusion proof's treeSize")
+    index = _int(proof.get("logIndex"), "the inclusion proof's logIndex")
+    root_hash = _b64(proof.get("rootHash"), "the inclusion proof's rootHash", 64)
+    path = [_b64(h, "an inclusion proof hash", 64) for h in hashes_]
+    if root_from_inclusion(index, size, _leaf_hash(body_bytes), path) != root_hash:
+        raise KeylessError("the inclusion proof does not lead to its root hash (the log entry was altered)")
+    checkpoint = proof.get("checkpoint")
+    note = checkpoint.get("envelope") if isinstance(checkpoint, dict) else None
+    if note is None:
+        raise KeylessError("the inclusion proof has no checkpoint")
+    if _checkpoint(note, log) != (size, root_hash):
+        raise KeylessError("the checkpoint names another tree than the inclusion proof")
 
 
 def _check_body(body: Mapping[str, Any], payload: bytes, signature_b64: str, leaf_der: bytes) -> None:
@@ -460,28 +472,42 @@ def certificate_facts(cert: x509.Certificate) -> dict[str, Any]:
             issuer_v1 = _text(raw)
         elif oid == OIDC_ISSUER_V2:
             issuer_v2 = _der_utf8(raw)
-        for name, known in EXTENSIONS_RAW.items():
-            if oid == known and (value := _text(raw)) is not None:
-                extensions[name] = value
-        for name, known in EXTENSIONS_DER.items():
-            if oid == known and (value := _der_utf8(raw)) is not None:
-                extensions[name] = value
-    subjects: list[str] = []
+        extensions.update(_extension_values(oid, raw))
+    return {"issuer": issuer_v2 or issuer_v1, "subjects": _subjects(cert), "extensions": extensions}
+
+
+def _extension_values(oid: str, raw: bytes) -> dict[str, str]:
+    """The policy fields (EXTENSIONS_RAW, EXTENSIONS_DER) a Fulcio extension gives a readable value."""
+    found = {}
+    for name, known in EXTENSIONS_RAW.items():
+        if oid == known and (value := _text(raw)) is not None:
+            found[name] = value
+    for name, known in EXTENSIONS_DER.items():
+        if oid == known and (value := _der_utf8(raw)) is not None:
+            found[name] = value
+    return found
+
+
+def _subjects(cert: x509.Certificate) -> list[str]:
+    """The certificate's e-mail, URI and Fulcio other-name SANs, in order (at most MAX_SANS)."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        san = None
-    if san is not None:
-        for general in san:
-            if isinstance(general, x509.RFC822Name | x509.UniformResourceIdentifier):
-                value = _text(general.value)
-            elif isinstance(general, x509.OtherName) and general.type_id.dotted_string == OTHERNAME_SAN:
-                value = _der_utf8(general.value)
-            else:
-                value = None
-            if value is not None and len(subjects) < MAX_SANS:
-                subjects.append(value)
-    return {"issuer": issuer_v2 or issuer_v1, "subjects": subjects, "extensions": extensions}
+        return []
+    subjects: list[str] = []
+    for general in san:
+        value = _san_text(general)
+        if value is not None and len(subjects) < MAX_SANS:
+            subjects.append(value)
+    return subjects
+
+
+def _san_text(general: x509.GeneralName) -> str | None:
+    if isinstance(general, x509.RFC822Name | x509.UniformResourceIdentifier):
+        return _text(general.value)
+    if isinstance(general, x509.OtherName) and general.type_id.dotted_string == OTHERNAME_SAN:
+        return _der_utf8(general.value)
+    return None
 
 
 def verify_chain(leaf: x509.Certificate, root: TrustedRoot, when: datetime) -> None:
@@ -537,6 +563,28 @@ def verify_bundle(bundle: Mapping[str, Any], root: TrustedRoot, now: datetime) -
     material = bundle.get("verificationMaterial")
     if not isinstance(material, dict):
         raise KeylessError("the bundle has no verificationMaterial")
+    leaf_der, leaf = _leaf_certificate(material)
+    entries = material.get("tlogEntries")
+    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_TLOG_ENTRIES:
+        raise KeylessError(
+            f"the bundle must carry 1 to {MAX_TLOG_ENTRIES} Rekor entries (timestamp-authority-only "
+            "bundles are not read)"
+        )
+    payload, signature_b64, signature = _dsse(bundle.get("dsseEnvelope"))
+    logged = _logged(entries, root, payload, signature_b64, leaf_der)
+    if logged.integrated_time > now:
+        raise KeylessError(
+            f"the Rekor entry's integrated time {logged.integrated_time:%Y-%m-%dT%H:%M:%SZ} is in the future"
+        )
+    verify_chain(leaf, root, logged.integrated_time)
+    message = b"DSSEv1 %d %s %d %s" % (len(IN_TOTO), IN_TOTO.encode(), len(payload), payload)
+    if not _verifies(leaf.public_key(), message, signature):
+        raise KeylessError("the DSSE signature does not verify with the certificate's key")
+    return KeylessSignature(payload, certificate_facts(leaf), logged.integrated_time, logged.log_index)
+
+
+def _leaf_certificate(material: Mapping[str, Any]) -> tuple[bytes, x509.Certificate]:
+    """The bundle's signing certificate (v0.3 `certificate`), DER and parsed."""
     cert_field = material.get("certificate")
     if not isinstance(cert_field, dict):
         if "publicKey" in material:
@@ -544,16 +592,14 @@ def verify_bundle(bundle: Mapping[str, Any], root: TrustedRoot, now: datetime) -
         raise KeylessError("the bundle has no certificate (v0.3 `certificate`)")
     leaf_der = _b64(cert_field.get("rawBytes"), "the bundle's certificate", MAX_CERT_BYTES * 2)
     try:
-        leaf = x509.load_der_x509_certificate(leaf_der)
+        return leaf_der, x509.load_der_x509_certificate(leaf_der)
     except ValueError as exc:
         raise KeylessError(f"the bundle's certificate does not parse ({exc})") from None
-    entries = material.get("tlogEntries")
-    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_TLOG_ENTRIES:
-        raise KeylessError(
-            f"the bundle must carry 1 to {MAX_TLOG_ENTRIES} Rekor entries (timestamp-authority-only "
-            "bundles are not read)"
-        )
-    envelope = bundle.get("dsseEnvelope")
+
+
+def _dsse(envelope: object) -> tuple[bytes, str, bytes]:
+    """(payload, signature as base64 text, signature) of the bundle's DSSE envelope: exactly one
+    signature over an in-toto payload."""
     if not isinstance(envelope, dict) or set(envelope) != {"payload", "payloadType", "signatures"}:
         raise KeylessError("the bundle holds no DSSE envelope of exactly payload, payloadType, signatures")
     if envelope["payloadType"] != IN_TOTO:
@@ -564,9 +610,16 @@ def verify_bundle(bundle: Mapping[str, Any], root: TrustedRoot, now: datetime) -
         raise KeylessError("a keyless DSSE envelope holds exactly one signature")
     signature_b64 = signatures[0].get("sig")
     signature = _b64(signature_b64, "the DSSE signature", 4096)
-    assert isinstance(signature_b64, str)
+    assert isinstance(signature_b64, str)  # _b64 refuses anything else
+    return payload, signature_b64, signature
+
+
+def _logged(
+    entries: Sequence[object], root: TrustedRoot, payload: bytes, signature_b64: str, leaf_der: bytes
+) -> LogEntry:
+    """The first Rekor entry that verifies and logs this envelope by this certificate; raises with every
+    entry's reason when none does."""
     problems = []
-    logged: LogEntry | None = None
     for entry in entries:
         try:
             candidate = verify_tlog_entry(entry, root)
@@ -574,16 +627,5 @@ def verify_bundle(bundle: Mapping[str, Any], root: TrustedRoot, now: datetime) -
         except KeylessError as exc:
             problems.append(str(exc))
             continue
-        logged = candidate
-        break
-    if logged is None:
-        raise KeylessError("; ".join(problems))
-    if logged.integrated_time > now:
-        raise KeylessError(
-            f"the Rekor entry's integrated time {logged.integrated_time:%Y-%m-%dT%H:%M:%SZ} is in the future"
-        )
-    verify_chain(leaf, root, logged.integrated_time)
-    message = b"DSSEv1 %d %s %d %s" % (len(IN_TOTO), IN_TOTO.encode(), len(payload), payload)
-    if not _verifies(leaf.public_key(), message, signature):
-        raise KeylessError("the DSSE signature does not verify with the certificate's key")
-    return KeylessSignature(payload, certificate_facts(leaf), logged.integrated_time, logged.log_index)
+        return candidate
+    raise KeylessError("; ".join(problems))

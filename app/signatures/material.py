@@ -1,12 +1,16 @@
 """What every signature format reads the same way: the key material of a requirement's Secrets (one
-loop, a per-format reader) and strict JSON objects (the keys a document must and may have, no other).
+loop, a per-format reader), strict JSON documents and objects (the keys a document must and may have,
+no other) and base64 text. Each format passes its own error type, so its messages stay its own.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
+from app.notary.canonical import load_json
 from app.signatures.port import SignatureRequest
 
 T = TypeVar("T")
@@ -36,8 +40,27 @@ def load_material(
     return found, errors
 
 
+def strict_json(data: bytes, what: str, error: Callable[[str], Exception]) -> object:
+    """`data` as strict JSON (no floats, NaN or duplicated keys: app/notary/canonical.py), else raises
+    `error("<what> is not strict JSON: <why>")`."""
+    try:
+        return load_json(data)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{what} is not strict JSON: {exc}") from None
+
+
+def b64_text(value: object, what: str, limit: int, error: Callable[[str], Exception]) -> bytes:
+    """The bytes of standard base64 text of at most `limit` characters, else raises `error`."""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise error(f"{what} is not base64 text of at most {limit} characters")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise error(f"{what} is not valid base64") from None
+
+
 def exact_object(
-    value: Any,
+    value: object,
     required: set[str],
     optional: set[str],
     where: str,
