@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -81,16 +81,16 @@ def _encode_object(obj: dict[str, Any], out: bytearray) -> None:
     out += b"}"
 
 
-def _no_float(text: str) -> Any:
+def _no_float(text: str) -> NoReturn:
     raise ValueError(f"number {text} is not an integer")
 
 
-def _no_constant(text: str) -> Any:
+def _no_constant(text: str) -> NoReturn:
     raise ValueError(f"{text} is not valid JSON")
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
     for key, value in pairs:
         if key in result:
             raise ValueError(f"duplicate key {key!r}")

@@ -33,7 +33,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any, cast
+from typing import cast
 from urllib.parse import quote
 
 import certifi

@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, TypeGuard
 
 from app.notary.canonical import canonical_json, load_json
 from app.notary.errors import (
@@ -167,17 +167,17 @@ def require(condition: bool, role: str, reason: str) -> None:
         raise MalformedMetadata(role, reason)
 
 
-def require_object(role: str, value: Any, reason: str) -> dict[str, Any]:
+def require_object(role: str, value: object, reason: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise MalformedMetadata(role, reason)
     return value
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_time(role: str, text: Any) -> datetime:
+def parse_time(role: str, text: object) -> datetime:
     """An RFC 3339 timestamp as Go writes it (nanoseconds, Z or an offset) -> aware UTC datetime."""
     match = _RFC3339.match(text) if isinstance(text, str) else None
     if match is None:
@@ -205,7 +205,7 @@ def parse_time(role: str, text: Any) -> datetime:
         raise MalformedMetadata(role, f"expires {text!r} is not a valid time: {exc}") from exc
 
 
-def _b64(role: str, text: Any, what: str) -> bytes:
+def _b64(role: str, text: object, what: str) -> bytes:
     if not isinstance(text, str):
         raise MalformedMetadata(role, f"{what} is not a base64 string")
     try:
@@ -249,12 +249,12 @@ def parse_envelope(role: str, data: bytes, type_role: str) -> Envelope:
     return Envelope(role, data, signed, signatures, message, version, expires)
 
 
-def parse_keys(role: str, raw: Any) -> dict[str, Key]:
+def parse_keys(role: str, raw: object) -> dict[str, Key]:
     """A key map; every ID must be the sha256 of the key's canonical form."""
-    require(isinstance(raw, dict), role, "keys is not an object")
-    check_limit(role, "keys", len(raw), MAX_KEYS)
+    raw_keys = require_object(role, raw, "keys is not an object")
+    check_limit(role, "keys", len(raw_keys), MAX_KEYS)
     keys: dict[str, Key] = {}
-    for listed_id, entry in raw.items():
+    for listed_id, entry in raw_keys.items():
         require(isinstance(entry, dict), role, f"key {listed_id} is not an object")
         keytype, keyval = entry.get("keytype"), entry.get("keyval")
         require(isinstance(keytype, str), role, f"key {listed_id} has no keytype string")
@@ -270,17 +270,15 @@ def parse_keys(role: str, raw: Any) -> dict[str, Key]:
 
 
 def parse_role_spec(
-    role: str, name: str, raw: Any, keys: Mapping[str, Key], paths: tuple[str, ...] | None = None
+    role: str, name: str, raw: object, keys: Mapping[str, Key], paths: tuple[str, ...] | None = None
 ) -> RoleSpec:
-    require(isinstance(raw, dict), role, f"role {name} is not an object")
-    keyids, threshold = raw.get("keyids"), raw.get("threshold")
-    require(
-        isinstance(keyids, list) and all(isinstance(k, str) for k in keyids),
-        role,
-        f"role {name} has no keyids list",
-    )
+    spec = require_object(role, raw, f"role {name} is not an object")
+    keyids, threshold = spec.get("keyids"), spec.get("threshold")
+    if not (isinstance(keyids, list) and all(isinstance(k, str) for k in keyids)):
+        raise MalformedMetadata(role, f"role {name} has no keyids list")
     check_limit(role, f"keyids for role {name}", len(keyids), MAX_KEYIDS_PER_ROLE)
-    require(is_int(threshold) and threshold >= 1, role, f"role {name} threshold {threshold!r} is not >= 1")
+    if not (is_int(threshold) and threshold >= 1):
+        raise MalformedMetadata(role, f"role {name} threshold {threshold!r} is not >= 1")
     for keyid in keyids:
         require(keyid in keys, role, f"role {name} lists key {keyid}, which is not in keys")
     unique = tuple(dict.fromkeys(keyids))
@@ -390,12 +388,14 @@ def parse_root(data: bytes, gun: str) -> tuple[Envelope, dict[str, Key], dict[st
     return envelope, keys, roles
 
 
-def parse_meta(role: str, raw: Any, name: str) -> MetaFile:
+def parse_meta(role: str, raw: object, name: str) -> MetaFile:
     """A meta entry {"hashes": {...}, "length": N} -> (length, {algorithm: digest})."""
-    require(isinstance(raw, dict), role, f"meta for {name} is not an object")
-    length, hashes = raw.get("length"), raw.get("hashes")
-    require(is_int(length) and length >= 0, role, f"meta for {name} has no valid length")
-    require(isinstance(hashes, dict), role, f"meta for {name} has no hashes object")
+    meta = require_object(role, raw, f"meta for {name} is not an object")
+    length, hashes = meta.get("length"), meta.get("hashes")
+    if not (is_int(length) and length >= 0):
+        raise MalformedMetadata(role, f"meta for {name} has no valid length")
+    if not isinstance(hashes, dict):
+        raise MalformedMetadata(role, f"meta for {name} has no hashes object")
     result: dict[str, bytes] = {}
     for algorithm, size in _HASH_SIZES.items():
         if algorithm in hashes:

@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -30,6 +29,7 @@ from app.notary.keys import (
     public_key_bytes,
 )
 from app.notary.metadata import Root
+from app.yamlio import DocumentError, load, read_text
 
 MAX_PIN_BLOCKS = 64  # PEM blocks in one root secret
 
@@ -95,7 +95,7 @@ def root_pin(secret: str, public_keys: str | None, ca_certificates: str | None) 
     return RootPin(secret, tuple(keys), tuple(cas))
 
 
-def default_root_pins(document: Any, origin: str) -> dict[str, tuple[RootPin, ...]]:
+def default_root_pins(document: object, origin: str) -> dict[str, tuple[RootPin, ...]]:
     """`serve --root-pins FILE`: {trust server URL: {publicKeys: PEM, caCertificates: PEM}} -> pins per
     server (URL as written; the service normalizes it). Raises ValueError naming the entry when the
     file is not such a mapping or its material cannot be used: a bad pin file must stop the start."""
@@ -122,8 +122,6 @@ def default_root_pins(document: Any, origin: str) -> dict[str, tuple[RootPin, ..
 
 def load_default_root_pins(path: str) -> dict[str, tuple[RootPin, ...]]:
     """Read a `--root-pins` YAML file (see default_root_pins); ValueError with the reason."""
-    from app.yamlio import DocumentError, load, read_text
-
     try:
         document = load(read_text(path), path)
     except DocumentError as exc:

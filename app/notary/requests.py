@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from app.images import ImageRef
 from app.notary.pins import RootPin
-
-if TYPE_CHECKING:
-    from app.images import ImageRef
 
 
 @dataclass(frozen=True)

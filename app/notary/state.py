@@ -128,7 +128,7 @@ class TrustRecord:
         )
 
     @classmethod
-    def from_json(cls, data: Any, where: str) -> TrustRecord:
+    def from_json(cls, data: object, where: str) -> TrustRecord:
         """Parse strictly: a record that does not look exactly right is refused (StateError)."""
 
         def bad(why: str) -> StateError:

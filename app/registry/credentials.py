@@ -145,7 +145,7 @@ def _registry_entries(secret: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
-def _entry_credentials(entry: Any) -> tuple[str, str] | None:
+def _entry_credentials(entry: object) -> tuple[str, str] | None:
     if not isinstance(entry, Mapping):
         return None
     auth = entry.get("auth")

@@ -33,13 +33,14 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from app.images import ImageRef
 from app.lru import TTLCache, json_size
 from app.notary import clock as clocks
 from app.signatures.port import SignatureRequest
+from app.signatures.registry import Manifest
 
 FACTS_ENTRIES = 4096
 FACTS_BYTES = 16 << 20  # a requirement's facts are a few KiB (at most 32 signatures, bounded errors)
@@ -51,7 +52,9 @@ Key = tuple[str, str, str, str, str, str]  # (format, registry, repository, dige
 
 
 class _Manifests(Protocol):
-    def manifest(self, image: ImageRef, reference: str, deadline: float, credentials: Any = ()) -> Any: ...
+    def manifest(
+        self, image: ImageRef, reference: str, deadline: float, credentials: Sequence[tuple[str, str]] = ()
+    ) -> Manifest | None: ...
 
 
 def fingerprint(parts: Iterable[str]) -> str:

@@ -46,7 +46,7 @@ from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.material import b64_text, exact_object, load_material, strict_json
 from app.signatures.port import SignatureRequest
-from app.signatures.registry import Manifest, ReadError, RegistryReader, RegistryUnavailable
+from app.signatures.registry import Manifest, ReadError, RegistryUnavailable, SignatureReads
 
 FORMAT = "cosign"
 MAX_KEYS = 16  # public keys in one Secret
@@ -286,7 +286,7 @@ class CosignVerifier:
 
     def __init__(
         self,
-        reader: RegistryReader,
+        reader: SignatureReads,
         *,
         cache_entries: int = 4096,
         trusted_root: keyless.TrustedRoot | None = None,

@@ -42,7 +42,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, TypedDict, TypeGuard, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -53,11 +53,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from app.images import ImageRef
-from app.notary.canonical import load_json
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
-from app.signatures.material import load_material
+from app.signatures.material import load_material, strict_json
 from app.signatures.port import NOTATION_STORE_KEYS, SignatureRequest
-from app.signatures.registry import Manifest, ReadError, RegistryReader, RegistryUnavailable
+from app.signatures.registry import Manifest, ReadError, RegistryUnavailable, SignatureReads
+from app.signatures.timestamp import TimestampError, verify_token
 
 FORMAT = "notation"
 ARTIFACT_TYPE = "application/vnd.cncf.notary.signature"
@@ -134,6 +134,22 @@ DN_ALIASES = {"S": "ST", "EMAILADDRESS": "E"}
 REQUIRED_DN = ("C", "ST", "O")  # Notation's rule for a trusted identity
 
 
+_E = TypeVar("_E", bound=x509.ExtensionType)
+
+
+# A signature's header map: a JSON object (JWS) or a CBOR map, keyed by labels or names (COSE).
+Headers = Mapping[object, object]
+
+
+class _Times(TypedDict):
+    """The Envelope fields of the signed times (and the scheme they belong to)."""
+
+    scheme: str
+    signing_time: dt.datetime | None
+    expiry: dt.datetime | None
+    authentic_time: dt.datetime | None
+
+
 class NotationError(ValueError):
     """An anchor, envelope, certificate or manifest Ostiary does not accept; the message says why."""
 
@@ -146,27 +162,8 @@ def parse_dn(text: str) -> dict[str, str]:
     a comma in a value), each attribute once, no multi-valued `+` parts. Raises NotationError."""
     if not isinstance(text, str) or not text.strip() or len(text) > 1024:
         raise NotationError("a distinguished name must be non-empty text of at most 1024 characters")
-    parts: list[str] = []
-    current: list[str] = []
-    escaped = False
-    for char in text:
-        if escaped:
-            current.append(char)
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ",":
-            parts.append("".join(current))
-            current = []
-        elif char == "+":
-            raise NotationError(f"{text!r}: multi-valued attributes (`+`) are not supported")
-        else:
-            current.append(char)
-    if escaped:
-        raise NotationError(f"{text!r} ends in an escape")
-    parts.append("".join(current))
     dn: dict[str, str] = {}
-    for part in parts:
+    for part in _dn_parts(text):
         name, sep, value = part.partition("=")
         name, value = name.strip().upper(), value.strip()
         name = DN_ALIASES.get(name, name)
@@ -176,6 +173,28 @@ def parse_dn(text: str) -> dict[str, str]:
             raise NotationError(f"{text!r} names {name} more than once")
         dn[name] = value
     return dn
+
+
+def _dn_parts(text: str) -> list[str]:
+    """The comma-separated parts of a distinguished name, `\\,` unescaped; `+` refused."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped or char not in "\\,+":
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            raise NotationError(f"{text!r}: multi-valued attributes (`+`) are not supported")
+    if escaped:
+        raise NotationError(f"{text!r} ends in an escape")
+    parts.append("".join(current))
+    return parts
 
 
 def trusted_identity(text: str) -> str | dict[str, str]:
@@ -292,7 +311,7 @@ class Envelope:
     authentic_time: dt.datetime | None = None  # notary.x509.signingAuthority: asserted by the authority
 
 
-def _b64url(value: Any, what: str, limit: int) -> bytes:
+def _b64url(value: object, what: str, limit: int) -> bytes:
     if not isinstance(value, str) or not value or len(value) > limit * 4 // 3 + 4:
         raise NotationError(f"{what} is not base64url text of at most {limit} bytes")
     try:
@@ -301,14 +320,11 @@ def _b64url(value: Any, what: str, limit: int) -> bytes:
         raise NotationError(f"{what} is not valid base64url") from None
 
 
-def _json(data: bytes, what: str) -> Any:
-    try:
-        return load_json(data)
-    except (ValueError, RecursionError) as exc:
-        raise NotationError(f"{what} is not strict JSON: {exc}") from None
+def _json(data: bytes, what: str) -> object:
+    return strict_json(data, what, NotationError)
 
 
-def _time(value: Any, what: str) -> dt.datetime:
+def _time(value: object, what: str) -> dt.datetime:
     if isinstance(value, dt.datetime):
         moment = value
     elif isinstance(value, str) and len(value) <= 64:
@@ -323,7 +339,7 @@ def _time(value: Any, what: str) -> dt.datetime:
     return moment.astimezone(dt.UTC)
 
 
-def _check_critical(crit: Any, headers: Mapping[Any, Any]) -> None:
+def _check_critical(crit: object, headers: Headers) -> None:
     if not isinstance(crit, list) or not crit or len(crit) > MAX_HEADER_ITEMS:
         raise NotationError("the critical header list is missing or malformed")
     for name in crit:
@@ -339,7 +355,7 @@ def _check_critical(crit: Any, headers: Mapping[Any, Any]) -> None:
         raise NotationError(f"the {SCHEME_SA} scheme requires {AUTHENTIC_TIME}, marked critical")
 
 
-def _check_protected(headers: Mapping[Any, Any]) -> None:
+def _check_protected(headers: Headers) -> None:
     scheme = headers.get(SIGNING_SCHEME)
     if scheme not in SCHEMES:
         raise NotationError(
@@ -354,10 +370,10 @@ def _check_protected(headers: Mapping[Any, Any]) -> None:
             raise NotationError(f"{AUTHENTIC_TIME} belongs to the {SCHEME_SA} scheme, not {SCHEME}")
 
 
-def _times(headers: Mapping[Any, Any]) -> dict[str, Any]:
+def _times(headers: Headers) -> _Times:
     """The Envelope fields of the signed times: signing time, expiry, authentic signing time."""
     return {
-        "scheme": headers[SIGNING_SCHEME],
+        "scheme": str(headers[SIGNING_SCHEME]),  # one of SCHEMES (_check_protected)
         "signing_time": _time(headers[SIGNING_TIME], "the signing time") if SIGNING_TIME in headers else None,
         "expiry": _time(headers[EXPIRY], "the expiry") if EXPIRY in headers else None,
         "authentic_time": (
@@ -368,7 +384,7 @@ def _times(headers: Mapping[Any, Any]) -> dict[str, Any]:
     }
 
 
-def _timestamp(value: Any, scheme: str) -> bytes | None:
+def _timestamp(value: object, scheme: str) -> bytes | None:
     """The unprotected header's timestamp token: bytes (COSE) or standard base64 (JWS, as Go encodes
     []byte). Only the notary.x509 scheme carries one."""
     if value is None:
@@ -387,13 +403,13 @@ def _timestamp(value: Any, scheme: str) -> bytes | None:
     return value
 
 
-def _chain(items: Any, what: str, decode: Any) -> tuple[bytes, ...]:
+def _chain(items: object, what: str, decode: Callable[[object], bytes]) -> tuple[bytes, ...]:
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_CHAIN:
         raise NotationError(f"{what} must hold 1 to {MAX_CHAIN} certificates")
     return tuple(decode(item) for item in items)
 
 
-def _std_b64_cert(item: Any) -> bytes:
+def _std_b64_cert(item: object) -> bytes:
     if not isinstance(item, str) or not item or len(item) > MAX_CERT_BYTES * 4 // 3 + 4:
         raise NotationError(f"an x5c certificate is not base64 text of at most {MAX_CERT_BYTES} bytes")
     try:
@@ -442,7 +458,7 @@ def parse_jws(data: bytes) -> Envelope:
     )
 
 
-def _cbor_loads(data: bytes, what: str) -> Any:
+def _cbor_loads(data: bytes, what: str) -> object:
     import cbor2  # only when a COSE envelope is met
 
     try:
@@ -478,7 +494,7 @@ def parse_cose(data: bytes) -> Envelope:
     if algorithm is None:
         raise NotationError(f"COSE algorithm {str(alg)[:40]} is not one Notation signs with")
 
-    def der(item: Any) -> bytes:
+    def der(item: object) -> bytes:
         if not isinstance(item, bytes) or not 0 < len(item) <= MAX_CERT_BYTES:
             raise NotationError(
                 f"an x5chain certificate is not a byte string of at most {MAX_CERT_BYTES} bytes"
@@ -495,12 +511,12 @@ def parse_cose(data: bytes) -> Envelope:
         signature=signature,
         payload=payload,
         chain=_chain(list(chain) if isinstance(chain, (list, tuple)) else chain, "x5chain", der),
-        timestamp=_timestamp(unprotected.get(TIMESTAMP), protected[SIGNING_SCHEME]),
+        timestamp=_timestamp(unprotected.get(TIMESTAMP), str(protected[SIGNING_SCHEME])),
         **_times(protected),
     )
 
 
-def _cose_headers(protected_raw: bytes, unprotected: Any) -> tuple[Mapping[Any, Any], Mapping[Any, Any]]:
+def _cose_headers(protected_raw: bytes, unprotected: object) -> tuple[Headers, Headers]:
     protected = _cbor_loads(protected_raw, "the COSE protected header")
     if not isinstance(protected, Mapping) or len(protected) > MAX_HEADER_ITEMS:
         raise NotationError("the COSE protected header is not a map of at most 16 entries")
@@ -568,7 +584,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _extension(cert: x509.Certificate, kind: type) -> Any:
+def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
     try:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
@@ -603,31 +619,42 @@ def check_chain(certs: Sequence[x509.Certificate]) -> None:
                 f"certificate {_name(cert)!r} is not signed by {_name(issuer)!r}"
                 + (" (the chain must end in a self-signed root)" if issuer is cert else "")
             )
-        constraints = _extension(cert, x509.BasicConstraints)
-        usage = _extension(cert, x509.KeyUsage)
         if n == 0:
-            if constraints is not None and constraints.ca:
-                raise NotationError("the signing certificate is a CA certificate")
-            if usage is None or not usage.digital_signature or usage.key_cert_sign:
-                raise NotationError(
-                    "the signing certificate's key usage is not digitalSignature (code signing)"
-                )
-            eku = _extension(cert, x509.ExtendedKeyUsage)
-            if eku is not None:
-                if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
-                    raise NotationError("the signing certificate's extended key usage lacks codeSigning")
-                bad = [name for oid, name in FORBIDDEN_EKU.items() if oid in eku]
-                if bad:
-                    raise NotationError(
-                        f"the signing certificate's extended key usage includes {', '.join(bad)}"
-                    )
+            _check_leaf(cert)
         else:
-            if constraints is None or not constraints.ca:
-                raise NotationError(f"certificate {_name(cert)!r} issues the chain but is not a CA")
-            if constraints.path_length is not None and constraints.path_length < n - 1:
-                raise NotationError(f"certificate {_name(cert)!r}'s path length constraint is exceeded")
-            if usage is None or not usage.key_cert_sign:
-                raise NotationError(f"certificate {_name(cert)!r} lacks the keyCertSign key usage")
+            _check_issuer(cert, n)
+
+
+def _check_leaf(cert: x509.Certificate) -> None:
+    """The signing certificate: not a CA, digitalSignature, and codeSigning (no forbidden EKU) when an
+    extended key usage is given."""
+    constraints = _extension(cert, x509.BasicConstraints)
+    usage = _extension(cert, x509.KeyUsage)
+    if constraints is not None and constraints.ca:
+        raise NotationError("the signing certificate is a CA certificate")
+    if usage is None or not usage.digital_signature or usage.key_cert_sign:
+        raise NotationError("the signing certificate's key usage is not digitalSignature (code signing)")
+    eku = _extension(cert, x509.ExtendedKeyUsage)
+    if eku is None:
+        return
+    if ExtendedKeyUsageOID.CODE_SIGNING not in eku:
+        raise NotationError("the signing certificate's extended key usage lacks codeSigning")
+    bad = [name for oid, name in FORBIDDEN_EKU.items() if oid in eku]
+    if bad:
+        raise NotationError(f"the signing certificate's extended key usage includes {', '.join(bad)}")
+
+
+def _check_issuer(cert: x509.Certificate, n: int) -> None:
+    """The n-th certificate of the chain (n >= 1): a CA whose path length allows n - 1 below it,
+    with keyCertSign."""
+    constraints = _extension(cert, x509.BasicConstraints)
+    usage = _extension(cert, x509.KeyUsage)
+    if constraints is None or not constraints.ca:
+        raise NotationError(f"certificate {_name(cert)!r} issues the chain but is not a CA")
+    if constraints.path_length is not None and constraints.path_length < n - 1:
+        raise NotationError(f"certificate {_name(cert)!r}'s path length constraint is exceeded")
+    if usage is None or not usage.key_cert_sign:
+        raise NotationError(f"certificate {_name(cert)!r} lacks the keyCertSign key usage")
 
 
 def revocation_pointers(certs: Sequence[x509.Certificate]) -> str | None:
@@ -719,35 +746,58 @@ def check_envelope(
     compared in Rego), expiry, the authentic timestamp (the chain valid over the time a verified
     RFC 3161 timestamp proves, the authority's authentic signing time, or else now) and revocation.
     One hostile referrer never hides a valid signature: each is checked on its own."""
-    subject: dict[str, str] = {}
-    dn = ""
-
-    def failed(why: str) -> Checked:
-        return Checked(None, subject, dn, None, why)
-
+    leaf = _Leaf()
     try:
-        certs = _load_chain(envelope.chain)
-        leaf = certs[0]
-        subject = subject_attributes(leaf)
-        dn = leaf.subject.rfc4514_string()[:400]
-        verify_signature(leaf, envelope)
-        descriptor = parse_payload(envelope.payload)
-        if (
-            descriptor["digest"] != target.digest
-            or descriptor["size"] != len(target.body)
-            or descriptor["mediaType"] != target.media_type
-        ):
-            return failed(
-                f"content descriptor mismatch: the signature is for {str(descriptor['digest'])[:80]} "
-                f"({str(descriptor['mediaType'])[:80]}, {str(descriptor['size'])[:20]} bytes), not {target.digest} "
-                f"({target.media_type}, {len(target.body)} bytes)"
-            )
+        certs, descriptor = _check_integrity(envelope, target, leaf)
     except NotationError as exc:
-        return failed(str(exc))
+        return Checked(None, leaf.subject, leaf.dn, None, str(exc))
     except Exception as exc:  # noqa: BLE001 - a malformed certificate proves nothing
-        return failed(
-            f"a certificate or the envelope is malformed ({exc.__class__.__name__}: {str(exc)[:160]})"
+        return Checked(
+            None,
+            leaf.subject,
+            leaf.dn,
+            None,
+            f"a certificate or the envelope is malformed ({exc.__class__.__name__}: {str(exc)[:160]})",
         )
+    anchor, failures = _validations(envelope, certs, anchors, now)
+    return Checked(anchor, leaf.subject, leaf.dn, descriptor, None, failures)
+
+
+@dataclass
+class _Leaf:
+    """What the signing certificate says, kept as far as the integrity checks got (for the facts)."""
+
+    subject: dict[str, str] = field(default_factory=dict)
+    dn: str = ""
+
+
+def _check_integrity(envelope: Envelope, target: Manifest, leaf: _Leaf) -> tuple[list[x509.Certificate], str]:
+    """(the chain, the signed digest) when the signature verifies with the signing certificate's key
+    and the signed descriptor is the admitted manifest; raises NotationError (or what a malformed
+    certificate raises) otherwise. Fills `leaf` on the way."""
+    certs = _load_chain(envelope.chain)
+    leaf.subject = subject_attributes(certs[0])
+    leaf.dn = certs[0].subject.rfc4514_string()[:400]
+    verify_signature(certs[0], envelope)
+    descriptor = parse_payload(envelope.payload)
+    if (
+        descriptor["digest"] != target.digest
+        or descriptor["size"] != len(target.body)
+        or descriptor["mediaType"] != target.media_type
+    ):
+        raise NotationError(
+            f"content descriptor mismatch: the signature is for {str(descriptor['digest'])[:80]} "
+            f"({str(descriptor['mediaType'])[:80]}, {str(descriptor['size'])[:20]} bytes), not {target.digest} "
+            f"({target.media_type}, {len(target.body)} bytes)"
+        )
+    return certs, str(descriptor["digest"])
+
+
+def _validations(
+    envelope: Envelope, certs: Sequence[x509.Certificate], anchors: Sequence[Anchor], now: dt.datetime
+) -> tuple[str | None, dict[str, str | None]]:
+    """(the trust anchor found in the chain, {validation: why it failed, or None}) for authenticity,
+    expiry, the authentic timestamp and revocation, each on its own."""
     store = STORE_OF_SCHEME[envelope.scheme]
     signers = {a.der: a.fingerprint for a in anchors if a.store == store}
     anchor: list[str] = []
@@ -781,7 +831,7 @@ def check_envelope(
         "revocation": revocation,
     }
     failures = {name: _guarded(check) for name, check in checks.items()}
-    return Checked(anchor[0] if anchor else None, subject, dn, str(descriptor["digest"]), None, failures)
+    return (anchor[0] if anchor else None), failures
 
 
 def check_authentic_time(
@@ -801,8 +851,6 @@ def check_authentic_time(
     if envelope.signing_time is not None:
         check_validity(certs, envelope.signing_time, envelope.signing_time, "signing time")
     if envelope.timestamp is not None and tsa:
-        from app.signatures.timestamp import TimestampError, verify_token
-
         try:
             lower, upper = verify_token(envelope.timestamp, envelope.signature, tsa)
         except TimestampError as exc:
@@ -818,7 +866,7 @@ def check_authentic_time(
 class NotationVerifier:
     format = FORMAT
 
-    def __init__(self, reader: RegistryReader, *, clock: Callable[[], float] = time.time):
+    def __init__(self, reader: SignatureReads, *, clock: Callable[[], float] = time.time):
         self.reader = reader
         self.clock = clock  # the verification time (offline runs: --at)
 
@@ -965,7 +1013,7 @@ class NotationVerifier:
         return entry
 
 
-def _is_digest(value: Any) -> TypeGuard[str]:
+def _is_digest(value: object) -> TypeGuard[str]:
     return (
         isinstance(value, str)
         and len(value) == 71

@@ -172,6 +172,14 @@ def _dearmor(text: bytes) -> bytes:
         raise OpenPGPError(f"the key block is larger than {MAX_KEY_BLOCK_BYTES} bytes")
     if not text.lstrip().startswith(b"-----BEGIN PGP"):
         return text
+    out = _armour_blocks(text)
+    if not out:
+        raise OpenPGPError("no armoured public key block found")
+    return b"".join(out)
+
+
+def _armour_blocks(text: bytes) -> list[bytes]:
+    """The decoded body of each PUBLIC KEY BLOCK of armoured `text`, in order (armour headers dropped)."""
     out: list[bytes] = []
     body: list[bytes] | None = None
     in_headers = False
@@ -185,21 +193,22 @@ def _dearmor(text: bytes) -> bytes:
             out.append(_armour_body(body))
             body = None
         elif body is not None:
-            if in_headers:
-                if not line:
-                    in_headers = False
-                elif b":" not in line:  # no headers at all: this is the first body line
-                    in_headers = False
-                    body.append(line)
-                continue
-            body.append(line)
+            in_headers = _body_line(body, line, in_headers)
         elif line.startswith(b"-----BEGIN PGP"):
             raise OpenPGPError("only PUBLIC KEY BLOCK armour is accepted for keys")
     if body is not None:
         raise OpenPGPError("an armoured key block has no END line")
-    if not out:
-        raise OpenPGPError("no armoured public key block found")
-    return b"".join(out)
+    return out
+
+
+def _body_line(body: list[bytes], line: bytes, in_headers: bool) -> bool:
+    """Keep `line` of an armoured block unless it is an armour header (or the blank line that ends
+    them); whether armour headers go on after it. A first line without ":" means there are none."""
+    if in_headers and line and b":" in line:
+        return True
+    if not (in_headers and not line):
+        body.append(line)
+    return False
 
 
 def _armour_body(lines: list[bytes]) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from app.images import ImageRef
 from app.notary.client import NotaryClient
@@ -71,6 +72,32 @@ def parse_endpoints(items: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"registry endpoint {item!r} is not HOST=https://URL")
         endpoints[host] = url
     return endpoints
+
+
+class SignatureReads(Protocol):
+    """The reads a verifier makes: RegistryReader live, replay.ReplayReader from captures,
+    replay.RecordingReader live while capturing. Each raises ReadError when it cannot answer."""
+
+    def manifest(
+        self, image: ImageRef, reference: str, deadline: float, credentials: Sequence[tuple[str, str]] = ()
+    ) -> Manifest | None: ...
+
+    def blob(
+        self,
+        image: ImageRef,
+        digest: str,
+        deadline: float,
+        credentials: Sequence[tuple[str, str]] = (),
+        limit: int = 1 << 20,
+    ) -> bytes: ...
+
+    def referrers(
+        self, image: ImageRef, digest: str, deadline: float, credentials: Sequence[tuple[str, str]] = ()
+    ) -> bytes | None: ...
+
+    def store_get(
+        self, url: str, deadline: float, credentials: Sequence[tuple[str, str]] = (), limit: int = 64 * 1024
+    ) -> HttpAnswer: ...
 
 
 class RegistryReader:

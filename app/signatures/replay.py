@@ -36,11 +36,12 @@ from app.images import ImageRef, InvalidImageReference, parse_image
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.registry.token import HttpAnswer
-from app.signatures import keyless
+from app.signatures import inspect, keyless
 from app.signatures.cosign import CosignVerifier
+from app.signatures.facts import failure_facts
 from app.signatures.notation import NotationVerifier
-from app.signatures.port import SignatureRequest
-from app.signatures.registry import Manifest, ReadError, RegistryReader
+from app.signatures.port import SignatureRequest, SignatureVerifier
+from app.signatures.registry import Manifest, ReadError, RegistryReader, SignatureReads
 from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
 
@@ -261,8 +262,8 @@ class RecordingReader:
 
 
 def _verifiers(
-    reader: Any, at: datetime | None = None, trusted_root: keyless.TrustedRoot | None = None
-) -> list:
+    reader: SignatureReads, at: datetime | None = None, trusted_root: keyless.TrustedRoot | None = None
+) -> list[SignatureVerifier]:
     """The verifiers of an offline run, at `at` when given (OpenPGP and Notation validity, a keyless log
     entry's integrated time), keyless requirements against `trusted_root` (else the public-good root)."""
     if at is not None:
@@ -398,9 +399,6 @@ def inspect_signatures(
     (app/signatures/inspect.py `ok`) and signs the digest the reference resolves to; identity rules
     are the policy's (Rego) and are not applied here, the signed identities are in the facts.
     Raises SignatureDataError."""
-    from app.signatures import inspect
-    from app.signatures.facts import failure_facts
-
     requirement: dict[str, Any] = {"format": fmt, "index": 0, "type": "signedBy", "error": None}
     if fmt == "simple":
         requirement["store"] = {"url": store_url, "secret": None}

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from app.images import ImageRef
 from app.notary.canonical import load_json
@@ -29,7 +28,12 @@ from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.material import exact_object, load_material
 from app.signatures.port import SignatureRequest
-from app.signatures.registry import ReadError, RegistryReader, RegistryUnavailable, read_failure
+from app.signatures.registry import (
+    ReadError,
+    RegistryUnavailable,
+    SignatureReads,
+    read_failure,
+)
 
 FORMAT = "simple"
 MAX_SIGNATURES = 16
@@ -41,7 +45,7 @@ class PayloadError(ValueError):
     """The signed payload is not a simple-signing claim Ostiary accepts."""
 
 
-def _exact_object(value: Any, keys: set[str], optional: set[str], where: str) -> dict:
+def _exact_object(value: object, keys: set[str], optional: set[str], where: str) -> dict:
     return exact_object(value, keys, optional, where, PayloadError, "refused, as containers/image does")
 
 
@@ -75,7 +79,7 @@ class SimpleVerifier:
 
     def __init__(
         self,
-        reader: RegistryReader,
+        reader: SignatureReads,
         *,
         clock: Callable[[], float] = time.time,
         cache: SignatureCache | None = None,

@@ -36,7 +36,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -44,6 +44,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+if TYPE_CHECKING:  # asn1crypto itself is imported when a timestamp is met (_signed_tst_info)
+    from asn1crypto import cms, tsp
 
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_TOKEN_CERTS = 8
@@ -107,25 +110,7 @@ def read_token(data: bytes) -> Token:
 
 
 def _read(data: bytes) -> Token:
-    # only when a timestamp is met; importing tsp registers id-ct-TSTInfo (and its parser) with cms
-    from asn1crypto import cms, tsp  # noqa: F401
-
-    info = cms.ContentInfo.load(data, strict=True)
-    if info["content_type"].native != "signed_data":
-        raise TimestampError("the timestamp token is not a CMS SignedData")
-    signed = info["content"]
-    if signed["version"].native not in ("v1", "v3"):
-        raise TimestampError(f"SignedData version {signed['version'].native} is not v1 or v3")
-    encap = signed["encap_content_info"]
-    if encap["content_type"].native != "tst_info":
-        raise TimestampError("the timestamp token does not encapsulate a TSTInfo")
-    content = encap["content"]
-    if content is None or content.method != 0:
-        raise TimestampError("the TSTInfo is not a primitive octet string")
-    tst_der = content.contents
-    tst = content.parsed
-    if tst["version"].native != "v1":
-        raise TimestampError("TSTInfo version is not 1")
+    signed, tst_der, tst = _signed_tst_info(data)
     imprint = tst["message_imprint"]
     hash_name = imprint["hash_algorithm"]["algorithm"].native
     if hash_name not in HASHES:
@@ -136,20 +121,7 @@ def _read(data: bytes) -> Token:
     if not isinstance(gen_time, dt.datetime) or gen_time.tzinfo is None:
         raise TimestampError("the timestamp's genTime is not a UTC time")
     accuracy = _accuracy(tst)
-    signer_infos = signed["signer_infos"]
-    if len(signer_infos) != 1:
-        raise TimestampError("a timestamp token must have exactly one SignerInfo")
-    si = signer_infos[0]
-    digest_name = si["digest_algorithm"]["algorithm"].native
-    if digest_name not in HASHES:
-        raise TimestampError(
-            f"the timestamp's digest algorithm {str(digest_name)[:40]} is not SHA-256/384/512"
-        )
-    algo = si["signature_algorithm"].signature_algo
-    if algo not in ("rsassa_pkcs1v15", "ecdsa"):
-        raise TimestampError(
-            f"the timestamp's signature algorithm {str(algo)[:40]} is not RSA PKCS #1 v1.5 or ECDSA"
-        )
+    si, digest_name, algo = _signer_info(signed)
     attrs = si["signed_attrs"]
     if not attrs or len(attrs) > MAX_ATTRIBUTES:
         raise TimestampError(f"the timestamp has no signed attributes or more than {MAX_ATTRIBUTES}")
@@ -177,8 +149,50 @@ def _read(data: bytes) -> Token:
     )
 
 
+def _signed_tst_info(data: bytes) -> tuple[cms.SignedData, bytes, tsp.TSTInfo]:
+    """(the SignedData, the TSTInfo's DER, the TSTInfo) of a CMS timestamp token."""
+    # only when a timestamp is met; importing tsp registers id-ct-TSTInfo (and its parser) with cms
+    from asn1crypto import cms, tsp  # noqa: F401
+
+    info = cms.ContentInfo.load(data, strict=True)
+    if info["content_type"].native != "signed_data":
+        raise TimestampError("the timestamp token is not a CMS SignedData")
+    signed = info["content"]
+    if signed["version"].native not in ("v1", "v3"):
+        raise TimestampError(f"SignedData version {signed['version'].native} is not v1 or v3")
+    encap = signed["encap_content_info"]
+    if encap["content_type"].native != "tst_info":
+        raise TimestampError("the timestamp token does not encapsulate a TSTInfo")
+    content = encap["content"]
+    if content is None or content.method != 0:
+        raise TimestampError("the TSTInfo is not a primitive octet string")
+    tst = content.parsed
+    if tst["version"].native != "v1":
+        raise TimestampError("TSTInfo version is not 1")
+    return signed, content.contents, tst
+
+
+def _signer_info(signed: cms.SignedData) -> tuple[cms.SignerInfo, str, str]:
+    """(the one SignerInfo, its digest algorithm, its signature algorithm), each one Ostiary reads."""
+    signer_infos = signed["signer_infos"]
+    if len(signer_infos) != 1:
+        raise TimestampError("a timestamp token must have exactly one SignerInfo")
+    si = signer_infos[0]
+    digest_name = si["digest_algorithm"]["algorithm"].native
+    if digest_name not in HASHES:
+        raise TimestampError(
+            f"the timestamp's digest algorithm {str(digest_name)[:40]} is not SHA-256/384/512"
+        )
+    algo = si["signature_algorithm"].signature_algo
+    if algo not in ("rsassa_pkcs1v15", "ecdsa"):
+        raise TimestampError(
+            f"the timestamp's signature algorithm {str(algo)[:40]} is not RSA PKCS #1 v1.5 or ECDSA"
+        )
+    return si, digest_name, algo
+
+
 def _signer_and_certificates(
-    si: Any, signed: Any
+    si: cms.SignerInfo, signed: cms.SignedData
 ) -> tuple[tuple[bytes, int] | None, bytes | None, list[bytes]]:
     """The SignerInfo's sid (issuer and serial, or subject key identifier) and the token's certificates."""
     sid = si["sid"]
@@ -196,7 +210,7 @@ def _signer_and_certificates(
     return issuer_serial, key_id, certs
 
 
-def _attributes(attrs: Any) -> tuple[bool, bytes, tuple[tuple[str, bytes], ...]]:
+def _attributes(attrs: cms.CMSAttributes) -> tuple[bool, bytes, tuple[tuple[str, bytes], ...]]:
     """(contentType is id-ct-TSTInfo, messageDigest, signing-certificate(-v2) ids) of the signed
     attributes; each attribute once, each of these with one value."""
     content_type_ok, message_digest = False, b""
@@ -224,7 +238,7 @@ def _attributes(attrs: Any) -> tuple[bool, bytes, tuple[tuple[str, bytes], ...]]
     return content_type_ok, message_digest, cert_ids
 
 
-def _accuracy(tst: Any) -> dt.timedelta:
+def _accuracy(tst: tsp.TSTInfo) -> dt.timedelta:
     acc = tst["accuracy"]
     policy = tst["policy"].dotted
     if acc.native is None:
@@ -362,26 +376,10 @@ def verify_token(data: bytes, signature: bytes, anchors: Sequence[bytes]) -> tup
     try:
         certs = [x509.load_der_x509_certificate(der) for der in token.certificates]
         signer = _signer(token, certs)
-        if not token.cert_ids:
-            raise TimestampError("the timestamp has no signing-certificate(-v2) attribute")
-        hash_name, cert_hash = token.cert_ids[0]
-        if (
-            hash_name not in ("sha1", *HASHES)
-            or _hash(hash_name, signer.public_bytes(Encoding.DER)) != cert_hash
-        ):
-            raise TimestampError(
-                "the timestamp's signing-certificate attribute does not name the TSA certificate"
-            )
+        _check_signing_certificate(token, signer)
         _check_tsa_certificate(signer)
         _verify_signature(signer, token)
-        chain = _trusted_chain(signer, certs, anchors)
-        lower, upper = token.gen_time - token.accuracy, token.gen_time + token.accuracy
-        for cert in chain:
-            if not cert.not_valid_before_utc <= lower <= upper <= cert.not_valid_after_utc:
-                raise TimestampError(
-                    f"the timestamp's time {token.gen_time:%Y-%m-%dT%H:%M:%SZ} is outside TSA certificate "
-                    f"{_name(cert)!r}'s validity"
-                )
+        return _time_range(token, _trusted_chain(signer, certs, anchors))
     except x509.ExtensionNotFound as exc:
         raise TimestampError(f"a TSA CA certificate lacks an extension ({str(exc)[:80]})") from None
     except TimestampError:
@@ -390,4 +388,26 @@ def verify_token(data: bytes, signature: bytes, anchors: Sequence[bytes]) -> tup
         raise TimestampError(
             f"a TSA certificate is malformed ({exc.__class__.__name__}: {str(exc)[:120]})"
         ) from None
+
+
+def _check_signing_certificate(token: Token, signer: x509.Certificate) -> None:
+    """The signing-certificate(-v2) attribute names the TSA certificate that signed."""
+    if not token.cert_ids:
+        raise TimestampError("the timestamp has no signing-certificate(-v2) attribute")
+    hash_name, cert_hash = token.cert_ids[0]
+    if hash_name not in ("sha1", *HASHES) or _hash(hash_name, signer.public_bytes(Encoding.DER)) != cert_hash:
+        raise TimestampError(
+            "the timestamp's signing-certificate attribute does not name the TSA certificate"
+        )
+
+
+def _time_range(token: Token, chain: Sequence[x509.Certificate]) -> tuple[dt.datetime, dt.datetime]:
+    """genTime +- accuracy, inside the validity of every certificate of the TSA's chain."""
+    lower, upper = token.gen_time - token.accuracy, token.gen_time + token.accuracy
+    for cert in chain:
+        if not cert.not_valid_before_utc <= lower <= upper <= cert.not_valid_after_utc:
+            raise TimestampError(
+                f"the timestamp's time {token.gen_time:%Y-%m-%dT%H:%M:%SZ} is outside TSA certificate "
+                f"{_name(cert)!r}'s validity"
+            )
     return lower, upper
