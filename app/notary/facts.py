@@ -163,30 +163,21 @@ def failure_facts(
     signers: Sequence[tuple[str, str, str]],
 ) -> dict[str, Any]:
     """The facts of an image whose trust data did not verify: verified False, with the error."""
-    facts = FailureFacts(_failure_facts(server, gun, tag, digest, error, signers))
+    facts = FailureFacts(
+        {
+            "verified": False,
+            "root_trust": None,
+            "root_pins": [],
+            "error": str(error),
+            "error_role": getattr(error, "role", None),
+            "server": server,
+            "gun": gun,
+            "tag": tag,
+            "digest": digest,
+            "targets": {},
+            "roles": {},
+            "signers": signer_facts(signers),
+        }
+    )
     facts.unavailable = unavailable_error(error)
     return facts
-
-
-def _failure_facts(
-    server: str | None,
-    gun: str,
-    tag: str | None,
-    digest: str | None,
-    error: TrustError,
-    signers: Sequence[tuple[str, str, str]],
-) -> dict[str, Any]:
-    return {
-        "verified": False,
-        "root_trust": None,
-        "root_pins": [],
-        "error": str(error),
-        "error_role": getattr(error, "role", None),
-        "server": server,
-        "gun": gun,
-        "tag": tag,
-        "digest": digest,
-        "targets": {},
-        "roles": {},
-        "signers": signer_facts(signers),
-    }

@@ -951,14 +951,7 @@ class TrustService:
 
         def fetch(role: str) -> bytes | BaseException:
             try:
-                return self.client.fetch_role(
-                    group.server,
-                    group.gun,
-                    role,
-                    deadline=deadline,
-                    credentials=group.credentials,
-                    account=functools.partial(held.account, role) if held is not None else None,
-                )
+                return self._fetch_role(group, role, deadline, held)
             except TrustError as error:
                 return error
 
@@ -982,6 +975,10 @@ class TrustService:
         self, group: _Group, role: str, deadline: float, held: budget.WalkBytes | None = None
     ) -> bytes:
         group.progress.role = role
+        return self._fetch_role(group, role, deadline, held)
+
+    def _fetch_role(self, group: _Group, role: str, deadline: float, held: budget.WalkBytes | None) -> bytes:
+        """One role of `group`'s repository, with its credentials; its bytes counted in `held`."""
         return self.client.fetch_role(
             group.server,
             group.gun,

@@ -40,7 +40,7 @@ from app.images import ImageRef
 from app.lru import TTLCache, json_size
 from app.notary import clock as clocks
 from app.signatures.port import SignatureRequest
-from app.signatures.registry import Manifest
+from app.signatures.registry import Manifest, NoManifest
 
 FACTS_ENTRIES = 4096
 FACTS_BYTES = 16 << 20  # a requirement's facts are a few KiB (at most 32 signatures, bounded errors)
@@ -126,6 +126,22 @@ class SignatureCache:
         if self.ttl > 0:
             self._tags.put(key, manifest.digest)
         return str(manifest.digest)
+
+    def resolve(self, reader: _Manifests, request: SignatureRequest, deadline: float) -> str:
+        """digest(), raising NoManifest (a ReadError) when the registry has no manifest for the image."""
+        digest = self.digest(reader, request, deadline)
+        if digest is None:
+            raise NoManifest(request.image)
+        return digest
+
+    def lookup(
+        self, reader: _Manifests, request: SignatureRequest, deadline: float, format: str, material: str
+    ) -> tuple[str, Key, dict | None]:
+        """(the digest, the facts key, the cached facts or None) of a requirement; `material` as in key().
+        Raises the reader's ReadError, NoManifest when the registry has no manifest for the image."""
+        digest = self.resolve(reader, request, deadline)
+        key = self.key(format, request, digest, material)
+        return digest, key, self.facts(key)
 
     # -- verified facts -----------------------------------------------------------------------------
 

@@ -29,10 +29,9 @@ entries are not read: key-based verification as `cosign verify --key … --insec
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeGuard
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,15 +43,15 @@ from app.notary import clock as clocks
 from app.signatures import keyless
 from app.signatures.cache import SignatureCache, fingerprint, no_cache
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
-from app.signatures.material import b64_text, exact_object, load_material, strict_json
+from app.signatures.material import b64_text, exact_object, load_material, pem_blocks, strict_json
 from app.signatures.port import SignatureRequest
+from app.signatures.referrers import EMPTY_TYPE, is_digest, read_referrers
 from app.signatures.registry import Manifest, ReadError, RegistryUnavailable, SignatureReads
 
 FORMAT = "cosign"
 MAX_KEYS = 16  # public keys in one Secret
 MAX_KEY_MATERIAL = 64 * 1024
 MAX_LEGACY_LAYERS = 32  # signatures in one `.sig` manifest
-MAX_REFERRERS = 32  # referrer manifests read per image
 MAX_PAYLOAD_BYTES = 64 * 1024  # a legacy payload or a DSSE payload
 MAX_BUNDLE_BYTES = 256 * 1024
 MAX_SIGNATURE_CHARS = 4096  # one base64 signature
@@ -68,14 +67,9 @@ BUNDLE_TYPES = frozenset(
         "application/vnd.dev.sigstore.bundle+json;version=0.3",
     }
 )
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 IN_TOTO = "application/vnd.in-toto+json"
 STATEMENT_TYPES = frozenset({"https://in-toto.io/Statement/v1", "https://in-toto.io/Statement/v0.1"})
 SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-PEM_BEGIN = b"-----BEGIN PUBLIC KEY-----"
-PEM_END = b"-----END PUBLIC KEY-----"
 
 
 class CosignError(ValueError):
@@ -114,30 +108,12 @@ def _bundle_type(value: object) -> bool:
     return isinstance(value, str) and value in BUNDLE_TYPES
 
 
-def _pem_blocks(material: bytes) -> list[bytes]:
-    """The `PUBLIC KEY` PEM blocks of `material`, in order (a linear scan, no regex)."""
-    blocks: list[bytes] = []
-    at = 0
-    while True:
-        start = material.find(PEM_BEGIN, at)
-        if start < 0:
-            break
-        end = material.find(PEM_END, start)
-        if end < 0:
-            raise CosignError("a PUBLIC KEY block has no END line")
-        blocks.append(material[start : end + len(PEM_END)] + b"\n")
-        at = end + len(PEM_END)
-        if len(blocks) > MAX_KEYS:
-            raise CosignError(f"more than {MAX_KEYS} public keys")
-    return blocks
-
-
 def read_public_keys(material: bytes) -> list[PublicKey]:
     """The cosign public keys in PEM `material` (one or more `PUBLIC KEY` blocks); raises
     CosignError naming the first block Ostiary does not accept."""
     if len(material) > MAX_KEY_MATERIAL:
         raise CosignError(f"key material larger than {MAX_KEY_MATERIAL} bytes")
-    blocks = _pem_blocks(material)
+    blocks = pem_blocks(material, "PUBLIC KEY", MAX_KEYS, CosignError, f"more than {MAX_KEYS} public keys")
     if not blocks:
         raise CosignError("no PEM `PUBLIC KEY` block (cosign.pub) found")
     keys = []
@@ -183,15 +159,6 @@ def _json(data: bytes, what: str) -> object:
     return strict_json(data, what, CosignError)
 
 
-def _is_digest(value: object) -> TypeGuard[str]:
-    return (
-        isinstance(value, str)
-        and len(value) == 71
-        and value.startswith("sha256:")
-        and all(c in "0123456789abcdef" for c in value[7:])
-    )
-
-
 def parse_legacy_payload(payload: bytes) -> tuple[str, str]:
     """(docker-reference, docker-manifest-digest) of a legacy cosign payload, strictly."""
     top = _object(_json(payload, "the signed payload"), {"critical"}, {"optional"}, "the signed payload")
@@ -203,7 +170,7 @@ def parse_legacy_payload(payload: bytes) -> tuple[str, str]:
     reference, digest = identity["docker-reference"], image["docker-manifest-digest"]
     if not isinstance(reference, str) or not reference:
         raise CosignError("critical.identity.docker-reference is not a string")
-    if not _is_digest(digest):
+    if not is_digest(digest):
         raise CosignError("critical.image.docker-manifest-digest is not a sha256 digest")
     if top.get("optional") is not None and not isinstance(top["optional"], dict):
         raise CosignError("optional is neither an object nor null")
@@ -272,7 +239,7 @@ def parse_statement(payload: bytes, image_digest: str) -> str:
     for subject in subjects:
         subject = _object(subject, {"digest"}, {"name", "uri", "annotations"}, "a statement subject")
         digest = subject["digest"]
-        if not isinstance(digest, dict) or not _is_digest("sha256:" + str(digest.get("sha256"))):
+        if not isinstance(digest, dict) or not is_digest("sha256:" + str(digest.get("sha256"))):
             raise CosignError("a statement subject has no sha256 digest")
         digests.append("sha256:" + digest["sha256"])
     return image_digest if image_digest in digests else digests[0]
@@ -314,15 +281,9 @@ class CosignVerifier:
         keys, key_errors = load_keys(request)
         if key_errors or not keys:
             return failure_facts(FORMAT, requirement, "; ".join(key_errors) or "the requirement names no key")
-        image = request.image
         try:
-            digest = self.cache.digest(self.reader, request, deadline)
-            if digest is None:
-                return failure_facts(
-                    FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
-                )
-            key = self.cache.key(FORMAT, request, digest, fingerprint(k.fingerprint for k in keys))
-            cached = self.cache.facts(key)
+            material = fingerprint(k.fingerprint for k in keys)
+            digest, key, cached = self.cache.lookup(self.reader, request, deadline, FORMAT, material)
             if cached is not None:
                 return cached
             signatures = self._legacy(request, digest, keys, deadline)
@@ -352,15 +313,9 @@ class CosignVerifier:
             root = self.trusted_root()
         except keyless.KeylessError as exc:
             return failure_facts(FORMAT, requirement, f"no Sigstore trusted root: {exc}")
-        image = request.image
         try:
-            digest = self.cache.digest(self.reader, request, deadline)
-            if digest is None:
-                return failure_facts(
-                    FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
-                )
-            key = self.cache.key(FORMAT, request, digest, fingerprint(["keyless", root.digest]))
-            cached = self.cache.facts(key)
+            material = fingerprint(["keyless", root.digest])
+            digest, key, cached = self.cache.lookup(self.reader, request, deadline, FORMAT, material)
             if cached is not None:
                 return cached
             signatures = self._legacy_keyless(request, digest, deadline)
@@ -394,9 +349,7 @@ class CosignVerifier:
         """Every read `verify` makes for `image`, with no key (for `ostiary trust capture`): the digest
         and how many signatures were found. Raises ReadError."""
         request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
-        digest = no_cache().digest(self.reader, request, deadline)
-        if digest is None:
-            raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
+        digest = no_cache().resolve(self.reader, request, deadline)
         found = self._legacy(request, digest, [], deadline) + self._bundles(request, digest, [], deadline)
         return digest, len(found)
 
@@ -460,7 +413,7 @@ class CosignVerifier:
             signature = _b64(annotations[LEGACY_ANNOTATION], "the signature annotation", MAX_SIGNATURE_CHARS)
             blob = layer.get("digest")
             size = layer.get("size")
-            if not _is_digest(blob) or not isinstance(size, int) or not 0 < size <= MAX_PAYLOAD_BYTES:
+            if not is_digest(blob) or not isinstance(size, int) or not 0 < size <= MAX_PAYLOAD_BYTES:
                 raise CosignError(
                     f"the layer's payload descriptor is not a sha256 blob of at most {MAX_PAYLOAD_BYTES} bytes"
                 )
@@ -496,44 +449,15 @@ class CosignVerifier:
         *,
         root: keyless.TrustedRoot | None = None,
     ) -> list[dict]:
-        image = request.image
-        listed: dict[str, str] = {}  # referrer manifest digest -> where it was listed
-        listings = []
-        api = self.reader.referrers(image, digest, deadline, request.credentials)
-        if api is not None:
-            listings.append((f"{image.name} referrers API", api))
-        tag = digest.replace(":", "-", 1)
-        fallback = self.reader.manifest(image, tag, deadline, request.credentials)
-        if fallback is not None:
-            listings.append((f"{image.name}:{tag}", fallback.body))
-        found: list[dict] = []
-        for where, body in listings:
-            try:
-                descriptors = _index_descriptors(body)
-            except CosignError as exc:
-                found.append(signature_entry(where, error=str(exc)))
-                continue
-            for descriptor in descriptors:
-                artifact = descriptor.get("artifactType")
-                if isinstance(artifact, str) and artifact != EMPTY_TYPE and artifact not in BUNDLE_TYPES:
-                    continue  # another kind of referrer (a Notation signature, an SBOM, ...)
-                ref = descriptor.get("digest")
-                if descriptor.get("mediaType") != OCI_MANIFEST or not _is_digest(ref) or ref in listed:
-                    continue
-                if len(listed) >= MAX_REFERRERS:
-                    found.append(
-                        signature_entry(
-                            where, error=f"more than {MAX_REFERRERS} referrers; the rest are not read"
-                        )
-                    )
-                    return found
-                listed[ref] = where
-                entry = self._bundle_one(
-                    request, f"{image.name}@{ref} (from {where})", ref, digest, keys, deadline, root
-                )
-                if entry is not None:
-                    found.append(entry)
-        return found
+        return read_referrers(
+            self.reader,
+            request,
+            digest,
+            deadline,
+            kinds=BUNDLE_TYPES | {EMPTY_TYPE},
+            error=CosignError,
+            read_one=lambda ref, where: self._bundle_one(request, where, ref, digest, keys, deadline, root),
+        )
 
     def _bundle_one(
         self,
@@ -619,7 +543,7 @@ def _bundle_layer(body: bytes, digest: str) -> str | None:
         raise CosignError("a bundle referrer must have exactly one layer")
     layer = layers[0]
     blob, size = layer.get("digest"), layer.get("size")
-    if not _bundle_type(layer.get("mediaType")) or not _is_digest(blob):
+    if not _bundle_type(layer.get("mediaType")) or not is_digest(blob):
         raise CosignError("the referrer's layer is not a sigstore bundle")
     if not isinstance(size, int) or not 0 < size <= MAX_BUNDLE_BYTES:
         raise CosignError(f"the bundle is larger than {MAX_BUNDLE_BYTES} bytes")
@@ -631,12 +555,3 @@ def _manifest_layers(manifest: Manifest) -> list:
     if not isinstance(document, dict) or not isinstance(document.get("layers"), list):
         raise CosignError("the signature manifest has no layers")
     return document["layers"]
-
-
-def _index_descriptors(body: bytes) -> list[Mapping[str, Any]]:
-    document = _json(body, "the referrers index")
-    if not isinstance(document, dict) or not isinstance(document.get("manifests"), list):
-        raise CosignError("the referrers index has no manifests list")
-    if document.get("mediaType", OCI_INDEX) != OCI_INDEX:
-        raise CosignError("the referrers listing is not an OCI image index")
-    return [d for d in document["manifests"] if isinstance(d, dict)]

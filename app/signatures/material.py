@@ -10,6 +10,9 @@ import binascii
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+
 from app.notary.canonical import load_json
 from app.signatures.port import SignatureRequest
 
@@ -57,6 +60,36 @@ def b64_text(value: object, what: str, limit: int, error: Callable[[str], Except
         return base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raise error(f"{what} is not valid base64") from None
+
+
+def pem_blocks(
+    material: bytes, label: str, limit: int, error: Callable[[str], Exception], too_many: str
+) -> list[bytes]:
+    """The `-----BEGIN <label>-----` PEM blocks of `material`, in order, each with a final newline (a
+    linear scan, no regex); raises `error` for a block without its END line and `error(too_many)` past
+    `limit` blocks."""
+    begin, end_line = f"-----BEGIN {label}-----".encode(), f"-----END {label}-----".encode()
+    blocks: list[bytes] = []
+    at = 0
+    while (start := material.find(begin, at)) >= 0:
+        end = material.find(end_line, start)
+        if end < 0:
+            raise error(f"a {label} block has no END line")
+        at = end + len(end_line)
+        blocks.append(material[start:at] + b"\n")
+        if len(blocks) > limit:
+            raise error(too_many)
+    return blocks
+
+
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """`cert` is directly issued by `issuer` (names and signature); False also for a signature
+    algorithm `cryptography` cannot check."""
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def exact_object(

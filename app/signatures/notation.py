@@ -42,7 +42,7 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeGuard, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -54,9 +54,10 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from app.images import ImageRef
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
-from app.signatures.material import load_material, strict_json
+from app.signatures.material import issued_by, load_material, pem_blocks, strict_json
 from app.signatures.port import NOTATION_STORE_KEYS, SignatureRequest
-from app.signatures.registry import Manifest, ReadError, RegistryUnavailable, SignatureReads
+from app.signatures.referrers import EMPTY_TYPE, is_digest, read_referrers
+from app.signatures.registry import Manifest, NoManifest, ReadError, RegistryUnavailable, SignatureReads
 from app.signatures.timestamp import TimestampError, verify_token
 
 FORMAT = "notation"
@@ -72,13 +73,9 @@ STORE_KEYS = NOTATION_STORE_KEYS
 STORE_OF_SCHEME = {SCHEME: "ca", SCHEME_SA: "signingAuthority"}
 # Notation's validations after integrity (trust-store-trust-policy.md), in the order it runs them
 VALIDATIONS = ("authenticity", "expiry", "authenticTimestamp", "revocation")
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 
 MAX_ANCHORS = 32  # CA certificates in one Secret
 MAX_ANCHOR_MATERIAL = 256 * 1024
-MAX_REFERRERS = 32
 MAX_ENVELOPE_BYTES = 256 * 1024
 MAX_CHAIN = 8  # certificates in an envelope
 MAX_CERT_BYTES = 16 * 1024
@@ -243,8 +240,6 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 
 _DER = Encoding.DER
-PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
-PEM_END = b"-----END CERTIFICATE-----"
 
 
 def read_anchors(material: bytes) -> list[Anchor]:
@@ -252,19 +247,10 @@ def read_anchors(material: bytes) -> list[Anchor]:
     if len(material) > MAX_ANCHOR_MATERIAL:
         raise NotationError(f"CA material larger than {MAX_ANCHOR_MATERIAL} bytes")
     anchors: list[Anchor] = []
-    at = 0
-    while True:
-        start = material.find(PEM_BEGIN, at)
-        if start < 0:
-            break
-        end = material.find(PEM_END, start)
-        if end < 0:
-            raise NotationError("a CERTIFICATE block has no END line")
-        at = end + len(PEM_END)
-        if len(anchors) >= MAX_ANCHORS:
-            raise NotationError(f"more than {MAX_ANCHORS} CA certificates")
+    too_many = f"more than {MAX_ANCHORS} CA certificates"
+    for block in pem_blocks(material, "CERTIFICATE", MAX_ANCHORS, NotationError, too_many):
         try:
-            cert = x509.load_pem_x509_certificate(material[start:at] + b"\n")
+            cert = x509.load_pem_x509_certificate(block)
         except ValueError as exc:
             raise NotationError(f"CA certificate {len(anchors) + 1} is not readable ({exc})") from None
         anchors.append(Anchor(fingerprint(cert), cert.public_bytes(_DER)))
@@ -576,14 +562,6 @@ def _load_chain(chain: Sequence[bytes]) -> list[x509.Certificate]:
     return certs
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
     try:
         return cert.extensions.get_extension_for_class(kind).value
@@ -614,7 +592,7 @@ def check_chain(certs: Sequence[x509.Certificate]) -> None:
     """Notation's code-signing chain rules (module docstring, 5) but validity; raises NotationError."""
     for n, cert in enumerate(certs):
         issuer = certs[n + 1] if n + 1 < len(certs) else cert
-        if not _issued_by(cert, issuer):
+        if not issued_by(cert, issuer):
             raise NotationError(
                 f"certificate {_name(cert)!r} is not signed by {_name(issuer)!r}"
                 + (" (the chain must end in a self-signed root)" if issuer is cert else "")
@@ -890,13 +868,8 @@ class NotationVerifier:
                 requirement,
                 "; ".join(errors) or "the trust store secret holds no ca or signingAuthority certificate",
             )
-        image = request.image
         try:
             target = self._target(request, deadline)
-            if target is None:
-                return failure_facts(
-                    FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
-                )
             signatures = self._signatures(request, target, anchors, deadline)
         except ReadError as exc:
             return failure_facts(
@@ -912,57 +885,30 @@ class NotationVerifier:
         """Every read `verify` makes for `image`, with no anchor (for `ostiary trust capture`)."""
         request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
         target = self._target(request, deadline)
-        if target is None:
-            raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
         return target.digest, len(self._signatures(request, target, [], deadline))
 
-    def _target(self, request: SignatureRequest, deadline: float) -> Manifest | None:
+    def _target(self, request: SignatureRequest, deadline: float) -> Manifest:
+        """The manifest the image names; raises NoManifest when the registry has none."""
         image = request.image
-        return self.reader.manifest(
+        target = self.reader.manifest(
             image, image.digest or image.tag or "latest", deadline, request.credentials
         )
+        if target is None:
+            raise NoManifest(image)
+        return target
 
     def _signatures(
         self, request: SignatureRequest, target: Manifest, anchors: Sequence[Anchor], deadline: float
     ) -> list[dict]:
-        image, digest = request.image, target.digest
-        listings = []
-        api = self.reader.referrers(image, digest, deadline, request.credentials)
-        if api is not None:
-            listings.append((f"{image.name} referrers API", api))
-        tag = digest.replace(":", "-", 1)
-        fallback = self.reader.manifest(image, tag, deadline, request.credentials)
-        if fallback is not None:
-            listings.append((f"{image.name}:{tag}", fallback.body))
-        listed: set[str] = set()
-        found: list[dict] = []
-        for where, body in listings:
-            try:
-                descriptors = _index_descriptors(body)
-            except NotationError as exc:
-                found.append(signature_entry(where, error=str(exc)))
-                continue
-            for descriptor in descriptors:
-                artifact = descriptor.get("artifactType")
-                if isinstance(artifact, str) and artifact not in (ARTIFACT_TYPE, EMPTY_TYPE):
-                    continue  # another kind of referrer (a cosign bundle, an SBOM, ...)
-                ref = descriptor.get("digest")
-                if descriptor.get("mediaType") != OCI_MANIFEST or not _is_digest(ref) or ref in listed:
-                    continue
-                if len(listed) >= MAX_REFERRERS:
-                    found.append(
-                        signature_entry(
-                            where, error=f"more than {MAX_REFERRERS} referrers; the rest are not read"
-                        )
-                    )
-                    return found
-                listed.add(ref)
-                entry = self._one(
-                    request, f"{image.name}@{ref} (from {where})", ref, target, anchors, deadline
-                )
-                if entry is not None:
-                    found.append(entry)
-        return found
+        return read_referrers(
+            self.reader,
+            request,
+            target.digest,
+            deadline,
+            kinds=(ARTIFACT_TYPE, EMPTY_TYPE),
+            error=NotationError,
+            read_one=lambda ref, where: self._one(request, where, ref, target, anchors, deadline),
+        )
 
     def _one(
         self,
@@ -995,7 +941,7 @@ class NotationVerifier:
                 raise NotationError("a Notation signature manifest must have exactly one layer")
             layer = layers[0]
             blob, size, media_type = layer.get("digest"), layer.get("size"), layer.get("mediaType")
-            if media_type not in (JWS, COSE) or not _is_digest(blob):
+            if media_type not in (JWS, COSE) or not is_digest(blob):
                 raise NotationError(f"the signature layer is neither {JWS} nor {COSE}")
             if not isinstance(size, int) or not 0 < size <= MAX_ENVELOPE_BYTES:
                 raise NotationError(f"the envelope is larger than {MAX_ENVELOPE_BYTES} bytes")
@@ -1011,21 +957,3 @@ class NotationVerifier:
         entry["subject_dn"] = checked.subject_dn
         entry["failures"] = {name: why[:400] if why else None for name, why in checked.failures.items()}
         return entry
-
-
-def _is_digest(value: object) -> TypeGuard[str]:
-    return (
-        isinstance(value, str)
-        and len(value) == 71
-        and value.startswith("sha256:")
-        and all(c in "0123456789abcdef" for c in value[7:])
-    )
-
-
-def _index_descriptors(body: bytes) -> list[Mapping[str, Any]]:
-    document = _json(body, "the referrers index")
-    if not isinstance(document, dict) or not isinstance(document.get("manifests"), list):
-        raise NotationError("the referrers index has no manifests list")
-    if document.get("mediaType", OCI_INDEX) != OCI_INDEX:
-        raise NotationError("the referrers listing is not an OCI image index")
-    return [d for d in document["manifests"] if isinstance(d, dict)]

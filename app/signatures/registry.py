@@ -39,6 +39,13 @@ class ReadError(Exception):
     """A read failed; the message names what, where and why (it ends up in a denial)."""
 
 
+class NoManifest(ReadError):
+    """The registry has no manifest for the image (HTTP 404): nothing to verify a signature of."""
+
+    def __init__(self, image: ImageRef):
+        super().__init__(f"registry {image.registry} has no manifest for {image.normalized}")
+
+
 class RegistryUnavailable(ReadError):
     """The registry or store could not answer (not reached, timed out, HTTP 429 or 5xx): nothing was
     learnt about the signatures. Still a denial at admission; the audit reports it as `error`."""

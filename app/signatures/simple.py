@@ -104,15 +104,9 @@ class SimpleVerifier:
                 "policy.simple.storeURL is not set: Ostiary reads simple signatures from a lookaside store "
                 "only (the registry signature extension API is not supported)",
             )
-        image = request.image
         try:
-            digest = self.cache.digest(self.reader, request, deadline)
-            if digest is None:
-                return failure_facts(
-                    FORMAT, requirement, f"registry {image.registry} has no manifest for {image.normalized}"
-                )
-            key = self.cache.key(FORMAT, request, digest, fingerprint(k.fingerprint for k in keys))
-            cached = self.cache.facts(key)
+            material = fingerprint(k.fingerprint for k in keys)
+            digest, key, cached = self.cache.lookup(self.reader, request, deadline, FORMAT, material)
             if cached is not None:
                 return cached
             expiries: list[int] = []
@@ -131,9 +125,7 @@ class SimpleVerifier:
         """Every read `verify` makes for `image` under `store_url`, with no key (for `ostiary trust
         capture`): the digest and how many signature files were found. Raises ReadError."""
         request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
-        digest = no_cache().digest(self.reader, request, deadline)
-        if digest is None:
-            raise ReadError(f"registry {image.registry} has no manifest for {image.normalized}")
+        digest = no_cache().resolve(self.reader, request, deadline)
         return digest, len(self._signatures(request, store_url.rstrip("/"), digest, [], deadline))
 
     def _signatures(

@@ -45,6 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from app.signatures.material import issued_by
+
 if TYPE_CHECKING:  # asn1crypto itself is imported when a timestamp is met (_signed_tst_info)
     from asn1crypto import cms, tsp
 
@@ -258,14 +260,6 @@ def _name(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()[:200]
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
 def _signer(token: Token, certs: Sequence[x509.Certificate]) -> x509.Certificate:
     for cert in certs:
         if token.sid_issuer_serial is not None:
@@ -332,9 +326,9 @@ def _chain(signer: x509.Certificate, certs: Sequence[x509.Certificate]) -> list[
     chain = [signer]
     while len(chain) < MAX_CHAIN:
         last = chain[-1]
-        if last.issuer == last.subject and _issued_by(last, last):
+        if last.issuer == last.subject and issued_by(last, last):
             break
-        issuer = next((c for c in certs if c not in chain and _issued_by(last, c)), None)
+        issuer = next((c for c in certs if c not in chain and issued_by(last, c)), None)
         if issuer is None:
             break
         chain.append(issuer)
@@ -357,7 +351,7 @@ def _trusted_chain(
     if any(c.public_bytes(Encoding.DER) in anchor_ders for c in chain):
         return chain
     trusted = [x509.load_der_x509_certificate(der) for der in anchors]
-    issuer = next((t for t in trusted if _issued_by(chain[-1], t)), None)
+    issuer = next((t for t in trusted if issued_by(chain[-1], t)), None)
     if issuer is None:
         raise TimestampError("the timestamp's certificate chain does not reach a trusted TSA certificate")
     return [*chain, issuer]
