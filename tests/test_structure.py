@@ -23,7 +23,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -175,37 +175,64 @@ def _listing(found: list[str], limit: int = 200) -> str:
     return "\n".join(found[:limit]) + more
 
 
+def complexity_over_10(paths: Sequence[str] = ("app",)) -> str:
+    """ruff's report of the functions over a complexity of 10 under `paths` ("" when there is none)."""
+    done = subprocess.run(
+        [str(BIN / "ruff"), "check", *paths, "--select", "C901", "--config", "lint.mccabe.max-complexity=10",
+         "--output-format", "concise", "--no-cache"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    return "" if done.returncode == 0 else f"{done.stdout[-6000:]}{done.stderr[-2000:]}"
+
+
+def _under(found: list[str], paths: Sequence[str]) -> list[str]:
+    return [line for line in found if line.startswith(tuple(paths))]
+
+
+IMPORTS = (
+    "function-local imports of app modules: move each to the top of the module, or, where it breaks an"
+    " import cycle on purpose (or defers a heavy import for the CLI's start), say so on its line with"
+    " `# cycle: <why>` (or `# lazy: <why>`)"
+)
+ANYS = (
+    "uses of Any outside JSON shapes and the boundaries listed in ANY_BOUNDARIES (tests/test_structure.py):"
+    " give the value its type, or `object` where a function checks a value taken out of a decoded document"
+)
+COMPLEXITY = (
+    "functions over ruff's complexity bound of 10: split each into named steps (as app/notary/walker.py does)"
+)
+
+
 @LANDING
 def test_no_function_local_import_between_app_packages_without_a_reason():
     found = unmarked_local_imports()
-    assert not found, (
-        f"{len(found)} function-local imports of app modules: move each to the top of the module, or,"
-        " where it breaks an import cycle on purpose (or defers a heavy import for the CLI's start),"
-        f" say so on its line with `# cycle: <why>` (or `# lazy: <why>`):\n{_listing(found)}"
-    )
+    assert not found, f"{len(found)} {IMPORTS}:\n{_listing(found)}"
 
 
 @LANDING
 def test_any_only_at_json_boundaries():
     found = any_outside_json_boundaries()
-    assert not found, (
-        f"{len(found)} uses of Any outside JSON shapes and the boundaries listed in ANY_BOUNDARIES"
-        " (tests/test_structure.py): give the value its type, or `object` where a function checks"
-        f" a value taken out of a decoded document:\n{_listing(found)}"
-    )
+    assert not found, f"{len(found)} {ANYS}:\n{_listing(found)}"
 
 
 @LANDING
 def test_complexity_at_most_10_in_app():
-    done = subprocess.run(
-        [str(BIN / "ruff"), "check", "app", "--select", "C901", "--config", "lint.mccabe.max-complexity=10",
-         "--output-format", "concise", "--no-cache"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, (
-        "functions over ruff's complexity bound of 10 in app/: split each into named steps"
-        f" (as app/notary/walker.py does):\n{done.stdout[-6000:]}{done.stderr[-2000:]}"
-    )
+    report = complexity_over_10()
+    assert not report, f"{COMPLEXITY}:\n{report}"
+
+
+# Where item 8 has landed, the three measures hold now (not expected to fail): the lead adds each
+# group of files as it merges, and removes LANDING above when this covers app/.
+LANDED = ("app/signatures/", "app/notary/", "app/registry/", "app/policies/schema.py")
+
+
+def test_measures_hold_where_item_8_has_landed():
+    imports = _under(unmarked_local_imports(), LANDED)
+    anys = _under(any_outside_json_boundaries(), LANDED)
+    report = complexity_over_10(LANDED)
+    assert not imports, f"{len(imports)} {IMPORTS}:\n{_listing(imports)}"
+    assert not anys, f"{len(anys)} {ANYS}:\n{_listing(anys)}"
+    assert not report, f"{COMPLEXITY}:\n{report}"
 
 
 # The checkers themselves, on small sources: each would pass on anything if it were broken.
