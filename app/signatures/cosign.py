@@ -40,6 +40,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from app.errors import VerificationError
 from app.images import ImageRef
 from app.lru import TTLCache
 from app.notary import clock as clocks
@@ -81,7 +82,7 @@ PEM_BEGIN = b"-----BEGIN PUBLIC KEY-----"
 PEM_END = b"-----END PUBLIC KEY-----"
 
 
-class CosignError(ValueError):
+class CosignError(VerificationError, ValueError):
     """A key, payload, envelope or manifest Ostiary does not accept; the message says why."""
 
 

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from app.errors import VerificationError
 from app.images import ImageRef
 from app.notary.canonical import load_json
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
@@ -134,7 +135,7 @@ DN_ALIASES = {"S": "ST", "EMAILADDRESS": "E"}
 REQUIRED_DN = ("C", "ST", "O")  # Notation's rule for a trusted identity
 
 
-class NotationError(ValueError):
+class NotationError(VerificationError, ValueError):
     """An anchor, envelope, certificate or manifest Ostiary does not accept; the message says why."""
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from app.errors import VerificationError
 from app.images import ImageRef
 from app.notary.canonical import load_json
 from app.signatures import openpgp
@@ -37,7 +38,7 @@ MAX_SIGNATURE_BYTES = openpgp.MAX_MESSAGE_BYTES
 SIGNATURE_TYPE = "atomic container signature"
 
 
-class PayloadError(ValueError):
+class PayloadError(VerificationError, ValueError):
     """The signed payload is not a simple-signing claim Ostiary accepts."""
 
 

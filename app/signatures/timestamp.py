@@ -45,6 +45,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from app.errors import VerificationError
+
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_TOKEN_CERTS = 8
 MAX_ATTRIBUTES = 16
@@ -59,7 +61,7 @@ HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
 
-class TimestampError(ValueError):
+class TimestampError(VerificationError, ValueError):
     """A timestamp token Ostiary does not accept; the message says why."""
 
 
