@@ -29,6 +29,7 @@ from app.admission import respond
 from app.admission.extract import BadRequest, ImageSite, image_sites
 from app.admission.review import Outcome, Reviewer
 from app.audit.config import ERROR, FAIL, PASS, RESULTS, WARN
+from app.audit.ratelimit import TokenBucket
 from app.audit.scan import AuditStopped, Listed, ListFailed, list_kind
 from app.workloads import WORKLOADS
 
@@ -100,7 +101,7 @@ class _Capturing:
         return facts
 
 
-def policy_name(policy: Any) -> tuple[str, str]:
+def policy_name(policy: object) -> tuple[str, str]:
     """(policy, rule) of a decision image's `policy` ({kind, name, namespace, repository, …} | null)."""
     if not isinstance(policy, dict) or not policy.get("name"):
         return SOURCE, "image"
@@ -227,12 +228,12 @@ def image_verdict(image: dict, unavailable: str | None) -> tuple[str, str]:
 
 
 def run_audit(
-    api: Any,
+    api: Any,  # a PagedApi; app.kube.client.KubeApi (what the runtime holds) does not declare list_page
     auditor: Auditor,
     *,
     namespace: str | None = None,
-    list_bucket: Any = None,
-    object_bucket: Any = None,
+    list_bucket: TokenBucket | None = None,
+    object_bucket: TokenBucket | None = None,
     page_size: int = 250,
     on_object: Callable[[], None] | None = None,
 ) -> AuditRun:

@@ -12,6 +12,7 @@ from app.cli.options import (
     ca_file_option,
     decision_options,
     rego_dir_option,
+    report_format_option,
     serve_config,
     system_namespace_option,
 )
@@ -27,14 +28,7 @@ if TYPE_CHECKING:
     help="Kubeconfig (default: in-cluster, then ~/.kube/config).",
 )
 @click.option("-n", "--namespace", help="Audit this namespace only (default: all).")
-@click.option(
-    "-o",
-    "--output",
-    "fmt",
-    type=click.Choice(["table", "json", "yaml", "junit"]),
-    default="table",
-    show_default=True,
-)
+@report_format_option()
 @ca_file_option()
 @system_namespace_option()
 @rego_dir_option("The custom Rego the webhook runs with.")

@@ -96,6 +96,18 @@ def at_option(help: str = "Verify trust data as of this time (RFC 3339), e.g. wh
     return click.option("--at", "at", type=AtTime(), help=help)
 
 
+def report_format_option() -> Any:
+    """-o/--output of the commands that report verdicts (apply, audit), passed as `fmt`."""
+    return click.option(
+        "-o",
+        "--output",
+        "fmt",
+        type=click.Choice(["table", "json", "yaml", "junit"]),
+        default="table",
+        show_default=True,
+    )
+
+
 def sigstore_root_option(
     help: str = "Keyless cosign: the Sigstore trusted_root.json (Fulcio CAs, Rekor keys) of a private "
     "Sigstore; default: the public-good root Ostiary ships (docs/signatures.md).",

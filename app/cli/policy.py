@@ -23,6 +23,7 @@ from app.cli.options import (
     policy_dir_option,
     quiet_trust_log,
     rego_dir_option,
+    report_format_option,
     serve_config,
     sigstore_root_option,
     system_namespace_option,
@@ -198,14 +199,7 @@ def explain(review: IO[str], start_engine: Callable[[], Engine]) -> None:
 )
 @click.option("--as-group", "groups", multiple=True, help="Requester's group (repeatable).")
 @click.option("--operation", type=click.Choice(["CREATE", "UPDATE"]), default="CREATE", show_default=True)
-@click.option(
-    "-o",
-    "--output",
-    "fmt",
-    type=click.Choice(["table", "json", "yaml", "junit"]),
-    default="table",
-    show_default=True,
-)
+@report_format_option()
 @engine_options
 def apply_cmd(
     manifests: tuple[str, ...],
