@@ -64,7 +64,6 @@ T = TypeVar("T")
 log = logging.getLogger("ostiary")
 
 
-
 @dataclass
 class ServeConfig:
     policy_dir: str | None = None

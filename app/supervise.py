@@ -87,7 +87,12 @@ class Supervisor:
         self.opa_problem: str | None = None  # what the last probe found wrong with OPA; None: it answers
         # /readyz answers from the last probe (no I/O, no lock), never waiting on OPA itself.
         # (ready, why, when, OPA restarts seen): a verdict from before OPA's last restart is void.
-        self._readiness: tuple[bool, str, float, int] = (False, "starting: not probed yet", time.monotonic(), 0)
+        self._readiness: tuple[bool, str, float, int] = (
+            False,
+            "starting: not probed yet",
+            time.monotonic(),
+            0,
+        )
         self._watchdog = threading.Thread(target=self._watch, name="ostiary-watchdog", daemon=True)
         self._prober = threading.Thread(target=self._probe_loop, name="ostiary-readiness", daemon=True)
 
