@@ -30,7 +30,7 @@ from app.admission.extract import BadRequest, ImageSite, image_sites
 from app.admission.review import Outcome, Reviewer
 from app.audit.config import ERROR, FAIL, PASS, RESULTS, WARN
 from app.audit.ratelimit import TokenBucket
-from app.audit.scan import AuditStopped, Listed, ListFailed, list_kind
+from app.audit.scan import DEFAULT_PAGE_SIZE, AuditStopped, Listed, ListFailed, list_kind
 from app.workloads import WORKLOADS
 
 log = logging.getLogger("ostiary.audit")
@@ -234,7 +234,7 @@ def run_audit(
     namespace: str | None = None,
     list_bucket: TokenBucket | None = None,
     object_bucket: TokenBucket | None = None,
-    page_size: int = 250,
+    page_size: int = DEFAULT_PAGE_SIZE,
     on_object: Callable[[], None] | None = None,
 ) -> AuditRun:
     """List every workload (paged, `list_bucket` paces the pages) and decide each object

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from app.runtime import ServeConfig
 
 DEFAULTS = AuditConfig()
+COMMAND_API_QPS = 20.0  # `ostiary audit --api-qps`: one audit from outside may list faster than serve's
 
 # serve's --audit-* options that are numbers: (option, AuditConfig field, lowest value, help)
 _NUMBERS = (

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from app.audit.options import COMMAND_API_QPS
 from app.cli.options import (
     ca_file_option,
     decision_options,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 @rego_dir_option("The custom Rego the webhook runs with.")
 @click.option(
     "--api-qps",
-    default=20.0,
+    default=COMMAND_API_QPS,
     show_default=True,
     type=click.FloatRange(min=0.1),
     help="List requests per second at most.",
