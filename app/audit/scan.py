@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.audit.ratelimit import TokenBucket
+from app.errors import OstiaryError, UnavailableError
 from app.kube.client import KubeError, WatchExpired, object_path
 from app.workloads import WORKLOADS, WorkloadKind
 
@@ -20,11 +21,11 @@ class PagedApi(Protocol):
     ) -> dict: ...
 
 
-class AuditStopped(Exception):
+class AuditStopped(OstiaryError):
     """The audit was stopped (the process is shutting down) before it finished."""
 
 
-class ListFailed(Exception):
+class ListFailed(UnavailableError):
     """A list request failed: the audit of this kind cannot be trusted to be complete."""
 
     def __init__(self, kind: WorkloadKind, namespace: str | None, error: KubeError):
