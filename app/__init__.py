@@ -13,7 +13,8 @@ __version__ = "0.2.0"
 
 
 def create_app(config: ServeConfig | None = None) -> Flask:
-    """The Flask application factory (see app/server.py)."""
-    from app.server import build_app
+    """The Flask application over a started runtime (app/wsgi.py started_app; app/server.py)."""
+    from app.runtime import ServeConfig  # lazy: `import app` (every module's parent) stays light
+    from app.wsgi import started_app  # lazy: as above, and gunicorn is only loaded to serve
 
-    return build_app(config)
+    return started_app(config or ServeConfig())

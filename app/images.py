@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.errors import InputError
+
 DEFAULT_REGISTRY = "docker.io"
 OFFICIAL_PREFIX = "library/"
 _LEGACY_DEFAULT = "index.docker.io"  # the only alias Docker's own parser folds (case-sensitively)
@@ -41,7 +43,7 @@ MAX_REFERENCE = 1024
 _SHOWN = 200  # characters of a refused reference quoted back in a message
 
 
-class InvalidImageReference(ValueError):
+class InvalidImageReference(InputError):
     """The text is not a valid image reference; `reason` says which part is wrong."""
 
     def __init__(self, text: str, reason: str):

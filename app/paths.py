@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from app.errors import ConfigError
+
 REGO_LIB_ENV = "OSTIARY_REGO_LIB"
 
 
@@ -23,7 +25,7 @@ def rego_library_dir() -> Path:
         return packaged
     root = repo_root()
     if root is None:
-        raise RuntimeError(f"Ostiary's Rego library is missing: set {REGO_LIB_ENV}")
+        raise ConfigError(f"Ostiary's Rego library is missing: set {REGO_LIB_ENV}")
     return root / "rego" / "ostiary"
 
 

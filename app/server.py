@@ -1,7 +1,9 @@
-"""The Flask application: thin HTTP handlers over a started app.runtime.Runtime.
+"""The Flask application: thin HTTP handlers bound to a started app.runtime.Runtime.
 
-/admit hands the AdmissionReview to app.admission.review.Reviewer and turns the outcome into JSON;
-/validate judges policy resources; everything else is readiness, health and metrics.
+The runtime builds everything (the reviewer, its decision-log-wrapped OPA client, the services);
+this module only binds it to routes. /admit takes the runtime's Reviewer once per request and
+hands it the AdmissionReview; /validate judges policy resources; everything else is readiness,
+health and metrics.
 """
 
 from __future__ import annotations
@@ -17,37 +19,38 @@ from app import defaults, jsonio
 from app.admission import respond
 from app.admission.extract import BadRequest
 from app.admission.review import Outcome, parse_review, request_uid
-from app.decisionlog import DecisionLog
-from app.runtime import Runtime, ServeConfig
+from app.kube.validate import BadValidationRequest, validate_review
+from app.policies.schema import parse_policy_document
+from app.runtime import Runtime
 
 log = logging.getLogger("ostiary")
 MAX_BODY = defaults.MAX_BODY
 
 
-def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None) -> Flask:
-    config = config or ServeConfig()
-    app = Flask("ostiary")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    rt = runtime if runtime is not None else Runtime(config).start()
-    app.extensions["ostiary"] = rt
-    decisions = DecisionLog.open(config.decision_log)
-    rt.reviewer.opa = decisions.wrap(rt.reviewer.opa)
+def _bad(exc: Exception) -> ResponseReturnValue:
+    return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
 
-    @app.errorhandler(413)
-    def too_large(_exc: Exception) -> ResponseReturnValue:
+
+class _Routes:
+    """The handlers, over one started runtime."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+
+    def too_large(self, _exc: Exception) -> ResponseReturnValue:
         return jsonify({"error": f"bad AdmissionReview: the body is larger than {MAX_BODY} bytes"}), 413
 
-    @app.post("/admit")
-    def admit() -> ResponseReturnValue:
-        started = time.monotonic()
+    def admit(self) -> ResponseReturnValue:
+        rt, started = self.rt, time.monotonic()
         if not request.is_json:
             return jsonify({"error": "expected a JSON AdmissionReview (Content-Type: application/json)"}), 400
         try:  # strict: duplicated keys, NaN, over-deep nesting are refused (app/admission/review.py)
             body = parse_review(request.get_data(cache=False))
         except BadRequest as exc:
-            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
-        # Not serving, or OPA found not answering by the last probe (rt.probe): deny at once with
-        # the reason rather than hold a request thread until the deadline.
+            return _bad(exc)
+        decisions = rt.decisions
+        # Not serving, or OPA found not answering by the last probe (Supervisor.probe): deny at once
+        # with the reason rather than hold a request thread until the deadline.
         if not rt.serving() or rt.opa_problem is not None:
             uid = request_uid(body)
             if uid:
@@ -57,28 +60,26 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
                 decisions.begin()
                 decisions.write(body, answer, Outcome(False, why, error=True), time.monotonic() - started)
                 return jsonify(answer)
+        reviewer = rt.reviewer  # once: this request decides with this Reviewer, whatever a reload does
         decisions.begin()
         try:
-            answer, outcome = rt.reviewer.review(body)
+            answer, outcome = reviewer.review(body)
         except BadRequest as exc:
-            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
+            return _bad(exc)
         elapsed = time.monotonic() - started
         rt.metrics.record(outcome.allowed, outcome.error, outcome.images, elapsed)
         decisions.write(body, answer, outcome, elapsed)
         return Response(jsonio.dumps(answer), mimetype="application/json")
 
-    @app.post("/validate")
-    def validate() -> ResponseReturnValue:
+    def validate(self) -> ResponseReturnValue:
         """The validating webhook for ImagePolicy/ClusterImagePolicy (app/kube/validate.py)."""
-        from app.kube.validate import BadValidationRequest, validate_review
-        from app.policies.schema import parse_policy_document
-
+        rt = self.rt
         try:  # the same strict decoding as /admit; validate_review answers a non-JSON body (None)
             body = parse_review(request.get_data(cache=False)) if request.is_json else None
         except BadRequest as exc:
-            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
+            return _bad(exc)
+        allow = rt.trust.allow
         try:
-            allow = rt.trust.allow
             answer = validate_review(
                 body,
                 parse=parse_policy_document,
@@ -87,20 +88,30 @@ def build_app(config: ServeConfig | None = None, runtime: Runtime | None = None)
                 trust_server_allowed=allow.permits if allow is not None else None,
             )
         except BadValidationRequest as exc:
-            return jsonify({"error": f"bad AdmissionReview: {exc}"}), 400
+            return _bad(exc)
         return jsonify(answer)
 
-    @app.get("/healthz")
-    def healthz() -> ResponseReturnValue:
+    def healthz(self) -> ResponseReturnValue:
         return jsonify({"status": "ok"})
 
-    @app.get("/readyz")
-    def readyz() -> ResponseReturnValue:
-        ok, why = rt.ready()
+    def readyz(self) -> ResponseReturnValue:
+        ok, why = self.rt.ready()
         return jsonify({"ready": ok, "reason": why}), (200 if ok else 503)
 
-    @app.get("/metrics")
-    def metrics() -> ResponseReturnValue:
-        return Response(generate_latest(rt.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+    def metrics(self) -> ResponseReturnValue:
+        return Response(generate_latest(self.rt.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
 
+
+def build_app(rt: Runtime) -> Flask:
+    """The Flask application over `rt`, a started Runtime (app/wsgi.py starts it)."""
+    app = Flask("ostiary")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.extensions["ostiary"] = rt
+    routes = _Routes(rt)
+    app.register_error_handler(413, routes.too_large)
+    app.add_url_rule("/admit", "admit", routes.admit, methods=["POST"])
+    app.add_url_rule("/validate", "validate", routes.validate, methods=["POST"])
+    app.add_url_rule("/healthz", "healthz", routes.healthz, methods=["GET"])
+    app.add_url_rule("/readyz", "readyz", routes.readyz, methods=["GET"])
+    app.add_url_rule("/metrics", "metrics", routes.metrics, methods=["GET"])
     return app

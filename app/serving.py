@@ -320,20 +320,9 @@ class OstiaryWorker(ThreadWorker):
             self.notify()
             events = self.poller.select(0 if self.again else 0.25)
             self._take_finished()  # first: a finished request may free a slot for a newcomer
-            again, self.again = list(self.again), {}
-            for conn in again:
-                if conn in self.conns and conn.state in (HANDSHAKE, IDLE, HEAD, BODY):
-                    self._step(conn)
+            self._step_again()
             for key, _mask in events:
-                kind, obj, extra = key.data
-                if kind == "accept":
-                    self._accept(obj, extra)
-                elif kind == "wake":
-                    self._drain_wake()
-                elif kind == "linger":
-                    self._discard(obj)
-                else:
-                    self._step(obj)
+                self._dispatch(*key.data)
             self._take_finished()
             now = time.monotonic()
             if now >= next_sweep:
@@ -342,6 +331,24 @@ class OstiaryWorker(ThreadWorker):
             if not self.is_parent_alive():
                 break
         self._shutdown()
+
+    def _step_again(self) -> None:
+        """Step the connections that stopped after MAX_READS_PER_STEP in the last round."""
+        again, self.again = list(self.again), {}
+        for conn in again:
+            if conn in self.conns and conn.state in (HANDSHAKE, IDLE, HEAD, BODY):
+                self._step(conn)
+
+    def _dispatch(self, kind: str, obj: Any, extra: Any) -> None:
+        """One event of the poller, by what was registered for it."""
+        if kind == "accept":
+            self._accept(obj, extra)
+        elif kind == "wake":
+            self._drain_wake()
+        elif kind == "linger":
+            self._discard(obj)
+        else:
+            self._step(obj)
 
     def _shutdown(self) -> None:
         for listener in self.sockets:

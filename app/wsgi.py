@@ -15,6 +15,7 @@ import threading
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from app import gunicorn_conf
 from app import serving as _serving  # noqa: F401 - registers the worker's settings before gunicorn builds its config
 from app.runtime import Runtime, ServeConfig
 from app.server import build_app
@@ -70,8 +71,6 @@ class OstiaryApplication(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
-        from app import gunicorn_conf
-
         for key in dir(gunicorn_conf):
             if key in self.cfg.settings:
                 self.cfg.set(key, getattr(gunicorn_conf, key))
@@ -86,9 +85,15 @@ class OstiaryApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        runtime = Runtime(self.config).start()
-        atexit.register(runtime.stop)
-        return build_app(self.config, runtime)
+        return started_app(self.config)
+
+
+def started_app(config: ServeConfig) -> Flask:
+    """Build and start the runtime (stopped at exit), and bind the Flask application to it: what
+    the gunicorn worker runs, and app.create_app."""
+    runtime = Runtime(config).start()
+    atexit.register(runtime.stop)
+    return build_app(runtime)
 
 
 def run_gunicorn(

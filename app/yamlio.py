@@ -35,12 +35,14 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from app.errors import InputError
+
 MAX_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 100
 MAX_ALIAS_NODES = 100_000
 
 
-class DocumentError(ValueError):
+class DocumentError(InputError):
     """A file that cannot be read as JSON data; str() is "<source>[:line[:column]]: <summary>"."""
 
     def __init__(self, source: str, summary: str, line: int = 0, column: int = 0, *, limit: bool = False):

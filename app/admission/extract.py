@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.errors import InputError
 from app.images import InvalidImageReference, parse_image
 from app.workloads import WORKLOADS
 
@@ -24,7 +25,7 @@ SITE_KINDS = (*CONTAINER_KINDS, VOLUME_KIND)
 MAX_IMAGE_SITES = 1000
 
 
-class BadRequest(ValueError):
+class BadRequest(InputError):
     """The AdmissionReview itself is malformed; the message names the field."""
 
 

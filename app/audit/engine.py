@@ -27,9 +27,11 @@ from typing import Any
 
 from app.admission import respond
 from app.admission.extract import BadRequest, ImageSite, image_sites
-from app.admission.review import Reviewer
+from app.admission.review import Outcome, Reviewer
 from app.audit.config import ERROR, FAIL, PASS, RESULTS, WARN
-from app.audit.scan import Listed
+from app.audit.ratelimit import TokenBucket
+from app.audit.scan import DEFAULT_PAGE_SIZE, AuditStopped, Listed, ListFailed, list_kind
+from app.workloads import WORKLOADS
 
 log = logging.getLogger("ostiary.audit")
 
@@ -99,7 +101,7 @@ class _Capturing:
         return facts
 
 
-def policy_name(policy: Any) -> tuple[str, str]:
+def policy_name(policy: object) -> tuple[str, str]:
     """(policy, rule) of a decision image's `policy` ({kind, name, namespace, repository, …} | null)."""
     if not isinstance(policy, dict) or not policy.get("name"):
         return SOURCE, "image"
@@ -175,61 +177,69 @@ class Auditor:
             sites = image_sites(obj, listed.kind.kind)
         except BadRequest as exc:
             return [result(None, SOURCE, "object", ERROR, f"Ostiary could not read the object: {exc}")]
-        unavailable: dict[str, str] = {}
-        for capture in self.captures:
-            capture.local.seen = unavailable
-        try:
-            _response, outcome = self.reviewer.review(review_of(listed, f"audit-{uid or id(obj)}"))
-        except Exception as exc:  # noqa: BLE001 - review() answers everything; this is a last guard
-            log.exception(
-                "audit of %s %s/%s failed", listed.kind.kind, meta.get("namespace"), meta.get("name")
-            )
-            outcome = None
-            message = f"internal error: {exc.__class__.__name__}: {exc}"
-        finally:
-            for capture in self.captures:
-                capture.local.seen = None
+        outcome, message, unavailable = self._review(listed, uid)
         if outcome is None or outcome.error:
             message = outcome.reason if outcome is not None else message
             if not sites:
                 return [result(None, SOURCE, "object", ERROR, message)]
             return [result(site, SOURCE, "image", ERROR, message) for site in sites]
         decided = outcome.images if len(outcome.images) == len(sites) else []
-        out = []
-        for site, image in zip(sites, decided, strict=False):
-            policy, rule = policy_name(image.get("policy"))
-            reasons = [str(r) for r in image.get("reasons") or []]
-            warnings = [str(w) for w in image.get("warnings") or []]
-            if image.get("allowed") is True:
-                verdict, message = (WARN, "; ".join(warnings)) if warnings else (PASS, "allowed")
-            elif site.image in unavailable:
-                verdict = ERROR
-                message = "could not be checked: " + unavailable[site.image]
-            else:
-                verdict, message = FAIL, "; ".join(reasons) or "denied by policy"
-            out.append(result(site, policy, rule, verdict, message))
+        out = [
+            result(
+                site, *policy_name(image.get("policy")), *image_verdict(image, unavailable.get(site.image))
+            )
+            for site, image in zip(sites, decided, strict=False)
+        ]
         if not outcome.allowed and all(r.result in (PASS, WARN) for r in out):
             # denied as a whole (a custom rule, a refused namespace policy, an unreadable object)
             out.append(result(None, SOURCE, "object", FAIL, outcome.reason))
         return out
 
+    def _review(self, listed: Listed, uid: str) -> tuple[Outcome | None, str, dict[str, str]]:
+        """The serving Reviewer's outcome for the stored object (None when it failed: the message
+        says why), and the images whose trust or signatures could not be checked (reference -> why)."""
+        unavailable: dict[str, str] = {}
+        for capture in self.captures:
+            capture.local.seen = unavailable
+        try:
+            _response, outcome = self.reviewer.review(review_of(listed, f"audit-{uid or id(listed.obj)}"))
+            return outcome, "", unavailable
+        except Exception as exc:  # noqa: BLE001 - review() answers everything; this is a last guard
+            meta = listed.obj.get("metadata") or {}
+            log.exception(
+                "audit of %s %s/%s failed", listed.kind.kind, meta.get("namespace"), meta.get("name")
+            )
+            return None, f"internal error: {exc.__class__.__name__}: {exc}", unavailable
+        finally:
+            for capture in self.captures:
+                capture.local.seen = None
+
+
+def image_verdict(image: dict, unavailable: str | None) -> tuple[str, str]:
+    """(result, message) of one image of the decision: allowed (pass, or warn with its warnings),
+    not checkable (error: why the trust or signatures could not be read), else fail (the reasons)."""
+    if image.get("allowed") is True:
+        warnings = [str(w) for w in image.get("warnings") or []]
+        return (WARN, "; ".join(warnings)) if warnings else (PASS, "allowed")
+    if unavailable is not None:
+        return ERROR, "could not be checked: " + unavailable
+    reasons = [str(r) for r in image.get("reasons") or []]
+    return FAIL, "; ".join(reasons) or "denied by policy"
+
 
 def run_audit(
-    api: Any,
+    api: Any,  # a PagedApi; app.kube.client.KubeApi (what the runtime holds) does not declare list_page
     auditor: Auditor,
     *,
     namespace: str | None = None,
-    list_bucket: Any = None,
-    object_bucket: Any = None,
-    page_size: int = 250,
+    list_bucket: TokenBucket | None = None,
+    object_bucket: TokenBucket | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
     on_object: Callable[[], None] | None = None,
 ) -> AuditRun:
     """List every workload (paged, `list_bucket` paces the pages) and decide each object
     (`object_bucket` paces the decisions). A listing that fails is recorded in ``list_errors``:
     its kind's objects are missing from the results, and the reports say so (reports.py)."""
-    from app.audit.scan import AuditStopped, ListFailed, list_kind
-    from app.workloads import WORKLOADS
-
     run = AuditRun(started=auditor.clock(), namespace=namespace)
     cpu, wall = time.process_time(), time.monotonic()
     for kind in WORKLOADS:

@@ -8,26 +8,27 @@ import time
 from dataclasses import replace
 
 from app.audit.engine import Auditor, AuditRun, run_audit
+from app.audit.options import COMMAND_API_QPS
 from app.audit.ratelimit import TokenBucket
+from app.audit.scan import DEFAULT_PAGE_SIZE
+from app.errors import UnavailableError
+from app.kube.client import KubeError
+from app.runtime import Runtime, ServeConfig
 
 
-class AuditUnavailable(Exception):
+class AuditUnavailable(UnavailableError):
     """The audit could not run at all (no policies in force, the API not reachable)."""
 
 
 def audit_once(
-    config: object,
+    config: ServeConfig,
     namespace: str | None = None,
     *,
-    api_qps: float = 20.0,
-    page_size: int = 250,
+    api_qps: float = COMMAND_API_QPS,
+    page_size: int = DEFAULT_PAGE_SIZE,
     ready_timeout: float = 60.0,
 ) -> AuditRun:
     """One audit through a runtime built from `config` (a ServeConfig with kube=True)."""
-    from app.kube.client import KubeError
-    from app.runtime import Runtime, ServeConfig
-
-    assert isinstance(config, ServeConfig)
     config = replace(config, kube=True, read_only=True, audit=None, decision_log="off")
     try:
         runtime = Runtime(config)

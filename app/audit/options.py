@@ -1,18 +1,34 @@
 """The command-line side of the audit: `serve`'s --audit options and `ostiary audit`'s run, so
-app/cli.py only declares options and calls in here."""
+app/cli only declares options and calls in here."""
 
 from __future__ import annotations
 
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from app.audit.config import AuditConfig
 
+if TYPE_CHECKING:
+    from app.runtime import ServeConfig
+
 DEFAULTS = AuditConfig()
+COMMAND_API_QPS = 20.0  # `ostiary audit --api-qps`: one audit from outside may list faster than serve's
+
+# serve's --audit-* options that are numbers: (option, AuditConfig field, lowest value, help)
+_NUMBERS = (
+    ("--audit-interval", "interval", 30.0, "Seconds between audits (an audit also follows a policy change)."),
+    (
+        "--audit-rate",
+        "max_rate",
+        0.1,
+        "Objects decided per second at most (an audit is spread over half the interval).",
+    ),
+    ("--audit-api-qps", "api_qps", 0.1, "List requests per second at most, against the API server."),
+)
 
 
 def serve_options(command: Callable) -> Callable:
@@ -38,26 +54,15 @@ def serve_options(command: Callable) -> Callable:
             show_default=True,
             help="Re-decide every running workload in the background and write PolicyReports (docs/audit.md).",
         ),
-        click.option(
-            "--audit-interval",
-            default=DEFAULTS.interval,
-            show_default=True,
-            type=click.FloatRange(min=30.0),
-            help="Seconds between audits (an audit also follows a policy change).",
-        ),
-        click.option(
-            "--audit-rate",
-            default=DEFAULTS.max_rate,
-            show_default=True,
-            type=click.FloatRange(min=0.1),
-            help="Objects decided per second at most (an audit is spread over half the interval).",
-        ),
-        click.option(
-            "--audit-api-qps",
-            default=DEFAULTS.api_qps,
-            show_default=True,
-            type=click.FloatRange(min=0.1),
-            help="List requests per second at most, against the API server.",
+        *(
+            click.option(
+                name,
+                default=getattr(DEFAULTS, field),
+                show_default=True,
+                type=click.FloatRange(min=lowest),
+                help=help,
+            )
+            for name, field, lowest, help in _NUMBERS
         ),
     ]
     for option in reversed(options):
@@ -65,12 +70,12 @@ def serve_options(command: Callable) -> Callable:
     return with_audit
 
 
-def run_command(config: Any, namespace: str | None, fmt: str, api_qps: float) -> None:
+def run_command(config: ServeConfig, namespace: str | None, fmt: str, api_qps: float) -> None:
     """`ostiary audit`: print the audit; exit 0 when everything passes (or warns), 1 when something
     fails or could not be decided, 2 when the audit could not run."""
-    from app.audit.engine import ERROR, FAIL
-    from app.audit.once import AuditUnavailable, audit_once
-    from app.audit.render import render
+    from app.audit.engine import ERROR, FAIL  # lazy: these load the runtime; serve's options load fast
+    from app.audit.once import AuditUnavailable, audit_once  # lazy: as above
+    from app.audit.render import render  # lazy: as above
 
     try:
         run = audit_once(config, namespace, api_qps=api_qps)

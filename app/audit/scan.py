@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.audit.ratelimit import TokenBucket
+from app.errors import OstiaryError, UnavailableError
 from app.kube.client import KubeError, WatchExpired, object_path
 from app.workloads import WORKLOADS, WorkloadKind
 
@@ -20,11 +21,11 @@ class PagedApi(Protocol):
     ) -> dict: ...
 
 
-class AuditStopped(Exception):
+class AuditStopped(OstiaryError):
     """The audit was stopped (the process is shutting down) before it finished."""
 
 
-class ListFailed(Exception):
+class ListFailed(UnavailableError):
     """A list request failed: the audit of this kind cannot be trusted to be complete."""
 
     def __init__(self, kind: WorkloadKind, namespace: str | None, error: KubeError):
@@ -48,6 +49,9 @@ def strip(obj: dict, kind: WorkloadKind) -> dict:
     return {**obj, "apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata}
 
 
+MAX_RESTARTS = 3  # a listing whose continue token expires more often than this has failed
+
+
 def list_kind(
     api: PagedApi,
     kind: WorkloadKind,
@@ -66,30 +70,29 @@ def list_kind(
             raise AuditStopped("the audit was stopped while listing")
         try:
             page = api.list_page(path, page_size, token)
-        except WatchExpired as exc:
-            restarts += 1
-            if restarts > 3:
-                raise ListFailed(kind, namespace, exc) from None
-            token = None
-            continue
         except KubeError as exc:
-            if exc.status == 410 and restarts < 3:
-                restarts += 1
-                token = None
-                continue
-            raise ListFailed(kind, namespace, exc) from None
-        for item in page.get("items") or []:
-            if not isinstance(item, dict):
-                continue
-            uid = str((item.get("metadata") or {}).get("uid") or "")
-            if uid and uid in seen:
-                continue
-            if uid:
-                seen.add(uid)
-            yield strip(item, kind)
+            expired = isinstance(exc, WatchExpired) or exc.status == 410
+            if not expired or restarts >= MAX_RESTARTS:
+                raise ListFailed(kind, namespace, exc) from None
+            restarts, token = restarts + 1, None
+            continue
+        yield from _unseen(page.get("items") or [], kind, seen)
         token = (page.get("metadata") or {}).get("continue") or None
         if not token:
             return
+
+
+def _unseen(items: list, kind: WorkloadKind, seen: set[str]) -> Iterator[dict]:
+    """The page's objects not yielded before (by uid; `seen` is updated), stripped."""
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        uid = str((item.get("metadata") or {}).get("uid") or "")
+        if uid and uid in seen:
+            continue
+        if uid:
+            seen.add(uid)
+        yield strip(item, kind)
 
 
 def list_workloads(

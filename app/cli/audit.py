@@ -1,5 +1,6 @@
 """`ostiary audit`: what running in the cluster would be denied now, and why (docs/audit.md). The
-options are parsed here; the audit itself is app/audit (app/audit/options.py run_command)."""
+options are parsed here, with serve's own for what the webhook decides with; the audit itself is
+app/audit (app/audit/options.py run_command)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,18 @@ from typing import TYPE_CHECKING
 
 import click
 
+from app.audit.options import COMMAND_API_QPS
 from app.cli.options import (
-    bounds_options,
     ca_file_option,
-    checked_root_pins,
-    checked_trusted_root,
-    registry_endpoint_option,
+    decision_options,
     rego_dir_option,
+    report_format_option,
+    serve_config,
     system_namespace_option,
-    trust_server_allow_option,
 )
 
 if TYPE_CHECKING:
-    from app.policies.bounds import Bounds
+    from app.runtime import ServeConfig
 
 
 @click.command()
@@ -29,61 +29,21 @@ if TYPE_CHECKING:
     help="Kubeconfig (default: in-cluster, then ~/.kube/config).",
 )
 @click.option("-n", "--namespace", help="Audit this namespace only (default: all).")
-@click.option(
-    "-o",
-    "--output",
-    "fmt",
-    type=click.Choice(["table", "json", "yaml", "junit"]),
-    default="table",
-    show_default=True,
-)
+@report_format_option()
 @ca_file_option()
 @system_namespace_option()
 @rego_dir_option("The custom Rego the webhook runs with.")
-@click.option("--root-pins", type=click.Path(exists=True, dir_okay=False), help="As `serve --root-pins`.")
-@registry_endpoint_option("As `serve --registry-endpoint`. Repeatable.")
-@click.option(
-    "--sigstore-trusted-root",
-    type=click.Path(exists=True, dir_okay=False),
-    help="As `serve --sigstore-trusted-root`.",
-)
-@trust_server_allow_option()
 @click.option(
     "--api-qps",
-    default=20.0,
+    default=COMMAND_API_QPS,
     show_default=True,
     type=click.FloatRange(min=0.1),
     help="List requests per second at most.",
 )
-@bounds_options
-def audit(
-    kubeconfig: str | None,
-    namespace: str | None,
-    fmt: str,
-    ca_file: str | None,
-    system_namespace: str,
-    rego_dir: str | None,
-    root_pins: str | None,
-    registry_endpoints: dict[str, str],
-    sigstore_trusted_root: str | None,
-    trust_server_allow: tuple[str, ...],
-    api_qps: float,
-    bounds: Bounds,
-) -> None:
+@decision_options
+@serve_config(kube=True)
+def audit(config: ServeConfig, namespace: str | None, fmt: str, api_qps: float) -> None:
     """What running in the cluster would be denied now, and why (docs/audit.md). Read-only."""
-    from app.audit.options import run_command
-    from app.runtime import ServeConfig
+    from app.audit.options import run_command  # lazy: loads the runtime; `ostiary --help` stays fast
 
-    config = ServeConfig(
-        kube=True,
-        kubeconfig=kubeconfig,
-        ca_file=ca_file,
-        system_namespace=system_namespace,
-        rego_dir=rego_dir,
-        root_pins=checked_root_pins(root_pins),
-        registry_endpoints=registry_endpoints,
-        sigstore_trusted_root=checked_trusted_root(sigstore_trusted_root),
-        trust_server_allow=trust_server_allow,
-        bounds=bounds,
-    )
     run_command(config, namespace, fmt, api_qps)

@@ -6,18 +6,26 @@ with a usage error (exit 2) that names the option.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
 
+if TYPE_CHECKING:
+    from app.runtime import ServeConfig
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Exit statuses of every command: 0 fine, 1 denied (or a failed test or check), 2 the input or an
+# option cannot be used (or something Ostiary needs could not run), 3 an Ostiary bug (a traceback).
+EXIT_DENIED, EXIT_INPUT, EXIT_BUG = 1, 2, 3
 
 TRUST_ALLOW_HELP = (
     "A trust server namespace ImagePolicies may name (repeatable; `*` allows any). Always allowed: "
@@ -32,7 +40,33 @@ STATE_DIR_HELP = (
 def input_error(message: str) -> NoReturn:
     """Exit 2: the input (files, options, policies) could not be used; 1 is kept for "denied"."""
     click.echo(f"Error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(EXIT_INPUT)
+
+
+def config_from_options(options: dict[str, Any], **fixed: Any) -> ServeConfig:
+    """The ServeConfig a command decides with, assembled in this one place: every parsed option
+    named like a ServeConfig field (taken out of `options`, which keeps the command's own), then
+    `fixed`, what the command itself sets (e.g. kube=True for `audit`)."""
+    from app.runtime import ServeConfig  # lazy: the runtime loads every part; `ostiary --help` stays fast
+
+    fields = {field.name for field in dataclasses.fields(ServeConfig)}
+    taken = {name: options.pop(name) for name in list(options) if name in fields}
+    return ServeConfig(**{**taken, **fixed})
+
+
+def serve_config(**fixed: Any) -> Callable[[F], F]:
+    """The command is called with `config` (config_from_options) in place of the options named like
+    ServeConfig fields; put it right above the command's `def`, under the option decorators."""
+
+    def decorate(command: F) -> F:
+        def with_config(*args: Any, **kwargs: Any) -> Any:
+            config = config_from_options(kwargs, **fixed)
+            return command(*args, config=config, **kwargs)
+
+        functools.update_wrapper(with_config, command)
+        return with_config  # type: ignore[return-value]
+
+    return decorate
 
 
 def quiet_trust_log() -> None:
@@ -48,7 +82,7 @@ class AtTime(click.ParamType):
     name = "TIME"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
-        from app.notary.inspect import parse_at_option
+        from app.notary.inspect import parse_at_option  # lazy: only --at needs it (start-up)
 
         if isinstance(value, datetime):
             return value
@@ -60,6 +94,18 @@ class AtTime(click.ParamType):
 
 def at_option(help: str = "Verify trust data as of this time (RFC 3339), e.g. when it was captured.") -> Any:
     return click.option("--at", "at", type=AtTime(), help=help)
+
+
+def report_format_option() -> Any:
+    """-o/--output of the commands that report verdicts (apply, audit), passed as `fmt`."""
+    return click.option(
+        "-o",
+        "--output",
+        "fmt",
+        type=click.Choice(["table", "json", "yaml", "junit"]),
+        default="table",
+        show_default=True,
+    )
 
 
 def sigstore_root_option(
@@ -107,7 +153,7 @@ def trust_data_option(help: str) -> Any:
 def _check_trust_servers(
     ctx: click.Context, param: click.Parameter, servers: tuple[str, ...]
 ) -> tuple[str, ...]:
-    from app.notary.servers import ANY_SERVER, normalize_trust_server
+    from app.notary.servers import ANY_SERVER, normalize_trust_server  # lazy: start-up
 
     for server in servers:
         if server != ANY_SERVER and normalize_trust_server(server)[1] is not None:
@@ -128,7 +174,7 @@ def trust_server_allow_option() -> Any:
 
 
 def _parse_endpoints(ctx: click.Context, param: click.Parameter, items: tuple[str, ...]) -> dict[str, str]:
-    from app.signatures.registry import parse_endpoints
+    from app.signatures.registry import parse_endpoints  # lazy: the registry reader is slow to load
 
     try:
         return parse_endpoints(items)
@@ -151,7 +197,7 @@ def registry_endpoint_option(help: str) -> Any:
 def bounds_options(command: F) -> F:
     """--max-policy-entries, --max-namespace-policy-bytes, --max-policy-bytes, --opa-push-budget and
     --opa-memory-limit they derive from (app/policies/bounds.py), passed to the command as `bounds`."""
-    from app.policies.bounds import DEFAULT_BOUNDS, MAX_ENTRIES
+    from app.policies.bounds import DEFAULT_BOUNDS, MAX_ENTRIES  # lazy: start-up
 
     def with_bounds(
         *args: Any,
@@ -162,7 +208,7 @@ def bounds_options(command: F) -> F:
         opa_memory_limit: str,
         **kwargs: Any,
     ) -> Any:
-        from app.policies.bounds import Bounds, parse_quantity
+        from app.policies.bounds import Bounds, parse_quantity  # lazy: start-up
 
         try:
             bounds = Bounds.for_opa_memory(
@@ -230,7 +276,7 @@ def kube_records_options(command: F) -> F:
 
 def checked_root_pins(path: str | None) -> str | None:
     """A --root-pins file, read now, so a bad one stops the command instead of denying later."""
-    from app.notary.pins import load_default_root_pins
+    from app.notary.pins import load_default_root_pins  # lazy: only --root-pins needs it (start-up)
 
     if path is not None:
         try:
@@ -242,7 +288,7 @@ def checked_root_pins(path: str | None) -> str | None:
 
 def checked_trusted_root(path: str | None) -> str | None:
     """--sigstore-trusted-root, read now: a root Ostiary cannot use stops the command with the reason."""
-    from app.signatures.keyless import KeylessError, load_trusted_root
+    from app.signatures.keyless import KeylessError, load_trusted_root  # lazy: slow to load
 
     if path is not None:
         try:

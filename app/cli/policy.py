@@ -23,17 +23,21 @@ from app.cli.options import (
     policy_dir_option,
     quiet_trust_log,
     rego_dir_option,
+    report_format_option,
+    serve_config,
     sigstore_root_option,
     system_namespace_option,
     trust_data_option,
     trust_server_allow_option,
 )
+from app.errors import InputError, OpaUnavailable
 from app.policies.model import PolicyError
 
 if TYPE_CHECKING:
     from app.notary.state import TrustRecord
     from app.offline.engine import Engine
     from app.policies.bounds import Bounds
+    from app.runtime import ServeConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,9 +46,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 def translate(file: str) -> None:
     """Print the data document OPA holds for every policy in FILE (its path under /v1/data, then the JSON)."""
-    from app.policies.schema import parse_policy_document
-    from app.policies.translate import translate as to_rego
-    from app.yamlio import DocumentError, load_file
+    from app.policies.schema import parse_policy_document  # lazy: start-up
+    from app.policies.translate import translate as to_rego  # lazy: start-up
+    from app.yamlio import DocumentError, load_file  # lazy: start-up
 
     try:
         docs = load_file(file)
@@ -80,12 +84,11 @@ def check(
 ) -> None:
     """Find every mistake in a policy directory (and custom Rego), each with file and line, and
     compile it all in a real OPA. Exit 0 when clean, 1 when problems were found, 2 for usage errors."""
-    from app.offline.check import render_json, render_text, run_check
-    from app.opa.process import OpaNotFound
+    from app.offline.check import InputRefused, render_json, render_text, run_check  # lazy: start-up
 
     try:
         report = run_check(policy_dir, rego_dir, system_namespace, trust_server_allow, bounds)
-    except (OpaNotFound, RuntimeError) as exc:
+    except (InputRefused, OpaUnavailable) as exc:  # a file over a bound; no opa binary, or it did not start
         input_error(str(exc))
     if fmt == "json":
         click.echo(render_json(report, strict))
@@ -100,7 +103,7 @@ def check(
 def _trust_records(
     ctx: click.Context, param: click.Parameter, path: str | None
 ) -> tuple[TrustRecord, ...] | None:
-    from app.notary.state import StateError, load_records
+    from app.notary.state import StateError, load_records  # lazy: only --trust-records needs it
 
     if path is None:
         return None
@@ -116,44 +119,18 @@ def engine_options(command: F) -> F:
 
     def with_engine(
         *args: Any,
-        policy_dir: str,
-        rego_dir: str | None,
-        ca_file: str | None,
-        system_namespace: str,
+        config: ServeConfig,
         trust_data: tuple[str, ...],
         at: datetime | None,
         trust_records: tuple[TrustRecord, ...] | None,
-        root_pins: str | None,
-        registry_endpoints: dict[str, str],
-        sigstore_trusted_root: str | None,
-        trust_server_allow: tuple[str, ...],
-        bounds: Bounds,
         **kwargs: Any,
     ) -> Any:
-        from app.runtime import ServeConfig
-
-        config = ServeConfig(
-            policy_dir=policy_dir,
-            rego_dir=rego_dir,
-            ca_file=ca_file,
-            system_namespace=system_namespace,
-            root_pins=root_pins,
-            registry_endpoints=registry_endpoints,
-            sigstore_trusted_root=sigstore_trusted_root,
-            trust_server_allow=trust_server_allow,
-            bounds=bounds,
-            decision_log="off",
-            budget=30.0,
-        )
-
         def start_engine() -> Engine:
-            from app.offline.engine import Engine, EngineError, offline_sources
-            from app.offline.replay import TrustDataError
-            from app.signatures.replay import SignatureDataError
+            from app.offline.engine import Engine, EngineError, offline_sources  # lazy: loads the runtime
 
             try:
                 sources = offline_sources(trust_data, at, trust_records)
-            except (TrustDataError, SignatureDataError) as exc:
+            except InputError as exc:  # a capture that cannot be used (TrustDataError, SignatureDataError)
                 raise click.BadParameter(str(exc), param_hint="--trust-data") from None
             try:
                 return Engine(config, sources)
@@ -163,7 +140,7 @@ def engine_options(command: F) -> F:
         return command(*args, start_engine=start_engine, **kwargs)
 
     functools.update_wrapper(with_engine, command)
-    decorated: Any = decision_options(with_engine)
+    decorated: Any = decision_options(serve_config(decision_log="off", budget=30.0)(with_engine))
     for option in (
         click.option(
             "--trust-records",
@@ -193,7 +170,7 @@ def engine_options(command: F) -> F:
 def explain(review: IO[str], start_engine: Callable[[], Engine]) -> None:
     """Decide an AdmissionReview (JSON or YAML file, '-' for stdin) and print the response, with the
     same account of each image as `apply -o json` (matched entry, trust facts, signer, pin)."""
-    from app.yamlio import DocumentError, load, read_stream
+    from app.yamlio import DocumentError, load, read_stream  # lazy: start-up
 
     quiet_trust_log()
     try:
@@ -222,14 +199,7 @@ def explain(review: IO[str], start_engine: Callable[[], Engine]) -> None:
 )
 @click.option("--as-group", "groups", multiple=True, help="Requester's group (repeatable).")
 @click.option("--operation", type=click.Choice(["CREATE", "UPDATE"]), default="CREATE", show_default=True)
-@click.option(
-    "-o",
-    "--output",
-    "fmt",
-    type=click.Choice(["table", "json", "yaml", "junit"]),
-    default="table",
-    show_default=True,
-)
+@report_format_option()
 @engine_options
 def apply_cmd(
     manifests: tuple[str, ...],
@@ -244,8 +214,8 @@ def apply_cmd(
 
     Exit 0 when every object is allowed, 1 when one is denied, 2 when the input cannot be used.
     """
-    from app.offline.manifests import ManifestError, load_manifests
-    from app.offline.report import render
+    from app.offline.manifests import ManifestError, load_manifests  # lazy: start-up
+    from app.offline.report import render  # lazy: start-up
 
     quiet_trust_log()
     try:
@@ -320,8 +290,8 @@ def test_cmd(
     """
     from pathlib import Path
 
-    from app.offline.report import test_run_junit, test_text
-    from app.offline.testfile import TestFileError, run_all
+    from app.offline.report import test_run_junit, test_text  # lazy: start-up
+    from app.offline.testfile import TestFileError, run_all  # lazy: start-up
 
     quiet_trust_log()
     try:
@@ -334,12 +304,12 @@ def test_cmd(
     if (explain or coverage) and not rego_dir:
         input_error("--explain and --coverage are about your Rego tests: give --rego-dir")
     if explain and rego_dir:
-        from app.offline.regotests import trace
+        from app.offline.regotests import trace  # lazy: only --explain needs it
 
         click.echo(f"== Trace of your Rego tests (opa test --explain {explain})")
         click.echo(trace(rego_dir, run_regex, explain))
     if coverage and rego_dir:
-        from app.offline.regotests import coverage as rego_coverage
+        from app.offline.regotests import coverage as rego_coverage  # lazy: only --coverage needs it
 
         files, error = rego_coverage(rego_dir, run_regex)
         click.echo(f"== Coverage of your rules by your Rego tests ({rego_dir})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,11 +11,16 @@ import click
 
 from app import defaults
 from app.audit.options import serve_options as audit_serve_options
-from app.cli.options import ca_file_option, decision_options, rego_dir_option, system_namespace_option
+from app.cli.options import (
+    ca_file_option,
+    decision_options,
+    rego_dir_option,
+    serve_config,
+    system_namespace_option,
+)
 
 if TYPE_CHECKING:
-    from app.audit.config import AuditConfig
-    from app.policies.bounds import Bounds
+    from app.runtime import ServeConfig
 
 LOOPBACK_NAMES = {"localhost"}
 
@@ -40,7 +46,7 @@ def state_dir_for_serve(state_dir: str | None, kube: bool) -> str | None:
 
     Directory mode defaults to the user's state dir; with --kube the records are TrustRecord objects
     in the system namespace, shared by all replicas, unless a directory is given (docs/trust.md)."""
-    from app.notary.state import FileRecordStore, StateError, default_state_dir
+    from app.notary.state import FileRecordStore, StateError, default_state_dir  # lazy: start-up
 
     if state_dir is None and kube:
         return None
@@ -120,77 +126,45 @@ def state_dir_for_serve(state_dir: str | None, kube: bool) -> str | None:
 )
 @decision_options
 @audit_serve_options
-def serve(
-    policy_dir: str,
-    rego_dir: str | None,
-    listen: str,
-    tls_cert: str | None,
-    tls_key: str | None,
-    opa_url: str | None,
-    opa_token_file: str | None,
-    ca_file: str | None,
-    kube: bool,
-    kubeconfig: str | None,
-    system_namespace: str,
-    budget: float,
-    trust_cache_ttl: float,
-    max_trust_records: int,
-    threads: int,
-    state_dir: str | None,
-    root_pins: str | None,
-    registry_endpoints: dict[str, str],
-    sigstore_trusted_root: str | None,
-    decision_log: str,
-    trust_server_allow: tuple[str, ...],
-    bounds: Bounds,
-    audit: AuditConfig | None,
-) -> None:
+@serve_config()
+def serve(config: ServeConfig, listen: str, tls_cert: str | None, tls_key: str | None, threads: int) -> None:
     """Serve POST /admit, GET /healthz, /readyz, /metrics (under gunicorn)."""
-    from app.runtime import ServeConfig, read_token
-    from app.wsgi import run_gunicorn
+    from app.wsgi import run_gunicorn  # lazy: gunicorn and the whole runtime load only to serve
 
     host, port = split_listen(listen)
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if not tls_cert and not is_loopback(host):
         raise click.UsageError("without --tls-cert/--tls-key Ostiary serves plain HTTP on loopback only")
-    if not kube and not policy_dir:
+    if not config.kube and not config.policy_dir:
         raise click.UsageError("give --policy-dir DIR (or --kube for the cluster source)")
-    if decision_log not in ("-", "off"):
-        try:
-            Path(decision_log).open("a").close()  # fail now, not in the worker at its first admission
-        except OSError as exc:
-            raise click.BadParameter(
-                f"cannot append to {decision_log}: {exc.strerror}", param_hint="--decision-log"
-            ) from None
-    if opa_token_file:
-        if not opa_url:
-            raise click.UsageError(
-                "--opa-token-file is for --opa-url; the OPA Ostiary starts gets its own token"
-            )
-        try:
-            read_token(opa_token_file)
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    config = ServeConfig(
-        policy_dir=policy_dir,
-        rego_dir=rego_dir,
-        opa_url=opa_url,
-        opa_token_file=opa_token_file,
-        ca_file=ca_file,
-        system_namespace=system_namespace,
-        budget=budget,
-        trust_cache_ttl=trust_cache_ttl,
-        max_trust_records=max_trust_records,
-        kube=kube,
-        kubeconfig=kubeconfig,
-        state_dir=state_dir_for_serve(state_dir, kube),
-        root_pins=root_pins,
-        registry_endpoints=registry_endpoints,
-        sigstore_trusted_root=sigstore_trusted_root,
-        decision_log=decision_log,
-        trust_server_allow=trust_server_allow,
-        bounds=bounds,
-        audit=audit,
-    )
+    check_decision_log(config.decision_log)
+    check_opa_token(config.opa_token_file, config.opa_url)
+    config = dataclasses.replace(config, state_dir=state_dir_for_serve(config.state_dir, config.kube))
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
+
+
+def check_decision_log(target: str | None) -> None:
+    """--decision-log FILE: appendable now, not in the worker at its first admission."""
+    if target in (None, "-", "off"):
+        return
+    try:
+        Path(str(target)).open("a").close()
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot append to {target}: {exc.strerror}", param_hint="--decision-log"
+        ) from None
+
+
+def check_opa_token(token_file: str | None, opa_url: str | None) -> None:
+    """--opa-token-file: for --opa-url only, and holding one token, read now."""
+    from app.supervise import read_token  # lazy: start-up
+
+    if not token_file:
+        return
+    if not opa_url:
+        raise click.UsageError("--opa-token-file is for --opa-url; the OPA Ostiary starts gets its own token")
+    try:
+        read_token(token_file)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None

@@ -15,6 +15,7 @@ from app.cli.options import (
     STATE_DIR_HELP,
     at_option,
     ca_file_option,
+    checked_trusted_root,
     input_error,
     kube_records_options,
     registry_endpoint_option,
@@ -88,8 +89,7 @@ def inspect(
     --format cosign without --key: keyless signatures, each with its certificate identity, issuer and
     Rekor entry. One line per signature follows on standard error.
     """
-    from app.cli.options import checked_trusted_root
-    from app.notary.inspect import explain, inspect_image
+    from app.notary.inspect import explain, inspect_image  # lazy: start-up
 
     if fmt != "notary":
         _inspect_signatures(
@@ -135,8 +135,12 @@ def _inspect_signatures(
     timeout: float,
     trusted_root: str | None = None,
 ) -> None:
-    from app.signatures.inspect import describe
-    from app.signatures.replay import SignatureDataError, inspect_signatures, why_not_verified
+    from app.signatures.inspect import describe  # lazy: start-up
+    from app.signatures.replay import (  # lazy: start-up
+        SignatureDataError,
+        inspect_signatures,
+        why_not_verified,
+    )
 
     if not key_files and fmt != "cosign":
         raise click.UsageError(
@@ -229,9 +233,13 @@ def capture(
     repository the Notary server has no trust data for is recorded as unsigned (a negative fixture).
     Exit 1 when one could not be captured (or, for Notary, does not verify now).
     """
-    from app.offline.capture import CaptureError, capture_images, validity_summary
-    from app.offline.capture_targets import TargetError, images_to_capture, split_trust_servers
-    from app.signatures.replay import capture_signatures
+    from app.offline.capture import CaptureError, capture_images, validity_summary  # lazy: start-up
+    from app.offline.capture_targets import (  # lazy: start-up
+        TargetError,
+        images_to_capture,
+        split_trust_servers,
+    )
+    from app.signatures.replay import capture_signatures  # lazy: start-up
 
     if username and "-" in manifest_paths:
         input_error("-f - and --username both read standard input: give the manifests as files")
@@ -295,11 +303,11 @@ def _record_store(
     kubeconfig: str | None = None,
     system_namespace: str = DEFAULT_SYSTEM_NAMESPACE,
 ) -> RecordStore:
-    from app.notary.state import FileRecordStore, StateError, default_state_dir
+    from app.notary.state import FileRecordStore, StateError, default_state_dir  # lazy: start-up
 
     if kube:
-        from app.kube.client import RestKubeApi
-        from app.kube.records import KubeRecordStore
+        from app.kube.client import RestKubeApi  # lazy: start-up
+        from app.kube.records import KubeRecordStore  # lazy: start-up
 
         if state_dir:
             raise click.UsageError("--kube and --state-dir are two different stores: give one")
@@ -317,8 +325,8 @@ def _record_store(
 
 
 def _record_key(image: str, trust_server: str | None) -> tuple[str, str]:
-    from app.images import InvalidImageReference
-    from app.notary.servers import record_key
+    from app.images import InvalidImageReference  # lazy: start-up
+    from app.notary.servers import record_key  # lazy: start-up
 
     try:
         return record_key(image, trust_server)
@@ -336,7 +344,7 @@ def pins(
     state_dir: str | None, as_json: bool, kube: bool, kubeconfig: str | None, system_namespace: str
 ) -> None:
     """List the recorded roots of trust: server, GUN, root key IDs, versions, first seen when and by whom."""
-    from app.notary.state import StateError
+    from app.notary.state import StateError  # lazy: start-up
 
     try:
         store = _record_store(state_dir, kube=kube, kubeconfig=kubeconfig, system_namespace=system_namespace)
@@ -386,9 +394,9 @@ def pin(
 
     An existing record is kept and must agree (same root, or a valid rotation of it): to accept a
     re-keyed repository, `ostiary trust unpin` it first."""
-    from app.images import parse_image
-    from app.notary.service import TrustRequest, TrustService
-    from app.notary.state import StateError, mark_operator_pinned, this_process
+    from app.images import parse_image  # lazy: start-up
+    from app.notary.service import TrustRequest, TrustService  # lazy: start-up
+    from app.notary.state import StateError, mark_operator_pinned, this_process  # lazy: start-up
 
     server, gun = _record_key(image, trust_server)
     store = _record_store(
@@ -432,7 +440,7 @@ def unpin(
 ) -> None:
     """Remove IMAGE's trust record: the next admission trusts the repository's current root on first use
     (the documented way to accept a legitimately re-keyed repository)."""
-    from app.notary.state import StateError
+    from app.notary.state import StateError  # lazy: start-up
 
     server, gun = _record_key(image, trust_server)
     store = _record_store(state_dir, kube=kube, kubeconfig=kubeconfig, system_namespace=system_namespace)

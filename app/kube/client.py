@@ -19,12 +19,14 @@ from urllib.parse import quote
 
 import urllib3
 
+from app.errors import UnavailableError
+
 log = logging.getLogger(__name__)
 
 JSON_MERGE_PATCH = "application/merge-patch+json"
 
 
-class KubeError(Exception):
+class KubeError(UnavailableError):
     """An API call failed; ``status`` is the HTTP status (0 when the server was not reached)."""
 
     def __init__(self, status: int, message: str):

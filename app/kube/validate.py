@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from app.admission import respond
+from app.errors import InputError
 from app.opa.client import OpaError, OpaModuleRefused
 from app.policies.kinds import PolicyKind, as_document, kind_of, object_key, origin_of
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 from app.policies.translate import entry_trust_servers
 
 
-class BadValidationRequest(ValueError):
+class BadValidationRequest(InputError):
     """The body is not an AdmissionReview with a request uid (answered 400)."""
 
 

@@ -7,8 +7,10 @@ Every `TrustError` carries the TUF role the failure is about (`role`, e.g. "root
 
 from __future__ import annotations
 
+from app.errors import VerificationError
 
-class TrustError(Exception):
+
+class TrustError(VerificationError):
     """Base class: the trust data could not be verified."""
 
     def __init__(self, role: str | None, reason: str) -> None:

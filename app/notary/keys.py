@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
+from app.errors import InputError
 from app.notary.canonical import canonical_json
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
@@ -54,7 +55,7 @@ _PEM_BEGIN = re.compile(r"-----BEGIN ([A-Z0-9 ]{1,64})-----\Z")
 MAX_PEM_CHARS = 64 << 10
 
 
-class KeyFormatError(ValueError):
+class KeyFormatError(InputError):
     """A key or PEM block that cannot be read (bad base64, bad DER, wrong kind of key)."""
 
 

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, Self
 
+from app.errors import UnavailableError
 from app.notary import clock as clocks
 from app.yamlio import DocumentError, load_json
 
@@ -49,7 +50,7 @@ HOW = ("first-use", "operator")
 LOCK_TIMEOUT = 5.0  # seconds a writer waits for another writer of the same record
 
 
-class StateError(Exception):
+class StateError(UnavailableError):
     """The trust state could not be read or written; the message says where and what to do."""
 
 

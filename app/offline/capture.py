@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.errors import InputError
 from app.images import InvalidImageReference, parse_image
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
@@ -36,7 +37,7 @@ from app.yamlio import DocumentError, load_json_file
 TOP_LEVEL = ("root", "timestamp", "snapshot", "targets")
 
 
-class CaptureError(ValueError):
+class CaptureError(InputError):
     """The capture cannot start (bad image reference, no server, unwritable directory)."""
 
 

@@ -11,10 +11,11 @@ from collections.abc import Iterable
 from typing import IO
 
 from app.admission.extract import BadRequest, image_sites
+from app.errors import InputError
 from app.offline.manifests import ManifestError, load_manifests
 
 
-class TargetError(ValueError):
+class TargetError(InputError):
     """The images to capture cannot be determined; the message names the file or option."""
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from app.errors import InputError
 from app.notary.servers import TrustServerAllowList
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds
 from app.policies.directory import POLICY_SUFFIXES, SourceError, collect_custom_rego, collect_policy_set
@@ -109,7 +110,7 @@ class CheckReport:
         }
 
 
-class InputRefused(RuntimeError):
+class InputRefused(InputError):
     """A policy file refused by a bound of app.yamlio (size, depth, aliases): no report, exit 2."""
 
 

@@ -25,9 +25,10 @@ from typing import Any, Self
 from app.admission.extract import BadRequest
 from app.admission.respond import API_VERSION
 from app.decisionlog import DecisionLog
+from app.errors import InputError
 from app.notary.state import TrustRecord
 from app.offline.manifests import Manifest
-from app.opa.process import OpaNotFound
+from app.opa.process import OpaNotFound, OpaStartFailed
 from app.runtime import OfflineSources, Runtime, ServeConfig
 from app.workloads import WORKLOADS
 
@@ -187,7 +188,7 @@ def _patch(response: dict) -> list[dict]:
         return [{"undecodable": raw}]
 
 
-class EngineError(Exception):
+class EngineError(InputError):
     """The policies, custom Rego or options cannot be put in force as `serve` would: no verdict."""
 
 
@@ -223,13 +224,12 @@ class Engine:
             self.runtime = Runtime(config, self.sources)
         except OpaNotFound as exc:  # LocalOpa: no opa binary to start
             raise EngineError(str(exc)) from None
-        self.log = DecisionLog.open("off")
-        self.runtime.reviewer.opa = self.log.wrap(self.runtime.reviewer.opa)
+        self.log: DecisionLog = self.runtime.decisions  # the runtime's recorder (config.decision_log "off")
         self._services: dict[int, tuple[OfflineSources, Any, Any]] = {}
         try:
             try:
                 self.runtime.start(watch=False)
-            except RuntimeError as exc:  # LocalOpa.start: no opa binary, or it did not start
+            except OpaStartFailed as exc:  # LocalOpa.start: the opa binary did not start
                 raise EngineError(f"cannot start the local OPA: {exc}") from None
             held = self.runtime.sync.held_back  # over the push budget: serve keeps an older set in force
             problem = (

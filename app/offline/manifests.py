@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import yaml
 
+from app.errors import InputError
 from app.workloads import BY_KIND
 from app.yamlio import DocumentError, iter_documents, load_json, read_stream, read_text
 
@@ -39,7 +40,7 @@ HELM_SOURCE = re.compile(r"^# Source: (\S.*?)\s*$")
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest could not be read; the message names the file (and line when known)."""
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.errors import InputError
 from app.notary.errors import FetchError, RoleNotServed
 from app.notary.keys import KeyFormatError, certificate_common_name, load_certificate
 from app.notary.metadata import valid_delegation_name
@@ -38,7 +39,7 @@ INDEX_FORMAT = "ostiary.dev/trust-capture/v1"
 TOP_LEVEL_ROLES = ("root", "timestamp", "snapshot", "targets")
 
 
-class TrustDataError(ValueError):
+class TrustDataError(InputError):
     """A trust data directory cannot be used; the message says which and why."""
 
 

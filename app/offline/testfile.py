@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from app.errors import InputError
 from app.offline.engine import DEFAULT_USER, Engine, EngineError, ObjectResult, offline_sources
 from app.offline.manifests import Manifest, ManifestError, load_manifests
 from app.offline.regotests import print_output
@@ -73,7 +74,7 @@ IMAGE_FIELDS = {"image", "allowed", "pin", "entry", "reasons", "trusted"}
 VERDICTS = ("allowed", "denied", "not checked")
 
 
-class TestFileError(ValueError):
+class TestFileError(InputError):
     """A test file cannot be used; the message names the file (and line when known)."""
 
 

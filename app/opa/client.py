@@ -19,10 +19,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from app import jsonio
+from app.errors import OpaUnavailable
 
 
-class OpaError(RuntimeError):
-    """OPA could not be reached, timed out, or answered with an error."""
+class OpaError(OpaUnavailable):
+    """OPA could not be reached, timed out, or answered with an error (app/errors.py)."""
 
 
 class OpaUndefined(OpaError):

@@ -22,13 +22,18 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from app.errors import OpaUnavailable
 from app.paths import repo_root
 
 OPA_ENV = "OSTIARY_OPA"
 
 
-class OpaNotFound(RuntimeError):
-    pass
+class OpaNotFound(OpaUnavailable):
+    """No opa binary to start (OSTIARY_OPA, the tools folder, PATH)."""
+
+
+class OpaStartFailed(OpaUnavailable):
+    """The opa binary was found but did not start, or did not become healthy in time."""
 
 
 def find_opa() -> str:
@@ -162,7 +167,7 @@ class LocalOpa:
         end = time.monotonic() + self.startup_timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"opa exited at start ({self.proc.returncode}): {self.log_tail()}")
+                raise OpaStartFailed(f"opa exited at start ({self.proc.returncode}): {self.log_tail()}")
             try:
                 if requests.get(self.url + "/health", timeout=0.5, headers=headers).status_code == 200:
                     return self
@@ -170,7 +175,7 @@ class LocalOpa:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"opa did not become healthy within {self.startup_timeout}s: {self.log_tail()}")
+        raise OpaStartFailed(f"opa did not become healthy within {self.startup_timeout}s: {self.log_tail()}")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

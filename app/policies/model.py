@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from app.errors import InputError
+
 DEFAULT_SYSTEM_NAMESPACE = "ostiary-system"
 
 
-class PolicyError(ValueError):
+class PolicyError(InputError):
     """A policy document is invalid. `origin` names the file and document (or the resource)."""
 
     def __init__(self, origin: str, field: str, message: str, *, line: int = 0, column: int = 0):

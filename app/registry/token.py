@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from app.errors import UnavailableError
+
 DEFAULT_EXPIRES_IN = 60.0
 # Refresh a little before the server's expiry so a token never dies in flight.
 EXPIRY_MARGIN = 5.0
@@ -57,7 +59,7 @@ class BearerChallenge:
         return urlsplit(self.realm).scheme.lower() == "https"
 
 
-class TokenError(Exception):
+class TokenError(UnavailableError):
     """A token could not be obtained; `reason` is written for a person."""
 
     def __init__(self, reason: str):

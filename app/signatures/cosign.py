@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from app.errors import VerificationError
 from app.images import ImageRef
 from app.lru import TTLCache
 from app.notary import clock as clocks
@@ -72,7 +73,7 @@ STATEMENT_TYPES = frozenset({"https://in-toto.io/Statement/v1", "https://in-toto
 SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
 
 
-class CosignError(ValueError):
+class CosignError(VerificationError, ValueError):
     """A key, payload, envelope or manifest Ostiary does not accept; the message says why."""
 
 

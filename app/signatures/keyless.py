@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from app.errors import VerificationError
 from app.signatures.material import b64_text, issued_by, strict_json
 
 MAX_ROOT_BYTES = 1 << 20
@@ -84,7 +85,7 @@ EXTENSION_FIELDS = tuple(EXTENSIONS_RAW) + tuple(EXTENSIONS_DER)
 VerifyingKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
 
-class KeylessError(ValueError):
+class KeylessError(VerificationError, ValueError):
     """A bundle, certificate, log entry or trusted root Ostiary does not accept; the message says why."""
 
 

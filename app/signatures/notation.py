@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
+from app.errors import VerificationError
 from app.images import ImageRef
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.material import issued_by, load_material, pem_blocks, strict_json
@@ -147,7 +148,7 @@ class _Times(TypedDict):
     authentic_time: dt.datetime | None
 
 
-class NotationError(ValueError):
+class NotationError(VerificationError, ValueError):
     """An anchor, envelope, certificate or manifest Ostiary does not accept; the message says why."""
 
 

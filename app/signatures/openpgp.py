@@ -34,6 +34,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
+from app.errors import VerificationError
+
 MAX_KEY_BLOCK_BYTES = 256 * 1024
 MAX_KEYS = 32
 MAX_MESSAGE_BYTES = 64 * 1024  # a simple signature is a few hundred bytes; inflated size bound too
@@ -54,7 +56,7 @@ TAG_SIGNATURE, TAG_ONE_PASS, TAG_PUBLIC_KEY, TAG_COMPRESSED, TAG_LITERAL = 2, 4,
 TAG_PUBLIC_SUBKEY = 14
 
 
-class OpenPGPError(ValueError):
+class OpenPGPError(VerificationError, ValueError):
     """The input is not in the accepted OpenPGP profile, or a signature did not verify."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from app.errors import UnavailableError, VerificationError
 from app.images import ImageRef
 from app.notary.client import NotaryClient
 from app.notary.errors import TrustError
@@ -35,7 +36,7 @@ DOCKER_HUB_API = "https://registry-1.docker.io"
 REFERRERS_ABSENT = frozenset({400, 404, 405, 501})  # answers of registries without the referrers API
 
 
-class ReadError(Exception):
+class ReadError(VerificationError):
     """A read failed; the message names what, where and why (it ends up in a denial)."""
 
 
@@ -46,7 +47,7 @@ class NoManifest(ReadError):
         super().__init__(f"registry {image.registry} has no manifest for {image.normalized}")
 
 
-class RegistryUnavailable(ReadError):
+class RegistryUnavailable(ReadError, UnavailableError):
     """The registry or store could not answer (not reached, timed out, HTTP 429 or 5xx): nothing was
     learnt about the signatures. Still a denial at admission; the audit reports it as `error`."""
 

@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from app.errors import InputError
 from app.images import ImageRef, InvalidImageReference, parse_image
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
@@ -50,7 +51,7 @@ INDEX_FORMAT = "ostiary.dev/signature-capture/v1"
 CAPTURE_FORMATS = ("cosign", "simple")
 
 
-class SignatureDataError(ValueError):
+class SignatureDataError(InputError):
     """A signature capture cannot be used; the message says which and why."""
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 
+from app.errors import VerificationError
 from app.images import ImageRef
 from app.notary.canonical import load_json
 from app.signatures import openpgp
@@ -41,7 +42,7 @@ MAX_SIGNATURE_BYTES = openpgp.MAX_MESSAGE_BYTES
 SIGNATURE_TYPE = "atomic container signature"
 
 
-class PayloadError(ValueError):
+class PayloadError(VerificationError, ValueError):
     """The signed payload is not a simple-signing claim Ostiary accepts."""
 
 

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from app.errors import VerificationError
 from app.signatures.material import issued_by
 
 if TYPE_CHECKING:  # asn1crypto itself is imported when a timestamp is met (_signed_tst_info)
@@ -64,7 +65,7 @@ HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 CURVES = ("secp256r1", "secp384r1", "secp521r1")
 
 
-class TimestampError(ValueError):
+class TimestampError(VerificationError, ValueError):
     """A timestamp token Ostiary does not accept; the message says why."""
 
 
