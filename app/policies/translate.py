@@ -88,6 +88,7 @@ class Pattern:
             "host_regex": wildcard_regex(self.host),
             "path_regex": wildcard_regex(self.path),
             "any_tag": any_tag,
+            "tag": self.tag,
             "tag_regex": None if any_tag else wildcard_regex(self.tag or ""),
             "exact": self.exact,
             "specificity": self.specificity,
@@ -337,6 +338,71 @@ def _with_notation(policy: dict, name: str = "") -> dict:
     }
 
 
+# The verifiers an entry's policy may name besides trust that make it an entry "with requirements"
+# (matching.rego documents the order; va and vulnerability are refused by the decision).
+REQUIREMENT_VERIFIERS = ("simple", "va", "vulnerability")
+
+
+def has_requirements(policy: object) -> bool:
+    """The entry asks for something beyond "allow": trust.enabled is true, or it names a verifier of
+    REQUIREMENT_VERIFIERS with any value but false (as Rego reads `policy[kind]`: only false fails)."""
+    if not isinstance(policy, dict):
+        return False
+    trust = policy.get("trust")
+    if isinstance(trust, dict) and trust.get("enabled") is True:
+        return True
+    return any(kind in policy and policy[kind] is not False for kind in REQUIREMENT_VERIFIERS)
+
+
+def entry_rank(resource: PolicyResource, index: int, pattern: Pattern, policy: object) -> list:
+    """The order in which entries win (docs/policies.md, "Matching"), lowest first: an exact
+    pattern, then most non-wildcard characters, then an entry with requirements, then kind,
+    namespace ("" for a ClusterImagePolicy), policy name and entry index. It depends on the policy
+    alone, so it is computed here once and the Rego compares it (matching.rego `best_of`): an
+    exact pattern (a tag, no wildcard) that matches an image equals its name:tag, so exactness needs
+    no image either. Unique per entry (the last four tell every entry of a scope apart)."""
+    return [
+        0 if pattern.exact is not None else 1,
+        -pattern.specificity,
+        0 if has_requirements(policy) else 1,
+        resource.kind,
+        resource.namespace or "",
+        resource.name,
+        index,
+    ]
+
+
+SIGNATURE_VERIFIERS = ("simple", "cosign", "notation")
+UNSUPPORTED_VERIFIERS = ("va", "vulnerability")
+
+
+def _secret_names(trust: dict, key: str) -> list:
+    """The `name` of each Secret a trust field lists, as main.rego reads `s.name` (others skipped)."""
+    secrets = trust.get(key)
+    items = secrets.values() if isinstance(secrets, dict) else secrets if isinstance(secrets, list) else []
+    return [s["name"] for s in items if isinstance(s, dict) and "name" in s]
+
+
+def entry_needs(policy: dict) -> dict:
+    """What an entry's policy asks of an image, as the Rego reads the policy (main.rego
+    image_requirements), computed here once instead of in every query: trust enabled (only `true`),
+    the trust server it names, the names of its signer and root Secrets, whether it may have
+    signature requirements (conservatively: it names a signature verifier at all; the Rego then
+    derives them), whether images are pinned (mutateImage is not false) and the unsupported verifiers
+    it names (any value but false, as Rego reads `policy[kind]`)."""
+    trust = policy.get("trust") if isinstance(policy.get("trust"), dict) else {}
+    server = trust.get("trustServer")
+    return {
+        "trust": trust.get("enabled") is True,
+        "server": server if isinstance(server, str) else None,
+        "signers": _secret_names(trust, "signerSecrets"),
+        "roots": _secret_names(trust, "rootSecrets"),
+        "signatures": any(kind in policy for kind in SIGNATURE_VERIFIERS),
+        "mutate": policy.get("mutateImage", True) is not False,
+        "unsupported": [k for k in UNSUPPORTED_VERIFIERS if k in policy and policy[k] is not False],
+    }
+
+
 def policy_data(resource: PolicyResource) -> dict:
     """The JSON document the Rego library reads for one policy resource."""
     repositories = []
@@ -356,6 +422,8 @@ def policy_data(resource: PolicyResource) -> dict:
                 "name": entry["name"],
                 "pattern": pattern.as_data(),
                 "policy": policy,
+                "rank": entry_rank(resource, index, pattern, policy),
+                "needs": entry_needs(policy),
             }
         )
     head = {

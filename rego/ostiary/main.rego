@@ -13,13 +13,10 @@ import data.ostiary.signatures
 import data.ostiary.trust
 
 # Portieris: if the namespace has any ImagePolicy, only those apply; else ClusterImagePolicies.
-namespace_policies contains doc.policy if {
-	some doc in object.get(data.ostiary.policies.namespaced, input.request.namespace, {})
-}
+# Arrays, not sets: a set would hash every policy's whole document to insert it, in every query.
+namespace_policies := [doc.policy | some doc in object.get(data.ostiary.policies.namespaced, input.request.namespace, {})]
 
-cluster_policies contains doc.policy if {
-	some doc in data.ostiary.policies.cluster
-}
+cluster_policies := [doc.policy | some doc in data.ostiary.policies.cluster]
 
 applicable := namespace_policies if {
 	count(namespace_policies) > 0
@@ -31,39 +28,36 @@ scope := sprintf("the ImagePolicies of namespace %s", [input.request.namespace])
 	count(namespace_policies) > 0
 }
 
-# The applicable entries that can match an image's host: each policy carries its entries indexed
-# by host bucket (policy.by_host, built by the translator), so an image is matched only against
-# the entries of its own host's buckets, never against all of them, and no index of every entry is
-# built per query. For a Pod of few images each applicable policy's index is looked in; for many
-# images, one index per query of which policies have entries in which bucket is built first, so the
-# cost per image does not grow with the number of policies (both give the same entries).
+# The applicable entries that can match an image's host, as [policy head, entry] pairs: each
+# policy carries its entries indexed by host bucket (policy.by_host, built by the translator), so
+# an image is matched only against the entries of its own host's buckets, never against all of
+# them, and no index of every entry is built per query. For a Pod of few images each applicable
+# policy's index is looked in; for many images, one index per query of which policies have entries
+# in which bucket is built first, so the cost per image does not grow with the number of policies
+# (both give the same entries).
 many_images := 32
 
 entries_for(ref) := entries_in_policies(ref) if {
 	count(input.images) <= many_images
 } else := entries_in_buckets(ref)
 
-entries_in_policies(ref) := [{"policy": policy.head, "entry": policy.repositories[i]} |
+entries_in_policies(ref) := [[policy.head, policy.repositories[i]] |
 	keys := matching.host_keys(ref.registry)
 	some policy in applicable
 	some key in keys
 	some i in object.get(policy.by_host, key, [])
 ]
 
-entries_in_buckets(ref) := [{"policy": policy.head, "entry": policy.repositories[i]} |
+entries_in_buckets(ref) := [[policy.head, policy.repositories[i]] |
 	some key in matching.host_keys(ref.registry)
-	some id in object.get(policies_by_bucket, key, set())
-	policy := applicable_by_id[id]
+	some n in object.get(policies_by_bucket, key, set())
+	policy := applicable[n]
 	some i in policy.by_host[key]
 ]
 
-applicable_by_id[id] := policy if {
-	some policy in applicable
-	id := sprintf("%s/%v/%s", [policy.kind, policy.namespace, policy.name])
-}
-
-policies_by_bucket[key] contains id if {
-	some id, policy in applicable_by_id
+# policies_by_bucket: bucket -> the positions in `applicable` of the policies with entries in it.
+policies_by_bucket[key] contains n if {
+	some n, policy in applicable
 	some key, _ in policy.by_host
 }
 
@@ -92,34 +86,44 @@ secret_namespace(policy) := policy.namespace if is_string(policy.namespace)
 
 else := system_namespace
 
-server_for(entry, ref) := entry.policy.trust.trustServer if {
-	is_string(entry.policy.trust.trustServer)
-} else := server if {
-	server := input.config.trust_servers[ref.registry]
-	is_string(server)
-} else := null
-
 requirements := {img.id: image_requirements(c, img.ref) |
 	some img in input.images
 	c := selected[img.id]
 }
 
+# image_requirements: what the chosen entry asks of the image. What depends on the policy alone
+# (entry.needs: trust enabled, its server, the Secrets' names, whether it names signature
+# verifiers, mutateImage) the translator computed (app/policies/translate.py entry_needs); here
+# only what depends on the request and the configuration is added. An entry without `needs` (a
+# document of another translator) has no requirements, and its image is denied (image_check).
 image_requirements(c, ref) := {
 	"trust": {
-		"enabled": object.get(c.entry.policy, ["trust", "enabled"], false) == true,
-		"server": server_for(c.entry, ref),
-		"signer_secrets": [{"name": s.name, "namespace": secret_namespace(c.policy)} |
-			some s in object.get(c.entry.policy, ["trust", "signerSecrets"], [])
-		],
+		"enabled": n.trust == true,
+		"server": server_of(n, ref),
+		"signer_secrets": [{"name": name, "namespace": ns} | some name in n.signers],
 		# Ostiary extension: pinned root-of-trust material, from the same namespace as signer secrets.
-		"root_secrets": [{"name": s.name, "namespace": secret_namespace(c.policy)} |
-			some s in object.get(c.entry.policy, ["trust", "rootSecrets"], [])
-		],
+		"root_secrets": [{"name": name, "namespace": ns} | some name in n.roots],
 	},
 	# Signature requirements beyond Notary v1 (rego/ostiary/signatures.rego), in policy order.
-	"signatures": signatures.requirements(c, system_namespace, input.request.namespace),
-	"mutate": object.get(c.entry.policy, "mutateImage", true) != false,
+	"signatures": signature_requirements(c, n),
+	"mutate": n.mutate != false,
+} if {
+	n := c.entry.needs
+	ns := secret_namespace(c.policy)
 }
+
+server_of(n, ref) := n.server if {
+	is_string(n.server)
+} else := server if {
+	server := input.config.trust_servers[ref.registry]
+	is_string(server)
+} else := null
+
+# Only an entry that names a signature verifier can have signature requirements; a `needs` without
+# the flag derives them (never skips them).
+signature_requirements(c, n) := [] if {
+	object.get(n, "signatures", true) == false
+} else := signatures.requirements(c, system_namespace, input.request.namespace)
 
 policy_summary(c) := {
 	"kind": c.policy.kind,
@@ -169,12 +173,30 @@ image_plan(img) := {
 # per-image lookups never rescan input.images.
 images_by_id := {img.id: img | some img in input.images}
 
-# violations: image id -> the set of reasons it is refused (empty when none). A complete rule
-# built in one pass over the images, each image's reasons computed from that image alone: the
-# cost of a decision grows linearly with the number of images.
-violations := {img.id: image_violations(img) | some img in input.images}
+# checks: image id -> what the image's proofs give, computed once per image and read by the
+# reasons, the pin and the plan alike: {"violations": the set of reasons it is refused (empty when
+# none), "pin": the digest its trust or signature proof gives when nothing is refused, else null}.
+# A complete rule built in one pass over the images, each image's from that image alone: the cost
+# of a decision grows linearly with the number of images.
+checks := {img.id: image_check(img) | some img in input.images}
 
-image_violations(img) := (((unparsable(img) | unmatched(img)) | unsupported(img)) | trust_violations(img)) | signature_violations(img)
+violations := {id: c.violations | some id, c in checks}
+
+image_check(img) := {"violations": v, "pin": pin_of(v, t.pin, s.pin)} if {
+	t := trust_check(img)
+	s := signature_check(img, t.pin)
+	v := ((((unparsable(img) | unmatched(img)) | unsupported(img)) | unreadable(img)) | t.violations) | s.violations
+}
+
+# The trust proof's digest first (both must agree when both are required: other_format_digest),
+# and only for an image nothing refuses.
+pin_of(v, tpin, spin) := tpin if {
+	count(v) == 0
+	tpin != null
+} else := spin if {
+	count(v) == 0
+	spin != null
+} else := null
 
 unparsable(img) := {invalid_message(img.ref) | img.ref.valid != true}
 
@@ -186,27 +208,38 @@ unmatched(img) := {msg |
 
 unsupported(img) := {msg |
 	c := selected[img.id]
-	some kind in ["va", "vulnerability"]
-	c.entry.policy[kind]
+	some kind in c.entry.needs.unsupported
 	msg := sprintf("policy.%s of %s %s is not supported by Ostiary; denied rather than unchecked", [kind, c.policy.kind, c.policy.name])
 }
 
-trust_violations(img) := trust.violations(img, proven_requirement(req)) if {
+# An image whose chosen entry gave no requirements (an entry the library cannot read) is denied.
+unreadable(img) := {msg |
+	c := selected[img.id]
+	not requirements[img.id]
+	msg := sprintf("entry %v of %s %s cannot be read by this library (translated by another version?); denied", [c.entry.name, c.policy.kind, c.policy.name])
+}
+
+# trust_check: the trust proof of an image whose entry enables trust (trust.check), with what its
+# secrets and pins hold now; nothing to prove otherwise.
+trust_check(img) := trust.check(img, proven_requirement(req)) if {
 	req := requirements[img.id].trust
 	req.enabled == true
-} else := set()
+} else := {"violations": set(), "pin": null}
 
 # Signature requirements: each must hold; with trust enabled too, both must prove the same digest.
-signature_violations(img) := signatures.violations(img, reqs) | other_format_digest(img, reqs) if {
+signature_check(img, tpin) := {"violations": signatures.violations(img, reqs) | other_format_digest(tpin, spin), "pin": spin} if {
 	reqs := requirements[img.id].signatures
 	count(reqs) > 0
-} else := set()
+	spin := signature_pin(img, reqs)
+} else := {"violations": set(), "pin": null}
 
-other_format_digest(img, reqs) := {msg |
-	treq := requirements[img.id].trust
-	treq.enabled == true
-	notary := trust.pinned_digest(img, proven_requirement(treq))
-	signed := signatures.pinned_digest(img, reqs)
+signature_pin(img, reqs) := d if {
+	d := signatures.pinned_digest(img, reqs)
+} else := null
+
+other_format_digest(notary, signed) := {msg |
+	notary != null
+	signed != null
 	notary != signed
 	msg := sprintf(
 		"Notary trust data signs %s but the signature requirements prove %s; both must sign the same digest; denied",
@@ -287,27 +320,23 @@ signature_warnings(id) := sort([w | some w in signatures.warnings(images_by_id[i
 	count(reqs) > 0
 } else := []
 
-pin(img) := d if {
-	requirements[img.id].trust.enabled
-	count([m | some m in violations[img.id]]) == 0
-	d := trust.pinned_digest(img, proven_requirement(requirements[img.id].trust))
-} else := d if {
-	count(object.get(requirements, [img.id, "signatures"], [])) > 0
-	count([m | some m in violations[img.id]]) == 0
-	d := signatures.pinned_digest(img, requirements[img.id].signatures)
-} else := null
-
 image_decision(img) := {
 	"id": img.id,
 	"image": img.image,
 	"path": img.path,
-	"allowed": count(reasons(img.id)) == 0,
-	"reasons": reasons(img.id),
+	"allowed": count(r) == 0,
+	"reasons": r,
 	"warnings": image_warnings(img.id),
-	"pin": pin(img),
+	"pin": checks[img.id].pin,
 	"mutate": object.get(requirements, [img.id, "mutate"], false),
-	"policy": object.get(image_plan(img), "policy", null),
+	"policy": policy_of(img.id),
+} if {
+	r := reasons(img.id)
 }
+
+policy_of(id) := policy_summary(selected[id]) if {
+	selected[id]
+} else := null
 
 image_decisions := [image_decision(img) | some img in input.images]
 

@@ -234,20 +234,20 @@ test_secret_namespace if {
 	ns == "sys"
 }
 
-test_server_for if {
-	main.server_for({"policy": {"trust": {"trustServer": "https://n.example"}}}, {"registry": "docker.io"}) == "https://n.example"
+test_server_of if {
+	main.server_of({"server": "https://n.example"}, {"registry": "docker.io"}) == "https://n.example"
 	cfg := {"config": testdata.config}
-	s1 := main.server_for({"policy": {}}, {"registry": "docker.io"}) with input as cfg
+	s1 := main.server_of({"server": null}, {"registry": "docker.io"}) with input as cfg
 	s1 == "https://notary.docker.io"
-	s2 := main.server_for({"policy": {}}, {"registry": "quay.io"}) with input as cfg
+	s2 := main.server_of({"server": null}, {"registry": "quay.io"}) with input as cfg
 	s2 == "https://quay.io:443"
-	s3 := main.server_for({"policy": {}}, {"registry": "index.docker.io"}) with input as cfg
+	s3 := main.server_of({"server": null}, {"registry": "index.docker.io"}) with input as cfg
 	s3 == null
-	s4 := main.server_for({"policy": {}}, {"registry": "registry.example.com"}) with input as cfg
+	s4 := main.server_of({"server": null}, {"registry": "registry.example.com"}) with input as cfg
 	s4 == null
 
 	# the defaults come only from input.config (defined once, in app/notary/servers.py)
-	main.server_for({"policy": {}}, {"registry": "docker.io"}) == null
+	main.server_of({"server": null}, {"registry": "docker.io"}) == null
 }
 
 test_plan_mutate_false_when_mutate_image_false if {
@@ -299,11 +299,12 @@ test_va_policy_is_denied_as_unsupported if {
 }
 
 test_vulnerability_policy_is_denied_as_unsupported if {
-	policies := json.patch(testdata.policies.plan, [{
-		"op": "add",
-		"path": "/cluster/plan/policy/repositories/7/policy",
-		"value": {"vulnerability": {}},
-	}])
+	# the entry as the translator writes it for policy {"vulnerability": {}} (entry_needs,
+	# tests/unit/test_translate.py)
+	policies := json.patch(testdata.policies.plan, [
+		{"op": "add", "path": "/cluster/plan/policy/repositories/7/policy", "value": {"vulnerability": {}}},
+		{"op": "add", "path": "/cluster/plan/policy/repositories/7/needs/unsupported", "value": ["vulnerability"]},
+	])
 	d := h.first(h.pod(["registry.example.com/open/app:1.0"]), policies)
 	d.allowed == false
 	h.has_reason(d, "policy.vulnerability of ClusterImagePolicy plan is not supported")
@@ -458,12 +459,12 @@ test_both_entry_lookups_offer_the_same_entries if {
 	}
 }
 
-found_in_policies(ref, policies) := {[c.policy.name, c.entry.index] |
+found_in_policies(ref, policies) := {[c[0].name, c[1].index] |
 	some c in main.entries_in_policies(ref) with data.ostiary.policies as policies
 		with input as h.request("team-a", [])
 }
 
-found_in_buckets(ref, policies) := {[c.policy.name, c.entry.index] |
+found_in_buckets(ref, policies) := {[c[0].name, c[1].index] |
 	some c in main.entries_in_buckets(ref) with data.ostiary.policies as policies
 		with input as h.request("team-a", [])
 }

@@ -1,7 +1,8 @@
 # METADATA
 # description: |
 #   Which repository entry of which policy applies to an image (Portieris semantics on normalized
-#   names; docs/policies.md). Entries carry patterns already normalized by the translator.
+#   names; docs/policies.md). Entries carry patterns already normalized by the translator, and
+#   their rank: everything of the order in which entries win that depends on the policy alone.
 package ostiary.matching
 
 import rego.v1
@@ -31,72 +32,39 @@ tag_matches(pattern, _) if pattern.any_tag
 tag_matches(pattern, ref) if {
 	not pattern.any_tag
 	is_string(ref.tag)
-	regex.match(pattern.tag_regex, ref.tag)
+	part_matches(pattern.tag, pattern.tag_regex, ref.tag)
 }
 
-# is_exact: a pattern without wildcard equal to the image's name:tag (the digest aside).
-is_exact(entry, ref) if {
-	is_string(entry.pattern.exact)
-	is_string(ref.tag)
-	entry.pattern.exact == sprintf("%s:%s", [ref.name, ref.tag])
+# The order in which entries win, lowest first (the translator's `rank` of each entry,
+# app/policies/translate.py entry_rank): an exact pattern (a tag and no wildcard: when it matches
+# an image it equals the image's name:tag, the digest aside), then most non-wildcard characters,
+# then an entry with requirements, then kind, namespace, policy name and entry index, so the
+# choice never depends on the order policies or entries are read in. The rank tells every entry
+# of a scope apart, so comparing [rank, policy, entry] triples compares ranks only.
+
+# best_of: the winning {policy, entry} among `offered` ([policy head, entry] pairs), undefined when
+# none matches the image.
+best_of(ref, offered) := {"policy": m[1], "entry": m[2]} if {
+	ms := [[entry.rank, o[0], entry] |
+		some o in offered
+		entry := o[1]
+		entry_matches(entry, ref)
+	]
+	count(ms) > 0
+	m := min(ms)
 }
 
-# has_requirements: the entry asks for something beyond "allow".
-has_requirements(entry) if entry.policy.trust.enabled == true
-
-has_requirements(entry) if {
-	some kind in {"simple", "va", "vulnerability"}
-	entry.policy[kind]
-}
-
-exact_rank(entry, ref) := 0 if is_exact(entry, ref)
-
-else := 1
-
-requirement_rank(entry) := 0 if has_requirements(entry)
-
-else := 1
-
-# sort_key orders candidates: exact match first, then most non-wildcard characters, then an
-# entry with requirements, then kind, namespace, name and entry index (deterministic).
-sort_key(policy, entry, ref) := [
-	exact_rank(entry, ref),
-	0 - entry.pattern.specificity,
-	requirement_rank(entry),
-	policy.kind,
-	namespace_key(policy),
-	policy.name,
-	entry.index,
-]
-
-namespace_key(policy) := policy.namespace if is_string(policy.namespace)
-
-else := ""
-
-candidates(ref, policies) := candidates_of(ref, [{"policy": policy, "entry": entry} |
+# best: the same against every entry of `policies` (no host index; the tests compare the two).
+best(ref, policies) := best_of(ref, [[policy.head, entry] |
 	some policy in policies
 	some entry in policy.repositories
 ])
 
-# candidates_of: the matching ones among {policy, entry} items. An array, not a set: a set would
-# hash every candidate's whole entry to insert it, and the sort key already tells them apart.
-candidates_of(ref, items) := [c |
-	some item in items
-	entry_matches(item.entry, ref)
-	c := {"key": sort_key(item.policy, item.entry, ref), "policy": item.policy, "entry": item.entry}
+candidates(ref, policies) := [{"policy": policy.head, "entry": entry} |
+	some policy in policies
+	some entry in policy.repositories
+	entry_matches(entry, ref)
 ]
-
-# best is undefined when no entry matches.
-best(ref, policies) := lowest_of(candidates(ref, policies))
-
-best_of(ref, items) := lowest_of(candidates_of(ref, items))
-
-lowest_of(cs) := c if {
-	count(cs) > 0
-	lowest := min({x.key | some x in cs})
-	some c in cs
-	c.key == lowest
-}
 
 # host_keys: the buckets an image of `host` looks in: its exact host, and every suffix of its
 # labels (including none) for the wildcard entries. At most one more key than the host has labels.

@@ -173,51 +173,43 @@ test_tag_matches_needs_a_tag_when_the_pattern_has_one if {
 	matching.tag_matches(testdata.entries["nginx:1.25"].pattern, ref("nginx:1.25"))
 }
 
-# ---- exactness ----
+# ---- exactness and rank (the translator's entry_rank) ----
 
-test_exact_is_a_wildcard_free_pattern_equal_to_name_and_tag if {
-	matching.is_exact(testdata.entries["nginx:1.25"], ref("nginx:1.25"))
-	matching.is_exact(testdata.entries["docker.io/library/nginx:1.25"], ref("nginx:1.25"))
-	matching.is_exact(testdata.entries["nginx:latest"], ref("nginx"))
+test_exact_is_a_wildcard_free_pattern_with_a_tag if {
+	testdata.entries["nginx:1.25"].rank[0] == 0
+	testdata.entries["docker.io/library/nginx:1.25"].rank[0] == 0
+	testdata.entries["nginx:latest"].rank[0] == 0
+	testdata.entries.nginx.rank[0] == 1
+	testdata.entries["docker.io/library/nginx"].rank[0] == 1
+	testdata.entries["nginx:*"].rank[0] == 1
 }
 
-test_exact_ignores_the_digest if {
-	matching.is_exact(testdata.entries["nginx:1.25"], ref("nginx:1.25@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
+# The rank's exactness needs no image: an exact entry that matches an image equals the image's
+# name:tag (the digest aside), for every translated pattern and every test image.
+test_an_exact_entry_that_matches_equals_the_image_name_and_tag if {
+	wrong := [[p, t] |
+		some p, entry in testdata.entries
+		entry.rank[0] == 0
+		some t, img in testdata.images
+		img.ref.valid == true
+		matching.entry_matches(entry, img.ref)
+		entry.pattern.exact != sprintf("%s:%s", [img.ref.name, img.ref.tag])
+	]
+	wrong == []
+	# and a tagged pattern never matches a digest-only image, so exactness never meets one
+	not matching.entry_matches(testdata.entries["nginx:1.25"], ref("nginx@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
 }
 
-test_tagless_or_wildcard_pattern_is_never_exact if {
-	not matching.is_exact(testdata.entries.nginx, ref("nginx"))
-	not matching.is_exact(testdata.entries["docker.io/library/nginx"], ref("nginx"))
-	not matching.is_exact(testdata.entries["nginx:*"], ref("nginx"))
-	not matching.is_exact(testdata.entries["nginx:1.25"], ref("nginx@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
-	not matching.is_exact(testdata.entries["nginx:1.25"], ref("nginx:latest"))
-	matching.exact_rank(testdata.entries.nginx, ref("nginx")) == 1
-	matching.exact_rank(testdata.entries["nginx:latest"], ref("nginx")) == 0
-}
-
-# ---- requirements, keys, candidates ----
-
-test_has_requirements_for_trust_and_unsupported_verifiers if {
-	matching.has_requirements({"policy": {"trust": {"enabled": true}}})
-	matching.has_requirements({"policy": {"simple": {}}})
-	matching.has_requirements({"policy": {"va": {"enabled": true}}})
-	matching.has_requirements({"policy": {"vulnerability": {}}})
-	not matching.has_requirements({"policy": {}})
-	not matching.has_requirements({"policy": {"trust": {"enabled": false}}})
-	not matching.has_requirements({"policy": {"mutateImage": false}})
-	matching.requirement_rank({"policy": {"trust": {"enabled": true}}}) == 0
-	matching.requirement_rank({"policy": {}}) == 1
-}
-
-test_namespace_key_is_empty_for_cluster_policies if {
-	matching.namespace_key({"namespace": null}) == ""
-	matching.namespace_key({"namespace": "team"}) == "team"
-}
-
-test_sort_key_orders_exact_specificity_requirements_then_names if {
+test_rank_orders_exact_specificity_requirements_then_names if {
 	policy := testdata.policies.specificity.cluster.specificity.policy
-	entry := policy.repositories[3]
-	matching.sort_key(policy, entry, ref("icr.io/team/app:1.0")) == [0, -19, 1, "ClusterImagePolicy", "", "specificity", 3]
+	policy.repositories[3].rank == [0, -19, 1, "ClusterImagePolicy", "", "specificity", 3]
+	ties := testdata.policies.ties.cluster
+	some e in ties["b-policy"].policy.repositories
+	e.name == "quay.io/org/*pp"
+	e.rank[2] == 0 # trust: an entry with requirements
+	some f in ties["a-policy"].policy.repositories
+	f.name == "quay.io/org/ap*"
+	f.rank[2] == 1
 }
 
 specificity_policies := [p.policy | some p in testdata.policies.specificity.cluster]

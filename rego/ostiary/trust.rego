@@ -115,13 +115,24 @@ pinned_digest(img, req) := released(img, img.ref.tag) if {
 
 # ---- why not: specific explanations -------------------------------------------------------------
 
-# violations: why an image whose policy enables trust (`req.enabled`) may not run; empty when it
-# may. The explanations, and a catch-all so that an image that is not `satisfied` is never
-# without one (partial or unexpected facts deny with a generic reason).
-violations(img, req) := explanations(img, req) if {
-	count(explanations(img, req)) > 0
-} else := set() if {
-	satisfied(img, req)
+# check(img, req): the outcome of the trust proof for one image whose policy enables trust
+# (`req.enabled`): {"violations": set(), "pin": the digest} when `satisfied`, else
+# {"violations": why, "pin": null}. `satisfied` is proved first and the explanations are computed
+# only when it fails: each explanation contradicts a condition of `satisfied` (facts_fit, the
+# released digest, digest_agrees, digest_signed, signer_ok), so none can hold together with it,
+# and this gives the answer computing them all would give. trust_test.rego proves that over the
+# fact space of its fixtures (test_no_explanation_holds_with_satisfied). When it fails, the
+# explanations, and a catch-all so that an image that is not `satisfied` is never without one
+# (partial or unexpected facts deny with a generic reason).
+check(img, req) := {"violations": set(), "pin": d} if {
+	d := pinned_digest(img, req)
+} else := {"violations": why_not(img, req), "pin": null}
+
+violations(img, req) := check(img, req).violations
+
+why_not(img, req) := e if {
+	e := explanations(img, req)
+	count(e) > 0
 } else := {"trust requirements are not met by the trust facts (incomplete or malformed facts); denied"}
 
 explanations(img, req) := union({
