@@ -437,6 +437,10 @@ def policy_data(resource: PolicyResource) -> dict:
     by_host: dict[str, list[int]] = {}
     for entry in repositories:
         by_host.setdefault(entry["pattern"]["host_bucket"], []).append(entry["index"])
+    # The wildcard buckets with the host suffix each stands for ("*corp.example.com": images of
+    # corp.example.com or a host ending in .corp.example.com; "*": every host), so an image looks up
+    # its own host's bucket and tests only these suffixes (main.rego entries_in_policies).
+    wild = [[key, key[1:], "." + key[1:]] for key in sorted(by_host) if key.startswith("*")]
     return {
         "apiVersion": resource.api_version,
         **head,
@@ -444,6 +448,7 @@ def policy_data(resource: PolicyResource) -> dict:
         "repositories": repositories,
         "head": head,
         "by_host": by_host,
+        "wild": wild,
     }
 
 

@@ -41,12 +41,26 @@ entries_for(ref) := entries_in_policies(ref) if {
 	count(input.images) <= many_images
 } else := entries_in_buckets(ref)
 
-entries_in_policies(ref) := [[policy.head, policy.repositories[i]] |
-	keys := matching.host_keys(ref.registry)
-	some policy in applicable
-	some key in keys
-	some i in object.get(policy.by_host, key, [])
-]
+entries_in_policies(ref) := array.concat(
+	[[policy.head, policy.repositories[i]] |
+		key := concat("", ["=", ref.registry])
+		some policy in applicable
+		some i in object.get(policy.by_host, key, [])
+	],
+	[[policy.head, policy.repositories[i]] |
+		some policy in applicable
+		some w in policy.wild
+		host_in(ref.registry, w[1], w[2])
+		some i in policy.by_host[w[0]]
+	],
+)
+
+# host_in: `host` is one whose labels end in `suffix` (matching.host_keys gives that bucket).
+host_in(_, "", _)
+
+host_in(host, suffix, _) if host == suffix
+
+host_in(host, _, dotted) if endswith(host, dotted)
 
 entries_in_buckets(ref) := [[policy.head, policy.repositories[i]] |
 	some key in matching.host_keys(ref.registry)
@@ -216,7 +230,10 @@ unsupported(img) := {msg |
 unreadable(img) := {msg |
 	c := selected[img.id]
 	not requirements[img.id]
-	msg := sprintf("entry %v of %s %s cannot be read by this library (translated by another version?); denied", [c.entry.name, c.policy.kind, c.policy.name])
+	msg := sprintf(
+		"entry %v of %s %s cannot be read by this library (translated by another version?); denied",
+		[c.entry.name, c.policy.kind, c.policy.name],
+	)
 }
 
 # trust_check: the trust proof of an image whose entry enables trust (trust.check), with what its
@@ -227,7 +244,7 @@ trust_check(img) := trust.check(img, proven_requirement(req)) if {
 } else := {"violations": set(), "pin": null}
 
 # Signature requirements: each must hold; with trust enabled too, both must prove the same digest.
-signature_check(img, tpin) := {"violations": signatures.violations(img, reqs) | other_format_digest(tpin, spin), "pin": spin} if {
+signature_check(img, tpin) := {"violations": (signatures.violations(img, reqs) | other_format_digest(tpin, spin)), "pin": spin} if {
 	reqs := requirements[img.id].signatures
 	count(reqs) > 0
 	spin := signature_pin(img, reqs)

@@ -196,6 +196,7 @@ test_an_exact_entry_that_matches_equals_the_image_name_and_tag if {
 		entry.pattern.exact != sprintf("%s:%s", [img.ref.name, img.ref.tag])
 	]
 	wrong == []
+
 	# and a tagged pattern never matches a digest-only image, so exactness never meets one
 	not matching.entry_matches(testdata.entries["nginx:1.25"], ref("nginx@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
 }

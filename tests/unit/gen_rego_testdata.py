@@ -106,6 +106,32 @@ spec:
     - name: "quay.io/org/y*"
     - name: "quay.io/org/*y"
 """,
+    # the precomputed rank decides: a more specific deny-all entry beats a broader allow that
+    # sorts first by name (rego/ostiary/precomputed_test.rego); precedence_before: without it
+    "precedence": """
+apiVersion: ostiary.dev/v1
+kind: ClusterImagePolicy
+metadata: {name: a-allow}
+spec:
+  repositories:
+    - name: "icr.io/*"
+---
+apiVersion: ostiary.dev/v1
+kind: ClusterImagePolicy
+metadata: {name: z-deny}
+spec:
+  repositories:
+    - name: "icr.io/team/*"
+      policy: {simple: {requirements: [{type: reject}]}}
+""",
+    "precedence_before": """
+apiVersion: ostiary.dev/v1
+kind: ClusterImagePolicy
+metadata: {name: a-allow}
+spec:
+  repositories:
+    - name: "icr.io/*"
+""",
     # ImagePolicies of a namespace are exclusive over ClusterImagePolicies
     "namespaces": """
 apiVersion: ostiary.dev/v1
@@ -402,15 +428,19 @@ def policies_document(yaml_text: str, scenario: str) -> dict[str, Any]:
     return doc
 
 
-def matching_entries() -> dict[str, Any]:
+def matching_policy() -> dict[str, Any]:
+    """One ClusterImagePolicy of every pattern of MATCHING_PATTERNS, translated."""
     raw = {
         "apiVersion": "ostiary.dev/v1",
         "kind": "ClusterImagePolicy",
         "metadata": {"name": "matching"},
         "spec": {"repositories": [{"name": p} for p in MATCHING_PATTERNS]},
     }
-    data = policy_data(parse_policy_document(raw, "testdata:matching#0"))
-    return {entry["name"]: entry for entry in data["repositories"]}
+    return policy_data(parse_policy_document(raw, "testdata:matching#0"))
+
+
+def matching_entries() -> dict[str, Any]:
+    return {entry["name"]: entry for entry in matching_policy()["repositories"]}
 
 
 def image_inputs() -> dict[str, Any]:
@@ -452,6 +482,8 @@ def render() -> str:
     values = {
         "policies": {name: policies_document(text, name) for name, text in POLICY_SCENARIOS.items()},
         "entries": matching_entries(),
+        # the same entries as one policy document (data.ostiary.policies), for the host index tests
+        "matching_policies": {"cluster": {"matching": {"policy": matching_policy()}}, "namespaced": {}},
         "images": image_inputs(),
         "facts": trust_facts(),
         # input.config as the Reviewer sends it (app/admission/review.py): defined once, in Python

@@ -107,3 +107,117 @@ def test_namespaced_module_ids_carry_the_namespace():
     module = translate(resource(name="team", kind="ImagePolicy", namespace="prod"))
     assert module.id == "ostiary/policies/namespaced/prod/team"
     assert module.package == 'ostiary.policies.namespaced["prod"]["team"]'
+
+
+# ---- what the translator computes once for the decision (docs/performance.md, issue 26) ----
+
+
+def _entries(spec, kind="ClusterImagePolicy", namespace=None, name="p"):
+    return json.loads(translate(resource(name, spec, kind, namespace)).source)["policy"]
+
+
+def test_rank_is_exact_specificity_requirements_kind_namespace_name_index():
+    policy = _entries(
+        {
+            "repositories": [
+                {"name": "icr.io/team/app:1.0"},
+                {"name": "icr.io/team/*", "policy": {"trust": {"enabled": True}}},
+                {"name": "icr.io/*", "policy": {"simple": {"requirements": [{"type": "reject"}]}}},
+                {"name": "icr.io/*", "policy": {"trust": {"enabled": False}, "mutateImage": False}},
+            ]
+        },
+        kind="ImagePolicy",
+        namespace="team",
+        name="web",
+    )
+    ranks = [e["rank"] for e in policy["repositories"]]
+    assert ranks == [
+        [0, -len("icr.io/team/app:1.0"), 1, "ImagePolicy", "team", "web", 0],
+        [1, -len("icr.io/team/"), 0, "ImagePolicy", "team", "web", 1],
+        [1, -len("icr.io/"), 0, "ImagePolicy", "team", "web", 2],
+        [1, -len("icr.io/"), 1, "ImagePolicy", "team", "web", 3],
+    ]
+    assert sorted(ranks) == ranks  # the order docs/policies.md gives
+    cluster = _entries({"repositories": [{"name": "nginx"}]})
+    assert cluster["repositories"][0]["rank"][3:] == ["ClusterImagePolicy", "", "p", 0]
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ({"trust": {"enabled": True}}, True),
+        ({"simple": {}}, True),
+        ({"va": {"enabled": True}}, True),
+        ({"vulnerability": {}}, True),
+        ({"vulnerability": None}, True),  # Rego: only false fails
+        ({}, False),
+        ({"trust": {"enabled": False}}, False),
+        ({"trust": {"enabled": 1}}, False),
+        ({"simple": False}, False),
+        ({"mutateImage": False}, False),
+        ("not an object", False),
+    ],
+)
+def test_has_requirements_reads_the_policy_as_rego_does(policy, expected):
+    from app.policies.translate import has_requirements
+
+    assert has_requirements(policy) is expected
+
+
+def test_needs_spell_out_what_the_entry_asks():
+    from app.policies.translate import entry_needs
+
+    assert entry_needs({}) == {
+        "trust": False,
+        "server": None,
+        "signers": [],
+        "roots": [],
+        "signatures": False,
+        "mutate": True,
+        "unsupported": [],
+    }
+    needs = entry_needs(
+        {
+            "trust": {
+                "enabled": True,
+                "trustServer": "https://n.example",
+                "signerSecrets": [{"name": "alice"}, {"name": "bob"}],
+                "rootSecrets": [{"name": "root"}],
+            },
+            "mutateImage": False,
+            "cosign": {"keys": []},
+            "va": {"enabled": True},
+            "vulnerability": False,
+        }
+    )
+    assert needs == {
+        "trust": True,
+        "server": "https://n.example",
+        "signers": ["alice", "bob"],
+        "roots": ["root"],
+        "signatures": True,
+        "mutate": False,
+        "unsupported": ["va"],
+    }
+    # the signature flag is conservative: naming a verifier at all lets the Rego derive them
+    for kind in ("simple", "cosign", "notation"):
+        assert entry_needs({kind: {}})["signatures"] is True
+
+
+def test_wild_lists_each_wildcard_bucket_with_its_host_suffix():
+    policy = _entries(
+        {
+            "repositories": [
+                {"name": "*.icr.io/*"},
+                {"name": "reg*.example.com/*"},
+                {"name": "*"},
+                {"name": "icr.io/a"},
+            ]
+        }
+    )
+    assert policy["wild"] == [
+        ["*", "", "."],
+        ["*example.com", "example.com", ".example.com"],
+        ["*icr.io", "icr.io", ".icr.io"],
+    ]
+    assert set(policy["by_host"]) == {"*", "*example.com", "*icr.io", "=icr.io"}
