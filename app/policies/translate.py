@@ -40,6 +40,7 @@ from app.notary.servers import normalize_trust_server
 from app.policies.model import PolicyError, PolicyResource, RegoModule
 from app.signatures.facts import identity_ref
 from app.signatures.keyless import EXTENSION_FIELDS as KEYLESS_EXTENSION_FIELDS
+from app.signatures.notation import NotationError, trusted_identity
 
 _REGEX_META = set("\\.+*?()|[]{}^$")
 
@@ -270,39 +271,21 @@ def _notation_validations(verification: dict) -> dict[str, str]:
     return {"integrity": "enforce", **NOTATION_VALIDATIONS[level], **override}
 
 
-def _with_notation(policy: dict, name: str = "") -> dict:
-    """The entry's policy with `notation.identities`: each trusted identity as the Rego compares it,
-    "*" or the x509 subject as {attribute: value} (C, ST and O required, "*" only alone, as
-    Notation's trust policy; docs/signatures.md), the verification level and the action of each
-    validation spelled out (`validations`), and the trust stores used (`stores`). `skip` names no
-    trust store and no identity, and not for every image (a `*` entry), as Notation requires."""
-    notation = policy.get("notation")
-    if not isinstance(notation, dict):
-        return policy
-    verification = notation.get("signatureVerification") or {}
-    level = verification.get("level", "strict")
-    validations = _notation_validations(verification)
-    if level == "skip":
-        extra = sorted(
-            k for k in ("caSecret", "caSecretNamespace", "trustStores", "trustedIdentities") if k in notation
+def _check_notation_skip(notation: dict, name: str) -> None:
+    """The level skip names no trust store and no identity, and not for every image (`*`)."""
+    extra = sorted(
+        k for k in ("caSecret", "caSecretNamespace", "trustStores", "trustedIdentities") if k in notation
+    )
+    if extra:
+        raise ValueError(
+            f"notation: the level skip verifies no signature, so it takes no {', '.join(extra)} (remove them)"
         )
-        if extra:
-            raise ValueError(
-                f"notation: the level skip verifies no signature, so it takes no {', '.join(extra)} (remove them)"
-            )
-        if name.strip() == "*":
-            raise ValueError(
-                "notation: the level skip cannot apply to every image (`*`); name the repositories"
-            )
-        return {
-            **policy,
-            "notation": {**notation, "identities": [], "level": level, "validations": {}, "stores": []},
-        }
-    if not isinstance(notation.get("trustedIdentities"), list):
-        return policy
-    from app.signatures.notation import NotationError, trusted_identity
+    if name.strip() == "*":
+        raise ValueError("notation: the level skip cannot apply to every image (`*`); name the repositories")
 
-    texts = notation["trustedIdentities"]
+
+def _notation_identities(texts: list) -> list:
+    """notation.trustedIdentities parsed (trusted_identity): "*" only alone, no two overlapping."""
     if "*" in texts and len(texts) > 1:
         raise ValueError("notation.trustedIdentities: `*` must be the only entry when present")
     try:
@@ -321,6 +304,30 @@ def _with_notation(policy: dict, name: str = "") -> dict:
                     f"notation.trustedIdentities: {text_a[:120]!r} and {text_b[:120]!r} overlap "
                     "(a certificate would match both)"
                 )
+    return identities
+
+
+def _with_notation(policy: dict, name: str = "") -> dict:
+    """The entry's policy with `notation.identities`: each trusted identity as the Rego compares it,
+    "*" or the x509 subject as {attribute: value} (C, ST and O required, "*" only alone, as
+    Notation's trust policy; docs/signatures.md), the verification level and the action of each
+    validation spelled out (`validations`), and the trust stores used (`stores`). `skip` names no
+    trust store and no identity, and not for every image (a `*` entry), as Notation requires."""
+    notation = policy.get("notation")
+    if not isinstance(notation, dict):
+        return policy
+    verification = notation.get("signatureVerification") or {}
+    level = verification.get("level", "strict")
+    validations = _notation_validations(verification)
+    if level == "skip":
+        _check_notation_skip(notation, name)
+        return {
+            **policy,
+            "notation": {**notation, "identities": [], "level": level, "validations": {}, "stores": []},
+        }
+    if not isinstance(notation.get("trustedIdentities"), list):
+        return policy
+    identities = _notation_identities(notation["trustedIdentities"])
     stores = list(notation.get("trustStores") or ["ca"])
     if "ca" not in stores and "signingAuthority" not in stores:
         raise ValueError(
@@ -390,7 +397,8 @@ def entry_needs(policy: dict) -> dict:
     signature requirements (conservatively: it names a signature verifier at all; the Rego then
     derives them), whether images are pinned (mutateImage is not false) and the unsupported verifiers
     it names (any value but false, as Rego reads `policy[kind]`)."""
-    trust = policy.get("trust") if isinstance(policy.get("trust"), dict) else {}
+    found = policy.get("trust")
+    trust: dict = found if isinstance(found, dict) else {}
     server = trust.get("trustServer")
     return {
         "trust": trust.get("enabled") is True,
