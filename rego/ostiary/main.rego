@@ -196,10 +196,16 @@ checks := {img.id: image_check(img) | some img in input.images}
 
 violations := {id: c.violations | some id, c in checks}
 
-image_check(img) := {"violations": v, "pin": pin_of(v, t.pin, s.pin)} if {
+# An invalid reference and an image no entry matches have one reason each and nothing to prove;
+# only an image with a chosen entry is checked against its requirements.
+image_check(img) := {"violations": unparsable(img), "pin": null} if {
+	img.ref.valid != true
+} else := {"violations": unmatched(img), "pin": null} if {
+	not selected[img.id]
+} else := {"violations": v, "pin": pin_of(v, t.pin, s.pin)} if {
 	t := trust_check(img)
 	s := signature_check(img, t.pin)
-	v := ((((unparsable(img) | unmatched(img)) | unsupported(img)) | unreadable(img)) | t.violations) | s.violations
+	v := ((unsupported(img) | unreadable(img)) | t.violations) | s.violations
 }
 
 # The trust proof's digest first (both must agree when both are required: other_format_digest),
