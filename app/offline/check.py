@@ -12,7 +12,7 @@ may miss some, said below):
   entries (a warning), and **unreachable entries**: entry A can never be selected when, in the same
   scope (the ClusterImagePolicies, or the ImagePolicies of one namespace; docs/policies.md
   "Matching"), another entry B matches every image A matches and B's sort key
-  (rego/ostiary/matching.rego `sort_key`) is lower for every such image. This module decides that
+  (app/policies/translate.py `entry_rank`) is lower for every such image. This module decides that
   exactly for one B at a time: B covers A when B's host, path and tag globs include A's (a `*` of A
   may only be absorbed by a `*` of B — exact inclusion for globs whose only wildcard is `*`), and
   B's key is lower when (not exact, -specificity, requirement rank, kind, namespace, name, index)
@@ -231,8 +231,8 @@ class Entry:
 
     @functools.cached_property
     def sort_key(self) -> tuple:
-        """matching.rego sort_key for an image this entry matches (exact_rank is per image, but for
-        an entry covered by another only its own exactness matters; see the module docstring)."""
+        """translate.py entry_rank of this entry (the order in which the decision picks entries; see
+        the module docstring)."""
         return (
             0 if self.exact else 1,
             -self.pattern.specificity,
@@ -248,7 +248,7 @@ class Entry:
 
 
 def _has_requirements(policy: Any) -> bool:
-    """matching.rego has_requirements: trust.enabled == true, or a (truthy) unsupported verifier."""
+    """translate.py has_requirements: trust.enabled == true, or a (truthy) unsupported verifier."""
     if not isinstance(policy, dict):
         return False
     trust = policy.get("trust")
