@@ -199,7 +199,7 @@ violations := {id: c.violations | some id, c in checks}
 # An invalid reference and an image no entry matches have one reason each and nothing to prove;
 # only an image with a chosen entry is checked against its requirements.
 image_check(img) := {"violations": unparsable(img), "pin": null} if {
-	img.ref.valid != true
+	not img.ref.valid == true
 } else := {"violations": unmatched(img), "pin": null} if {
 	not selected[img.id]
 } else := {"violations": v, "pin": pin_of(v, t.pin, s.pin)} if {
@@ -218,7 +218,11 @@ pin_of(v, tpin, spin) := tpin if {
 	spin != null
 } else := null
 
-unparsable(img) := {invalid_message(img.ref) | img.ref.valid != true}
+# An image whose reference is not valid, or that carries no readable `ref` at all (an input Ostiary
+# never builds), has exactly one reason: a missing field is a refusal, never a pass.
+unparsable(img) := {invalid_message(img.ref)} if {
+	is_object(img.ref)
+} else := {"invalid image reference: the input carries no reference for this image"}
 
 unmatched(img) := {msg |
 	img.ref.valid == true

@@ -163,6 +163,19 @@ test_invalid_reference_is_denied_even_if_ref_fields_look_matchable if {
 	d.reasons == ["invalid image reference: bad"]
 }
 
+test_an_image_without_ref_valid_is_denied if {
+	# an input whose ref lacks `valid` (or has no ref at all) is refused, never passed unchecked
+	site := h.site(0, "nginx")
+	bare := object.remove(site, ["ref"])
+	img := object.union(bare, {"ref": object.remove(site.ref, ["valid"])})
+	d := h.first(h.request("default", [img]), testdata.policies.namespaces)
+	d.allowed == false
+	d.reasons == ["invalid image reference: no reason given"]
+	d2 := h.first(h.request("default", [bare]), testdata.policies.namespaces)
+	d2.allowed == false
+	d2.reasons == ["invalid image reference: the input carries no reference for this image"]
+}
+
 # ---- plan ----
 
 plan_of(ns, text) := h.plan(h.pod_in(ns, [text]), testdata.policies.plan).images[0]

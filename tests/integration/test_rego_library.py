@@ -16,7 +16,7 @@ def test_opa_test_runs_and_passes_every_rego_test(opa_binary):
     lib = str(rego_library_dir().parent)
     data = rego_testdata_dir()
     assert data is not None, "tests/rego-data is missing"
-    result = run(opa_binary, "test", lib, str(data), "--format", "json")
+    result = run(opa_binary, "test", lib, str(data), "--format", "json", "--timeout", "120s")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     outcomes = json.loads(result.stdout)
     assert len(outcomes) >= 20, "the Rego library should carry its tests"
