@@ -17,8 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import defaults, jsonio
 from app.admission import respond
-from app.admission.extract import BadRequest
-from app.admission.review import Outcome, parse_review, request_uid
+from app.admission.decode import BadRequest, parse_review, request_uid
+from app.admission.review import Outcome
 from app.kube.validate import BadValidationRequest, validate_review
 from app.policies.schema import parse_policy_document
 from app.runtime import Runtime
@@ -44,7 +44,7 @@ class _Routes:
         rt, started = self.rt, time.monotonic()
         if not request.is_json:
             return jsonify({"error": "expected a JSON AdmissionReview (Content-Type: application/json)"}), 400
-        try:  # strict: duplicated keys, NaN, over-deep nesting are refused (app/admission/review.py)
+        try:  # strict: duplicated keys, NaN, over-deep nesting are refused (app/admission/decode.py)
             body = parse_review(request.get_data(cache=False))
         except BadRequest as exc:
             return _bad(exc)

@@ -24,7 +24,8 @@ from typing import Any, TypedDict
 
 import requests
 
-from app.admission.extract import image_sites
+from app.admission.input import input_config, read_request
+from app.admission.input import opa_input as opa_input_of
 from tests.support.procs import die_with_parent
 from tests.support.world import NotaryWorld, PushedImage, Scenario, build_scenario, free_port
 
@@ -445,17 +446,5 @@ def review(
 
 def opa_input(rev: Doc, system_namespace: str = SYSTEM_NS) -> Doc:
     """The `input` of Ostiary's plan query for an AdmissionReview, as OPA's request body (the OPA
-    floor's query). The one place the scripts build it: when app/admission has one public builder of
-    the OPA input, it replaces the body of this function."""
-    req = rev["request"]
-    obj = req["object"]
-    sites = image_sites(obj, req["kind"]["kind"])
-    fields = ("uid", "operation", "kind", "resource", "subResource", "namespace", "userInfo")
-    return {
-        "input": {
-            "request": {k: req.get(k) for k in fields} | {"name": req["name"], "dryRun": False},
-            "object": obj,
-            "images": [s.as_input() for s in sites],
-            "config": {"system_namespace": system_namespace},
-        }
-    }
+    floor's query), built by Ostiary's one builder (app/admission/input.py)."""
+    return {"input": opa_input_of(read_request(rev["request"]), input_config(system_namespace))}

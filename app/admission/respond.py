@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from typing import Any
 
-from app.images import InvalidImageReference, is_sha256_digest, parse_image
+from app.admission.extract import ImageSite
+from app.images import is_sha256_digest
 
 API_VERSION = "admission.k8s.io/v1"
 MAX_MESSAGE = 8000
@@ -39,12 +39,16 @@ def deny(uid: str, message: str, warnings: list[str] | None = None, code: int = 
     return review_response(uid, response)
 
 
-def pin_patch(decision_images: list[dict]) -> list[dict]:
+def pin_patch(decision_images: list[dict], sites: Sequence[ImageSite]) -> list[dict]:
     """JSONPatch replacing each admitted image by registry/repo:tag@<pin>.
 
-    No operation for images already pinned to that digest, so the webhook is idempotent under
-    reinvocation. A pin that is not a sha256 digest is an error (raised), never silently skipped.
+    Each decided image is the request's own site of the same id (its path and text must agree:
+    a decision about another image is an error); the reference pinned is the one parsed at
+    extraction. No operation for images already pinned to that digest, so the webhook is
+    idempotent under reinvocation. A pin that is not a sha256 digest is an error (raised), never
+    silently skipped.
     """
+    by_id = {site.id: site for site in sites}
     ops = []
     for item in decision_images:
         pin = item.get("pin")
@@ -52,13 +56,17 @@ def pin_patch(decision_images: list[dict]) -> list[dict]:
             continue
         if not is_sha256_digest(pin):
             raise ValueError(f"decision pins {item.get('image')!r} to {pin!r}, which is not a sha256 digest")
-        try:
-            ref = parse_image(item["image"])
-        except InvalidImageReference as exc:
-            raise ValueError(f"decision admits an invalid image: {exc}") from None
-        if ref.digest == pin:
+        image_id = item.get("id")
+        site = by_id.get(image_id) if type(image_id) is int else None
+        if site is None or site.path != item.get("path") or site.image != item.get("image"):
+            raise ValueError(
+                f"decision pins {item.get('image')!r} at {item.get('path')!r}, which is not an image of the request"
+            )
+        if site.ref is None:
+            raise ValueError(f"decision admits an invalid image: {site.ref_error}")
+        if site.ref.digest == pin:
             continue
-        ops.append({"op": "replace", "path": item["path"], "value": ref.pinned(pin)})
+        ops.append({"op": "replace", "path": site.path, "value": site.ref.pinned(pin)})
     return ops
 
 
@@ -66,7 +74,7 @@ ORIGINAL_IMAGES_ANNOTATION = "ostiary.dev/original-images"
 MAX_ORIGINALS = 64 * 1024  # the API server allows 256 KiB of annotations in all; leave room
 
 
-def _site_keys(sites: Sequence[Any]) -> dict[str, str]:
+def _site_keys(sites: Sequence[ImageSite]) -> dict[str, str]:
     """JSON pointer of each image -> its key in the annotation: `containers/app`, `volumes/model`
     (names are unique per pod spec), or the pointer itself when a name is blank or repeated."""
     keys = {s.path: f"{s.container_kind}/{s.container}" for s in sites}
@@ -89,7 +97,7 @@ def _existing_originals(obj: dict) -> dict[str, str]:
 
 
 def original_images_patch(
-    obj: dict, sites: Sequence[Any], pin_ops: list[dict]
+    obj: dict, sites: Sequence[ImageSite], pin_ops: list[dict]
 ) -> tuple[list[dict], str | None]:
     """The JSONPatch op recording, on the object's own metadata (a Deployment's, not its pod
     template's), the reference as written of every image this admission pins, so users and

@@ -6,9 +6,7 @@ turns an error into an allow.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,19 +14,13 @@ from typing import Any
 
 from app import defaults
 from app.admission import respond
-from app.admission.extract import (
-    POD_SPEC_PATHS,
-    BadRequest,
-    ImageSite,
-    image_sites,
-    pull_secret_names,
-    service_account_name,
-)
+from app.admission.decode import BadRequest
+from app.admission.extract import ImageSite
+from app.admission.input import Admission, input_config, opa_input, read_request
 from app.admission.plans import PlanCache
-from app.images import parse_image
+from app.images import ImageRef
 from app.notary.keys import material_fingerprint
 from app.notary.pins import RootPin, root_pin
-from app.notary.servers import DEFAULT_TRUST_SERVERS
 from app.notary.service import Signer, TrustRequest
 from app.opa.client import OpaError
 from app.ports import ObjectStore, OwnerVerifier, PolicyQuery, SignatureGatherer, TrustGatherer
@@ -41,133 +33,6 @@ PLAN_PATH = "ostiary/main/plan"
 DECISION_PATH = "ostiary/main/decision"
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
 UNCHECKED_OPERATIONS = ("DELETE", "CONNECT")  # carry no new pod spec to run
-# Deeper than any object of a kind Ostiary checks (a CronJob's pod spec affinity terms sit ~15
-# levels down, managedFields ~20); the limit keeps every later walk, dump and OPA call bounded.
-MAX_DEPTH = 100
-# Values and keys in one AdmissionReview at most: a Deployment of 100 containers with 50 variables
-# each, in an UPDATE that carries it twice with its managedFields, has about 100,000. Decoding costs
-# about 100 bytes and half a microsecond per value, and 7 MiB of `[{},{},…]` are 4.8 million of
-# them: such a body is refused before anything is built.
-MAX_VALUES = 200_000
-_STRING = re.compile(rb'"[^"]*"')  # a JSON string once its escaped backslashes and quotes are gone
-
-
-class _Pairs(dict):
-    """A JSON object that had a key more than once (kept, so the walk can name where)."""
-
-    duplicates: list[str]
-
-
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
-    obj = dict(pairs)
-    if len(obj) == len(pairs):
-        return obj
-    seen: set[str] = set()
-    marked = _Pairs(obj)
-    marked.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
-    return marked
-
-
-def _refuse_constant(name: str) -> Any:
-    raise BadRequest(f"{name} is not JSON")
-
-
-def _pointer(path: list[str]) -> str:
-    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path) if path else "(top level)"
-
-
-def _path_to(root: Any, target: Any) -> list[str]:
-    """The keys leading from root to target (by identity); only run to word an error."""
-    stack: list[tuple[Any, list[str]]] = [(root, [])]
-    while stack:
-        node, path = stack.pop()
-        if node is target:
-            return path
-        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        stack.extend((v, [*path, str(k)]) for k, v in items if isinstance(v, (dict, list)))
-    return []
-
-
-def _check_tree(root: Any) -> None:
-    """Refuse duplicated keys and nesting deeper than MAX_DEPTH, naming the place.
-
-    Level by level, so it is iterative and costs one step per object or array; the path is only
-    spelled out (a second walk) when there is something to refuse.
-    """
-    level = [root] if isinstance(root, (dict, list)) else []
-    depth = 0
-    while level:
-        depth += 1
-        if depth > MAX_DEPTH:
-            where = _pointer(_path_to(root, level[0])[:8])
-            raise BadRequest(f"nested deeper than {MAX_DEPTH} levels at {where}/…")
-        below: list = []
-        for node in level:
-            if isinstance(node, dict):
-                if type(node) is _Pairs:
-                    raise BadRequest(
-                        f"key {node.duplicates[0]!r} appears more than once in the object at "
-                        f"{_pointer(_path_to(root, node))}; a duplicated key can show one parser a "
-                        "different value than another, so it is refused"
-                    )
-                below.extend([v for v in node.values() if isinstance(v, (dict, list))])
-            else:
-                below.extend([v for v in node if isinstance(v, (dict, list))])
-        level = below
-
-
-def count_values(raw: bytes, limit: int = MAX_VALUES) -> int:
-    """The number of values and keys a JSON text holds, counted on the bytes at C speed (each
-    follows a `[`, `{`, `,` or `:` outside any string), as far as it matters against `limit`: over
-    the limit only when the text holds more than `limit` (empty containers count one), never under
-    it when it does. For text that is not JSON it still bounds what a decoder builds before it stops."""
-    bare = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    strings = bare.count(b'"') // 2  # every string is a value or a key
-    if strings > limit:
-        return strings
-    separators = (b"[", b"{", b",", b":")
-    rough = sum(bare.count(c) for c in separators)  # separators inside strings too: at least the count
-    if rough <= limit:
-        return rough
-    bare = _STRING.sub(b"", bare)  # at most `limit` strings to drop
-    return sum(bare.count(c) for c in separators)
-
-
-def parse_review(raw: bytes) -> Any:
-    """Decode an AdmissionReview body strictly: UTF-8 JSON, no NaN/Infinity, no duplicated keys,
-    at most MAX_DEPTH levels and MAX_VALUES values. Raises BadRequest saying what is wrong and where."""
-    if count_values(raw) > MAX_VALUES:
-        raise BadRequest(
-            f"the JSON holds more than {MAX_VALUES} values and keys, more than any workload Ostiary checks"
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadRequest(f"the body is not UTF-8 (byte {exc.start})") from None
-    try:
-        body = json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_refuse_constant)
-    except RecursionError:
-        raise BadRequest(f"the JSON is nested deeper than {MAX_DEPTH} levels") from None
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:  # e.g. an integer of more than 4300 digits
-        raise BadRequest(f"the body is not JSON Ostiary can read: {exc}") from None
-    _check_tree(body)
-    return body
-
-
-def request_uid(body: Any) -> str | None:
-    """request.uid when the body has one (for answering a request Ostiary will deny anyway)."""
-    request = body.get("request") if isinstance(body, dict) else None
-    uid = request.get("uid") if isinstance(request, dict) else None
-    return uid if isinstance(uid, str) and uid else None
-
-
-def _string_field(container: dict, key: str, where: str) -> str | None:
-    value = container.get(key)
-    if value is None or isinstance(value, str):
-        return value
-    raise BadRequest(f"{where} is not a string (got {type(value).__name__})")
 
 
 @dataclass
@@ -236,6 +101,7 @@ class Reviewer:
         # serve --root-pins, per normalized trust server (TrustService.default_pins): what the
         # decision must find in the facts of an entry without rootSecrets of its own.
         self.default_root_pins = {server: tuple(pins) for server, pins in (default_root_pins or {}).items()}
+        self._input_config: dict = {}
 
     # ---- entry point ---------------------------------------------------------------------
 
@@ -279,83 +145,65 @@ class Reviewer:
             return respond.allow(uid), Outcome(True, f"operation {operation} is not checked")
         if operation not in CHECKED_OPERATIONS:
             raise BadRequest(f"request.operation {operation!r} is not CREATE, UPDATE, DELETE or CONNECT")
-        gvk = request.get("kind")
-        kind = gvk.get("kind") if isinstance(gvk, dict) else None
-        if not isinstance(kind, str):
-            raise BadRequest("request.kind.kind is missing or not a string")
-        obj = request.get("object")
-        if not isinstance(obj, dict):
-            raise BadRequest("request.object is missing or not an object")
-        if kind not in POD_SPEC_PATHS:
-            warning = f"Ostiary does not check kind {kind!r}: it carries no pod spec Ostiary knows"
+        admission = read_request(request)
+        if admission.workload is None:
+            warning = f"Ostiary does not check kind {admission.kind!r}: it carries no pod spec Ostiary knows"
             return respond.allow(uid, [warning]), Outcome(True, "kind not checked")
-        if obj.get("kind") is not None and obj.get("kind") != kind:
-            raise BadRequest(f"request.object.kind {obj.get('kind')!r} is not request.kind.kind {kind!r}")
-        metadata = obj.get("metadata")
-        if metadata is None:
-            metadata = {}
-        if not isinstance(metadata, dict):
-            raise BadRequest("request.object.metadata is not an object")
-        sites = image_sites(obj, kind)
-        namespace = (
-            _string_field(request, "namespace", "request.namespace")
-            or _string_field(metadata, "namespace", "request.object.metadata.namespace")
-            or ""
-        )
-
-        # An owner's approval spares only the network: the trust facts of images its template
-        # already proved may come from the verified cache past its freshness time (for a while, never
-        # past the signed expiry: service.OWNER_MAX_AGE). The plan, the decision and every custom
-        # module still run on this object.
-        owner_approval = None
-        if self.owners is not None and sites:
-            owner_approval = self.owners.approved_by_owner(
-                obj, namespace, [(s.container_kind, s.container, s.image) for s in sites]
-            )
-            if owner_approval:
-                log.info("admission %s: %s; deciding on the object itself", uid, owner_approval)
-
-        opa_input = self._input(request, obj, namespace, sites)
-        key = self.plans.key(namespace, [(s.id, s.image) for s in sites]) if self.plans is not None else None
-        planned = self.plans.get(key) if self.plans is not None else None
-        if planned is None:
-            plan = self.opa.query(PLAN_PATH, opa_input, deadline)
-            planned = self._check_plan(plan, sites)
-            if self.plans is not None:
-                self.plans.put(key, planned)
-            decided = decision_answered(PLAN_PATH, plan)
-            if decided is not None and not any(trust_requirement(item) for item in planned):
-                # No image needs trust facts: the plan query decided already, on exactly the input a
-                # second query would get (gathering adds facts only for trust-enabled images).
-                return self._respond(uid, decided, sites, obj)
+        owner_proved = self._owner_approval(uid, admission)
+        document = opa_input(admission, self.input_config)
+        planned, decided = self._plan(document, admission, deadline)
+        if decided is not None:
+            return self._respond(uid, decided, admission)
         # A kept plan saves the plan query only: the decision is always asked for, on the modules
         # in force now, and it proves every trust requirement again from the facts (plans.py).
         trust_deadline = start + self.budget * self.trust_share
-        self._gather(opa_input, planned, obj, kind, namespace, trust_deadline, bool(owner_approval))
-        opa_input["trust_material"] = self._trust_material(planned)
-        decision = self.opa.query(DECISION_PATH, opa_input, deadline)
-        return self._respond(uid, decision, sites, obj)
+        self._gather(document, planned, admission, trust_deadline, owner_proved)
+        document["trust_material"] = self._trust_material(planned)
+        decision = self.opa.query(DECISION_PATH, document, deadline)
+        return self._respond(uid, decision, admission)
 
-    def _input(self, request: dict, obj: dict, namespace: str, sites: list[ImageSite]) -> dict:
-        return {
-            "request": {
-                "uid": request.get("uid"),
-                "operation": request.get("operation"),
-                "kind": request.get("kind"),
-                "resource": request.get("resource"),
-                "subResource": request.get("subResource"),
-                "name": request.get("name") or (obj.get("metadata") or {}).get("name"),
-                "namespace": namespace,
-                "dryRun": bool(request.get("dryRun")),
-                "userInfo": request.get("userInfo") or {},
-            },
-            "object": obj,
-            "images": [s.as_input() for s in sites],
-            "config": {
-                "system_namespace": self.system_namespace,
-                "trust_servers": dict(DEFAULT_TRUST_SERVERS),
-            },
-        }
+    @property
+    def input_config(self) -> dict:
+        """`input.config` (app/admission/input.py), built once per system namespace."""
+        if self._input_config.get("system_namespace") != self.system_namespace:
+            self._input_config = input_config(self.system_namespace)
+        return self._input_config
+
+    def _owner_approval(self, uid: str, admission: Admission) -> bool:
+        """Whether an owner's approval spares the network for this object. It spares only that:
+        the trust facts of images its template already proved may come from the verified cache
+        past its freshness time (for a while, never past the signed expiry: service.OWNER_MAX_AGE).
+        The plan, the decision and every custom module still run on this object."""
+        sites = admission.sites
+        if self.owners is None or not sites:
+            return False
+        approval = self.owners.approved_by_owner(
+            admission.obj, admission.namespace, [(s.container_kind, s.container, s.image) for s in sites]
+        )
+        if approval:
+            log.info("admission %s: %s; deciding on the object itself", uid, approval)
+        return bool(approval)
+
+    def _plan(self, document: dict, admission: Admission, deadline: float) -> tuple[list[dict], Any]:
+        """(the plan's images, the decision the plan query brought when it is final, else None).
+
+        The plan query's decision is final when no image needs trust facts: it was made on exactly
+        the input a second query would get (gathering adds facts only for trust-enabled images).
+        A kept plan brings no decision: the decision query is asked."""
+        sites = admission.sites
+        plans = self.plans
+        key = plans.key(admission.namespace, [(s.id, s.image) for s in sites]) if plans is not None else None
+        planned = plans.get(key) if plans is not None else None
+        if planned is not None:
+            return planned, None
+        plan = self.opa.query(PLAN_PATH, document, deadline)
+        planned = self._check_plan(plan, sites)
+        if plans is not None:
+            plans.put(key, planned)
+        decided = decision_answered(PLAN_PATH, plan)
+        if decided is not None and not any(trust_requirement(item) for item in planned):
+            return planned, decided
+        return planned, None
 
     @staticmethod
     def _check_plan(plan: Any, sites: list[ImageSite]) -> list[dict]:
@@ -429,15 +277,19 @@ class Reviewer:
             },
         }
 
-    def _pull_secrets(self, obj: dict, kind: str, namespace: str) -> list[dict]:
-        names = pull_secret_names(obj, kind)
-        sa = self.store.get_service_account(namespace, service_account_name(obj, kind))
+    def _pull_secrets(self, admission: Admission) -> list[dict]:
+        """The pull secrets of the pod spec and of its service account that exist, in order."""
+        workload = admission.workload
+        if workload is None:
+            return []
+        names = workload.pull_secret_names()
+        sa = self.store.get_service_account(admission.namespace, workload.service_account_name())
         for ref in (sa or {}).get("imagePullSecrets") or []:
             if isinstance(ref, dict) and isinstance(ref.get("name"), str) and ref["name"] not in names:
                 names.append(ref["name"])
         secrets = []
         for name in names:
-            secret = self.store.get_secret(namespace, name)
+            secret = self.store.get_secret(admission.namespace, name)
             if secret is not None:
                 secrets.append(secret)
         return secrets
@@ -459,7 +311,7 @@ class Reviewer:
             return where, None, f"{what} {where} has no {' or '.join(f'`{k}`' for k in keys)}"
         return where, value.encode(), None
 
-    def _signature_request(self, ref: Any, requirement: dict, credentials: tuple) -> SignatureRequest:
+    def _signature_request(self, ref: ImageRef, requirement: dict, credentials: tuple) -> SignatureRequest:
         # cosign's own Secrets (cosign generate-key-pair k8s://…) hold the public key as `cosign.pub`
         names = {"cosign": ("key", "cosign.pub"), "notation": ("ca.crt",)}.get(
             str(requirement.get("format")), ("key",)
@@ -509,19 +361,14 @@ class Reviewer:
         )
 
     def _gather_signatures(
-        self, opa_input: dict, planned: list[dict], obj: dict, kind: str, namespace: str, deadline: float
+        self, wanted: list[tuple[dict, ImageSite, list[dict]]], pull_secrets: list[dict], deadline: float
     ) -> None:
-        wanted = [
-            (image, requirements)
-            for item, image in zip(planned, opa_input["images"], strict=False)
-            if (requirements := signature_requirements(item))
-        ]
-        if not wanted or self.signatures is None:
-            return  # the Rego denies: signature facts unavailable
-        pull_secrets = self._pull_secrets(obj, kind, namespace)
+        """Signature facts for each (input image, site, requirements), into the input image."""
+        if self.signatures is None:
+            return
         requests, owners = [], []
-        for image, requirements in wanted:
-            ref = parse_image(image["image"])
+        for image, site, requirements in wanted:
+            ref = site.reference()
             credentials = tuple(credentials_for(ref.registry, pull_secrets))
             for requirement in requirements:
                 requests.append(self._signature_request(ref, requirement, credentials))
@@ -533,27 +380,38 @@ class Reviewer:
             image.setdefault("signatures", []).append(facts)
 
     def _gather(
-        self,
-        opa_input: dict,
-        planned: list[dict],
-        obj: dict,
-        kind: str,
-        namespace: str,
-        deadline: float,
-        owner_proved: bool = False,
+        self, document: dict, planned: list[dict], admission: Admission, deadline: float, owner_proved: bool
     ) -> None:
-        self._gather_signatures(opa_input, planned, obj, kind, namespace, deadline)
-        wanted = []
-        for item, image in zip(planned, opa_input["images"], strict=False):
-            trust = trust_requirement(item)
-            if trust is not None:
-                wanted.append((image, trust))
-        if not wanted or self.trust is None:
-            return  # the Rego denies trust-enabled images without facts
-        pull_secrets = self._pull_secrets(obj, kind, namespace)
+        """The trust and signature facts the plan asks for, added to the input's images. Each
+        image's reference is the one parsed at extraction (ImageSite.reference())."""
+        signed, trusted = [], []
+        for item, image, site in zip(planned, document["images"], admission.sites, strict=True):
+            if self.signatures is not None and (requirements := signature_requirements(item)):
+                signed.append((image, site, requirements))
+            if self.trust is not None and (trust := trust_requirement(item)) is not None:
+                trusted.append((image, site, trust))
+        if not signed and not trusted:
+            return  # the Rego denies images whose facts are missing (no service, or none asked)
+        pull_secrets = self._pull_secrets(admission)
+        if signed:
+            self._gather_signatures(signed, pull_secrets, deadline)
+        if trusted:
+            self._gather_trust(trusted, pull_secrets, deadline, owner_proved, document["request"]["dryRun"])
+
+    def _gather_trust(
+        self,
+        wanted: list[tuple[dict, ImageSite, dict]],
+        pull_secrets: list[dict],
+        deadline: float,
+        owner_proved: bool,
+        dry_run: bool,
+    ) -> None:
+        """Trust facts for each (input image, site, trust requirement), into the input image."""
+        if self.trust is None:
+            return
         requests, signer_errors, order = [], [], []
-        for image, trust in wanted:
-            ref = parse_image(image["image"])
+        for _, site, trust in wanted:
+            ref = site.reference()
             signers, errors = self._signers(trust.get("signer_secrets") or [])
             requests.append(
                 TrustRequest(
@@ -563,7 +421,7 @@ class Reviewer:
                     credentials=tuple(credentials_for(ref.registry, pull_secrets)),
                     root_pins=tuple(self._root_pins(trust.get("root_secrets") or [])),
                     owner_proved=owner_proved,
-                    dry_run=opa_input["request"]["dryRun"],
+                    dry_run=dry_run,
                 )
             )
             signer_errors.append(errors)
@@ -571,29 +429,14 @@ class Reviewer:
         facts_list = self.trust.gather(requests, deadline)
         if not isinstance(facts_list, list) or len(facts_list) != len(requests):
             raise RuntimeError("the trust service did not return facts for every image")
-        for (image, _), facts, errors, names in zip(wanted, facts_list, signer_errors, order, strict=False):
-            by_secret = {s.get("secret"): s for s in facts.get("signers") or []}
-            merged = []
-            for name in names:
-                if name in errors:
-                    merged.append(
-                        {
-                            "name": None,
-                            "secret": name,
-                            "role": None,
-                            "keyids": [],
-                            "error": errors[name],
-                            "key": None,
-                        }
-                    )
-                elif name in by_secret:
-                    merged.append(by_secret[name])
-            facts["signers"] = merged
+        for (image, _, _), facts, errors, names in zip(wanted, facts_list, signer_errors, order, strict=True):
+            facts["signers"] = _merged_signers(facts, errors, names)
             image["trust"] = facts
 
     # ---- response ------------------------------------------------------------------------
 
-    def _respond(self, uid: str, decision: Any, sites: list[ImageSite], obj: dict) -> tuple[dict, Outcome]:
+    def _respond(self, uid: str, decision: Any, admission: Admission) -> tuple[dict, Outcome]:
+        sites = admission.sites
         if not isinstance(decision, dict) or not isinstance(decision.get("allowed"), bool):
             raise OpaError("the decision from OPA has no boolean `allowed`")
         images = decision.get("images")
@@ -604,8 +447,23 @@ class Reviewer:
         if not decision["allowed"] or any(not i.get("allowed") for i in images):
             message = "Ostiary denied the request: " + ("; ".join(denials) or "denied by policy")
             return respond.deny(uid, message, warnings), Outcome(False, message, images)
-        patch = respond.pin_patch(images)
-        record, warning = respond.original_images_patch(obj, sites, patch)
+        patch = respond.pin_patch(images, sites)
+        record, warning = respond.original_images_patch(admission.obj, sites, patch)
         if warning:
             warnings.append(warning)
         return respond.allow(uid, warnings, patch + record), Outcome(True, "allowed", images, pins=patch)
+
+
+def _merged_signers(facts: dict, errors: dict[str, str], names: list[str]) -> list[dict]:
+    """The signer facts in policy order: the service's for the secrets that resolved, an error fact
+    for each that did not (Reviewer._signers)."""
+    by_secret = {s.get("secret"): s for s in facts.get("signers") or []}
+    merged: list[dict] = []
+    for name in names:
+        if name in errors:
+            merged.append(
+                {"name": None, "secret": name, "role": None, "keyids": [], "error": errors[name], "key": None}
+            )
+        elif name in by_secret:
+            merged.append(by_secret[name])
+    return merged

@@ -39,13 +39,24 @@ from typing import Any
 
 import yaml
 
+from app.admission.input import input_config, opa_input, read_request
 from app.errors import InputError
 from app.notary.servers import TrustServerAllowList
-from app.policies.bounds import DEFAULT_BOUNDS, Bounds
+from app.offline.engine import Engine, EngineError
+from app.opa.process import find_opa
+from app.policies.bounds import DEFAULT_BOUNDS, Bounds, check_policy, over_bounds
 from app.policies.directory import POLICY_SUFFIXES, SourceError, collect_custom_rego, collect_policy_set
 from app.policies.kinds import POLICY_KIND_NAMES as POLICY_KINDS
 from app.policies.model import PolicyError, PolicyResource, RegoModule
-from app.policies.translate import Pattern, cluster_trust_servers, entry_trust_servers, parse_pattern
+from app.policies.sync import library_modules
+from app.policies.translate import (
+    Pattern,
+    cluster_trust_servers,
+    entry_trust_servers,
+    parse_pattern,
+    translate,
+)
+from app.runtime import ServeConfig
 from app.yamlio import DocumentError, compose_all, load_file, read_text
 
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
@@ -431,9 +442,6 @@ def _policy_findings(
 def _bound_findings(policies: list[PolicyResource], bounds: Bounds, locator: Locator) -> list[Finding]:
     """The policies over a bound of app/policies/bounds.py, each with the bound, its measured size
     and the flag that sets it: exactly those `ostiary serve` would refuse."""
-    from app.policies.bounds import check_policy, over_bounds
-    from app.policies.translate import translate
-
     found: list[Finding] = []
     translated: list[tuple[PolicyResource, RegoModule]] = []
     for policy in policies:
@@ -458,8 +466,6 @@ def _bound_findings(policies: list[PolicyResource], bounds: Bounds, locator: Loc
 
 
 def _opa(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    from app.opa.process import find_opa
-
     return subprocess.run([find_opa(), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -564,13 +570,9 @@ def _head_findings(module: RegoModule) -> tuple[list[Finding], dict[str, int]]:
     return found, first
 
 
-def synthetic_inputs(system_namespace: str) -> list[tuple[str, dict]]:
-    """A few admissions unlike each other (kinds, operations, users, labels, valid and invalid
-    references, with and without trust facts), in the input document the webhook builds."""
-    from app.admission.extract import image_sites
-    from app.admission.review import Reviewer
-
-    reviewer = Reviewer(None, None, system_namespace=system_namespace)  # type: ignore[arg-type]
+def synthetic_requests() -> list[tuple[str, dict]]:
+    """A few admission requests unlike each other (kinds, operations, users, labels, valid and
+    invalid references), as the API server sends them: (label, AdmissionReview request)."""
     cases = [
         (
             "Pod default/web by alice",
@@ -600,7 +602,7 @@ def synthetic_inputs(system_namespace: str) -> list[tuple[str, dict]]:
             ["Not A Valid:Image"],
         ),
     ]
-    inputs = []
+    requests = []
     for label, operation, kind, namespace, user, labels, images in cases:
         containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
         pod_spec = {"containers": containers}
@@ -626,7 +628,17 @@ def synthetic_inputs(system_namespace: str) -> list[tuple[str, dict]]:
             "userInfo": user,
             "object": obj,
         }
-        document = reviewer._input(request, obj, namespace, image_sites(obj, kind))
+        requests.append((label, request))
+    return requests
+
+
+def synthetic_inputs(system_namespace: str) -> list[tuple[str, dict]]:
+    """The synthetic requests in the input document the webhook builds (app/admission/input.py),
+    every other valid image with (unverified) trust facts."""
+    config = input_config(system_namespace)
+    inputs = []
+    for label, request in synthetic_requests():
+        document = opa_input(read_request(request), config)
         for i, image in enumerate(document["images"]):
             if image["ref"].get("valid") and i % 2 == 0:
                 image["trust"] = {
@@ -739,9 +751,6 @@ def _in_opa(
 ) -> tuple[bool, list[Finding]]:
     """Put everything in force as the webhook does (its own runtime: app/offline/engine.py), then
     evaluate the custom rules in that OPA."""
-    from app.offline.engine import Engine, EngineError
-    from app.runtime import ServeConfig
-
     config = ServeConfig(
         policy_dir=policy_dir,
         rego_dir=rego_dir,
@@ -786,8 +795,6 @@ def run_check(
     trust_server_allow: tuple[str, ...] = (),
     bounds: Bounds = DEFAULT_BOUNDS,
 ) -> CheckReport:
-    from app.policies.sync import library_modules
-
     locator = Locator()
     policy_set, load_errors = collect_policy_set(policy_dir, system_namespace)
     for error in load_errors:  # a hostile file (bomb, depth, size) is an input refused, exit 2

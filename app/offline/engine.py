@@ -28,8 +28,10 @@ from app.decisionlog import DecisionLog
 from app.errors import InputError
 from app.notary.state import TrustRecord
 from app.offline.manifests import Manifest
+from app.offline.replay import ReplayClient, load_trust_data
 from app.opa.process import OpaNotFound, OpaStartFailed
 from app.runtime import OfflineSources, Runtime, ServeConfig
+from app.signatures.replay import Capture, ReplayReader, is_capture
 from app.workloads import WORKLOADS
 
 DEFAULT_NAMESPACE = "default"
@@ -197,9 +199,6 @@ def offline_sources(
 ) -> OfflineSources:
     """Captured trust data and signatures among `trust_data` (none: the network), the time `at`, and
     the recorded roots to start from. TrustDataError / SignatureDataError when a capture is unusable."""
-    from app.offline.replay import ReplayClient, load_trust_data
-    from app.signatures.replay import Capture, ReplayReader, is_capture
-
     if not trust_data:
         return OfflineSources(at=at, records=records)
     return OfflineSources(

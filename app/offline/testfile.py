@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,10 +49,16 @@ from typing import Any
 import yaml
 
 from app.errors import InputError
+from app.notary.inspect import parse_at_option
+from app.notary.pins import load_default_root_pins
+from app.notary.state import StateError, load_records
 from app.offline.engine import DEFAULT_USER, Engine, EngineError, ObjectResult, offline_sources
 from app.offline.manifests import Manifest, ManifestError, load_manifests
 from app.offline.regotests import print_output
-from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
+from app.opa.client import OpaError
+from app.opa.process import find_opa
+from app.paths import rego_library_dir, rego_testdata_dir
+from app.policies.model import DEFAULT_SYSTEM_NAMESPACE, PolicyError
 from app.runtime import OfflineSources, ServeConfig
 from app.yamlio import DocumentError, compose_all, load, read_text
 
@@ -282,8 +289,6 @@ def check(expect: dict, result: ObjectResult) -> list[str]:
 def _sources(test: TestFile, case: Case, records: tuple | None, found: dict) -> OfflineSources:
     """The captures and time of a case (its own `at`, else the file's): one per (trust data, time)
     within a file, reused by its cases (trustData may hold Notary captures and signature captures)."""
-    from app.notary.inspect import parse_at_option
-
     at = case.raw.get("at", test.spec.get("at"))
     moment = parse_at_option(str(at)) if at else None
     dirs = tuple(str(test.resolve(d)) for d in test.spec.get("trustData") or [])
@@ -294,9 +299,6 @@ def _sources(test: TestFile, case: Case, records: tuple | None, found: dict) -> 
 
 def _config(test: TestFile, trusted_root: str | None = None) -> tuple[ServeConfig, tuple | None]:
     """What `serve` would decide with, from the file's spec; ValueError (StateError too) when unusable."""
-    from app.notary.pins import load_default_root_pins
-    from app.notary.state import load_records
-
     spec = test.spec
     rego, pins, records = spec.get("rego"), spec.get("rootPins"), spec.get("trustRecords")
     root = spec.get("sigstoreTrustedRoot")
@@ -324,8 +326,6 @@ def run_test_file(
     """Run the cases of `test` (those whose `test/case` name matches `run`) in one real OPA; keyless
     requirements against the file's `sigstoreTrustedRoot`, else `trusted_root` (ostiary test
     --sigstore-trusted-root), else the public-good root."""
-    from app.notary.state import StateError
-
     cases = [c for c in test.cases if run is None or run.search(f"{test.name}/{c.name}")]
     if not cases:
         return []
@@ -398,12 +398,6 @@ def run_rego_tests(
 ) -> tuple[list[RegoTest], list[RegoTest], str]:
     """`opa test` over the library (and the user's rules and tests beside it, as they import it);
     results split into (library, user), and the error text when opa could not run the tests."""
-    import json
-    import subprocess
-
-    from app.opa.process import find_opa
-    from app.paths import rego_testdata_dir
-
     args = [find_opa(), "test", "--format", "json", str(library)]
     testdata = rego_testdata_dir()  # the library tests' data (a source checkout only)
     if testdata is not None:
@@ -475,10 +469,6 @@ def run_all(
 
     TestFileError when a test file cannot be read (an input error); a file whose policies cannot be
     loaded is a failed case named after it, so the other files still run."""
-    from app.opa.client import OpaError
-    from app.paths import rego_library_dir
-    from app.policies.model import PolicyError
-
     pattern = re.compile(run) if run else None
     files = find_test_files(paths)
     library, mine, error = run_rego_tests(rego_library_dir(), rego_dir, run)

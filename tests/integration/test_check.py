@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from app.admission.input import input_config, opa_input, read_request
 from app.offline.check import Locator, _entries, covers, shadowed
 from app.policies.model import PolicyResource
 from app.policies.translate import parse_pattern
+from tests.integration.helpers import pod_spec, review, workload
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -289,7 +291,6 @@ def test_no_reported_entry_is_ever_selected_by_the_real_opa():
     import random
     import time as clock
 
-    from app.admission.extract import ImageSite
     from app.opa.client import OpaClient
     from app.opa.process import LocalOpa
     from app.policies.sync import PolicySync, library_modules
@@ -338,16 +339,8 @@ def test_no_reported_entry_is_ever_selected_by_the_real_opa():
             never = {(a.policy.name, a.index) for a, _ in shadowed(entries)}
             reported += len(never)
             sync.replace_all([translate(p) for p in policies])
-            sites = [
-                ImageSite(i, f"/spec/containers/{i}/image", "containers", f"c{i}", image)
-                for i, image in enumerate(universe)
-            ]
-            document = {
-                "request": {"namespace": "default", "operation": "CREATE", "userInfo": {}},
-                "object": {},
-                "images": [s.as_input() for s in sites],
-                "config": {},
-            }
+            request = review(workload("Pod", pod_spec(*universe)))["request"]
+            document = opa_input(read_request(request), input_config("ostiary-system"))
             plan = OpaClient(opa.url).query("ostiary/main/plan", document, clock.monotonic() + 30)
             chosen = {(i["policy"]["name"], i["policy"]["index"]) for i in plan["images"] if i.get("policy")}
             selected_total += len(chosen)

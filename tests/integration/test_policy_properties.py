@@ -15,12 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.admission.input import input_config, opa_input, read_request
 from app.opa.client import OpaClient
 from app.opa.process import LocalOpa
 from app.policies.model import PolicyError
 from app.policies.schema import parse_policy_document
 from app.policies.sync import PolicySync, library_modules
 from app.policies.translate import translate
+from tests.integration.helpers import pod_spec, review, workload
 
 DNS = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 PATTERN = st.text(alphabet="abcxyz019.-_/:*@ ", min_size=1, max_size=40)
@@ -77,20 +79,10 @@ def test_a_schema_valid_policy_translates_compiles_and_decides(sync, doc):
     sync.compiles(module)  # raises OpaModuleRefused if OPA would not take it
     sync.upsert(module)
     try:
-        review = {
-            "request": {"namespace": resource.namespace or "default"},
-            "images": [
-                {
-                    "id": 0,
-                    "image": "x",
-                    "path": "/p",
-                    "container": {"kind": "containers", "name": "c"},
-                    "ref": {"valid": False, "error": "invalid image reference: x"},
-                }
-            ],
-            "config": {"system_namespace": "ostiary-system", "trust_servers": {}},
-        }
-        answer = sync.opa.query("ostiary/main/plan", review, time.monotonic() + 10)
+        namespace = resource.namespace or "default"
+        request = review(workload("Pod", pod_spec("x"), namespace=namespace), namespace=namespace)["request"]
+        document = opa_input(read_request(request), input_config("ostiary-system"))
+        answer = sync.opa.query("ostiary/main/plan", document, time.monotonic() + 10)
         assert answer["images"][0]["id"] == 0
     finally:
         sync.remove(module.id)

@@ -32,9 +32,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from app.admission.extract import ImageSite
+from app.admission.input import input_config
 from app.notary.errors import TrustError
 from app.notary.facts import failure_facts
-from app.notary.servers import DEFAULT_TRUST_SERVERS
 from app.notary.trusted import TrustedRepository
 from app.notary.walker import load_all
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
@@ -486,11 +486,8 @@ def render() -> str:
         "matching_policies": {"cluster": {"matching": {"policy": matching_policy()}}, "namespaced": {}},
         "images": image_inputs(),
         "facts": trust_facts(),
-        # input.config as the Reviewer sends it (app/admission/review.py): defined once, in Python
-        "config": {
-            "system_namespace": DEFAULT_SYSTEM_NAMESPACE,
-            "trust_servers": dict(DEFAULT_TRUST_SERVERS),
-        },
+        # input.config as the Reviewer sends it: its one builder (app/admission/input.py)
+        "config": input_config(DEFAULT_SYSTEM_NAMESPACE),
     }
     return json.dumps(values, indent=1, sort_keys=True) + "\n"
 

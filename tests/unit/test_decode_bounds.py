@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.admission.decode import MAX_VALUES, count_values, parse_review
 from app.admission.extract import MAX_IMAGE_SITES, BadRequest, image_sites
 from app.admission.plans import MAX_BYTES, PlanCache
-from app.admission.review import MAX_VALUES, count_values, parse_review
 from app.lru import TTLCache
 
 # strings full of what the count must not be fooled by: quotes, backslashes, separators

@@ -1,6 +1,6 @@
 import pytest
 
-from app.admission.extract import BadRequest, image_sites, pull_secret_names, service_account_name
+from app.admission.extract import BadRequest, find_workload, image_sites
 
 POD_SPEC = {
     "initContainers": [{"name": "init", "image": "busybox"}],
@@ -50,8 +50,10 @@ def test_every_container_list_of_every_workload_kind_is_found(kind, obj, base):
     ]
     assert sites[3].as_input()["container"] == {"kind": "volumes", "name": "model"}
     assert sites[3].as_input()["ref"]["name"] == "quay.io/org/model"
-    assert pull_secret_names(obj, kind) == ["pull"]
-    assert service_account_name(obj, kind) == "builder"
+    workload = find_workload(obj, kind)
+    assert workload.sites == sites and workload.base == base
+    assert workload.pull_secret_names() == ["pull"]
+    assert workload.service_account_name() == "builder"
 
 
 def test_other_kinds_carry_no_images():
@@ -109,8 +111,7 @@ def test_malformed_pod_specs_are_errors_not_skips():
 )
 def test_type_confusion_is_refused_naming_the_field(kind, obj, field):
     with pytest.raises(BadRequest) as err:
-        image_sites(obj, kind)
-        pull_secret_names(obj, kind)
+        find_workload(obj, kind).pull_secret_names()
     assert field in str(err.value)
 
 
@@ -132,3 +133,16 @@ def test_invalid_image_reaches_policy_as_invalid():
     (site,) = image_sites({"spec": {"containers": [{"name": "a", "image": "Bad Image"}]}}, "Pod")
     data = site.as_input()
     assert data["ref"]["valid"] is False and "Bad Image" in data["ref"]["error"]
+
+
+def test_each_site_carries_its_reference_parsed_once():
+    """The reference is parsed at extraction and carried to the patch (issue 21 item 1)."""
+    (good, bad) = image_sites(
+        {"spec": {"containers": [{"name": "a", "image": "nginx:1.25"}, {"name": "b", "image": "Bad Image"}]}},
+        "Pod",
+    )
+    assert good.ref is not None and good.ref.name == "docker.io/library/nginx" and good.ref_error is None
+    assert good.reference() is good.ref
+    assert bad.ref is None and "Bad Image" in str(bad.ref_error)
+    with pytest.raises(ValueError, match="Bad Image"):
+        bad.reference()

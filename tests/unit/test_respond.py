@@ -4,7 +4,7 @@ import json
 import jsonpatch
 import pytest
 
-from app.admission.extract import image_sites
+from app.admission.extract import ImageSite, image_sites
 from app.admission.respond import ORIGINAL_IMAGES_ANNOTATION, allow, deny, original_images_patch, pin_patch
 
 D1 = "sha256:" + "1" * 64
@@ -25,30 +25,59 @@ def test_deny_carries_a_message_and_code():
     assert "patch" not in r
 
 
-def item(image, pin=D1, allowed=True, mutate=True, path="/spec/containers/0/image"):
-    return {"image": image, "pin": pin, "allowed": allowed, "mutate": mutate, "path": path}
+def item(image, pin=D1, allowed=True, mutate=True, path="/spec/containers/0/image", id=0):
+    return {"id": id, "image": image, "pin": pin, "allowed": allowed, "mutate": mutate, "path": path}
+
+
+def pins(*items):
+    """pin_patch over decided items and the request's sites they are about (same id, path, text)."""
+    sites = [ImageSite(i["id"], i["path"], "containers", f"c{i['id']}", i["image"]) for i in items]
+    return pin_patch(list(items), sites)
 
 
 def test_pin_keeps_tag_and_skips_already_pinned_images():
-    ops = pin_patch([item("nginx:1.25"), item("quay.io/a/b:1@" + D1, path="/spec/containers/1/image")])
+    ops = pins(item("nginx:1.25"), item("quay.io/a/b:1@" + D1, path="/spec/containers/1/image", id=1))
     assert ops == [
         {"op": "replace", "path": "/spec/containers/0/image", "value": "docker.io/library/nginx:1.25@" + D1}
     ]
 
 
 def test_no_patch_when_mutate_is_off_or_no_pin():
-    assert pin_patch([item("nginx", mutate=False), item("nginx", pin=None)]) == []
+    assert pins(item("nginx", mutate=False), item("nginx", pin=None, id=1, path="/p/1")) == []
 
 
 def test_a_pin_that_is_not_sha256_is_an_error():
     with pytest.raises(ValueError):
-        pin_patch([item("nginx", pin="sha256:abc")])
+        pins(item("nginx", pin="sha256:abc"))
 
 
 def test_image_volume_is_pinned_at_its_reference_path():
     path = "/spec/template/spec/volumes/2/image/reference"
-    ops = pin_patch([item("quay.io/org/model:v1", path=path)])
+    ops = pins(item("quay.io/org/model:v1", path=path))
     assert ops == [{"op": "replace", "path": path, "value": "quay.io/org/model:v1@" + D1}]
+
+
+@pytest.mark.parametrize(
+    "decided",
+    [
+        item("nginx:1.25", id=7),  # an id the request does not have
+        item("nginx:1.25", path="/metadata/name"),  # the request's id at another path
+        item("evil.example/nginx:1.25"),  # the request's id and path, another image
+        item("nginx:1.25", id="0"),  # not an integer id
+    ],
+)
+def test_a_decision_can_only_pin_the_request_s_own_images(decided):
+    """The patch is written from the request's sites, never from what the decision names: a
+    decision item that is not one of them is an error (the request is denied), not a patch."""
+    site = ImageSite(0, "/spec/containers/0/image", "containers", "c0", "nginx:1.25")
+    with pytest.raises(ValueError, match="not an image of the request"):
+        pin_patch([decided], [site])
+
+
+def test_an_invalid_reference_is_never_pinned():
+    site = ImageSite(0, "/spec/containers/0/image", "containers", "c0", "Not Valid")
+    with pytest.raises(ValueError, match="invalid image"):
+        pin_patch([item("Not Valid")], [site])
 
 
 # ---- the original references, recorded on the object ---------------------------------------
@@ -80,7 +109,7 @@ def _deployment(annotations=None, metadata=True):
 def _admit(obj, pinned_paths):
     sites = image_sites(obj, obj["kind"])
     by_path = {s.path: s for s in sites}
-    ops = pin_patch([item(by_path[p].image, path=p) for p in pinned_paths])
+    ops = pin_patch([item(by_path[p].image, path=p, id=by_path[p].id) for p in pinned_paths], sites)
     record, warning = original_images_patch(obj, sites, ops)
     assert warning is None
     return jsonpatch.apply_patch(obj, ops + record), ops, record
@@ -143,6 +172,6 @@ def test_a_record_too_large_is_left_out_with_a_warning():
     containers = [{"name": f"c{i}", "image": "quay.io/o/" + "a" * 200 + f":{i}"} for i in range(400)]
     obj = {"kind": "Pod", "metadata": {}, "spec": {"containers": containers}}
     sites = image_sites(obj, "Pod")
-    ops = pin_patch([item(s.image, path=s.path) for s in sites])
+    ops = pin_patch([item(s.image, path=s.path, id=s.id) for s in sites], sites)
     record, warning = original_images_patch(obj, sites, ops)
     assert record == [] and "did not record" in warning

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from app.admission.decode import MAX_DEPTH, parse_review, request_uid
 from app.admission.extract import BadRequest, image_sites
-from app.admission.review import MAX_DEPTH, Reviewer, parse_review, request_uid
+from app.admission.review import Reviewer
 from app.images import InvalidImageReference, parse_image
 
 KINDS = {
