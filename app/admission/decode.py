@@ -32,11 +32,9 @@ MAX_DEPTH = 100
 # them: such a body is refused before anything is built.
 MAX_VALUES = 200_000
 _STRING = re.compile(rb'"[^"]*"')  # a JSON string once its escaped backslashes and quotes are gone
-# orjson reads an integer beyond 64 bits as a float, the standard library as an int: a body with a
-# run of 19 digits or more anywhere (a false alarm inside a string costs only the slow path) is
-# left to the standard library.
-_LONG_DIGITS = re.compile(rb"[0-9]{19,}")
-
+# orjson reads an integer beyond 64 bits as a float, the standard library as an int: a document
+# with a float this large (possibly such an integer) is left to the standard library.
+_INTEGER_LIMIT = 9e18  # below 2**63: every integer orjson turned into a float is at least that
 
 class BadRequest(InputError):
     """The AdmissionReview itself is malformed; the message names the field."""
@@ -132,25 +130,29 @@ def _count_values(bare: bytes, limit: int) -> int:
 
 
 def _keys_and_strings(root: Any) -> int:
-    """Keys and string values in a decoded document, or -1 when it is nested deeper than MAX_DEPTH."""
-    count = 1 if type(root) is str else 0
-    level = [root] if type(root) in (dict, list) else []
+    """Keys and string values in a decoded document; -1 when it is nested deeper than MAX_DEPTH or
+    holds a float that may have been an integer beyond 64 bits."""
+    count = 0
+    level = [root]
     depth = 0
     while level:
-        depth += 1
-        if depth > MAX_DEPTH:
-            return -1
-        below = []
+        depth += 1  # `level` holds the values `depth` levels down (the root is 1)
+        below: list = []
         for node in level:
-            if type(node) is dict:
+            kind = type(node)
+            if kind is str:
+                count += 1
+            elif kind is dict:
+                if depth > MAX_DEPTH:
+                    return -1
                 count += len(node)
-                node = node.values()
-            for value in node:
-                kind = type(value)
-                if kind is str:
-                    count += 1
-                elif kind is dict or kind is list:
-                    below.append(value)
+                below += node.values()
+            elif kind is list:
+                if depth > MAX_DEPTH:
+                    return -1
+                below += node
+            elif kind is float and not -_INTEGER_LIMIT < node < _INTEGER_LIMIT:
+                return -1
         level = below
     return count
 
@@ -158,13 +160,11 @@ def _keys_and_strings(root: Any) -> int:
 def _fast(raw: bytes, strings: int) -> Any:
     """The document orjson decodes from `raw` when it is provably the one the strict path would
     build and accept; None otherwise (the strict path decides, and words any refusal)."""
-    if _LONG_DIGITS.search(raw):
-        return None
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if body is None or _keys_and_strings(body) != strings:  # a duplicated key, or too deep
+    if body is None or _keys_and_strings(body) != strings:  # a duplicated key, too deep, too large
         return None
     return body
 
