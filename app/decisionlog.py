@@ -26,14 +26,15 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from app import jsonio
-from app.admission.review import DECISION_PATH, PLAN_PATH, decision_answered
+from app.admission.review import DECISION_PATH, PLAN_PATH, Outcome, decision_answered
+from app.ports import PolicyQuery
 
 RECORD_TYPE = "ostiary.dev/decision/v1"
 DEFAULT_TARGET = "-"
 MAX_TEXT = 2000
 
 
-def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
+def _text(value: object, limit: int = MAX_TEXT) -> str | None:
     if value is None:
         return None
     text = str(value)
@@ -61,7 +62,7 @@ class _Trace(threading.local):
 class _RecordingOpa:
     """The OPA client, unchanged, noting the queries' inputs, answers and decision ids per thread."""
 
-    def __init__(self, client: Any, trace: _Trace):
+    def __init__(self, client: PolicyQuery, trace: _Trace):
         self._client = client
         self._trace = trace
 
@@ -88,7 +89,7 @@ class _RecordingOpa:
         return getattr(self._client, name)
 
 
-def _obj(value: Any) -> dict:
+def _obj(value: object) -> dict:
     """`value` when it is a JSON object, else an empty one (hostile input is read, never trusted)."""
     return value if isinstance(value, dict) else {}
 
@@ -98,7 +99,7 @@ def _user(request: dict) -> dict:
     return {"username": _text(info.get("username")), "groups": _strings(info.get("groups"))}
 
 
-def _trust_summary(facts: Any) -> dict | None:
+def _trust_summary(facts: object) -> dict | None:
     """The facts a person needs, without keys: verified, what was signed, why not."""
     if not isinstance(facts, dict):
         return None
@@ -133,7 +134,7 @@ def _trust_summary(facts: Any) -> dict | None:
     }
 
 
-def _entry(policy: Any) -> dict | None:
+def _entry(policy: object) -> dict | None:
     if not isinstance(policy, dict):
         return None
     return {k: policy.get(k) for k in ("kind", "name", "namespace", "repository", "index", "mode")}
@@ -162,7 +163,7 @@ def _images(trace: _Trace, decision: dict | None) -> list[dict]:
     return result
 
 
-def _patch_summary(outcome: Any) -> list[dict]:
+def _patch_summary(outcome: Outcome) -> list[dict]:
     """What was pinned, from the pin operations the answer's patch was built from (Outcome.pins,
     taken from the decision), one per operation; the patch itself is not decoded again."""
     summary = []
@@ -180,7 +181,7 @@ def _patch_summary(outcome: Any) -> list[dict]:
 
 
 def build_record(
-    review: Any, answer: dict, outcome: Any, seconds: float, trace: _Trace | None = None
+    review: Any, answer: dict, outcome: Outcome, seconds: float, trace: _Trace | None = None
 ) -> dict:
     """The decision-log record of one admission (a pure function of what was seen)."""
     trace = trace or _Trace()
@@ -240,7 +241,7 @@ class DecisionLog:
             return cls(sys.stdout, target)
         return cls(open(target, "a", encoding="utf-8", buffering=1), target)
 
-    def wrap(self, client: Any) -> Any:
+    def wrap(self, client: PolicyQuery) -> _RecordingOpa:
         """The OPA client to give the Reviewer: the same client, observed by this log."""
         return _RecordingOpa(client, self._trace)
 
@@ -252,7 +253,7 @@ class DecisionLog:
         """What this thread's last admission asked OPA and was answered (the offline commands read it)."""
         return self._trace
 
-    def write(self, review: Any, answer: dict, outcome: Any, seconds: float) -> dict | None:
+    def write(self, review: Any, answer: dict, outcome: Outcome, seconds: float) -> dict | None:
         if self._stream is None:
             return None
         record = build_record(review, answer, outcome, seconds, self._trace)

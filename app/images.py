@@ -16,6 +16,7 @@ reference invalid. Pinning always uses sha256.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -148,7 +149,13 @@ def split_domain(name: str) -> tuple[str, str]:
     return registry, path
 
 
-def parse_image(text: str) -> ImageRef:  # noqa: C901 - one pass over Docker's grammar, tested against it
+# Valid references parsed lately, by their exact text: the images of a cluster repeat in every
+# admission of every replica. ImageRef is immutable, so one is shared safely; refusals are not kept.
+# At most PARSED_KEPT entries of at most MAX_REFERENCE characters each (a few MB at worst).
+PARSED_KEPT = 1024
+
+
+def parse_image(text: str) -> ImageRef:
     """Parse and normalize an image reference; raise InvalidImageReference naming the bad part.
 
     Agrees with the docker reference grammar (tests/unit/test_images_refdiff.py) except where it
@@ -156,6 +163,15 @@ def parse_image(text: str) -> ImageRef:  # noqa: C901 - one pass over Docker's g
     """
     if not isinstance(text, str):
         raise InvalidImageReference(repr(text), "not a string")
+    return _parse_kept(str(text))
+
+
+@functools.lru_cache(maxsize=PARSED_KEPT)
+def _parse_kept(text: str) -> ImageRef:
+    return _parse(text)
+
+
+def _parse(text: str) -> ImageRef:  # noqa: C901 - one pass over Docker's grammar, tested against it
     if any(c.isspace() for c in text):
         raise InvalidImageReference(text, "contains whitespace")
     if not text:

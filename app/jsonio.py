@@ -11,18 +11,22 @@ standard library under parse_review's strict hooks (duplicated keys, NaN, depth)
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 
-def dumps(value: Any, default: Any = None) -> bytes:
+def dumps(value: Any, default: Callable[[Any], Any] | None = None, *, sort_keys: bool = False) -> bytes:
     """`value` as compact UTF-8 JSON (as json.dumps with separators=(",", ":"), then encoded);
-    `default` turns what JSON cannot hold into something it can (e.g. str), as json.dumps's does."""
+    `default` turns what JSON cannot hold into something it can (e.g. str), as json.dumps's does;
+    `sort_keys` as json.dumps's (orjson sorts by UTF-8 bytes: the same order for ASCII keys)."""
     try:
-        return orjson.dumps(value, default=default)
+        return orjson.dumps(value, default=default, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=default).encode()
+        return json.dumps(
+            value, separators=(",", ":"), ensure_ascii=False, default=default, sort_keys=sort_keys
+        ).encode()
 
 
 def loads(raw: bytes | str) -> Any:

@@ -36,6 +36,7 @@ _STRING = re.compile(rb'"[^"]*"')  # a JSON string once its escaped backslashes 
 # with a float this large (possibly such an integer) is left to the standard library.
 _INTEGER_LIMIT = 9e18  # below 2**63: every integer orjson turned into a float is at least that
 
+
 class BadRequest(InputError):
     """The AdmissionReview itself is malformed; the message names the field."""
 

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import Sequence
 
+from app import jsonio
 from app.admission.extract import ImageSite
 from app.images import is_sha256_digest
 
@@ -23,7 +24,7 @@ def allow(uid: str, warnings: list[str] | None = None, patch: list[dict] | None 
         response["warnings"] = warnings
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+        response["patch"] = base64.b64encode(jsonio.dumps(patch)).decode()
     return review_response(uid, response)
 
 
@@ -111,7 +112,9 @@ def original_images_patch(
     originals = {k: v for k, v in _existing_originals(obj).items() if k in current}
     for op in pin_ops:
         originals[keys.get(op["path"], op["path"])] = written.get(op["path"], "")
-    value = json.dumps(originals, sort_keys=True, separators=(",", ":"))
+    value = jsonio.dumps(originals, sort_keys=True).decode()
+    if not value.isascii():  # as json.dumps writes it: non-ASCII escaped
+        value = json.dumps(originals, sort_keys=True, separators=(",", ":"))
     if len(value) > MAX_ORIGINALS:
         return [], (
             f"Ostiary did not record the original images in {ORIGINAL_IMAGES_ANNOTATION}: "

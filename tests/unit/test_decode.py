@@ -15,7 +15,9 @@ from app.admission import decode
 from app.admission.decode import MAX_DEPTH, BadRequest, parse_review
 
 TEXT = st.text(alphabet=st.sampled_from(list('ab"\\,:{}[]\n\u00e9\U0001f600')), max_size=8)
-NUMBERS = st.integers(min_value=-(10**25), max_value=10**25) | st.floats(allow_nan=False, allow_infinity=False)
+NUMBERS = st.integers(min_value=-(10**25), max_value=10**25) | st.floats(
+    allow_nan=False, allow_infinity=False
+)
 JSON = st.recursive(
     st.none() | st.booleans() | NUMBERS | TEXT,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
@@ -47,7 +49,7 @@ def same(a: object, b: object) -> bool:
 @given(JSON, st.booleans())
 @example({"a": 2**64}, True)
 @example([-(10**19)], True)
-@example({"x": "\\\"", "y": ['"']}, False)
+@example({"x": '\\"', "y": ['"']}, False)
 def test_the_fast_path_builds_what_the_strict_path_builds(value, ascii_only):
     raw = json.dumps(value, ensure_ascii=ascii_only).encode()
     assert same(decoded(raw), strict(raw)), raw

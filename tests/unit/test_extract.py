@@ -146,3 +146,15 @@ def test_each_site_carries_its_reference_parsed_once():
     assert bad.ref is None and "Bad Image" in str(bad.ref_error)
     with pytest.raises(ValueError, match="Bad Image"):
         bad.reference()
+
+
+def test_a_reference_is_parsed_once_and_kept_while_refusals_are_not():
+    from app.images import InvalidImageReference, parse_image
+
+    first, again = parse_image("quay.io/org/kept:1"), parse_image("quay.io/org/kept:1")
+    assert first is again and first.name == "quay.io/org/kept"
+    for _ in range(2):  # refused each time, with its reason
+        with pytest.raises(InvalidImageReference, match="contains whitespace"):
+            parse_image("bad image")
+    with pytest.raises(InvalidImageReference, match="not a string"):
+        parse_image(["unhashable"])  # type: ignore[arg-type]
