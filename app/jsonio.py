@@ -4,8 +4,8 @@ orjson encodes and decodes these documents several times faster than the standar
 an admission's OPA input (the object, the images, their trust facts) is encoded on every request.
 What orjson refuses to encode (an integer beyond 64 bits, which a review may carry in an
 annotation-free corner of a pod spec; a key that is not a string) falls back to the standard
-library, so nothing that encoded before fails now. Reviews themselves are still decoded by the
-standard library under parse_review's strict hooks (duplicated keys, NaN, depth).
+library, so nothing that encoded before fails now. Reviews themselves are decoded strictly by
+app/admission/decode.py (orjson only where its result is provably the strict decoding's).
 """
 
 from __future__ import annotations
