@@ -13,11 +13,12 @@ import copy
 import re
 from pathlib import Path
 
+from app import images
 from app.admission.input import input_config, opa_input, read_request
 from app.admission.review import PLAN_PATH, Reviewer
 from app.offline.check import synthetic_inputs, synthetic_requests
 from app.opa.client import OpaClient
-from tests.integration.helpers import load, reviewer
+from tests.integration.helpers import decide, load, pod_spec, review, reviewer, verified_facts, workload
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = """
@@ -26,9 +27,24 @@ kind: ClusterImagePolicy
 metadata: {name: all}
 spec:
   repositories:
+    - name: "quay.io/*"
+      policy: {trust: {enabled: true}}
     - name: "*"
       policy: {trust: {enabled: false}}
 """
+DIGEST = "sha256:" + "d" * 64
+
+
+class Facts:
+    """Verified facts as the verifier reports them (the verifier is tested against real Notary in
+    tests/trust and tests/world), for the references the Reviewer hands it."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def gather(self, requests: list, deadline: float) -> list[dict]:
+        self.names += [r.image.name for r in requests]
+        return [verified_facts(r, DIGEST) for r in requests]
 
 
 class Recorded:
@@ -69,6 +85,28 @@ def test_check_evaluates_custom_rules_on_the_input_the_webhook_sends(local_opa):
         assert sent == [_without_facts(documents[label])], label
         assert sent[0] == opa_input(read_request(request), input_config("ostiary-system"))
         assert sent[0]["config"]["trust_servers"], "the config the webhook sends, not a reduced one"
+
+
+def test_each_image_is_parsed_once_from_extraction_to_the_patch(local_opa, monkeypatch):
+    """The reference an image site parsed at extraction is the one the trust request names and the
+    patch pins (three parses per image before); a later admission of the same images parses none."""
+    opa = OpaClient(local_opa.url)
+    facts = Facts()
+    rv = reviewer(opa, load(opa, POLICY), trust=facts)
+    parsed: list[str] = []
+    parse = images._parse
+    monkeypatch.setattr(images, "_parse", lambda text: parsed.append(text) or parse(text))
+    images._parse_kept.cache_clear()
+    body = review(
+        workload("Deployment", pod_spec("quay.io/org/app:1.0", "nginx:1.25", "quay.io/org/app:1.0"))
+    )
+    response = decide(rv, body)
+    assert response["allowed"] is True and "patch" in response
+    assert facts.names == ["quay.io/org/app", "quay.io/org/app"]
+    assert sorted(parsed) == ["nginx:1.25", "quay.io/org/app:1.0"]  # each text once, then kept
+    parsed.clear()
+    assert decide(rv, review(body["request"]["object"]))["allowed"] is True
+    assert parsed == []
 
 
 # A dict literal that assembles the OPA input document: its `config` member, or its `images`
