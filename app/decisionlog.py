@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO
 
 from app import jsonio
 from app.admission.review import DECISION_PATH, PLAN_PATH, Outcome, decision_answered
@@ -41,8 +41,8 @@ def _text(value: object, limit: int = MAX_TEXT) -> str | None:
     return text if len(text) <= limit else text[: limit - 12] + " …(truncated)"
 
 
-def _strings(values: Any) -> list[str]:
-    return [_text(v) or "" for v in values or [] if isinstance(v, str)]
+def _strings(values: object) -> list[str]:
+    return [_text(v) or "" for v in values if isinstance(v, str)] if isinstance(values, list) else []
 
 
 class _Trace(threading.local):
@@ -53,7 +53,7 @@ class _Trace(threading.local):
 
     def reset(self) -> None:
         self.decision_input: dict | None = None
-        self.decision: Any = None
+        self.decision: object = None
         self.plan_input: dict | None = None
         self.decision_ids: dict[str, str] = {}
         self.opa_seconds = 0.0
@@ -66,7 +66,7 @@ class _RecordingOpa:
         self._client = client
         self._trace = trace
 
-    def query(self, path: str, input: dict, deadline: float) -> Any:
+    def query(self, path: str, input: dict, deadline: float) -> object:
         started = time.monotonic()
         try:
             result = self._client.query(path, input, deadline)
@@ -85,7 +85,7 @@ class _RecordingOpa:
             self._trace.decision, self._trace.decision_input = decision, input
         return result
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> object:
         return getattr(self._client, name)
 
 
@@ -181,7 +181,7 @@ def _patch_summary(outcome: Outcome) -> list[dict]:
 
 
 def build_record(
-    review: Any, answer: dict, outcome: Outcome, seconds: float, trace: _Trace | None = None
+    review: object, answer: dict, outcome: Outcome, seconds: float, trace: _Trace | None = None
 ) -> dict:
     """The decision-log record of one admission (a pure function of what was seen)."""
     trace = trace or _Trace()
@@ -253,7 +253,7 @@ class DecisionLog:
         """What this thread's last admission asked OPA and was answered (the offline commands read it)."""
         return self._trace
 
-    def write(self, review: Any, answer: dict, outcome: Outcome, seconds: float) -> dict | None:
+    def write(self, review: object, answer: dict, outcome: Outcome, seconds: float) -> dict | None:
         if self._stream is None:
             return None
         record = build_record(review, answer, outcome, seconds, self._trace)

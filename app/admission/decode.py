@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import NoReturn
 
 import orjson
 
@@ -47,7 +47,7 @@ class _Pairs(dict):
     duplicates: list[str]
 
 
-def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+def _pairs_hook(pairs: list[tuple[str, object]]) -> dict:
     obj = dict(pairs)
     if len(obj) == len(pairs):
         return obj
@@ -57,7 +57,7 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
     return marked
 
 
-def _refuse_constant(name: str) -> Any:
+def _refuse_constant(name: str) -> NoReturn:
     raise BadRequest(f"{name} is not JSON")
 
 
@@ -65,9 +65,9 @@ def _pointer(path: list[str]) -> str:
     return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path) if path else "(top level)"
 
 
-def _path_to(root: Any, target: Any) -> list[str]:
+def _path_to(root: object, target: object) -> list[str]:
     """The keys leading from root to target (by identity); only run to word an error."""
-    stack: list[tuple[Any, list[str]]] = [(root, [])]
+    stack: list[tuple[object, list[str]]] = [(root, [])]
     while stack:
         node, path = stack.pop()
         if node is target:
@@ -77,7 +77,7 @@ def _path_to(root: Any, target: Any) -> list[str]:
     return []
 
 
-def _check_tree(root: Any) -> None:
+def _check_tree(root: object) -> None:
     """Refuse duplicated keys and nesting deeper than MAX_DEPTH, naming the place.
 
     Level by level, so it is iterative and costs one step per object or array; the path is only
@@ -130,7 +130,7 @@ def _count_values(bare: bytes, limit: int) -> int:
     return sum(bare.count(c) for c in separators)
 
 
-def _keys_and_strings(root: Any) -> int:
+def _keys_and_strings(root: object) -> int:
     """Keys and string values in a decoded document; -1 when it is nested deeper than MAX_DEPTH or
     holds a float that may have been an integer beyond 64 bits."""
     count = 0
@@ -140,25 +140,24 @@ def _keys_and_strings(root: Any) -> int:
         depth += 1  # `level` holds the values `depth` levels down (the root is 1)
         below: list = []
         for node in level:
-            kind = type(node)
-            if kind is str:
+            if isinstance(node, str):
                 count += 1
-            elif kind is dict:
+            elif isinstance(node, dict):
                 if depth > MAX_DEPTH:
                     return -1
                 count += len(node)
                 below += node.values()
-            elif kind is list:
+            elif isinstance(node, list):
                 if depth > MAX_DEPTH:
                     return -1
                 below += node
-            elif kind is float and not -_INTEGER_LIMIT < node < _INTEGER_LIMIT:
+            elif isinstance(node, float) and not -_INTEGER_LIMIT < node < _INTEGER_LIMIT:
                 return -1
         level = below
     return count
 
 
-def _fast(raw: bytes, strings: int) -> Any:
+def _fast(raw: bytes, strings: int) -> object:
     """The document orjson decodes from `raw` when it is provably the one the strict path would
     build and accept; None otherwise (the strict path decides, and words any refusal)."""
     try:
@@ -170,7 +169,7 @@ def _fast(raw: bytes, strings: int) -> Any:
     return body
 
 
-def _strict(raw: bytes) -> Any:
+def _strict(raw: bytes) -> object:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -187,7 +186,7 @@ def _strict(raw: bytes) -> Any:
     return body
 
 
-def parse_review(raw: bytes) -> Any:
+def parse_review(raw: bytes) -> object:
     """Decode an AdmissionReview body strictly: UTF-8 JSON, no NaN/Infinity, no duplicated keys,
     at most MAX_DEPTH levels and MAX_VALUES values. Raises BadRequest saying what is wrong and where."""
     bare = _unescaped(raw)
@@ -199,7 +198,7 @@ def parse_review(raw: bytes) -> Any:
     return body if body is not None else _strict(raw)
 
 
-def request_uid(body: Any) -> str | None:
+def request_uid(body: object) -> str | None:
     """request.uid when the body has one (for answering a request Ostiary will deny anyway)."""
     request = body.get("request") if isinstance(body, dict) else None
     uid = request.get("uid") if isinstance(request, dict) else None

@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from app import defaults
 from app.admission import respond
@@ -62,7 +61,7 @@ def signature_requirements(planned_image: dict | None) -> list[dict]:
     return [r for r in requirements if isinstance(r, dict) and r.get("type") in ("signedBy", "keyless")]
 
 
-def decision_answered(path: str, result: Any) -> Any:
+def decision_answered(path: str, result: object) -> object:
     """The decision a query answered with: the decision query's result, or the decision the plan
     query brings when no image needs trust facts; None when the query decided nothing."""
     if path == DECISION_PATH:
@@ -105,7 +104,7 @@ class Reviewer:
 
     # ---- entry point ---------------------------------------------------------------------
 
-    def review(self, review: Any) -> tuple[dict, Outcome]:
+    def review(self, review: object) -> tuple[dict, Outcome]:
         """An AdmissionReview in, an AdmissionReview (with response) out. Raises BadRequest only
         when there is no request uid to answer to."""
         if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
@@ -184,7 +183,7 @@ class Reviewer:
             log.info("admission %s: %s; deciding on the object itself", uid, approval)
         return bool(approval)
 
-    def _plan(self, document: dict, admission: Admission, deadline: float) -> tuple[list[dict], Any]:
+    def _plan(self, document: dict, admission: Admission, deadline: float) -> tuple[list[dict], object]:
         """(the plan's images, the decision the plan query brought when it is final, else None).
 
         The plan query's decision is final when no image needs trust facts: it was made on exactly
@@ -206,7 +205,7 @@ class Reviewer:
         return planned, None
 
     @staticmethod
-    def _check_plan(plan: Any, sites: list[ImageSite]) -> list[dict]:
+    def _check_plan(plan: object, sites: list[ImageSite]) -> list[dict]:
         images = plan.get("images") if isinstance(plan, dict) else None
         if not isinstance(images, list) or len(images) != len(sites):
             raise OpaError("the plan from OPA does not cover every image")
@@ -435,7 +434,7 @@ class Reviewer:
 
     # ---- response ------------------------------------------------------------------------
 
-    def _respond(self, uid: str, decision: Any, admission: Admission) -> tuple[dict, Outcome]:
+    def _respond(self, uid: str, decision: object, admission: Admission) -> tuple[dict, Outcome]:
         sites = admission.sites
         if not isinstance(decision, dict) or not isinstance(decision.get("allowed"), bool):
             raise OpaError("the decision from OPA has no boolean `allowed`")

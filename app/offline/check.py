@@ -258,7 +258,7 @@ class Entry:
         return f"{self.policy.kind} {self.policy.name} spec.repositories[{self.index}] {self.written!r}"
 
 
-def _has_requirements(policy: Any) -> bool:
+def _has_requirements(policy: object) -> bool:
     """translate.py has_requirements: trust.enabled == true, or a (truthy) unsupported verifier."""
     if not isinstance(policy, dict):
         return False

@@ -26,12 +26,14 @@ from app.admission.extract import BadRequest
 from app.admission.respond import API_VERSION
 from app.decisionlog import DecisionLog
 from app.errors import InputError
+from app.notary.service import TrustService
 from app.notary.state import TrustRecord
 from app.offline.manifests import Manifest
 from app.offline.replay import ReplayClient, load_trust_data
 from app.opa.process import OpaNotFound, OpaStartFailed
 from app.runtime import OfflineSources, Runtime, ServeConfig
 from app.signatures.replay import Capture, ReplayReader, is_capture
+from app.signatures.service import SignatureService
 from app.workloads import WORKLOADS
 
 DEFAULT_NAMESPACE = "default"
@@ -224,7 +226,7 @@ class Engine:
         except OpaNotFound as exc:  # LocalOpa: no opa binary to start
             raise EngineError(str(exc)) from None
         self.log: DecisionLog = self.runtime.decisions  # the runtime's recorder (config.decision_log "off")
-        self._services: dict[int, tuple[OfflineSources, Any, Any]] = {}
+        self._services: dict[int, tuple[OfflineSources, TrustService, SignatureService]] = {}
         try:
             try:
                 self.runtime.start(watch=False)

@@ -44,7 +44,6 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -126,7 +125,7 @@ def _lines_of_cases(text: str) -> dict[int, int]:
         return {}
     node = nodes[0] if nodes else None
 
-    def child(mapping: Any, key: str) -> Any:
+    def child(mapping: object, key: str) -> object:
         if isinstance(mapping, yaml.MappingNode):
             for k, v in mapping.value:
                 if getattr(k, "value", None) == key:
@@ -224,24 +223,24 @@ def _objects(test: TestFile, case: Case) -> list[Manifest]:
     return [Manifest(str(test.path), case.line, 0, raw[key])]
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     """A value as the user writes it in a test file (JSON flow style, as YAML reads it), never Python's repr."""
     return json.dumps(value, ensure_ascii=False)
 
 
-def _contains_all(kind: str, wanted: Any, actual: list[str]) -> list[str]:
+def _contains_all(kind: str, wanted: object, actual: list[str]) -> list[str]:
     if wanted is None:
         return []
     if wanted == []:
         return [] if not actual else [f"expected no {kind}, got {_show(actual)}"]
     return [
         f"expected a {kind[:-1]} containing {_show(w)}, got {_show(actual)}"
-        for w in wanted
+        for w in (wanted if isinstance(wanted, (list, tuple, str)) else [wanted])
         if not any(str(w) in a for a in actual)
     ]
 
 
-def _subset(wanted: Any, actual: Any) -> bool:
+def _subset(wanted: object, actual: object) -> bool:
     if isinstance(wanted, dict):
         return isinstance(actual, dict) and all(_subset(v, actual.get(k)) for k, v in wanted.items())
     return wanted == actual
