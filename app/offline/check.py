@@ -53,14 +53,15 @@ from app.policies.translate import (
     Pattern,
     cluster_trust_servers,
     entry_trust_servers,
+    has_requirements,
     parse_pattern,
+    rank_of,
     translate,
 )
 from app.runtime import ServeConfig
 from app.yamlio import DocumentError, compose_all, load_file, read_text
 
 TOP_LEVEL_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
-REQUIREMENT_VERIFIERS = ("simple", "va", "vulnerability")
 
 
 @dataclass(frozen=True)
@@ -242,32 +243,12 @@ class Entry:
 
     @functools.cached_property
     def sort_key(self) -> tuple:
-        """translate.py entry_rank of this entry (the order in which the decision picks entries; see
-        the module docstring)."""
-        return (
-            0 if self.exact else 1,
-            -self.pattern.specificity,
-            0 if self.requirements else 1,
-            self.policy.kind,
-            self.policy.namespace or "",
-            self.policy.name,
-            self.index,
-        )
+        """translate.py's rank of this entry (the order in which the decision picks entries; see
+        translate.entry_rank)."""
+        return tuple(rank_of(self.policy, self.index, self.pattern, self.requirements))
 
     def describe(self) -> str:
         return f"{self.policy.kind} {self.policy.name} spec.repositories[{self.index}] {self.written!r}"
-
-
-def _has_requirements(policy: object) -> bool:
-    """translate.py has_requirements: trust.enabled == true, or a (truthy) unsupported verifier."""
-    if not isinstance(policy, dict):
-        return False
-    trust = policy.get("trust")
-    if isinstance(trust, dict) and trust.get("enabled") is True:
-        return True
-    return any(
-        kind in policy and policy[kind] is not False for kind in REQUIREMENT_VERIFIERS
-    )  # Rego: only false fails
 
 
 @functools.cache
@@ -327,7 +308,7 @@ def _entries(policies: list[PolicyResource], locator: Locator) -> tuple[list[Ent
                     Finding("error", "invalid", path, locator.line(path, doc, field), f"{field}: {exc}")
                 )
                 continue
-            entries.append(Entry(policy, index, item["name"], pattern, _has_requirements(item.get("policy"))))
+            entries.append(Entry(policy, index, item["name"], pattern, has_requirements(item.get("policy"))))
     return entries, found
 
 

@@ -397,7 +397,7 @@ def run_rego_tests(
 ) -> tuple[list[RegoTest], list[RegoTest], str]:
     """`opa test` over the library (and the user's rules and tests beside it, as they import it);
     results split into (library, user), and the error text when opa could not run the tests."""
-    args = [find_opa(), "test", "--format", "json", str(library)]
+    args = [find_opa(), "test", "--format", "json", "--timeout", "120s", str(library)]
     testdata = rego_testdata_dir()  # the library tests' data (a source checkout only)
     if testdata is not None:
         args.append(str(testdata))

@@ -347,7 +347,7 @@ def _with_notation(policy: dict, name: str = "") -> dict:
 
 # The verifiers an entry's policy may name besides trust that make it an entry "with requirements"
 # (matching.rego documents the order; va and vulnerability are refused by the decision).
-REQUIREMENT_VERIFIERS = ("simple", "va", "vulnerability")
+REQUIREMENT_VERIFIERS = ("simple", "cosign", "notation", "va", "vulnerability")
 
 
 def has_requirements(policy: object) -> bool:
@@ -368,10 +368,15 @@ def entry_rank(resource: PolicyResource, index: int, pattern: Pattern, policy: o
     alone, so it is computed here once and the Rego compares it (matching.rego `best_of`): an
     exact pattern (a tag, no wildcard) that matches an image equals its name:tag, so exactness needs
     no image either. Unique per entry (the last four tell every entry of a scope apart)."""
+    return rank_of(resource, index, pattern, has_requirements(policy))
+
+
+def rank_of(resource: PolicyResource, index: int, pattern: Pattern, requirements: bool) -> list:
+    """entry_rank with has_requirements already known (`ostiary check` orders entries with it)."""
     return [
         0 if pattern.exact is not None else 1,
         -pattern.specificity,
-        0 if has_requirements(policy) else 1,
+        0 if requirements else 1,
         resource.kind,
         resource.namespace or "",
         resource.name,

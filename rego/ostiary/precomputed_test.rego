@@ -32,6 +32,14 @@ test_a_more_specific_deny_all_entry_beats_a_broader_allow if {
 	o.policy.name == "a-allow"
 }
 
+test_an_equally_specific_signature_entry_beats_an_allow_all if {
+	# a-allow and z-cosign both `icr.io/team/*`; the cosign entry has requirements, so it is chosen
+	# whatever the names, and an image without cosign facts is denied
+	d := h.first(h.pod([team_app]), testdata.policies.tie_cosign)
+	d.allowed == false
+	d.policy.name == "z-cosign"
+}
+
 test_adding_a_deny_all_policy_changes_the_verdict if {
 	h.first(h.pod([team_app]), testdata.policies.precedence_before).allowed == true
 	h.first(h.pod([team_app]), testdata.policies.precedence).allowed == false

@@ -124,6 +124,24 @@ spec:
     - name: "icr.io/team/*"
       policy: {simple: {requirements: [{type: reject}]}}
 """,
+    # equally specific entries: the one with a signature requirement (cosign) beats the allow-all
+    # that sorts first by name, so an unsigned image is denied (precomputed_test.rego)
+    "tie_cosign": """
+apiVersion: ostiary.dev/v1
+kind: ClusterImagePolicy
+metadata: {name: a-allow}
+spec:
+  repositories:
+    - name: "icr.io/team/*"
+---
+apiVersion: ostiary.dev/v1
+kind: ClusterImagePolicy
+metadata: {name: z-cosign}
+spec:
+  repositories:
+    - name: "icr.io/team/*"
+      policy: {cosign: {keys: [{keySecret: release-cosign}]}}
+""",
     "precedence_before": """
 apiVersion: ostiary.dev/v1
 kind: ClusterImagePolicy

@@ -147,6 +147,9 @@ def test_rank_is_exact_specificity_requirements_kind_namespace_name_index():
     [
         ({"trust": {"enabled": True}}, True),
         ({"simple": {}}, True),
+        ({"cosign": {"keys": [{"keySecret": "k"}]}}, True),
+        ({"notation": {"trustStores": ["ca:s"]}}, True),
+        ({"cosign": False}, False),
         ({"va": {"enabled": True}}, True),
         ({"vulnerability": {}}, True),
         ({"vulnerability": None}, True),  # Rego: only false fails
