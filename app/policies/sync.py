@@ -2,10 +2,14 @@
 
 Two kinds are kept: Rego modules (the library and custom rules: /v1/policies) and the policies'
 data documents (RegoModule.is_data: /v1/data/ostiary/policies/..., app/policies/translate.py).
-Both are compared by id and text under distinct keys (a data document's key is DATA_PREFIX + id),
-so a module and a document at the same path are two things: an old process's policy module is
-deleted as foreign while its document is written (OPA refuses the document until the module is
-gone; the writes are retried while any progress is made).
+Both are compared by id under distinct keys (a data document's key is DATA_PREFIX + id), modules
+by text and documents by value (same_json: a document OPA hands back in another form, 1.0 for 1,
+is the same document, never a difference to repair again and again). A module and a document at
+the same path are two things: an old process's policy module is deleted as foreign while the
+documents are written (OPA refuses them until the module is gone; the writes are retried while any
+progress is made). Every document is written in one PUT of the whole tree under
+POLICY_DATA_ROOT whenever any of them differs (``_write_documents``: OPA's cost per write grows
+with all the documents, not with the one written).
 
 OPA keeps policies in memory only, so the desired set lives here and can be pushed again at any
 time. Every change is computed against what OPA holds *now* (GET /v1/policies, ids and text, and
@@ -25,10 +29,11 @@ Events report it through ``on_hold``) until the set asked for changes, or its re
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
@@ -73,38 +78,80 @@ def _key(module: RegoModule) -> str:
     return DATA_PREFIX + module.id if module.is_data else module.id
 
 
-def policy_documents(root: object, packages: Iterable[str] = ()) -> dict[str, str]:
-    """What OPA holds under POLICY_DATA_ROOT as {DATA_PREFIX + id: canonical text}: each
+def _is_virtual(path: str, prefixes: list[str]) -> bool:
+    """Whether `path` is at, under or above a module's package (its virtual documents)."""
+    return any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in prefixes)
+
+
+def _documents_under(value: object, path: str, depth: int) -> list[tuple[str, object]]:
+    """(path, document) of each document `depth` levels under `path`; a value that is no object
+    above that depth is a document of its own (foreign: removed by the next write)."""
+    if depth == 0 or not isinstance(value, dict):
+        return [(path, value)]
+    found: list[tuple[str, object]] = []
+    for name, member in value.items():
+        found += _documents_under(member, f"{path}/{name}", depth - 1)
+    return found
+
+
+# How deep each policy document lies under its scope: cluster/<name>, namespaced/<ns>/<name>.
+_SCOPE_DEPTH = {"cluster": 1, "namespaced": 2}
+
+
+def policy_documents(root: object, packages: Iterable[str] = ()) -> dict[str, object]:
+    """What OPA holds under POLICY_DATA_ROOT as {DATA_PREFIX + id: document}: each
     cluster/<name> and namespaced/<ns>/<name> document, and anything else there under its own
     path (foreign: removed by the next write). Paths at or under a module's package (`packages`,
     as data paths) are that module's virtual documents: compared as modules, not here."""
-    prefixes = [p.strip("/") for p in packages]
-    found: dict[str, str] = {}
-
-    def add(path: str, value: object) -> None:
-        if not any(path == p or path.startswith(p + "/") or p.startswith(path + "/") for p in prefixes):
-            found[DATA_PREFIX + path] = canonical_json(value)
-
     if root is None:
-        return found
-    if not isinstance(root, dict):
-        add(POLICY_DATA_ROOT, root)
-        return found
-    for scope, members in root.items():
-        base = f"{POLICY_DATA_ROOT}/{scope}"
-        if scope == "cluster" and isinstance(members, dict):
-            for name, document in members.items():
-                add(f"{base}/{name}", document)
-        elif scope == "namespaced" and isinstance(members, dict):
-            for namespace, policies in members.items():
-                if not isinstance(policies, dict):
-                    add(f"{base}/{namespace}", policies)
-                    continue
-                for name, document in policies.items():
-                    add(f"{base}/{namespace}/{name}", document)
-        else:
-            add(base, members)
-    return found
+        return {}
+    prefixes = [p.strip("/") for p in packages]
+    if isinstance(root, dict):
+        found = []
+        for scope, members in root.items():
+            found += _documents_under(members, f"{POLICY_DATA_ROOT}/{scope}", _SCOPE_DEPTH.get(scope, 0))
+    else:
+        found = [(POLICY_DATA_ROOT, root)]
+    return {DATA_PREFIX + path: value for path, value in found if not _is_virtual(path, prefixes)}
+
+
+def same_json(a: object, b: object) -> bool:
+    """Whether two decoded JSON values are the same document, whatever form OPA handed one back in:
+    numbers by value (1 and 1.0, 1e3 and 1000; an integer beyond 64 bits that the decoder of
+    OPA's answers turned into the nearest float), but never a boolean for a number (Python's
+    True == 1), objects by keys and values, arrays in order."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a == b or (isinstance(a, float) != isinstance(b, float) and float(a) == float(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _tree_text(documents: Mapping[str, str]) -> str:
+    """One JSON text holding every document (relative path -> its JSON text) at its path, built
+    from the documents' own texts (nothing decoded and encoded again)."""
+    tree: dict = {}
+    for path, text in documents.items():
+        *parents, name = path.split("/")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[name] = text
+
+    def render(node: dict | str) -> str:
+        if isinstance(node, str):
+            return node
+        return (
+            "{"
+            + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{render(v)}" for k, v in sorted(node.items()))
+            + "}"
+        )
+
+    return render(tree)
 
 
 def _until_settled(operations: list[Operation]) -> None:
@@ -149,6 +196,7 @@ class PolicySync:
         self.held_back: str | None = None
         self._before: dict[str, RegoModule] | None = None  # what OPA held before the last change
         self._not_held: set[str] = set()  # ids of the modules asked for that OPA does not hold as asked
+        self._decoded_cache: dict[str, object] = {}  # desired document text -> its value (same_json)
         self.synced = False
         # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
         # plans per generation: one queried while the set changed is never kept).
@@ -173,23 +221,25 @@ class PolicySync:
                 module.id, exc.errors.replace(f"{module.id}:", f"{module.origin}:")
             ) from None
 
-    def _present(self) -> dict[str, str]:
-        """What OPA holds now: module id -> text, and DATA_PREFIX + id -> canonical text of each
-        document under POLICY_DATA_ROOT. Raises OpaError when OPA does not say."""
+    def _present(self, wanted: Mapping[str, RegoModule]) -> dict[str, str]:
+        """What OPA holds now: module id -> text, and DATA_PREFIX + id -> text of each document
+        under POLICY_DATA_ROOT (`wanted`'s own text when it is the same document, whatever form
+        OPA handed it back in: same_json). Raises OpaError when OPA does not say."""
         modules, packages = self.opa.list_modules()
         root = self.opa.get_data(POLICY_DATA_ROOT)
-        documents = policy_documents(root, packages.values()) if root is not None else {}
-        return {**modules, **documents}
+        present: dict[str, str] = dict(modules)
+        for key, value in policy_documents(root, packages.values()).items():
+            module = wanted.get(key)
+            same = module is not None and module.is_data and same_json(self._decoded(module.source), value)
+            present[key] = module.source if same and module is not None else canonical_json(value)
+        return present
 
-    def _write(self, module: RegoModule) -> Callable[[], None]:
-        if module.is_data:
-            return functools.partial(self.opa.put_data, module.id, module.source)
-        return functools.partial(self._put, module)
-
-    def _remove(self, key: str) -> Callable[[], None]:
-        if key.startswith(DATA_PREFIX):
-            return functools.partial(self.opa.delete_data, key.removeprefix(DATA_PREFIX))
-        return functools.partial(self.opa.delete_policy, key)
+    def _decoded(self, text: str) -> object:
+        """A desired document's value (kept while its text is desired: repair compares every few seconds)."""
+        cached = self._decoded_cache.get(text)
+        if cached is None:
+            cached = self._decoded_cache[text] = json.loads(text)
+        return cached
 
     def _hold(self, reason: str, old: dict[str, RegoModule], asked: dict[str, RegoModule]) -> None:
         """Keep OPA on `old` instead of the set asked for, and say why; when OPA died of `old` too
@@ -232,13 +282,32 @@ class PolicySync:
         if self._on_hold is not None:
             self._on_hold(None)
 
+    def _write_documents(self, documents: list[RegoModule]) -> Callable[[], None]:
+        """Every policy document in one write: PUT of the whole tree under POLICY_DATA_ROOT (or
+        its DELETE when there is none). OPA checks every write to data against every rule's path
+        and copies the documents the write touches, so each write costs about as much as all of
+        them: one PUT per document made a reload of 150 policies take 25 to 80 s once the library
+        was in OPA, one write for all of them takes well under a second."""
+        if not documents:
+            return functools.partial(self.opa.delete_data, POLICY_DATA_ROOT)
+        texts = {m.id.removeprefix(POLICY_DATA_ROOT + "/"): m.source for m in documents}
+        return functools.partial(self.opa.put_data, POLICY_DATA_ROOT, _tree_text(texts))
+
     def _converge(self, wanted: dict[str, RegoModule], attempt: bool = True) -> None:
         """Make OPA hold exactly `wanted` (ids and text); raise OpaError when it refuses. `attempt`:
         tell the guard (a push OPA may die of; a revert to what it held is none)."""
         by_key = {_key(m): m for m in wanted.values()}
-        steps = plan({k: m.source for k, m in by_key.items()}, self._present())
-        operations: list[Operation] = [(k, self._write(by_key[k])) for k in steps.put]
-        operations += [(k, self._remove(k)) for k in steps.delete]
+        texts = {m.source for m in by_key.values() if m.is_data}
+        self._decoded_cache = {t: v for t, v in self._decoded_cache.items() if t in texts}
+        steps = plan({k: m.source for k, m in by_key.items()}, self._present(by_key))
+        operations: list[Operation] = []
+        if any(k.startswith(DATA_PREFIX) for k in steps.put + steps.delete):
+            documents = [m for m in by_key.values() if m.is_data]
+            operations.append((POLICY_DATA_ROOT, self._write_documents(documents)))
+        modules = [k for k in steps.put if not k.startswith(DATA_PREFIX)]
+        operations += [(k, functools.partial(self._put, by_key[k])) for k in modules]
+        foreign = [k for k in steps.delete if not k.startswith(DATA_PREFIX)]
+        operations += [(k, functools.partial(self.opa.delete_policy, k)) for k in foreign]
         if not operations:
             return
         if self.guard is not None and attempt:
@@ -316,8 +385,8 @@ class PolicySync:
     def difference(self) -> Drift:
         """How OPA's modules differ from the desired set now; raises OpaError when OPA does not answer."""
         with self._lock:
-            wanted = {_key(m): m.source for m in self.desired.values()}
-            return drift(wanted, self._present())
+            wanted = {_key(m): m for m in self.desired.values()}
+            return drift({k: m.source for k, m in wanted.items()}, self._present(wanted))
 
     def repair(self) -> Drift | None:
         """Compare OPA's whole set with the desired one; on any difference log it, report it

@@ -274,11 +274,12 @@ def test_opa_killed_while_a_reload_is_pushed_never_admits_a_forbidden_image_and_
         while requests.get(f"{served.url}/readyz", timeout=5).status_code == 200:
             assert time.monotonic() < deadline, "the readiness probe never saw OPA killed"
             time.sleep(0.05)
-        # 120 s: since policies became data documents, the recovery after an OPA killed mid-reload
-        # has taken ~50 s on this machine (the restart itself takes 2 s); the cause is open (see the
-        # closing note of the session that raised this), the property held here is that nothing
-        # forbidden is admitted meanwhile and that it recovers.
-        served.wait_ready(120)
+        # OPA is restarted within ~2 s and the last set put back; 30 s leaves room for a loaded
+        # machine. (It took 30-80 s while each policy document was a PUT of its own: OPA's cost per
+        # write grows with all the documents, app/policies/sync.py _write_documents.)
+        killed = time.monotonic()
+        served.wait_ready(30)
+        print(f"ready again {time.monotonic() - killed:.1f}s after the kill was seen")
         time.sleep(1)
     assert hammer.allowed == [], f"forbidden images were admitted: {hammer.allowed[:5]}"
     assert hammer.denied > 0
