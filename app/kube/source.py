@@ -63,6 +63,7 @@ class Outcome:
 
     module_id: str | None = None
     error: str | None = None
+    held_back: str | None = None  # why its module is not in OPA although valid (PolicySync.held_back)
 
 
 class KubePolicySource:
@@ -109,6 +110,10 @@ class KubePolicySource:
         self._refusals: dict[str, str] = {}  # refusal module id -> why (its namespace's refused policies)
         self._refused_now: dict[str, str] = {}  # "ImagePolicy ns/name" -> why, as last pushed (for /readyz)
         self._reported: dict[Key, tuple] = {}
+        # The last derivation recorded, and the module ids held back then: a set released (or
+        # held) by a repair round is recorded again (statuses back to Applied).
+        self._recorded: tuple[dict[str, tuple[Key, RegoModule]], dict[Key, str]] | None = None
+        self._held_recorded: set[str] = set()
         self._served: set[PolicyKind] = set()
         self._watchers: dict[PolicyKind, threading.Thread] = {}
         self._resync_needed = False
@@ -331,6 +336,8 @@ class KubePolicySource:
         with self._lock:
             found = self._opa_repair()
             if found is None:
+                if self._recorded is not None and self._sync.not_held() != self._held_recorded:
+                    self._record(*self._recorded)
                 return True
             self._apply_all()
         return False
@@ -474,27 +481,44 @@ class KubePolicySource:
 
     def _record(self, desired: dict[str, tuple[Key, RegoModule]], errors: dict[Key, str]) -> None:
         """Remember each resource's outcome and report the ones that changed (Events, status, log)."""
+        self._recorded = (desired, errors)
+        held = self._sync.not_held()
+        self._held_recorded = held
+        why_held = self._sync.held_back or "the policy set is held back"
         applied_by_key = {key: mid for mid, (key, _) in desired.items() if mid not in self._refusals}
         outcomes: dict[Key, Outcome] = {}
         for key, (kind, obj) in self._objects.items():
-            outcome = Outcome(module_id=applied_by_key.get(key), error=errors.get(key))
+            module_id = applied_by_key.get(key)
+            outcome = Outcome(module_id, errors.get(key), why_held if module_id in held else None)
             outcomes[key] = outcome
             meta = obj.get("metadata") or {}
-            stamp = (meta.get("uid"), meta.get("generation"), outcome.module_id, outcome.error)
+            held_now = outcome.held_back is not None  # not its text: a retry countdown in it changes
+            stamp = (meta.get("uid"), meta.get("generation"), outcome.module_id, outcome.error, held_now)
             if self._reported.get(key) == stamp:
                 continue
             self._reported[key] = stamp
-            if outcome.error:
-                log.error("policy %s not applied: %s", describe(key), outcome.error)
-                self._reporter.event(kind, obj, "PolicyRejected", outcome.error)
-                self._reporter.status(kind, obj, False, "PolicyRejected", outcome.error)
-            else:
-                log.info("policy %s applied as %s", describe(key), outcome.module_id)
-                self._reporter.status(
-                    kind, obj, True, "Applied", f"in force as OPA module {outcome.module_id}"
-                )
+            self._report(key, kind, obj, outcome)
         self._outcomes = outcomes
         for key in [k for k in self._reported if k not in self._objects]:  # deleted while not watching
             del self._reported[key]
         for key in [k for k in self._translated if k not in self._objects]:
             del self._translated[key]
+
+    def _report(self, key: Key, kind: PolicyKind, obj: dict, outcome: Outcome) -> None:
+        """One resource's outcome in the log and on the resource (Event, status condition Ready)."""
+        if outcome.error:
+            log.error("policy %s not applied: %s", describe(key), outcome.error)
+            self._reporter.event(kind, obj, "PolicyRejected", outcome.error)
+            self._reporter.status(kind, obj, False, "PolicyRejected", outcome.error)
+        elif outcome.held_back:  # its Event comes from report_held_back, once per hold
+            log.warning("policy %s held back: %s", describe(key), outcome.held_back)
+            self._reporter.status(
+                kind,
+                obj,
+                False,
+                "PolicySetHeldBack",
+                f"valid but not in force: OPA keeps the last policy set that fitted: {outcome.held_back}",
+            )
+        else:
+            log.info("policy %s applied as %s", describe(key), outcome.module_id)
+            self._reporter.status(kind, obj, True, "Applied", f"in force as OPA module {outcome.module_id}")

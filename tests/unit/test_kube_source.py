@@ -109,6 +109,12 @@ class FakeSync:
         self.refuse_source: str | None = None  # only modules whose text holds this are refused
         self.down = False
         self.lost = False
+        # PolicySync's hold: the ids of the modules asked for that OPA does not hold, and why
+        self.held: set[str] = set()
+        self.held_back: str | None = None
+
+    def not_held(self):
+        return set(self.held) if self.held_back is not None else set()
 
     def _check(self, ids, sources=None):
         if self.down:
@@ -560,6 +566,33 @@ def test_a_portieris_twin_of_a_policy_in_force_refuses_nothing():
     src.full_sync()
     assert "quay.io" in sync.modules[REFUSAL.format("apps", "same")].source
     assert src.refused() == {}
+
+
+def test_a_held_back_policy_says_so_in_its_status_and_returns_to_applied_when_pushed():
+    api, sync = FakeApi(), FakeSync()
+    api.items[IP_PATH] = [policy("ImagePolicy", "big", "apps"), policy("ImagePolicy", "ok", "web")]
+    src = source(api, sync)
+    src.full_sync()
+
+    def ready(name):
+        conditions = [b["status"]["conditions"][0] for p, b in api.patches if p.endswith(f"/{name}/status")]
+        return conditions[-1]
+
+    assert ready("big")["reason"] == "Applied" and ready("ok")["reason"] == "Applied"
+    # the set is held back (OPA died of it): a repair round finds OPA exact on the last set that fitted
+    sync.held, sync.held_back = {"ostiary/policies/namespaced/apps/big"}, "OPA died 2 times ..."
+    src.check_opa()
+    big = ready("big")
+    assert (big["status"], big["reason"]) == ("False", "PolicySetHeldBack")
+    assert "not in force: OPA keeps the last policy set that fitted: OPA died 2 times" in big["message"]
+    assert ready("ok")["reason"] == "Applied"
+    patches = len(api.patches)
+    src.check_opa()
+    assert len(api.patches) == patches  # nothing new: nothing written
+    # pushed at last (the cause removed, or its retry time came): Applied again
+    sync.held, sync.held_back = set(), None
+    src.check_opa()
+    assert (ready("big")["status"], ready("big")["reason"]) == ("True", "Applied")
 
 
 def test_a_held_back_policy_set_is_reported_on_the_policies_left_out():
