@@ -403,7 +403,9 @@ class PolicySync:
             if self._on_drift is not None:
                 self._on_drift(found)
             desired = self.desired
-            if guard is not None and desired and set(found.missing) == set(desired):  # OPA restarted empty
+            # OPA restarted empty: it holds none of the modules and documents asked for (by key:
+            # a document's is DATA_PREFIX + id)
+            if guard is not None and desired and set(found.missing) == {_key(m) for m in desired.values()}:
                 killer = guard.lost_everything()
                 if killer is not None and killer == fingerprint(desired):
                     self._hold(guard.refusal(desired) or "OPA died of this policy set", desired, desired)

@@ -4,10 +4,13 @@ really kills it (a memory cgroup, as the kubelet sets for the container's resour
 GOGC and GOMEMLIMIT set in the chart's proportions, restarted when it dies, like the kubelet does.
 
 - a set over the push budget is never pushed: OPA keeps the last set, /readyz and the metrics say why;
-- not here any more: a set that fits a deliberately too large budget but kills OPA. It was reproduced
-  with policies as Rego modules (10 x 500 entries killed this OPA); as data documents 30,000 entries
-  and 3.4 MB of custom set literals did not, so the death guard (never the same set pushed again and
-  again) is held by tests/unit/test_pushguard.py until a load that kills OPA again is found.
+- a set that fits a deliberately too large budget but kills OPA is pushed at most a few times:
+  Ostiary then keeps the last set that fitted, OPA stays up and decides, /readyz and the metrics say
+  why, and removing the cause brings the new policies in.
+
+OPA runs with the chart's arguments that bear on memory (--optimize-store-for-read-speed: policy
+documents kept as AST values, about 7 MiB per 1,000 entries; without it about a third of that, and
+30,000 entries did not kill this OPA), GOGC and GOMEMLIMIT.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.integration.test_policy_isolation import CLUSTER, GOOD_TENANT, _many,
 from tests.integration.test_server import free_port, served  # noqa: F401 - fixture
 
 CGROUP = Path("/sys/fs/cgroup")
+BIG = 30  # namespaces of 500 entries that kill the sidecar below (about 5.5 MB of policy data)
 
 
 def _memory_cgroup(limit: int) -> Path:
@@ -73,6 +77,7 @@ class Sidecar:
 
     def _start(self) -> None:
         argv = [tool("opa"), "run", "--server", f"--addr=127.0.0.1:{self.port}", "--log-level=error"]
+        argv.append("--optimize-store-for-read-speed")  # the chart's (helm/ostiary/templates/deployment.yaml)
         self.proc = start_process("opa", [*argv, "--skip-version-check"], self.workdir, env=self.env)
         (self.cgroup / "cgroup.procs").write_text(str(self.proc.popen.pid))
         deadline = time.monotonic() + 20
@@ -177,3 +182,52 @@ def test_a_set_over_the_push_budget_is_never_pushed(served, tmp_path, sidecar): 
     (policies / "big.yaml").write_text(_many(20, namespace="team-big"))
     _wait(lambda: _readyz(s) == (200, "ready"), 30, "ready again")
     assert _opa_holds(sidecar.url, "team-big") and _metric(s, "ostiary_opa_push_held_back") == 0.0
+
+
+def test_a_set_that_kills_opa_is_not_pushed_again_and_again(served, tmp_path, sidecar):  # noqa: F811 - the fixture
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "cluster.yaml").write_text(CLUSTER)
+    (policies / "good.yaml").write_text(GOOD_TENANT)
+    # An operator raised the bounds and the budget beyond what this OPA's memory holds.
+    s = served(
+        "--policy-dir", str(policies), "--opa-url", sidecar.url, "--opa-push-budget", "20000000",
+        "--max-policy-bytes", "20000000", "--max-namespace-policy-bytes", "1000000",
+    )  # fmt: skip
+    s.wait_ready()
+    assert _verdict(s, "team-good", "quay.io/good/app:1")[0]
+    # BIG namespaces of 500 entries each: about 185 KB of policy data each, within the bounds given;
+    # some 7 MiB of OPA's read-optimised store per 1,000 entries, well over this OPA's 100 MiB.
+    for i in range(BIG):
+        (policies / f"big{i}.yaml").write_text(_many(500, namespace=f"team-big{i}"))
+    try:
+        reason = _wait(lambda: "held back" in _readyz(s)[1] and _readyz(s)[1], 180, "held back in /readyz")
+    except AssertionError as exc:
+        s.stop()
+        raise AssertionError(f"{exc}; OPA restarts {sidecar.restarts}:\n{s.proc.stdout.read()[-8000:]}") from None
+    print(f"\nOPA restarts: {sidecar.restarts} ({sidecar.liveness_kills} by the liveness probe)")
+    deaths = _metric(s, "ostiary_opa_push_deaths_total")
+    if not ("OPA died" in reason and 2 <= sidecar.restarts <= 3 and deaths >= 2):  # say what happened
+        s.stop()
+        raise AssertionError(
+            f"{reason}; restarts {sidecar.restarts}, deaths {deaths}:\n{s.proc.stdout.read()[-6000:]}"
+        )
+    assert _metric(s, "ostiary_opa_push_held_back") == 1.0
+    # No loop: OPA stays up with the last set that fitted, and it decides.
+    restarts = sidecar.restarts
+    _wait(lambda: _opa_holds(sidecar.url, "team-good"), 30, "the last set that fitted back in OPA")
+    time.sleep(15)
+    assert sidecar.restarts == restarts, "OPA keeps being killed"
+    assert not _opa_holds(sidecar.url, "team-big")
+    assert _verdict(s, "team-good", "quay.io/good/app:1")[0]
+    assert _verdict(s, "team-big1", "registry1.example.com/team1/app-x:1")[0] is False
+    status, reason = _readyz(s)
+    assert status == 200 and "held back" in reason and "OPA died" in reason, reason
+    # The cause removed (all but two big policies deleted): the new set goes in and OPA lives.
+    for i in range(2, BIG):
+        (policies / f"big{i}.yaml").unlink()
+    _wait(lambda: _readyz(s) == (200, "ready"), 60, "ready again")
+    assert _opa_holds(sidecar.url, "team-big1") and _metric(s, "ostiary_opa_push_held_back") == 0.0
+    assert _verdict(s, "team-big1", "registry1.example.com/team1/app-x:1")[0] is True
+    time.sleep(3)
+    assert sidecar.restarts == restarts
