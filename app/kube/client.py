@@ -60,7 +60,19 @@ def object_path(api_version: str, plural: str, namespace: str | None, name: str 
     return base
 
 
-def load_api_client(kubeconfig: str | None) -> Any:
+class ApiClient(Protocol):
+    """What Ostiary uses of the official client's ``kubernetes.client.ApiClient`` (untyped)."""
+
+    def call_api(
+        self, resource_path: str, method: str, *args: object, **kwargs: object
+    ) -> urllib3.BaseHTTPResponse: ...
+
+
+# A request's timeout as urllib3 takes it: one number, or (connect, read).
+Timeout = float | tuple[float, float]
+
+
+def load_api_client(kubeconfig: str | None) -> ApiClient:
     """An ``ApiClient`` from the kubeconfig file given, else in-cluster, else the default kubeconfig."""
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
@@ -81,7 +93,7 @@ def load_api_client(kubeconfig: str | None) -> Any:
 class RestKubeApi:
     """``KubeApi`` over an official ``ApiClient``; requests carry a timeout so no call hangs forever."""
 
-    def __init__(self, api_client: Any, request_timeout: float = 10.0):
+    def __init__(self, api_client: ApiClient, request_timeout: float = 10.0):
         self._client = api_client
         self._timeout = request_timeout
 
@@ -99,11 +111,11 @@ class RestKubeApi:
         path: str,
         *,
         query: list[tuple[str, str]] | None = None,
-        body: Any = None,
+        body: Any = None,  # a JSON document to send
         content_type: str | None = None,
-        timeout: Any = None,
+        timeout: Timeout | None = None,
         stream: bool = False,
-    ) -> Any:
+    ) -> Any:  # the decoded JSON answer, or (stream) urllib3's response
         from kubernetes.client.rest import ApiException
 
         headers = {"Accept": "application/json"}
@@ -208,7 +220,9 @@ def _watch_event(event: dict) -> tuple[str, dict]:
     return kind, obj
 
 
-def _status_message(body: Any) -> str:
+def _status_message(body: str | bytes | None) -> str:
+    if body is None:
+        return ""
     try:
         return str(json.loads(body).get("message", ""))
     except (ValueError, TypeError, AttributeError):

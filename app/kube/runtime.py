@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
 
 from app.kube.client import KubeApi, RestKubeApi
 from app.kube.events import EventReporter
@@ -17,6 +16,7 @@ from app.kube.owners import OwnerVerifier
 from app.kube.source import KubePolicySource
 from app.kube.store import KubeObjectStore
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds
+from app.policies.kinds import PolicyKind
 from app.policies.model import PolicyResource, RegoModule
 from app.policies.schema import parse_policy_document
 from app.policies.sync import PolicySync
@@ -30,10 +30,12 @@ class SilentReporter(EventReporter):
     def __init__(self) -> None:
         pass
 
-    def event(self, *args: Any, **kwargs: Any) -> None:
+    def event(
+        self, kind: PolicyKind, obj: dict, reason: str, message: str, event_type: str = "Warning"
+    ) -> None:
         return None
 
-    def status(self, *args: Any, **kwargs: Any) -> None:
+    def status(self, kind: PolicyKind, obj: dict, ok: bool, reason: str, message: str) -> None:
         return None
 
 

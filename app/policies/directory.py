@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
+from app.opa.process import OpaNotFound, find_opa
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds, bounded, over_bounds
 from app.policies.kinds import POLICY_KIND_NAMES
 from app.policies.model import PolicyError, PolicyResource, PolicySet, RegoModule
@@ -256,10 +258,6 @@ def custom_package(path: Path) -> str:
     expression on the text: a byte-order mark, comments, line breaks or a `package` line inside a
     raw string cannot make Ostiary and OPA disagree. It must be exactly `ostiary.custom.<name>`:
     a custom module can add deny/warn rules of its own, never define or extend Ostiary's packages."""
-    import subprocess
-
-    from app.opa.process import OpaNotFound, find_opa
-
     try:
         done = subprocess.run(
             [find_opa(), "parse", "--format", "json", str(path)],
