@@ -82,14 +82,17 @@ def measure(entries: int, as_data: bool = False) -> dict:
         time.sleep(0.5)
         base_rss, _ = memory_kib(opa.proc.pid)
         started = time.monotonic()
+        rewrite = None
         if as_data:
-            resp = client._request(
-                "PUT", f"/v1/data/{module.id}", 120.0, body=body, content_type="application/json"
-            )
-            assert resp.status_code == 204, resp.text[:300]
+            _put_data(client, module.id, body)
+            seconds = time.monotonic() - started
+            changed = dict(policy_data(resource), changed=True)  # one more key: the whole document differs
+            started = time.monotonic()
+            _put_data(client, module.id, json.dumps({"policy": changed}).encode())
+            rewrite = time.monotonic() - started
         else:
             client.put_policy(module.id, rego)
-        seconds = time.monotonic() - started
+            seconds = time.monotonic() - started
         time.sleep(0.5)
         rss, peak = memory_kib(opa.proc.pid)
     finally:
@@ -101,7 +104,13 @@ def measure(entries: int, as_data: bool = False) -> dict:
         "push_seconds": round(seconds, 3),
         "rss_mib_above_library": round((rss - base_rss) / 1024, 1),
         "peak_mib_above_library": round((peak - base_rss) / 1024, 1),
+        "rewrite_seconds": None if rewrite is None else round(rewrite, 3),
     }
+
+
+def _put_data(client: OpaClient, path: str, body: bytes) -> None:
+    resp = client._request("PUT", f"/v1/data/{path}", 300.0, body=body, content_type="application/json")
+    assert resp.status_code == 204, resp.text[:300]
 
 
 def main() -> None:
@@ -116,15 +125,18 @@ def main() -> None:
         measure(int(n), kind == "data") for kind in args.kinds.split(",") for n in args.entries.split(",")
     ]
     print(
-        f"{'as':>6} {'entries':>8} {'KiB':>11} {'push s':>8} {'RSS MiB':>8} {'peak MiB':>9} {'per 1,000: KiB, s, peak MiB':>28}"
+        f"{'as':>6} {'entries':>8} {'KiB':>11} {'push s':>8} {'rewrite s':>9} {'RSS MiB':>8} {'peak MiB':>9} "
+        f"{'per 1,000: KiB, s, peak MiB':>28} {'peak B/B':>8}"
     )
     for r in rows:
         per = 1000 / r["entries"]
         print(
             f"{r['as']:>6} {r['entries']:>8} {r['module_bytes'] / 1024:>11.0f} {r['push_seconds']:>8.2f} "
+            f"{r['rewrite_seconds'] if r['rewrite_seconds'] is not None else '-':>9} "
             f"{r['rss_mib_above_library']:>8.1f} {r['peak_mib_above_library']:>9.1f} "
             f"{r['module_bytes'] / 1024 * per:>12.0f} {r['push_seconds'] * per:>6.2f} "
-            f"{r['peak_mib_above_library'] * per:>8.1f}"
+            f"{r['peak_mib_above_library'] * per:>8.1f} "
+            f"{r['peak_mib_above_library'] * 2**20 / r['module_bytes']:>8.0f}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
