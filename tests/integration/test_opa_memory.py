@@ -204,7 +204,9 @@ def test_a_set_that_kills_opa_is_not_pushed_again_and_again(served, tmp_path, si
         reason = _wait(lambda: "held back" in _readyz(s)[1] and _readyz(s)[1], 180, "held back in /readyz")
     except AssertionError as exc:
         s.stop()
-        raise AssertionError(f"{exc}; OPA restarts {sidecar.restarts}:\n{s.proc.stdout.read()[-8000:]}") from None
+        raise AssertionError(
+            f"{exc}; OPA restarts {sidecar.restarts}:\n{s.proc.stdout.read()[-8000:]}"
+        ) from None
     print(f"\nOPA restarts: {sidecar.restarts} ({sidecar.liveness_kills} by the liveness probe)")
     deaths = _metric(s, "ostiary_opa_push_deaths_total")
     if not ("OPA died" in reason and 2 <= sidecar.restarts <= 3 and deaths >= 2):  # say what happened
