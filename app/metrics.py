@@ -137,7 +137,7 @@ class Metrics:
         )
         self.opa_push_deaths = Counter(
             "ostiary_opa_push_deaths_total",
-            "Times OPA was found restarted with nothing in it within 60 s of a policy push (the push blamed).",
+            "Times OPA was found restarted with nothing in it within 10 minutes of a policy push (the push blamed).",
             registry=self.registry,
         )
 

@@ -53,7 +53,10 @@ class PushGuard:
         self,
         budget: int,
         *,
-        window: float = 60.0,
+        # An OPA holding a set near its memory limit may live a minute or more before a query or the
+        # collector tips it over (95 s measured in tests/integration/test_opa_memory.py; the chart's
+        # liveness probe adds up to 40 s): a death within ten minutes of a push blames that push.
+        window: float = 600.0,
         deaths_to_hold: int = 2,
         retry_after: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
