@@ -105,17 +105,17 @@ class RestKubeApi:
         """The same connection pool, another per-request timeout."""
         return RestKubeApi(self._client, request_timeout)
 
-    def _call(
+    def _send(
         self,
         method: str,
         path: str,
         *,
         query: list[tuple[str, str]] | None = None,
-        body: Any = None,  # a JSON document to send
+        body: dict | None = None,
         content_type: str | None = None,
         timeout: Timeout | None = None,
-        stream: bool = False,
-    ) -> Any:  # the decoded JSON answer, or (stream) urllib3's response
+    ) -> urllib3.BaseHTTPResponse:
+        """One request; its response not read yet (a watch streams it)."""
         from kubernetes.client.rest import ApiException
 
         headers = {"Accept": "application/json"}
@@ -137,9 +137,21 @@ class RestKubeApi:
             raise KubeError(exc.status or 0, _status_message(exc.body) or str(exc.reason)) from None
         except (urllib3.exceptions.HTTPError, OSError) as exc:  # refused, TLS, timeouts
             raise KubeError(0, f"{method} {path}: {exc}") from None
-        if stream:
-            return response
-        return json.loads(response.data or b"null")
+        return response
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: dict | None = None,
+        content_type: str | None = None,
+    ) -> dict[str, Any]:
+        """One request and its answer, a JSON object (an empty answer reads as {})."""
+        response = self._send(method, path, query=query, body=body, content_type=content_type)
+        answer = json.loads(response.data or b"null")
+        return answer if isinstance(answer, dict) else {}
 
     def get(self, path: str) -> dict | None:
         try:
@@ -171,9 +183,7 @@ class RestKubeApi:
             ("allowWatchBookmarks", "true"),
         ]
         # (connect, read): the read timeout is longer than the server's own, so a silent connection ends.
-        response = self._call(
-            "GET", path, query=query, timeout=(self._timeout, timeout_seconds + 15), stream=True
-        )
+        response = self._send("GET", path, query=query, timeout=(self._timeout, timeout_seconds + 15))
         try:
             buffer = b""
             for chunk in response.stream(amt=None, decode_content=True):
