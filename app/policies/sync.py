@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from app.errors import ConfigError
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.paths import rego_library_dir
 from app.policies.model import RegoModule
@@ -62,7 +63,7 @@ def library_modules(directory: Path | None = None) -> list[RegoModule]:
             RegoModule(id=f"ostiary/lib/{path.stem}", package="", source=path.read_text(), origin=str(path))
         )
     if not modules:
-        raise RuntimeError(f"no Rego library modules in {directory}")
+        raise ConfigError(f"no Rego library modules in {directory}: the installation is incomplete")
     return modules
 
 
