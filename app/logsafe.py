@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TextIO
 
 from gunicorn import glogging
 
@@ -80,6 +80,7 @@ class GunicornLogger(glogging.Logger):
     """gunicorn's logger (error and access logs) formatting through SafeFormatter."""
 
     def _set_handler(
-        self, log: logging.Logger, output: Any, fmt: logging.Formatter, stream: Any = None
+        self, log: logging.Logger, output: str | None, fmt: logging.Formatter, stream: TextIO | None = None
     ) -> None:
+        """`output`: gunicorn's errorlog or accesslog setting ("-": `stream`, else a file path)."""
         super()._set_handler(log, output, SafeFormatter(fmt._fmt, fmt.datefmt), stream)

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from app import jsonio
 
@@ -15,7 +15,7 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-def json_size(key: Any, value: Any) -> int:
+def json_size(key: object, value: object) -> int:
     """An entry's weight for a byte budget: the length of its key and value as JSON (cheap, and
     close to the memory that strings hold; nested dicts and lists hold a few times more)."""
     return len(jsonio.dumps(key, default=str)) + len(jsonio.dumps(value, default=str))

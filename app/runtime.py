@@ -25,13 +25,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from app import defaults
 from app.admission.plans import PlanCache
 from app.admission.review import Reviewer
 from app.audit.config import AuditConfig
 from app.audit.loop import AuditLoop
+from app.audit.scan import paged
 from app.decisionlog import DecisionLog
 from app.kube.records import KubeRecordStore
 from app.kube.runtime import KubeRuntime
@@ -39,6 +40,7 @@ from app.metrics import Metrics
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.notary.pins import load_default_root_pins
+from app.notary.requests import RoleFetcher
 from app.notary.servers import TrustServerAllowList
 from app.notary.service import TrustService
 from app.notary.state import FileRecordStore, MemoryRecordStore, RecordStore, TrustRecord
@@ -55,7 +57,7 @@ from app.signatures.cache import SignatureCache
 from app.signatures.cosign import CosignVerifier
 from app.signatures.keyless import load_trusted_root
 from app.signatures.notation import NotationVerifier
-from app.signatures.registry import RegistryReader
+from app.signatures.registry import RegistryReader, SignatureReads
 from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
 from app.supervise import Supervisor, read_token
@@ -104,8 +106,12 @@ class OfflineSources:
     """What an offline command puts in place of serve's network and disk; every other part of the
     runtime (policies, OPA, pins, allow-list, Secrets, verifiers) is serve's own."""
 
-    notary_client: Any = None  # app.offline.replay.ReplayClient (captured trust data); None: live
-    signature_reader: Any = None  # app.signatures.replay.ReplayReader (captured signatures); None: live
+    notary_client: RoleFetcher | None = (
+        None  # app.offline.replay.ReplayClient (captured trust data); None: live
+    )
+    signature_reader: SignatureReads | None = (
+        None  # app.signatures.replay.ReplayReader (captured signatures); None: live
+    )
     at: datetime | None = None  # the verification time; None: the clock
     # The recorded roots to start from (in memory, never written); None: none given, so every
     # unpinned repository is a first use, which the offline commands say in their output.
@@ -198,7 +204,7 @@ class Runtime:
             # Cluster mode: the store reads the API itself and is never swapped, so the audit may
             # keep this Reviewer.
             self.audit = AuditLoop(
-                self.kube.api,
+                paged(self.kube.api),
                 self.reviewer,
                 system_namespace=config.system_namespace,
                 config=config.audit,

@@ -49,11 +49,10 @@ import struct
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from typing import Any
 
 from gunicorn import http
 from gunicorn import sock as gsock
-from gunicorn.config import Setting, validate_pos_int
+from gunicorn.config import Config, Setting, validate_pos_int
 from gunicorn.workers.gthread import ThreadWorker
 
 from app import defaults
@@ -164,7 +163,7 @@ class PeerShare(Setting):
     )
 
 
-def _setting(cfg: Any, name: str) -> Any:
+def _setting(cfg: Config, name: str) -> float:
     """The value from gunicorn's config, or the default when the settings were registered after the
     config was built (`gunicorn -c app/gunicorn_conf.py` imports this module late)."""
     try:
@@ -228,7 +227,12 @@ class Peer:
         self.buffered = 0
 
 
-def peer_of(client: Any) -> str:
+# A socket address as accept() and getsockname() give it: (host, port), (host, port, flow, scope)
+# for IPv6, a path for a Unix socket.
+Address = tuple[str, int] | tuple[str, int, int, int] | str | bytes
+
+
+def peer_of(client: Address) -> str:
     """The address a connection comes from (its host, not the port)."""
     if isinstance(client, (tuple, list)) and client:
         return str(client[0])
@@ -238,7 +242,7 @@ def peer_of(client: Any) -> str:
 class Conn:
     """One client connection and what the event loop has read of its next request."""
 
-    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any):
+    def __init__(self, cfg: Config, sock: socket.socket, client: Address, server: Address):
         self.cfg = cfg
         self.sock = sock
         self.client = client
@@ -268,7 +272,7 @@ class Conn:
 class OstiaryWorker(ThreadWorker):
     """ThreadWorker with the reading, the TLS handshake and the connection cap on the event loop."""
 
-    def __init__(self, *args: Any, **kwargs: Any):
+    def __init__(self, *args: object, **kwargs: object):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
         self.handshake_timeout = float(_setting(cfg, "tls_handshake_timeout"))
@@ -339,16 +343,17 @@ class OstiaryWorker(ThreadWorker):
             if conn in self.conns and conn.state in (HANDSHAKE, IDLE, HEAD, BODY):
                 self._step(conn)
 
-    def _dispatch(self, kind: str, obj: Any, extra: Any) -> None:
-        """One event of the poller, by what was registered for it."""
-        if kind == "accept":
+    def _dispatch(self, kind: str, obj: socket.socket | Conn | None, extra: Address | None) -> None:
+        """One event of the poller, by what was registered for it: ("accept", listener, its
+        address), ("wake", None, None), ("linger", socket, None) or ("conn", Conn, None)."""
+        if kind == "accept" and isinstance(obj, socket.socket) and extra is not None:
             self._accept(obj, extra)
-        elif kind == "wake":
-            self._drain_wake()
-        elif kind == "linger":
+        elif kind == "linger" and isinstance(obj, socket.socket):
             self._discard(obj)
-        else:
+        elif isinstance(obj, Conn):
             self._step(obj)
+        else:
+            self._drain_wake()
 
     def _shutdown(self) -> None:
         for listener in self.sockets:
@@ -500,7 +505,7 @@ class OstiaryWorker(ThreadWorker):
 
     # -- accepting --------------------------------------------------------------------------
 
-    def _accept(self, listener: socket.socket, server: Any) -> None:
+    def _accept(self, listener: socket.socket, server: Address) -> None:
         for _ in range(64):  # a burst of connections, without starving the rest of the loop
             try:
                 sock, client = listener.accept()
@@ -757,9 +762,9 @@ class OstiaryWorker(ThreadWorker):
         conn.skipped = conn.scanned = 0
         conn.state = BUSY
         conn.parser = http.RequestParser(self.cfg, _chunks(request), conn.client)
-        pool: Any = self.probe_pool if request.startswith(_PROBES) else self.tpool
+        pool: futures.Executor = self.probe_pool if request.startswith(_PROBES) else self.tpool
         fs = pool.submit(self._serve, conn)
-        fs.conn = conn
+        fs.conn = conn  # type: ignore[attr-defined]  # gunicorn's gthread convention: a job knows its connection
         self.futures.append(fs)
         fs.add_done_callback(lambda _: self._wake())  # runs once fs is done, so the loop sees it
 

@@ -29,10 +29,11 @@ import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import yaml
 from yaml.constructor import ConstructorError
+from yaml.error import Mark
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from app.errors import InputError
@@ -56,7 +57,7 @@ class DocumentError(InputError):
 
 
 class _Limit(yaml.YAMLError):
-    def __init__(self, message: str, mark: Any):
+    def __init__(self, message: str, mark: Mark | None):
         super().__init__(message)
         self.message = message
         self.mark = mark
@@ -74,12 +75,12 @@ class _BoundedLoader(yaml.SafeLoader):
 
     # ---- composing: depth and aliases ----------------------------------------------------------
 
-    def compose_document(self) -> Any:
+    def compose_document(self) -> Node | None:
         node = super().compose_document()
         self._weights = {}
         return node
 
-    def compose_node(self, parent: Any, index: Any) -> Any:
+    def compose_node(self, parent: Node | None, index: object) -> Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             node = super().compose_node(parent, index)
@@ -125,7 +126,7 @@ class _BoundedLoader(yaml.SafeLoader):
     def _as_written(self, node: ScalarNode) -> str:
         return str(self.construct_scalar(node))
 
-    def _no_json_form(self, node: Node) -> Any:
+    def _no_json_form(self, node: Node) -> NoReturn:
         name = node.tag.replace("tag:yaml.org,2002:", "!!")
         raise ConstructorError(None, None, f"the YAML type {name} has no JSON form", node.start_mark)
 
@@ -136,7 +137,7 @@ for _tag in ("binary", "set", "omap", "pairs"):
     _BoundedLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _BoundedLoader._no_json_form)
 
 
-def _json_key(key: Any, node: Node) -> str:
+def _json_key(key: object, node: Node) -> str:
     if isinstance(key, str):
         return key
     if key is None or isinstance(key, (bool, int, float)):
@@ -193,7 +194,7 @@ def _check_size(text: str, source: str) -> None:
         raise DocumentError(source, f"refused: larger than {MAX_BYTES} bytes", limit=True)
 
 
-def compose_all(text: str, source: str) -> list[Any]:
+def compose_all(text: str, source: str) -> list[Node]:
     """The node trees (with line marks) of every document, under the same bounds as load_all."""
     _check_size(text, source)
     loader = _BoundedLoader(text)
@@ -208,7 +209,7 @@ def compose_all(text: str, source: str) -> list[Any]:
         loader.dispose()  # type: ignore[no-untyped-call]
 
 
-def iter_documents(text: str, source: str) -> Iterator[tuple[Any, Any]]:
+def iter_documents(text: str, source: str) -> Iterator[tuple[Node | None, Any]]:
     """(node, data) for every document of a YAML stream; empty documents give (None, None)."""
     _check_size(text, source)
     loader = _BoundedLoader(text)
@@ -235,18 +236,18 @@ def load(text: str, source: str) -> Any:
     return documents[0] if documents else None
 
 
-def _refuse_constant(name: str) -> Any:
+def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _depth_exceeded(root: Any) -> bool:
+def _depth_exceeded(root: object) -> bool:
     level = [root] if isinstance(root, (dict, list)) else []
     depth = 0
     while level:
         depth += 1
         if depth > MAX_DEPTH:
             return True
-        below: list = []
+        below: list[dict | list] = []
         for node in level:
             values = node.values() if isinstance(node, dict) else node
             below.extend(v for v in values if isinstance(v, (dict, list)))

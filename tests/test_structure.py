@@ -42,6 +42,8 @@ ANY_BOUNDARIES: dict[str, frozenset[str]] = {
     # OPA's answers: a decoded JSON document whose shape the Rego query decides
     "app/opa/client.py": frozenset({"Response.json", "OpaClient.get_data", "OpaClient.query"}),
     "app/ports.py": frozenset({"PolicyQuery.query"}),
+    # the reader of every YAML or JSON file Ostiary is given: a document's data, of the shape the file has
+    "app/yamlio.py": frozenset({"iter_documents", "load", "load_json", "load_json_file"}),
 }
 
 JSON_OBJECTS = {"dict", "Mapping", "MutableMapping"}
@@ -226,7 +228,23 @@ def test_complexity_at_most_10_in_app():
 
 # Where item 8 has landed, the three measures hold now (not expected to fail): the lead adds each
 # group of files as it merges, and removes LANDING above when this covers app/.
-LANDED = ("app/signatures/", "app/notary/", "app/registry/", "app/policies/schema.py")
+LANDED = (
+    "app/signatures/",
+    "app/notary/",
+    "app/registry/",
+    "app/policies/schema.py",
+    "app/cli/",
+    "app/audit/",
+    "app/serving.py",
+    "app/yamlio.py",
+    "app/offline/manifests.py",
+    "app/offline/capture.py",
+    "app/logsafe.py",
+    "app/lru.py",
+    "app/runtime.py",
+    "app/supervise.py",
+    "app/server.py",
+)
 
 
 def test_measures_hold_where_item_8_has_landed():

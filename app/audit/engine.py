@@ -23,14 +23,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from app.admission import respond
 from app.admission.extract import BadRequest, ImageSite, image_sites
 from app.admission.review import Outcome, Reviewer
 from app.audit.config import ERROR, FAIL, PASS, RESULTS, WARN
 from app.audit.ratelimit import TokenBucket
-from app.audit.scan import DEFAULT_PAGE_SIZE, AuditStopped, Listed, ListFailed, list_kind
+from app.audit.scan import DEFAULT_PAGE_SIZE, AuditStopped, Listed, ListFailed, PagedApi, list_kind
+from app.images import ImageRef
+from app.notary.requests import TrustRequest
+from app.signatures.port import SignatureRequest
 from app.workloads import WORKLOADS
 
 log = logging.getLogger("ostiary.audit")
@@ -82,16 +85,33 @@ class AuditRun:
         return out
 
 
-class _Capturing:
+class _ImageRequest(Protocol):
+    """A request about one image (app.notary.requests.TrustRequest, app.signatures.port.SignatureRequest)."""
+
+    @property
+    def image(self) -> ImageRef: ...
+
+
+R = TypeVar("R", bound=_ImageRequest)
+R_contra = TypeVar("R_contra", bound=_ImageRequest, contravariant=True)
+
+
+class _Gatherer(Protocol[R_contra]):
+    """app.ports.TrustGatherer or app.ports.SignatureGatherer: facts, one per request, in order."""
+
+    def gather(self, requests: Sequence[R_contra], deadline: float) -> list[dict]: ...
+
+
+class _Capturing(Generic[R]):
     """A serving gatherer (trust or signatures), seen through: remembers, for each image (by the
     reference as written), facts that say the service or the server could not answer (their
     `unavailable` flag), so a failure to check can be told from a verdict."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: _Gatherer[R]):
         self.inner = inner
         self.local = threading.local()
 
-    def gather(self, requests: Sequence[Any], deadline: float) -> list[dict]:
+    def gather(self, requests: Sequence[R], deadline: float) -> list[dict]:
         facts = self.inner.gather(requests, deadline)
         seen = getattr(self.local, "seen", None)
         if seen is not None and isinstance(facts, list):
@@ -142,13 +162,15 @@ class Auditor:
 
     def __init__(self, reviewer: Reviewer, clock: Callable[[], float] = time.time):
         self.reviewer = copy.copy(reviewer)
-        self.captures: list[_Capturing] = []
+        self.captures: list[_Capturing[TrustRequest] | _Capturing[SignatureRequest]] = []
         if reviewer.trust is not None:
-            self.captures.append(_Capturing(reviewer.trust))
-            self.reviewer.trust = self.captures[-1]
+            trust = _Capturing[TrustRequest](reviewer.trust)
+            self.captures.append(trust)
+            self.reviewer.trust = trust
         if reviewer.signatures is not None:
-            self.captures.append(_Capturing(reviewer.signatures))
-            self.reviewer.signatures = self.captures[-1]
+            signatures = _Capturing[SignatureRequest](reviewer.signatures)
+            self.captures.append(signatures)
+            self.reviewer.signatures = signatures
         self.clock = clock
 
     def decide(self, listed: Listed) -> list[Result]:
@@ -228,7 +250,7 @@ def image_verdict(image: dict, unavailable: str | None) -> tuple[str, str]:
 
 
 def run_audit(
-    api: Any,  # a PagedApi; app.kube.client.KubeApi (what the runtime holds) does not declare list_page
+    api: PagedApi,  # the runtime's KubeApi through app.audit.scan.paged
     auditor: Auditor,
     *,
     namespace: str | None = None,

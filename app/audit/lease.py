@@ -11,9 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
-from app.kube.client import KubeError, object_path
+from app.kube.client import KubeApi, KubeError, object_path
 
 log = logging.getLogger("ostiary.audit")
 
@@ -21,7 +20,9 @@ LEASE_NAME = "ostiary-audit"
 AUDITED = "ostiary.dev/audited-at"  # annotation: when the last complete audit finished (epoch seconds)
 
 
-def _seconds(text: Any) -> float | None:
+def _seconds(text: object) -> float | None:
+    if not isinstance(text, str | int | float):
+        return None
     try:
         return float(text)
     except (TypeError, ValueError):
@@ -32,7 +33,7 @@ def micro_time(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def parse_micro_time(text: Any) -> float | None:
+def parse_micro_time(text: object) -> float | None:
     if not isinstance(text, str):
         return None
     for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
@@ -46,7 +47,7 @@ def parse_micro_time(text: Any) -> float | None:
 class Lease:
     def __init__(
         self,
-        api: Any,
+        api: KubeApi,
         namespace: str,
         identity: str,
         duration: int = 60,

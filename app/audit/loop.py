@@ -15,15 +15,16 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
 
+from app.admission.review import Reviewer
 from app.audit.config import AuditConfig
 from app.audit.engine import Auditor, AuditRun, run_audit
 from app.audit.lease import Lease
 from app.audit.metrics import AuditMetrics
 from app.audit.ratelimit import TokenBucket
 from app.audit.reports import ReportWriter
-from app.audit.scan import AuditStopped
+from app.audit.scan import AuditApi, AuditStopped
 from app.kube.client import KubeError
 
 log = logging.getLogger("ostiary.audit")
@@ -35,14 +36,14 @@ MIN_RATE = 2.0  # objects per second, however long the interval
 class AuditLoop:
     def __init__(
         self,
-        api: Any,
-        reviewer: Any,
+        api: AuditApi,
+        reviewer: Reviewer,
         *,
         system_namespace: str,
         config: AuditConfig,
         metrics: AuditMetrics,
-        generation: Any = None,  # () -> int: the policy set's generation (PolicySync.generation)
-        ready: Any = None,  # () -> bool: the policy source has synced
+        generation: Callable[[], int] | None = None,  # the policy set's generation (PolicySync.generation)
+        ready: Callable[[], bool] | None = None,  # the policy source has synced
         identity: str | None = None,
     ):
         self.api = api

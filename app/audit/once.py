@@ -10,7 +10,7 @@ from dataclasses import replace
 from app.audit.engine import Auditor, AuditRun, run_audit
 from app.audit.options import COMMAND_API_QPS
 from app.audit.ratelimit import TokenBucket
-from app.audit.scan import DEFAULT_PAGE_SIZE
+from app.audit.scan import DEFAULT_PAGE_SIZE, paged
 from app.errors import UnavailableError
 from app.kube.client import KubeError
 from app.runtime import Runtime, ServeConfig
@@ -47,7 +47,7 @@ def audit_once(
             time.sleep(0.1)
         try:
             return run_audit(
-                runtime.kube.api,
+                paged(runtime.kube.api),
                 Auditor(runtime.reviewer),
                 namespace=namespace,
                 list_bucket=TokenBucket(api_qps, burst=max(api_qps, 1.0)),

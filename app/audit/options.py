@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -31,12 +31,17 @@ _NUMBERS = (
 )
 
 
-def serve_options(command: Callable) -> Callable:
+def serve_options(command: Callable[..., object]) -> Callable[..., object]:
     """--audit, --audit-interval, --audit-rate, --audit-api-qps, passed as `audit` (AuditConfig | None)."""
 
     def with_audit(
-        *args: Any, audit: bool, audit_interval: float, audit_rate: float, audit_api_qps: float, **kwargs: Any
-    ) -> Any:
+        *args: object,
+        audit: bool,
+        audit_interval: float,
+        audit_rate: float,
+        audit_api_qps: float,
+        **kwargs: object,
+    ) -> object:
         if audit and not kwargs.get("kube"):
             raise click.UsageError("--audit needs --kube: the audit reads what runs in the cluster")
         config = (

@@ -18,6 +18,7 @@ from collections import defaultdict
 from typing import Any
 
 from app.audit.engine import RESULTS, SOURCE, AuditRun, Result
+from app.audit.scan import AuditApi
 from app.kube.client import KubeError, object_path
 
 log = logging.getLogger("ostiary.audit")
@@ -78,7 +79,7 @@ def build_results(
 ) -> list[dict]:
     """The results of one namespace: the audit's, the previous timestamps kept for unchanged
     findings, and the previous results of kinds that could not be listed turned into errors."""
-    kept: dict[tuple, Any] = {}
+    kept: dict[tuple, object] = {}  # identity -> the timestamp the finding was first reported at
     for entry in previous or []:
         kept.setdefault(_identity(entry), entry.get("timestamp"))
     out = []
@@ -117,7 +118,7 @@ def report_body(kind: str, namespace: str | None, results: list[dict]) -> dict[s
 class ReportWriter:
     """Writes an AuditRun as PolicyReports through a KubeApi (create / merge patch / delete)."""
 
-    def __init__(self, api: Any, page_size: int = 250):
+    def __init__(self, api: AuditApi, page_size: int = 250):
         self.api = api
         self.page_size = page_size
         self.writes = 0  # reports created, patched or deleted (tests and metrics)

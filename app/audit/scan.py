@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from app.audit.ratelimit import TokenBucket
 from app.errors import OstiaryError, UnavailableError
-from app.kube.client import KubeError, WatchExpired, object_path
+from app.kube.client import KubeApi, KubeError, WatchExpired, object_path
 from app.workloads import WORKLOADS, WorkloadKind
 
 DEFAULT_PAGE_SIZE = 250
@@ -19,6 +19,20 @@ class PagedApi(Protocol):
     def list_page(
         self, path: str, limit: int, continue_token: str | None = None, label_selector: str | None = None
     ) -> dict: ...
+
+
+@runtime_checkable
+class AuditApi(KubeApi, PagedApi, Protocol):
+    """What the audit reads and writes through: the KubeApi, with lists in pages (RestKubeApi)."""
+
+
+def paged(api: KubeApi) -> AuditApi:
+    """The runtime's KubeApi as the audit uses it. KubeApi does not declare list_page (the policy
+    source and the object store never page); RestKubeApi, what the runtime builds, has it. An API
+    client without it is a bug in how the runtime was put together, said as such."""
+    if not isinstance(api, AuditApi):
+        raise TypeError(f"the audit lists in pages, and {type(api).__name__} has no list_page")
+    return api
 
 
 class AuditStopped(OstiaryError):

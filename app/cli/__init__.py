@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from typing import Any
 
 import click
 
@@ -38,7 +37,7 @@ class OstiaryGroup(click.Group):
     """The command group, answering what the commands let through: Ostiary's errors with their
     message (exit 2), anything else as the bug it is (traceback, exit 3)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):

@@ -12,16 +12,19 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+from click.decorators import FC
 
 from app.policies.model import DEFAULT_SYSTEM_NAMESPACE
 
 if TYPE_CHECKING:
     from app.runtime import ServeConfig
 
-F = TypeVar("F", bound=Callable[..., Any])
+# A command function as the decorators below take it and give it back (their wrapper takes the
+# options they declare in place of what they pass on); click reads the options off it.
+CommandFn = Callable[..., object]
 
 # Exit statuses of every command: 0 fine, 1 denied (or a failed test or check), 2 the input or an
 # option cannot be used (or something Ostiary needs could not run), 3 an Ostiary bug (a traceback).
@@ -43,7 +46,7 @@ def input_error(message: str) -> NoReturn:
     sys.exit(EXIT_INPUT)
 
 
-def config_from_options(options: dict[str, Any], **fixed: Any) -> ServeConfig:
+def config_from_options(options: dict[str, object], **fixed: object) -> ServeConfig:
     """The ServeConfig a command decides with, assembled in this one place: every parsed option
     named like a ServeConfig field (taken out of `options`, which keeps the command's own), then
     `fixed`, what the command itself sets (e.g. kube=True for `audit`)."""
@@ -51,20 +54,22 @@ def config_from_options(options: dict[str, Any], **fixed: Any) -> ServeConfig:
 
     fields = {field.name for field in dataclasses.fields(ServeConfig)}
     taken = {name: options.pop(name) for name in list(options) if name in fields}
-    return ServeConfig(**{**taken, **fixed})
+    # click checked each option's type; ServeConfig's fields are what the options were declared as
+    values: dict[str, Any] = {**taken, **fixed}
+    return ServeConfig(**values)
 
 
-def serve_config(**fixed: Any) -> Callable[[F], F]:
+def serve_config(**fixed: object) -> Callable[[CommandFn], CommandFn]:
     """The command is called with `config` (config_from_options) in place of the options named like
     ServeConfig fields; put it right above the command's `def`, under the option decorators."""
 
-    def decorate(command: F) -> F:
-        def with_config(*args: Any, **kwargs: Any) -> Any:
+    def decorate(command: CommandFn) -> CommandFn:
+        def with_config(*args: object, **kwargs: object) -> object:
             config = config_from_options(kwargs, **fixed)
             return command(*args, config=config, **kwargs)
 
         functools.update_wrapper(with_config, command)
-        return with_config  # type: ignore[return-value]
+        return with_config
 
     return decorate
 
@@ -81,7 +86,7 @@ class AtTime(click.ParamType):
 
     name = "TIME"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
         from app.notary.inspect import parse_at_option  # lazy: only --at needs it (start-up)
 
         if isinstance(value, datetime):
@@ -92,11 +97,13 @@ class AtTime(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-def at_option(help: str = "Verify trust data as of this time (RFC 3339), e.g. when it was captured.") -> Any:
+def at_option(
+    help: str = "Verify trust data as of this time (RFC 3339), e.g. when it was captured.",
+) -> Callable[[FC], FC]:
     return click.option("--at", "at", type=AtTime(), help=help)
 
 
-def report_format_option() -> Any:
+def report_format_option() -> Callable[[FC], FC]:
     """-o/--output of the commands that report verdicts (apply, audit), passed as `fmt`."""
     return click.option(
         "-o",
@@ -111,7 +118,7 @@ def report_format_option() -> Any:
 def sigstore_root_option(
     help: str = "Keyless cosign: the Sigstore trusted_root.json (Fulcio CAs, Rekor keys) of a private "
     "Sigstore; default: the public-good root Ostiary ships (docs/signatures.md).",
-) -> Any:
+) -> Callable[[FC], FC]:
     return click.option(
         "--sigstore-trusted-root",
         "sigstore_trusted_root",
@@ -123,19 +130,19 @@ def sigstore_root_option(
 
 def ca_file_option(
     help: str = "Extra CA bundle for Notary servers, registries and signature stores.",
-) -> Any:
+) -> Callable[[FC], FC]:
     return click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help=help)
 
 
-def system_namespace_option(help: str | None = None) -> Any:
+def system_namespace_option(help: str | None = None) -> Callable[[FC], FC]:
     return click.option("--system-namespace", default=DEFAULT_SYSTEM_NAMESPACE, show_default=True, help=help)
 
 
-def rego_dir_option(help: str = "Custom Rego rules (package ostiary.custom.<name>).") -> Any:
+def rego_dir_option(help: str = "Custom Rego rules (package ostiary.custom.<name>).") -> Callable[[FC], FC]:
     return click.option("--rego-dir", type=click.Path(exists=True, file_okay=False), help=help)
 
 
-def policy_dir_option(required: bool = True) -> Any:
+def policy_dir_option(required: bool = True) -> Callable[[FC], FC]:
     return click.option(
         "--policy-dir",
         required=required,
@@ -144,7 +151,7 @@ def policy_dir_option(required: bool = True) -> Any:
     )
 
 
-def trust_data_option(help: str) -> Any:
+def trust_data_option(help: str) -> Callable[[FC], FC]:
     return click.option(
         "--trust-data", "trust_data", multiple=True, type=click.Path(exists=True, file_okay=False), help=help
     )
@@ -161,7 +168,7 @@ def _check_trust_servers(
     return servers
 
 
-def trust_server_allow_option() -> Any:
+def trust_server_allow_option() -> Callable[[FC], FC]:
     """--trust-server-allow URL..., each an https URL (or `*`), checked now."""
     return click.option(
         "--trust-server-allow",
@@ -182,7 +189,7 @@ def _parse_endpoints(ctx: click.Context, param: click.Parameter, items: tuple[st
         raise click.UsageError(f"--registry-endpoint: {exc}", ctx) from None
 
 
-def registry_endpoint_option(help: str) -> Any:
+def registry_endpoint_option(help: str) -> Callable[[FC], FC]:
     """--registry-endpoint HOST=URL..., passed to the command as a dict `registry_endpoints`."""
     return click.option(
         "--registry-endpoint",
@@ -194,20 +201,20 @@ def registry_endpoint_option(help: str) -> Any:
     )
 
 
-def bounds_options(command: F) -> F:
+def bounds_options(command: CommandFn) -> CommandFn:
     """--max-policy-entries, --max-namespace-policy-bytes, --max-policy-bytes, --opa-push-budget and
     --opa-memory-limit they derive from (app/policies/bounds.py), passed to the command as `bounds`."""
     from app.policies.bounds import DEFAULT_BOUNDS, MAX_ENTRIES  # lazy: start-up
 
     def with_bounds(
-        *args: Any,
+        *args: object,
         max_policy_entries: int,
         max_namespace_policy_bytes: int | None,
         max_policy_bytes: int | None,
         opa_push_budget: int | None,
         opa_memory_limit: str,
-        **kwargs: Any,
-    ) -> Any:
+        **kwargs: object,
+    ) -> object:
         from app.policies.bounds import Bounds, parse_quantity  # lazy: start-up
 
         try:
@@ -258,10 +265,10 @@ def bounds_options(command: F) -> F:
     ]
     for option in reversed(options):
         with_bounds = option(with_bounds)
-    return with_bounds  # type: ignore[return-value]
+    return with_bounds
 
 
-def kube_records_options(command: F) -> F:
+def kube_records_options(command: CommandFn) -> CommandFn:
     """--kube/--kubeconfig/--system-namespace: the records of `ostiary serve --kube` (TrustRecords)."""
     command = system_namespace_option("With --kube: where the TrustRecords live.")(command)
     command = click.option(
@@ -269,7 +276,7 @@ def kube_records_options(command: F) -> F:
         type=click.Path(exists=True, dir_okay=False),
         help="With --kube: kubeconfig (default: in-cluster, then ~/.kube/config).",
     )(command)
-    return click.option(  # type: ignore[no-any-return]
+    return click.option(
         "--kube", is_flag=True, help="Use the cluster's TrustRecords instead of a state directory."
     )(command)
 
@@ -306,7 +313,7 @@ def _check_trusted_root(ctx: click.Context, param: click.Parameter, path: str | 
     return checked_trusted_root(path)
 
 
-def decision_options(command: F) -> F:
+def decision_options(command: CommandFn) -> CommandFn:
     """What `serve` decides with besides the policies, and the offline commands must be given to
     decide as it does: --root-pins, --trust-server-allow, --registry-endpoint,
     --sigstore-trusted-root and the policy bounds (`bounds`), each checked now."""
@@ -317,7 +324,7 @@ def decision_options(command: F) -> F:
         "Read the manifests of images from registry HOST at URL (a mirror, or a local registry); "
         "for the signature verifiers (docs/signatures.md). Repeatable."
     )(command)
-    return click.option(  # type: ignore[no-any-return]
+    return click.option(
         "--root-pins",
         type=click.Path(exists=True, dir_okay=False),
         callback=_check_root_pins,

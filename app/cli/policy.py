@@ -10,11 +10,12 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING
 
 import click
 
 from app.cli.options import (
+    CommandFn,
     at_option,
     bounds_options,
     ca_file_option,
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
     from app.offline.engine import Engine
     from app.policies.bounds import Bounds
     from app.runtime import ServeConfig
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.command()
@@ -113,18 +112,18 @@ def _trust_records(
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def engine_options(command: F) -> F:
+def engine_options(command: CommandFn) -> CommandFn:
     """Everything `serve` decides with, for apply and explain (docs/policy-as-code.md, "The same
     verdict as the webhook"), passed to the command as `start_engine`, which starts the Engine."""
 
     def with_engine(
-        *args: Any,
+        *args: object,
         config: ServeConfig,
         trust_data: tuple[str, ...],
         at: datetime | None,
         trust_records: tuple[TrustRecord, ...] | None,
-        **kwargs: Any,
-    ) -> Any:
+        **kwargs: object,
+    ) -> object:
         def start_engine() -> Engine:
             from app.offline.engine import Engine, EngineError, offline_sources  # lazy: loads the runtime
 
@@ -140,7 +139,7 @@ def engine_options(command: F) -> F:
         return command(*args, start_engine=start_engine, **kwargs)
 
     functools.update_wrapper(with_engine, command)
-    decorated: Any = decision_options(serve_config(decision_log="off", budget=30.0)(with_engine))
+    decorated = decision_options(serve_config(decision_log="off", budget=30.0)(with_engine))
     for option in (
         click.option(
             "--trust-records",
@@ -161,7 +160,7 @@ def engine_options(command: F) -> F:
         policy_dir_option(),
     ):
         decorated = option(decorated)
-    return decorated  # type: ignore[no-any-return]
+    return decorated
 
 
 @click.command()

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from app.errors import InputError
-from app.images import InvalidImageReference, parse_image
+from app.images import ImageRef, InvalidImageReference, parse_image
 from app.notary import clock as clocks
 from app.notary.client import NotaryClient
 from app.notary.errors import LimitExceeded, RoleNotServed, TrustError
@@ -201,6 +201,12 @@ def _merge_index(out: Path, entries: list[dict]) -> None:
     index_file.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
+# One image to capture: (the image as given, its parsed reference, its Notary server, normalized).
+Planned = tuple[str, ImageRef, str]
+# What fetching a repository gave: (the roles served, the roles answered 404), or why it failed.
+Fetched = tuple[dict[str, bytes], list[str]] | str
+
+
 def capture_images(
     images: list[str],
     out: Path,
@@ -217,22 +223,7 @@ def capture_images(
     The Notary server of an image: `trust_servers[registry host]` when listed, else `trust_server`,
     else the registry's default. `credentials` ((username, password) pairs) are offered to the
     server's token service, as the webhook offers pull secrets; they are never written to `out`."""
-    plan = []
-    for image in images:
-        try:
-            ref = parse_image(image)
-        except InvalidImageReference as exc:
-            raise CaptureError(str(exc)) from None
-        server = trust_server_for(ref.registry, (trust_servers or {}).get(ref.registry) or trust_server)
-        if server is None:
-            raise CaptureError(
-                f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL "
-                f"or --trust-server {ref.registry}=URL"
-            )
-        normalized, error = normalize_trust_server(server)
-        if error is not None:
-            raise CaptureError(f"{image}: {error}")
-        plan.append((image, ref, normalized))
+    plan = [_planned(image, trust_server, trust_servers or {}) for image in images]
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -241,37 +232,18 @@ def capture_images(
     client = client or NotaryClient(ca_file=ca_file)
     results: list[CaptureResult] = []
     entries: dict[tuple[str, str], dict] = {}
-    fetched: dict[tuple[str, str], tuple[dict[str, bytes], list[str]] | str] = {}
+    fetched: dict[tuple[str, str], Fetched] = {}
     try:
         for image, ref, server in plan:
             key = (server, ref.name)
             if key not in fetched:
-                try:
-                    fetched[key] = fetch_repository(
-                        client, server, ref.name, clocks.monotonic() + timeout, credentials
-                    )
-                except TrustError as exc:
-                    fetched[key] = str(exc)
-            outcome = fetched[key]
+                fetched[key] = _fetch(client, server, ref.name, clocks.monotonic() + timeout, credentials)
             result = CaptureResult(image, server, ref.name)
+            outcome = fetched[key]
             if isinstance(outcome, str):
                 result.error = outcome
             else:
-                served, missing = outcome
-                sub = _sub_directory(server, ref.name)
-                files = _write(out, sub, served)
-                entries[key] = {
-                    "server": server,
-                    "gun": ref.name,
-                    "path": sub,
-                    "not_served": missing,
-                    "captured_at": clocks.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "files": files,
-                }
-                result.path, result.roles, result.not_served = str(out / sub), sorted(served), missing
-                expiry = earliest_expiry(served)
-                if expiry is not None:
-                    result.valid_until, result.expires_first = expiry
+                entries[key] = _record(result, out, outcome)
             results.append(result)
     finally:
         client.close()
@@ -280,7 +252,53 @@ def capture_images(
     return results
 
 
-def _verify(results: list[CaptureResult], plan: list, out: Path) -> None:
+def _planned(image: str, trust_server: str | None, trust_servers: dict[str, str]) -> Planned:
+    """The image, its reference and its Notary server (normalized); CaptureError when one is wrong."""
+    try:
+        ref = parse_image(image)
+    except InvalidImageReference as exc:
+        raise CaptureError(str(exc)) from None
+    server = trust_server_for(ref.registry, trust_servers.get(ref.registry) or trust_server)
+    if server is None:
+        raise CaptureError(
+            f"{image}: no Notary server is known for registry {ref.registry}; pass --trust-server URL "
+            f"or --trust-server {ref.registry}=URL"
+        )
+    normalized, error = normalize_trust_server(server)
+    if error is not None:
+        raise CaptureError(f"{image}: {error}")
+    return image, ref, normalized
+
+
+def _fetch(
+    client: NotaryClient, server: str, gun: str, deadline: float, credentials: tuple[tuple[str, str], ...]
+) -> Fetched:
+    try:
+        return fetch_repository(client, server, gun, deadline, credentials)
+    except TrustError as exc:
+        return str(exc)
+
+
+def _record(result: CaptureResult, out: Path, fetched: tuple[dict[str, bytes], list[str]]) -> dict:
+    """Write a fetched repository under `out`, note it on `result`; its entry of the capture index."""
+    served, missing = fetched
+    sub = _sub_directory(result.server, result.gun)
+    files = _write(out, sub, served)
+    result.path, result.roles, result.not_served = str(out / sub), sorted(served), missing
+    expiry = earliest_expiry(served)
+    if expiry is not None:
+        result.valid_until, result.expires_first = expiry
+    return {
+        "server": result.server,
+        "gun": result.gun,
+        "path": sub,
+        "not_served": missing,
+        "captured_at": clocks.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "files": files,
+    }
+
+
+def _verify(results: list[CaptureResult], plan: list[Planned], out: Path) -> None:
     """Verify each captured image now, from the files just written (the same replay later runs use)."""
     captured = [
         (r, ref, server) for r, (_, ref, server) in zip(results, plan, strict=False) if r.error is None

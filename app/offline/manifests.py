@@ -15,9 +15,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import yaml
+from yaml.nodes import Node
 
 from app.errors import InputError
 from app.workloads import BY_KIND
@@ -58,7 +59,7 @@ class Manifest:
         return f"{self.template} ({where})" if self.template else where
 
 
-def _child(node: Any, key: str) -> Any:
+def _child(node: Node | None, key: str) -> Node | None:
     if isinstance(node, yaml.MappingNode):
         for key_node, value in node.value:
             if getattr(key_node, "value", None) == key:
@@ -66,7 +67,7 @@ def _child(node: Any, key: str) -> Any:
     return None
 
 
-def _duplicate_keys(node: Any, path: str, found: list[tuple[int, int, str]]) -> None:
+def _duplicate_keys(node: Node, path: str, found: list[tuple[int, int, str]]) -> None:
     """Every key written twice in one mapping, anywhere in the document (YAML keeps the last)."""
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -84,13 +85,13 @@ def _duplicate_keys(node: Any, path: str, found: list[tuple[int, int, str]]) -> 
             _duplicate_keys(item, f"{path}[{index}]", found)
 
 
-def _unknown_container_fields(node: Any, found: list[tuple[int, int, str]]) -> None:
+def _unknown_container_fields(node: Node, found: list[tuple[int, int, str]]) -> None:
     """Keys of a workload's containers that no Container has, named as written, with a suggestion."""
     kind = getattr(_child(node, "kind"), "value", None)
     workload = BY_KIND.get(kind) if isinstance(kind, str) else None
     if workload is None:
         return
-    spec = node
+    spec: Node | None = node
     for key in workload.pod_spec_path:
         spec = _child(spec, key)
     for list_name in CONTAINER_LISTS:
@@ -120,7 +121,7 @@ def _helm_sources(text: str) -> list[tuple[int, str]]:
     ]
 
 
-def _item_lines(node: Any) -> list[int]:
+def _item_lines(node: Node) -> list[int]:
     """Start lines of the entries of a List document's `items` (for messages naming the line)."""
     if not isinstance(node, yaml.MappingNode):
         return []
@@ -130,11 +131,11 @@ def _item_lines(node: Any) -> list[int]:
     return []
 
 
-def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int]]]:
+def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, object, list[int]]]:
     """(line, data, item lines) per document; every duplicate key and unknown container field of
     every document is refused at once (ManifestError naming each file:line:column)."""
     found: list[tuple[int, int, str]] = []
-    documents: list[tuple[int, Any, list[int]]] = []
+    documents: list[tuple[int, object, list[int]]] = []
     try:
         for node, doc in iter_documents(text, source):
             if node is not None:
@@ -150,7 +151,7 @@ def _yaml_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int
     yield from documents
 
 
-def _json_documents(text: str, source: str) -> Iterator[tuple[int, Any, list[int]]]:
+def _json_documents(text: str, source: str) -> Iterator[tuple[int, object, list[int]]]:
     try:
         doc = load_json(text, source)
     except DocumentError as exc:
