@@ -49,6 +49,7 @@ import struct
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from typing import Protocol
 
 from gunicorn import http
 from gunicorn import sock as gsock
@@ -232,6 +233,13 @@ class Peer:
 Address = tuple[str, int] | tuple[str, int, int, int] | str | bytes
 
 
+class Listener(Protocol):
+    """A listening socket as gunicorn hands it over: its wrapper (gunicorn.sock.TCPSocket,
+    UnixSocket), which passes on to a socket.socket but is not one."""
+
+    def accept(self) -> tuple[socket.socket, Address]: ...
+
+
 def peer_of(client: Address) -> str:
     """The address a connection comes from (its host, not the port)."""
     if isinstance(client, (tuple, list)) and client:
@@ -343,15 +351,17 @@ class OstiaryWorker(ThreadWorker):
             if conn in self.conns and conn.state in (HANDSHAKE, IDLE, HEAD, BODY):
                 self._step(conn)
 
-    def _dispatch(self, kind: str, obj: socket.socket | Conn | None, extra: Address | None) -> None:
+    def _dispatch(
+        self, kind: str, obj: Listener | socket.socket | Conn | None, extra: Address | None
+    ) -> None:
         """One event of the poller, by what was registered for it: ("accept", listener, its
         address), ("wake", None, None), ("linger", socket, None) or ("conn", Conn, None)."""
-        if kind == "accept" and isinstance(obj, socket.socket) and extra is not None:
+        if isinstance(obj, Conn):
+            self._step(obj)
+        elif kind == "accept" and obj is not None and extra is not None:
             self._accept(obj, extra)
         elif kind == "linger" and isinstance(obj, socket.socket):
             self._discard(obj)
-        elif isinstance(obj, Conn):
-            self._step(obj)
         else:
             self._drain_wake()
 
@@ -505,7 +515,7 @@ class OstiaryWorker(ThreadWorker):
 
     # -- accepting --------------------------------------------------------------------------
 
-    def _accept(self, listener: socket.socket, server: Address) -> None:
+    def _accept(self, listener: Listener, server: Address) -> None:
         for _ in range(64):  # a burst of connections, without starving the rest of the loop
             try:
                 sock, client = listener.accept()
