@@ -49,10 +49,6 @@ ANY_BOUNDARIES: dict[str, frozenset[str]] = {
 JSON_OBJECTS = {"dict", "Mapping", "MutableMapping"}
 JSON_ARRAYS = {"list", "Sequence"}
 
-# Item 8 is landing in parallel (one helper per group of files). The file-level checks below list
-# offenders across all of app/, so they stay expected failures until the merge.
-LANDING = pytest.mark.xfail(strict=False, reason="issue 21 item 8 lands with the merge")
-
 
 def modules() -> Iterator[tuple[str, ast.Module, list[str]]]:
     for path in sorted(APP.rglob("*.py")):
@@ -208,51 +204,18 @@ COMPLEXITY = (
 )
 
 
-@LANDING
 def test_no_function_local_import_between_app_packages_without_a_reason():
     found = unmarked_local_imports()
     assert not found, f"{len(found)} {IMPORTS}:\n{_listing(found)}"
 
 
-@LANDING
 def test_any_only_at_json_boundaries():
     found = any_outside_json_boundaries()
     assert not found, f"{len(found)} {ANYS}:\n{_listing(found)}"
 
 
-@LANDING
 def test_complexity_at_most_10_in_app():
     report = complexity_over_10()
-    assert not report, f"{COMPLEXITY}:\n{report}"
-
-
-# Where item 8 has landed, the three measures hold now (not expected to fail): the lead adds each
-# group of files as it merges, and removes LANDING above when this covers app/.
-LANDED = (
-    "app/signatures/",
-    "app/notary/",
-    "app/registry/",
-    "app/policies/schema.py",
-    "app/cli/",
-    "app/audit/",
-    "app/serving.py",
-    "app/yamlio.py",
-    "app/offline/manifests.py",
-    "app/offline/capture.py",
-    "app/logsafe.py",
-    "app/lru.py",
-    "app/runtime.py",
-    "app/supervise.py",
-    "app/server.py",
-)
-
-
-def test_measures_hold_where_item_8_has_landed():
-    imports = _under(unmarked_local_imports(), LANDED)
-    anys = _under(any_outside_json_boundaries(), LANDED)
-    report = complexity_over_10(LANDED)
-    assert not imports, f"{len(imports)} {IMPORTS}:\n{_listing(imports)}"
-    assert not anys, f"{len(anys)} {ANYS}:\n{_listing(anys)}"
     assert not report, f"{COMPLEXITY}:\n{report}"
 
 
