@@ -29,7 +29,7 @@ from app.policies.directory import (
     translate_policy_set,
     with_refusals,
 )
-from app.policies.model import PolicyError, RegoModule
+from app.policies.model import PolicyError, RegoModule, namespace_policy_of
 from app.policies.sync import library_modules
 
 if TYPE_CHECKING:
@@ -192,12 +192,12 @@ class Supervisor:
                 self.rt.sync.replace(base, modules)
                 return modules, refused
             except OpaModuleRefused as exc:
-                parts = exc.module_id.split("/")
-                if exc.module_id not in ids or parts[:3] != ["ostiary", "policies", "namespaced"]:
+                tenant = namespace_policy_of(exc.module_id)
+                if exc.module_id not in ids or tenant is None:
                     raise
                 origin = next(m.origin for m in modules if m.id == exc.module_id)
                 error = PolicyError(origin, "", f"OPA refused its module: {exc.errors}")
-                error.tenant = (parts[3], "/".join(parts[4:]))
+                error.tenant = tenant
                 errors.append(error)
                 untouched = [m for m in modules if m.id != exc.module_id]
                 modules, refused = with_refusals(untouched, [e for e in errors if e.tenant is not None])

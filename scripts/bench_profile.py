@@ -211,8 +211,8 @@ def dump_for_opa_eval(url: str, calls: list[tuple[str, dict]], dump: Path) -> No
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", mod["id"]).strip("_") or "module"
         (dump / "modules" / (name if name.endswith(".rego") else name + ".rego")).write_text(mod["raw"])
     # the policies are data documents: -d DIR/data.json beside the modules
-    held = requests.get(f"{url}/v1/data/ostiary/policies", timeout=10, headers=OPA_AUTH).json()
-    (dump / "data.json").write_text(json.dumps({"ostiary": {"policies": held.get("result") or {}}}))
+    held = requests.get(f"{url}/v1/data/ostiary_policies", timeout=10, headers=OPA_AUTH).json()
+    (dump / "data.json").write_text(json.dumps({"ostiary_policies": held.get("result") or {}}))
 
 
 def query_metrics(url: str, path: str, inp: dict, n: int = 50) -> dict:

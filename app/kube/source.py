@@ -45,7 +45,7 @@ from app.kube.events import EventReporter
 from app.opa.client import OpaModuleRefused
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds, over_bounds
 from app.policies.kinds import POLICY_KINDS, Key, PolicyKind, as_document, describe, object_key, origin_of
-from app.policies.model import PolicyResource, RegoModule
+from app.policies.model import PolicyResource, RegoModule, policy_document_id
 from app.policies.sync import PolicySync
 from app.policies.translate import refused_module
 
@@ -155,12 +155,7 @@ class KubePolicySource:
         within a push: reads a snapshot, takes no lock."""
         for key, (kind, obj) in list(self._objects.items()):
             _, kind_name, namespace, name = key
-            module_id = (
-                f"ostiary/policies/namespaced/{namespace}/{name}"
-                if namespace
-                else f"ostiary/policies/cluster/{name}"
-            )
-            if module_id in module_ids:
+            if policy_document_id(namespace, name) in module_ids:
                 self._reporter.event(
                     kind,
                     obj,
@@ -380,7 +375,7 @@ class KubePolicySource:
             _, kind_name, namespace, name = key
             if kind_name != "ImagePolicy" or not namespace or error.startswith(CONFLICT):
                 continue
-            holder = desired.get(f"ostiary/policies/namespaced/{namespace}/{name}")
+            holder = desired.get(policy_document_id(namespace, name))
             if holder is not None and precedence.get(holder[0][:2], 99) < precedence.get(key[:2], 99):
                 continue  # shadowed by a higher-precedence copy in force
             by_namespace.setdefault(namespace, []).append(key)

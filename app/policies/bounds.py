@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from app.policies.model import PolicyError, PolicyResource, RegoModule
+from app.policies.model import PolicyError, PolicyResource, RegoModule, namespace_policy_of
 
 MAX_ENTRIES = 500
 
@@ -141,10 +141,8 @@ def module_bytes(module: RegoModule) -> int:
 
 def scope_of(module: RegoModule) -> str:
     """Which scope a policy module counts against: "the cluster" (ClusterImagePolicies) or "namespace <ns>"."""
-    parts = module.id.split("/")
-    if parts[:3] == ["ostiary", "policies", "namespaced"] and len(parts) >= 5:
-        return f"namespace {parts[3]}"
-    return "the cluster"
+    tenant = namespace_policy_of(module.id)
+    return "the cluster" if tenant is None else f"namespace {tenant[0]}"
 
 
 def check_policy(resource: PolicyResource, module: RegoModule, bounds: Bounds = DEFAULT_BOUNDS) -> None:

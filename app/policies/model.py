@@ -8,6 +8,30 @@ from app.errors import InputError
 
 DEFAULT_SYSTEM_NAMESPACE = "ostiary-system"
 
+# The root of OPA's data under which the policies' documents live (data.ostiary_policies): a root of
+# their own, outside data.ostiary where the library's packages are. OPA checks every data write
+# against the path of every rule and copies, per rule, whatever data lies on that path; with the
+# documents under data.ostiary a write copied all of them once per library rule (seconds and a
+# hundred MiB at a few thousand entries), here no rule path runs through them
+# (docs/performance.md, "What a write of policy data costs OPA").
+POLICY_DATA_ROOT = "ostiary_policies"
+
+
+def policy_document_id(namespace: str | None, name: str) -> str:
+    """The id (the path under /v1/data) of a policy's document: POLICY_DATA_ROOT/cluster/<name> for
+    a ClusterImagePolicy (no namespace), POLICY_DATA_ROOT/namespaced/<namespace>/<name> otherwise."""
+    if not namespace:
+        return f"{POLICY_DATA_ROOT}/cluster/{name}"
+    return f"{POLICY_DATA_ROOT}/namespaced/{namespace}/{name}"
+
+
+def namespace_policy_of(module_id: str) -> tuple[str, str] | None:
+    """(namespace, name) of a namespace policy's document id (policy_document_id), None for any other id."""
+    parts = module_id.split("/")
+    if parts[:2] != [POLICY_DATA_ROOT, "namespaced"] or len(parts) < 4:
+        return None
+    return parts[2], "/".join(parts[3:])
+
 
 class PolicyError(InputError):
     """A policy document is invalid. `origin` names the file and document (or the resource)."""

@@ -1,7 +1,7 @@
 """Keep OPA's set of modules and policy documents exactly equal to what Ostiary wants it to hold.
 
 Two kinds are kept: Rego modules (the library and custom rules: /v1/policies) and the policies'
-data documents (RegoModule.is_data: /v1/data/ostiary/policies/..., app/policies/translate.py).
+data documents (RegoModule.is_data: /v1/data/ostiary_policies/..., app/policies/translate.py).
 Both are compared by id under distinct keys (a data document's key is DATA_PREFIX + id), modules
 by text and documents by value (same_json: a document OPA hands back in another form, 1.0 for 1,
 is the same document, never a difference to repair again and again). A module and a document at
@@ -13,7 +13,7 @@ with all the documents, not with the one written).
 
 OPA keeps policies in memory only, so the desired set lives here and can be pushed again at any
 time. Every change is computed against what OPA holds *now* (GET /v1/policies, ids and text, and
-GET /v1/data/ostiary/policies),
+GET /v1/data/ostiary_policies),
 never against what this process remembers pushing: a module left by an earlier process, an older
 version or anyone else is removed by the first write, and ``repair()`` (run every few seconds by
 the watchdog or the cluster source) puts back any difference and reports it.
@@ -39,7 +39,7 @@ from pathlib import Path
 from app.errors import ConfigError
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.paths import rego_library_dir
-from app.policies.model import RegoModule
+from app.policies.model import POLICY_DATA_ROOT, RegoModule
 from app.policies.pushguard import PushGuard, fingerprint, set_bytes
 from app.policies.reconcile import Drift, drift, plan
 from app.policies.translate import canonical_json
@@ -69,9 +69,8 @@ def library_modules(directory: Path | None = None) -> list[RegoModule]:
 
 Operation = tuple[str, Callable[[], None]]
 
-# The data documents of policies live under this path of OPA's data; their keys in the comparison
-# carry DATA_PREFIX so that they never coincide with a module id.
-POLICY_DATA_ROOT = "ostiary/policies"
+# The data documents of policies live under POLICY_DATA_ROOT of OPA's data (app/policies/model.py);
+# their keys in the comparison carry DATA_PREFIX so that they never coincide with a module id.
 DATA_PREFIX = "data:"
 
 

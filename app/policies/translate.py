@@ -1,8 +1,9 @@
 """Translate a policy resource into the data document OPA holds for it.
 
 The result is data only, never Rego: the JSON document `{"policy": <policy_data>}`, written to OPA
-at /v1/data/ostiary/policies/cluster/<name> (or .../namespaced/<namespace>/<name>), the path the
-library reads (`data.ostiary.policies.cluster[name].policy`). OPA stores a document without
+at /v1/data/ostiary_policies/cluster/<name> (or .../namespaced/<namespace>/<name>: a root of their
+own, app.policies.model.POLICY_DATA_ROOT), the path the library reads
+(`data.ostiary_policies.cluster[name].policy`). OPA stores a document without
 compiling it: about 20x less memory and 30-100x less time to take it than the same entries as a
 Rego module (docs/performance.md, "Policies as Rego rules or as data"). User values never enter
 Rego source. All matching and deciding is done by the static library in rego/ostiary/; the
@@ -37,7 +38,7 @@ from app.images import (
     parse_image,
 )
 from app.notary.servers import normalize_trust_server
-from app.policies.model import PolicyError, PolicyResource, RegoModule
+from app.policies.model import POLICY_DATA_ROOT, PolicyError, PolicyResource, RegoModule, policy_document_id
 from app.signatures.facts import identity_ref
 from app.signatures.keyless import EXTENSION_FIELDS as KEYLESS_EXTENSION_FIELDS
 from app.signatures.notation import NotationError, trusted_identity
@@ -466,15 +467,15 @@ def policy_data(resource: PolicyResource) -> dict:
 
 
 def module_id(resource: PolicyResource) -> str:
-    if resource.kind == "ClusterImagePolicy":
-        return f"ostiary/policies/cluster/{resource.name}"
-    return f"ostiary/policies/namespaced/{resource.namespace}/{resource.name}"
+    return policy_document_id(
+        None if resource.kind == "ClusterImagePolicy" else resource.namespace, resource.name
+    )
 
 
 def package_path(resource: PolicyResource) -> str:
     if resource.kind == "ClusterImagePolicy":
-        return f"ostiary.policies.cluster[{json.dumps(resource.name)}]"
-    return f"ostiary.policies.namespaced[{json.dumps(resource.namespace)}][{json.dumps(resource.name)}]"
+        return f"{POLICY_DATA_ROOT}.cluster[{json.dumps(resource.name)}]"
+    return f"{POLICY_DATA_ROOT}.namespaced[{json.dumps(resource.namespace)}][{json.dumps(resource.name)}]"
 
 
 def canonical_json(document: object) -> str:

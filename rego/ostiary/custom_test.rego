@@ -17,7 +17,7 @@ open_image := "registry.example.com/open/app:1.0"
 
 test_custom_deny_set_denies_the_request_with_its_message if {
 	d := main.decision with input as named("ostiary-test-custom-deny", [open_image])
-		with data.ostiary.policies as testdata.policies.plan
+		with data.ostiary_policies as testdata.policies.plan
 	d.allowed == false
 	"fixture_deny: unreviewed image registry.example.com/open/app:1.0" in d.denials
 	d.images[0].allowed == true # the policy allows the image; the custom rule denies the request
@@ -25,7 +25,7 @@ test_custom_deny_set_denies_the_request_with_its_message if {
 
 test_custom_warn_adds_warnings_without_denying if {
 	d := main.decision with input as named("ostiary-test-custom-warn", [open_image])
-		with data.ostiary.policies as testdata.policies.plan
+		with data.ostiary_policies as testdata.policies.plan
 	"fixture_deny: consider pinning images by digest" in d.warnings
 	every m in d.denials {
 		not startswith(m, "fixture_")
@@ -35,13 +35,13 @@ test_custom_warn_adds_warnings_without_denying if {
 
 test_custom_deny_as_boolean_fails_closed if {
 	d := main.decision with input as named("ostiary-test-custom-bool", [open_image])
-		with data.ostiary.policies as testdata.policies.plan
+		with data.ostiary_policies as testdata.policies.plan
 	d.allowed == false
 	"custom rules fixture_bool: deny must be a set of messages (deny contains msg if ...); denied" in d.denials
 }
 
 test_custom_rules_are_silent_for_other_requests if {
-	d := main.decision with input as h.pod([open_image]) with data.ostiary.policies as testdata.policies.plan
+	d := main.decision with input as h.pod([open_image]) with data.ostiary_policies as testdata.policies.plan
 	every m in d.denials {
 		not startswith(m, "fixture_")
 		not startswith(m, "custom rules fixture_")
@@ -52,13 +52,13 @@ test_custom_rules_are_silent_for_other_requests if {
 }
 
 test_custom_deny_applies_to_a_request_without_images if {
-	d := main.decision with input as h.pod([]) with data.ostiary.policies as {}
+	d := main.decision with input as h.pod([]) with data.ostiary_policies as {}
 		with data.ostiary.custom as {"team": {"deny": {"no images is suspicious"}}}
 	d == {"allowed": false, "denials": ["team: no images is suspicious"], "warnings": [], "images": []}
 }
 
 test_custom_denials_and_image_denials_are_composed_and_sorted if {
-	d := main.decision with input as h.pod(["ubuntu.evil.io/x"]) with data.ostiary.policies as testdata.policies.plan
+	d := main.decision with input as h.pod(["ubuntu.evil.io/x"]) with data.ostiary_policies as testdata.policies.plan
 		with data.ostiary.custom as {"zz": {"deny": {"late"}}, "aa": {"deny": {"early", 7}}}
 	d.allowed == false
 	d.denials == [
@@ -71,14 +71,14 @@ test_custom_denials_and_image_denials_are_composed_and_sorted if {
 
 test_custom_deny_not_a_set_fails_closed if {
 	every value in [["an array"], {"an": "object"}, "a string", 1] {
-		d := main.decision with input as h.pod([]) with data.ostiary.policies as {}
+		d := main.decision with input as h.pod([]) with data.ostiary_policies as {}
 			with data.ostiary.custom as {"odd": {"deny": value}}
 		d.denials == ["custom rules odd: deny must be a set of messages (deny contains msg if ...); denied"]
 	}
 }
 
 test_custom_empty_deny_set_allows if {
-	d := main.decision with input as h.pod([open_image]) with data.ostiary.policies as testdata.policies.plan
+	d := main.decision with input as h.pod([open_image]) with data.ostiary_policies as testdata.policies.plan
 		with data.ostiary.custom as {"quiet": {"deny": set(), "warn": set()}}
 	d.allowed == true
 	d.warnings == []
@@ -86,7 +86,7 @@ test_custom_empty_deny_set_allows if {
 
 test_custom_warnings_follow_image_warnings if {
 	d := main.decision with input as h.pod(["registry.example.com/team/app:1.0"])
-		with data.ostiary.policies as testdata.policies.warn
+		with data.ostiary_policies as testdata.policies.warn
 		with data.ostiary.custom as {"team": {"warn": {"b", "a"}}}
 	d.allowed == true
 	d.warnings == [
@@ -97,7 +97,7 @@ test_custom_warnings_follow_image_warnings if {
 }
 
 test_custom_warn_not_a_set_is_ignored if {
-	d := main.decision with input as h.pod([]) with data.ostiary.policies as {}
+	d := main.decision with input as h.pod([]) with data.ostiary_policies as {}
 		with data.ostiary.custom as {"odd": {"warn": ["x"]}}
 	d.allowed == true
 	d.warnings == []

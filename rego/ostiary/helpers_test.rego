@@ -59,11 +59,11 @@ pod(texts) := request("default", [site(i, t) | some i, t in texts])
 pod_in(ns, texts) := request(ns, [site(i, t) | some i, t in texts])
 
 decide(inp, policies) := d if {
-	d := main.decision with input as inp with data.ostiary.policies as policies with data.ostiary.custom as {}
+	d := main.decision with input as inp with data.ostiary_policies as policies with data.ostiary.custom as {}
 }
 
 plan(inp, policies) := p if {
-	p := main.plan with input as inp with data.ostiary.policies as policies with data.ostiary.custom as {}
+	p := main.plan with input as inp with data.ostiary_policies as policies with data.ostiary.custom as {}
 }
 
 # first: the decision about the only (first) image.

@@ -14,9 +14,9 @@ import data.ostiary.trust
 
 # Portieris: if the namespace has any ImagePolicy, only those apply; else ClusterImagePolicies.
 # Arrays, not sets: a set would hash every policy's whole document to insert it, in every query.
-namespace_policies := [doc.policy | some doc in object.get(data.ostiary.policies.namespaced, input.request.namespace, {})]
+namespace_policies := [doc.policy | some doc in object.get(data.ostiary_policies.namespaced, input.request.namespace, {})]
 
-cluster_policies := [doc.policy | some doc in data.ostiary.policies.cluster]
+cluster_policies := [doc.policy | some doc in data.ostiary_policies.cluster]
 
 applicable := namespace_policies if {
 	count(namespace_policies) > 0

@@ -73,21 +73,21 @@ test_other_namespaces_image_policies_do_not_apply if {
 }
 
 test_applicable_and_scope if {
-	ps := main.applicable with input as h.pod_in("team", ["nginx"]) with data.ostiary.policies as testdata.policies.namespaces
+	ps := main.applicable with input as h.pod_in("team", ["nginx"]) with data.ostiary_policies as testdata.policies.namespaces
 	{p.name | some p in ps} == {"team-policy"}
-	s := main.scope with input as h.pod_in("team", ["nginx"]) with data.ostiary.policies as testdata.policies.namespaces
+	s := main.scope with input as h.pod_in("team", ["nginx"]) with data.ostiary_policies as testdata.policies.namespaces
 	s == "the ImagePolicies of namespace team"
-	cs := main.applicable with input as h.pod_in("default", ["nginx"]) with data.ostiary.policies as testdata.policies.namespaces
+	cs := main.applicable with input as h.pod_in("default", ["nginx"]) with data.ostiary_policies as testdata.policies.namespaces
 	{p.name | some p in cs} == {"allow-all"}
-	s2 := main.scope with input as h.pod_in("default", ["nginx"]) with data.ostiary.policies as testdata.policies.namespaces
+	s2 := main.scope with input as h.pod_in("default", ["nginx"]) with data.ostiary_policies as testdata.policies.namespaces
 	s2 == "the ClusterImagePolicies"
 }
 
 test_namespace_policies_and_cluster_policies_sets if {
 	inp := h.pod_in("team", ["nginx"])
-	ns := main.namespace_policies with input as inp with data.ostiary.policies as testdata.policies.namespaces
+	ns := main.namespace_policies with input as inp with data.ostiary_policies as testdata.policies.namespaces
 	count(ns) == 1
-	cl := main.cluster_policies with input as inp with data.ostiary.policies as testdata.policies.namespaces
+	cl := main.cluster_policies with input as inp with data.ostiary_policies as testdata.policies.namespaces
 	{p.name | some p in cl} == {"allow-all"}
 }
 
@@ -111,7 +111,7 @@ test_no_policies_at_all_denies if {
 }
 
 test_no_policies_data_at_all_denies if {
-	# data.ostiary.policies undefined (nothing loaded)
+	# data.ostiary_policies undefined (nothing loaded)
 	d := main.decision with input as h.pod(["nginx"]) with data.ostiary.custom as {}
 	d.allowed == false
 	count(d.denials) == 1
@@ -387,11 +387,11 @@ test_warn_mode_does_not_leak_to_enforce_policies if {
 
 test_warn_mode_helpers if {
 	inp := h.pod(["registry.example.com/team/app:1.0"])
-	main.warn_mode(0) with input as inp with data.ostiary.policies as testdata.policies.warn
-	not main.warn_mode(0) with input as inp with data.ostiary.policies as testdata.policies.plan
-	r := main.reasons(0) with input as inp with data.ostiary.policies as testdata.policies.warn
+	main.warn_mode(0) with input as inp with data.ostiary_policies as testdata.policies.warn
+	not main.warn_mode(0) with input as inp with data.ostiary_policies as testdata.policies.plan
+	r := main.reasons(0) with input as inp with data.ostiary_policies as testdata.policies.warn
 	r == []
-	w := main.image_warnings(0) with input as inp with data.ostiary.policies as testdata.policies.plan
+	w := main.image_warnings(0) with input as inp with data.ostiary_policies as testdata.policies.plan
 	w == []
 }
 
@@ -452,7 +452,7 @@ test_mutate_false_in_decision_when_mutate_image_false if {
 
 test_selected_only_for_valid_matching_images if {
 	inp := h.pod(["nginx", "NGINX", "ubuntu.evil.io/x"])
-	s := main.selected with input as inp with data.ostiary.policies as testdata.policies.plan
+	s := main.selected with input as inp with data.ostiary_policies as testdata.policies.plan
 	object.keys(s) == {0}
 	s[0].entry.name == "docker.io/library/*"
 }
@@ -473,12 +473,12 @@ test_both_entry_lookups_offer_the_same_entries if {
 }
 
 found_in_policies(ref, policies) := {[c[0].name, c[1].index] |
-	some c in main.entries_in_policies(ref) with data.ostiary.policies as policies
+	some c in main.entries_in_policies(ref) with data.ostiary_policies as policies
 		with input as h.request("team-a", [])
 }
 
 found_in_buckets(ref, policies) := {[c[0].name, c[1].index] |
-	some c in main.entries_in_buckets(ref) with data.ostiary.policies as policies
+	some c in main.entries_in_buckets(ref) with data.ostiary_policies as policies
 		with input as h.request("team-a", [])
 }
 
@@ -486,10 +486,10 @@ test_a_pod_of_many_images_selects_as_a_pod_of_one if {
 	texts := [t | some t, img in testdata.images; img.ref.valid == true]
 	count(texts) > main.many_images
 	sites := [h.site(i, t) | some i, t in texts]
-	many := main.selected with input as h.request("default", sites) with data.ostiary.policies as testdata.policies.plan
+	many := main.selected with input as h.request("default", sites) with data.ostiary_policies as testdata.policies.plan
 	every i, t in texts {
 		one := main.selected with input as h.request("default", [h.site(i, t)])
-			with data.ostiary.policies as testdata.policies.plan
+			with data.ostiary_policies as testdata.policies.plan
 		object.get(many, i, null) == object.get(one, i, null)
 	}
 }

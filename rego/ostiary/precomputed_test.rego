@@ -135,7 +135,7 @@ test_the_entry_lookups_offer_the_entries_of_the_host_keys if {
 
 # The definition: every entry in a bucket of matching.host_keys of the image's host.
 found_by_host_keys(ref, policies) := {[policy.head.name, i] |
-	some policy in main.applicable with data.ostiary.policies as policies
+	some policy in main.applicable with data.ostiary_policies as policies
 		with input as h.request("team-a", [])
 	some key in matching.host_keys(ref.registry)
 	some i in object.get(policy.by_host, key, [])

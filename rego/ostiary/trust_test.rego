@@ -237,10 +237,10 @@ test_trust_is_judged_only_for_trust_enabled_images if {
 		h.site(1, "registry.example.com/open/app:1.0"),
 	])
 	pols := object.union(testdata.policies.trust_nosigners, testdata.policies.plan)
-	r := main.requirements with input as inp with data.ostiary.policies as pols
+	r := main.requirements with input as inp with data.ostiary_policies as pols
 	r[0].trust.enabled == true
 	r[1].trust.enabled == false
-	v := main.violations with input as inp with data.ostiary.policies as pols
+	v := main.violations with input as inp with data.ostiary_policies as pols
 	count(v[0]) == 1
 	v[1] == set()
 }
@@ -296,7 +296,7 @@ test_violations_are_keyed_by_image_id if {
 		h.trusted(0, "docker.io/phbelitz/sample-image:v1", testdata.facts.sample_v1),
 		h.trusted(1, "docker.io/phbelitz/alice-image:missing-tag", testdata.facts.alice_missing_tag),
 	])
-	v := main.violations with input as inp with data.ostiary.policies as testdata.policies.trust_nosigners
+	v := main.violations with input as inp with data.ostiary_policies as testdata.policies.trust_nosigners
 	v[0] == set()
 	count(v[1]) == 1
 }

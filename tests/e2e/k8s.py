@@ -284,10 +284,10 @@ class Kube:
         group, version = group_version.split("/")
         if namespace:
             self.custom.delete_namespaced_custom_object(group, version, namespace, "imagepolicies", name)
-            module_id = f"ostiary/policies/namespaced/{namespace}/{name}"
+            module_id = f"ostiary_policies/namespaced/{namespace}/{name}"
         else:
             self.custom.delete_cluster_custom_object(group, version, "clusterimagepolicies", name)
-            module_id = f"ostiary/policies/cluster/{name}"
+            module_id = f"ostiary_policies/cluster/{name}"
         if wait:
             wait_in_force(None, module_id)
 

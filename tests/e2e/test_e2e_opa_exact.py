@@ -100,7 +100,7 @@ def test_a_policy_deleted_while_ostiary_was_down_does_not_admit_after_start(kube
     kube.policy(namespace, [{"name": f"registry.example.com/deleted-{token}/*"}], name=name)
     kube.pod(ns, image)  # in force: admitted
     module_id = (
-        f"ostiary/policies/namespaced/{ns}/{name}" if namespace else f"ostiary/policies/cluster/{name}"
+        f"ostiary_policies/namespaced/{ns}/{name}" if namespace else f"ostiary_policies/cluster/{name}"
     )
     restartable.stop_server()
     try:
@@ -147,7 +147,7 @@ def test_a_policy_deleted_while_the_worker_was_dead_does_not_admit_after_ready(k
     name = unique("gone-worker")
     kube.policy(ns, [{"name": f"registry.example.com/worker-{token}/*"}], name=name)
     kube.pod(ns, image)
-    module_id = f"ostiary/policies/namespaced/{ns}/{name}"
+    module_id = f"ostiary_policies/namespaced/{ns}/{name}"
     master = restartable.processes["ostiary"].popen.pid
     workers = _worker_pids(restartable)
     assert workers, "no gunicorn worker under the master"

@@ -183,7 +183,7 @@ class Ostiary:
     def opa_module(self, module_id: str) -> str | None:
         """The source OPA holds under `module_id`, None when it holds none. A policy's id names a
         data document (app/policies/translate.py): its canonical JSON text, as Ostiary writes it."""
-        if module_id.startswith("ostiary/policies/"):
+        if module_id.startswith("ostiary_policies/"):
             from app.policies.translate import canonical_json
 
             with urllib.request.urlopen(f"{self.opa_url}/v1/data/{module_id}", timeout=2) as response:

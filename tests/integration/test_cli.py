@@ -22,8 +22,8 @@ def test_translate_prints_one_data_document_per_policy():
     result = run("translate", str(EXAMPLES / "policies" / "cluster.yaml"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("# data: ") == 2
-    assert "# data: /v1/data/ostiary/policies/cluster/default\n" in result.stdout
-    assert "# data: /v1/data/ostiary/policies/cluster/kubecon-cluster-image-policy\n" in result.stdout
+    assert "# data: /v1/data/ostiary_policies/cluster/default\n" in result.stdout
+    assert "# data: /v1/data/ostiary_policies/cluster/kubecon-cluster-image-policy\n" in result.stdout
     documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(documents) == 2 and all(list(d) == ["policy"] for d in documents)
 

@@ -23,9 +23,9 @@ def sync():
 
 
 def module(body: str, name: str = "x") -> RegoModule:
-    package = f'ostiary.policies.cluster["{name}"]'
+    package = f'ostiary_policies.cluster["{name}"]'
     return RegoModule(
-        id=f"ostiary/policies/cluster/{name}",
+        id=f"ostiary_policies/cluster/{name}",
         package=package,
         source=f"# generated\npackage {package}\n\n{body}\n",
     )
@@ -34,7 +34,7 @@ def module(body: str, name: str = "x") -> RegoModule:
 def test_a_module_that_does_not_compile_is_refused_by_its_own_id(sync):
     with pytest.raises(OpaModuleRefused) as refused:
         sync.compiles(module("policy := {"))
-    assert refused.value.module_id == "ostiary/policies/cluster/x"
+    assert refused.value.module_id == "ostiary_policies/cluster/x"
     assert "unexpected eof token" in refused.value.errors
     assert "ostiary_validation_scratch" not in refused.value.errors
 
@@ -63,8 +63,8 @@ def test_a_module_without_its_declared_package_is_refused_before_opa(sync):
     with pytest.raises(Exception, match="does not declare package"):
         sync.compiles(
             RegoModule(
-                id="ostiary/policies/cluster/y",
-                package='ostiary.policies.cluster["y"]',
+                id="ostiary_policies/cluster/y",
+                package='ostiary_policies.cluster["y"]',
                 source="package ostiary.main\n",
             )
         )

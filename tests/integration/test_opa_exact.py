@@ -1,6 +1,6 @@
 """OPA holds exactly Ostiary's modules and policy documents (issue 13), with the chart's topology:
 a sidecar-style OPA that outlives `ostiary serve --opa-url`. Real OPA, real `ostiary serve`
-processes. Policies are data documents under /v1/data/ostiary/policies (app/policies/translate.py);
+processes. Policies are data documents under /v1/data/ostiary_policies (app/policies/translate.py);
 the library and custom rules are modules: both kinds are kept exact, and both can be planted."""
 
 from __future__ import annotations
@@ -71,13 +71,13 @@ def allow_all(name: str):
 def allow_all_module(module_id: str, name: str) -> tuple[str, str]:
     """A Rego module a foreign writer could plant: a ClusterImagePolicy allowing every image, in the
     package whose data the library reads."""
-    source = f'package ostiary.policies.cluster["{name}"]\n\npolicy := {json.dumps(policy_data(allow_all(name)))}\n'
+    source = f'package ostiary_policies.cluster["{name}"]\n\npolicy := {json.dumps(policy_data(allow_all(name)))}\n'
     return module_id, source
 
 
 def allow_all_document(name: str) -> tuple[str, str]:
     """The same as a data document a foreign writer could plant (or put over one of Ostiary's)."""
-    return f"ostiary/policies/cluster/{name}", translate(allow_all(name)).source
+    return f"ostiary_policies/cluster/{name}", translate(allow_all(name)).source
 
 
 def held_ids(url: str) -> set[str]:
@@ -104,7 +104,7 @@ def start(served, opa: LocalOpa, policies: Path, rego: Path | None = None):  # n
 def expected_ids(*policy_names: str, custom: tuple[str, ...] = ()) -> set[str]:
     return (
         {m.id for m in library_modules()}
-        | {f"ostiary/policies/cluster/{n}" for n in policy_names}
+        | {f"ostiary_policies/cluster/{n}" for n in policy_names}
         | {f"ostiary/custom/{c}" for c in custom}
     )
 
@@ -126,7 +126,7 @@ def test_a_policy_deleted_while_ostiary_was_down_stops_admitting(served, sidecar
     s.stop()
     (tmp_path / "extra.yaml").unlink()
     # Meanwhile the sidecar still holds the old module: what the issue found in force.
-    assert "ostiary/policies/cluster/extra" in held_ids(sidecar.url)
+    assert "ostiary_policies/cluster/extra" in held_ids(sidecar.url)
 
     s = served("--policy-dir", str(tmp_path), "--opa-url", sidecar.url)
     s.wait_ready()
@@ -163,7 +163,7 @@ def test_modules_and_documents_planted_before_start_and_while_running_are_remove
     # Before start: modules under a policy's id and under another id, both inside the packages the
     # library reads, and a policy document Ostiary never wrote.
     for module_id, source in (
-        allow_all_module("ostiary/policies/cluster/planted", "planted"),
+        allow_all_module("ostiary_policies/cluster/planted", "planted"),
         allow_all_module("elsewhere/x", "elsewhere"),
     ):
         opa.put_policy(module_id, source)
@@ -185,7 +185,7 @@ def test_modules_and_documents_planted_before_start_and_while_running_are_remove
     # meanwhile it never admits (what OPA makes of the overlap can only deny: EVIL matches nothing else).
     foreign = 1
     try:
-        opa.put_policy(*allow_all_module("ostiary/policies/cluster/base", "base"))
+        opa.put_policy(*allow_all_module("ostiary_policies/cluster/base", "base"))
         foreign += 1
     except OpaError:
         pass

@@ -150,7 +150,7 @@ def _wait(predicate, timeout: float, what: str):
 
 def _opa_holds(url: str, fragment: str) -> bool:
     """Whether OPA holds `fragment` in a module or in the policy documents (app/policies/sync.py)."""
-    for path in ("/v1/policies", "/v1/data/ostiary/policies"):
+    for path in ("/v1/policies", "/v1/data/ostiary_policies"):
         with urllib.request.urlopen(url + path, timeout=30) as response:
             if fragment in response.read().decode():
                 return True

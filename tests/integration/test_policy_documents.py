@@ -34,7 +34,7 @@ def sync(opa_binary):
 
 def document(name: str, text: str) -> RegoModule:
     return RegoModule(
-        f"{POLICY_DATA_ROOT}/cluster/{name}", f"ostiary.policies.cluster.{name}", text, is_data=True
+        f"{POLICY_DATA_ROOT}/cluster/{name}", f"ostiary_policies.cluster.{name}", text, is_data=True
     )
 
 
@@ -67,7 +67,7 @@ def test_a_document_really_changed_in_opa_is_a_difference_and_repaired(sync):
     ):
         sync.opa.put_data(f"{POLICY_DATA_ROOT}/cluster/flag", json.dumps(changed))
         found = sync.repair()
-        assert found is not None and found.altered == ("data:ostiary/policies/cluster/flag",), changed
+        assert found is not None and found.altered == ("data:ostiary_policies/cluster/flag",), changed
         assert sync.opa.get_data(f"{POLICY_DATA_ROOT}/cluster/flag") == {"policy": {"n": 1, "on": True}}
         assert sync.repair() is None
 

@@ -3,7 +3,7 @@ Rego tests: a JSON data document beside the tests, never a module of the library
 
 Nothing in it is written by hand, so it cannot drift from the Python it stands for:
 
-- `policies[<scenario>]` is a whole `data.ostiary.policies` document ({"cluster": {name: {"policy": ...}},
+- `policies[<scenario>]` is a whole `data.ostiary_policies` document ({"cluster": {name: {"policy": ...}},
   "namespaced": {ns: {name: {"policy": ...}}}}), made by parse_policy_document + translate.policy_data
   from the YAML below, exactly as the translator's generated modules lay it out.
 - `entries[<pattern>]` is the translated repository entry of each pattern in MATCHING_PATTERNS.
@@ -500,7 +500,7 @@ def render() -> str:
     values = {
         "policies": {name: policies_document(text, name) for name, text in POLICY_SCENARIOS.items()},
         "entries": matching_entries(),
-        # the same entries as one policy document (data.ostiary.policies), for the host index tests
+        # the same entries as one policy document (data.ostiary_policies), for the host index tests
         "matching_policies": {"cluster": {"matching": {"policy": matching_policy()}}, "namespaced": {}},
         "images": image_inputs(),
         "facts": trust_facts(),

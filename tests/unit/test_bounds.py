@@ -37,22 +37,22 @@ def test_a_policy_of_too_many_entries_is_refused_naming_the_bound_not_echoing_it
 
 
 def _module(scope: str, name: str, size: int) -> RegoModule:
-    mid = "ostiary/policies/cluster/" + name if scope == "" else f"ostiary/policies/namespaced/{scope}/{name}"
+    mid = "ostiary_policies/cluster/" + name if scope == "" else f"ostiary_policies/namespaced/{scope}/{name}"
     return RegoModule(mid, "", "x" * size)
 
 
 def test_a_scope_over_its_bound_keeps_its_smaller_policies():
     modules = [_module("t", "a", 40), _module("t", "b", 50), _module("t", "c", 30)]
     refused = over_bounds([(m.id, m) for m in modules], Bounds(10, 80, 1000))
-    assert list(refused) == ["ostiary/policies/namespaced/t/b"]
-    assert "namespace t" in refused["ostiary/policies/namespaced/t/b"]
+    assert list(refused) == ["ostiary_policies/namespaced/t/b"]
+    assert "namespace t" in refused["ostiary_policies/namespaced/t/b"]
 
 
 def test_over_the_total_the_largest_namespace_goes_never_the_cluster():
     modules = [_module("", "c", 90), _module("big", "x", 95), _module("small", "y", 10)]
     refused = over_bounds([(m.id, m) for m in modules], Bounds(10, 100, 150))
-    assert list(refused) == ["ostiary/policies/namespaced/big/x"]
-    assert "over the bound of 150 bytes" in refused["ostiary/policies/namespaced/big/x"]
+    assert list(refused) == ["ostiary_policies/namespaced/big/x"]
+    assert "over the bound of 150 bytes" in refused["ostiary_policies/namespaced/big/x"]
 
 
 def test_bounds_above_the_crds_are_refused():

@@ -58,6 +58,6 @@ def test_custom_rego_cannot_smuggle_a_second_package_line(tmp_path):
 
 
 def test_custom_rego_cannot_write_into_policies_by_ref_package(tmp_path):
-    (tmp_path / "x.rego").write_text('package ostiary.policies.cluster["x"]\n\npolicy := {}\n')
+    (tmp_path / "x.rego").write_text('package ostiary_policies.cluster["x"]\n\npolicy := {}\n')
     with pytest.raises(PolicyError):
         load_custom_rego(tmp_path)

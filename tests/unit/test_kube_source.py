@@ -185,8 +185,8 @@ def test_as_document_keeps_only_what_the_parser_reads():
 
 
 def test_a_refusal_is_typed_and_names_the_module_but_unreachable_is_not():
-    exc = OpaModuleRefused("ostiary/policies/cluster/a", "ostiary/policies/cluster/ab:3: parse error")
-    assert exc.module_id == "ostiary/policies/cluster/a" and "parse error" in exc.errors
+    exc = OpaModuleRefused("ostiary_policies/cluster/a", "ostiary_policies/cluster/ab:3: parse error")
+    assert exc.module_id == "ostiary_policies/cluster/a" and "parse error" in exc.errors
     assert isinstance(exc, OpaError)
     assert not isinstance(OpaError("OPA at http://127.0.0.1:8181 is unreachable"), OpaModuleRefused)
 
@@ -206,7 +206,7 @@ def test_full_sync_pushes_every_policy_at_once():
     api.items[IP_PATH] = [policy("ImagePolicy", "team", "apps")]
     versions = source(api, sync).full_sync()
     assert sync.calls == [
-        ("replace_all", ["ostiary/policies/cluster/base", "ostiary/policies/namespaced/apps/team"])
+        ("replace_all", ["ostiary_policies/cluster/base", "ostiary_policies/namespaced/apps/team"])
     ]
     assert set(versions) == {OSTIARY_IP, OSTIARY_CIP}
 
@@ -226,7 +226,7 @@ def test_portieris_groups_are_read_only_when_served():
     api.items[collection_path(PORTIERIS_CIP)] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
     sync2 = FakeSync()
     source(api, sync2).full_sync()
-    assert "ostiary/policies/cluster/legacy" in sync2.modules
+    assert "ostiary_policies/cluster/legacy" in sync2.modules
 
 
 def test_ready_only_after_the_first_full_sync():
@@ -263,7 +263,7 @@ def test_added_modified_deleted_reach_opa_one_module_at_a_time():
         OSTIARY_IP, "MODIFIED", policy("ImagePolicy", "team", "apps", repos=("nginx",), rv="2", generation=2)
     )
     src.handle_event(OSTIARY_IP, "DELETED", policy("ImagePolicy", "team", "apps", rv="3"))
-    mid = "ostiary/policies/namespaced/apps/team"
+    mid = "ostiary_policies/namespaced/apps/team"
     assert sync.calls == [("upsert", mid), ("upsert", mid), ("remove", mid)]
     assert "docker.io/library/nginx" not in str(sync.modules)
 
@@ -277,7 +277,7 @@ def test_a_status_only_change_pushes_nothing_and_writes_nothing():
                 "type": "Ready",
                 "status": "True",
                 "reason": "Applied",
-                "message": "in force as OPA module ostiary/policies/cluster/base",
+                "message": "in force as OPA module ostiary_policies/cluster/base",
                 "observedGeneration": 1,
             }
         ]
@@ -291,7 +291,7 @@ def test_an_invalid_policy_is_reported_and_not_in_force():
     api, sync, src = synced()
     bad = policy(name="bad", spec={"repositories": [{"name": "nginx", "policy": {"trsut": {}}}]})
     src.handle_event(OSTIARY_CIP, "ADDED", bad)
-    assert "ostiary/policies/cluster/bad" not in sync.modules
+    assert "ostiary_policies/cluster/bad" not in sync.modules
     assert [e["reason"] for e in api.events] == ["PolicyRejected"]
     event = api.events[0]
     assert event["involvedObject"]["name"] == "bad" and event["metadata"]["namespace"] == "default"
@@ -308,29 +308,29 @@ def test_an_invalid_policy_is_reported_and_not_in_force():
 
 def test_a_policy_that_turns_invalid_is_taken_out_of_force():
     api, sync, src = synced()
-    assert "ostiary/policies/cluster/base" in sync.modules
+    assert "ostiary_policies/cluster/base" in sync.modules
     src.handle_event(
         OSTIARY_CIP, "MODIFIED", policy(rv="2", generation=2, spec={"repositories": [{"name": "a b"}]})
     )
-    assert "ostiary/policies/cluster/base" not in sync.modules
+    assert "ostiary_policies/cluster/base" not in sync.modules
     assert api.events and api.events[0]["reason"] == "PolicyRejected"
 
 
 def test_a_module_opa_refuses_is_reported_and_the_rest_applies():
     api, sync = FakeApi(), FakeSync()
     api.items[CIP_PATH] = [policy(), policy(name="broken")]
-    sync.refuse.add("ostiary/policies/cluster/broken")
+    sync.refuse.add("ostiary_policies/cluster/broken")
     src = source(api, sync)
     src.full_sync()
-    assert set(sync.modules) == {"ostiary/policies/cluster/base"}
+    assert set(sync.modules) == {"ostiary_policies/cluster/base"}
     assert [e["involvedObject"]["name"] for e in api.events] == ["broken"]
     assert "OPA refused" in api.events[0]["message"]
     # and an event for a module OPA refuses leaves the previous version out of force too
     src.handle_event(OSTIARY_CIP, "MODIFIED", policy(rv="3", generation=2, repos=("quay.io/*",)))
-    assert "ostiary/policies/cluster/base" in sync.modules
-    sync.refuse.add("ostiary/policies/cluster/base")
+    assert "ostiary_policies/cluster/base" in sync.modules
+    sync.refuse.add("ostiary_policies/cluster/base")
     src.handle_event(OSTIARY_CIP, "MODIFIED", policy(rv="4", generation=3, repos=("gcr.io/*",)))
-    assert "ostiary/policies/cluster/base" not in sync.modules
+    assert "ostiary_policies/cluster/base" not in sync.modules
 
 
 def test_opa_unreachable_during_an_event_is_not_blamed_on_the_policy():
@@ -341,7 +341,7 @@ def test_opa_unreachable_during_an_event_is_not_blamed_on_the_policy():
     sync.down = False
     src.handle_event(OSTIARY_CIP, "ADDED", policy(name="newer"))  # the next change pushes everything
     assert sync.calls[-1][0] == "replace_all"
-    assert {"ostiary/policies/cluster/new", "ostiary/policies/cluster/newer"} <= set(sync.modules)
+    assert {"ostiary_policies/cluster/new", "ostiary_policies/cluster/newer"} <= set(sync.modules)
 
 
 def test_the_ostiary_group_wins_over_a_portieris_copy_of_the_same_name():
@@ -351,7 +351,7 @@ def test_the_ostiary_group_wins_over_a_portieris_copy_of_the_same_name():
         policy(name="same", group="portieris.cloud.ibm.com/v1", uid="portieris-uid")
     ]
     source(api, sync).full_sync()
-    assert "quay.io" in sync.modules["ostiary/policies/cluster/same"].source
+    assert "quay.io" in sync.modules["ostiary_policies/cluster/same"].source
     assert [e["involvedObject"]["apiVersion"] for e in api.events] == ["portieris.cloud.ibm.com/v1"]
     assert "conflicts with" in api.events[0]["message"]
 
@@ -382,8 +382,8 @@ def test_a_watch_error_relists_and_pushes_everything_again():
         assert wait_for(lambda: sum(1 for c in sync.calls if c[0] == "replace_all") >= 2)
     finally:
         src.stop()
-    assert ("upsert", "ostiary/policies/cluster/w1") in sync.calls
-    assert "ostiary/policies/cluster/w2" in sync.modules
+    assert ("upsert", "ostiary_policies/cluster/w1") in sync.calls
+    assert "ostiary_policies/cluster/w2" in sync.modules
     assert api.watch_calls[0] == (CIP_PATH, "10")
     assert api.watch_calls[1] == (CIP_PATH, "11")  # resumes from the last event seen
 
@@ -409,7 +409,7 @@ def test_discovery_starts_watching_a_portieris_group_that_appears():
     api.items[collection_path(PORTIERIS_CIP)] = [policy(name="legacy", group="portieris.cloud.ibm.com/v1")]
     src.discover()
     try:
-        assert "ostiary/policies/cluster/legacy" in sync.modules
+        assert "ostiary_policies/cluster/legacy" in sync.modules
         assert wait_for(lambda: any(p == collection_path(PORTIERIS_CIP) for p, _ in api.watch_calls))
     finally:
         src.stop()
@@ -472,7 +472,7 @@ def test_the_runtime_wires_source_store_and_owners_to_one_api():
     runtime.start()
     try:
         assert runtime.wait_ready(5)
-        assert runtime.ready and "ostiary/policies/cluster/base" in sync.modules
+        assert runtime.ready and "ostiary_policies/cluster/base" in sync.modules
         assert runtime.store.get_secret("ns", "s") is not None
         assert runtime.owners.approved_by_owner({"metadata": {}}, "ns", []) is None
     finally:
@@ -481,7 +481,7 @@ def test_the_runtime_wires_source_store_and_owners_to_one_api():
 
 # ----------------------------------------------------------------------------- a refused namespace fails closed
 
-REFUSAL = "ostiary/policies/namespaced/{}/{}"
+REFUSAL = "ostiary_policies/namespaced/{}/{}"
 
 
 def _refused(sync, namespace, name) -> str:
@@ -502,8 +502,8 @@ def test_an_invalid_image_policy_denies_its_namespace_not_the_others():
     src = source(api, sync)
     src.full_sync()
     assert "whitespace" in _refused(sync, "apps", "team")
-    assert "gcr.io" in sync.modules["ostiary/policies/namespaced/web/other"].source
-    assert "ostiary/policies/cluster/base" in sync.modules
+    assert "gcr.io" in sync.modules["ostiary_policies/namespaced/web/other"].source
+    assert "ostiary_policies/cluster/base" in sync.modules
     (event,) = api.events
     assert (
         event["involvedObject"]["name"] == "team"
@@ -533,7 +533,7 @@ def test_an_image_policy_over_a_bound_or_refused_by_opa_denies_its_namespace():
     src.full_sync()
     assert "over the bound of 10 entries" in _refused(sync, "apps", "huge")
     assert "OPA refused" in _refused(sync, "ops", "broken")
-    assert "gcr.io" in sync.modules["ostiary/policies/namespaced/web/fine"].source
+    assert "gcr.io" in sync.modules["ostiary_policies/namespaced/web/fine"].source
 
 
 def test_one_refusal_per_namespace_whatever_the_number_of_refused_policies():
@@ -580,7 +580,7 @@ def test_a_held_back_policy_says_so_in_its_status_and_returns_to_applied_when_pu
 
     assert ready("big")["reason"] == "Applied" and ready("ok")["reason"] == "Applied"
     # the set is held back (OPA died of it): a repair round finds OPA exact on the last set that fitted
-    sync.held, sync.held_back = {"ostiary/policies/namespaced/apps/big"}, "OPA died 2 times ..."
+    sync.held, sync.held_back = {"ostiary_policies/namespaced/apps/big"}, "OPA died 2 times ..."
     src.check_opa()
     big = ready("big")
     assert (big["status"], big["reason"]) == ("False", "PolicySetHeldBack")
@@ -602,7 +602,7 @@ def test_a_held_back_policy_set_is_reported_on_the_policies_left_out():
     src = source(api, sync)
     src.full_sync()
     api.events.clear()
-    src.report_held_back("OPA died 2 times ...", {"ostiary/policies/namespaced/apps/big"})
+    src.report_held_back("OPA died 2 times ...", {"ostiary_policies/namespaced/apps/big"})
     (event,) = api.events
     assert event["reason"] == "PolicySetHeldBack" and event["involvedObject"]["name"] == "big"
     assert "OPA keeps the last policy set that fitted: OPA died 2 times" in event["message"]

@@ -86,8 +86,8 @@ def test_translation_is_data_only_and_values_enter_as_json():
             }
         )
     )
-    assert module.id == "ostiary/policies/cluster/p"
-    assert module.package == 'ostiary.policies.cluster["p"]'
+    assert module.id == "ostiary_policies/cluster/p"
+    assert module.package == 'ostiary_policies.cluster["p"]'
     # A data document, never Rego: the whole text is one JSON object, the hostile value a string in it.
     assert module.is_data is True
     document = json.loads(module.source)
@@ -105,8 +105,8 @@ def test_bad_pattern_names_the_field():
 
 def test_namespaced_module_ids_carry_the_namespace():
     module = translate(resource(name="team", kind="ImagePolicy", namespace="prod"))
-    assert module.id == "ostiary/policies/namespaced/prod/team"
-    assert module.package == 'ostiary.policies.namespaced["prod"]["team"]'
+    assert module.id == "ostiary_policies/namespaced/prod/team"
+    assert module.package == 'ostiary_policies.namespaced["prod"]["team"]'
 
 
 # ---- what the translator computes once for the decision (docs/performance.md, issue 26) ----
