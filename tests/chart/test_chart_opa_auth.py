@@ -92,6 +92,39 @@ def test_the_sidecar_answers_its_api_only_with_the_token_ostiary_is_given(sideca
     )
 
 
+def test_only_ostiary_writes_the_policy_documents_root(sidecar) -> None:
+    """The policy documents' own root (data.ostiary_policies, outside data.ostiary): nobody
+    without Ostiary's token writes, patches, deletes or plants a module over it; Ostiary does."""
+    from app.policies.model import POLICY_DATA_ROOT, policy_document_id
+
+    api, _, token = sidecar
+    bearer = {"Authorization": f"Bearer {token}"}
+    doc = policy_document_id(None, "base")
+    assert doc.startswith(POLICY_DATA_ROOT + "/") and not POLICY_DATA_ROOT.startswith("ostiary/")
+    assert (
+        requests.put(f"{api}/v1/data/{doc}", json={"policy": {}}, headers=bearer, timeout=5).status_code
+        == 204
+    )
+    planted = f"package {POLICY_DATA_ROOT}.cluster.planted\n\npolicy := {{}}\n"
+    patch = [{"op": "add", "path": "/planted", "value": {"policy": {}}}]
+    attempts = [
+        ("PUT", f"/v1/data/{POLICY_DATA_ROOT}", {"data": '{"cluster": {}}'}),
+        ("PUT", f"/v1/data/{POLICY_DATA_ROOT}/cluster/planted", {"data": '{"policy": {}}'}),
+        ("PATCH", f"/v1/data/{POLICY_DATA_ROOT}/cluster", {"json": patch}),
+        ("DELETE", f"/v1/data/{doc}", {}),
+        ("DELETE", f"/v1/data/{POLICY_DATA_ROOT}", {}),
+        ("GET", f"/v1/data/{POLICY_DATA_ROOT}", {}),
+        ("PUT", "/v1/policies/planted", {"data": planted}),
+    ]
+    for headers in ({}, {"Authorization": "Bearer not-the-token"}, {"Authorization": "Basic b3N0aWFyeQ=="}):
+        for method, path, body in attempts:
+            r = requests.request(method, api + path, headers=headers, timeout=5, **body)  # type: ignore[arg-type]
+            assert r.status_code == 401, f"{method} {path} with {headers}: {r.status_code} {r.text[:200]}"
+    held = requests.get(f"{api}/v1/data/{POLICY_DATA_ROOT}", headers=bearer, timeout=5).json()["result"]
+    assert held == {"cluster": {"base": {"policy": {}}}}
+    assert requests.delete(f"{api}/v1/data/{doc}", headers=bearer, timeout=5).status_code == 204
+
+
 def test_the_kubelets_health_probe_needs_no_token_and_metrics_are_closed_by_default(sidecar) -> None:
     api, diagnostic, _ = sidecar
     assert requests.get(f"{diagnostic}/health", timeout=5).status_code == 200
