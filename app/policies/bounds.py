@@ -1,10 +1,10 @@
 """The bounds on what policies may cost OPA: the one place they are defined and enforced.
 
-OPA holds every policy module in memory, and a module's cost grows with its entries: measured
-with scripts/measure_policy_cost.py (docs/security.md, "Bounds on policies"), about 700 bytes of
-module text and 40 to 70 MiB of OPA's peak memory per 1,000 entries, and more than a second of
-compile time. One tenant's huge policy could otherwise push OPA over its memory limit and deny
-every admission in the cluster. Three bounds say no before anything reaches OPA:
+OPA holds every policy document in memory, and a document's cost grows with its entries: measured
+with scripts/measure_policy_cost.py (docs/security.md, "Bounds on policies"), about 640 bytes of
+data and 12 to 22 MiB of OPA's peak memory per 1,000 entries during a write. One tenant's huge
+policy could otherwise push OPA over its memory limit and deny every admission in the cluster.
+Three bounds say no before anything reaches OPA:
 
 - **entries per policy** (``max_entries``, default MAX_ENTRIES): also the ``maxItems`` of
   ``spec.repositories`` in the schema (app/policies/schema.py) and the CRDs (helm/ostiary/crds/),
@@ -30,13 +30,16 @@ from app.policies.model import PolicyError, PolicyResource, RegoModule, namespac
 MAX_ENTRIES = 500
 
 # What OPA's memory limit allows to be pushed (scripts/measure_policy_cost.py, docs/security.md):
-# a bare OPA takes 36 MiB and 57 MiB with the library; each byte of module text it holds costs 70
-# to 107 bytes of its memory at peak. A quarter of the limit stays free for queries, the trust
-# facts and the garbage collector. Of the push budget, RESERVED_BYTES are for the library (41 KiB),
-# custom rules and the refusal modules; the policies get the rest, one scope half of that.
+# a bare OPA takes 36 MiB and 57 MiB with the library. Policies are data documents under their
+# own root (app/policies/model.py POLICY_DATA_ROOT); a write of them peaks at 19 to 36 bytes of
+# OPA memory per byte of data (1,000 to 5,000 entries, the chart's GOGC and GOMEMLIMIT), and 50
+# leaves a margin over the worst of those for the custom Rego in RESERVED_BYTES (a compiled module
+# costs 70 to 107). A quarter of the limit stays free for queries, the trust facts and the garbage
+# collector. Of the push budget, RESERVED_BYTES are for the library (41 KiB), custom rules and the
+# refusal documents; the policies get the rest, one scope half of that.
 DEFAULT_OPA_MEMORY = 256 * 1024 * 1024  # the chart's opa.resources.limits.memory
 OPA_BASE_BYTES = 64 * 1024 * 1024
-OPA_BYTES_PER_MODULE_BYTE = 110
+OPA_BYTES_PER_BYTE_PUSHED = 50
 OPA_MEMORY_FRACTION = 0.75
 RESERVED_BYTES = 128 * 1024
 _GRAIN = 64 * 1024
@@ -44,7 +47,7 @@ _GRAIN = 64 * 1024
 
 def push_budget_for(opa_memory: int) -> int:
     """The bytes of module text Ostiary may push to an OPA limited to `opa_memory` bytes."""
-    budget = int((opa_memory * OPA_MEMORY_FRACTION - OPA_BASE_BYTES) / OPA_BYTES_PER_MODULE_BYTE)
+    budget = int((opa_memory * OPA_MEMORY_FRACTION - OPA_BASE_BYTES) / OPA_BYTES_PER_BYTE_PUSHED)
     return budget // _GRAIN * _GRAIN
 
 
@@ -77,9 +80,9 @@ def parse_quantity(text: str) -> int:
     return int(amount * factor)
 
 
-DEFAULT_TOTAL_BYTES = total_bytes_for(DEFAULT_OPA_MEMORY)  # 1 MiB
-DEFAULT_SCOPE_BYTES = DEFAULT_TOTAL_BYTES // 2  # 512 KiB
-DEFAULT_PUSH_BYTES = push_budget_for(DEFAULT_OPA_MEMORY)  # 1,152 KiB
+DEFAULT_TOTAL_BYTES = total_bytes_for(DEFAULT_OPA_MEMORY)  # 2432 KiB
+DEFAULT_SCOPE_BYTES = DEFAULT_TOTAL_BYTES // 2  # 1216 KiB
+DEFAULT_PUSH_BYTES = push_budget_for(DEFAULT_OPA_MEMORY)  # 2560 KiB
 
 K = TypeVar("K", bound=Hashable)
 

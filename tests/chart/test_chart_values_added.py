@@ -498,7 +498,7 @@ def test_policy_bounds_follow_the_opa_containers_memory_limit() -> None:
     args = containers(rendered_objects())["ostiary"]["args"]
     assert "--opa-memory-limit=256Mi" in args and "--max-policy-entries=500" in args
     assert not any(a.startswith(("--max-policy-bytes", "--max-namespace", "--opa-push")) for a in args)
-    assert _bounds_of(args) == DEFAULT_BOUNDS  # 512 KiB, 1 MiB, 1152 KiB pushed at once
+    assert _bounds_of(args) == DEFAULT_BOUNDS  # 1216 KiB, 2432 KiB, 2560 KiB pushed at once
     # A larger OPA: every byte bound grows with it; a smaller one shrinks them.
     larger = _bounds_of(containers(rendered_objects("opa.resources.limits.memory=1Gi"))["ostiary"]["args"])
     smaller = _bounds_of(containers(rendered_objects("opa.resources.limits.memory=192Mi"))["ostiary"]["args"])
