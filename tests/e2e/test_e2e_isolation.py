@@ -13,14 +13,16 @@ import time
 
 import pytest
 
+from app.policies.bounds import DEFAULT_SCOPE_BYTES
 from tests.e2e.k8s import admitted_soon, denied, denied_soon, eventually, unique
 
 pytestmark = pytest.mark.e2e
 
 
-# Team names long enough that two 500-entry policies of one namespace are over its 512 KiB bound
-# together while each fits alone (the policy documents are about 375 bytes per entry plus twice the name).
-SMALL, BIG = "small-" + "s" * 100, "bigger-name-so-larger-" + "b" * 100
+# Team names long enough that two 500-entry policies of one namespace are over its bound (1216 KiB
+# at the default 256Mi) together while each fits alone (the policy documents are about 580 bytes per
+# entry plus four times the name: 690 and 720 KB here), and short enough for a repository path (255).
+SMALL, BIG = "small-" + "s" * 200, "bigger-name-so-larger-" + "b" * 200
 
 
 def _entries(count: int, team: str, host: str) -> list[dict]:
@@ -89,7 +91,7 @@ def test_an_oversized_and_a_broken_policy_in_one_namespace_leave_the_others_as_t
         allowed, forbidden = f"{fallback_host}/other/app:1", "quay.io/other/app:1"
         before = _latencies(kube, other, allowed, forbidden)
 
-        # The tenant: two 500-entry policies (over the namespace's 512 KiB bound together) and a broken one.
+        # The tenant: two 500-entry policies (over the namespace's bound together) and a broken one.
         kube.policy(namespace, _entries(500, SMALL, fallback_host), name="small")
         big = kube.policy(namespace, _entries(500, BIG, fallback_host), name="big", wait=False)
         bad = kube.policy(namespace, [{"name": "a b"}], name="bad", wait=False)
@@ -98,7 +100,9 @@ def test_an_oversized_and_a_broken_policy_in_one_namespace_leave_the_others_as_t
         for image in (f"{fallback_host}/{SMALL}1/app-x:1", f"{fallback_host}/{BIG}1/app-x:1"):
             message = denied_soon(kube, namespace, image)
             assert "is refused by Ostiary" in message and "every image in namespace" in message, message
-        assert "over the bound of 524288 bytes" in message and "whitespace" in message, message
+        assert f"over the bound of {DEFAULT_SCOPE_BYTES} bytes" in message and "whitespace" in message, (
+            message
+        )
 
         # The other namespace: the same answers, and no slower than admissions can stand.
         during = _latencies(kube, other, allowed, forbidden)

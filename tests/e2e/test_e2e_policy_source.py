@@ -8,6 +8,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from app.policies.bounds import DEFAULT_SCOPE_BYTES
 from tests.e2e.k8s import (
     PORTIERIS_CRDS,
     denied,
@@ -164,13 +165,13 @@ def _entries(count: int, team: str) -> list[dict]:
 
 def test_a_namespace_over_its_size_bound_refuses_its_larger_policy_and_fails_closed(kube, namespace, ostiary):
     """Two ImagePolicies of 500 entries: each fits alone, together they are over the default
-    bound of one namespace's Rego (512 KiB, app/policies/bounds.py). The larger is refused on its
+    bound of one namespace's policy data (1216 KiB at 256Mi, app/policies/bounds.py). The larger is refused on its
     resource and never reaches OPA; its namespace is denied naming it; other namespaces keep theirs."""
     from tests.e2e.webhook import expected_module
 
     small_team, big_team = (
-        "small-" + "s" * 100,
-        "bigger-name-so-larger-" + "b" * 100,
+        "small-" + "s" * 200,
+        "bigger-name-so-larger-" + "b" * 200,
     )  # see test_e2e_isolation
     kube.policy(namespace, _entries(499, small_team) + [{"name": "registry.example.com/ok/*"}], name="small")
     big = kube.policy(namespace, _entries(500, big_team), name="big", wait=False)
@@ -178,7 +179,7 @@ def test_a_namespace_over_its_size_bound_refuses_its_larger_policy_and_fails_clo
     condition = kube.get_policy(namespace, "big")["status"]["conditions"][0]
     assert condition["reason"] == "PolicyRejected", condition
     assert (
-        "over the bound of 524288 bytes" in condition["message"]
+        f"over the bound of {DEFAULT_SCOPE_BYTES} bytes" in condition["message"]
         and "--max-namespace-policy-bytes" in (condition["message"])
     ), condition
     event = eventually(lambda: events_for(kube, namespace, "big"))[0]
