@@ -17,9 +17,9 @@ import pytest
 
 from app.opa.client import OpaClient
 from app.opa.process import LocalOpa
-from app.policies.model import RegoModule
+from app.policies.model import PolicyResource, RegoModule
 from app.policies.sync import POLICY_DATA_ROOT, PolicySync, library_modules, same_json
-from app.policies.translate import canonical_json
+from app.policies.translate import canonical_json, translate
 
 
 @pytest.fixture()
@@ -92,3 +92,25 @@ def test_many_documents_reach_opa_in_one_write(sync):
     took = time.monotonic() - started
     assert sync.difference().empty
     assert took < 10, f"150 documents took {took:.1f}s to push"
+
+
+def test_no_rule_path_runs_through_the_policy_documents(sync):
+    """OPA checks every data write against every rule's path and copies, per rule, the data under
+    each prefix of that path (CheckPathConflicts): documents under a library package's prefix
+    (data.ostiary, before) were copied once per rule on every change (seconds and a hundred MiB at a
+    few thousand entries; docs/performance.md). Under their own root no prefix of any package OPA
+    holds reaches them, and the library reads them there."""
+    spec = {"repositories": [{"name": "registry.example.com/ok/*"}]}
+    module = translate(PolicyResource("ostiary.dev/v1", "ClusterImagePolicy", "base", None, spec, "t"))
+    sync.replace_all([module])
+    _, packages = sync.opa.list_modules()
+    assert packages, "the library's packages"
+    for package in packages.values():
+        parts = package.strip("/").split("/")
+        for depth in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:depth])
+            assert not module.id.startswith(prefix + "/"), f"{module.id} lies under package prefix {prefix}"
+    assert sync.opa.get_data(module.id) == json.loads(module.source)
+    assert sync.opa.get_data("ostiary/policies") is None
+    applicable = sync.opa.get_data("ostiary/main/cluster_policies")
+    assert [p["name"] for p in applicable] == ["base"], applicable
