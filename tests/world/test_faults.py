@@ -35,6 +35,7 @@ import pytest
 import requests
 
 from tests.support.faultproxy import FaultProxy
+from tests.support.procs import die_with_parent
 from tests.support.world import free_port
 from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
 
@@ -91,6 +92,7 @@ def serve(tmp: Path, policy_dir: Path, ca_file: str) -> Served:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=tmp,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
         )
     return Served(proc, f"http://127.0.0.1:{port}", log)
 
