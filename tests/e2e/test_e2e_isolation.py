@@ -98,7 +98,8 @@ def test_an_oversized_and_a_broken_policy_in_one_namespace_leave_the_others_as_t
         kube.wait_policy(namespace, "big", big["metadata"]["generation"], status="False", timeout=60)
         kube.wait_policy(namespace, "bad", bad["metadata"]["generation"], status="False", timeout=60)
         for image in (f"{fallback_host}/{SMALL}1/app-x:1", f"{fallback_host}/{BIG}1/app-x:1"):
-            message = denied_soon(kube, namespace, image)
+            # any denial is fail-closed; wait for the refusal itself (OPA takes it in moments after the status)
+            message = denied_soon(kube, namespace, image, containing="is refused by Ostiary")
             assert "is refused by Ostiary" in message and "every image in namespace" in message, message
         assert f"over the bound of {DEFAULT_SCOPE_BYTES} bytes" in message and "whitespace" in message, (
             message
