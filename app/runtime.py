@@ -43,6 +43,7 @@ from app.notary.pins import load_default_root_pins
 from app.notary.requests import RoleFetcher
 from app.notary.servers import TrustServerAllowList
 from app.notary.service import TrustService
+from app.notary.settings import TrustSettings
 from app.notary.state import FileRecordStore, MemoryRecordStore, RecordStore, TrustRecord
 from app.opa.client import OpaClient
 from app.opa.process import LocalOpa
@@ -289,13 +290,15 @@ class Runtime:
                 records = KubeRecordStore(self.kube.request_api, self.config.system_namespace)
         default_pins = load_default_root_pins(self.config.root_pins) if self.config.root_pins else None
         return TrustService(
+            TrustSettings(
+                cache_ttl=self.config.trust_cache_ttl,
+                max_records=self.config.max_trust_records,
+                hide_connection_errors=True,
+            ),
             ca_file=self.config.ca_file,
-            cache_ttl=self.config.trust_cache_ttl,
             records=records,
             default_pins=default_pins,
-            max_records=self.config.max_trust_records,
             allow=TrustServerAllowList(self.config.trust_server_allow, self.sync.cluster_trust_servers),
-            hide_connection_errors=True,
             client=offline.notary_client if offline is not None else None,
             clock=offline.clock() if offline is not None else clocks.utcnow,
         )

@@ -396,13 +396,14 @@ def pin(
     re-keyed repository, `ostiary trust unpin` it first."""
     from app.images import parse_image  # lazy: start-up
     from app.notary.service import TrustRequest, TrustService  # lazy: start-up
+    from app.notary.settings import TrustSettings  # lazy: start-up
     from app.notary.state import StateError, mark_operator_pinned, this_process  # lazy: start-up
 
     server, gun = _record_key(image, trust_server)
     store = _record_store(
         state_dir, create=True, kube=kube, kubeconfig=kubeconfig, system_namespace=system_namespace
     )
-    service = TrustService(ca_file=ca_file, cache_entries=0, records=store)
+    service = TrustService(TrustSettings(cache_entries=0), ca_file=ca_file, records=store)
     try:
         facts = service.gather(
             [TrustRequest(image=parse_image(image), server=server)], deadline=time.monotonic() + timeout

@@ -25,6 +25,7 @@ from app.notary.facts import failure_facts
 from app.notary.metadata import valid_delegation_name
 from app.notary.servers import DEFAULT_TRUST_SERVERS, trust_server_for
 from app.notary.service import Signer, TrustRequest, TrustService
+from app.notary.settings import TrustSettings
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -70,7 +71,7 @@ def inspect_image(
     def clock() -> datetime:
         return moment if moment is not None else clocks.utcnow()
 
-    service = TrustService(ca_file=ca_file, cache_entries=0, clock=clock)
+    service = TrustService(TrustSettings(cache_entries=0), ca_file=ca_file, clock=clock)
     try:
         request = TrustRequest(image=ref, server=server, signers=signer_list, credentials=tuple(credentials))
         facts = service.gather([request], deadline=clocks.monotonic() + timeout)[0]

@@ -19,7 +19,7 @@ Rules it keeps:
   by a valid rotation, else the image is denied. Versions are merged as maxima (never lowered).
 - Pinned roots (`TrustRequest.root_pins`, policy `rootSecrets`): root.json must be signed by the pins;
   no record is read or written, and the walk and cache key include the pins' fingerprint.
-- Cache: a verified repository is served from memory for `cache_ttl` seconds, and never once one of
+- Cache: a verified repository is served from memory for `settings.cache_ttl` seconds, and never once one of
   its roles has expired by the injected clock. After the TTL, timestamp.json is fetched again: the
   same bytes (still unexpired) renew the entry; different bytes mean a full, rollback-checked walk.
 - Fail closed: a fetch error, an HTTP error, a timeout or a verification error gives facts with
@@ -37,7 +37,7 @@ Rules it keeps:
   naming the role in flight.
 - `gather` never raises for a per-image failure.
 
-    service = TrustService(ca_file="/etc/ostiary/notary-ca.pem")
+    service = TrustService(TrustSettings(cache_ttl=30.0), ca_file="/etc/ostiary/notary-ca.pem")
     facts = service.gather([TrustRequest(parse_image("nginx:1.25"), "https://notary.docker.io")],
                            deadline=clock.monotonic() + 4.0)
 """
@@ -54,7 +54,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from app.notary import budget
 from app.notary import clock as clocks
@@ -88,12 +87,10 @@ from app.notary.servers import (
     normalize_trust_server,
     trust_server_for,
 )
+from app.notary.settings import TrustSettings
 from app.notary.state import RecordStore, StateError, TrustRecord, this_process, utc_text
 from app.notary.trusted import TrustedRepository, check_rotation
 from app.notary.walker import MAX_DELEGATIONS, walk
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +128,6 @@ STAT_NAMES = (
 UNSIGNED_ENTRIES = 1024
 # How old the count of records in the store may be before a first use counts them again.
 RECOUNT_SECONDS = 30.0
-# How long after its last fetch or refresh a cached repository may still answer for images a live
-# owner's template proved (TrustRequest.owner_proved), past the TTL: a ReplicaSet scaling up within
-# it does not wait for Notary, and a revocation reaches such children at the latest after it.
-OWNER_MAX_AGE = 900.0
 # A cached repository is refreshed in the background once this share of the TTL has passed, so the
 # admissions that follow find it fresh instead of each waiting for timestamp.json at expiry. Within
 # the TTL the cached repository is served meanwhile, as it would be anyway; a refresh that fails
@@ -283,72 +276,60 @@ class TrustService:
 
     def __init__(
         self,
+        settings: TrustSettings | None = None,
         *,
-        ca_file: str | None = None,
-        cache_ttl: float = 60.0,
-        cache_entries: int = 512,
-        clock: Callable[[], datetime] = clocks.utcnow,
-        max_response_bytes: int = 8 << 20,
-        max_workers: int = 32,
         client: RoleFetcher | None = None,
-        monotonic: Callable[[], float] = clocks.monotonic,
-        failure_ttl: float = 5.0,
-        server_patience: float = 2.0,
-        deadline_clock: Callable[[], float] = clocks.monotonic,
+        ca_file: str | None = None,
         records: RecordStore | None = None,
         default_pins: Mapping[str, Sequence[RootPin]] | None = None,
-        max_records: int = 10000,
-        owner_max_age: float = OWNER_MAX_AGE,
         allow: TrustServerAllowList | None = None,
-        hide_connection_errors: bool = False,
-        cache_bytes: int = budget.CACHE_BYTES,
-        cache_bytes_per_server: int = budget.CACHE_BYTES_PER_SERVER,
-        in_flight_bytes: int = budget.IN_FLIGHT_BYTES,
-        in_flight_bytes_per_server: int = budget.IN_FLIGHT_BYTES_PER_SERVER,
-        max_repository_bytes: int = budget.MAX_REPOSITORY_BYTES,
+        clock: Callable[[], datetime] = clocks.utcnow,
+        monotonic: Callable[[], float] = clocks.monotonic,
+        deadline_clock: Callable[[], float] = clocks.monotonic,
     ):
-        """`records`: the durable trust-on-first-use store (app/notary/state.py). When given it is the
-        only anchor of unpinned repositories (memory anchors are not used), so a record removed by an
-        operator takes effect at the next walk, and every replica sharing it trusts the same root."""
+        """`settings`: every tunable (app/notary/settings.py; its defaults when None). Beside it what
+        the service works with: `client` fetches the roles (a NotaryClient trusting `ca_file` when
+        None); `records` is the durable trust-on-first-use store (app/notary/state.py): when given it
+        is the only anchor of unpinned repositories (memory anchors are not used), so a record removed
+        by an operator takes effect at the next walk, and every replica sharing it trusts the same
+        root; `default_pins`: roots pinned per trust server (serve --root-pins), used by entries
+        without their own pins; `allow`: the servers Ostiary may contact (serve
+        --trust-server-allow), None: any (offline commands); the three clocks: the wall clock
+        expiries are judged by, the cache's and failure memory's, and gather's `deadline`'s."""
+        self.settings = settings = settings if settings is not None else TrustSettings()
         self.client: RoleFetcher = client or NotaryClient(
-            ca_file=ca_file, max_response_bytes=max_response_bytes
+            ca_file=ca_file, max_response_bytes=settings.max_response_bytes
         )
         self.records = records
-        self._max_records = max(0, max_records)
-        self._owner_max_age = owner_max_age
         self._record_count: int | None = None  # records in the store, as last counted (+ ours since)
         self._record_counted_at = 0.0
-        # The servers Ostiary may contact (serve --trust-server-allow); None: any (offline commands).
         self.allow = allow
-        # serve: a connection failure reads "could not be reached" in the facts (shown_error); the
-        # offline commands an operator runs keep the details.
-        self.hide_connection_errors = hide_connection_errors
-        # Roots pinned per trust server (serve --root-pins): used by entries without their own pins.
         self.default_pins: dict[str, tuple[RootPin, ...]] = {
             normalize_trust_server(server)[0]: tuple(pins) for server, pins in (default_pins or {}).items()
         }
         self.cache = TrustCache(
-            ttl=cache_ttl,
-            entries=cache_entries,
+            ttl=settings.cache_ttl,
+            entries=settings.cache_entries,
             monotonic=monotonic,
-            max_bytes=cache_bytes,
-            max_bytes_per_server=cache_bytes_per_server,
+            max_bytes=settings.cache_bytes,
+            max_bytes_per_server=settings.cache_bytes_per_server,
         )
         # Bytes of trust data the walks in progress hold (app/notary/budget.py).
-        self.in_flight = budget.ByteBudget(in_flight_bytes, in_flight_bytes_per_server)
-        self.max_repository_bytes = max_repository_bytes
+        self.in_flight = budget.ByteBudget(settings.in_flight_bytes, settings.in_flight_bytes_per_server)
         self._clock = clock
         self._monotonic = monotonic  # the cache's and the failure memory's clock
         self._deadline_clock = deadline_clock  # the clock of gather's `deadline`
-        self._max_workers = max(1, max_workers)
+        self._max_workers = settings.max_workers
         self._flights: dict[Key, _Flight] = {}
         self._ahead: set[Key] = set()  # keys being refreshed ahead of expiry
         self._flights_lock = threading.Lock()
         self._stats: dict[str, int] = dict.fromkeys((*STAT_NAMES, *ROOT_TRUST_STATS.values()), 0)
         # A server that is down or timing out answers every admission only after the whole trust
-        # deadline. Remember such network failures briefly (per server, GUN and credentials) and
-        # deny at once while they last; verification results are never remembered here.
-        self._failure_ttl = failure_ttl
+        # deadline. Remember such network failures briefly (settings.failure_ttl, per server, GUN and
+        # credentials) and deny at once while they last; verification results are never remembered
+        # here. A timeout is remembered as the server's failure only when the request gave the server
+        # at least settings.server_patience: a caller with a small remaining budget must not deny
+        # everybody else.
         self._failures: dict[tuple, tuple[float, TrustError]] = {}
         # The negative cache: (key, credentials) of a repository the server has no trust data for
         # (HTTP 404 for root.json) -> (monotonic time of the 404, the error). It only ever denies, and
@@ -356,9 +337,6 @@ class TrustService:
         self._unsigned: collections.OrderedDict[tuple, tuple[float, RoleNotServed]] = (
             collections.OrderedDict()
         )
-        # A timeout is remembered as the server's failure only when the request gave the server at
-        # least this long: a caller with a small remaining budget must not deny everybody else.
-        self._server_patience = server_patience
         # One bounded pool per service (not per admission): repositories are walked here, their
         # sibling delegations fetched in the second pool (a walk waits on it, so it must be another).
         self._pool = ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="ostiary-trust")
@@ -511,7 +489,7 @@ class TrustService:
             error = InternalError(None, "internal error: no trust result for this image")
         self._count("not_verified")
         log.info("trust data for %s from %s not verified: %s", group.gun, group.server or "-", error)
-        shown = shown_error(error, group.server) if self.hide_connection_errors else error
+        shown = shown_error(error, group.server) if self.settings.hide_connection_errors else error
         return failure_facts(group.server or None, group.gun, image.tag, image.digest, shown, signers)
 
     def _outcome(self, group: _Group, budget: float) -> tuple[TrustedRepository | None, TrustError | None]:
@@ -568,7 +546,7 @@ class TrustService:
         entry, _fresh = self.cache.lookup(key)
         if (
             entry is not None
-            and self._monotonic() - entry.checked_at < self._owner_max_age
+            and self._monotonic() - entry.checked_at < self.settings.owner_max_age
             and entry.expires > self._clock()
         ):
             self._count("owner_cache_hits")
@@ -617,7 +595,7 @@ class TrustService:
             remembered = recent[1]
             again = RememberedFailure(
                 remembered.role,
-                f"{remembered.reason} (failed {self._failure_ttl:.0f}s ago or less; not retried until then)",
+                f"{remembered.reason} (failed {self.settings.failure_ttl:.0f}s ago or less; not retried until then)",
             )
             again.unreachable = _unreachable(remembered)
             raise again
@@ -630,7 +608,7 @@ class TrustService:
                 with self._flights_lock:
                     if len(self._failures) > 4096:
                         self._failures.clear()
-                    self._failures[failure_key] = (self._monotonic() + self._failure_ttl, error)
+                    self._failures[failure_key] = (self._monotonic() + self.settings.failure_ttl, error)
             raise
 
     def _known_unsigned(self, group: _Group) -> RoleNotServed | None:
@@ -663,9 +641,9 @@ class TrustService:
         """Whether `error` says something about the server (worth denying others for a moment)
         rather than about this request: a 404 is an answer, and a timeout of a request that gave the
         server less than `server_patience` seconds is the caller's small budget, not the server."""
-        if self._failure_ttl <= 0 or isinstance(error, RoleNotServed):
+        if self.settings.failure_ttl <= 0 or isinstance(error, RoleNotServed):
             return False
-        return not (isinstance(error, FetchTimeout) and group.budget < self._server_patience)
+        return not (isinstance(error, FetchTimeout) and group.budget < self.settings.server_patience)
 
     def _deadline_check(self, group: _Group, deadline: float) -> Callable[[], None]:
         def check() -> None:
@@ -754,7 +732,9 @@ class TrustService:
             pinned_roots=group.pins,
         )
         try:
-            with budget.WalkBytes(self.in_flight, group.server, group.gun, self.max_repository_bytes) as held:
+            with budget.WalkBytes(
+                self.in_flight, group.server, group.gun, self.settings.max_repository_bytes
+            ) as held:
                 timestamp, documents = self._load_roles(group, repository, deadline, timestamp, held)
         except (BadRootRotation, RollbackAttack) as error:
             if record is None:
@@ -883,7 +863,7 @@ class TrustService:
                 self._record_count, self._record_counted_at = counted, now
         with self._flights_lock:
             held = self._record_count or 0
-            if held >= self._max_records:
+            if held >= self.settings.max_records:
                 self._stats["records_refused"] += 1
                 full = True
             else:
@@ -892,7 +872,7 @@ class TrustService:
         if full:
             raise StateError(
                 f"{self.records.description} holds {held} trust records, its limit (--max-trust-records "
-                f"{self._max_records}): a repository not recorded yet is denied until records are removed "
+                f"{self.settings.max_records}): a repository not recorded yet is denied until records are removed "
                 "(`ostiary trust unpin`, `kubectl delete trustrecord`) or the limit is raised"
             )
 

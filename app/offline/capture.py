@@ -30,6 +30,7 @@ from app.notary.inspect import explain
 from app.notary.metadata import parse_time, valid_delegation_name
 from app.notary.servers import normalize_trust_server, trust_server_for
 from app.notary.service import TrustRequest, TrustService
+from app.notary.settings import TrustSettings
 from app.notary.walker import MAX_DELEGATIONS
 from app.offline.replay import INDEX_FORMAT, INDEX_NAME, ReplayClient, load_trust_data
 from app.yamlio import DocumentError, load_json_file
@@ -305,7 +306,7 @@ def _verify(results: list[CaptureResult], plan: list[Planned], out: Path) -> Non
     ]
     if not captured:
         return
-    service = TrustService(client=ReplayClient(load_trust_data([out])), cache_entries=0)
+    service = TrustService(TrustSettings(cache_entries=0), client=ReplayClient(load_trust_data([out])))
     facts = service.gather(
         [TrustRequest(image=ref, server=server) for _, ref, server in captured],
         deadline=clocks.monotonic() + 60.0,

@@ -152,6 +152,7 @@ def test_re_key_is_denied_with_an_event_and_a_deleted_record_is_re_created(
 
     from app.images import parse_image
     from app.notary.service import TrustRequest, TrustService
+    from app.notary.settings import TrustSettings
     from tests.world.test_roots import Publisher
 
     w = world_scenario.world
@@ -164,7 +165,7 @@ def test_re_key_is_denied_with_an_event_and_a_deleted_record_is_re_created(
     store = KubeRecordStore(RestKubeApi.from_kubeconfig(records_rbac), SYSTEM_NS)
 
     def gather() -> dict:
-        service = TrustService(ca_file=w.ca_file, cache_entries=0, records=store)
+        service = TrustService(TrustSettings(cache_entries=0), ca_file=w.ca_file, records=store)
         try:
             [facts] = service.gather(
                 [TrustRequest(parse_image(f"{gun}:v1"), w.notary_url)], time.monotonic() + 20

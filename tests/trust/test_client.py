@@ -7,6 +7,7 @@ each allows a generous margin over the deadline and never asserts a lower bound 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 import time
@@ -18,6 +19,7 @@ from app.images import parse_image
 from app.notary.client import FetchError, FetchTimeout, NotaryClient, ResponseTooLarge, RoleNotServed
 from app.notary.inspect import inspect_image
 from app.notary.service import Signer, TrustRequest, TrustService
+from app.notary.settings import TrustSettings
 from app.registry.credentials import credentials_for
 from app.registry.token import TokenProvider
 from tests.trust.conftest import FIXTURES
@@ -25,6 +27,7 @@ from tests.trust.https_server import NotaryTestServer, SilentServer, wait_until
 
 DELEGATION_GUN = "docker.io/phbelitz/delegation"  # bob, charlie, dave, eve: one repository over time
 DELEGATION_VALID_AT = "2020-11-20T00:00:00Z"
+SETTING_NAMES = {field.name for field in dataclasses.fields(TrustSettings)}
 ALICE_GUN = "docker.io/phbelitz/alice-image"
 ALICE_VALID_AT = "2019-10-20T00:00:00Z"
 CHARLIE_DIGEST = "sha256:a647a0f9c82dc5f3e7c4bd6483b496a49d570b4fdb1feacbfd57e965d2a1d662"
@@ -60,7 +63,10 @@ def serve(server: NotaryTestServer, case: str, gun: str = DELEGATION_GUN) -> Non
 
 
 def make_service(pki, when: str = DELEGATION_VALID_AT, **kwargs) -> TrustService:
-    return TrustService(ca_file=pki.ca_file, clock=lambda: at(when), **kwargs)
+    """A service trusting the test CA at `when`; keyword arguments naming a TrustSettings field go
+    into its settings, the rest beside them (monotonic=, records=, ...)."""
+    tunables = {name: kwargs.pop(name) for name in list(kwargs) if name in SETTING_NAMES}
+    return TrustService(TrustSettings(**tunables), ca_file=pki.ca_file, clock=lambda: at(when), **kwargs)
 
 
 def request(server_url: str, gun: str = DELEGATION_GUN, tag: str = "test", **kwargs) -> TrustRequest:
@@ -343,7 +349,9 @@ def test_token_is_reused_until_it_expires(notary_server: NotaryTestServer, pki) 
     require_login(notary_server, expires_in=300)
     ticker = Ticker()
     client = NotaryClient(ca_file=pki.ca_file, tokens=TokenProvider(monotonic=ticker))
-    service = TrustService(client=client, clock=lambda: at(DELEGATION_VALID_AT), cache_entries=0)
+    service = TrustService(
+        TrustSettings(cache_entries=0), client=client, clock=lambda: at(DELEGATION_VALID_AT)
+    )
     req = request(notary_server.url, credentials=(("alice", "s3cret"),))
     assert gather_one(service, req)["verified"] is True
     first_round = len(notary_server.tuf_requests())
@@ -577,7 +585,9 @@ def test_cached_entry_is_not_served_past_its_expiry(notary_server: NotaryTestSer
     serve(notary_server, "charlie-image")  # timestamp expires 2020-11-27T14:33:03Z
     now = [at(DELEGATION_VALID_AT)]
     ticker = Ticker()
-    service = TrustService(ca_file=pki.ca_file, clock=lambda: now[0], cache_ttl=3600, monotonic=ticker)
+    service = TrustService(
+        TrustSettings(cache_ttl=3600), ca_file=pki.ca_file, clock=lambda: now[0], monotonic=ticker
+    )
     assert gather_one(service, request(notary_server.url))["verified"] is True
     now[0] = at("2020-11-28T00:00:00Z")  # still within the TTL, but the timestamp has expired
     ticker.value += 1
@@ -591,7 +601,9 @@ def test_cache_is_bounded(notary_server: NotaryTestServer, pki) -> None:
         ALICE_GUN: FIXTURES / "alice-image",
         "docker.io/phbelitz/sample-image": FIXTURES / "sample-image",
     }
-    service = TrustService(ca_file=pki.ca_file, clock=lambda: at(ALICE_VALID_AT), cache_entries=1)
+    service = TrustService(
+        TrustSettings(cache_entries=1), ca_file=pki.ca_file, clock=lambda: at(ALICE_VALID_AT)
+    )
     gather_one(service, request(notary_server.url, ALICE_GUN))
     gather_one(service, request(notary_server.url, "docker.io/phbelitz/sample-image", "v1"))
     assert len(service.cache) == 1
@@ -625,7 +637,7 @@ def test_trust_on_first_use_refuses_a_replaced_root(notary_server: NotaryTestSer
 
     original = ForgedRepo()
     notary_server.knobs.overrides = {(GUN, role): data for role, data in original.build().items()}
-    service = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0)
+    service = TrustService(TrustSettings(cache_entries=0), ca_file=pki.ca_file, clock=lambda: NOW)
     req = TrustRequest(parse_image(f"{GUN}:latest"), notary_server.url)
     assert gather_one(service, req)["verified"] is True
 
@@ -1022,11 +1034,10 @@ def test_owner_proved_images_use_the_verified_cache_past_the_ttl_and_nothing_els
     assert gather_one(service, request(notary_server.url, owner_proved=True))["verified"] is False
     # past the signed expiry of its roles, the cache answers nobody
     late = TrustService(
+        TrustSettings(cache_ttl=60, owner_max_age=1e9),
         ca_file=pki.ca_file,
         clock=lambda: at("2099-01-01T00:00:00Z"),
-        cache_ttl=60,
         monotonic=ticker,
-        owner_max_age=1e9,
     )
     late.cache = service.cache
     assert gather_one(late, request(notary_server.url, owner_proved=True), seconds=2)["verified"] is False
@@ -1039,7 +1050,9 @@ def test_a_wrong_password_with_the_right_username_gets_no_cached_token(
     pull secret naming the same user with a wrong password must ask the realm itself, and fail."""
     serve(notary_server, "charlie-image")
     require_login(notary_server, expires_in=300)
-    service = TrustService(ca_file=pki.ca_file, clock=lambda: at(DELEGATION_VALID_AT), cache_entries=0)
+    service = TrustService(
+        TrustSettings(cache_entries=0), ca_file=pki.ca_file, clock=lambda: at(DELEGATION_VALID_AT)
+    )
     owner = gather_one(service, request(notary_server.url, credentials=(("alice", "s3cret"),)))
     assert owner["verified"] is True, owner["error"]
     assert len(token_requests(notary_server)) == 1

@@ -15,6 +15,7 @@ from app.images import parse_image
 from app.notary.keys import MAX_PEM_CHARS
 from app.notary.metadata import MAX_KEYIDS_PER_ROLE
 from app.notary.service import TrustRequest, TrustService
+from app.notary.settings import TrustSettings
 from tests.trust.forge import GUN, NOW, ForgedKey, ForgedRepo, ecdsa_key
 from tests.trust.https_server import NotaryTestServer, SilentServer, wait_until
 
@@ -70,7 +71,7 @@ def test_hostile_root_does_not_slow_other_repositories(notary_server: NotaryTest
 
 
 def test_timeout_of_a_small_budget_is_not_remembered_against_others(silent_server: SilentServer, pki) -> None:
-    service = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, server_patience=0.8)
+    service = TrustService(TrustSettings(server_patience=0.8), ca_file=pki.ca_file, clock=lambda: NOW)
     request = TrustRequest(parse_image(f"{GUN}:latest"), silent_server.url)
     [short] = service.gather([request], time.monotonic() + 0.3)
     assert short["verified"] is False and "did not answer within 0.3s" in short["error"]
@@ -88,7 +89,7 @@ def test_timeout_of_a_small_budget_is_not_remembered_against_others(silent_serve
 
 def test_no_new_pool_per_admission(notary_server: NotaryTestServer, pki) -> None:
     _serve_forged(notary_server, GUN, ForgedRepo())
-    service = TrustService(ca_file=pki.ca_file, clock=lambda: NOW, cache_ttl=0)
+    service = TrustService(TrustSettings(cache_ttl=0), ca_file=pki.ca_file, clock=lambda: NOW)
     request = TrustRequest(parse_image(f"{GUN}:latest"), notary_server.url)
     service.gather([request], time.monotonic() + 10)
     before = threading.active_count()

@@ -9,6 +9,7 @@ import time
 from app.images import parse_image
 from app.notary.pins import root_pin
 from app.notary.service import TrustRequest, TrustService
+from app.notary.settings import TrustSettings
 from app.notary.state import FileRecordStore, record_name
 from tests.trust.forge import GUN, NOW, ForgedRepo, x509_key
 from tests.trust.https_server import NotaryTestServer
@@ -16,7 +17,10 @@ from tests.trust.https_server import NotaryTestServer
 
 def service_on(directory, pki) -> TrustService:
     return TrustService(
-        ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0, records=FileRecordStore(directory).ensure()
+        TrustSettings(cache_entries=0),
+        ca_file=pki.ca_file,
+        clock=lambda: NOW,
+        records=FileRecordStore(directory).ensure(),
     )
 
 
@@ -163,18 +167,18 @@ def test_default_pins_per_trust_server(notary_server, pki, tmp_path) -> None:
 
     pins_file.write_text(yaml.safe_dump({notary_server.url + "/": {"publicKeys": good}}))
     service = TrustService(
+        TrustSettings(cache_entries=0),
         ca_file=pki.ca_file,
         clock=lambda: NOW,
-        cache_entries=0,
         default_pins=load_default_root_pins(str(pins_file)),
     )
     assert gather(service, notary_server)["root_trust"] == "pinned"
     own = gather(service, notary_server, root_pins=(root_pin("own", wrong, None),))
     assert own["verified"] is False and "pinned in secret(s) own" in own["error"]
     strict = TrustService(
+        TrustSettings(cache_entries=0),
         ca_file=pki.ca_file,
         clock=lambda: NOW,
-        cache_entries=0,
         default_pins=default_root_pins({notary_server.url: {"publicKeys": wrong}}, "pins.yaml"),
     )
     refused = gather(strict, notary_server)
@@ -210,7 +214,10 @@ def test_a_dry_run_writes_no_record_and_moves_no_version(notary_server, pki, tmp
     # newer trust data seen by a dry run moves no recorded version
     publish(notary_server, ForgedRepo(role_keys=repo.role_keys, versions={"targets": 5, "timestamp": 10}))
     dry = TrustService(
-        ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0, records=FileRecordStore(tmp_path).ensure()
+        TrustSettings(cache_entries=0),
+        ca_file=pki.ca_file,
+        clock=lambda: NOW,
+        records=FileRecordStore(tmp_path).ensure(),
     )
     assert gather(dry, notary_server, dry_run=True)["root_trust"] == "recorded"
     assert store.get(notary_server.url, GUN).versions["timestamp"] == 9
@@ -239,7 +246,7 @@ def test_records_beyond_the_limit_are_refused_naming_it(notary_server, pki, tmp_
     publish(notary_server, ForgedRepo())
     store = FileRecordStore(tmp_path).ensure()
     service = TrustService(
-        ca_file=pki.ca_file, clock=lambda: NOW, cache_entries=0, records=store, max_records=0
+        TrustSettings(cache_entries=0, max_records=0), ca_file=pki.ca_file, clock=lambda: NOW, records=store
     )
     denied = gather(service, notary_server)
     assert denied["verified"] is False and denied["error_role"] == "root"

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 from app import defaults, gunicorn_conf, serving
 from app.admission.review import Reviewer
 from app.cli.serve import serve
-from app.runtime import ServeConfig
+from app.errors import ConfigError
+from app.notary.service import TrustService
+from app.notary.settings import TrustSettings
+from app.runtime import Runtime, ServeConfig
 
 
 def option_default(name: str):
@@ -54,3 +59,50 @@ def test_gunicorn_configuration_and_worker_settings_agree():
         assert getattr(gunicorn_conf, name) == value, name
         assert settings[name] == value, name
     assert settings["max_body"] == defaults.MAX_BODY
+
+
+def test_trust_settings_take_their_defaults_from_the_one_home():
+    settings = TrustSettings()
+    assert (settings.cache_ttl, settings.max_records) == (
+        defaults.TRUST_CACHE_TTL,
+        defaults.MAX_TRUST_RECORDS,
+    )
+    # The service has no tunable of its own: every one is a field of TrustSettings.
+    assert set(inspect.signature(TrustService).parameters) == {
+        "settings",
+        "client",
+        "ca_file",
+        "records",
+        "default_pins",
+        "allow",
+        "clock",
+        "monotonic",
+        "deadline_clock",
+    }
+
+
+def test_serve_builds_its_trust_settings_from_its_options():
+    config = ServeConfig(trust_cache_ttl=7.0, max_trust_records=3)
+    service = Runtime(config).trust
+    try:
+        assert service.settings == TrustSettings(cache_ttl=7.0, max_records=3, hide_connection_errors=True)
+        assert service.cache.ttl == 7.0
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("cache_ttl", -1.0, "must not be negative"),
+        ("max_workers", 0, "at least 1"),
+        ("cache_entries", 1.5, "whole number"),
+        ("failure_ttl", float("nan"), "must be a number"),
+        ("max_records", True, "must be a number"),
+        ("server_patience", "2", "must be a number"),
+        ("hide_connection_errors", 1, "true or false"),
+    ],
+)
+def test_a_bad_trust_setting_is_refused_with_its_name(field, value, says):
+    with pytest.raises(ConfigError, match=f"trust setting {field} {says}|trust setting {field} .*{says}"):
+        TrustSettings(**{field: value})

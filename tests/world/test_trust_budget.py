@@ -11,6 +11,7 @@ import time
 
 from app.images import parse_image
 from app.notary.service import TrustRequest, TrustService
+from app.notary.settings import TrustSettings
 
 
 def gather(service: TrustService, world, key: str) -> dict:
@@ -29,7 +30,7 @@ def test_a_repository_over_the_budget_is_denied_and_others_still_verify(world):
     probe.close()
 
     # Budget of one repository: less than root.json, timestamp, snapshot and targets of "signed".
-    tight = TrustService(ca_file=world.ca_file, max_repository_bytes=2048)
+    tight = TrustService(TrustSettings(max_repository_bytes=2048), ca_file=world.ca_file)
     denied = gather(tight, world, "signed")
     assert denied["verified"] is False
     assert f"trust data for {world['signed'].gun} is more than 2048 bytes" in denied["error"], denied["error"]
@@ -39,7 +40,7 @@ def test_a_repository_over_the_budget_is_denied_and_others_still_verify(world):
 
     # Cache budget of one trust server: about one repository. Each is verified; the cache keeps the
     # most recent one and stays within its budget.
-    small = TrustService(ca_file=world.ca_file, cache_bytes_per_server=int(kept * 1.5))
+    small = TrustService(TrustSettings(cache_bytes_per_server=int(kept * 1.5)), ca_file=world.ca_file)
     for key in ("signed", "signer-pem", "signer-cert"):
         facts = gather(small, world, key)
         assert facts["verified"] is True, facts["error"]

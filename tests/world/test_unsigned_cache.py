@@ -17,6 +17,7 @@ import pytest
 from app.images import parse_image
 from app.notary import service as service_module
 from app.notary.service import TrustRequest, TrustService
+from app.notary.settings import TrustSettings
 
 pytestmark = pytest.mark.world
 
@@ -46,7 +47,7 @@ def test_a_remembered_404_only_denies_and_a_repository_signed_meanwhile_is_admit
     pushed = world.world.push(repo, "v1", seed=repo)
     image = f"{world.registry_host}/{repo}:v1"
     ticker = Ticker()
-    service = TrustService(ca_file=world.world.ca_file, cache_ttl=TTL, monotonic=ticker)
+    service = TrustService(TrustSettings(cache_ttl=TTL), ca_file=world.world.ca_file, monotonic=ticker)
     try:
         first = gather(service, image, world.notary_url)
         assert first["verified"] is False and first["error_role"] == "root"
@@ -80,7 +81,7 @@ def test_a_404_remembered_for_one_server_or_credentials_is_not_used_for_another(
     repo = f"unsigned-cache/{uuid.uuid4().hex[:8]}"
     world.world.push(repo, "v1", seed=repo)
     image = f"{world.registry_host}/{repo}:v1"
-    service = TrustService(ca_file=world.world.ca_file, cache_ttl=TTL)
+    service = TrustService(TrustSettings(cache_ttl=TTL), ca_file=world.world.ca_file)
     try:
         assert gather(service, image, world.notary_url)["verified"] is False
         hits = service.stats()["unsigned_cache_hits"]
@@ -94,7 +95,7 @@ def test_a_404_remembered_for_one_server_or_credentials_is_not_used_for_another(
 
 def test_the_memory_of_404s_is_bounded(world, monkeypatch) -> None:
     monkeypatch.setattr(service_module, "UNSIGNED_ENTRIES", 2)
-    service = TrustService(ca_file=world.world.ca_file, cache_ttl=TTL)
+    service = TrustService(TrustSettings(cache_ttl=TTL), ca_file=world.world.ca_file)
     try:
         repos = [f"unsigned-cache/{uuid.uuid4().hex[:8]}" for _ in range(3)]
         for repo in repos:
