@@ -186,6 +186,31 @@ def complexity_over_10(paths: Sequence[str] = ("app",)) -> str:
     return "" if done.returncode == 0 else f"{done.stdout[-6000:]}{done.stderr[-2000:]}"
 
 
+MAX_CONSTRUCTOR_PARAMETERS = 10
+
+
+def constructor_parameters(tree: ast.Module) -> Iterator[tuple[int, str, int]]:
+    """(line, class, parameters) of each class's __init__, not counting self."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        for item in node.body:
+            if isinstance(item, ast.FunctionDef) and item.name == "__init__":
+                args = item.args
+                count = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs)
+                count += (args.vararg is not None) + (args.kwarg is not None)
+                yield item.lineno, node.name, count - 1
+
+
+def wide_constructors() -> list[str]:
+    return [
+        f"{name}:{line} {cls}.__init__ takes {count}"
+        for name, tree, _ in modules()
+        for line, cls, count in constructor_parameters(tree)
+        if count > MAX_CONSTRUCTOR_PARAMETERS
+    ]
+
+
 def _under(found: list[str], paths: Sequence[str]) -> list[str]:
     return [line for line in found if line.startswith(tuple(paths))]
 
@@ -203,6 +228,11 @@ COMPLEXITY = (
     "functions over ruff's complexity bound of 10: split each into named steps (as app/notary/walker.py does)"
 )
 
+CONSTRUCTORS = (
+    f"constructors over {MAX_CONSTRUCTOR_PARAMETERS} parameters: put the tunables in one frozen settings value"
+    " (as app/notary/settings.py does for TrustService) and pass what the object works with beside it"
+)
+
 
 def test_no_function_local_import_between_app_packages_without_a_reason():
     found = unmarked_local_imports()
@@ -217,6 +247,11 @@ def test_any_only_at_json_boundaries():
 def test_complexity_at_most_10_in_app():
     report = complexity_over_10()
     assert not report, f"{COMPLEXITY}:\n{report}"
+
+
+def test_constructors_take_a_settings_value_not_a_long_list_of_tunables():
+    found = wide_constructors()
+    assert not found, f"{len(found)} {CONSTRUCTORS}:\n{_listing(found)}"
 
 
 # The checkers themselves, on small sources: each would pass on anything if it were broken.
@@ -267,3 +302,11 @@ def test_any_check_sees_aliases_and_casts_outside_annotations():
     uses = AnyUses()
     uses.visit(_parse("Json = Any\nclass C:\n    def m(self):\n        return cast(Any, 1)\n"))
     assert [(line, where) for line, where, _ in uses.found] == [(1, "<module>"), (4, "C.m")]
+
+
+def test_constructor_check_counts_every_kind_of_parameter_but_self():
+    tree = _parse(
+        "class A:\n    def __init__(self, a, /, b, *c, d, e=1, **f): ...\n"
+        "class B:\n    def __init__(self): ...\n    def other(self, a, b): ...\n"
+    )
+    assert sorted(constructor_parameters(tree)) == [(2, "A", 6), (4, "B", 0)]

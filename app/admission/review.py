@@ -32,6 +32,9 @@ PLAN_PATH = "ostiary/main/plan"
 DECISION_PATH = "ostiary/main/decision"
 CHECKED_OPERATIONS = ("CREATE", "UPDATE")
 UNCHECKED_OPERATIONS = ("DELETE", "CONNECT")  # carry no new pod spec to run
+# The share of an admission's budget the trust and signature gathering may use; the rest is left for
+# the decision query and the answer.
+TRUST_SHARE = 0.75
 
 
 @dataclass
@@ -81,7 +84,6 @@ class Reviewer:
         owners: OwnerVerifier | None = None,
         system_namespace: str = "ostiary-system",
         budget: float = defaults.BUDGET_SECONDS,
-        trust_share: float = 0.75,
         clock: Callable[[], float] = time.monotonic,
         plans: PlanCache | None = None,
         signatures: SignatureGatherer | None = None,
@@ -93,7 +95,6 @@ class Reviewer:
         self.owners = owners
         self.system_namespace = system_namespace
         self.budget = budget
-        self.trust_share = trust_share
         self.clock = clock
         self.plans = plans  # None: every admission asks OPA for its plan
         self.signatures = signatures  # None: images with signature requirements are denied (no facts)
@@ -155,7 +156,7 @@ class Reviewer:
             return self._respond(uid, decided, admission)
         # A kept plan saves the plan query only: the decision is always asked for, on the modules
         # in force now, and it proves every trust requirement again from the facts (plans.py).
-        trust_deadline = start + self.budget * self.trust_share
+        trust_deadline = start + self.budget * TRUST_SHARE
         self._gather(document, planned, admission, trust_deadline, owner_proved)
         document["trust_material"] = self._trust_material(planned)
         decision = self.opa.query(DECISION_PATH, document, deadline)

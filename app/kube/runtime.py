@@ -15,6 +15,7 @@ from app.kube.events import EventReporter
 from app.kube.owners import OwnerVerifier
 from app.kube.source import KubePolicySource
 from app.kube.store import KubeObjectStore
+from app.kube.timings import KubeTimings
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds
 from app.policies.kinds import PolicyKind
 from app.policies.model import PolicyResource, RegoModule
@@ -50,20 +51,19 @@ class KubeRuntime:
         bounds: Bounds = DEFAULT_BOUNDS,
         on_change: Callable[[], None] | None = None,
         api: KubeApi | None = None,
-        secret_ttl: float = 10.0,
-        owner_ttl: float = 2.0,
-        read_timeout: float = 3.0,
-        opa_check_interval: float = 5.0,
-        discovery_interval: float = 10.0,
         read_only: bool = False,
+        timings: KubeTimings | None = None,
     ):
         self.system_namespace = system_namespace
         self.api: KubeApi = api if api is not None else RestKubeApi.from_kubeconfig(kubeconfig)
+        timings = timings if timings is not None else KubeTimings()
         # Reads made while an admission waits get a short timeout: the admission's budget is ~8 s.
-        request_api = self.api.with_timeout(read_timeout) if isinstance(self.api, RestKubeApi) else self.api
+        request_api = (
+            self.api.with_timeout(timings.read_timeout) if isinstance(self.api, RestKubeApi) else self.api
+        )
         self.request_api = request_api  # also the trust records' (app/kube/records.py)
-        self.store = KubeObjectStore(request_api, ttl=secret_ttl)
-        self.owners = OwnerVerifier(request_api, ttl=owner_ttl)
+        self.store = KubeObjectStore(request_api, ttl=timings.secret_ttl)
+        self.owners = OwnerVerifier(request_api, ttl=timings.owner_ttl)
         self.policies = KubePolicySource(
             self.api,
             sync=sync,
@@ -72,8 +72,7 @@ class KubeRuntime:
             bounds=bounds,
             on_change=on_change,
             opa_repair=sync.repair,
-            opa_check_interval=opa_check_interval,
-            discovery_interval=discovery_interval,
+            timings=timings,
             # read_only (`ostiary audit`): the policies' status and Events stay the serving replicas'
             reporter=SilentReporter() if read_only else None,
         )

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from app.kube.client import KubeApi, KubeError, WatchExpired, object_path
 from app.kube.desired import CONFLICT, ModuleOrError, derive
 from app.kube.events import EventReporter
+from app.kube.timings import KubeTimings
 from app.opa.client import OpaModuleRefused
 from app.policies.bounds import DEFAULT_BOUNDS, Bounds, over_bounds
 from app.policies.kinds import POLICY_KINDS, Key, PolicyKind, as_document, describe, object_key, origin_of
@@ -81,10 +82,7 @@ class KubePolicySource:
         opa_repair: Callable[[], object] | None = None,
         reporter: EventReporter | None = None,
         kinds: tuple[PolicyKind, ...] = POLICY_KINDS,
-        watch_timeout: int = 300,
-        opa_check_interval: float = 5.0,
-        discovery_interval: float = 10.0,
-        retry_interval: float = 2.0,
+        timings: KubeTimings | None = None,
     ):
         self._api = api
         self._sync = sync
@@ -95,10 +93,7 @@ class KubePolicySource:
         self._opa_repair = opa_repair
         self._reporter = reporter if reporter is not None else EventReporter(api)
         self._kinds = kinds
-        self._watch_timeout = watch_timeout
-        self._opa_check_interval = opa_check_interval
-        self._discovery_interval = discovery_interval
-        self._retry_interval = retry_interval
+        self._timings = timings if timings is not None else KubeTimings()
 
         self._lock = threading.RLock()
         self._objects: dict[Key, tuple[PolicyKind, dict]] = {}
@@ -238,7 +233,7 @@ class KubePolicySource:
                         log.info("%s.%s is no longer served; stopped watching it", kind.plural, kind.group)
                         return
                 for event_type, obj in self._api.watch(
-                    collection_path(kind), resource_version, self._watch_timeout
+                    collection_path(kind), resource_version, self._timings.watch_timeout
                 ):
                     if self._stop.is_set():
                         return
@@ -257,7 +252,7 @@ class KubePolicySource:
                     "watch of %s.%s failed (%s); listing again and resyncing", kind.plural, kind.group, exc
                 )
                 resource_version = None
-                self._stop.wait(min(self._retry_interval * failures, 30.0))
+                self._stop.wait(min(self._timings.retry_interval * failures, 30.0))
         return
 
     def _start_watcher(self, kind: PolicyKind, resource_version: str) -> None:
@@ -281,7 +276,7 @@ class KubePolicySource:
             except Exception as exc:  # noqa: BLE001 - stay unready and retry, whatever went wrong
                 failures += 1
                 log.error("policy sync from the Kubernetes API failed (not ready): %s", exc)
-                self._stop.wait(min(self._retry_interval * failures, 30.0))
+                self._stop.wait(min(self._timings.retry_interval * failures, 30.0))
                 continue
             self._ready.set()
             log.info(
@@ -291,19 +286,19 @@ class KubePolicySource:
             )
             for kind, rv in versions.items():
                 self._start_watcher(kind, rv)
-        next_opa_check = time.monotonic() + self._opa_check_interval
-        next_discovery = time.monotonic() + self._discovery_interval
-        while not self._stop.wait(min(1.0, self._opa_check_interval)):
+        next_opa_check = time.monotonic() + self._timings.opa_check_interval
+        next_discovery = time.monotonic() + self._timings.discovery_interval
+        while not self._stop.wait(min(1.0, self._timings.opa_check_interval)):
             now = time.monotonic()
             try:
                 if self._resync_needed:
                     with self._lock:
                         self._apply_all()
                 if now >= next_opa_check:
-                    next_opa_check = now + self._opa_check_interval
+                    next_opa_check = now + self._timings.opa_check_interval
                     self.check_opa()
                 if now >= next_discovery:
-                    next_discovery = now + self._discovery_interval
+                    next_discovery = now + self._timings.discovery_interval
                     self.discover()
             except Exception as exc:  # noqa: BLE001 - the upkeep thread must not die
                 log.warning("policy source upkeep failed, will retry: %s", exc)

@@ -11,6 +11,7 @@ from app import defaults, gunicorn_conf, serving
 from app.admission.review import Reviewer
 from app.cli.serve import serve
 from app.errors import ConfigError
+from app.kube.timings import KubeTimings
 from app.notary.service import TrustService
 from app.notary.settings import TrustSettings
 from app.runtime import Runtime, ServeConfig
@@ -106,3 +107,18 @@ def test_serve_builds_its_trust_settings_from_its_options():
 def test_a_bad_trust_setting_is_refused_with_its_name(field, value, says):
     with pytest.raises(ConfigError, match=f"trust setting {field} {says}|trust setting {field} .*{says}"):
         TrustSettings(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("secret_ttl", -1.0, ">= 0"),
+        ("retry_interval", float("nan"), ">= 0"),
+        ("watch_timeout", 2.5, "whole number"),
+        ("opa_check_interval", 0, "more than 0"),
+        ("read_timeout", True, ">= 0"),
+    ],
+)
+def test_a_bad_cluster_timing_is_refused_with_its_name(field, value, says):
+    with pytest.raises(ConfigError, match=f"cluster timing {field} .*{says}"):
+        KubeTimings(**{field: value})

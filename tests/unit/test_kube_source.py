@@ -11,6 +11,7 @@ from app.kube.client import KubeError, WatchExpired
 from app.kube.events import resource_path
 from app.kube.source import KubePolicySource, collection_path
 from app.kube.store import KubeObjectStore
+from app.kube.timings import KubeTimings
 from app.opa.client import OpaError, OpaModuleRefused
 from app.policies.kinds import POLICY_KINDS, as_document
 from app.policies.schema import parse_policy_document
@@ -154,14 +155,14 @@ class FakeSync:
         return "lost"
 
 
-def source(api, sync, **kw) -> KubePolicySource:
+def source(api, sync, opa_check_interval: float = 5.0, **kw) -> KubePolicySource:
     return KubePolicySource(
         api,
         sync=sync,
         translate=kw.pop("translate", translate),
         parse=parse_policy_document,
         opa_repair=sync.repair,
-        retry_interval=0.01,
+        timings=KubeTimings(retry_interval=0.01, opa_check_interval=opa_check_interval),
         **kw,
     )
 
