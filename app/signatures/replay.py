@@ -348,8 +348,8 @@ def capture_signatures(
     capture = Capture.load(out) if is_capture(out) else Capture(out)
     live = RegistryReader(NotaryClient(ca_file=ca_file), endpoints=endpoints)
     reader = RecordingReader(live, capture, [store_url] if store_url else [])
-    cosign, simple = CosignVerifier(reader), SimpleVerifier(reader)  # type: ignore[arg-type]
-    notation = NotationVerifier(reader)  # type: ignore[arg-type]
+    cosign, simple = CosignVerifier(reader), SimpleVerifier(reader)
+    notation = NotationVerifier(reader)
     results = []
     try:
         for image in images:
