@@ -16,6 +16,7 @@ import requests
 
 from tests.chart.chart import containers, mount_like_the_kubelet, only, rendered_objects
 from tests.e2e.cluster import free_port, tool
+from tests.support.procs import die_with_parent
 
 FULLNAME = "t-ostiary"
 
@@ -42,7 +43,9 @@ def run_sidecar(objects: list[dict], root: Path) -> Iterator[tuple[str, str, str
             arg = f"--diagnostic-addr=127.0.0.1:{diagnostic}"
         args.append(arg)
     with (root / "opa.log").open("wb") as log:
-        proc = subprocess.Popen([tool("opa"), *args], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [tool("opa"), *args], stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent()
+        )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -187,6 +190,7 @@ def test_ostiary_given_the_mounted_token_file_works_with_the_authenticated_sidec
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
             )
         try:
             deadline = time.monotonic() + 30

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from tests.integration.test_server import EXAMPLES, Served, example, free_port
+from tests.support.procs import die_with_parent
 
 FIELDS = {
     "type",
@@ -231,6 +232,7 @@ def test_opa_decision_ids_come_from_a_sidecar_opa_with_decision_logs(served, tmp
             ],
             stdout=fh,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
         )
     try:
         end = time.monotonic() + 20

@@ -14,6 +14,7 @@ import requests
 
 from app.opa.process import find_opa
 from tests.integration.test_server import EXAMPLES, example, free_port, served  # noqa: F401 - fixture
+from tests.support.procs import die_with_parent
 
 NO_BUSYBOX = """package ostiary.custom.nobusybox
 
@@ -176,6 +177,7 @@ def _opa_on(port: int) -> subprocess.Popen:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
     )
 
 

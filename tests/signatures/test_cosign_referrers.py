@@ -22,6 +22,7 @@ import requests
 
 from tests.signatures.test_cosign_admit import CLI_ONLY, admit, cosign_policy, pinned_to, secret
 from tests.support import cosign_signing as cs
+from tests.support.procs import die_with_parent
 from tests.support.simple_signing import FIXTURES, serve_policies
 from tests.support.world import free_port
 from tests.world.test_admit_world import _stop, message
@@ -56,7 +57,11 @@ def registry(tmp_path_factory):
     port = free_port()
     with open(tmp / "refreg.log", "ab") as log:
         proc = subprocess.Popen(
-            [_refreg(), f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [_refreg(), f"127.0.0.1:{port}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.images import InvalidImageReference, parse_image
+from tests.support.procs import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 PIN = "sha256:" + "c" * 64
@@ -31,7 +32,12 @@ class RefDiff:
 
     def __init__(self, binary: str):
         self.proc = subprocess.Popen(
-            [binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8"
+            [binary],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            preexec_fn=die_with_parent(),
         )
 
     def __call__(self, text: str) -> dict:

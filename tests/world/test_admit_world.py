@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.procs import die_with_parent
 from tests.support.world import free_port
 
 pytestmark = pytest.mark.world
@@ -144,6 +145,7 @@ def ostiary(world, tmp_path_factory):
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
         )
     server = Ostiary(f"http://127.0.0.1:{port}", proc, log)
     try:

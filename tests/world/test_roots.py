@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from app.notary.state import FileRecordStore
+from tests.support.procs import die_with_parent
 from tests.support.world import _PASSPHRASE_ENV, NotaryWorld, free_port
 from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
 from tests.world.test_faults import Served, cluster_policy
@@ -107,6 +108,7 @@ def start(tmp: Path, policies: Path, ca_file: str, state_dir: Path, *extra: str)
             stderr=subprocess.STDOUT,
             start_new_session=True,
             cwd=tmp,
+            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
         )
     served = Served(proc, f"http://127.0.0.1:{port}", log)
     try:
