@@ -11,7 +11,7 @@ from app.audit.engine import Auditor, AuditRun, run_audit
 from app.audit.options import COMMAND_API_QPS
 from app.audit.ratelimit import TokenBucket
 from app.audit.scan import DEFAULT_PAGE_SIZE, paged
-from app.errors import UnavailableError
+from app.errors import OstiaryError, UnavailableError
 from app.kube.client import KubeError
 from app.runtime import Runtime, ServeConfig
 
@@ -32,8 +32,8 @@ def audit_once(
     config = replace(config, kube=True, read_only=True, audit=None, decision_log="off")
     try:
         runtime = Runtime(config)
-    except Exception as exc:  # noqa: BLE001 - kubeconfig, TLS, token file: say which and stop
-        raise AuditUnavailable(f"cannot build the audit runtime: {exc.__class__.__name__}: {exc}") from None
+    except OstiaryError as exc:  # the kubeconfig (KubeConfigError), a token file: say which and stop
+        raise AuditUnavailable(f"cannot build the audit runtime: {exc}") from None
     try:
         runtime.start()
         deadline = time.monotonic() + ready_timeout

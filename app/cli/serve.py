@@ -140,6 +140,8 @@ def serve(config: ServeConfig, listen: str, tls_cert: str | None, tls_key: str |
         raise click.UsageError("give --policy-dir DIR (or --kube for the cluster source)")
     check_decision_log(config.decision_log)
     check_opa_token(config.opa_token_file, config.opa_url)
+    if config.kube:
+        check_kubeconfig(config.kubeconfig)
     config = dataclasses.replace(config, state_dir=state_dir_for_serve(config.state_dir, config.kube))
     run_gunicorn(config, host, port, tls_cert, tls_key, threads)
 
@@ -154,6 +156,16 @@ def check_decision_log(target: str | None) -> None:
         raise click.BadParameter(
             f"cannot append to {target}: {exc.strerror}", param_hint="--decision-log"
         ) from None
+
+
+def check_kubeconfig(kubeconfig: str | None) -> None:
+    """--kube: the cluster configuration is usable now, not a traceback in a worker that fails to boot."""
+    from app.kube.client import KubeConfigError, load_api_client  # lazy: start-up
+
+    try:
+        load_api_client(kubeconfig)  # builds the client only: nothing is sent, nothing kept open
+    except KubeConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def check_opa_token(token_file: str | None, opa_url: str | None) -> None:

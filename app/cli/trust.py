@@ -306,14 +306,14 @@ def _record_store(
     from app.notary.state import FileRecordStore, StateError, default_state_dir  # lazy: start-up
 
     if kube:
-        from app.kube.client import RestKubeApi  # lazy: start-up
+        from app.kube.client import KubeConfigError, RestKubeApi  # lazy: start-up
         from app.kube.records import KubeRecordStore  # lazy: start-up
 
         if state_dir:
             raise click.UsageError("--kube and --state-dir are two different stores: give one")
         try:
             return KubeRecordStore(RestKubeApi.from_kubeconfig(kubeconfig), system_namespace)
-        except Exception as exc:  # noqa: BLE001 - no kubeconfig, unreadable file: a message, not a traceback
+        except KubeConfigError as exc:
             raise click.ClickException(f"cannot reach the cluster's TrustRecords: {exc}") from None
     store = FileRecordStore(state_dir or default_state_dir())
     if create:

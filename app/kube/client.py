@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import urllib3
 
-from app.errors import UnavailableError
+from app.errors import ConfigError, UnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ class KubeError(UnavailableError):
 
 class WatchExpired(KubeError):
     """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+class KubeConfigError(ConfigError):
+    """No usable cluster configuration: the kubeconfig is missing, unreadable or malformed."""
 
 
 class KubeApi(Protocol):
@@ -72,21 +76,34 @@ class ApiClient(Protocol):
 Timeout = float | tuple[float, float]
 
 
+# What the kubernetes package's loader raises on a missing, unreadable or malformed kubeconfig: its
+# own ConfigException, YAML errors, and whatever its walk over the parsed document trips on (a number
+# where a list belongs is a TypeError, bad base64 a ValueError, a missing field a KeyError).
+_KUBECONFIG_ERRORS = (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError)
+
+
 def load_api_client(kubeconfig: str | None) -> ApiClient:
-    """An ``ApiClient`` from the kubeconfig file given, else in-cluster, else the default kubeconfig."""
+    """An ``ApiClient`` from the kubeconfig file given, else in-cluster, else the default kubeconfig.
+    KubeConfigError (an input error) when none can be used, saying which and why."""
+    import yaml
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
 
     configuration = k8s_client.Configuration()
     # Watches hold one connection each, and every request thread may read a secret or an owner.
     configuration.connection_pool_maxsize = 32
-    if kubeconfig:
-        k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    else:
-        try:
-            k8s_config.load_incluster_config(client_configuration=configuration)
-        except k8s_config.ConfigException:
-            k8s_config.load_kube_config(client_configuration=configuration)
+    where = f"the kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster configuration or ~/.kube/config"
+    try:
+        if kubeconfig:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            try:
+                k8s_config.load_incluster_config(client_configuration=configuration)
+            except k8s_config.ConfigException:
+                k8s_config.load_kube_config(client_configuration=configuration)
+    except (k8s_config.ConfigException, yaml.YAMLError, *_KUBECONFIG_ERRORS) as exc:
+        reason = " ".join(str(exc).split())[:300] or exc.__class__.__name__
+        raise KubeConfigError(f"cannot use {where}: {reason}") from None
     return k8s_client.ApiClient(configuration)
 
 

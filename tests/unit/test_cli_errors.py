@@ -4,6 +4,8 @@ message, and a bug shows as a bug (its traceback, exit 3) — never as "the inpu
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from app.policies.model import PolicyError
 from app.runtime import ServeConfig
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+OSTIARY = Path(sys.executable).parent / "ostiary"
 
 
 def _check(policy_dir: Path) -> object:
@@ -100,3 +103,51 @@ def test_the_tree():
     assert issubclass(OpaError, OpaUnavailable) and issubclass(process.OpaNotFound, OpaUnavailable)
     assert issubclass(process.OpaStartFailed, OpaUnavailable) and not issubclass(OpaError, RuntimeError)
     assert issubclass(OpaUnavailable, UnavailableError) and issubclass(UnavailableError, OstiaryError)
+
+
+MALFORMED_KUBECONFIGS = {
+    "a number for the clusters": "apiVersion: v1\nclusters: 5\n",  # the loader trips: TypeError
+    "broken YAML": "garbage: [",
+    "empty": "",
+}
+
+
+@pytest.mark.parametrize("content", MALFORMED_KUBECONFIGS.values(), ids=MALFORMED_KUBECONFIGS.keys())
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--kube", "--listen", "127.0.0.1:0"],
+        ["audit"],
+        ["trust", "pins", "--kube"],
+    ],
+    ids=["serve", "audit", "trust-pins"],
+)
+def test_a_malformed_kubeconfig_is_the_operators_input_not_a_bug(tmp_path, argv, content):
+    """Before: `serve --kube` crashed its gunicorn worker with a TypeError traceback ("Worker failed
+    to boot", exit 3), and `audit` and `trust pins` caught every exception as "cannot build"."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(content)
+    # The real command in its own process: a serve that started gunicorn would not come back.
+    done = subprocess.run(
+        [str(OSTIARY), *argv, "--kubeconfig", str(kubeconfig)],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode in (1, 2), output
+    assert f"cannot use the kubeconfig {kubeconfig}" in output
+    assert "Traceback" not in output and "an Ostiary bug" not in output
+
+
+def test_a_bug_while_building_the_audit_runtime_is_a_bug(monkeypatch, tmp_path):
+    """Before: audit_once caught Exception and said "cannot build the audit runtime", exit 2."""
+    import app.audit.once as once
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("injected: a bug in the runtime")
+
+    monkeypatch.setattr(once, "Runtime", broken)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("")
+    result = CliRunner().invoke(main, ["audit", "--kubeconfig", str(kubeconfig)])
+    assert result.exit_code == EXIT_BUG, result.output
+    assert "injected: a bug in the runtime" in result.output and "cannot build" not in result.output
