@@ -310,7 +310,9 @@ class Runtime:
         reader = offline.signature_reader if offline is not None else None
         if reader is None:
             reader = RegistryReader(
-                NotaryClient(ca_file=self.config.ca_file), endpoints=self.config.registry_endpoints
+                NotaryClient(ca_file=self.config.ca_file),
+                endpoints=self.config.registry_endpoints,
+                hide_connection_errors=offline is None,  # serve (registry.shown_error)
             )
         root = (
             load_trusted_root(self.config.sigstore_trusted_root)
@@ -328,7 +330,8 @@ class Runtime:
                 SimpleVerifier(reader, cache=cache, **clock),
                 CosignVerifier(reader, trusted_root=root, cache=cache),
                 NotationVerifier(reader, **clock),
-            ]
+            ],
+            hide_connection_errors=offline is None,
         )
 
     def stop(self) -> None:

@@ -8,11 +8,17 @@ bytes received, never taken from a header.
 `endpoints` maps a registry host as images name it to the base URL Ostiary connects to (`serve
 --registry-endpoint HOST=URL`): a mirror, or a test registry on loopback. Without an entry the
 registry is asked at `https://HOST` (Docker Hub at `https://registry-1.docker.io`).
+
+Under `ostiary serve` (`hide_connection_errors`, set by app/runtime.py) a read that failed for a
+connection reason says only that the host could not be reached (`shown_error`): the image reference,
+and so the host and port asked, is the pod author's choice, and whether an address refused, failed
+TLS or kept silent would map what the webhook pod can reach. The reason is logged at WARNING.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,7 +26,7 @@ from typing import Protocol
 from app.errors import UnavailableError, VerificationError
 from app.images import ImageRef
 from app.notary.client import NotaryClient
-from app.notary.errors import TrustError
+from app.notary.errors import FetchTimeout, ServerUnreachable, TrustError
 from app.registry.token import HttpAnswer, TokenError, TokenProvider, parse_bearer_challenge
 
 MAX_MANIFEST_BYTES = 4 << 20
@@ -34,6 +40,8 @@ MANIFEST_ACCEPT = ", ".join(
 )
 DOCKER_HUB_API = "https://registry-1.docker.io"
 REFERRERS_ABSENT = frozenset({400, 404, 405, 501})  # answers of registries without the referrers API
+
+log = logging.getLogger(__name__)
 
 
 class ReadError(VerificationError):
@@ -50,6 +58,28 @@ class NoManifest(ReadError):
 class RegistryUnavailable(ReadError, UnavailableError):
     """The registry or store could not answer (not reached, timed out, HTTP 429 or 5xx): nothing was
     learnt about the signatures. Still a denial at admission; the audit reports it as `error`."""
+
+
+def unreachable(who: str) -> str:
+    """What serve's facts say of a host that could not be reached, whatever happened."""
+    return f"{who} could not be reached (details in Ostiary's log)"
+
+
+def connection_failure(error: TrustError) -> bool:
+    """No HTTP answer was had: refused, reset, TLS or certificate failure, a non-HTTP answer, a body
+    cut off, no answer in time (app.notary.client.NotaryClient.get). An answer that was had (any
+    status, or one over the size bound: ResponseTooLarge) is not one."""
+    return isinstance(error, (ServerUnreachable, FetchTimeout))
+
+
+def shown_error(error: TrustError, who: str, url: str, image: str, *, hide: bool) -> RegistryUnavailable:
+    """The failure of the GET of `url` for `image` as the facts (and so the denial a pod's author
+    reads) state it. With `hide` (serve) a connection failure reads only `unreachable(who)`, and what
+    happened is logged here, once; otherwise, and for every HTTP-level failure, the full reason."""
+    if not (hide and connection_failure(error)):
+        return RegistryUnavailable(error.reason)
+    log.warning("signatures of %s: %s could not be reached (GET %s): %s", image, who, url, error.reason)
+    return RegistryUnavailable(unreachable(who))
 
 
 def read_failure(who: str, status: int, what: str) -> ReadError:
@@ -117,10 +147,14 @@ class RegistryReader:
         *,
         endpoints: Mapping[str, str] | None = None,
         tokens: TokenProvider | None = None,
+        hide_connection_errors: bool = False,
     ):
         self.http = http or NotaryClient()
         self.endpoints = dict(endpoints or {})
         self.tokens = tokens or self.http.tokens
+        # serve: a connection failure reads "could not be reached" in the facts (shown_error); the
+        # offline commands an operator runs keep the details.
+        self.hide_connection_errors = hide_connection_errors
 
     def base_url(self, registry: str) -> str:
         if registry in self.endpoints:
@@ -212,6 +246,7 @@ class RegistryReader:
         params: Mapping[str, str] | None = None,
         auth: tuple[str, str] | None = None,
         limit: int | None = None,
+        image: str = "-",
     ) -> HttpAnswer:
         try:
             return self.http.get(
@@ -225,7 +260,7 @@ class RegistryReader:
                 limit=limit,
             )
         except TrustError as error:
-            raise RegistryUnavailable(error.reason) from None
+            raise shown_error(error, who, url, image, hide=self.hide_connection_errors) from None
 
     def _registry_get(
         self,
@@ -238,7 +273,10 @@ class RegistryReader:
     ) -> HttpAnswer:
         who = f"registry {image.registry}"
         headers = {"Accept": MANIFEST_ACCEPT}
-        answer = self._get(url, what="manifest", who=who, deadline=deadline, headers=headers, limit=limit)
+        subject = image.normalized
+        answer = self._get(
+            url, what="manifest", who=who, deadline=deadline, headers=headers, limit=limit, image=subject
+        )
         if answer.status != 401:
             return answer
         challenge = parse_bearer_challenge(answer.headers.get("WWW-Authenticate"))
@@ -253,6 +291,7 @@ class RegistryReader:
                         headers=headers,
                         auth=basic,
                         limit=limit,
+                        image=subject,
                     )
                     if answer.status != 401:
                         return answer
@@ -274,6 +313,7 @@ class RegistryReader:
                 params=params,
                 auth=auth,
                 limit=limit,
+                image=subject,
             )
 
         for credential in attempts:
@@ -289,6 +329,7 @@ class RegistryReader:
                 deadline=deadline,
                 headers={**headers, "Authorization": f"Bearer {token}"},
                 limit=limit,
+                image=subject,
             )
             if answer.status != 401:
                 return answer
