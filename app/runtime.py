@@ -312,7 +312,9 @@ class Runtime:
             reader = RegistryReader(
                 NotaryClient(ca_file=self.config.ca_file),
                 endpoints=self.config.registry_endpoints,
-                hide_connection_errors=offline is None,  # serve (registry.shown_error)
+                # serve and the offline commands alike (registry.shown_error): their verdicts and
+                # messages are the webhook's; `ostiary trust inspect` shows the details
+                hide_connection_errors=True,
             )
         root = (
             load_trusted_root(self.config.sigstore_trusted_root)
@@ -331,7 +333,7 @@ class Runtime:
                 CosignVerifier(reader, trusted_root=root, cache=cache),
                 NotationVerifier(reader, **clock),
             ],
-            hide_connection_errors=offline is None,
+            hide_connection_errors=True,
         )
 
     def stop(self) -> None:

@@ -46,8 +46,8 @@ class TrustSettings:
         defaults.MAX_TRUST_RECORDS
     )  # trust-on-first-use records kept (serve --max-trust-records)
     owner_max_age: float = OWNER_MAX_AGE
-    # serve: a connection failure reads "could not be reached" in the facts (service.shown_error); the
-    # offline commands an operator runs keep the details.
+    # The runtime (serve, and apply/explain/test, which word as serve does): a connection failure reads
+    # "could not be reached" in the facts (service.shown_error); `ostiary trust inspect` keeps the details.
     hide_connection_errors: bool = False
 
     def __post_init__(self) -> None:

@@ -307,21 +307,23 @@ def test_an_http_answer_keeps_its_meaning_under_serve(tmp_path, status, meaning)
     assert meaning in message(response) and HIDDEN not in message(response), message(response)
 
 
-def test_the_offline_commands_keep_the_details(tmp_path):
-    """`ostiary apply` (no captures: the network) is run by the operator, who may see why."""
+def test_apply_words_as_serve_and_trust_inspect_keeps_the_details(tmp_path):
+    """`ostiary apply` (no captures: the network) decides as the webhook does, with its words (as for
+    Notary failures: docs/trust.md); `ostiary trust inspect` is the operator's diagnosis and says why."""
     port = closed_port()
     policies = tmp_path / "policies"
     policies.mkdir()
     for i, doc in enumerate(requiring("cosign", port)):
         (policies / f"{i}.json").write_text(json.dumps(doc))
     pod = tmp_path / "pod.json"
+    image = f"127.0.0.1:{port}/team/app:1.0"
     pod.write_text(
         json.dumps(
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {"name": "p", "namespace": "cosign"},
-                "spec": {"containers": [{"name": "c", "image": f"127.0.0.1:{port}/team/app:1.0"}]},
+                "spec": {"containers": [{"name": "c", "image": image}]},
             }
         )
     )
@@ -333,6 +335,18 @@ def test_the_offline_commands_keep_the_details(tmp_path):
         timeout=120,
     )
     assert result.returncode == 1, (result.stdout, result.stderr)  # denied
-    assert f"cannot connect to registry 127.0.0.1:{port}" in result.stdout, result.stdout
-    assert "refused" in result.stdout.lower(), result.stdout
-    assert HIDDEN not in result.stdout, result.stdout
+    assert f"registry 127.0.0.1:{port} {HIDDEN}" in result.stdout, result.stdout
+    assert "refused" not in result.stdout.lower(), result.stdout
+    key = tmp_path / "cosign.pub"
+    key.write_text(cs.public_pem(cs.new_key("p256")))
+    inspected = subprocess.run(
+        [str(OSTIARY), "trust", "inspect", image, "--format", "cosign", "--key", str(key), "--timeout", "10"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = inspected.stdout + inspected.stderr
+    assert inspected.returncode != 0, output
+    assert f"cannot connect to registry 127.0.0.1:{port}" in output and "refused" in output.lower(), output
+    assert HIDDEN not in output, output
