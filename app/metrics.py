@@ -73,6 +73,7 @@ class SignatureCacheCollector(Collector):
         "stored": "Verified facts kept in the cache.",
         "tag_hits": "Tag to digest resolutions answered from the cache.",
         "tag_misses": "Tag to digest resolutions read from the registry.",
+        "shared_verifications": "Signature requirements that waited for a concurrent admission's verification.",
         "entries": "Verified facts in the cache now.",
         "bytes": "Estimated bytes of the verified facts in the cache now.",
         "tags": "Tag to digest resolutions in the cache now.",

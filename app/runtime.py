@@ -331,7 +331,7 @@ class Runtime:
             [
                 SimpleVerifier(reader, cache=cache, **clock),
                 CosignVerifier(reader, trusted_root=root, cache=cache),
-                NotationVerifier(reader, **clock),
+                NotationVerifier(reader, cache=cache, **clock),
             ],
             hide_connection_errors=True,
         )

@@ -273,6 +273,7 @@ class CosignVerifier:
         # or keys; bounded in count and, by hashing, in size.
         self._verified: TTLCache[tuple[str, str, str], bool] = TTLCache(float("inf"), cache_entries)
 
+    @SignatureCache.single_flight
     def verify(self, request: SignatureRequest, deadline: float) -> dict:
         requirement = request.requirement
         if isinstance(requirement.get("error"), str):

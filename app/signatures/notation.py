@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -54,6 +55,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from app.errors import VerificationError
 from app.images import ImageRef
+from app.signatures.cache import SignatureCache, no_cache
+from app.signatures.cache import fingerprint as material_fingerprint
 from app.signatures.facts import failure_facts, signature_entry, verified_facts
 from app.signatures.material import issued_by, load_material, pem_blocks, strict_json
 from app.signatures.port import NOTATION_STORE_KEYS, SignatureRequest
@@ -839,19 +842,52 @@ def check_authentic_time(
     check_validity(certs, now, now, "verification time")
 
 
+def time_bounds(envelope: Envelope) -> list[float]:
+    """The times (epoch seconds) at which check_envelope's answer for `envelope` can change as the
+    clock moves: its expiry, and when each certificate of its chain becomes valid and expires. A chain
+    that does not load fails integrity, where no time is looked at."""
+    moments = [envelope.expiry] if envelope.expiry is not None else []
+    with contextlib.suppress(Exception):  # as _guarded: a malformed certificate proves nothing, at any time
+        for cert in _load_chain(envelope.chain):
+            moments += [cert.not_valid_before_utc, cert.not_valid_after_utc]
+    return [m.timestamp() for m in moments]
+
+
+@dataclass
+class Span:
+    """What one verification at `now` (epoch seconds) relied on: the times at which its answer can
+    change (time_bounds of every envelope), and whether a read went unanswered (then it is not kept)."""
+
+    now: float
+    times: list[float] = field(default_factory=list)
+    unanswered: bool = False
+
+    def window(self) -> tuple[float | None, float | None]:
+        """(after, before): the answer is the same at any time strictly between the two (None: unbounded)
+        — the last of `times` before `now` and the first at or after it."""
+        before = [t for t in self.times if t < self.now]
+        after = [t for t in self.times if t >= self.now]
+        return (max(before) if before else None), (min(after) if after else None)
+
+
 # ---- the verifier -----------------------------------------------------------------------------------
 
 
 class NotationVerifier:
     format = FORMAT
 
-    def __init__(self, reader: SignatureReads, *, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        reader: SignatureReads,
+        *,
+        clock: Callable[[], float] = time.time,
+        cache: SignatureCache | None = None,
+    ):
         self.reader = reader
         self.clock = clock  # the verification time (offline runs: --at)
+        self.cache = cache or no_cache()  # verified facts and tag resolutions (cache.py)
 
-    def _now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-
+    @SignatureCache.single_flight
     def verify(self, request: SignatureRequest, deadline: float) -> dict:
         requirement = request.requirement
         if isinstance(requirement.get("error"), str):
@@ -869,16 +905,39 @@ class NotationVerifier:
                 requirement,
                 "; ".join(errors) or "the trust store secret holds no ca or signingAuthority certificate",
             )
+        return self._verify(request, anchors, deadline)
+
+    def _verify(self, request: SignatureRequest, anchors: Sequence[Anchor], deadline: float) -> dict:
+        """The facts of a requirement whose trust store loaded, from the cache or read and checked now.
+
+        Cached under every trust store certificate (by store: ca, signingAuthority, tsa) and the
+        requirement (level, trusted identities, ...), and served only to a clock between the moments
+        around the verification time at which a certificate of a signature's chain becomes valid or
+        expires, or a signature expires (Span.window): the only moments at which check_envelope's
+        answer changes (revocation is decided from the certificates alone, a timestamp from its own
+        times, never now). A signature whose read went unanswered keeps the result out of the cache."""
+        requirement = request.requirement
+        span = Span(self.clock())  # one verification time for every signature
+        material = material_fingerprint(f"{a.store} {a.fingerprint}" for a in anchors)
         try:
-            target = self._target(request, deadline)
-            signatures = self._signatures(request, target, anchors, deadline)
+            seen: list[Manifest] = []
+            digest, key, cached = self.cache.lookup(
+                self.reader, request, deadline, FORMAT, material, now=span.now, manifests=seen
+            )
+            if cached is not None:
+                return cached
+            target = seen[0] if seen else self._target(request, deadline, digest)
+            signatures = self._signatures(request, target, anchors, deadline, span)
         except ReadError as exc:
             return failure_facts(
                 FORMAT, requirement, str(exc), unavailable=isinstance(exc, RegistryUnavailable)
             )
-        return verified_facts(
-            FORMAT, requirement, target.digest, [a.fingerprint for a in signers], signatures
-        )
+        signers = [a.fingerprint for a in anchors if a.store != "tsa"]
+        facts = verified_facts(FORMAT, requirement, target.digest, signers, signatures)
+        if span.unanswered:  # a signature could not be read for want of an answer: not kept
+            return facts
+        valid_from, valid_until = span.window()
+        return self.cache.put(key, facts, valid_until=valid_until, valid_from=valid_from)
 
     def discover(
         self, image: ImageRef, credentials: tuple[tuple[str, str], ...], deadline: float
@@ -886,21 +945,29 @@ class NotationVerifier:
         """Every read `verify` makes for `image`, with no anchor (for `ostiary trust capture`)."""
         request = SignatureRequest(image=image, requirement={"format": FORMAT}, credentials=credentials)
         target = self._target(request, deadline)
-        return target.digest, len(self._signatures(request, target, [], deadline))
+        return target.digest, len(self._signatures(request, target, [], deadline, Span(self.clock())))
 
-    def _target(self, request: SignatureRequest, deadline: float) -> Manifest:
-        """The manifest the image names; raises NoManifest when the registry has none."""
+    def _target(self, request: SignatureRequest, deadline: float, digest: str | None = None) -> Manifest:
+        """The manifest the image names (at `digest`, the one its tag was resolved to, when given);
+        raises NoManifest when the registry has none."""
         image = request.image
         target = self.reader.manifest(
-            image, image.digest or image.tag or "latest", deadline, request.credentials
+            image, digest or image.digest or image.tag or "latest", deadline, request.credentials
         )
         if target is None:
             raise NoManifest(image)
         return target
 
     def _signatures(
-        self, request: SignatureRequest, target: Manifest, anchors: Sequence[Anchor], deadline: float
+        self,
+        request: SignatureRequest,
+        target: Manifest,
+        anchors: Sequence[Anchor],
+        deadline: float,
+        span: Span,
     ) -> list[dict]:
+        """The facts of each Notation signature of `target`, checked at `span.now`; what they relied
+        on is noted in `span`."""
         return read_referrers(
             self.reader,
             request,
@@ -908,7 +975,7 @@ class NotationVerifier:
             deadline,
             kinds=(ARTIFACT_TYPE, EMPTY_TYPE),
             error=NotationError,
-            read_one=lambda ref, where: self._one(request, where, ref, target, anchors, deadline),
+            read_one=lambda ref, where: self._one(request, where, ref, (target, anchors), deadline, span),
         )
 
     def _one(
@@ -916,11 +983,13 @@ class NotationVerifier:
         request: SignatureRequest,
         where: str,
         ref: str,
-        target: Manifest,
-        anchors: Sequence[Anchor],
+        against: tuple[Manifest, Sequence[Anchor]],
         deadline: float,
+        span: Span,
     ) -> dict | None:
-        """The facts of one referrer manifest; None when it is not a Notation signature."""
+        """The facts of one referrer manifest (checked against the target manifest and the trust
+        store); None when it is not a Notation signature."""
+        target, anchors = against
         manifest = self.reader.manifest(request.image, ref, deadline, request.credentials)
         if manifest is None:
             return signature_entry(where, error="the registry lists this referrer but has no such manifest")
@@ -950,8 +1019,10 @@ class NotationVerifier:
                 request.image, blob, deadline, request.credentials, limit=MAX_ENVELOPE_BYTES
             )
             envelope = parse_envelope(media_type, data)
-            checked = check_envelope(envelope, anchors, target, self._now())
+            span.times += time_bounds(envelope)
+            checked = check_envelope(envelope, anchors, target, dt.datetime.fromtimestamp(span.now, dt.UTC))
         except (ReadError, NotationError) as exc:
+            span.unanswered = span.unanswered or isinstance(exc, RegistryUnavailable)
             return signature_entry(where, error=str(exc))
         entry = signature_entry(where, key_id=checked.anchor, digest=checked.digest, error=checked.error)
         entry["subject"] = checked.subject

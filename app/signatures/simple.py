@@ -89,6 +89,7 @@ class SimpleVerifier:
         self.clock = clock
         self.cache = cache or no_cache()  # verified facts and tag resolutions (cache.py)
 
+    @SignatureCache.single_flight
     def verify(self, request: SignatureRequest, deadline: float) -> dict:
         requirement = request.requirement
         if isinstance(requirement.get("error"), str):

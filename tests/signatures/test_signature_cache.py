@@ -8,7 +8,11 @@ injected clock:
 - a keyless success under one trusted root never answers under another;
 - a tag moved to an unsigned digest: within the TTL the tag keeps resolving to the signed digest (what
   the Pod is pinned to), after it the unsigned digest is found and proves nothing;
-- an entry lives no longer than the TTL, nor than the OpenPGP expiry of a signature it proved.
+- an entry lives no longer than the TTL, nor than the OpenPGP expiry of a signature it proved;
+- Notation: a second gather within the TTL reads nothing; another trust store (another root, the same
+  root in another store, a TSA store added), level or trusted identities is verified again; an entry
+  is not served to a verifier's clock past a certificate's notAfter or a signature's expiry, nor to a
+  clock (an offline run's --at) before a certificate was valid.
 
 `test_the_saving` prints what the cache saves for a Deployment of many Pods (reads and time), a
 measurement, not an assertion on time.
@@ -16,6 +20,7 @@ measurement, not an assertion on time.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 
@@ -26,10 +31,13 @@ from app.notary.client import NotaryClient
 from app.signatures import keyless
 from app.signatures.cache import SignatureCache
 from app.signatures.cosign import CosignVerifier
-from app.signatures.port import SignatureRequest
+from app.signatures.notation import NotationVerifier
+from app.signatures.port import NOTATION_STORE_KEYS, SignatureRequest
 from app.signatures.registry import RegistryReader
+from app.signatures.service import SignatureService
 from app.signatures.simple import SimpleVerifier
 from tests.support import cosign_signing as cs
+from tests.support import notation_signing as ns
 from tests.support.keyless_signing import TestSigstore
 from tests.support.simple_signing import SigningWorld
 
@@ -348,3 +356,158 @@ def test_serve_a_key_replaced_in_the_secret_denies_the_next_admission(world, tmp
             time.sleep(0.5)
         assert response["allowed"] is False, "still admitted with the old key's cached success"
         assert "does not verify with any key" in message(response), message(response)
+
+
+# ---- Notation -----------------------------------------------------------------------------------------
+
+NOTATION_REQUIREMENT = {
+    "format": "notation", "index": 0, "type": "signedBy", "key_secret": {"name": "ca", "namespace": "app"},
+    "identities": ["*"], "level": "strict", "validations": {}, "stores": ["ca"], "error": None,
+}  # fmt: skip
+
+
+def notation_signed(w: SigningWorld, repo: str, chain: ns.Chain, **envelope) -> str:
+    """An image signed with `chain` (JWS, as notation writes it), listed in its fallback tag."""
+    push = w.push  # type: ignore[attr-defined]
+    digest = push.image(repo, "v1")
+    ns.push_signature(push, repo, digest, ns.jws(chain, ns.target(push, repo, digest), **envelope))
+    return digest
+
+
+def notation_request(w: SigningWorld, repo: str, *stores: tuple[str, str], **requirement) -> SignatureRequest:
+    """A requirement of the trust store Secret app/ca holding `stores` ((store, PEM), ...)."""
+    return SignatureRequest(
+        image=parse_image(f"{w.registry_host}/{repo}:v1"),
+        requirement={**NOTATION_REQUIREMENT, **requirement},
+        keys=tuple((f"app/ca {NOTATION_STORE_KEYS[store]}", pem.encode()) for store, pem in stores),
+    )
+
+
+def notation_proves(facts: dict) -> bool:
+    """A signature by a trust anchor of the requirement, of the digest, that passed every validation."""
+    return facts["verified"] is True and any(
+        s["error"] is None
+        and s["key_id"] in facts["keys"]
+        and s["digest"] == facts["digest"]
+        and not any(s["failures"].values())
+        for s in facts["signatures"]
+    )
+
+
+def at(moment: dt.datetime) -> Clock:
+    clock = Clock()
+    clock.now = moment.timestamp()
+    return clock
+
+
+def test_notation_a_second_gather_within_the_ttl_reads_nothing(world):
+    chain = ns.Chain.create()
+    digest = notation_signed(world, "cache/notation", chain)
+    r = reader(world)
+    cache = SignatureCache(TTL, monotonic=Clock())
+    service = SignatureService([NotationVerifier(r, cache=cache, clock=at(ns.NOW))])
+    try:
+        request = notation_request(world, "cache/notation", ("ca", chain.root_pem()))
+        (first,) = service.gather([request], deadline())
+        assert notation_proves(first) and first["digest"] == digest, first
+        reads = r.gets
+        (second,) = service.gather([request], deadline())
+        assert second == first and r.gets == reads  # no registry read at all
+        assert cache.stats()["hits"] == 1 and cache.stats()["stored"] == 1
+    finally:
+        service.close()
+
+
+def test_notation_another_trust_store_level_or_identity_is_verified_again(world):
+    chain, other = ns.Chain.create(), ns.Chain.create()
+    root, tsa = chain.root_pem(), ns.TSA.create().root_pem()
+    notation_signed(world, "cache/notation-key", chain)
+    r = reader(world)
+    cache = SignatureCache(TTL, monotonic=Clock())
+    verifier = NotationVerifier(r, cache=cache, clock=at(ns.NOW))
+
+    def verify(*stores: tuple[str, str], **requirement) -> dict:
+        return verifier.verify(
+            notation_request(world, "cache/notation-key", *stores, **requirement), deadline()
+        )
+
+    assert notation_proves(verify(("ca", root)))
+    assert notation_proves(verify(("ca", root))) and cache.stats()["hits"] == 1
+    # the Secret now holds another root (same Secret, same key): verified again, proves nothing
+    replaced = verify(("ca", other.root_pem()))
+    assert not notation_proves(replaced), replaced
+    assert "does not contain any trusted certificate" in replaced["signatures"][0]["failures"]["authenticity"]
+    # the same root, moved to the signingAuthority store: not the ca store's success
+    moved = verify(("signingAuthority", root))
+    assert not notation_proves(moved), moved
+    # a TSA store added, another level, other trusted identities: each verified again (none is a hit)
+    for stores, requirement in (
+        ((("ca", root), ("tsa", tsa)), {}),
+        ((("ca", root),), {"level": "audit"}),
+        ((("ca", root),), {"identities": ["x509.subject: C=US, ST=WA, O=Ostiary Made, CN=Made Signer"]}),
+    ):
+        reads = r.gets
+        assert notation_proves(verify(*stores, **requirement))
+        assert r.gets > reads, requirement
+    assert cache.stats()["hits"] == 1
+
+
+def test_notation_an_entry_is_not_served_past_the_certificate_not_after(world):
+    """The monotonic clock does not move (the TTL never runs out); the verifier's clock passes the
+    signing certificate's notAfter: verified again, and the expired certificate proves nothing."""
+    root = ns.Chain.create()
+    root_pair = (root.root, root.root_key)  # type: ignore[attr-defined]
+    not_after = ns.NOW + dt.timedelta(hours=1)
+    chain = ns.Chain.create(root=root_pair, not_after=not_after)
+    notation_signed(world, "cache/notation-expiring", chain)
+    r = reader(world)
+    clock = at(ns.NOW)
+    verifier = NotationVerifier(r, cache=SignatureCache(TTL, monotonic=Clock()), clock=clock)
+    request = notation_request(world, "cache/notation-expiring", ("ca", root.root_pem()))
+    assert notation_proves(verifier.verify(request, deadline()))
+    clock.now = (not_after - dt.timedelta(minutes=1)).timestamp()
+    reads = r.gets
+    assert notation_proves(verifier.verify(request, deadline())) and r.gets == reads  # still from the cache
+    clock.now = (not_after + dt.timedelta(seconds=1)).timestamp()
+    expired = verifier.verify(request, deadline())
+    assert r.gets > reads and not notation_proves(expired), expired
+    assert "outside certificate" in expired["signatures"][0]["failures"]["authenticTimestamp"], expired
+
+
+def test_notation_an_entry_is_not_served_past_the_signature_expiry(world):
+    chain = ns.Chain.create()
+    expiry = ns.NOW + dt.timedelta(minutes=10)
+    notation_signed(world, "cache/notation-expiry", chain, expiry=expiry)
+    clock = at(ns.NOW)
+    verifier = NotationVerifier(reader(world), cache=SignatureCache(TTL, monotonic=Clock()), clock=clock)
+    request = notation_request(world, "cache/notation-expiry", ("ca", chain.root_pem()))
+    assert notation_proves(verifier.verify(request, deadline()))
+    clock.now = (expiry + dt.timedelta(seconds=1)).timestamp()
+    expired = verifier.verify(request, deadline())
+    assert not notation_proves(expired), expired
+    assert "the signature expired" in expired["signatures"][0]["failures"]["expiry"]
+
+
+def test_notation_a_result_of_one_time_is_not_served_to_a_run_at_another(world):
+    """Two verifiers on one cache, their clocks at different times (as offline runs with --at): a
+    success at a time inside the certificate's validity answers neither a time before the certificate
+    was valid nor one after it expired. (Offline runs have caches of their own, runtime.py; this holds
+    even if one were shared.)"""
+    root = ns.Chain.create()
+    root_pair = (root.root, root.root_key)  # type: ignore[attr-defined]
+    not_before, not_after = ns.NOW - dt.timedelta(hours=2), ns.NOW + dt.timedelta(hours=2)
+    chain = ns.Chain.create(root=root_pair, not_before=not_before, not_after=not_after)
+    notation_signed(world, "cache/notation-times", chain, signing_time=ns.NOW - dt.timedelta(hours=1))
+    cache = SignatureCache(TTL, monotonic=Clock())
+    r = reader(world)
+    request = notation_request(world, "cache/notation-times", ("ca", root.root_pem()))
+
+    def verify_at(moment: dt.datetime) -> dict:
+        return NotationVerifier(r, cache=cache, clock=at(moment)).verify(request, deadline())
+
+    assert notation_proves(verify_at(ns.NOW))
+    for moment in (not_before - dt.timedelta(minutes=1), not_after + dt.timedelta(minutes=1)):
+        reads = r.gets
+        facts = verify_at(moment)
+        assert r.gets > reads and not notation_proves(facts), (moment, facts)
+    assert cache.stats()["hits"] == 0
