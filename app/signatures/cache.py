@@ -31,7 +31,8 @@ the same unsigned image) verify once. Inside `fly()` (`@SignatureCache.single_fl
 `verify`), the first miss of a (format, image reference, requirement, material, credentials) leads:
 it reads and verifies; the others wait for its facts, each until its own deadline (then a failure of
 its own, `SharedVerificationFailed`, never a success). The leader's facts, a failure included, are
-every waiter's answer; only a success is kept. A leader that raises releases its waiters with a
+every waiter's answer, except a failure for want of an answer when the leader ran out of its own,
+earlier deadline: a waiter with time left then verifies again. Only a success is kept. A leader that raises releases its waiters with a
 failure (`fly` lands every flight it led, whatever happens). Registry credentials are part of the
 flight's key, so a leader refused with other pull secrets never answers for an admission with its own.
 Counted as `shared_verifications`. `ttl` 0 (no_cache()) keeps nothing and shares nothing.
@@ -64,6 +65,11 @@ TAG_ENTRIES = 4096
 TAG_BYTES = 2 << 20
 STAT_NAMES = ("hits", "misses", "stored", "tag_hits", "tag_misses", "shared_verifications")
 
+# A leader that landed within this of its deadline ran out of time; a waiter with at least RETRY_AT_LEAST
+# left verifies again instead of taking that failure (as a Notary walk does: app/notary/service.py).
+RAN_OUT_MARGIN = 0.1
+RETRY_AT_LEAST = 0.5
+
 Key = tuple[str, str, str, str, str, str]  # (format, registry, repository, digest, requirement, material)
 # (format, registry, repository, tag or digest, requirement, material, credentials)
 FlightKey = tuple[str, str, str, str, str, str, str]
@@ -86,10 +92,22 @@ class SharedVerificationFailed(RegistryUnavailable):
 class _Flight:
     """A verification in progress, which concurrent misses of the same requirement wait for."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
         self.done = threading.Event()
+        self.deadline = deadline  # the leader's (monotonic)
+        self.ended: float | None = None  # when the leader landed it (monotonic)
         self.facts: dict | None = None  # the leader's answer; None when it raised
         self.window: Window = (None, None)  # when that answer holds (put's valid_from, valid_until)
+
+    def ran_out(self, facts: dict, deadline: float) -> bool:
+        """The leader's answer is a failure for want of an answer that came from running out of its own
+        deadline, earlier than `deadline` (a waiter's), which leaves time to verify again."""
+        return (
+            getattr(facts, "unavailable", False) is True
+            and self.ended is not None
+            and self.ended >= self.deadline - RAN_OUT_MARGIN
+            and clocks.monotonic() < deadline - RETRY_AT_LEAST
+        )
 
 
 def fingerprint(parts: Iterable[str]) -> str:
@@ -342,6 +360,7 @@ class SignatureCache:
 
     def _land(self, fkey: FlightKey, flight: _Flight, facts: dict | None) -> None:
         flight.facts = copy.deepcopy(facts) if facts is not None else None
+        flight.ended = clocks.monotonic()
         with self._flights_lock:
             if self._flights.get(fkey) is flight:
                 del self._flights[fkey]
@@ -365,16 +384,22 @@ class SignatureCache:
             material,
             _credentials_id(request),
         )
-        with self._flights_lock:
-            flight = self._flights.get(fkey)
-            if flight is None:
-                flight = self._flights[fkey] = _Flight()
-                led.append((fkey, flight))
+        while True:
+            with self._flights_lock:
+                flight = self._flights.get(fkey)
+                if flight is None:
+                    flight = self._flights[fkey] = _Flight(deadline)
+                    led.append((fkey, flight))
+                    return None
+            if any(mine is flight for _, mine in led):  # never wait for oneself
                 return None
-        if any(mine is flight for _, mine in led):  # never wait for oneself
-            return None
-        self._count("shared_verifications")
-        facts = self._follow(flight, request, format, deadline)
+            self._count("shared_verifications")
+            facts = self._follow(flight, request, format, deadline)
+            # Its failure is ours too (same registry, same bytes), unless it ran out of its own, earlier
+            # deadline: then lead (or join) a verification again, time permitting. A landed flight is
+            # no longer in _flights, so this ends: each round's leader had a later deadline, ours last.
+            if not flight.ran_out(facts, deadline):
+                break
         if not self._holds(flight.window, now):
             return None
         digest = str(facts.get("digest") or "")

@@ -11,8 +11,10 @@ while the others arrive — the registry itself answers every read.
 - a waiter whose deadline passes behind a slow leader fails by its deadline, while the leader is
   still held: not a hang, not a success (before: it read and verified on its own);
 - a leader whose read fails (the registry is gone) releases every waiter with that failure, and the
-  failure is not kept; a leader that raises releases them with a failure of their own, and the next
+  failure is not kept (the registry refused: no waiter reads again); a leader that raises releases them with a failure of their own, and the next
   admission verifies afresh (nothing left hanging);
+- a leader that ran out of its own, earlier deadline is no answer for a waiter with time to spare:
+  the waiter verifies again (as a Notary walk does);
 - admissions with other pull credentials never wait for a leader's answer (a refusal of its
   credentials is not theirs).
 """
@@ -205,6 +207,27 @@ def test_a_waiter_behind_a_slow_leader_fails_by_its_own_deadline(world):
     # the waiter's failure was not kept; the leader's success was
     before = len(r.gets)
     assert proves(verifier.verify(request, deadline()), digest) and len(r.gets) == before
+
+
+def test_a_waiter_verifies_again_when_the_leader_ran_out_of_its_own_earlier_deadline(world):
+    """A leader that started with little time left (late in its admission) and ran out of it is no
+    answer for a waiter with time to spare: the waiter verifies again (before: it took the leader's
+    timeout, and an image that verifies was denied)."""
+    digest, request = signed(world, "flights/late-leader", cs.new_key())
+    r = reader(world, hold=1)  # the leader's `.sig` read waits past the leader's deadline
+    cache = SignatureCache(TTL)
+    verifier = CosignVerifier(r, cache=cache)
+    leader, leaders = in_threads(1, lambda _: verifier.verify(request, deadline(1.0)))
+    assert wait_for(lambda: r.held == 1), "the leader did not start its read"
+    waiter, waiters = in_threads(1, lambda _: verifier.verify(request, deadline(30.0)))
+    assert wait_for(lambda: cache.stats()["shared_verifications"] >= 1), "the waiter did not join"
+    time.sleep(1.2)  # past the leader's deadline
+    r.release.set()
+    finish(leaders + waiters)
+    assert leader[0] is not None and leader[0]["verified"] is False, leader[0]
+    assert leader[0].unavailable is True, leader[0]  # type: ignore[attr-defined]  # it ran out of time
+    assert proves(waiter[0] or {}, digest), waiter[0]
+    assert r.count(".sig") == 2  # the leader's read, then the waiter's own
 
 
 # ---- a leader that fails -----------------------------------------------------------------------------------
