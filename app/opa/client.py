@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from app import jsonio
 from app.errors import OpaUnavailable
+from app.opa.listing import ListedModule, ModuleListing
 
 
 class OpaError(OpaUnavailable):
@@ -85,6 +86,10 @@ class OpaClient:
         self._waiting: dict[int, http.client.HTTPConnection] = {}
         self._abandoned: dict[int, str] = {}
         self._waiting_lock = threading.Lock()
+        self._listing = ModuleListing()  # the modules of the last GET /v1/policies, by their bytes
+        # The last answer of get_data: (path, its bytes, its value), so the same bytes again are
+        # not decoded again (the policy documents: ~1 MB for 200 policies, read on every check).
+        self._last_data: tuple[str, bytes, Any] | None = None
 
     def set_token(self, token: str | None) -> None:
         """A new bearer token (a rotated Secret) for every request from now on."""
@@ -239,64 +244,63 @@ class OpaClient:
             )
 
     def get_data(self, path: str) -> Any:
-        """The document at /v1/data/<path> (None when undefined); raises OpaError when OPA does not say."""
+        """The document at /v1/data/<path> (None when undefined); raises OpaError when OPA does not say.
+
+        The same answer as the last one, byte for byte, returns the very value returned then (it is
+        not decoded again): callers read it and never change it."""
         resp = self._request("GET", f"/v1/data/{quote(path.strip('/'), safe='/')}", self.timeout * 5)
         if resp.status_code != 200:
             raise OpaError(
                 f"OPA could not read the data at {path} ({resp.status_code}): {self._errors(resp)}"
             )
+        last = self._last_data
+        if last is not None and last[0] == path and last[1] == resp.content:
+            return last[2]
         try:
-            return resp.json().get("result")
+            value = resp.json().get("result")
         except (ValueError, AttributeError):
             raise OpaError(f"OPA answered the data at {path} in a form Ostiary does not understand") from None
+        self._last_data = (path, resp.content, value)
+        return value
 
     def delete_policy(self, module_id: str) -> None:
         resp = self._request("DELETE", f"/v1/policies/{quote(module_id, safe='/')}", self.timeout * 5)
         if resp.status_code not in (200, 404):
             raise OpaError(f"OPA refused to delete module {module_id}: {self._errors(resp)}")
 
-    def list_policies(self) -> dict[str, str]:
-        """Every module OPA holds: id -> source text (the whole set, whoever wrote it)."""
+    def _listed(self) -> list[ListedModule]:
+        """Every module OPA holds, authz aside, from one GET /v1/policies (app/opa/listing.py: an
+        answer made of the modules of the last one is not decoded again)."""
         resp = self._request("GET", "/v1/policies", self.timeout * 5)
         if resp.status_code != 200:
             raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
         try:
-            items = resp.json().get("result") or []
-            return {str(item["id"]): str(item.get("raw", "")) for item in items if not self._is_authz(item)}
+            modules = self._listing.read(resp.content)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+        return [module for module in modules if not self._is_authz(module)]
+
+    def list_policies(self) -> dict[str, str]:
+        """Every module OPA holds: id -> source text (the whole set, whoever wrote it)."""
+        return {module.id: module.raw for module in self._listed()}
 
     def list_modules(self) -> tuple[dict[str, str], dict[str, str]]:
         """Every module OPA holds (authz aside), from one GET /v1/policies: (id -> source text,
         id -> its package as a data path "a/b/c", for telling modules' virtual documents from
         stored data)."""
-        resp = self._request("GET", "/v1/policies", self.timeout * 5)
-        if resp.status_code != 200:
-            raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
-        try:
-            items = [item for item in resp.json().get("result") or [] if not self._is_authz(item)]
-            sources = {str(item["id"]): str(item.get("raw", "")) for item in items}
-            packages = {
-                str(item["id"]): "/".join(
-                    str(part.get("value")) for part in item["ast"]["package"]["path"][1:]
-                )
-                for item in items
-            }
-            return sources, packages
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+        modules = self._listed()
+        sources = {module.id: module.raw for module in modules}
+        packages = {module.id: "/".join(module.package[1:]) for module in modules}
+        return sources, packages
 
     def list_packages(self) -> dict[str, str]:
         return self.list_modules()[1]
 
-    def _is_authz(self, item: dict) -> bool:
+    def _is_authz(self, module: ListedModule) -> bool:
         """OPA's own access policy (package system.authz, as OPA parsed it) is part of OPA's
         configuration, not of the policy set Ostiary keeps exact; it only exists when a token
         guards the API, and then only the token holder could have written it."""
-        if not self.token:
-            return False
-        path = ((item.get("ast") or {}).get("package") or {}).get("path") or []
-        return [part.get("value") for part in path] == AUTHZ_PACKAGE
+        return bool(self.token) and list(module.package) == AUTHZ_PACKAGE
 
     def list_policy_ids(self) -> set[str]:
         return set(self.list_policies())

@@ -36,6 +36,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
+from app import jsonio
 from app.errors import ConfigError
 from app.opa.client import OpaClient, OpaError, OpaModuleRefused
 from app.paths import rego_library_dir
@@ -197,6 +198,8 @@ class PolicySync:
         self._before: dict[str, RegoModule] | None = None  # what OPA held before the last change
         self._not_held: set[str] = set()  # ids of the modules asked for that OPA does not hold as asked
         self._decoded_cache: dict[str, object] = {}  # desired document text -> its value (same_json)
+        # The last look at OPA's documents: (OPA's value, packages, wanted texts, the answer).
+        self._last_documents: tuple[object, frozenset[str], dict[str, str], dict[str, str]] | None = None
         self.synced = False
         # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
         # plans per generation: one queried while the set changed is never kept).
@@ -228,11 +231,32 @@ class PolicySync:
         modules, packages = self.opa.list_modules()
         root = self.opa.get_data(POLICY_DATA_ROOT)
         present: dict[str, str] = dict(modules)
-        for key, value in policy_documents(root, packages.values()).items():
-            module = wanted.get(key)
-            same = module is not None and module.is_data and same_json(self._decoded(module.source), value)
-            present[key] = module.source if same and module is not None else canonical_json(value)
+        present.update(self._documents(root, frozenset(packages.values()), wanted))
         return present
+
+    def _documents(
+        self, root: object, packages: frozenset[str], wanted: Mapping[str, RegoModule]
+    ) -> dict[str, str]:
+        """DATA_PREFIX + id -> text of each document OPA holds (_present). The answer depends only
+        on OPA's documents, the modules' packages and the wanted documents' texts: when all three
+        are what they were at the last look (OPA's answer the very value get_data returned then,
+        for the same bytes), it is that look's answer, not compared again document by document."""
+        texts = {key: module.source for key, module in wanted.items() if module.is_data}
+        last = self._last_documents
+        if last is not None and last[0] is root and last[1] == packages and last[2] == texts:
+            return dict(last[3])
+        found: dict[str, str] = {}
+        for key, value in policy_documents(root, packages).items():
+            text = texts.get(key)
+            found[key] = text if text is not None and self._same(text, value) else canonical_json(value)
+        self._last_documents = (root, packages, texts, found)
+        return dict(found)
+
+    def _same(self, text: str, value: object) -> bool:
+        """Whether OPA's document `value` is the wanted document `text`: at once when it encodes
+        back to exactly `text` (orjson's encoding decodes to the very value it encoded), else by
+        value (same_json)."""
+        return jsonio.dumps(value, sort_keys=True) == text.encode() or same_json(self._decoded(text), value)
 
     def _decoded(self, text: str) -> object:
         """A desired document's value (kept while its text is desired: repair compares every few seconds)."""
