@@ -89,7 +89,7 @@ class OpaClient:
         self._listing = ModuleListing()  # the modules of the last GET /v1/policies, by their bytes
         # The last answer of get_data: (path, its bytes, its value), so the same bytes again are
         # not decoded again (the policy documents: ~1 MB for 200 policies, read on every check).
-        self._last_data: tuple[str, bytes, Any] | None = None
+        self._last_data: tuple[str, bytes, object] | None = None
 
     def set_token(self, token: str | None) -> None:
         """A new bearer token (a rotated Secret) for every request from now on."""
