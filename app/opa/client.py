@@ -58,6 +58,23 @@ class Response:
         return jsonio.loads(self.content)
 
 
+class DataAnswer:
+    """OPA's answer to GET /v1/data/<path>: its bytes, decoded on demand."""
+
+    def __init__(self, path: str, content: bytes):
+        self.path = path
+        self.content = content
+
+    def value(self) -> object:
+        """The document (None when undefined); raises OpaError when the answer is no data answer."""
+        try:
+            return jsonio.loads(self.content).get("result")
+        except (ValueError, AttributeError):
+            raise OpaError(
+                f"OPA answered the data at {self.path} in a form Ostiary does not understand"
+            ) from None
+
+
 class _Connections(threading.local):
     """One kept-alive HTTP connection to OPA per request thread (and per OPA address)."""
 
@@ -87,9 +104,6 @@ class OpaClient:
         self._abandoned: dict[int, str] = {}
         self._waiting_lock = threading.Lock()
         self._listing = ModuleListing()  # the modules of the last GET /v1/policies, by their bytes
-        # The last answer of get_data: (path, its bytes, its value), so the same bytes again are
-        # not decoded again (the policy documents: ~1 MB for 200 policies, read on every check).
-        self._last_data: tuple[str, bytes, object] | None = None
 
     def set_token(self, token: str | None) -> None:
         """A new bearer token (a rotated Secret) for every request from now on."""
@@ -244,24 +258,18 @@ class OpaClient:
             )
 
     def get_data(self, path: str) -> Any:
-        """The document at /v1/data/<path> (None when undefined); raises OpaError when OPA does not say.
+        """The document at /v1/data/<path> (None when undefined); raises OpaError when OPA does not say."""
+        return self.read_data(path).value()
 
-        The same answer as the last one, byte for byte, returns the very value returned then (it is
-        not decoded again): callers read it and never change it."""
+    def read_data(self, path: str) -> DataAnswer:
+        """OPA's answer for the document at /v1/data/<path>, not decoded yet (a caller that has
+        seen the same bytes before need not decode them again); raises OpaError when OPA does not say."""
         resp = self._request("GET", f"/v1/data/{quote(path.strip('/'), safe='/')}", self.timeout * 5)
         if resp.status_code != 200:
             raise OpaError(
                 f"OPA could not read the data at {path} ({resp.status_code}): {self._errors(resp)}"
             )
-        last = self._last_data
-        if last is not None and last[0] == path and last[1] == resp.content:
-            return last[2]
-        try:
-            value = resp.json().get("result")
-        except (ValueError, AttributeError):
-            raise OpaError(f"OPA answered the data at {path} in a form Ostiary does not understand") from None
-        self._last_data = (path, resp.content, value)
-        return value
+        return DataAnswer(path, resp.content)
 
     def delete_policy(self, module_id: str) -> None:
         resp = self._request("DELETE", f"/v1/policies/{quote(module_id, safe='/')}", self.timeout * 5)

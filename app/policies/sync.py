@@ -16,7 +16,10 @@ time. Every change is computed against what OPA holds *now* (GET /v1/policies, i
 GET /v1/data/ostiary_policies),
 never against what this process remembers pushing: a module left by an earlier process, an older
 version or anyone else is removed by the first write, and ``repair()`` (run every few seconds by
-the watchdog or the cluster source) puts back any difference and reports it.
+the watchdog or the cluster source) puts back any difference and reports it. Every look reads both
+answers; only what OPA answers byte for byte as at the last look is not decoded and compared again
+(app/opa/listing.py, ``_documents``): the listing with the library's ASTs and 200 policies'
+documents cost the worker ~65 ms per look decoded, ~2 ms not (docs/performance.md).
 
 Changes are all or nothing: when OPA refuses a module, OPA is brought back to the previous
 desired set, so it never runs a half-applied one.
@@ -38,7 +41,7 @@ from pathlib import Path
 
 from app import jsonio
 from app.errors import ConfigError
-from app.opa.client import OpaClient, OpaError, OpaModuleRefused
+from app.opa.client import DataAnswer, OpaClient, OpaError, OpaModuleRefused
 from app.paths import rego_library_dir
 from app.policies.model import POLICY_DATA_ROOT, RegoModule
 from app.policies.pushguard import PushGuard, fingerprint, set_bytes
@@ -198,8 +201,8 @@ class PolicySync:
         self._before: dict[str, RegoModule] | None = None  # what OPA held before the last change
         self._not_held: set[str] = set()  # ids of the modules asked for that OPA does not hold as asked
         self._decoded_cache: dict[str, object] = {}  # desired document text -> its value (same_json)
-        # The last look at OPA's documents: (OPA's value, packages, wanted texts, the answer).
-        self._last_documents: tuple[object, frozenset[str], dict[str, str], dict[str, str]] | None = None
+        # The last look at OPA's documents: (OPA's answer, packages, wanted texts, what was found).
+        self._last_documents: tuple[bytes, frozenset[str], dict[str, str], dict[str, str]] | None = None
         self.synced = False
         # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
         # plans per generation: one queried while the set changed is never kept).
@@ -229,27 +232,27 @@ class PolicySync:
         under POLICY_DATA_ROOT (`wanted`'s own text when it is the same document, whatever form
         OPA handed it back in: same_json). Raises OpaError when OPA does not say."""
         modules, packages = self.opa.list_modules()
-        root = self.opa.get_data(POLICY_DATA_ROOT)
+        documents = self.opa.read_data(POLICY_DATA_ROOT)
         present: dict[str, str] = dict(modules)
-        present.update(self._documents(root, frozenset(packages.values()), wanted))
+        present.update(self._documents(documents, frozenset(packages.values()), wanted))
         return present
 
     def _documents(
-        self, root: object, packages: frozenset[str], wanted: Mapping[str, RegoModule]
+        self, answer: DataAnswer, packages: frozenset[str], wanted: Mapping[str, RegoModule]
     ) -> dict[str, str]:
         """DATA_PREFIX + id -> text of each document OPA holds (_present). The answer depends only
-        on OPA's documents, the modules' packages and the wanted documents' texts: when all three
-        are what they were at the last look (OPA's answer the very value get_data returned then,
-        for the same bytes), it is that look's answer, not compared again document by document."""
+        on OPA's answer, the modules' packages and the wanted documents' texts: when all three are
+        what they were at the last look (OPA's answer byte for byte), it is that look's answer,
+        neither decoded nor compared again."""
         texts = {key: module.source for key, module in wanted.items() if module.is_data}
         last = self._last_documents
-        if last is not None and last[0] is root and last[1] == packages and last[2] == texts:
+        if last is not None and last[0] == answer.content and last[1] == packages and last[2] == texts:
             return dict(last[3])
         found: dict[str, str] = {}
-        for key, value in policy_documents(root, packages).items():
+        for key, value in policy_documents(answer.value(), packages).items():
             text = texts.get(key)
             found[key] = text if text is not None and self._same(text, value) else canonical_json(value)
-        self._last_documents = (root, packages, texts, found)
+        self._last_documents = (answer.content, packages, texts, found)
         return dict(found)
 
     def _same(self, text: str, value: object) -> bool:
