@@ -10,8 +10,8 @@ Go map). So each answer read is cut into its modules' byte strings (each decoded
 the next answer is first matched against them: when it is exactly `{"result":[` + known modules'
 bytes joined by `,` + `]}`, it decodes to exactly those modules (a complete JSON value decodes the
 same wherever it stands in an array), and nothing is decoded. Any other answer (a module planted,
-replaced or gone, OPA restarted, another layout) is decoded in full, as before, in the same look:
-nothing is skipped, only work whose result is already known.
+replaced or gone, OPA restarted, another layout) is decoded in the same look, module by module (or
+whole when it cannot be cut so, as before): nothing is skipped, only work whose result is known.
 """
 
 from __future__ import annotations
