@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 from app import jsonio
 from app.errors import OpaUnavailable
+from app.opa.listing import ListedModule, ModuleListing
 
 
 class OpaError(OpaUnavailable):
@@ -57,6 +58,23 @@ class Response:
         return jsonio.loads(self.content)
 
 
+class DataAnswer:
+    """OPA's answer to GET /v1/data/<path>: its bytes, decoded on demand."""
+
+    def __init__(self, path: str, content: bytes):
+        self.path = path
+        self.content = content
+
+    def value(self) -> object:
+        """The document (None when undefined); raises OpaError when the answer is no data answer."""
+        try:
+            return jsonio.loads(self.content).get("result")
+        except (ValueError, AttributeError):
+            raise OpaError(
+                f"OPA answered the data at {self.path} in a form Ostiary does not understand"
+            ) from None
+
+
 class _Connections(threading.local):
     """One kept-alive HTTP connection to OPA per request thread (and per OPA address)."""
 
@@ -85,6 +103,7 @@ class OpaClient:
         self._waiting: dict[int, http.client.HTTPConnection] = {}
         self._abandoned: dict[int, str] = {}
         self._waiting_lock = threading.Lock()
+        self._listing = ModuleListing()  # the modules of the last GET /v1/policies, by their bytes
 
     def set_token(self, token: str | None) -> None:
         """A new bearer token (a rotated Secret) for every request from now on."""
@@ -240,63 +259,56 @@ class OpaClient:
 
     def get_data(self, path: str) -> Any:
         """The document at /v1/data/<path> (None when undefined); raises OpaError when OPA does not say."""
+        return self.read_data(path).value()
+
+    def read_data(self, path: str) -> DataAnswer:
+        """OPA's answer for the document at /v1/data/<path>, not decoded yet (a caller that has
+        seen the same bytes before need not decode them again); raises OpaError when OPA does not say."""
         resp = self._request("GET", f"/v1/data/{quote(path.strip('/'), safe='/')}", self.timeout * 5)
         if resp.status_code != 200:
             raise OpaError(
                 f"OPA could not read the data at {path} ({resp.status_code}): {self._errors(resp)}"
             )
-        try:
-            return resp.json().get("result")
-        except (ValueError, AttributeError):
-            raise OpaError(f"OPA answered the data at {path} in a form Ostiary does not understand") from None
+        return DataAnswer(path, resp.content)
 
     def delete_policy(self, module_id: str) -> None:
         resp = self._request("DELETE", f"/v1/policies/{quote(module_id, safe='/')}", self.timeout * 5)
         if resp.status_code not in (200, 404):
             raise OpaError(f"OPA refused to delete module {module_id}: {self._errors(resp)}")
 
-    def list_policies(self) -> dict[str, str]:
-        """Every module OPA holds: id -> source text (the whole set, whoever wrote it)."""
+    def _listed(self) -> list[ListedModule]:
+        """Every module OPA holds, authz aside, from one GET /v1/policies (app/opa/listing.py: an
+        answer made of the modules of the last one is not decoded again)."""
         resp = self._request("GET", "/v1/policies", self.timeout * 5)
         if resp.status_code != 200:
             raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
         try:
-            items = resp.json().get("result") or []
-            return {str(item["id"]): str(item.get("raw", "")) for item in items if not self._is_authz(item)}
+            modules = self._listing.read(resp.content)
         except (ValueError, KeyError, TypeError, AttributeError):
             raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+        return [module for module in modules if not self._is_authz(module)]
+
+    def list_policies(self) -> dict[str, str]:
+        """Every module OPA holds: id -> source text (the whole set, whoever wrote it)."""
+        return {module.id: module.raw for module in self._listed()}
 
     def list_modules(self) -> tuple[dict[str, str], dict[str, str]]:
         """Every module OPA holds (authz aside), from one GET /v1/policies: (id -> source text,
         id -> its package as a data path "a/b/c", for telling modules' virtual documents from
         stored data)."""
-        resp = self._request("GET", "/v1/policies", self.timeout * 5)
-        if resp.status_code != 200:
-            raise OpaError(f"OPA could not list policies: {self._errors(resp)}")
-        try:
-            items = [item for item in resp.json().get("result") or [] if not self._is_authz(item)]
-            sources = {str(item["id"]): str(item.get("raw", "")) for item in items}
-            packages = {
-                str(item["id"]): "/".join(
-                    str(part.get("value")) for part in item["ast"]["package"]["path"][1:]
-                )
-                for item in items
-            }
-            return sources, packages
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise OpaError("OPA listed its policies in a form Ostiary does not understand") from None
+        modules = self._listed()
+        sources = {module.id: module.raw for module in modules}
+        packages = {module.id: "/".join(module.package[1:]) for module in modules}
+        return sources, packages
 
     def list_packages(self) -> dict[str, str]:
         return self.list_modules()[1]
 
-    def _is_authz(self, item: dict) -> bool:
+    def _is_authz(self, module: ListedModule) -> bool:
         """OPA's own access policy (package system.authz, as OPA parsed it) is part of OPA's
         configuration, not of the policy set Ostiary keeps exact; it only exists when a token
         guards the API, and then only the token holder could have written it."""
-        if not self.token:
-            return False
-        path = ((item.get("ast") or {}).get("package") or {}).get("path") or []
-        return [part.get("value") for part in path] == AUTHZ_PACKAGE
+        return bool(self.token) and list(module.package) == AUTHZ_PACKAGE
 
     def list_policy_ids(self) -> set[str]:
         return set(self.list_policies())

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""What the background check of OPA's modules costs the worker: CPU per `PolicySync.difference()`.
+
+Starts an OPA as `ostiary serve` starts it (the pinned binary, token authentication), pushes the
+static Rego library and `--policies` policy documents (a mix of ClusterImagePolicies and
+ImagePolicies translated exactly as Ostiary translates them), then calls `difference()` (what
+the repair every few seconds and the readiness probe both run) `--calls` times and prints this
+process's CPU time per call (time.process_time: every thread of this process, as a worker's
+CPU would count it) and the wall time per call. OPA's own CPU is printed beside it.
+
+Usage: .venv/bin/python scripts/measure_opa_check.py [--policies 200] [--calls 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from app.opa.client import OpaClient  # noqa: E402
+from app.opa.process import LocalOpa  # noqa: E402
+from app.policies.model import PolicyResource  # noqa: E402
+from app.policies.sync import PolicySync, library_modules  # noqa: E402
+from app.policies.translate import translate  # noqa: E402
+
+
+def repositories(i: int, count: int) -> list[dict]:
+    """`count` entries: a third with trust, a third with a `simple` requirement, a third plain."""
+    entries: list[dict] = []
+    for j in range(count):
+        name = f"registry{j % 20}.example.com/team{i}/app{j}-*"
+        if j % 3 == 0:
+            policy: dict = {
+                "trust": {
+                    "enabled": True,
+                    "trustServer": "https://notary.example.com:4443",
+                    "signerSecrets": [{"name": f"signer{j % 7}"}],
+                }
+            }
+            entries.append({"name": name, "policy": policy})
+        elif j % 3 == 1:
+            policy = {"simple": {"requirements": [{"type": "signedBy", "keySecret": f"key{j % 5}"}]}}
+            entries.append({"name": name, "policy": policy})
+        else:
+            entries.append({"name": name})
+    return entries
+
+
+def resources(count: int) -> list[PolicyResource]:
+    """A tenth ClusterImagePolicies of 20 entries, the rest ImagePolicies of 5, one per namespace."""
+    found = []
+    for i in range(count):
+        if i % 10 == 0:
+            spec = {"repositories": repositories(i, 20)}
+            found.append(
+                PolicyResource("ostiary.dev/v1", "ClusterImagePolicy", f"c{i}", None, spec, "measure")
+            )
+        else:
+            spec = {"repositories": repositories(i, 5)}
+            found.append(PolicyResource("ostiary.dev/v1", "ImagePolicy", f"p{i}", f"ns{i}", spec, "measure"))
+    return found
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policies", type=int, default=200)
+    parser.add_argument("--calls", type=int, default=50)
+    args = parser.parse_args()
+    opa = LocalOpa(authenticate=True).start()
+    try:
+        assert opa.proc is not None
+        client = OpaClient(opa.url, timeout=30.0, token=opa.token)
+        sync = PolicySync(client, library_modules())
+        sync.replace_all(translate(r) for r in resources(args.policies))
+        assert sync.difference().empty, "OPA does not hold the set just pushed"
+        listing = client._request("GET", "/v1/policies", 30.0).content
+        sync.difference()  # warm: the connection and any cache
+        opa_cpu, cpu, wall = cpu_of(opa.proc.pid), time.process_time(), time.perf_counter()
+        for _ in range(args.calls):
+            assert sync.difference().empty
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        opa_cpu = cpu_of(opa.proc.pid) - opa_cpu
+        # A check that finds a change: one module and one document written behind Ostiary's back.
+        library = library_modules()
+        client.put_policy(library[0].id, library[0].source + "\n# changed\n")
+        first = translate(resources(args.policies)[1])
+        client.put_data(first.id, first.source.replace('"policy":{', '"policy":{"changed":true,', 1))
+        changed = time.process_time()
+        found = sync.difference()
+        changed = time.process_time() - changed
+        assert len(found.altered) == 2, found.describe()
+    finally:
+        opa.stop()
+    print(
+        f"library + {args.policies} policy documents ({len(listing) / 1024:.0f} KiB listed by GET /v1/policies), "
+        f"{args.calls} calls of difference():"
+    )
+    print(
+        f"  worker CPU {cpu / args.calls * 1000:.2f} ms per check, wall {wall / args.calls * 1000:.2f} ms, "
+        f"OPA CPU {opa_cpu / args.calls * 1000:.1f} ms"
+    )
+    print(f"  worker CPU {changed * 1000:.2f} ms for the check that finds a module and a document changed")
+
+
+if __name__ == "__main__":
+    main()
