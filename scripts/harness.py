@@ -27,6 +27,7 @@ import requests
 from app.admission.input import input_config, read_request
 from app.admission.input import opa_input as opa_input_of
 from tests.support.procs import die_with_parent
+from tests.support.serve import cluster_policy
 from tests.support.world import NotaryWorld, PushedImage, Scenario, build_scenario, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ OPA_TOKEN = secrets.token_urlsafe(24)
 OPA_AUTH = {"Authorization": f"Bearer {OPA_TOKEN}"}
 OPA_GOGC = "400"  # helm/ostiary/values.yaml opa.gogc
 
-__all__ = ["free_port"]  # re-exported: the one free-port helper is the test world's
+__all__ = ["cluster_policy", "free_port"]  # re-exported: the tests' one policy builder and free-port helper
 
 Doc = dict[str, Any]  # a JSON document: a policy, an AdmissionReview, OPA's input
 
@@ -316,15 +317,6 @@ def trust_policy(server: str, *signers: str) -> Doc:
     if signers:
         trust["signerSecrets"] = [{"name": s} for s in signers]
     return {"trust": trust}
-
-
-def cluster_policy(name: str, repositories: list[Doc]) -> Doc:
-    return {
-        "apiVersion": "ostiary.dev/v1",
-        "kind": "ClusterImagePolicy",
-        "metadata": {"name": name},
-        "spec": {"repositories": repositories},
-    }
 
 
 def image_policy(name: str, namespace: str, repositories: list[Doc]) -> Doc:

@@ -26,7 +26,7 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.k8s import eventually
 from tests.node.conftest import CHART, helm, image_values
-from tests.support import pki
+from tests.support import pki, serve
 
 pytestmark = pytest.mark.node
 
@@ -129,19 +129,9 @@ def registered_webhooks(api, name: str = FULLNAME) -> int:
 
 
 def cluster_policy(name: str, registry: str, notary_url: str, repo: str = "node/*") -> dict:
-    return {
-        "apiVersion": "ostiary.dev/v1",
-        "kind": "ClusterImagePolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "repositories": [
-                {
-                    "name": f"{registry}/{repo}",
-                    "policy": {"trust": {"enabled": True, "trustServer": notary_url}},
-                }
-            ]
-        },
-    }
+    """A ClusterImagePolicy requiring Notary trust from `notary_url` for registry/repo."""
+    trust = {"trust": {"enabled": True, "trustServer": notary_url}}
+    return serve.cluster_policy(name, [{"name": f"{registry}/{repo}", "policy": trust}])
 
 
 CUSTOM_RULE = """package ostiary.custom.nodetest

@@ -24,8 +24,8 @@ import pytest
 import requests
 
 from tests.support import cosign_signing as cs
+from tests.support.serve import deployment_review, message, patch_of
 from tests.support.simple_signing import FIXTURES, SigningWorld, serve_policies
-from tests.world.test_admit_world import deployment_review, message, patch_of
 
 HOST = "registry.test:5000"
 # cosign rejected these because of how it was invoked, not because of the image: a bundle verified

@@ -19,8 +19,8 @@ import pytest
 
 from tests.support import cosign_signing as cs
 from tests.support.keyless_signing import TestSigstore
+from tests.support.serve import deployment_review, message, patch_of
 from tests.support.simple_signing import FIXTURES, SigningWorld, serve_policies
-from tests.world.test_admit_world import deployment_review, message, patch_of
 
 HOST = "registry.test:5000"
 REAL_ISSUER = "https://github.com/login/oauth"

@@ -21,8 +21,8 @@ from tests.signatures.test_cosign_keyless_admit import (
 from tests.signatures.test_cosign_referrers import registry  # noqa: F401 - the module's refreg fixture
 from tests.support import cosign_signing as cs
 from tests.support.keyless_signing import TestSigstore
+from tests.support.serve import message
 from tests.support.simple_signing import serve_policies
-from tests.world.test_admit_world import message
 
 HOST = "registry.test:5000"
 

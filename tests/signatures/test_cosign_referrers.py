@@ -23,9 +23,9 @@ import requests
 from tests.signatures.test_cosign_admit import CLI_ONLY, admit, cosign_policy, pinned_to, secret
 from tests.support import cosign_signing as cs
 from tests.support.procs import die_with_parent
+from tests.support.serve import message, stop
 from tests.support.simple_signing import FIXTURES, serve_policies
 from tests.support.world import free_port
-from tests.world.test_admit_world import _stop, message
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "registry.test:5000"
@@ -86,7 +86,7 @@ def registry(tmp_path_factory):
         assert done.returncode == 0, f"replay.py failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
         yield url, f"127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 class Made:

@@ -20,8 +20,8 @@ from tests.signatures.test_cosign_keyless_admit import ISSUER, WORKFLOW, policy
 from tests.signatures.test_offline_signatures import _deployment
 from tests.support import cosign_signing as cs
 from tests.support.keyless_signing import TestSigstore
+from tests.support.serve import OSTIARY
 from tests.support.simple_signing import SigningWorld
-from tests.world.test_admit_world import OSTIARY
 
 HOST = "registry.test:5000"
 

@@ -37,9 +37,9 @@ from tests.signatures.test_cosign_referrers import _refreg
 from tests.support import cosign_signing as cs
 from tests.support import notation_signing as ns
 from tests.support.procs import die_with_parent
+from tests.support.serve import message, stop
 from tests.support.simple_signing import FIXTURES, SigningWorld, serve_policies
 from tests.support.world import free_port
-from tests.world.test_admit_world import _stop, message
 
 HOST = "registry.test:5000"
 REPOS = ("ostiary/notation-jws", "ostiary/notation-cose", "ostiary/notation-expiry")
@@ -456,7 +456,7 @@ def refreg(tmp_path_factory):
         ns.push_signature(push, "made/api", d, ns.jws(chain, ns.target(push, "made/api", d)), fallback=False)
         yield url, f"127.0.0.1:{port}", chain, d
     finally:
-        _stop(proc)
+        stop(proc)
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import yaml
 
 from tests.signatures.test_cosign_admit import CLI_ONLY, _cosign_cases, cosign_policy, secret
 from tests.signatures.test_simple_admit import _identity, _simple_cases, image_policy, signed_by
+from tests.support.serve import OSTIARY
 from tests.support.simple_signing import FIXTURES, SigningWorld
-from tests.world.test_admit_world import OSTIARY
 
 HOST = "registry.test:5000"
 

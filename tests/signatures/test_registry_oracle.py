@@ -29,8 +29,8 @@ from app.signatures.registry import RegistryReader
 from app.signatures.service import SignatureService
 from tests.signatures.test_registry_unavailable import GPG_KEY, answering, closed_port
 from tests.support import cosign_signing as cs
+from tests.support.serve import OSTIARY, deployment_review, message
 from tests.support.simple_signing import FIXTURES, serve_policies
-from tests.world.test_admit_world import OSTIARY, deployment_review, message
 
 BUDGET = "2"  # seconds per admission: the silent port costs three quarters of it
 NOTATION_CA = FIXTURES / "keys" / "public" / "notation" / "trusted-root.crt"

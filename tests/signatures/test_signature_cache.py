@@ -331,8 +331,8 @@ def test_serve_a_key_replaced_in_the_secret_denies_the_next_admission(world, tmp
     in the policy directory; once Ostiary has read the new Secret, the next admission verifies again
     and is denied (no cached success of the old key answers it)."""
     from tests.signatures.test_cosign_admit import cosign_policy, secret
+    from tests.support.serve import deployment_review, message, patch_of
     from tests.support.simple_signing import serve_policies
-    from tests.world.test_admit_world import deployment_review, message, patch_of
 
     a, b = cs.new_key(), cs.new_key()
     digest = signed_image(world, "cache/serve", a)

@@ -11,8 +11,8 @@ while the others arrive — the registry itself answers every read.
 - a waiter whose deadline passes behind a slow leader fails by its deadline, while the leader is
   still held: not a hang, not a success (before: it read and verified on its own);
 - a leader whose read fails (the registry is gone) releases every waiter with that failure, and the
-  failure is not kept (the registry refused: no waiter reads again); a leader that raises releases them with a failure of their own, and the next
-  admission verifies afresh (nothing left hanging);
+  failure is not kept (the registry refused: no waiter reads again); a leader that raises releases
+  them with a failure of their own, and the next admission verifies afresh (nothing left hanging);
 - a leader that ran out of its own, earlier deadline is no answer for a waiter with time to spare:
   the waiter verifies again (as a Notary walk does);
 - admissions with other pull credentials never wait for a leader's answer (a refusal of its

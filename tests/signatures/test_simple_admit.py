@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.serve import Ostiary, deployment_review, message, patch_of
 from tests.support.simple_signing import FIXTURES, SigningWorld, serve_policies
-from tests.world.test_admit_world import Ostiary, deployment_review, message, patch_of
 
 HOST = "registry.test:5000"
 

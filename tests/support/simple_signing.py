@@ -23,16 +23,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 import requests
 
 from . import pki
 from .procs import die_with_parent
+from .serve import Ostiary, serve_documents
 from .world import free_port
 
 FIXTURES = Path(os.environ.get("OSTIARY_SIGNATURE_FIXTURES", "/work/shared/fixtures/signatures"))
@@ -249,46 +249,8 @@ class SigningWorld:
         return path
 
 
-@contextlib.contextmanager
-def serve_policies(tmp: Path, documents: list[dict], *extra: str) -> Iterator[Any]:
-    """`ostiary serve --policy-dir` (a real subprocess with its local OPA) over `documents`, ready;
-    stopped on exit. Yields tests.world.test_admit_world.Ostiary."""
-    from tests.world.test_admit_world import OSTIARY, Ostiary, _stop
-
-    policies = tmp / "policies"
-    policies.mkdir()
-    for i, doc in enumerate(documents):
-        (policies / f"{i:03d}-{doc['kind'].lower()}.json").write_text(json.dumps(doc))
-    port = free_port()
-    log = tmp / "ostiary.log"
-    argv = [
-        str(OSTIARY), "serve", "--policy-dir", str(policies), "--listen", f"127.0.0.1:{port}",
-        "--decision-log", "off", *extra,
-    ]  # fmt: skip
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            argv,
-            cwd=tmp,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
-        )
-    server = Ostiary(f"http://127.0.0.1:{port}", proc, log)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ostiary serve exited:\n{server.tail()}")
-            try:
-                if requests.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"ostiary serve not ready:\n{server.tail()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        _stop(proc)
+def serve_policies(
+    tmp: Path, documents: list[dict], *extra: str
+) -> contextlib.AbstractContextManager[Ostiary]:
+    """`ostiary serve --policy-dir` over `documents` (no decision log), ready; stopped on exit."""
+    return serve_documents(tmp, documents, "--decision-log", "off", *extra)

@@ -12,26 +12,23 @@ Policies (a temporary --policy-dir):
 from __future__ import annotations
 
 import base64
-import json
-import os
-import signal
-import subprocess
-import time
-import uuid
-from pathlib import Path
 
 import pytest
-import requests
 
-from tests.support.procs import die_with_parent
-from tests.support.world import free_port
+from tests.support.serve import (
+    OSTIARY,
+    READY_TIMEOUT,
+    deployment_review,
+    message,
+    patch_of,
+    start_ready,
+    stop,
+    write_documents,
+)
 
 pytestmark = pytest.mark.world
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-OSTIARY = Path(os.environ.get("OSTIARY_BIN") or REPO_ROOT / ".venv" / "bin" / "ostiary")
 SYSTEM_NS = "ostiary-system"
-READY_TIMEOUT = 45.0
 
 
 def b64(text: str) -> str:
@@ -82,36 +79,6 @@ def policy_documents(world) -> list[dict]:
     ]
 
 
-class Ostiary:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path):
-        self.url, self.proc, self.log = url, proc, log
-        self.startup_seconds: float | None = None
-
-    def tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
-
-    def admit(self, review: dict) -> dict:
-        r = requests.post(f"{self.url}/admit", json=review, timeout=20)
-        assert r.status_code == 200, f"HTTP {r.status_code}: {r.text[:500]}\n{self.tail()}"
-        return r.json()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
 @pytest.fixture(scope="module")
 def ostiary(world, tmp_path_factory):
     if not OSTIARY.exists():
@@ -119,95 +86,12 @@ def ostiary(world, tmp_path_factory):
             f"{OSTIARY} is missing: install the project into its venv (pip install -e .)", pytrace=False
         )
     tmp = tmp_path_factory.mktemp("ostiary-serve")
-    policies = tmp / "policies"
-    policies.mkdir()
-    for i, doc in enumerate(policy_documents(world)):
-        (policies / f"{i:02d}-{doc['kind'].lower()}-{doc['metadata']['name']}.json").write_text(
-            json.dumps(doc)
-        )
-    port = free_port()
-    log = tmp / "ostiary.log"
-    argv = [
-        str(OSTIARY),
-        "serve",
-        "--policy-dir",
-        str(policies),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--ca-file",
-        world.ca_file,
-    ]
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            argv,
-            cwd=tmp,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
-        )
-    server = Ostiary(f"http://127.0.0.1:{port}", proc, log)
+    policies = write_documents(tmp / "policies", policy_documents(world))
+    server = start_ready(tmp, policies, "--ca-file", world.ca_file)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        last = "no answer"
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"`{' '.join(argv)}` exited with {proc.returncode}:\n{server.tail()}", pytrace=False
-                )
-            try:
-                r = requests.get(f"{server.url}/readyz", timeout=1)
-                if r.status_code == 200:
-                    break
-                last = f"HTTP {r.status_code}: {r.text[:300]}"
-            except requests.RequestException as e:
-                last = f"{type(e).__name__}"
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"ostiary serve not ready after {READY_TIMEOUT:.0f}s ({last}):\n{server.tail()}",
-                    pytrace=False,
-                )
-            time.sleep(0.1)
-        server.startup_seconds = READY_TIMEOUT - (deadline - time.monotonic())
         yield server
     finally:
-        _stop(proc)
-
-
-def deployment_review(*images: str, namespace: str = "default", operation: str = "CREATE") -> dict:
-    containers = [{"name": f"c{i}", "image": image} for i, image in enumerate(images)]
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": namespace, "uid": str(uuid.uuid4())},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": containers}},
-        },
-    }
-    gvk = {"group": "apps", "version": "v1", "kind": "Deployment"}
-    gvr = {"group": "apps", "version": "v1", "resource": "deployments"}
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": gvk,
-            "resource": gvr,
-            "requestKind": gvk,
-            "requestResource": gvr,
-            "name": "web",
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "world-tester", "groups": ["system:authenticated"]},
-            "object": deployment,
-            "oldObject": None,
-            "dryRun": False,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        },
-    }
+        stop(server.proc)
 
 
 def review(ostiary, *images: str, namespace: str = "default") -> tuple[dict, dict]:
@@ -217,17 +101,6 @@ def review(ostiary, *images: str, namespace: str = "default") -> tuple[dict, dic
     response = answer["response"]
     assert response["uid"] == body["request"]["uid"]
     return body, response
-
-
-def patch_of(response: dict) -> list[dict]:
-    if "patch" not in response:
-        return []
-    assert response["patchType"] == "JSONPatch"
-    return json.loads(base64.b64decode(response["patch"]))
-
-
-def message(response: dict) -> str:
-    return (response.get("status") or {}).get("message", "")
 
 
 def assert_pinned(response: dict, expected: dict[int, str]) -> None:

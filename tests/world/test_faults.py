@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -35,75 +34,16 @@ import pytest
 import requests
 
 from tests.support.faultproxy import FaultProxy
-from tests.support.procs import die_with_parent
-from tests.support.world import free_port
-from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
+from tests.support.serve import Ostiary, cluster_policy, deployment_review, start, stop
 
 pytestmark = pytest.mark.world
 
 BUDGET = 4.0  # --budget given to ostiary serve in these tests
 
 
-class Served:
-    def __init__(self, proc: subprocess.Popen, url: str, log: Path) -> None:
-        self.proc, self.url, self.log = proc, url, log
-
-    def tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
-
-    def admit(self, body: dict, timeout: float = 30) -> dict:
-        r = requests.post(f"{self.url}/admit", json=body, timeout=timeout)
-        assert r.status_code == 200, f"HTTP {r.status_code}: {r.text[:300]}\n{self.tail()}"
-        return r.json()["response"]
-
-    def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"ostiary serve exited:\n{self.tail()}"
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"not ready after {timeout}s:\n{self.tail()}")
-
-
-def serve(tmp: Path, policy_dir: Path, ca_file: str) -> Served:
-    port = free_port()
-    log = tmp / f"ostiary-{port}.log"
-    argv = [
-        str(OSTIARY),
-        "serve",
-        "--policy-dir",
-        str(policy_dir),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--ca-file",
-        ca_file,
-        "--budget",
-        str(BUDGET),
-    ]
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=tmp,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
-        )
-    return Served(proc, f"http://127.0.0.1:{port}", log)
-
-
-def cluster_policy(name: str, repositories: list[dict]) -> dict:
-    return {
-        "apiVersion": "ostiary.dev/v1",
-        "kind": "ClusterImagePolicy",
-        "metadata": {"name": name},
-        "spec": {"repositories": repositories},
-    }
+def serve(tmp: Path, policy_dir: Path, ca_file: str) -> Ostiary:
+    """`ostiary serve` trusting the world's CA, with these tests' --budget (not waited for)."""
+    return start(tmp, policy_dir, "--ca-file", ca_file, "--budget", str(BUDGET))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +72,7 @@ def proxied(world, tmp_path_factory):
         served.wait_ready()
         yield world, proxy, served
     finally:
-        _stop(served.proc)
+        stop(served.proc)
         proxy.close()
 
 
@@ -150,7 +90,7 @@ def test_a_failing_notary_server_means_denial_within_the_budget_and_heals(proxie
     try:
         seen_before = proxy.seen
         started = time.monotonic()
-        response = served.admit(deployment_review(image))
+        response = served.response(deployment_review(image))
         elapsed = time.monotonic() - started
         assert response["allowed"] is False, response
         message = response["status"]["message"]
@@ -159,12 +99,12 @@ def test_a_failing_notary_server_means_denial_within_the_budget_and_heals(proxie
         assert elapsed < BUDGET + 3, f"{fault}: answered after {elapsed:.1f}s (budget {BUDGET}s)"
         # while the fault lasts, no admission of the image is allowed
         for _ in range(3):
-            assert served.admit(deployment_review(image))["allowed"] is False
+            assert served.response(deployment_review(image))["allowed"] is False
     finally:
         proxy.fault = None
     deadline = time.monotonic() + 30  # the failure memory (a few seconds) must pass first
     while True:
-        response = served.admit(deployment_review(image))
+        response = served.response(deployment_review(image))
         if response["allowed"]:
             break
         assert time.monotonic() < deadline, f"{fault}: not admitted again after the fault: {response}"
@@ -212,13 +152,13 @@ def plain(world, tmp_path):
         served.wait_ready()
         yield world, served, policies
     finally:
-        _stop(served.proc)
+        stop(served.proc)
 
 
 class Hammer:
     """Threads sending admissions of images the policies forbid, counting any allow."""
 
-    def __init__(self, served: Served, images: list[str]) -> None:
+    def __init__(self, served: Ostiary, images: list[str]) -> None:
         self.served, self.images = served, images
         self.allowed: list[str] = []
         self.denied = self.errors = 0
@@ -287,10 +227,10 @@ def test_opa_killed_while_a_reload_is_pushed_never_admits_a_forbidden_image_and_
     assert hammer.denied > 0
     # everything comes back: the old policy still admits, and the reload OPA's death interrupted
     # is retried until the 150 new policies are in force (their images then need trust)
-    assert served.admit(deployment_review(f"{reg}/open/app:v1"))["allowed"] is True
+    assert served.response(deployment_review(f"{reg}/open/app:v1"))["allowed"] is True
     deadline = time.monotonic() + 30
     while True:
-        denied = served.admit(deployment_review(f"{reg}/bulk149/app:v1"))
+        denied = served.response(deployment_review(f"{reg}/bulk149/app:v1"))
         assert denied["allowed"] is False, denied
         if "no repository entry" not in denied["status"]["message"]:
             break
@@ -312,7 +252,7 @@ def test_a_killed_worker_is_replaced_and_no_forbidden_image_is_admitted_meanwhil
         time.sleep(1)
     assert hammer.allowed == []
     assert served.proc.poll() is None, "the server itself must survive a worker's death"
-    assert served.admit(deployment_review(f"{reg}/open/app:v1"))["allowed"] is True
+    assert served.response(deployment_review(f"{reg}/open/app:v1"))["allowed"] is True
     assert set(_children(served.proc.pid)) != set(workers)
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.support.serve import cluster_policy, deployment_review, stop
 from tests.trust.forge import DIGEST_A, DIGEST_B, ForgedRepo
 from tests.trust.https_server import NotaryTestServer, ServerKnobs
 from tests.trust.test_service_hostile import _hostile_root_keys
-from tests.world.test_admit_world import _stop, deployment_review
-from tests.world.test_faults import BUDGET, cluster_policy, serve, signed_image
+from tests.world.test_faults import BUDGET, serve, signed_image
 
 pytestmark = pytest.mark.world
 
@@ -67,7 +67,7 @@ def hostile(world, tmp_path_factory):
         served.wait_ready()
         yield world, served
     finally:
-        _stop(served.proc)
+        stop(served.proc)
         server.stop()
 
 
@@ -75,12 +75,12 @@ def test_hostile_root_is_denied_and_others_keep_flowing(hostile) -> None:
     world, served = hostile
     reg = world.registry_host
     good = signed_image(world, "good/app")
-    assert served.admit(deployment_review(good))["allowed"] is True
+    assert served.response(deployment_review(good))["allowed"] is True
     answers: list[dict] = []
 
     def attack() -> None:
         for _ in range(3):
-            answers.append(served.admit(deployment_review(f"{reg}/evil/root:latest@sha256:{DIGEST_A}")))
+            answers.append(served.response(deployment_review(f"{reg}/evil/root:latest@sha256:{DIGEST_A}")))
 
     attacker = threading.Thread(target=attack)
     attacker.start()
@@ -88,7 +88,7 @@ def test_hostile_root_is_denied_and_others_keep_flowing(hostile) -> None:
     while attacker.is_alive() or slowest == 0.0:
         started = time.monotonic()
         assert requests.get(f"{served.url}/healthz", timeout=NORMAL).status_code == 200
-        assert served.admit(deployment_review(good), timeout=NORMAL)["allowed"] is True
+        assert served.response(deployment_review(good), timeout=NORMAL)["allowed"] is True
         slowest = max(slowest, time.monotonic() - started)
     attacker.join()
     assert slowest < NORMAL
@@ -99,6 +99,6 @@ def test_hostile_root_is_denied_and_others_keep_flowing(hostile) -> None:
 
 def test_nested_release_role_is_refused_not_fallen_back(hostile) -> None:
     world, served = hostile
-    response = served.admit(deployment_review(f"{world.registry_host}/evil/nested:v1"))
+    response = served.response(deployment_review(f"{world.registry_host}/evil/nested:v1"))
     assert response["allowed"] is False, response
     assert "first found in targets/releases/x" in response["status"]["message"], response["status"]["message"]

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from tests.world.test_admit_world import deployment_review, message, ostiary, patch_of  # noqa: F401 (fixture)
+from tests.support.serve import deployment_review, message, patch_of
+from tests.world.test_admit_world import ostiary  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.world
 

@@ -30,7 +30,7 @@ import yaml
 from app.notary.state import FileRecordStore
 from app.offline.engine import admission_review
 from tests.e2e.cluster import free_port, start_process
-from tests.world.test_admit_world import OSTIARY
+from tests.support.serve import OSTIARY
 from tests.world.test_roots import Publisher
 
 pytestmark = pytest.mark.world

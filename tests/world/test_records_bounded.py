@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from app.notary.state import FileRecordStore
-from tests.world.test_admit_world import _stop, deployment_review
-from tests.world.test_faults import cluster_policy, signed_image
+from tests.support.serve import cluster_policy, deployment_review, stop
+from tests.world.test_faults import signed_image
 from tests.world.test_roots import start
 
 pytestmark = pytest.mark.world
@@ -42,23 +42,23 @@ def test_dry_runs_write_nothing_and_records_are_capped(world, tmp_path) -> None:
     try:
         # a dry run is verified and answered like any admission, and writes nothing
         for _ in range(3):
-            answer = served.admit(dry(deployment_review(images[0])))
+            answer = served.response(dry(deployment_review(images[0])))
             assert answer["allowed"] is True, answer
         assert store.records() == []
         # the real admission records the first use
-        assert served.admit(deployment_review(images[0]))["allowed"] is True
+        assert served.response(deployment_review(images[0]))["allowed"] is True
         assert [r.gun for r in store.records()] == [images[0].rsplit(":", 1)[0]]
-        assert served.admit(deployment_review(images[1]))["allowed"] is True
+        assert served.response(deployment_review(images[1]))["allowed"] is True
         assert len(store.records()) == 2
         # full: a third repository is denied, naming the limit, and nothing is written
-        refused = served.admit(deployment_review(images[2]))
+        refused = served.response(deployment_review(images[2]))
         assert refused["allowed"] is False
         assert "--max-trust-records 2" in refused["status"]["message"], refused
         assert len(store.records()) == 2
         # recorded repositories are still admitted
-        assert served.admit(deployment_review(images[0]))["allowed"] is True
+        assert served.response(deployment_review(images[0]))["allowed"] is True
         metrics = requests.get(f"{served.url}/metrics", timeout=10).text
         assert "ostiary_trust_records 2.0" in metrics
         assert "ostiary_trust_records_refused_total 1.0" in metrics
     finally:
-        _stop(served.proc)
+        stop(served.proc)

@@ -27,10 +27,8 @@ from pathlib import Path
 import pytest
 
 from app.notary.state import FileRecordStore
-from tests.support.procs import die_with_parent
-from tests.support.world import _PASSPHRASE_ENV, NotaryWorld, free_port
-from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
-from tests.world.test_faults import Served, cluster_policy
+from tests.support.serve import OSTIARY, Ostiary, cluster_policy, deployment_review, start_ready, stop
+from tests.support.world import _PASSPHRASE_ENV, NotaryWorld
 
 pytestmark = pytest.mark.world
 
@@ -84,39 +82,9 @@ def served_root(world: NotaryWorld, repo: str) -> tuple[int, list[str]]:
     return signed["version"], sorted(signed["roles"]["root"]["keyids"])
 
 
-def start(tmp: Path, policies: Path, ca_file: str, state_dir: Path, *extra: str) -> Served:
-    port = free_port()
-    log = tmp / f"ostiary-{port}.log"
-    argv = [
-        str(OSTIARY),
-        "serve",
-        "--policy-dir",
-        str(policies),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--ca-file",
-        ca_file,
-        "--state-dir",
-        str(state_dir),
-        *extra,
-    ]
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=tmp,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl
-        )
-    served = Served(proc, f"http://127.0.0.1:{port}", log)
-    try:
-        served.wait_ready()
-    except BaseException:
-        _stop(proc)
-        raise
-    return served
+def start(tmp: Path, policies: Path, ca_file: str, state_dir: Path, *extra: str) -> Ostiary:
+    """`ostiary serve` trusting the world's CA, with its trust records in `state_dir`, ready."""
+    return start_ready(tmp, policies, "--ca-file", ca_file, "--state-dir", str(state_dir), *extra, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +137,8 @@ def phases(world, tmp_path_factory):
     try:
         answers: dict = {}
 
-        def admit(who: str, served: Served) -> None:
-            answers[who] = served.admit(deployment_review(images["shared"][2]))
+        def admit(who: str, served: Ostiary) -> None:
+            answers[who] = served.response(deployment_review(images["shared"][2]))
 
         threads = [threading.Thread(target=admit, args=(who, s)) for who, s in (("a", a), ("b", b))]
         for t in threads:
@@ -178,10 +146,10 @@ def phases(world, tmp_path_factory):
         for t in threads:
             t.join(timeout=60)
         out["shared"] = answers
-        out["phase1"] = {n: a.admit(deployment_review(images[n][2])) for n in REPOS if n != "shared"}
+        out["phase1"] = {n: a.response(deployment_review(images[n][2])) for n in REPOS if n != "shared"}
     finally:
-        _stop(a.proc)
-        _stop(b.proc)
+        stop(a.proc)
+        stop(b.proc)
     out["records1"] = {r.gun: r for r in FileRecordStore(state).records()}
 
     # phase 2: change the repositories while no Ostiary runs
@@ -205,15 +173,15 @@ def phases(world, tmp_path_factory):
     # phase 3: restarted on the same state; and a control on an empty state dir
     c = start(tmp, policies, w.ca_file, state)
     try:
-        out["phase3"] = {n: c.admit(deployment_review(images[n][2])) for n in REPOS}
+        out["phase3"] = {n: c.response(deployment_review(images[n][2])) for n in REPOS}
     finally:
-        _stop(c.proc)
+        stop(c.proc)
     out["records3"] = {r.gun: r for r in FileRecordStore(state).records()}
     control = start(tmp, policies, w.ca_file, empty)
     try:
-        out["control"] = {n: control.admit(deployment_review(images[n][2])) for n in ("rekey", "rollback")}
+        out["control"] = {n: control.response(deployment_review(images[n][2])) for n in ("rekey", "rollback")}
     finally:
-        _stop(control.proc)
+        stop(control.proc)
 
     # phase 4: the operator accepts the re-key with the CLI, and a new process admits it
     def cli(*args: str) -> subprocess.CompletedProcess:
@@ -237,9 +205,9 @@ def phases(world, tmp_path_factory):
     out["records4"] = {r.gun: r for r in FileRecordStore(state).records()}
     d = start(tmp, policies, w.ca_file, state)
     try:
-        out["phase4"] = d.admit(deployment_review(rekey_ref))
+        out["phase4"] = d.response(deployment_review(rekey_ref))
     finally:
-        _stop(d.proc)
+        stop(d.proc)
     return out
 
 

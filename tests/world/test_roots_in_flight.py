@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from tests.world.test_admit_world import _stop, deployment_review
-from tests.world.test_faults import FaultProxy, cluster_policy, serve
+from tests.support.serve import cluster_policy, deployment_review, stop
+from tests.world.test_faults import FaultProxy, serve
 from tests.world.test_roots import Publisher
 from tests.world.test_roots_pinned import SYSTEM_NS, root_certificate_pem, root_secret
 
@@ -53,7 +53,7 @@ def test_pins_added_while_an_admission_is_in_flight_deny_its_first_use_facts(wor
         image = f"{w.gun(repo)}:v1"
         proxy.fault = "hold"
         answers: list[dict] = []
-        flight = threading.Thread(target=lambda: answers.append(served.admit(deployment_review(image))))
+        flight = threading.Thread(target=lambda: answers.append(served.response(deployment_review(image))))
         flight.start()
         deadline = time.monotonic() + 20
         while proxy.held == 0:  # the admission waits on the stalled server
@@ -72,9 +72,9 @@ def test_pins_added_while_an_admission_is_in_flight_deny_its_first_use_facts(wor
         assert answer["allowed"] is False, "admitted on the unpinned root after pins were added"
         assert "verified on a first-use root" in message, message
         # a new admission is decided under the pins: A's root is not B's
-        again = served.admit(deployment_review(image))
+        again = served.response(deployment_review(image))
         assert again["allowed"] is False
         assert "pinned in secret(s) ostiary-system/hub-root" in again["status"]["message"]
     finally:
-        _stop(served.proc)
+        stop(served.proc)
         proxy.close()

@@ -21,8 +21,7 @@ import pytest
 import requests
 
 from app.notary.state import FileRecordStore
-from tests.world.test_admit_world import OSTIARY, _stop, deployment_review
-from tests.world.test_faults import cluster_policy
+from tests.support.serve import OSTIARY, cluster_policy, deployment_review, stop
 from tests.world.test_roots import Publisher, start
 
 pytestmark = pytest.mark.world
@@ -124,17 +123,17 @@ def pinned(world, tmp_path_factory):
     served = start(tmp, policies, w.ca_file, state, "--root-pins", str(tmp / "root-pins.yaml"))
     try:
         out = {
-            name: served.admit(deployment_review(ref))
+            name: served.response(deployment_review(ref))
             for name, ref in refs.items()
             if not name.startswith("default")
         }
-        out["default-a"] = served.admit(deployment_review(refs["default-a"]))
-        out["default-b"] = served.admit(deployment_review(refs["default-b"]))
-        out["team-good"] = served.admit(deployment_review(refs["good"], namespace="team"))
-        out["again"] = served.admit(deployment_review(refs["good"]))
+        out["default-a"] = served.response(deployment_review(refs["default-a"]))
+        out["default-b"] = served.response(deployment_review(refs["default-b"]))
+        out["team-good"] = served.response(deployment_review(refs["good"], namespace="team"))
+        out["again"] = served.response(deployment_review(refs["good"]))
         out["metrics"] = requests.get(f"{served.url}/metrics", timeout=10).text
     finally:
-        _stop(served.proc)
+        stop(served.proc)
     out["records"] = FileRecordStore(state).records()
     out["refs"] = refs
     return out
