@@ -32,8 +32,8 @@ the same unsigned image) verify once. Inside `fly()` (`@SignatureCache.single_fl
 it reads and verifies; the others wait for its facts, each until its own deadline (then a failure of
 its own, `SharedVerificationFailed`, never a success). The leader's facts, a failure included, are
 every waiter's answer, except a failure for want of an answer when the leader ran out of its own,
-earlier deadline: a waiter with time left then verifies again. Only a success is kept. A leader that raises releases its waiters with a
-failure (`fly` lands every flight it led, whatever happens). Registry credentials are part of the
+earlier deadline: a waiter with time left then verifies again. Only a success is kept. A leader that
+raises releases its waiters with a failure (`fly` lands every flight it led, whatever happens). Registry credentials are part of the
 flight's key, so a leader refused with other pull secrets never answers for an admission with its own.
 Counted as `shared_verifications`. `ttl` 0 (no_cache()) keeps nothing and shares nothing.
 
