@@ -27,14 +27,15 @@ the answer would change (`valid_from`, `valid_until`), and served only to a veri
 an offline run's `--at`) strictly between the two.
 
 Single flight: concurrent misses of one requirement (a Deployment scaled to 50 replicas, a burst of
-the same unsigned image) verify once. Inside `fly()` (`@SignatureCache.single_flight` on a verifier's
-`verify`), the first miss of a (format, image reference, requirement, material, credentials) leads:
-it reads and verifies; the others wait for its facts, each until its own deadline (then a failure of
-its own, `SharedVerificationFailed`, never a success). The leader's facts, a failure included, are
-every waiter's answer, except a failure for want of an answer when the leader ran out of its own,
-earlier deadline: a waiter with time left then verifies again. Only a success is kept. A leader that
-raises releases its waiters with a failure (`fly` lands every flight it led, whatever happens). Registry credentials are part of the
-flight's key, so a leader refused with other pull secrets never answers for an admission with its own.
+the same unsigned image) verify once. Inside `fly()` (`@SignatureCache.single_flight` on a
+verifier's `verify`), the first miss of a (format, image reference, requirement, material,
+credentials) leads: it reads and verifies; the others wait for its facts, each until its own
+deadline (then a failure of its own, `SharedVerificationFailed`, never a success). The leader's
+facts, a failure included, are every waiter's answer, except a failure for want of an answer when
+the leader ran out of its own, earlier deadline: a waiter with time left then verifies again. Only a
+success is kept. A leader that raises releases its waiters with a failure (`fly` lands every flight
+it led, whatever happens). Registry credentials are part of the flight's key, so a leader refused
+with other pull secrets never answers for an admission with its own.
 Counted as `shared_verifications`. `ttl` 0 (no_cache()) keeps nothing and shares nothing.
 
 Both maps are LRUs bounded in entries and in bytes (app/lru.py). Counted for the metrics
