@@ -25,28 +25,12 @@ from app.opa.process import LocalOpa  # noqa: E402
 from app.policies.model import PolicyResource  # noqa: E402
 from app.policies.sync import PolicySync, library_modules  # noqa: E402
 from app.policies.translate import translate  # noqa: E402
+from scripts.measure_policy_cost import entry  # noqa: E402
 
 
 def repositories(i: int, count: int) -> list[dict]:
-    """`count` entries: a third with trust, a third with a `simple` requirement, a third plain."""
-    entries: list[dict] = []
-    for j in range(count):
-        name = f"registry{j % 20}.example.com/team{i}/app{j}-*"
-        if j % 3 == 0:
-            policy: dict = {
-                "trust": {
-                    "enabled": True,
-                    "trustServer": "https://notary.example.com:4443",
-                    "signerSecrets": [{"name": f"signer{j % 7}"}],
-                }
-            }
-            entries.append({"name": name, "policy": policy})
-        elif j % 3 == 1:
-            policy = {"simple": {"requirements": [{"type": "signedBy", "keySecret": f"key{j % 5}"}]}}
-            entries.append({"name": name, "policy": policy})
-        else:
-            entries.append({"name": name})
-    return entries
+    """`count` entries of team i: a third with trust, a third with a `simple` requirement, a third plain."""
+    return [entry(j, team=i) for j in range(count)]
 
 
 def resources(count: int) -> list[PolicyResource]:

@@ -33,8 +33,10 @@ from app.policies.sync import PolicySync, library_modules  # noqa: E402
 from app.policies.translate import policy_data, translate  # noqa: E402
 
 
-def entry(i: int) -> dict:
-    name = f"registry{i % 20}.example.com/team{i}/app{i}-*"
+def entry(i: int, team: int | None = None) -> dict:
+    """Entry i: a third with trust, a third with a `simple` requirement, a third plain; in team `team`
+    (default: its own)."""
+    name = f"registry{i % 20}.example.com/team{i if team is None else team}/app{i}-*"
     if i % 3 == 0:
         policy: dict = {
             "trust": {
