@@ -9,6 +9,14 @@
   OPA token, reloads changed files.
 - **Readiness**: a probe thread asks OPA and the policy set every READY_INTERVAL and keeps the
   answer, so /readyz answers from memory, whatever OPA or the request threads are doing.
+
+What the probe asks OPA costs it little: OPA's /health, then the marker of the set OPA holds (a
+few bytes, app/policies/sync.py "The marker"), which an OPA restarted empty has lost whenever it
+restarted; the full comparison of OPA's modules and documents (tens of ms of OPA's CPU with a
+large set) runs at most every FULL_CHECK_INTERVAL, and at the next probe after anything changed:
+a push (the sync's generation), an OPA restart, a probe that found OPA not answering. In directory
+mode the watchdog's repair shares those looks (REPAIR_BOUND) and is woken by a probe that finds
+OPA no longer holding the set, so it does not wait for its next round.
 """
 
 from __future__ import annotations
@@ -39,6 +47,11 @@ log = logging.getLogger("ostiary")
 
 READY_INTERVAL = 0.5  # seconds between readiness probes (the state /readyz answers from)
 READY_STALE = 5.0  # a probe older than this is itself the answer: something it waits on is stuck
+# The probe compares OPA's whole set with Ostiary's at least this often (between two, the marker):
+# a change that leaves the marker (a module planted by a token holder) turns /readyz 503 within it.
+FULL_CHECK_INTERVAL = 5.0
+# The directory-mode watchdog's own bound on a full comparison (the probe's normally come first).
+REPAIR_BOUND = 2 * FULL_CHECK_INTERVAL
 Signature = tuple[tuple[str, int, int], ...]
 
 
@@ -83,7 +96,11 @@ class Supervisor:
         self._signature: Signature = ()  # of the files the last load read (a bad file waits for a change)
         self._retry = False  # the last load failed because OPA did not answer: try again next round
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set: the watchdog runs its round now (and on stop)
         self.opa_restarts = 0
+        # Whether the last probe found OPA answering and holding the set, at which OPA restart count:
+        # anything else and the next probe compares in full.
+        self._probed: tuple[bool, int] = (False, 0)
         self.opa_problem: str | None = None  # what the last probe found wrong with OPA; None: it answers
         # /readyz answers from the last probe (no I/O, no lock), never waiting on OPA itself.
         # (ready, why, when, OPA restarts seen): a verdict from before OPA's last restart is void.
@@ -223,11 +240,17 @@ class Supervisor:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def _watch(self) -> None:
         """Restart a dead local OPA; in directory mode push everything again when OPA lost its
-        modules, and reload the files when they change."""
-        while not self._stop.wait(self.rt.config.watch_interval):
+        modules, and reload the files when they change. Every watch_interval, or at once when a
+        probe wakes it."""
+        while True:
+            self._wake.wait(self.rt.config.watch_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.watch_once()
             except Exception:  # noqa: BLE001 - keep watching; the next round tries again
@@ -243,10 +266,11 @@ class Supervisor:
             rt.opa.url = rt.local_opa.url
         # OPA must hold exactly Ostiary's modules: any difference (OPA restarted, a module planted,
         # deleted or replaced by someone else) is repaired, logged and counted. In a cluster the
-        # policy source does this itself (and lists the API again).
+        # policy source does this itself (and lists the API again). A full look of the probe's
+        # within REPAIR_BOUND stands while OPA holds the set's marker (a restart: repaired now).
         if rt.kube is None and rt.sync.synced:
             try:
-                rt.sync.repair()
+                rt.sync.repair(within=REPAIR_BOUND)
             except OpaError as exc:
                 log.warning("could not compare OPA's modules with Ostiary's: %s", exc)
         if rt.kube is not None:
@@ -314,6 +338,7 @@ class Supervisor:
         threads are free to answer, and admissions are denied without asking it until it answers."""
         restarts = self.opa_restarts
         verdict: tuple[bool | None, str]
+        problem: str | None = "not probed"
         try:
             problem = self._opa_problem()
             self.opa_problem = problem
@@ -322,6 +347,8 @@ class Supervisor:
             log.exception("readiness probe failed")
             verdict = False, f"readiness probe failed: {exc.__class__.__name__}: {exc}"
         ok, why = verdict
+        if ok is not None:
+            self._probed = (problem is None, restarts)
         if ok is None:  # a push is under way and OPA answers: keep the last verdict, fresh, if still valid
             last = self._readiness
             ok, why = (
@@ -345,10 +372,19 @@ class Supervisor:
             return False, problem
         if self.load_error:
             return False, f"{self.load_error}; still deciding with the last good set ({self.in_force})"
-        in_place = rt.sync.in_place(wait=READY_INTERVAL)
+        return self._in_place()
+
+    def _in_place(self) -> tuple[bool | None, str]:
+        """Whether OPA holds exactly the set: its marker, or a full comparison when one is due
+        (module docstring). Not in place after a probe that found it so: the watchdog is woken."""
+        answered, restarts = self._probed
+        clean = answered and restarts == self.opa_restarts
+        in_place = self.rt.sync.in_place(wait=READY_INTERVAL, within=FULL_CHECK_INTERVAL if clean else 0.0)
         if in_place is None:
             return None, ""
         if not in_place:
+            if self._readiness[0]:
+                self._wake.set()
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
         return True, "; ".join(["ready", *self._notes()])
 

@@ -21,6 +21,20 @@ answers; only what OPA answers byte for byte as at the last look is not decoded 
 (app/opa/listing.py, ``_documents``): the listing with the library's ASTs and 200 policies'
 documents cost the worker ~65 ms per look decoded, ~2 ms not (docs/performance.md).
 
+**The marker.** Both reads cost OPA far more than Ostiary (63–90 ms of OPA's CPU per look with the
+library and 200 policies: it serialises every module's AST and every document), so the readiness
+probe (twice a second) does not look in full each time. After every change it made and every full
+look that found OPA exact, PolicySync writes a marker, ``data.ostiary_sync`` = {"set": <fingerprint
+of the set OPA holds>} (MARKER_ROOT: a root of its own that no package path reaches, so no decision
+reads it, and outside POLICY_DATA_ROOT, so the comparison never sees it), and deletes it before it
+starts changing OPA. ``in_place(within=...)`` and ``repair(within=...)`` then take a full look
+within that many seconds, at the same generation and of the same set, plus OPA still holding this
+set's marker (one read of a few bytes), as OPA holding the set: an OPA restarted empty has no
+marker, whenever it restarted. The marker is a pure function of the set, not of the process:
+several Ostiary processes sharing one OPA with the same set write the same value (they never undo
+each other's), one with another set sees a marker not its own (OPA does not hold its set, which is
+true), and nothing is left behind per process.
+
 Changes are all or nothing: when OPA refuses a module, OPA is brought back to the previous
 desired set, so it never runs a half-applied one.
 
@@ -36,6 +50,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -50,6 +65,12 @@ from app.policies.translate import canonical_json
 
 log = logging.getLogger(__name__)
 
+
+# The marker of the set OPA holds (module docstring): data.ostiary_sync = {"set": fingerprint}. A
+# root of its own: no package (the library's are under ostiary, custom ones under ostiary.custom)
+# and no policy document lies on its path, so no rule reads it and a write of it costs OPA nothing.
+MARKER_ROOT = "ostiary_sync"
+MARKER_PATH = f"{MARKER_ROOT}/set"
 
 # Scratch modules of apply-time validation live under a package the library never reads, so one
 # can never take part in a decision, even during the milliseconds it exists.
@@ -205,8 +226,15 @@ class PolicySync:
         self._last_documents: tuple[bytes, frozenset[str], dict[str, str], dict[str, str]] | None = None
         self.synced = False
         # Moves before and after every write to OPA's module set (app/admission/plans.py keeps
-        # plans per generation: one queried while the set changed is never kept).
+        # plans per generation: one queried while the set changed is never kept). Writes of the
+        # marker do not move it: no decision reads the marker.
         self.generation = 0
+        # The last full look that found OPA exact: (time.monotonic(), generation, set fingerprint).
+        self._verified: tuple[float, int, str] | None = None
+        self._last_marker: tuple[bytes, object] | None = None  # OPA's last answer for the marker, decoded
+        # The fingerprint of the desired set, with the dicts it was computed from (each is replaced
+        # whole on every change, never changed in place).
+        self._fingerprinted: tuple[tuple[object, ...], str] | None = None
 
     @property
     def desired(self) -> dict[str, RegoModule]:
@@ -215,6 +243,42 @@ class PolicySync:
             if self._held is not None:
                 return dict(self._held)
             return {**self._base, **self._policies}
+
+    def _fingerprint(self) -> str:
+        """The fingerprint of the desired set (pushguard.fingerprint), computed once per set."""
+        parts = (self._held, self._base, self._policies)
+        cached = self._fingerprinted
+        if cached is not None and all(a is b for a, b in zip(cached[0], parts, strict=True)):
+            return cached[1]
+        value = fingerprint(self.desired)
+        self._fingerprinted = (parts, value)
+        return value
+
+    def _marked(self) -> object:
+        """The set fingerprint OPA's marker holds (None when there is none); raises OpaError. An
+        answer byte for byte as the last is not decoded again (as the listing and the documents)."""
+        answer = self.opa.read_data(MARKER_PATH)
+        last = self._last_marker
+        if last is not None and last[0] == answer.content:
+            return last[1]
+        value = answer.value()
+        self._last_marker = (answer.content, value)
+        return value
+
+    def _confirm(self, set_fingerprint: str) -> None:
+        """A full look just found OPA holding exactly the set of `set_fingerprint`: make the marker
+        say so (written only when it does not already) and remember the look."""
+        if self._marked() != set_fingerprint:
+            self.opa.put_data(MARKER_ROOT, json.dumps({"set": set_fingerprint}))
+        self._verified = (time.monotonic(), self.generation, set_fingerprint)
+
+    def _vouched(self, within: float) -> bool:
+        """Whether a full look found OPA exact less than `within` seconds ago, at this generation
+        and for this set, and OPA still holds this set's marker (one small read; raises OpaError)."""
+        verified, set_fingerprint = self._verified, self._fingerprint()
+        if verified is None or within <= 0 or verified[1:] != (self.generation, set_fingerprint):
+            return False
+        return time.monotonic() - verified[0] < within and self._marked() == set_fingerprint
 
     def _put(self, module: RegoModule) -> None:
         """PUT one module; OPA's errors in a custom Rego file name the file, not the module id."""
@@ -335,13 +399,19 @@ class PolicySync:
         operations += [(k, functools.partial(self._put, by_key[k])) for k in modules]
         foreign = [k for k in steps.delete if not k.startswith(DATA_PREFIX)]
         operations += [(k, functools.partial(self.opa.delete_policy, k)) for k in foreign]
+        set_fingerprint = fingerprint(wanted)
         if not operations:
+            self._confirm(set_fingerprint)
             return
         if self.guard is not None and attempt:
             self.guard.attempted(wanted)
+        self._verified = None
         self.generation += 1
         try:
+            # No marker while OPA is being changed: another process sharing it sees that at once.
+            self.opa.delete_data(MARKER_ROOT)
             _until_settled(operations)
+            self.opa.put_data(MARKER_ROOT, json.dumps({"set": set_fingerprint}))
         finally:
             self.generation += 1
             if self.guard is not None and attempt:  # OPA may die as the push ends: count from then
@@ -410,18 +480,26 @@ class PolicySync:
             self._converge(self.desired)
 
     def difference(self) -> Drift:
-        """How OPA's modules differ from the desired set now; raises OpaError when OPA does not answer."""
+        """How OPA's modules differ from the desired set now (a full look); raises OpaError when OPA
+        does not answer. When there is none, the marker is made to say so (module docstring)."""
         with self._lock:
             wanted = {_key(m): m for m in self.desired.values()}
-            return drift({k: m.source for k, m in wanted.items()}, self._present(wanted))
-
-    def repair(self) -> Drift | None:
-        """Compare OPA's whole set with the desired one; on any difference log it, report it
-        (``on_drift``: the metrics) and make OPA exact again. Returns the difference, or None."""
-        with self._lock:
-            found = self.difference()
-            guard = self.guard
+            found = drift({k: m.source for k, m in wanted.items()}, self._present(wanted))
             if found.empty:
+                self._confirm(self._fingerprint())
+            else:
+                self._verified = None
+            return found
+
+    def repair(self, within: float = 0.0) -> Drift | None:
+        """Compare OPA's whole set with the desired one; on any difference log it, report it
+        (``on_drift``: the metrics) and make OPA exact again. Returns the difference, or None.
+        `within` > 0: a full look that found OPA exact less than that many seconds ago, with OPA
+        still holding the set's marker, stands for this one (``_vouched``)."""
+        with self._lock:
+            found = None if self._vouched(within) else self.difference()
+            guard = self.guard
+            if found is None or found.empty:
                 if guard is not None:
                     guard.settled(self.desired)
                     self._retry_held()
@@ -449,14 +527,18 @@ class PolicySync:
             log.info("trying the policy set held back again")
             self._apply(asked, self.desired)
 
-    def in_place(self, wait: float = -1) -> bool | None:
+    def in_place(self, wait: float = -1, within: float = 0.0) -> bool | None:
         """True when OPA holds exactly the desired modules, ids and text (false after an OPA
         restart, a planted module or one replaced in place). With `wait` >= 0: None when a change
-        is still being pushed after that many seconds (the readiness probe does not queue behind it)."""
+        is still being pushed after that many seconds (the readiness probe does not queue behind it).
+        `within` > 0: a full look that found OPA exact less than that many seconds ago, at this
+        generation and for this set, stands for one while OPA holds the set's marker (an OPA
+        restarted empty has none: False at once); a change to OPA that leaves the marker (a module
+        planted by a token holder) is found by the next full look, within `within` seconds."""
         if not self._lock.acquire(timeout=wait):
             return None
         try:
-            return self.difference().empty
+            return self._vouched(within) or self.difference().empty
         except OpaError:
             return False
         finally:
