@@ -8,23 +8,32 @@ the repair every few seconds and the readiness probe both run) `--calls` times a
 process's CPU time per call (time.process_time: every thread of this process, as a worker's
 CPU would count it) and the wall time per call. OPA's own CPU is printed beside it.
 
-Usage: .venv/bin/python scripts/measure_opa_check.py [--policies 200] [--calls 50]
+With `--idle SECONDS`, it then starts `ostiary serve` (its own OPA, token authentication) on a
+policy directory holding the same policies and, once /readyz is 200 and a few seconds have passed,
+prints OPA's CPU (and the Ostiary processes') per second of idle serving over SECONDS: what the
+readiness probe and the repair cost when nothing happens (/proc/<pid>/stat).
+
+Usage: .venv/bin/python scripts/measure_opa_check.py [--policies 200] [--calls 50] [--idle 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import requests  # noqa: E402
 
 from app.opa.client import OpaClient  # noqa: E402
 from app.opa.process import LocalOpa  # noqa: E402
 from app.policies.model import PolicyResource  # noqa: E402
 from app.policies.sync import PolicySync, library_modules  # noqa: E402
 from app.policies.translate import translate  # noqa: E402
+from scripts.harness import cluster_policy, image_policy, ostiary_serve, write_policies  # noqa: E402
 from scripts.measure_policy_cost import entry  # noqa: E402
 
 
@@ -54,10 +63,44 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100
 
 
+def idle(policies: int, seconds: float, settle: float = 5.0) -> None:
+    """OPA's and Ostiary's CPU per second of an idle `ostiary serve` with the library and `policies`
+    policies (the same as the check's), measured after /readyz is 200 and `settle` seconds more."""
+    with tempfile.TemporaryDirectory(prefix="measure-idle-") as tmp:
+        workdir = Path(tmp)
+        docs = {}
+        for i, resource in enumerate(resources(policies)):
+            repositories = resource.spec["repositories"]
+            if resource.namespace:
+                docs[f"p{i}.json"] = image_policy(resource.name, resource.namespace, repositories)
+            else:
+                docs[f"p{i}.json"] = cluster_policy(resource.name, repositories)
+        write_policies(workdir / "policies", docs)
+        server = ostiary_serve("idle", workdir, workdir / "policies", timeout=180)
+        try:
+            time.sleep(settle)
+            before, started = server.cpu(), time.monotonic()
+            time.sleep(seconds)
+            after, elapsed = server.cpu(), time.monotonic() - started
+            ready = requests.get(server.url + "/readyz", timeout=5).json()["reason"]
+        finally:
+            server.close()
+    opa = (after["opa"] - before["opa"]) / elapsed
+    ostiary = (after["server"] - before["server"]) / elapsed
+    print(
+        f"idle `ostiary serve`, library + {policies} policies, {elapsed:.0f} s after /readyz 200 (+{settle:.0f} s):"
+    )
+    print(
+        f"  OPA CPU {opa * 1000:.1f} ms per second ({opa * 100:.1f}% of a core), Ostiary {ostiary * 1000:.1f} ms per second"
+    )
+    print(f"  /readyz: {ready[:120]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", type=int, default=200)
     parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--idle", type=float, default=0.0, help="seconds of idle `ostiary serve` to measure")
     args = parser.parse_args()
     opa = LocalOpa(authenticate=True).start()
     try:
@@ -93,6 +136,8 @@ def main() -> None:
         f"OPA CPU {opa_cpu / args.calls * 1000:.1f} ms"
     )
     print(f"  worker CPU {changed * 1000:.2f} ms for the check that finds a module and a document changed")
+    if args.idle > 0:
+        idle(args.policies, args.idle)
 
 
 if __name__ == "__main__":
