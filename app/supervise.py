@@ -98,8 +98,9 @@ class Supervisor:
         self._stop = threading.Event()
         self._wake = threading.Event()  # set: the watchdog runs its round now (and on stop)
         self.opa_restarts = 0
-        # Whether the last probe found OPA answering and holding the set, at which OPA restart count:
-        # anything else and the next probe compares in full.
+        # Whether the last probe found OPA answering, and the OPA restart count it saw: OPA not
+        # answering, or restarted since, and the next probe compares in full (the sync itself does
+        # after a push, or when the last full look found a difference).
         self._probed: tuple[bool, int] = (False, 0)
         self.opa_problem: str | None = None  # what the last probe found wrong with OPA; None: it answers
         # /readyz answers from the last probe (no I/O, no lock), never waiting on OPA itself.
