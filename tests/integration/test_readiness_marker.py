@@ -331,3 +331,22 @@ def test_idle_serving_reads_opas_whole_state_at_most_every_full_check_bound(
     assert listings <= 2 and documents <= 2, f"OPA's whole state read too often: {dict(proxy.counts)}"
     assert markers >= 5, f"the probe did not read the marker: {dict(proxy.counts)}"
     assert _readyz(s)[0] == 200
+
+
+def test_two_replicas_sharing_one_opa_do_not_fight_over_the_marker(served, opas, proxy_for, tmp_path):  # noqa: F811 - the fixture
+    """Two `ostiary serve` with the same set on one external OPA (the marker is a function of the
+    set, not of the process): both ready, and over 5 s idle neither writes anything to OPA (no
+    marker rewritten, no module pushed back), each staying ready throughout."""
+    opa = opas()
+    proxy = proxy_for(opa.port)
+    first = _serve(served, tmp_path, proxy.url)
+    second = _serve(served, tmp_path, proxy.url)
+    time.sleep(1.0)
+    proxy.reset()
+    end = time.monotonic() + FULL_CHECK_INTERVAL
+    while time.monotonic() < end:
+        assert _readyz(first)[0] == 200 and _readyz(second)[0] == 200
+        time.sleep(0.1)
+    writes = {k: v for k, v in proxy.counts.items() if k[0] in ("PUT", "PATCH", "DELETE")}
+    assert writes == {}, f"the replicas wrote to OPA while idle: {writes}"
+    assert proxy.count("GET", "/v1/data/ostiary_sync/set") >= 10  # both probes read the marker
