@@ -387,6 +387,11 @@ class Supervisor:
             if self._readiness[0]:
                 self._wake.set()
             return False, "OPA does not hold exactly Ostiary's modules (repair pending)"
+        if not self.rt.sync.holds_base():
+            return False, (
+                "OPA holds no Ostiary library, so every admission is denied: the policy set is held back "
+                f"({self.rt.sync.held_back})"
+            )
         return True, "; ".join(["ready", *self._notes()])
 
     def _notes(self) -> list[str]:

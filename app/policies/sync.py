@@ -335,11 +335,14 @@ class PolicySync:
     def _hold(self, reason: str, old: dict[str, RegoModule], asked: dict[str, RegoModule]) -> None:
         """Keep OPA on `old` instead of the set asked for, and say why; when OPA died of `old` too
         (or it is over the budget), on the last set that fitted, or the one before `old`, or the
-        base alone (no policy: every admission denied)."""
+        base alone (no policy: every admission denied). Never a set without the base (the library and
+        custom Rego): OPA without the library decides nothing, and such a set is no set that fitted
+        (the set before the first push is empty)."""
         assert self.guard is not None
         keep = old
         for candidate in (self.guard.last_good, self._before, dict(self._base)):
-            if not self.guard.killed(keep) and self.guard.refusal(keep) is None:
+            usable = self._has_base(keep) and not self.guard.killed(keep) and self.guard.refusal(keep) is None
+            if usable:
                 break
             if candidate is not None:
                 keep = candidate
@@ -359,6 +362,15 @@ class PolicySync:
             log.warning("could not put the last set that fitted back in OPA yet: %s", exc)
         if changed and self._on_hold is not None:
             self._on_hold(reason)
+
+    def _has_base(self, modules: dict[str, RegoModule]) -> bool:
+        return all(modules.get(i) == m for i, m in self._base.items())
+
+    def holds_base(self) -> bool:
+        """False while a set without the base (the library, custom Rego) is what OPA must hold: OPA then
+        decides nothing, and every admission is denied."""
+        with self._lock:
+            return self._held is None or (bool(self._base) and self._has_base(self._held))
 
     def not_held(self) -> set[str]:
         """The ids of the modules asked for that OPA does not hold as asked (while a set is held back)."""

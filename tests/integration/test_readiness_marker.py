@@ -350,3 +350,30 @@ def test_two_replicas_sharing_one_opa_do_not_fight_over_the_marker(served, opas,
     writes = {k: v for k, v in proxy.counts.items() if k[0] in ("PUT", "PATCH", "DELETE")}
     assert writes == {}, f"the replicas wrote to OPA while idle: {writes}"
     assert proxy.count("GET", "/v1/data/ostiary_sync/set") >= 10  # both probes read the marker
+
+
+def test_a_set_held_back_after_opa_died_of_it_twice_still_holds_the_library(served, opas, tmp_path):  # noqa: F811 - the fixture
+    """OPA restarted empty twice within the guard's window: the set pushed before each death is held
+    back (app/policies/pushguard.py). What OPA keeps then is the base alone (the library: every
+    admission denied, with reasons), never the empty set from before the first push, which left OPA
+    deciding nothing while /readyz said "ready"."""
+    opa = opas()
+    s = _serve(served, tmp_path, opa.url)
+    for _ in range(2):
+        opa.kill()
+        opa.start()
+        opa.healthy()
+        time.sleep(2 * FULL_CHECK_INTERVAL / 5)
+    end = time.monotonic() + 30
+    while "held back" not in (why := _readyz(s)[1]):
+        assert time.monotonic() < end, f"the set was not held back: {why}"
+        time.sleep(0.1)
+    end = time.monotonic() + 15
+    while True:
+        held = opa.module_ids()
+        if any(i.startswith("ostiary/lib/") for i in held):
+            break
+        assert time.monotonic() < end, f"OPA holds no library while the set is held back: {held}"
+        time.sleep(0.1)
+    code, why = _readyz(s)
+    assert code == 200 and "held back" in why, (code, why)
