@@ -313,8 +313,8 @@ def _record_store(
             raise click.UsageError("--kube and --state-dir are two different stores: give one")
         try:
             return KubeRecordStore(RestKubeApi.from_kubeconfig(kubeconfig), system_namespace)
-        except KubeConfigError as exc:
-            raise click.ClickException(f"cannot reach the cluster's TrustRecords: {exc}") from None
+        except KubeConfigError as exc:  # an input error: exit 2 with the message (app/cli/__init__.py)
+            raise KubeConfigError(f"cannot reach the cluster's TrustRecords: {exc}") from None
     store = FileRecordStore(state_dir or default_state_dir())
     if create:
         try:

@@ -133,7 +133,7 @@ def test_a_malformed_kubeconfig_is_the_operators_input_not_a_bug(tmp_path, argv,
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
     )  # fmt: skip
     output = done.stdout + done.stderr
-    assert done.returncode in (1, 2), output
+    assert done.returncode == EXIT_INPUT, output
     assert f"cannot use the kubeconfig {kubeconfig}" in output
     assert "Traceback" not in output and "an Ostiary bug" not in output
 
