@@ -310,7 +310,24 @@ def test_killed_webhook_pods_fail_closed_and_their_replacements_admit_again(
         "metadata": {"name": "while-down"},
         "spec": {"containers": [{"name": "c", "image": node_images.signed}]},
     }
-    message = refusal(core.create_namespaced_pod, ns, pod)  # failurePolicy Fail: no endpoint, no admission
+    pinned = f"{node_images.signed}@{node_images.signed_digest}"
+
+    def refused_while_down() -> str | None:
+        """failurePolicy Fail: no webhook answering, no admission. A force-deleted pod's containers
+        may still answer for a moment (the kubelet stops them, kube-proxy forgets them, after the API
+        object is gone): what they admit carries their pin; anything admitted unpinned failed open."""
+        name = f"while-down-{uuid.uuid4().hex[:6]}"
+        try:
+            core.create_namespaced_pod(ns, {**pod, "metadata": {"name": name}})
+        except ApiException as exc:
+            assert exc.status in (400, 403, 500), f"unexpected status {exc.status}: {exc.body}"
+            return json.loads(exc.body).get("message", exc.body)
+        stored = core.read_namespaced_pod(name, ns).spec.containers[0].image
+        core.delete_namespaced_pod(name, ns, grace_period_seconds=0)
+        assert stored == pinned, f"admitted without the webhook's pin while it was down: {stored}"
+        return None
+
+    message = eventually(refused_while_down, 30, interval=0.2, what="a refusal while no webhook pod runs")
     assert "ostiary" in message.lower(), message
     eventually(lambda: len(ready_webhook_pods(api, namespace)) == 2, 120, what="both replacements ready")
 
