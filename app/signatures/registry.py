@@ -9,8 +9,9 @@ bytes received, never taken from a header.
 --registry-endpoint HOST=URL`): a mirror, or a test registry on loopback. Without an entry the
 registry is asked at `https://HOST` (Docker Hub at `https://registry-1.docker.io`).
 
-Under `ostiary serve` (`hide_connection_errors`, set by app/runtime.py) a read that failed for a
-connection reason says only that the host could not be reached (`shown_error`): the image reference,
+Under the runtime (`hide_connection_errors`, set by app/runtime.py for `ostiary serve` and for
+apply/explain/test, which word failures as serve does) a read that failed for a connection reason
+says only that the host could not be reached (`shown_error`): the image reference,
 and so the host and port asked, is the pod author's choice, and whether an address refused, failed
 TLS or kept silent would map what the webhook pod can reach. The reason is logged at WARNING.
 """
@@ -152,8 +153,8 @@ class RegistryReader:
         self.http = http or NotaryClient()
         self.endpoints = dict(endpoints or {})
         self.tokens = tokens or self.http.tokens
-        # serve: a connection failure reads "could not be reached" in the facts (shown_error); the
-        # offline commands an operator runs keep the details.
+        # The runtime (serve, apply/explain/test): a connection failure reads "could not be reached" in
+        # the facts (shown_error); `ostiary trust inspect` and capture keep the details.
         self.hide_connection_errors = hide_connection_errors
 
     def base_url(self, registry: str) -> str:

@@ -7,7 +7,7 @@ naming the format. It returns by the deadline even when a worker is stuck in the
 
 The verifiers are given a deadline a little earlier than the service's own (`SETTLE`), so a read
 that timed out is reported by the reader (app/signatures/registry.py shown_error) rather than
-overtaken by the service's deadline. Under serve (`hide_connection_errors`) a verifier still
+overtaken by the service's deadline. Under the runtime (`hide_connection_errors`) a verifier still
 running at the deadline reads as its registry not reached, like a read that timed out: a different
 text would tell a pod's author that the host it named accepted the connection and kept silent.
 """
@@ -47,7 +47,8 @@ class SignatureService:
         hide_connection_errors: bool = False,
     ):
         self.verifiers = {v.format: v for v in verifiers}
-        # serve: what a verifier still running at the deadline reads as (see the module docstring)
+        # the runtime (serve, apply/explain/test): what a verifier still running at the deadline
+        # reads as (see the module docstring)
         self.hide_connection_errors = hide_connection_errors
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ostiary-signatures")
         self._lock = threading.Lock()
@@ -101,7 +102,7 @@ class SignatureService:
 
     def _late(self, request: SignatureRequest, started: bool) -> dict:
         """The facts of a requirement whose verifier was still running at the deadline, or had not
-        started (every worker busy). Under serve both read as the registry not reached: which of them
+        started (every worker busy). When hidden both read as the registry not reached: which of them
         happened, like how long the reads of other images took, is the network's to tell."""
         image = request.image
         if not self.hide_connection_errors:
